@@ -1,0 +1,1 @@
+"""CIM translation: providers translate between CIM and the engine, never decide."""

@@ -1,0 +1,1 @@
+"""One module per class family of the Mounting Model."""

@@ -1,0 +1,45 @@
+"""The kernel's mount(2) and umount2(2) flag values, as plain integers.
+
+Owns: the numeric MS_* / MNT_* constants (from <linux/mount.h> and <sys/mount.h>)
+so that the pure option tables (``options``) and the machine layer (``linux``)
+share one definition. Must not know: how flags are applied or parsed.
+"""
+
+from typing import Final
+
+MS_RDONLY: Final = 0x1
+MS_NOSUID: Final = 0x2
+MS_NODEV: Final = 0x4
+MS_NOEXEC: Final = 0x8
+MS_SYNCHRONOUS: Final = 0x10
+MS_REMOUNT: Final = 0x20
+MS_MANDLOCK: Final = 0x40
+MS_DIRSYNC: Final = 0x80
+MS_NOSYMFOLLOW: Final = 0x100
+MS_NOATIME: Final = 0x400
+MS_NODIRATIME: Final = 0x800
+MS_BIND: Final = 0x1000
+MS_MOVE: Final = 0x2000
+MS_REC: Final = 0x4000
+MS_SILENT: Final = 0x8000
+MS_UNBINDABLE: Final = 1 << 17
+MS_PRIVATE: Final = 1 << 18
+MS_SLAVE: Final = 1 << 19
+MS_SHARED: Final = 1 << 20
+MS_RELATIME: Final = 1 << 21
+MS_STRICTATIME: Final = 1 << 24
+MS_LAZYTIME: Final = 1 << 25
+
+# Flags that belong to the mount (VFS) rather than the superblock: on a remount
+# they change with MS_REMOUNT|MS_BIND alone, without touching the file system
+# (mount(2), "Remounting an existing mount"; kernel commit 2e4b7fcd9260).
+PER_MOUNT_FLAGS: Final = (
+    MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME
+    | MS_RELATIME | MS_STRICTATIME | MS_NOSYMFOLLOW
+)
+
+# umount2(2) flags.
+MNT_FORCE: Final = 0x1
+MNT_DETACH: Final = 0x2
+MNT_EXPIRE: Final = 0x4
+UMOUNT_NOFOLLOW: Final = 0x8

@@ -1,0 +1,1 @@
+"""CIM-XML over HTTP(S): moves bytes, knows no mount logic."""
