@@ -43,3 +43,34 @@ MNT_FORCE: Final = 0x1
 MNT_DETACH: Final = 0x2
 MNT_EXPIRE: Final = 0x4
 UMOUNT_NOFOLLOW: Final = 0x8
+
+
+# mount(8) option names of the flags above, as (flag, name when set, name when
+# clear). One table for the option parser (``options``) and for the helper path
+# of the machine layer, which must spell flags as mount(8) arguments.
+FLAG_OPTION_NAMES: Final[tuple[tuple[int, str, str], ...]] = (
+    (MS_RDONLY, "ro", "rw"),
+    (MS_NOSUID, "nosuid", "suid"),
+    (MS_NODEV, "nodev", "dev"),
+    (MS_NOEXEC, "noexec", "exec"),
+    (MS_SYNCHRONOUS, "sync", "async"),
+    (MS_DIRSYNC, "dirsync", ""),
+    (MS_MANDLOCK, "mand", "nomand"),
+    (MS_NOATIME, "noatime", "atime"),
+    (MS_NODIRATIME, "nodiratime", "diratime"),
+    (MS_RELATIME, "relatime", "norelatime"),
+    (MS_STRICTATIME, "strictatime", "nostrictatime"),
+    (MS_LAZYTIME, "lazytime", "nolazytime"),
+    (MS_NOSYMFOLLOW, "nosymfollow", "symfollow"),
+    (MS_SILENT, "silent", "loud"),
+)
+
+
+def flag_option_names(flags: int) -> list[str]:
+    """Spell the option flags set in ``flags`` as mount(8) names, table order.
+
+    Only set flags are named: a clear flag is the kernel default and needs no word.
+    Operation flags (MS_BIND, MS_REMOUNT, MS_REC, propagation) are not options
+    and are ignored here.
+    """
+    return [name for flag, name, _ in FLAG_OPTION_NAMES if flags & flag]
