@@ -1,0 +1,71 @@
+"""Entering a private mount namespace, and the C library handle of this package.
+
+Owns: ``unshare(CLONE_NEWNS)`` followed by making every mount recursively
+private, so that whatever the process mounts afterwards stays invisible to the
+host (``lmi-mountd --sandbox`` and the tests); and ``libc()``, the one ctypes
+handle on the C library that ``linux/`` calls through. Must not know: what is
+mounted afterwards, mount tables, or options.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import os
+from typing import Final
+
+from lmi_mount.mounts.flags import MS_PRIVATE, MS_REC
+
+# <linux/sched.h>. os.unshare() only exists from Python 3.12, hence ctypes.
+CLONE_NEWNS: Final = 0x00020000
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    """Return the C library, loaded once, with errno capture (``ctypes.get_errno``).
+
+    The prototypes are declared here, once, so that every caller in ``linux/``
+    passes the same C types (a ``char *`` is ``bytes`` or ``None``).
+    """
+    lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    lib.mount.argtypes = (
+        ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p,
+    )
+    lib.mount.restype = ctypes.c_int
+    lib.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+    lib.umount2.restype = ctypes.c_int
+    lib.unshare.argtypes = (ctypes.c_int,)
+    lib.unshare.restype = ctypes.c_int
+    return lib
+
+
+def enter_private_mount_namespace() -> None:
+    """Move the calling process into a new mount namespace whose mounts are all private.
+
+    Call it before the process starts any thread: unshare(2) refuses
+    CLONE_NEWNS (EINVAL) while the file system information is shared with
+    other threads. Needs CAP_SYS_ADMIN (EPERM otherwise).
+
+    Without the second step, mounts of a namespace copied from one with shared
+    propagation (systemd makes ``/`` shared) would still propagate to the host
+    (mount_namespaces(7), "Shared subtrees"); that is why it is not optional.
+
+    Raises OSError naming the step that failed and the likely cause.
+    """
+    lib = libc()
+    if lib.unshare(CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        hint = {
+            errno.EPERM: "the process lacks CAP_SYS_ADMIN",
+            errno.EINVAL: "the process runs threads; enter the namespace before any starts",
+        }.get(err, "see unshare(2)")
+        raise OSError(err, f"unshare(CLONE_NEWNS) failed: {os.strerror(err)} ({hint})")
+    if lib.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(
+            err,
+            f"mount(none, '/', MS_REC|MS_PRIVATE) failed: {os.strerror(err)}; the new mount "
+            "namespace is not private and mounts made now would propagate to the host",
+        )
