@@ -1,0 +1,587 @@
+"""Locked, compare-and-swap, atomic replacement of small system files (/etc/fstab).
+
+Owns: reading a file together with the version that was read, replacing it so
+that a reader or a crash sees either the old or the new content and never a
+mix, never overwriting an edit someone else made after our read, keeping the
+file's mode and owner, and telling systemd to reload its generated units
+after an fstab edit. Must not know: what the text means (``mounts.fstab``
+parses it) or CIM. Every path is a parameter.
+
+The write protocol, in the order the ``crash`` hook sees its steps
+(``REPLACE_STEPS``):
+
+1. ``locked``: take an exclusive flock(2) on the lock file ``<path>.lock``.
+   The lock is not taken on the file itself: the rename in step 6 puts a new
+   inode at the path, so a writer blocked on the old inode would wake up
+   holding a lock on a file that is no longer ``<path>`` while the next
+   writer locks the new one. A separate lock file never moves. The name is
+   libmount's flock convention (``libmount/src/lock.c``,
+   ``mnt_lock_use_simplelock``: ``<name>.lock``), so tools built on it
+   serialize with us; like libmount we never delete it (deleting a lock file
+   races with its next user).
+2. ``temp-created``: create ``.<name>.lmi-tmp`` in the same directory (a
+   rename is atomic only within one file system). Only lock holders touch
+   that name, so a leftover from a killed writer is simply removed and
+   created afresh by the next one: a crash leaves at most this one file and
+   it never blocks a later write.
+3. ``temp-attributes``: fchown then fchmod to the old file's owner and mode
+   (chown first: it clears set-id bits). A new file gets ``new_file_mode``
+   (0644) and the writer's owner (root for the service).
+4. ``temp-written`` then ``temp-synced``: write all bytes, fsync(2).
+5. ``checked``: stat and re-read the file and compare with the version the
+   caller read (device, inode, size, mtime and SHA-256 of the content). Any
+   difference is an edit made by someone who does not take our lock (an
+   editor, ansible): ``ConflictError``, the temporary file is removed and
+   the other edit survives. The check comes last, right before the rename,
+   so that the window in which such an edit could still be lost is a few
+   system calls, not the length of a write and an fsync.
+6. ``renamed``: rename(2) over the path: atomic for every reader.
+7. ``dir-synced``: fsync the directory so that the rename itself is durable
+   (fsync(2): syncing a file does not sync its directory entry).
+
+No protocol can save a writer that does not lock and writes in place
+while we replace the file (its remaining writes land in the old inode):
+the compare-and-swap guarantees that every change made before our rename
+is either kept or reported.
+
+Any error before the rename removes the temporary file and raises
+``FileWriteError`` with the errno, the path and the step; the old file is
+untouched. An error after the rename (a failing directory fsync) raises
+``FileWriteError`` with ``replaced=True``: the new content is in place but
+may not survive a power loss.
+
+Text is decoded as UTF-8 with ``surrogateescape``, so any byte sequence
+(Latin-1 paths, NUL) round-trips exactly. A symbolic link at the path is
+followed: its target is replaced and the link stays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as errno_codes
+import fcntl
+import hashlib
+import logging
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+_LOG: Final = logging.getLogger(__name__)
+
+ENCODING: Final = "utf-8"
+ENCODING_ERRORS: Final = "surrogateescape"
+NEW_FILE_MODE: Final = 0o644
+# libmount gives up on the mtab lock after 30 s (lock.c, MOUNTLOCK_MAXTIME).
+LOCK_TIMEOUT: Final = 30.0
+LOCK_SUFFIX: Final = ".lock"
+TEMP_SUFFIX: Final = ".lmi-tmp"
+
+REPLACE_STEPS: Final = (
+    "locked",
+    "temp-created",
+    "temp-attributes",
+    "temp-written",
+    "temp-synced",
+    "checked",
+    "renamed",
+    "dir-synced",
+)
+
+CrashHook = Callable[[str], None]
+"""Called with each step name of ``REPLACE_STEPS`` once that step is done.
+
+Tests kill the process there (crash consistency) or raise an ``OSError``
+(fault injection: it is handled exactly like the system call failing).
+"""
+
+
+class FileError(Exception):
+    """A file could not be read or replaced; ``path`` names it."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ConflictError(FileError):
+    """The file changed after it was read: the other edit is kept, ours is not written."""
+
+    def __init__(self, path: str, expected: FileVersion, found: FileVersion) -> None:
+        super().__init__(
+            f"{path!r} was changed by someone else since it was read "
+            f"({expected.describe()} -> {found.describe()}); not overwritten",
+            path,
+        )
+        self.expected = expected
+        self.found = found
+
+
+class FileReadError(FileError):
+    """Reading failed; ``errno`` is the system error number."""
+
+    def __init__(self, path: str, error: OSError) -> None:
+        super().__init__(f"cannot read {path!r}: {_strerror(error)}", path)
+        self.errno = error.errno
+
+
+class FileWriteError(FileError):
+    """Replacing failed at ``step``; unless ``replaced``, the old file is intact."""
+
+    def __init__(self, path: str, error: OSError, step: str, *, replaced: bool = False) -> None:
+        outcome = (
+            "the new content is in place but not known to be durable"
+            if replaced
+            else "the old file is unchanged"
+        )
+        super().__init__(f"cannot replace {path!r} ({step}): {_strerror(error)}; {outcome}", path)
+        self.errno = error.errno
+        self.step = step
+        self.replaced = replaced
+
+
+def _strerror(error: OSError) -> str:
+    if error.errno is None:
+        return str(error)
+    name = errno_codes.errorcode.get(error.errno, str(error.errno))
+    return f"[{name}] {error.strerror or os.strerror(error.errno)}"
+
+
+@dataclass(frozen=True, slots=True)
+class FileVersion:
+    """What was read: identity and content of one file at one moment.
+
+    ``exists=False`` (all numbers 0) is the version of a missing file; a
+    write against it creates the file and fails if someone else did first.
+    Equality of all fields is the compare-and-swap test: size and mtime
+    catch most edits cheaply, the digest catches a same-size edit within
+    the file system's timestamp granularity.
+    """
+
+    exists: bool
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    digest: str
+
+    @classmethod
+    def missing(cls) -> FileVersion:
+        """The version of a file that does not exist."""
+        return cls(False, 0, 0, 0, 0, hashlib.sha256(b"").hexdigest())
+
+    @classmethod
+    def of(cls, info: os.stat_result, data: bytes) -> FileVersion:
+        """The version of a file whose fstat is ``info`` and content ``data``."""
+        return cls(
+            True,
+            info.st_dev,
+            info.st_ino,
+            info.st_size,
+            info.st_mtime_ns,
+            hashlib.sha256(data).hexdigest(),
+        )
+
+    def describe(self) -> str:
+        """Short human form for messages."""
+        if not self.exists:
+            return "missing"
+        return f"inode {self.inode}, {self.size} bytes, sha256 {self.digest[:12]}"
+
+
+def _decode(data: bytes) -> str:
+    return data.decode(ENCODING, ENCODING_ERRORS)
+
+
+def _encode(text: str) -> bytes:
+    return text.encode(ENCODING, ENCODING_ERRORS)
+
+
+def _read_fd(fd: int, size_hint: int) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        # Read past the hint: the size may change while we read.
+        chunk = os.read(fd, max(size_hint + 1, 65536))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _read_raw(path: str) -> tuple[bytes, os.stat_result | None]:
+    """Read ``path``: (content, fstat), or (b"", None) when it does not exist."""
+    try:
+        # O_NONBLOCK: opening a FIFO planted at the path must not hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return b"", None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            code = errno_codes.EISDIR if stat.S_ISDIR(info.st_mode) else errno_codes.EINVAL
+            raise OSError(code, "not a regular file", path)
+        data = _read_fd(fd, info.st_size)
+        # fstat after the read: an in-place writer racing with us changes
+        # mtime, so the version never claims content it did not see.
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return data, after
+
+
+def _version(info: os.stat_result | None, data: bytes) -> FileVersion:
+    return FileVersion.missing() if info is None else FileVersion.of(info, data)
+
+
+def _same_file(a: os.stat_result | None, b: os.stat_result | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (
+        b.st_dev,
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+    )
+
+
+def read_versioned(path: str | os.PathLike[str]) -> tuple[str, FileVersion]:
+    """Read the text of ``path`` and the version to pass to ``replace_atomically``.
+
+    A missing file reads as ``""`` with ``FileVersion.missing()``. Other
+    failures (permission, not a regular file, EIO) raise ``FileReadError``.
+    """
+    name = os.fspath(path)
+    try:
+        data, info = _read_raw(name)
+    except OSError as error:
+        raise FileReadError(name, error) from error
+    return _decode(data), _version(info, data)
+
+
+def default_lock_path(path: str | os.PathLike[str]) -> str:
+    """The lock file of ``path``: ``<real path>.lock`` (libmount's flock naming)."""
+    return os.path.realpath(path) + LOCK_SUFFIX
+
+
+def temp_path(path: str | os.PathLike[str]) -> str:
+    """The temporary file a replacement of ``path`` writes: ``<dir>/.<name>.lmi-tmp``."""
+    real = os.path.realpath(path)
+    directory, name = os.path.split(real)
+    return os.path.join(directory, f".{name}{TEMP_SUFFIX}")
+
+
+@contextlib.contextmanager
+def locked(lock_path: str, *, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold an exclusive flock(2) on ``lock_path`` (created 0644 if missing).
+
+    flock locks belong to the open file description, so two threads of one
+    process exclude each other as two processes do. Waits up to ``timeout``
+    seconds; then raises ``FileWriteError`` with ETIMEDOUT naming the lock.
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
+    except OSError as error:
+        raise FileWriteError(lock_path, error, "lock") from error
+    try:
+        _flock(fd, lock_path, timeout)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def _flock(fd: int, lock_path: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as error:
+            raise FileWriteError(lock_path, error, "lock") from error
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            timed_out = OSError(
+                errno_codes.ETIMEDOUT, f"lock still held by another writer after {timeout:g} s"
+            )
+            raise FileWriteError(lock_path, timed_out, "lock")
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.05)
+
+
+def replace_atomically(
+    path: str | os.PathLike[str],
+    text: str,
+    expected: FileVersion,
+    *,
+    lock_path: str | None = None,
+    crash: CrashHook | None = None,
+    new_file_mode: int = NEW_FILE_MODE,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> FileVersion:
+    """Replace the content of ``path`` with ``text`` if it is still ``expected``.
+
+    See the module docstring for the protocol. Returns the version now on
+    disk. Raises ``ConflictError`` when the file is no longer ``expected``
+    (nothing written), ``FileWriteError`` on a system error.
+    """
+    real = os.path.realpath(path)
+    lock = lock_path if lock_path is not None else real + LOCK_SUFFIX
+    data = _encode(text)
+
+    def unchanged(current: bytes, info: os.stat_result | None) -> bool:
+        return _version(info, current) == expected
+
+    with locked(lock, timeout=lock_timeout):
+        _step(crash, "locked", real)
+        written = _replace_locked(real, data, unchanged, lambda: expected, crash, new_file_mode)
+    return FileVersion.of(written, data)
+
+
+def edit_file(
+    path: str | os.PathLike[str],
+    edit: Callable[[str], str],
+    *,
+    retries: int = 3,
+    lock_path: str | None = None,
+    crash: CrashHook | None = None,
+    new_file_mode: int = NEW_FILE_MODE,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> tuple[str, str]:
+    """Apply the pure function ``edit`` to the text of ``path``; return (old, new).
+
+    The read, the edit and the replacement happen under the lock, so
+    writers that use this module never conflict; a writer that does not
+    lock (an editor) is caught by the compare-and-swap and the edit is
+    re-applied to the fresh text, up to ``retries`` more times, before the
+    ``ConflictError`` is raised. ``edit`` may run more than once: it must
+    not have side effects. When it returns the text unchanged, nothing is
+    written. Errors of ``edit`` itself propagate unchanged.
+    """
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, not {retries}")
+    real = os.path.realpath(path)
+    lock = lock_path if lock_path is not None else real + LOCK_SUFFIX
+    attempt = 0
+    while True:
+        with locked(lock, timeout=lock_timeout):
+            _step(crash, "locked", real)
+            try:
+                return _edit_locked(real, edit, crash, new_file_mode)
+            except ConflictError:
+                if attempt >= retries:
+                    raise
+        attempt += 1
+        _LOG.info("%s changed under us; re-applying the edit (retry %d)", real, attempt)
+
+
+def _edit_locked(
+    path: str, edit: Callable[[str], str], crash: CrashHook | None, new_file_mode: int
+) -> tuple[str, str]:
+    try:
+        data, info = _read_raw(path)
+    except OSError as error:
+        raise FileReadError(path, error) from error
+    old = _decode(data)
+    new = edit(old)
+    if new == old:
+        return old, new
+
+    # We still hold the bytes we read: comparing them is exact and cheaper
+    # than hashing twice. The digest is computed only for a conflict message.
+    def unchanged(current: bytes, current_info: os.stat_result | None) -> bool:
+        return _same_file(current_info, info) and current == data
+
+    _replace_locked(
+        path, _encode(new), unchanged, lambda: _version(info, data), crash, new_file_mode
+    )
+    return old, new
+
+
+def _step(crash: CrashHook | None, step: str, path: str) -> None:
+    if crash is None:
+        return
+    try:
+        crash(step)
+    except OSError as error:
+        replaced = step in ("renamed", "dir-synced")
+        raise FileWriteError(path, error, step, replaced=replaced) from error
+
+
+def _replace_locked(
+    path: str,
+    data: bytes,
+    unchanged: Callable[[bytes, os.stat_result | None], bool],
+    expected: Callable[[], FileVersion],
+    crash: CrashHook | None,
+    new_file_mode: int,
+) -> os.stat_result:
+    """Steps 2-7 of the protocol; the caller holds the lock. Returns the new file's fstat.
+
+    ``unchanged(content, fstat)`` is the compare-and-swap test; ``expected()``
+    gives the version the caller read, for the message of a conflict.
+    """
+    try:
+        info: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as error:
+        raise FileWriteError(path, error, "temp-created") from error
+    directory = os.path.dirname(path) or "."
+    temp = os.path.join(directory, f".{os.path.basename(path)}{TEMP_SUFFIX}")
+    step = "temp-created"
+    fd = -1
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)  # a leftover of a writer killed mid-write
+        fd = os.open(
+            temp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
+        _step(crash, step, path)
+        step = "temp-attributes"
+        if info is not None:
+            os.fchown(fd, info.st_uid, info.st_gid)
+            os.fchmod(fd, stat.S_IMODE(info.st_mode))
+        else:
+            os.fchmod(fd, new_file_mode)
+        _step(crash, step, path)
+        step = "temp-written"
+        _write_all(fd, data)
+        _step(crash, step, path)
+        step = "temp-synced"
+        os.fsync(fd)
+        written = os.fstat(fd)
+        os.close(fd)
+        fd = -1
+        _step(crash, step, path)
+        step = "checked"
+        current_data, current_info = _read_raw(path)
+        if not unchanged(current_data, current_info):
+            raise ConflictError(path, expected(), _version(current_info, current_data))
+        _step(crash, step, path)
+        step = "renamed"
+        os.rename(temp, path)
+    except BaseException as error:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(error, OSError):
+            raise FileWriteError(path, error, step) from error
+        raise
+    _step(crash, "renamed", path)
+    try:
+        _fsync_directory(directory)
+    except OSError as error:
+        raise FileWriteError(path, error, "dir-synced", replaced=True) from error
+    _step(crash, "dir-synced", path)
+    return written
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        count = os.write(fd, view)
+        view = view[count:]
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- systemd -----------------------------------------------------------------
+
+SYSTEMD_RUN_DIR: Final = "/run/systemd/system"
+
+
+class Runner(Protocol):
+    """The part of ``subprocess.run`` that the reloader uses."""
+
+    def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        capture_output: bool,
+        text: bool,
+        timeout: float,
+        check: bool,
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    """What happened to ``systemctl daemon-reload``.
+
+    ``attempted`` is False when systemd does not run the machine (nothing to
+    do, ``ok`` True). Otherwise ``ok`` says whether systemctl succeeded and
+    ``detail`` carries its error output or the reason it could not run.
+    """
+
+    attempted: bool
+    ok: bool
+    detail: str = ""
+    returncode: int | None = None
+
+
+def systemd_booted(run_dir: str = SYSTEMD_RUN_DIR) -> bool:
+    """sd_booted(3): systemd runs the machine iff ``run_dir`` is a directory (lstat)."""
+    try:
+        return stat.S_ISDIR(os.lstat(run_dir).st_mode)
+    except OSError:
+        return False
+
+
+def reload_systemd(
+    run_dir: str = SYSTEMD_RUN_DIR,
+    systemctl: str = "systemctl",
+    runner: Runner = subprocess.run,
+    *,
+    timeout: float = 60.0,
+) -> ReloadResult:
+    """Run ``systemctl daemon-reload`` when systemd runs the machine.
+
+    systemd-fstab-generator turns fstab into mount units; until the reload,
+    systemd acts on the old ones (systemd.mount(5), "fstab"). The edit is
+    already done when this runs, so a failure is returned and logged, never
+    raised.
+    """
+    if not systemd_booted(run_dir):
+        return ReloadResult(attempted=False, ok=True, detail=f"{run_dir} is not a directory")
+    command = [systemctl, "daemon-reload"]
+    try:
+        completed = runner(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = f"cannot run {' '.join(command)!r}: {error}"
+        _LOG.warning("%s", detail)
+        return ReloadResult(attempted=True, ok=False, detail=detail)
+    if completed.returncode != 0:
+        output = (completed.stderr or completed.stdout or "").strip()
+        detail = f"{' '.join(command)!r} exited with {completed.returncode}: {output}"
+        _LOG.warning("%s", detail)
+        return ReloadResult(
+            attempted=True, ok=False, detail=detail, returncode=completed.returncode
+        )
+    return ReloadResult(attempted=True, ok=True, returncode=0)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemdReloader:
+    """``reload_systemd`` with its paths and runner bound, for injection into the engine."""
+
+    run_dir: str = SYSTEMD_RUN_DIR
+    systemctl: str = "systemctl"
+    runner: Runner = subprocess.run
+    timeout: float = 60.0
+
+    def __call__(self) -> ReloadResult:
+        """Reload if systemd runs the machine; never raises for a failed reload."""
+        return reload_systemd(self.run_dir, self.systemctl, self.runner, timeout=self.timeout)

@@ -1,0 +1,576 @@
+"""A lossless fstab(5) document: parse, query, edit and render without losing a byte.
+
+Owns: the line grammar of fstab (what is a comment, a blank line, an entry or an
+unparsable line), the identity of an entry (its spec and its normalized mount
+point), edits that touch exactly one line, and the problems a document carries
+(unparsable lines, duplicate entries). Must not know: where the text comes from
+or goes to (``lmi_mount.linux.files`` reads and writes it), what options mean
+(``options``), or CIM.
+
+The document is the text itself. ``FstabDocument.parse(text).render() == text``
+for ANY string: comments, blank lines, unparsable lines, tabs or spaces,
+trailing blanks, CRLF, NUL and a missing final newline all survive, because
+rendering returns the stored text and every edit splices one line into it.
+
+Grammar (util-linux libmount, ``libmount/src/tab_parse.c``, which mount(8) and
+systemd-fstab-generator use):
+
+* Lines end at ``\\n``; one ``\\r`` before it (or at the end of the text) is
+  not part of the line's content (``mnt_table_parse_next`` strips it).
+* Fields are separated by runs of blanks: space and tab only
+  (``skip_separator``). Any other character, other whitespace included,
+  belongs to a field.
+* A line whose first non-blank character is ``#`` is a comment; a line of
+  blanks only is blank (``is_comment_line``). A ``#`` later in a line is not
+  a comment: it is part of a field.
+* An entry has 4 to 6 fields: spec, mount point, type, options, freq and
+  passno; a missing freq or passno is 0 (fstab(5)). Fewer than 4 or more
+  than 6 fields, or a freq/passno that is not a decimal number in the range
+  of a C ``int`` (libmount stores them as ``int``), make the line
+  *unparsable*: it is kept verbatim and reported by ``problems()``. This is
+  stricter than libmount, which also accepts 3 fields, signs and trailing
+  text after passno; reporting those lines instead of guessing is the point.
+* Fields carry octal escapes (``\\040`` space, ``\\011`` tab, ``\\012``
+  newline, ``\\134`` backslash, ``\\043`` ``#``); ``FstabEntry`` holds the
+  decoded text and rendering re-escapes with
+  ``lmi_mount.mounts.escaping.escape_field``, the project's one escaper.
+
+Identity: an entry is named by (spec, mount point). Specs compare exactly
+(``UUID=...`` and ``/dev/sda1`` may name one device, but only the machine can
+tell). Mount points compare after ``normalize_target``: runs of ``/`` collapse
+to one and a trailing ``/`` is dropped (``/`` itself stays). That is pure
+string normalization: ``.`` and ``..`` components and symbolic links are NOT
+resolved, because only the file system knows where they lead.
+
+Edits are immutable: ``add``, ``replace`` and ``remove`` return a new
+document and leave the receiver unchanged, so a caller that must retry an
+edit (``edit_file`` on a write conflict) can re-apply it to fresh text
+without side effects. Every edit changes only its own line; ``add`` may also
+give the previous last line the newline it lacked.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Final, Literal
+
+from lmi_mount.mounts.escaping import escape_field, unescape_field
+
+MIN_FIELDS: Final = 4
+MAX_FIELDS: Final = 6
+# libmount parses freq and passno into C ints (next_s32 in tab_parse.c).
+_INT_MAX: Final = 2**31 - 1
+_TAB_WIDTH: Final = 8
+
+_BLANKS: Final = " \t"
+_FIELD_RE: Final = re.compile(r"[^ \t]+")
+_SLASH_RUN_RE: Final = re.compile(r"/{2,}")
+
+_TEXT_FIELDS: Final = ("spec", "target", "fstype", "options")
+
+ProblemKind = Literal["unparsable", "duplicate"]
+
+
+class FstabError(ValueError):
+    """An fstab value or edit is invalid; the message names the value."""
+
+
+def normalize_target(target: str) -> str:
+    """Return the mount point as entries are compared: ``//`` -> ``/``, no trailing ``/``.
+
+    ``/mnt//data/`` and ``/mnt/data`` name one mount point; ``/`` stays ``/``;
+    names without a slash (``none``, ``swap``) are returned unchanged. Pure
+    string work: ``.``, ``..`` and symbolic links are not resolved.
+    """
+    if "//" in target:
+        target = _SLASH_RUN_RE.sub("/", target)
+    if len(target) > 1 and target.endswith("/"):
+        target = target.rstrip("/") or "/"
+    return target
+
+
+@dataclass(frozen=True, slots=True)
+class FstabEntry:
+    """One fstab entry with decoded (unescaped) fields.
+
+    ``options`` is the raw option string (``defaults,noatime``); its meaning
+    belongs to ``lmi_mount.mounts.options``.
+    """
+
+    spec: str
+    target: str
+    fstype: str
+    options: str
+    freq: int = 0
+    passno: int = 0
+
+    def __post_init__(self) -> None:
+        # One cheap test for the common, valid case; _reject finds the culprit.
+        spec, target, fstype, options = self.spec, self.target, self.fstype, self.options
+        freq, passno = self.freq, self.passno
+        if not (
+            type(spec) is str
+            and type(target) is str
+            and type(fstype) is str
+            and type(options) is str
+            and spec
+            and target
+            and fstype
+            and options
+            and type(freq) is int
+            and type(passno) is int
+            and 0 <= freq <= _INT_MAX
+            and 0 <= passno <= _INT_MAX
+        ):
+            self._reject()
+
+    def _reject(self) -> None:
+        for name in _TEXT_FIELDS:
+            # Subclasses of str and int are accepted here; only the fast test
+            # in __post_init__ insists on the exact types.
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise FstabError(f"fstab field {name} must be a string, not {value!r}")
+            if not value:
+                raise FstabError(f"fstab field {name} is empty")
+        for name in ("freq", "passno"):
+            number = getattr(self, name)
+            # bool is an int subclass; True as a dump frequency is a caller bug.
+            if not isinstance(number, int) or isinstance(number, bool):
+                raise FstabError(f"fstab field {name} must be an integer, not {number!r}")
+            if not 0 <= number <= _INT_MAX:
+                raise FstabError(f"fstab field {name} is out of range 0..{_INT_MAX}: {number}")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(spec, normalized mount point): what names this entry in a document."""
+        return (self.spec, normalize_target(self.target))
+
+    def field_values(self) -> tuple[str, str, str, str, int, int]:
+        """The six fields in file order."""
+        return (self.spec, self.target, self.fstype, self.options, self.freq, self.passno)
+
+    def render(self) -> str:
+        """The entry as one line (without newline), fields escaped and space separated."""
+        return " ".join(_escaped_fields(self, MAX_FIELDS))
+
+
+@dataclass(frozen=True, slots=True)
+class FstabLine:
+    """An entry and where it sits: ``number`` is 1-based; ``text`` is the raw line."""
+
+    number: int
+    entry: FstabEntry
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class FstabProblem:
+    """A line the document keeps but reports: unparsable, or a duplicate entry."""
+
+    line: int
+    kind: ProblemKind
+    text: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """Where one line sits in the text: [start, end) without its ``\\n``."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Unparsable:
+    detail: str
+
+
+def _body(segment: str) -> str:
+    # libmount strips one '\r' before the newline (or at the end of the text).
+    return segment[:-1] if segment.endswith("\r") else segment
+
+
+def _split_fields(body: str) -> list[str]:
+    """Split on runs of space and tab only (libmount's ``skip_separator``).
+
+    ``str.split()`` is much faster but also splits on other whitespace (CR,
+    VT, FF, U+2028...). Its result is the right one exactly when the only
+    whitespace it removed was the spaces and tabs, which the lengths tell.
+    """
+    fields = body.split()
+    if sum(map(len, fields)) == len(body) - body.count(" ") - body.count("\t"):
+        return fields
+    return _FIELD_RE.findall(body)
+
+
+def _is_number(raw: str) -> bool:
+    # isdigit() alone accepts non-ASCII digits such as '²' that int() refuses.
+    return raw.isascii() and raw.isdigit()
+
+
+def _parse_body(body: str) -> FstabEntry | _Unparsable | None:
+    """Classify one line's content: None for a comment or blank line."""
+    stripped = body.lstrip(_BLANKS)
+    if not stripped or stripped[0] == "#":
+        return None
+    fields = _split_fields(stripped)
+    count = len(fields)
+    if count < MIN_FIELDS or count > MAX_FIELDS:
+        return _Unparsable(
+            f"{count} field{'s' if count != 1 else ''}; fstab(5) needs "
+            f"{MIN_FIELDS} to {MAX_FIELDS}"
+        )
+    numbers = [0, 0]
+    if count > MIN_FIELDS:
+        for index, raw in enumerate(fields[MIN_FIELDS:]):
+            name = ("freq", "passno")[index]
+            if not _is_number(raw):
+                return _Unparsable(f"{name} {raw!r} is not a decimal number")
+            value = int(raw)
+            if value > _INT_MAX:
+                return _Unparsable(f"{name} {raw!r} is out of range 0..{_INT_MAX}")
+            numbers[index] = value
+    return FstabEntry(
+        unescape_field(fields[0]),
+        unescape_field(fields[1]),
+        unescape_field(fields[2]),
+        unescape_field(fields[3]),
+        numbers[0],
+        numbers[1],
+    )
+
+
+def _field_count(entry: FstabEntry) -> int:
+    """The fewest fields that say everything: 0 freq/passno may be omitted (fstab(5))."""
+    if entry.passno:
+        return 6
+    if entry.freq:
+        return 5
+    return 4
+
+
+def _escaped_fields(entry: FstabEntry, count: int) -> list[str]:
+    values = entry.field_values()
+    fields = [escape_field(value) for value in values[:4]]
+    fields.extend(str(number) for number in values[4:count])
+    return fields
+
+
+def _display_width(text: str, column: int = 0) -> int:
+    """The column after ``text`` starting at ``column``, with tab stops every 8."""
+    for char in text:
+        column = (column // _TAB_WIDTH + 1) * _TAB_WIDTH if char == "\t" else column + 1
+    return column
+
+
+def _same_value(raw: str, value: str | int) -> bool:
+    if isinstance(value, int):
+        return _is_number(raw) and int(raw) == value
+    return unescape_field(raw) == value
+
+
+def _layout(template: str, entry: FstabEntry) -> str:
+    """Render ``entry`` in the shape of the entry line ``template`` (a line body).
+
+    Kept from the template: leading and trailing blanks, each separator, and
+    every raw field whose decoded value is unchanged (so ``\\040`` stays
+    ``\\040`` and ``00`` stays ``00``). A separator of two or more spaces is
+    alignment: it is resized so that the next field starts in the template's
+    column when there is room (at least one space is always kept). A single
+    space and any separator with a tab are kept as they are; tab stops align
+    by themselves. Fields the template lacks (a 4-field line getting a
+    passno) take the template's last separator when it is made of tabs, one
+    space otherwise.
+    """
+    matches = list(_FIELD_RE.finditer(template))
+    lead = template[: matches[0].start()]
+    trail = template[matches[-1].end() :]
+    seps = [template[a.end() : b.start()] for a, b in pairwise(matches)]
+    columns = [_display_width(template[: m.start()]) for m in matches]
+
+    count = max(len(matches), _field_count(entry))
+    values = entry.field_values()
+    fresh = _escaped_fields(entry, count)
+    out = [lead]
+    column = _display_width(lead)
+    for index in range(count):
+        if index:
+            if index - 1 < len(seps):
+                sep = seps[index - 1]
+                if len(sep) > 1 and sep.strip(" ") == "":
+                    sep = " " * max(1, columns[index] - column)
+            else:
+                last = seps[-1] if seps else " "
+                sep = last if last.strip("\t") == "" else " "
+            out.append(sep)
+            column = _display_width(sep, column)
+        raw = matches[index].group() if index < len(matches) else ""
+        field = raw if raw and _same_value(raw, values[index]) else fresh[index]
+        out.append(field)
+        column = _display_width(field, column)
+    out.append(trail)
+    return "".join(out)
+
+
+class FstabDocument:
+    """An fstab file's text with its entries; edits return new documents.
+
+    Keyed operations (``find``, ``add``, ``replace``, ``remove``) look only at
+    the lines that can match: lines that contain the spec literally, or any
+    backslash (an escaped field can spell a spec in other bytes). So one edit
+    of a 10k-line fstab does not parse 10k lines. ``entries()``,
+    ``problems()`` and ``find_target()`` parse the whole text once and cache
+    the result.
+    """
+
+    __slots__ = ("_analysis", "_text")
+
+    def __init__(self, text: str = "") -> None:
+        if not isinstance(text, str):
+            raise FstabError(f"fstab text must be a string, not {type(text).__name__}")
+        self._text = text
+        self._analysis: tuple[list[FstabLine], list[FstabProblem]] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> FstabDocument:
+        """Read ``text`` as fstab; never fails on content (bad lines are problems)."""
+        return cls(text)
+
+    def render(self) -> str:
+        """The document's text: exactly what was parsed, plus the edits made."""
+        return self._text
+
+    def __repr__(self) -> str:
+        lines = self._text.count("\n") + (0 if self._text.endswith("\n") else 1)
+        return f"<FstabDocument {len(self._text)} chars, {lines if self._text else 0} lines>"
+
+    # -- whole-document queries -------------------------------------------
+
+    def entries(self) -> list[FstabLine]:
+        """Every entry line, duplicates included, in file order."""
+        return list(self._analyze()[0])
+
+    def problems(self) -> list[FstabProblem]:
+        """Unparsable lines and duplicate entries (each after the first), by line."""
+        return list(self._analyze()[1])
+
+    def find(self, spec: str, target: str) -> FstabEntry | None:
+        """The first entry for (spec, target), or None; targets compare normalized."""
+        matches = self._matches(spec, target)
+        return matches[0][1] if matches else None
+
+    def find_target(self, target: str) -> FstabEntry | None:
+        """The first entry mounted on ``target`` (normalized), whatever its spec."""
+        wanted = normalize_target(target)
+        for _span, entry in self._candidates(_target_needle(wanted)):
+            if normalize_target(entry.target) == wanted:
+                return entry
+        return None
+
+    def line(self, number: int) -> str:
+        """The raw text of line ``number`` (1-based), without its newline."""
+        span = self._span_of(number)
+        return self._text[span.start : span.end]
+
+    # -- edits (each returns a new document) ------------------------------
+
+    def add(self, entry: FstabEntry) -> FstabDocument:
+        """Append ``entry`` as the last line; refuse a second (spec, target).
+
+        The new line takes the layout of the last entry line (see
+        ``_layout``), or single spaces in a document without entries. A
+        previous last line without a final newline gets one; a document whose
+        last line ends in CRLF gets a CRLF line.
+        """
+        existing = self._matches(entry.spec, entry.target)
+        if existing:
+            raise FstabError(
+                f"fstab already has {entry.spec!r} on {entry.target!r} "
+                f"(line {self._number(existing[0][0].start)})"
+            )
+        template = self._last_entry_body()
+        body = _layout(template, entry) if template is not None else entry.render()
+        text = self._text
+        if text and not text.endswith("\n"):
+            text += "\n"
+        eol = "\r\n" if text.endswith("\r\n") else "\n"
+        return FstabDocument(text + body + eol)
+
+    def replace(
+        self, spec: str, target: str, entry: FstabEntry, *, line: int | None = None
+    ) -> FstabDocument:
+        """Put ``entry`` in place of the entry (spec, target); only that line changes.
+
+        The line keeps its layout (separators, alignment, unchanged raw
+        fields, its CRLF). When (spec, target) is on several lines, ``line``
+        (1-based) says which one; without it the edit is refused rather than
+        guessed. A new (spec, target) that another line already has is
+        refused too.
+        """
+        span, _old = self._one_match(spec, target, line, "replace")
+        if entry.key != (spec, normalize_target(target)):
+            clash = [m for m in self._matches(entry.spec, entry.target) if m[0] != span]
+            if clash:
+                raise FstabError(
+                    f"cannot replace line {self._number(span.start)} with {entry.spec!r} "
+                    f"on {entry.target!r}: line {self._number(clash[0][0].start)} already "
+                    "has it"
+                )
+        segment = self._text[span.start : span.end]
+        body = _body(segment)
+        new_line = _layout(body, entry) + segment[len(body) :]
+        return FstabDocument(self._splice(span.start, span.end, new_line))
+
+    def remove(self, spec: str, target: str, *, line: int | None = None) -> FstabDocument:
+        """Delete the entry line (spec, target) and its newline; nothing else changes."""
+        span, _old = self._one_match(spec, target, line, "remove")
+        return FstabDocument(self._splice(span.start, span.end + 1, ""))
+
+    # -- internals ---------------------------------------------------------
+
+    def _analyze(self) -> tuple[list[FstabLine], list[FstabProblem]]:
+        if self._analysis is None:
+            entries: list[FstabLine] = []
+            problems: list[FstabProblem] = []
+            first_line: dict[tuple[str, str], int] = {}
+            segments = self._text.split("\n")
+            if segments[-1] == "":
+                segments.pop()
+            for number, segment in enumerate(segments, 1):
+                parsed = _parse_body(_body(segment))
+                if parsed is None:
+                    continue
+                if isinstance(parsed, _Unparsable):
+                    problems.append(FstabProblem(number, "unparsable", segment, parsed.detail))
+                    continue
+                entries.append(FstabLine(number, parsed, segment))
+                key = parsed.key
+                first = first_line.setdefault(key, number)
+                if first != number:
+                    problems.append(
+                        FstabProblem(
+                            number,
+                            "duplicate",
+                            segment,
+                            f"{parsed.spec!r} on {parsed.target!r} is already on line {first}",
+                        )
+                    )
+            self._analysis = (entries, problems)
+        return self._analysis
+
+    def _number(self, start: int) -> int:
+        """The 1-based number of the line that starts at offset ``start``."""
+        return self._text.count("\n", 0, start) + 1
+
+    def _span_at(self, offset: int) -> _Span:
+        text = self._text
+        start = text.rfind("\n", 0, offset) + 1
+        end = text.find("\n", offset)
+        if end == -1:
+            end = len(text)
+        return _Span(start, end)
+
+    def _splice(self, start: int, end: int, new: str) -> str:
+        """The text with [start, end) replaced by ``new``.
+
+        ``str.replace(old, new, 1)`` builds the result in one allocation
+        where slicing and joining build three; it is used when the first
+        occurrence of the old text is the one at ``start`` (nothing equal
+        starts earlier), which ``find`` bounded by ``end`` proves.
+        """
+        text = self._text
+        old = text[start:end]
+        if old and text.find(old, 0, end) == start:
+            return text.replace(old, new, 1)
+        return "".join((text[:start], new, text[end:]))
+
+    def _span_of(self, number: int) -> _Span:
+        text = self._text
+        start = 0
+        for _ in range(number - 1):
+            newline = text.find("\n", start)
+            if newline == -1:
+                break
+            start = newline + 1
+        else:
+            # Line N exists when something (even just its newline) starts there.
+            if number >= 1 and start < len(text):
+                return self._span_at(start)
+        raise FstabError(f"fstab has no line {number}")
+
+    def _candidates(self, needle: str) -> list[tuple[_Span, FstabEntry]]:
+        """Entry lines that contain ``needle`` or a backslash, in file order."""
+        text = self._text
+        starts: set[int] = set()
+        for probe in {needle, "\\"}:
+            position = text.find(probe)
+            while position != -1:
+                start = text.rfind("\n", 0, position) + 1
+                starts.add(start)
+                end = text.find("\n", position)
+                if end == -1:
+                    break
+                position = text.find(probe, end)
+        found: list[tuple[_Span, FstabEntry]] = []
+        for start in sorted(starts):
+            end = text.find("\n", start)
+            if end == -1:
+                end = len(text)
+            parsed = _parse_body(_body(text[start:end]))
+            if isinstance(parsed, FstabEntry):
+                found.append((_Span(start, end), parsed))
+        return found
+
+    def _matches(self, spec: str, target: str) -> list[tuple[_Span, FstabEntry]]:
+        if not spec or not target:
+            raise FstabError(f"an fstab entry needs a spec and a target, got {spec!r}, {target!r}")
+        key = (spec, normalize_target(target))
+        return [(span, entry) for span, entry in self._candidates(spec) if entry.key == key]
+
+    def _one_match(
+        self, spec: str, target: str, line: int | None, verb: str
+    ) -> tuple[_Span, FstabEntry]:
+        matches = self._matches(spec, target)
+        if not matches:
+            raise FstabError(f"cannot {verb}: fstab has no entry {spec!r} on {target!r}")
+        if line is not None:
+            for match in matches:
+                if self._number(match[0].start) == line:
+                    return match
+            raise FstabError(f"cannot {verb}: line {line} is not an entry {spec!r} on {target!r}")
+        if len(matches) > 1:
+            numbers = ", ".join(str(self._number(span.start)) for span, _ in matches)
+            raise FstabError(
+                f"cannot {verb}: {spec!r} on {target!r} is on lines {numbers}; say which line"
+            )
+        return matches[0]
+
+    def _last_entry_body(self) -> str | None:
+        text = self._text
+        end = len(text)
+        if text.endswith("\n"):
+            end -= 1
+        while end >= 0:
+            start = text.rfind("\n", 0, end) + 1
+            body = _body(text[start:end])
+            if isinstance(_parse_body(body), FstabEntry):
+                return body
+            if start == 0:
+                return None
+            end = start - 1
+        return None
+
+
+def _target_needle(normalized: str) -> str:
+    """A substring every raw (unescaped) spelling of the mount point contains.
+
+    A raw target without escapes normalizes to ``normalized`` only if it
+    contains each of its components, so its last component will do; ``/``
+    and slash-free names stand for themselves.
+    """
+    last = normalized.rsplit("/", 1)[-1]
+    return last or normalized
