@@ -1,0 +1,592 @@
+"""Mounting and unmounting through the running kernel.
+
+Owns: the ``Kernel`` protocol the engine mounts through, its error
+(``KernelError``), and ``LinuxKernel``, which implements it with mount(2) and
+umount2(2) through ctypes, loop devices for image files (loop-control ioctls,
+autoclear), and mount(8) for the file system types that need a user-space
+helper. Also the pure rules both kernels share: which types are block file
+systems, which need a helper, and how a helper mount is spelled.
+
+Must not know: holders, fstab, CIM, or what options mean beyond the MS_*
+flags it is handed; whether a mount is wanted (the engine refuses stacking,
+the kernel does not).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from typing import Final, Literal, Protocol
+
+from lmi_mount.linux.namespace import libc
+from lmi_mount.linux.processes import ProcessUse, busy_processes
+from lmi_mount.mounts.flags import (
+    MS_BIND,
+    MS_MOVE,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REMOUNT,
+    MS_SHARED,
+    MS_SLAVE,
+    MS_UNBINDABLE,
+    flag_option_names,
+)
+
+Op = Literal["mount", "umount", "loop", "helper"]
+
+# Flags that make mount(2) operate on an existing mount instead of creating a
+# file system instance; such calls never go through a helper or a loop device.
+EXISTING_MOUNT_FLAGS: Final = (
+    MS_REMOUNT | MS_BIND | MS_MOVE | MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE
+)
+
+# Block file systems that need a device: an image file is attached to a loop
+# device first. The kernel's own list is the types /proc/filesystems shows
+# without "nodev"; these are added for modules not loaded yet.
+BLOCK_FSTYPES: Final = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "squashfs", "erofs", "vfat", "msdos", "exfat",
+    "iso9660", "udf", "f2fs", "jfs", "hfsplus", "ntfs3", "minix", "nilfs2",
+})
+
+# File systems that are read-only by design: their loop device is attached
+# read-only, and the kernel marks their superblock "ro" whatever was asked.
+READ_ONLY_FSTYPES: Final = frozenset({"squashfs", "erofs", "iso9660", "cramfs"})
+
+# Types mount(2) cannot mount alone: a mount(8) helper (/sbin/mount.TYPE) does
+# the user-space part (a FUSE daemon, NFS/SMB negotiation). "fuse.X" types are
+# handled by mount.fuse, which starts the program X (mount.fuse(8)).
+HELPER_FSTYPES: Final = frozenset({
+    "fuse", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "sshfs", "ceph", "glusterfs",
+})
+
+# libmount's default helper search path (FS_SEARCH_PATH in libmount's context_mount.c).
+DEFAULT_HELPER_DIRS: Final = ("/sbin", "/sbin/fs.d", "/sbin/fs")
+
+# <linux/loop.h>
+LOOP_SET_FD: Final = 0x4C00
+LOOP_CLR_FD: Final = 0x4C01
+LOOP_SET_STATUS64: Final = 0x4C04
+LOOP_CONFIGURE: Final = 0x4C0A  # Linux 5.8: attach and configure in one atomic call
+LOOP_CTL_GET_FREE: Final = 0x4C82
+LO_FLAGS_READ_ONLY: Final = 1
+LO_FLAGS_AUTOCLEAR: Final = 4
+LO_NAME_SIZE: Final = 64
+LOOP_MAJOR: Final = 7
+
+# LOOP_CTL_GET_FREE hands out a number another process may claim before our
+# LOOP_CONFIGURE (EBUSY); util-linux's loopdev.c retries too.
+_LOOP_ATTEMPTS: Final = 16
+
+_LOOP_NAME = re.compile(r"loop\d+")
+
+
+class KernelError(OSError):
+    """A mount, unmount, loop or helper operation failed.
+
+    ``errno`` is the kernel's (or, for a helper, the best match of its message,
+    EIO when nothing matches); ``op`` says which step failed; ``detail`` is
+    the kernel's strerror or the helper's own message (its stderr).
+    """
+
+    def __init__(
+        self,
+        errno_: int,
+        op: Op,
+        target: str,
+        source: str | None = None,
+        fstype: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        text = detail or os.strerror(errno_)
+        super().__init__(errno_, text)
+        self.op: Op = op
+        self.target = target
+        self.source = source
+        self.fstype = fstype
+        self.detail = text
+
+    def __str__(self) -> str:
+        code = self.errno or 0
+        name = errno.errorcode.get(code, str(code))
+        kind = f" (type {self.fstype})" if self.fstype else ""
+        if self.op == "umount":
+            what = f"umount {self.target!r}"
+        elif self.op == "loop":
+            what = f"loop device for {self.source!r} (mount on {self.target!r})"
+        elif self.op == "helper":
+            what = f"mount helper: mount {self.source!r} on {self.target!r}{kind}"
+        else:
+            what = f"mount {self.source or 'none'!r} on {self.target!r}{kind}"
+        return f"{what} failed: {self.detail} [{name}]"
+
+    def __reduce__(self) -> tuple[type[KernelError], tuple[object, ...]]:
+        # OSError pickles its (errno, strerror) args, which this __init__ does not take.
+        return (
+            type(self),
+            (self.errno, self.op, self.target, self.source, self.fstype, self.detail),
+        )
+
+
+class Kernel(Protocol):
+    """What the engine needs from a kernel; LinuxKernel and FakeKernel implement it."""
+
+    def read_mountinfo(self) -> str:
+        """The text of /proc/self/mountinfo (proc(5)) as the kernel renders it."""
+        ...
+
+    def loop_backing_file(self, device: str) -> str | None:
+        """The file behind loop device ``device`` (``/dev/loopN``), or None."""
+        ...
+
+    def loop_devices(self) -> dict[str, str]:
+        """Every attached loop device and its backing file."""
+        ...
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str = ""
+    ) -> None:
+        """mount(2) with two conveniences.
+
+        A block file system type whose source is a regular file gets a loop
+        device (read-only with MS_RDONLY, autoclear so the unmount frees it,
+        detached again if the mount fails; an image already attached is
+        reused, as mount(8) does). A type that needs a user-space helper goes
+        through mount(8). Raises KernelError.
+        """
+        ...
+
+    def unmount(self, target: str, flags: int = 0) -> None:
+        """umount2(2) of the topmost mount at ``target``; MNT_DETACH only when asked."""
+        ...
+
+    def processes(self, target: str) -> list[ProcessUse]:
+        """The processes using files at or under ``target`` (why an unmount is busy)."""
+        ...
+
+
+def is_block_fstype(fstype: str, filesystems: Iterable[str] = ()) -> bool:
+    """True for a type that needs a block device; ``filesystems`` are /proc/filesystems lines."""
+    if fstype in BLOCK_FSTYPES:
+        return True
+    return any(line.split() == [fstype] for line in filesystems)
+
+
+def needs_helper(fstype: str | None, helper_dirs: Sequence[str] = ()) -> bool:
+    """True for a type mount(2) cannot mount alone (FUSE, network file systems, any
+    type with a ``mount.TYPE`` program in ``helper_dirs``)."""
+    if fstype is None:
+        return False
+    if fstype in HELPER_FSTYPES or fstype.startswith("fuse."):
+        return True
+    return any(os.access(os.path.join(d, f"mount.{fstype}"), os.X_OK) for d in helper_dirs)
+
+
+def helper_mount_spec(
+    source: str | None, fstype: str, flags: int, data: str
+) -> tuple[str, str, str]:
+    """Return (source, type, options) of the mount(8) call for a helper file system.
+
+    - mount.fuse accepts both ``-t fuse PROG#SRC`` and ``-t fuse.PROG SRC``
+      (mount.fuse(8)); the second spelling is used, so the mountinfo type is
+      ``fuse.PROG`` either way.
+    - A FUSE daemon names its mount after itself unless told ``fsname=``
+      (squashfuse's mounts read "squashfuse"), and then drops the subtype;
+      both are passed so mountinfo shows the source and type asked for, as it
+      does for kernel file systems. A source containing ``,`` or ``\\`` would
+      not survive the option string and is left to the daemon's default.
+    - Flags are spelled as mount(8) option names; ``data`` follows them.
+    """
+    spec = source if source is not None else "none"
+    if fstype == "fuse" and "#" in spec:
+        program, _, spec = spec.partition("#")
+        fstype = f"fuse.{program}"
+    options = flag_option_names(flags)
+    given = [option for option in data.split(",") if option]
+    if fstype.startswith("fuse."):
+        keys = {option.partition("=")[0] for option in given}
+        if "fsname" not in keys and not {",", "\\"} & set(spec):
+            given.append(f"fsname={spec}")
+        if "subtype" not in keys:
+            given.append(f"subtype={fstype.removeprefix('fuse.')}")
+    return spec, fstype, ",".join(options + given)
+
+
+class _LoopInfo64(ctypes.Structure):
+    """struct loop_info64 of <linux/loop.h>."""
+
+    _fields_ = (
+        ("lo_device", ctypes.c_uint64),
+        ("lo_inode", ctypes.c_uint64),
+        ("lo_rdevice", ctypes.c_uint64),
+        ("lo_offset", ctypes.c_uint64),
+        ("lo_sizelimit", ctypes.c_uint64),
+        ("lo_number", ctypes.c_uint32),
+        ("lo_encrypt_type", ctypes.c_uint32),
+        ("lo_encrypt_key_size", ctypes.c_uint32),
+        ("lo_flags", ctypes.c_uint32),
+        ("lo_file_name", ctypes.c_char * LO_NAME_SIZE),
+        ("lo_crypt_name", ctypes.c_char * LO_NAME_SIZE),
+        ("lo_encrypt_key", ctypes.c_char * 32),
+        ("lo_init", ctypes.c_uint64 * 2),
+    )
+
+
+class _LoopConfig(ctypes.Structure):
+    """struct loop_config of <linux/loop.h> (LOOP_CONFIGURE)."""
+
+    _fields_ = (
+        ("fd", ctypes.c_uint32),
+        ("block_size", ctypes.c_uint32),
+        ("info", _LoopInfo64),
+        ("reserved", ctypes.c_uint64 * 8),
+    )
+
+
+# The kernel copies exactly these sizes; a layout slip would be silent otherwise.
+assert ctypes.sizeof(_LoopInfo64) == 232 and ctypes.sizeof(_LoopConfig) == 304
+
+# Words in mount(8)'s and helpers' messages (LC_ALL=C) and the errno they mean,
+# checked in order after the strerror texts themselves.
+_HELPER_PHRASES: Final = (
+    ("unknown filesystem type", errno.ENODEV),
+    ("does not exist", errno.ENOENT),
+    ("not found", errno.ENOENT),
+    ("already mounted", errno.EBUSY),
+    ("busy", errno.EBUSY),
+    ("permission denied", errno.EACCES),
+    ("must be superuser", errno.EPERM),
+    ("operation not permitted", errno.EPERM),
+    ("timed out", errno.ETIMEDOUT),
+    ("wrong fs type", errno.EINVAL),
+    ("bad option", errno.EINVAL),
+)
+_HELPER_ERRNOS: Final = (
+    errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EBUSY, errno.ENODEV,
+    errno.ETIMEDOUT, errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENOTCONN, errno.EINVAL,
+    errno.EIO,
+)
+
+
+def helper_errno(message: str) -> int:
+    """The errno a helper's message (run with LC_ALL=C) most likely reports; EIO if none."""
+    text = message.lower()
+    for code in _HELPER_ERRNOS:
+        if os.strerror(code).lower() in text:
+            return code
+    for phrase, code in _HELPER_PHRASES:
+        if phrase in text:
+            return code
+    return errno.EIO
+
+
+def _encode(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+class LinuxKernel:
+    """The running kernel, through ctypes libc, the loop driver and mount(8).
+
+    Every path it reads is injected: ``proc_root`` (mountinfo, filesystems,
+    processes), ``sys_root`` (loop backing files), ``dev_root`` (loop-control
+    and loop nodes), ``helper_dirs`` (where ``mount.TYPE`` helpers live),
+    ``mount_program`` (mount(8), run with LC_ALL=C so its messages can be
+    matched to an errno) and ``helper_timeout`` in seconds.
+    """
+
+    def __init__(
+        self,
+        proc_root: str = "/proc",
+        sys_root: str = "/sys",
+        dev_root: str = "/dev",
+        mount_program: str = "mount",
+        helper_dirs: Sequence[str] = DEFAULT_HELPER_DIRS,
+        helper_timeout: float = 120.0,
+    ) -> None:
+        self.proc_root = proc_root
+        self.sys_root = sys_root
+        self.dev_root = dev_root
+        self.mount_program = mount_program
+        self.helper_dirs = tuple(helper_dirs)
+        self.helper_timeout = helper_timeout
+
+    # -- reading -----------------------------------------------------------
+
+    def read_mountinfo(self) -> str:
+        # surrogateescape: paths are bytes to the kernel; keep non-UTF-8 names intact.
+        path = f"{self.proc_root}/self/mountinfo"
+        with open(path, encoding="utf-8", errors="surrogateescape") as stream:
+            return stream.read()
+
+    def loop_backing_file(self, device: str) -> str | None:
+        name = os.path.basename(device)
+        if os.path.dirname(device) != self.dev_root or not _LOOP_NAME.fullmatch(name):
+            return None
+        return self._sys_backing_file(name)
+
+    def loop_devices(self) -> dict[str, str]:
+        try:
+            names = os.listdir(f"{self.sys_root}/block")
+        except FileNotFoundError:
+            return {}
+        devices = {}
+        for name in sorted(names, key=lambda n: (len(n), n)):
+            if _LOOP_NAME.fullmatch(name):
+                backing = self._sys_backing_file(name)
+                if backing is not None:
+                    devices[f"{self.dev_root}/{name}"] = backing
+        return devices
+
+    def processes(self, target: str) -> list[ProcessUse]:
+        return busy_processes(target, self.proc_root)
+
+    # -- mounting ----------------------------------------------------------
+
+    def mount(
+        self, source: str | None, target: str, fstype: str | None, flags: int, data: str = ""
+    ) -> None:
+        if not flags & EXISTING_MOUNT_FLAGS and fstype is not None:
+            if needs_helper(fstype, self.helper_dirs):
+                self._mount_with_helper(source, target, fstype, flags, data)
+                return
+            if source is not None and self._is_block(fstype) and _is_regular_file(source):
+                self._mount_image(source, target, fstype, flags, data)
+                return
+        self._mount2(source, target, fstype, flags, data)
+
+    def unmount(self, target: str, flags: int = 0) -> None:
+        if libc().umount2(os.fsencode(target), flags) != 0:
+            raise KernelError(ctypes.get_errno(), "umount", target)
+
+    # -- internals ---------------------------------------------------------
+
+    def _mount2(
+        self,
+        source: str | None,
+        target: str,
+        fstype: str | None,
+        flags: int,
+        data: str,
+        *,
+        shown_source: str | None = None,
+    ) -> None:
+        result = libc().mount(
+            _encode(source), os.fsencode(target), _encode(fstype), flags,
+            os.fsencode(data) if data else None,
+        )
+        if result != 0:
+            code = ctypes.get_errno()
+            detail = os.strerror(code)
+            if shown_source is not None:
+                detail = f"{detail} (through loop device {source})"
+            raise KernelError(code, "mount", target, shown_source or source, fstype, detail)
+
+    def _is_block(self, fstype: str) -> bool:
+        try:
+            with open(f"{self.proc_root}/filesystems", encoding="ascii") as stream:
+                return is_block_fstype(fstype, stream.read().splitlines())
+        except OSError:
+            return is_block_fstype(fstype)
+
+    def _sys_backing_file(self, name: str) -> str | None:
+        try:
+            with open(
+                f"{self.sys_root}/block/{name}/loop/backing_file",
+                encoding="utf-8", errors="surrogateescape",
+            ) as stream:
+                return stream.read().rstrip("\n")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _mount_image(
+        self, image: str, target: str, fstype: str, flags: int, data: str
+    ) -> None:
+        # As mount(8): the loop device is read-only exactly when the mount is.
+        # A squashfs on a writable loop device is still read-only (the file
+        # system marks its superblock so), and its vfs flags stay as asked.
+        read_only = bool(flags & MS_RDONLY)
+        device, loop_fd, attached = self._loop_for(image, target, fstype, read_only)
+        try:
+            self._mount2(device, target, fstype, flags, data, shown_source=image)
+        except KernelError:
+            if attached:
+                # Autoclear would free it when loop_fd closes; clear explicitly
+                # so the device is free when this call returns.
+                with contextlib.suppress(OSError):
+                    fcntl.ioctl(loop_fd, LOOP_CLR_FD)
+            raise
+        finally:
+            os.close(loop_fd)
+
+    def _loop_for(
+        self, image: str, target: str, fstype: str, read_only: bool
+    ) -> tuple[str, int, bool]:
+        """Return (device, open fd on it, attached by us) for ``image``.
+
+        An image already attached at offset 0 is reused, as mount(8) does
+        (libmount's loopcxt_find_overlap): a second loop device on the same
+        file would give two superblocks of one file system, which corrupts it.
+        The kernel then shares the superblock and refuses a mount that would
+        change its read-only state (EBUSY) or write through a read-only
+        device (EACCES).
+        """
+        try:
+            image_stat = os.stat(image)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.EIO, "loop", target, image, fstype) from exc
+        for device, backing in self.loop_devices().items():
+            if not self._same_file(backing, image_stat) or self._loop_offset(device) != 0:
+                continue
+            try:
+                return device, os.open(device, os.O_RDONLY | os.O_CLOEXEC), False
+            except OSError:
+                continue  # detached meanwhile (autoclear): attach anew below
+        return (*self._attach_loop(image, target, fstype, read_only), True)
+
+    def _attach_loop(
+        self, image: str, target: str, fstype: str, read_only: bool
+    ) -> tuple[str, int]:
+        mode = os.O_RDONLY if read_only else os.O_RDWR
+        try:
+            backing_fd = os.open(image, mode | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.EIO, "loop", target, image, fstype) from exc
+        try:
+            control = os.open(f"{self.dev_root}/loop-control", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            os.close(backing_fd)
+            raise KernelError(
+                exc.errno or errno.EIO, "loop", target, image, fstype,
+                f"cannot open {self.dev_root}/loop-control: {exc.strerror}",
+            ) from exc
+        try:
+            for _ in range(_LOOP_ATTEMPTS):
+                number = fcntl.ioctl(control, LOOP_CTL_GET_FREE)
+                device = f"{self.dev_root}/loop{number}"
+                try:
+                    loop_fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise KernelError(
+                        exc.errno or errno.EIO, "loop", target, image, fstype,
+                        f"cannot open {device}: {exc.strerror}",
+                    ) from exc
+                try:
+                    _configure_loop(loop_fd, backing_fd, image, read_only)
+                except OSError as exc:
+                    os.close(loop_fd)
+                    if exc.errno == errno.EBUSY:
+                        continue  # another process took this device first
+                    raise KernelError(
+                        exc.errno or errno.EIO, "loop", target, image, fstype,
+                        f"cannot attach {device}: {exc.strerror}",
+                    ) from exc
+                return device, loop_fd
+            raise KernelError(
+                errno.EBUSY, "loop", target, image, fstype,
+                f"no free loop device after {_LOOP_ATTEMPTS} attempts",
+            )
+        finally:
+            os.close(control)
+            os.close(backing_fd)
+
+    def _same_file(self, path: str, image_stat: os.stat_result) -> bool:
+        try:
+            other = os.stat(path)
+        except OSError:  # "(deleted)" backing files, or gone
+            return False
+        return (other.st_dev, other.st_ino) == (image_stat.st_dev, image_stat.st_ino)
+
+    def _loop_attribute(self, device: str, relative: str) -> str:
+        name = os.path.basename(device)
+        with open(f"{self.sys_root}/block/{name}/{relative}", encoding="ascii") as stream:
+            return stream.read().strip()
+
+    def _loop_offset(self, device: str) -> int:
+        try:
+            return int(self._loop_attribute(device, "loop/offset"))
+        except (OSError, ValueError):
+            return -1
+
+    def _mount_with_helper(
+        self, source: str | None, target: str, fstype: str, flags: int, data: str
+    ) -> None:
+        # The helper would say "bad mount point"; the kernel's ENOENT is clearer.
+        try:
+            os.stat(target)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.ENOENT, "mount", target, source, fstype) from exc
+        spec, spec_type, options = helper_mount_spec(source, fstype, flags, data)
+        argv = [self.mount_program, "-t", spec_type]
+        if options:
+            argv += ["-o", options]
+        argv += [spec, target]
+        environment = {**os.environ, "LC_ALL": "C"}
+        # stderr goes to a file, not a pipe: a FUSE daemon forked by the helper
+        # may keep a pipe open long after the helper itself has exited.
+        with tempfile.TemporaryFile() as errors:
+            try:
+                completed = subprocess.run(
+                    argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                    env=environment, timeout=self.helper_timeout, check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise KernelError(
+                    errno.ETIMEDOUT, "helper", target, source, spec_type,
+                    f"{argv[0]} did not finish within {self.helper_timeout:g} s",
+                ) from exc
+            except OSError as exc:
+                raise KernelError(
+                    exc.errno or errno.ENOENT, "helper", target, source, spec_type,
+                    f"cannot run {argv[0]}: {exc.strerror}",
+                ) from exc
+            errors.seek(0)
+            # One line: mount(8) indents a second line ("dmesg(1) may have more...").
+            message = " ".join(errors.read().decode("utf-8", "replace").split())
+        if completed.returncode != 0:
+            detail = message or f"{argv[0]} exited with status {completed.returncode}"
+            raise KernelError(
+                helper_errno(message), "helper", target, source, spec_type, detail
+            )
+
+
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _configure_loop(loop_fd: int, backing_fd: int, image: str, read_only: bool) -> None:
+    """Attach ``backing_fd`` to the loop device with autoclear (and read-only).
+
+    LOOP_CONFIGURE (Linux 5.8) does it atomically; older kernels answer
+    EINVAL or ENOTTY, and get LOOP_SET_FD then LOOP_SET_STATUS64, whose
+    read-only state comes from the mode ``backing_fd`` was opened with.
+    """
+    name = os.fsencode(image)[: LO_NAME_SIZE - 1]
+    lo_flags = LO_FLAGS_AUTOCLEAR | (LO_FLAGS_READ_ONLY if read_only else 0)
+    config = _LoopConfig(fd=backing_fd)
+    config.info.lo_flags = lo_flags
+    config.info.lo_file_name = name
+    try:
+        fcntl.ioctl(loop_fd, LOOP_CONFIGURE, bytes(config))
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTTY):
+            raise
+    fcntl.ioctl(loop_fd, LOOP_SET_FD, backing_fd)
+    info = _LoopInfo64(lo_flags=LO_FLAGS_AUTOCLEAR)
+    info.lo_file_name = name
+    try:
+        fcntl.ioctl(loop_fd, LOOP_SET_STATUS64, bytes(info))
+    except OSError:
+        with contextlib.suppress(OSError):
+            fcntl.ioctl(loop_fd, LOOP_CLR_FD)
+        raise
