@@ -1,0 +1,479 @@
+"""The kernel's mount table: ``/proc/<pid>/mountinfo`` text -> records, and questions about it.
+
+Owns: the proc(5) mountinfo line format (every field, any number of optional
+fields, the kernel's octal escapes), the records it yields, and the questions
+the engine asks of one snapshot of the table: which mount is visible at a
+path, what is stacked there, what lies below a path, and what a user would
+call a mount's source (the directory a bind mount was made from, the image
+file behind a loop device).
+
+Must not know: how the text was read or where sysfs is (the loop device
+lookup is an injected callable), mount options' meaning (``options``), CIM.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from lmi_mount.mounts.escaping import unescape_field
+
+__all__ = ["MountRecord", "MountTable", "MountinfoError", "parse_mountinfo"]
+
+
+class MountinfoError(ValueError):
+    """A mountinfo line that does not follow proc(5); names the line number and the line."""
+
+    def __init__(self, lineno: int, line: str, reason: str) -> None:
+        super().__init__(f"mountinfo line {lineno}: {reason}: {line!r}")
+        self.lineno = lineno
+        self.line = line
+        self.reason = reason
+
+
+# Tagged optional fields the kernel prints (fs/proc_namespace.c, show_mountinfo();
+# Documentation/filesystems/sharedsubtree.rst). Anything else is kept in
+# ``optional_fields`` but is not propagation.
+_PROPAGATION_TAGS: Final = ("shared:", "master:", "propagate_from:")
+
+
+@dataclass(frozen=True, slots=True)
+class MountRecord:
+    """One line of mountinfo, fields in proc(5) order, escapes decoded.
+
+    ``root`` is the directory of the file system that is mounted (``/`` for the
+    whole file system, a subdirectory for a bind mount of it), ``target`` the
+    mount point. ``vfs_options`` are the per-mount options (the mount's own
+    ``ro``/``rw``), ``super_options`` the file system's (its ``ro``/``rw``
+    first, then the superblock flags and the file system's own options).
+    Options are split on commas and each element is decoded: the kernel
+    escapes a comma inside an option value as ``\\054`` (seq_show_option()).
+    """
+
+    mount_id: int
+    parent_id: int
+    major: int
+    minor: int
+    root: str
+    target: str
+    vfs_options: tuple[str, ...]
+    optional_fields: tuple[str, ...]
+    fstype: str
+    source: str
+    super_options: tuple[str, ...]
+
+    @property
+    def device(self) -> str:
+        """``major:minor`` of the file system (st_dev of its files)."""
+        return f"{self.major}:{self.minor}"
+
+    @property
+    def propagation(self) -> str:
+        """The propagation tags, space separated (``shared:3 master:1``), or ``private``.
+
+        A mount is private when the kernel prints no tag for it; a slave of a
+        shared peer group shows both ``shared:N`` and ``master:M``.
+        """
+        tags = [
+            field
+            for field in self.optional_fields
+            if field == "unbindable" or field.startswith(_PROPAGATION_TAGS)
+        ]
+        return " ".join(tags) if tags else "private"
+
+
+# One line: "ID PARENT MAJ:MIN ROOT TARGET VFS-OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER".
+# The kernel separates fields by exactly one space and escapes space, tab,
+# newline and backslash inside them (mangle(), seq_path_root(), seq_dentry()),
+# so a field never holds a raw space. The source may be empty (a mount made
+# with an empty device name); nothing else may. Numbers are at most 20 ASCII
+# digits: ids are printed with %i, the device with %u:%u (show_mountinfo()),
+# and the bound keeps int() far from its digit limit on hostile input. The
+# first field that is exactly "-" ends the optional fields (proc(5)).
+_LINE_RE: Final = re.compile(
+    r"(\d{1,20}) (\d{1,20}) (\d{1,20}):(\d{1,20})"
+    r" ([^ ]+) ([^ ]+) ([^ ]+)((?: (?!- )[^ ]+)*)"
+    r" - ([^ ]+) ([^ ]*) ([^ ]+)",
+    re.ASCII,
+)
+
+
+def _diagnose(line: str) -> str:
+    """Say why ``line`` is not a mountinfo line (slow path, errors only)."""
+    fields = line.split(" ")
+    if "-" not in fields[6:]:
+        return "no ' - ' separator after the sixth field"
+    sep = fields.index("-", 6)
+    if len(fields) - sep != 4:
+        return f"expected 3 fields after ' - ', found {len(fields) - sep - 1}"
+    for name, text in (("mount id", fields[0]), ("parent id", fields[1])):
+        if not (text.isascii() and text.isdigit()):
+            return f"{name} {text!r} is not a decimal number"
+    major, colon, minor = fields[2].partition(":")
+    if not colon or not all(p.isascii() and p.isdigit() for p in (major, minor)):
+        return f"device {fields[2]!r} is not MAJOR:MINOR"
+    return "an empty or malformed field"
+
+
+def parse_mountinfo(text: str) -> list[MountRecord]:
+    """Parse mountinfo ``text`` into records, in the kernel's order.
+
+    The kernel lists a namespace's mounts in creation order (since Linux 6.8
+    by their 64-bit unique id, fs/namespace.c mnt_ns_tree; before, in the
+    order they were attached to the namespace list), and ``MountTable``
+    relies on it. Lines are split on ``\\n`` only: a carriage return or
+    form feed in a path is not escaped by the kernel and belongs to the field.
+    Empty lines are skipped; any other malformed line raises MountinfoError.
+    """
+    records: list[MountRecord] = []
+    append = records.append
+    match = _LINE_RE.fullmatch
+    # Options fields and small numbers repeat a lot (10k bind mounts of one
+    # tmpfs share one parent, one device and two option strings): splitting
+    # and converting each distinct text once halves the parse time.
+    options: dict[str, tuple[str, ...]] = {}
+    numbers: dict[str, int] = {}
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line:
+            continue
+        m = match(line)
+        if m is None:
+            raise MountinfoError(lineno, line, _diagnose(line))
+        mount_id, parent, major, minor, root, target, vfs, tagged, fstype, source, sup = m.groups()
+        parent_id = numbers.get(parent)
+        if parent_id is None:
+            parent_id = numbers[parent] = int(parent)
+        major_n = numbers.get(major)
+        if major_n is None:
+            major_n = numbers[major] = int(major)
+        minor_n = numbers.get(minor)
+        if minor_n is None:
+            minor_n = numbers[minor] = int(minor)
+        vfs_options = options.get(vfs)
+        if vfs_options is None:
+            vfs_options = options[vfs] = _split_options(vfs)
+        super_options = options.get(sup)
+        if super_options is None:
+            super_options = options[sup] = _split_options(sup)
+        if "\\" in line:
+            root = unescape_field(root)
+            target = unescape_field(target)
+            fstype = unescape_field(fstype)
+            source = unescape_field(source)
+        append(
+            MountRecord(
+                int(mount_id),
+                parent_id,
+                major_n,
+                minor_n,
+                root,
+                target,
+                vfs_options,
+                tuple(tagged[1:].split(" ")) if tagged else (),
+                fstype,
+                source,
+                super_options,
+            )
+        )
+    return records
+
+
+def _split_options(text: str) -> tuple[str, ...]:
+    if "\\" not in text:
+        return tuple(text.split(","))
+    return tuple(unescape_field(option) for option in text.split(","))
+
+
+def _is_at_or_below(path: str, top: str) -> bool:
+    """True when ``path`` is ``top`` or inside it (``top`` normalized, no trailing slash)."""
+    return path == top or path.startswith(top + "/") or top == "/"
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """``path`` and its parent directories up to ``/`` (``/a/b``: ``/a/b``, ``/a``, ``/``)."""
+    while True:
+        yield path
+        if path == "/" or "/" not in path:
+            return
+        path = path.rsplit("/", 1)[0] or "/"
+
+
+# /dev/loopN and nothing else: a partition of a loop device (/dev/loop0p1) is
+# not its backing file, and the loop-control node is no block device.
+_LOOP_DEVICE_RE: Final = re.compile(r"/dev/loop[0-9]+", re.ASCII)
+
+
+class MountTable:
+    """One snapshot of the mount table, indexed for the engine's questions.
+
+    Records keep the order they were given in (the kernel's, creation order,
+    see ``parse_mountinfo``). Mount ids are unique within one consistent read;
+    should a torn read repeat an id, ``by_id`` holds the later record.
+    """
+
+    __slots__ = ("_by_id", "_by_target", "_children", "_origins", "_position", "_records",
+                 "_visible")
+
+    def __init__(self, records: Iterable[MountRecord]) -> None:
+        self._records: tuple[MountRecord, ...] = tuple(records)
+        self._by_id: dict[int, MountRecord] = {}
+        self._position: dict[int, int] = {}
+        self._by_target: dict[str, list[MountRecord]] = {}
+        self._children: dict[int, list[MountRecord]] = {}
+        for position, record in enumerate(self._records):
+            self._by_id[record.mount_id] = record
+            self._position[record.mount_id] = position
+            self._by_target.setdefault(record.target, []).append(record)
+            if record.parent_id != record.mount_id:
+                self._children.setdefault(record.parent_id, []).append(record)
+        self._visible: dict[int, bool] | None = None
+        # (major, minor) -> root -> the first record with that device and root.
+        self._origins: dict[tuple[int, int], dict[str, MountRecord]] | None = None
+
+    # -- plain access -----------------------------------------------------------
+
+    @property
+    def by_id(self) -> Mapping[int, MountRecord]:
+        return self._by_id
+
+    @property
+    def records(self) -> tuple[MountRecord, ...]:
+        return self._records
+
+    def __iter__(self) -> Iterator[MountRecord]:
+        return iter(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def children(self, mount_id: int) -> list[MountRecord]:
+        """The mounts whose parent is ``mount_id``, in table order."""
+        return list(self._children.get(mount_id, ()))
+
+    def under(self, path: str) -> list[MountRecord]:
+        """Every mount at ``path`` or below it, hidden ones included, in table order.
+
+        Table order is creation order, so unmounting the result in reverse
+        never leaves a mount whose parent is already gone.
+        """
+        top = _normalize(path)
+        return [r for r in self._records if _is_at_or_below(r.target, top)]
+
+    # -- stacking and visibility --------------------------------------------------
+
+    def is_visible(self, record: MountRecord) -> bool:
+        """True when path lookup can reach ``record``.
+
+        A mount is hidden when another mount covers it: one mounted on its root
+        (a stack: the child's target is its own target) or, on its parent, one
+        mounted on a directory above its mount point (the sibling covers the
+        directory it hangs in). A hidden parent hides its whole subtree.
+        """
+        if self._visible is None:
+            self._visible = self._compute_visibility()
+        return self._visible.get(record.mount_id, False) and (
+            self._by_id.get(record.mount_id) == record
+        )
+
+    def visible(self) -> list[MountRecord]:
+        """The mounts path lookup can reach, in table order."""
+        return [r for r in self._records if self.is_visible(r)]
+
+    def mounts_at(self, target: str) -> list[MountRecord]:
+        """Every mount whose mount point is ``target``, bottom of the stack first.
+
+        A stack is a chain of mounts each mounted on the root of the previous
+        one. Mounts at the same path that are not in one chain (one left
+        hidden under a covered parent, another visible on the mount that
+        covers it) come as separate chains: hidden chains first, in table
+        order, and the chain that ends with the visible mount last.
+        """
+        group = self._by_target.get(_normalize(target), [])
+        if len(group) < 2:
+            return list(group)
+        in_group = {r.mount_id: r for r in group}
+        above: dict[int, MountRecord] = {}
+        for r in group:
+            if r.parent_id in in_group and r.parent_id != r.mount_id:
+                above.setdefault(r.parent_id, r)
+        chains: list[list[MountRecord]] = []
+        placed: set[int] = set()
+        bottoms = [r for r in group if r.parent_id not in in_group or r.parent_id == r.mount_id]
+        # Whatever is left after the chains from the bottoms is a cycle, which a
+        # consistent read cannot show; it still comes out, once, in table order.
+        for start in [*bottoms, *group]:
+            chain: list[MountRecord] = []
+            current: MountRecord | None = start
+            while current is not None and current.mount_id not in placed:
+                placed.add(current.mount_id)
+                chain.append(current)
+                current = above.get(current.mount_id)
+            if chain:
+                chains.append(chain)
+        chains.sort(key=lambda chain: self.is_visible(chain[-1]))  # stable: table order kept
+        return [r for chain in chains for r in chain]
+
+    def at(self, target: str) -> MountRecord | None:
+        """The mount path lookup finds at ``target`` (the top of its stack), or None.
+
+        None also when every mount at ``target`` is hidden: lookup of the path
+        then lands in whatever covers it, which is not mounted *at* it.
+        """
+        found = None
+        for r in self._by_target.get(_normalize(target), ()):
+            if self.is_visible(r):
+                found = r  # two visible mounts at one path cannot happen; keep the later
+        return found
+
+    def _compute_visibility(self) -> dict[int, bool]:
+        stacked_over: set[int] = set()  # mounts with another mounted on their root
+        shadowed: set[int] = set()  # mounts whose mount point a sibling covers
+        for parent_id, kids in self._children.items():
+            parent = self._by_id.get(parent_id)
+            kid_targets = {k.target for k in kids}
+            # Only directories below the parent's own mount point can hold siblings.
+            floor = len(parent.target) if parent is not None else 0
+            for kid in kids:
+                if parent is not None and kid.target == parent.target:
+                    stacked_over.add(parent_id)
+                for directory in _ancestors(kid.target):
+                    if len(directory) <= floor or directory == "/":
+                        break
+                    if directory != kid.target and directory in kid_targets:
+                        shadowed.add(kid.mount_id)
+                        break
+        # Path lookup reaches a mount's mount point when it reaches the directory
+        # in the parent it hangs on: that takes a visible parent, except for a
+        # mount on the parent's root (a stack), which lookup reaches wherever it
+        # reaches the parent's own mount point, then follows to the top
+        # (fs/namei.c follow_managed()/traverse_mounts()).
+        reached: dict[int, bool] = {}
+        for record in self._records:
+            # Walk up to a root (a parent outside the table, or itself) or to an
+            # answer already known, then settle the chain top-down. Iterative:
+            # mount trees can be deeper than Python's recursion limit.
+            chain: list[MountRecord] = []
+            current: MountRecord | None = record
+            seen: set[int] = set()
+            answer = True
+            while current is not None:
+                known = reached.get(current.mount_id)
+                if known is not None:
+                    answer = known
+                    break
+                if current.mount_id in seen:  # a cycle: no root reaches it
+                    answer = False
+                    break
+                seen.add(current.mount_id)
+                chain.append(current)
+                if current.parent_id == current.mount_id:
+                    break
+                current = self._by_id.get(current.parent_id)
+            for link in reversed(chain):
+                parent = self._by_id.get(link.parent_id)
+                if (
+                    parent is not None
+                    and parent is not link
+                    and link.target != parent.target
+                    and parent.mount_id in stacked_over
+                ):
+                    answer = False
+                answer = answer and link.mount_id not in shadowed
+                reached[link.mount_id] = answer
+        return {mount_id: ok and mount_id not in stacked_over for mount_id, ok in reached.items()}
+
+    # -- what the user calls the source ---------------------------------------------
+
+    def bind_origin(self, record: MountRecord) -> tuple[MountRecord, str] | None:
+        """The mount ``record`` was bind-mounted from and the source directory, or None.
+
+        mountinfo does not record a bind mount's source: the kernel copies the
+        origin's device name and shows the bound directory only as ``root``,
+        relative to the file system (fs/namespace.c clone_mnt()). The origin is
+        found as the mount of the same device, listed before ``record`` (a bind
+        is made after its source: table order is creation order; mount ids are
+        reused and do not tell age), whose root is the longest path prefix of
+        this record's root; among equal roots the earliest. The source directory
+        is its target joined with the rest of this record's root.
+
+        Which records are binds:
+
+        * root is not ``/``: a directory of a file system mounted elsewhere,
+          except a btrfs subvolume mounted by ``subvol=``, whose root is the
+          subvolume's path (btrfs_show_options() prints it as ``subvol=``).
+        * root is ``/``: a bind of a whole file system and a second mount of the
+          same file system look the same: same device, same root, and the bind
+          even copies the device name. They cannot be told apart from
+          mountinfo, so the rule is chosen by what can be recreated. When the
+          device names differ, it is a second mount (a bind would have copied
+          the name). A block device (major != 0) is reported as a second mount:
+          mounting the device again returns the same superblock
+          (fs/super.c get_tree_bdev()), so the device names this file system
+          exactly and is what the user wrote. A file system without a block
+          device (major 0: tmpfs, overlay, fuse, ...) gets a new superblock and
+          a new device number on every mount, so a second record of its device
+          is a bind (or a copy the kernel made by propagation, which is one);
+          for the few that share a superblock by key (proc, sysfs, NFS with
+          equal options) calling it a bind of the first mount names the same
+          files and stays reproducible.
+        """
+        if record.root == "/":
+            if record.major != 0:
+                return None
+        elif record.fstype == "btrfs" and f"subvol={record.root}" in record.super_options:
+            return None
+        if self._origins is None:
+            self._origins = {}
+            for r in self._records:
+                self._origins.setdefault((r.major, r.minor), {}).setdefault(r.root, r)
+        roots = self._origins.get((record.major, record.minor))
+        if not roots:
+            return None
+        if self._by_id.get(record.mount_id) == record:
+            position = self._position[record.mount_id]
+        else:
+            position = len(self._records)  # not from this table: anything listed may be older
+        for root in _ancestors(record.root):
+            origin = roots.get(root)
+            if (
+                origin is not None
+                and origin.mount_id != record.mount_id
+                and self._position[origin.mount_id] < position
+                and self._by_id.get(origin.mount_id) == origin
+            ):
+                if record.root == "/" and origin.source != record.source:
+                    return None
+                rest = record.root[len(root):].lstrip("/")
+                directory = posixpath.join(origin.target, rest) if rest else origin.target
+                return origin, directory
+        return None
+
+    def user_source(
+        self, record: MountRecord, loop_backing: Callable[[str], str | None]
+    ) -> str:
+        """What a user calls the source of ``record``.
+
+        A bind mount: its source directory (see ``bind_origin``). A loop device
+        (``/dev/loopN``): its backing file, from ``loop_backing``, which is
+        called with the device path as mountinfo shows it (``/dev/loop3``) and
+        returns None when the device has no backing file any more (the linux
+        layer reads ``/sys/block/loopN/loop/backing_file``). Anything else, or
+        when those lookups give nothing: the source field as the kernel shows it.
+        """
+        origin = self.bind_origin(record)
+        if origin is not None:
+            return origin[1]
+        if _LOOP_DEVICE_RE.fullmatch(record.source):
+            backing = loop_backing(record.source)
+            if backing:
+                return backing
+        return record.source
+
+
+def _normalize(path: str) -> str:
+    """``path`` without trailing slashes (mountinfo never has them), ``/`` kept."""
+    stripped = path.rstrip("/")
+    return stripped or ("/" if path.startswith("/") else path)
