@@ -91,12 +91,19 @@ DEFAULT_FILESYSTEMS: Final = frozenset(
                      "overlay", "fuse", "fuseblk", "cgroup2", "debugfs", "tracefs"}
 )
 
-# Options this kernel (6.x, default config) shows without being asked; which
-# ones depends on the kernel version and configuration, hence a parameter.
+# Options Linux 6.x with its default configuration shows without being asked
+# (seen on loop devices); which ones depends on the kernel version, its
+# configuration and the device, hence a parameter.
 DEFAULT_SHOWN_OPTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "squashfs": ("errors=continue",),
     "overlay": ("uuid=on",),
+    "xfs": ("inode64", "logbufs=8", "logbsize=32k", "noquota"),
+    "btrfs": ("discard=async", "space_cache=v2", "subvolid=5", "subvol=/"),
 }
+
+# File systems whose st_dev (and mountinfo's major:minor) is an anonymous
+# device even on a block device: btrfs, one per subvolume (btrfs_get_tree_super()).
+_ANON_DEVICE_FSTYPES: Final = frozenset({"btrfs"})
 
 _PAGE_SIZE: Final = 4096
 _LOOP_MAJOR: Final = 7
@@ -146,6 +153,10 @@ class _Superblock:
     flags: int
     options: dict[str, str | None]
     loop: _Loop | None = None
+    block_device: tuple[int, int] | None = None
+    # The real directory that holds this file system's files in the model:
+    # where it was first mounted ("/" for the root file system).
+    home: str = "/"
 
 
 @dataclass(eq=False)
@@ -181,11 +192,18 @@ class FakeKernel:
     device, live on until ``release_busy(pid)``); ``fail_next(op, errno)``
     makes the next operation ``op`` ("mount", "umount", "loop", "helper") fail.
 
-    Not modelled: file contents (mounts do not change what the directories
-    show), propagation other than private, MS_MOVE, MNT_EXPIRE, fs-specific
-    option validation and rendering beyond tmpfs, overlay's directory checks,
-    FUSE's user_id/group_id and ``DEFAULT_SHOWN_OPTIONS``, mount(8)'s own
-    options, and user namespaces or permissions.
+    Files: a file system's files live, in the model, in the real directory
+    where it was first mounted, so ``mkdir`` under a fresh tmpfs mount point
+    works and a bind or recursive bind shows those directories at its own
+    path (for existence checks: the real directories do not change).
+
+    Not modelled: file contents (reading through a mount shows the real
+    directory, not the image or the bind source); propagation other than
+    private; MS_MOVE and MNT_EXPIRE (EINVAL); option validation and rendering
+    of file systems other than tmpfs (their options are shown as given, then
+    ``shown_options``, the defaults this kernel adds); FUSE daemons (a
+    ``fuse.PROG`` mount succeeds when PROG is in ``fuse_programs`` and a
+    source path exists); permissions and user namespaces.
     """
 
     def __init__(
@@ -230,7 +248,7 @@ class FakeKernel:
     def make_busy(self, path: str, pid: int, command: str) -> None:
         """Pin the mount holding ``path`` as process ``pid`` with its cwd there would."""
         real = os.path.realpath(path)
-        if not os.path.exists(real):
+        if not os.path.exists(self._on_disk(real)):
             raise FileNotFoundError(errno.ENOENT, "no such path to make busy", path)
         with self._lock:
             self._busy.append(_Busy(pid, command, real, self._resolve(real)))
@@ -326,15 +344,29 @@ class FakeKernel:
             return
         if fstype not in self.filesystems:
             raise KernelError(errno.ENODEV, "mount", path, source, fstype)
-        if not os.path.isdir(path):
+        if not self._is_dir(path):
             raise KernelError(errno.ENOTDIR, "mount", path, source, fstype)
         if is_block_fstype(fstype):
             sb = self._block_superblock(source, path, fstype, flags, data)
         else:
+            if fstype == "overlay":
+                self._check_overlay(data, path, source)
             options = self._options(fstype, data, path, source, {})
             sb = _Superblock(self._anon_device(), fstype, source, self._sb_flags(fstype, flags),
                              options)
         self._attach(sb, "/", path, _mount_flags(flags))
+
+    def _check_overlay(self, data: str, path: str, source: str | None) -> None:
+        """ovl_parse_param(): lowerdir is required, upperdir needs workdir, all must exist."""
+        given = dict(_split(data))
+        lower, upper, work = given.get("lowerdir"), given.get("upperdir"), given.get("workdir")
+        if not lower or bool(upper) != bool(work):
+            raise KernelError(errno.EINVAL, "mount", path, source, "overlay",
+                              detail="overlayfs: lowerdir is missing, or upperdir without workdir")
+        for directory in [*lower.split(":"), upper, work]:
+            if directory and not self._is_dir(os.path.realpath(directory)):
+                raise KernelError(errno.ENOENT, "mount", path, source, "overlay",
+                                  detail=f"overlayfs: failed to resolve '{directory}'")
 
     def _helper_mount(
         self, source: str | None, path: str, fstype: str, flags: int, data: str
@@ -353,7 +385,7 @@ class FakeKernel:
         if spec.startswith("/") and not os.path.exists(spec):
             raise KernelError(errno.ENOENT, "helper", path, source, spec_type,
                               detail=f"{spec}: No such file or directory")
-        if not os.path.isdir(path):
+        if not self._is_dir(path):
             raise KernelError(errno.ENOTDIR, "helper", path, source, spec_type)
         # fuse_show_options(): user_id and group_id of the mounter, then flags.
         shown: dict[str, str | None] = {"user_id": str(os.getuid()), "group_id": str(os.getgid())}
@@ -405,30 +437,32 @@ class FakeKernel:
         self, device: tuple[int, int], loop: _Loop | None, shown_source: str, source: str,
         path: str, fstype: str, flags: int, data: str,
     ) -> _Superblock:
-        # get_tree_bdev(): a write open of a read-only device fails first...
-        if loop is not None and loop.read_only and not flags & MS_RDONLY:
-            raise KernelError(errno.EACCES, "mount", path, source, fstype)
-        # ...then an existing superblock of the device is shared, unless the
-        # mount would change its read-only state.
+        # get_tree_bdev(): an existing superblock of the device is shared,
+        # unless the mount asks for another read-only state than it has...
         for sb in self._live_superblocks():
-            if sb.device == device:
-                if sb.fstype != fstype or (sb.flags ^ self._sb_flags(fstype, flags)) & MS_RDONLY:
+            if sb.block_device == device:
+                if sb.fstype != fstype or (sb.flags ^ flags) & MS_RDONLY:
                     raise KernelError(errno.EBUSY, "mount", path, source, fstype)
                 return sb
+        # ...else the device is opened, which fails for writing a read-only one.
+        if loop is not None and loop.read_only and not flags & MS_RDONLY:
+            raise KernelError(errno.EACCES, "mount", path, source, fstype)
         image = loop.backing if loop else source
         if not _looks_like(image, fstype):
             raise KernelError(errno.EINVAL, "mount", path, source, fstype)
         options = self._options(fstype, data, path, source, {})
-        return _Superblock(device, fstype, shown_source, self._sb_flags(fstype, flags), options,
-                           loop)
+        # btrfs shows the anonymous device of its subvolume, not the block device.
+        shown = self._anon_device() if fstype in _ANON_DEVICE_FSTYPES else device
+        return _Superblock(shown, fstype, shown_source, self._sb_flags(fstype, flags), options,
+                           loop, block_device=device)
 
     def _bind(self, source: str | None, path: str, recursive: bool) -> None:
         if not source:
             raise KernelError(errno.EINVAL, "mount", path, source, None)
         real = os.path.realpath(source)
-        if not os.path.exists(real):
+        if not os.path.exists(self._on_disk(real)):
             raise KernelError(errno.ENOENT, "mount", path, source, None)
-        if os.path.isdir(real) != os.path.isdir(path):
+        if self._is_dir(real) != self._is_dir(path):
             raise KernelError(errno.ENOTDIR, "mount", path, source, None)
         origin = self._resolve(real)
         before = list(self._mounts)
@@ -489,9 +523,18 @@ class FakeKernel:
 
     def _existing(self, target: str, op: Op, source: str | None, fstype: str | None) -> str:
         path = os.path.realpath(target)
-        if not os.path.exists(path):
+        if not os.path.exists(self._on_disk(path)):
             raise KernelError(errno.ENOENT, op, target, source, fstype)
         return path
+
+    def _on_disk(self, path: str) -> str:
+        """The real path that holds ``path`` of the namespace, through the mounts on it."""
+        mount = self._resolve(path)
+        inside = _join(mount.root, _relative(path, mount.target))
+        return mount.sb.home if inside == "/" else mount.sb.home.rstrip("/") + inside
+
+    def _is_dir(self, path: str) -> bool:
+        return os.path.isdir(self._on_disk(path))
 
     def _resolve(self, path: str) -> _Mount:
         """The mount a path walk ends in: from the root, cross the shallowest
@@ -527,6 +570,8 @@ class FakeKernel:
     def _attach(
         self, sb: _Superblock, root: str, target: str, flags: int, parent: _Mount | None = None
     ) -> _Mount:
+        if sb.home == "/" and sb is not self._root.sb:
+            sb.home = self._on_disk(target)  # a new file system: first mounted here
         parent = parent or self._resolve(target)
         used = {m.mount_id for m in self._mounts} | {b.mount.mount_id for b in self._busy}
         mount = _Mount(_lowest_free(used, 1), parent.mount_id, sb, root, target, flags)

@@ -1,0 +1,1 @@
+"""The kernel contract suite: one set of tests, run against FakeKernel and LinuxKernel."""
