@@ -41,12 +41,14 @@ def libc() -> ctypes.CDLL:
     return lib
 
 
-def enter_private_mount_namespace() -> None:
+def enter_private_mount_namespace(proc_root: str = "/proc") -> None:
     """Move the calling process into a new mount namespace whose mounts are all private.
 
-    Call it before the process starts any thread: unshare(2) refuses
-    CLONE_NEWNS (EINVAL) while the file system information is shared with
-    other threads. Needs CAP_SYS_ADMIN (EPERM otherwise).
+    Call it before the process starts any thread: unshare(2) gives the new
+    namespace to the calling thread only (CLONE_NEWNS unshares the thread's
+    fs_struct), so the other threads would go on mounting in the host's
+    namespace. A process with more than one thread (``<proc_root>/self/task``)
+    is refused with EINVAL. Needs CAP_SYS_ADMIN (EPERM otherwise).
 
     Without the second step, mounts of a namespace copied from one with shared
     propagation (systemd makes ``/`` shared) would still propagate to the host
@@ -54,13 +56,20 @@ def enter_private_mount_namespace() -> None:
 
     Raises OSError naming the step that failed and the likely cause.
     """
+    try:
+        threads = len(os.listdir(f"{proc_root}/self/task"))
+    except OSError:
+        threads = 1  # no procfs to ask: unshare(2) itself is the only check left
+    if threads > 1:
+        raise OSError(
+            errno.EINVAL,
+            f"cannot enter a private mount namespace: the process runs {threads} threads and "
+            "only the calling one would move; enter it before starting any thread",
+        )
     lib = libc()
     if lib.unshare(CLONE_NEWNS) != 0:
         err = ctypes.get_errno()
-        hint = {
-            errno.EPERM: "the process lacks CAP_SYS_ADMIN",
-            errno.EINVAL: "the process runs threads; enter the namespace before any starts",
-        }.get(err, "see unshare(2)")
+        hint = "the process lacks CAP_SYS_ADMIN" if err == errno.EPERM else "see unshare(2)"
         raise OSError(err, f"unshare(CLONE_NEWNS) failed: {os.strerror(err)} ({hint})")
     if lib.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         err = ctypes.get_errno()

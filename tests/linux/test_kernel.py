@@ -1,0 +1,241 @@
+"""LinuxKernel pieces that need no mount: errors, helper calls, injected paths."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lmi_mount.linux import kernel as kernel_module
+from lmi_mount.linux.kernel import (
+    KernelError,
+    LinuxKernel,
+    helper_errno,
+    helper_mount_spec,
+    is_block_fstype,
+    needs_helper,
+)
+from lmi_mount.mounts.flags import MNT_DETACH, MS_NODEV, MS_NOSUID, MS_RDONLY
+from tests.contract.helpers import loops_under, mkfs_image, wait_for_loops_released
+from tests.support.namespace import run_in_private_namespace
+from tests.support.skips import requires_root, requires_tool
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        pytest.param(KernelError(errno.EBUSY, "umount", "/mnt/x"),
+                     "umount '/mnt/x' failed: Device or resource busy [EBUSY]", id="umount"),
+        pytest.param(KernelError(errno.ENODEV, "mount", "/mnt/x", "src", "nosuchfs"),
+                     "mount 'src' on '/mnt/x' (type nosuchfs) failed: No such device [ENODEV]",
+                     id="mount"),
+        pytest.param(KernelError(errno.EINVAL, "mount", "/mnt/x"),
+                     "mount 'none' on '/mnt/x' failed: Invalid argument [EINVAL]", id="no-source"),
+        pytest.param(KernelError(errno.ENOENT, "loop", "/mnt/x", "/img", "ext4", "no node"),
+                     "loop device for '/img' (mount on '/mnt/x') failed: no node [ENOENT]",
+                     id="loop"),
+        pytest.param(KernelError(errno.EIO, "helper", "/mnt/a b", "s", "fuse.x", "it broke"),
+                     "mount helper: mount 's' on '/mnt/a b' (type fuse.x) failed: it broke [EIO]",
+                     id="helper"),
+    ],
+)
+def test_kernel_error_names_operation_paths_and_errno(error: KernelError, text: str) -> None:
+    assert str(error) == text
+    assert isinstance(error, OSError)
+
+
+def test_kernel_error_survives_pickling() -> None:
+    error = KernelError(errno.EBUSY, "helper", "/t", "/s", "fuse.p", "stderr text")
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.errno, copy.op, copy.target, copy.source, copy.fstype, copy.detail) == (
+        errno.EBUSY, "helper", "/t", "/s", "fuse.p", "stderr text"
+    )
+    assert str(copy) == str(error)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(("/i.img", "fuse.squashfuse", MS_RDONLY, ""),
+                     ("/i.img", "fuse.squashfuse", "ro,fsname=/i.img,subtype=squashfuse"),
+                     id="fuse-typed"),
+        pytest.param(("squashfuse#/i.img", "fuse", 0, "allow_other"),
+                     ("/i.img", "fuse.squashfuse", "allow_other,fsname=/i.img,subtype=squashfuse"),
+                     id="fuse-hash-spec"),
+        pytest.param(("/a,b.img", "fuse.squashfuse", 0, ""),
+                     ("/a,b.img", "fuse.squashfuse", "subtype=squashfuse"), id="comma-in-source"),
+        pytest.param(("u@h:/d", "fuse.sshfs", 0, "fsname=mine,subtype=s"),
+                     ("u@h:/d", "fuse.sshfs", "fsname=mine,subtype=s"), id="caller-wins"),
+        pytest.param(("h:/x", "nfs", MS_NOSUID | MS_NODEV, "vers=4.2"),
+                     ("h:/x", "nfs", "nosuid,nodev,vers=4.2"), id="nfs"),
+        pytest.param((None, "cifs", 0, ""), ("none", "cifs", ""), id="no-source"),
+    ],
+)
+def test_helper_mount_spec(
+    args: tuple[str | None, str, int, str], expected: tuple[str, str, str]
+) -> None:
+    assert helper_mount_spec(*args) == expected
+
+
+@pytest.mark.parametrize(
+    ("message", "code"),
+    [
+        pytest.param("Can't open squashfs image: No such file or directory", errno.ENOENT,
+                     id="strerror"),
+        pytest.param("/bin/sh: 1: nosuch: not found", errno.ENOENT, id="program-missing"),
+        pytest.param("mount: /m: unknown filesystem type 'nfs'.", errno.ENODEV, id="unknown-type"),
+        pytest.param("mount.nfs: Connection timed out", errno.ETIMEDOUT, id="timeout"),
+        pytest.param("mount: /m: /dev/x already mounted or mount point busy.", errno.EBUSY,
+                     id="busy"),
+        pytest.param("mount: only root can do that", errno.EIO, id="unknown"),
+        pytest.param("This doesn't look like a squashfs image.", errno.EIO, id="no-match"),
+    ],
+)
+def test_helper_errno(message: str, code: int) -> None:
+    assert helper_errno(message) == code
+
+
+def test_needs_helper(tmp_path: Path) -> None:
+    helper = tmp_path / "mount.myfs"
+    helper.write_text("#!/bin/sh\n")
+    helper.chmod(0o755)
+    dirs = [str(tmp_path)]
+    assert needs_helper("fuse.anything", dirs) and needs_helper("nfs4", dirs)
+    assert needs_helper("myfs", dirs)
+    assert not needs_helper("myfs", []) and not needs_helper("tmpfs", dirs)
+    assert not needs_helper(None, dirs)
+
+
+def test_block_types_come_from_the_table_or_proc_filesystems() -> None:
+    lines = ["nodev\ttmpfs", "\text4", "\tnewfs"]
+    assert is_block_fstype("ext4") and is_block_fstype("newfs", lines)
+    assert not is_block_fstype("tmpfs", lines) and not is_block_fstype("newfs")
+
+
+@pytest.fixture
+def fake_mount(tmp_path: Path) -> Path:
+    """A mount(8) stand-in that records its argv and LC_ALL, and fails on request."""
+    script = tmp_path / "mount"
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        printf '%s\\n' "$@" > {tmp_path}/argv
+        echo "$LC_ALL" > {tmp_path}/lc_all
+        case "$*" in
+            *fail*) echo "mount: $4: unknown filesystem type 'nfs'." >&2
+                    echo "       dmesg(1) may have more information." >&2; exit 32 ;;
+            *hang*) sleep 5 ;;
+        esac
+        """))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def test_helper_types_go_through_mount8(fake_mount: Path, tmp_path: Path) -> None:
+    kernel = LinuxKernel(mount_program=str(fake_mount))
+    kernel.mount("squashfuse#/i.img", str(tmp_path), "fuse", MS_RDONLY)
+    argv = (tmp_path / "argv").read_text().splitlines()
+    assert argv == ["-t", "fuse.squashfuse", "-o", "ro,fsname=/i.img,subtype=squashfuse",
+                    "/i.img", str(tmp_path)]
+    assert (tmp_path / "lc_all").read_text().strip() == "C"
+
+
+def test_helper_failure_is_a_helper_error_with_its_message(
+    fake_mount: Path, tmp_path: Path
+) -> None:
+    kernel = LinuxKernel(mount_program=str(fake_mount))
+    with pytest.raises(KernelError) as raised:
+        kernel.mount("h:/fail", str(tmp_path), "nfs", 0)
+    error = raised.value
+    assert (error.op, error.errno, error.fstype) == ("helper", errno.ENODEV, "nfs")
+    assert error.detail == (
+        f"mount: {tmp_path}: unknown filesystem type 'nfs'. dmesg(1) may have more information."
+    )
+
+
+def test_helper_timeout(fake_mount: Path, tmp_path: Path) -> None:
+    kernel = LinuxKernel(mount_program=str(fake_mount), helper_timeout=0.2)
+    with pytest.raises(KernelError) as raised:
+        kernel.mount("h:/hang", str(tmp_path), "nfs", 0)
+    assert (raised.value.op, raised.value.errno) == ("helper", errno.ETIMEDOUT)
+
+
+def test_helper_program_missing_or_target_missing(tmp_path: Path) -> None:
+    kernel = LinuxKernel(mount_program=str(tmp_path / "no-such-mount"))
+    with pytest.raises(KernelError) as raised:
+        kernel.mount("h:/x", str(tmp_path), "nfs", 0)
+    assert (raised.value.op, raised.value.errno) == ("helper", errno.ENOENT)
+    with pytest.raises(KernelError) as raised:
+        kernel.mount("h:/x", str(tmp_path / "missing"), "nfs", 0)
+    assert (raised.value.op, raised.value.errno) == ("mount", errno.ENOENT)
+
+
+def test_reads_go_to_the_injected_roots(tmp_path: Path) -> None:
+    proc, sys_root = tmp_path / "proc", tmp_path / "sys"
+    (proc / "self").mkdir(parents=True)
+    # A non-UTF-8 path byte must survive (surrogateescape), as paths are bytes.
+    (proc / "self/mountinfo").write_bytes(b"1 1 8:1 / /caf\xe9 rw - ext4 /dev/sda1 rw\n")
+    for name, backing in (("loop0", "/images/a.img\n"), ("loop3", None), ("loop12", "/b c\n")):
+        (sys_root / "block" / name / "loop").mkdir(parents=True)
+        if backing is not None:
+            (sys_root / "block" / name / "loop/backing_file").write_text(backing)
+    (sys_root / "block/sda/loop").mkdir(parents=True)
+    kernel = LinuxKernel(proc_root=str(proc), sys_root=str(sys_root), dev_root="/dev")
+
+    assert os.fsencode(kernel.read_mountinfo()) == b"1 1 8:1 / /caf\xe9 rw - ext4 /dev/sda1 rw\n"
+    assert kernel.loop_devices() == {"/dev/loop0": "/images/a.img", "/dev/loop12": "/b c"}
+    assert kernel.loop_backing_file("/dev/loop12") == "/b c"
+    assert kernel.loop_backing_file("/dev/loop3") is None
+    assert kernel.loop_backing_file("/dev/sda") is None
+    assert kernel.loop_backing_file("/elsewhere/loop0") is None
+
+
+def test_entering_a_namespace_with_threads_running_says_why_it_fails() -> None:
+    script = textwrap.dedent("""\
+        import threading, time
+        from lmi_mount.linux.namespace import enter_private_mount_namespace
+        threading.Thread(target=time.sleep, args=(1,), daemon=True).start()
+        try:
+            enter_private_mount_namespace()
+        except OSError as exc:
+            print(exc.errno, exc.strerror)
+        """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True)
+    code, _, text = result.stdout.strip().partition(" ")
+    assert int(code) == errno.EINVAL
+    assert "runs 2 threads and only the calling one would move" in text
+
+
+@requires_root
+@requires_tool("mkfs.ext4")
+@pytest.mark.root
+@pytest.mark.kernel
+def test_loop_attach_falls_back_to_set_fd_on_kernels_without_loop_configure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tmp_path.resolve()
+    image = mkfs_image(base, "ext4")
+    target = base / "mnt"
+    target.mkdir()
+    # An ioctl number no driver knows answers ENOTTY, as LOOP_CONFIGURE does before 5.8.
+    monkeypatch.setattr(kernel_module, "LOOP_CONFIGURE", 0x4CFF)
+
+    def mount_and_look() -> tuple[dict[str, str], dict[str, str]]:
+        kernel = LinuxKernel()
+        kernel.mount(image, str(target), "ext4", MS_RDONLY)
+        during = loops_under(kernel, base)
+        record = [line for line in kernel.read_mountinfo().splitlines() if str(target) in line]
+        assert record and " ro,relatime - ext4 /dev/loop" in record[0]
+        kernel.unmount(str(target), MNT_DETACH)
+        return during, wait_for_loops_released(kernel, base)
+
+    during, after = run_in_private_namespace(mount_and_look)
+    assert list(during.values()) == [image]
+    assert after == {}  # autoclear was set through LOOP_SET_STATUS64
