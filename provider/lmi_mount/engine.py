@@ -1,0 +1,536 @@
+"""MountManager: refcounted kernel mounts and fstab edits, executed from plans.
+
+Owns: the one lock, the holder table and its journal, the hold timer thread,
+the execution of plans with rollback, reconstruction after a restart (seed
+MountManager WI6), and the read model that the CIM layer projects (``status``).
+Every state change is: read a Snapshot, make a Plan (``mounts.plan``, pure),
+execute its steps in order, and on any failure undo the executed steps in
+reverse, so no mount, fstab line or reference is lost on an error path.
+
+Must not know: CIM names, status codes or the wire. It raises the domain
+errors of ``mounts.errors`` only; ``cim/errors.py`` translates them.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lmi_mount.linux import files
+from lmi_mount.linux.journal import HolderJournal, Intent, JournalError
+from lmi_mount.linux.kernel import Kernel, KernelError
+from lmi_mount.linux.paths import PathChecker, PathProblem
+from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
+from lmi_mount.mounts import flags as ms
+from lmi_mount.mounts.errors import InUse, InvalidRequest, MountError, NotFound, OperationFailed
+from lmi_mount.mounts.fstab import FstabDocument, FstabEntry, FstabError
+from lmi_mount.mounts.holders import HeldMount, HolderTable
+from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
+from lmi_mount.mounts.options import (
+    MountOptions,
+    OptionDrift,
+    OptionError,
+    compare,
+    from_mountinfo,
+    render_options,
+)
+from lmi_mount.mounts.plan import (
+    FstabChange,
+    HolderChange,
+    KernelMount,
+    KernelRemount,
+    KernelUnmount,
+    MountSpec,
+    Plan,
+    Snapshot,
+    Step,
+    normalize_target,
+    plan_create,
+    plan_delete,
+    plan_expire,
+    plan_modify,
+    plan_reconcile,
+)
+
+log = logging.getLogger(__name__)
+
+# How long a hold timer waits before trying again when its unmount is busy.
+BUSY_RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a request did (or, for a dry run, would do)."""
+
+    plan: Plan
+    target: str | None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MountStatus:
+    """One mount as the read side sees it: live, configured in fstab, or both."""
+
+    spec: str
+    target: str
+    fstype: str | None
+    live: MountRecord | None
+    live_options: MountOptions | None
+    fstab: FstabEntry | None
+    held: HeldMount | None
+    drift: tuple[OptionDrift, ...]
+
+    @property
+    def configured(self) -> MountSpec | None:
+        return MountSpec.from_fstab(self.fstab) if self.fstab is not None else None
+
+
+CrashHook = Callable[[str], None]
+
+
+class MountManager:
+    """The refcounted mount manager (seed MountManager: acquire, release, force, reconstruct).
+
+    ``kernel`` is a LinuxKernel or the FakeKernel; ``fstab_path`` and
+    ``state_dir`` are injected (the state directory belongs in ``/run``: the
+    journal must survive a restart of the service, not a reboot, exactly like
+    libmount's utab). ``hold_seconds`` is the hold time after the last release
+    (0: unmount at once). ``clock`` must be monotonic. ``crash`` is a test hook
+    called with a step name before and after every step.
+    """
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        *,
+        fstab_path: str | Path,
+        state_dir: str | Path,
+        hold_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        paths: PathChecker | None = None,
+        processes: Callable[[str], list[ProcessUse]] | None = None,
+        after_fstab_edit: Callable[[], object] | None = None,
+        boot_id_path: str | Path = "/proc/sys/kernel/random/boot_id",
+        crash: CrashHook | None = None,
+        timers: bool = True,
+    ) -> None:
+        if hold_seconds < 0:
+            raise InvalidRequest(f"hold time {hold_seconds!r} is negative", value=hold_seconds)
+        self.kernel = kernel
+        self.fstab_path = Path(fstab_path)
+        self.hold_seconds = float(hold_seconds)
+        self._clock = clock
+        self._paths = paths or PathChecker()
+        self._processes = processes or busy_processes
+        self._after_fstab_edit = after_fstab_edit or files.reload_systemd
+        self._crash = crash or (lambda step: None)
+        self._journal = HolderJournal(state_dir, boot_id_path=boot_id_path)
+        self._holders = HolderTable()
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._started = False
+        self._timers_enabled = timers
+        self._timer_thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> MountManager:
+        """Open the journal, reconstruct the holders (WI6) and start the hold timer."""
+        with self._lock:
+            if self._started:
+                return self
+            self._reconstruct()
+            self._started = True
+        if self._timers_enabled:
+            self._timer_thread = threading.Thread(
+                target=self._timer_loop, name="lmi-mount-hold-timer", daemon=True
+            )
+            self._timer_thread.start()
+        return self
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake.notify_all()
+        if self._timer_thread is not None:
+            self._timer_thread.join(timeout=5)
+        self._journal.close()
+
+    def __enter__(self) -> MountManager:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- requests ------------------------------------------------------------------
+
+    def create(
+        self,
+        spec: MountSpec,
+        *,
+        current: bool = True,
+        persist: bool = False,
+        holder: str = "root",
+        dry_run: bool = False,
+    ) -> Outcome:
+        """Mount (``current``) and/or add the fstab line (``persist``) of ``spec``."""
+        spec = self._checked_spec(spec, mounting=current)
+        with self._lock:
+            snap = self._snapshot()
+            plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
+            return self._run(plan, spec.target, dry_run)
+
+    def modify(
+        self,
+        target: str,
+        options: MountOptions,
+        *,
+        spec_name: str | None = None,
+        current: bool = True,
+        persist: bool = False,
+        dump: int | None = None,
+        passno: int | None = None,
+        dry_run: bool = False,
+    ) -> Outcome:
+        """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``."""
+        target = normalize_target(target)
+        with self._lock:
+            snap = self._snapshot()
+            plan = plan_modify(target, spec_name, options, snap, current=current,
+                               persist=persist, dump=dump, passno=passno)
+            return self._run(plan, target, dry_run)
+
+    def delete(
+        self,
+        target: str,
+        *,
+        spec_name: str | None = None,
+        current: bool = True,
+        persist: bool = False,
+        holder: str = "root",
+        force: bool = False,
+        lazy: bool = False,
+        dry_run: bool = False,
+    ) -> Outcome:
+        """Release or unmount (``current``) and/or remove the fstab line (``persist``)."""
+        target = normalize_target(target)
+        with self._lock:
+            snap = self._snapshot()
+            plan = plan_delete(target, spec_name, snap, current=current, persist=persist,
+                               holder=holder, force=force, lazy=lazy)
+            return self._run(plan, target, dry_run)
+
+    # The seed's MountManager names, for code that thinks in references.
+
+    def acquire(self, spec: MountSpec, holder: str) -> Outcome:
+        return self.create(spec, current=True, persist=False, holder=holder)
+
+    def release(self, target: str, holder: str) -> Outcome:
+        return self.delete(target, current=True, persist=False, holder=holder)
+
+    def force_unmount(self, target: str, *, lazy: bool = False) -> Outcome:
+        return self.delete(target, current=True, persist=False, force=True, lazy=lazy)
+
+    def run_due_timers(self) -> list[str]:
+        """Unmount every mount whose hold time has ended; returns their targets.
+
+        The timer thread calls this; tests with ``timers=False`` call it with a
+        fake clock to step through time.
+        """
+        expired: list[str] = []
+        with self._lock:
+            now = self._clock()
+            for held in self._holders.due(now):
+                snap = self._snapshot()
+                try:
+                    self._run(plan_expire(held.target, held.generation, snap), held.target, False)
+                    expired.append(held.target)
+                except InUse as exc:
+                    # Busy at the deadline: keep the mount and try again later,
+                    # rather than detach it under its users.
+                    log.warning("hold time of %s ended but it is busy: %s", held.target, exc)
+                    self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
+                except MountError as exc:
+                    log.error("hold time of %s ended but unmount failed: %s", held.target, exc)
+                    self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
+            self._wake.notify_all()
+        return expired
+
+    # -- reads ---------------------------------------------------------------------
+
+    def holders(self) -> list[HeldMount]:
+        with self._lock:
+            return sorted(self._holders, key=lambda h: h.target)
+
+    def held(self, target: str) -> HeldMount | None:
+        with self._lock:
+            return self._holders.get(normalize_target(target))
+
+    def read_fstab(self) -> FstabDocument:
+        text, _version = files.read_versioned(self.fstab_path)
+        return FstabDocument.parse(text)
+
+    def mount_table(self) -> MountTable:
+        return MountTable(parse_mountinfo(self.kernel.read_mountinfo()))
+
+    def status(self) -> list[MountStatus]:
+        """Every mount the model shows: the union of live mounts and fstab lines.
+
+        A live mount and the fstab line of the same mount point are one
+        status (keyed by the fstab spec); live mounts without a line and lines
+        without a live mount stand alone. Drift compares the line's options
+        with the live ones, per option.
+        """
+        with self._lock:
+            table = self.mount_table()
+            fstab = self.read_fstab()
+            held = {h.target: h for h in self._holders}
+        source_of = self._source_resolver(table)
+        by_target = {entry.target: entry for entry in fstab.entries_only()}
+        statuses: list[MountStatus] = []
+        seen_lines: set[str] = set()
+        for record in table.visible():
+            live_options = from_mountinfo(record.vfs_options, record.super_options)
+            entry = by_target.get(record.target)
+            drift: tuple[OptionDrift, ...] = ()
+            if entry is not None:
+                seen_lines.add(entry.target)
+                configured = MountSpec.from_fstab(entry)
+                drift = tuple(compare(configured.options, live_options))
+            statuses.append(MountStatus(
+                spec=entry.spec if entry is not None else source_of(record),
+                target=record.target,
+                fstype=record.fstype,
+                live=record,
+                live_options=live_options,
+                fstab=entry,
+                held=held.get(record.target),
+                drift=drift,
+            ))
+        for target, entry in by_target.items():
+            if target not in seen_lines:
+                statuses.append(MountStatus(entry.spec, target, entry.fstype, None, None,
+                                            entry, None, ()))
+        return statuses
+
+    def check_invariants(self) -> None:
+        """Assert WI2/WI3 on the holder table (tests call it under load)."""
+        with self._lock:
+            self._holders.check()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _checked_spec(self, spec: MountSpec, *, mounting: bool) -> MountSpec:
+        """Normalize and check the paths of a request before any plan is made."""
+        target = normalize_target(spec.target)
+        try:
+            if spec.fstype is None:
+                source, is_file = self._paths.bind_source(spec.source)
+            else:
+                source, is_file = self._paths.device_source(spec.source), False
+            if mounting:
+                target = self._paths.mount_point(target, file_ok=is_file)
+        except PathProblem as exc:
+            raise InvalidRequest(str(exc), value=exc.path) from exc
+        return replace(spec, source=source, target=target)
+
+    def _source_resolver(self, table: MountTable) -> Callable[[MountRecord], str]:
+        cache: dict[int, str] = {}
+
+        def source_of(record: MountRecord) -> str:
+            if record.mount_id not in cache:
+                cache[record.mount_id] = table.user_source(record, self.kernel.loop_backing_file)
+            return cache[record.mount_id]
+
+        return source_of
+
+    def _snapshot(self) -> Snapshot:
+        table = self.mount_table()
+        snap = Snapshot(
+            table=table,
+            fstab_reader=self.read_fstab,
+            holders=self._holders,
+            source_of=self._source_resolver(table),
+            now=self._clock(),
+            hold_seconds=self.hold_seconds,
+        )
+        reconcile = plan_reconcile(snap)
+        if reconcile:
+            log.info("mounts changed outside lmi-mount: %s", "; ".join(reconcile.describe()))
+            self._execute(reconcile)
+        return snap
+
+    def _run(self, plan: Plan, target: str | None, dry_run: bool) -> Outcome:
+        if not dry_run:
+            self._execute(plan)
+            self._wake.notify_all()
+        return Outcome(plan, target, dry_run)
+
+    def _execute(self, plan: Plan) -> None:
+        done: list[tuple[Step, object]] = []
+        try:
+            for step in plan.steps:
+                name = type(step).__name__
+                self._crash(f"before {name}")
+                done.append((step, self._apply(step)))
+                self._crash(f"after {name}")
+        except Exception as exc:
+            self._roll_back(plan, done)
+            raise self._domain_error(exc) from exc
+        finally:
+            self._holders.check()
+
+    def _roll_back(self, plan: Plan, done: list[tuple[Step, object]]) -> None:
+        for step, memo in reversed(done):
+            try:
+                if isinstance(step, FstabChange):
+                    self._undo_fstab(step, memo)
+                else:
+                    undo = step.undo()
+                    if undo is not None:
+                        self._apply(undo)
+            except Exception:
+                # Nothing more can be done automatically; the log names the step
+                # so an administrator can finish it by hand.
+                log.exception("rollback of %r failed at step: %s", plan.operation, step.describe())
+
+    def _apply(self, step: Step) -> object:
+        if isinstance(step, KernelMount):
+            return self._mount(step)
+        if isinstance(step, KernelRemount):
+            flags, data = step.request()
+            self.kernel.mount(None, step.target, None, flags, data)
+            return None
+        if isinstance(step, KernelUnmount):
+            self.kernel.unmount(step.target, ms.MNT_DETACH if step.lazy else 0)
+            return None
+        if isinstance(step, FstabChange):
+            return self._edit_fstab(step)
+        if isinstance(step, HolderChange):
+            self._set_holders(step)
+            return None
+        raise AssertionError(f"unknown step {step!r}")
+
+    def _mount(self, step: KernelMount) -> None:
+        spec = step.spec
+        flags, data = step.request()
+        # The intent is durable before the kernel acts: if the process dies
+        # right after the mount, restart still knows the mount is ours.
+        self._journal.intent(Intent(spec.target, spec.source, spec.fstype,
+                                    render_options(spec.options)))
+        self._crash("intent journaled")
+        self.kernel.mount(spec.source, spec.target, spec.fstype, flags, data)
+
+    def _set_holders(self, step: HolderChange) -> None:
+        after = step.after
+        if after is not None and after.mount_id is None:
+            record = self.mount_table().at(after.target)
+            if record is not None:
+                after = replace(after, mount_id=record.mount_id)
+        if after is None:
+            self._journal.forget(step.target)
+            if step.target in self._holders:
+                self._holders.forget(step.target)
+        else:
+            self._journal.set(after)
+            self._holders.restore(after)
+
+    def _edit_fstab(self, step: FstabChange) -> tuple[str, str]:
+        before_after = files.edit_file(
+            self.fstab_path, lambda text: step.apply(FstabDocument.parse(text)).render()
+        )
+        self._after_fstab_edit()
+        return before_after
+
+    def _undo_fstab(self, step: FstabChange, memo: object) -> None:
+        """Put back the fstab text from before ``step``, byte for byte when possible."""
+        before, after = memo  # type: ignore[misc]
+        text, version = files.read_versioned(self.fstab_path)
+        if text == after:
+            files.replace_atomically(self.fstab_path, before, version)
+        else:
+            # Someone edited the file since: undo only our line, keep theirs.
+            inverse = step.undo()
+            assert isinstance(inverse, FstabChange)
+            files.edit_file(self.fstab_path,
+                            lambda t: inverse.apply(FstabDocument.parse(t)).render())
+        self._after_fstab_edit()
+
+    def _domain_error(self, exc: Exception) -> MountError:
+        if isinstance(exc, MountError):
+            return exc
+        if isinstance(exc, KernelError):
+            if exc.errno == errno.EBUSY:
+                users = self._processes(exc.target) if exc.target else []
+                detail = f"; in use by {describe(users)}" if users else ""
+                return InUse(f"{exc}{detail}", value=exc.target,
+                             processes=[describe([use]) for use in users])
+            if exc.errno in (errno.ENODEV, errno.ENOTBLK, errno.ENOENT, errno.ENOTDIR):
+                return InvalidRequest(str(exc), value=exc.source or exc.target)
+            return OperationFailed(str(exc), value=exc.target, errno=exc.errno)
+        if isinstance(exc, (OptionError, FstabError)):
+            return InvalidRequest(str(exc), value=getattr(exc, "value", None))
+        if isinstance(exc, files.ConflictError):
+            return OperationFailed(str(exc), value=exc.path, errno=errno.EAGAIN)
+        if isinstance(exc, files.FileError):
+            return OperationFailed(str(exc), value=exc.path, errno=getattr(exc, "errno", None))
+        if isinstance(exc, OSError):  # JournalError and the like
+            return OperationFailed(str(exc), value=exc.filename, errno=exc.errno)
+        raise exc
+
+    def _reconstruct(self) -> None:
+        """Rebuild the holders from the journal and the kernel's mount table (WI6).
+
+        Journaled mounts still live with the same mount id keep their holders;
+        vanished or replaced ones are forgotten. An intent whose mount is live
+        (the process died between the mount and its record) becomes a mount of
+        ours with no holder: the client never got an answer, so no reference
+        is invented for it. Mounts of ours with no holder start their hold
+        timer; mounts the service did not make are never unmounted.
+        """
+        try:
+            state = self._journal.open()
+        except JournalError as exc:
+            raise OperationFailed(str(exc), value=exc.filename, errno=exc.errno) from exc
+        table = self.mount_table()
+        source_of = self._source_resolver(table)
+        now = self._clock()
+        for held in state.mounts.values():
+            record = table.at(held.target)
+            if record is None or (held.mount_id is not None and record.mount_id != held.mount_id):
+                log.info("reconstruct: %s vanished while lmi-mount was down", held.target)
+                self._journal.forget(held.target)
+                continue
+            self._holders.restore(replace(held, release_at=None, generation=0))
+        for intent in state.intents.values():
+            if intent.target in self._holders:
+                continue
+            record = table.at(intent.target)
+            if record is not None and source_of(record) == intent.source:
+                made = HeldMount(intent.target, intent.source, intent.fstype, intent.options,
+                                 made_by_us=True, mount_id=record.mount_id)
+                log.info("reconstruct: %s was mounted but not recorded; holding it", intent.target)
+                self._journal.set(made)
+                self._holders.restore(made)
+            else:
+                self._journal.forget(intent.target)
+        for held in list(self._holders):
+            if held.made_by_us and not held.holders:
+                self._holders.start_hold(held.target, now=now, hold_seconds=self.hold_seconds)
+        self._holders.check()
+
+    def _timer_loop(self) -> None:
+        with self._lock:
+            while not self._closed:
+                deadline = self._holders.next_deadline()
+                timeout = None if deadline is None else max(0.0, deadline - self._clock())
+                if timeout is None or timeout > 0:
+                    self._wake.wait(timeout)
+                    continue
+                self.run_due_timers()

@@ -1,0 +1,94 @@
+"""Checks of the paths a mount request names, against the real file system.
+
+Owns: existence and type checks of mount points and sources, and the
+resolution of what the user wrote into what the kernel will report (realpath
+of a bind source or image file, ``UUID=``/``LABEL=`` specs through the udev
+symlinks). Every root is injected so tests and ``--sandbox`` stay contained.
+
+Must not know: mount logic, fstab, CIM.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+# fstab(5) tags and the /dev/disk directories udev keeps them in.
+_TAG_DIRS = {
+    "UUID": "by-uuid",
+    "LABEL": "by-label",
+    "PARTUUID": "by-partuuid",
+    "PARTLABEL": "by-partlabel",
+    "ID": "by-id",
+}
+
+
+class PathProblem(ValueError):
+    """A path in a request is unusable; the message names it and says why."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class PathChecker:
+    """Path checks relative to an injected device directory (``/dev``)."""
+
+    dev_root: str = "/dev"
+
+    def mount_point(self, target: str, *, file_ok: bool = False) -> str:
+        """Return the canonical mount point; it must exist and be a directory.
+
+        A bind mount of a regular file needs a file as its mount point
+        (mount(2), MS_BIND), hence ``file_ok``. Symlinks are resolved because
+        the kernel reports the resolved path in mountinfo.
+        """
+        try:
+            st = os.stat(target)
+        except FileNotFoundError:
+            raise PathProblem(f"mount point {target!r} does not exist", target) from None
+        except OSError as exc:
+            raise PathProblem(f"mount point {target!r} cannot be used: {exc.strerror}", target) from exc
+        if not stat.S_ISDIR(st.st_mode) and not (file_ok and stat.S_ISREG(st.st_mode)):
+            kind = "a directory or a regular file" if file_ok else "a directory"
+            raise PathProblem(f"mount point {target!r} is not {kind}", target)
+        return os.path.realpath(target)
+
+    def bind_source(self, source: str) -> tuple[str, bool]:
+        """Return (canonical source, is a regular file) of a bind mount source."""
+        if not source.startswith("/"):
+            raise PathProblem(f"bind source {source!r} is not an absolute path", source)
+        try:
+            st = os.stat(source)
+        except OSError as exc:
+            raise PathProblem(f"bind source {source!r} cannot be used: {exc.strerror}", source) from exc
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise PathProblem(f"bind source {source!r} is not a directory or a regular file", source)
+        return os.path.realpath(source), stat.S_ISREG(st.st_mode)
+
+    def device_source(self, source: str) -> str:
+        """Resolve a block source: image files and devices to their real path, tags via udev.
+
+        Anything that is neither a path nor a tag ("tmpfs", "server:/export")
+        is returned unchanged: the kernel or the helper interprets it.
+        """
+        tag, sep, value = source.partition("=")
+        if sep and tag in _TAG_DIRS:
+            link = os.path.join(self.dev_root, "disk", _TAG_DIRS[tag], value)
+            if not os.path.exists(link):
+                raise PathProblem(f"no device has {source} (no {link})", source)
+            return os.path.realpath(link)
+        if source.startswith("/"):
+            if not os.path.exists(source):
+                raise PathProblem(f"source {source!r} does not exist", source)
+            return os.path.realpath(source)
+        return source
+
+    @staticmethod
+    def is_regular_file(path: str) -> bool:
+        try:
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            return False

@@ -1,0 +1,549 @@
+"""Plans: a request plus the current state becomes a list of steps, each with its undo.
+
+Owns: the decisions of mount management, as pure functions of a Snapshot —
+when a mount is shared rather than made (same source and options only, never
+stacked), when a release unmounts, when the hold timer runs, what a mode-1
+transaction does and in which order, and how every step is undone. A dry run
+is the description of the plan; executing it is the engine's job.
+
+Must not know: the kernel API, files, clocks, threads or CIM. Paths arrive
+already absolute and resolved by the engine (realpath is I/O).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from lmi_mount.mounts import flags as ms
+from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
+from lmi_mount.mounts.fstab import FstabDocument, FstabEntry
+from lmi_mount.mounts.holders import HeldMount, HolderError, HolderTable
+from lmi_mount.mounts.mountinfo import MountRecord, MountTable
+from lmi_mount.mounts.options import (
+    BOOLEAN_FIELDS,
+    MountOptions,
+    compare,
+    from_mountinfo,
+    kernel_request,
+    parse_options,
+    remount_needs_superblock,
+    render_options,
+)
+
+# fstab spells a bind mount as type "none" with the "bind"/"rbind" option
+# (mount(8), "Bind mount operation"); these two words are operations, not
+# options, so they never reach MountOptions.
+_BIND_WORDS = ("bind", "rbind")
+
+
+@dataclass(frozen=True, slots=True)
+class MountSpec:
+    """A mount as the user asks for it.
+
+    ``source`` is what the user calls it: a directory for a bind, an image file
+    or device for a block file system, any word ("tmpfs") for a virtual one.
+    ``fstype`` None is a bind mount (the draft: FileSystemType NULL = bind).
+    ``dump`` and ``passno`` are fstab's 5th and 6th fields.
+    """
+
+    source: str
+    target: str
+    fstype: str | None
+    options: MountOptions = field(default_factory=MountOptions)
+    recursive: bool = False
+    dump: int = 0
+    passno: int = 0
+
+    def describe(self) -> str:
+        kind = ("rbind" if self.recursive else "bind") if self.fstype is None else self.fstype
+        opts = render_options(self.options)
+        suffix = "" if opts == "defaults" else f" ({opts})"
+        return f"{kind} {self.source} on {self.target}{suffix}"
+
+    def fstab_entry(self) -> FstabEntry:
+        options = render_options(self.options)
+        if self.fstype is None:
+            word = "rbind" if self.recursive else "bind"
+            options = word if options == "defaults" else f"{word},{options}"
+        return FstabEntry(
+            spec=self.source,
+            target=self.target,
+            fstype=self.fstype or "none",
+            options=options,
+            freq=self.dump,
+            passno=self.passno,
+        )
+
+    @classmethod
+    def from_fstab(cls, entry: FstabEntry) -> MountSpec:
+        """The spec an fstab line describes (``none`` + ``bind`` is a bind mount)."""
+        words = entry.options.split(",") if entry.options else []
+        bind = [w for w in words if w in _BIND_WORDS]
+        rest = ",".join(w for w in words if w not in _BIND_WORDS)
+        return cls(
+            source=entry.spec,
+            target=entry.target,
+            fstype=None if bind else entry.fstype,
+            options=parse_options(rest or "defaults"),
+            recursive="rbind" in bind,
+            dump=entry.freq,
+            passno=entry.passno,
+        )
+
+
+# -- steps ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KernelMount:
+    spec: MountSpec
+
+    def describe(self) -> str:
+        return f"mount {self.spec.describe()}"
+
+    def undo(self) -> Step:
+        return KernelUnmount(self.spec.target, lazy=False, remount=self.spec)
+
+    def request(self) -> tuple[int, str]:
+        """The mount(2) flags and data of this mount."""
+        kernel = kernel_request(self.spec.options)
+        flags = kernel.flags
+        if self.spec.fstype is None:
+            flags |= ms.MS_BIND | (ms.MS_REC if self.spec.recursive else 0)
+        return flags, kernel.data
+
+
+@dataclass(frozen=True, slots=True)
+class KernelRemount:
+    """Change the options of a live mount; ``previous`` undoes it."""
+
+    target: str
+    options: MountOptions
+    previous: MountOptions
+    superblock: bool
+
+    def describe(self) -> str:
+        scope = "file system" if self.superblock else "mount"
+        return f"remount {self.target} ({scope} options: {render_options(self.options)})"
+
+    def undo(self) -> Step:
+        return KernelRemount(self.target, self.previous, self.options, self.superblock)
+
+    def request(self) -> tuple[int, str]:
+        kernel = kernel_request(self.options)
+        if self.superblock:
+            return ms.MS_REMOUNT | kernel.flags, kernel.data
+        # MS_REMOUNT|MS_BIND changes the per-mount flags only and sets ALL of
+        # them (mount(2), "Remounting an existing mount"), so the full set is
+        # passed, with no file system data.
+        return ms.MS_REMOUNT | ms.MS_BIND | (kernel.flags & ms.PER_MOUNT_FLAGS), ""
+
+
+@dataclass(frozen=True, slots=True)
+class KernelUnmount:
+    """Unmount ``target``; ``remount`` is how to mount it back (the undo)."""
+
+    target: str
+    lazy: bool
+    remount: MountSpec | None
+
+    def describe(self) -> str:
+        return f"unmount {self.target}" + (" (lazy detach)" if self.lazy else "")
+
+    def undo(self) -> Step | None:
+        return KernelMount(self.remount) if self.remount is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class FstabChange:
+    """Add, replace or remove the fstab line of one mount point.
+
+    ``previous`` is the line before (None for an add), ``entry`` the line after
+    (None for a remove). The undo swaps them.
+    """
+
+    target: str
+    previous: FstabEntry | None
+    entry: FstabEntry | None
+
+    @property
+    def action(self) -> str:
+        if self.previous is None:
+            return "add"
+        return "remove" if self.entry is None else "replace"
+
+    def describe(self) -> str:
+        line = self.entry or self.previous
+        assert line is not None
+        text = f"{line.spec} {line.target} {line.fstype} {line.options} {line.freq} {line.passno}"
+        return f"fstab: {self.action} line '{text}'"
+
+    def undo(self) -> Step:
+        return FstabChange(self.target, self.entry, self.previous)
+
+    def apply(self, document: FstabDocument) -> FstabDocument:
+        """This change applied to ``document`` (pure)."""
+        if self.previous is None:
+            assert self.entry is not None
+            return document.add(self.entry)
+        if self.entry is None:
+            return document.remove(self.previous.spec, self.previous.target)
+        return document.replace(self.previous.spec, self.previous.target, self.entry)
+
+
+@dataclass(frozen=True, slots=True)
+class HolderChange:
+    """Move the holder state of one mount from ``before`` to ``after`` (None = untracked)."""
+
+    target: str
+    before: HeldMount | None
+    after: HeldMount | None
+    summary: str
+
+    def describe(self) -> str:
+        return f"holders: {self.summary}"
+
+    def undo(self) -> Step:
+        return HolderChange(self.target, self.after, self.before, f"undo {self.summary}")
+
+
+Step = KernelMount | KernelRemount | KernelUnmount | FstabChange | HolderChange
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The steps of one request, in execution order; empty means nothing to do."""
+
+    operation: str
+    steps: tuple[Step, ...] = ()
+
+    def describe(self) -> list[str]:
+        return [step.describe() for step in self.steps]
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+
+# -- the state a plan is made from ----------------------------------------------
+
+
+class Snapshot:
+    """Everything a plan depends on, read under the engine's lock.
+
+    ``source_of`` names a live mount's source as the user would (bind source
+    directory, loop backing file) and ``fstab_reader`` reads the fstab
+    document; both are callables so that a plan pays only for what it looks
+    at (a plain acquire never reads fstab). The fstab is read at most once.
+    """
+
+    __slots__ = ("_fstab", "_fstab_reader", "holders", "hold_seconds", "now", "source_of", "table")
+
+    def __init__(
+        self,
+        *,
+        table: MountTable,
+        fstab_reader: Callable[[], FstabDocument],
+        holders: HolderTable,
+        source_of: Callable[[MountRecord], str],
+        now: float,
+        hold_seconds: float,
+    ) -> None:
+        self.table = table
+        self.holders = holders
+        self.source_of = source_of
+        self.now = now
+        self.hold_seconds = hold_seconds
+        self._fstab_reader = fstab_reader
+        self._fstab: FstabDocument | None = None
+
+    @property
+    def fstab(self) -> FstabDocument:
+        if self._fstab is None:
+            self._fstab = self._fstab_reader()
+        return self._fstab
+
+    def live(self, target: str) -> MountRecord | None:
+        return self.table.at(target)
+
+
+def normalize_target(path: str) -> str:
+    """Check and normalize a mount point path: absolute, no NUL, no trailing slash."""
+    if not path:
+        raise InvalidRequest("the mount point must not be empty", value=path)
+    if "\0" in path:
+        raise InvalidRequest(f"mount point {path!r} contains a NUL character", value=path)
+    if not path.startswith("/"):
+        raise InvalidRequest(f"mount point {path!r} is not an absolute path", value=path)
+    # posixpath.normpath keeps a leading '//' (POSIX allows it a meaning); Linux
+    # gives it none, so fold it too.
+    normalized = posixpath.normpath(path)
+    return "/" + normalized.lstrip("/")
+
+
+def _live_spec(record: MountRecord, snap: Snapshot) -> MountSpec:
+    """The spec that would mount ``record`` again (used to undo an unmount)."""
+    options = from_mountinfo(record.vfs_options, record.super_options)
+    is_bind = snap.table.bind_origin(record) is not None
+    return MountSpec(
+        source=snap.source_of(record),
+        target=record.target,
+        fstype=None if is_bind else record.fstype,
+        options=options,
+    )
+
+
+def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[str]:
+    """How the live ``record`` differs from what ``spec`` asks; empty if it is the same."""
+    differences = []
+    live_source = snap.source_of(record)
+    if live_source != spec.source:
+        differences.append(f"source is {live_source!r}, not {spec.source!r}")
+    if spec.fstype is not None and record.fstype != spec.fstype:
+        differences.append(f"type is {record.fstype!r}, not {spec.fstype!r}")
+    live_options = from_mountinfo(record.vfs_options, record.super_options)
+    for drift in compare(spec.options, live_options):
+        differences.append(str(drift))
+    return differences
+
+
+# -- planners ---------------------------------------------------------------------
+
+
+def plan_create(
+    spec: MountSpec, snap: Snapshot, *, current: bool, persist: bool, holder: str
+) -> Plan:
+    """CreateMount: mount (``current``) and/or add the fstab line (``persist``).
+
+    A live mount at the target with the same source, type and options is
+    shared: one more reference, no second kernel mount. Anything else at the
+    target is refused as in use: mounts are never stacked.
+    """
+    steps: list[Step] = []
+    if current:
+        record = snap.live(spec.target)
+        held = snap.holders.get(spec.target)
+        if record is None:
+            assert held is None, f"holder state for unmounted {spec.target!r} (engine must reconcile)"
+            steps.append(KernelMount(spec))
+            steps.append(HolderChange(
+                spec.target, None,
+                HeldMount(spec.target, spec.source, spec.fstype, render_options(spec.options),
+                          made_by_us=True, holders=(holder,)),
+                f"{holder} acquires {spec.target} (first holder)",
+            ))
+        else:
+            differences = _same_mount(spec, record, snap)
+            if differences:
+                raise InUse(
+                    f"{spec.target!r} is already a mount point and it differs from the request: "
+                    + "; ".join(differences),
+                    value=spec.target,
+                )
+            if held is None:
+                adopted = HeldMount(spec.target, spec.source, spec.fstype,
+                                    render_options(spec.options), made_by_us=False,
+                                    mount_id=record.mount_id, holders=(holder,))
+                steps.append(HolderChange(spec.target, None, adopted,
+                                          f"{holder} shares {spec.target} (mounted outside lmi-mount)"))
+            else:
+                scratch = HolderTable({held.target: held})
+                after = scratch.acquire(spec.target, holder)
+                steps.append(HolderChange(spec.target, held, after,
+                                          f"{holder} shares {spec.target} "
+                                          f"(reference {after.refcount})"))
+    if persist:
+        wanted = spec.fstab_entry()
+        existing = snap.fstab.find_target(spec.target)
+        if existing is None:
+            steps.append(FstabChange(spec.target, None, wanted))
+        elif existing != wanted:
+            raise AlreadyExists(
+                f"fstab already has a line for {spec.target!r} with spec {existing.spec!r}, "
+                f"type {existing.fstype!r}, options {existing.options!r}",
+                value=spec.target,
+            )
+    return Plan("create", tuple(steps))
+
+
+def _resolve(
+    target: str, spec_name: str | None, snap: Snapshot, *, persist: bool
+) -> tuple[MountRecord | None, FstabEntry | None]:
+    """The live mount and fstab line a (spec, mount point) reference names.
+
+    The spec may be the fstab spec or the live source (as the user calls it,
+    or as the kernel reports it). fstab is read only when the request edits
+    it or there is no live mount to act on.
+    """
+    record = snap.live(target)
+    if spec_name is not None and record is not None and spec_name not in (
+        snap.source_of(record), record.source,
+    ):
+        record = None
+    entry = None
+    if persist or record is None:
+        entry = snap.fstab.find_target(target)
+        if spec_name is not None and entry is not None and entry.spec != spec_name:
+            entry = None
+    if record is None and entry is None:
+        what = f"{spec_name!r} on {target!r}" if spec_name else repr(target)
+        raise NotFound(f"no mount and no fstab line for {what}", value=target)
+    return record, entry
+
+
+def plan_modify(
+    target: str,
+    spec_name: str | None,
+    options: MountOptions,
+    snap: Snapshot,
+    *,
+    current: bool,
+    persist: bool,
+    dump: int | None = None,
+    passno: int | None = None,
+) -> Plan:
+    """ModifyMount: remount (``current``) and/or replace the fstab line (``persist``)."""
+    record, entry = _resolve(target, spec_name, snap, persist=persist)
+    steps: list[Step] = []
+    if current:
+        if record is None:
+            raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)
+        live = from_mountinfo(record.vfs_options, record.super_options)
+        wanted = merge_options(live, options)
+        steps.append(KernelRemount(target, wanted, live,
+                                   superblock=remount_needs_superblock(live, wanted)))
+        held = snap.holders.get(target)
+        if held is not None:
+            after = replace(held, options=render_options(options), generation=held.generation + 1)
+            steps.append(HolderChange(target, held, after, f"{target} options now {after.options}"))
+    if persist:
+        if entry is None:
+            raise NotFound(f"fstab has no line for {target!r}: nothing to replace", value=target)
+        old = MountSpec.from_fstab(entry)
+        new = replace(old, options=options,
+                      dump=old.dump if dump is None else dump,
+                      passno=old.passno if passno is None else passno)
+        steps.append(FstabChange(target, entry, new.fstab_entry()))
+    return Plan("modify", tuple(steps))
+
+
+def plan_delete(
+    target: str,
+    spec_name: str | None,
+    snap: Snapshot,
+    *,
+    current: bool,
+    persist: bool,
+    holder: str,
+    force: bool = False,
+    lazy: bool = False,
+) -> Plan:
+    """DeleteMount: release or unmount (``current``) and/or remove the fstab line (``persist``).
+
+    A held mount loses one reference of ``holder``; the kernel unmount happens
+    only when the last reference is gone and the hold time is 0 (otherwise the
+    engine's timer does it later). ``force`` drops every holder and unmounts
+    now. A mount lmi-mount did not make is never unmounted by a release, only
+    by an explicit delete of an untracked mount or by ``force``.
+    """
+    record, entry = _resolve(target, spec_name, snap, persist=persist)
+    steps: list[Step] = []
+    if current:
+        if record is None:
+            if not persist:
+                raise NotFound(f"{target!r} is not mounted", value=target)
+        else:
+            steps.extend(_release_steps(record, snap, holder=holder, force=force, lazy=lazy))
+    if persist:
+        if entry is None:
+            if not current:
+                raise NotFound(f"fstab has no line for {target!r}", value=target)
+        else:
+            # The fstab edit goes before the unmount: a busy unmount then rolls
+            # back by restoring the file, which cannot fail the way a remount can.
+            position = next((i for i, s in enumerate(steps) if isinstance(s, KernelUnmount)), len(steps))
+            steps.insert(position, FstabChange(target, entry, None))
+    return Plan("delete", tuple(steps))
+
+
+def _release_steps(
+    record: MountRecord, snap: Snapshot, *, holder: str, force: bool, lazy: bool
+) -> list[Step]:
+    target = record.target
+    held = snap.holders.get(target)
+    unmount = KernelUnmount(target, lazy=lazy, remount=_live_spec(record, snap))
+    if held is None:
+        return [unmount]
+    if force:
+        return [HolderChange(target, held, None, f"force: drop all {held.refcount} holder(s)"), unmount]
+    scratch = HolderTable({held.target: held})
+    try:
+        after = scratch.release(target, holder, now=snap.now, hold_seconds=snap.hold_seconds)
+    except HolderError as exc:
+        raise InUse(str(exc), value=holder) from exc
+    steps: list[Step] = [HolderChange(target, held, after,
+                                      f"{holder} releases {target} ({after.refcount} left)")]
+    if after.holders:
+        return steps
+    if not after.made_by_us:
+        steps.append(HolderChange(target, after, None,
+                                  f"stop tracking {target} (mounted outside lmi-mount: kept)"))
+    elif snap.hold_seconds <= 0:
+        steps += [unmount, HolderChange(target, after, None, f"{target} released")]
+    return steps
+
+
+def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
+    """The hold timer of ``target`` (armed at ``generation``) fired: unmount if still due."""
+    held = snap.holders.get(target)
+    if (
+        held is None
+        or held.generation != generation
+        or held.holders
+        or not held.made_by_us
+        or held.release_at is None
+        or held.release_at > snap.now
+    ):
+        return Plan("expire")
+    record = snap.live(target)
+    if record is None:
+        return Plan("expire", (HolderChange(target, held, None, f"{target} already unmounted"),))
+    return Plan("expire", (
+        KernelUnmount(target, lazy=False, remount=_live_spec(record, snap)),
+        HolderChange(target, held, None, f"hold time of {target} ended"),
+    ))
+
+
+def plan_reconcile(snap: Snapshot) -> Plan:
+    """Forget held mounts whose kernel mount vanished or was replaced (WI6)."""
+    steps: list[Step] = []
+    for held in snap.holders:
+        record = snap.live(held.target)
+        if record is None:
+            steps.append(HolderChange(held.target, held, None, f"{held.target} vanished"))
+        elif held.mount_id is not None and record.mount_id != held.mount_id:
+            steps.append(HolderChange(held.target, held, None,
+                                      f"{held.target} was replaced by another mount"))
+    return Plan("reconcile", tuple(steps))
+
+
+def merge_options(live: MountOptions, goal: MountOptions) -> MountOptions:
+    """``live`` with every field ``goal`` specifies; fs-specific options are the goal's.
+
+    A remount passes only the requested file system options: the kernel keeps
+    the others (mount(8), "remount").
+    """
+    changes = {
+        name: getattr(goal, name) for name in BOOLEAN_FIELDS if getattr(goal, name) is not None
+    }
+    return replace(live, other_options=goal.other_options, **changes)
+
+
+def check_options(options: MountOptions) -> MountOptions:
+    """Raise InvalidRequest for options the kernel path cannot take (already validated ones pass)."""
+    try:
+        kernel_request(options)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), value=options) from exc
+    return options

@@ -1,0 +1,220 @@
+"""Restart and crash: the holders survive a restart and a kill -9 at any step (WI6),
+and the refcount invariant holds under concurrent acquire/release (WI2)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+
+import pytest
+
+from lmi_mount.mounts.options import parse_options
+from lmi_mount.mounts.plan import MountSpec
+from tests.engine.conftest import World
+from tests.support.namespace import private_namespace
+
+
+def tmpfs(world: World, name: str = "mnt") -> MountSpec:
+    return MountSpec("tmpfs", world.dir(name), "tmpfs", parse_options("size=1m"))
+
+
+def test_restart_restores_holders(world: World) -> None:
+    spec = tmpfs(world)
+    with world.manager() as first:
+        first.acquire(spec, "a")
+        first.acquire(spec, "b")
+    with world.manager() as second:
+        held = second.held(spec.target)
+        assert held is not None and held.holders == ("a", "b") and held.made_by_us
+        second.release(spec.target, "a")
+        second.release(spec.target, "b")
+        assert world.mounts_at(spec.target) == []
+
+
+def test_restart_drops_holders_of_vanished_mounts(world: World) -> None:
+    spec = tmpfs(world)
+    with world.manager() as first:
+        first.acquire(spec, "a")
+    world.kernel.unmount(spec.target)
+    with world.manager() as second:
+        assert second.holders() == []
+
+
+def test_restart_drops_holders_of_a_replaced_mount(world: World) -> None:
+    spec = tmpfs(world)
+    with world.manager() as first:
+        first.acquire(spec, "a")
+    world.kernel.unmount(spec.target)
+    world.kernel.mount("tmpfs", spec.target, "tmpfs", 0, "size=1m")  # same look, new mount id
+    with world.manager() as second:
+        assert second.holders() == []
+        second.acquire(spec, "b")  # shares the foreign mount: it will not unmount it
+        second.release(spec.target, "b")
+        assert len(world.mounts_at(spec.target)) == 1
+
+
+def test_restart_starts_the_hold_timer_of_our_mounts_without_holders(world: World) -> None:
+    spec = tmpfs(world)
+    with world.manager(hold_seconds=60) as first:
+        first.acquire(spec, "a")
+        first.release(spec.target, "a")
+    world.clock.advance(1000)  # the old deadline is not durable: a new hold starts
+    with world.manager(hold_seconds=60) as second:
+        held = second.held(spec.target)
+        assert held is not None and held.release_at == world.clock.now + 60
+        world.clock.advance(61)
+        assert second.run_due_timers() == [spec.target]
+
+
+def test_reboot_discards_the_journal(world: World) -> None:
+    spec = tmpfs(world)
+    with world.manager() as first:
+        first.acquire(spec, "a")
+    world.boot_id.write_text("boot-2\n")
+    with world.manager() as second:
+        assert second.holders() == []
+        assert len(world.mounts_at(spec.target)) == 1, "a mount is never unmounted on a guess"
+
+
+def test_a_second_engine_on_the_same_state_dir_is_refused(world: World) -> None:
+    with world.manager(), pytest.raises(Exception, match="another lmi-mount engine"):
+        world.manager()
+
+
+# -- kill -9 at every step -----------------------------------------------------------
+
+def _steps_of(world: World, action) -> list[str]:  # type: ignore[no-untyped-def]
+    """The crash-point names ``action`` passes, recorded in a dry pass."""
+    seen: list[str] = []
+    with world.manager(crash=seen.append) as manager:
+        action(manager)
+    return seen
+
+
+def _die_at(world: World, point: str, action) -> None:  # type: ignore[no-untyped-def]
+    """Run ``action`` in a forked engine process that is killed -9 at ``point``.
+
+    The child shares this process's mount namespace, so its mounts outlive it
+    the way a daemon's do.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            def crash(name: str) -> None:
+                if name == point:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            action(world.manager(crash=crash))
+        finally:
+            os._exit(3)  # not killed: the point was never reached
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+        f"the engine was not killed at {point!r}"
+    )
+
+
+def _assert_consistent(world: World, target: str) -> None:
+    """After a crash: tracked iff mounted; holders only if acknowledged; nothing leaks."""
+    with world.manager() as manager:
+        mounted = world.mounts_at(target)
+        held = manager.held(target)
+        assert len(mounted) <= 1, "never stacked"
+        if held is None:
+            if mounted:
+                pytest.fail(f"{target} is mounted but lmi-mount lost track of it")
+        else:
+            assert mounted and mounted[0].mount_id == held.mount_id
+            manager.check_invariants()
+            if not held.holders:
+                assert held.release_at is not None, "our mount with no holder must be timed"
+        for h in list(held.holders if held else ()):
+            manager.release(target, h)
+        manager.run_due_timers()
+        assert world.mounts_at(target) == [], "everything releasable was released"
+
+
+@private_namespace
+def test_kill_9_at_every_step_of_acquire_and_release(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def acquire(manager) -> None:  # type: ignore[no-untyped-def]
+        manager.acquire(MountSpec("tmpfs", str(tmp_path / "w" / "mnt"), "tmpfs"), "a")
+
+    def release(manager) -> None:  # type: ignore[no-untyped-def]
+        manager.release(str(tmp_path / "w" / "mnt"), "a")
+
+    probe = World("real", _fresh(tmp_path / "probe"))
+    acquire_points = _steps_of(probe, lambda m: acquire_in(m, probe))
+    release_points = _steps_of(probe, lambda m: m.release(probe.dir("mnt"), "a"))
+    assert "intent journaled" in acquire_points and len(release_points) >= 2
+
+    for phase, points in (("acquire", acquire_points), ("release", release_points)):
+        for point in points:
+            world = World("real", _fresh(tmp_path / "w"))
+            target = world.dir("mnt")
+            if phase == "release":
+                with world.manager() as setup:
+                    acquire(setup)
+                _die_at(world, point, release)
+            else:
+                _die_at(world, point, acquire)
+            _assert_consistent(world, target)
+            world.kernel.unmount(target) if world.mounts_at(target) else None
+
+
+def acquire_in(manager, world: World) -> None:  # type: ignore[no-untyped-def]
+    manager.acquire(tmpfs(world), "a")
+
+
+def _fresh(path):  # type: ignore[no-untyped-def]
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+# -- threads ------------------------------------------------------------------------
+
+def test_threads_keep_the_refcount_equal_to_the_references(world: World) -> None:
+    threads, rounds = (8, 1000) if world.kind == "fake" else (8, 150)
+    targets = [tmpfs(world, f"m{i}") for i in range(3)]
+    with world.manager() as manager:
+        held_by: dict[str, dict[str, int]] = {f"t{i}": {} for i in range(threads)}
+        errors: list[BaseException] = []
+
+        def worker(name: str, seed: int) -> None:
+            rng = random.Random(seed)
+            mine = held_by[name]
+            try:
+                for _ in range(rounds):
+                    spec = rng.choice(targets)
+                    if mine.get(spec.target) and rng.random() < 0.5:
+                        manager.release(spec.target, name)
+                        mine[spec.target] -= 1
+                    else:
+                        manager.acquire(spec, name)
+                        mine[spec.target] = mine.get(spec.target, 0) + 1
+                    if rng.random() < 0.05:
+                        manager.check_invariants()
+            except BaseException as exc:  # reported below with its thread
+                errors.append(exc)
+
+        pool = [threading.Thread(target=worker, args=(n, i)) for i, n in enumerate(held_by)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        assert not errors, errors
+        manager.check_invariants()
+        for spec in targets:
+            expected = sum(counts.get(spec.target, 0) for counts in held_by.values())
+            held = manager.held(spec.target)
+            assert (held.refcount if held else 0) == expected
+            assert len(world.mounts_at(spec.target)) == (1 if expected else 0)
+        for name, counts in held_by.items():
+            for target, count in counts.items():
+                for _ in range(count):
+                    manager.release(target, name)
+        assert manager.holders() == []
+        assert all(world.mounts_at(spec.target) == [] for spec in targets)
