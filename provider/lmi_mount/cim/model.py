@@ -12,13 +12,15 @@ Where the MOF is, first match wins:
 1. the directory named by the environment variable ``LMI_MOUNT_MOF_DIR``;
 2. ``mof/`` of the source tree this package is imported from (editable
    installs and checkouts);
-3. ``<sys.prefix>/share/lmi-mount/mof`` (what a regular install ships).
+3. ``share/lmi-mount/mof`` under the data directory of the install scheme
+   (``<sys.prefix>`` for a system or virtualenv install, the user base for
+   ``pip install --user``), where a regular install puts the MOF.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import sysconfig
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -44,6 +46,10 @@ ENTRY_MOF: Final = "lmi_mount.mof"
 # provider/lmi_mount/cim/model.py -> the checkout's root is three levels above
 # the package directory.
 _SOURCE_TREE_MOF: Final = Path(__file__).resolve().parents[3] / "mof"
+
+
+# Where setup.cfg's data_files puts mof/, relative to the install scheme's data path.
+_INSTALLED_MOF: Final = Path("share", "lmi-mount", "mof")
 
 
 class ModelError(Exception):
@@ -130,7 +136,10 @@ def find_mof_dir() -> Path:
         if not (path / ENTRY_MOF).is_file():
             raise ModelError(f"{MOF_DIR_ENV}={env!r}: no {ENTRY_MOF} in that directory")
         return path
-    candidates = (_SOURCE_TREE_MOF, Path(sys.prefix) / "share" / "lmi-mount" / "mof")
+    candidates = [_SOURCE_TREE_MOF]
+    # setuptools installs data_files under the scheme's "data" path.
+    for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user")):
+        candidates.append(Path(sysconfig.get_path("data", scheme)) / _INSTALLED_MOF)
     for path in candidates:
         if (path / ENTRY_MOF).is_file():
             return path
