@@ -509,15 +509,19 @@ def test_parse_raises_only_mountinfo_error(text: str) -> None:
 
 _PATH = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)),
                 min_size=1).map(lambda s: "/" + s)
-_WORD = st.from_regex(r"[a-z0-9_.:=]{1,8}", fullmatch=True)
+_WORD = st.text("az09_.:=", min_size=1, max_size=8)
+_TAG = st.one_of(
+    st.just("unbindable"),
+    st.builds("{}:{}".format, st.sampled_from(["shared", "master", "propagate_from"]),
+              st.integers(1, 999)),
+)
 _RECORDS = st.builds(
     MountRecord,
     st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1),
     st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
     _PATH, _PATH,
     st.lists(_WORD, min_size=1, max_size=4).map(tuple),
-    st.lists(st.from_regex(r"(shared|master|propagate_from):[0-9]{1,3}|unbindable",
-                           fullmatch=True), max_size=3).map(tuple),
+    st.lists(_TAG, max_size=3).map(tuple),
     st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), min_size=1),
     st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",))),
     st.lists(_WORD, min_size=1, max_size=4).map(tuple),

@@ -1,0 +1,847 @@
+"""Mount options: setting fields <-> mount(8) option strings <-> MS_* flags, both ways.
+
+Owns: ``MountOptions`` (the boolean settings of the OpenLMI Mounting Model
+draft plus ``other_options``), the ARCHITECTURE.md "Setting <-> options"
+table, the mount(8)/fstab(5) option syntax (parse and canonical render),
+which options are fstab-only and never reach the kernel, the translation to a
+mount(2) request (flags + data), the per-mount (VFS) / superblock split that a
+remount needs, the live options mountinfo reports, and drift between a
+configured and a live set.
+
+Must not know: where option strings come from (fstab lines, CIM properties,
+mountinfo records are all handed in as values), how the kernel is called, CIM.
+The MS_* values and their mount(8) names come from ``flags``; nothing here
+redefines them.
+
+Conventions:
+
+* A boolean field is ``None`` when it is not specified: the kernel or file
+  system default applies and nothing is rendered. ``defaults`` means exactly
+  that: libmount gives it no flag (libmount/src/optmap.c: ``{ "defaults", 0,
+  0 }``), so ``ro,defaults`` stays read-only. It parses to "nothing
+  specified" and the options with nothing specified render as ``defaults``.
+* ``DEFAULTS`` is the draft's default setting, ``rw,suid,dev,exec,async``
+  spelled out. Its other two defaults, ``auto`` and ``nouser``, are what an
+  fstab line means when it says neither ``noauto`` nor ``user`` (mount(8),
+  FILESYSTEM-INDEPENDENT MOUNT OPTIONS), so they take no element of
+  ``other_options``; a line that spells them out keeps them there verbatim.
+* ``synchronous_directory_updates=False`` has no mount(8) word: libmount has
+  ``dirsync`` but no inverse, and ``nodirsync`` would reach the file system
+  as data and fail (tmpfs: "Unknown parameter 'nodirsync'"). It asks the
+  kernel for exactly what ``None`` asks, renders as nothing and therefore
+  reads back as ``None``: the one value ``parse_options(render_options(o))``
+  does not return unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import ClassVar, Final
+
+from lmi_mount.mounts.flags import (
+    FLAG_OPTION_NAMES,
+    MS_BIND,
+    MS_DIRSYNC,
+    MS_MANDLOCK,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_RELATIME,
+    MS_SHARED,
+    MS_SILENT,
+    MS_SLAVE,
+    MS_STRICTATIME,
+    MS_SYNCHRONOUS,
+    MS_UNBINDABLE,
+    PER_MOUNT_FLAGS,
+)
+
+__all__ = [
+    "BOOLEAN_FIELDS",
+    "DEFAULTS",
+    "KernelOptions",
+    "MountOptions",
+    "OptionDrift",
+    "OptionError",
+    "compare",
+    "from_mountinfo",
+    "is_fstab_only",
+    "kernel_request",
+    "parse_options",
+    "remount_needs_superblock",
+    "render_options",
+    "split_flags",
+    "validate",
+    "with_defaults",
+]
+
+
+class OptionError(ValueError):
+    """A mount option string or setting that cannot be used; ``value`` is the bad part."""
+
+    def __init__(self, message: str, *, value: object) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+# -- the table -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """One row of the "Setting <-> options" table (ARCHITECTURE.md)."""
+
+    name: str
+    flag: int
+    inverted: bool  # the flag set means the field is False (MS_RDONLY: allow_write=False)
+    superblock: bool  # a file system (superblock) flag rather than a per-mount one
+    true_word: str
+    false_word: str  # "" when mount(8) has no word for it
+
+
+_NAMES_OF_FLAG: Final = {flag: (set_name, clear_name) for flag, set_name, clear_name
+                         in FLAG_OPTION_NAMES}
+
+
+def _row(name: str, flag: int, *, inverted: bool) -> _Field:
+    set_name, clear_name = _NAMES_OF_FLAG[flag]
+    return _Field(
+        name=name,
+        flag=flag,
+        inverted=inverted,
+        superblock=not flag & PER_MOUNT_FLAGS,
+        true_word=clear_name if inverted else set_name,
+        false_word=set_name if inverted else clear_name,
+    )
+
+
+# Table order is render order.
+_FIELDS: Final = (
+    _row("allow_write", MS_RDONLY, inverted=True),
+    _row("allow_suid", MS_NOSUID, inverted=True),
+    _row("interpret_devices", MS_NODEV, inverted=True),
+    _row("allow_execution", MS_NOEXEC, inverted=True),
+    _row("synchronous_io", MS_SYNCHRONOUS, inverted=False),
+    _row("synchronous_directory_updates", MS_DIRSYNC, inverted=False),
+    _row("update_access_times", MS_NOATIME, inverted=True),
+    _row("update_relative_access_times", MS_RELATIME, inverted=False),
+    _row("update_full_access_times", MS_STRICTATIME, inverted=False),
+    _row("update_directory_access_times", MS_NODIRATIME, inverted=True),
+    # The kernel accepts and still reports "mand" but enforces no mandatory lock
+    # since Linux 5.15 (commit f7e33bdbd6d1, "fs: remove mandatory file locking
+    # mechanism"). The value is kept as given and reported as the kernel shows
+    # it; nothing here pretends it has an effect.
+    _row("allow_mandatory_lock", MS_MANDLOCK, inverted=False),
+    _row("silent", MS_SILENT, inverted=False),
+)
+_FIELD_BY_NAME: Final = {f.name: f for f in _FIELDS}
+BOOLEAN_FIELDS: Final[tuple[str, ...]] = tuple(f.name for f in _FIELDS)
+
+# word -> (field, value): "ro" -> ("allow_write", False).
+_WORDS: Final = {
+    word: (f.name, value)
+    for f in _FIELDS
+    for word, value in ((f.true_word, True), (f.false_word, False))
+    if word
+}
+
+# Flags of the table in ``flags`` that no field carries: kept in other_options
+# and still translated to flags, as mount(8) does (libmount optmap.c).
+_FIELD_FLAGS: Final = frozenset(f.flag for f in _FIELDS)
+_FLAG_WORDS: Final = {
+    word: (flag, value)
+    for flag, set_name, clear_name in FLAG_OPTION_NAMES
+    if flag not in _FIELD_FLAGS
+    for word, value in ((set_name, True), (clear_name, False))
+    if word
+}
+_OPTION_FLAGS: Final = functools.reduce(operator.or_, (flag for flag, _, _ in FLAG_OPTION_NAMES))
+# set name -> (set name, clear name) of those words, to spell a drift.
+_FLAG_WORD_PAIRS: Final = {
+    set_name: (set_name, clear_name)
+    for flag, set_name, clear_name in FLAG_OPTION_NAMES
+    if flag not in _FIELD_FLAGS
+}
+
+# Operations that mount(8) accepts among options (libmount optmap.c): a bind and
+# the propagation changes it applies with extra mount(2) calls. They may stand
+# in an fstab line; they are not properties of a mount that drift.
+_BIND_WORDS: Final = {"bind": MS_BIND, "rbind": MS_BIND | MS_REC}
+_PROPAGATION_WORDS: Final = {
+    "private": MS_PRIVATE,
+    "shared": MS_SHARED,
+    "slave": MS_SLAVE,
+    "unbindable": MS_UNBINDABLE,
+    **{"r" + word: flag | MS_REC for word, flag in (
+        ("private", MS_PRIVATE), ("shared", MS_SHARED),
+        ("slave", MS_SLAVE), ("unbindable", MS_UNBINDABLE),
+    )},
+}
+
+# Options of mount(8) itself, of fstab and of systemd: they never reach the
+# kernel (libmount optmap.c userspace_opts_map, systemd.mount(5)). Matched on
+# the name before any "=".
+_FSTAB_ONLY_NAMES: Final = frozenset({
+    "defaults", "auto", "noauto", "user", "nouser", "users", "nousers",
+    "owner", "noowner", "group", "nogroup", "_netdev", "comment", "nofail",
+    "loop", "offset", "sizelimit", "encryption", "helper", "uhelper",
+})
+# x-* are kept in utab, X-* only in fstab; systemd's x-systemd.* and
+# x-initrd.mount are among them; verity.* configure dm-verity in mount(8).
+_FSTAB_ONLY_PREFIXES: Final = ("x-", "X-", "verity.")
+
+# "user" and "users" imply noexec,nosuid,nodev and "owner" and "group" imply
+# nosuid,nodev, unless a later option says otherwise (mount(8), "user"); libmount
+# applies this to root's mounts too (optlist: MS_SECURE / MS_OWNERSECURE
+# inserted after the option). "user=NAME" is the utab record and implies nothing.
+_SECURE: Final = ("allow_execution", "allow_suid", "interpret_devices")
+_OWNER_SECURE: Final = ("allow_suid", "interpret_devices")
+_IMPLYING: Final = {
+    "user": _SECURE, "users": _SECURE, "owner": _OWNER_SECURE, "group": _OWNER_SECURE,
+}
+_IMPLYING_OFF: Final = {"no" + word: word for word in _IMPLYING}
+
+
+def is_fstab_only(option: str) -> bool:
+    """True for an option of mount(8), fstab or systemd that never reaches the kernel.
+
+    ``noauto``, ``nofail``, ``_netdev``, ``user``/``users``/``owner``/``group``
+    and their ``no`` forms, ``comment=``, ``x-*``/``X-*`` (``x-systemd.*``),
+    ``loop``/``offset=``/``sizelimit=`` (mount(8) sets up the loop device),
+    ``helper=``, ``verity.*``, and ``defaults``.
+    """
+    return option.split("=", 1)[0] in _FSTAB_ONLY_NAMES or option.startswith(_FSTAB_ONLY_PREFIXES)
+
+
+# -- the value -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    """The options of one mount: the draft's booleans plus everything else, in order.
+
+    The plain constructor checks nothing: it also holds live options as the
+    kernel reports them (``from_mountinfo``), whose values may contain what a
+    configured option must not (a space in an overlay path). Options that come
+    from outside go through ``from_fields`` (the CIM layer) or
+    ``parse_options`` (fstab, mount(8) strings), which validate.
+    """
+
+    allow_write: bool | None = None
+    allow_suid: bool | None = None
+    interpret_devices: bool | None = None
+    allow_execution: bool | None = None
+    synchronous_io: bool | None = None
+    synchronous_directory_updates: bool | None = None
+    update_access_times: bool | None = None
+    update_relative_access_times: bool | None = None
+    update_full_access_times: bool | None = None
+    update_directory_access_times: bool | None = None
+    allow_mandatory_lock: bool | None = None
+    silent: bool | None = None
+    other_options: tuple[str, ...] = ()
+
+    DEFAULTS: ClassVar[MountOptions]
+
+    @classmethod
+    def from_fields(
+        cls,
+        *,
+        allow_write: bool | None = None,
+        allow_suid: bool | None = None,
+        interpret_devices: bool | None = None,
+        allow_execution: bool | None = None,
+        synchronous_io: bool | None = None,
+        synchronous_directory_updates: bool | None = None,
+        update_access_times: bool | None = None,
+        update_relative_access_times: bool | None = None,
+        update_full_access_times: bool | None = None,
+        update_directory_access_times: bool | None = None,
+        allow_mandatory_lock: bool | None = None,
+        silent: bool | None = None,
+        other_options: Iterable[str] | None = (),
+    ) -> MountOptions:
+        """Build and validate options from setting values (the CIM layer's path).
+
+        ``other_options`` may be any iterable of strings, or None for none (a
+        NULL array). Raises OptionError naming the first bad value (see
+        ``validate``).
+        """
+        if other_options is None:
+            others: tuple[str, ...] = ()
+        elif isinstance(other_options, str):
+            # A lone string would be split into characters; say what is wrong instead.
+            raise OptionError(
+                f"other options must be a list of strings, not the string {other_options!r}",
+                value=other_options,
+            )
+        else:
+            others = tuple(other_options)
+        return validate(cls(
+            allow_write=allow_write,
+            allow_suid=allow_suid,
+            interpret_devices=interpret_devices,
+            allow_execution=allow_execution,
+            synchronous_io=synchronous_io,
+            synchronous_directory_updates=synchronous_directory_updates,
+            update_access_times=update_access_times,
+            update_relative_access_times=update_relative_access_times,
+            update_full_access_times=update_full_access_times,
+            update_directory_access_times=update_directory_access_times,
+            allow_mandatory_lock=allow_mandatory_lock,
+            silent=silent,
+            other_options=others,
+        ))
+
+
+DEFAULTS: Final = MountOptions(
+    allow_write=True,
+    allow_suid=True,
+    interpret_devices=True,
+    allow_execution=True,
+    synchronous_io=False,
+)
+MountOptions.DEFAULTS = DEFAULTS
+
+
+def with_defaults(options: MountOptions) -> MountOptions:
+    """``options`` with every unspecified field that ``DEFAULTS`` sets taken from it.
+
+    What mount(8) asks the kernel for when a line says nothing about those
+    fields; useful for a strict drift check of a ``defaults`` line. A file
+    system may still refuse one of them (a read-only medium is mounted ``ro``
+    by mount(8)'s retry).
+    """
+    filled = {
+        f.name: getattr(DEFAULTS, f.name)
+        for f in _FIELDS
+        if getattr(options, f.name) is None and getattr(DEFAULTS, f.name) is not None
+    }
+    return replace(options, **filled) if filled else options
+
+
+# -- syntax and validation ---------------------------------------------------------
+
+# Whitespace would split an fstab field and control characters have no place in
+# an option (ARCHITECTURE.md: an invalid OtherOptions element); \s also covers
+# Unicode separators, the explicit ranges the C0/C1 controls that are not spaces.
+_FORBIDDEN_RE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_QUOTED_RE: Final = re.compile(r'"[^"]*"')
+
+
+def _check_element(element: str) -> None:
+    """Raise OptionError unless ``element`` can stand as one other option."""
+    if not element:
+        raise OptionError("an option must not be empty", value=element)
+    bad = _FORBIDDEN_RE.search(element)
+    if bad is not None:
+        raise OptionError(
+            f"option {element!r} contains whitespace or a control character ({bad.group()!r})",
+            value=element,
+        )
+    if element.count('"') % 2:
+        raise OptionError(f"option {element!r} has an unbalanced double quote", value=element)
+    # mount(8) lets a double-quoted value hold commas (context="a,b");
+    # anywhere else a comma would split the option in two.
+    if "," in _QUOTED_RE.sub("", element):
+        raise OptionError(
+            f"option {element!r} contains a comma outside double quotes", value=element
+        )
+    name, has_value, _ = element.partition("=")
+    if not name:
+        raise OptionError(f"option {element!r} has no name", value=element)
+    owner = _WORDS.get(name)
+    if owner is not None:
+        field, value = owner
+        # "ro" in other options would contradict or duplicate allow_write.
+        spelled = f"{field}={value}" if not has_value else field
+        raise OptionError(
+            f"option {element!r} is the {field} setting: set {spelled} instead of listing it",
+            value=element,
+        )
+    if name == "defaults":
+        raise OptionError(
+            "option 'defaults' means no option at all: leave the settings unset instead",
+            value=element,
+        )
+    if name == "remount":
+        raise OptionError("'remount' is an operation, not a mount option", value=element)
+
+
+def validate(options: MountOptions) -> MountOptions:
+    """Return ``options`` if it may be rendered and requested, else raise OptionError.
+
+    Every field is a bool or None; every other option is non-empty, has a
+    name, contains no whitespace and no control character, no comma outside a
+    double-quoted value and no unbalanced quote, and is not one of the
+    boolean fields' words (``ro`` belongs in ``allow_write``) nor
+    ``defaults`` or ``remount``.
+    """
+    for f in _FIELDS:
+        value = getattr(options, f.name)
+        if value is not None and not isinstance(value, bool):
+            raise OptionError(f"{f.name} must be true, false or unset, not {value!r}", value=value)
+    if not isinstance(options.other_options, tuple):
+        raise OptionError(
+            f"other options must be a tuple of strings, not {options.other_options!r}",
+            value=options.other_options,
+        )
+    for element in options.other_options:
+        if not isinstance(element, str):
+            raise OptionError(f"other option {element!r} is not a string", value=element)
+        _check_element(element)
+    return options
+
+
+def _split(text: str) -> list[str]:
+    """Split an option string on commas outside double quotes (libmount optstr.c)."""
+    if text == "":
+        raise OptionError("the option string is empty (use 'defaults')", value=text)
+    if '"' not in text:
+        parts = text.split(",")
+    else:
+        parts = []
+        start = 0
+        quoted = False
+        for i, char in enumerate(text):
+            if char == '"':
+                quoted = not quoted
+            elif char == "," and not quoted:
+                parts.append(text[start:i])
+                start = i + 1
+        if quoted:
+            raise OptionError(f"unbalanced double quote in options {text!r}", value=text)
+        parts.append(text[start:])
+    for position, part in enumerate(parts, 1):
+        if not part:
+            raise OptionError(f"empty option (element {position}) in {text!r}", value=text)
+    return parts
+
+
+def _implied_fields(other_options: Iterable[str]) -> frozenset[str]:
+    """The fields that user/users/owner/group in effect at the end imply to be False."""
+    state = dict.fromkeys(_IMPLYING, False)
+    for element in other_options:
+        if element in state:
+            state[element] = True
+        elif element in _IMPLYING_OFF:
+            state[_IMPLYING_OFF[element]] = False
+    return frozenset(name for word, on in state.items() if on for name in _IMPLYING[word])
+
+
+def parse_options(text: str) -> MountOptions:
+    """Parse a mount(8) / fstab(5) option string (fields already unescaped).
+
+    Comma separated; a double-quoted part may contain commas. A later option
+    overrides an earlier one as in mount(8): ``ro,rw`` is read-write.
+    ``defaults`` sets nothing (module docstring). Every other element is kept
+    verbatim and in order in ``other_options``, duplicates included: the file
+    system or mount(8) decides what a repeated one means. A ``user``,
+    ``users``, ``owner`` or ``group`` that is in effect resets the fields it
+    implies to unset, so that an explicit ``exec`` before ``user`` yields to it
+    and one after it wins, as in mount(8).
+
+    Raises OptionError for an empty string or element, an unbalanced quote,
+    and any element ``validate`` refuses.
+    """
+    parts = _split(text)
+    values: dict[str, bool | None] = {}
+    other: list[str] = []
+    implied = _implied_fields(parts)
+    for element in parts:
+        word = _WORDS.get(element)
+        if word is not None:
+            values[word[0]] = word[1]
+            continue
+        if element == "defaults":
+            continue
+        _check_element(element)
+        for name in _IMPLYING.get(element, ()):
+            if name in implied:
+                values[name] = None
+        other.append(element)
+    return MountOptions(**values, other_options=tuple(other))
+
+
+def render_options(options: MountOptions) -> str:
+    """The canonical option string of ``options``; ``defaults`` when nothing is specified.
+
+    Booleans in table order, then other options in their order. One exception
+    keeps the meaning for mount(8): when ``user``, ``users``, ``owner`` or
+    ``group`` is in effect, the explicit values of the fields it implies come
+    after the other options, because there the later option wins.
+    ``synchronous_directory_updates=False`` has no word and renders as nothing.
+    Raises OptionError for options ``validate`` refuses.
+    """
+    validate(options)
+    implied = _implied_fields(options.other_options)
+    words: list[str] = []
+    after: list[str] = []
+    for f in _FIELDS:
+        value = getattr(options, f.name)
+        if value is None:
+            continue
+        word = f.true_word if value else f.false_word
+        if word:
+            (after if f.name in implied else words).append(word)
+    words.extend(options.other_options)
+    words.extend(after)
+    return ",".join(words) or "defaults"
+
+
+# -- the kernel side -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KernelOptions:
+    """What mount(2) takes: ``flags`` (MS_*) and ``data``, the file system's options.
+
+    ``propagation`` is a propagation change asked for among the options
+    (``private``, ``rshared``, ...: MS_PRIVATE etc., with MS_REC for the r-forms);
+    mount(2) applies it in a separate call after the mount (mount(2),
+    "Changing the propagation type of an existing mount"), so it is kept out of
+    ``flags``. 0 when none is asked for.
+    """
+
+    flags: int
+    data: str
+    propagation: int = 0
+
+
+def _effective_fields(options: MountOptions) -> dict[str, bool]:
+    """The specified fields, plus the ones user/users/owner/group imply."""
+    values = {f.name: getattr(options, f.name) for f in _FIELDS}
+    for name in _implied_fields(options.other_options):
+        if values[name] is None:
+            values[name] = False
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _field_flags(values: dict[str, bool]) -> int:
+    flags = 0
+    for name, value in values.items():
+        f = _FIELD_BY_NAME[name]
+        if value != f.inverted:
+            flags |= f.flag
+    return flags
+
+
+def kernel_request(options: MountOptions) -> KernelOptions:
+    """The mount(2) flags and data string that ``options`` ask for.
+
+    Fields become MS_* flags (a False ``allow_write`` is MS_RDONLY; unset
+    fields add nothing, so the kernel default applies), including what an
+    effective ``user``/``owner`` implies. Other options that are MS_* words of
+    ``flags`` (``lazytime``, ``nosymfollow``, ...) set or clear their flag, the
+    later one winning; ``bind``/``rbind`` add MS_BIND (and MS_REC);
+    propagation words go to ``propagation``; fstab-only options are dropped;
+    the rest, in order, is the comma-joined ``data``.
+    Raises OptionError for options ``validate`` refuses.
+    """
+    validate(options)
+    flags = _field_flags(_effective_fields(options))
+    propagation = 0
+    data: list[str] = []
+    for element in options.other_options:
+        if is_fstab_only(element):
+            continue
+        flag_word = _FLAG_WORDS.get(element)
+        if flag_word is not None:
+            flag, value = flag_word
+            flags = flags | flag if value else flags & ~flag
+        elif element in _BIND_WORDS:
+            flags |= _BIND_WORDS[element]
+        elif element in _PROPAGATION_WORDS:
+            propagation = _PROPAGATION_WORDS[element]
+        else:
+            data.append(element)
+    return KernelOptions(flags=flags, data=",".join(data), propagation=propagation)
+
+
+def split_flags(flags: int) -> tuple[int, int]:
+    """Split option flags into (per-mount, superblock) flags.
+
+    Per-mount flags are ``PER_MOUNT_FLAGS`` (MS_RDONLY among them: the
+    mount's own read-only flag; a new mount or a plain remount applies it to
+    the superblock as well). Superblock flags are the other option flags:
+    MS_SYNCHRONOUS, MS_DIRSYNC, MS_MANDLOCK, MS_SILENT, MS_LAZYTIME. Operation
+    flags (MS_BIND, MS_REC, MS_REMOUNT, propagation) are in neither.
+    """
+    return flags & PER_MOUNT_FLAGS, flags & _OPTION_FLAGS & ~PER_MOUNT_FLAGS
+
+
+def _fs_options(options: MountOptions) -> dict[str, str]:
+    """File system data options by name, the last of a name winning (it is the one in effect)."""
+    found: dict[str, str] = {}
+    for element in options.other_options:
+        if (
+            is_fstab_only(element)
+            or element in _FLAG_WORDS
+            or element in _BIND_WORDS
+            or element in _PROPAGATION_WORDS
+        ):
+            continue
+        found[element.split("=", 1)[0]] = element
+    return found
+
+
+def _flag_words_state(options: MountOptions) -> dict[int, bool]:
+    """The MS_* flags other options set (True) or clear (False), the last word winning."""
+    state: dict[int, bool] = {}
+    for element in options.other_options:
+        flag_word = _FLAG_WORDS.get(element)
+        if flag_word is not None:
+            state[flag_word[0]] = flag_word[1]
+    return state
+
+
+def remount_needs_superblock(
+    old: MountOptions, new: MountOptions, *, superblock_read_only: bool | None = None
+) -> bool:
+    """True when going from ``old`` to ``new`` needs a file system remount (plain MS_REMOUNT).
+
+    False means MS_REMOUNT|MS_BIND with the per-mount flags is enough: it
+    changes this mount only and leaves the superblock, and so every other
+    mount of the file system, alone (mount(2), "Remounting an existing mount").
+    Only what ``new`` specifies counts: a field it leaves unset or a file
+    system option it does not name is not a change. It is True when a
+    superblock flag that ``new`` specifies differs from ``old`` (``sync``,
+    ``dirsync``, ``mand``, ``lazytime``), or when a file system option of
+    ``new`` is not shown equal in ``old`` (a value that cannot be compared is
+    re-applied: that is harmless), or when ``new`` makes a read-only mount
+    writable while the superblock is read-only: a bind remount cannot make the
+    file system writable (writes then fail with EROFS). Pass
+    ``superblock_read_only`` from mountinfo (``"ro"`` first in the super
+    options); None (unknown) counts as read-only, the safe side.
+    ``silent`` only matters while mounting and is never a reason.
+    """
+    new_fields = _effective_fields(new)
+    old_fields = _effective_fields(old)
+    for name, value in new_fields.items():
+        f = _FIELD_BY_NAME[name]
+        if f.superblock and name != "silent" and old_fields.get(name) != value:
+            return True
+    if (
+        new_fields.get("allow_write") is True
+        and old_fields.get("allow_write") is not True
+        and superblock_read_only is not False
+    ):
+        return True
+    old_flags = _flag_words_state(old)
+    for flag, value in _flag_words_state(new).items():
+        if not flag & PER_MOUNT_FLAGS and old_flags.get(flag, False) != value:
+            return True
+    old_fs = _fs_options(old)
+    return any(
+        _same_fs_option(name, element, old_fs.get(name)) is not True
+        for name, element in _fs_options(new).items()
+    )
+
+
+# -- live options ------------------------------------------------------------------------
+
+# The per-mount words mountinfo prints (fs/proc_namespace.c show_mnt_opts()) that
+# fields carry. The atime mode is one of noatime, relatime or neither (strict).
+_VFS_FIELD_WORDS: Final = frozenset({"rw", "ro", "nosuid", "nodev", "noexec", "noatime",
+                                     "nodiratime", "relatime"})
+# The superblock flags mountinfo prints (show_sb_opts()) that fields carry;
+# "lazytime" has no field and stays an other option.
+_SB_FIELD_WORDS: Final = {"sync": "synchronous_io", "dirsync": "synchronous_directory_updates",
+                          "mand": "allow_mandatory_lock"}
+
+
+def from_mountinfo(vfs_options: Iterable[str], super_options: Iterable[str]) -> MountOptions:
+    """The live options of a mount, from its mountinfo option fields.
+
+    Every field the kernel reports is explicit. ``allow_write`` is the
+    mount's: the superblock's leading ``rw``/``ro`` is a different thing (a
+    read-only bind of a writable file system shows ``ro`` and ``rw``) and is
+    dropped. The atime fields follow the kernel's one atime mode: ``noatime``,
+    ``relatime``, or neither, which is strictatime. ``silent`` is not reported
+    by the kernel and stays None. Other per-mount words (``nosymfollow``) come
+    first in ``other_options``, then the file system's options as shown
+    (``size=10240k``, ``mode=755``, ``inode64``, ``lazytime``). The result is
+    not validated: the kernel may show values a configured option may not hold.
+    """
+    vfs = tuple(vfs_options)
+    sup = tuple(super_options)
+    noatime = "noatime" in vfs
+    relatime = "relatime" in vfs
+    sb_words = set(sup)
+    other = [word for word in vfs if word not in _VFS_FIELD_WORDS]
+    sup_rest = sup[1:] if sup and sup[0] in ("rw", "ro") else sup
+    other.extend(word for word in sup_rest if word not in _SB_FIELD_WORDS)
+    return MountOptions(
+        allow_write="ro" not in vfs,
+        allow_suid="nosuid" not in vfs,
+        interpret_devices="nodev" not in vfs,
+        allow_execution="noexec" not in vfs,
+        synchronous_io="sync" in sb_words,
+        synchronous_directory_updates="dirsync" in sb_words,
+        update_access_times=not noatime,
+        update_relative_access_times=relatime and not noatime,
+        update_full_access_times=not noatime and not relatime,
+        update_directory_access_times="nodiratime" not in vfs,
+        allow_mandatory_lock="mand" in sb_words,
+        silent=None,
+        other_options=tuple(other),
+    )
+
+
+# -- drift -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OptionDrift:
+    """One option whose live value is not the configured one.
+
+    ``name`` is a field name (``allow_write``), an MS_* word without a field
+    (``lazytime``) or a file system option's name (``size``). ``configured``
+    and ``live`` are booleans for the first two and whole option elements
+    (``size=10m``) for the last; ``live`` is None when the kernel does not show
+    it. ``comparable`` is False when the two may well be equal but that cannot
+    be decided from the text (see ``compare``).
+    """
+
+    name: str
+    configured: bool | str
+    live: bool | str | None
+    comparable: bool = True
+
+    def __str__(self) -> str:
+        text = (f"{self.name}: configured {self._spell(self.configured)}, "
+                f"live {self._spell(self.live)}")
+        return text if self.comparable else text + " (not comparable)"
+
+    def _spell(self, value: bool | str | None) -> str:
+        if value is None:
+            return "not shown"
+        if isinstance(value, str):
+            return value
+        f = _FIELD_BY_NAME.get(self.name)
+        if f is not None:
+            return (f.true_word if value else f.false_word) or f"no {f.true_word}"
+        set_name, clear_name = _FLAG_WORD_PAIRS.get(self.name, (self.name, ""))
+        return set_name if value else (clear_name or f"no {set_name}")
+
+
+# memparse() (lib/cmdline.c): a C number with base prefix, then an optional
+# binary suffix; tmpfs adds "%" of RAM (mm/shmem.c shmem_parse_one()).
+_MEMPARSE_RE: Final = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmMgGtTpPeE]?)")
+_SUFFIX_SHIFT: Final = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+# Keys whose values are memparse() sizes or counts, shown back normalized:
+# tmpfs prints size= in KiB ("%luk") and nr_inodes= as a plain number.
+_SIZE_KEYS: Final = frozenset({"size", "nr_blocks", "nr_inodes"})
+# tmpfs rounds size= up to whole pages, and the page size is not in the text:
+# up to 256 KiB (the largest Linux page size in use, powerpc 44x) above the
+# configured size cannot be told from drift.
+_MAX_PAGE: Final = 256 * 1024
+# Octal permission values, shown as "%o" without a leading zero (mode=0755 -> 755).
+_OCTAL_KEYS: Final = frozenset({"mode", "dmode", "fmode", "umask", "dmask", "fmask", "ptmxmode"})
+# NFS shows the negotiated minor version (vers=4 -> vers=4.2).
+_NFS_VERSION_KEYS: Final = frozenset({"vers", "nfsvers"})
+
+
+def _memparse(text: str) -> int | None:
+    m = _MEMPARSE_RE.fullmatch(text)
+    if m is None:
+        return None
+    digits, suffix = m.groups()
+    if digits.startswith(("0x", "0X")):
+        number = int(digits, 16)
+    elif digits.startswith("0"):
+        number = int(digits, 8)
+    else:
+        number = int(digits)
+    return number << _SUFFIX_SHIFT[suffix.lower()]
+
+
+def _same_fs_option(name: str, configured: str, live: str | None) -> bool | None:
+    """Whether a file system option is in effect as configured: True, False, or None (unknown)."""
+    if live is None:
+        # File systems print only what differs from their defaults (tmpfs omits
+        # size= at its default half of RAM, mm/shmem.c shmem_show_options();
+        # ext4 prints non-default options only, fs/ext4/super.c), and some print
+        # nothing at all: an option not shown may still be in effect.
+        return None
+    if configured == live:
+        return True
+    _, _, want = configured.partition("=")
+    _, _, have = live.partition("=")
+    if name in _SIZE_KEYS:
+        want_n, have_n = _memparse(want), _memparse(have)
+        if want_n is None or have_n is None:
+            return None  # "50%" of RAM, or a spelling the kernel would refuse
+        if want_n == have_n:
+            return True
+        if name == "size" and 0 < have_n - want_n < _MAX_PAGE and have_n % 4096 == 0:
+            return None
+        return False
+    if name in _OCTAL_KEYS:
+        try:
+            return int(want, 8) == int(have, 8)
+        except ValueError:
+            return None
+    if name in ("uid", "gid"):
+        if want.isascii() and want.isdigit() and have.isascii() and have.isdigit():
+            return int(want) == int(have)
+        return None  # a user or group name: resolving it is I/O
+    if name in _NFS_VERSION_KEYS and have.startswith(want + "."):
+        return None
+    return False
+
+
+def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
+    """The options whose live value differs from the configured one, one drift each.
+
+    Fields the configuration leaves unset are not compared (the default
+    applies, and may be the file system's); those an effective ``user`` or
+    ``owner`` implies are. A field the kernel does not report (``silent``) is
+    a drift that is not comparable. fstab-only options and the ``bind`` and
+    propagation operations are not properties of a live mount and are skipped.
+    MS_* words without a field (``lazytime``, ``nosymfollow``) compare as
+    flags. The kernel's atime rules are not second-guessed: ``norelatime``
+    without ``strictatime`` has no effect (fs/namespace.c path_mount()), and
+    the drift says so.
+
+    File system options compare by name, the last configured value of a name
+    being the one in effect. The kernel shows some values normalized, so equal
+    texts are not required where the rule is known: sizes and counts
+    (``size``, ``nr_blocks``, ``nr_inodes``) compare as memparse() numbers
+    (``size=10m`` equals ``size=10240k``); a size the kernel shows up to one
+    page larger is page rounding or drift, which the text cannot tell, and a
+    percentage of RAM cannot be computed here: both are not comparable. Octal
+    permissions compare as numbers (``mode=0755`` equals ``mode=755``);
+    numeric ``uid``/``gid`` as numbers, names are not comparable; NFS
+    ``vers=4`` against a negotiated ``4.2`` is not comparable. An option the
+    kernel does not show is not comparable (file systems omit their
+    defaults). Any other difference in value is drift.
+    """
+    drifts: list[OptionDrift] = []
+    for name, value in _effective_fields(configured).items():
+        live_value = getattr(live, name)
+        if live_value is None:
+            drifts.append(OptionDrift(name, value, None, comparable=False))
+        elif live_value != value:
+            drifts.append(OptionDrift(name, value, live_value))
+    live_flags = _flag_words_state(live)
+    for flag, value in _flag_words_state(configured).items():
+        if live_flags.get(flag, False) != value:
+            drifts.append(OptionDrift(_NAMES_OF_FLAG[flag][0], value, not value))
+    live_fs = _fs_options(live)
+    for name, element in _fs_options(configured).items():
+        live_element = live_fs.get(name)
+        same = _same_fs_option(name, element, live_element)
+        if same is not True:
+            drifts.append(OptionDrift(name, element, live_element, comparable=same is not None))
+    return drifts
+

@@ -1,0 +1,573 @@
+"""mounts.options: the setting <-> option string <-> MS_* flag table, drift, remount scope.
+
+The last test holds kernel_request() to mount(8): the same option string is
+mounted once by mount(8) and once by mount(2) with our flags and data, in a
+private mount namespace, and the kernel must report the same options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lmi_mount.mounts import flags as ms
+from lmi_mount.mounts.options import (
+    BOOLEAN_FIELDS,
+    DEFAULTS,
+    KernelOptions,
+    MountOptions,
+    OptionDrift,
+    OptionError,
+    compare,
+    from_mountinfo,
+    is_fstab_only,
+    kernel_request,
+    parse_options,
+    remount_needs_superblock,
+    render_options,
+    split_flags,
+    validate,
+    with_defaults,
+)
+
+# -- the table, written out independently of the module -----------------------------
+
+# word, field, value, the flag kernel_request sets for it
+WORDS = [
+    ("rw", "allow_write", True, 0),
+    ("ro", "allow_write", False, ms.MS_RDONLY),
+    ("suid", "allow_suid", True, 0),
+    ("nosuid", "allow_suid", False, ms.MS_NOSUID),
+    ("dev", "interpret_devices", True, 0),
+    ("nodev", "interpret_devices", False, ms.MS_NODEV),
+    ("exec", "allow_execution", True, 0),
+    ("noexec", "allow_execution", False, ms.MS_NOEXEC),
+    ("sync", "synchronous_io", True, ms.MS_SYNCHRONOUS),
+    ("async", "synchronous_io", False, 0),
+    ("dirsync", "synchronous_directory_updates", True, ms.MS_DIRSYNC),
+    ("atime", "update_access_times", True, 0),
+    ("noatime", "update_access_times", False, ms.MS_NOATIME),
+    ("relatime", "update_relative_access_times", True, ms.MS_RELATIME),
+    ("norelatime", "update_relative_access_times", False, 0),
+    ("strictatime", "update_full_access_times", True, ms.MS_STRICTATIME),
+    ("nostrictatime", "update_full_access_times", False, 0),
+    ("diratime", "update_directory_access_times", True, 0),
+    ("nodiratime", "update_directory_access_times", False, ms.MS_NODIRATIME),
+    ("mand", "allow_mandatory_lock", True, ms.MS_MANDLOCK),
+    ("nomand", "allow_mandatory_lock", False, 0),
+    ("silent", "silent", True, ms.MS_SILENT),
+    ("loud", "silent", False, 0),
+]
+
+
+@pytest.mark.parametrize(("word", "field", "value", "flag"),
+                         [pytest.param(*row, id=row[0]) for row in WORDS])
+def test_word_field_flag(word: str, field: str, value: bool, flag: int) -> None:
+    options = parse_options(word)
+    assert options == MountOptions(**{field: value})
+    assert render_options(options) == word
+    assert kernel_request(options) == KernelOptions(flags=flag, data="")
+
+
+def test_boolean_fields_are_the_dataclass_fields_in_table_order() -> None:
+    names = [f.name for f in dataclasses.fields(MountOptions)]
+    assert names == [*BOOLEAN_FIELDS, "other_options"]
+    assert list(dict.fromkeys(field for _, field, _, _ in WORDS)) == list(BOOLEAN_FIELDS)
+
+
+def test_defaults() -> None:
+    assert MountOptions.DEFAULTS is DEFAULTS
+    assert render_options(DEFAULTS) == "rw,suid,dev,exec,async"
+    assert parse_options("rw,suid,dev,exec,async") == DEFAULTS
+    assert kernel_request(DEFAULTS) == KernelOptions(flags=0, data="")
+    assert with_defaults(parse_options("ro,noatime")) == dataclasses.replace(
+        DEFAULTS, allow_write=False, update_access_times=False
+    )
+    assert with_defaults(DEFAULTS) is DEFAULTS
+
+
+# -- parsing and rendering ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "rendered"),
+    [
+        pytest.param("defaults", MountOptions(), "defaults", id="defaults-sets-nothing"),
+        pytest.param("ro,defaults", MountOptions(allow_write=False), "ro",
+                     id="defaults-does-not-reset-ro"),
+        pytest.param("rw,ro", MountOptions(allow_write=False), "ro", id="later-wins"),
+        pytest.param("ro,rw", MountOptions(allow_write=True), "rw", id="later-wins-back"),
+        pytest.param("noexec,size=10m,ro", MountOptions(allow_write=False, allow_execution=False,
+                                                        other_options=("size=10m",)),
+                     "ro,noexec,size=10m", id="canonical-order"),
+        pytest.param('context="system_u:object_r:tmp_t:s0:c127,c456",noexec',
+                     MountOptions(allow_execution=False, other_options=(
+                         'context="system_u:object_r:tmp_t:s0:c127,c456"',)),
+                     'noexec,context="system_u:object_r:tmp_t:s0:c127,c456"',
+                     id="quoted-comma"),
+        pytest.param("noauto,nofail,_netdev,x-systemd.automount,comment=x,X-mount.mkdir",
+                     MountOptions(other_options=("noauto", "nofail", "_netdev",
+                                                 "x-systemd.automount", "comment=x",
+                                                 "X-mount.mkdir")),
+                     "noauto,nofail,_netdev,x-systemd.automount,comment=x,X-mount.mkdir",
+                     id="fstab-only-kept-in-order"),
+        pytest.param("size=1m,size=2m,auto", MountOptions(other_options=("size=1m", "size=2m",
+                                                                         "auto")),
+                     "size=1m,size=2m,auto", id="duplicates-kept"),
+        pytest.param("exec,user", MountOptions(other_options=("user",)), "user",
+                     id="user-after-exec-wins"),
+        pytest.param("noauto,user,exec", MountOptions(allow_execution=True,
+                                                      other_options=("noauto", "user")),
+                     "noauto,user,exec", id="exec-after-user-wins-and-stays-after"),
+        pytest.param("suid,owner,rw", MountOptions(allow_write=True, other_options=("owner",)),
+                     "rw,owner", id="owner-implies-nosuid-nodev"),
+        pytest.param("user,nouser,noexec", MountOptions(allow_execution=False,
+                                                        other_options=("user", "nouser")),
+                     "noexec,user,nouser", id="user-undone-by-nouser"),
+        pytest.param("user=alice,exec", MountOptions(allow_execution=True,
+                                                     other_options=("user=alice",)),
+                     "exec,user=alice", id="user-with-name-implies-nothing"),
+        pytest.param("lazytime,nosymfollow,bind,rprivate",
+                     MountOptions(other_options=("lazytime", "nosymfollow", "bind", "rprivate")),
+                     "lazytime,nosymfollow,bind,rprivate", id="flag-and-operation-words"),
+    ],
+)
+def test_parse_and_render(text: str, expected: MountOptions, rendered: str) -> None:
+    assert parse_options(text) == expected
+    assert render_options(expected) == rendered
+    assert parse_options(rendered) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("", "option string is empty", id="empty-string"),
+        pytest.param("rw,,ro", "empty option (element 2) in 'rw,,ro'", id="empty-element"),
+        pytest.param("ro,", "empty option (element 2)", id="trailing-comma"),
+        pytest.param('context="a,b', "unbalanced double quote in options 'context=\"a,b'",
+                     id="unbalanced-quote"),
+        pytest.param("ro=1", "option 'ro=1' is the allow_write setting", id="field-word-value"),
+        pytest.param("rw, noatime", "option ' noatime' contains whitespace", id="space"),
+        pytest.param("size=1m\tx", "contains whitespace or a control character",
+                     id="tab"),
+        pytest.param("a\x01b", "control character ('\\x01')", id="control"),
+        pytest.param("=5", "option '=5' has no name", id="no-name"),
+        pytest.param("remount,ro", "'remount' is an operation", id="remount"),
+    ],
+)
+def test_parse_errors(text: str, message: str) -> None:
+    with pytest.raises(OptionError) as caught:
+        parse_options(text)
+    assert message in str(caught.value)
+
+
+def test_dirsync_false_has_no_word() -> None:
+    off = MountOptions(synchronous_directory_updates=False)
+    assert render_options(off) == "defaults"
+    assert parse_options(render_options(off)) == MountOptions()
+    assert kernel_request(off) == kernel_request(MountOptions())
+
+
+# -- validation (the CIM layer's path) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        pytest.param(["ro"], "option 'ro' is the allow_write setting: set allow_write=False",
+                     id="contradicts-a-boolean"),
+        pytest.param(["noatime"], "update_access_times=False", id="atime-word"),
+        pytest.param(["a,b"], "option 'a,b' contains a comma outside double quotes",
+                     id="comma"),
+        pytest.param(["size=1 m"], "option 'size=1 m' contains whitespace", id="space"),
+        pytest.param(["x\ny"], "control character", id="newline"),
+        pytest.param(["x\u2028y"], "whitespace", id="unicode-line-separator"),
+        pytest.param(["x\x85y"], "control character", id="c1-control"),
+        pytest.param([""], "must not be empty", id="empty"),
+        pytest.param(["defaults"], "'defaults' means no option at all", id="defaults"),
+        pytest.param(['a="b'], "unbalanced double quote", id="quote"),
+        pytest.param([5], "other option 5 is not a string", id="not-a-string"),
+    ],
+)
+def test_from_fields_rejects(other: list[object], message: str) -> None:
+    with pytest.raises(OptionError) as caught:
+        MountOptions.from_fields(other_options=other)  # type: ignore[arg-type]
+    assert message in str(caught.value)
+    assert caught.value.value in (other[0], str(other[0]))
+
+
+def test_from_fields_checks_types_and_accepts_cim_shapes() -> None:
+    with pytest.raises(OptionError, match="allow_write must be true, false or unset, not 1"):
+        MountOptions.from_fields(allow_write=1)  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="not the string 'size=1m'"):
+        MountOptions.from_fields(other_options="size=1m")
+    assert MountOptions.from_fields(other_options=None) == MountOptions()
+    assert MountOptions.from_fields(allow_write=False, other_options=["size=1m", "noauto"]) == (
+        MountOptions(allow_write=False, other_options=("size=1m", "noauto"))
+    )
+    with pytest.raises(OptionError, match="must be a tuple"):
+        validate(MountOptions(other_options=["x"]))  # type: ignore[arg-type]
+
+
+# -- the kernel side ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "flags", "data", "propagation"),
+    [
+        pytest.param("ro,nosuid,size=10m,mode=0700", ms.MS_RDONLY | ms.MS_NOSUID,
+                     "size=10m,mode=0700", 0, id="flags-and-data"),
+        pytest.param("noauto,nofail,_netdev,x-systemd.automount,user=bob,comment=c,loop,"
+                     "offset=512,X-mount.mkdir,verity.roothash=ab,size=1m",
+                     0, "size=1m", 0, id="fstab-only-never-reach-the-kernel"),
+        pytest.param("user", ms.MS_NOEXEC | ms.MS_NOSUID | ms.MS_NODEV, "", 0,
+                     id="user-implies-secure"),
+        pytest.param("user,exec", ms.MS_NOSUID | ms.MS_NODEV, "", 0, id="user-then-exec"),
+        pytest.param("group", ms.MS_NOSUID | ms.MS_NODEV, "", 0, id="group-implies-owner-secure"),
+        pytest.param("lazytime,nosymfollow", ms.MS_LAZYTIME | ms.MS_NOSYMFOLLOW, "", 0,
+                     id="flag-words"),
+        pytest.param("lazytime,nolazytime", 0, "", 0, id="flag-word-later-wins"),
+        pytest.param("rbind,ro", ms.MS_BIND | ms.MS_REC | ms.MS_RDONLY, "", 0, id="rbind"),
+        pytest.param("private,rshared", 0, "", ms.MS_SHARED | ms.MS_REC, id="propagation"),
+        pytest.param('context="a,b",inode64', 0, 'context="a,b",inode64', 0, id="quoted-data"),
+    ],
+)
+def test_kernel_request(text: str, flags: int, data: str, propagation: int) -> None:
+    assert kernel_request(parse_options(text)) == KernelOptions(flags, data, propagation)
+
+
+def test_kernel_request_refuses_invalid_options() -> None:
+    with pytest.raises(OptionError, match="'ro'"):
+        kernel_request(MountOptions(other_options=("ro",)))
+
+
+@pytest.mark.parametrize(
+    ("option", "fstab_only"),
+    [
+        *(pytest.param(word, True, id=word) for word in (
+            "defaults", "auto", "noauto", "user", "user=alice", "nouser", "users", "owner",
+            "group", "nogroup", "_netdev", "nofail", "comment=x", "x-systemd.automount",
+            "x-initrd.mount", "X-mount.mkdir=0755", "loop", "loop=/dev/loop3", "offset=0",
+            "sizelimit=1", "helper=udisks2", "verity.hashdevice=/dev/x")),
+        *(pytest.param(word, False, id=word) for word in (
+            "ro", "size=10m", "lazytime", "bind", "xattr", "users_quota", "discard")),
+    ],
+)
+def test_is_fstab_only(option: str, fstab_only: bool) -> None:
+    assert is_fstab_only(option) is fstab_only
+
+
+@pytest.mark.parametrize(
+    ("flags", "per_mount", "superblock"),
+    [
+        pytest.param(ms.MS_RDONLY | ms.MS_NOSUID | ms.MS_NOATIME,
+                     ms.MS_RDONLY | ms.MS_NOSUID | ms.MS_NOATIME, 0, id="per-mount"),
+        pytest.param(ms.MS_SYNCHRONOUS | ms.MS_DIRSYNC | ms.MS_LAZYTIME | ms.MS_MANDLOCK,
+                     0, ms.MS_SYNCHRONOUS | ms.MS_DIRSYNC | ms.MS_LAZYTIME | ms.MS_MANDLOCK,
+                     id="superblock"),
+        pytest.param(ms.MS_REMOUNT | ms.MS_BIND | ms.MS_REC | ms.MS_SHARED | ms.MS_NODEV
+                     | ms.MS_SILENT, ms.MS_NODEV, ms.MS_SILENT, id="operations-dropped"),
+    ],
+)
+def test_split_flags(flags: int, per_mount: int, superblock: int) -> None:
+    assert split_flags(flags) == (per_mount, superblock)
+
+
+LIVE_TMPFS = from_mountinfo(("rw", "relatime"), ("rw", "size=10240k", "mode=755"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "superblock_read_only", "needed"),
+    [
+        pytest.param(LIVE_TMPFS, "ro", False, False, id="ro-is-per-mount"),
+        pytest.param(LIVE_TMPFS, "nosuid,nodev,noexec,noatime", False, False,
+                     id="per-mount-flags"),
+        pytest.param(LIVE_TMPFS, "size=10m,mode=0755", False, False,
+                     id="fs-options-shown-equal"),
+        pytest.param(LIVE_TMPFS, "size=20m", False, True, id="fs-option-changes"),
+        pytest.param(LIVE_TMPFS, "nr_inodes=5", False, True, id="fs-option-not-shown"),
+        pytest.param(LIVE_TMPFS, "sync", False, True, id="superblock-flag"),
+        pytest.param(LIVE_TMPFS, "async", False, False, id="superblock-flag-unchanged"),
+        pytest.param(LIVE_TMPFS, "lazytime", False, True, id="lazytime"),
+        pytest.param(LIVE_TMPFS, "nosymfollow", False, False, id="nosymfollow-is-per-mount"),
+        pytest.param(LIVE_TMPFS, "silent", False, False, id="silent-never"),
+        pytest.param(parse_options("ro"), "rw", True, True, id="rw-on-read-only-superblock"),
+        pytest.param(parse_options("ro"), "rw", None, True, id="rw-superblock-unknown"),
+        pytest.param(parse_options("ro"), "rw", False, False, id="rw-on-writable-superblock"),
+        pytest.param(parse_options("ro"), "defaults", None, False, id="nothing-asked"),
+    ],
+)
+def test_remount_needs_superblock(
+    old: MountOptions, new: str, superblock_read_only: bool | None, needed: bool
+) -> None:
+    assert remount_needs_superblock(
+        old, parse_options(new), superblock_read_only=superblock_read_only
+    ) is needed
+
+
+# -- live options -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vfs", "sup", "expected"),
+    [
+        pytest.param(
+            "rw,relatime", "rw,size=10240k,nr_inodes=1024,mode=700",
+            MountOptions(True, True, True, True, False, False, True, True, False, True, False,
+                         None, ("size=10240k", "nr_inodes=1024", "mode=700")),
+            id="golden-sized-tmpfs",
+        ),
+        pytest.param(
+            "ro,relatime", "rw,size=65536k,mode=755",
+            MountOptions(False, True, True, True, False, False, True, True, False, True, False,
+                         None, ("size=65536k", "mode=755")),
+            id="golden-read-only-bind-of-a-writable-fs",
+        ),
+        pytest.param(
+            "rw,relatime", "ro,errors=continue",
+            MountOptions(True, True, True, True, False, False, True, True, False, True, False,
+                         None, ("errors=continue",)),
+            id="golden-squashfs-superblock-ro-is-not-the-mounts",
+        ),
+        pytest.param(
+            "rw,nosuid,nodev,noexec,noatime,nodiratime", "rw",
+            MountOptions(True, False, False, False, False, False, False, False, False, False,
+                         False, None, ()),
+            id="noatime",
+        ),
+        pytest.param(
+            "rw,nosymfollow", "rw,sync,dirsync,mand,lazytime,size=4k",
+            MountOptions(True, True, True, True, True, True, True, False, True, True, True,
+                         None, ("nosymfollow", "lazytime", "size=4k")),
+            id="strictatime-and-superblock-flags",
+        ),
+        pytest.param(
+            "rw,relatime,idmapped", "rw",
+            MountOptions(True, True, True, True, False, False, True, True, False, True, False,
+                         None, ("idmapped",)),
+            id="unknown-vfs-word-kept",
+        ),
+    ],
+)
+def test_from_mountinfo(vfs: str, sup: str, expected: MountOptions) -> None:
+    assert from_mountinfo(vfs.split(","), sup.split(",")) == expected
+
+
+# -- drift -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("configured", "live", "drifts"),
+    [
+        pytest.param("defaults", ("ro,nosuid", "rw,size=1k"), [], id="nothing-configured"),
+        pytest.param("rw,size=10m,mode=0755", ("rw,relatime", "rw,size=10240k,mode=755"), [],
+                     id="kernel-normalized-values"),
+        pytest.param("size=1g,nr_inodes=1k", ("rw", "rw,size=1048576k,nr_inodes=1024"), [],
+                     id="memparse-suffixes"),
+        pytest.param("size=0x100000", ("rw", "rw,size=1024k"), [], id="hex-size"),
+        pytest.param("rw,nosuid", ("ro,relatime", "rw"),
+                     [OptionDrift("allow_write", True, False),
+                      OptionDrift("allow_suid", False, True)], id="booleans"),
+        pytest.param("size=20m", ("rw", "rw,size=10240k"),
+                     [OptionDrift("size", "size=20m", "size=10240k")], id="size-drift"),
+        pytest.param("size=1000", ("rw", "rw,size=4k"),
+                     [OptionDrift("size", "size=1000", "size=4k", comparable=False)],
+                     id="page-rounding-not-comparable"),
+        pytest.param("size=50%", ("rw", "rw"),
+                     [OptionDrift("size", "size=50%", None, comparable=False)],
+                     id="percent-of-ram-not-shown"),
+        pytest.param("size=50%", ("rw", "rw,size=1024k"),
+                     [OptionDrift("size", "size=50%", "size=1024k", comparable=False)],
+                     id="percent-of-ram-not-computable"),
+        pytest.param("mode=0700", ("rw", "rw,mode=755"),
+                     [OptionDrift("mode", "mode=0700", "mode=755")], id="mode-drift"),
+        pytest.param("uid=alice,gid=100", ("rw", "rw,uid=1000,gid=100"),
+                     [OptionDrift("uid", "uid=alice", "uid=1000", comparable=False)],
+                     id="user-names"),
+        pytest.param("vers=4", ("rw", "rw,vers=4.2"),
+                     [OptionDrift("vers", "vers=4", "vers=4.2", comparable=False)],
+                     id="nfs-negotiated-version"),
+        pytest.param("errors=remount-ro", ("rw", "rw,errors=continue"),
+                     [OptionDrift("errors", "errors=remount-ro", "errors=continue")],
+                     id="other-value-drift"),
+        pytest.param("discard", ("rw", "rw"),
+                     [OptionDrift("discard", "discard", None, comparable=False)],
+                     id="not-shown"),
+        pytest.param("noauto,nofail,x-systemd.automount,bind,rshared", ("rw", "rw"), [],
+                     id="fstab-only-and-operations-ignored"),
+        pytest.param("lazytime,symfollow", ("rw,nosymfollow", "rw"),
+                     [OptionDrift("lazytime", True, False),
+                      OptionDrift("nosymfollow", False, True)], id="flag-words"),
+        pytest.param("silent", ("rw", "rw"),
+                     [OptionDrift("silent", True, None, comparable=False)],
+                     id="silent-not-reported"),
+        pytest.param("norelatime", ("rw,relatime", "rw"),
+                     [OptionDrift("update_relative_access_times", False, True)],
+                     id="ineffective-norelatime-is-said"),
+        pytest.param("user", ("rw,nosuid,nodev,noexec", "rw"), [], id="user-implied-matches"),
+        pytest.param("user", ("rw", "rw"),
+                     [OptionDrift("allow_suid", False, True),
+                      OptionDrift("interpret_devices", False, True),
+                      OptionDrift("allow_execution", False, True)],
+                     id="user-implied-drifts"),
+        pytest.param("size=1m,size=2m", ("rw", "rw,size=2048k"), [], id="last-value-counts"),
+    ],
+)
+def test_compare(configured: str, live: tuple[str, str], drifts: list[OptionDrift]) -> None:
+    vfs, sup = live
+    found = compare(parse_options(configured), from_mountinfo(vfs.split(","), sup.split(",")))
+    assert sorted(found, key=str) == sorted(drifts, key=str)
+
+
+@pytest.mark.parametrize(
+    ("drift", "text"),
+    [
+        pytest.param(OptionDrift("allow_write", False, True),
+                     "allow_write: configured ro, live rw", id="field"),
+        pytest.param(OptionDrift("synchronous_directory_updates", False, True),
+                     "synchronous_directory_updates: configured no dirsync, live dirsync",
+                     id="field-without-false-word"),
+        pytest.param(OptionDrift("nosymfollow", False, True),
+                     "nosymfollow: configured symfollow, live nosymfollow", id="flag-word"),
+        pytest.param(OptionDrift("size", "size=50%", None, comparable=False),
+                     "size: configured size=50%, live not shown (not comparable)",
+                     id="fs-option"),
+    ],
+)
+def test_drift_text(drift: OptionDrift, text: str) -> None:
+    assert str(drift) == text
+
+
+# -- properties -------------------------------------------------------------------------------
+
+_RESERVED = {word for word, _, _, _ in WORDS} | {"defaults", "remount"}
+_NAME = st.builds(
+    str.__add__, st.sampled_from("abrsux_"), st.text("aceimnorstx019_.-", max_size=8)
+).filter(lambda name: name not in _RESERVED)
+_VALUE = st.one_of(
+    st.text("Az09_./:+%-", max_size=8),
+    st.text("Az09_,:=.-", max_size=8).map(lambda v: f'"{v}"'),
+)
+_ELEMENT = st.one_of(
+    _NAME,
+    st.builds(lambda name, value: f"{name}={value}", _NAME, _VALUE),
+    st.sampled_from([
+        "user", "users", "owner", "group", "nouser", "nousers", "noowner", "nogroup", "user=bob",
+        "auto", "noauto", "nofail", "_netdev", "x-systemd.automount", "lazytime", "nolazytime",
+        "nosymfollow", "symfollow", "bind", "rbind", "rprivate", "shared", "size=10m",
+        'context="a,b"', "comment=x",
+    ]),
+)
+_OPTIONS = st.builds(
+    MountOptions,
+    *(st.one_of(st.none(), st.booleans()) for _ in BOOLEAN_FIELDS),
+    other_options=st.lists(_ELEMENT, max_size=6).map(tuple),
+)
+
+
+def _spellable(options: MountOptions) -> MountOptions:
+    """``options`` as an option string can say it (dirsync False has no word)."""
+    if options.synchronous_directory_updates is False:
+        return dataclasses.replace(options, synchronous_directory_updates=None)
+    return options
+
+
+@given(_OPTIONS)
+def test_render_parse_round_trip(options: MountOptions) -> None:
+    text = render_options(options)
+    assert not any(c.isspace() for c in text)
+    assert parse_options(text) == _spellable(options)
+    assert kernel_request(parse_options(text)) == kernel_request(options)
+
+
+@given(_OPTIONS)
+def test_from_fields_accepts_every_valid_value(options: MountOptions) -> None:
+    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(MountOptions)}
+    assert MountOptions.from_fields(**fields) == options
+
+
+@given(_OPTIONS)
+def test_fstab_only_never_reaches_the_kernel(options: MountOptions) -> None:
+    data = kernel_request(options).data
+    assert not any(is_fstab_only(part) for part in data.split(",") if part)
+
+
+@given(_OPTIONS)
+def test_options_agree_with_themselves_live(options: MountOptions) -> None:
+    # A configured set never drifts from the same set (the comparison is reflexive
+    # wherever the kernel would report every field).
+    live = dataclasses.replace(_spellable(options), silent=None)
+    assert all(not d.comparable or d.name == "silent" for d in compare(live, live))
+
+
+@given(st.text())
+def test_parse_raises_only_option_error(text: str) -> None:
+    try:
+        options = parse_options(text)
+    except OptionError:
+        return
+    assert validate(options) is options
+
+
+# -- the real kernel -----------------------------------------------------------------------
+
+KERNEL_CASES = [
+    "defaults", "ro", "ro,defaults", "nosuid,nodev,noexec", "noatime", "strictatime",
+    "nodiratime,relatime", "sync,dirsync", "size=10m,mode=0700,nr_inodes=1k", "user",
+    "user,exec", "exec,user", "owner", "noauto,nofail,x-systemd.automount,size=1m",
+    "lazytime", "nosymfollow", "mand",
+]
+
+_CHILD = textwrap.dedent("""
+    import ctypes, json, os, subprocess, sys
+    from lmi_mount.mounts.options import kernel_request, parse_options
+    libc = ctypes.CDLL(None, use_errno=True)
+    base, cases = sys.argv[1], json.loads(sys.argv[2])
+    out = {}
+    for i, text in enumerate(cases):
+        by_mount8, by_us = f"{base}/m{i}", f"{base}/k{i}"
+        os.mkdir(by_mount8)
+        os.mkdir(by_us)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", text, "t", by_mount8], check=True)
+        request = kernel_request(parse_options(text))
+        if libc.mount(b"t", by_us.encode(), b"tmpfs", request.flags,
+                      request.data.encode() or None) != 0:
+            raise OSError(ctypes.get_errno(), text)
+        out[text] = {}
+        for line in open("/proc/self/mountinfo"):
+            f = line.split()
+            if f[4] in (by_mount8, by_us):
+                out[text]["mount8" if f[4] == by_mount8 else "ours"] = [f[5], f[-1]]
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.root
+@pytest.mark.kernel
+def test_kernel_request_mounts_what_mount8_mounts(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount (in a private mount namespace)")
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("needs unshare(1) and mount(8) from util-linux")
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _CHILD,
+         str(tmp_path), json.dumps(KERNEL_CASES)],
+        check=True, capture_output=True, text=True,
+    )
+    seen = json.loads(result.stdout)
+    for text in KERNEL_CASES:
+        vfs, sup = seen[text]["ours"]
+        assert seen[text]["ours"] == seen[text]["mount8"], text
+        live = from_mountinfo(vfs.split(","), sup.split(","))
+        # Nothing we asked for is missing, except what no kernel reports.
+        assert [d for d in compare(parse_options(text), live) if d.comparable] == [], text
