@@ -7,6 +7,7 @@ inside a private mount namespace; their expected values come from findmnt(8)
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
@@ -110,6 +111,16 @@ def record(
 )
 def test_parse_line(line: str, expected: MountRecord) -> None:
     assert parse_mountinfo(line + "\n") == [expected]
+
+
+def test_parsed_records_are_true_frozen_records() -> None:
+    (parsed,) = parse_mountinfo("22 27 0:21 / /proc rw,relatime - proc proc rw\n")
+    assert type(parsed) is MountRecord
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.target = "/elsewhere"  # type: ignore[misc]
+    assert dataclasses.replace(parsed, target="/p").target == "/p"
+    assert {parsed: 1}[MountRecord(22, 27, 0, 21, "/", "/proc", ("rw", "relatime"), (),
+                                   "proc", "proc", ("rw",))] == 1
 
 
 def test_blank_lines_and_missing_final_newline() -> None:
