@@ -246,6 +246,14 @@ def test_children_under_by_id() -> None:
     assert len(table) == len(TREE) and list(table) == TREE
 
 
+def test_under_puts_a_moved_mount_after_its_new_parent() -> None:
+    # mount --move of the older mount 2 under the newer mount 3: 2 is listed first.
+    table = MountTable([record(1, 0, "/"), record(2, 3, "/new/moved"), record(3, 1, "/new"),
+                        record(4, 1, "/other")])
+    assert [r.mount_id for r in table.under("/")] == [1, 3, 2, 4]
+    assert [r.mount_id for r in table.under("/new")] == [3, 2]
+
+
 def test_self_parented_root_and_cycles_do_not_hang() -> None:
     table = MountTable([
         record(1, 1, "/"),
@@ -256,6 +264,7 @@ def test_self_parented_root_and_cycles_do_not_hang() -> None:
     assert [r.mount_id for r in table.visible()] == [1, 2]
     assert {r.mount_id for r in table.mounts_at("/x")} == {3, 4}
     assert table.at("/x") is None
+    assert sorted(r.mount_id for r in table.under("/")) == [1, 2, 3, 4]
 
 
 def test_deep_tree_is_not_recursive() -> None:
@@ -327,6 +336,12 @@ def _backing(calls: list[str]):  # type: ignore[no-untyped-def]
             [record(1, 0, "/proc", device=(0, 21), fstype="proc", source="proc"),
              record(2, 0, "/p2", device=(0, 21), fstype="proc", source="none")],
             1, "none", [], id="different-device-name-is-a-second-mount",
+        ),
+        pytest.param(
+            [record(1, 0, "/proc", device=(0, 21), fstype="proc", source="proc"),
+             record(2, 0, "/p2", device=(0, 21), fstype="proc", source="none"),
+             record(3, 0, "/p3", device=(0, 21), fstype="proc", source="none")],
+            2, "/p2", [], id="origin-has-the-same-device-name",
         ),
         pytest.param(
             [record(1, 0, "/data", device=(8, 17), fstype="ext4", source="/dev/sdb1"),

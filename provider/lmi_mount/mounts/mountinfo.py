@@ -120,18 +120,18 @@ _LINE_RE: Final = re.compile(
 
 def _diagnose(line: str) -> str:
     """Say why ``line`` is not a mountinfo line (slow path, errors only)."""
-    fields = line.split(" ")
-    if "-" not in fields[6:]:
+    words = line.split(" ")
+    if "-" not in words[6:]:
         return "no ' - ' separator after the sixth field"
-    sep = fields.index("-", 6)
-    if len(fields) - sep != 4:
-        return f"expected 3 fields after ' - ', found {len(fields) - sep - 1}"
-    for name, text in (("mount id", fields[0]), ("parent id", fields[1])):
+    sep = words.index("-", 6)
+    if len(words) - sep != 4:
+        return f"expected 3 fields after ' - ', found {len(words) - sep - 1}"
+    for name, text in (("mount id", words[0]), ("parent id", words[1])):
         if not (text.isascii() and text.isdigit()):
             return f"{name} {text!r} is not a decimal number"
-    major, colon, minor = fields[2].partition(":")
+    major, colon, minor = words[2].partition(":")
     if not colon or not all(p.isascii() and p.isdigit() for p in (major, minor)):
-        return f"device {fields[2]!r} is not MAJOR:MINOR"
+        return f"device {words[2]!r} is not MAJOR:MINOR"
     return "an empty or malformed field"
 
 
@@ -139,9 +139,9 @@ def parse_mountinfo(text: str) -> list[MountRecord]:
     """Parse mountinfo ``text`` into records, in the kernel's order.
 
     The kernel lists a namespace's mounts in creation order (since Linux 6.8
-    by their 64-bit unique id, fs/namespace.c mnt_ns_tree; before, in the
-    order they were attached to the namespace list), and ``MountTable``
-    relies on it. Lines are split on ``\\n`` only: a carriage return or
+    the namespace keeps them in a tree ordered by their 64-bit unique mount
+    id; before, in the list order they were attached in, fs/namespace.c),
+    and ``MountTable`` relies on it. Lines are split on ``\\n`` only: a carriage return or
     form feed in a path is not escaped by the kernel and belongs to the field.
     Empty lines are skipped; any other malformed line raises MountinfoError.
     """
@@ -149,8 +149,8 @@ def parse_mountinfo(text: str) -> list[MountRecord]:
     append = records.append
     match = _LINE_RE.fullmatch
     # Options fields and small numbers repeat a lot (10k bind mounts of one
-    # tmpfs share one parent, one device and two option strings): splitting
-    # and converting each distinct text once halves the parse time.
+    # tmpfs share one parent, one device and two option strings): each
+    # distinct text is split or converted once.
     options: dict[str, tuple[str, ...]] = {}
     numbers: dict[str, int] = {}
     for lineno, line in enumerate(text.split("\n"), 1):
@@ -247,8 +247,8 @@ class MountTable:
             if record.parent_id != record.mount_id:
                 self._children.setdefault(record.parent_id, []).append(record)
         self._visible: dict[int, bool] | None = None
-        # (major, minor) -> root -> the first record with that device and root.
-        self._origins: dict[tuple[int, int], dict[str, MountRecord]] | None = None
+        # (major, minor, source) -> root -> the first record with those.
+        self._origins: dict[tuple[int, int, str], dict[str, MountRecord]] | None = None
 
     # -- plain access -----------------------------------------------------------
 
@@ -276,23 +276,45 @@ class MountTable:
         return list(self._children.get(mount_id, ()))
 
     def under(self, path: str) -> list[MountRecord]:
-        """Every mount at ``path`` or below it, hidden ones included, in table order.
+        """Every mount at ``path`` or below it, hidden ones included, each after its parent.
 
-        Table order is creation order, so unmounting the result in reverse
-        never leaves a mount whose parent is already gone.
+        The order is the mount tree's, parents first and siblings in table
+        order. Table order alone would not do: a mount moved (MS_MOVE) under a
+        newer one is listed before its new parent. Unmounting the result in
+        reverse therefore never meets a mount that still has mounts on it.
         """
         top = _normalize(path)
-        return [r for r in self._records if _is_at_or_below(r.target, top)]
+        inside = [r for r in self._records if _is_at_or_below(r.target, top)]
+        ids = {r.mount_id for r in inside}
+        ordered: list[MountRecord] = []
+        placed: set[int] = set()
+        starts = [r for r in inside if r.parent_id not in ids or r.parent_id == r.mount_id]
+        # Anything not reached from a start hangs in a cycle (no consistent read
+        # shows one); it still comes out, once, in table order.
+        for start in [*starts, *inside]:
+            pending = [start]
+            while pending:
+                current = pending.pop()
+                if current.mount_id in placed:
+                    continue
+                placed.add(current.mount_id)
+                ordered.append(current)
+                kids = [k for k in self._children.get(current.mount_id, ()) if k.mount_id in ids]
+                pending.extend(reversed(kids))
+        return ordered
 
     # -- stacking and visibility --------------------------------------------------
 
     def is_visible(self, record: MountRecord) -> bool:
         """True when path lookup can reach ``record``.
 
-        A mount is hidden when another mount covers it: one mounted on its root
-        (a stack: the child's target is its own target) or, on its parent, one
-        mounted on a directory above its mount point (the sibling covers the
-        directory it hangs in). A hidden parent hides its whole subtree.
+        That takes its mount point reachable and nothing mounted on its root
+        (a stack: the mount on top is the one lookup finds). A mount point is
+        reachable when the directory it is in is: the parent mount must be
+        visible and no sibling may be mounted on a directory above it (that
+        sibling covers the directory). A mount stacked on its parent's root
+        needs only the parent's mount point reachable: lookup follows a stack
+        to its top.
         """
         if self._visible is None:
             self._visible = self._compute_visibility()
@@ -413,11 +435,12 @@ class MountTable:
         mountinfo does not record a bind mount's source: the kernel copies the
         origin's device name and shows the bound directory only as ``root``,
         relative to the file system (fs/namespace.c clone_mnt()). The origin is
-        found as the mount of the same device, listed before ``record`` (a bind
-        is made after its source: table order is creation order; mount ids are
-        reused and do not tell age), whose root is the longest path prefix of
-        this record's root; among equal roots the earliest. The source directory
-        is its target joined with the rest of this record's root.
+        found as the mount of the same device and device name, listed before
+        ``record`` (a bind is made after its source: table order is creation
+        order; mount ids are reused and do not tell age), whose root is the
+        longest path prefix of this record's root; among equal roots the
+        earliest. The source directory is its target joined with the rest of
+        this record's root.
 
         Which records are binds:
 
@@ -427,9 +450,9 @@ class MountTable:
         * root is ``/``: a bind of a whole file system and a second mount of the
           same file system look the same: same device, same root, and the bind
           even copies the device name. They cannot be told apart from
-          mountinfo, so the rule is chosen by what can be recreated. When the
-          device names differ, it is a second mount (a bind would have copied
-          the name). A block device (major != 0) is reported as a second mount:
+          mountinfo, so the rule is chosen by what can be recreated. An earlier
+          mount with another device name is no origin (a bind would have
+          copied the name). A block device (major != 0) is reported as a second mount:
           mounting the device again returns the same superblock
           (fs/super.c get_tree_bdev()), so the device names this file system
           exactly and is what the user wrote. A file system without a block
@@ -448,8 +471,8 @@ class MountTable:
         if self._origins is None:
             self._origins = {}
             for r in self._records:
-                self._origins.setdefault((r.major, r.minor), {}).setdefault(r.root, r)
-        roots = self._origins.get((record.major, record.minor))
+                self._origins.setdefault((r.major, r.minor, r.source), {}).setdefault(r.root, r)
+        roots = self._origins.get((record.major, record.minor, record.source))
         if not roots:
             return None
         # A record from elsewhere may be newer than anything listed here.
@@ -462,8 +485,6 @@ class MountTable:
                 and self._position[origin.mount_id] < position
                 and self._by_id.get(origin.mount_id) is origin
             ):
-                if record.root == "/" and origin.source != record.source:
-                    return None
                 rest = record.root[len(root):].lstrip("/")
                 directory = posixpath.join(origin.target, rest) if rest else origin.target
                 return origin, directory
