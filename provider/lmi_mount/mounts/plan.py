@@ -411,8 +411,11 @@ def plan_modify(
             raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)
         live = from_mountinfo(record.vfs_options, record.super_options)
         wanted = merge_options(live, options)
-        steps.append(KernelRemount(target, wanted, live,
-                                   superblock=remount_needs_superblock(live, wanted)))
+        # The superblock's own ro/rw is the first super option (proc(5)); a bind
+        # remount to rw over a read-only superblock would leave writes failing.
+        superblock_read_only = bool(record.super_options) and record.super_options[0] == "ro"
+        superblock = remount_needs_superblock(live, wanted, superblock_read_only=superblock_read_only)
+        steps.append(KernelRemount(target, wanted, live, superblock=superblock))
         held = snap.holders.get(target)
         if held is not None:
             after = replace(held, options=render_options(options), generation=held.generation + 1)
