@@ -29,6 +29,7 @@ from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import InUse, InvalidRequest, MountError, NotFound, OperationFailed
 from lmi_mount.mounts.fstab import FstabDocument, FstabEntry, FstabError
+from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderTable
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 from lmi_mount.mounts.options import (
@@ -70,6 +71,9 @@ class Outcome:
     plan: Plan
     target: str | None
     dry_run: bool = False
+    #: The source as the engine resolved it (realpath of a bind source or
+    #: image): the name the mount is known by afterwards.
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,15 @@ class MountStatus:
     @property
     def configured(self) -> MountSpec | None:
         return MountSpec.from_fstab(self.fstab) if self.fstab is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    """A consistent read of the engine: the kernel's table and the model's mounts."""
+
+    table: MountTable
+    statuses: list[MountStatus]
+    source_of: Callable[[MountRecord], str]
 
 
 CrashHook = Callable[[str], None]
@@ -184,7 +197,7 @@ class MountManager:
         with self._lock:
             snap = self._snapshot()
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
-            return self._run(plan, spec.target, dry_run)
+            return replace(self._run(plan, spec.target, dry_run), source=spec.source)
 
     def modify(
         self,
@@ -280,29 +293,36 @@ class MountManager:
         return MountTable(parse_mountinfo(self.kernel.read_mountinfo()))
 
     def status(self) -> list[MountStatus]:
-        """Every mount the model shows: the union of live mounts and fstab lines.
+        """Every mount the model shows (see ``state``)."""
+        return self.state().statuses
 
-        A live mount and the fstab line of the same mount point are one
-        status (keyed by the fstab spec); live mounts without a line and lines
-        without a live mount stand alone. Drift compares the line's options
-        with the live ones, per option.
+    def state(self) -> EngineState:
+        """One consistent read: the mount table and every mount the model shows.
+
+        The statuses are the union of live mounts and fstab lines. A live mount
+        and the fstab line of the same mount point are one status (keyed by
+        the fstab spec); live mounts without a line and lines without a live
+        mount stand alone. Drift compares the line's options with the live
+        ones, per option.
         """
         with self._lock:
             table = self.mount_table()
             fstab = self.read_fstab()
             held = {h.target: h for h in self._holders}
         source_of = self._source_resolver(table)
-        by_target = {entry.target: entry for entry in fstab.entries_only()}
+        # Swap lines and other non-mounts ("none swap sw") have no mount point.
+        by_target = {
+            normalize_fstab_target(line.entry.target): line.entry
+            for line in fstab.entries()
+            if line.entry.target.startswith("/")
+        }
         statuses: list[MountStatus] = []
-        seen_lines: set[str] = set()
         for record in table.visible():
             live_options = from_mountinfo(record.vfs_options, record.super_options)
             entry = by_target.get(record.target)
             drift: tuple[OptionDrift, ...] = ()
             if entry is not None:
-                seen_lines.add(entry.target)
-                configured = MountSpec.from_fstab(entry)
-                drift = tuple(compare(configured.options, live_options))
+                drift = tuple(compare(MountSpec.from_fstab(entry).options, live_options))
             statuses.append(MountStatus(
                 spec=entry.spec if entry is not None else source_of(record),
                 target=record.target,
@@ -313,11 +333,12 @@ class MountManager:
                 held=held.get(record.target),
                 drift=drift,
             ))
+        live_targets = {status.target for status in statuses}
         for target, entry in by_target.items():
-            if target not in seen_lines:
+            if target not in live_targets:
                 statuses.append(MountStatus(entry.spec, target, entry.fstype, None, None,
                                             entry, None, ()))
-        return statuses
+        return EngineState(table, statuses, source_of)
 
     def check_invariants(self) -> None:
         """Assert WI2/WI3 on the holder table (tests call it under load)."""

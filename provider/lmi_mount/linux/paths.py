@@ -24,6 +24,38 @@ _TAG_DIRS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class VolumeStats:
+    """statvfs(3) figures of a mounted file system, in bytes where sizes."""
+
+    block_size: int
+    size: int
+    available: int
+    files: int
+    name_max: int
+    read_only: bool
+
+
+def volume_stats(path: str) -> VolumeStats | None:
+    """statvfs(3) of the file system mounted at ``path``; None when it cannot be read.
+
+    A hung network mount would block statvfs; the caller decides whether to
+    ask (only the file system class reports sizes).
+    """
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return VolumeStats(
+        block_size=st.f_bsize,
+        size=st.f_blocks * st.f_frsize,
+        available=st.f_bavail * st.f_frsize,
+        files=st.f_files,
+        name_max=st.f_namemax,
+        read_only=bool(st.f_flag & os.ST_RDONLY),
+    )
+
+
 class PathProblem(ValueError):
     """A path in a request is unusable; the message names it and says why."""
 

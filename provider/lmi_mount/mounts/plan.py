@@ -23,6 +23,7 @@ from lmi_mount.mounts.holders import HeldMount, HolderError, HolderTable
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable
 from lmi_mount.mounts.options import (
     BOOLEAN_FIELDS,
+    DEFAULTS,
     MountOptions,
     compare,
     from_mountinfo,
@@ -63,7 +64,9 @@ class MountSpec:
         return f"{kind} {self.source} on {self.target}{suffix}"
 
     def fstab_entry(self) -> FstabEntry:
-        options = render_options(self.options)
+        # Options equal to mount(8)'s defaults need no word: the line says
+        # "defaults" (or just "bind") as an administrator would write it.
+        options = render_options(_without_defaults(self.options))
         if self.fstype is None:
             word = "rbind" if self.recursive else "bind"
             options = word if options == "defaults" else f"{word},{options}"
@@ -91,6 +94,14 @@ class MountSpec:
             dump=entry.freq,
             passno=entry.passno,
         )
+
+
+def _without_defaults(options: MountOptions) -> MountOptions:
+    unset = {
+        name: None for name in BOOLEAN_FIELDS
+        if getattr(options, name) is not None and getattr(options, name) == getattr(DEFAULTS, name)
+    }
+    return replace(options, **unset) if unset else options
 
 
 # -- steps ---------------------------------------------------------------------

@@ -1,0 +1,183 @@
+"""LMI_MountJob lifecycle: work that outlasts the synchronous window becomes a job.
+
+Owns: running a service method's work on a worker thread, answering within
+the synchronous window when it finishes in time, otherwise handing out a job
+(return 4096 + Job REF) that clients poll; job states (CIM_ConcreteJob.JobState),
+OUT parameters and errors of finished jobs, termination of jobs that have not
+started, and removal ``time_before_removal`` seconds after a job ends.
+
+Must not know: what the work does (the service provider gives a callable),
+the engine, XML.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Final
+
+from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError, CIMInstance
+
+from lmi_mount.cim.errors import RV_FAILED, RV_INVALID_PARAMETER, cim_error_instance
+
+# CIM_ConcreteJob.JobState ValueMap.
+NEW: Final = 2
+STARTING: Final = 3
+RUNNING: Final = 4
+TERMINATED: Final = 8
+COMPLETED: Final = 7
+EXCEPTION: Final = 10
+
+# What the work returns: the method's return value, its OUT parameters, and a
+# CIM_Error instance when it failed (None on success).
+WorkResult = tuple[Any, dict[str, Any], CIMInstance | None]
+
+
+@dataclass(slots=True)
+class Job:
+    """One asynchronous method call and what became of it."""
+
+    number: int
+    method: str
+    in_parameters: dict[str, Any]
+    affected: list[Any]
+    submitted: datetime
+    owner: str | None
+    state: int = NEW
+    started: datetime | None = None
+    finished: datetime | None = None
+    ended_at: float | None = None  # monotonic, for removal
+    return_value: Any = None
+    out_parameters: dict[str, Any] = field(default_factory=dict)
+    error: CIMInstance | None = None
+    #: A request error (bad argument) found while the work ran: a synchronous
+    #: caller gets it raised; a job reports it through ``error``.
+    cim_error: CIMError | None = None
+    future: Future[WorkResult] | None = None
+
+    @property
+    def instance_id(self) -> str:
+        return f"LMI:LMI_MountJob:{self.number}"
+
+    @property
+    def done(self) -> bool:
+        return self.state in (COMPLETED, TERMINATED, EXCEPTION)
+
+
+class JobManager:
+    """Runs method work and keeps the jobs of calls that did not finish in time."""
+
+    def __init__(
+        self,
+        *,
+        synchronous_seconds: float = 5.0,
+        time_before_removal: float = 60.0,
+        workers: int = 4,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.synchronous_seconds = synchronous_seconds
+        self.time_before_removal = time_before_removal
+        self._clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lmi-mount-job")
+        self._lock = threading.Lock()
+        self._jobs: dict[int, Job] = {}
+        self._numbers = itertools.count(1)
+
+    def run(
+        self,
+        method: str,
+        work: Callable[[], WorkResult],
+        *,
+        in_parameters: dict[str, Any],
+        affected: list[Any],
+        owner: str | None,
+    ) -> Job:
+        """Start ``work``; wait up to the synchronous window; return its job record.
+
+        The caller answers synchronously when ``job.done`` and the job was
+        never published (``publish`` not called), else with the job.
+        """
+        job = Job(next(self._numbers), method, in_parameters, affected, _now(), owner)
+        job.future = self._pool.submit(self._execute, job, work)
+        try:
+            job.future.result(timeout=self.synchronous_seconds)
+        except TimeoutError:
+            pass
+        if not job.done:
+            with self._lock:
+                self._expire()
+                self._jobs[job.number] = job
+        return job
+
+    def _execute(self, job: Job, work: Callable[[], WorkResult]) -> WorkResult:
+        with self._lock:
+            if job.state == TERMINATED:
+                return job.return_value, job.out_parameters, job.error
+            job.state = RUNNING
+            job.started = _now()
+        cim_error = None
+        try:
+            rv, out, error = work()
+        except CIMError as exc:
+            cim_error = exc
+            rv = RV_INVALID_PARAMETER if exc.status_code == CIM_ERR_INVALID_PARAMETER else RV_FAILED
+            out, error = {}, cim_error_instance(exc.status_description, status=exc.status_code)
+        except Exception as exc:
+            # The work translates domain errors itself; anything else is a bug
+            # and must still end the job instead of leaving it running forever.
+            rv, out, error = RV_FAILED, {}, cim_error_instance(f"internal error: {exc!r}")
+        with self._lock:
+            job.return_value, job.out_parameters, job.error = rv, out, error
+            job.cim_error = cim_error
+            job.state = COMPLETED if error is None else EXCEPTION
+            job.finished = _now()
+            job.ended_at = self._clock()
+        return rv, out, error
+
+    def get(self, number: int) -> Job | None:
+        with self._lock:
+            self._expire()
+            return self._jobs.get(number)
+
+    def jobs(self) -> list[Job]:
+        with self._lock:
+            self._expire()
+            return sorted(self._jobs.values(), key=lambda j: j.number)
+
+    def terminate(self, number: int) -> bool:
+        """Terminate a job that has not started; False if it already runs or ended."""
+        with self._lock:
+            job = self._jobs.get(number)
+            if job is None or job.state != NEW:
+                return False
+            job.state = TERMINATED
+            job.finished = _now()
+            job.ended_at = self._clock()
+            return True
+
+    def delete(self, number: int) -> bool:
+        """Remove an ended job at once (DeleteInstance); False if it still runs."""
+        with self._lock:
+            job = self._jobs.get(number)
+            if job is None or not job.done:
+                return False
+            del self._jobs[number]
+            return True
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=False)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for number, job in list(self._jobs.items()):
+            if job.ended_at is not None and now - job.ended_at >= self.time_before_removal:
+                del self._jobs[number]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,163 @@
+"""What every provider shares: the service context, the per-request view, the base class.
+
+Owns: ``Context`` (the long-lived pieces a provider may use: engine,
+projector, goal settings, jobs, configuration), ``View`` (one consistent read
+of the engine per request, computed lazily and at most once), and
+``Provider`` (the operations a class family may implement; the defaults say
+NOT_SUPPORTED, or derive GetInstance from the enumeration).
+
+Must not know: XML, HTTP, pywbem_mock, kernel calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pywbem import CIM_ERR_NOT_SUPPORTED, CIMError, CIMInstance, CIMInstanceName
+
+from lmi_mount.cim.jobs import JobManager
+from lmi_mount.cim.projection import GoalSetting, Projector
+from lmi_mount.engine import EngineState, MountManager, MountStatus
+from lmi_mount.linux.paths import VolumeStats
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the server fills it from authentication."""
+
+    user: str | None = None
+    may_write: bool = True
+
+
+@dataclass(slots=True)
+class Context:
+    """The long-lived state the providers share (one per broker)."""
+
+    engine: MountManager
+    projector: Projector
+    jobs: JobManager
+    volume_stats: Callable[[str], VolumeStats | None]
+    max_goal_settings: int = 1000
+    default_holder: str = "cim"
+    goals: dict[str, GoalSetting] = field(default_factory=dict)
+    goals_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class View:
+    """One request's consistent read of the engine, computed on first use."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.projector = context.projector
+        self._state: EngineState | None = None
+        self._by_key: dict[tuple[str, str], MountStatus] | None = None
+        self._by_target: dict[str, MountStatus] | None = None
+
+    @property
+    def state(self) -> EngineState:
+        if self._state is None:
+            self._state = self.context.engine.state()
+        return self._state
+
+    @property
+    def statuses(self) -> list[MountStatus]:
+        return self.state.statuses
+
+    def status(self, spec: str, target: str) -> MountStatus | None:
+        if self._by_key is None:
+            self._by_key = {(s.spec, s.target): s for s in self.statuses}
+        return self._by_key.get((spec, target))
+
+    def status_at(self, target: str) -> MountStatus | None:
+        if self._by_target is None:
+            self._by_target = {s.target: s for s in self.statuses}
+        return self._by_target.get(target)
+
+    def containing_fs_name(self, target: str) -> str:
+        """The name of the file system the directory ``target`` lives on.
+
+        For a live mount that is its parent mount's source; for a mount point
+        that is not mounted, the mount that currently contains the path.
+        """
+        table = self.state.table
+        record = table.at(target)
+        parent = table.by_id.get(record.parent_id) if record is not None else None
+        if parent is None:
+            parent = _containing(table, target)
+        return self.state.source_of(parent) if parent is not None else ""
+
+    def goals(self) -> list[GoalSetting]:
+        with self.context.goals_lock:
+            return list(self.context.goals.values())
+
+
+def _containing(table: Any, path: str) -> Any:
+    best = None
+    for record in table.visible():
+        root = record.target.rstrip("/") + "/"
+        if (path + "/").startswith(root) and (best is None or len(record.target) > len(best.target)):
+            best = record
+    return best
+
+
+def same_path(a: CIMInstanceName, b: CIMInstanceName) -> bool:
+    """Instance paths equal by class and keys, whatever their host and namespace."""
+    if a.classname.lower() != b.classname.lower() or len(a.keybindings) != len(b.keybindings):
+        return False
+    return all(
+        key in b.keybindings and _same_key(value, b.keybindings[key])
+        for key, value in a.keybindings.items()
+    )
+
+
+def _same_key(a: Any, b: Any) -> bool:
+    if isinstance(a, CIMInstanceName) and isinstance(b, CIMInstanceName):
+        return same_path(a, b)
+    return bool(a == b)
+
+
+class Provider(ABC):
+    """A class family's operations; a provider overrides what its classes support."""
+
+    #: The classes this provider serves, as the model spells them.
+    classnames: tuple[str, ...] = ()
+    #: Association classes among them.
+    associations: tuple[str, ...] = ()
+
+    @abstractmethod
+    def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
+        """Every instance of ``classname`` (one of ``classnames``), with its path."""
+
+    def get(self, view: View, path: CIMInstanceName) -> CIMInstance | None:
+        """The instance at ``path``, or None. The default scans the enumeration."""
+        return next((i for i in self.instances(view, path.classname) if same_path(i.path, path)), None)
+
+    def references_to(
+        self, view: View, classname: str, path: CIMInstanceName
+    ) -> Iterator[CIMInstance]:
+        """Association instances of ``classname`` that refer to ``path``.
+
+        The default filters the enumeration; providers of per-mount
+        associations answer from the one mount instead.
+        """
+        for instance in self.instances(view, classname):
+            if any(isinstance(v, CIMInstanceName) and same_path(v, path)
+                   for v in instance.values()):
+                yield instance
+
+    def invoke(
+        self, view: View, path: CIMInstanceName, method: str, params: Mapping[str, Any],
+        caller: Caller,
+    ) -> tuple[Any, dict[str, Any]]:
+        raise CIMError(CIM_ERR_NOT_SUPPORTED, f"{path.classname} has no method {method!r}")
+
+    def modify(self, view: View, instance: CIMInstance, property_list: list[str] | None) -> None:
+        raise CIMError(CIM_ERR_NOT_SUPPORTED,
+                       f"instances of {instance.classname} cannot be modified")
+
+    def delete(self, view: View, path: CIMInstanceName) -> None:
+        raise CIMError(CIM_ERR_NOT_SUPPORTED, f"instances of {path.classname} cannot be deleted")

@@ -1,0 +1,48 @@
+"""Provider of LMI_MountedFileSystemCapabilities and its CreateSetting method.
+
+Owns: making goal settings with the draft's defaults (rw, suid, dev, exec,
+async; auto and nouser are fstab defaults that need no word), and their cap.
+Must not know: mounts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pywbem import CIM_ERR_FAILED, CIM_ERR_INVALID_PARAMETER, CIMError, CIMInstance, CIMInstanceName
+
+from lmi_mount.cim import names
+from lmi_mount.cim.errors import RV_SUCCESS
+from lmi_mount.cim.projection import GOAL_PREFIX, GoalSetting
+from lmi_mount.cim.providers.base import Caller, Provider, View
+from lmi_mount.mounts.options import DEFAULTS
+
+
+class CapabilitiesProvider(Provider):
+    classnames = (names.MOUNTED_FILE_SYSTEM_CAPABILITIES,)
+
+    def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
+        yield view.projector.capabilities()
+
+    def invoke(
+        self, view: View, path: CIMInstanceName, method: str, params: Mapping[str, Any],
+        caller: Caller,
+    ) -> tuple[Any, dict[str, Any]]:
+        if method.lower() != "createsetting":
+            return super().invoke(view, path, method, params, caller)
+        if params:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"CreateSetting takes no input parameters, got {sorted(params)}")
+        context = view.context
+        with context.goals_lock:
+            if len(context.goals) >= context.max_goal_settings:
+                raise CIMError(
+                    CIM_ERR_FAILED,
+                    f"{context.max_goal_settings} goal settings exist already (the limit): "
+                    "delete unused ones with DeleteInstance",
+                )
+            goal = GoalSetting(GOAL_PREFIX + uuid.uuid4().hex, DEFAULTS)
+            context.goals[goal.instance_id] = goal
+        return RV_SUCCESS, {"MountSetting": view.projector.goal_setting(goal).path}

@@ -1,0 +1,315 @@
+"""Providers of the host and of LMI_MountConfigurationService with its three methods.
+
+Owns: translating CreateMount / ModifyMount / DeleteMount into engine
+requests, mode by mode exactly as the draft's table says (including its "no
+effect" cells, which return 0 and change nothing), the lmi-mount extensions
+(Holder, Force, DryRun/Plan, Error), and answering synchronously or with a job.
+
+Must not know: how the engine decides (it only translates), XML, pywbem_mock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pywbem import (
+    CIM_ERR_INVALID_PARAMETER,
+    CIM_ERR_NOT_FOUND,
+    CIMError,
+    CIMInstance,
+    CIMInstanceName,
+)
+
+from lmi_mount.cim import names
+from lmi_mount.cim.errors import (
+    RV_JOB_STARTED,
+    RV_SUCCESS,
+    cim_error_for,
+    error_instance_for,
+    return_value_for,
+)
+from lmi_mount.cim.jobs import WorkResult
+from lmi_mount.cim.projection import GOAL_PREFIX
+from lmi_mount.cim.providers.base import Caller, Provider, View
+from lmi_mount.engine import Outcome
+from lmi_mount.mounts.errors import MountError
+from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError
+from lmi_mount.mounts.plan import MountSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ModeEffect:
+    """What a Mode does to the live mount (IsCurrent) and to fstab (IsNext).
+
+    True: set (mount / add or replace the line); False: clear (unmount /
+    remove the line); None: not affected.
+    """
+
+    current: bool | None
+    persist: bool | None
+
+
+# The draft's table "On modes": Mode -> (IsCurrent, IsNext).
+MODES: Final = {
+    1: ModeEffect(current=True, persist=True),
+    2: ModeEffect(current=None, persist=True),
+    4: ModeEffect(current=False, persist=False),
+    5: ModeEffect(current=None, persist=False),
+    32768: ModeEffect(current=True, persist=None),
+    32769: ModeEffect(current=False, persist=None),
+}
+
+# Parameters each method accepts (lower case), so an unknown one is named.
+_PARAMETERS: Final = {
+    "createmount": {"filesystem", "mountpoint", "filesystemspec", "filesystemtype", "goal",
+                    "mode", "holder", "dryrun"},
+    "modifymount": {"mount", "goal", "mode", "dryrun"},
+    "deletemount": {"mount", "mode", "holder", "force", "dryrun"},
+}
+
+
+class HostProvider(Provider):
+    """LMI_ComputerSystem: the one host."""
+
+    classnames = (names.COMPUTER_SYSTEM,)
+
+    def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
+        yield view.projector.computer_system()
+
+
+class ServiceProvider(Provider):
+    classnames = (names.MOUNT_CONFIGURATION_SERVICE,)
+
+    def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
+        yield view.projector.service()
+
+    def invoke(
+        self, view: View, path: CIMInstanceName, method: str, params: Mapping[str, Any],
+        caller: Caller,
+    ) -> tuple[Any, dict[str, Any]]:
+        name = method.lower()
+        if name not in _PARAMETERS:
+            return super().invoke(view, path, method, params, caller)
+        args = {key.lower(): value for key, value in params.items()}
+        unknown = set(args) - _PARAMETERS[name]
+        if unknown:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"{method} has no input parameter {sorted(unknown)[0]!r}")
+        method_name = {"createmount": "CreateMount", "modifymount": "ModifyMount",
+                       "deletemount": "DeleteMount"}[name]
+        effect = _mode(args.get("mode"), method_name)
+        dry_run = _boolean(args, "dryrun")
+        request = getattr(self, f"_{name}")(view, args, effect, caller, dry_run)
+        if request is None:  # a "no effect" cell of the draft's table
+            return RV_SUCCESS, {}
+        run, affected = request
+        if dry_run:
+            rv, out, _error = _outcome_result(run, view, method_name)
+            return rv, out
+        job = view.context.jobs.run(
+            method_name,
+            lambda: _outcome_result(run, view, method_name),
+            in_parameters={k: v for k, v in params.items()},
+            affected=affected,
+            owner=caller.user,
+        )
+        if job.done and job.number not in {j.number for j in view.context.jobs.jobs()}:
+            if job.cim_error is not None:
+                raise job.cim_error
+            return job.return_value, job.out_parameters
+        return RV_JOB_STARTED, {"Job": view.projector.job_path(job.number)}
+
+    # -- the three methods: each returns (engine call, affected elements) or None ------
+
+    def _createmount(
+        self, view: View, args: dict[str, Any], effect: ModeEffect, caller: Caller, dry_run: bool
+    ) -> tuple[Callable[[], tuple[Outcome, CIMInstanceName | None]], list[Any]] | None:
+        if effect.current is not True and effect.persist is not True:
+            return None
+        target = _string(args, "mountpoint", required=True)
+        fstype = _string(args, "filesystemtype")
+        spec_name = _string(args, "filesystemspec")
+        spec_name = self._file_system_spec(view, args.get("filesystem"), spec_name, fstype)
+        if spec_name is None:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           "CreateMount needs FileSystemSpec (or a FileSystem reference)")
+        options, dump, passno = _goal(view, args.get("goal"))
+        holder = _string(args, "holder") or caller.user or view.context.default_holder
+        spec = MountSpec(spec_name, target, fstype, options, dump=dump, passno=passno)
+        engine = view.context.engine
+
+        def run() -> tuple[Outcome, CIMInstanceName | None]:
+            outcome = engine.create(spec, current=effect.current is True,
+                                    persist=effect.persist is True, holder=holder,
+                                    dry_run=dry_run)
+            mount = view.projector.mount_path_of(outcome.source or spec_name, outcome.target or target)
+            return outcome, mount
+
+        return run, [view.projector.mount_path_of(spec_name, target)]
+
+    def _modifymount(
+        self, view: View, args: dict[str, Any], effect: ModeEffect, caller: Caller, dry_run: bool
+    ) -> tuple[Callable[[], tuple[Outcome, CIMInstanceName | None]], list[Any]] | None:
+        if effect.current is not True and effect.persist is not True:
+            return None
+        mount = _mount_ref(view, args.get("mount"))
+        options, dump, passno = _goal(view, args.get("goal"))
+        spec_name, target = mount.keybindings["FileSystemSpec"], mount.keybindings["MountPointPath"]
+        engine = view.context.engine
+
+        def run() -> tuple[Outcome, CIMInstanceName | None]:
+            outcome = engine.modify(target, options, spec_name=spec_name,
+                                    current=effect.current is True,
+                                    persist=effect.persist is True, dump=dump, passno=passno,
+                                    dry_run=dry_run)
+            return outcome, mount
+
+        return run, [mount]
+
+    def _deletemount(
+        self, view: View, args: dict[str, Any], effect: ModeEffect, caller: Caller, dry_run: bool
+    ) -> tuple[Callable[[], tuple[Outcome, CIMInstanceName | None]], list[Any]] | None:
+        if effect.current is not False and effect.persist is not False:
+            return None
+        mount = _mount_ref(view, args.get("mount"))
+        holder = _string(args, "holder") or caller.user or view.context.default_holder
+        force = _boolean(args, "force")
+        spec_name, target = mount.keybindings["FileSystemSpec"], mount.keybindings["MountPointPath"]
+        engine = view.context.engine
+
+        def run() -> tuple[Outcome, CIMInstanceName | None]:
+            outcome = engine.delete(target, spec_name=spec_name,
+                                    current=effect.current is False,
+                                    persist=effect.persist is False, holder=holder,
+                                    force=force, dry_run=dry_run)
+            return outcome, None
+
+        return run, [mount]
+
+    def _file_system_spec(
+        self, view: View, ref: Any, spec_name: str | None, fstype: str | None
+    ) -> str | None:
+        """The spec a FileSystem REF names; it must agree with the other parameters."""
+        if ref is None:
+            return spec_name
+        if not isinstance(ref, CIMInstanceName) or ref.classname.lower() not in (
+            names.LOCAL_FILE_SYSTEM.lower(), "cim_filesystem", "cim_localfilesystem",
+        ):
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"FileSystem must reference {names.LOCAL_FILE_SYSTEM}, not {ref!r}")
+        name = ref.keybindings.get("Name")
+        status = next((s for s in view.statuses if s.live is not None and s.spec == name), None)
+        if status is None:
+            raise CIMError(CIM_ERR_NOT_FOUND, f"no file system {name!r} (FileSystem reference)")
+        if spec_name is not None and spec_name != name:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"FileSystemSpec {spec_name!r} disagrees with FileSystem {name!r}")
+        if fstype is not None and fstype != status.fstype:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"FileSystemType {fstype!r} disagrees with the type of FileSystem "
+                           f"{name!r} ({status.fstype!r})")
+        return str(name)
+
+
+def _outcome_result(
+    run: Callable[[], tuple[Outcome, CIMInstanceName | None]], view: View, method: str
+) -> WorkResult:
+    """Run one engine request and turn its outcome or error into (rv, OUT, Error)."""
+    try:
+        outcome, mount = run()
+    except MountError as exc:
+        request_error = cim_error_for(exc)
+        if request_error is not None:
+            raise request_error from exc
+        error = error_instance_for(exc)
+        return return_value_for(exc), {"Error": error}, error
+    out: dict[str, Any] = {}
+    if mount is not None:
+        out["Mount"] = mount
+    if outcome.dry_run:
+        out["Plan"] = outcome.plan.describe()
+    return RV_SUCCESS, out, None
+
+
+def _mode(value: Any, method: str) -> ModeEffect:
+    if value is None:
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{method} needs Mode")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"Mode must be a uint16, not {value!r}")
+    effect = MODES.get(int(value))
+    if effect is None:
+        supported = ", ".join(str(m) for m in MODES)
+        raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                       f"Mode {int(value)} is not supported (supported: {supported})")
+    return effect
+
+
+def _string(args: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = args.get(name)
+    if value is None:
+        if required:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} is required")
+        return None
+    if not isinstance(value, str):
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must be a string, not {value!r}")
+    if required and not value:
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must not be empty")
+    return value
+
+
+def _boolean(args: dict[str, Any], name: str) -> bool:
+    value = args.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must be a boolean, not {value!r}")
+    return value
+
+
+def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
+    """Check a Mount REF: right class, both keys, and an existing mount."""
+    if ref is None:
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, "parameter 'Mount' is required")
+    if not isinstance(ref, CIMInstanceName) or ref.classname.lower() != names.MOUNTED_FILE_SYSTEM.lower():
+        raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                       f"Mount must reference {names.MOUNTED_FILE_SYSTEM}, not {ref!r}")
+    spec, target = ref.keybindings.get("FileSystemSpec"), ref.keybindings.get("MountPointPath")
+    if not isinstance(spec, str) or not isinstance(target, str):
+        raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                       f"Mount reference {ref!r} lacks FileSystemSpec or MountPointPath")
+    if view.status(spec, target) is None:
+        raise CIMError(CIM_ERR_NOT_FOUND, f"no mount {spec!r} on {target!r}")
+    return view.projector.mount_path_of(spec, target)
+
+
+def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
+    """The options, dump and pass number a Goal REF names; NULL means the defaults."""
+    if ref is None:
+        return DEFAULTS, 0, 0
+    if not isinstance(ref, CIMInstanceName) or ref.classname.lower() != names.MOUNTED_FILE_SYSTEM_SETTING.lower():
+        raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                       f"Goal must reference {names.MOUNTED_FILE_SYSTEM_SETTING}, not {ref!r}")
+    instance_id = ref.keybindings.get("InstanceID")
+    if isinstance(instance_id, str) and instance_id.startswith(GOAL_PREFIX):
+        goal = view.context.goals.get(instance_id)
+        if goal is None:
+            raise CIMError(CIM_ERR_NOT_FOUND, f"no goal setting {instance_id!r}")
+        return goal.options, int(goal.dump), goal.passno
+    from lmi_mount.cim.providers.settings import SettingProvider
+
+    setting = SettingProvider().get(view, ref)
+    if setting is None:
+        raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r} (Goal reference)")
+    return _options_of(setting), int(bool(setting["Dump"])), int(setting["FileSystemCheckOrder"] or 0)
+
+
+def _options_of(setting: CIMInstance) -> MountOptions:
+    from lmi_mount.cim.projection import SETTING_FIELDS
+
+    fields = {field: setting[cim] for cim, field in SETTING_FIELDS}
+    try:
+        return MountOptions.from_fields(**fields, other_options=setting["OtherOptions"] or [])
+    except OptionError as exc:
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"Goal: {exc}") from exc
