@@ -115,6 +115,10 @@ class MountManager:
     libmount's utab). ``hold_seconds`` is the hold time after the last release
     (0: unmount at once). ``clock`` must be monotonic. ``crash`` is a test hook
     called with a step name before and after every step.
+
+    An ``observer`` reads the journal without taking the state directory's
+    lock, changes nothing and runs no timer: ``lmi-mount status`` and dry
+    runs beside a running service use one.
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class MountManager:
         boot_id_path: str | Path = "/proc/sys/kernel/random/boot_id",
         crash: CrashHook | None = None,
         timers: bool = True,
+        observer: bool = False,
     ) -> None:
         if hold_seconds < 0:
             raise InvalidRequest(f"hold time {hold_seconds!r} is negative", value=hold_seconds)
@@ -148,7 +153,8 @@ class MountManager:
         self._wake = threading.Condition(self._lock)
         self._closed = False
         self._started = False
-        self._timers_enabled = timers
+        self._timers_enabled = timers and not observer
+        self.observer = observer
         self._timer_thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -394,6 +400,9 @@ class MountManager:
         return Outcome(plan, target, dry_run)
 
     def _execute(self, plan: Plan) -> None:
+        if self.observer:
+            self._observe(plan)
+            return
         done: list[tuple[Step, object]] = []
         try:
             for step in plan.steps:
@@ -406,6 +415,20 @@ class MountManager:
             raise self._domain_error(exc) from exc
         finally:
             self._holders.check()
+
+    def _observe(self, plan: Plan) -> None:
+        """An observer follows holder changes in memory (reconcile) and refuses the rest."""
+        for step in plan.steps:
+            if not isinstance(step, HolderChange):
+                raise OperationFailed(
+                    f"this engine only observes the state directory: cannot {step.describe()}",
+                    value=str(self._journal.state_dir),
+                )
+            if step.after is None:
+                if step.target in self._holders:
+                    self._holders.forget(step.target)
+            else:
+                self._holders.restore(step.after)
 
     def _roll_back(self, plan: Plan, done: list[tuple[Step, object]]) -> None:
         for step, memo in reversed(done):
@@ -450,10 +473,10 @@ class MountManager:
 
     def _set_holders(self, step: HolderChange) -> None:
         after = step.after
-        if after is not None and after.mount_id is None:
-            record = self.mount_table().at(after.target)
-            if record is not None:
-                after = replace(after, mount_id=record.mount_id)
+        if after is not None and after.unique_id is None:
+            identity = self.kernel.mount_identity(after.target)
+            if identity is not None and (after.mount_id in (None, identity[0])):
+                after = replace(after, mount_id=identity[0], unique_id=identity[1])
         if after is None:
             self._journal.forget(step.target)
             if step.target in self._holders:
@@ -516,7 +539,7 @@ class MountManager:
         timer; mounts the service did not make are never unmounted.
         """
         try:
-            state = self._journal.open()
+            state = self._journal.peek() if self.observer else self._journal.open()
         except JournalError as exc:
             raise OperationFailed(str(exc), value=exc.filename, errno=exc.errno) from exc
         table = self.mount_table()
@@ -524,9 +547,9 @@ class MountManager:
         now = self._clock()
         for held in state.mounts.values():
             record = table.at(held.target)
-            if record is None or (held.mount_id is not None and record.mount_id != held.mount_id):
+            if record is None or not self._same_mount(held, record):
                 log.info("reconstruct: %s vanished while lmi-mount was down", held.target)
-                self._journal.forget(held.target)
+                self._journaled(lambda: self._journal.forget(held.target))
                 continue
             self._holders.restore(replace(held, release_at=None, generation=0))
         for intent in state.intents.values():
@@ -534,17 +557,34 @@ class MountManager:
                 continue
             record = table.at(intent.target)
             if record is not None and source_of(record) == intent.source:
+                identity = self.kernel.mount_identity(intent.target)
                 made = HeldMount(intent.target, intent.source, intent.fstype, intent.options,
-                                 made_by_us=True, mount_id=record.mount_id)
+                                 made_by_us=True, mount_id=record.mount_id,
+                                 unique_id=identity[1] if identity else None)
                 log.info("reconstruct: %s was mounted but not recorded; holding it", intent.target)
-                self._journal.set(made)
+                self._journaled(lambda: self._journal.set(made))
                 self._holders.restore(made)
             else:
-                self._journal.forget(intent.target)
+                self._journaled(lambda: self._journal.forget(intent.target))
         for held in list(self._holders):
             if held.made_by_us and not held.holders:
                 self._holders.start_hold(held.target, now=now, hold_seconds=self.hold_seconds)
         self._holders.check()
+
+    def _same_mount(self, held: HeldMount, record: MountRecord) -> bool:
+        """Is the live ``record`` the mount ``held`` describes? Mount ids are
+        reused at once, so the unique id decides where the kernel has one."""
+        if held.mount_id is not None and record.mount_id != held.mount_id:
+            return False
+        if held.unique_id is not None:
+            identity = self.kernel.mount_identity(held.target)
+            return identity is not None and identity[1] == held.unique_id
+        return True
+
+    def _journaled(self, record: Callable[[], None]) -> None:
+        """Write a reconstruction record, unless this engine only observes."""
+        if not self.observer:
+            record()
 
     def _timer_loop(self) -> None:
         with self._lock:

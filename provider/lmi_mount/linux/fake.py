@@ -16,6 +16,7 @@ it models, and what it does not model is listed in ``FakeKernel``'s docstring.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 import stat
@@ -168,6 +169,7 @@ class _Mount:
     target: str
     flags: int
     attached: bool = True
+    unique_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -235,6 +237,8 @@ class FakeKernel:
         self._busy: list[_Busy] = []
         self._loops: dict[int, _Loop] = {}
         self._faults: dict[str, list[int]] = {}
+        # Like statx's STATX_MNT_ID_UNIQUE: never reused, unlike mount ids.
+        self._unique_ids = itertools.count(1 << 32)
 
     # -- test hooks --------------------------------------------------------
 
@@ -276,6 +280,12 @@ class FakeKernel:
                 f"{self.dev_root}/loop{number}": self._loops[number].backing
                 for number in sorted(self._loops)
             }
+
+    def mount_identity(self, target: str) -> tuple[int, int | None] | None:
+        # statx of a path names the mount the walk ends in, as _resolve does.
+        with self._lock:
+            mount = self._resolve(os.path.realpath(target))
+            return mount.mount_id, mount.unique_id
 
     def processes(self, target: str) -> list[ProcessUse]:
         prefix = target if target.endswith("/") else target + "/"
@@ -574,7 +584,8 @@ class FakeKernel:
             sb.home = self._on_disk(target)  # a new file system: first mounted here
         parent = parent or self._resolve(target)
         used = {m.mount_id for m in self._mounts} | {b.mount.mount_id for b in self._busy}
-        mount = _Mount(_lowest_free(used, 1), parent.mount_id, sb, root, target, flags)
+        mount = _Mount(_lowest_free(used, 1), parent.mount_id, sb, root, target, flags,
+                       unique_id=next(self._unique_ids))
         self._mounts.append(mount)
         return mount
 

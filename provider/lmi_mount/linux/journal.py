@@ -74,6 +74,7 @@ def _held_to_record(held: HeldMount) -> dict[str, Any]:
         "options": held.options,
         "made_by_us": held.made_by_us,
         "mount_id": held.mount_id,
+        "unique_id": held.unique_id,
         "holders": list(held.holders),
     }
 
@@ -86,6 +87,7 @@ def _held_from_record(record: Mapping[str, Any]) -> HeldMount:
         options=str(record["options"]),
         made_by_us=bool(record["made_by_us"]),
         mount_id=None if record["mount_id"] is None else int(record["mount_id"]),
+        unique_id=None if record.get("unique_id") is None else int(record["unique_id"]),
         holders=tuple(str(h) for h in record["holders"]),
     )
 
@@ -142,6 +144,14 @@ class HolderJournal:
         # torn tail or the records of a previous boot in one atomic step.
         self._rewrite(boot_id)
         return JournalState(dict(self._state.mounts), dict(self._state.intents))
+
+    def peek(self) -> JournalState:
+        """Replay the journal without locking or rewriting it (a read-only observer).
+
+        What a concurrent engine is appending may be missing or torn at the
+        end; the observer sees the state as of the last complete record.
+        """
+        return self._replay(self._boot_id())
 
     def close(self) -> None:
         for handle in (self._file, self._lock_file):

@@ -171,6 +171,46 @@ class Kernel(Protocol):
         """The processes using files at or under ``target`` (why an unmount is busy)."""
         ...
 
+    def mount_identity(self, target: str) -> tuple[int, int | None] | None:
+        """(mount id, unique mount id) of the mount a walk to ``target`` ends in.
+
+        The mount id is mountinfo's; it is reused as soon as a mount is gone,
+        so it cannot tell, after a restart, the mount we made from a new one
+        at the same path. The unique id (statx(2) STATX_MNT_ID_UNIQUE, Linux
+        6.8) is never reused; None where the kernel lacks it. None for a path
+        that cannot be reached.
+        """
+        ...
+
+
+# statx(2): <linux/stat.h>. struct statx is 256 bytes; stx_mask is its first
+# u32 and stx_mnt_id the u64 at offset 144.
+_AT_FDCWD: Final = -100
+_AT_SYMLINK_NOFOLLOW: Final = 0x100
+_AT_NO_AUTOMOUNT: Final = 0x800
+_STATX_MNT_ID: Final = 0x1000
+_STATX_MNT_ID_UNIQUE: Final = 0x4000
+_STATX_SIZE: Final = 256
+_STX_MNT_ID_OFFSET: Final = 144
+
+
+def statx_mount_id(path: str, *, unique: bool) -> int | None:
+    """statx(2) STATX_MNT_ID (or STATX_MNT_ID_UNIQUE) of ``path``.
+
+    None when the call fails or the kernel does not know the asked kind
+    (STATX_MNT_ID_UNIQUE needs Linux 6.8; STATX_MNT_ID 5.8).
+    """
+    function = getattr(libc(), "statx", None)
+    if function is None:
+        return None
+    wanted = _STATX_MNT_ID_UNIQUE if unique else _STATX_MNT_ID
+    buffer = ctypes.create_string_buffer(_STATX_SIZE)
+    result = function(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW | _AT_NO_AUTOMOUNT,
+                      wanted, buffer)
+    if result != 0 or not int.from_bytes(buffer.raw[0:4], "little") & wanted:
+        return None
+    return int.from_bytes(buffer.raw[_STX_MNT_ID_OFFSET:_STX_MNT_ID_OFFSET + 8], "little")
+
 
 def is_block_fstype(fstype: str, filesystems: Iterable[str] = ()) -> bool:
     """True for a type that needs a block device; ``filesystems`` are /proc/filesystems lines."""
@@ -364,6 +404,12 @@ class LinuxKernel:
     def unmount(self, target: str, flags: int = 0) -> None:
         if libc().umount2(os.fsencode(target), flags) != 0:
             raise KernelError(ctypes.get_errno(), "umount", target)
+
+    def mount_identity(self, target: str) -> tuple[int, int | None] | None:
+        mount_id = statx_mount_id(target, unique=False)
+        if mount_id is None:
+            return None
+        return mount_id, statx_mount_id(target, unique=True)
 
     # -- internals ---------------------------------------------------------
 

@@ -26,9 +26,11 @@ class HeldMount:
     ``holders`` has one entry per reference (a holder that acquired twice
     appears twice), so ``refcount == len(holders)`` by construction (WI2).
     ``made_by_us`` says whether the service mounted it: only such mounts are
-    ever unmounted when their hold time ends. ``mount_id`` is the kernel's id
-    of the mount when it was made or adopted; after a restart it tells the same
-    mount from a different one at the same path. ``release_at`` is the hold
+    ever unmounted when their hold time ends. ``mount_id`` is mountinfo's id
+    of the mount when it was made or adopted, and ``unique_id`` the kernel's
+    never-reused id (statx STATX_MNT_ID_UNIQUE) where it has one: after a
+    restart they tell the same mount from a different one at the same path
+    (mount ids alone are reused at once). ``release_at`` is the hold
     deadline (monotonic seconds) while the mount has no holder, else None.
     ``generation`` changes on every transition so a timer that was armed for
     an older state never acts on a newer one.
@@ -40,6 +42,7 @@ class HeldMount:
     options: str
     made_by_us: bool
     mount_id: int | None = None
+    unique_id: int | None = None
     holders: tuple[str, ...] = ()
     release_at: float | None = None
     generation: int = 0
