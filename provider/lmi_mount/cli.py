@@ -18,10 +18,6 @@ _SERVER_PENDING = (
     "'lmi-mountd: a standalone CIM-XML server'. Until then, use the pywbem_mock "
     "playground: pywbemcli --mock-server mock_repo/mock_server.py"
 )
-_ADMIN_PENDING = (
-    "lmi-mount status/plan are not available yet: they are built by the issue "
-    "'CIM providers: the whole Mounting Model live on pywbem's mock WBEM server'."
-)
 
 
 def _mountd_parser() -> argparse.ArgumentParser:
@@ -37,16 +33,6 @@ def _mountd_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _mount_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lmi-mount",
-        description="Local administration of lmi-mount mounts. " + _ADMIN_PENDING,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("command", choices=("status", "plan"), nargs="?")
-    return parser
-
-
 def mountd_main(argv: Sequence[str] | None = None) -> int:
     _mountd_parser().parse_args(argv)
     print(_SERVER_PENDING, file=sys.stderr)
@@ -54,6 +40,6 @@ def mountd_main(argv: Sequence[str] | None = None) -> int:
 
 
 def mount_main(argv: Sequence[str] | None = None) -> int:
-    _mount_parser().parse_args(argv)
-    print(_ADMIN_PENDING, file=sys.stderr)
-    return 2
+    from lmi_mount.admin import main
+
+    return main(argv)

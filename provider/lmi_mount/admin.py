@@ -1,0 +1,147 @@
+"""``lmi-mount``: local administration on the host, on the same engine as the service.
+
+Owns: the ``status`` table (mounts, holders, fstab state, drift) and ``plan``
+(the dry run of a CreateMount / ModifyMount / DeleteMount in a given Mode).
+It opens the engine as a read-only observer: it never takes the running
+service's state lock and never changes a mount, a line or a reference.
+
+Must not know: CIM transport. Modes are read from the service's one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from lmi_mount.cim.providers.service import MODES
+from lmi_mount.engine import MountManager, MountStatus
+from lmi_mount.linux.kernel import LinuxKernel
+from lmi_mount.mounts.errors import MountError
+from lmi_mount.mounts.options import DEFAULTS, OptionError, parse_options, render_options
+from lmi_mount.mounts.plan import MountSpec
+
+DEFAULT_FSTAB = "/etc/fstab"
+DEFAULT_STATE_DIR = "/run/lmi-mount"
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="lmi-mount",
+        description="Show lmi-mount's view of the host's mounts, or plan a change without "
+                    "making it. Never changes anything.",
+    )
+    top.add_argument("--fstab", default=DEFAULT_FSTAB, help="fstab path (default %(default)s)")
+    top.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                     help="the service's state directory (default %(default)s)")
+    commands = top.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="mounts, holders, fstab state and drift")
+    status.add_argument("--json", action="store_true", help="one JSON object per mount")
+    plan = commands.add_parser("plan", help="the steps a request would take (dry run)")
+    plan.add_argument("method", choices=("create", "modify", "delete"))
+    plan.add_argument("--mode", type=int, required=True, choices=sorted(MODES),
+                      help="the draft's Mode (1, 2, 4, 5, 32768, 32769)")
+    plan.add_argument("--target", required=True, help="the mount point")
+    plan.add_argument("--spec", help="the file system spec (device, image, directory, 'tmpfs')")
+    plan.add_argument("--type", dest="fstype", help="file system type (omit for a bind mount)")
+    plan.add_argument("--options", default="defaults", help="mount(8) options")
+    plan.add_argument("--holder", default="root")
+    plan.add_argument("--force", action="store_true")
+    return top
+
+
+def main(argv: Sequence[str] | None = None, *, engine: MountManager | None = None,
+         out: TextIO = sys.stdout) -> int:
+    args = parser().parse_args(argv)
+    manager = engine or MountManager(LinuxKernel(), fstab_path=args.fstab,
+                                     state_dir=args.state_dir, observer=True)
+    manager.start()
+    try:
+        if args.command == "status":
+            statuses = manager.status()
+            if args.json:
+                for status in statuses:
+                    out.write(json.dumps(_as_json(status)) + "\n")
+            else:
+                out.write(status_table(statuses))
+            return 0
+        return _plan(manager, args, out)
+    except (MountError, OptionError) as exc:
+        print(f"lmi-mount: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        manager.close()
+
+
+def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:
+    effect = MODES[args.mode]
+    options = parse_options(args.options)
+    if args.method == "create":
+        if effect.current is not True and effect.persist is not True:
+            out.write(f"Mode {args.mode} has no effect on CreateMount\n")
+            return 0
+        if args.spec is None:
+            raise OptionError("create needs --spec", value=None)
+        spec = MountSpec(args.spec, args.target, args.fstype,
+                         options if args.options != "defaults" else DEFAULTS)
+        outcome = manager.create(spec, current=effect.current is True,
+                                 persist=effect.persist is True, holder=args.holder, dry_run=True)
+    elif args.method == "modify":
+        if effect.current is not True and effect.persist is not True:
+            out.write(f"Mode {args.mode} has no effect on ModifyMount\n")
+            return 0
+        outcome = manager.modify(args.target, options, spec_name=args.spec,
+                                 current=effect.current is True, persist=effect.persist is True,
+                                 dry_run=True)
+    else:
+        if effect.current is not False and effect.persist is not False:
+            out.write(f"Mode {args.mode} has no effect on DeleteMount\n")
+            return 0
+        outcome = manager.delete(args.target, spec_name=args.spec,
+                                 current=effect.current is False, persist=effect.persist is False,
+                                 holder=args.holder, force=args.force, dry_run=True)
+    steps = outcome.plan.describe()
+    out.write("".join(f"{n}. {step}\n" for n, step in enumerate(steps, 1)) or "nothing to do\n")
+    return 0
+
+
+def _as_json(status: MountStatus) -> dict[str, Any]:
+    held = status.held
+    return {
+        "target": status.target,
+        "spec": status.spec,
+        "fstype": status.fstype,
+        "mounted": status.live is not None,
+        "options": render_options(status.live_options) if status.live_options else None,
+        "fstab": status.fstab.options if status.fstab else None,
+        "references": held.refcount if held else 0,
+        "holders": list(held.holders) if held else [],
+        "made_by_lmi_mount": held.made_by_us if held else False,
+        "drift": [str(d) for d in status.drift],
+    }
+
+
+def status_table(statuses: Sequence[MountStatus]) -> str:
+    """A fixed-width table, one mount per line, as ``findmnt`` prints its list."""
+    header = ("MOUNT POINT", "SPEC", "TYPE", "LIVE", "FSTAB", "REFS", "HOLDERS", "DRIFT")
+    rows = [header]
+    for status in sorted(statuses, key=lambda s: s.target):
+        held = status.held
+        rows.append((
+            status.target,
+            status.spec,
+            status.fstype or "-",
+            "yes" if status.live is not None else "no",
+            "yes" if status.fstab is not None else "no",
+            str(held.refcount if held else 0),
+            ",".join(held.holders) if held and held.holders else "-",
+            "; ".join(str(d) for d in status.drift) or "-",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "".join(
+        " ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
+        + " " + row[-1] + "\n"
+        for row in rows
+    )

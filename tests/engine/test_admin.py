@@ -1,0 +1,55 @@
+"""lmi-mount status and plan: a read-only observer beside a running engine."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from lmi_mount.admin import main
+from lmi_mount.engine import MountManager
+from lmi_mount.mounts.options import parse_options
+from lmi_mount.mounts.plan import MountSpec
+from tests.engine.conftest import World
+
+
+def _observer(world: World) -> MountManager:
+    return MountManager(world.kernel, fstab_path=world.fstab, state_dir=world.state,
+                        boot_id_path=world.boot_id, observer=True,
+                        processes=getattr(world.kernel, "processes", None))
+
+
+def test_status_shows_holders_and_drift_beside_a_running_engine(world: World) -> None:
+    target = world.dir("data")
+    world.fstab.write_text(f"tmpfs {target} tmpfs noexec,size=1m 0 0\n")
+    with world.manager() as service:
+        service.acquire(MountSpec("tmpfs", target, "tmpfs", parse_options("size=1m")), "alice")
+        out = io.StringIO()
+        assert main(["status", "--json"], engine=_observer(world), out=out) == 0
+        [row] = [json.loads(line) for line in out.getvalue().splitlines()
+                 if json.loads(line)["target"] == target]
+        assert row["holders"] == ["alice"] and row["mounted"] and row["fstab"] == "noexec,size=1m"
+        assert any("exec" in drift for drift in row["drift"])
+        table = io.StringIO()
+        main(["status"], engine=_observer(world), out=table)
+        assert table.getvalue().startswith("MOUNT POINT")
+        assert target in table.getvalue() and "alice" in table.getvalue()
+        held = service.held(target)
+        assert held is not None and held.holders == ("alice",), "the observer changed nothing"
+
+
+def test_plan_prints_the_steps_and_changes_nothing(world: World) -> None:
+    target = world.dir("mnt")
+    out = io.StringIO()
+    code = main(["plan", "create", "--mode", "1", "--target", target, "--spec", "tmpfs",
+                 "--type", "tmpfs", "--options", "size=2m"], engine=_observer(world), out=out)
+    assert code == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("1. mount tmpfs tmpfs on") and "fstab: add line" in lines[-1]
+    assert world.mounts_at(target) == [] and world.fstab.read_text() == "# test fstab\n"
+
+
+def test_plan_of_a_no_effect_cell(world: World) -> None:
+    out = io.StringIO()
+    assert main(["plan", "delete", "--mode", "1", "--target", world.dir("x")],
+                engine=_observer(world), out=out) == 0
+    assert out.getvalue() == "Mode 1 has no effect on DeleteMount\n"
