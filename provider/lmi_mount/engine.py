@@ -446,7 +446,8 @@ class MountManager:
 
     def _apply(self, step: Step) -> object:
         if isinstance(step, KernelMount):
-            return self._mount(step)
+            self._mount(step)
+            return None
         if isinstance(step, KernelRemount):
             flags, data = step.request()
             self.kernel.mount(None, step.target, None, flags, data)
@@ -494,7 +495,8 @@ class MountManager:
 
     def _undo_fstab(self, step: FstabChange, memo: object) -> None:
         """Put back the fstab text from before ``step``, byte for byte when possible."""
-        before, after = memo  # type: ignore[misc]
+        assert isinstance(memo, tuple)
+        before, after = memo
         text, version = files.read_versioned(self.fstab_path)
         if text == after:
             files.replace_atomically(self.fstab_path, before, version)

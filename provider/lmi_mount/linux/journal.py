@@ -244,7 +244,7 @@ class HolderJournal:
         return state
 
     def _rewrite(self, boot_id: str) -> None:
-        records = [{"op": "boot", "boot_id": boot_id}]
+        records: list[dict[str, Any]] = [{"op": "boot", "boot_id": boot_id}]
         records += [_held_to_record(held) for held in self._state.mounts.values()]
         records += [
             {"op": "intent", "target": i.target, "source": i.source, "fstype": i.fstype,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
@@ -97,7 +98,7 @@ class MountSpec:
 
 
 def _without_defaults(options: MountOptions) -> MountOptions:
-    unset = {
+    unset: dict[str, Any] = {
         name: None for name in BOOLEAN_FIELDS
         if getattr(options, name) is not None and getattr(options, name) == getattr(DEFAULTS, name)
     }

@@ -128,7 +128,7 @@ class ServiceProvider(Provider):
     ) -> tuple[Callable[[], tuple[Outcome, CIMInstanceName | None]], list[Any]] | None:
         if effect.current is not True and effect.persist is not True:
             return None
-        target = _string(args, "mountpoint", required=True)
+        target = _required_string(args, "mountpoint")
         fstype = _string(args, "filesystemtype")
         spec_name = _string(args, "filesystemspec")
         spec_name = self._file_system_spec(view, args.get("filesystem"), spec_name, fstype)
@@ -256,6 +256,12 @@ def _string(args: dict[str, Any], name: str, *, required: bool = False) -> str |
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must be a string, not {value!r}")
     if required and not value:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must not be empty")
+    return value
+
+
+def _required_string(args: dict[str, Any], name: str) -> str:
+    value = _string(args, name, required=True)
+    assert value is not None
     return value
 
 
