@@ -34,6 +34,9 @@ systemd-fstab-generator use):
   newline, ``\\134`` backslash, ``\\043`` ``#``); ``FstabEntry`` holds the
   decoded text and rendering re-escapes with
   ``lmi_mount.mounts.escaping.escape_field``, the project's one escaper.
+  fstab adds one escape to it: a carriage return is written ``\\015``,
+  because a raw CR that ends up last on a line would be stripped as part of
+  a CRLF line end and the field would not read back.
 
 Identity: an entry is named by (spec, mount point). Specs compare exactly
 (``UUID=...`` and ``/dev/sda1`` may name one device, but only the machine can
@@ -244,6 +247,13 @@ def _parse_body(body: str) -> FstabEntry | _Unparsable | None:
     )
 
 
+def _escape(value: str) -> str:
+    # escape_field plus CR: see the module docstring (libmount strips a CR
+    # before the newline, so a field ending a line must not end in one).
+    escaped = escape_field(value)
+    return escaped.replace("\r", "\\015") if "\r" in escaped else escaped
+
+
 def _field_count(entry: FstabEntry) -> int:
     """The fewest fields that say everything: 0 freq/passno may be omitted (fstab(5))."""
     if entry.passno:
@@ -255,7 +265,7 @@ def _field_count(entry: FstabEntry) -> int:
 
 def _escaped_fields(entry: FstabEntry, count: int) -> list[str]:
     values = entry.field_values()
-    fields = [escape_field(value) for value in values[:4]]
+    fields = [_escape(value) for value in values[:4]]
     fields.extend(str(number) for number in values[4:count])
     return fields
 
@@ -514,7 +524,7 @@ class FstabDocument:
                 end = text.find("\n", position)
                 if end == -1:
                     break
-                position = text.find(probe, end)
+                position = text.find(probe, end + 1)
         found: list[tuple[_Span, FstabEntry]] = []
         for start in sorted(starts):
             end = text.find("\n", start)
