@@ -1,0 +1,192 @@
+"""The server's configuration: ``ServerConfig`` and its INI form.
+
+Owns: every setting of the CIM-XML server (listen addresses and ports, TLS
+files, authentication sources, HTTP limits, enumeration limits), their
+defaults, and reading them from the ``[server]``, ``[auth]``, ``[http]`` and
+``[enumeration]`` sections of an INI file (other sections belong to other
+parts of lmi-mountd and are left alone). An unknown key or a value of the
+wrong kind is a ConfigError naming the file, section and key.
+
+Must not know: sockets, CIM, the broker.
+
+Example::
+
+    [server]
+    listen = *
+    http_port = 5988
+    https_port = 5989
+    certfile = /etc/lmi-mount/server.pem
+    keyfile = /etc/lmi-mount/server.key
+
+    [auth]
+    plain_http = refuse
+    users_file = /etc/lmi-mount/users
+    pam_service = lmi-mountd
+    pam_admin_group = wheel
+
+    [http]
+    threads = 8
+    max_connections = 256
+
+    [enumeration]
+    max_contexts = 256
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from lmi_mount.server.http import HttpLimits
+from lmi_mount.server.pull import PullLimits
+
+DEFAULT_HTTP_PORT: Final = 5988
+DEFAULT_HTTPS_PORT: Final = 5989
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used (the message names it)."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the CIM-XML server needs to know; see the module docstring for the INI form."""
+
+    #: Addresses to listen on; "*" or "" is every address (IPv6 and IPv4).
+    listen: tuple[str, ...] = ("*",)
+    #: Plain HTTP port (DSP0200: 5988); None: no plain HTTP.
+    http_port: int | None = DEFAULT_HTTP_PORT
+    #: HTTPS port (5989); None: no HTTPS.
+    https_port: int | None = DEFAULT_HTTPS_PORT
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    #: Host name in instance paths and the interop namespace (default: the FQDN).
+    hostname: str | None = None
+    #: Basic credentials over plain HTTP: "refuse", "loopback" (from 127.0.0.1/::1 only), "allow".
+    plain_http: str = "refuse"
+    realm: str = "lmi-mountd"
+    #: A users file (``user:role:scrypt-hash`` lines).
+    users_file: Path | None = None
+    #: Users held in memory: (user, role, password), e.g. the sandbox user.
+    users: tuple[tuple[str, str, str], ...] = ()
+    #: A PAM service to ask for users the users file does not know.
+    pam_service: str | None = None
+    pam_admin_group: str | None = "wheel"
+    pam_reader_group: str | None = None
+    pam_confdir: Path | None = None
+    http: HttpLimits = field(default_factory=HttpLimits)
+    enumeration: PullLimits = field(default_factory=PullLimits)
+
+    def __post_init__(self) -> None:
+        if self.plain_http not in ("refuse", "loopback", "allow"):
+            raise ConfigError(
+                f"plain_http = {self.plain_http!r}: expected refuse, loopback or allow"
+            )
+        for name in ("http_port", "https_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{name} = {port}: not a TCP port")
+        if self.http_port is None and self.https_port is None:
+            raise ConfigError("neither http_port nor https_port is set: nothing to listen on")
+        if not self.listen:
+            raise ConfigError("listen is empty: nothing to listen on")
+        if not self.users_file and not self.users and not self.pam_service:
+            raise ConfigError("no users: set users_file or pam_service in [auth]")
+
+
+# INI section -> the ServerConfig fields it holds (the limits sections map to
+# the fields of HttpLimits and PullLimits).
+_SECTIONS: Final = {
+    "server": ("listen", "http_port", "https_port", "certfile", "keyfile", "hostname"),
+    "auth": ("plain_http", "realm", "users_file", "pam_service", "pam_admin_group",
+             "pam_reader_group", "pam_confdir"),
+}
+
+
+def _convert(raw: str, annotation: Any, where: str) -> Any:
+    """An INI value as the type of the field it sets."""
+    text = raw.strip()
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        if text.lower() in ("", "none", "off", "no"):
+            return None
+        inner = next(a for a in args if a is not type(None))
+        return _convert(raw, inner, where)
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("1", "yes", "true", "on"):
+            return True
+        if lowered in ("0", "no", "false", "off"):
+            return False
+        raise ConfigError(f"{where} = {raw!r}: expected yes or no")
+    if annotation is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{where} = {raw!r}: expected a whole number") from None
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{where} = {raw!r}: expected a number") from None
+    if annotation is Path:
+        return Path(text)
+    if annotation is str:
+        return text
+    if origin is tuple:
+        return tuple(part for part in text.replace(",", " ").split() if part)
+    raise ConfigError(f"{where}: cannot read a value of type {annotation}")
+
+
+def from_ini(parser: configparser.ConfigParser, source: str = "<config>",
+             **overrides: Any) -> ServerConfig:
+    """A ServerConfig from the server's sections of ``parser``; ``overrides`` win."""
+    hints = typing.get_type_hints(ServerConfig)
+    values: dict[str, Any] = {}
+    for section, names in _SECTIONS.items():
+        if not parser.has_section(section):
+            continue
+        for key, raw in parser.items(section, raw=True):
+            if key not in names:
+                raise ConfigError(f"{source}: [{section}] has no setting {key!r}; "
+                                  f"known: {', '.join(names)}")
+            values[key] = _convert(raw, hints[key], f"{source}: [{section}] {key}")
+    for section, limits_type in (("http", HttpLimits), ("enumeration", PullLimits)):
+        if not parser.has_section(section):
+            continue
+        fields = {f.name: f for f in dataclasses.fields(limits_type)}
+        limit_hints = typing.get_type_hints(limits_type)
+        given = {}
+        for key, raw in parser.items(section, raw=True):
+            if key not in fields:
+                raise ConfigError(f"{source}: [{section}] has no setting {key!r}; "
+                                  f"known: {', '.join(fields)}")
+            given[key] = _convert(raw, limit_hints[key], f"{source}: [{section}] {key}")
+        try:
+            values[section] = limits_type(**given)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [{section}]: {exc}") from None
+    values.update(overrides)
+    try:
+        return ServerConfig(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(path: Path, **overrides: Any) -> ServerConfig:
+    """The ServerConfig of the INI file at ``path``; ``overrides`` (command-line ports) win."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            parser.read_file(stream, str(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return from_ini(parser, str(path), **overrides)

@@ -1,0 +1,797 @@
+"""HTTP/1.1 for the CIM-XML server: sockets, TLS, request framing, limits, worker threads.
+
+Owns: listening (HTTP and HTTPS), one I/O thread that accepts connections,
+completes TLS handshakes and reads every request head and body without
+blocking, and a bounded pool of worker threads that run the application on
+complete requests and write the responses (``Content-Length`` when the body
+is known, ``Transfer-Encoding: chunked`` when it streams). Keep-alive
+connections go back to the I/O thread between requests.
+
+The limits are enforced where the bytes arrive (RFC 9112 framing):
+
+- at most ``max_connections`` open connections (503, or a plain close for TLS);
+- ``first_byte_timeout`` from accept (TLS handshake included), and
+  ``keepalive_timeout`` between requests, until the first byte of a request;
+- ``request_timeout`` from that first byte to the end of the body: a client
+  that trickles bytes (slowloris) gets 408 and the connection closes, and no
+  worker thread waits for it meanwhile;
+- ``max_header_bytes`` and ``max_headers`` (431), ``max_body_bytes`` (413,
+  sent before any of the body is read); a chunked request body is refused
+  with 411 (CIM clients send Content-Length), another transfer coding is 501;
+- ``write_timeout`` for each write of a response.
+
+Must not know: CIM, XML, authentication. The application is two callables:
+``early(head)`` (on the I/O thread, when the head is complete: cheap checks
+that can answer before the body is read) and ``handle(request)`` (on a
+worker thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import logging
+import selectors
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Final, Protocol
+
+log = logging.getLogger("lmi_mount.server.http")
+
+SERVER_NAME: Final = "lmi-mountd"
+_READ_SIZE: Final = 64 * 1024
+# A client whose request is refused before its body was read keeps sending
+# it for a moment; read and drop that much (for that long) before closing,
+# so that the client sees the response instead of a connection reset
+# (the "lingering close" of RFC 9112 9.6).
+_LINGER_SECONDS: Final = 2.0
+_LINGER_BYTES: Final = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Limits of the HTTP layer (the ``[http]`` section of the config)."""
+
+    max_connections: int = 256
+    threads: int = 8
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 64
+    max_body_bytes: int = 4 * 1024 * 1024
+    first_byte_timeout: float = 5.0
+    request_timeout: float = 15.0
+    keepalive_timeout: float = 15.0
+    write_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, not {value}")
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listening address: plain HTTP when ``tls`` is None."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None = None
+
+
+class Headers:
+    """Request header fields, by case-insensitive name, in arrival order."""
+
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
+        self._fields = list(fields)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of ``name``; repeated fields are joined with ", " (RFC 9110 5.3)."""
+        values = self.get_all(name)
+        return ", ".join(values) if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        wanted = name.lower()
+        return [v for n, v in self._fields if n.lower() == wanted]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.get_all(name))
+
+    def items(self) -> list[tuple[str, str]]:
+        return list(self._fields)
+
+
+@dataclass(frozen=True)
+class RequestHead:
+    method: str
+    target: str
+    version: str
+    headers: Headers
+    peer: tuple[str, int]
+    tls: bool
+
+
+@dataclass(frozen=True)
+class Request:
+    head: RequestHead
+    body: bytes
+
+    @property
+    def headers(self) -> Headers:
+        return self.head.headers
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | Iterable[bytes] = b""
+    close: bool = False
+
+
+class BodyAborted(Exception):
+    """Raised by a streaming body that cannot go on: the response ends with ``trailers``
+    in the chunked trailer section and the connection closes (the client sees an
+    incomplete body, never a silently shortened one)."""
+
+    def __init__(self, message: str, trailers: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.trailers = list(trailers)
+
+
+class Application(Protocol):
+    def early(self, head: RequestHead) -> Response | None: ...
+
+    def handle(self, request: Request) -> Response: ...
+
+
+def simple_response(
+    status: int, message: str = "", headers: Sequence[tuple[str, str]] = (), *, close: bool = False
+) -> Response:
+    """A short text/plain response saying ``message``."""
+    body = (message + "\n").encode("utf-8") if message else b""
+    fields = list(headers)
+    if body:
+        fields.append(("Content-Type", "text/plain; charset=utf-8"))
+    return Response(status, fields, body, close)
+
+
+class _State(enum.Enum):
+    HANDSHAKE = "handshake"
+    HEAD = "head"
+    BODY = "body"
+    BUSY = "busy"
+    LINGER = "linger"
+
+
+class _RequestRefused(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+class _Conn:
+    """A client connection and what has been read of its current request."""
+
+    def __init__(self, sock: socket.socket, peer: tuple[str, int], tls: bool, now: float,
+                 limits: HttpLimits) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.tls = tls
+        self.buffer = bytearray()
+        self.state = _State.HANDSHAKE if tls else _State.HEAD
+        self.head: RequestHead | None = None
+        self.body_length = 0
+        self.deadline = now + limits.first_byte_timeout
+        self.request_started = False
+        self.lingered = 0
+        self.want_write = False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class HttpServer:
+    """Serves ``app`` on ``listeners`` until ``shutdown``."""
+
+    def __init__(
+        self,
+        listeners: Sequence[Listener],
+        app: Application,
+        limits: HttpLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not listeners:
+            raise ValueError("no listener: configure an HTTP or an HTTPS port")
+        self.limits = limits or HttpLimits()
+        self._app = app
+        self._clock = clock
+        self._listeners = list(listeners)
+        self._sockets: list[tuple[socket.socket, Listener]] = []
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._returned: deque[_Conn] = deque()
+        self._returned_lock = threading.Lock()
+        self._conns: set[_Conn] = set()
+        self._conns_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="lmi-mountd")
+        self._thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._stopped = threading.Event()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Open the listening sockets (the ports are known after this)."""
+        for listener in self._listeners:
+            sock = _listen(listener.host, listener.port)
+            sock.setblocking(False)
+            self._sockets.append((sock, listener))
+
+    @property
+    def addresses(self) -> list[tuple[str, int, bool]]:
+        """(host, port, tls) of each listening socket."""
+        return [
+            (str(sock.getsockname()[0]), int(sock.getsockname()[1]), listener.tls is not None)
+            for sock, listener in self._sockets
+        ]
+
+    def start(self) -> None:
+        """Bind (if not yet) and serve from a background thread."""
+        if not self._sockets:
+            self.bind()
+        for sock, listener in self._sockets:
+            self._selector.register(sock, selectors.EVENT_READ, listener)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._running.set()
+        self._thread = threading.Thread(target=self._loop, name="lmi-mountd-io", daemon=True)
+        self._thread.start()
+
+    def serve_forever(self) -> None:
+        if self._thread is None:
+            self.start()
+        self._stopped.wait()
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop accepting, let running requests finish (up to ``timeout``), close everything."""
+        if not self._running.is_set():
+            return
+        self._running.clear()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        with self._conns_lock:
+            leftover = list(self._conns)
+            self._conns.clear()
+        for conn in leftover:
+            _close_socket(conn.sock)
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self._stopped.set()
+
+    def __enter__(self) -> HttpServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    @property
+    def open_connections(self) -> int:
+        with self._conns_lock:
+            return len(self._conns)
+
+    # -- I/O thread ----------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    def _loop(self) -> None:
+        try:
+            while self._running.is_set():
+                timeout = self._next_deadline()
+                for key, mask in self._selector.select(timeout):
+                    if key.fileobj is self._wake_r:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                        self._take_returned()
+                    elif isinstance(key.data, Listener):
+                        self._accept(key.fileobj, key.data)  # type: ignore[arg-type]
+                    else:
+                        self._on_ready(key.data, mask)
+                self._take_returned()
+                self._expire()
+        except Exception:  # pragma: no cover - a bug here must not pass silently
+            log.exception("the I/O loop failed; the server stops")
+        finally:
+            for sock, _ in self._sockets:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(sock)
+                sock.close()
+            with self._conns_lock:
+                idle = [c for c in self._conns if c.state is not _State.BUSY]
+            for conn in idle:
+                self._close(conn)
+
+    def _next_deadline(self) -> float:
+        with self._conns_lock:
+            deadlines = [c.deadline for c in self._conns if c.state is not _State.BUSY]
+        if not deadlines:
+            return 1.0
+        return max(0.0, min(min(deadlines) - self._clock(), 1.0))
+
+    def _accept(self, listening: socket.socket, listener: Listener) -> None:
+        for _ in range(64):  # a burst of accepts, then serve the others
+            try:
+                sock, peer = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("cannot accept a connection: %s", exc)
+                    return
+                raise
+            sock.setblocking(False)
+            with self._conns_lock:
+                full = len(self._conns) >= self.limits.max_connections
+            if full:
+                log.warning("connection from %s refused: %d connections are open",
+                            peer[0], self.limits.max_connections)
+                if listener.tls is None:
+                    with contextlib.suppress(OSError):
+                        sock.send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                  b"Retry-After: 1\r\nConnection: close\r\n\r\n")
+                _close_socket(sock)
+                continue
+            if listener.tls is not None:
+                try:
+                    sock = listener.tls.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                except (ssl.SSLError, OSError) as exc:
+                    log.info("TLS setup for %s failed: %s", peer[0], exc)
+                    _close_socket(sock)
+                    continue
+            conn = _Conn(sock, (str(peer[0]), int(peer[1])), listener.tls is not None,
+                         self._clock(), self.limits)
+            with self._conns_lock:
+                self._conns.add(conn)
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _take_returned(self) -> None:
+        while True:
+            with self._returned_lock:
+                if not self._returned:
+                    return
+                conn = self._returned.popleft()
+            if not self._running.is_set():
+                self._close(conn)
+                continue
+            self._selector.register(conn.sock, selectors.EVENT_READ, conn)
+            # A pipelined request may already wait in the buffer.
+            if conn.buffer:
+                self._advance(conn)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        with self._conns_lock:
+            due = [c for c in self._conns if c.state is not _State.BUSY and c.deadline <= now]
+        for conn in due:
+            if conn.state is _State.LINGER or not conn.request_started:
+                # Idle keep-alive, an unused connection, or a finished linger.
+                self._close(conn)
+            else:
+                log.info("request from %s timed out after %s s", conn.peer[0],
+                         self.limits.request_timeout)
+                self._refuse(conn, simple_response(
+                    408, f"the request was not complete within {self.limits.request_timeout} s",
+                    close=True))
+
+    def _on_ready(self, conn: _Conn, mask: int) -> None:
+        if conn.state is _State.HANDSHAKE and not self._handshake(conn):
+            return
+        # A valid request needs at most this much; more waits in the socket.
+        ceiling = self.limits.max_header_bytes + self.limits.max_body_bytes
+        blocked_on_write = False
+        try:
+            while len(conn.buffer) <= ceiling:
+                try:
+                    data = conn.sock.recv(_READ_SIZE)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLWantWriteError:
+                    blocked_on_write = True
+                    break
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not data:
+                    self._close(conn)
+                    return
+                if conn.state is _State.LINGER:
+                    conn.lingered += len(data)
+                    if conn.lingered > _LINGER_BYTES:
+                        self._close(conn)
+                        return
+                    continue
+                conn.buffer += data
+                pending = conn.tls and conn.sock.pending()  # type: ignore[attr-defined]
+                if len(data) < _READ_SIZE and not pending:
+                    break
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("connection from %s failed: %s", conn.peer[0], exc)
+            self._close(conn)
+            return
+        # TLS may need to write (a key update) before it can read on.
+        self._want_write(conn, blocked_on_write)
+        if conn.state is not _State.LINGER:
+            self._advance(conn)
+
+    def _want_write(self, conn: _Conn, wanted: bool) -> None:
+        if conn.want_write == wanted:
+            return
+        conn.want_write = wanted
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if wanted else 0)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.modify(conn.sock, events, conn)
+
+    def _handshake(self, conn: _Conn) -> bool:
+        try:
+            conn.sock.do_handshake()  # type: ignore[attr-defined]
+        except ssl.SSLWantReadError:
+            self._want_write(conn, False)
+            return False
+        except ssl.SSLWantWriteError:
+            self._want_write(conn, True)
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            log.info("TLS handshake with %s failed: %s", conn.peer[0], exc)
+            self._close(conn)
+            return False
+        self._want_write(conn, False)
+        conn.state = _State.HEAD
+        return True
+
+    def _advance(self, conn: _Conn) -> None:
+        """Parse what the buffer holds; hand a complete request to a worker."""
+        try:
+            if conn.state is _State.HEAD:
+                if conn.buffer and not conn.request_started:
+                    conn.request_started = True
+                    conn.deadline = self._clock() + self.limits.request_timeout
+                if not self._read_head(conn):
+                    return
+            if conn.state is _State.BODY and len(conn.buffer) >= conn.body_length:
+                assert conn.head is not None
+                body = bytes(conn.buffer[: conn.body_length])
+                del conn.buffer[: conn.body_length]
+                self._dispatch(conn, Request(conn.head, body))
+        except _RequestRefused as refused:
+            self._refuse(conn, refused.response)
+        except ConnectionError as exc:
+            log.debug("connection from %s failed: %s", conn.peer[0], exc)
+            self._close(conn)
+
+    def _read_head(self, conn: _Conn) -> bool:
+        limits = self.limits
+        end = conn.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(conn.buffer) > limits.max_header_bytes:
+                raise _RequestRefused(simple_response(
+                    431, f"the request head exceeds {limits.max_header_bytes} bytes", close=True))
+            return False
+        if end + 4 > limits.max_header_bytes:
+            raise _RequestRefused(simple_response(
+                431, f"the request head exceeds {limits.max_header_bytes} bytes", close=True))
+        raw = bytes(conn.buffer[:end])
+        del conn.buffer[: end + 4]
+        head = _parse_head(raw, conn.peer, conn.tls, limits.max_headers)
+        conn.head = head
+        conn.body_length = self._body_length(head)
+        try:
+            early = self._app.early(head)
+        except Exception:
+            log.exception("the application failed on the head of %s %s", head.method, head.target)
+            early = simple_response(500, "internal server error", close=True)
+        if early is not None:
+            # The body was not read: the connection cannot carry another request.
+            early.close = early.close or conn.body_length > 0
+            raise _RequestRefused(early)
+        if conn.body_length and (head.headers.get("Expect") or "").lower() == "100-continue":
+            self._send_now(conn, b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.state = _State.BODY
+        return True
+
+    def _body_length(self, head: RequestHead) -> int:
+        transfer_coding = head.headers.get("Transfer-Encoding")
+        if transfer_coding is not None:
+            if transfer_coding.strip().lower() == "chunked":
+                raise _RequestRefused(simple_response(
+                    411, "chunked request bodies are not accepted: send Content-Length",
+                    close=True))
+            raise _RequestRefused(simple_response(
+                501, f"transfer coding {transfer_coding!r} is not supported", close=True))
+        values = {v.strip() for v in head.headers.get_all("Content-Length")}
+        if not values:
+            if head.method in ("POST", "PUT", "M-POST"):
+                raise _RequestRefused(simple_response(
+                    411, "Content-Length is required", close=True))
+            return 0
+        if len(values) > 1 or not next(iter(values)).isdigit():
+            raise _RequestRefused(simple_response(
+                400, f"Content-Length {', '.join(sorted(values))!r} is not one number",
+                close=True))
+        length = int(next(iter(values)))
+        if length > self.limits.max_body_bytes:
+            raise _RequestRefused(simple_response(
+                413, f"the body of {length} bytes exceeds the limit of "
+                f"{self.limits.max_body_bytes} bytes", close=True))
+        return length
+
+    def _send_now(self, conn: _Conn, data: bytes) -> None:
+        """A short write from the I/O thread (an interim or error response)."""
+        try:
+            sent = conn.sock.send(data)
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError, BlockingIOError):
+            sent = 0
+        except OSError as exc:
+            raise ConnectionError(str(exc)) from None
+        if sent != len(data):
+            raise ConnectionError("the client does not read")
+
+    def _refuse(self, conn: _Conn, response: Response) -> None:
+        """Answer on the I/O thread (the response is small) and close, lingering."""
+        head = conn.head
+        what = f"{head.method} {head.target[:200]}" if head else "a request"
+        log.info("%s from %s refused: %d", what, conn.peer[0], response.status)
+        assert isinstance(response.body, bytes)
+        data = _head_bytes(response.status, response.headers, len(response.body),
+                           close=True) + response.body
+        try:
+            self._send_now(conn, data)
+        except ConnectionError:
+            self._close(conn)
+            return
+        self._linger(conn)
+
+    def _linger(self, conn: _Conn) -> None:
+        conn.state = _State.LINGER
+        conn.buffer.clear()
+        conn.deadline = self._clock() + _LINGER_SECONDS
+        try:
+            if conn.tls:
+                # A TLS close_notify would need unwrap() on a blocking socket;
+                # the response is complete (Content-Length), so just close.
+                self._close(conn)
+                return
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+
+    def _dispatch(self, conn: _Conn, request: Request) -> None:
+        conn.state = _State.BUSY
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
+        try:
+            self._pool.submit(self._work, conn, request)
+        except RuntimeError:  # the pool is shutting down
+            with self._conns_lock:
+                self._conns.discard(conn)
+            _close_socket(conn.sock)
+
+    def _close(self, conn: _Conn) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
+        with self._conns_lock:
+            self._conns.discard(conn)
+        _close_socket(conn.sock)
+
+    # -- worker threads -------------------------------------------------------------------------
+
+    def _work(self, conn: _Conn, request: Request) -> None:
+        started = self._clock()
+        try:
+            response = self._app.handle(request)
+        except Exception:
+            log.exception("the application failed on %s %s", request.head.method,
+                          request.head.target)
+            response = simple_response(500, "internal server error", close=True)
+        keep_alive = _keep_alive(request.head) and not response.close and self._running.is_set()
+        try:
+            conn.sock.settimeout(self.limits.write_timeout)
+            keep_alive = self._write(conn, request.head, response, keep_alive)
+        except (OSError, ValueError) as exc:
+            log.info("writing the response to %s failed: %s", conn.peer[0], exc)
+            keep_alive = False
+        finally:
+            body = response.body
+            if not isinstance(body, (bytes, bytearray)):
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+        log.debug("%s %s from %s: %d in %.3f s", request.head.method, request.head.target,
+                  conn.peer[0], response.status, self._clock() - started)
+        if not keep_alive:
+            # The socket is not registered with the selector (the I/O thread
+            # owns that): forget and close it.
+            with self._conns_lock:
+                self._conns.discard(conn)
+            _close_socket(conn.sock)
+            return
+        conn.sock.setblocking(False)
+        conn.state = _State.HEAD
+        conn.head = None
+        conn.request_started = False
+        conn.deadline = self._clock() + self.limits.keepalive_timeout
+        with self._returned_lock:
+            self._returned.append(conn)
+        self._wake()
+
+    def _write(self, conn: _Conn, head: RequestHead, response: Response, keep_alive: bool) -> bool:
+        """Write ``response``; return whether the connection may carry another request."""
+        sock = conn.sock
+        body = response.body
+        if head.method == "HEAD":
+            body = b""
+        if isinstance(body, (bytes, bytearray)):
+            sock.sendall(_head_bytes(response.status, response.headers, len(body),
+                                     close=not keep_alive) + bytes(body))
+            return keep_alive
+        chunks = iter(body)
+        # A body of one chunk goes with Content-Length (simpler for every client).
+        try:
+            first = next(chunks, b"")
+            second = next(chunks, None)
+        except BodyAborted as exc:
+            log.warning("response to %s failed before it started: %s", conn.peer[0], exc)
+            fields = [*response.headers, *exc.trailers]
+            sock.sendall(_head_bytes(500, fields, 0, close=True))
+            return False
+        if second is None:
+            sock.sendall(_head_bytes(response.status, response.headers, len(first),
+                                     close=not keep_alive) + first)
+            return keep_alive
+        chunked = head.version == "HTTP/1.1"
+        fields = list(response.headers)
+        if chunked:
+            fields.append(("Transfer-Encoding", "chunked"))
+        else:
+            keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
+        sock.sendall(_head_bytes(response.status, fields, None, close=not keep_alive))
+        try:
+            for chunk in _chain(first, second, chunks):
+                if chunk:
+                    sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+        except BodyAborted as exc:
+            log.warning("response to %s aborted: %s", conn.peer[0], exc)
+            if chunked:
+                trailer = "".join(f"{name}: {value}\r\n" for name, value in exc.trailers)
+                sock.sendall(b"0\r\n" + trailer.encode("latin-1") + b"\r\n")
+            return False
+        if chunked:
+            sock.sendall(b"0\r\n\r\n")
+        return keep_alive
+
+
+def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield second
+    yield from rest
+
+
+_TOKEN_CHARS: Final = frozenset(
+    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
+def _parse_head(raw: bytes, peer: tuple[str, int], tls: bool, max_headers: int) -> RequestHead:
+    """The request line and header fields (RFC 9112 3 and 5)."""
+    text = raw.decode("latin-1")
+    lines = text.split("\r\n")
+    # RFC 9112 2.2: a server SHOULD ignore empty lines before the request line.
+    while lines and not lines[0]:
+        lines.pop(0)
+    if not lines:
+        raise _RequestRefused(simple_response(400, "empty request", close=True))
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise _RequestRefused(simple_response(
+            400, f"malformed request line {lines[0][:100]!r}", close=True))
+    method, target, version = parts
+    if not set(method) <= _TOKEN_CHARS:
+        raise _RequestRefused(
+            simple_response(400, f"malformed method {method[:40]!r}", close=True)
+        )
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        if version.startswith("HTTP/"):
+            raise _RequestRefused(simple_response(
+                505, f"{version[:20]} is not supported; use HTTP/1.1", close=True))
+        raise _RequestRefused(simple_response(
+            400, f"malformed request line {lines[0][:100]!r}", close=True))
+    if len(lines) - 1 > max_headers:
+        raise _RequestRefused(simple_response(
+            431, f"more than {max_headers} header fields", close=True))
+    fields = []
+    for line in lines[1:]:
+        if line[:1] in (" ", "\t"):
+            # RFC 9112 5.2: obsolete line folding may be rejected with 400.
+            raise _RequestRefused(simple_response(
+                400, "folded header lines are not accepted", close=True))
+        name, colon, value = line.partition(":")
+        if not colon or not name or not set(name) <= _TOKEN_CHARS:
+            raise _RequestRefused(simple_response(
+                400, f"malformed header field {line[:100]!r}", close=True))
+        fields.append((name, value.strip(" \t")))
+    headers = Headers(fields)
+    if version == "HTTP/1.1" and "Host" not in headers:
+        # RFC 9112 3.2: a request without Host gets 400.
+        raise _RequestRefused(simple_response(400, "the Host header is missing", close=True))
+    return RequestHead(method, target, version, headers, peer, tls)
+
+
+def _keep_alive(head: RequestHead) -> bool:
+    tokens = {t.strip().lower() for t in (head.headers.get("Connection") or "").split(",")}
+    if head.version == "HTTP/1.0":
+        return "keep-alive" in tokens
+    return "close" not in tokens
+
+
+def _head_bytes(
+    status: int, fields: Sequence[tuple[str, str]], length: int | None, *, close: bool
+) -> bytes:
+    lines = [f"HTTP/1.1 {status} {_reason(status)}", f"Date: {formatdate(usegmt=True)}",
+             f"Server: {SERVER_NAME}"]
+    lines.extend(f"{name}: {value}" for name, value in fields)
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    if host in ("", "*", "::") and socket.has_dualstack_ipv6():
+        return socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True,
+                                    backlog=128)
+    if host in ("", "*"):
+        host = "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
+
+
+def _close_socket(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+__all__ = [
+    "Application",
+    "BodyAborted",
+    "Headers",
+    "HttpLimits",
+    "HttpServer",
+    "Listener",
+    "Request",
+    "RequestHead",
+    "Response",
+    "simple_response",
+]

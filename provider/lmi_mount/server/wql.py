@@ -1,0 +1,525 @@
+"""The WQL subset that WBEM clients send to ExecQuery and OpenQueryInstances.
+
+Owns: parsing ``SELECT * | p1, p2 FROM Class [WHERE condition]`` where a
+condition combines comparisons (``=``, ``<>``, ``!=``, ``<``, ``>``, ``<=``,
+``>=``), ``IS [NOT] NULL``, ``NOT``, ``AND``, ``OR`` and parentheses over
+properties and string, number and boolean literals (the queries of OpenLMI's
+lmishell: ``select * from LMI_MountedFileSystem where MountPointPath =
+"/mnt"``); checking a query against the class it names; and evaluating it on
+instances with SQL's three-valued logic (a comparison with NULL is unknown,
+and unknown rows are not selected).
+
+Must not know: the broker, XML, HTTP. It takes text and a class, and judges
+instances that someone else enumerates.
+
+Errors are CIMErrors: CIM_ERR_INVALID_QUERY naming the offending token and
+its position. Only the language name "WQL" is accepted
+(``check_language``); DMTF:CQL and others are
+CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pywbem import (
+    CIM_ERR_INVALID_QUERY,
+    CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED,
+    CIMClass,
+    CIMDateTime,
+    CIMError,
+    CIMInstance,
+)
+
+LANGUAGE: Final = "WQL"
+#: Parentheses and NOTs nest at most this deep.
+MAX_NESTING: Final = 32
+#: Queries longer than this are refused before they are read.
+MAX_LENGTH: Final = 64 * 1024
+
+
+def check_language(language: str | None) -> None:
+    if language is None or language.strip().upper() != LANGUAGE:
+        raise CIMError(
+            CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED,
+            f"query language {language!r} is not supported; use {LANGUAGE!r}",
+        )
+
+
+def _invalid(message: str) -> CIMError:
+    return CIMError(CIM_ERR_INVALID_QUERY, f"WQL: {message}")
+
+
+# --------------------------------------------------------------------------
+# Tokens
+# --------------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"""
+      (?P<space>\s+)
+    | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
+    | (?P<number>[+-]?(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?))
+    | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<op><=|>=|<>|!=|=|<|>)
+    | (?P<punct>[(),*;])
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+_KEYWORDS: Final = frozenset(
+    ("SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE")
+)
+_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str  # "string", "number", "name", "keyword", "op", "punct", "end"
+    text: str
+    position: int
+
+    def describe(self) -> str:
+        if self.kind == "end":
+            return f"the end of the query (position {self.position})"
+        return f"{self.text!r} at position {self.position}"
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    position = 0
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None:
+            raise _invalid(f"unexpected character {text[position]!r} at position {position}")
+        kind = match.lastgroup
+        assert kind is not None
+        token_text = match.group()
+        if kind == "name" and token_text.upper() in _KEYWORDS:
+            tokens.append(Token("keyword", token_text.upper(), position))
+        elif kind != "space":
+            tokens.append(Token(kind, token_text, position))
+        position = match.end()
+    tokens.append(Token("end", "", len(text)))
+    return tokens
+
+
+# --------------------------------------------------------------------------
+# Syntax tree
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Property:
+    name: str
+    token: Token
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    value: Any  # str, int, float, bool, or None for NULL
+    token: Token
+
+
+Operand = Property | Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    left: Operand
+    op: str
+    right: Operand
+
+
+@dataclass(frozen=True, slots=True)
+class IsNull:
+    operand: Operand
+    negated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Condition
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp:
+    op: str  # "AND" | "OR"
+    operands: tuple[Condition, ...]
+
+
+Condition = Comparison | IsNull | Not | BoolOp
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed query: the class, the selected properties (None for ``*``) and the condition."""
+
+    text: str
+    classname: str
+    properties: tuple[str, ...] | None
+    where: Condition | None
+
+    def referenced_properties(self) -> set[str]:
+        """Lower-case names of the properties the WHERE clause reads."""
+        names: set[str] = set()
+        if self.where is not None:
+            _collect(self.where, names)
+        return names
+
+    def property_list(self) -> list[str] | None:
+        """The properties an enumeration must return for this query (None: all)."""
+        if self.properties is None:
+            return None
+        wanted = {p.lower(): p for p in self.properties}
+        for name in self.referenced_properties():
+            wanted.setdefault(name, name)
+        return list(wanted.values())
+
+    def matches(self, instance: CIMInstance) -> bool:
+        return self.where is None or _evaluate(self.where, instance) is True
+
+    def project(self, instance: CIMInstance) -> CIMInstance:
+        """``instance`` with only the selected properties (all of them for ``*``)."""
+        if self.properties is None:
+            return instance
+        wanted = {p.lower() for p in self.properties}
+        result = CIMInstance(
+            instance.classname, path=instance.path, qualifiers=instance.qualifiers
+        )
+        for name, prop in instance.properties.items():
+            if name.lower() in wanted:
+                result.properties[name] = prop
+        return result
+
+    def select(self, instances: Iterable[CIMInstance]) -> Iterable[CIMInstance]:
+        """The matching instances, projected, lazily."""
+        for instance in instances:
+            if self.matches(instance):
+                yield self.project(instance)
+
+    def check(self, cls: CIMClass) -> None:
+        """Check the query against the class it names (with inherited properties).
+
+        Every property must exist; a literal must suit the property it is
+        compared with; booleans and references compare with = and <> only;
+        arrays do not compare at all.
+        """
+        declared = cls.properties
+        for name in self.properties or ():
+            if name not in declared:
+                raise _invalid(f"class {cls.classname} has no property {name!r}")
+        if self.where is not None:
+            _check(self.where, cls)
+
+
+def _collect(condition: Condition, names: set[str]) -> None:
+    if isinstance(condition, Comparison):
+        for operand in (condition.left, condition.right):
+            if isinstance(operand, Property):
+                names.add(operand.name.lower())
+    elif isinstance(condition, IsNull):
+        if isinstance(condition.operand, Property):
+            names.add(condition.operand.name.lower())
+    elif isinstance(condition, Not):
+        _collect(condition.operand, names)
+    else:
+        for part in condition.operands:
+            _collect(part, names)
+
+
+# --------------------------------------------------------------------------
+# Parser (recursive descent)
+# --------------------------------------------------------------------------
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = tokenize(text)
+        self.index = 0
+        self.depth = 0
+
+    @property
+    def current(self) -> Token:
+        return self.tokens[self.index]
+
+    def advance(self) -> Token:
+        token = self.tokens[self.index]
+        if token.kind != "end":
+            self.index += 1
+        return token
+
+    def at_keyword(self, *words: str) -> bool:
+        token = self.current
+        return token.kind == "keyword" and token.text in words
+
+    def expect_keyword(self, word: str) -> Token:
+        if not self.at_keyword(word):
+            raise _invalid(f"expected {word}, found {self.current.describe()}")
+        return self.advance()
+
+    def expect_name(self, what: str) -> Token:
+        token = self.current
+        if token.kind != "name":
+            raise _invalid(f"expected {what}, found {token.describe()}")
+        return self.advance()
+
+    def query(self) -> Query:
+        self.expect_keyword("SELECT")
+        properties: tuple[str, ...] | None
+        if self.current.kind == "punct" and self.current.text == "*":
+            self.advance()
+            properties = None
+        else:
+            names = [self.expect_name("a property name or *").text]
+            while self.current.kind == "punct" and self.current.text == ",":
+                self.advance()
+                names.append(self.expect_name("a property name").text)
+            properties = tuple(names)
+        self.expect_keyword("FROM")
+        classname = self.expect_name("a class name").text
+        where = None
+        if self.at_keyword("WHERE"):
+            self.advance()
+            where = self.condition()
+        if self.current.kind == "punct" and self.current.text == ";":
+            self.advance()
+        if self.current.kind != "end":
+            raise _invalid(f"unexpected {self.current.describe()}")
+        return Query(self.text, classname, properties, where)
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise _invalid(
+                f"conditions nest deeper than {MAX_NESTING} levels at {self.current.describe()}"
+            )
+
+    def condition(self) -> Condition:
+        operands = [self.conjunction()]
+        while self.at_keyword("OR"):
+            self.advance()
+            operands.append(self.conjunction())
+        return operands[0] if len(operands) == 1 else BoolOp("OR", tuple(operands))
+
+    def conjunction(self) -> Condition:
+        operands = [self.negation()]
+        while self.at_keyword("AND"):
+            self.advance()
+            operands.append(self.negation())
+        return operands[0] if len(operands) == 1 else BoolOp("AND", tuple(operands))
+
+    def negation(self) -> Condition:
+        if self.at_keyword("NOT"):
+            self.advance()
+            self.nest()
+            operand = self.negation()
+            self.depth -= 1
+            return Not(operand)
+        return self.primary()
+
+    def primary(self) -> Condition:
+        token = self.current
+        if token.kind == "punct" and token.text == "(":
+            self.advance()
+            self.nest()
+            condition = self.condition()
+            self.depth -= 1
+            closing = self.current
+            if not (closing.kind == "punct" and closing.text == ")"):
+                raise _invalid(f"expected ')' to close {token.describe()}, found "
+                               f"{closing.describe()}")
+            self.advance()
+            return condition
+        left = self.operand()
+        if self.at_keyword("IS"):
+            self.advance()
+            negated = False
+            if self.at_keyword("NOT"):
+                self.advance()
+                negated = True
+            self.expect_keyword("NULL")
+            return IsNull(left, negated)
+        op = self.current
+        if op.kind != "op":
+            raise _invalid(f"expected a comparison operator or IS after {token.describe()}, "
+                           f"found {op.describe()}")
+        self.advance()
+        right = self.operand()
+        if isinstance(left, Literal) and isinstance(right, Literal):
+            raise _invalid(f"comparison at {token.describe()} names no property")
+        return Comparison(left, "<>" if op.text == "!=" else op.text, right)
+
+    def operand(self) -> Operand:
+        token = self.advance()
+        if token.kind == "name":
+            return Property(token.text, token)
+        if token.kind == "string":
+            return Literal(_ESCAPE.sub(r"\1", token.text[1:-1]), token)
+        if token.kind == "number":
+            return Literal(_number(token), token)
+        if token.kind == "keyword" and token.text in ("TRUE", "FALSE"):
+            return Literal(token.text == "TRUE", token)
+        if token.kind == "keyword" and token.text == "NULL":
+            return Literal(None, token)
+        raise _invalid(f"expected a property or a value, found {token.describe()}")
+
+
+def _number(token: Token) -> int | float:
+    text = token.text
+    digits = text.lstrip("+-")
+    if digits[:2].lower() == "0x":
+        value = int(digits, 16)
+        return -value if text.startswith("-") else value
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        return int(text)
+    return float(text)
+
+
+def parse(text: str) -> Query:
+    """Parse a WQL query; CIM_ERR_INVALID_QUERY names what is wrong."""
+    if len(text) > MAX_LENGTH:
+        raise _invalid(f"the query is {len(text)} characters long; the limit is {MAX_LENGTH}")
+    return _Parser(text).query()
+
+
+# --------------------------------------------------------------------------
+# Checking against the class
+# --------------------------------------------------------------------------
+
+_INTEGER_TYPES: Final = frozenset(
+    ("uint8", "uint16", "uint32", "uint64", "sint8", "sint16", "sint32", "sint64")
+)
+_NUMERIC_TYPES: Final = _INTEGER_TYPES | {"real32", "real64"}
+_EQUALITY: Final = frozenset(("=", "<>"))
+
+
+def _kind(cim_type: str) -> str:
+    if cim_type in _NUMERIC_TYPES:
+        return "number"
+    if cim_type in ("string", "char16"):
+        return "string"
+    return cim_type  # boolean, datetime, reference
+
+
+def _literal_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "string"
+
+
+def _check(condition: Condition, cls: CIMClass) -> None:
+    if isinstance(condition, Not):
+        _check(condition.operand, cls)
+        return
+    if isinstance(condition, BoolOp):
+        for part in condition.operands:
+            _check(part, cls)
+        return
+    if isinstance(condition, IsNull):
+        if isinstance(condition.operand, Property):
+            _declared(condition.operand, cls)
+        return
+    kinds: list[tuple[str, Operand]] = []
+    for operand in (condition.left, condition.right):
+        if isinstance(operand, Property):
+            prop = _declared(operand, cls)
+            if prop.is_array:
+                raise _invalid(f"array property {operand.name!r} at {operand.token.describe()} "
+                               "cannot be compared")
+            kinds.append((_kind(prop.type), operand))
+        else:
+            kinds.append((_literal_kind(operand.value), operand))
+    (left_kind, left), (right_kind, right) = kinds
+    where = (left if isinstance(left, Property) else right).token.describe()
+    if "null" in (left_kind, right_kind):
+        return  # always unknown; legal, if pointless (use IS NULL)
+    if left_kind == "reference" or right_kind == "reference":
+        raise _invalid(f"references cannot be compared ({where})")
+    compatible = left_kind == right_kind or {left_kind, right_kind} == {"datetime", "string"}
+    if not compatible:
+        raise _invalid(f"cannot compare a {left_kind} with a {right_kind} at {where}")
+    if "boolean" in (left_kind, right_kind) and condition.op not in _EQUALITY:
+        raise _invalid(f"booleans compare with = and <> only, not {condition.op} ({where})")
+    for kind, operand in kinds:
+        if kind == "datetime" and isinstance(operand, Literal):
+            try:
+                CIMDateTime(operand.value)
+            except ValueError as exc:
+                where = operand.token.describe()
+                raise _invalid(f"{where} is not a CIM datetime: {exc}") from None
+
+
+def _declared(operand: Property, cls: CIMClass) -> Any:
+    prop = cls.properties.get(operand.name)
+    if prop is None:
+        raise _invalid(
+            f"class {cls.classname} has no property {operand.name!r} ({operand.token.describe()})"
+        )
+    return prop
+
+
+# --------------------------------------------------------------------------
+# Evaluation (three-valued: True, False, None for unknown)
+# --------------------------------------------------------------------------
+
+_COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "=": operator.eq,
+    "<>": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+    "<=": operator.le,
+    ">=": operator.ge,
+}
+
+
+def _value(operand: Operand, instance: CIMInstance) -> Any:
+    if isinstance(operand, Literal):
+        return operand.value
+    prop = instance.properties.get(operand.name)
+    return None if prop is None else prop.value
+
+
+def _comparable(left: Any, right: Any) -> tuple[Any, Any]:
+    # A datetime property compares with a string literal as a CIM datetime.
+    if isinstance(left, CIMDateTime) and isinstance(right, str):
+        return left, CIMDateTime(right)
+    if isinstance(right, CIMDateTime) and isinstance(left, str):
+        return CIMDateTime(left), right
+    return left, right
+
+
+def _evaluate(condition: Condition, instance: CIMInstance) -> bool | None:
+    if isinstance(condition, Comparison):
+        left = _value(condition.left, instance)
+        right = _value(condition.right, instance)
+        if left is None or right is None:
+            return None
+        left, right = _comparable(left, right)
+        try:
+            return bool(_COMPARE[condition.op](left, right))
+        except TypeError:
+            # Values of kinds the class check did not foresee (an
+            # unchecked query, or a provider's odd value) match nothing.
+            return None
+    if isinstance(condition, IsNull):
+        is_null = _value(condition.operand, instance) is None
+        return not is_null if condition.negated else is_null
+    if isinstance(condition, Not):
+        value = _evaluate(condition.operand, instance)
+        return None if value is None else not value
+    results = [_evaluate(c, instance) for c in condition.operands]
+    if condition.op == "AND":
+        if False in results:
+            return False
+        return None if None in results else True
+    if True in results:
+        return True
+    return None if None in results else False
