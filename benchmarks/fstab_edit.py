@@ -31,15 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from lmi_mount.linux.files import edit_file  # noqa: E402
-from lmi_mount.mounts.fstab import FstabDocument, FstabEntry  # noqa: E402
+from lmi_mount.linux.files import edit_file
+from lmi_mount.mounts.fstab import FstabDocument, FstabEntry
 
 
 def make_fstab(lines: int) -> str:
     header = "# /etc/fstab: static file system information.\n#\n"
     body = "".join(
-        f"UUID={i:08x}-1b2c-4d5e-8f90-a1b2c3d4e5f6  /srv/data/{i}  ext4  "
-        f"defaults,noatime  0  2\n"
+        f"UUID={i:08x}-1b2c-4d5e-8f90-a1b2c3d4e5f6  /srv/data/{i}  ext4  defaults,noatime  0  2\n"
         for i in range(lines - 2)
     )
     return header + body
