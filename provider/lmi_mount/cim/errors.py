@@ -21,6 +21,7 @@ from pywbem import (
     CIM_ERR_NOT_FOUND,
     CIMError,
     CIMInstance,
+    CIMProperty,
     Uint16,
     Uint32,
 )
@@ -104,7 +105,9 @@ def cim_error_instance(
         "OwningEntity": OWNING_ENTITY,
         "MessageID": message_id,
         "Message": message,
-        "MessageArguments": arguments or [],
+        # An empty array has no type of its own: declare it.
+        "MessageArguments": CIMProperty("MessageArguments", arguments or [], type="string",
+                                        is_array=True),
         "PerceivedSeverity": _SEVERITY_MAJOR,
         "ProbableCause": Uint16(0),
         "CIMStatusCode": Uint32(status),

@@ -84,7 +84,9 @@ class SettingProvider(Provider):
                         "ModifyMount, or create a goal setting with CreateSetting",
                     )
                 raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r}")
-            context.goals[instance_id] = updated_goal(goal, instance.properties, property_list)
+            current = view.projector.goal_setting(goal)
+            context.goals[instance_id] = updated_goal(goal, instance.properties, property_list,
+                                                      current)
 
     def delete(self, view: View, path: CIMInstanceName) -> None:
         instance_id = _instance_id(path)
@@ -105,10 +107,15 @@ def _instance_id(path: CIMInstanceName | None) -> str:
 
 
 def updated_goal(
-    goal: GoalSetting, properties: Mapping[str, Any], property_list: list[str] | None
+    goal: GoalSetting, properties: Mapping[str, Any], property_list: list[str] | None,
+    current: CIMInstance,
 ) -> GoalSetting:
     """``goal`` with the properties a ModifyInstance sets (DSP0200: only those in
-    PropertyList when one is given), checked as mount options."""
+    PropertyList when one is given), checked as mount options.
+
+    Clients send back the whole instance they read (lmishell does), so a
+    fixed property is refused only when its value changes.
+    """
     wanted = {name.lower() for name in property_list} if property_list is not None else None
     values: dict[str, Any] = {}
     for prop in properties.values():
@@ -118,6 +125,8 @@ def updated_goal(
         if lower == "instanceid":
             continue
         if lower not in _WRITABLE:
+            if prop.name in current and current[prop.name] == prop.value:
+                continue
             raise CIMError(CIM_ERR_INVALID_PARAMETER,
                            f"property {prop.name!r} of a goal setting cannot be set")
         values[lower] = prop.value

@@ -1,0 +1,146 @@
+"""Fixtures of the CIM tests: a live pywbem_mock connection per kernel (fake, and real
+inside a private mount namespace), with a scratch fstab and state directory.
+
+A CimWorld holds only paths until a test body asks for the connection, so that
+for the real kernel everything that touches the machine is created inside the
+namespace child (tests/support/namespace.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pywbem import CIMInstanceName, Uint16
+
+from lmi_mount.cim.mock import mock_connection
+from lmi_mount.cim.model import load_model
+from lmi_mount.linux.fake import FakeKernel
+from lmi_mount.linux.kernel import LinuxKernel
+from lmi_mount.mounts.fstab import FstabDocument
+from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
+from tests.support.skips import has_tool, requires_root
+
+NS = "root/cimv2"
+SERVICE = "LMI_MountConfigurationService"
+
+
+class CimWorld:
+    """Paths, a kernel and live connections for one test."""
+
+    def __init__(self, kind: str, root: Path) -> None:
+        self.kind = kind
+        self.root = root
+        self.fstab = root / "fstab"
+        self.fstab.write_text("# scratch fstab\n")
+        self.state = Path(tempfile.mkdtemp(prefix="lmi-cim-state-", dir="/dev/shm"))
+        self.boot_id = root / "boot_id"
+        self.boot_id.write_text("boot-1\n")
+        self.kernel: Any = None
+        self.connections: list[Any] = []
+        self._busy: list[subprocess.Popen[bytes]] = []
+
+    def connect(self, **config: Any) -> Any:
+        if self.kernel is None:
+            self.kernel = FakeKernel() if self.kind == "fake" else LinuxKernel()
+        options: dict[str, Any] = {
+            "kernel": self.kernel,
+            "boot_id_path": self.boot_id,
+            "host": "host.example",
+            "after_fstab_edit": lambda: None,
+        }
+        if self.kind == "fake":
+            options["processes"] = self.kernel.processes
+        fstab = config.pop("fstab_path", self.fstab)
+        options.update(config)
+        conn = mock_connection(fstab, self.state, **options)
+        self.connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+        self.connections.clear()
+
+    def dir(self, name: str) -> str:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def mounts_at(self, target: str) -> list[MountRecord]:
+        return MountTable(parse_mountinfo(self.kernel.read_mountinfo())).mounts_at(target)
+
+    def fstab_entry(self, target: str) -> Any:
+        return FstabDocument.parse(self.fstab.read_text()).find_target(target)
+
+    def make_busy(self, target: str) -> int:
+        if self.kind == "fake":
+            self.kernel.make_busy(target, 4242, "sleep")
+            return 4242
+        proc = subprocess.Popen(["sleep", "60"], cwd=target)
+        self._busy.append(proc)
+        return proc.pid
+
+    def end_busy(self) -> None:
+        if self.kind == "fake":
+            self.kernel.release_busy(4242)
+        for proc in self._busy:
+            proc.kill()
+            proc.wait()
+        self._busy.clear()
+
+    def image(self, name: str = "disk.img") -> str:
+        """An ext4 image (the fake kernel checks the superblock magic too)."""
+        path = self.root / name
+        subprocess.run(["truncate", "-s", "16M", str(path)], check=True)
+        subprocess.run([has_tool("mkfs.ext4") or "mkfs.ext4", "-q", "-F", str(path)], check=True)
+        return str(path)
+
+
+KERNELS = [
+    pytest.param("fake", id="fake"),
+    pytest.param(
+        "real", id="real", marks=[pytest.mark.root, pytest.mark.private_namespace, requires_root]
+    ),
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_model() -> None:
+    """Compile the model once in the parent: namespace children inherit it through
+    fork instead of compiling it again each (load_model caches per process)."""
+    load_model()
+
+
+@pytest.fixture(params=KERNELS)
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CimWorld]:
+    made = CimWorld(request.param, tmp_path)
+    yield made
+    made.close()
+    shutil.rmtree(made.state, ignore_errors=True)
+
+
+@pytest.fixture
+def fake_world(tmp_path: Path) -> Iterator[CimWorld]:
+    made = CimWorld("fake", tmp_path)
+    yield made
+    made.close()
+    shutil.rmtree(made.state, ignore_errors=True)
+
+
+def service_path(conn: Any) -> CIMInstanceName:
+    [path] = conn.EnumerateInstanceNames(SERVICE, namespace=NS)
+    return path
+
+
+def call(conn: Any, method: str, **params: Any) -> tuple[Any, dict[str, Any]]:
+    """InvokeMethod on the service; Mode given as int becomes a uint16."""
+    if "Mode" in params and isinstance(params["Mode"], int):
+        params["Mode"] = Uint16(params["Mode"])
+    rv, out = conn.InvokeMethod(method, service_path(conn), **params)
+    return int(rv), dict(out)

@@ -1,0 +1,395 @@
+"""The service through the pywbem API: the OpenLMI client flow, every Mode x method cell
+of the draft's table for bind, tmpfs and a loop image, refcounts, jobs, bad input and
+transactions — against the fake kernel and the real one in a private namespace."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from pywbem import CIM_ERR_INVALID_PARAMETER, CIM_ERR_NOT_FOUND, CIMError, CIMInstanceName
+
+from tests.cim.conftest import NS, CimWorld, call
+
+# -- the OpenLMI client flow ---------------------------------------------------------------
+
+
+def _wait_for_job(conn: Any, rv: int, out: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Poll a job to its end (lmishell's flow) and return the method's result."""
+    if rv != 4096:
+        return rv, out
+    job_path = out["Job"]
+    for _ in range(200):
+        job = conn.GetInstance(job_path)
+        if job["JobState"] in (7, 8, 10):
+            result = job["JobOutParameters"]
+            values = {p: result[p] for p in result.properties if p != "__ReturnValue"}
+            return int(result["__ReturnValue"]), values
+        time.sleep(0.01)
+    pytest.fail(f"job {job_path} did not end")
+
+
+@pytest.mark.parametrize(
+    "window", [pytest.param(5.0, id="synchronous"), pytest.param(0.0, id="job")]
+)
+def test_openlmi_client_flow(world: CimWorld, window: float) -> None:
+    conn = world.connect(synchronous_seconds=window)
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities", namespace=NS)
+    rv, out = conn.InvokeMethod("CreateSetting", capabilities)
+    assert rv == 0
+    goal = conn.GetInstance(out["MountSetting"])
+    assert goal["AllowWrite"] is True and goal["AllowExecution"] is True
+    goal["AllowExecution"] = False
+    goal["OtherOptions"] = ["size=4m"]
+    conn.ModifyInstance(goal)
+
+    target = world.dir("mnt")
+    rv, out = _wait_for_job(
+        conn,
+        *call(
+            conn,
+            "CreateMount",
+            Mode=32768,
+            MountPoint=target,
+            FileSystemSpec="tmpfs",
+            FileSystemType="tmpfs",
+            Goal=goal.path,
+        ),
+    )
+    assert rv == 0
+    mount = conn.GetInstance(out["Mount"])
+    assert (mount["FileSystemSpec"], mount["MountPointPath"], mount["FileSystemType"]) == (
+        "tmpfs",
+        target,
+        "tmpfs",
+    )
+    assert mount["ReferenceCount"] == 1
+    [record] = world.mounts_at(target)
+    assert "noexec" in record.vfs_options
+
+    [setting] = conn.Associators(mount.path, ResultClass="LMI_MountedFileSystemSetting")
+    assert setting["AllowExecution"] is False
+    [directory] = conn.Associators(mount.path, AssocClass="LMI_MountPoint")
+    assert directory["Name"] == target
+    [host] = conn.Associators(mount.path, AssocClass="LMI_HostedMount")
+    assert host["Name"] == "host.example"
+
+    rv, _ = conn.InvokeMethod("CreateSetting", capabilities)
+    ro_goal = conn.GetInstance(_["MountSetting"])
+    ro_goal["AllowWrite"] = False
+    conn.ModifyInstance(ro_goal)
+    rv, out = _wait_for_job(
+        conn, *call(conn, "ModifyMount", Mode=32768, Mount=mount.path, Goal=ro_goal.path)
+    )
+    assert rv == 0
+    [record] = world.mounts_at(target)
+    assert "ro" in record.vfs_options
+
+    rv, out = _wait_for_job(conn, *call(conn, "DeleteMount", Mode=32769, Mount=mount.path))
+    assert rv == 0
+    assert world.mounts_at(target) == []
+    with pytest.raises(CIMError) as caught:
+        conn.GetInstance(mount.path)
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND
+    conn.DeleteInstance(goal.path)
+    conn.DeleteInstance(ro_goal.path)
+
+
+# -- every Mode x method cell -----------------------------------------------------------------
+
+# (method, mode) -> (mounted afterwards, fstab line afterwards, line/live read-only afterwards)
+# Create starts from nothing; Modify and Delete from a mount with its fstab line (rw),
+# Modify asks for read-only.
+CELLS = {
+    ("CreateMount", 1): (True, True),
+    ("CreateMount", 2): (False, True),
+    ("CreateMount", 4): (False, False),
+    ("CreateMount", 5): (False, False),
+    ("CreateMount", 32768): (True, False),
+    ("CreateMount", 32769): (False, False),
+    ("ModifyMount", 1): ("ro", "ro"),
+    ("ModifyMount", 2): ("rw", "ro"),
+    ("ModifyMount", 4): ("rw", "rw"),
+    ("ModifyMount", 5): ("rw", "rw"),
+    ("ModifyMount", 32768): ("ro", "rw"),
+    ("ModifyMount", 32769): ("rw", "rw"),
+    ("DeleteMount", 1): (True, True),
+    ("DeleteMount", 2): (True, True),
+    ("DeleteMount", 4): (False, False),
+    ("DeleteMount", 5): (True, False),
+    ("DeleteMount", 32768): (True, True),
+    ("DeleteMount", 32769): (False, True),
+}
+
+
+def _kind_args(world: CimWorld, kind: str) -> dict[str, Any]:
+    if kind == "bind":
+        return {"FileSystemSpec": world.dir("source")}
+    if kind == "tmpfs":
+        return {"FileSystemSpec": "tmpfs", "FileSystemType": "tmpfs"}
+    return {"FileSystemSpec": world.image(), "FileSystemType": "ext4"}
+
+
+def _read_only_goal(conn: Any) -> CIMInstanceName:
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities", namespace=NS)
+    _, out = conn.InvokeMethod("CreateSetting", capabilities)
+    goal = conn.GetInstance(out["MountSetting"])
+    goal["AllowWrite"] = False
+    conn.ModifyInstance(goal)
+    return goal.path
+
+
+@pytest.mark.parametrize("kind", ["bind", "tmpfs", "loop"])
+@pytest.mark.parametrize(("method", "mode"), list(CELLS), ids=[f"{m}-{n}" for m, n in CELLS])
+def test_mode_cell(world: CimWorld, kind: str, method: str, mode: int) -> None:
+    conn = world.connect()
+    target = world.dir("mnt")
+    args = _kind_args(world, kind)
+    expected_live, expected_line = CELLS[(method, mode)]
+    if method == "CreateMount":
+        rv, _ = call(conn, method, Mode=mode, MountPoint=target, **args)
+        assert rv == 0
+        assert bool(world.mounts_at(target)) is expected_live
+        assert (world.fstab_entry(target) is not None) is expected_line
+        return
+    rv, out = call(conn, "CreateMount", Mode=1, MountPoint=target, **args)
+    assert rv == 0
+    before = world.fstab.read_text()
+    mount = out["Mount"]
+    if method == "ModifyMount":
+        rv, _ = call(conn, method, Mode=mode, Mount=mount, Goal=_read_only_goal(conn))
+        assert rv == 0
+        [record] = world.mounts_at(target)
+        assert record.vfs_options[0] == expected_live
+        entry = world.fstab_entry(target)
+        assert ("ro" in entry.options.split(",")) is (expected_line == "ro")
+        if expected_line == "rw":
+            assert world.fstab.read_text() == before, "a no-effect cell leaves fstab byte for byte"
+        return
+    rv, _ = call(conn, method, Mode=mode, Mount=mount)
+    assert rv == 0
+    assert bool(world.mounts_at(target)) is expected_live
+    assert (world.fstab_entry(target) is not None) is expected_line
+
+
+# -- refcounts through CIM ---------------------------------------------------------------------
+
+
+def test_two_holders_one_release_keeps_the_mount(world: CimWorld) -> None:
+    conn = world.connect()
+    target = world.dir("mnt")
+    args = {"MountPoint": target, "FileSystemSpec": "tmpfs", "FileSystemType": "tmpfs"}
+    _, out = call(conn, "CreateMount", Mode=32768, Holder="alice", **args)
+    _, again = call(conn, "CreateMount", Mode=32768, Holder="bob", **args)
+    assert again["Mount"] == out["Mount"], "the same mount is shared, not stacked"
+    mount = conn.GetInstance(out["Mount"])
+    assert mount["ReferenceCount"] == 2 and list(mount["Holders"]) == ["alice", "bob"]
+    assert len(world.mounts_at(target)) == 1
+    assert call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="alice")[0] == 0
+    assert len(world.mounts_at(target)) == 1
+    assert call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="bob")[0] == 0
+    assert world.mounts_at(target) == []
+
+
+def test_hold_timer_keeps_the_mount_after_the_last_release(world: CimWorld) -> None:
+    conn = world.connect(hold_seconds=0.3)
+    target = world.dir("mnt")
+    _, out = call(
+        conn,
+        "CreateMount",
+        Mode=32768,
+        MountPoint=target,
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+        Holder="a",
+    )
+    call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="a")
+    assert len(world.mounts_at(target)) == 1, "held for the hold time"
+    assert conn.GetInstance(out["Mount"])["ReferenceCount"] == 0
+    deadline = time.monotonic() + 10
+    while world.mounts_at(target) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert world.mounts_at(target) == [], "the timer unmounted it"
+
+
+def test_force_drops_every_holder(world: CimWorld) -> None:
+    conn = world.connect(hold_seconds=600)
+    target = world.dir("mnt")
+    args = {"MountPoint": target, "FileSystemSpec": "tmpfs", "FileSystemType": "tmpfs"}
+    _, out = call(conn, "CreateMount", Mode=32768, Holder="a", **args)
+    call(conn, "CreateMount", Mode=32768, Holder="b", **args)
+    assert call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Force=True)[0] == 0
+    assert world.mounts_at(target) == []
+
+
+def test_busy_unmount_returns_in_use_naming_the_process(world: CimWorld) -> None:
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, out = call(
+        conn,
+        "CreateMount",
+        Mode=1,
+        MountPoint=target,
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+        Holder="a",
+    )
+    before = world.fstab.read_text()
+    pid = world.make_busy(target)
+    try:
+        rv, result = call(conn, "DeleteMount", Mode=4, Mount=out["Mount"], Holder="a")
+    finally:
+        world.end_busy()
+    assert rv == 6
+    error = result["Error"]
+    assert str(pid) in error["Message"] and "sleep" in error["Message"]
+    assert world.fstab.read_text() == before and len(world.mounts_at(target)) == 1
+    assert conn.GetInstance(out["Mount"])["ReferenceCount"] == 1, "no reference lost"
+
+
+def test_restart_reconstructs_holders(world: CimWorld) -> None:
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, out = call(
+        conn,
+        "CreateMount",
+        Mode=32768,
+        MountPoint=target,
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+        Holder="a",
+    )
+    world.close()
+    conn = world.connect()
+    mount = conn.GetInstance(out["Mount"])
+    assert list(mount["Holders"]) == ["a"]
+
+
+def test_dry_run_returns_the_plan_and_changes_nothing(world: CimWorld) -> None:
+    conn = world.connect()
+    target = world.dir("mnt")
+    rv, out = call(
+        conn,
+        "CreateMount",
+        Mode=1,
+        MountPoint=target,
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+        DryRun=True,
+    )
+    assert rv == 0
+    assert out["Plan"][0].startswith("mount tmpfs tmpfs on")
+    assert world.mounts_at(target) == [] and world.fstab_entry(target) is None
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+BAD = [
+    pytest.param({"Mode": 3}, "Mode 3", id="unsupported-mode"),
+    pytest.param({"Mode": 777}, "Mode 777", id="unknown-mode"),
+    pytest.param({"Mode": 1, "MountPoint": None}, "mountpoint", id="missing-mount-point"),
+    pytest.param({"Mode": 1, "MountPoint": "relative/dir"}, "relative/dir", id="relative-path"),
+    pytest.param(
+        {"Mode": 1, "MountPoint": "/nonexistent/lmi/dir"},
+        "/nonexistent/lmi/dir",
+        id="missing-path",
+    ),
+    pytest.param({"Mode": 32768, "OtherOptions": ["ro"]}, "ro", id="option-conflict"),
+    pytest.param(
+        {
+            "Mode": 32768,
+            "Goal": CIMInstanceName(
+                "LMI_MountedFileSystemSetting",
+                {"InstanceID": "LMI:LMI_MountedFileSystemSetting:goal:x"},
+                namespace=NS,
+            ),
+        },
+        "goal:x",
+        id="goal-that-does-not-exist",
+    ),
+    pytest.param(
+        {
+            "Mode": 32768,
+            "Goal": CIMInstanceName("LMI_MountJob", {"InstanceID": "x"}, namespace=NS),
+        },
+        "LMI_MountJob",
+        id="wrong-class",
+    ),
+]
+
+
+@pytest.mark.parametrize(("params", "named"), BAD)
+def test_bad_create_is_a_cim_error_naming_the_value(
+    world: CimWorld, params: dict[str, Any], named: str
+) -> None:
+    conn = world.connect()
+    args = {"MountPoint": world.dir("mnt"), "FileSystemSpec": "tmpfs", "FileSystemType": "tmpfs"}
+    args.update(params)
+    if "OtherOptions" in args:
+        [capabilities] = conn.EnumerateInstanceNames(
+            "LMI_MountedFileSystemCapabilities", namespace=NS
+        )
+        _, out = conn.InvokeMethod("CreateSetting", capabilities)
+        goal = conn.GetInstance(out["MountSetting"])
+        goal["OtherOptions"] = args.pop("OtherOptions")
+        with pytest.raises(CIMError) as caught:
+            conn.ModifyInstance(goal)
+    else:
+        mountinfo = world.kernel.read_mountinfo() if world.kernel else None
+        with pytest.raises(CIMError) as caught:
+            call(conn, "CreateMount", **{k: v for k, v in args.items() if v is not None})
+        assert mountinfo is None or world.kernel.read_mountinfo() == mountinfo
+    assert caught.value.status_code in (CIM_ERR_INVALID_PARAMETER, CIM_ERR_NOT_FOUND)
+    assert named.lower() in caught.value.status_description.lower()
+    assert world.fstab.read_text() == "# scratch fstab\n"
+
+
+def test_reference_to_nothing_is_not_found(world: CimWorld) -> None:
+    conn = world.connect()
+    nowhere = CIMInstanceName(
+        "LMI_MountedFileSystem",
+        {"FileSystemSpec": "tmpfs", "MountPointPath": "/no/such/mount"},
+        namespace=NS,
+    )
+    with pytest.raises(CIMError) as caught:
+        call(conn, "DeleteMount", Mode=32769, Mount=nowhere)
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND
+    assert "/no/such/mount" in caught.value.status_description
+    with pytest.raises(CIMError) as caught:
+        conn.GetInstance(nowhere)
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND
+
+
+# -- transactions ------------------------------------------------------------------------------
+
+
+def test_mode_1_whose_fstab_write_fails_leaves_no_mount(world: CimWorld) -> None:
+    conn = world.connect(fstab_path=world.root / "no-such-dir" / "fstab")
+    target = world.dir("mnt")
+    rv, out = call(
+        conn,
+        "CreateMount",
+        Mode=1,
+        MountPoint=target,
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+    )
+    assert rv == 4 and "fstab" in out["Error"]["Message"]
+    assert world.mounts_at(target) == []
+
+
+def test_mode_1_whose_mount_fails_leaves_no_fstab_line(world: CimWorld) -> None:
+    conn = world.connect()
+    target = world.dir("mnt")
+    with pytest.raises(CIMError) as caught:
+        call(
+            conn,
+            "CreateMount",
+            Mode=1,
+            MountPoint=target,
+            FileSystemSpec="tmpfs",
+            FileSystemType="no-such-type",
+        )
+    assert "no-such-type" in caught.value.status_description
+    assert world.fstab.read_text() == "# scratch fstab\n"
