@@ -65,10 +65,11 @@ def run_in_private_namespace(
     namespace are killed and TimeoutError is raised.
     """
     read_fd, write_fd = os.pipe()
+    host_namespace = _mount_namespace(os.getpid())
     pid = os.fork()
     if pid == 0:  # the child never returns from this branch
         os.close(read_fd)
-        _child(write_fd, fn, args, kwargs)
+        _child(write_fd, host_namespace, fn, args, kwargs)
     os.close(write_fd)
     try:
         data, finished = _read_all(read_fd, time.monotonic() + timeout)
@@ -127,7 +128,9 @@ def pyfunc_call_in_namespace(item: pytest.Function) -> bool | None:
     return True
 
 
-def _child(write_fd: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+def _child(
+    write_fd: int, host_namespace: str | None, fn: Callable[..., Any], args: Any, kwargs: Any
+) -> None:
     """Body of the forked child: never returns, never runs the parent's exit handlers."""
     code = 0
     try:
@@ -138,7 +141,7 @@ def _child(write_fd: int, fn: Callable[..., Any], args: Any, kwargs: Any) -> Non
         except BaseException as exc:
             payload = _error_payload(exc)
         finally:
-            _end_namespace_processes()
+            _end_namespace_processes(host_namespace)
         _write_all(write_fd, pickle.dumps(payload))
     except BaseException:
         code = 70  # EX_SOFTWARE: the parent reports the missing result
@@ -156,9 +159,15 @@ def _error_payload(exc: BaseException) -> tuple[Any, ...]:
     return ("error", exc_bytes, type(exc).__qualname__, str(exc), text)
 
 
-def _end_namespace_processes(grace: float = 2.0) -> None:
-    """Kill the processes left in this namespace and reap them (we are their subreaper)."""
+def _end_namespace_processes(host_namespace: str | None, grace: float = 2.0) -> None:
+    """Kill the processes left in this namespace and reap them (we are their subreaper).
+
+    Only in a namespace of our own: should entering it have failed, this
+    process still shares the host's, whose processes are not ours to end.
+    """
     own = _mount_namespace(os.getpid())
+    if own is None or host_namespace is None or own == host_namespace:
+        return
     leftovers = [pid for pid in _pids() if pid != os.getpid() and _mount_namespace(pid) == own]
     for pid in leftovers:
         with contextlib.suppress(ProcessLookupError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import pytest
 
 from lmi_mount.mounts.flags import MS_BIND
+from tests.support import namespace as namespace_module
 from tests.support.namespace import (
     NamespaceChildError,
     private_namespace,
@@ -115,6 +117,23 @@ def test_leftover_processes_are_ended_with_the_namespace() -> None:
 
     orphan = run_in_private_namespace(leave_a_daemon)
     assert not os.path.exists(f"/proc/{orphan}")
+
+
+def test_a_child_that_could_not_enter_ends_no_host_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refuse() -> None:
+        raise OSError(errno.EPERM, "no namespace for you")
+
+    monkeypatch.setattr(namespace_module, "enter_private_mount_namespace", refuse)
+    bystander = subprocess.Popen(["sleep", "30"])  # in the host namespace, like the child
+    try:
+        with pytest.raises(PermissionError, match="no namespace for you"):
+            run_in_private_namespace(lambda: None)
+        assert bystander.poll() is None, "a process of the host namespace was killed"
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 @private_namespace
