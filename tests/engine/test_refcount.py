@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
 from lmi_mount.mounts.fstab import FstabDocument
 from lmi_mount.mounts.options import parse_options
@@ -288,3 +289,16 @@ def test_bad_requests_name_the_value_and_change_nothing(world: World, call, erro
             call(manager, world)
         assert world.kernel.read_mountinfo() == before
         assert world.fstab.read_text() == "# test fstab\n"
+
+
+def test_bind_through_another_bind_is_shared_by_directory_identity(world: World) -> None:
+    source, middle = world.dir("src"), world.dir("middle")
+    world.kernel.mount(source, middle, None, ms.MS_BIND)
+    spec = MountSpec(middle, world.dir("dst"), None, parse_options("defaults"))
+    with world.manager() as manager:
+        manager.acquire(spec, "a")
+        # mountinfo names the source through the file system's own mount (src);
+        # the request named it through the intermediate bind: one directory.
+        manager.acquire(spec, "b")
+        assert manager.held(spec.target).holders == ("a", "b")  # type: ignore[union-attr]
+        assert len(world.mounts_at(spec.target)) == 1

@@ -477,17 +477,25 @@ class MountTable:
             return None
         # A record from elsewhere may be newer than anything listed here.
         position = self._position[record.mount_id] if self._holds(record) else len(self._records)
-        for root in _ancestors(record.root):
-            origin = roots.get(root)
-            if (
-                origin is not None
-                and origin.mount_id != record.mount_id
-                and self._position[origin.mount_id] < position
-                and self._by_id.get(origin.mount_id) is origin
-            ):
-                rest = record.root[len(root):].lstrip("/")
-                directory = posixpath.join(origin.target, rest) if rest else origin.target
-                return origin, directory
+        candidates = [
+            (root, origin)
+            for root in _ancestors(record.root)
+            if (origin := roots.get(root)) is not None
+            and origin.mount_id != record.mount_id
+            and self._position[origin.mount_id] < position
+            and self._by_id.get(origin.mount_id) is origin
+        ]
+        # A bind of a bind names the same directory through either mount; the
+        # name through the shallowest visible origin (the file system's own
+        # mount, root "/") is the canonical one: it does not change when the
+        # intermediate bind goes away, and it is what realpath-style
+        # comparisons of a requested source see. Without a visible one, the
+        # deepest origin still names the directory.
+        visible = [pair for pair in reversed(candidates) if self.is_visible(pair[1])]
+        for root, origin in visible[:1] or candidates[:1]:
+            rest = record.root[len(root):].lstrip("/")
+            directory = posixpath.join(origin.target, rest) if rest else origin.target
+            return origin, directory
         return None
 
     def user_source(

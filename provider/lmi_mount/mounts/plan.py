@@ -248,9 +248,12 @@ class Snapshot:
     directory, loop backing file) and ``fstab_reader`` reads the fstab
     document; both are callables so that a plan pays only for what it looks
     at (a plain acquire never reads fstab). The fstab is read at most once.
+    ``same_directory`` tells whether two paths are one directory (the engine
+    compares device and inode): a bind of a bind has two names for its source.
     """
 
-    __slots__ = ("_fstab", "_fstab_reader", "holders", "hold_seconds", "now", "source_of", "table")
+    __slots__ = ("_fstab", "_fstab_reader", "holders", "hold_seconds", "now", "same_directory",
+                 "source_of", "table")
 
     def __init__(
         self,
@@ -261,8 +264,10 @@ class Snapshot:
         source_of: Callable[[MountRecord], str],
         now: float,
         hold_seconds: float,
+        same_directory: Callable[[str, str], bool] = lambda a, b: a == b,
     ) -> None:
         self.table = table
+        self.same_directory = same_directory
         self.holders = holders
         self.source_of = source_of
         self.now = now
@@ -310,7 +315,9 @@ def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[st
     """How the live ``record`` differs from what ``spec`` asks; empty if it is the same."""
     differences = []
     live_source = snap.source_of(record)
-    if live_source != spec.source:
+    if live_source != spec.source and not (
+        spec.fstype is None and snap.same_directory(spec.source, record.target)
+    ):
         differences.append(f"source is {live_source!r}, not {spec.source!r}")
     if spec.fstype is not None and record.fstype != spec.fstype:
         differences.append(f"type is {record.fstype!r}, not {spec.fstype!r}")
