@@ -552,9 +552,10 @@ def test_edit_errors_name_the_value(
     text: str, action: Callable[[FstabDocument], object], message: str
 ) -> None:
     document = FstabDocument.parse(text)
-    with pytest.raises(FstabError, match=re.escape(message)):
+    with pytest.raises(FstabError, match=re.escape(message)) as caught:
         action(document)
     assert document.render() == text
+    assert caught.value.value is not None
 
 
 @pytest.mark.parametrize(
@@ -588,8 +589,9 @@ def test_edit_errors_name_the_value(
     ],
 )
 def test_entry_validation(fields: tuple[object, ...], message: str) -> None:
-    with pytest.raises(FstabError, match=re.escape(message)):
+    with pytest.raises(FstabError, match=re.escape(message)) as caught:
         FstabEntry(*fields)  # type: ignore[arg-type]
+    assert caught.value.value in fields
 
 
 def test_document_needs_text() -> None:

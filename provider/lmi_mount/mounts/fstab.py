@@ -77,7 +77,15 @@ ProblemKind = Literal["unparsable", "duplicate"]
 
 
 class FstabError(ValueError):
-    """An fstab value or edit is invalid; the message names the value."""
+    """An fstab value or edit is invalid; the message names the value.
+
+    ``value`` is that value itself (a field, or the mount point of the entry
+    an edit is about) for callers that report it apart from the message.
+    """
+
+    def __init__(self, message: str, *, value: object = None) -> None:
+        super().__init__(message)
+        self.value = value
 
 
 def normalize_target(target: str) -> str:
@@ -135,16 +143,22 @@ class FstabEntry:
             # in __post_init__ insists on the exact types.
             value = getattr(self, name)
             if not isinstance(value, str):
-                raise FstabError(f"fstab field {name} must be a string, not {value!r}")
+                raise FstabError(
+                    f"fstab field {name} must be a string, not {value!r}", value=value
+                )
             if not value:
-                raise FstabError(f"fstab field {name} is empty")
+                raise FstabError(f"fstab field {name} is empty", value=value)
         for name in ("freq", "passno"):
             number = getattr(self, name)
             # bool is an int subclass; True as a dump frequency is a caller bug.
             if not isinstance(number, int) or isinstance(number, bool):
-                raise FstabError(f"fstab field {name} must be an integer, not {number!r}")
+                raise FstabError(
+                    f"fstab field {name} must be an integer, not {number!r}", value=number
+                )
             if not 0 <= number <= _INT_MAX:
-                raise FstabError(f"fstab field {name} is out of range 0..{_INT_MAX}: {number}")
+                raise FstabError(
+                    f"fstab field {name} is out of range 0..{_INT_MAX}: {number}", value=number
+                )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -341,7 +355,7 @@ class FstabDocument:
 
     def __init__(self, text: str = "") -> None:
         if not isinstance(text, str):
-            raise FstabError(f"fstab text must be a string, not {type(text).__name__}")
+            raise FstabError(f"fstab text must be a string, not {type(text).__name__}", value=text)
         self._text = text
         self._analysis: tuple[list[FstabLine], list[FstabProblem]] | None = None
 
@@ -400,7 +414,8 @@ class FstabDocument:
         if existing:
             raise FstabError(
                 f"fstab already has {entry.spec!r} on {entry.target!r} "
-                f"(line {self._number(existing[0][0].start)})"
+                f"(line {self._number(existing[0][0].start)})",
+                value=entry.target,
             )
         template = self._last_entry_body()
         body = _layout(template, entry) if template is not None else entry.render()
@@ -428,7 +443,8 @@ class FstabDocument:
                 raise FstabError(
                     f"cannot replace line {self._number(span.start)} with {entry.spec!r} "
                     f"on {entry.target!r}: line {self._number(clash[0][0].start)} already "
-                    "has it"
+                    "has it",
+                    value=entry.target,
                 )
         segment = self._text[span.start : span.end]
         body = _body(segment)
@@ -510,7 +526,7 @@ class FstabDocument:
             # Line N exists when something (even just its newline) starts there.
             if number >= 1 and start < len(text):
                 return self._span_at(start)
-        raise FstabError(f"fstab has no line {number}")
+        raise FstabError(f"fstab has no line {number}", value=number)
 
     def _candidates(self, needle: str) -> list[tuple[_Span, FstabEntry]]:
         """Entry lines that contain ``needle`` or a backslash, in file order."""
@@ -537,7 +553,10 @@ class FstabDocument:
 
     def _matches(self, spec: str, target: str) -> list[tuple[_Span, FstabEntry]]:
         if not spec or not target:
-            raise FstabError(f"an fstab entry needs a spec and a target, got {spec!r}, {target!r}")
+            raise FstabError(
+                f"an fstab entry needs a spec and a target, got {spec!r}, {target!r}",
+                value=target if spec else spec,
+            )
         key = (spec, normalize_target(target))
         return [(span, entry) for span, entry in self._candidates(spec) if entry.key == key]
 
@@ -546,16 +565,21 @@ class FstabDocument:
     ) -> tuple[_Span, FstabEntry]:
         matches = self._matches(spec, target)
         if not matches:
-            raise FstabError(f"cannot {verb}: fstab has no entry {spec!r} on {target!r}")
+            raise FstabError(
+                f"cannot {verb}: fstab has no entry {spec!r} on {target!r}", value=target
+            )
         if line is not None:
             for match in matches:
                 if self._number(match[0].start) == line:
                     return match
-            raise FstabError(f"cannot {verb}: line {line} is not an entry {spec!r} on {target!r}")
+            raise FstabError(
+                f"cannot {verb}: line {line} is not an entry {spec!r} on {target!r}", value=line
+            )
         if len(matches) > 1:
             numbers = ", ".join(str(self._number(span.start)) for span, _ in matches)
             raise FstabError(
-                f"cannot {verb}: {spec!r} on {target!r} is on lines {numbers}; say which line"
+                f"cannot {verb}: {spec!r} on {target!r} is on lines {numbers}; say which line",
+                value=target,
             )
         return matches[0]
 
