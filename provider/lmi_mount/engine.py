@@ -386,7 +386,7 @@ class MountManager:
             source_of=self._source_resolver(table),
             now=self._clock(),
             hold_seconds=self.hold_seconds,
-            same_directory=self._paths.same_file,
+            same_directory=self.kernel.same_file,
         )
         reconcile = plan_reconcile(snap)
         if reconcile:

@@ -281,10 +281,25 @@ class FakeKernel:
                 for number in sorted(self._loops)
             }
 
-    def mount_identity(self, target: str) -> tuple[int, int | None] | None:
-        # statx of a path names the mount the walk ends in, as _resolve does.
+    def same_file(self, first: str, second: str) -> bool:
+        # Each path is resolved through the fake's mounts to the real file
+        # that holds it, where the host's stat tells identity.
         with self._lock:
-            mount = self._resolve(os.path.realpath(target))
+            try:
+                a = os.stat(self._on_disk(os.path.realpath(first)))
+                b = os.stat(self._on_disk(os.path.realpath(second)))
+            except OSError:
+                return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+    def mount_identity(self, target: str) -> tuple[int, int | None] | None:
+        # statx of a path names the mount the walk ends in, as _resolve does;
+        # a path that does not exist has none (ENOENT).
+        with self._lock:
+            path = os.path.realpath(target)
+            if not os.path.exists(self._on_disk(path)):
+                return None
+            mount = self._resolve(path)
             return mount.mount_id, mount.unique_id
 
     def processes(self, target: str) -> list[ProcessUse]:

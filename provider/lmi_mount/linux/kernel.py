@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal, Protocol
@@ -171,6 +172,11 @@ class Kernel(Protocol):
         """The processes using files at or under ``target`` (why an unmount is busy)."""
         ...
 
+    def same_file(self, first: str, second: str) -> bool:
+        """``first`` and ``second`` are one file or directory (device and inode),
+        through whatever mounts the paths cross."""
+        ...
+
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         """(mount id, unique mount id) of the mount a walk to ``target`` ends in.
 
@@ -207,9 +213,10 @@ def statx_mount_id(path: str, *, unique: bool) -> int | None:
     buffer = ctypes.create_string_buffer(_STATX_SIZE)
     result = function(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW | _AT_NO_AUTOMOUNT,
                       wanted, buffer)
-    if result != 0 or not int.from_bytes(buffer.raw[0:4], "little") & wanted:
+    # The struct is in the machine's byte order.
+    if result != 0 or not int.from_bytes(buffer.raw[0:4], sys.byteorder) & wanted:
         return None
-    return int.from_bytes(buffer.raw[_STX_MNT_ID_OFFSET:_STX_MNT_ID_OFFSET + 8], "little")
+    return int.from_bytes(buffer.raw[_STX_MNT_ID_OFFSET:_STX_MNT_ID_OFFSET + 8], sys.byteorder)
 
 
 def is_block_fstype(fstype: str, filesystems: Iterable[str] = ()) -> bool:
@@ -404,6 +411,13 @@ class LinuxKernel:
     def unmount(self, target: str, flags: int = 0) -> None:
         if libc().umount2(os.fsencode(target), flags) != 0:
             raise KernelError(ctypes.get_errno(), "umount", target)
+
+    def same_file(self, first: str, second: str) -> bool:
+        try:
+            a, b = os.stat(first), os.stat(second)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         mount_id = statx_mount_id(target, unique=False)

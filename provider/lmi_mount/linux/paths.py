@@ -119,15 +119,6 @@ class PathChecker:
         return source
 
     @staticmethod
-    def same_file(a: str, b: str) -> bool:
-        """``a`` and ``b`` are one file or directory (same device and inode)."""
-        try:
-            first, second = os.stat(a), os.stat(b)
-        except OSError:
-            return False
-        return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
-
-    @staticmethod
     def is_regular_file(path: str) -> bool:
         try:
             return stat.S_ISREG(os.stat(path).st_mode)
