@@ -52,11 +52,12 @@ def test_bind_shows_the_source_directory_and_shares_the_device(
 
     mounts = table(kernel)
     record = at(kernel, target)
-    holder = mounts.by_id[record.parent_id]
     assert record.root.endswith("/source/inner")
     assert mounts.user_source(record, kernel.loop_backing_file) == source
     assert record.propagation == "private"
-    assert (record.major, record.minor) == (holder.major, holder.minor) or holder.target != "/"
+    # The same file system as the mount that holds the source directory.
+    origin = kernel.mount_identity(source)
+    assert origin is not None and mounts.by_id[origin[0]].device == record.device
     if sees_files(kernel):
         assert (Path(target) / "file").read_text() == "bound"
 
@@ -348,9 +349,36 @@ def test_mount_ids_are_unique_and_parents_exist(kernel: Kernel, base: Path) -> N
     ours = [at(kernel, path) for path in (a, b, c)]
     assert all(record.parent_id in mounts.by_id for record in ours)
     kernel.unmount(b)
-    assert ours[1].mount_id not in {record.mount_id for record in table(kernel)} or (
-        at(kernel, a).mount_id != ours[1].mount_id
-    )
+    left = table(kernel)
+    assert left.at(b) is None
+    assert [left.at(path) for path in (a, c)] == [ours[0], ours[2]]
+
+
+def test_mount_identity_names_the_mount_a_path_is_in(kernel: Kernel, base: Path) -> None:
+    (target,) = make_dirs(base, "t")
+    kernel.mount("tmpfs", target, "tmpfs", 0)
+    (Path(target) / "deeper").mkdir()
+    first = kernel.mount_identity(target)
+    record = at(kernel, target)
+    assert first is not None and first[0] == record.mount_id
+    assert first[1] is not None  # statx STATX_MNT_ID_UNIQUE (Linux 6.8)
+    assert kernel.mount_identity(f"{target}/deeper") == first
+    assert kernel.mount_identity(str(base / "missing")) is None
+    parent = kernel.mount_identity(str(base))
+    assert parent is not None and parent[0] == record.parent_id
+
+    kernel.mount("tmpfs", target, "tmpfs", 0)  # stacked: the walk ends on top
+    top = kernel.mount_identity(target)
+    assert top is not None and top[0] == table(kernel).mounts_at(target)[-1].mount_id
+    kernel.unmount(target)
+    kernel.unmount(target)
+
+    # Mount ids are reused at once (lowest free, machine-wide, so another
+    # process may take it first); the unique id is never reused.
+    kernel.mount("tmpfs", target, "tmpfs", 0)
+    again = kernel.mount_identity(target)
+    assert again is not None and again[0] == at(kernel, target).mount_id
+    assert again[1] != first[1]
 
 
 @pytest.mark.parametrize(
