@@ -354,6 +354,20 @@ def test_mount_ids_are_unique_and_parents_exist(kernel: Kernel, base: Path) -> N
     assert [left.at(path) for path in (a, c)] == [ours[0], ours[2]]
 
 
+def test_same_file_looks_through_mounts(kernel: Kernel, base: Path) -> None:
+    source, view, tmp, tmp_view, other = make_dirs(base, "source", "view", "tmp", "tv", "other")
+    (base / "source/file").write_text("x")
+    kernel.mount(source, view, None, MS_BIND)
+    kernel.mount("tmpfs", tmp, "tmpfs", 0)
+    kernel.mount(tmp, tmp_view, None, MS_BIND)
+    assert kernel.same_file(view, source)
+    assert kernel.same_file(f"{view}/file", f"{source}/file")
+    assert kernel.same_file(tmp_view, tmp)
+    assert not kernel.same_file(tmp, other)
+    assert not kernel.same_file(view, other)
+    assert not kernel.same_file(str(base / "missing"), str(base / "missing"))
+
+
 def test_mount_identity_names_the_mount_a_path_is_in(kernel: Kernel, base: Path) -> None:
     (target,) = make_dirs(base, "t")
     kernel.mount("tmpfs", target, "tmpfs", 0)
