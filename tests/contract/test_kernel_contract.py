@@ -327,8 +327,10 @@ def test_mounting_on_a_mount_point_stacks_silently(kernel: Kernel, base: Path) -
     (target,) = make_dirs(base, "stack")
     kernel.mount("tmpfs", target, "tmpfs", 0, "size=1m")
     kernel.mount("tmpfs", target, "tmpfs", 0, "size=2m")
-    bottom, top = table(kernel).mounts_at(target)
+    mounts = table(kernel)
+    bottom, top = mounts.mounts_at(target)
     assert top.parent_id == bottom.mount_id  # mounted on the root of the first
+    assert mounts.at(target) == top
     assert options(top.super_options)["size"] == "2048k"
 
     kernel.unmount(target)  # the top of the stack goes first
