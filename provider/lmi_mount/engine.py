@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 from lmi_mount.linux import files
 from lmi_mount.linux.journal import HolderJournal, Intent, JournalError
@@ -27,7 +28,7 @@ from lmi_mount.linux.kernel import Kernel, KernelError
 from lmi_mount.linux.paths import PathChecker, PathProblem
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
-from lmi_mount.mounts.errors import InUse, InvalidRequest, MountError, NotFound, OperationFailed
+from lmi_mount.mounts.errors import InUse, InvalidRequest, MountError, OperationFailed
 from lmi_mount.mounts.fstab import FstabDocument, FstabEntry, FstabError
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderTable
@@ -59,6 +60,7 @@ from lmi_mount.mounts.plan import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # How long a hold timer waits before trying again when its unmount is busy.
 BUSY_RETRY_SECONDS = 5.0
@@ -105,6 +107,20 @@ class EngineState:
 
 CrashHook = Callable[[str], None]
 
+#: The fstab systemd generates mount units from (systemd-fstab-generator(8)).
+SYSTEM_FSTAB = Path("/etc/fstab")
+
+
+def _default_after_fstab_edit(fstab_path: Path) -> Callable[[], object]:
+    """``systemctl daemon-reload`` after edits of the system's fstab only.
+
+    systemd acts on the units it generated from /etc/fstab until a reload
+    (FIELD_NOTES); a scratch fstab (tests, ``--sandbox``) is nothing to it.
+    """
+    if fstab_path.resolve() == SYSTEM_FSTAB.resolve():
+        return files.reload_systemd
+    return lambda: None
+
 
 class MountManager:
     """The refcounted mount manager (seed MountManager: acquire, release, force, reconstruct).
@@ -145,7 +161,7 @@ class MountManager:
         self._clock = clock
         self._paths = paths or PathChecker()
         self._processes = processes or busy_processes
-        self._after_fstab_edit = after_fstab_edit or files.reload_systemd
+        self._after_fstab_edit = after_fstab_edit or _default_after_fstab_edit(self.fstab_path)
         self._crash = crash or (lambda step: None)
         self._journal = HolderJournal(state_dir, boot_id_path=boot_id_path)
         self._holders = HolderTable()
@@ -221,8 +237,16 @@ class MountManager:
         target = normalize_target(target)
         with self._lock:
             snap = self._snapshot()
-            plan = plan_modify(target, spec_name, options, snap, current=current,
-                               persist=persist, dump=dump, passno=passno)
+            plan = plan_modify(
+                target,
+                spec_name,
+                options,
+                snap,
+                current=current,
+                persist=persist,
+                dump=dump,
+                passno=passno,
+            )
             return self._run(plan, target, dry_run)
 
     def delete(
@@ -241,8 +265,16 @@ class MountManager:
         target = normalize_target(target)
         with self._lock:
             snap = self._snapshot()
-            plan = plan_delete(target, spec_name, snap, current=current, persist=persist,
-                               holder=holder, force=force, lazy=lazy)
+            plan = plan_delete(
+                target,
+                spec_name,
+                snap,
+                current=current,
+                persist=persist,
+                holder=holder,
+                force=force,
+                lazy=lazy,
+            )
             return self._run(plan, target, dry_run)
 
     # The seed's MountManager names, for code that thinks in references.
@@ -329,21 +361,24 @@ class MountManager:
             drift: tuple[OptionDrift, ...] = ()
             if entry is not None:
                 drift = tuple(compare(MountSpec.from_fstab(entry).options, live_options))
-            statuses.append(MountStatus(
-                spec=entry.spec if entry is not None else source_of(record),
-                target=record.target,
-                fstype=record.fstype,
-                live=record,
-                live_options=live_options,
-                fstab=entry,
-                held=held.get(record.target),
-                drift=drift,
-            ))
+            statuses.append(
+                MountStatus(
+                    spec=entry.spec if entry is not None else source_of(record),
+                    target=record.target,
+                    fstype=record.fstype,
+                    live=record,
+                    live_options=live_options,
+                    fstab=entry,
+                    held=held.get(record.target),
+                    drift=drift,
+                )
+            )
         live_targets = {status.target for status in statuses}
         for target, entry in by_target.items():
             if target not in live_targets:
-                statuses.append(MountStatus(entry.spec, target, entry.fstype, None, None,
-                                            entry, None, ()))
+                statuses.append(
+                    MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
+                )
         return EngineState(table, statuses, source_of)
 
     def check_invariants(self) -> None:
@@ -468,8 +503,9 @@ class MountManager:
         flags, data = step.request()
         # The intent is durable before the kernel acts: if the process dies
         # right after the mount, restart still knows the mount is ours.
-        self._journal.intent(Intent(spec.target, spec.source, spec.fstype,
-                                    render_options(spec.options)))
+        self._journal.intent(
+            Intent(spec.target, spec.source, spec.fstype, render_options(spec.options))
+        )
         self._crash("intent journaled")
         self.kernel.mount(spec.source, spec.target, spec.fstype, flags, data)
 
@@ -505,8 +541,9 @@ class MountManager:
             # Someone edited the file since: undo only our line, keep theirs.
             inverse = step.undo()
             assert isinstance(inverse, FstabChange)
-            files.edit_file(self.fstab_path,
-                            lambda t: inverse.apply(FstabDocument.parse(t)).render())
+            files.edit_file(
+                self.fstab_path, lambda t: inverse.apply(FstabDocument.parse(t)).render()
+            )
         self._after_fstab_edit()
 
     def _domain_error(self, exc: Exception) -> MountError:
@@ -516,8 +553,11 @@ class MountManager:
             if exc.errno == errno.EBUSY:
                 users = self._processes(exc.target) if exc.target else []
                 detail = f"; in use by {describe(users)}" if users else ""
-                return InUse(f"{exc}{detail}", value=exc.target,
-                             processes=[describe([use]) for use in users])
+                return InUse(
+                    f"{exc}{detail}",
+                    value=exc.target,
+                    processes=[describe([use]) for use in users],
+                )
             if exc.errno in (errno.ENODEV, errno.ENOTBLK, errno.ENOENT, errno.ENOTDIR):
                 return InvalidRequest(str(exc), value=exc.source or exc.target)
             return OperationFailed(str(exc), value=exc.target, errno=exc.errno)
@@ -552,7 +592,7 @@ class MountManager:
             record = table.at(held.target)
             if record is None or not self._same_mount(held, record):
                 log.info("reconstruct: %s vanished while lmi-mount was down", held.target)
-                self._journaled(lambda: self._journal.forget(held.target))
+                self._journaled(self._journal.forget, held.target)
                 continue
             self._holders.restore(replace(held, release_at=None, generation=0))
         for intent in state.intents.values():
@@ -561,14 +601,20 @@ class MountManager:
             record = table.at(intent.target)
             if record is not None and source_of(record) == intent.source:
                 identity = self.kernel.mount_identity(intent.target)
-                made = HeldMount(intent.target, intent.source, intent.fstype, intent.options,
-                                 made_by_us=True, mount_id=record.mount_id,
-                                 unique_id=identity[1] if identity else None)
+                made = HeldMount(
+                    intent.target,
+                    intent.source,
+                    intent.fstype,
+                    intent.options,
+                    made_by_us=True,
+                    mount_id=record.mount_id,
+                    unique_id=identity[1] if identity else None,
+                )
                 log.info("reconstruct: %s was mounted but not recorded; holding it", intent.target)
-                self._journaled(lambda: self._journal.set(made))
+                self._journaled(self._journal.set, made)
                 self._holders.restore(made)
             else:
-                self._journaled(lambda: self._journal.forget(intent.target))
+                self._journaled(self._journal.forget, intent.target)
         for held in list(self._holders):
             if held.made_by_us and not held.holders:
                 self._holders.start_hold(held.target, now=now, hold_seconds=self.hold_seconds)
@@ -584,10 +630,10 @@ class MountManager:
             return identity is not None and identity[1] == held.unique_id
         return True
 
-    def _journaled(self, record: Callable[[], None]) -> None:
+    def _journaled(self, record: Callable[[_T], None], value: _T) -> None:
         """Write a reconstruction record, unless this engine only observes."""
         if not self.observer:
-            record()
+            record(value)
 
     def _timer_loop(self) -> None:
         with self._lock:

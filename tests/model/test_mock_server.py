@@ -70,10 +70,16 @@ def test_readme_has_commands_and_all_use_the_mock_server() -> None:
 @pytest.mark.parametrize(
     "command", [pytest.param(c, id=c.removeprefix(PREFIX)) for c in readme_commands()]
 )
-def test_readme_command_works(command: str) -> None:
+def test_readme_command_works(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # In-process through pywbemcli's click entry point: the same command line
-    # as the README, without a second of interpreter start-up per command.
-    args = shlex.split(command)[1:]
+    # as the README, without a second of interpreter start-up per command. In
+    # this process the playground runs on the fake kernel (the real one would
+    # move pytest itself into a new mount namespace), in its own directory.
+    monkeypatch.setenv("LMI_MOUNT_PLAYGROUND_KERNEL", "fake")
+    monkeypatch.setenv("LMI_MOUNT_PLAYGROUND", str(tmp_path))
+    args = shlex.split(command.replace("$PLAYGROUND", str(tmp_path)))[1:]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert result.output.strip()
