@@ -34,9 +34,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from lmi_mount.engine import MountManager  # noqa: E402
-from lmi_mount.linux.kernel import LinuxKernel  # noqa: E402
-from lmi_mount.mounts.plan import MountSpec  # noqa: E402
+from lmi_mount.engine import MountManager
+from lmi_mount.linux.kernel import LinuxKernel
+from lmi_mount.mounts.plan import MountSpec
 
 _IN_NAMESPACE = "LMI_MOUNT_BENCH_NAMESPACE"
 
@@ -72,8 +72,14 @@ def main() -> int:
         fstab = work / "fstab"
         fstab.write_text("")
         spec = MountSpec(str(source), str(target), None)
-        with MountManager(LinuxKernel(), fstab_path=fstab, state_dir=state,
-                          timers=False, after_fstab_edit=lambda: None) as manager:
+        with MountManager(
+            LinuxKernel(),
+            fstab_path=fstab,
+            state_dir=state,
+            timers=False,
+            after_fstab_edit=lambda: None,
+        ) as manager:
+
             def engine_pair() -> None:
                 manager.acquire(spec, "bench")
                 manager.release(str(target), "bench")

@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from pywbem import Uint16  # noqa: E402
+from pywbem import Uint16
 
-from lmi_mount.cim.mock import mock_connection  # noqa: E402
+from lmi_mount.cim.mock import mock_connection
 
 _IN_NAMESPACE = "LMI_MOUNT_BENCH_NAMESPACE"
 
@@ -67,16 +67,21 @@ def main() -> int:
         target.mkdir()
         fstab = work / "fstab"
         fstab.write_text("")
-        conn = mock_connection(fstab, state, host="bench.example",
-                               after_fstab_edit=lambda: None)
+        conn = mock_connection(fstab, state, host="bench.example", after_fstab_edit=lambda: None)
         [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
 
         def cim_pair() -> None:
-            rv, out = conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
-                                        MountPoint=str(target), FileSystemSpec=str(source))
+            rv, out = conn.InvokeMethod(
+                "CreateMount",
+                service,
+                Mode=Uint16(32768),
+                MountPoint=str(target),
+                FileSystemSpec=str(source),
+            )
             assert rv == 0, out
-            rv, out = conn.InvokeMethod("DeleteMount", service, Mode=Uint16(32769),
-                                        Mount=out["Mount"])
+            rv, out = conn.InvokeMethod(
+                "DeleteMount", service, Mode=Uint16(32769), Mount=out["Mount"]
+            )
             assert rv == 0, out
 
         def binary_pair() -> None:

@@ -38,55 +38,77 @@ def main(workdir: Path) -> list[str]:
     # [goal]
     _, out = conn.InvokeMethod("CreateSetting", capabilities)
     goal = conn.GetInstance(out["MountSetting"])
-    goal["AllowExecution"] = False          # noexec
-    goal["OtherOptions"] = ["size=16m"]     # a tmpfs option, passed as is
+    goal["AllowExecution"] = False  # noexec
+    goal["OtherOptions"] = ["size=16m"]  # a tmpfs option, passed as is
     conn.ModifyInstance(goal)
     # [/goal]
 
     # [create]
     rv, out = conn.InvokeMethod(
-        "CreateMount", service,
-        Mode=Uint16(1),                     # mount now and add the fstab line
+        "CreateMount",
+        service,
+        Mode=Uint16(1),  # mount now and add the fstab line
         MountPoint=str(workdir / "mnt"),
-        FileSystemSpec="tmpfs", FileSystemType="tmpfs",
-        Goal=goal.path, Holder="backup-job",
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+        Goal=goal.path,
+        Holder="backup-job",
     )
-    if rv == 4096:                          # outlasted the synchronous window: poll the job
+    if rv == 4096:  # outlasted the synchronous window: poll the job
         job = out["Job"]
         while conn.GetInstance(job)["JobState"] not in (7, 8, 10):
             time.sleep(0.1)
         out = dict(conn.GetInstance(job)["JobOutParameters"].items())
     mount = conn.GetInstance(out["Mount"])
-    say("mounted", mount["FileSystemSpec"], "on", mount["MountPointPath"],
-        "references:", mount["ReferenceCount"])
+    say(
+        "mounted",
+        mount["FileSystemSpec"],
+        "on",
+        mount["MountPointPath"],
+        "references:",
+        mount["ReferenceCount"],
+    )
     # [/create]
 
     # [associations]
     for setting in conn.Associators(mount.path, ResultClass="LMI_MountedFileSystemSetting"):
-        say("setting", setting["InstanceID"].split(":")[-1], "noexec:",
-            setting["AllowExecution"] is False)
+        say(
+            "setting",
+            setting["InstanceID"].split(":")[-1],
+            "noexec:",
+            setting["AllowExecution"] is False,
+        )
     [directory] = conn.Associators(mount.path, AssocClass="LMI_MountPoint")
     say("mount point directory", directory["Name"])
     # [/associations]
 
     # [share]
-    rv, out = conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
-                                MountPoint=str(workdir / "mnt"), FileSystemSpec="tmpfs",
-                                FileSystemType="tmpfs", Goal=goal.path, Holder="report-job")
+    rv, out = conn.InvokeMethod(
+        "CreateMount",
+        service,
+        Mode=Uint16(32768),
+        MountPoint=str(workdir / "mnt"),
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+        Goal=goal.path,
+        Holder="report-job",
+    )
     say("second holder shares it:", conn.GetInstance(out["Mount"])["Holders"])
     # [/share]
 
     # [dry-run]
-    rv, out = conn.InvokeMethod("DeleteMount", service, Mode=Uint16(4), Mount=mount.path,
-                                Holder="backup-job", DryRun=True)
+    rv, out = conn.InvokeMethod(
+        "DeleteMount", service, Mode=Uint16(4), Mount=mount.path, Holder="backup-job", DryRun=True
+    )
     for step in out["Plan"]:
         say("plan:", step)
     # [/dry-run]
 
     # [delete]
     for holder in ("report-job", "backup-job"):
-        rv, out = conn.InvokeMethod("DeleteMount", service, Mode=Uint16(4), Mount=mount.path,
-                                    Holder=holder)
+        rv, out = conn.InvokeMethod(
+            "DeleteMount", service, Mode=Uint16(4), Mount=mount.path, Holder=holder
+        )
         say("DeleteMount by", holder, "returned", rv)
     say("fstab now:", fstab.read_text().strip())
     conn.DeleteInstance(goal.path)

@@ -31,18 +31,26 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="lmi-mount",
         description="Show lmi-mount's view of the host's mounts, or plan a change without "
-                    "making it. Never changes anything.",
+        "making it. Never changes anything.",
     )
     top.add_argument("--fstab", default=DEFAULT_FSTAB, help="fstab path (default %(default)s)")
-    top.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
-                     help="the service's state directory (default %(default)s)")
+    top.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        help="the service's state directory (default %(default)s)",
+    )
     commands = top.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="mounts, holders, fstab state and drift")
     status.add_argument("--json", action="store_true", help="one JSON object per mount")
     plan = commands.add_parser("plan", help="the steps a request would take (dry run)")
     plan.add_argument("method", choices=("create", "modify", "delete"))
-    plan.add_argument("--mode", type=int, required=True, choices=sorted(MODES),
-                      help="the draft's Mode (1, 2, 4, 5, 32768, 32769)")
+    plan.add_argument(
+        "--mode",
+        type=int,
+        required=True,
+        choices=sorted(MODES),
+        help="the draft's Mode (1, 2, 4, 5, 32768, 32769)",
+    )
     plan.add_argument("--target", required=True, help="the mount point")
     plan.add_argument("--spec", help="the file system spec (device, image, directory, 'tmpfs')")
     plan.add_argument("--type", dest="fstype", help="file system type (omit for a bind mount)")
@@ -52,11 +60,16 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None, *, engine: MountManager | None = None,
-         out: TextIO = sys.stdout) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    engine: MountManager | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
     args = parser().parse_args(argv)
-    manager = engine or MountManager(LinuxKernel(), fstab_path=args.fstab,
-                                     state_dir=args.state_dir, observer=True)
+    manager = engine or MountManager(
+        LinuxKernel(), fstab_path=args.fstab, state_dir=args.state_dir, observer=True
+    )
     manager.start()
     try:
         if args.command == "status":
@@ -84,24 +97,44 @@ def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:
             return 0
         if args.spec is None:
             raise OptionError("create needs --spec", value=None)
-        spec = MountSpec(args.spec, args.target, args.fstype,
-                         options if args.options != "defaults" else DEFAULTS)
-        outcome = manager.create(spec, current=effect.current is True,
-                                 persist=effect.persist is True, holder=args.holder, dry_run=True)
+        spec = MountSpec(
+            args.spec,
+            args.target,
+            args.fstype,
+            options if args.options != "defaults" else DEFAULTS,
+        )
+        outcome = manager.create(
+            spec,
+            current=effect.current is True,
+            persist=effect.persist is True,
+            holder=args.holder,
+            dry_run=True,
+        )
     elif args.method == "modify":
         if effect.current is not True and effect.persist is not True:
             out.write(f"Mode {args.mode} has no effect on ModifyMount\n")
             return 0
-        outcome = manager.modify(args.target, options, spec_name=args.spec,
-                                 current=effect.current is True, persist=effect.persist is True,
-                                 dry_run=True)
+        outcome = manager.modify(
+            args.target,
+            options,
+            spec_name=args.spec,
+            current=effect.current is True,
+            persist=effect.persist is True,
+            dry_run=True,
+        )
     else:
         if effect.current is not False and effect.persist is not False:
             out.write(f"Mode {args.mode} has no effect on DeleteMount\n")
             return 0
-        outcome = manager.delete(args.target, spec_name=args.spec,
-                                 current=effect.current is False, persist=effect.persist is False,
-                                 holder=args.holder, force=args.force, dry_run=True)
+        outcome = manager.delete(
+            args.target,
+            spec_name=args.spec,
+            current=effect.current is False,
+            persist=effect.persist is False,
+            holder=args.holder,
+            force=args.force,
+            dry_run=True,
+        )
     steps = outcome.plan.describe()
     out.write("".join(f"{n}. {step}\n" for n, step in enumerate(steps, 1)) or "nothing to do\n")
     return 0
@@ -129,19 +162,23 @@ def status_table(statuses: Sequence[MountStatus]) -> str:
     rows = [header]
     for status in sorted(statuses, key=lambda s: s.target):
         held = status.held
-        rows.append((
-            status.target,
-            status.spec,
-            status.fstype or "-",
-            "yes" if status.live is not None else "no",
-            "yes" if status.fstab is not None else "no",
-            str(held.refcount if held else 0),
-            ",".join(held.holders) if held and held.holders else "-",
-            "; ".join(str(d) for d in status.drift) or "-",
-        ))
+        rows.append(
+            (
+                status.target,
+                status.spec,
+                status.fstype or "-",
+                "yes" if status.live is not None else "no",
+                "yes" if status.fstab is not None else "no",
+                str(held.refcount if held else 0),
+                ",".join(held.holders) if held and held.holders else "-",
+                "; ".join(str(d) for d in status.drift) or "-",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "".join(
         " ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))
-        + " " + row[-1] + "\n"
+        + " "
+        + row[-1]
+        + "\n"
         for row in rows
     )

@@ -24,8 +24,9 @@ def test_pull_enumeration_of_10k_mounts_returns_each_once(tmp_path: Path) -> Non
         world.kernel.mount(source, str(target), None, ms.MS_BIND)
     expected = {str(base / str(n)) for n in range(MOUNTS)}
 
-    result = conn.OpenEnumerateInstancePaths("LMI_MountedFileSystem", namespace=NS,
-                                             MaxObjectCount=997)
+    result = conn.OpenEnumerateInstancePaths(
+        "LMI_MountedFileSystem", namespace=NS, MaxObjectCount=997
+    )
     paths = list(result.paths)
     chunks = 1
     while not result.eos:
@@ -38,8 +39,9 @@ def test_pull_enumeration_of_10k_mounts_returns_each_once(tmp_path: Path) -> Non
     assert len(targets) == len(set(targets)), "no mount twice"
     assert chunks >= MOUNTS // 997
 
-    result = conn.OpenEnumerateInstances("LMI_MountedFileSystem", namespace=NS,
-                                         MaxObjectCount=2500)
+    result = conn.OpenEnumerateInstances(
+        "LMI_MountedFileSystem", namespace=NS, MaxObjectCount=2500
+    )
     instances = list(result.instances)
     while not result.eos:
         result = conn.PullInstancesWithPath(result.context, MaxObjectCount=2500)

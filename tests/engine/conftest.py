@@ -10,9 +10,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,7 +21,6 @@ from lmi_mount.linux.fake import FakeKernel
 from lmi_mount.linux.kernel import Kernel, LinuxKernel
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 from tests.support.skips import requires_root
-
 
 _TMPFS = "/dev/shm" if Path("/dev/shm").is_dir() else None
 
@@ -108,7 +107,8 @@ class World:
 KERNELS = [
     pytest.param("fake", id="fake"),
     pytest.param(
-        "real", id="real",
+        "real",
+        id="real",
         marks=[pytest.mark.root, pytest.mark.private_namespace, requires_root],
     ),
 ]
@@ -119,4 +119,3 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     made = World(request.param, tmp_path)
     yield made
     shutil.rmtree(made.state, ignore_errors=True)
-

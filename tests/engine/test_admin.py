@@ -13,9 +13,14 @@ from tests.engine.conftest import World
 
 
 def _observer(world: World) -> MountManager:
-    return MountManager(world.kernel, fstab_path=world.fstab, state_dir=world.state,
-                        boot_id_path=world.boot_id, observer=True,
-                        processes=getattr(world.kernel, "processes", None))
+    return MountManager(
+        world.kernel,
+        fstab_path=world.fstab,
+        state_dir=world.state,
+        boot_id_path=world.boot_id,
+        observer=True,
+        processes=getattr(world.kernel, "processes", None),
+    )
 
 
 def test_status_shows_holders_and_drift_beside_a_running_engine(world: World) -> None:
@@ -25,8 +30,11 @@ def test_status_shows_holders_and_drift_beside_a_running_engine(world: World) ->
         service.acquire(MountSpec("tmpfs", target, "tmpfs", parse_options("size=1m")), "alice")
         out = io.StringIO()
         assert main(["status", "--json"], engine=_observer(world), out=out) == 0
-        [row] = [json.loads(line) for line in out.getvalue().splitlines()
-                 if json.loads(line)["target"] == target]
+        [row] = [
+            json.loads(line)
+            for line in out.getvalue().splitlines()
+            if json.loads(line)["target"] == target
+        ]
         assert row["holders"] == ["alice"] and row["mounted"] and row["fstab"] == "noexec,size=1m"
         assert any("exec" in drift for drift in row["drift"])
         table = io.StringIO()
@@ -40,8 +48,24 @@ def test_status_shows_holders_and_drift_beside_a_running_engine(world: World) ->
 def test_plan_prints_the_steps_and_changes_nothing(world: World) -> None:
     target = world.dir("mnt")
     out = io.StringIO()
-    code = main(["plan", "create", "--mode", "1", "--target", target, "--spec", "tmpfs",
-                 "--type", "tmpfs", "--options", "size=2m"], engine=_observer(world), out=out)
+    code = main(
+        [
+            "plan",
+            "create",
+            "--mode",
+            "1",
+            "--target",
+            target,
+            "--spec",
+            "tmpfs",
+            "--type",
+            "tmpfs",
+            "--options",
+            "size=2m",
+        ],
+        engine=_observer(world),
+        out=out,
+    )
     assert code == 0
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("1. mount tmpfs tmpfs on") and "fstab: add line" in lines[-1]
@@ -50,6 +74,12 @@ def test_plan_prints_the_steps_and_changes_nothing(world: World) -> None:
 
 def test_plan_of_a_no_effect_cell(world: World) -> None:
     out = io.StringIO()
-    assert main(["plan", "delete", "--mode", "1", "--target", world.dir("x")],
-                engine=_observer(world), out=out) == 0
+    assert (
+        main(
+            ["plan", "delete", "--mode", "1", "--target", world.dir("x")],
+            engine=_observer(world),
+            out=out,
+        )
+        == 0
+    )
     assert out.getvalue() == "Mode 1 has no effect on DeleteMount\n"

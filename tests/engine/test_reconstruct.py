@@ -85,6 +85,7 @@ def test_a_second_engine_on_the_same_state_dir_is_refused(world: World) -> None:
 
 # -- kill -9 at every step -----------------------------------------------------------
 
+
 def _steps_of(world: World, action) -> list[str]:  # type: ignore[no-untyped-def]
     """The crash-point names ``action`` passes, recorded in a dry pass."""
     seen: list[str] = []
@@ -102,6 +103,7 @@ def _die_at(world: World, point: str, action) -> None:  # type: ignore[no-untype
     pid = os.fork()
     if pid == 0:
         try:
+
             def crash(name: str) -> None:
                 if name == point:
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -175,6 +177,7 @@ def _fresh(path):  # type: ignore[no-untyped-def]
 
 
 # -- threads ------------------------------------------------------------------------
+
 
 def test_threads_keep_the_refcount_equal_to_the_references(world: World) -> None:
     threads, rounds = (8, 1000) if world.kind == "fake" else (8, 150)

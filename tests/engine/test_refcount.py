@@ -21,7 +21,9 @@ def tmpfs(world: World, name: str = "mnt", options: str = "size=1m") -> MountSpe
     return MountSpec("tmpfs", world.dir(name), "tmpfs", parse_options(options))
 
 
-def bind(world: World, source: str = "src", target: str = "dst", options: str = "defaults") -> MountSpec:
+def bind(
+    world: World, source: str = "src", target: str = "dst", options: str = "defaults"
+) -> MountSpec:
     return MountSpec(world.dir(source), world.dir(target), None, parse_options(options))
 
 
@@ -35,7 +37,9 @@ def test_first_holder_mounts_later_holders_share(world: World) -> None:
         assert held is not None and held.holders == ("alice", "bob") and held.made_by_us
 
         manager.release(spec.target, "alice")
-        assert len(world.mounts_at(spec.target)) == 1, "a release with holders left keeps the mount"
+        assert len(world.mounts_at(spec.target)) == 1, (
+            "a release with holders left keeps the mount"
+        )
         manager.release(spec.target, "bob")
         assert world.mounts_at(spec.target) == [], "the last release unmounts (hold time 0)"
         assert manager.held(spec.target) is None
@@ -172,7 +176,7 @@ def test_release_by_a_holder_without_a_reference_is_refused(world: World) -> Non
     with world.manager() as manager:
         spec = tmpfs(world)
         manager.acquire(spec, "alice")
-        with pytest.raises(InUse, match="'mallory' holds no reference.*alice"):
+        with pytest.raises(InUse, match=r"'mallory' holds no reference.*alice"):
             manager.release(spec.target, "mallory")
         assert manager.held(spec.target).holders == ("alice",)  # type: ignore[union-attr]
 
@@ -271,15 +275,29 @@ def test_dry_run_returns_the_plan_and_changes_nothing(world: World) -> None:
 @pytest.mark.parametrize(
     ("call", "error"),
     [
-        pytest.param(lambda m, w: m.release(w.dir("nothing"), "a"), NotFound, id="release-unmounted"),
-        pytest.param(lambda m, w: m.modify(w.dir("nothing"), parse_options("ro")), NotFound,
-                     id="modify-unknown"),
-        pytest.param(lambda m, w: m.acquire(MountSpec("tmpfs", "relative/path", "tmpfs"), "a"),
-                     InvalidRequest, id="relative-target"),
-        pytest.param(lambda m, w: m.acquire(MountSpec("tmpfs", str(w.root / "absent"), "tmpfs"), "a"),
-                     InvalidRequest, id="missing-target"),
-        pytest.param(lambda m, w: m.acquire(MountSpec(str(w.root / "absent"), w.dir("d"), None), "a"),
-                     InvalidRequest, id="missing-bind-source"),
+        pytest.param(
+            lambda m, w: m.release(w.dir("nothing"), "a"), NotFound, id="release-unmounted"
+        ),
+        pytest.param(
+            lambda m, w: m.modify(w.dir("nothing"), parse_options("ro")),
+            NotFound,
+            id="modify-unknown",
+        ),
+        pytest.param(
+            lambda m, w: m.acquire(MountSpec("tmpfs", "relative/path", "tmpfs"), "a"),
+            InvalidRequest,
+            id="relative-target",
+        ),
+        pytest.param(
+            lambda m, w: m.acquire(MountSpec("tmpfs", str(w.root / "absent"), "tmpfs"), "a"),
+            InvalidRequest,
+            id="missing-target",
+        ),
+        pytest.param(
+            lambda m, w: m.acquire(MountSpec(str(w.root / "absent"), w.dir("d"), None), "a"),
+            InvalidRequest,
+            id="missing-bind-source",
+        ),
     ],
 )
 def test_bad_requests_name_the_value_and_change_nothing(world: World, call, error) -> None:  # type: ignore[no-untyped-def]

@@ -58,7 +58,10 @@ from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.paths import volume_stats
 
-__all__ = ["Broker", "Caller"]
+__all__ = ["ANONYMOUS", "Broker", "Caller"]
+
+#: The caller of a front end without authentication (the mock): may write.
+ANONYMOUS = Caller()
 
 # Classes with exactly one instance: a method called on the class path acts on it
 # (pywbemcli's "class invokemethod", wbemcli's "cm" on a class).
@@ -67,9 +70,16 @@ _SINGLETONS = (names.MOUNT_CONFIGURATION_SERVICE, names.MOUNTED_FILE_SYSTEM_CAPA
 
 def default_providers() -> list[Provider]:
     return [
-        MountedFileSystemProvider(), UnixDirectoryProvider(), LocalFileSystemProvider(),
-        SettingProvider(), CapabilitiesProvider(), HostProvider(), ServiceProvider(),
-        JobProvider(), MountAssociationProvider(), ServiceAssociationProvider(),
+        MountedFileSystemProvider(),
+        UnixDirectoryProvider(),
+        LocalFileSystemProvider(),
+        SettingProvider(),
+        CapabilitiesProvider(),
+        HostProvider(),
+        ServiceProvider(),
+        JobProvider(),
+        MountAssociationProvider(),
+        ServiceAssociationProvider(),
         JobAssociationProvider(),
     ]
 
@@ -95,8 +105,11 @@ class Broker:
         self.context = Context(
             engine=engine,
             projector=Projector(self.model, host or socket.getfqdn()),
-            jobs=JobManager(synchronous_seconds=synchronous_seconds,
-                            time_before_removal=time_before_removal, clock=job_clock),
+            jobs=JobManager(
+                synchronous_seconds=synchronous_seconds,
+                time_before_removal=time_before_removal,
+                clock=job_clock,
+            ),
             volume_stats=volume_reader,
             max_goal_settings=max_goal_settings,
             default_holder=default_holder,
@@ -120,7 +133,9 @@ class Broker:
 
     def _check_namespace(self, namespace: str | None) -> None:
         if (namespace or self.namespace).strip("/").lower() != self.namespace:
-            raise CIMError(CIM_ERR_INVALID_NAMESPACE, f"namespace {namespace!r} does not exist here")
+            raise CIMError(
+                CIM_ERR_INVALID_NAMESPACE, f"namespace {namespace!r} does not exist here"
+            )
 
     def _class(self, classname: str) -> CIMClass:
         cls = self._classes.get(classname.lower())
@@ -142,35 +157,58 @@ class Broker:
     def _served_under(self, classname: str) -> list[str]:
         """The classes with a provider that are ``classname`` or inherit from it."""
         return [
-            cls.classname for key, cls in self._classes.items()
+            cls.classname
+            for key, cls in self._classes.items()
             if key in self._providers and self.is_subclass(cls.classname, classname)
         ]
 
     def get_class(
-        self, namespace: str | None, classname: str, *, local_only: bool = True,
-        include_qualifiers: bool = True, include_class_origin: bool = False,
+        self,
+        namespace: str | None,
+        classname: str,
+        *,
+        local_only: bool = True,
+        include_qualifiers: bool = True,
+        include_class_origin: bool = False,
         property_list: Sequence[str] | None = None,
     ) -> CIMClass:
         self._check_namespace(namespace)
-        return _class_view(self._class(classname), local_only=local_only,
-                           include_qualifiers=include_qualifiers,
-                           include_class_origin=include_class_origin, property_list=property_list)
+        return _class_view(
+            self._class(classname),
+            local_only=local_only,
+            include_qualifiers=include_qualifiers,
+            include_class_origin=include_class_origin,
+            property_list=property_list,
+        )
 
     def enumerate_classes(
-        self, namespace: str | None, classname: str | None = None, *,
-        deep_inheritance: bool = False, local_only: bool = True,
-        include_qualifiers: bool = True, include_class_origin: bool = False,
+        self,
+        namespace: str | None,
+        classname: str | None = None,
+        *,
+        deep_inheritance: bool = False,
+        local_only: bool = True,
+        include_qualifiers: bool = True,
+        include_class_origin: bool = False,
     ) -> list[CIMClass]:
         return [
-            _class_view(self._class(name), local_only=local_only,
-                        include_qualifiers=include_qualifiers,
-                        include_class_origin=include_class_origin, property_list=None)
-            for name in self.enumerate_class_names(namespace, classname,
-                                                   deep_inheritance=deep_inheritance)
+            _class_view(
+                self._class(name),
+                local_only=local_only,
+                include_qualifiers=include_qualifiers,
+                include_class_origin=include_class_origin,
+                property_list=None,
+            )
+            for name in self.enumerate_class_names(
+                namespace, classname, deep_inheritance=deep_inheritance
+            )
         ]
 
     def enumerate_class_names(
-        self, namespace: str | None, classname: str | None = None, *,
+        self,
+        namespace: str | None,
+        classname: str | None = None,
+        *,
         deep_inheritance: bool = False,
     ) -> list[str]:
         self._check_namespace(namespace)
@@ -179,8 +217,9 @@ class Broker:
         for cls in self.model.classes:
             superclass = cls.superclass.lower() if cls.superclass else None
             if deep_inheritance:
-                if parent is None or (cls.classname.lower() != parent
-                                      and self.is_subclass(cls.classname, parent)):
+                if parent is None or (
+                    cls.classname.lower() != parent and self.is_subclass(cls.classname, parent)
+                ):
                     result.append(cls.classname)
             elif superclass == parent:
                 result.append(cls.classname)
@@ -206,9 +245,14 @@ class Broker:
         return self._providers.get(classname.lower())
 
     def get_instance(
-        self, namespace: str | None, path: CIMInstanceName, *,
-        property_list: Sequence[str] | None = None, include_qualifiers: bool = False,
-        include_class_origin: bool = False, local_only: bool = False,
+        self,
+        namespace: str | None,
+        path: CIMInstanceName,
+        *,
+        property_list: Sequence[str] | None = None,
+        include_qualifiers: bool = False,
+        include_class_origin: bool = False,
+        local_only: bool = False,
     ) -> CIMInstance:
         self._check_namespace(namespace or path.namespace)
         instance = self._get(self._view(), path)
@@ -223,23 +267,33 @@ class Broker:
         return instance
 
     def enumerate_instances(
-        self, namespace: str | None, classname: str, *, deep_inheritance: bool = True,
-        property_list: Sequence[str] | None = None, include_qualifiers: bool = False,
-        include_class_origin: bool = False, local_only: bool = False,
+        self,
+        namespace: str | None,
+        classname: str,
+        *,
+        deep_inheritance: bool = True,
+        property_list: Sequence[str] | None = None,
+        include_qualifiers: bool = False,
+        include_class_origin: bool = False,
+        local_only: bool = False,
     ) -> Iterator[CIMInstance]:
         self._check_namespace(namespace)
         requested = self._class(classname).classname
         view = self._view()
         # DSP0200: without DeepInheritance, subclass instances carry only the
         # properties of the requested class.
-        restrict = None if deep_inheritance else set(k.lower() for k in self._class(requested).properties)
+        restrict = (
+            None if deep_inheritance else set(k.lower() for k in self._class(requested).properties)
+        )
         for served in self._served_under(requested):
             provider = self._providers[served.lower()]
             for instance in provider.instances(view, served):
                 limit = restrict if served.lower() != requested.lower() else None
                 yield self._shape(instance, served, property_list, include_class_origin, limit)
 
-    def enumerate_instance_names(self, namespace: str | None, classname: str) -> Iterator[CIMInstanceName]:
+    def enumerate_instance_names(
+        self, namespace: str | None, classname: str
+    ) -> Iterator[CIMInstanceName]:
         for instance in self.enumerate_instances(namespace, classname, property_list=[]):
             yield instance.path
 
@@ -256,14 +310,22 @@ class Broker:
             provider = self._providers[association.lower()]
             for instance in provider.references_to(view, association, path):
                 for name, value in instance.items():
-                    if (isinstance(value, CIMInstanceName) and same_path(value, path)
-                            and (role is None or name.lower() == role.lower())):
+                    if (
+                        isinstance(value, CIMInstanceName)
+                        and same_path(value, path)
+                        and (role is None or name.lower() == role.lower())
+                    ):
                         yield instance, name
                         break
 
     def _associated_paths(
-        self, view: View, path: CIMInstanceName, assoc_class: str | None, result_class: str | None,
-        role: str | None, result_role: str | None,
+        self,
+        view: View,
+        path: CIMInstanceName,
+        assoc_class: str | None,
+        result_class: str | None,
+        role: str | None,
+        result_role: str | None,
     ) -> Iterator[CIMInstanceName]:
         if result_class is not None:
             self._class(result_class)
@@ -274,49 +336,80 @@ class Broker:
                     continue
                 if result_role is not None and name.lower() != result_role.lower():
                     continue
-                if result_class is not None and not self.is_subclass(value.classname, result_class):
+                if result_class is not None and not self.is_subclass(
+                    value.classname, result_class
+                ):
                     continue
                 if not any(same_path(value, other) for other in seen):
                     seen.append(value)
                     yield value
 
     def associators(
-        self, namespace: str | None, path: CIMInstanceName, *, assoc_class: str | None = None,
-        result_class: str | None = None, role: str | None = None, result_role: str | None = None,
-        property_list: Sequence[str] | None = None, include_qualifiers: bool = False,
+        self,
+        namespace: str | None,
+        path: CIMInstanceName,
+        *,
+        assoc_class: str | None = None,
+        result_class: str | None = None,
+        role: str | None = None,
+        result_role: str | None = None,
+        property_list: Sequence[str] | None = None,
+        include_qualifiers: bool = False,
         include_class_origin: bool = False,
     ) -> Iterator[CIMInstance]:
         self._check_namespace(namespace or path.namespace)
         view = self._view()
-        for other in self._associated_paths(view, path, assoc_class, result_class, role, result_role):
+        for other in self._associated_paths(
+            view, path, assoc_class, result_class, role, result_role
+        ):
             provider = self._provider(other.classname)
             instance = provider.get(view, other) if provider is not None else None
             if instance is not None:  # an end that vanished meanwhile is skipped
-                yield self._shape(instance, instance.classname, property_list, include_class_origin)
+                yield self._shape(
+                    instance, instance.classname, property_list, include_class_origin
+                )
 
     def associator_names(
-        self, namespace: str | None, path: CIMInstanceName, *, assoc_class: str | None = None,
-        result_class: str | None = None, role: str | None = None, result_role: str | None = None,
+        self,
+        namespace: str | None,
+        path: CIMInstanceName,
+        *,
+        assoc_class: str | None = None,
+        result_class: str | None = None,
+        role: str | None = None,
+        result_role: str | None = None,
     ) -> Iterator[CIMInstanceName]:
         self._check_namespace(namespace or path.namespace)
-        yield from self._associated_paths(self._view(), path, assoc_class, result_class, role,
-                                          result_role)
+        yield from self._associated_paths(
+            self._view(), path, assoc_class, result_class, role, result_role
+        )
 
     def references(
-        self, namespace: str | None, path: CIMInstanceName, *, result_class: str | None = None,
-        role: str | None = None, property_list: Sequence[str] | None = None,
-        include_qualifiers: bool = False, include_class_origin: bool = False,
+        self,
+        namespace: str | None,
+        path: CIMInstanceName,
+        *,
+        result_class: str | None = None,
+        role: str | None = None,
+        property_list: Sequence[str] | None = None,
+        include_qualifiers: bool = False,
+        include_class_origin: bool = False,
     ) -> Iterator[CIMInstance]:
         self._check_namespace(namespace or path.namespace)
         for instance, _ in self._association_instances(self._view(), path, result_class, role):
             yield self._shape(instance, instance.classname, property_list, include_class_origin)
 
     def reference_names(
-        self, namespace: str | None, path: CIMInstanceName, *, result_class: str | None = None,
+        self,
+        namespace: str | None,
+        path: CIMInstanceName,
+        *,
+        result_class: str | None = None,
         role: str | None = None,
     ) -> Iterator[CIMInstanceName]:
-        for instance in self.references(namespace, path, result_class=result_class, role=role,
-                                        property_list=[]):
+        for instance in self.references(
+            namespace, path, result_class=result_class, role=role, property_list=[]
+        ):
             yield instance.path
 
     # -- writes and methods --------------------------------------------------------------------
@@ -324,22 +417,31 @@ class Broker:
     @staticmethod
     def _check_write(caller: Caller, what: str) -> None:
         if not caller.may_write:
-            raise CIMError(CIM_ERR_ACCESS_DENIED,
-                           f"user {caller.user!r} may read but not {what}")
+            raise CIMError(CIM_ERR_ACCESS_DENIED, f"user {caller.user!r} may read but not {what}")
 
-    def create_instance(self, namespace: str | None, instance: CIMInstance, *,
-                        caller: Caller = Caller()) -> CIMInstanceName:
+    def create_instance(
+        self, namespace: str | None, instance: CIMInstance, *, caller: Caller = ANONYMOUS
+    ) -> CIMInstanceName:
         self._check_namespace(namespace)
         self._check_write(caller, "create instances")
         self._class(instance.classname)
-        hint = (" (use CreateSetting for settings, CreateMount for mounts)"
-                if instance.classname.lower().startswith("lmi_") else "")
-        raise CIMError(CIM_ERR_NOT_SUPPORTED,
-                       f"instances of {instance.classname} cannot be created{hint}")
+        hint = (
+            " (use CreateSetting for settings, CreateMount for mounts)"
+            if instance.classname.lower().startswith("lmi_")
+            else ""
+        )
+        raise CIMError(
+            CIM_ERR_NOT_SUPPORTED, f"instances of {instance.classname} cannot be created{hint}"
+        )
 
-    def modify_instance(self, namespace: str | None, instance: CIMInstance, *,
-                        property_list: Sequence[str] | None = None,
-                        caller: Caller = Caller()) -> None:
+    def modify_instance(
+        self,
+        namespace: str | None,
+        instance: CIMInstance,
+        *,
+        property_list: Sequence[str] | None = None,
+        caller: Caller = ANONYMOUS,
+    ) -> None:
         self._check_namespace(namespace or (instance.path.namespace if instance.path else None))
         self._check_write(caller, "modify instances")
         if instance.path is None:
@@ -348,10 +450,13 @@ class Broker:
         self._class(instance.path.classname)
         if provider is None:
             raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {_describe(instance.path)}")
-        provider.modify(self._view(), instance, list(property_list) if property_list is not None else None)
+        provider.modify(
+            self._view(), instance, list(property_list) if property_list is not None else None
+        )
 
-    def delete_instance(self, namespace: str | None, path: CIMInstanceName, *,
-                        caller: Caller = Caller()) -> None:
+    def delete_instance(
+        self, namespace: str | None, path: CIMInstanceName, *, caller: Caller = ANONYMOUS
+    ) -> None:
         self._check_namespace(namespace or path.namespace)
         self._check_write(caller, "delete instances")
         self._class(path.classname)
@@ -361,36 +466,53 @@ class Broker:
         provider.delete(self._view(), path)
 
     def invoke_method(
-        self, namespace: str | None, path: CIMInstanceName | CIMClassName, method: str,
-        params: Mapping[str, Any], *, caller: Caller = Caller(),
+        self,
+        namespace: str | None,
+        path: CIMInstanceName | CIMClassName,
+        method: str,
+        params: Mapping[str, Any],
+        *,
+        caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any]]:
         self._check_namespace(namespace or path.namespace)
         self._check_write(caller, "call methods")
         cls = self._class(path.classname)
-        declared = next((m for m in cls.methods.values() if m.name.lower() == method.lower()), None)
+        declared = next(
+            (m for m in cls.methods.values() if m.name.lower() == method.lower()), None
+        )
         if declared is None:
             raise CIMError(CIM_ERR_METHOD_NOT_FOUND, f"{cls.classname} has no method {method!r}")
         for name in params:
-            parameter = next((p for p in declared.parameters.values()
-                              if p.name.lower() == name.lower()), None)
+            parameter = next(
+                (p for p in declared.parameters.values() if p.name.lower() == name.lower()), None
+            )
             if parameter is None:
-                raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                               f"{declared.name} has no parameter {name!r}")
-            if parameter.qualifiers.get("In") is not None and parameter.qualifiers["In"].value is False:
-                raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                               f"{declared.name} parameter {parameter.name!r} is output only")
+                raise CIMError(
+                    CIM_ERR_INVALID_PARAMETER, f"{declared.name} has no parameter {name!r}"
+                )
+            if (
+                parameter.qualifiers.get("In") is not None
+                and parameter.qualifiers["In"].value is False
+            ):
+                raise CIMError(
+                    CIM_ERR_INVALID_PARAMETER,
+                    f"{declared.name} parameter {parameter.name!r} is output only",
+                )
         view = self._view()
         target = self._method_target(view, path, cls)
         provider = self._provider(target.classname)
         assert provider is not None
         return provider.invoke(view, target, declared.name, params, caller)
 
-    def _method_target(self, view: View, path: CIMInstanceName | CIMClassName,
-                       cls: CIMClass) -> CIMInstanceName:
+    def _method_target(
+        self, view: View, path: CIMInstanceName | CIMClassName, cls: CIMClass
+    ) -> CIMInstanceName:
         if isinstance(path, CIMClassName):
             if cls.classname not in _SINGLETONS:
-                raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                               f"{cls.classname}'s methods are called on an instance, not the class")
+                raise CIMError(
+                    CIM_ERR_INVALID_PARAMETER,
+                    f"{cls.classname}'s methods are called on an instance, not the class",
+                )
             provider = self._providers[cls.classname.lower()]
             return next(iter(provider.instances(view, cls.classname))).path
         return self._get(view, path).path
@@ -398,8 +520,12 @@ class Broker:
     # -- shaping -----------------------------------------------------------------------------
 
     def _shape(
-        self, instance: CIMInstance, classname: str, property_list: Sequence[str] | None,
-        include_class_origin: bool, restrict: set[str] | None = None,
+        self,
+        instance: CIMInstance,
+        classname: str,
+        property_list: Sequence[str] | None,
+        include_class_origin: bool,
+        restrict: set[str] | None = None,
     ) -> CIMInstance:
         """Apply PropertyList, DeepInheritance's restriction and IncludeClassOrigin."""
         if property_list is None and restrict is None and not include_class_origin:
@@ -409,7 +535,9 @@ class Broker:
         shaped = CIMInstance(instance.classname, path=instance.path)
         for name, prop in instance.properties.items():
             key = name.lower()
-            if (wanted is not None and key not in wanted) or (restrict is not None and key not in restrict):
+            if (wanted is not None and key not in wanted) or (
+                restrict is not None and key not in restrict
+            ):
                 continue
             copy = prop.copy()
             if include_class_origin:
@@ -419,7 +547,11 @@ class Broker:
 
 
 def _class_view(
-    cls: CIMClass, *, local_only: bool, include_qualifiers: bool, include_class_origin: bool,
+    cls: CIMClass,
+    *,
+    local_only: bool,
+    include_qualifiers: bool,
+    include_class_origin: bool,
     property_list: Sequence[str] | None,
 ) -> CIMClass:
     """A copy of ``cls`` shaped as DSP0200 GetClass asks."""

@@ -106,8 +106,9 @@ def cim_error_instance(
         "MessageID": message_id,
         "Message": message,
         # An empty array has no type of its own: declare it.
-        "MessageArguments": CIMProperty("MessageArguments", arguments or [], type="string",
-                                        is_array=True),
+        "MessageArguments": CIMProperty(
+            "MessageArguments", arguments or [], type="string", is_array=True
+        ),
         "PerceivedSeverity": _SEVERITY_MAJOR,
         "ProbableCause": Uint16(0),
         "CIMStatusCode": Uint32(status),
@@ -120,7 +121,9 @@ def cim_error_instance(
 
 def error_instance_for(exc: MountError) -> CIMInstance:
     """The CIM_Error that explains an operation failure (In Use names the processes)."""
-    message_id = next((mid for kind, mid in _MESSAGE_IDS.items() if isinstance(exc, kind)), "LMIMNT0004")
+    message_id = next(
+        (mid for kind, mid in _MESSAGE_IDS.items() if isinstance(exc, kind)), "LMIMNT0004"
+    )
     arguments = list(exc.processes) if isinstance(exc, InUse) else []
     source = None if exc.value is None else str(exc.value)
     return cim_error_instance(str(exc), source=source, message_id=message_id, arguments=arguments)

@@ -12,13 +12,14 @@ the engine, XML.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError, CIMInstance
@@ -104,10 +105,8 @@ class JobManager:
         """
         job = Job(next(self._numbers), method, in_parameters, affected, _now(), owner)
         job.future = self._pool.submit(self._execute, job, work)
-        try:
+        with contextlib.suppress(TimeoutError):
             job.future.result(timeout=self.synchronous_seconds)
-        except TimeoutError:
-            pass
         if not job.done:
             with self._lock:
                 self._expire()
@@ -125,7 +124,9 @@ class JobManager:
             rv, out, error = work()
         except CIMError as exc:
             cim_error = exc
-            rv = RV_INVALID_PARAMETER if exc.status_code == CIM_ERR_INVALID_PARAMETER else RV_FAILED
+            rv = (
+                RV_INVALID_PARAMETER if exc.status_code == CIM_ERR_INVALID_PARAMETER else RV_FAILED
+            )
             out, error = {}, cim_error_instance(exc.status_description, status=exc.status_code)
         except Exception as exc:
             # The work translates domain errors itself; anything else is a bug
@@ -180,4 +181,4 @@ class JobManager:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

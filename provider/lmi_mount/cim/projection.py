@@ -14,9 +14,9 @@ kernel, XML or pywbem_mock.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
@@ -125,10 +125,16 @@ class Projector:
         properties = []
         for decl in declarations:
             value = values.get(decl.name, decl.value)
-            properties.append(CIMProperty(
-                decl.name, value, type=decl.type, is_array=decl.is_array,
-                reference_class=decl.reference_class, embedded_object=decl.embedded_object,
-            ))
+            properties.append(
+                CIMProperty(
+                    decl.name,
+                    value,
+                    type=decl.type,
+                    is_array=decl.is_array,
+                    reference_class=decl.reference_class,
+                    embedded_object=decl.embedded_object,
+                )
+            )
         inst = CIMInstance(classname, properties=properties)
         inst.path = self.path(classname, {k: values[k] for k in self._keys[classname.lower()]})
         return inst
@@ -136,58 +142,79 @@ class Projector:
     # -- the host and the service ---------------------------------------------------
 
     def computer_system_path(self) -> CIMInstanceName:
-        return self.path(names.COMPUTER_SYSTEM,
-                         {"CreationClassName": names.COMPUTER_SYSTEM, "Name": self.host})
+        return self.path(
+            names.COMPUTER_SYSTEM, {"CreationClassName": names.COMPUTER_SYSTEM, "Name": self.host}
+        )
 
     def computer_system(self) -> CIMInstance:
-        return self.instance(names.COMPUTER_SYSTEM, {
-            "CreationClassName": names.COMPUTER_SYSTEM,
-            "Name": self.host,
-            "NameFormat": "Other",
-            "ElementName": self.host,
-            "Caption": "The host whose mounts lmi-mount manages",
-        })
+        return self.instance(
+            names.COMPUTER_SYSTEM,
+            {
+                "CreationClassName": names.COMPUTER_SYSTEM,
+                "Name": self.host,
+                "NameFormat": "Other",
+                "ElementName": self.host,
+                "Caption": "The host whose mounts lmi-mount manages",
+            },
+        )
 
     def service_path(self) -> CIMInstanceName:
-        return self.path(names.MOUNT_CONFIGURATION_SERVICE, {
-            "SystemCreationClassName": names.COMPUTER_SYSTEM,
-            "SystemName": self.host,
-            "CreationClassName": names.MOUNT_CONFIGURATION_SERVICE,
-            "Name": SERVICE_NAME,
-        })
+        return self.path(
+            names.MOUNT_CONFIGURATION_SERVICE,
+            {
+                "SystemCreationClassName": names.COMPUTER_SYSTEM,
+                "SystemName": self.host,
+                "CreationClassName": names.MOUNT_CONFIGURATION_SERVICE,
+                "Name": SERVICE_NAME,
+            },
+        )
 
     def service(self) -> CIMInstance:
-        return self.instance(names.MOUNT_CONFIGURATION_SERVICE, {
-            **self.service_path().keybindings,
-            "ElementName": "lmi-mount configuration service",
-            "Caption": "Mounts, remounts and unmounts file systems and edits /etc/fstab",
-            "Started": True,
-            "EnabledState": Uint16(2),  # Enabled
-            "EnabledDefault": Uint16(2),
-            "OperationalStatus": [Uint16(2)],  # OK
-        })
+        return self.instance(
+            names.MOUNT_CONFIGURATION_SERVICE,
+            {
+                **self.service_path().keybindings,
+                "ElementName": "lmi-mount configuration service",
+                "Caption": "Mounts, remounts and unmounts file systems and edits /etc/fstab",
+                "Started": True,
+                "EnabledState": Uint16(2),  # Enabled
+                "EnabledDefault": Uint16(2),
+                "OperationalStatus": [Uint16(2)],  # OK
+            },
+        )
 
     def capabilities_path(self) -> CIMInstanceName:
         return self.path(names.MOUNTED_FILE_SYSTEM_CAPABILITIES, {"InstanceID": CAPABILITIES_ID})
 
     def capabilities(self) -> CIMInstance:
-        return self.instance(names.MOUNTED_FILE_SYSTEM_CAPABILITIES, {
-            "InstanceID": CAPABILITIES_ID,
-            "ElementName": "lmi-mount capabilities",
-            # Every service method may outlast the synchronous window and
-            # return a job (CreateMount 0, ModifyMount 1, DeleteMount 2).
-            "SupportedAsynchronousMethods": [Uint16(0), Uint16(1), Uint16(2)],
-        })
+        return self.instance(
+            names.MOUNTED_FILE_SYSTEM_CAPABILITIES,
+            {
+                "InstanceID": CAPABILITIES_ID,
+                "ElementName": "lmi-mount capabilities",
+                # Every service method may outlast the synchronous window and
+                # return a job (CreateMount 0, ModifyMount 1, DeleteMount 2).
+                "SupportedAsynchronousMethods": [Uint16(0), Uint16(1), Uint16(2)],
+            },
+        )
 
     def hosted_service(self) -> CIMInstance:
-        return self.instance(names.HOSTED_MOUNT_SERVICE, {
-            "Antecedent": self.computer_system_path(), "Dependent": self.service_path(),
-        })
+        return self.instance(
+            names.HOSTED_MOUNT_SERVICE,
+            {
+                "Antecedent": self.computer_system_path(),
+                "Dependent": self.service_path(),
+            },
+        )
 
     def element_capabilities(self) -> CIMInstance:
-        return self.instance(names.MOUNT_ELEMENT_CAPABILITIES, {
-            "ManagedElement": self.service_path(), "Capabilities": self.capabilities_path(),
-        })
+        return self.instance(
+            names.MOUNT_ELEMENT_CAPABILITIES,
+            {
+                "ManagedElement": self.service_path(),
+                "Capabilities": self.capabilities_path(),
+            },
+        )
 
     # -- mounts -------------------------------------------------------------------
 
@@ -195,27 +222,36 @@ class Projector:
         return self.mount_path_of(status.spec, status.target)
 
     def mount_path_of(self, spec: str, target: str) -> CIMInstanceName:
-        return self.path(names.MOUNTED_FILE_SYSTEM, {"FileSystemSpec": spec, "MountPointPath": target})
+        return self.path(
+            names.MOUNTED_FILE_SYSTEM, {"FileSystemSpec": spec, "MountPointPath": target}
+        )
 
     def mounted_file_system(self, status: MountStatus) -> CIMInstance:
         held = status.held
         fstype = status.fstype
         if status.live is None and status.fstab is not None and status.fstab.fstype == "none":
             fstype = None  # a bind line ("none" + "bind") has no type of its own
-        return self.instance(names.MOUNTED_FILE_SYSTEM, {
-            "FileSystemSpec": status.spec,
-            "MountPointPath": status.target,
-            "FileSystemType": fstype,
-            "ReferenceCount": Uint32(held.refcount if held else 0),
-            "Holders": list(held.holders) if held else [],
-            "ElementName": status.target,
-            "Caption": _mount_caption(status),
-        })
+        return self.instance(
+            names.MOUNTED_FILE_SYSTEM,
+            {
+                "FileSystemSpec": status.spec,
+                "MountPointPath": status.target,
+                "FileSystemType": fstype,
+                "ReferenceCount": Uint32(held.refcount if held else 0),
+                "Holders": list(held.holders) if held else [],
+                "ElementName": status.target,
+                "Caption": _mount_caption(status),
+            },
+        )
 
     def hosted_mount(self, status: MountStatus) -> CIMInstance:
-        return self.instance(names.HOSTED_MOUNT, {
-            "Antecedent": self.computer_system_path(), "Dependent": self.mount_path(status),
-        })
+        return self.instance(
+            names.HOSTED_MOUNT,
+            {
+                "Antecedent": self.computer_system_path(),
+                "Dependent": self.mount_path(status),
+            },
+        )
 
     # -- settings -------------------------------------------------------------------
 
@@ -228,33 +264,51 @@ class Projector:
         local = mount_local_id(status.spec, status.target)
         configured = MountSpec.from_fstab(status.fstab) if status.fstab is not None else None
         if status.live_options is not None and configured is not None and not status.drift:
-            setting = self._setting(SETTING_PREFIX + local, status.live_options, configured, status)
+            setting = self._setting(
+                SETTING_PREFIX + local, status.live_options, configured, status
+            )
             return [(setting, IS_CURRENT, IS_NEXT)]
         settings = []
         both = status.live_options is not None and configured is not None
         if status.live_options is not None:
             instance_id = (CURRENT_PREFIX if both else SETTING_PREFIX) + local
-            settings.append((self._setting(instance_id, status.live_options, configured, status),
-                             IS_CURRENT, IS_NOT_NEXT))
+            settings.append(
+                (
+                    self._setting(instance_id, status.live_options, configured, status),
+                    IS_CURRENT,
+                    IS_NOT_NEXT,
+                )
+            )
         if configured is not None:
             instance_id = (NEXT_PREFIX if both else SETTING_PREFIX) + local
-            settings.append((self._setting(instance_id, with_defaults(configured.options),
-                                           configured, status),
-                             IS_NOT_CURRENT, IS_NEXT))
+            settings.append(
+                (
+                    self._setting(
+                        instance_id, with_defaults(configured.options), configured, status
+                    ),
+                    IS_NOT_CURRENT,
+                    IS_NEXT,
+                )
+            )
         return settings
 
     def _setting(
-        self, instance_id: str, options: MountOptions, configured: MountSpec | None,
+        self,
+        instance_id: str,
+        options: MountOptions,
+        configured: MountSpec | None,
         status: MountStatus,
     ) -> CIMInstance:
         values = self.setting_values(options)
-        values.update({
-            "InstanceID": instance_id,
-            "ElementName": status.target,
-            "Dump": bool(configured.dump) if configured else None,
-            "FileSystemCheckOrder": Uint16(configured.passno) if configured else None,
-            "ChangeableType": Uint16(1),  # Changeable - Transient: changed through ModifyMount
-        })
+        values.update(
+            {
+                "InstanceID": instance_id,
+                "ElementName": status.target,
+                "Dump": bool(configured.dump) if configured else None,
+                "FileSystemCheckOrder": Uint16(configured.passno) if configured else None,
+                "ChangeableType": Uint16(1),  # Changeable - Transient: changed through ModifyMount
+            }
+        )
         return self.instance(names.MOUNTED_FILE_SYSTEM_SETTING, values)
 
     @staticmethod
@@ -265,57 +319,74 @@ class Projector:
 
     def goal_setting(self, goal: GoalSetting) -> CIMInstance:
         values = self.setting_values(goal.options)
-        values.update({
-            "InstanceID": goal.instance_id,
-            "ElementName": goal.element_name or "goal setting",
-            "Dump": goal.dump,
-            "FileSystemCheckOrder": Uint16(goal.passno),
-            "ChangeableType": Uint16(1),
-        })
+        values.update(
+            {
+                "InstanceID": goal.instance_id,
+                "ElementName": goal.element_name or "goal setting",
+                "Dump": goal.dump,
+                "FileSystemCheckOrder": Uint16(goal.passno),
+                "ChangeableType": Uint16(1),
+            }
+        )
         return self.instance(names.MOUNTED_FILE_SYSTEM_SETTING, values)
 
     def element_setting_data(
         self, status: MountStatus, setting: CIMInstance, is_current: Uint16, is_next: Uint16
     ) -> CIMInstance:
-        return self.instance(names.MOUNTED_FILE_SYSTEM_ELEMENT_SETTING_DATA, {
-            "ManagedElement": self.mount_path(status),
-            "SettingData": setting.path,
-            "IsCurrent": is_current,
-            "IsNext": is_next,
-            "IsDefault": Uint16(2),  # Is Not Default
-        })
+        return self.instance(
+            names.MOUNTED_FILE_SYSTEM_ELEMENT_SETTING_DATA,
+            {
+                "ManagedElement": self.mount_path(status),
+                "SettingData": setting.path,
+                "IsCurrent": is_current,
+                "IsNext": is_next,
+                "IsDefault": Uint16(2),  # Is Not Default
+            },
+        )
 
     # -- mount points and file systems --------------------------------------------------
 
     def directory_path(self, target: str, fs_name: str) -> CIMInstanceName:
-        return self.path(names.UNIX_DIRECTORY, {
-            "CSCreationClassName": names.COMPUTER_SYSTEM,
-            "CSName": self.host,
-            "FSCreationClassName": names.LOCAL_FILE_SYSTEM,
-            "FSName": fs_name,
-            "CreationClassName": names.UNIX_DIRECTORY,
-            "Name": target,
-        })
+        return self.path(
+            names.UNIX_DIRECTORY,
+            {
+                "CSCreationClassName": names.COMPUTER_SYSTEM,
+                "CSName": self.host,
+                "FSCreationClassName": names.LOCAL_FILE_SYSTEM,
+                "FSName": fs_name,
+                "CreationClassName": names.UNIX_DIRECTORY,
+                "Name": target,
+            },
+        )
 
     def directory(self, target: str, fs_name: str) -> CIMInstance:
-        return self.instance(names.UNIX_DIRECTORY, {
-            **self.directory_path(target, fs_name).keybindings,
-            "ElementName": os.path.basename(target) or "/",
-        })
+        return self.instance(
+            names.UNIX_DIRECTORY,
+            {
+                **self.directory_path(target, fs_name).keybindings,
+                "ElementName": os.path.basename(target) or "/",
+            },
+        )
 
     def mount_point(self, status: MountStatus, fs_name: str) -> CIMInstance:
-        return self.instance(names.MOUNT_POINT, {
-            "Antecedent": self.directory_path(status.target, fs_name),
-            "Dependent": self.mount_path(status),
-        })
+        return self.instance(
+            names.MOUNT_POINT,
+            {
+                "Antecedent": self.directory_path(status.target, fs_name),
+                "Dependent": self.mount_path(status),
+            },
+        )
 
     def file_system_path(self, name: str) -> CIMInstanceName:
-        return self.path(names.LOCAL_FILE_SYSTEM, {
-            "CSCreationClassName": names.COMPUTER_SYSTEM,
-            "CSName": self.host,
-            "CreationClassName": names.LOCAL_FILE_SYSTEM,
-            "Name": name,
-        })
+        return self.path(
+            names.LOCAL_FILE_SYSTEM,
+            {
+                "CSCreationClassName": names.COMPUTER_SYSTEM,
+                "CSName": self.host,
+                "CreationClassName": names.LOCAL_FILE_SYSTEM,
+                "Name": name,
+            },
+        )
 
     def file_system(self, status: MountStatus, volume: VolumeStats | None) -> CIMInstance:
         """The file system a live mount attaches, with sizes from statvfs(3)."""
@@ -326,24 +397,28 @@ class Projector:
             "ElementName": status.spec,
         }
         if volume is not None:
-            values.update({
-                "BlockSize": Uint64(volume.block_size),
-                "FileSystemSize": Uint64(volume.size),
-                "AvailableSpace": Uint64(volume.available),
-                "NumberOfFiles": Uint64(volume.files),
-                "MaxFileNameLength": Uint32(volume.name_max),
-                "ReadOnly": volume.read_only,
-                "CaseSensitive": True,
-                "CasePreserved": True,
-            })
+            values.update(
+                {
+                    "BlockSize": Uint64(volume.block_size),
+                    "FileSystemSize": Uint64(volume.size),
+                    "AvailableSpace": Uint64(volume.available),
+                    "NumberOfFiles": Uint64(volume.files),
+                    "MaxFileNameLength": Uint32(volume.name_max),
+                    "ReadOnly": volume.read_only,
+                    "CaseSensitive": True,
+                    "CasePreserved": True,
+                }
+            )
         return self.instance(names.LOCAL_FILE_SYSTEM, values)
 
     def attached_file_system(self, status: MountStatus) -> CIMInstance:
-        return self.instance(names.ATTACHED_FILE_SYSTEM, {
-            "Antecedent": self.file_system_path(status.spec),
-            "Dependent": self.mount_path(status),
-        })
-
+        return self.instance(
+            names.ATTACHED_FILE_SYSTEM,
+            {
+                "Antecedent": self.file_system_path(status.spec),
+                "Dependent": self.mount_path(status),
+            },
+        )
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -357,7 +432,7 @@ class Projector:
         parameters; JobOutParameters a ``__MethodParameters_<Method>_Result``
         instance with ``__ReturnValue`` and the OUT parameters, once ended.
         """
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         end = job.finished or now
         start = job.started or job.submitted
         values: dict[str, Any] = {
@@ -376,8 +451,9 @@ class Projector:
             "PercentComplete": Uint16(100 if job.done else 0),
             "DeleteOnCompletion": False,
             "TimeBeforeRemoval": CIMDateTime(timedelta(seconds=time_before_removal)),
-            "JobInParameters": CIMInstance(f"__MethodParameters_{job.method}",
-                                           properties=dict(job.in_parameters)),
+            "JobInParameters": CIMInstance(
+                f"__MethodParameters_{job.method}", properties=dict(job.in_parameters)
+            ),
         }
         if job.done:
             values["JobOutParameters"] = CIMInstance(
@@ -390,27 +466,41 @@ class Projector:
         return self.instance(names.MOUNT_JOB, values)
 
     def affected_job_element(self, job: Job, element: CIMInstanceName) -> CIMInstance:
-        return self.instance(names.AFFECTED_MOUNT_JOB_ELEMENT, {
-            "AffectingElement": self.job_path(job.number),
-            "AffectedElement": element,
-            "ElementEffects": [Uint16(5)],  # Edit
-        })
+        return self.instance(
+            names.AFFECTED_MOUNT_JOB_ELEMENT,
+            {
+                "AffectingElement": self.job_path(job.number),
+                "AffectedElement": element,
+                "ElementEffects": [Uint16(5)],  # Edit
+            },
+        )
 
     def owning_job_element(self, job: Job) -> CIMInstance:
-        return self.instance(names.OWNING_MOUNT_JOB_ELEMENT, {
-            "OwningElement": self.service_path(), "OwnedElement": self.job_path(job.number),
-        })
+        return self.instance(
+            names.OWNING_MOUNT_JOB_ELEMENT,
+            {
+                "OwningElement": self.service_path(),
+                "OwnedElement": self.job_path(job.number),
+            },
+        )
 
 
 # CIM_ConcreteJob.JobState -> JobStatus text and OperationalStatus (DSP1103 Job
 # Control profile: 2 OK while running; 17 Completed with 2 OK or 6 Error).
 _JOB_STATUS: Final = {
-    NEW: "New", STARTING: "Starting", RUNNING: "Running", COMPLETED: "Completed",
-    TERMINATED: "Terminated", EXCEPTION: "Exception",
+    NEW: "New",
+    STARTING: "Starting",
+    RUNNING: "Running",
+    COMPLETED: "Completed",
+    TERMINATED: "Terminated",
+    EXCEPTION: "Exception",
 }
 _JOB_OPERATIONAL: Final = {
-    NEW: [Uint16(2)], STARTING: [Uint16(2)], RUNNING: [Uint16(2)],
-    COMPLETED: [Uint16(2), Uint16(17)], TERMINATED: [Uint16(2), Uint16(17)],
+    NEW: [Uint16(2)],
+    STARTING: [Uint16(2)],
+    RUNNING: [Uint16(2)],
+    COMPLETED: [Uint16(2), Uint16(17)],
+    TERMINATED: [Uint16(2), Uint16(17)],
     EXCEPTION: [Uint16(6), Uint16(17)],
 }
 
@@ -424,4 +514,3 @@ def _mount_caption(status: MountStatus) -> str:
     if status.drift:
         state.append("drifted: " + "; ".join(str(d) for d in status.drift))
     return ", ".join(state)
-

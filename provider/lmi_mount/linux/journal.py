@@ -26,6 +26,7 @@ or CIM.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -125,7 +126,9 @@ class HolderJournal:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             lock_file = open(self.state_dir / LOCK_NAME, "ab")  # noqa: SIM115 (held open)
         except OSError as exc:
-            raise JournalError(exc.errno, f"cannot open state directory: {exc}", str(self.state_dir)) from exc
+            raise JournalError(
+                exc.errno, f"cannot open state directory: {exc}", str(self.state_dir)
+            ) from exc
         try:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -136,7 +139,9 @@ class HolderJournal:
                     "another lmi-mount engine holds the state directory",
                     str(self.state_dir),
                 ) from exc
-            raise JournalError(exc.errno, f"cannot lock state directory: {exc}", str(self.state_dir)) from exc
+            raise JournalError(
+                exc.errno, f"cannot lock state directory: {exc}", str(self.state_dir)
+            ) from exc
         self._lock_file = lock_file
         boot_id = self._boot_id()
         self._state = self._replay(boot_id)
@@ -169,13 +174,15 @@ class HolderJournal:
 
     def intent(self, intent: Intent) -> None:
         """Record, durably, that a kernel mount at ``intent.target`` is about to be made."""
-        self._append({
-            "op": "intent",
-            "target": intent.target,
-            "source": intent.source,
-            "fstype": intent.fstype,
-            "options": intent.options,
-        })
+        self._append(
+            {
+                "op": "intent",
+                "target": intent.target,
+                "source": intent.source,
+                "fstype": intent.fstype,
+                "options": intent.options,
+            }
+        )
         self._state.intents[intent.target] = intent
         self._maybe_compact()
 
@@ -223,8 +230,10 @@ class HolderJournal:
                         return JournalState()  # another boot: no kernel mount of it remains
                 elif op == "intent":
                     state.intents[record["target"]] = Intent(
-                        str(record["target"]), str(record["source"]),
-                        record["fstype"], str(record["options"]),
+                        str(record["target"]),
+                        str(record["source"]),
+                        record["fstype"],
+                        str(record["options"]),
                     )
                 elif op == "set":
                     held = _held_from_record(record)
@@ -247,8 +256,13 @@ class HolderJournal:
         records: list[dict[str, Any]] = [{"op": "boot", "boot_id": boot_id}]
         records += [_held_to_record(held) for held in self._state.mounts.values()]
         records += [
-            {"op": "intent", "target": i.target, "source": i.source, "fstype": i.fstype,
-             "options": i.options}
+            {
+                "op": "intent",
+                "target": i.target,
+                "source": i.source,
+                "fstype": i.fstype,
+                "options": i.options,
+            }
             for i in self._state.intents.values()
         ]
         payload = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
@@ -284,16 +298,16 @@ class HolderJournal:
         try:
             view = memoryview(line)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         except OSError as exc:
             # Cut a partial line off, or the next append would bury it mid-file
             # where replay must treat it as corruption rather than a torn tail.
-            try:
+            with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
-            except OSError:
-                pass
-            raise JournalError(exc.errno, f"cannot append to journal: {exc}", str(self.path)) from exc
+            raise JournalError(
+                exc.errno, f"cannot append to journal: {exc}", str(self.path)
+            ) from exc
         self._records += 1
 
     def _maybe_compact(self) -> None:

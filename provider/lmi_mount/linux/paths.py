@@ -82,7 +82,9 @@ class PathChecker:
         except FileNotFoundError:
             raise PathProblem(f"mount point {target!r} does not exist", target) from None
         except OSError as exc:
-            raise PathProblem(f"mount point {target!r} cannot be used: {exc.strerror}", target) from exc
+            raise PathProblem(
+                f"mount point {target!r} cannot be used: {exc.strerror}", target
+            ) from exc
         if not stat.S_ISDIR(st.st_mode) and not (file_ok and stat.S_ISREG(st.st_mode)):
             kind = "a directory or a regular file" if file_ok else "a directory"
             raise PathProblem(f"mount point {target!r} is not {kind}", target)
@@ -95,9 +97,13 @@ class PathChecker:
         try:
             st = os.stat(source)
         except OSError as exc:
-            raise PathProblem(f"bind source {source!r} cannot be used: {exc.strerror}", source) from exc
+            raise PathProblem(
+                f"bind source {source!r} cannot be used: {exc.strerror}", source
+            ) from exc
         if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
-            raise PathProblem(f"bind source {source!r} is not a directory or a regular file", source)
+            raise PathProblem(
+                f"bind source {source!r} is not a directory or a regular file", source
+            )
         return os.path.realpath(source), stat.S_ISREG(st.st_mode)
 
     def device_source(self, source: str) -> str:

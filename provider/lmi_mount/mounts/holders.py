@@ -146,7 +146,9 @@ class HolderTable:
 
     def due(self, now: float) -> list[HeldMount]:
         """Mounts whose hold deadline has passed, earliest first."""
-        due = [m for m in self._mounts.values() if m.release_at is not None and m.release_at <= now]
+        due = [
+            m for m in self._mounts.values() if m.release_at is not None and m.release_at <= now
+        ]
         return sorted(due, key=lambda m: (m.release_at, m.target))
 
     def next_deadline(self) -> float | None:

@@ -99,7 +99,8 @@ class MountSpec:
 
 def _without_defaults(options: MountOptions) -> MountOptions:
     unset: dict[str, Any] = {
-        name: None for name in BOOLEAN_FIELDS
+        name: None
+        for name in BOOLEAN_FIELDS
         if getattr(options, name) is not None and getattr(options, name) == getattr(DEFAULTS, name)
     }
     return replace(options, **unset) if unset else options
@@ -252,8 +253,16 @@ class Snapshot:
     compares device and inode): a bind of a bind has two names for its source.
     """
 
-    __slots__ = ("_fstab", "_fstab_reader", "holders", "hold_seconds", "now", "same_directory",
-                 "source_of", "table")
+    __slots__ = (
+        "_fstab",
+        "_fstab_reader",
+        "hold_seconds",
+        "holders",
+        "now",
+        "same_directory",
+        "source_of",
+        "table",
+    )
 
     def __init__(
         self,
@@ -344,14 +353,25 @@ def plan_create(
         record = snap.live(spec.target)
         held = snap.holders.get(spec.target)
         if record is None:
-            assert held is None, f"holder state for unmounted {spec.target!r} (engine must reconcile)"
+            assert held is None, (
+                f"holder state for unmounted {spec.target!r} (engine must reconcile)"
+            )
             steps.append(KernelMount(spec))
-            steps.append(HolderChange(
-                spec.target, None,
-                HeldMount(spec.target, spec.source, spec.fstype, render_options(spec.options),
-                          made_by_us=True, holders=(holder,)),
-                f"{holder} acquires {spec.target} (first holder)",
-            ))
+            steps.append(
+                HolderChange(
+                    spec.target,
+                    None,
+                    HeldMount(
+                        spec.target,
+                        spec.source,
+                        spec.fstype,
+                        render_options(spec.options),
+                        made_by_us=True,
+                        holders=(holder,),
+                    ),
+                    f"{holder} acquires {spec.target} (first holder)",
+                )
+            )
         else:
             differences = _same_mount(spec, record, snap)
             if differences:
@@ -361,17 +381,34 @@ def plan_create(
                     value=spec.target,
                 )
             if held is None:
-                adopted = HeldMount(spec.target, spec.source, spec.fstype,
-                                    render_options(spec.options), made_by_us=False,
-                                    mount_id=record.mount_id, holders=(holder,))
-                steps.append(HolderChange(spec.target, None, adopted,
-                                          f"{holder} shares {spec.target} (mounted outside lmi-mount)"))
+                adopted = HeldMount(
+                    spec.target,
+                    spec.source,
+                    spec.fstype,
+                    render_options(spec.options),
+                    made_by_us=False,
+                    mount_id=record.mount_id,
+                    holders=(holder,),
+                )
+                steps.append(
+                    HolderChange(
+                        spec.target,
+                        None,
+                        adopted,
+                        f"{holder} shares {spec.target} (mounted outside lmi-mount)",
+                    )
+                )
             else:
                 scratch = HolderTable({held.target: held})
                 after = scratch.acquire(spec.target, holder)
-                steps.append(HolderChange(spec.target, held, after,
-                                          f"{holder} shares {spec.target} "
-                                          f"(reference {after.refcount})"))
+                steps.append(
+                    HolderChange(
+                        spec.target,
+                        held,
+                        after,
+                        f"{holder} shares {spec.target} (reference {after.refcount})",
+                    )
+                )
     if persist:
         wanted = spec.fstab_entry()
         existing = snap.fstab.find_target(spec.target)
@@ -396,8 +433,14 @@ def _resolve(
     it or there is no live mount to act on.
     """
     record = snap.live(target)
-    if spec_name is not None and record is not None and spec_name not in (
-        snap.source_of(record), record.source,
+    if (
+        spec_name is not None
+        and record is not None
+        and spec_name
+        not in (
+            snap.source_of(record),
+            record.source,
+        )
     ):
         record = None
     entry = None
@@ -433,19 +476,26 @@ def plan_modify(
         # The superblock's own ro/rw is the first super option (proc(5)); a bind
         # remount to rw over a read-only superblock would leave writes failing.
         superblock_read_only = bool(record.super_options) and record.super_options[0] == "ro"
-        superblock = remount_needs_superblock(live, wanted, superblock_read_only=superblock_read_only)
+        superblock = remount_needs_superblock(
+            live, wanted, superblock_read_only=superblock_read_only
+        )
         steps.append(KernelRemount(target, wanted, live, superblock=superblock))
         held = snap.holders.get(target)
         if held is not None:
             after = replace(held, options=render_options(options), generation=held.generation + 1)
-            steps.append(HolderChange(target, held, after, f"{target} options now {after.options}"))
+            steps.append(
+                HolderChange(target, held, after, f"{target} options now {after.options}")
+            )
     if persist:
         if entry is None:
             raise NotFound(f"fstab has no line for {target!r}: nothing to replace", value=target)
         old = MountSpec.from_fstab(entry)
-        new = replace(old, options=options,
-                      dump=old.dump if dump is None else dump,
-                      passno=old.passno if passno is None else passno)
+        new = replace(
+            old,
+            options=options,
+            dump=old.dump if dump is None else dump,
+            passno=old.passno if passno is None else passno,
+        )
         steps.append(FstabChange(target, entry, new.fstab_entry()))
     return Plan("modify", tuple(steps))
 
@@ -484,7 +534,9 @@ def plan_delete(
         else:
             # The fstab edit goes before the unmount: a busy unmount then rolls
             # back by restoring the file, which cannot fail the way a remount can.
-            position = next((i for i, s in enumerate(steps) if isinstance(s, KernelUnmount)), len(steps))
+            position = next(
+                (i for i, s in enumerate(steps) if isinstance(s, KernelUnmount)), len(steps)
+            )
             steps.insert(position, FstabChange(target, entry, None))
     return Plan("delete", tuple(steps))
 
@@ -498,19 +550,26 @@ def _release_steps(
     if held is None:
         return [unmount]
     if force:
-        return [HolderChange(target, held, None, f"force: drop all {held.refcount} holder(s)"), unmount]
+        return [
+            HolderChange(target, held, None, f"force: drop all {held.refcount} holder(s)"),
+            unmount,
+        ]
     scratch = HolderTable({held.target: held})
     try:
         after = scratch.release(target, holder, now=snap.now, hold_seconds=snap.hold_seconds)
     except HolderError as exc:
         raise InUse(str(exc), value=holder) from exc
-    steps: list[Step] = [HolderChange(target, held, after,
-                                      f"{holder} releases {target} ({after.refcount} left)")]
+    steps: list[Step] = [
+        HolderChange(target, held, after, f"{holder} releases {target} ({after.refcount} left)")
+    ]
     if after.holders:
         return steps
     if not after.made_by_us:
-        steps.append(HolderChange(target, after, None,
-                                  f"stop tracking {target} (mounted outside lmi-mount: kept)"))
+        steps.append(
+            HolderChange(
+                target, after, None, f"stop tracking {target} (mounted outside lmi-mount: kept)"
+            )
+        )
     elif snap.hold_seconds <= 0:
         steps += [unmount, HolderChange(target, after, None, f"{target} released")]
     return steps
@@ -531,10 +590,13 @@ def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
     record = snap.live(target)
     if record is None:
         return Plan("expire", (HolderChange(target, held, None, f"{target} already unmounted"),))
-    return Plan("expire", (
-        KernelUnmount(target, lazy=False, remount=_live_spec(record, snap)),
-        HolderChange(target, held, None, f"hold time of {target} ended"),
-    ))
+    return Plan(
+        "expire",
+        (
+            KernelUnmount(target, lazy=False, remount=_live_spec(record, snap)),
+            HolderChange(target, held, None, f"hold time of {target} ended"),
+        ),
+    )
 
 
 def plan_reconcile(snap: Snapshot) -> Plan:
@@ -545,8 +607,11 @@ def plan_reconcile(snap: Snapshot) -> Plan:
         if record is None:
             steps.append(HolderChange(held.target, held, None, f"{held.target} vanished"))
         elif held.mount_id is not None and record.mount_id != held.mount_id:
-            steps.append(HolderChange(held.target, held, None,
-                                      f"{held.target} was replaced by another mount"))
+            steps.append(
+                HolderChange(
+                    held.target, held, None, f"{held.target} was replaced by another mount"
+                )
+            )
     return Plan("reconcile", tuple(steps))
 
 
@@ -560,12 +625,3 @@ def merge_options(live: MountOptions, goal: MountOptions) -> MountOptions:
         name: getattr(goal, name) for name in BOOLEAN_FIELDS if getattr(goal, name) is not None
     }
     return replace(live, other_options=goal.other_options, **changes)
-
-
-def check_options(options: MountOptions) -> MountOptions:
-    """Raise InvalidRequest for options the kernel path cannot take (already validated ones pass)."""
-    try:
-        kernel_request(options)
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), value=options) from exc
-    return options

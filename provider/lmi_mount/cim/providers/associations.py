@@ -112,5 +112,9 @@ class JobAssociationProvider(Provider):
                 yield projector.affected_job_element(job, element)  # type: ignore[arg-type]
 
 
-__all__ = ["JobAssociationProvider", "MountAssociationProvider", "ServiceAssociationProvider",
-           "same_path"]
+__all__ = [
+    "JobAssociationProvider",
+    "MountAssociationProvider",
+    "ServiceAssociationProvider",
+    "same_path",
+]

@@ -99,7 +99,9 @@ def _containing(table: Any, path: str) -> Any:
     best = None
     for record in table.visible():
         root = record.target.rstrip("/") + "/"
-        if (path + "/").startswith(root) and (best is None or len(record.target) > len(best.target)):
+        if (path + "/").startswith(root) and (
+            best is None or len(record.target) > len(best.target)
+        ):
             best = record
     return best
 
@@ -134,7 +136,9 @@ class Provider(ABC):
 
     def get(self, view: View, path: CIMInstanceName) -> CIMInstance | None:
         """The instance at ``path``, or None. The default scans the enumeration."""
-        return next((i for i in self.instances(view, path.classname) if same_path(i.path, path)), None)
+        return next(
+            (i for i in self.instances(view, path.classname) if same_path(i.path, path)), None
+        )
 
     def references_to(
         self, view: View, classname: str, path: CIMInstanceName
@@ -145,19 +149,25 @@ class Provider(ABC):
         associations answer from the one mount instead.
         """
         for instance in self.instances(view, classname):
-            if any(isinstance(v, CIMInstanceName) and same_path(v, path)
-                   for v in instance.values()):
+            if any(
+                isinstance(v, CIMInstanceName) and same_path(v, path) for v in instance.values()
+            ):
                 yield instance
 
     def invoke(
-        self, view: View, path: CIMInstanceName, method: str, params: Mapping[str, Any],
+        self,
+        view: View,
+        path: CIMInstanceName,
+        method: str,
+        params: Mapping[str, Any],
         caller: Caller,
     ) -> tuple[Any, dict[str, Any]]:
         raise CIMError(CIM_ERR_NOT_SUPPORTED, f"{path.classname} has no method {method!r}")
 
     def modify(self, view: View, instance: CIMInstance, property_list: list[str] | None) -> None:
-        raise CIMError(CIM_ERR_NOT_SUPPORTED,
-                       f"instances of {instance.classname} cannot be modified")
+        raise CIMError(
+            CIM_ERR_NOT_SUPPORTED, f"instances of {instance.classname} cannot be modified"
+        )
 
     def delete(self, view: View, path: CIMInstanceName) -> None:
         raise CIMError(CIM_ERR_NOT_SUPPORTED, f"instances of {path.classname} cannot be deleted")

@@ -11,7 +11,13 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pywbem import CIM_ERR_FAILED, CIM_ERR_INVALID_PARAMETER, CIMError, CIMInstance, CIMInstanceName
+from pywbem import (
+    CIM_ERR_FAILED,
+    CIM_ERR_INVALID_PARAMETER,
+    CIMError,
+    CIMInstance,
+    CIMInstanceName,
+)
 
 from lmi_mount.cim import names
 from lmi_mount.cim.errors import RV_SUCCESS
@@ -27,14 +33,20 @@ class CapabilitiesProvider(Provider):
         yield view.projector.capabilities()
 
     def invoke(
-        self, view: View, path: CIMInstanceName, method: str, params: Mapping[str, Any],
+        self,
+        view: View,
+        path: CIMInstanceName,
+        method: str,
+        params: Mapping[str, Any],
         caller: Caller,
     ) -> tuple[Any, dict[str, Any]]:
         if method.lower() != "createsetting":
             return super().invoke(view, path, method, params, caller)
         if params:
-            raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                           f"CreateSetting takes no input parameters, got {sorted(params)}")
+            raise CIMError(
+                CIM_ERR_INVALID_PARAMETER,
+                f"CreateSetting takes no input parameters, got {sorted(params)}",
+            )
         context = view.context
         with context.goals_lock:
             if len(context.goals) >= context.max_goal_settings:

@@ -36,8 +36,8 @@ _RSC_NOT_SUPPORTED: Final = Uint32(1)
 
 def job_number(path: CIMInstanceName | None) -> int | None:
     value = path.keybindings.get("InstanceID") if path is not None else None
-    if isinstance(value, str) and value.startswith(_PREFIX) and value[len(_PREFIX):].isdigit():
-        return int(value[len(_PREFIX):])
+    if isinstance(value, str) and value.startswith(_PREFIX) and value[len(_PREFIX) :].isdigit():
+        return int(value[len(_PREFIX) :])
     return None
 
 
@@ -56,7 +56,11 @@ class JobProvider(Provider):
         return view.projector.job(job, view.context.jobs.time_before_removal)
 
     def invoke(
-        self, view: View, path: CIMInstanceName, method: str, params: Mapping[str, Any],
+        self,
+        view: View,
+        path: CIMInstanceName,
+        method: str,
+        params: Mapping[str, Any],
         caller: Caller,
     ) -> tuple[Any, dict[str, Any]]:
         job = self._job(view, path)
@@ -71,7 +75,9 @@ class JobProvider(Provider):
             args = {k.lower(): v for k, v in params.items()}
             requested = args.get("requestedstate")
             if requested is None:
-                raise CIMError(CIM_ERR_INVALID_PARAMETER, "RequestStateChange needs RequestedState")
+                raise CIMError(
+                    CIM_ERR_INVALID_PARAMETER, "RequestStateChange needs RequestedState"
+                )
             if int(requested) not in _TERMINATE:
                 return _RSC_NOT_SUPPORTED, {}
             ok = view.context.jobs.terminate(job.number)

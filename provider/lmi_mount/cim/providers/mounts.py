@@ -46,7 +46,9 @@ class UnixDirectoryProvider(Provider):
         for status in view.statuses:
             if status.target not in seen:
                 seen.add(status.target)
-                yield view.projector.directory(status.target, view.containing_fs_name(status.target))
+                yield view.projector.directory(
+                    status.target, view.containing_fs_name(status.target)
+                )
 
     def get(self, view: View, path: CIMInstanceName) -> CIMInstance | None:
         target = _key(path, "Name")

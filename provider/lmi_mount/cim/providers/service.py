@@ -63,8 +63,16 @@ MODES: Final = {
 
 # Parameters each method accepts (lower case), so an unknown one is named.
 _PARAMETERS: Final = {
-    "createmount": {"filesystem", "mountpoint", "filesystemspec", "filesystemtype", "goal",
-                    "mode", "holder", "dryrun"},
+    "createmount": {
+        "filesystem",
+        "mountpoint",
+        "filesystemspec",
+        "filesystemtype",
+        "goal",
+        "mode",
+        "holder",
+        "dryrun",
+    },
     "modifymount": {"mount", "goal", "mode", "dryrun"},
     "deletemount": {"mount", "mode", "holder", "force", "dryrun"},
 }
@@ -86,7 +94,11 @@ class ServiceProvider(Provider):
         yield view.projector.service()
 
     def invoke(
-        self, view: View, path: CIMInstanceName, method: str, params: Mapping[str, Any],
+        self,
+        view: View,
+        path: CIMInstanceName,
+        method: str,
+        params: Mapping[str, Any],
         caller: Caller,
     ) -> tuple[Any, dict[str, Any]]:
         name = method.lower()
@@ -95,10 +107,15 @@ class ServiceProvider(Provider):
         args = {key.lower(): value for key, value in params.items()}
         unknown = set(args) - _PARAMETERS[name]
         if unknown:
-            raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                           f"{method} has no input parameter {sorted(unknown)[0]!r}")
-        method_name = {"createmount": "CreateMount", "modifymount": "ModifyMount",
-                       "deletemount": "DeleteMount"}[name]
+            raise CIMError(
+                CIM_ERR_INVALID_PARAMETER,
+                f"{method} has no input parameter {sorted(unknown)[0]!r}",
+            )
+        method_name = {
+            "createmount": "CreateMount",
+            "modifymount": "ModifyMount",
+            "deletemount": "DeleteMount",
+        }[name]
         effect = _mode(args.get("mode"), method_name)
         dry_run = _boolean(args, "dryrun")
         request = getattr(self, f"_{name}")(view, args, effect, caller, dry_run)
@@ -133,18 +150,26 @@ class ServiceProvider(Provider):
         spec_name = _string(args, "filesystemspec")
         spec_name = self._file_system_spec(view, args.get("filesystem"), spec_name, fstype)
         if spec_name is None:
-            raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                           "CreateMount needs FileSystemSpec (or a FileSystem reference)")
+            raise CIMError(
+                CIM_ERR_INVALID_PARAMETER,
+                "CreateMount needs FileSystemSpec (or a FileSystem reference)",
+            )
         options, dump, passno = _goal(view, args.get("goal"))
         holder = _string(args, "holder") or caller.user or view.context.default_holder
         spec = MountSpec(spec_name, target, fstype, options, dump=dump, passno=passno)
         engine = view.context.engine
 
         def run() -> tuple[Outcome, CIMInstanceName | None]:
-            outcome = engine.create(spec, current=effect.current is True,
-                                    persist=effect.persist is True, holder=holder,
-                                    dry_run=dry_run)
-            mount = view.projector.mount_path_of(outcome.source or spec_name, outcome.target or target)
+            outcome = engine.create(
+                spec,
+                current=effect.current is True,
+                persist=effect.persist is True,
+                holder=holder,
+                dry_run=dry_run,
+            )
+            mount = view.projector.mount_path_of(
+                outcome.source or spec_name, outcome.target or target
+            )
             return outcome, mount
 
         return run, [view.projector.mount_path_of(spec_name, target)]
@@ -156,14 +181,23 @@ class ServiceProvider(Provider):
             return None
         mount = _mount_ref(view, args.get("mount"))
         options, dump, passno = _goal(view, args.get("goal"))
-        spec_name, target = mount.keybindings["FileSystemSpec"], mount.keybindings["MountPointPath"]
+        spec_name, target = (
+            mount.keybindings["FileSystemSpec"],
+            mount.keybindings["MountPointPath"],
+        )
         engine = view.context.engine
 
         def run() -> tuple[Outcome, CIMInstanceName | None]:
-            outcome = engine.modify(target, options, spec_name=spec_name,
-                                    current=effect.current is True,
-                                    persist=effect.persist is True, dump=dump, passno=passno,
-                                    dry_run=dry_run)
+            outcome = engine.modify(
+                target,
+                options,
+                spec_name=spec_name,
+                current=effect.current is True,
+                persist=effect.persist is True,
+                dump=dump,
+                passno=passno,
+                dry_run=dry_run,
+            )
             return outcome, mount
 
         return run, [mount]
@@ -176,14 +210,22 @@ class ServiceProvider(Provider):
         mount = _mount_ref(view, args.get("mount"))
         holder = _string(args, "holder") or caller.user or view.context.default_holder
         force = _boolean(args, "force")
-        spec_name, target = mount.keybindings["FileSystemSpec"], mount.keybindings["MountPointPath"]
+        spec_name, target = (
+            mount.keybindings["FileSystemSpec"],
+            mount.keybindings["MountPointPath"],
+        )
         engine = view.context.engine
 
         def run() -> tuple[Outcome, CIMInstanceName | None]:
-            outcome = engine.delete(target, spec_name=spec_name,
-                                    current=effect.current is False,
-                                    persist=effect.persist is False, holder=holder,
-                                    force=force, dry_run=dry_run)
+            outcome = engine.delete(
+                target,
+                spec_name=spec_name,
+                current=effect.current is False,
+                persist=effect.persist is False,
+                holder=holder,
+                force=force,
+                dry_run=dry_run,
+            )
             return outcome, None
 
         return run, [mount]
@@ -195,21 +237,29 @@ class ServiceProvider(Provider):
         if ref is None:
             return spec_name
         if not isinstance(ref, CIMInstanceName) or ref.classname.lower() not in (
-            names.LOCAL_FILE_SYSTEM.lower(), "cim_filesystem", "cim_localfilesystem",
+            names.LOCAL_FILE_SYSTEM.lower(),
+            "cim_filesystem",
+            "cim_localfilesystem",
         ):
-            raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                           f"FileSystem must reference {names.LOCAL_FILE_SYSTEM}, not {ref!r}")
+            raise CIMError(
+                CIM_ERR_INVALID_PARAMETER,
+                f"FileSystem must reference {names.LOCAL_FILE_SYSTEM}, not {ref!r}",
+            )
         name = ref.keybindings.get("Name")
         status = next((s for s in view.statuses if s.live is not None and s.spec == name), None)
         if status is None:
             raise CIMError(CIM_ERR_NOT_FOUND, f"no file system {name!r} (FileSystem reference)")
         if spec_name is not None and spec_name != name:
-            raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                           f"FileSystemSpec {spec_name!r} disagrees with FileSystem {name!r}")
+            raise CIMError(
+                CIM_ERR_INVALID_PARAMETER,
+                f"FileSystemSpec {spec_name!r} disagrees with FileSystem {name!r}",
+            )
         if fstype is not None and fstype != status.fstype:
-            raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                           f"FileSystemType {fstype!r} disagrees with the type of FileSystem "
-                           f"{name!r} ({status.fstype!r})")
+            raise CIMError(
+                CIM_ERR_INVALID_PARAMETER,
+                f"FileSystemType {fstype!r} disagrees with the type of FileSystem "
+                f"{name!r} ({status.fstype!r})",
+            )
         return str(name)
 
 
@@ -241,8 +291,10 @@ def _mode(value: Any, method: str) -> ModeEffect:
     effect = MODES.get(int(value))
     if effect is None:
         supported = ", ".join(str(m) for m in MODES)
-        raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                       f"Mode {int(value)} is not supported (supported: {supported})")
+        raise CIMError(
+            CIM_ERR_INVALID_PARAMETER,
+            f"Mode {int(value)} is not supported (supported: {supported})",
+        )
     return effect
 
 
@@ -253,7 +305,9 @@ def _string(args: dict[str, Any], name: str, *, required: bool = False) -> str |
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} is required")
         return None
     if not isinstance(value, str):
-        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must be a string, not {value!r}")
+        raise CIMError(
+            CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must be a string, not {value!r}"
+        )
     if required and not value:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must not be empty")
     return value
@@ -270,7 +324,9 @@ def _boolean(args: dict[str, Any], name: str) -> bool:
     if value is None:
         return False
     if not isinstance(value, bool):
-        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must be a boolean, not {value!r}")
+        raise CIMError(
+            CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must be a boolean, not {value!r}"
+        )
     return value
 
 
@@ -278,13 +334,20 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
     """Check a Mount REF: right class, both keys, and an existing mount."""
     if ref is None:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, "parameter 'Mount' is required")
-    if not isinstance(ref, CIMInstanceName) or ref.classname.lower() != names.MOUNTED_FILE_SYSTEM.lower():
-        raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                       f"Mount must reference {names.MOUNTED_FILE_SYSTEM}, not {ref!r}")
+    if (
+        not isinstance(ref, CIMInstanceName)
+        or ref.classname.lower() != names.MOUNTED_FILE_SYSTEM.lower()
+    ):
+        raise CIMError(
+            CIM_ERR_INVALID_PARAMETER,
+            f"Mount must reference {names.MOUNTED_FILE_SYSTEM}, not {ref!r}",
+        )
     spec, target = ref.keybindings.get("FileSystemSpec"), ref.keybindings.get("MountPointPath")
     if not isinstance(spec, str) or not isinstance(target, str):
-        raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                       f"Mount reference {ref!r} lacks FileSystemSpec or MountPointPath")
+        raise CIMError(
+            CIM_ERR_INVALID_PARAMETER,
+            f"Mount reference {ref!r} lacks FileSystemSpec or MountPointPath",
+        )
     if view.status(spec, target) is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no mount {spec!r} on {target!r}")
     return view.projector.mount_path_of(spec, target)
@@ -294,9 +357,14 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
     """The options, dump and pass number a Goal REF names; NULL means the defaults."""
     if ref is None:
         return DEFAULTS, 0, 0
-    if not isinstance(ref, CIMInstanceName) or ref.classname.lower() != names.MOUNTED_FILE_SYSTEM_SETTING.lower():
-        raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                       f"Goal must reference {names.MOUNTED_FILE_SYSTEM_SETTING}, not {ref!r}")
+    if (
+        not isinstance(ref, CIMInstanceName)
+        or ref.classname.lower() != names.MOUNTED_FILE_SYSTEM_SETTING.lower()
+    ):
+        raise CIMError(
+            CIM_ERR_INVALID_PARAMETER,
+            f"Goal must reference {names.MOUNTED_FILE_SYSTEM_SETTING}, not {ref!r}",
+        )
     instance_id = ref.keybindings.get("InstanceID")
     if isinstance(instance_id, str) and instance_id.startswith(GOAL_PREFIX):
         goal = view.context.goals.get(instance_id)
@@ -308,7 +376,11 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
     setting = SettingProvider().get(view, ref)
     if setting is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r} (Goal reference)")
-    return _options_of(setting), int(bool(setting["Dump"])), int(setting["FileSystemCheckOrder"] or 0)
+    return (
+        _options_of(setting),
+        int(bool(setting["Dump"])),
+        int(setting["FileSystemCheckOrder"] or 0),
+    )
 
 
 def _options_of(setting: CIMInstance) -> MountOptions:

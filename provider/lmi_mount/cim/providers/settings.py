@@ -38,7 +38,10 @@ from lmi_mount.mounts.options import MountOptions, OptionError
 
 # Properties a client may set on a goal setting (the rest are keys or fixed).
 _WRITABLE = {cim.lower() for cim, _ in SETTING_FIELDS} | {
-    "otheroptions", "dump", "filesystemcheckorder", "elementname",
+    "otheroptions",
+    "dump",
+    "filesystemcheckorder",
+    "elementname",
 }
 
 
@@ -62,14 +65,20 @@ class SettingProvider(Provider):
         local = instance_id
         for prefix in (CURRENT_PREFIX, NEXT_PREFIX, SETTING_PREFIX):
             if local.startswith(prefix):
-                local = local[len(prefix):]
+                local = local[len(prefix) :]
                 break
         key = parse_mount_local_id(local)
         status = view.status(*key) if key is not None else None
         if status is None:
             return None
-        return next((s for s, _, _ in view.projector.settings_of(status)
-                     if s["InstanceID"] == instance_id), None)
+        return next(
+            (
+                s
+                for s, _, _ in view.projector.settings_of(status)
+                if s["InstanceID"] == instance_id
+            ),
+            None,
+        )
 
     def modify(self, view: View, instance: CIMInstance, property_list: list[str] | None) -> None:
         instance_id = _instance_id(instance.path)
@@ -85,8 +94,9 @@ class SettingProvider(Provider):
                     )
                 raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r}")
             current = view.projector.goal_setting(goal)
-            context.goals[instance_id] = updated_goal(goal, instance.properties, property_list,
-                                                      current)
+            context.goals[instance_id] = updated_goal(
+                goal, instance.properties, property_list, current
+            )
 
     def delete(self, view: View, path: CIMInstanceName) -> None:
         instance_id = _instance_id(path)
@@ -94,8 +104,10 @@ class SettingProvider(Provider):
             if view.context.goals.pop(instance_id, None) is not None:
                 return
         if self.get(view, path) is not None:
-            raise CIMError(CIM_ERR_NOT_SUPPORTED,
-                           f"setting {instance_id!r} belongs to a mount: remove it with DeleteMount")
+            raise CIMError(
+                CIM_ERR_NOT_SUPPORTED,
+                f"setting {instance_id!r} belongs to a mount: remove it with DeleteMount",
+            )
         raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r}")
 
 
@@ -107,7 +119,9 @@ def _instance_id(path: CIMInstanceName | None) -> str:
 
 
 def updated_goal(
-    goal: GoalSetting, properties: Mapping[str, Any], property_list: list[str] | None,
+    goal: GoalSetting,
+    properties: Mapping[str, Any],
+    property_list: list[str] | None,
     current: CIMInstance,
 ) -> GoalSetting:
     """``goal`` with the properties a ModifyInstance sets (DSP0200: only those in
@@ -127,15 +141,19 @@ def updated_goal(
         if lower not in _WRITABLE:
             if prop.name in current and current[prop.name] == prop.value:
                 continue
-            raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                           f"property {prop.name!r} of a goal setting cannot be set")
+            raise CIMError(
+                CIM_ERR_INVALID_PARAMETER,
+                f"property {prop.name!r} of a goal setting cannot be set",
+            )
         values[lower] = prop.value
     fields = {field: getattr(goal.options, field) for _, field in SETTING_FIELDS}
     for cim, field in SETTING_FIELDS:
         if cim.lower() in values:
             value = values[cim.lower()]
             if value is not None and not isinstance(value, bool):
-                raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{cim} must be a boolean, not {value!r}")
+                raise CIMError(
+                    CIM_ERR_INVALID_PARAMETER, f"{cim} must be a boolean, not {value!r}"
+                )
             fields[field] = value
     others = values.get("otheroptions", list(goal.options.other_options))
     try:
