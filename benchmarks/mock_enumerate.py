@@ -14,18 +14,23 @@ PullInstancesWithPath in chunks of ``--chunk``, on both connections.
 Goal (issue "CIM providers", Benchmarks): live >= 2x faster than the plain
 repository.
 
-The instances come from one function, ``instance_source()``: today a
-stand-in broker (tests/support/standin_broker.py) that holds ``--count``
-LMI_MountedFileSystem instances with every property of the class filled and
-builds a fresh copy of each per call, as a projection builds its instances.
-Point it at the real broker over 10k live bind mounts to measure the product.
+The instances come from one function, ``instance_source()``. By default
+(root) it is the product: the real broker and engine over ``--count`` live
+bind mounts made in a private mount namespace (the script re-executes itself
+under ``unshare --mount --propagation private``), so "live" includes reading
+and parsing mountinfo and projecting every mount. ``--standin`` uses a
+stand-in broker (tests/support/standin_broker.py) holding ready-made
+instances instead, to measure the front end alone.
 
-Run: ``python benchmarks/mock_enumerate.py [--count N] [--rounds N] [--chunk N]``.
+Run: ``python benchmarks/mock_enumerate.py [--count N] [--rounds N] [--chunk N] [--standin]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import tempfile
 import statistics
 import sys
 import time
@@ -45,10 +50,33 @@ from lmi_mount.cim.mock import BrokerProtocol, connect  # noqa: E402
 from lmi_mount.cim.model import install_model, load_model  # noqa: E402
 
 NS = names.NAMESPACE
+_IN_NAMESPACE = "LMI_MOUNT_BENCH_NAMESPACE"
 
 
-def instance_source(count: int) -> tuple[BrokerProtocol, str]:
+def live_source(count: int) -> tuple[BrokerProtocol, str]:
+    """The real broker over ``count`` live bind mounts (call inside a private namespace)."""
+    from lmi_mount.cim.broker import Broker
+    from lmi_mount.engine import MountManager
+    from lmi_mount.linux.kernel import LinuxKernel
+    from lmi_mount.mounts.flags import MS_BIND
+
+    work = Path(tempfile.mkdtemp(prefix="lmi-bench-"))
+    (work / "data").mkdir()
+    kernel = LinuxKernel()
+    for index in range(count):
+        target = work / "mnt" / f"{index:05d}"
+        target.mkdir(parents=True)
+        kernel.mount(str(work / "data"), str(target), None, MS_BIND)
+    (work / "fstab").write_text("")
+    state = tempfile.mkdtemp(prefix="lmi-bench-state-", dir="/dev/shm")
+    engine = MountManager(kernel, fstab_path=work / "fstab", state_dir=state).start()
+    return Broker(engine, host="bench.example"), names.MOUNTED_FILE_SYSTEM
+
+
+def instance_source(count: int, standin: bool = False) -> tuple[BrokerProtocol, str]:
     """The broker the live connection reads, and the class of its ``count`` instances."""
+    if not standin:
+        return live_source(count)
     broker = StandInBroker(load_model())
     for index in range(count):
         target = f"/srv/bench/{index:05d}"
@@ -70,6 +98,10 @@ def instance_source(count: int) -> tuple[BrokerProtocol, str]:
             )
         )
     return broker, names.MOUNTED_FILE_SYSTEM
+
+
+def _keys(path: Any) -> tuple[Any, ...]:
+    return tuple(sorted((k.lower(), v) for k, v in path.keybindings.items()))
 
 
 def _timed(run: Callable[[Any], list[Any]], conn: Any, rounds: int) -> tuple[float, list[Any]]:
@@ -97,17 +129,29 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=1000)
+    parser.add_argument("--standin", action="store_true",
+                        help="a stand-in broker with ready instances instead of live mounts")
     args = parser.parse_args()
+    if not args.standin:
+        if os.geteuid() != 0:
+            print("live mounts need root; use --standin", file=sys.stderr)
+            return 2
+        if os.environ.get(_IN_NAMESPACE) != "1":
+            env = dict(os.environ, **{_IN_NAMESPACE: "1"})
+            command = ["unshare", "--mount", "--propagation", "private", sys.executable,
+                       *sys.argv]
+            return subprocess.call(command, env=env)
 
     start = time.perf_counter()
-    broker, classname = instance_source(args.count)
+    broker, classname = instance_source(args.count, args.standin)
     live = connect(broker)
     plain = FakedWBEMConnection(default_namespace=NS)
     install_model(plain, NS, broker.model)
     plain.add_cimobjects(list(broker.enumerate_instances(NS, classname)), namespace=NS)
     print(f"set-up: {args.count} instances of {classname} in {time.perf_counter() - start:.1f} s")
 
-    expected = {i.path for i in broker.enumerate_instances(NS, classname)}
+    # Compare by keys: the live connection sets its host on returned paths.
+    expected = {_keys(i.path) for i in broker.enumerate_instances(NS, classname)}
     figures = []
     for how, run in (
         ("EnumerateInstances", lambda conn: conn.EnumerateInstances(classname, namespace=NS)),
@@ -117,7 +161,7 @@ def main() -> int:
         plain_s, plain_got = _timed(run, plain, args.rounds)
         # Both connections return the same instances, each exactly once.
         for name, got in (("live", live_got), ("plain", plain_got)):
-            paths = [i.path for i in got]
+            paths = [_keys(i.path) for i in got]
             if len(paths) != len(expected) or set(paths) != expected:
                 print(f"{name} {how}: {len(paths)} instances, not the {len(expected)} expected")
                 return 1
