@@ -143,11 +143,15 @@ class HolderJournal:
                 exc.errno, f"cannot lock state directory: {exc}", str(self.state_dir)
             ) from exc
         self._lock_file = lock_file
-        boot_id = self._boot_id()
-        self._state = self._replay(boot_id)
-        # Start every run from a compact file: it bounds replay time and drops a
-        # torn tail or the records of a previous boot in one atomic step.
-        self._rewrite(boot_id)
+        try:
+            boot_id = self._boot_id()
+            self._state = self._replay(boot_id)
+            # Start every run from a compact file: it bounds replay time and drops
+            # a torn tail or the records of a previous boot in one atomic step.
+            self._rewrite(boot_id)
+        except BaseException:
+            self.close()
+            raise
         return JournalState(dict(self._state.mounts), dict(self._state.intents))
 
     def peek(self) -> JournalState:
