@@ -12,8 +12,16 @@ from lmi_mount.mounts.holders import HeldMount
 
 
 def held(target: str, *holders: str, made: bool = True) -> HeldMount:
-    return HeldMount(target, "tmpfs", "tmpfs", "size=1m", made_by_us=made, mount_id=40,
-                     unique_id=1 << 33, holders=holders)
+    return HeldMount(
+        target,
+        "tmpfs",
+        "tmpfs",
+        "size=1m",
+        made_by_us=made,
+        mount_id=40,
+        unique_id=1 << 33,
+        holders=holders,
+    )
 
 
 @pytest.fixture

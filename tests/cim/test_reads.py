@@ -1,0 +1,238 @@
+"""Reads of the live model through pywbem: DSP0200 options, every class and association,
+settings of drifted mounts, goal settings and jobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from pywbem import (
+    CIM_ERR_FAILED,
+    CIM_ERR_INVALID_CLASS,
+    CIM_ERR_NOT_FOUND,
+    CIM_ERR_NOT_SUPPORTED,
+    CIMError,
+    CIMInstanceName,
+    Uint16,
+)
+
+from lmi_mount.cim import names
+from tests.cim.conftest import NS, CimWorld, call
+
+
+def _finished(conn: Any, job: CIMInstanceName) -> Any:
+    """The job instance once it has ended."""
+    deadline = time.monotonic() + 10
+    while (instance := conn.GetInstance(job))["JobState"] not in (7, 8, 10):
+        assert time.monotonic() < deadline, f"job {job} did not end"
+        time.sleep(0.01)
+    return instance
+
+
+def _tmpfs(world: CimWorld, conn: Any, name: str = "mnt", mode: int = 32768) -> Any:
+    rv, out = call(
+        conn,
+        "CreateMount",
+        Mode=mode,
+        MountPoint=world.dir(name),
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+    )
+    if rv == 4096:
+        return _finished(conn, out["Job"])["JobOutParameters"]["Mount"]
+    return out["Mount"]
+
+
+def test_every_lmi_class_enumerates_and_every_instance_gets(fake_world: CimWorld) -> None:
+    conn = fake_world.connect(synchronous_seconds=0)
+    # Synchronous window 0: the mount runs as a job, so jobs and their
+    # associations have instances too.
+    mount = _tmpfs(fake_world, conn, mode=1)
+    for classname in names.LMI_CLASSES:
+        instances = conn.EnumerateInstances(classname, namespace=NS)
+        assert instances, f"no instance of {classname}"
+        for instance in instances:
+            assert conn.GetInstance(instance.path) == instance
+    assert conn.GetInstance(mount)["FileSystemType"] == "tmpfs"
+
+
+def test_deep_inheritance_and_property_list(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    _tmpfs(fake_world, conn)
+    deep = conn.EnumerateInstances("CIM_ManagedElement", namespace=NS)
+    classes = {i.classname for i in deep}
+    assert {
+        names.MOUNTED_FILE_SYSTEM,
+        names.MOUNT_CONFIGURATION_SERVICE,
+        names.COMPUTER_SYSTEM,
+    } <= classes
+    shallow = conn.EnumerateInstances("CIM_ManagedElement", namespace=NS, DeepInheritance=False)
+    for instance in shallow:
+        assert set(instance.properties) <= {
+            "InstanceID",
+            "Caption",
+            "Description",
+            "ElementName",
+            "Generation",
+        }
+    mounts = conn.EnumerateInstances(
+        names.MOUNTED_FILE_SYSTEM, namespace=NS, PropertyList=["ReferenceCount"]
+    )
+    assert mounts and all(list(m.properties) == ["ReferenceCount"] for m in mounts)
+    assert all(set(m.path.keybindings) == {"FileSystemSpec", "MountPointPath"} for m in mounts)
+
+
+def test_missing_instances_and_classes(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    with pytest.raises(CIMError) as caught:
+        conn.GetInstance(
+            CIMInstanceName(
+                names.MOUNTED_FILE_SYSTEM,
+                {"FileSystemSpec": "x", "MountPointPath": "/nowhere"},
+                namespace=NS,
+            )
+        )
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND
+    assert "/nowhere" in caught.value.status_description
+    with pytest.raises(CIMError) as caught:
+        conn.EnumerateInstances("LMI_NoSuchClass", namespace=NS)
+    assert caught.value.status_code == CIM_ERR_INVALID_CLASS
+
+
+def test_associations_from_every_end(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    mount = _tmpfs(fake_world, conn)
+    [host] = conn.EnumerateInstanceNames(names.COMPUTER_SYSTEM, namespace=NS)
+    mounts = conn.AssociatorNames(host, AssocClass=names.HOSTED_MOUNT)
+    assert any(
+        m.keybindings["MountPointPath"] == mount.keybindings["MountPointPath"] for m in mounts
+    )
+    [service] = conn.AssociatorNames(host, AssocClass=names.HOSTED_MOUNT_SERVICE)
+    [capabilities] = conn.Associators(service, AssocClass=names.MOUNT_ELEMENT_CAPABILITIES)
+    assert list(capabilities["SupportedAsynchronousMethods"]) == [0, 1, 2]
+    references = conn.References(mount)
+    assert {r.classname for r in references} == {
+        names.HOSTED_MOUNT,
+        names.MOUNTED_FILE_SYSTEM_ELEMENT_SETTING_DATA,
+        names.MOUNT_POINT,
+        names.ATTACHED_FILE_SYSTEM,
+    }
+    [file_system] = conn.Associators(mount, AssocClass=names.ATTACHED_FILE_SYSTEM)
+    assert file_system["FileSystemType"] == "tmpfs"
+    assert file_system["FileSystemSize"] is not None and file_system["AvailableSpace"] is not None
+    [back] = conn.AssociatorNames(file_system.path, AssocClass=names.ATTACHED_FILE_SYSTEM)
+    assert back.keybindings["MountPointPath"] == mount.keybindings["MountPointPath"]
+
+
+def test_drift_shows_two_settings(fake_world: CimWorld) -> None:
+    target = fake_world.dir("mnt")
+    fake_world.fstab.write_text(f"tmpfs {target} tmpfs noexec 0 2\n")
+    conn = fake_world.connect()
+    rv, out = call(
+        conn,
+        "CreateMount",
+        Mode=32768,
+        MountPoint=target,
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+    )
+    assert rv == 0
+    links = conn.References(
+        out["Mount"], ResultClass=names.MOUNTED_FILE_SYSTEM_ELEMENT_SETTING_DATA
+    )
+    flags = {
+        (link["IsCurrent"], link["IsNext"]): conn.GetInstance(link["SettingData"])
+        for link in links
+    }
+    assert set(flags) == {(1, 2), (2, 1)}
+    assert flags[(1, 2)]["AllowExecution"] is True, "the live mount is exec"
+    assert flags[(2, 1)]["AllowExecution"] is False and flags[(2, 1)]["FileSystemCheckOrder"] == 2
+    assert "drifted" in conn.GetInstance(out["Mount"])["Caption"]
+
+
+def test_goal_settings_lifecycle_and_cap(fake_world: CimWorld) -> None:
+    conn = fake_world.connect(max_goal_settings=2)
+    [capabilities] = conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM_CAPABILITIES)
+    goals = [conn.InvokeMethod("CreateSetting", capabilities)[1]["MountSetting"] for _ in range(2)]
+    with pytest.raises(CIMError) as caught:
+        conn.InvokeMethod("CreateSetting", capabilities)
+    assert caught.value.status_code == CIM_ERR_FAILED and "2 goal settings" in str(caught.value)
+    conn.DeleteInstance(goals[0])
+    with pytest.raises(CIMError) as caught:
+        conn.GetInstance(goals[0])
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND
+    setting = conn.GetInstance(goals[1])
+    setting["InstanceID"] = setting["InstanceID"]
+    setting["ChangeableType"] = Uint16(0)
+    with pytest.raises(CIMError, match="ChangeableType"):
+        conn.ModifyInstance(setting)
+
+
+def test_mount_settings_change_only_through_modify_mount(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    mount = _tmpfs(fake_world, conn)
+    [setting] = conn.Associators(mount, ResultClass=names.MOUNTED_FILE_SYSTEM_SETTING)
+    setting["AllowWrite"] = False
+    with pytest.raises(CIMError) as caught:
+        conn.ModifyInstance(setting)
+    assert caught.value.status_code == CIM_ERR_NOT_SUPPORTED
+    assert "ModifyMount" in caught.value.status_description
+
+
+def test_failed_job_reports_its_error(fake_world: CimWorld) -> None:
+    conn = fake_world.connect(synchronous_seconds=0)
+    target = fake_world.dir("mnt")
+    rv, out = call(
+        conn,
+        "CreateMount",
+        Mode=32768,
+        MountPoint=target,
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+        Holder="a",
+    )
+    assert rv == 4096
+    job_mount = _finished(conn, out["Job"])["JobOutParameters"]["Mount"]
+    fake_world.make_busy(target)
+    try:
+        rv, out = call(conn, "DeleteMount", Mode=32769, Mount=job_mount, Holder="a", Force=True)
+        assert rv == 4096
+        job = _finished(conn, out["Job"])
+    finally:
+        fake_world.end_busy()
+    assert job["JobState"] == 10 and job["OperationalStatus"] == [6, 17]
+    assert job["JobOutParameters"]["__ReturnValue"] == 6
+    rv, error = conn.InvokeMethod("GetError", out["Job"])
+    assert rv == 0 and "4242" in error["Error"]["Message"]
+    [owner] = conn.AssociatorNames(out["Job"], AssocClass=names.OWNING_MOUNT_JOB_ELEMENT)
+    assert owner.classname == names.MOUNT_CONFIGURATION_SERVICE
+    [affected] = conn.AssociatorNames(out["Job"], AssocClass=names.AFFECTED_MOUNT_JOB_ELEMENT)
+    assert affected.keybindings["MountPointPath"] == target
+    rv, _ = conn.InvokeMethod("RequestStateChange", out["Job"], RequestedState=Uint16(4))
+    assert rv == 4097, "an ended job cannot be terminated"
+    conn.DeleteInstance(out["Job"])
+    with pytest.raises(CIMError) as caught:
+        conn.GetInstance(out["Job"])
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND
+
+
+def test_jobs_are_removed_after_time_before_removal(fake_world: CimWorld) -> None:
+    conn = fake_world.connect(synchronous_seconds=0, time_before_removal=0.2)
+    _, out = call(
+        conn,
+        "CreateMount",
+        Mode=32768,
+        MountPoint=fake_world.dir("mnt"),
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn.GetInstance(out["Job"])
+        except CIMError as exc:
+            assert exc.status_code == CIM_ERR_NOT_FOUND
+            break
+        assert time.monotonic() < deadline, "the ended job was never removed"
+        time.sleep(0.05)
