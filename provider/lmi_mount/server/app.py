@@ -210,6 +210,11 @@ class CimXmlApp:
             result = self.dispatcher.extrinsic(call, caller)
         self._log(head, identity, call, result, started)
         body: bytes | Iterator[bytes] = result.body
+        if "User-Agent" not in head.headers:
+            # sblim wbemcli, the one client known to send no User-Agent, cannot
+            # parse every attribute of DSP0201 2.3+ (cimxml.sblim_compatible).
+            body = (cimxml.sblim_compatible(body) if isinstance(body, bytes)
+                    else _sblim_stream(body))
         if not isinstance(body, bytes):
             body = _guard(body)
         return Response(200, [("Content-Type", _RESPONSE_TYPE),
@@ -265,6 +270,16 @@ def _object_matches(header: str, target: CIMInstanceName | CIMClassName) -> bool
     if isinstance(target, CIMInstanceName):
         return {k.lower() for k in parsed.keybindings} == {k.lower() for k in target.keybindings}
     return True
+
+
+def _sblim_stream(body: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        for chunk in body:
+            yield cimxml.sblim_compatible(chunk)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 def _guard(body: Iterator[bytes]) -> Iterator[bytes]:

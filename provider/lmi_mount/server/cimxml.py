@@ -1027,6 +1027,18 @@ def _property_xml(prop: CIMProperty) -> str:
     return f"{start}{quals}{body}{end}"
 
 
+def property_value_xml(prop: CIMProperty) -> str:
+    """The value of ``prop`` alone: VALUE, VALUE.ARRAY or VALUE.REFERENCE ("" for NULL)."""
+    value = prop.value
+    if value is None:
+        return ""
+    if prop.is_array:
+        return _array_xml(value, prop.type, prop.embedded_object)
+    if prop.type == "reference":
+        return value_reference_xml(value)
+    return _value_xml(value, prop.type, prop.embedded_object)
+
+
 def instance_xml(instance: CIMInstance) -> str:
     """INSTANCE, with the qualifiers and properties the instance holds."""
     try:
@@ -1056,8 +1068,44 @@ def class_xml(cls: CIMClass) -> str:
     return expand_empty_elements(cls.tocimxmlstr())
 
 
+_SCOPES: Final = ("CLASS", "ASSOCIATION", "REFERENCE", "PROPERTY", "METHOD", "PARAMETER",
+                  "INDICATION")
+
+
 def qualifier_declaration_xml(declaration: CIMQualifierDeclaration) -> str:
-    return expand_empty_elements(declaration.tocimxmlstr())
+    """QUALIFIER.DECLARATION (DSP0201 5.1.x).
+
+    Written here rather than by pywbem: pywbem 1.9 writes the MOF scope
+    "any" as an ``ANY`` attribute of SCOPE, which DSP0201 does not define
+    and pywbem's own client refuses; "any" means every scope.
+    """
+    scopes = {k.upper(): bool(v) for k, v in (declaration.scopes or {}).items()}
+    every = scopes.get("ANY", False)
+    scope = "".join(
+        f' {name}="{"true" if every or scopes.get(name, False) else "false"}"'
+        for name in _SCOPES
+    )
+    attrs = f' NAME="{esc_attr(declaration.name)}" TYPE="{declaration.type}"'
+    attrs += f' ISARRAY="{"true" if declaration.is_array else "false"}"'
+    if declaration.array_size is not None:
+        attrs += f' ARRAYSIZE="{int(declaration.array_size)}"'
+    for attr, value in (
+        ("OVERRIDABLE", declaration.overridable),
+        ("TOSUBCLASS", declaration.tosubclass),
+        ("TOINSTANCE", declaration.toinstance),
+        ("TRANSLATABLE", declaration.translatable),
+    ):
+        if value is not None:
+            attrs += f' {attr}="{"true" if value else "false"}"'
+    value = declaration.value
+    if value is None:
+        body = ""
+    elif declaration.is_array:
+        body = _array_xml(value, declaration.type, None)
+    else:
+        body = _value_xml(value, declaration.type, None)
+    return (f"<QUALIFIER.DECLARATION{attrs}><SCOPE{scope}></SCOPE>{body}"
+            "</QUALIFIER.DECLARATION>")
 
 
 # Return-value shapes of the intrinsic operations (DSP0200 5.3.2), each a
@@ -1117,6 +1165,25 @@ def make_instancepath_xml(host: str, namespace: str) -> Callable[[CIMInstanceNam
 def instancename_of_path_xml(path: CIMInstanceName) -> str:
     """INSTANCENAME (EnumerateInstanceNames, CreateInstance)."""
     return instancename_xml(path)
+
+
+# sblim wbemcli (1.6) checks every attribute against its own list and
+# refuses EmbeddedObject where DSP0201 2.3 added it after the scalar
+# PROPERTY: on PROPERTY.ARRAY and on PARAMVALUE ("Parse Exception: Unknown
+# attribute in list for PROPERTY.ARRAY"). Text content never holds a raw '<'
+# (it is escaped), so a match is always a start tag.
+_SBLIM_REFUSED = re.compile(rb'(<(?:PROPERTY\.ARRAY|PARAMVALUE)\s[^<>]*?)\sEmbeddedObject="[^"]*"')
+
+
+def sblim_compatible(chunk: bytes) -> bytes:
+    """``chunk`` of a response without the EmbeddedObject attributes sblim wbemcli refuses.
+
+    The values stay: such a client sees an embedded object as the string
+    that carries it, which is what it would see from SFCB.
+    """
+    if b"EmbeddedObject" not in chunk:
+        return chunk
+    return _SBLIM_REFUSED.sub(rb"\1", chunk)
 
 
 # --------------------------------------------------------------------------
@@ -1339,7 +1406,9 @@ __all__ = [
     "parse_embedded",
     "parse_request",
     "parse_xml",
+    "property_value_xml",
     "qualifier_declaration_xml",
+    "sblim_compatible",
     "type_method_params",
     "typed_value",
 ]

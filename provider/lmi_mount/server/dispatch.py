@@ -27,12 +27,15 @@ from pywbem import (
     CIM_ERR_INVALID_PARAMETER,
     CIM_ERR_INVALID_QUERY,
     CIM_ERR_METHOD_NOT_FOUND,
+    CIM_ERR_NO_SUCH_PROPERTY,
     CIM_ERR_NOT_SUPPORTED,
+    CIM_ERR_TYPE_MISMATCH,
     CIMClass,
     CIMClassName,
     CIMError,
     CIMInstance,
     CIMInstanceName,
+    CIMProperty,
 )
 
 from lmi_mount.server import cimxml, wql
@@ -46,12 +49,11 @@ _WITH_PATH: Final = "instances with paths"
 _PATHS: Final = "instance paths"
 _INSTANCES: Final = "instances"
 
-# DSP0200 5.3.2: operations that change classes or qualifier declarations,
-# and the deprecated single-property ones; this server does not offer them.
+# DSP0200 5.3.2: operations that change classes or qualifier declarations;
+# the model is fixed, this server does not offer them.
 _UNSUPPORTED: Final = frozenset(
     name.lower() for name in (
         "CreateClass", "ModifyClass", "DeleteClass", "SetQualifier", "DeleteQualifier",
-        "GetProperty", "SetProperty", "OpenQueryInstancesWithPath",
     )
 )
 
@@ -72,7 +74,8 @@ class _Params:
         self._operation = call.method
         self._used: set[str] = set()
 
-    def _raw(self, name: str) -> Any:
+    def raw(self, name: str) -> Any:
+        """The value as parsed (str, list, path, instance or None), for untyped parameters."""
         self._used.add(name.lower())
         return self._params.get(name)
 
@@ -80,7 +83,7 @@ class _Params:
         return CIMError(CIM_ERR_INVALID_PARAMETER, f"{self._operation}: {name} {message}")
 
     def boolean(self, name: str, default: bool) -> bool:
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             return default
         if not isinstance(value, str):
@@ -88,7 +91,7 @@ class _Params:
         return bool(cimxml.typed_value(value, "boolean", f"{self._operation} {name}"))
 
     def optional_boolean(self, name: str) -> bool | None:
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             return None
         if not isinstance(value, str):
@@ -96,7 +99,7 @@ class _Params:
         return bool(cimxml.typed_value(value, "boolean", f"{self._operation} {name}"))
 
     def uint32(self, name: str) -> int | None:
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             return None
         if not isinstance(value, str):
@@ -104,7 +107,7 @@ class _Params:
         return int(cimxml.typed_value(value, "uint32", f"{self._operation} {name}"))
 
     def string(self, name: str, *, required: bool = False) -> str | None:
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             if required:
                 raise self._error(name, "is required")
@@ -120,7 +123,7 @@ class _Params:
         return value
 
     def classname(self, name: str, *, required: bool = False) -> str | None:
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             if required:
                 # A missing class name crashed SFCB (CVE-2015-5185): say it instead.
@@ -133,7 +136,7 @@ class _Params:
         return value
 
     def instancename(self, name: str, namespace: str) -> CIMInstanceName:
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             raise self._error(name, "is required")
         if not isinstance(value, CIMInstanceName):
@@ -142,7 +145,7 @@ class _Params:
         return value
 
     def objectname(self, name: str, namespace: str) -> CIMInstanceName:
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             raise self._error(name, "is required")
         if isinstance(value, CIMClassName):
@@ -157,7 +160,7 @@ class _Params:
         return value
 
     def instance(self, name: str, *, named: bool) -> CIMInstance:
-        value = self._raw(name)
+        value = self.raw(name)
         if not isinstance(value, CIMInstance):
             element = "VALUE.NAMEDINSTANCE" if named else "INSTANCE"
             raise self._error(name, f"is required (an {element})")
@@ -166,7 +169,7 @@ class _Params:
         return value
 
     def property_list(self, name: str = "PropertyList") -> list[str] | None:
-        value = self._raw(name)
+        value = self.raw(name)
         if value is None:
             return None
         if isinstance(value, str):
@@ -218,6 +221,7 @@ class Dispatcher:
                 "EnumerateQualifiers", "GetInstance", "EnumerateInstances",
                 "EnumerateInstanceNames", "Associators", "AssociatorNames", "References",
                 "ReferenceNames", "CreateInstance", "ModifyInstance", "DeleteInstance",
+                "GetProperty", "SetProperty",
                 "ExecQuery", "OpenEnumerateInstances", "OpenEnumerateInstancePaths",
                 "OpenAssociatorInstances", "OpenAssociatorInstancePaths",
                 "OpenReferenceInstances", "OpenReferenceInstancePaths", "OpenQueryInstances",
@@ -502,6 +506,54 @@ class Dispatcher:
         path = p.instancename("InstanceName", call.namespace)
         p.check_unknown()
         self.broker.delete_instance(call.namespace, path, caller=caller)
+        return self._single(call, None)
+
+    # DSP0200 1.4 deprecates GetProperty and SetProperty; sblim wbemcli still
+    # offers them (gp, sp), so they map onto GetInstance and ModifyInstance.
+
+    def _declared_property(self, namespace: str, classname: str, name: str) -> CIMProperty:
+        cls = self.broker.get_class(namespace, classname, local_only=False,
+                                    include_qualifiers=False, include_class_origin=False)
+        declared = cls.properties.get(name)
+        if declared is None:
+            raise CIMError(CIM_ERR_NO_SUCH_PROPERTY, f"{cls.classname} has no property {name!r}")
+        return declared
+
+    def _op_GetProperty(self, call: cimxml.IntrinsicCall, p: _Params, caller: Any) -> CimResult:
+        path = p.instancename("InstanceName", call.namespace)
+        name = p.text("PropertyName")
+        p.check_unknown()
+        declared = self._declared_property(call.namespace, path.classname, name)
+        instance = self.broker.get_instance(call.namespace, path, property_list=[declared.name])
+        prop = instance.properties.get(declared.name)
+        return self._single(call, "" if prop is None else cimxml.property_value_xml(prop))
+
+    def _op_SetProperty(self, call: cimxml.IntrinsicCall, p: _Params, caller: Any) -> CimResult:
+        path = p.instancename("InstanceName", call.namespace)
+        name = p.text("PropertyName")
+        raw = p.raw("NewValue")
+        p.check_unknown()
+        declared = self._declared_property(call.namespace, path.classname, name)
+        what = f"SetProperty {declared.name}"
+        if declared.type == "reference":
+            if raw is not None and not isinstance(raw, CIMInstanceName):
+                raise CIMError(CIM_ERR_TYPE_MISMATCH, f"{what}: expected a reference")
+            value = raw
+        elif declared.embedded_object and isinstance(raw, str):
+            value = cimxml.parse_embedded(raw, what)
+        elif raw is None or isinstance(raw, (str, list)):
+            if raw is not None and isinstance(raw, list) != bool(declared.is_array):
+                raise CIMError(CIM_ERR_TYPE_MISMATCH, f"{what}: expected "
+                               f"{'an array' if declared.is_array else 'a single value'}")
+            value = cimxml.typed_value(raw, declared.type, what)
+        else:
+            raise CIMError(CIM_ERR_TYPE_MISMATCH, f"{what}: expected a {declared.type} value")
+        prop = CIMProperty(declared.name, value, type=declared.type, is_array=declared.is_array,
+                           reference_class=declared.reference_class,
+                           embedded_object=declared.embedded_object)
+        instance = CIMInstance(path.classname, path=path, properties=[prop])
+        self.broker.modify_instance(call.namespace, instance, property_list=[declared.name],
+                                    caller=caller)
         return self._single(call, None)
 
     # -- queries -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ Must not know: XML, HTTP, mounts. It knows the broker's interface only.
 
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -534,8 +535,14 @@ class InteropBroker:
 
 def class_view(cls: CIMClass, *, local_only: bool, include_qualifiers: bool,
                include_class_origin: bool, property_list: Sequence[str] | None) -> CIMClass:
-    """A copy of ``cls`` shaped as DSP0200 GetClass/EnumerateClasses ask."""
-    result = cls.copy()
+    """A copy of ``cls`` shaped as DSP0200 GetClass/EnumerateClasses ask.
+
+    The copy is deep: ``CIMClass.copy()`` shares the property, method and
+    parameter objects with the original (pywbem documents it "middle-deep"),
+    so clearing their qualifiers or class origins there would change the
+    cached model for every later caller.
+    """
+    result = copy.deepcopy(cls)
     wanted = {p.lower() for p in property_list} if property_list is not None else None
     for name in list(result.properties):
         prop = result.properties[name]

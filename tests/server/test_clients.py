@@ -1,0 +1,143 @@
+"""The command-line clients our users have: pywbemcli (pywbemtools) and sblim wbemcli, run as
+subprocesses against the running server.
+
+pywbemcli starts slowly (about half a second of imports), so its commands
+run concurrently.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+
+import pytest
+
+from tests.server.conftest import ADMIN, Running
+from tests.server.standin import MOUNT_POINTS
+from tests.support.skips import has_tool, requires_tool
+
+MOUNT = 'LMI_MountedFileSystem.FileSystemSpec="/dev/vda0",MountPointPath="/mnt/data"'
+SERVICE_KEYS = ('CreationClassName="LMI_MountConfigurationService",'
+                'Name="LMI_MountConfigurationService",'
+                'SystemCreationClassName="LMI_ComputerSystem",SystemName="host.example"')
+
+
+def client_env() -> dict[str, str]:
+    # requests prefers REQUESTS_CA_BUNDLE over pywbemcli's --ca-certs.
+    return {k: v for k, v in os.environ.items()
+            if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+
+
+@requires_tool("pywbemcli")
+def test_pywbemcli(running: Running) -> None:
+    pywbemcli = has_tool("pywbemcli")
+    assert pywbemcli is not None
+    base = [pywbemcli, "-s", running.http_url, "-u", ADMIN[0], "-p", ADMIN[1]]
+    secure = [pywbemcli, "-s", running.https_url, "-u", ADMIN[0], "-p", ADMIN[1],
+              "--ca-certs", str(running.cafile)]
+    commands: dict[str, Sequence[str]] = {
+        "classes": [*base, "class", "enumerate", "--di", "--no"],
+        "instances": [*base, "instance", "enumerate", "LMI_MountedFileSystem", "--no"],
+        "get": [*base, "instance", "get", MOUNT],
+        "create": [*base, "class", "invokemethod", "LMI_MountConfigurationService",
+                   "CreateMount", "-p", "MountPoint=/mnt/cli", "-p", "Mode=1"],
+        "delete": [*base, "class", "invokemethod", "LMI_MountConfigurationService",
+                   "DeleteMount", "-p", f"Mount={MOUNT}"],
+        "brand": [*base, "server", "brand"],
+        "namespaces": [*base, "namespace", "list"],
+        "brand over https": [*secure, "server", "brand"],
+    }
+    before = len(running.broker.calls)
+    started = {
+        name: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=client_env())
+        for name, argv in commands.items()
+    }
+    out = {}
+    for name, process in started.items():
+        stdout, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, f"{name}: {stderr}"
+        out[name] = stdout
+    assert "LMI_MountedFileSystem" in out["classes"].split()
+    assert out["instances"].count("LMI_MountedFileSystem.") == len(MOUNT_POINTS)
+    assert 'MountPointPath = "/mnt/data";' in out["get"]
+    assert "ReturnValue=0" in out["create"]
+    assert 'Plan="mount /mnt/cli for admin"' in out["create"]
+    assert "ReturnValue=0" in out["delete"]
+    assert out["brand"].strip() == "lmi-mount" == out["brand over https"].strip()
+    assert out["namespaces"].split()[-2:] == ["root/cimv2", "root/interop"]
+    # The commands ran concurrently: find the DeleteMount call among the others.
+    (delete,) = [kw for name, kw in running.broker.calls[before:]
+                 if name == "invoke_method" and kw["method"] == "DeleteMount"]
+    assert delete["params"]["Mount"]["MountPointPath"] == "/mnt/data"
+
+
+def wbemcli(*args: str) -> str:
+    tool = has_tool("wbemcli")
+    assert tool is not None
+    done = subprocess.run([tool, *args], capture_output=True, text=True, timeout=30,
+                          env=client_env())
+    assert done.returncode == 0, f"wbemcli {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+@requires_tool("wbemcli")
+def test_wbemcli(running: Running) -> None:
+    url = f"http://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{running.http_port}/root/cimv2"
+    mount = f"{url}:{MOUNT}"
+    classes = wbemcli("ecn", url).split()
+    assert f"127.0.0.1:{running.http_port}/root/cimv2:CIM_ManagedElement" in classes
+    assert "MountPointPath=" in wbemcli("gc", f"{url}:LMI_MountedFileSystem")
+    # The settings class has an EmbeddedObject array (CIM_SettingData.ComponentSetting).
+    assert "AllowWrite=" in wbemcli("gc", f"{url}:LMI_MountedFileSystemSetting")
+    listed = wbemcli("ei", "-nl", f"{url}:LMI_MountedFileSystem")
+    assert '-MountPointPath="/mnt/with space & <angle> "quote""' in listed
+    assert "-MountPointPath=\"/mnt/ünïcödé\ttab\"" in listed
+    assert wbemcli("ein", f"{url}:LMI_MountedFileSystem").count("LMI_MountedFileSystem.") == 3
+    assert '-MountPointPath="/mnt/data"' in wbemcli("gi", "-nl", mount)
+    assert wbemcli("gp", mount, "Holders").strip() == "root"
+    associated = wbemcli("ain", "-ac", "LMI_MountedFileSystemElementSettingData", mount)
+    assert 'LMI_MountedFileSystemSetting.InstanceID="LMI:LMI_MountedFileSystemSetting:' \
+           '/mnt/data"' in associated
+    assert "-AllowWrite=TRUE" in wbemcli("ai", "-nl", mount)
+    assert "LMI_MountedFileSystemElementSettingData." in wbemcli("rin", mount)
+    assert "-IsCurrent=1" in wbemcli("ri", "-nl", mount)
+    service = f"{url}:LMI_MountConfigurationService.{SERVICE_KEYS}"
+    created = wbemcli("cm", service, "CreateMount.MountPoint=/mnt/wbemcli,Mode=32768")
+    assert "CreateMount: 0" in created and "Plan (string): mount /mnt/wbemcli for admin" in created
+    call = running.broker.last_call("invoke_method")
+    assert call["params"]["Mode"] == 32768 and type(call["params"]["Mode"]).__name__ == "Uint16"
+    deleted = wbemcli("cm", service, f"DeleteMount.Mount={MOUNT}")
+    assert "DeleteMount: 0" in deleted
+    assert running.broker.last_call("invoke_method")["params"]["Mount"]["MountPointPath"] == (
+        "/mnt/data")
+    setting = f'{url}:LMI_MountedFileSystemSetting.InstanceID="LMI:LMI_MountedFileSystemSetting:' \
+              '/mnt/data"'
+    wbemcli("sp", setting, "AllowWrite=false")
+    assert wbemcli("gp", setting, "AllowWrite").strip() == "FALSE"
+
+
+@requires_tool("wbemcli")
+def test_wbemcli_over_https_and_its_errors(running: Running) -> None:
+    tool = has_tool("wbemcli")
+    assert tool is not None
+    url = f"https://{ADMIN[0]}:{ADMIN[1]}@127.0.0.1:{running.https_port}/root/cimv2"
+    assert "CIM_ManagedElement" in wbemcli("ecn", "-cacert", str(running.cafile), url)
+    denied = subprocess.run(
+        [tool, "cm", f"http://reader:reader-secret@127.0.0.1:{running.http_port}/root/cimv2:"
+         f"LMI_MountConfigurationService.{SERVICE_KEYS}", "CreateMount.MountPoint=/x"],
+        capture_output=True, text=True, timeout=30)
+    assert denied.returncode != 0 and "CIM_ERR_ACCESS_DENIED" in denied.stderr
+    wrong = subprocess.run([tool, "ecn", f"http://admin:nope@127.0.0.1:{running.http_port}/"
+                            "root/cimv2"], capture_output=True, text=True, timeout=30)
+    assert wrong.returncode != 0 and "Invalid username/password" in wrong.stderr
+
+
+@pytest.mark.parametrize("tool", ["pywbemcli", "wbemcli"])
+def test_tools_are_installed_for_ci(tool: str) -> None:
+    # .ci/run installs both; a missing one would silently skip the tests above.
+    if os.environ.get("CI") and has_tool(tool) is None:
+        pytest.fail(f"{tool} is not installed in CI")
+    if has_tool(tool) is None:
+        pytest.skip(f"{tool} is not installed")

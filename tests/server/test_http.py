@@ -1,0 +1,298 @@
+"""http: framing, keep-alive, limits and streaming of the HTTP layer, with a plain echo
+application (no CIM), over raw sockets.
+
+The limits are small so that each timeout test takes about a second; a
+timeout is checked to fire within a generous multiple of its limit.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lmi_mount.server.app import tls_context
+from lmi_mount.server.http import (
+    BodyAborted,
+    HttpLimits,
+    HttpServer,
+    Listener,
+    Request,
+    RequestHead,
+    Response,
+    simple_response,
+)
+from tests.server.rawhttp import read_response
+
+LIMITS = HttpLimits(max_connections=6, threads=2, max_header_bytes=2048, max_headers=12,
+                    max_body_bytes=1000, first_byte_timeout=0.5, request_timeout=0.8,
+                    keepalive_timeout=1.0, write_timeout=2.0)
+
+
+class EchoApp:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def early(self, head: RequestHead) -> Response | None:
+        if head.target == "/refuse-early":
+            return simple_response(403, "refused before the body")
+        return None
+
+    def handle(self, request: Request) -> Response:
+        target = request.head.target
+        if target == "/stream":
+            return Response(200, [("Content-Type", "text/plain")],
+                            iter([b"a" * 70000, b"b" * 10]))
+        if target == "/one-chunk":
+            return Response(200, [], iter([b"only"]))
+        if target == "/abort":
+            def broken() -> Iterator[bytes]:
+                yield b"a" * 100
+                yield b"b" * 100
+                raise BodyAborted("gone", [("CIMStatusCode", "1")])
+            return Response(200, [], broken())
+        if target == "/boom":
+            raise RuntimeError("a bug in the application")
+        if target == "/wait":
+            self.release.wait(5)
+        return Response(200, [("X-Method", request.head.method)], request.body)
+
+
+@pytest.fixture(scope="module")
+def app() -> EchoApp:
+    return EchoApp()
+
+
+@pytest.fixture(scope="module")
+def server(app: EchoApp, tls_files: tuple[Path, Path]) -> Iterator[HttpServer]:
+    context = tls_context(*tls_files)
+    server = HttpServer([Listener("127.0.0.1", 0), Listener("127.0.0.1", 0, context)], app,
+                        LIMITS)
+    server.start()
+    yield server
+    server.shutdown()
+
+
+def port(server: HttpServer, tls: bool = False) -> int:
+    return next(p for _, p, secure in server.addresses if secure == tls)
+
+
+def connect(server: HttpServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port(server)), timeout=5)
+
+
+def post(path: str = "/", body: bytes = b"hello", version: str = "HTTP/1.1",
+         extra: str = "") -> bytes:
+    return (f"POST {path} {version}\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+            .encode() + body)
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float:
+    """Seconds until the server closes ``sock`` (reading and dropping what it sends)."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        pytest.fail(f"the connection stayed open for {seconds} s")
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - started
+
+
+def test_keep_alive_and_pipelining(server: HttpServer) -> None:
+    with connect(server) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(post(body=b"one"))
+        assert read_response(stream).body == b"one"
+        sock.sendall(post(body=b"two") + post(body=b"three"))  # two at once
+        assert [read_response(stream).body for _ in range(2)] == [b"two", b"three"]
+
+
+def test_http_1_0_closes_after_the_response(server: HttpServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(post(version="HTTP/1.0", body=b"old"))
+        response = read_response(sock.makefile("rb"))
+        assert response.body == b"old" and response.header("connection") == "close"
+        closed_within(sock, 2)
+
+
+def test_100_continue(server: HttpServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        stream = sock.makefile("rb")
+        assert stream.readline() == b"HTTP/1.1 100 Continue\r\n"
+        stream.readline()
+        sock.sendall(b"body")
+        assert read_response(stream).body == b"body"
+
+
+@pytest.mark.parametrize(("data", "status", "message"), [
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n", 413,
+                 b"104857600 bytes exceeds the limit of 1000", id="body-too-large"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 411,
+                 b"chunked request bodies are not accepted", id="chunked-body"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501,
+                 b"'gzip' is not supported", id="transfer-coding"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n", 411, b"Content-Length is required",
+                 id="no-length"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                 400, b"is not one number", id="two-lengths"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400,
+                 b"is not one number", id="negative-length"),
+    pytest.param(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 400, b"Host header",
+                 id="no-host"),
+    pytest.param(b"POST /\r\n\r\n", 400, b"malformed request line", id="request-line"),
+    pytest.param(b"POST / HTTP/2.0\r\nHost: x\r\n\r\n", 505, b"HTTP/2.0 is not supported",
+                 id="version"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400, b"folded",
+                 id="folded-header"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nBad Name: a\r\n\r\n", 400,
+                 b"malformed header field", id="header-name"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\n" + b"X-A: 1\r\n" * 12 + b"\r\n", 431,
+                 b"more than 12 header fields", id="too-many-headers"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 3000 + b"\r\n\r\n", 431,
+                 b"exceeds 2048 bytes", id="head-too-large"),
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 3000, 431,
+                 b"exceeds 2048 bytes", id="endless-head"),
+    pytest.param(b"POST /refuse-early HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", 403,
+                 b"refused before the body", id="early-response"),
+])
+def test_refused_requests(server: HttpServer, data: bytes, status: int,
+                          message: bytes) -> None:
+    with connect(server) as sock:
+        sock.sendall(data)
+        response = read_response(sock.makefile("rb"))
+        assert response.status == status and message in response.body
+        assert response.header("connection") == "close"
+        closed_within(sock, 3)
+    # The server still answers.
+    with connect(server) as sock:
+        sock.sendall(post(body=b"next"))
+        assert read_response(sock.makefile("rb")).body == b"next"
+
+
+def test_413_is_seen_although_the_client_keeps_sending(server: HttpServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n")
+        sock.sendall(b"x" * 200000)  # part of the body is already on its way
+        assert read_response(sock.makefile("rb")).status == 413
+
+
+def test_slowloris_gets_408_within_the_request_timeout(server: HttpServer) -> None:
+    with connect(server) as sock:
+        started = time.monotonic()
+        for part in (b"POST / HTTP/1.1\r\n", b"Host: x\r\n", b"X-Slow: 1\r\n"):
+            sock.sendall(part)
+            time.sleep(0.2)
+        response = read_response(sock.makefile("rb"))
+        assert response.status == 408
+        elapsed = time.monotonic() - started
+        assert elapsed < 3 * LIMITS.request_timeout
+        closed_within(sock, 3)
+
+
+def test_slow_body_gets_408(server: HttpServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        assert read_response(sock.makefile("rb")).status == 408
+
+
+def test_idle_connections_close(server: HttpServer) -> None:
+    with connect(server) as sock:
+        assert closed_within(sock, 3 * LIMITS.first_byte_timeout) >= 0
+    with connect(server) as sock:
+        sock.sendall(post())
+        read_response(sock.makefile("rb"))
+        assert closed_within(sock, 3 * LIMITS.keepalive_timeout) >= 0
+
+
+def test_tls_handshake_must_start_in_time(server: HttpServer) -> None:
+    with socket.create_connection(("127.0.0.1", port(server, tls=True)), timeout=5) as sock:
+        closed_within(sock, 3 * LIMITS.first_byte_timeout)
+
+
+def test_tls_request(server: HttpServer, tls_files: tuple[Path, Path]) -> None:
+    context = ssl.create_default_context(cafile=str(tls_files[0]))
+    raw = socket.create_connection(("127.0.0.1", port(server, tls=True)), timeout=5)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(post(body=b"secret"))
+        assert read_response(stream).body == b"secret"
+        sock.sendall(post(path="/stream"))
+        assert len(read_response(stream).body) == 70010
+
+
+def test_connection_limit(server: HttpServer) -> None:
+    held = [connect(server) for _ in range(LIMITS.max_connections)]
+    try:
+        for sock in held:  # each is accepted: it answers
+            sock.sendall(post(body=b"held"))
+            assert read_response(sock.makefile("rb")).body == b"held"
+        with connect(server) as extra:
+            response = read_response(extra.makefile("rb"))
+            assert response.status == 503 and response.header("retry-after") == "1"
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 3
+    while server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with connect(server) as sock:
+        sock.sendall(post(body=b"again"))
+        assert read_response(sock.makefile("rb")).body == b"again"
+
+
+def test_streamed_body_is_chunked_and_a_single_chunk_is_not(server: HttpServer) -> None:
+    with connect(server) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(post(path="/stream"))
+        response = read_response(stream)
+        assert response.header("transfer-encoding") == "chunked"
+        assert response.body == b"a" * 70000 + b"b" * 10
+        sock.sendall(post(path="/one-chunk"))
+        response = read_response(stream)
+        assert response.header("content-length") == "4" and response.body == b"only"
+
+
+def test_aborted_stream_ends_with_trailers_and_a_close(server: HttpServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(post(path="/abort"))
+        response = read_response(sock.makefile("rb"))
+        assert response.status == 200 and response.body == b"a" * 100 + b"b" * 100
+        assert response.trailers == {"cimstatuscode": "1"}
+        closed_within(sock, 2)
+
+
+def test_application_failure_is_500(server: HttpServer) -> None:
+    with connect(server) as sock:
+        sock.sendall(post(path="/boom"))
+        assert read_response(sock.makefile("rb")).status == 500
+
+
+def test_shutdown_lets_a_running_request_finish(app: EchoApp,
+                                                tls_files: tuple[Path, Path]) -> None:
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    server.start()
+    listening = server.addresses[0][1]
+    app.release.clear()
+    sock = socket.create_connection(("127.0.0.1", listening), timeout=5)
+    sock.sendall(post(path="/wait", body=b"in flight"))
+    time.sleep(0.2)
+    stopping = threading.Thread(target=server.shutdown)
+    stopping.start()
+    time.sleep(0.2)
+    app.release.set()
+    response = read_response(sock.makefile("rb"))
+    stopping.join(5)
+    assert response.body == b"in flight" and not stopping.is_alive()
+    sock.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", listening), timeout=1)
