@@ -23,7 +23,10 @@ from lmi_mount.server.auth import (
     UsersFileError,
 )
 
-CHEAP = {"n": 2**4, "r": 1, "p": 1}  # fast hashes: these tests check logic, not cost
+
+def cheap_hash(password: str) -> str:
+    """A fast hash: these tests check logic, not cost."""
+    return auth.hash_password(password, n=2**4, r=1, p=1)
 
 
 def basic(user: str, password: str) -> str:
@@ -31,8 +34,8 @@ def basic(user: str, password: str) -> str:
 
 
 def test_hash_round_trip_and_salt() -> None:
-    first = auth.hash_password("pässword", **CHEAP)
-    second = auth.hash_password("pässword", **CHEAP)
+    first = cheap_hash("pässword")
+    second = cheap_hash("pässword")
     assert first != second  # salted
     assert auth.verify_password("pässword", first)
     assert not auth.verify_password("password", first)
@@ -57,7 +60,7 @@ def test_default_cost_entry_verifies() -> None:
     pytest.param(":admin:{h}\n", "is empty", id="no-name"),
 ])
 def test_users_file_errors_name_the_line(text: str, message: str) -> None:
-    good_hash = auth.hash_password("x", **CHEAP)
+    good_hash = cheap_hash("x")
     with pytest.raises(UsersFileError) as caught:
         auth.parse_users(text.replace("{h}", good_hash), "users")
     assert message in str(caught.value)
@@ -70,11 +73,11 @@ def write_users(path: Path, *lines: str) -> None:
 
 def test_users_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
     path = tmp_path / "users"
-    write_users(path, f"alice:admin:{auth.hash_password('a', **CHEAP)}")
+    write_users(path, f"alice:admin:{cheap_hash('a')}")
     users = UsersFile(path)
     assert users.get("alice") is not None and users.get("bob") is None
-    write_users(path, f"alice:admin:{auth.hash_password('a', **CHEAP)}",
-                f"bob:reader:{auth.hash_password('b', **CHEAP)}")
+    write_users(path, f"alice:admin:{cheap_hash('a')}",
+                f"bob:reader:{cheap_hash('b')}")
     os.utime(path, ns=(1, 1))  # a new stamp even within the same clock tick
     entry = users.get("bob")
     assert entry is not None and entry.role is Role.READER

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 from pywbem import CIMError
 
-from lmi_mount.server.pull import ContextTable, PullLimits
+from lmi_mount.server.pull import Batch, ContextTable, PullLimits
 
 
 class Clock:
@@ -35,6 +35,11 @@ class Source:
             self.closed = True
 
 
+def context_id(batch: Batch) -> str:
+    assert batch.context_id is not None
+    return batch.context_id
+
+
 def table(clock: Clock | None = None, **limits: int) -> ContextTable:
     return ContextTable(PullLimits(**limits), clock=clock or Clock())
 
@@ -47,7 +52,7 @@ def test_open_then_pull_to_the_end_drawing_lazily() -> None:
     assert list(batch) == [0, 1]
     # One look-ahead, so that EndOfSequence can be true without an empty pull.
     assert source.drawn == 3 and not batch.end_of_sequence and batch.context_id
-    second = contexts.pull(batch.context_id, namespace="ROOT/cimv2", kind="k", owner="u",
+    second = contexts.pull(context_id(batch), namespace="ROOT/cimv2", kind="k", owner="u",
                            max_count=10)
     assert list(second) == [2, 3, 4]
     assert second.end_of_sequence and second.context_id is None
@@ -82,11 +87,11 @@ def test_a_context_is_only_its_owners(identifier: str | None, namespace: str, ki
                           max_count=1)
     list(batch)
     with pytest.raises(CIMError) as caught:
-        contexts.pull(identifier or batch.context_id, namespace=namespace, kind=kind,
+        contexts.pull(identifier or context_id(batch), namespace=namespace, kind=kind,
                       owner=owner, max_count=1)
     assert caught.value.status_code_name == "CIM_ERR_INVALID_ENUMERATION_CONTEXT"
     # The failed attempt leaves the context usable by its owner.
-    assert list(contexts.pull(batch.context_id, namespace="n", kind="k", owner="u",
+    assert list(contexts.pull(context_id(batch), namespace="n", kind="k", owner="u",
                               max_count=5)) == [1, 2]
 
 
@@ -95,9 +100,9 @@ def test_a_context_in_use_cannot_be_pulled_twice() -> None:
     batch = contexts.open(iter(Source(10)), namespace="n", kind="k", owner="u", timeout=30,
                           max_count=1)
     list(batch)
-    running = contexts.pull(batch.context_id, namespace="n", kind="k", owner="u", max_count=3)
+    running = contexts.pull(context_id(batch), namespace="n", kind="k", owner="u", max_count=3)
     with pytest.raises(CIMError, match="in use by another request"):
-        contexts.pull(batch.context_id, namespace="n", kind="k", owner="u", max_count=3)
+        contexts.pull(context_id(batch), namespace="n", kind="k", owner="u", max_count=3)
     assert list(running) == [1, 2, 3]
 
 
@@ -110,13 +115,13 @@ def test_contexts_expire_after_their_timeout_and_are_closed() -> None:
     list(batch)
     clock.now += 29
     # A pull renews the timeout.
-    list(contexts.pull(batch.context_id, namespace="n", kind="k", owner="u", max_count=1))
+    list(contexts.pull(context_id(batch), namespace="n", kind="k", owner="u", max_count=1))
     clock.now += 29
     assert contexts.expire() == 0
     clock.now += 2
     assert contexts.expire() == 1 and source.closed
     with pytest.raises(CIMError, match="closed, expired"):
-        contexts.pull(batch.context_id, namespace="n", kind="k", owner="u", max_count=1)
+        contexts.pull(context_id(batch), namespace="n", kind="k", owner="u", max_count=1)
 
 
 def test_a_batch_never_drawn_does_not_hold_its_context_forever() -> None:
@@ -156,11 +161,11 @@ def test_close_and_check() -> None:
     batch = contexts.open(iter(source), namespace="n", kind="k", owner="u", timeout=30,
                           max_count=1)
     list(batch)
-    contexts.check(batch.context_id, namespace="n", owner="u")
-    contexts.close(batch.context_id, namespace="n", owner="u")
+    contexts.check(context_id(batch), namespace="n", owner="u")
+    contexts.close(context_id(batch), namespace="n", owner="u")
     assert source.closed and len(contexts) == 0
     with pytest.raises(CIMError):
-        contexts.check(batch.context_id, namespace="n", owner="u")
+        contexts.check(context_id(batch), namespace="n", owner="u")
 
 
 def test_a_consumer_that_stops_early_drops_the_context() -> None:
@@ -170,6 +175,7 @@ def test_a_consumer_that_stops_early_drops_the_context() -> None:
                           max_count=3)
     drawn = iter(batch)
     next(drawn)
+    assert isinstance(drawn, Generator)
     drawn.close()  # the connection dropped while the response was written
     assert source.closed and len(contexts) == 0
 
