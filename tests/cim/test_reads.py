@@ -236,3 +236,15 @@ def test_jobs_are_removed_after_time_before_removal(fake_world: CimWorld) -> Non
             break
         assert time.monotonic() < deadline, "the ended job was never removed"
         time.sleep(0.05)
+
+
+def test_get_class_options_never_change_the_model(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    broker = conn.broker
+    bare = broker.get_class(NS, names.MOUNTED_FILE_SYSTEM, local_only=False,
+                            include_qualifiers=False, include_class_origin=False)
+    assert not bare.qualifiers and not bare.properties["FileSystemSpec"].qualifiers
+    full = broker.get_class(NS, names.MOUNTED_FILE_SYSTEM, local_only=False,
+                            include_qualifiers=True, include_class_origin=True)
+    assert full.properties["FileSystemSpec"].qualifiers["Key"].value is True
+    assert full.properties["Caption"].class_origin == "CIM_ManagedElement"

@@ -15,6 +15,7 @@ built (projection) or what methods do (providers).
 
 from __future__ import annotations
 
+import copy
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -173,7 +174,7 @@ class Broker:
         property_list: Sequence[str] | None = None,
     ) -> CIMClass:
         self._check_namespace(namespace)
-        return _class_view(
+        return class_view(
             self._class(classname),
             local_only=local_only,
             include_qualifiers=include_qualifiers,
@@ -192,7 +193,7 @@ class Broker:
         include_class_origin: bool = False,
     ) -> list[CIMClass]:
         return [
-            _class_view(
+            class_view(
                 self._class(name),
                 local_only=local_only,
                 include_qualifiers=include_qualifiers,
@@ -546,7 +547,7 @@ class Broker:
         return shaped
 
 
-def _class_view(
+def class_view(
     cls: CIMClass,
     *,
     local_only: bool,
@@ -554,8 +555,13 @@ def _class_view(
     include_class_origin: bool,
     property_list: Sequence[str] | None,
 ) -> CIMClass:
-    """A copy of ``cls`` shaped as DSP0200 GetClass asks."""
-    result = cls.copy()
+    """A copy of ``cls`` shaped as DSP0200 GetClass / EnumerateClasses ask.
+
+    The copy is deep: ``CIMClass.copy()`` is "middle-deep" and shares the
+    property, method and parameter objects with the cached model, so clearing
+    their qualifiers there would change the model for every later caller.
+    """
+    result = copy.deepcopy(cls)
     wanted = {p.lower() for p in property_list} if property_list is not None else None
     for name in list(result.properties):
         prop = result.properties[name]
