@@ -59,6 +59,8 @@ class Job:
     #: A request error (bad argument) found while the work ran: a synchronous
     #: caller gets it raised; a job reports it through ``error``.
     cim_error: CIMError | None = None
+    #: Handed out to the client (4096 + Job); else answered synchronously.
+    published: bool = False
     future: Future[WorkResult] | None = None
 
     @property
@@ -100,17 +102,21 @@ class JobManager:
     ) -> Job:
         """Start ``work``; wait up to the synchronous window; return its job record.
 
-        The caller answers synchronously when ``job.done`` and the job was
-        never published (``publish`` not called), else with the job.
+        A job that ended within the window is not published: the caller
+        answers with its result. Otherwise it is published (``job.published``)
+        and the caller answers 4096 with the job. A window of 0 or less
+        publishes every job, however fast its work.
         """
         job = Job(next(self._numbers), method, in_parameters, affected, _now(), owner)
         job.future = self._pool.submit(self._execute, job, work)
-        with contextlib.suppress(TimeoutError):
-            job.future.result(timeout=self.synchronous_seconds)
-        if not job.done:
-            with self._lock:
+        if self.synchronous_seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                job.future.result(timeout=self.synchronous_seconds)
+        with self._lock:
+            if not job.done or self.synchronous_seconds <= 0:
                 self._expire()
                 self._jobs[job.number] = job
+                job.published = True
         return job
 
     def _execute(self, job: Job, work: Callable[[], WorkResult]) -> WorkResult:

@@ -132,7 +132,7 @@ class ServiceProvider(Provider):
             affected=affected,
             owner=caller.user,
         )
-        if job.done and job.number not in {j.number for j in view.context.jobs.jobs()}:
+        if not job.published:
             if job.cim_error is not None:
                 raise job.cim_error
             return job.return_value, job.out_parameters
