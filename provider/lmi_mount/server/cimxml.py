@@ -21,6 +21,7 @@ elements expanded; instances and paths (the hot path) by this module.
 
 from __future__ import annotations
 
+import operator
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -969,16 +970,21 @@ def _qualifiers_of(element: Any) -> Mapping[str, CIMQualifier] | None:
 _property_heads: dict[tuple[Any, ...], tuple[str, str]] = {}
 _MAX_PROPERTY_HEADS: Final = 4096
 
+# What the encoder reads of a CIMProperty, in one C-level call. pywbem 1.x
+# keeps these in __slots__ behind Python properties; reading the slots
+# directly halves the cost of a property. Should a pywbem release rename
+# them, the public names (the same values) are read instead.
+_PROPERTY_PUBLIC: Final = ("name", "type", "class_origin", "propagated", "embedded_object",
+                           "is_array", "array_size", "reference_class", "value", "qualifiers")
+_PROPERTY_SLOTS: Final = tuple(f"_{name}" for name in _PROPERTY_PUBLIC)
+_property_fields = operator.attrgetter(
+    *(_PROPERTY_SLOTS if set(_PROPERTY_SLOTS) <= set(getattr(CIMProperty, "__slots__", ()))
+      else _PROPERTY_PUBLIC)
+)
 
-def _property_head(prop: CIMProperty) -> tuple[str, str]:
-    """The start and end tag of ``prop``'s element."""
-    key = (
-        prop.name, prop.type, prop.class_origin, prop.propagated, prop.embedded_object,
-        prop.is_array, prop.array_size, prop.reference_class,
-    )
-    head = _property_heads.get(key)
-    if head is not None:
-        return head
+
+def _property_head(key: tuple[Any, ...]) -> tuple[str, str]:
+    """The start and end tag of a property element, from its key (see ``_property_heads``)."""
     name, cim_type, class_origin, propagated, embedded, is_array, array_size, ref_class = key
     attrs = f' NAME="{esc_attr(name)}"'
     if cim_type == "reference" and not is_array:
@@ -1006,20 +1012,20 @@ def _property_head(prop: CIMProperty) -> tuple[str, str]:
 
 
 def _property_xml(prop: CIMProperty) -> str:
-    start, end = _property_head(prop)
-    qualifiers = _qualifiers_of(prop)
+    fields = _property_fields(prop)
+    key = fields[:8]
+    start, end = _property_heads.get(key) or _property_head(key)
+    qualifiers = fields[9]
     quals = _qualifiers_xml(qualifiers) if qualifiers else ""
-    value = prop.value
+    value = fields[8]
     if value is None:
         return f"{start}{quals}{end}"
-    cim_type = prop.type
-    if prop.is_array:
-        body = _array_xml(value, cim_type, prop.embedded_object)
+    cim_type = fields[1]
+    embedded = fields[4]
+    if fields[5]:
+        body = _array_xml(value, cim_type, embedded)
     elif cim_type == "string":
-        if prop.embedded_object:
-            body = f"<VALUE>{_embedded_text(value)}</VALUE>"
-        else:
-            body = f"<VALUE>{esc_text(value)}</VALUE>"
+        body = f"<VALUE>{_embedded_text(value) if embedded else esc_text(value)}</VALUE>"
     elif cim_type == "reference":
         body = value_reference_xml(value)
     else:
