@@ -78,7 +78,7 @@ def delete_mount(path: Any, params: Any, caller: Any) -> tuple[Any, dict[str, An
 @dataclass
 class Running:
     server: CimServer
-    broker: StandInBroker
+    broker: Any  # the stand-in, or the real broker (test_broker.py)
     paths: dict[str, Any]
     http_port: int
     https_port: int
