@@ -1,4 +1,4 @@
-"""CIM operations over HTTP (DSP0200 1.4 section 7): the glue between the server's layers.
+"""CIM operations over HTTP (DSP0200 1.4's HTTP mapping): the glue between the server's layers.
 
 Owns: the HTTP rules of DSP0200 for a CIM server: POST only (M-POST is 501
 so that clients fall back to POST), the ``CIMOperation``, ``CIMMethod``,
@@ -66,7 +66,7 @@ def _cim_error(status: int, cim_error: str, message: str, *, close: bool = False
 
 
 def _decode_header(value: str, name: str) -> str:
-    # DSP0200 7.3.x: CIMMethod and CIMObject are UTF-8, then percent-encoded.
+    # DSP0200 (CIMMethod and CIMObject headers): UTF-8, then percent-encoded.
     try:
         return urllib.parse.unquote(value, errors="strict")
     except UnicodeDecodeError:
@@ -135,7 +135,7 @@ class CimXmlApp:
 
     def _check_head(self, head: RequestHead) -> None:
         if head.method == "M-POST":
-            # DSP0200 7.2.2: a server without M-POST answers 501; clients retry with POST.
+            # DSP0200 (M-POST): a server without it answers 501; clients retry with POST.
             raise _Refused(simple_response(501, "M-POST is not supported; use POST"))
         if head.method != "POST":
             raise _Refused(simple_response(405, f"{head.method} is not allowed; CIM-XML uses POST",
@@ -151,7 +151,8 @@ class CimXmlApp:
             raise _Refused(_cim_error(400, "unsupported-operation",
                                       "the CIMOperation header is missing"))
         if operation.strip().lower() != "methodcall":
-            # DSP0200 7.3.x CIMOperation: any value but MethodCall is 400 unsupported-operation.
+            # DSP0200 (CIMOperation header): any value but MethodCall is 400
+            # unsupported-operation.
             raise _Refused(_cim_error(400, "unsupported-operation",
                                       f"CIMOperation {operation[:60]!r} is not MethodCall"))
         if "CIMBatch" in headers:
@@ -212,7 +213,7 @@ class CimXmlApp:
         body: bytes | Iterator[bytes] = result.body
         if "User-Agent" not in head.headers:
             # sblim wbemcli, the one client known to send no User-Agent, cannot
-            # parse every attribute of DSP0201 2.3+ (cimxml.sblim_compatible).
+            # parse every attribute later DSP0201 versions allow (cimxml.sblim_compatible).
             body = (cimxml.sblim_compatible(body) if isinstance(body, bytes)
                     else _sblim_stream(body))
         if not isinstance(body, bytes):
@@ -222,7 +223,7 @@ class CimXmlApp:
 
     def _check_call_headers(self, head: RequestHead,
                             call: cimxml.IntrinsicCall | cimxml.ExtrinsicCall) -> None:
-        """DSP0200 7.3.x: CIMMethod and CIMObject must name what the body does."""
+        """DSP0200 (CIMMethod, CIMObject headers): they must name what the body does."""
         method = _decode_header(head.headers.get("CIMMethod") or "", "CIMMethod").strip()
         if method.lower() != call.method.lower():
             raise _Refused(_cim_error(
@@ -244,10 +245,12 @@ class CimXmlApp:
     def _log(head: RequestHead, identity: Identity,
              call: cimxml.IntrinsicCall | cimxml.ExtrinsicCall, result: CimResult,
              started: float) -> None:
+        # Successes at DEBUG: hundreds of calls a second must not flood the journal.
         target = call.namespace if isinstance(call, cimxml.IntrinsicCall) else str(call.target)
         streamed = "" if isinstance(result.body, bytes) else " (streaming)"
-        log.info("%s %s %s %s: %s in %.3f s%s", head.peer[0], identity.user, call.method,
-                 target, result.status, time.monotonic() - started, streamed)
+        log.log(logging.INFO if result.status else logging.DEBUG,
+                "%s %s %s %s: %s in %.3f s%s", head.peer[0], identity.user, call.method,
+                target, result.status, time.monotonic() - started, streamed)
 
 
 def _object_matches(header: str, target: CIMInstanceName | CIMClassName) -> bool:

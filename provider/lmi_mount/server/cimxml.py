@@ -214,7 +214,7 @@ def parse_request(data: bytes) -> IntrinsicCall | ExtrinsicCall:
     root = parse_xml(data)
     if root.tag != "CIM":
         raise _invalid(f"the root element is {root.tag}, not CIM")
-    # DSP0201: CIMVERSION 2.x and DTDVERSION 2.x; DSP0200 7.3: fail with 501.
+    # DSP0201: CIMVERSION 2.x and DTDVERSION 2.x; DSP0200 answers others with 501.
     for attr, error in (("CIMVERSION", "unsupported-cim-version"),
                         ("DTDVERSION", "unsupported-dtd-version")):
         version = _attr(root, attr)
@@ -237,7 +237,8 @@ def parse_request(data: bytes) -> IntrinsicCall | ExtrinsicCall:
         )
     if body.tag != "SIMPLEREQ":
         raise _invalid(f"{body.tag} is not an operation request")
-    # DSP0201 2.4 allows CORRELATOR elements before the call; they carry no meaning here.
+    # Later DSP0201 versions allow CORRELATOR elements before the call; they carry no
+    # meaning here.
     calls = [c for c in _children(body) if c.tag != "CORRELATOR"]
     if len(calls) != 1 or calls[0].tag not in ("IMETHODCALL", "METHODCALL"):
         got = ", ".join(str(c.tag) for c in calls) or "nothing"
@@ -861,7 +862,7 @@ def classname_xml(name: str) -> str:
 
 
 def value_reference_xml(ref: CIMInstanceName | CIMClassName) -> str:
-    """VALUE.REFERENCE, as detailed as the reference is (DSP0201 5.2.x)."""
+    """VALUE.REFERENCE, as detailed as the reference is (DSP0201 VALUE.REFERENCE)."""
     if isinstance(ref, CIMInstanceName):
         if ref.host and ref.namespace:
             inner = instancepath_xml(ref, ref.host)
@@ -1079,7 +1080,7 @@ _SCOPES: Final = ("CLASS", "ASSOCIATION", "REFERENCE", "PROPERTY", "METHOD", "PA
 
 
 def qualifier_declaration_xml(declaration: CIMQualifierDeclaration) -> str:
-    """QUALIFIER.DECLARATION (DSP0201 5.1.x).
+    """QUALIFIER.DECLARATION with its SCOPE (DSP0201).
 
     Written here rather than by pywbem: pywbem 1.9 writes the MOF scope
     "any" as an ``ANY`` attribute of SCOPE, which DSP0201 does not define
@@ -1114,7 +1115,7 @@ def qualifier_declaration_xml(declaration: CIMQualifierDeclaration) -> str:
             "</QUALIFIER.DECLARATION>")
 
 
-# Return-value shapes of the intrinsic operations (DSP0200 5.3.2), each a
+# Return-value shapes of the intrinsic operations (DSP0200, each operation's), each a
 # function from the result object to its CIM-XML element.
 
 
@@ -1174,7 +1175,7 @@ def instancename_of_path_xml(path: CIMInstanceName) -> str:
 
 
 # sblim wbemcli (1.6) checks every attribute against its own list and
-# refuses EmbeddedObject where DSP0201 2.3 added it after the scalar
+# refuses EmbeddedObject where later DSP0201 versions allow it besides the scalar
 # PROPERTY: on PROPERTY.ARRAY and on PARAMVALUE ("Parse Exception: Unknown
 # attribute in list for PROPERTY.ARRAY"). Text content never holds a raw '<'
 # (it is escaped), so a match is always a start tag.

@@ -49,7 +49,7 @@ _WITH_PATH: Final = "instances with paths"
 _PATHS: Final = "instance paths"
 _INSTANCES: Final = "instances"
 
-# DSP0200 5.3.2: operations that change classes or qualifier declarations;
+# DSP0200's intrinsic operations that change classes or qualifier declarations;
 # the model is fixed, this server does not offer them.
 _UNSUPPORTED: Final = frozenset(
     name.lower() for name in (
@@ -188,7 +188,7 @@ class _Params:
             )
 
     def check_filter(self) -> None:
-        """Open* with a filter query (DMTF:FQL) is not supported (DSP0200 5.3.2.x)."""
+        """Open* with a filter query (DMTF:FQL, DSP0212) is not supported here."""
         language = self.string("FilterQueryLanguage")
         query = self.string("FilterQuery")
         if language is not None or query is not None:
@@ -397,8 +397,8 @@ class Dispatcher:
     # -- instance reads ----------------------------------------------------------------------
     #
     # DSP0200 1.4 deprecates LocalOnly for instance operations and recommends
-    # that servers treat it as false (8.1.2.x "LocalOnly"): it is read (a
-    # malformed value is still an error) and then ignored, as pywbem_mock does.
+    # that servers treat it as false: it is read (a malformed value is still
+    # an error) and then ignored, as pywbem_mock does.
 
     def _op_GetInstance(self, call: cimxml.IntrinsicCall, p: _Params, caller: Any) -> CimResult:
         path = p.instancename("InstanceName", call.namespace)

@@ -1,4 +1,4 @@
-"""Server-side enumeration contexts of the pull operations (DSP0200 5.3.2.x "Open*/Pull*").
+"""Server-side enumeration contexts of the pull operations (DSP0200 1.4: Open*, Pull*).
 
 Owns: the table of open enumeration contexts: their opaque identifiers,
 expiry (OperationTimeout after the last open or pull), the bound on how many
