@@ -212,3 +212,13 @@ def test_limits_are_checked() -> None:
         PullLimits(default_timeout=90, max_timeout=60)
     with pytest.raises(ValueError, match="max_contexts must be at least 1"):
         PullLimits(max_contexts=0)
+
+
+def test_clear_closes_every_context() -> None:
+    contexts = table()
+    sources = [Source(5) for _ in range(3)]
+    for source in sources:
+        list(contexts.open(iter(source), namespace="n", kind="k", owner="u", timeout=30,
+                           max_count=1))
+    assert contexts.clear() == 3 and len(contexts) == 0
+    assert all(source.closed for source in sources)

@@ -19,6 +19,7 @@ from pywbem import (
 
 from lmi_mount.cim.model import Model
 from tests.server.conftest import ADMIN, NS, READER, SERVICE, Running
+from tests.server.rawhttp import basic, cim_request, exchange
 from tests.server.standin import MOUNT_POINTS
 from tests.server.test_cimxml import imethod, request
 
@@ -304,3 +305,19 @@ def test_failure_half_way_is_never_a_short_result(running: Running) -> None:
     finally:
         running.broker._failures.clear()
     assert len(running.connect().EnumerateInstanceNames(MOUNTS)) == 3
+
+
+def test_enumeration_count_is_null_for_an_open_context(running: Running) -> None:
+    opened = running.connect().OpenEnumerateInstances(MOUNTS, MaxObjectCount=0)
+    context, _namespace = opened.context
+    body = request(imethod("EnumerationCount", '<IPARAMVALUE NAME="EnumerationContext">'
+                           f"<VALUE>{context}</VALUE></IPARAMVALUE>"))
+    with running.socket() as sock:
+        reply = exchange(sock, cim_request(body, method="EnumerationCount", auth=basic(*ADMIN)))
+    assert reply.status == 200
+    assert b'<IMETHODRESPONSE NAME="EnumerationCount"><IRETURNVALUE></IRETURNVALUE>' in reply.body
+    unknown = body.replace(context.encode(), b"made-up")
+    with running.socket() as sock:
+        reply = exchange(sock, cim_request(unknown, method="EnumerationCount",
+                                           auth=basic(*ADMIN)))
+    assert b'<ERROR CODE="21"' in reply.body  # CIM_ERR_INVALID_ENUMERATION_CONTEXT

@@ -394,6 +394,8 @@ class CimServer:
     def shutdown(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self.http.shutdown(timeout)
+        # The broker's iterators held by open enumerations end with the server.
+        self.contexts.clear()
 
     def __enter__(self) -> CimServer:
         self.start()

@@ -295,6 +295,16 @@ class ContextTable:
             self._contexts.pop(context.identifier, None)
         _close(context.iterator)
 
+    def clear(self) -> int:
+        """Drop every context (the server stops); return how many were open."""
+        with self._lock:
+            contexts = list(self._contexts.values())
+            self._contexts.clear()
+        for context in contexts:
+            if not context.busy:
+                _close(context.iterator)
+        return len(contexts)
+
     def expire(self) -> int:
         """Drop the contexts whose time is over; return how many."""
         with self._lock:
