@@ -11,8 +11,6 @@ import os
 import subprocess
 from collections.abc import Sequence
 
-import pytest
-
 from tests.server.conftest import ADMIN, Running
 from tests.server.standin import MOUNT_POINTS
 from tests.support.skips import has_tool, requires_tool
@@ -132,12 +130,3 @@ def test_wbemcli_over_https_and_its_errors(running: Running) -> None:
     wrong = subprocess.run([tool, "ecn", f"http://admin:nope@127.0.0.1:{running.http_port}/"
                             "root/cimv2"], capture_output=True, text=True, timeout=30)
     assert wrong.returncode != 0 and "Invalid username/password" in wrong.stderr
-
-
-@pytest.mark.parametrize("tool", ["pywbemcli", "wbemcli"])
-def test_tools_are_installed_for_ci(tool: str) -> None:
-    # .ci/run installs both; a missing one would silently skip the tests above.
-    if os.environ.get("CI") and has_tool(tool) is None:
-        pytest.fail(f"{tool} is not installed in CI")
-    if has_tool(tool) is None:
-        pytest.skip(f"{tool} is not installed")
