@@ -123,6 +123,16 @@ def test_http_1_0_closes_after_the_response(server: HttpServer) -> None:
         closed_within(sock, 2)
 
 
+def test_http_1_0_keep_alive_when_asked(server: HttpServer) -> None:
+    with connect(server) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(post(version="HTTP/1.0", body=b"one", extra="Connection: keep-alive\r\n"))
+        response = read_response(stream)
+        assert response.body == b"one" and response.header("connection") == "keep-alive"
+        sock.sendall(post(version="HTTP/1.0", body=b"two"))
+        assert read_response(stream).body == b"two"
+
+
 def test_100_continue(server: HttpServer) -> None:
     with connect(server) as sock:
         sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"

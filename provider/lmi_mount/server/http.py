@@ -652,9 +652,10 @@ class HttpServer:
         body = response.body
         if head.method == "HEAD":
             body = b""
+        old = head.version == "HTTP/1.0"
         if isinstance(body, (bytes, bytearray)):
             sock.sendall(_head_bytes(response.status, response.headers, len(body),
-                                     close=not keep_alive) + bytes(body))
+                                     close=not keep_alive, http10=old) + bytes(body))
             return keep_alive
         chunks = iter(body)
         # A body of one chunk goes with Content-Length (simpler for every client).
@@ -668,7 +669,7 @@ class HttpServer:
             return False
         if second is None:
             sock.sendall(_head_bytes(response.status, response.headers, len(first),
-                                     close=not keep_alive) + first)
+                                     close=not keep_alive, http10=old) + first)
             return keep_alive
         chunked = head.version == "HTTP/1.1"
         fields = list(response.headers)
@@ -756,7 +757,8 @@ def _keep_alive(head: RequestHead) -> bool:
 
 
 def _head_bytes(
-    status: int, fields: Sequence[tuple[str, str]], length: int | None, *, close: bool
+    status: int, fields: Sequence[tuple[str, str]], length: int | None, *, close: bool,
+    http10: bool = False,
 ) -> bytes:
     lines = [f"HTTP/1.1 {status} {_reason(status)}", f"Date: {formatdate(usegmt=True)}",
              f"Server: {SERVER_NAME}"]
@@ -765,6 +767,9 @@ def _head_bytes(
         lines.append(f"Content-Length: {length}")
     if close:
         lines.append("Connection: close")
+    elif http10:
+        # An HTTP/1.0 client keeps the connection only if told so (RFC 9112 9.3).
+        lines.append("Connection: keep-alive")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
