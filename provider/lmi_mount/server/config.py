@@ -45,6 +45,8 @@ from typing import Any, Final
 from lmi_mount.server.http import HttpLimits
 from lmi_mount.server.pull import PullLimits
 
+_D = typing.TypeVar("_D")
+
 DEFAULT_HTTP_PORT: Final = 5988
 DEFAULT_HTTPS_PORT: Final = 5989
 
@@ -158,25 +160,38 @@ def from_ini(parser: configparser.ConfigParser, source: str = "<config>",
                                   f"known: {', '.join(names)}")
             values[key] = _convert(raw, hints[key], f"{source}: [{section}] {key}")
     for section, limits_type in (("http", HttpLimits), ("enumeration", PullLimits)):
-        if not parser.has_section(section):
-            continue
-        fields = {f.name: f for f in dataclasses.fields(limits_type)}
-        limit_hints = typing.get_type_hints(limits_type)
-        given = {}
-        for key, raw in parser.items(section, raw=True):
-            if key not in fields:
-                raise ConfigError(f"{source}: [{section}] has no setting {key!r}; "
-                                  f"known: {', '.join(fields)}")
-            given[key] = _convert(raw, limit_hints[key], f"{source}: [{section}] {key}")
-        try:
-            values[section] = limits_type(**given)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: [{section}]: {exc}") from None
+        if parser.has_section(section):
+            values[section] = read_section(parser, section, limits_type, source)
     values.update(overrides)
     try:
         return ServerConfig(**values)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def read_section(
+    parser: configparser.ConfigParser, section: str, kind: type[_D], source: str = "<config>"
+) -> _D:
+    """The dataclass ``kind`` from ``[section]``: its defaults where the file is silent.
+
+    An unknown key or a value of the wrong kind is a ConfigError naming the
+    file, section and key. Other parts of lmi-mountd read their sections
+    (``[engine]``, ``[cim]``) through this too.
+    """
+    if not parser.has_section(section):
+        return kind()
+    fields = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(kind)
+    given = {}
+    for key, raw in parser.items(section, raw=True):
+        if key not in fields:
+            raise ConfigError(f"{source}: [{section}] has no setting {key!r}; "
+                              f"known: {', '.join(sorted(fields))}")
+        given[key] = _convert(raw, hints[key], f"{source}: [{section}] {key}")
+    try:
+        return kind(**given)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [{section}]: {exc}") from None
 
 
 def load_config(path: Path, **overrides: Any) -> ServerConfig:

@@ -1,0 +1,270 @@
+"""``lmi-mountd``: the CIM-XML service on the mount engine.
+
+Owns: the daemon's life: the command line, the ``[engine]`` and ``[cim]``
+sections of its INI file (the server's own sections are read by
+``server.config``), the ``--sandbox`` set-up (a private mount namespace, a
+scratch fstab and state, a self-signed certificate and a one-time password),
+logging to the journal or stderr, systemd readiness, and a graceful stop on
+SIGTERM or SIGINT: the listeners close, running requests and jobs finish,
+then the engine closes its journal.
+
+Must not know: mount logic, CIM semantics, the wire format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from lmi_mount import __version__
+from lmi_mount.cim.broker import Broker
+from lmi_mount.engine import MountManager
+from lmi_mount.linux.kernel import LinuxKernel
+from lmi_mount.linux.namespace import enter_private_mount_namespace
+from lmi_mount.server.app import CimServer
+from lmi_mount.server.config import ConfigError, ServerConfig, load_config, read_section
+
+log = logging.getLogger("lmi_mount.daemon")
+
+DEFAULT_CONFIG = Path("/etc/lmi-mount/lmi-mountd.conf")
+DEFAULT_SANDBOX = Path("/tmp/lmi-mount-sandbox")
+SANDBOX_USER = "sandbox"
+# Directories a newcomer can mount on and from in the sandbox.
+SANDBOX_DIRECTORIES = ("data", "mnt/a", "mnt/b", "mnt/c")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """``[engine]``: what the mount engine works on."""
+
+    fstab: Path = Path("/etc/fstab")
+    #: In /run: the journal must outlive a restart of the service, not a reboot.
+    state_dir: Path = Path("/run/lmi-mount")
+    hold_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CimSettings:
+    """``[cim]``: how the model answers."""
+
+    synchronous_seconds: float = 5.0
+    time_before_removal: float = 60.0
+    max_goal_settings: int = 1000
+    #: Holder of calls that name none and come without an authenticated user.
+    default_holder: str = "cim"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerConfig
+    engine: EngineSettings
+    cim: CimSettings
+    sandbox: Path | None = None
+    sandbox_password: str | None = None
+
+
+def parser() -> argparse.ArgumentParser:
+    cli = argparse.ArgumentParser(
+        prog="lmi-mountd",
+        description="CIM-XML server (DSP0200) for the OpenLMI Mounting Model: Linux mounts and "
+        "/etc/fstab managed by pywbem, pywbemcli, sblim wbemcli and other WBEM clients.",
+    )
+    cli.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    cli.add_argument("--config", type=Path, metavar="FILE",
+                     help=f"INI configuration (default {DEFAULT_CONFIG} when it exists)")
+    cli.add_argument("--sandbox", type=Path, nargs="?", const=DEFAULT_SANDBOX, metavar="DIR",
+                     help="run in a private mount namespace with fstab, state, TLS files and "
+                     f"playground directories under DIR (default {DEFAULT_SANDBOX}); nothing "
+                     "reaches the host's mounts or /etc/fstab")
+    cli.add_argument("--sandbox-password", metavar="PASSWORD",
+                     help=f"password of the sandbox's user {SANDBOX_USER!r} (default: a random "
+                     "one, printed at start)")
+    cli.add_argument("--listen", action="append", metavar="ADDRESS",
+                     help="address to listen on (repeatable; default from the configuration)")
+    cli.add_argument("--http-port", type=int, metavar="PORT", help="plain HTTP port (0: none)")
+    cli.add_argument("--https-port", type=int, metavar="PORT", help="HTTPS port (0: none)")
+    cli.add_argument("--log-level", default="INFO",
+                     choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return cli
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    """The settings of this run, from the configuration file and the command line."""
+    overrides: dict[str, Any] = {}
+    if args.listen:
+        overrides["listen"] = tuple(args.listen)
+    for name in ("http_port", "https_port"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value or None
+    ini = configparser.ConfigParser(interpolation=None)
+    default = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() and not args.sandbox else None
+    path = args.config or default
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as stream:
+                ini.read_file(stream, str(path))
+        except (OSError, configparser.Error) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+    engine = read_section(ini, "engine", EngineSettings, str(path))
+    cim = read_section(ini, "cim", CimSettings, str(path))
+    if args.sandbox is None:
+        if path is None:
+            raise ConfigError(f"no configuration: pass --config FILE, create {DEFAULT_CONFIG}, "
+                              "or try --sandbox")
+        return Settings(load_config(path, **overrides), engine, cim)
+    root = args.sandbox.resolve()
+    password = args.sandbox_password or secrets.token_urlsafe(12)
+    certfile, keyfile = _self_signed(root / "tls")
+    sandbox_server: dict[str, Any] = {
+        "listen": ("127.0.0.1",),
+        "hostname": "sandbox.localdomain",
+        "plain_http": "loopback",
+        "users": ((SANDBOX_USER, "admin", password),),
+        "certfile": certfile,
+        "keyfile": keyfile,
+        "https_port": 5989 if certfile else None,
+    }
+    sandbox_server.update(overrides)
+    engine = dataclasses.replace(engine, fstab=root / "fstab", state_dir=root / "state")
+    return Settings(ServerConfig(**sandbox_server), engine, cim, root, password)
+
+
+def _self_signed(directory: Path) -> tuple[Path | None, Path | None]:
+    """A self-signed certificate for the sandbox (openssl(1)); none without openssl."""
+    cert, key = directory / "server.pem", directory / "server.key"
+    if cert.exists() and key.exists():
+        return cert, key
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None, None
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "30",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+def _prepare_sandbox(root: Path) -> None:
+    for name in SANDBOX_DIRECTORIES:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    fstab = root / "fstab"
+    if not fstab.exists():
+        fstab.write_text("# lmi-mountd sandbox: a scratch fstab, not the system's\n")
+
+
+def _configure_logging(level: str) -> None:
+    # Under systemd, stderr goes to the journal (JOURNAL_STREAM is set): no
+    # timestamps of our own, and sd-daemon(3) priority prefixes per line.
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+class _JournalFormatter(logging.Formatter):
+    _PRIORITY: Final = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                 logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self._PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def _notify(state: str) -> None:
+    """sd_notify(3) for Type=notify units; nothing outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
+
+
+def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = None) -> int:
+    args = parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    if args.sandbox is not None:
+        if os.geteuid() != 0:
+            print("lmi-mountd: --sandbox needs root (a private mount namespace); "
+                  "try: sudo lmi-mountd --sandbox", file=sys.stderr)
+            return 2
+        # unshare(2) moves only the calling thread: enter before any thread starts.
+        enter_private_mount_namespace()
+    try:
+        run = settings(args)
+    except ConfigError as exc:
+        print(f"lmi-mountd: {exc}", file=sys.stderr)
+        return 2
+    if run.sandbox is not None:
+        _prepare_sandbox(run.sandbox)
+    stop = stop or threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(number, lambda *_: stop.set())
+
+    run.engine.state_dir.mkdir(parents=True, exist_ok=True)
+    engine = MountManager(LinuxKernel(), fstab_path=run.engine.fstab,
+                          state_dir=run.engine.state_dir,
+                          hold_seconds=run.engine.hold_seconds).start()
+    broker = Broker(engine, host=run.server.hostname,
+                    synchronous_seconds=run.cim.synchronous_seconds,
+                    time_before_removal=run.cim.time_before_removal,
+                    max_goal_settings=run.cim.max_goal_settings,
+                    default_holder=run.cim.default_holder)
+    try:
+        server = CimServer(run.server, broker)
+        server.start()
+    except (OSError, ConfigError) as exc:
+        print(f"lmi-mountd: cannot serve: {exc}", file=sys.stderr)
+        broker.close()
+        engine.close()
+        return 1
+    try:
+        _announce(run, server)
+        _notify("READY=1")
+        stop.wait()
+        _notify("STOPPING=1")
+        log.info("stopping: closing the listeners, letting requests and jobs finish")
+    finally:
+        server.shutdown()
+        broker.close()  # waits for running jobs: their mounts and journal records complete
+        engine.close()
+    return 0
+
+
+def _announce(run: Settings, server: CimServer) -> None:
+    urls = [f"{'https' if tls else 'http'}://{host}:{port}"
+            for host, port, tls in server.addresses]
+    log.info("lmi-mountd %s serving %s", __version__, ", ".join(urls))
+    if run.sandbox is not None:
+        print(
+            f"lmi-mountd sandbox in {run.sandbox} (private mount namespace, fstab "
+            f"{run.engine.fstab})\n"
+            f"  listening on {', '.join(urls)}\n"
+            f"  user {SANDBOX_USER!r}, password {run.sandbox_password!r}\n"
+            f"  try: pywbemcli -s {urls[0]} -u {SANDBOX_USER} -p {run.sandbox_password} "
+            "class invokemethod LMI_MountConfigurationService CreateMount -p Mode=32768 "
+            f"-p MountPoint={run.sandbox}/mnt/a -p FileSystemSpec=tmpfs -p FileSystemType=tmpfs",
+            file=sys.stderr, flush=True,
+        )
