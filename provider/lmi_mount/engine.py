@@ -101,7 +101,7 @@ class EngineState:
     """A consistent read of the engine: the kernel's table and the model's mounts."""
 
     table: MountTable
-    statuses: list[MountStatus]
+    statuses: tuple[MountStatus, ...]
     source_of: Callable[[MountRecord], str]
 
 
@@ -172,6 +172,16 @@ class MountManager:
         self._timers_enabled = timers and not observer
         self.observer = observer
         self._timer_thread: threading.Thread | None = None
+        # Reads are cached while what they came from is unchanged: the mount
+        # table by the kernel's version, fstab by its content, the state by both
+        # and the holders. Statuses and records are immutable, so sharing is safe.
+        self._cache_lock = threading.Lock()
+        self._table_cache: tuple[int, MountTable] | None = None
+        self._fstab_cache: tuple[files.FileVersion, FstabDocument] | None = None
+        self._sources: tuple[MountTable | None, dict[int, str]] = (None, {})
+        self._state_cache: (
+            tuple[MountTable, FstabDocument, dict[str, HeldMount], EngineState] | None
+        ) = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -324,15 +334,37 @@ class MountManager:
             return self._holders.get(normalize_target(target))
 
     def read_fstab(self) -> FstabDocument:
-        text, _version = files.read_versioned(self.fstab_path)
-        return FstabDocument.parse(text)
+        """The fstab as it is now; parsed again only when its content changed."""
+        text, version = files.read_versioned(self.fstab_path)
+        with self._cache_lock:
+            cached = self._fstab_cache
+            if cached is not None and cached[0] == version:
+                return cached[1]
+        document = FstabDocument.parse(text)
+        with self._cache_lock:
+            self._fstab_cache = (version, document)
+        return document
 
     def mount_table(self) -> MountTable:
-        return MountTable(parse_mountinfo(self.kernel.read_mountinfo()))
+        """The kernel's mount table now; parsed again only when the kernel says it changed.
+
+        The version is taken before the text is read, so a change that lands
+        in between only causes one more read next time, never a stale table.
+        """
+        version = self.kernel.mount_table_version()
+        with self._cache_lock:
+            cached = self._table_cache
+            if version is not None and cached is not None and cached[0] == version:
+                return cached[1]
+        table = MountTable(parse_mountinfo(self.kernel.read_mountinfo()))
+        with self._cache_lock:
+            self._table_cache = (version, table) if version is not None else None
+            self._sources = (table, {})
+        return table
 
     def status(self) -> list[MountStatus]:
         """Every mount the model shows (see ``state``)."""
-        return self.state().statuses
+        return list(self.state().statuses)
 
     def state(self) -> EngineState:
         """One consistent read: the mount table and every mount the model shows.
@@ -347,6 +379,11 @@ class MountManager:
             table = self.mount_table()
             fstab = self.read_fstab()
             held = {h.target: h for h in self._holders}
+        with self._cache_lock:
+            cached = self._state_cache
+            if (cached is not None and cached[0] is table and cached[1] is fstab
+                    and cached[2] == held):
+                return cached[3]
         source_of = self._source_resolver(table)
         # Swap lines and other non-mounts ("none swap sw") have no mount point.
         by_target = {
@@ -379,7 +416,10 @@ class MountManager:
                 statuses.append(
                     MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
                 )
-        return EngineState(table, statuses, source_of)
+        state = EngineState(table, tuple(statuses), source_of)
+        with self._cache_lock:
+            self._state_cache = (table, fstab, held, state)
+        return state
 
     def check_invariants(self) -> None:
         """Assert WI2/WI3 on the holder table (tests call it under load)."""
@@ -403,7 +443,14 @@ class MountManager:
         return replace(spec, source=source, target=target)
 
     def _source_resolver(self, table: MountTable) -> Callable[[MountRecord], str]:
-        cache: dict[int, str] = {}
+        # Resolved sources live as long as their table: a bind's origin and a
+        # loop's backing file do not change while the mount table does not.
+        with self._cache_lock:
+            if self._sources[0] is table:
+                cache = self._sources[1]
+            else:
+                cache = {}
+                self._sources = (table, cache)
 
         def source_of(record: MountRecord) -> str:
             if record.mount_id not in cache:

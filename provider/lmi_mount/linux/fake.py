@@ -237,6 +237,8 @@ class FakeKernel:
         self._busy: list[_Busy] = []
         self._loops: dict[int, _Loop] = {}
         self._faults: dict[str, list[int]] = {}
+        self._rendered = ""
+        self._table_version = 0
         # Like statx's STATX_MNT_ID_UNIQUE: never reused, unlike mount ids.
         self._unique_ids = itertools.count(1 << 32)
 
@@ -264,6 +266,15 @@ class FakeKernel:
             self._collect()
 
     # -- Kernel protocol ---------------------------------------------------
+
+    def mount_table_version(self) -> int | None:
+        with self._lock:
+            # The rendered table is the state: a new text is a new version.
+            text = "".join(self._render(mount) for mount in self._mounts)
+            if text != self._rendered:
+                self._rendered = text
+                self._table_version += 1
+            return self._table_version
 
     def read_mountinfo(self) -> str:
         with self._lock:

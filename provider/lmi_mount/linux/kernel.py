@@ -20,10 +20,12 @@ import errno
 import fcntl
 import os
 import re
+import select
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal, Protocol
 
@@ -141,6 +143,14 @@ class Kernel(Protocol):
 
     def read_mountinfo(self) -> str:
         """The text of /proc/self/mountinfo (proc(5)) as the kernel renders it."""
+        ...
+
+    def mount_table_version(self) -> int | None:
+        """A number that changes whenever the mount table may have changed.
+
+        Callers poll it before ``read_mountinfo`` and keep what they parsed
+        while it stays the same. None: unknown, read every time.
+        """
         ...
 
     def loop_backing_file(self, device: str) -> str | None:
@@ -358,6 +368,9 @@ class LinuxKernel:
         helper_timeout: float = 120.0,
     ) -> None:
         self.proc_root = proc_root
+        self._watch: tuple[int, select.poll] | None = None
+        self._watch_lock = threading.Lock()
+        self._table_version = 0
         self.sys_root = sys_root
         self.dev_root = dev_root
         self.mount_program = mount_program
@@ -365,6 +378,25 @@ class LinuxKernel:
         self.helper_timeout = helper_timeout
 
     # -- reading -----------------------------------------------------------
+
+    def mount_table_version(self) -> int | None:
+        # proc(5): mountinfo is pollable; POLLPRI|POLLERR once after each change
+        # of the namespace's mount table since this descriptor's last poll
+        # (fs/proc_namespace.c mounts_poll()).
+        with self._watch_lock:
+            if self._watch is None:
+                try:
+                    fd = os.open(f"{self.proc_root}/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    return None
+                poller = select.poll()
+                poller.register(fd, select.POLLPRI | select.POLLERR)
+                self._watch = (fd, poller)
+                self._table_version += 1
+            elif any(events & (select.POLLPRI | select.POLLERR)
+                     for _, events in self._watch[1].poll(0)):
+                self._table_version += 1
+            return self._table_version
 
     def read_mountinfo(self) -> str:
         # surrogateescape: paths are bytes to the kernel; keep non-UTF-8 names intact.

@@ -64,7 +64,7 @@ class View:
         return self._state
 
     @property
-    def statuses(self) -> list[MountStatus]:
+    def statuses(self) -> tuple[MountStatus, ...]:
         return self.state.statuses
 
     def status(self, spec: str, target: str) -> MountStatus | None:

@@ -1,0 +1,43 @@
+"""The projection's fast construction is the same as pywbem's validating constructors."""
+
+from __future__ import annotations
+
+import time
+
+from lmi_mount.cim import names
+from lmi_mount.cim.projection import Projector
+from tests.cim.conftest import NS, CimWorld, call
+
+
+def test_fast_instances_equal_validated_ones_for_every_class(fake_world: CimWorld) -> None:
+    target = fake_world.dir("drifted")
+    fake_world.fstab.write_text(
+        f"tmpfs {target} tmpfs noexec 0 2\n/dev/sdz1 /srv/absent ext4 defaults 1 2\n"
+    )
+    conn = fake_world.connect(synchronous_seconds=0)
+    broker = conn.broker
+    jobs = [
+        call(conn, "CreateMount", Mode=32768, MountPoint=target, FileSystemSpec="tmpfs",
+             FileSystemType="tmpfs", Holder="a")[1]["Job"],
+        call(conn, "CreateMount", Mode=1, MountPoint=fake_world.dir("bind"),
+             FileSystemSpec=fake_world.dir("source"))[1]["Job"],
+    ]
+    for job in jobs:
+        deadline = time.monotonic() + 10
+        while conn.GetInstance(job)["JobState"] not in (7, 8, 10):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    [capabilities] = conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM_CAPABILITIES)
+    conn.InvokeMethod("CreateSetting", capabilities)
+
+    def everything() -> dict[str, list[object]]:
+        return {c: list(broker.enumerate_instances(NS, c)) for c in names.LMI_CLASSES}
+
+    fast = everything()
+    context = broker.context
+    context.projector = Projector(context.projector.model, context.projector.host, validate=True)
+    validated = everything()
+    assert all(fast[c] for c in names.LMI_CLASSES), "every class has instances to compare"
+    for classname in names.LMI_CLASSES:
+        assert fast[classname] == validated[classname], classname
+        assert [i.path for i in fast[classname]] == [i.path for i in validated[classname]]
