@@ -38,8 +38,8 @@ from pywbem import (
     CIMProperty,
 )
 
+from lmi_mount.cim.broker import class_view
 from lmi_mount.server import cimxml, wql
-from lmi_mount.server.interop import class_view
 from lmi_mount.server.pull import Batch, ContextTable
 
 log = logging.getLogger("lmi_mount.server.dispatch")

@@ -16,10 +16,9 @@ Must not know: XML, HTTP, mounts. It knows the broker's interface only.
 
 from __future__ import annotations
 
-import copy
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -42,6 +41,7 @@ from pywbem import (
 )
 from pywbem_mock import FakedWBEMConnection
 
+from lmi_mount.cim.broker import class_view
 from lmi_mount.cim.model import Model, ModelError, find_mof_dir, install_model, load_model
 from lmi_mount.cim.names import COMPUTER_SYSTEM, INTEROP_NAMESPACE
 
@@ -532,38 +532,3 @@ class InteropBroker:
                        f"{cls.classname}.{cls.methods[method].name} is not implemented in "
                        f"{self.interop_namespace}")
 
-
-def class_view(cls: CIMClass, *, local_only: bool, include_qualifiers: bool,
-               include_class_origin: bool, property_list: Sequence[str] | None) -> CIMClass:
-    """A copy of ``cls`` shaped as DSP0200 GetClass/EnumerateClasses ask.
-
-    The copy is deep: ``CIMClass.copy()`` shares the property, method and
-    parameter objects with the original (pywbem documents it "middle-deep"),
-    so clearing their qualifiers or class origins there would change the
-    cached model for every later caller.
-    """
-    result = copy.deepcopy(cls)
-    wanted = {p.lower() for p in property_list} if property_list is not None else None
-    for name in list(result.properties):
-        prop = result.properties[name]
-        if (local_only and prop.propagated) or (wanted is not None and name.lower() not in wanted):
-            del result.properties[name]
-    if local_only:
-        for name in [m for m, method in result.methods.items() if method.propagated]:
-            del result.methods[name]
-    if not include_qualifiers:
-        result.qualifiers.clear()
-        for element in _elements(result):
-            element.qualifiers.clear()
-    if not include_class_origin:
-        for element in _elements(result):
-            if hasattr(element, "class_origin"):
-                element.class_origin = None
-    return result
-
-
-def _elements(cls: CIMClass) -> Iterable[Any]:
-    yield from cls.properties.values()
-    for method in cls.methods.values():
-        yield method
-        yield from method.parameters.values()
