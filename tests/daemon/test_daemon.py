@@ -1,0 +1,161 @@
+"""``lmi-mountd`` as a real process: the sandbox a newcomer starts, its life cycle, its errors.
+
+Each test runs the installed daemon as a subprocess on free 127.0.0.1 ports
+and drives it with pywbemcli, as a user would. The sandbox enters a private
+mount namespace of its own: the host (this test process) never sees its
+mounts, and they end with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.daemon import sandbox
+from tests.daemon.sandbox import PASSWORD, USER, Daemon
+from tests.support.skips import has_tool, requires_root, requires_tool
+
+ROOT = (pytest.mark.root, requires_root)
+
+
+def pywbemcli(daemon: Daemon, *args: str, https: bool = False) -> subprocess.Popen[str]:
+    """Start a pywbemcli command against ``daemon`` (pywbemcli takes ~0.5 s to start:
+    callers overlap the ones that do not depend on each other)."""
+    tool = has_tool("pywbemcli")
+    assert tool is not None
+    server = ["-s", daemon.https_url, "--ca-certs", str(daemon.cafile)] if https else [
+        "-s", daemon.http_url]
+    return subprocess.Popen([tool, *server, "-u", USER, "-p", PASSWORD, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=sandbox.client_env())
+
+
+def finish(command: subprocess.Popen[str]) -> str:
+    """The output of a pywbemcli command, its long MOF strings joined again."""
+    try:
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.communicate()
+    assert command.returncode == 0, f"{command.args!r}:\n{out}{err}"
+    return re.sub(r'"\n\s*"', "", out)
+
+
+def mounted_file_systems(daemon: Daemon) -> dict[str, dict[str, str]]:
+    """MountPointPath -> {property: MOF value} of ``pywbemcli instance enumerate``."""
+    out = finish(pywbemcli(daemon, "instance", "enumerate", "LMI_MountedFileSystem", "--pl",
+                           "MountPointPath,ReferenceCount,Holders,Caption"))
+    instances = {}
+    for block in out.split("instance of LMI_MountedFileSystem {")[1:]:
+        # pywbemcli puts a long value on a line of its own.
+        properties = dict(re.findall(r"^\s+(\w+) =\s+(.*?);$", block, re.MULTILINE | re.DOTALL))
+        instances[properties["MountPointPath"].strip('"')] = properties
+    return instances
+
+
+def mount_points(mountinfo: str) -> set[str]:
+    # proc(5): field 5 of /proc/PID/mountinfo is the mount point (octal-escaped).
+    return {line.split()[4] for line in mountinfo.splitlines()}
+
+
+@pytest.mark.root
+@requires_root
+@requires_tool("pywbemcli")
+def test_sandbox_life_cycle(tmp_path: Path) -> None:
+    root = tmp_path / "sandbox"
+    target = f"{root}/mnt/a"
+    fstab_line = f"tmpfs {target} tmpfs defaults 0 0"
+    daemon = sandbox.start(root)
+    try:
+        assert os.readlink(f"/proc/{daemon.process.pid}/ns/mnt") != os.readlink(
+            "/proc/self/ns/mnt"), "the sandbox shares the host's mount namespace"
+        brand = pywbemcli(daemon, "server", "brand", https=True)
+        try:
+            created = finish(pywbemcli(
+                daemon, "class", "invokemethod", "LMI_MountConfigurationService", "CreateMount",
+                "-p", "Mode=1", "-p", f"MountPoint={target}", "-p", "FileSystemSpec=tmpfs",
+                "-p", "FileSystemType=tmpfs"))
+        finally:
+            branded = finish(brand)
+        assert branded.strip() == "lmi-mount"
+        assert created.startswith("ReturnValue=0\n"), created
+        assert f'MountPointPath=\\"{target}\\"' in created
+
+        mount = mounted_file_systems(daemon)[target]
+        assert (mount["ReferenceCount"], mount["Holders"]) == ("1", f'{{ "{USER}" }}')
+        assert fstab_line in daemon.fstab.read_text().splitlines()
+        assert target in mount_points(daemon.mountinfo())
+        with open("/proc/self/mountinfo", encoding="utf-8") as host:
+            assert target not in mount_points(host.read())
+
+        stopping = time.monotonic()
+        assert daemon.stop(timeout=10) == 0
+        print(f"SIGTERM to exit: {time.monotonic() - stopping:.2f} s")
+        assert "STOPPING=1" in daemon.notifications or daemon.receive("STOPPING=1", 0.5)
+        assert "stopping: closing the listeners" in daemon.output()
+    finally:
+        daemon.kill()
+
+    # Restart on the same directory. The mount ended with the old namespace;
+    # the journal still lists its holder, and reconstruction drops it. Under
+    # systemd (JOURNAL_STREAM set) each line carries its sd-daemon(3) priority.
+    with sandbox.running(root, env={"JOURNAL_STREAM": "8:12345"}) as again:
+        assert fstab_line in again.fstab.read_text().splitlines()
+        mount = mounted_file_systems(again)[target]
+        assert (mount["ReferenceCount"], mount["Holders"]) == ("0", "{ }")
+        assert mount["Caption"] == '"in fstab"'
+        assert target not in mount_points(again.mountinfo())
+        assert f"<6>lmi_mount.engine: reconstruct: {target} vanished" in again.output()
+        assert again.stop(timeout=10) == 0
+
+
+@pytest.mark.parametrize(("config", "sandboxed", "message"), [
+    pytest.param("[server]\nhttp_prot = 5988\n", False, "[server] has no setting 'http_prot'",
+                 id="server-key"),
+    pytest.param("[engine]\nhold_second = 1\n", True, "[engine] has no setting 'hold_second'",
+                 id="engine-key-in-sandbox", marks=ROOT),
+    pytest.param("[cim]\nsynchronous_seconds = soon\n", True,
+                 "[cim] synchronous_seconds = 'soon': expected a number", id="cim-value",
+                 marks=ROOT),
+])
+def test_a_bad_configuration_exits_2_naming_it(tmp_path: Path, config: str, sandboxed: bool,
+                                                message: str) -> None:
+    path = tmp_path / "lmi-mountd.conf"
+    path.write_text("[auth]\nusers_file = /etc/lmi-mount/users\n" + config)
+    command = [*sandbox.lmi_mountd(), "--config", str(path)]
+    if sandboxed:
+        command += ["--sandbox", str(tmp_path / "sandbox"), "--http-port", "0"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30,
+                          env=sandbox.client_env())
+    assert done.returncode == 2, done.stderr
+    assert f"lmi-mountd: {path}: {message}" in done.stderr
+
+
+def test_the_sandbox_needs_root(tmp_path: Path) -> None:
+    # Simulated: the interpreter lives under /root here, out of an unprivileged
+    # user's reach, so the daemon's own uid check is what is exercised.
+    program = ("import os, sys; os.geteuid = lambda: 1000; from lmi_mount.daemon import main; "
+               f"sys.exit(main(['--sandbox', {str(tmp_path / 'sandbox')!r}]))")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 2
+    assert "--sandbox needs root (a private mount namespace); try: sudo lmi-mountd --sandbox" in (
+        done.stderr)
+    assert not (tmp_path / "sandbox").exists()
+
+
+@pytest.mark.root
+@requires_root
+def test_sigint_stops_like_sigterm(tmp_path: Path) -> None:
+    with sandbox.running(tmp_path / "sandbox") as daemon:
+        daemon.process.send_signal(signal.SIGINT)
+        assert daemon.process.wait(10) == 0
+        assert "stopping: closing the listeners" in daemon.output()
