@@ -1,0 +1,213 @@
+"""Issue 6: 8 clients x 200 bind create/delete pairs on shared paths, through a real lmi-mountd.
+
+One ``lmi-mountd --sandbox`` process serves; 8 client processes, each with its
+own ``pywbem.WBEMConnection`` and its own holder name, bind one shared source
+onto one of 3 shared targets (CreateMount Mode=32768) and release their hold
+(DeleteMount Mode=32769, same Holder), 200 times each. Every call must
+succeed; meanwhile a sampler checks that each LMI_MountedFileSystem it sees
+has ``ReferenceCount == len(Holders)``; at the end no target is mounted in the
+daemon's namespace and no instance (so no holder) is left.
+
+The pairs/s figure is printed (``pytest -s``), never asserted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.synchronize
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pywbem import CIMError, CIMInstanceName, Uint16, WBEMConnection
+
+from tests.daemon import sandbox
+from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER
+from tests.support.skips import requires_root
+
+CLIENTS = 8
+PAIRS = 200
+TARGETS = 3
+SERVICE = "LMI_MountConfigurationService"
+MODE_MOUNT = Uint16(32768)  # IsNext not affected, IsCurrent = 1 (draft's Mode table)
+MODE_UNMOUNT = Uint16(32769)  # IsNext not affected, IsCurrent = 2
+
+pytestmark = [pytest.mark.root, requires_root]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    client: int
+    pairs: int
+    errors: tuple[str, ...]
+    seconds: float
+
+
+def connect(url: str) -> WBEMConnection:
+    return WBEMConnection(url, (USER, PASSWORD), default_namespace=NAMESPACE, timeout=60)
+
+
+_start: multiprocessing.synchronize.Barrier | None = None
+
+
+def _init(barrier: multiprocessing.synchronize.Barrier) -> None:
+    global _start
+    _start = barrier
+
+
+def client(number: int, url: str, source: str, targets: list[str], pairs: int) -> Outcome:
+    """One client process: ``pairs`` create/delete pairs, round robin over the targets."""
+    conn = connect(url)
+    service = conn.EnumerateInstanceNames(SERVICE)[0]
+    holder = f"client-{number}"
+    errors: list[str] = []
+    assert _start is not None
+    _start.wait()
+    started = time.perf_counter()
+    for i in range(pairs):
+        target = targets[(number + i) % len(targets)]
+        try:
+            status, out = conn.InvokeMethod(
+                "CreateMount", service, Mode=MODE_MOUNT, FileSystemSpec=source,
+                MountPoint=target, Holder=holder)
+            if status != 0:
+                errors.append(f"CreateMount {target} for {holder}: {status} {dict(out)}")
+                continue
+            status, out = conn.InvokeMethod(
+                "DeleteMount", service, Mode=MODE_UNMOUNT, Mount=out["Mount"], Holder=holder)
+            if status != 0:
+                errors.append(f"DeleteMount {target} for {holder}: {status} {dict(out)}")
+        except CIMError as exc:
+            errors.append(f"{target} for {holder}: {exc}")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return Outcome(number, pairs, tuple(errors[:10]), seconds)
+
+
+class Sampler(threading.Thread):
+    """Reads the targets' instances until stopped: ReferenceCount must be len(Holders).
+
+    It pauses ``pause`` seconds between reads so that its own requests do not
+    take a large share of the server from the clients being measured.
+    """
+
+    def __init__(self, url: str, targets: list[str], pause: float = 0.1) -> None:
+        super().__init__(name="refcount-sampler", daemon=True)
+        self.conn = connect(url)
+        self.targets = set(targets)
+        self.pause = pause
+        self.stop = threading.Event()
+        self.samples = 0
+        self.held = 0
+        self.inconsistent: list[str] = []
+        self.failure: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                instances = self.conn.EnumerateInstances(
+                    "LMI_MountedFileSystem",
+                    PropertyList=["MountPointPath", "ReferenceCount", "Holders"])
+                for instance in instances:
+                    if instance["MountPointPath"] not in self.targets:
+                        continue
+                    self.samples += 1
+                    holders = instance["Holders"] or []
+                    self.held += bool(holders)
+                    if instance["ReferenceCount"] != len(holders):
+                        self.inconsistent.append(
+                            f"{instance['MountPointPath']}: ReferenceCount "
+                            f"{instance['ReferenceCount']}, Holders {holders}")
+                self.stop.wait(self.pause)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            self.failure = exc
+        finally:
+            self.conn.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` (proc(5): fields 14 and 15 of stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
+        fields = stream.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_eight_clients_share_bind_mounts(tmp_path: Path) -> None:
+    with sandbox.running(tmp_path / "sandbox") as daemon:
+        root = daemon.root
+        source = str(root / "data")
+        targets = [str(root / "mnt" / name) for name in ("a", "b", "c")][:TARGETS]
+        # Spawned, not forked: the clients must not inherit this process's threads.
+        context = multiprocessing.get_context("spawn")
+        barrier = context.Barrier(CLIENTS + 1)
+        sampler = Sampler(daemon.http_url, targets)
+        with ProcessPoolExecutor(CLIENTS, mp_context=context, initializer=_init,
+                                 initargs=(barrier,)) as pool:
+            futures = [pool.submit(client, n, daemon.http_url, source, targets, PAIRS)
+                       for n in range(CLIENTS)]
+            barrier.wait(timeout=60)
+            started = time.perf_counter()
+            cpu = cpu_seconds(daemon.process.pid)
+            sampler.start()
+            outcomes = [future.result(timeout=300) for future in futures]
+            elapsed = time.perf_counter() - started
+            cpu = cpu_seconds(daemon.process.pid) - cpu
+        sampler.stop.set()
+        sampler.join(30)
+
+        pairs = sum(o.pairs for o in outcomes)
+        slowest = max(o.seconds for o in outcomes)
+        print(f"\n{CLIENTS} clients x {PAIRS} bind CreateMount+DeleteMount pairs on "
+              f"{TARGETS} shared targets: {pairs} pairs in {elapsed:.2f} s = "
+              f"{pairs / elapsed:.0f} pairs/s (slowest client {slowest:.2f} s); "
+              f"server CPU {cpu / pairs * 1000:.2f} ms/pair; "
+              f"{sampler.samples} refcount samples, {sampler.held} of them held")
+
+        assert [e for o in outcomes for e in o.errors] == []
+        assert sampler.failure is None, repr(sampler.failure)
+        assert sampler.inconsistent == []
+        assert sampler.held > 0, "the sampler never saw a held mount: it checked nothing"
+        with connect(daemon.http_url) as conn:
+            left = [i.path for i in conn.EnumerateInstanceNames("LMI_MountedFileSystem")
+                    if i["MountPointPath"] in targets]
+        assert left == []
+        mounted = {line.split()[4] for line in daemon.mountinfo().splitlines()}
+        assert mounted.isdisjoint(targets)
+        assert daemon.stop() == 0
+
+
+def test_holders_are_counted_per_holder(tmp_path: Path) -> None:
+    """The invariant the big run relies on, step by step: two holders of one bind mount
+    make one kernel mount with ReferenceCount 2; each DeleteMount removes its own."""
+    with sandbox.running(tmp_path / "sandbox") as daemon, connect(daemon.http_url) as conn:
+        service = conn.EnumerateInstanceNames(SERVICE)[0]
+        source, target = str(daemon.root / "data"), str(daemon.root / "mnt" / "a")
+
+        def mounts() -> list[str]:
+            return [line for line in daemon.mountinfo().splitlines()
+                    if line.split()[4] == target]
+
+        refs: list[CIMInstanceName] = []
+        for holder in ("alice", "bob"):
+            status, out = conn.InvokeMethod("CreateMount", service, Mode=MODE_MOUNT,
+                                            FileSystemSpec=source, MountPoint=target,
+                                            Holder=holder)
+            assert status == 0
+            refs.append(out["Mount"])
+        assert refs[0] == refs[1]
+        instance = conn.GetInstance(refs[0])
+        assert (instance["ReferenceCount"], sorted(instance["Holders"])) == (2, ["alice", "bob"])
+        assert len(mounts()) == 1
+        status, _ = conn.InvokeMethod("DeleteMount", service, Mode=MODE_UNMOUNT,
+                                      Mount=refs[0], Holder="alice")
+        assert status == 0
+        instance = conn.GetInstance(refs[0])
+        assert (instance["ReferenceCount"], instance["Holders"]) == (1, ["bob"])
+        status, _ = conn.InvokeMethod("DeleteMount", service, Mode=MODE_UNMOUNT,
+                                      Mount=refs[0], Holder="bob")
+        assert status == 0
+        assert mounts() == []
