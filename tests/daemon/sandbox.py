@@ -130,8 +130,10 @@ class Daemon:
 
 
 def start(root: Path, *extra: str, env: Mapping[str, str] | None = None,
-          password: str = PASSWORD, attempts: int = 3) -> Daemon:
+          password: str = PASSWORD, log_dir: Path | None = None, attempts: int = 3) -> Daemon:
     """Start ``lmi-mountd --sandbox root`` and wait for its READY=1.
+
+    Its output goes to a file in ``log_dir`` (default: beside ``root``).
 
     A port taken between asking the kernel for it and the daemon's bind makes
     the daemon exit 1 ("cannot serve"); that is retried on other ports.
@@ -143,7 +145,7 @@ def start(root: Path, *extra: str, env: Mapping[str, str] | None = None,
         # An abstract address (sd_notify(3): a leading "@"), private to this run.
         address = f"\0lmi-mountd-test-{os.getpid()}-{time.monotonic_ns()}"
         notify.bind(address)
-        log = root.parent / f"{root.name}-lmi-mountd-{attempt}.log"
+        log = (log_dir or root.parent) / f"{root.name}-lmi-mountd-{attempt}.log"
         command: Sequence[str] = [
             *lmi_mountd(), "--sandbox", str(root), "--sandbox-password", password,
             "--http-port", str(http_port), "--https-port", str(https_port), *extra,
@@ -166,9 +168,10 @@ def start(root: Path, *extra: str, env: Mapping[str, str] | None = None,
 
 
 @contextlib.contextmanager
-def running(root: Path, *extra: str, env: Mapping[str, str] | None = None) -> Iterator[Daemon]:
+def running(root: Path, *extra: str, env: Mapping[str, str] | None = None,
+            password: str = PASSWORD, log_dir: Path | None = None) -> Iterator[Daemon]:
     """``start`` as a context: the daemon is killed on the way out if still running."""
-    daemon = start(root, *extra, env=env)
+    daemon = start(root, *extra, env=env, password=password, log_dir=log_dir)
     try:
         yield daemon
     finally:
