@@ -116,6 +116,7 @@ class Broker:
             default_holder=default_holder,
         )
         self._classes = {cls.classname.lower(): cls for cls in self.model.classes}
+        self._class_views: dict[tuple[str, bool, bool, bool], CIMClass] = {}
         self._providers: dict[str, Provider] = {}
         for provider in default_providers():
             for classname in provider.classnames:
@@ -174,13 +175,21 @@ class Broker:
         property_list: Sequence[str] | None = None,
     ) -> CIMClass:
         self._check_namespace(namespace)
-        return class_view(
-            self._class(classname),
-            local_only=local_only,
-            include_qualifiers=include_qualifiers,
-            include_class_origin=include_class_origin,
-            property_list=property_list,
-        )
+        cls = self._class(classname)
+        if property_list is not None:
+            return class_view(cls, local_only=local_only, include_qualifiers=include_qualifiers,
+                              include_class_origin=include_class_origin,
+                              property_list=property_list)
+        # The model never changes, and a shaped class costs a deep copy (about
+        # 10 ms for the service class): each shape is made once and shared, so
+        # callers must treat it as read-only (the front ends only encode it).
+        key = (cls.classname, local_only, include_qualifiers, include_class_origin)
+        view = self._class_views.get(key)
+        if view is None:
+            view = class_view(cls, local_only=local_only, include_qualifiers=include_qualifiers,
+                              include_class_origin=include_class_origin, property_list=None)
+            self._class_views[key] = view
+        return view
 
     def enumerate_classes(
         self,
@@ -514,9 +523,13 @@ class Broker:
                     CIM_ERR_INVALID_PARAMETER,
                     f"{cls.classname}'s methods are called on an instance, not the class",
                 )
-            provider = self._providers[cls.classname.lower()]
-            return next(iter(provider.instances(view, cls.classname))).path
-        return self._get(view, path).path
+            singleton = self._providers[cls.classname.lower()]
+            return next(iter(singleton.instances(view, cls.classname))).path
+        self._class(path.classname)
+        provider = self._provider(path.classname)
+        if provider is None or not provider.exists(view, path):
+            raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {_describe(path)}")
+        return path
 
     # -- shaping -----------------------------------------------------------------------------
 

@@ -140,6 +140,11 @@ class Provider(ABC):
             (i for i in self.instances(view, path.classname) if same_path(i.path, path)), None
         )
 
+    def exists(self, view: View, path: CIMInstanceName) -> bool:
+        """Whether ``path`` names an instance; providers answer it without building one
+        where they can (a method call only needs to know its target exists)."""
+        return self.get(view, path) is not None
+
     def references_to(
         self, view: View, classname: str, path: CIMInstanceName
     ) -> Iterator[CIMInstance]:

@@ -32,7 +32,7 @@ from lmi_mount.cim.errors import (
 )
 from lmi_mount.cim.jobs import WorkResult
 from lmi_mount.cim.projection import GOAL_PREFIX
-from lmi_mount.cim.providers.base import Caller, Provider, View
+from lmi_mount.cim.providers.base import Caller, Provider, View, same_path
 from lmi_mount.engine import Outcome
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError
@@ -92,6 +92,9 @@ class ServiceProvider(Provider):
 
     def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
         yield view.projector.service()
+
+    def exists(self, view: View, path: CIMInstanceName) -> bool:
+        return same_path(path, view.projector.service_path())
 
     def invoke(
         self,
