@@ -57,7 +57,9 @@ from pywbem_mock import FakedWBEMConnection  # noqa: E402
 
 from lmi_mount.cim import names  # noqa: E402
 from lmi_mount.cim.model import install_model, load_model  # noqa: E402
-from lmi_mount.server import CimServer, ServerConfig, cimxml  # noqa: E402
+from lmi_mount.server import cimxml  # noqa: E402
+from lmi_mount.server.app import CimServer  # noqa: E402
+from lmi_mount.server.config import ServerConfig  # noqa: E402
 from lmi_mount.server.http import HttpLimits  # noqa: E402
 from lmi_mount.server.pull import PullLimits  # noqa: E402
 

@@ -223,7 +223,8 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         if threading.current_thread() is threading.main_thread():
             signal.signal(number, lambda *_: stop.set())
 
-    run.engine.state_dir.mkdir(parents=True, exist_ok=True)
+    # The journal names holders: root only (the unit's RuntimeDirectoryMode agrees).
+    run.engine.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = MountManager(LinuxKernel(), fstab_path=run.engine.fstab,
                           state_dir=run.engine.state_dir,
                           hold_seconds=run.engine.hold_seconds).start()

@@ -288,7 +288,7 @@ def test_dry_run_returns_the_plan_and_changes_nothing(world: CimWorld) -> None:
 BAD = [
     pytest.param({"Mode": 3}, "Mode 3", id="unsupported-mode"),
     pytest.param({"Mode": 777}, "Mode 777", id="unknown-mode"),
-    pytest.param({"Mode": 1, "MountPoint": None}, "mountpoint", id="missing-mount-point"),
+    pytest.param({"Mode": 1, "MountPoint": None}, "MountPoint", id="missing-mount-point"),
     pytest.param({"Mode": 1, "MountPoint": "relative/dir"}, "relative/dir", id="relative-path"),
     pytest.param(
         {"Mode": 1, "MountPoint": "/nonexistent/lmi/dir"},

@@ -19,7 +19,8 @@ import pytest
 from pywbem import CIMInstanceName, Uint32, WBEMConnection
 
 from lmi_mount.cim.model import Model, load_model
-from lmi_mount.server import CimServer, ServerConfig
+from lmi_mount.server.app import CimServer
+from lmi_mount.server.config import ServerConfig
 from lmi_mount.server.http import HttpLimits
 from lmi_mount.server.pull import PullLimits
 from tests.server.standin import HOST, StandInBroker, populate

@@ -18,7 +18,8 @@ from lmi_mount.cim.broker import Broker
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.fake import FakeKernel
 from lmi_mount.mounts.mountinfo import MountTable, parse_mountinfo
-from lmi_mount.server import CimServer, ServerConfig
+from lmi_mount.server.app import CimServer
+from lmi_mount.server.config import ServerConfig
 from tests.server.conftest import ADMIN, LIMITS, NS, READER, SERVICE, Running
 from tests.support.skips import has_tool, requires_tool
 

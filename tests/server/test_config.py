@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lmi_mount.server import ConfigError, ServerConfig, load_config
+from lmi_mount.server.config import ConfigError, ServerConfig, load_config
 from lmi_mount.server.http import HttpLimits
 from lmi_mount.server.pull import PullLimits
 

@@ -1,8 +1,10 @@
 """CIM-XML over HTTP(S): moves bytes, knows no mount logic.
 
-The entry point for ``lmi-mountd``: build a ``ServerConfig`` (or read one
-with ``load_config``), then ``serve(config, broker, stop)`` or drive a
-``CimServer`` (``start()``, ``addresses``, ``shutdown()``).
+The entry point for ``lmi-mountd``: build a ``server.config.ServerConfig``
+(or read one with ``load_config``), then ``server.app.serve(config, broker,
+stop)`` or drive a ``server.app.CimServer`` (``start()``, ``addresses``,
+``shutdown()``). Nothing is imported here: ``python -m
+lmi_mount.server.auth`` must not find its own module already loaded.
 
 Layers, each in its module: ``http`` (sockets, TLS, HTTP/1.1 framing and
 limits), ``app`` (DSP0200's HTTP rules, authentication, the server),
@@ -10,8 +12,3 @@ limits), ``app`` (DSP0200's HTTP rules, authentication, the server),
 of XML), ``dispatch`` (operations to broker calls), ``pull`` (enumeration
 contexts), ``wql`` (queries), ``interop`` (``root/interop``), ``config``.
 """
-
-from lmi_mount.server.app import CimServer, serve
-from lmi_mount.server.config import ConfigError, ServerConfig, from_ini, load_config
-
-__all__ = ["CimServer", "ConfigError", "ServerConfig", "from_ini", "load_config", "serve"]

@@ -301,8 +301,17 @@ def _mode(value: Any, method: str) -> ModeEffect:
     return effect
 
 
-def _string(args: dict[str, Any], name: str, *, required: bool = False) -> str | None:
-    value = args.get(name)
+# The parameters' names as the model spells them, for messages.
+_SPELLING: Final = {
+    name.lower(): name
+    for name in ("FileSystem", "MountPoint", "FileSystemSpec", "FileSystemType", "Goal",
+                 "Mode", "Holder", "DryRun", "Mount", "Force")
+}
+
+
+def _string(args: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = args.get(key)
+    name = _SPELLING.get(key, key)
     if value is None:
         if required:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} is required")
@@ -322,8 +331,9 @@ def _required_string(args: dict[str, Any], name: str) -> str:
     return value
 
 
-def _boolean(args: dict[str, Any], name: str) -> bool:
-    value = args.get(name)
+def _boolean(args: dict[str, Any], key: str) -> bool:
+    value = args.get(key)
+    name = _SPELLING.get(key, key)
     if value is None:
         return False
     if not isinstance(value, bool):
