@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pywbem import CIMInstance, CIMInstanceName
 
 from lmi_mount.cim import names
-from lmi_mount.cim.providers.base import Provider, View, same_path
+from lmi_mount.cim.jobs import Job
+from lmi_mount.cim.providers.base import Provider, View
 from lmi_mount.cim.providers.jobs import job_number
 from lmi_mount.engine import MountStatus
 
@@ -103,18 +104,11 @@ class JobAssociationProvider(Provider):
         yield from super().references_to(view, classname, path)
 
     @staticmethod
-    def _of_job(view: View, classname: str, job: object) -> Iterator[CIMInstance]:
+    def _of_job(view: View, classname: str, job: Job) -> Iterator[CIMInstance]:
         projector = view.projector
         if classname.lower() == names.OWNING_MOUNT_JOB_ELEMENT.lower():
-            yield projector.owning_job_element(job)  # type: ignore[arg-type]
+            yield projector.owning_job_element(job)
         else:
-            for element in job.affected:  # type: ignore[attr-defined]
-                yield projector.affected_job_element(job, element)  # type: ignore[arg-type]
+            for element in job.affected:
+                yield projector.affected_job_element(job, element)
 
-
-__all__ = [
-    "JobAssociationProvider",
-    "MountAssociationProvider",
-    "ServiceAssociationProvider",
-    "same_path",
-]

@@ -31,8 +31,9 @@ from lmi_mount.cim.errors import (
     return_value_for,
 )
 from lmi_mount.cim.jobs import WorkResult
-from lmi_mount.cim.projection import GOAL_PREFIX
+from lmi_mount.cim.projection import GOAL_PREFIX, SETTING_FIELDS
 from lmi_mount.cim.providers.base import Caller, Provider, View, same_path
+from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import Outcome
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError
@@ -384,8 +385,6 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
         if goal is None:
             raise CIMError(CIM_ERR_NOT_FOUND, f"no goal setting {instance_id!r}")
         return goal.options, int(goal.dump), goal.passno
-    from lmi_mount.cim.providers.settings import SettingProvider
-
     setting = SettingProvider().get(view, ref)
     if setting is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r} (Goal reference)")
@@ -397,8 +396,6 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
 
 
 def _options_of(setting: CIMInstance) -> MountOptions:
-    from lmi_mount.cim.projection import SETTING_FIELDS
-
     fields = {field: setting[cim] for cim, field in SETTING_FIELDS}
     try:
         return MountOptions.from_fields(**fields, other_options=setting["OtherOptions"] or [])
