@@ -320,3 +320,16 @@ def test_bind_through_another_bind_is_shared_by_directory_identity(world: World)
         manager.acquire(spec, "b")
         assert manager.held(spec.target).holders == ("a", "b")  # type: ignore[union-attr]
         assert len(world.mounts_at(spec.target)) == 1
+
+
+def test_file_system_remount_keeps_flags_the_goal_does_not_name(world: World) -> None:
+    with world.manager() as manager:
+        spec = tmpfs(world, options="size=1m,lazytime")
+        manager.acquire(spec, "a")
+        manager.modify(spec.target, parse_options("size=2m"))
+        [record] = world.mounts_at(spec.target)
+        assert "size=2048k" in record.super_options
+        assert "lazytime" in record.super_options, "a superblock remount must not drop lazytime"
+        manager.modify(spec.target, parse_options("size=2m,nolazytime"))
+        [record] = world.mounts_at(spec.target)
+        assert "lazytime" not in record.super_options

@@ -15,7 +15,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
@@ -615,13 +615,29 @@ def plan_reconcile(snap: Snapshot) -> Plan:
     return Plan("reconcile", tuple(steps))
 
 
+# Each MS_* option word and the pair it belongs to ("lazytime" -> both spellings).
+_FLAG_WORD_PAIRS: Final = {
+    word: frozenset({set_name, clear_name}) - {""}
+    for _, set_name, clear_name in ms.FLAG_OPTION_NAMES
+    for word in (set_name, clear_name)
+    if word
+}
+
+
 def merge_options(live: MountOptions, goal: MountOptions) -> MountOptions:
     """``live`` with every field ``goal`` specifies; fs-specific options are the goal's.
 
     A remount passes only the requested file system options: the kernel keeps
-    the others (mount(8), "remount").
+    the others (mount(8), "remount"). Flags the live mount has as option
+    words (``lazytime``, ``nosymfollow``) are kept unless the goal names
+    them: a superblock remount resets every flag it is not given (mount(2)).
     """
     changes = {
         name: getattr(goal, name) for name in BOOLEAN_FIELDS if getattr(goal, name) is not None
     }
-    return replace(live, other_options=goal.other_options, **changes)
+    named = set(goal.other_options)
+    kept = tuple(
+        option for option in live.other_options
+        if option in _FLAG_WORD_PAIRS and not _FLAG_WORD_PAIRS[option] & named
+    )
+    return replace(live, other_options=kept + goal.other_options, **changes)
