@@ -210,6 +210,14 @@ _STATX_SIZE: Final = 256
 _STX_MNT_ID_OFFSET: Final = 144
 
 
+def _namespace_inode(proc_root: str) -> int | None:
+    """The inode of this process's mount namespace (ns/mnt), None if unknown."""
+    try:
+        return os.stat(f"{proc_root}/self/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
 def statx_mount_id(path: str, *, unique: bool) -> int | None:
     """statx(2) STATX_MNT_ID (or STATX_MNT_ID_UNIQUE) of ``path``.
 
@@ -368,7 +376,7 @@ class LinuxKernel:
         helper_timeout: float = 120.0,
     ) -> None:
         self.proc_root = proc_root
-        self._watch: tuple[int, select.poll] | None = None
+        self._watch: tuple[int, select.poll, tuple[int, int | None]] | None = None
         self._watch_lock = threading.Lock()
         self._table_version = 0
         self.sys_root = sys_root
@@ -382,8 +390,15 @@ class LinuxKernel:
     def mount_table_version(self) -> int | None:
         # proc(5): mountinfo is pollable; POLLPRI|POLLERR once after each change
         # of the namespace's mount table since this descriptor's last poll
-        # (fs/proc_namespace.c mounts_poll()).
+        # (fs/proc_namespace.c mounts_poll()). The watch belongs to one process
+        # in one namespace: after fork() the open file (and its events) would
+        # be shared with the parent, after unshare() it would watch the old
+        # namespace; either way it is opened again.
+        owner = (os.getpid(), _namespace_inode(self.proc_root))
         with self._watch_lock:
+            if self._watch is not None and self._watch[2] != owner:
+                os.close(self._watch[0])
+                self._watch = None
             if self._watch is None:
                 try:
                     fd = os.open(f"{self.proc_root}/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
@@ -391,7 +406,7 @@ class LinuxKernel:
                     return None
                 poller = select.poll()
                 poller.register(fd, select.POLLPRI | select.POLLERR)
-                self._watch = (fd, poller)
+                self._watch = (fd, poller, owner)
                 self._table_version += 1
             elif any(events & (select.POLLPRI | select.POLLERR)
                      for _, events in self._watch[1].poll(0)):
