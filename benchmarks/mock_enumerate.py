@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import tempfile
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path

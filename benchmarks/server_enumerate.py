@@ -24,7 +24,7 @@ Open with MaxObjectCount=1000 <= 60 ms; memory bounded while 10 clients page.
 Instances, by default (root): the real broker and engine over ``--count``
 live bind mounts in a private mount namespace (the script re-executes itself
 under ``unshare --mount --propagation private``). ``--standin``: the server
-tests' stand-in broker (tests/server/standin.py) with ready-made instances,
+tests' stand-in broker (tests/support/standin_broker.py) with ready-made instances,
 to measure the server alone.
 
 Run: ``python benchmarks/server_enumerate.py [--count N] [--rounds N] [--standin]``.
@@ -90,9 +90,9 @@ def live_broker(count: int) -> Any:
 
 
 def standin_broker(count: int) -> Any:
-    from tests.server.standin import StandInBroker
+    from tests.support.standin_broker import StandInBroker
 
-    broker = StandInBroker(load_model())
+    broker = StandInBroker(load_model(), share=True)
     for index in range(count):
         target = f"/srv/bench/{index:05d}"
         broker.add(CIMInstance(CLASS, properties={

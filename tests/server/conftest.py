@@ -10,20 +10,21 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pywbem import CIMInstanceName, Uint32, WBEMConnection
+from pywbem import CIMInstance, CIMInstanceName, Uint16, Uint32, WBEMConnection
 
 from lmi_mount.cim.model import Model, load_model
+from lmi_mount.cim.names import NAMESPACE
 from lmi_mount.server.app import CimServer
 from lmi_mount.server.config import ServerConfig
 from lmi_mount.server.http import HttpLimits
 from lmi_mount.server.pull import PullLimits
-from tests.server.standin import HOST, StandInBroker, populate
+from tests.support.standin_broker import StandInBroker
 
 ADMIN = ("admin", "admin-secret")
 READER = ("reader", "reader-secret")
@@ -62,7 +63,65 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return cert, key
 
 
-def create_mount(path: Any, params: Any, caller: Any) -> tuple[Any, dict[str, Any]]:
+# -- test data: a few instances of the Mounting Model -------------------------------------
+
+HOST = "host.example"
+SERVICE_KEYS = {
+    "SystemCreationClassName": "LMI_ComputerSystem",
+    "SystemName": HOST,
+    "CreationClassName": "LMI_MountConfigurationService",
+    "Name": "LMI_MountConfigurationService",
+}
+#: Mount points with characters that XML and URIs must carry.
+MOUNT_POINTS = ("/mnt/data", "/mnt/with space & <angle> \"quote\"", "/mnt/ünïcödé\ttab")
+
+
+def mount(model: Model, index: int, target: str, *, holders: Sequence[str] = ("root",)
+          ) -> CIMInstance:
+    cls = model.get_class("LMI_MountedFileSystem")
+    return CIMInstance.from_class(cls, namespace=NAMESPACE, include_path=True,
+                                  include_missing_properties=True, property_values={
+        "FileSystemSpec": f"/dev/vd{chr(ord('a') + index % 26)}{index}",
+        "MountPointPath": target,
+        "FileSystemType": "ext4",
+        "ReferenceCount": Uint32(len(holders)),
+        "Holders": list(holders),
+        "ElementName": target,
+    })
+
+
+def setting(model: Model, target: str) -> CIMInstance:
+    cls = model.get_class("LMI_MountedFileSystemSetting")
+    return CIMInstance.from_class(cls, namespace=NAMESPACE, include_path=True,
+                                  include_missing_properties=False, property_values={
+        "InstanceID": f"LMI:LMI_MountedFileSystemSetting:{target}",
+        "AllowWrite": True,
+        "Dump": False,
+        "OtherOptions": ["noauto", "x-systemd.device-timeout=5"],
+    })
+
+
+def populate(broker: StandInBroker) -> dict[str, Any]:
+    """The standard test data; returns the paths the tests refer to."""
+    model = broker.model
+    service = broker.add(CIMInstance.from_class(
+        model.get_class("LMI_MountConfigurationService"), namespace=NAMESPACE,
+        include_path=True, include_missing_properties=False,
+        property_values={**SERVICE_KEYS, "ElementName": "mounts", "Started": True}))
+    mounts = [broker.add(mount(model, i, target)) for i, target in enumerate(MOUNT_POINTS)]
+    settings = [broker.add(setting(model, target)) for target in MOUNT_POINTS[:2]]
+    link_cls = model.get_class("LMI_MountedFileSystemElementSettingData")
+    for m, s in zip(mounts, settings, strict=False):
+        broker.add(CIMInstance.from_class(
+            link_cls, namespace=NAMESPACE, include_path=True, include_missing_properties=False,
+            property_values={"ManagedElement": m, "SettingData": s, "IsCurrent": Uint16(1)}))
+    return {"service": service, "mounts": mounts, "settings": settings}
+
+
+# -- the server ---------------------------------------------------------------------------
+
+def create_mount(broker: StandInBroker, path: Any, params: Any, caller: Any
+                 ) -> tuple[Any, dict[str, Any]]:
     """CreateMount of the stand-in: a new mount path, a plan, and the holder it used."""
     target = params.get("MountPoint")
     mount = CIMInstanceName("LMI_MountedFileSystem", {
@@ -72,7 +131,8 @@ def create_mount(path: Any, params: Any, caller: Any) -> tuple[Any, dict[str, An
     return Uint32(0), {"Mount": mount, "Plan": [f"mount {target} for {holder}"]}
 
 
-def delete_mount(path: Any, params: Any, caller: Any) -> tuple[Any, dict[str, Any]]:
+def delete_mount(broker: StandInBroker, path: Any, params: Any, caller: Any
+                 ) -> tuple[Any, dict[str, Any]]:
     return Uint32(0), {}
 
 

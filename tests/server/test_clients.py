@@ -11,8 +11,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 
-from tests.server.conftest import ADMIN, Running
-from tests.server.standin import MOUNT_POINTS
+from tests.server.conftest import ADMIN, MOUNT_POINTS, Running
 from tests.support.skips import has_tool, requires_tool
 
 MOUNT = 'LMI_MountedFileSystem.FileSystemSpec="/dev/vda0",MountPointPath="/mnt/data"'
@@ -66,7 +65,7 @@ def test_pywbemcli(running: Running) -> None:
     assert out["brand"].strip() == "lmi-mount" == out["brand over https"].strip()
     assert out["namespaces"].split()[-2:] == ["root/cimv2", "root/interop"]
     # The commands ran concurrently: find the DeleteMount call among the others.
-    (delete,) = [kw for name, kw in running.broker.calls[before:]
+    (delete,) = [kw for name, _, kw in running.broker.calls[before:]
                  if name == "invoke_method" and kw["method"] == "DeleteMount"]
     assert delete["params"]["Mount"]["MountPointPath"] == "/mnt/data"
 

@@ -21,7 +21,7 @@ from lmi_mount.server.interop import (
     load_interop_classes,
 )
 from tests.server.conftest import Running
-from tests.server.standin import StandInBroker
+from tests.support.standin_broker import StandInBroker
 
 MOF = Path(__file__).resolve().parents[2] / "mof"
 INTEROP = "root/interop"

@@ -18,9 +18,8 @@ from pywbem import (
 )
 
 from lmi_mount.cim.model import Model
-from tests.server.conftest import ADMIN, NS, READER, SERVICE, Running
+from tests.server.conftest import ADMIN, MOUNT_POINTS, NS, READER, SERVICE, Running
 from tests.server.rawhttp import basic, cim_request, exchange
-from tests.server.standin import MOUNT_POINTS
 from tests.server.test_cimxml import imethod, request
 
 MOUNTS = "LMI_MountedFileSystem"
