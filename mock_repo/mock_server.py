@@ -58,7 +58,8 @@ def _kernel() -> tuple[Kernel, str]:
 
 def setup(conn: Any, server: Any, verbose: bool) -> None:
     """Called by pywbemcli with its FakedWBEMConnection, its WBEMServer and --verbose."""
-    root = Path(os.environ.get(PLAYGROUND_ENV) or Path(tempfile.gettempdir(), "lmi-mount-playground"))
+    default = Path(tempfile.gettempdir(), "lmi-mount-playground")
+    root = Path(os.environ.get(PLAYGROUND_ENV) or default)
     for name in DIRECTORIES:
         (root / name).mkdir(parents=True, exist_ok=True)
     fstab = root / "fstab"
