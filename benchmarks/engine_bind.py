@@ -34,11 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
+from _namespace import reexec_in_private_namespace
+
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.plan import MountSpec
-
-_IN_NAMESPACE = "LMI_MOUNT_BENCH_NAMESPACE"
 
 
 def _per_pair(run: object, rounds: int) -> float:
@@ -58,10 +58,9 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (mount(2) in a private mount namespace)", file=sys.stderr)
         return 2
-    if os.environ.get(_IN_NAMESPACE) != "1":
-        env = dict(os.environ, **{_IN_NAMESPACE: "1"})
-        command = ["unshare", "--mount", "--propagation", "private", sys.executable, *sys.argv]
-        return subprocess.call(command, env=env)
+    code = reexec_in_private_namespace()
+    if code is not None:
+        return code
 
     work = Path(tempfile.mkdtemp(prefix="lmi-bench-"))
     state = Path(args.state_dir or tempfile.mkdtemp(prefix="lmi-bench-state-", dir="/dev/shm"))

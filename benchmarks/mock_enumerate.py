@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "provider"), str(ROOT)]
 
+from _namespace import reexec_in_private_namespace  # noqa: E402
 from pywbem import CIMInstance, Uint32, Uint64  # noqa: E402
 from pywbem_mock import FakedWBEMConnection  # noqa: E402
 from tests.support.standin_broker import StandInBroker  # noqa: E402
@@ -50,7 +50,6 @@ from lmi_mount.cim.mock import BrokerProtocol, connect  # noqa: E402
 from lmi_mount.cim.model import install_model, load_model  # noqa: E402
 
 NS = names.NAMESPACE
-_IN_NAMESPACE = "LMI_MOUNT_BENCH_NAMESPACE"
 
 
 def live_source(count: int) -> tuple[BrokerProtocol, str]:
@@ -136,11 +135,9 @@ def main() -> int:
         if os.geteuid() != 0:
             print("live mounts need root; use --standin", file=sys.stderr)
             return 2
-        if os.environ.get(_IN_NAMESPACE) != "1":
-            env = dict(os.environ, **{_IN_NAMESPACE: "1"})
-            command = ["unshare", "--mount", "--propagation", "private", sys.executable,
-                       *sys.argv]
-            return subprocess.call(command, env=env)
+        code = reexec_in_private_namespace()
+        if code is not None:
+            return code
 
     start = time.perf_counter()
     broker, classname = instance_source(args.count, args.standin)

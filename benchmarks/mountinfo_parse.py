@@ -36,10 +36,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
+from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.mountinfo import MountTable, parse_mountinfo
 
-CLONE_NEWNS = 0x00020000
 MOUNTINFO = "/proc/self/mountinfo"
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -49,12 +49,6 @@ def _check(result: int, what: str) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def enter_private_namespace() -> None:
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _check(_libc.mount(None, b"/", None, ms.MS_REC | ms.MS_PRIVATE, None),
-           "mount --make-rprivate /")
 
 
 def make_binds(base: str, count: int) -> None:
@@ -110,7 +104,7 @@ def main() -> int:
         print("findmnt(8) (util-linux) is needed for the baseline", file=sys.stderr)
         return 1
 
-    enter_private_namespace()
+    enter_private_mount_namespace()
     base = tempfile.mkdtemp(prefix="lmi-bench-")
     try:
         make_binds(base, args.mounts)

@@ -38,7 +38,6 @@ import http.client
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -50,6 +49,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "provider"), str(ROOT)]
 
+from _namespace import reexec_in_private_namespace  # noqa: E402
 from pywbem import CIMInstance, Uint32, Uint64, WBEMConnection  # noqa: E402
 from pywbem._tupleparse import TupleParser  # noqa: E402
 from pywbem._tupletree import xml_to_tupletree_sax  # noqa: E402
@@ -66,7 +66,6 @@ from lmi_mount.server.pull import PullLimits  # noqa: E402
 NS = names.NAMESPACE
 CLASS = names.MOUNTED_FILE_SYSTEM
 USER, PASSWORD = "bench", "bench-password"
-_IN_NAMESPACE = "LMI_MOUNT_BENCH_NAMESPACE"
 
 
 def live_broker(count: int) -> Any:
@@ -189,10 +188,9 @@ def main() -> int:
         if os.geteuid() != 0:
             print("live mounts need root; use --standin", file=sys.stderr)
             return 2
-        if os.environ.get(_IN_NAMESPACE) != "1":
-            env = dict(os.environ, **{_IN_NAMESPACE: "1"})
-            return subprocess.call(["unshare", "--mount", "--propagation", "private",
-                                    sys.executable, *sys.argv], env=env)
+        code = reexec_in_private_namespace()
+        if code is not None:
+            return code
 
     start = time.perf_counter()
     broker = standin_broker(args.count) if args.standin else live_broker(args.count)
@@ -250,7 +248,7 @@ def main() -> int:
         client = RawClient(port)  # the first one idled past the keep-alive timeout
         open_s, first = median_time(lambda: client.call("OpenEnumerateInstances", open_body),
                                     args.rounds)
-        assert first.count(b"<VALUE.INSTANCEWITHPATH>") == 1000
+        assert first.count(b"<VALUE.INSTANCEWITHPATH>") == min(1000, len(instances))
         page_s, seen = median_time(lambda: page_through(client, 1000), 1)
         assert seen == args.count, seen
 
