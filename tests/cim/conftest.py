@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,12 @@ def call(conn: Any, method: str, **params: Any) -> tuple[Any, dict[str, Any]]:
         params["Mode"] = Uint16(params["Mode"])
     rv, out = conn.InvokeMethod(method, service_path(conn), **params)
     return int(rv), dict(out)
+
+
+def finished_job(conn: Any, job: CIMInstanceName, timeout: float = 10.0) -> Any:
+    """The LMI_MountJob instance once it has ended (Completed, Terminated or Exception)."""
+    deadline = time.monotonic() + timeout
+    while (instance := conn.GetInstance(job))["JobState"] not in (7, 8, 10):
+        assert time.monotonic() < deadline, f"job {job} did not end within {timeout} s"
+        time.sleep(0.01)
+    return instance

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pywbem import CIM_ERR_INVALID_PARAMETER, CIM_ERR_NOT_FOUND, CIMError, CIMInstanceName
 
-from tests.cim.conftest import NS, CimWorld, call
+from tests.cim.conftest import NS, CimWorld, call, finished_job
 
 # -- the OpenLMI client flow ---------------------------------------------------------------
 
@@ -19,15 +19,9 @@ def _wait_for_job(conn: Any, rv: int, out: dict[str, Any]) -> tuple[int, dict[st
     """Poll a job to its end (lmishell's flow) and return the method's result."""
     if rv != 4096:
         return rv, out
-    job_path = out["Job"]
-    for _ in range(200):
-        job = conn.GetInstance(job_path)
-        if job["JobState"] in (7, 8, 10):
-            result = job["JobOutParameters"]
-            values = {p: result[p] for p in result.properties if p != "__ReturnValue"}
-            return int(result["__ReturnValue"]), values
-        time.sleep(0.01)
-    pytest.fail(f"job {job_path} did not end")
+    result = finished_job(conn, out["Job"])["JobOutParameters"]
+    values = {p: result[p] for p in result.properties if p != "__ReturnValue"}
+    return int(result["__ReturnValue"]), values
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from lmi_mount.cim import names
 from lmi_mount.cim.projection import Projector
-from tests.cim.conftest import NS, CimWorld, call
+from tests.cim.conftest import NS, CimWorld, call, finished_job
 
 
 def test_fast_instances_equal_validated_ones_for_every_class(fake_world: CimWorld) -> None:
@@ -23,10 +21,7 @@ def test_fast_instances_equal_validated_ones_for_every_class(fake_world: CimWorl
              FileSystemSpec=fake_world.dir("source"))[1]["Job"],
     ]
     for job in jobs:
-        deadline = time.monotonic() + 10
-        while conn.GetInstance(job)["JobState"] not in (7, 8, 10):
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        finished_job(conn, job)
     [capabilities] = conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM_CAPABILITIES)
     conn.InvokeMethod("CreateSetting", capabilities)
 

@@ -18,16 +18,7 @@ from pywbem import (
 )
 
 from lmi_mount.cim import names
-from tests.cim.conftest import NS, CimWorld, call
-
-
-def _finished(conn: Any, job: CIMInstanceName) -> Any:
-    """The job instance once it has ended."""
-    deadline = time.monotonic() + 10
-    while (instance := conn.GetInstance(job))["JobState"] not in (7, 8, 10):
-        assert time.monotonic() < deadline, f"job {job} did not end"
-        time.sleep(0.01)
-    return instance
+from tests.cim.conftest import NS, CimWorld, call, finished_job
 
 
 def _tmpfs(world: CimWorld, conn: Any, name: str = "mnt", mode: int = 32768) -> Any:
@@ -40,7 +31,7 @@ def _tmpfs(world: CimWorld, conn: Any, name: str = "mnt", mode: int = 32768) -> 
         FileSystemType="tmpfs",
     )
     if rv == 4096:
-        return _finished(conn, out["Job"])["JobOutParameters"]["Mount"]
+        return finished_job(conn, out["Job"])["JobOutParameters"]["Mount"]
     return out["Mount"]
 
 
@@ -196,12 +187,12 @@ def test_failed_job_reports_its_error(fake_world: CimWorld) -> None:
         Holder="a",
     )
     assert rv == 4096
-    job_mount = _finished(conn, out["Job"])["JobOutParameters"]["Mount"]
+    job_mount = finished_job(conn, out["Job"])["JobOutParameters"]["Mount"]
     fake_world.make_busy(target)
     try:
         rv, out = call(conn, "DeleteMount", Mode=32769, Mount=job_mount, Holder="a", Force=True)
         assert rv == 4096
-        job = _finished(conn, out["Job"])
+        job = finished_job(conn, out["Job"])
     finally:
         fake_world.end_busy()
     assert job["JobState"] == 10 and job["OperationalStatus"] == [6, 17]
