@@ -147,6 +147,21 @@ def call(conn: Any, method: str, **params: Any) -> tuple[Any, dict[str, Any]]:
     return int(rv), dict(out)
 
 
+def create_tmpfs(
+    conn: Any, target: str, *, mode: int = 32768, **params: Any
+) -> tuple[Any, dict[str, Any]]:
+    """CreateMount of a tmpfs on ``target`` (Mode 32768 unless given): the tests' usual mount."""
+    return call(
+        conn,
+        "CreateMount",
+        Mode=mode,
+        MountPoint=target,
+        FileSystemSpec="tmpfs",
+        FileSystemType="tmpfs",
+        **params,
+    )
+
+
 def finished_job(conn: Any, job: CIMInstanceName, timeout: float = 10.0) -> Any:
     """The LMI_MountJob instance once it has ended (Completed, Terminated or Exception)."""
     deadline = time.monotonic() + timeout

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pywbem import CIM_ERR_INVALID_PARAMETER, CIM_ERR_NOT_FOUND, CIMError, CIMInstanceName
 
-from tests.cim.conftest import NS, CimWorld, call, finished_job
+from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
 
 # -- the OpenLMI client flow ---------------------------------------------------------------
 
@@ -41,15 +41,7 @@ def test_openlmi_client_flow(world: CimWorld, window: float) -> None:
     target = world.dir("mnt")
     rv, out = _wait_for_job(
         conn,
-        *call(
-            conn,
-            "CreateMount",
-            Mode=32768,
-            MountPoint=target,
-            FileSystemSpec="tmpfs",
-            FileSystemType="tmpfs",
-            Goal=goal.path,
-        ),
+        *create_tmpfs(conn, target, Goal=goal.path),
     )
     assert rv == 0
     mount = conn.GetInstance(out["Mount"])
@@ -189,15 +181,7 @@ def test_two_holders_one_release_keeps_the_mount(world: CimWorld) -> None:
 def test_hold_timer_keeps_the_mount_after_the_last_release(world: CimWorld) -> None:
     conn = world.connect(hold_seconds=0.3)
     target = world.dir("mnt")
-    _, out = call(
-        conn,
-        "CreateMount",
-        Mode=32768,
-        MountPoint=target,
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-        Holder="a",
-    )
+    _, out = create_tmpfs(conn, target, Holder="a")
     call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="a")
     assert len(world.mounts_at(target)) == 1, "held for the hold time"
     assert conn.GetInstance(out["Mount"])["ReferenceCount"] == 0
@@ -220,15 +204,7 @@ def test_force_drops_every_holder(world: CimWorld) -> None:
 def test_busy_unmount_returns_in_use_naming_the_process(world: CimWorld) -> None:
     conn = world.connect()
     target = world.dir("mnt")
-    _, out = call(
-        conn,
-        "CreateMount",
-        Mode=1,
-        MountPoint=target,
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-        Holder="a",
-    )
+    _, out = create_tmpfs(conn, target, mode=1, Holder="a")
     before = world.fstab.read_text()
     pid = world.make_busy(target)
     try:
@@ -245,15 +221,7 @@ def test_busy_unmount_returns_in_use_naming_the_process(world: CimWorld) -> None
 def test_restart_reconstructs_holders(world: CimWorld) -> None:
     conn = world.connect()
     target = world.dir("mnt")
-    _, out = call(
-        conn,
-        "CreateMount",
-        Mode=32768,
-        MountPoint=target,
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-        Holder="a",
-    )
+    _, out = create_tmpfs(conn, target, Holder="a")
     world.close()
     conn = world.connect()
     mount = conn.GetInstance(out["Mount"])
@@ -263,15 +231,7 @@ def test_restart_reconstructs_holders(world: CimWorld) -> None:
 def test_dry_run_returns_the_plan_and_changes_nothing(world: CimWorld) -> None:
     conn = world.connect()
     target = world.dir("mnt")
-    rv, out = call(
-        conn,
-        "CreateMount",
-        Mode=1,
-        MountPoint=target,
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-        DryRun=True,
-    )
+    rv, out = create_tmpfs(conn, target, mode=1, DryRun=True)
     assert rv == 0
     assert out["Plan"][0].startswith("mount tmpfs tmpfs on")
     assert world.mounts_at(target) == [] and world.fstab_entry(target) is None
@@ -361,14 +321,7 @@ def test_reference_to_nothing_is_not_found(world: CimWorld) -> None:
 def test_mode_1_whose_fstab_write_fails_leaves_no_mount(world: CimWorld) -> None:
     conn = world.connect(fstab_path=world.root / "no-such-dir" / "fstab")
     target = world.dir("mnt")
-    rv, out = call(
-        conn,
-        "CreateMount",
-        Mode=1,
-        MountPoint=target,
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-    )
+    rv, out = create_tmpfs(conn, target, mode=1)
     assert rv == 4 and "fstab" in out["Error"]["Message"]
     assert world.mounts_at(target) == []
 

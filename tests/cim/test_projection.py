@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lmi_mount.cim import names
 from lmi_mount.cim.projection import Projector
-from tests.cim.conftest import NS, CimWorld, call, finished_job
+from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
 
 
 def test_fast_instances_equal_validated_ones_for_every_class(fake_world: CimWorld) -> None:
@@ -15,10 +15,14 @@ def test_fast_instances_equal_validated_ones_for_every_class(fake_world: CimWorl
     conn = fake_world.connect(synchronous_seconds=0)
     broker = conn.broker
     jobs = [
-        call(conn, "CreateMount", Mode=32768, MountPoint=target, FileSystemSpec="tmpfs",
-             FileSystemType="tmpfs", Holder="a")[1]["Job"],
-        call(conn, "CreateMount", Mode=1, MountPoint=fake_world.dir("bind"),
-             FileSystemSpec=fake_world.dir("source"))[1]["Job"],
+        create_tmpfs(conn, target, Holder="a")[1]["Job"],
+        call(
+            conn,
+            "CreateMount",
+            Mode=1,
+            MountPoint=fake_world.dir("bind"),
+            FileSystemSpec=fake_world.dir("source"),
+        )[1]["Job"],
     ]
     for job in jobs:
         finished_job(conn, job)

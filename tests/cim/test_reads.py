@@ -18,18 +18,11 @@ from pywbem import (
 )
 
 from lmi_mount.cim import names
-from tests.cim.conftest import NS, CimWorld, call, finished_job
+from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
 
 
 def _tmpfs(world: CimWorld, conn: Any, name: str = "mnt", mode: int = 32768) -> Any:
-    rv, out = call(
-        conn,
-        "CreateMount",
-        Mode=mode,
-        MountPoint=world.dir(name),
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-    )
+    rv, out = create_tmpfs(conn, world.dir(name), mode=mode)
     if rv == 4096:
         return finished_job(conn, out["Job"])["JobOutParameters"]["Mount"]
     return out["Mount"]
@@ -123,14 +116,7 @@ def test_drift_shows_two_settings(fake_world: CimWorld) -> None:
     target = fake_world.dir("mnt")
     fake_world.fstab.write_text(f"tmpfs {target} tmpfs noexec 0 2\n")
     conn = fake_world.connect()
-    rv, out = call(
-        conn,
-        "CreateMount",
-        Mode=32768,
-        MountPoint=target,
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-    )
+    rv, out = create_tmpfs(conn, target)
     assert rv == 0
     links = conn.References(
         out["Mount"], ResultClass=names.MOUNTED_FILE_SYSTEM_ELEMENT_SETTING_DATA
@@ -177,15 +163,7 @@ def test_mount_settings_change_only_through_modify_mount(fake_world: CimWorld) -
 def test_failed_job_reports_its_error(fake_world: CimWorld) -> None:
     conn = fake_world.connect(synchronous_seconds=0)
     target = fake_world.dir("mnt")
-    rv, out = call(
-        conn,
-        "CreateMount",
-        Mode=32768,
-        MountPoint=target,
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-        Holder="a",
-    )
+    rv, out = create_tmpfs(conn, target, Holder="a")
     assert rv == 4096
     job_mount = finished_job(conn, out["Job"])["JobOutParameters"]["Mount"]
     fake_world.make_busy(target)
@@ -213,14 +191,7 @@ def test_failed_job_reports_its_error(fake_world: CimWorld) -> None:
 
 def test_jobs_are_removed_after_time_before_removal(fake_world: CimWorld) -> None:
     conn = fake_world.connect(synchronous_seconds=0, time_before_removal=0.2)
-    _, out = call(
-        conn,
-        "CreateMount",
-        Mode=32768,
-        MountPoint=fake_world.dir("mnt"),
-        FileSystemSpec="tmpfs",
-        FileSystemType="tmpfs",
-    )
+    _, out = create_tmpfs(conn, fake_world.dir("mnt"))
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -235,10 +206,20 @@ def test_jobs_are_removed_after_time_before_removal(fake_world: CimWorld) -> Non
 def test_get_class_options_never_change_the_model(fake_world: CimWorld) -> None:
     conn = fake_world.connect()
     broker = conn.broker
-    bare = broker.get_class(NS, names.MOUNTED_FILE_SYSTEM, local_only=False,
-                            include_qualifiers=False, include_class_origin=False)
+    bare = broker.get_class(
+        NS,
+        names.MOUNTED_FILE_SYSTEM,
+        local_only=False,
+        include_qualifiers=False,
+        include_class_origin=False,
+    )
     assert not bare.qualifiers and not bare.properties["FileSystemSpec"].qualifiers
-    full = broker.get_class(NS, names.MOUNTED_FILE_SYSTEM, local_only=False,
-                            include_qualifiers=True, include_class_origin=True)
+    full = broker.get_class(
+        NS,
+        names.MOUNTED_FILE_SYSTEM,
+        local_only=False,
+        include_qualifiers=True,
+        include_class_origin=True,
+    )
     assert full.properties["FileSystemSpec"].qualifiers["Key"].value is True
     assert full.properties["Caption"].class_origin == "CIM_ManagedElement"
