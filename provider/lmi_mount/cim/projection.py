@@ -123,9 +123,6 @@ class Projector:
 
     # -- generic builders ---------------------------------------------------------
 
-    def key_names(self, classname: str) -> tuple[str, ...]:
-        return self._keys[classname.lower()]
-
     def path(self, classname: str, keys: Mapping[str, Any]) -> CIMInstanceName:
         if self._validate:
             return CIMInstanceName(classname, keybindings=dict(keys), namespace=self.namespace)

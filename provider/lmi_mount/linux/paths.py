@@ -123,10 +123,3 @@ class PathChecker:
                 raise PathProblem(f"source {source!r} does not exist", source)
             return os.path.realpath(source)
         return source
-
-    @staticmethod
-    def is_regular_file(path: str) -> bool:
-        try:
-            return stat.S_ISREG(os.stat(path).st_mode)
-        except OSError:
-            return False

@@ -51,13 +51,6 @@ class HeldMount:
     def refcount(self) -> int:
         return len(self.holders)
 
-    def holder_counts(self) -> dict[str, int]:
-        """References per holder, in the order holders first appeared."""
-        counts: dict[str, int] = {}
-        for holder in self.holders:
-            counts[holder] = counts.get(holder, 0) + 1
-        return counts
-
 
 @dataclass(slots=True)
 class HolderTable:
