@@ -13,22 +13,29 @@ errors of ``mounts.errors`` only; ``cim/errors.py`` translates them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
 from lmi_mount.linux import files
 from lmi_mount.linux.journal import HolderJournal, Intent, JournalError
-from lmi_mount.linux.kernel import Kernel, KernelError
-from lmi_mount.linux.paths import PathChecker, PathProblem
+from lmi_mount.linux.kernel import Kernel, KernelError, needs_helper
+from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
-from lmi_mount.mounts.errors import InUse, InvalidRequest, MountError, OperationFailed
+from lmi_mount.mounts.errors import (
+    InUse,
+    InvalidRequest,
+    MountError,
+    NotApplied,
+    OperationFailed,
+)
 from lmi_mount.mounts.fstab import FstabDocument, FstabEntry, FstabError
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderTable
@@ -106,6 +113,14 @@ class EngineState:
 
 
 CrashHook = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Anchors:
+    """The descriptors a request's kernel mount goes through (see linux.paths)."""
+
+    target: Anchor
+    source: Anchor | None = None
 
 #: The fstab systemd generates mount units from (systemd-fstab-generator(8)).
 SYSTEM_FSTAB = Path("/etc/fstab")
@@ -225,11 +240,13 @@ class MountManager:
         dry_run: bool = False,
     ) -> Outcome:
         """Mount (``current``) and/or add the fstab line (``persist``) of ``spec``."""
-        spec = self._checked_spec(spec, mounting=current)
-        with self._lock:
+        # The descriptors are opened under the lock: one open on a live mount
+        # would keep it busy for a concurrent unmount.
+        with self._lock, self._opened(spec, mounting=current) as (spec, anchors):
             snap = self._snapshot()
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
-            return replace(self._run(plan, spec.target, dry_run), source=spec.source)
+            outcome = self._run(plan, spec.target, dry_run, anchors)
+            return replace(outcome, source=self._known_source(spec))
 
     def modify(
         self,
@@ -428,19 +445,46 @@ class MountManager:
 
     # -- internals -----------------------------------------------------------------
 
-    def _checked_spec(self, spec: MountSpec, *, mounting: bool) -> MountSpec:
-        """Normalize and check the paths of a request before any plan is made."""
+    @contextlib.contextmanager
+    def _opened(
+        self, spec: MountSpec, *, mounting: bool
+    ) -> Iterator[tuple[MountSpec, Anchors | None]]:
+        """Normalize and check the paths of a request before any plan is made.
+
+        To mount, the mount point (and a bind source) is opened once, and the
+        spec names what the descriptors are on (their real paths); the kernel
+        step then mounts through the descriptors, so what was checked is what
+        is mounted (see linux.paths).
+        """
         target = normalize_target(spec.target)
-        try:
-            if spec.fstype is None:
-                source, is_file = self._paths.bind_source(spec.source)
-            else:
-                source, is_file = self._paths.device_source(spec.source), False
-            if mounting:
-                target = self._paths.mount_point(target, file_ok=is_file)
-        except PathProblem as exc:
-            raise InvalidRequest(str(exc), value=exc.path) from exc
-        return replace(spec, source=source, target=target)
+        with contextlib.ExitStack() as stack:
+            try:
+                source_anchor = None
+                if spec.fstype is None and mounting:
+                    source_anchor = stack.enter_context(self._paths.open_bind_source(spec.source))
+                    source, is_file = source_anchor.path, source_anchor.is_file
+                elif spec.fstype is None:
+                    source, is_file = self._paths.bind_source(spec.source)
+                else:
+                    source, is_file = self._paths.device_source(spec.source), False
+                    if needs_helper(spec.fstype) and source.startswith("-"):
+                        raise PathProblem(
+                            f"source {source!r} starts with '-': a mount helper would read it "
+                            "as an option", source)
+                anchors = None
+                if mounting:
+                    anchor = stack.enter_context(
+                        self._paths.open_mount_point(target, file_ok=is_file))
+                    target = anchor.path
+                    anchors = Anchors(anchor, source_anchor)
+            except PathProblem as exc:
+                raise InvalidRequest(str(exc), value=exc.path) from exc
+            yield replace(spec, source=source, target=target), anchors
+
+    def _known_source(self, spec: MountSpec) -> str:
+        """The source the model names the mount by: a loop device's backing file
+        (``status`` shows that), else the source as resolved."""
+        return self.kernel.loop_backing_file(spec.source) or spec.source
 
     def _source_resolver(self, table: MountTable) -> Callable[[MountRecord], str]:
         # Resolved sources live as long as their table: a bind's origin and a
@@ -476,13 +520,15 @@ class MountManager:
             self._execute(reconcile)
         return snap
 
-    def _run(self, plan: Plan, target: str | None, dry_run: bool) -> Outcome:
+    def _run(
+        self, plan: Plan, target: str | None, dry_run: bool, anchors: Anchors | None = None
+    ) -> Outcome:
         if not dry_run:
-            self._execute(plan)
+            self._execute(plan, anchors)
             self._wake.notify_all()
         return Outcome(plan, target, dry_run)
 
-    def _execute(self, plan: Plan) -> None:
+    def _execute(self, plan: Plan, anchors: Anchors | None = None) -> None:
         if self.observer:
             self._observe(plan)
             return
@@ -491,7 +537,7 @@ class MountManager:
             for step in plan.steps:
                 name = type(step).__name__
                 self._crash(f"before {name}")
-                done.append((step, self._apply(step)))
+                done.append((step, self._apply(step, anchors)))
                 self._crash(f"after {name}")
         except Exception as exc:
             self._roll_back(plan, done)
@@ -527,13 +573,12 @@ class MountManager:
                 # so an administrator can finish it by hand.
                 log.exception("rollback of %r failed at step: %s", plan.operation, step.describe())
 
-    def _apply(self, step: Step) -> object:
+    def _apply(self, step: Step, anchors: Anchors | None = None) -> object:
         if isinstance(step, KernelMount):
-            self._mount(step)
+            self._mount(step, anchors)
             return None
         if isinstance(step, KernelRemount):
-            flags, data = step.request()
-            self.kernel.mount(None, step.target, None, flags, data)
+            self._remount(step)
             return None
         if isinstance(step, KernelUnmount):
             self.kernel.unmount(step.target, ms.MNT_DETACH if step.lazy else 0)
@@ -545,16 +590,100 @@ class MountManager:
             return None
         raise AssertionError(f"unknown step {step!r}")
 
-    def _mount(self, step: KernelMount) -> None:
+    def _mount(self, step: KernelMount, anchors: Anchors | None) -> None:
         spec = step.spec
-        flags, data = step.request()
+        flags, data, clear = step.request()
         # The intent is durable before the kernel acts: if the process dies
         # right after the mount, restart still knows the mount is ours.
         self._journal.intent(
             Intent(spec.target, spec.source, spec.fstype, render_options(spec.options))
         )
         self._crash("intent journaled")
-        self.kernel.mount(spec.source, spec.target, spec.fstype, flags, data)
+        target: str | Anchor = spec.target
+        source: str | Anchor = spec.source
+        if anchors is not None and anchors.target.path == spec.target:
+            target = anchors.target
+            if spec.fstype is None and anchors.source is not None:
+                source = anchors.source
+        record = self.kernel.mount(source, target, spec.fstype, flags, data, clear=clear)
+        differences = self._mount_differences(spec, record)
+        if differences:
+            # Not what was asked: take it away again (it was never reported).
+            try:
+                self.kernel.unmount(record.target)
+            except KernelError:
+                log.exception("could not take back the unverified mount on %s", record.target)
+            raise NotApplied(
+                f"mount of {spec.describe()} did not come up as asked, rolled back: "
+                + "; ".join(differences),
+                value=spec.target,
+                differences=differences,
+            )
+
+    def _remount(self, step: KernelRemount) -> None:
+        flags, data = step.request()
+        record = self.kernel.mount(None, step.target, None, flags, data)
+        differences = self._option_differences(step.options, record)
+        if record.target != step.target:
+            differences.insert(0, f"remounted {record.target!r}, not {step.target!r}")
+        if differences:
+            left = self._undo_remount(step)
+            rolled = "rolled back" if not left else f"rolled back except {', '.join(left)}"
+            raise NotApplied(
+                f"remount of {step.target} did not take ({rolled}): " + "; ".join(differences),
+                value=step.target,
+                differences=differences,
+            )
+
+    def _undo_remount(self, step: KernelRemount) -> list[str]:
+        """Remount to the options before ``step``; returns what could not be restored.
+
+        A file system option the kernel did not show before (a default, such
+        as tmpfs's size) cannot be set back by name: it is reported, not hidden.
+        """
+        undo = step.undo()
+        assert isinstance(undo, KernelRemount)
+        flags, data = undo.request()
+        try:
+            record = self.kernel.mount(None, step.target, None, flags, data)
+        except KernelError as exc:
+            log.error("could not undo the remount of %s: %s", step.target, exc)
+            return [f"the undo failed: {exc}"]
+        left = self._option_differences(step.previous, record)
+        shown_before = {option.partition("=")[0] for option in step.previous.other_options}
+        live = from_mountinfo(record.vfs_options, record.super_options)
+        left += [f"{option} (its earlier value was not shown by the kernel)"
+                 for option in live.other_options if option.partition("=")[0] not in shown_before]
+        return left
+
+    def _mount_differences(self, spec: MountSpec, record: MountRecord) -> list[str]:
+        """How the mount the kernel reports differs from ``spec`` (rule 11: the
+        kernel is the judge); empty when it is the mount asked for."""
+        differences = []
+        if record.target != spec.target:
+            differences.append(
+                f"it is on {record.target!r}, not {spec.target!r} (the path was changed "
+                "while mounting)"
+            )
+        if spec.fstype is None:
+            if not self.kernel.same_file(spec.source, record.target):
+                differences.append(f"it does not show {spec.source!r}")
+        elif not needs_helper(spec.fstype):
+            if record.fstype != spec.fstype:
+                differences.append(f"its type is {record.fstype!r}, not {spec.fstype!r}")
+            backing = self.kernel.loop_backing_file(record.source)
+            if spec.source not in (record.source, backing):
+                differences.append(f"its source is {record.source!r}, not {spec.source!r}")
+        return differences + self._option_differences(spec.options, record)
+
+    @staticmethod
+    def _option_differences(options: MountOptions, record: MountRecord) -> list[str]:
+        live = from_mountinfo(record.vfs_options, record.super_options)
+        return [
+            f"{drift} (live: {','.join(record.vfs_options)} / {','.join(record.super_options)})"
+            for drift in compare(options, live)
+            if drift.comparable
+        ]
 
     def _set_holders(self, step: HolderChange) -> None:
         after = step.after

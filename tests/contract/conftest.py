@@ -3,7 +3,9 @@
 The ``kernel`` fixture is parametrized: ``fake`` runs the test in this process
 against FakeKernel; ``real`` runs the whole test body in a forked child inside
 a private mount namespace (the ``private_namespace`` marker) against
-LinuxKernel, root only. Fixtures run in the parent: they only make files.
+LinuxKernel on the new mount API, ``legacy`` the same on mount(2) (the path of
+kernels older than 5.12), root only. Fixtures run in the parent: they only
+make files.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lmi_mount.linux.fake import FakeKernel
-from lmi_mount.linux.kernel import Kernel, LinuxKernel
+from lmi_mount.linux.kernel import Kernel, LinuxKernel, detect_mount_api
 from tests.contract.helpers import wait_for_loops_released
 from tests.support.skips import requires_root
 
@@ -24,12 +26,15 @@ REAL_MARKS = (pytest.mark.root, pytest.mark.kernel, pytest.mark.private_namespac
 @pytest.fixture(params=[
     pytest.param("fake", id="fake"),
     pytest.param("real", id="real", marks=REAL_MARKS),
+    pytest.param("legacy", id="legacy", marks=REAL_MARKS),
 ])
 def kernel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kernel]:
     if request.param == "fake":
         yield FakeKernel()
         return
-    yield LinuxKernel()
+    if request.param == "real" and detect_mount_api() != "new":
+        pytest.skip("this kernel lacks the new mount API (Linux 5.12)")
+    yield LinuxKernel(mount_api="new" if request.param == "real" else "legacy")
     # After the child (and with it the namespace) is gone, no loop device may
     # still hold a file of this test: the kernel is shared with the host.
     leaked = wait_for_loops_released(LinuxKernel(), tmp_path.resolve())

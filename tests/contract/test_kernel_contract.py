@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from lmi_mount.linux.kernel import Kernel, KernelError
+from lmi_mount.linux.kernel import Kernel, KernelError, LinuxKernel
+from lmi_mount.linux.paths import open_anchor
 from lmi_mount.linux.processes import describe
 from lmi_mount.mounts.flags import (
     MNT_DETACH,
@@ -65,16 +67,58 @@ def test_bind_shows_the_source_directory_and_shares_the_device(
     assert not is_mounted(kernel, target)
 
 
-def test_bind_ignores_flags_and_copies_the_source_mount_flags(kernel: Kernel, base: Path) -> None:
-    # mount(2): with MS_BIND, flags other than MS_REC are ignored; the new
-    # mount takes the per-mount flags of the mount it was copied from.
-    origin, plain = make_dirs(base, "origin", "plain")
+def test_bind_applies_the_asked_flags_over_the_source_mount_flags(
+    kernel: Kernel, base: Path
+) -> None:
+    # mount(2) alone ignores every flag but MS_REC on a new bind (the first
+    # build's bug: a "read-only, no-exec" bind came up rw). The contract is
+    # mount(8)'s with the new API: the copy keeps its origin's flags, with the
+    # asked ones set and the ``clear`` ones cleared, before anyone sees it.
+    origin, plain, opened = make_dirs(base, "origin", "plain", "opened")
     kernel.mount("tmpfs", origin, "tmpfs", MS_NOSUID | MS_NODEV)
-    kernel.mount(origin, plain, None, MS_BIND | MS_RDONLY | MS_NOEXEC)
-    record = at(kernel, plain)
-    assert record.vfs_options[0] == "rw"
-    assert {"nosuid", "nodev"} <= set(record.vfs_options)
-    assert "noexec" not in record.vfs_options
+    record = kernel.mount(origin, plain, None, MS_BIND | MS_RDONLY | MS_NOEXEC)
+    assert record == at(kernel, plain)
+    assert record.vfs_options == ("ro", "nosuid", "nodev", "noexec", "relatime")
+    record = kernel.mount(origin, opened, None, MS_BIND | MS_NOATIME, clear=MS_NOSUID)
+    assert record.vfs_options == ("rw", "nodev", "noatime")
+    if sees_files(kernel):
+        # The probes a user would try: write, and execute, through each bind.
+        with pytest.raises(OSError) as raised:
+            (Path(plain) / "file").write_text("x")
+        assert raised.value.errno == errno.EROFS
+        script = Path(origin) / "script"
+        script.write_text("#!/bin/sh\nexit 0\n")
+        script.chmod(0o755)
+        assert subprocess.run([f"{opened}/script"], check=False).returncode == 0
+        with pytest.raises(PermissionError):
+            subprocess.run([f"{plain}/script"], check=False)
+
+
+def test_mount_lands_on_the_anchor_not_on_what_the_path_became(
+    kernel: Kernel, base: Path
+) -> None:
+    # The target is opened once; renaming it and putting a symlink in its
+    # place afterwards does not redirect the mount (the check-then-use race).
+    wanted, elsewhere = make_dirs(base, "wanted", "elsewhere")
+    with open_anchor(wanted, "mount point") as anchor:
+        os.rename(wanted, f"{wanted}.moved")
+        os.symlink(elsewhere, wanted)
+        record = kernel.mount("tmpfs", anchor, "tmpfs", 0, "size=1m")
+    assert record.target == f"{wanted}.moved"
+    assert not is_mounted(kernel, elsewhere)
+    kernel.unmount(f"{wanted}.moved")
+
+
+def test_unmount_does_not_follow_a_final_symlink(kernel: Kernel, base: Path) -> None:
+    (real,) = make_dirs(base, "real")
+    kernel.mount("tmpfs", real, "tmpfs", 0)
+    os.symlink(real, base / "link")
+    if isinstance(kernel, LinuxKernel):  # the fake models no symlinks of its own
+        with pytest.raises(KernelError) as raised:
+            kernel.unmount(str(base / "link"))
+        assert raised.value.errno == errno.EINVAL
+    assert is_mounted(kernel, real)
+    kernel.unmount(real)
 
 
 def test_bind_of_a_file_on_a_file(kernel: Kernel, base: Path) -> None:

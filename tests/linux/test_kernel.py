@@ -128,7 +128,8 @@ def fake_mount(tmp_path: Path) -> Path:
         printf '%s\\n' "$@" > {tmp_path}/argv
         echo "$LC_ALL" > {tmp_path}/lc_all
         case "$*" in
-            *fail*) echo "mount: $4: unknown filesystem type 'nfs'." >&2
+            *fail*) eval "last=\\${{$#}}"
+                    echo "mount: $last: unknown filesystem type 'nfs'." >&2
                     echo "       dmesg(1) may have more information." >&2; exit 32 ;;
             *hang*) sleep 5 ;;
         esac
@@ -139,11 +140,26 @@ def fake_mount(tmp_path: Path) -> Path:
 
 def test_helper_types_go_through_mount8(fake_mount: Path, tmp_path: Path) -> None:
     kernel = LinuxKernel(mount_program=str(fake_mount))
-    kernel.mount("squashfuse#/i.img", str(tmp_path), "fuse", MS_RDONLY)
+    # The stand-in exits 0 without mounting: the read-back tells, as it would
+    # of a real mount(8) that took the spec for an option.
+    with pytest.raises(KernelError) as raised:
+        kernel.mount("squashfuse#/i.img", str(tmp_path), "fuse", MS_RDONLY)
+    assert raised.value.errno == errno.ENOENT and "no mount at" in str(raised.value)
     argv = (tmp_path / "argv").read_text().splitlines()
     assert argv == ["-t", "fuse.squashfuse", "-o", "ro,fsname=/i.img,subtype=squashfuse",
-                    "/i.img", str(tmp_path)]
+                    "--", "/i.img", str(tmp_path)]
     assert (tmp_path / "lc_all").read_text().strip() == "C"
+
+
+@pytest.mark.parametrize("spec", ["-V", "--fstab=/tmp/x", "-"])
+def test_a_spec_that_looks_like_an_option_never_reaches_mount8(
+    fake_mount: Path, tmp_path: Path, spec: str
+) -> None:
+    kernel = LinuxKernel(mount_program=str(fake_mount))
+    with pytest.raises(KernelError) as raised:
+        kernel.mount(spec, str(tmp_path), "nfs", 0)
+    assert raised.value.errno == errno.EINVAL and repr(spec) in str(raised.value)
+    assert not (tmp_path / "argv").exists()
 
 
 def test_helper_failure_is_a_helper_error_with_its_message(

@@ -76,7 +76,11 @@ def test_word_field_flag(word: str, field: str, value: bool, flag: int) -> None:
     options = parse_options(word)
     assert options == MountOptions(**{field: value})
     assert render_options(options) == word
-    assert kernel_request(options) == KernelOptions(flags=flag, data="")
+    # A word for a per-mount flag's "off" (rw, suid, ...) asks a bind to clear it.
+    clearing = {"rw": ms.MS_RDONLY, "suid": ms.MS_NOSUID, "dev": ms.MS_NODEV,
+                "exec": ms.MS_NOEXEC, "diratime": ms.MS_NODIRATIME}
+    assert kernel_request(options) == KernelOptions(flags=flag, data="",
+                                                    clear=clearing.get(word, 0))
 
 
 def test_boolean_fields_are_the_dataclass_fields_in_table_order() -> None:
@@ -89,7 +93,8 @@ def test_defaults() -> None:
     assert MountOptions.DEFAULTS is DEFAULTS
     assert render_options(DEFAULTS) == "rw,suid,dev,exec,async"
     assert parse_options("rw,suid,dev,exec,async") == DEFAULTS
-    assert kernel_request(DEFAULTS) == KernelOptions(flags=0, data="")
+    assert kernel_request(DEFAULTS) == KernelOptions(
+        flags=0, data="", clear=ms.MS_RDONLY | ms.MS_NOSUID | ms.MS_NODEV | ms.MS_NOEXEC)
     assert with_defaults(parse_options("ro,noatime")) == dataclasses.replace(
         DEFAULTS, allow_write=False, update_access_times=False
     )
@@ -243,7 +248,16 @@ def test_from_fields_checks_types_and_accepts_cim_shapes() -> None:
     ],
 )
 def test_kernel_request(text: str, flags: int, data: str, propagation: int) -> None:
-    assert kernel_request(parse_options(text)) == KernelOptions(flags, data, propagation)
+    request = kernel_request(parse_options(text))
+    assert (request.flags, request.data, request.propagation) == (flags, data, propagation)
+    assert not request.clear & request.flags
+
+
+def test_kernel_request_clears_what_a_later_word_turns_off() -> None:
+    # user implies noexec; a later exec wins and must clear a bind origin's noexec.
+    request = kernel_request(parse_options("user,exec"))
+    assert request.clear == ms.MS_NOEXEC
+    assert kernel_request(parse_options("nosymfollow,symfollow")).clear == ms.MS_NOSYMFOLLOW
 
 
 def test_kernel_request_refuses_invalid_options() -> None:

@@ -34,6 +34,7 @@ from lmi_mount.linux.kernel import (
     is_block_fstype,
     needs_helper,
 )
+from lmi_mount.linux.paths import Anchor
 from lmi_mount.linux.processes import ProcessUse
 from lmi_mount.mounts.escaping import escape_field
 from lmi_mount.mounts.flags import (
@@ -62,6 +63,7 @@ from lmi_mount.mounts.flags import (
     MS_UNBINDABLE,
     UMOUNT_NOFOLLOW,
 )
+from lmi_mount.mounts.mountinfo import MountRecord, parse_mountinfo
 
 # Per-mount flags a new mount takes from mount(2) flags (fs/namespace.c, path_mount()).
 _MOUNT_FLAGS: Final = (
@@ -323,8 +325,21 @@ class FakeKernel:
             ]
 
     def mount(
-        self, source: str | None, target: str, fstype: str | None, flags: int, data: str = ""
-    ) -> None:
+        self,
+        source: str | Anchor | None,
+        target: str | Anchor,
+        fstype: str | None,
+        flags: int,
+        data: str = "",
+        *,
+        clear: int = 0,
+    ) -> MountRecord:
+        # An Anchor is followed to where its directory is now, as the kernel
+        # mounts on the descriptor whatever its path has become.
+        if isinstance(source, Anchor):
+            source = source.current_path()
+        if isinstance(target, Anchor):
+            target = target.current_path()
         with self._lock:
             self._inject("mount", target, source, fstype)
             path = self._existing(target, "mount", source, fstype)
@@ -334,11 +349,13 @@ class FakeKernel:
                 else:
                     self._remount_superblock(path, source, fstype, flags, data)
             elif flags & MS_BIND:
-                self._bind(source, path, bool(flags & MS_REC))
+                self._bind(source, path, bool(flags & MS_REC), flags, clear)
             elif flags & (MS_MOVE | _PROPAGATION):
                 self._propagation(path, source, fstype, flags)
             else:
                 self._new_mount(source, path, fstype, flags, data)
+            (record,) = parse_mountinfo(self._render(self._resolve(path)))
+            return record
 
     def unmount(self, target: str, flags: int = 0) -> None:
         with self._lock:
@@ -492,7 +509,9 @@ class FakeKernel:
         return _Superblock(shown, fstype, shown_source, self._sb_flags(fstype, flags), options,
                            loop, block_device=device)
 
-    def _bind(self, source: str | None, path: str, recursive: bool) -> None:
+    def _bind(
+        self, source: str | None, path: str, recursive: bool, flags: int = 0, clear: int = 0
+    ) -> None:
         if not source:
             raise KernelError(errno.EINVAL, "mount", path, source, None)
         real = os.path.realpath(source)
@@ -503,9 +522,10 @@ class FakeKernel:
         origin = self._resolve(real)
         before = list(self._mounts)
         # clone_mnt(): the copy shares the superblock and the per-mount flags;
-        # flags passed with MS_BIND are ignored (a remount changes them).
+        # then mount_setattr(2) sets and clears the asked ones before the copy
+        # is attached (recursively for an rbind).
         copy = self._attach(origin.sb, _join(origin.root, _relative(real, origin.target)), path,
-                            origin.flags)
+                            _bind_flags(origin.flags, flags, clear))
         if not recursive:
             return
         # copy_tree(): every mount below the source, in tree order, re-rooted.
@@ -515,7 +535,8 @@ class FakeKernel:
             if sub is origin or parent_copy is None or not _covers(real, sub.target):
                 continue
             target = _join(path, _relative(sub.target, real))
-            copies[sub.mount_id] = self._attach(sub.sb, sub.root, target, sub.flags,
+            copies[sub.mount_id] = self._attach(sub.sb, sub.root, target,
+                                                _bind_flags(sub.flags, flags, clear),
                                                 parent=parent_copy)
 
     def _remount_mount(
@@ -728,6 +749,17 @@ def _mount_flags(flags: int) -> int:
         result |= MS_RELATIME
     if flags & MS_STRICTATIME:
         result &= ~(MS_RELATIME | MS_NOATIME)
+    return result
+
+
+def _bind_flags(old: int, flags: int, clear: int) -> int:
+    """Per-mount flags of a bind copy of a mount with ``old``: ``flags`` set,
+    ``clear`` cleared, the atime mode replaced only when ``flags`` name one."""
+    result = (old | (flags & _MOUNT_FLAGS)) & ~(clear & _MOUNT_FLAGS & ~flags)
+    if flags & (MS_NOATIME | MS_RELATIME | MS_STRICTATIME):
+        # MOUNT_ATTR__ATIME: the mode only; nodiratime is a flag of its own.
+        mode = MS_NOATIME | MS_RELATIME
+        result = (result & ~mode) | (_mount_flags(flags) & mode)
     return result
 
 

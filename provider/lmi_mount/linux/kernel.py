@@ -1,11 +1,17 @@
 """Mounting and unmounting through the running kernel.
 
 Owns: the ``Kernel`` protocol the engine mounts through, its error
-(``KernelError``), and ``LinuxKernel``, which implements it with mount(2) and
-umount2(2) through ctypes, loop devices for image files (loop-control ioctls,
-autoclear), and mount(8) for the file system types that need a user-space
-helper. Also the pure rules both kernels share: which types are block file
-systems, which need a helper, and how a helper mount is spelled.
+(``KernelError``), and ``LinuxKernel``, which implements it with the new
+mount API (``linux.mountapi``: fsopen/fsconfig/fsmount, open_tree,
+mount_setattr, move_mount onto an O_PATH descriptor) or, on kernels without
+it, mount(2) through /proc/self/fd; umount2(2) with UMOUNT_NOFOLLOW; loop
+devices for image files (loop-control ioctls, autoclear); and mount(8) for
+the file system types that need a user-space helper. Every mount call
+returns the mount as the kernel reports it afterwards (statmount(2) of the
+new mount where the kernel has it, else its mountinfo line), so the caller
+can compare it with what it asked for. Also the pure rules both kernels
+share: which types are block file systems, which need a helper, and how a
+helper mount is spelled.
 
 Must not know: holders, fstab, CIM, or what options mean beyond the MS_*
 flags it is handed; whether a mount is wanted (the engine refuses stacking,
@@ -18,6 +24,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import re
 import select
@@ -26,24 +33,51 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Final, Literal, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Final, Literal, Protocol, TypeVar
 
+from lmi_mount.linux import mountapi
+from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
+from lmi_mount.linux.paths import Anchor, PathProblem, open_anchor
 from lmi_mount.linux.processes import ProcessUse, busy_processes
 from lmi_mount.mounts.flags import (
+    MNT_DETACH,
     MS_BIND,
+    MS_MANDLOCK,
     MS_MOVE,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_NOSYMFOLLOW,
     MS_PRIVATE,
     MS_RDONLY,
+    MS_REC,
+    MS_RELATIME,
     MS_REMOUNT,
     MS_SHARED,
     MS_SLAVE,
+    MS_STRICTATIME,
     MS_UNBINDABLE,
+    PER_MOUNT_FLAGS,
+    UMOUNT_NOFOLLOW,
     flag_option_names,
 )
+from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 
 Op = Literal["mount", "umount", "loop", "helper"]
+_R = TypeVar("_R")
+
+#: Which kernel interface mounts: "new" is the file-descriptor mount API
+#: (fsopen/fsmount/open_tree/mount_setattr/move_mount, Linux 5.12 for all of
+#: it), "legacy" is mount(2) with a second MS_REMOUNT|MS_BIND call for the
+#: per-mount flags of a bind, both through /proc/self/fd magic links.
+MountApi = Literal["new", "legacy"]
+
+#: A mount target: a path, or an Anchor the caller opened (and keeps open).
+Target = str | Anchor
 
 # Flags that make mount(2) operate on an existing mount instead of creating a
 # file system instance; such calls never go through a helper or a loop device.
@@ -162,20 +196,40 @@ class Kernel(Protocol):
         ...
 
     def mount(
-        self, source: str | None, target: str, fstype: str | None, flags: int, data: str = ""
-    ) -> None:
-        """mount(2) with two conveniences.
+        self,
+        source: str | Anchor | None,
+        target: Target,
+        fstype: str | None,
+        flags: int,
+        data: str = "",
+        *,
+        clear: int = 0,
+    ) -> MountRecord:
+        """Mount, as mount(8) would with the same options, and return the result.
+
+        ``flags`` and ``data`` are mount(2)'s. Unlike mount(2), the per-mount
+        flags of a bind (MS_BIND) are applied, not ignored: the new mount
+        takes the flags of the mount it copies, with ``flags`` set and
+        ``clear`` cleared (per-mount MS_* flags the request names as off:
+        ``suid`` on a nosuid source). MS_REMOUNT|MS_BIND sets all per-mount
+        flags; MS_REMOUNT alone reconfigures the superblock with ``data`` and
+        the superblock flags, and sets the per-mount flags; both keep the
+        atime mode unless ``flags`` name one.
 
         A block file system type whose source is a regular file gets a loop
         device (read-only with MS_RDONLY, autoclear so the unmount frees it,
         detached again if the mount fails; an image already attached is
         reused, as mount(8) does). A type that needs a user-space helper goes
-        through mount(8). Raises KernelError.
+        through mount(8). ``target`` (and a bind ``source``) may be an
+        Anchor: the mount lands on that descriptor whatever its path has
+        become. Returns the mount made or changed, as the kernel shows it
+        now. Raises KernelError.
         """
         ...
 
     def unmount(self, target: str, flags: int = 0) -> None:
-        """umount2(2) of the topmost mount at ``target``; MNT_DETACH only when asked."""
+        """umount2(2) of the topmost mount at ``target``, never through a final
+        symlink (UMOUNT_NOFOLLOW); MNT_DETACH only when asked."""
         ...
 
     def processes(self, target: str) -> list[ProcessUse]:
@@ -235,6 +289,14 @@ def statx_mount_id(path: str, *, unique: bool) -> int | None:
     if result != 0 or not int.from_bytes(buffer.raw[0:4], sys.byteorder) & wanted:
         return None
     return int.from_bytes(buffer.raw[_STX_MNT_ID_OFFSET:_STX_MNT_ID_OFFSET + 8], sys.byteorder)
+
+
+@functools.cache
+def detect_mount_api() -> MountApi:
+    """"new" where the kernel has every call of the new mount API that is used
+    (mount_setattr, the last of them, is Linux 5.12), else "legacy"."""
+    calls = (mountapi.SYS_FSOPEN, mountapi.SYS_OPEN_TREE, mountapi.SYS_MOUNT_SETATTR)
+    return "new" if all(mountapi.available(number) for number in calls) else "legacy"
 
 
 def is_block_fstype(fstype: str, filesystems: Iterable[str] = ()) -> bool:
@@ -363,7 +425,9 @@ class LinuxKernel:
     processes), ``sys_root`` (loop backing files), ``dev_root`` (loop-control
     and loop nodes), ``helper_dirs`` (where ``mount.TYPE`` helpers live),
     ``mount_program`` (mount(8), run with LC_ALL=C so its messages can be
-    matched to an errno) and ``helper_timeout`` in seconds.
+    matched to an errno) and ``helper_timeout`` in seconds. ``mount_api``
+    chooses the interface (``detect_mount_api()`` when None); tests run the
+    legacy one on this kernel too.
     """
 
     def __init__(
@@ -374,8 +438,12 @@ class LinuxKernel:
         mount_program: str = "mount",
         helper_dirs: Sequence[str] = DEFAULT_HELPER_DIRS,
         helper_timeout: float = 120.0,
+        mount_api: MountApi | None = None,
     ) -> None:
         self.proc_root = proc_root
+        self.mount_api: MountApi = mount_api or detect_mount_api()
+        # statmount(2) (Linux 6.8) is tried until the kernel says it lacks it.
+        self._statmount = True
         self._watch: tuple[int, select.poll, tuple[int, int | None]] | None = None
         self._watch_lock = threading.Lock()
         self._table_version = 0
@@ -444,19 +512,37 @@ class LinuxKernel:
     # -- mounting ----------------------------------------------------------
 
     def mount(
-        self, source: str | None, target: str, fstype: str | None, flags: int, data: str = ""
-    ) -> None:
-        if not flags & EXISTING_MOUNT_FLAGS and fstype is not None:
-            if needs_helper(fstype, self.helper_dirs):
-                self._mount_with_helper(source, target, fstype, flags, data)
-                return
-            if source is not None and self._is_block(fstype) and _is_regular_file(source):
-                self._mount_image(source, target, fstype, flags, data)
-                return
-        self._mount2(source, target, fstype, flags, data)
+        self,
+        source: str | Anchor | None,
+        target: Target,
+        fstype: str | None,
+        flags: int,
+        data: str = "",
+        *,
+        clear: int = 0,
+    ) -> MountRecord:
+        # A remount names a live mount point: its last component is never a
+        # symlink (mountinfo shows real paths), so one swapped in is refused.
+        with _anchored(target, "mount", follow=not flags & MS_REMOUNT) as anchor:
+            if flags & MS_REMOUNT:
+                return self._remount(anchor, flags, data)
+            if flags & MS_BIND:
+                return self._bind(source, anchor, flags, clear)
+            if flags & (MS_MOVE | MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE):
+                self._mount2(_source_text(source), anchor, fstype, flags, data)
+                return self._read_back_at(anchor)
+            if not isinstance(source, Anchor) and fstype is not None:
+                if needs_helper(fstype, self.helper_dirs):
+                    return self._mount_with_helper(source, anchor, fstype, flags, data)
+                if source is not None and self._is_block(fstype) and _is_regular_file(source):
+                    return self._mount_image(source, anchor, fstype, flags, data)
+            if fstype is None:
+                raise KernelError(errno.EINVAL, "mount", anchor.path, _source_text(source),
+                                  None, "no file system type and not a bind mount")
+            return self._new_mount(_source_text(source), anchor, fstype, flags, data)
 
     def unmount(self, target: str, flags: int = 0) -> None:
-        if libc().umount2(os.fsencode(target), flags) != 0:
+        if libc().umount2(os.fsencode(target), flags | UMOUNT_NOFOLLOW) != 0:
             raise KernelError(ctypes.get_errno(), "umount", target)
 
     def same_file(self, first: str, second: str) -> bool:
@@ -474,26 +560,223 @@ class LinuxKernel:
 
     # -- internals ---------------------------------------------------------
 
+    def _new_mount(
+        self,
+        source: str | None,
+        anchor: Anchor,
+        fstype: str,
+        flags: int,
+        data: str,
+        *,
+        shown_source: str | None = None,
+    ) -> MountRecord:
+        """A new superblock (or a shared one of the same device) on ``anchor``."""
+        if self.mount_api == "legacy":
+            self._mount2(source, anchor, fstype, flags, data, shown_source=shown_source)
+            return self._read_back_at(anchor)
+        context = self._call(mountapi.fsopen, fstype, anchor=anchor, source=shown_source or source,
+                             fstype=fstype)
+        try:
+            try:
+                if source is not None:
+                    mountapi.fsconfig(context, "source", source)
+                # The superblock flags as mount(2) sets them from the same MS_*
+                # flags: a read-only mount is a read-only superblock too.
+                for flag, word, _ in SB_FLAG_WORDS:
+                    if flags & flag:
+                        mountapi.fsconfig(context, word)
+                for key, value in split_data(data):
+                    mountapi.fsconfig(context, key, value)
+                mountapi.fsconfig_command(context, mountapi.FSCONFIG_CMD_CREATE)
+                tree = mountapi.fsmount(context, attributes(flags, atime_always=True).set)
+            except OSError as exc:
+                raise self._context_error(exc, context, anchor, shown_source or source, fstype,
+                                          loop=source if shown_source else None) from exc
+        finally:
+            os.close(context)
+        return self._attach(tree, anchor, shown_source or source, fstype)
+
+    def _bind(
+        self, source: str | Anchor | None, anchor: Anchor, flags: int, clear: int
+    ) -> MountRecord:
+        shown = _source_text(source)
+        if source is None or shown == "":
+            raise KernelError(errno.EINVAL, "mount", anchor.path, shown, None,
+                              "a bind mount needs a source")
+        recursive = bool(flags & MS_REC)
+        with _anchored(source, "mount", role="bind source") as origin:
+            # A directory binds onto a directory, a file onto a file; mount(2)
+            # says ENOTDIR, move_mount(2) a vaguer EINVAL.
+            if _is_directory(origin.fd) != _is_directory(anchor.fd):
+                raise KernelError(errno.ENOTDIR, "mount", anchor.path, origin.path, None,
+                                  "a bind mount joins a directory to a directory, or a file "
+                                  "to a file")
+            if self.mount_api == "legacy":
+                return self._bind_legacy(origin, anchor, flags, clear)
+            tree = self._call(mountapi.open_tree, b"", anchor=anchor, source=origin.path,
+                              dirfd=origin.fd, clone=True, recursive=recursive, empty_path=True)
+        # The attributes are set while the copy is detached: nobody ever sees
+        # it with the flags of its origin (mount_setattr(2)).
+        change = attributes(flags, clear)
+        try:
+            if change:
+                self._call(mountapi.mount_setattr, tree, change, recursive=recursive,
+                           anchor=anchor, source=origin.path)
+        except KernelError:
+            os.close(tree)
+            raise
+        return self._attach(tree, anchor, origin.path, None)
+
+    def _attach(
+        self, tree: int, anchor: Anchor, source: str | None, fstype: str | None
+    ) -> MountRecord:
+        """move_mount(2) the detached ``tree`` onto ``anchor`` and read it back."""
+        try:
+            self._call(mountapi.move_mount, tree, anchor.fd, anchor=anchor, source=source,
+                       fstype=fstype)
+            return self._read_back(tree, anchor)
+        finally:
+            os.close(tree)
+
+    def _bind_legacy(
+        self, origin: Anchor, anchor: Anchor, flags: int, clear: int
+    ) -> MountRecord:
+        self._mount2(origin.proc_path, anchor, None, MS_BIND | (flags & MS_REC), "",
+                     shown_source=origin.path)
+        table = MountTable(parse_mountinfo(self.read_mountinfo()))
+        record = self._read_back_at(anchor, table)
+        # An rbind's copies of the submounts get the flags too, as
+        # mount_setattr(AT_RECURSIVE) gives them on the new API: parents first.
+        copies = table.under(record.target) if flags & MS_REC else [record]
+        try:
+            for copy in copies:
+                live = _vfs_flags(copy.vfs_options)
+                wanted = (live & ~clear & ~(ATIME_FLAGS if flags & ATIME_FLAGS else 0)) | (
+                    flags & PER_MOUNT_FLAGS)
+                if wanted != live:
+                    with self._mount_root(copy) as root:
+                        # MS_REMOUNT|MS_BIND sets every per-mount flag: the full set.
+                        self._mount2(None, root, None, MS_REMOUNT | MS_BIND | wanted, "")
+        except KernelError:
+            with contextlib.suppress(KernelError):
+                self.unmount(record.target, MNT_DETACH)
+            raise
+        return self._read_back_at(anchor)
+
+    def _remount(self, anchor: Anchor, flags: int, data: str) -> MountRecord:
+        is_root = mountapi.is_mount_root(anchor.fd)
+        if is_root is False:
+            raise KernelError(errno.EINVAL, "mount", anchor.path,
+                              detail=f"{os.strerror(errno.EINVAL)} (not a mount point)")
+        if self.mount_api == "legacy":
+            self._mount2(None, anchor, None, flags, "" if flags & MS_BIND else data)
+            return self._read_back_at(anchor)
+        if not flags & MS_BIND:
+            context = self._call(mountapi.fspick, anchor.fd, anchor=anchor)
+            try:
+                try:
+                    for flag, word, clear_word in SB_FLAG_WORDS:
+                        if flags & flag:
+                            mountapi.fsconfig(context, word)
+                        elif clear_word is not None and flag != MS_MANDLOCK:
+                            mountapi.fsconfig(context, clear_word)
+                    for key, value in split_data(data):
+                        mountapi.fsconfig(context, key, value)
+                    mountapi.fsconfig_command(context, mountapi.FSCONFIG_CMD_RECONFIGURE)
+                except OSError as exc:
+                    raise self._context_error(exc, context, anchor, None, None) from exc
+            finally:
+                os.close(context)
+        # As MS_REMOUNT: every per-mount flag is set or cleared, the atime
+        # mode only when asked (do_reconfigure_mnt(), mnt_flags & MNT_ATIME_MASK).
+        change = attributes(flags, PER_MOUNT_FLAGS & ~flags & ~ATIME_FLAGS)
+        self._call(mountapi.mount_setattr, anchor.fd, change, anchor=anchor)
+        return self._read_back(anchor.fd, anchor)
+
+    def _call(self, function: Callable[..., _R], *args: object, anchor: Anchor,
+              source: str | None = None, fstype: str | None = None,
+              **kwargs: object) -> _R:
+        try:
+            return function(*args, **kwargs)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            raise KernelError(code, "mount", anchor.path, source, fstype) from exc
+
+    def _context_error(
+        self, exc: OSError, context: int, anchor: Anchor, source: str | None,
+        fstype: str | None, loop: str | None = None,
+    ) -> KernelError:
+        """The failure of a file system context, in the kernel's own words where it
+        logged any ("tmpfs: Unknown parameter 'bogusopt'")."""
+        code = exc.errno or errno.EIO
+        detail = os.strerror(code)
+        messages = mountapi.context_messages(context)
+        if messages:
+            detail = f"{detail}: {'; '.join(messages)}"
+        if loop is not None:
+            detail = f"{detail} (through loop device {loop})"
+        return KernelError(code, "mount", anchor.path, source, fstype, detail)
+
+    def _read_back(self, fd: int, anchor: Anchor) -> MountRecord:
+        """The mount ``fd`` is on, as the kernel shows it: statmount(2) by its unique id
+        where the kernel has it (one call), else its mountinfo line by id."""
+        unique = mountapi.unique_mount_id(fd)
+        if unique is not None and self._statmount:
+            record = mountapi.statmount(unique)
+            if record is not None:
+                return record
+            self._statmount = False  # a kernel with statx's unique id but no statmount
+        mount_id = mountapi.mount_id(fd)
+        table = MountTable(parse_mountinfo(self.read_mountinfo()))
+        if mount_id is not None and mount_id in table.by_id:
+            return table.by_id[mount_id]
+        return self._read_back_at(anchor, table)
+
+    def _read_back_at(self, anchor: Anchor, table: MountTable | None = None) -> MountRecord:
+        """The topmost mount on the directory ``anchor`` refers to (kernels without
+        STATX_MNT_ID, and mount(2) calls, which give no handle on the new mount)."""
+        table = table or MountTable(parse_mountinfo(self.read_mountinfo()))
+        path = anchor.current_path()
+        record = table.at(path)
+        if record is None:
+            raise KernelError(errno.ENOENT, "mount", anchor.path,
+                              detail=f"no mount at {path!r} after mounting")
+        return record
+
+    @contextlib.contextmanager
+    def _mount_root(self, record: MountRecord) -> Iterator[Anchor]:
+        """An Anchor on the root of the mount ``record`` names, refused if another
+        mount is there by now (its id is checked on the descriptor)."""
+        with _anchored(record.target, "mount", follow=False) as root:
+            found = mountapi.mount_id(root.fd)
+            if found is not None and found != record.mount_id:
+                raise KernelError(errno.ESTALE, "mount", record.target,
+                                  detail=f"mount {record.mount_id} at {record.target!r} was "
+                                         f"replaced by mount {found}")
+            yield root
+
     def _mount2(
         self,
         source: str | None,
-        target: str,
+        target: Anchor,
         fstype: str | None,
         flags: int,
         data: str,
         *,
         shown_source: str | None = None,
     ) -> None:
+        """mount(2) onto the descriptor of ``target`` (its /proc/self/fd magic link)."""
         result = libc().mount(
-            _encode(source), os.fsencode(target), _encode(fstype), flags,
+            _encode(source), os.fsencode(target.proc_path), _encode(fstype), flags,
             os.fsencode(data) if data else None,
         )
         if result != 0:
             code = ctypes.get_errno()
             detail = os.strerror(code)
-            if shown_source is not None:
+            shown = shown_source or source
+            if shown_source is not None and source is not None and source.startswith("/dev/"):
                 detail = f"{detail} (through loop device {source})"
-            raise KernelError(code, "mount", target, shown_source or source, fstype, detail)
+            raise KernelError(code, "mount", target.path, shown, fstype, detail)
 
     def _is_block(self, fstype: str) -> bool:
         try:
@@ -513,15 +796,15 @@ class LinuxKernel:
             return None
 
     def _mount_image(
-        self, image: str, target: str, fstype: str, flags: int, data: str
-    ) -> None:
+        self, image: str, anchor: Anchor, fstype: str, flags: int, data: str
+    ) -> MountRecord:
         # As mount(8): the loop device is read-only exactly when the mount is.
         # A squashfs on a writable loop device is still read-only (the file
         # system marks its superblock so), and its vfs flags stay as asked.
         read_only = bool(flags & MS_RDONLY)
-        device, loop_fd, attached = self._loop_for(image, target, fstype, read_only)
+        device, loop_fd, attached = self._loop_for(image, anchor.path, fstype, read_only)
         try:
-            self._mount2(device, target, fstype, flags, data, shown_source=image)
+            return self._new_mount(device, anchor, fstype, flags, data, shown_source=image)
         except KernelError:
             if attached:
                 # Autoclear would free it when loop_fd closes; clear explicitly
@@ -622,18 +905,11 @@ class LinuxKernel:
             return -1
 
     def _mount_with_helper(
-        self, source: str | None, target: str, fstype: str, flags: int, data: str
-    ) -> None:
-        # The helper would say "bad mount point"; the kernel's ENOENT is clearer.
-        try:
-            os.stat(target)
-        except OSError as exc:
-            raise KernelError(exc.errno or errno.ENOENT, "mount", target, source, fstype) from exc
+        self, source: str | None, anchor: Anchor, fstype: str, flags: int, data: str
+    ) -> MountRecord:
+        target = anchor.current_path()
         spec, spec_type, options = helper_mount_spec(source, fstype, flags, data)
-        argv = [self.mount_program, "-t", spec_type]
-        if options:
-            argv += ["-o", options]
-        argv += [spec, target]
+        argv = helper_argv(self.mount_program, spec, target, spec_type, options)
         environment = {**os.environ, "LC_ALL": "C"}
         # stderr goes to a file, not a pipe: a FUSE daemon forked by the helper
         # may keep a pipe open long after the helper itself has exited.
@@ -661,6 +937,87 @@ class LinuxKernel:
             raise KernelError(
                 helper_errno(message), "helper", target, source, spec_type, detail
             )
+        return self._read_back_at(anchor)
+
+
+def helper_argv(program: str, spec: str, target: str, fstype: str, options: str) -> list[str]:
+    """mount(8)'s command line: ``--`` ends its options, so a spec or mount point
+    that starts with ``-`` can never be read as one (``-V``, ``--fstab=...``).
+    Both are refused anyway: mount helpers parse their own arguments without
+    ``--`` (mount.fuse, mount.nfs), and no real spec starts with a dash."""
+    for role, value in (("source", spec), ("mount point", target)):
+        if value.startswith("-"):
+            raise KernelError(errno.EINVAL, "helper", target, spec, fstype,
+                              f"{role} {value!r} starts with '-': a mount helper would read "
+                              "it as an option")
+    argv = [program, "-t", fstype]
+    if options:
+        argv += ["-o", options]
+    return [*argv, "--", spec, target]
+
+
+def split_data(data: str) -> list[tuple[str, str | None]]:
+    """mount(2) data as fsconfig(2) parameters: (key, value or None for a flag).
+
+    Commas inside double quotes do not split (SELinux ``context="a,b"``, as
+    libmount's optstr.c); the quotes stay in the value.
+    """
+    parameters: list[tuple[str, str | None]] = []
+    start, quoted = 0, False
+    for index, char in enumerate(data + ","):
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            option = data[start:index]
+            start = index + 1
+            if option:
+                key, sep, value = option.partition("=")
+                parameters.append((key, value if sep else None))
+    return parameters
+
+
+def _vfs_flags(words: Iterable[str]) -> int:
+    """MS_* per-mount flags of mountinfo's per-mount option words."""
+    table = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+             "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME,
+             "nosymfollow": MS_NOSYMFOLLOW}
+    flags = 0
+    for word in words:
+        flags |= table.get(word, 0)
+    if not flags & (MS_NOATIME | MS_RELATIME):
+        flags |= MS_STRICTATIME
+    return flags
+
+
+def _is_directory(fd: int) -> bool:
+    return stat.S_ISDIR(os.fstat(fd).st_mode)
+
+
+def _source_text(source: str | Anchor | None) -> str | None:
+    return source.path if isinstance(source, Anchor) else source
+
+
+@contextlib.contextmanager
+def _anchored(
+    where: Target | None, op: Op, *, follow: bool = True, role: str = "mount point"
+) -> Iterator[Anchor]:
+    """``where`` as an Anchor: the caller's own (left open), or opened here and closed."""
+    if isinstance(where, Anchor):
+        yield where
+        return
+    path = where or ""
+    try:
+        if follow:
+            anchor = open_anchor(path, role, file_ok=True)
+        else:
+            fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+            anchor = Anchor(fd, path)
+    except PathProblem as exc:
+        raise KernelError(exc.errno, op, path, detail=str(exc)) from exc
+    except OSError as exc:
+        raise KernelError(exc.errno or errno.ENOENT, op, path) from exc
+    with anchor:
+        yield anchor
 
 
 def _is_regular_file(path: str) -> bool:

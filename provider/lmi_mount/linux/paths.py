@@ -5,14 +5,22 @@ resolution of what the user wrote into what the kernel will report (realpath
 of a bind source or image file, ``UUID=``/``LABEL=`` specs through the udev
 symlinks). Every root is injected so tests and ``--sandbox`` stay contained.
 
+Mount points and bind sources are checked once, on a descriptor: an
+``Anchor`` is an ``O_PATH`` descriptor opened on what the path named at that
+moment, and every later step (the type check, the real path, the mount
+itself) uses the descriptor. A rename or a symlink swapped into the path
+afterwards cannot redirect the mount (the check-then-use race of a path
+string); the name a reply gives is read back from the descriptor.
+
 Must not know: mount logic, fstab, CIM.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # fstab(5) tags and the /dev/disk directories udev keeps them in.
 _TAG_DIRS = {
@@ -59,9 +67,85 @@ def volume_stats(path: str) -> VolumeStats | None:
 class PathProblem(ValueError):
     """A path in a request is unusable; the message names it and says why."""
 
-    def __init__(self, message: str, path: str) -> None:
+    def __init__(self, message: str, path: str, code: int = errno.EINVAL) -> None:
         super().__init__(message)
         self.path = path
+        #: The errno a system call would have given (ENOENT, ENOTDIR, ...).
+        self.errno = code
+
+
+@dataclass(eq=False, slots=True)
+class Anchor:
+    """An ``O_PATH`` descriptor on a directory or file, and its path when opened.
+
+    ``path`` is the real path read back from the descriptor (symlinks
+    resolved, as the kernel reports mount points). ``is_file`` says it is a
+    regular file (a file bind mount). Close it (or use ``with``) when done.
+    """
+
+    fd: int
+    path: str
+    is_file: bool = False
+    closed: bool = field(default=False)
+
+    @property
+    def proc_path(self) -> str:
+        """A path that resolves to this very descriptor (a /proc magic link), for
+        system calls that take no descriptor (mount(2), helpers)."""
+        return f"/proc/self/fd/{self.fd}"
+
+    def current_path(self) -> str:
+        """Where the file is now (it may have been renamed since it was opened)."""
+        return _fd_path(self.fd)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+    def __enter__(self) -> Anchor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _fd_path(fd: int) -> str:
+    return os.readlink(f"/proc/self/fd/{fd}")
+
+
+def open_anchor(path: str, what: str, *, file_ok: bool = False, dir_ok: bool = True) -> Anchor:
+    """Open ``path`` (following symlinks, as the user named it) as an Anchor.
+
+    ``what`` names the role in messages ("mount point", "bind source"). The
+    descriptor must be a directory, or a regular file where ``file_ok``.
+    Raises PathProblem naming ``path``.
+    """
+    if not path.startswith("/"):
+        raise PathProblem(f"{what} {path!r} is not an absolute path", path)
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PathProblem(f"{what} {path!r} does not exist", path, errno.ENOENT) from None
+    except OSError as exc:
+        raise PathProblem(f"{what} {path!r} cannot be used: {exc.strerror}", path,
+                          exc.errno or errno.EINVAL) from exc
+    try:
+        st = os.fstat(fd)
+        is_dir, is_file = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
+        if not ((dir_ok and is_dir) or (file_ok and is_file)):
+            kinds = [kind for kind, ok in (("a directory", dir_ok), ("a regular file", file_ok))
+                     if ok]
+            raise PathProblem(f"{what} {path!r} is not {' or '.join(kinds)}", path,
+                              errno.ENOTDIR if not is_dir else errno.EISDIR)
+        real = _fd_path(fd)
+        if st.st_nlink == 0 or not real.startswith("/"):
+            raise PathProblem(f"{what} {path!r} was removed while it was opened", path,
+                              errno.ENOENT)
+        return Anchor(fd, real, is_file=is_file)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +173,15 @@ class PathChecker:
             kind = "a directory or a regular file" if file_ok else "a directory"
             raise PathProblem(f"mount point {target!r} is not {kind}", target)
         return os.path.realpath(target)
+
+    def open_mount_point(self, target: str, *, file_ok: bool = False) -> Anchor:
+        """The mount point, opened once: an Anchor on a directory (or a regular
+        file for a file bind)."""
+        return open_anchor(target, "mount point", file_ok=file_ok)
+
+    def open_bind_source(self, source: str) -> Anchor:
+        """The source of a bind mount, opened once (a directory or a regular file)."""
+        return open_anchor(source, "bind source", file_ok=True)
 
     def bind_source(self, source: str) -> tuple[str, bool]:
         """Return (canonical source, is a regular file) of a bind mount source."""

@@ -55,3 +55,16 @@ class OperationFailed(MountError):
     def __init__(self, message: str, *, value: object = None, errno: int | None = None) -> None:
         super().__init__(message, value=value)
         self.errno = errno
+
+
+class NotApplied(OperationFailed):
+    """The kernel accepted a mount or remount but what is live is not what was asked.
+
+    ``differences`` names each one (an option that did not take, another
+    source, another mount point); the change was rolled back.
+    """
+
+    def __init__(self, message: str, *, value: object = None,
+                 differences: Sequence[str] = ()) -> None:
+        super().__init__(message, value=value)
+        self.differences = tuple(differences)

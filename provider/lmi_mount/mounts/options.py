@@ -510,11 +510,22 @@ class KernelOptions:
     mount(2) applies it in a separate call after the mount (mount(2),
     "Changing the propagation type of an existing mount"), so it is kept out of
     ``flags``. 0 when none is asked for.
+
+    ``clear`` are the per-mount flags the options name as off (``rw``,
+    ``suid``, ``exec``, ``dev``, ``diratime``, ``symfollow``): a new mount has
+    them off anyway, but a bind copies its origin's flags, and these say
+    which of them to drop (mount_setattr(2) ``attr_clr``).
     """
 
     flags: int
     data: str
     propagation: int = 0
+    clear: int = 0
+
+
+# Per-mount flags a bind can be asked to drop; the atime mode is replaced as a
+# whole when named, never cleared flag by flag.
+_CLEARABLE: Final = PER_MOUNT_FLAGS & ~(MS_NOATIME | MS_RELATIME | MS_STRICTATIME)
 
 
 def _effective_fields(options: MountOptions) -> dict[str, bool]:
@@ -548,7 +559,13 @@ def kernel_request(options: MountOptions) -> KernelOptions:
     Raises OptionError for options ``validate`` refuses.
     """
     validate(options)
-    flags = _field_flags(_effective_fields(options))
+    fields = _effective_fields(options)
+    flags = _field_flags(fields)
+    clear = 0
+    for name, value in fields.items():
+        f = _FIELD_BY_NAME[name]
+        if not f.superblock and f.flag & _CLEARABLE and value == f.inverted:
+            clear |= f.flag
     propagation = 0
     data: list[str] = []
     for element in options.other_options:
@@ -558,13 +575,15 @@ def kernel_request(options: MountOptions) -> KernelOptions:
         if flag_word is not None:
             flag, value = flag_word
             flags = flags | flag if value else flags & ~flag
+            clear = clear & ~flag if value else clear | (flag & _CLEARABLE)
         elif element in _BIND_WORDS:
             flags |= _BIND_WORDS[element]
         elif element in _PROPAGATION_WORDS:
             propagation = _PROPAGATION_WORDS[element]
         else:
             data.append(element)
-    return KernelOptions(flags=flags, data=",".join(data), propagation=propagation)
+    return KernelOptions(flags=flags, data=",".join(data), propagation=propagation,
+                         clear=clear & ~flags)
 
 
 def split_flags(flags: int) -> tuple[int, int]:

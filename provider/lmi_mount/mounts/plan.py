@@ -119,13 +119,14 @@ class KernelMount:
     def undo(self) -> Step:
         return KernelUnmount(self.spec.target, lazy=False, remount=self.spec)
 
-    def request(self) -> tuple[int, str]:
-        """The mount(2) flags and data of this mount."""
+    def request(self) -> tuple[int, str, int]:
+        """The mount(2) flags and data of this mount, and the per-mount flags a
+        bind must clear (see ``KernelOptions.clear``)."""
         kernel = kernel_request(self.spec.options)
         flags = kernel.flags
         if self.spec.fstype is None:
             flags |= ms.MS_BIND | (ms.MS_REC if self.spec.recursive else 0)
-        return flags, kernel.data
+        return flags, kernel.data, kernel.clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,6 +480,11 @@ def plan_modify(
         superblock = remount_needs_superblock(
             live, wanted, superblock_read_only=superblock_read_only
         )
+        # mount(8) remounts a file system's own mount (not a bind of it) as a
+        # whole: "remount,ro" makes the superblock read-only too.
+        if (options.allow_write is not None and options.allow_write != live.allow_write
+                and snap.table.bind_origin(record) is None):
+            superblock = True
         steps.append(KernelRemount(target, wanted, live, superblock=superblock))
         held = snap.holders.get(target)
         if held is not None:
@@ -624,6 +630,16 @@ _FLAG_WORD_PAIRS: Final = {
 }
 
 
+_ATIME_MODES: Final = {
+    "noatime": {"update_access_times": False, "update_relative_access_times": False,
+                "update_full_access_times": False},
+    "relatime": {"update_access_times": True, "update_relative_access_times": True,
+                 "update_full_access_times": False},
+    "strictatime": {"update_access_times": True, "update_relative_access_times": False,
+                    "update_full_access_times": True},
+}
+
+
 def merge_options(live: MountOptions, goal: MountOptions) -> MountOptions:
     """``live`` with every field ``goal`` specifies; fs-specific options are the goal's.
 
@@ -635,6 +651,20 @@ def merge_options(live: MountOptions, goal: MountOptions) -> MountOptions:
     changes = {
         name: getattr(goal, name) for name in BOOLEAN_FIELDS if getattr(goal, name) is not None
     }
+    # The three atime fields are one kernel mode: a remount that names one
+    # changes the mode as path_mount() reads the flags (strictatime, else
+    # noatime, else relatime), and one that names none keeps it. Merging them
+    # field by field gave "noatime + relatime" asks that the kernel reads as
+    # noatime (found by the mount(8) differential test).
+    if goal.update_full_access_times is True:
+        changes.update(_ATIME_MODES["strictatime"])
+    elif goal.update_access_times is False:
+        changes.update(_ATIME_MODES["noatime"])
+    elif goal.update_relative_access_times is True:
+        changes.update(_ATIME_MODES["relatime"])
+    else:
+        for name in _ATIME_MODES["relatime"]:
+            changes.pop(name, None)
     named = set(goal.other_options)
     kept = tuple(
         option for option in live.other_options
