@@ -3,12 +3,16 @@
 Measured in the same private mount namespace, same directories, same run:
 
 * lmi-mount: ``MountManager.acquire`` then ``release`` (hold time 0) on the
-  real kernel: path checks, mountinfo read and parse, plan, the journal's
-  intent and holder records (fsync'd), mount(2), umount2(2).
+  real kernel: the mount point and source opened once (O_PATH), mountinfo
+  read and parse, plan, the journal's intent and holder records (fsync'd),
+  open_tree + move_mount (or mount(2) on the fallback), the read-back of the
+  new mount (statmount) and its comparison with the request, umount2(2).
 * baseline: ``mount --bind SRC DST`` then ``umount DST``, the binaries an
   administrator or a script (ansible.posix.mount) would run.
 
-Goal (issue "Mount engine"): lmi-mount >= 10x faster than the binaries.
+Goal (issue "Exactly as asked, exactly where asked"): lmi-mount >= 20x
+faster than the binaries, with the verification. The per-step breakdown
+says where the time goes.
 
 The journal lives where the service keeps it: in ``/run``, a tmpfs on systemd
 hosts (the journal must survive a service restart, not a reboot, like
@@ -50,10 +54,31 @@ def _per_pair(run: object, rounds: int) -> float:
     return statistics.median(samples)
 
 
+class StepTimer:
+    """Wraps named methods of objects and adds up the time spent in each."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--state-dir", default=None)
+    parser.add_argument("--mount-api", choices=("new", "legacy"), default=None,
+                        help="kernel interface (default: what this kernel has)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (mount(2) in a private mount namespace)", file=sys.stderr)
@@ -72,7 +97,7 @@ def main() -> int:
         fstab.write_text("")
         spec = MountSpec(str(source), str(target), None)
         with MountManager(
-            LinuxKernel(),
+            LinuxKernel(mount_api=args.mount_api),
             fstab_path=fstab,
             state_dir=state,
             timers=False,
@@ -92,10 +117,26 @@ def main() -> int:
                 binary_pair()
             engine = _per_pair(engine_pair, args.rounds)
             binaries = _per_pair(binary_pair, args.rounds)
-        print(f"bind acquire+release, median of {args.rounds} pairs (state in {state})")
+            # A second, instrumented run: the wrappers cost a little themselves.
+            steps = StepTimer()
+            steps.wrap(manager.kernel, "mount", "kernel mount + read-back")
+            steps.wrap(manager.kernel, "unmount", "kernel unmount")
+            steps.wrap(manager.kernel, "read_mountinfo", "mountinfo read")
+            steps.wrap(manager, "mount_table", "mount table (read + parse)")
+            steps.wrap(manager, "_mount_differences", "verification (compare)")
+            steps.wrap(manager, "_opened", "open anchors")
+            steps.wrap(manager, "_set_holders", "holder records (journal)")
+            for _ in range(args.rounds):
+                engine_pair()
+        api = manager.kernel.mount_api  # type: ignore[attr-defined]
+        print(f"bind acquire+release, median of {args.rounds} pairs "
+              f"(mount API: {api}; state in {state})")
         print(f"  lmi-mount engine        {engine * 1e6:10.1f} us/pair")
         print(f"  mount --bind + umount   {binaries * 1e6:10.1f} us/pair  (baseline)")
-        print(f"  ratio                   {binaries / engine:10.1f}x faster (goal >= 10x)")
+        print(f"  ratio                   {binaries / engine:10.1f}x faster (goal >= 20x)")
+        print("  per step, mean us/pair (instrumented run; steps overlap where nested):")
+        for label, seconds in sorted(steps.seconds.items(), key=lambda item: -item[1]):
+            print(f"    {label:30} {seconds / args.rounds * 1e6:8.1f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if args.state_dir is None:

@@ -1,0 +1,104 @@
+"""A local user swaps the path while CreateMount runs: the mount lands where the reply says.
+
+The first build checked the mount point with stat/realpath and mounted by path
+string later: a directory swapped for a symlink in between made 61 of 300
+tmpfs CreateMounts land elsewhere, untracked, while the reply named the
+requested path. Now the path is opened once and mounted through the
+descriptor; this test is the judge: the kernel's own table after each call.
+Real kernel only (the fake has no concurrent file system), in a private
+mount namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from lmi_mount.engine import MountManager
+from lmi_mount.linux.kernel import LinuxKernel
+from lmi_mount.mounts.errors import InvalidRequest, MountError
+from lmi_mount.mounts.mountinfo import MountTable, parse_mountinfo
+from lmi_mount.mounts.options import parse_options
+from lmi_mount.mounts.plan import MountSpec
+from tests.support.skips import requires_root
+
+pytestmark = [pytest.mark.root, requires_root]
+
+ROUNDS = 300
+
+
+def _table() -> MountTable:
+    return MountTable(parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
+
+
+class Swapper(threading.Thread):
+    """Turns ``path`` into a symlink to ``decoy`` and back, as fast as it can."""
+
+    def __init__(self, path: Path, decoy: Path) -> None:
+        super().__init__(daemon=True)
+        self.path, self.decoy = path, decoy
+        self.parked = path.with_name(path.name + ".parked")
+        self.stop = threading.Event()
+        self.swaps = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                os.rename(self.path, self.parked)
+                os.symlink(self.decoy, self.path)
+                os.unlink(self.path)
+                os.rename(self.parked, self.path)
+                self.swaps += 1
+            except OSError:
+                continue  # a mount point cannot be renamed (EBUSY): try again
+
+
+@pytest.mark.private_namespace(timeout=120)
+@pytest.mark.parametrize("kind", ["tmpfs", "bind"])
+@pytest.mark.parametrize("api", ["new", "legacy"])
+def test_every_reply_names_where_the_mount_is(tmp_path: Path, kind: str, api: str) -> None:
+    target, decoy, source = tmp_path / "target", tmp_path / "decoy", tmp_path / "source"
+    for directory in (target, decoy, source):
+        directory.mkdir()
+    (tmp_path / "fstab").write_text("")
+    engine = MountManager(LinuxKernel(mount_api=api),  # type: ignore[arg-type]
+                          fstab_path=tmp_path / "fstab", state_dir=tmp_path / "state",
+                          timers=False).start()
+    swapper = Swapper(target, decoy)
+    swapper.start()
+    landed: dict[str, int] = {}
+    refused = 0
+    try:
+        for _ in range(ROUNDS):
+            if kind == "tmpfs":
+                spec = MountSpec("tmpfs", str(target), "tmpfs", parse_options("noexec,size=1m"))
+            else:
+                spec = MountSpec(str(source), str(target), None, parse_options("ro"))
+            try:
+                outcome = engine.create(spec, holder="racer")
+            except (InvalidRequest, MountError):
+                refused += 1  # the path was a dangling name at that instant: said so
+                continue
+            where = outcome.target
+            assert where is not None
+            record = _table().at(where)
+            assert record is not None, f"the reply names {where}, where nothing is mounted"
+            assert record.vfs_options[0] == ("rw" if kind == "tmpfs" else "ro")
+            held = engine.held(where)
+            assert held is not None and held.holders == ("racer",), held
+            engine.delete(where, holder="racer")  # the reference resolves
+            landed[where] = landed.get(where, 0) + 1
+    finally:
+        swapper.stop.set()
+        swapper.join()
+        engine.close()
+    assert swapper.swaps > 0
+    # Nothing was left mounted that lmi-mount does not track.
+    assert [r.target for r in _table().under(str(tmp_path))] == []
+    assert sum(landed.values()) + refused == ROUNDS
+    # Each is the directory the path named when it was opened, wherever the
+    # swapper had moved it by the time the kernel mounted on it.
+    assert set(landed) <= {str(target), str(decoy), str(swapper.parked)}
