@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import dataclasses
 import logging
 import os
@@ -224,7 +225,9 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
             signal.signal(number, lambda *_: stop.set())
 
     # The journal names holders: root only (the unit's RuntimeDirectoryMode agrees).
-    run.engine.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # A full state file system is the journal's to report (it starts read-only).
+    with contextlib.suppress(OSError):
+        run.engine.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = MountManager(LinuxKernel(), fstab_path=run.engine.fstab,
                           state_dir=run.engine.state_dir,
                           hold_seconds=run.engine.hold_seconds).start()
@@ -244,6 +247,9 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
     try:
         _announce(run, server)
         _notify("READY=1")
+        if engine.read_only_reason is not None:
+            log.warning("serving reads only: %s", engine.read_only_reason)
+            _notify(f"STATUS=read-only: {engine.read_only_reason}")
         stop.wait()
         _notify("STOPPING=1")
         log.info("stopping: closing the listeners, letting requests and jobs finish")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import threading
 import time
@@ -24,7 +25,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from lmi_mount.linux import files
-from lmi_mount.linux.journal import HolderJournal, Intent, JournalError
+from lmi_mount.linux.journal import (
+    DEFAULT_CAPACITY,
+    HolderJournal,
+    Intent,
+    JournalError,
+    Transaction,
+)
 from lmi_mount.linux.kernel import Kernel, KernelError, needs_helper
 from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
@@ -64,6 +71,8 @@ from lmi_mount.mounts.plan import (
     plan_expire,
     plan_modify,
     plan_reconcile,
+    step_from_record,
+    step_record,
 )
 
 log = logging.getLogger(__name__)
@@ -126,6 +135,21 @@ class Anchors:
 SYSTEM_FSTAB = Path("/etc/fstab")
 
 
+def _reservation(records: list[dict[str, object]]) -> int:
+    """Journal bytes a plan may write: its begin record, one record per step
+    (intent, holder set or forget), as many again for its undo, and its end.
+    Each step record is at least as long as the record it causes."""
+    size = len(json.dumps(records, separators=(",", ":")))
+    return 3 * size + 512
+
+
+def _holder_key(held: HeldMount | None) -> tuple[object, ...] | None:
+    """What a holder record says, without the ids the engine fills in on write."""
+    if held is None:
+        return None
+    return (held.source, held.fstype, held.options, held.made_by_us, held.holders)
+
+
 def _default_after_fstab_edit(fstab_path: Path) -> Callable[[], object]:
     """``systemctl daemon-reload`` after edits of the system's fstab only.
 
@@ -149,7 +173,8 @@ class MountManager:
 
     An ``observer`` reads the journal without taking the state directory's
     lock, changes nothing and runs no timer: ``lmi-mount status`` and dry
-    runs beside a running service use one.
+    runs beside a running service use one. ``journal_capacity`` is the size
+    of each of the journal's two preallocated files (see linux.journal).
     """
 
     def __init__(
@@ -167,6 +192,7 @@ class MountManager:
         crash: CrashHook | None = None,
         timers: bool = True,
         observer: bool = False,
+        journal_capacity: int = DEFAULT_CAPACITY,
     ) -> None:
         if hold_seconds < 0:
             raise InvalidRequest(f"hold time {hold_seconds!r} is negative", value=hold_seconds)
@@ -178,7 +204,8 @@ class MountManager:
         self._processes = processes or busy_processes
         self._after_fstab_edit = after_fstab_edit or _default_after_fstab_edit(self.fstab_path)
         self._crash = crash or (lambda step: None)
-        self._journal = HolderJournal(state_dir, boot_id_path=boot_id_path)
+        self._journal = HolderJournal(state_dir, boot_id_path=boot_id_path,
+                                      capacity=journal_capacity)
         self._holders = HolderTable()
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -529,9 +556,27 @@ class MountManager:
         return Outcome(plan, target, dry_run)
 
     def _execute(self, plan: Plan, anchors: Anchors | None = None) -> None:
+        """Run ``plan`` as one transaction: whole, or undone (now, or at the next start).
+
+        The plan is journaled before its first step, and the space every record
+        it may write (its undo's included) is reserved first, so a full state
+        file system refuses the request before anything changes instead of
+        stranding a mount half way. ``end`` is durable before the caller
+        answers: an operation without it is rolled back at the next start
+        (kill -9), one with it is whole.
+        """
         if self.observer:
             self._observe(plan)
             return
+        if not plan:
+            return
+        records = [step_record(step) for step in plan.steps]
+        try:
+            self._journal.reserve(_reservation(records))
+            txn = self._journal.begin(plan.operation, records)
+        except OSError as exc:
+            raise self._domain_error(exc) from exc
+        self._crash("transaction begun")
         done: list[tuple[Step, object]] = []
         try:
             for step in plan.steps:
@@ -539,8 +584,14 @@ class MountManager:
                 self._crash(f"before {name}")
                 done.append((step, self._apply(step, anchors)))
                 self._crash(f"after {name}")
+            self._journal.end(txn)
         except Exception as exc:
             self._roll_back(plan, done)
+            try:
+                self._journal.end(txn)
+            except OSError:
+                # The next start rolls it back again; every undo is idempotent.
+                log.exception("could not record the end of rolled back %r", plan.operation)
             raise self._domain_error(exc) from exc
         finally:
             self._holders.check()
@@ -761,6 +812,12 @@ class MountManager:
             state = self._journal.peek() if self.observer else self._journal.open()
         except JournalError as exc:
             raise OperationFailed(str(exc), value=exc.filename, errno=exc.errno) from exc
+        if self._journal.read_only:
+            log.warning("state directory is full or read-only: lmi-mount serves reads and "
+                        "refuses changes (%s)", self._journal.read_only_reason)
+        if self._writes_journal:
+            for txn in sorted(state.transactions.values(), key=lambda t: -t.txn):
+                self._recover(txn, state.mounts)
         table = self.mount_table()
         source_of = self._source_resolver(table)
         now = self._clock()
@@ -796,6 +853,66 @@ class MountManager:
                 self._holders.start_hold(held.target, now=now, hold_seconds=self.hold_seconds)
         self._holders.check()
 
+    def _recover(self, txn: Transaction, mounts: dict[str, HeldMount]) -> None:
+        """Undo what an interrupted transaction (kill -9 before its ``end``) had done.
+
+        Its steps are undone in reverse, each only if the machine shows it
+        applied (the process may have died before or after any step), so the
+        operation ends up absent: it was never acknowledged. ``mounts`` is the
+        replayed holder state, updated in place.
+        """
+        try:
+            steps = [step_from_record(record) for record in txn.steps]
+        except (KeyError, TypeError, ValueError) as exc:
+            log.error("transaction %d (%s) in the journal is unreadable (%s): left as it is",
+                      txn.txn, txn.operation, exc)
+            return
+        log.warning("rolling back %s (transaction %d), interrupted before it finished",
+                    txn.operation, txn.txn)
+        for step in reversed(steps):
+            try:
+                self._recover_step(step, mounts)
+            except Exception:
+                log.exception("recovery of %r: could not undo %s", txn.operation,
+                              step.describe())
+        self._journal.end(txn.txn)
+
+    def _recover_step(self, step: Step, mounts: dict[str, HeldMount]) -> None:
+        if isinstance(step, HolderChange):
+            current = mounts.get(step.target)
+            if _holder_key(current) != _holder_key(step.after):
+                return  # not applied (or already undone)
+            before = step.before
+            if before is None:
+                self._journal.forget(step.target)
+                mounts.pop(step.target, None)
+                return
+            identity = self.kernel.mount_identity(step.target)
+            if identity is not None:  # the mount may have been made again by this recovery
+                before = replace(before, mount_id=identity[0], unique_id=identity[1])
+            self._journal.set(before)
+            mounts[step.target] = before
+        elif isinstance(step, FstabChange):
+            found = self.read_fstab().find_target(step.target)
+            if found == step.entry and found != step.previous:
+                inverse = step.undo()
+                assert isinstance(inverse, FstabChange)
+                self._edit_fstab(inverse)
+        elif isinstance(step, KernelMount):
+            record = self.mount_table().at(step.spec.target)
+            if record is not None and not self._mount_differences(step.spec, record):
+                self.kernel.unmount(step.spec.target)
+        elif isinstance(step, KernelUnmount):
+            if step.remount is not None and self.mount_table().at(step.target) is None:
+                flags, data, clear = KernelMount(step.remount).request()
+                self.kernel.mount(step.remount.source, step.target, step.remount.fstype,
+                                  flags, data, clear=clear)
+        elif self.mount_table().at(step.target) is not None:  # KernelRemount: idempotent
+            undo = step.undo()
+            assert isinstance(undo, KernelRemount)
+            flags, data = undo.request()
+            self.kernel.mount(None, step.target, None, flags, data)
+
     def _same_mount(self, held: HeldMount, record: MountRecord) -> bool:
         """Is the live ``record`` the mount ``held`` describes? Mount ids are
         reused at once, so the unique id decides where the kernel has one."""
@@ -806,9 +923,20 @@ class MountManager:
             return identity is not None and identity[1] == held.unique_id
         return True
 
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why this engine refuses changes (its journal cannot be written), or None."""
+        return self._journal.read_only_reason if self._journal.read_only else None
+
+    @property
+    def _writes_journal(self) -> bool:
+        """False for an observer, and for an engine whose journal is read-only (a
+        full state file system): it reconstructs in memory and refuses changes."""
+        return not self.observer and not self._journal.read_only
+
     def _journaled(self, record: Callable[[_T], None], value: _T) -> None:
-        """Write a reconstruction record, unless this engine only observes."""
-        if not self.observer:
+        """Write a reconstruction record, unless this engine cannot write the journal."""
+        if self._writes_journal:
             record(value)
 
     def _timer_loop(self) -> None:

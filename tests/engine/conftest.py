@@ -7,10 +7,12 @@ the private-namespace child (see tests/support/namespace.py).
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,8 @@ class World:
             "clock": self.clock,
             "timers": False,
             "after_fstab_edit": lambda: None,
+            # Small: the state lives in /dev/shm, and many worlds are made.
+            "journal_capacity": 64 << 10,
         }
         if self.kind == "fake":
             options["processes"] = self.kernel.processes  # type: ignore[attr-defined]
@@ -119,3 +123,44 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     made = World(request.param, tmp_path)
     yield made
     shutil.rmtree(made.state, ignore_errors=True)
+
+
+# -- kill -9 at a step ------------------------------------------------------------------
+
+
+def crash_points(world: World, action: Callable[[MountManager], object]) -> list[str]:
+    """The crash-point names ``action`` passes, recorded in a dry pass."""
+    seen: list[str] = []
+    with world.manager(crash=seen.append) as manager:
+        action(manager)
+    return seen
+
+
+def die_at(world: World, point: str, action: Callable[[MountManager], object]) -> None:
+    """Run ``action`` in a forked engine process that is killed -9 at ``point``.
+
+    The child shares this process's mount namespace, so its mounts outlive it
+    the way a daemon's do.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+
+            def crash(name: str) -> None:
+                if name == point:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            action(world.manager(crash=crash))
+        finally:
+            os._exit(3)  # not killed: the point was never reached
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
+        f"the engine was not killed at {point!r}"
+    )
+
+
+def fresh_dir(path: Path) -> Path:
+    """``path`` as a new empty directory."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path

@@ -3,16 +3,15 @@ and the refcount invariant holds under concurrent acquire/release (WI2)."""
 
 from __future__ import annotations
 
-import os
 import random
-import signal
+import shutil
 import threading
 
 import pytest
 
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
-from tests.engine.conftest import World
+from tests.engine.conftest import World, crash_points, die_at, fresh_dir
 from tests.support.namespace import private_namespace
 
 
@@ -86,37 +85,6 @@ def test_a_second_engine_on_the_same_state_dir_is_refused(world: World) -> None:
 # -- kill -9 at every step -----------------------------------------------------------
 
 
-def _steps_of(world: World, action) -> list[str]:  # type: ignore[no-untyped-def]
-    """The crash-point names ``action`` passes, recorded in a dry pass."""
-    seen: list[str] = []
-    with world.manager(crash=seen.append) as manager:
-        action(manager)
-    return seen
-
-
-def _die_at(world: World, point: str, action) -> None:  # type: ignore[no-untyped-def]
-    """Run ``action`` in a forked engine process that is killed -9 at ``point``.
-
-    The child shares this process's mount namespace, so its mounts outlive it
-    the way a daemon's do.
-    """
-    pid = os.fork()
-    if pid == 0:
-        try:
-
-            def crash(name: str) -> None:
-                if name == point:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-            action(world.manager(crash=crash))
-        finally:
-            os._exit(3)  # not killed: the point was never reached
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
-        f"the engine was not killed at {point!r}"
-    )
-
-
 def _assert_consistent(world: World, target: str) -> None:
     """After a crash: tracked iff mounted; holders only if acknowledged; nothing leaks."""
     with world.manager() as manager:
@@ -145,35 +113,29 @@ def test_kill_9_at_every_step_of_acquire_and_release(tmp_path) -> None:  # type:
     def release(manager) -> None:  # type: ignore[no-untyped-def]
         manager.release(str(tmp_path / "w" / "mnt"), "a")
 
-    probe = World("real", _fresh(tmp_path / "probe"))
-    acquire_points = _steps_of(probe, lambda m: acquire_in(m, probe))
-    release_points = _steps_of(probe, lambda m: m.release(probe.dir("mnt"), "a"))
+    probe = World("real", fresh_dir(tmp_path / "probe"))
+    acquire_points = crash_points(probe, lambda m: acquire_in(m, probe))
+    release_points = crash_points(probe, lambda m: m.release(probe.dir("mnt"), "a"))
     assert "intent journaled" in acquire_points and len(release_points) >= 2
 
     for phase, points in (("acquire", acquire_points), ("release", release_points)):
         for point in points:
-            world = World("real", _fresh(tmp_path / "w"))
+            world = World("real", fresh_dir(tmp_path / "w"))
             target = world.dir("mnt")
             if phase == "release":
                 with world.manager() as setup:
                     acquire(setup)
-                _die_at(world, point, release)
+                die_at(world, point, release)
             else:
-                _die_at(world, point, acquire)
+                die_at(world, point, acquire)
             _assert_consistent(world, target)
             world.kernel.unmount(target) if world.mounts_at(target) else None
+            shutil.rmtree(world.state)
+    shutil.rmtree(probe.state)
 
 
 def acquire_in(manager, world: World) -> None:  # type: ignore[no-untyped-def]
     manager.acquire(tmpfs(world), "a")
-
-
-def _fresh(path):  # type: ignore[no-untyped-def]
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
 
 
 # -- threads ------------------------------------------------------------------------

@@ -671,3 +671,106 @@ def merge_options(live: MountOptions, goal: MountOptions) -> MountOptions:
         if option in _FLAG_WORD_PAIRS and not _FLAG_WORD_PAIRS[option] & named
     )
     return replace(live, other_options=kept + goal.other_options, **changes)
+
+
+# -- steps as records ----------------------------------------------------------------
+#
+# A plan is journaled before its first step (the engine's transaction), so a
+# restart after kill -9 can undo what it had done. Records are plain JSON
+# values; every field round-trips exactly (options field by field, not as an
+# option string, because live options need not be valid configured ones).
+
+
+def _options_record(options: MountOptions) -> dict[str, Any]:
+    record: dict[str, Any] = {name: getattr(options, name) for name in BOOLEAN_FIELDS}
+    record["other_options"] = list(options.other_options)
+    return record
+
+
+def _options_from(record: dict[str, Any]) -> MountOptions:
+    values = {name: record[name] for name in BOOLEAN_FIELDS}
+    return MountOptions(**values, other_options=tuple(record["other_options"]))
+
+
+def _spec_record(spec: MountSpec | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    return {"source": spec.source, "target": spec.target, "fstype": spec.fstype,
+            "options": _options_record(spec.options), "recursive": spec.recursive,
+            "dump": spec.dump, "passno": spec.passno}
+
+
+def _spec_from(record: dict[str, Any] | None) -> MountSpec | None:
+    if record is None:
+        return None
+    return MountSpec(record["source"], record["target"], record["fstype"],
+                     _options_from(record["options"]), record["recursive"], record["dump"],
+                     record["passno"])
+
+
+def _entry_record(entry: FstabEntry | None) -> list[Any] | None:
+    if entry is None:
+        return None
+    return [entry.spec, entry.target, entry.fstype, entry.options, entry.freq, entry.passno]
+
+
+def _entry_from(record: list[Any] | None) -> FstabEntry | None:
+    return None if record is None else FstabEntry(*record)
+
+
+def _held_record(held: HeldMount | None) -> dict[str, Any] | None:
+    if held is None:
+        return None
+    return {"target": held.target, "source": held.source, "fstype": held.fstype,
+            "options": held.options, "made_by_us": held.made_by_us,
+            "mount_id": held.mount_id, "unique_id": held.unique_id,
+            "holders": list(held.holders)}
+
+
+def _held_from(record: dict[str, Any] | None) -> HeldMount | None:
+    if record is None:
+        return None
+    return HeldMount(record["target"], record["source"], record["fstype"], record["options"],
+                     record["made_by_us"], record["mount_id"], record["unique_id"],
+                     tuple(record["holders"]))
+
+
+def step_record(step: Step) -> dict[str, Any]:
+    """``step`` as a JSON value (``step_from_record`` reads it back)."""
+    if isinstance(step, KernelMount):
+        return {"step": "mount", "spec": _spec_record(step.spec)}
+    if isinstance(step, KernelRemount):
+        return {"step": "remount", "target": step.target,
+                "options": _options_record(step.options),
+                "previous": _options_record(step.previous), "superblock": step.superblock}
+    if isinstance(step, KernelUnmount):
+        return {"step": "unmount", "target": step.target, "lazy": step.lazy,
+                "remount": _spec_record(step.remount)}
+    if isinstance(step, FstabChange):
+        return {"step": "fstab", "target": step.target,
+                "previous": _entry_record(step.previous), "entry": _entry_record(step.entry)}
+    return {"step": "holders", "target": step.target, "before": _held_record(step.before),
+            "after": _held_record(step.after), "summary": step.summary}
+
+
+def step_from_record(record: dict[str, Any]) -> Step:
+    """The step a ``step_record`` value describes; KeyError/TypeError/ValueError if malformed."""
+    kind = record["step"]
+    if kind == "mount":
+        spec = _spec_from(record["spec"])
+        if spec is None:
+            raise ValueError("a mount step without a spec")
+        return KernelMount(spec)
+    if kind == "remount":
+        return KernelRemount(record["target"], _options_from(record["options"]),
+                             _options_from(record["previous"]), bool(record["superblock"]))
+    if kind == "unmount":
+        return KernelUnmount(record["target"], bool(record["lazy"]),
+                             _spec_from(record["remount"]))
+    if kind == "fstab":
+        return FstabChange(record["target"], _entry_from(record["previous"]),
+                           _entry_from(record["entry"]))
+    if kind == "holders":
+        return HolderChange(record["target"], _held_from(record["before"]),
+                            _held_from(record["after"]), str(record["summary"]))
+    raise ValueError(f"unknown step kind {kind!r}")
