@@ -17,9 +17,10 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +29,6 @@ from lmi_mount.linux import files
 from lmi_mount.linux.journal import (
     DEFAULT_CAPACITY,
     HolderJournal,
-    Intent,
     JournalError,
     Transaction,
 )
@@ -53,7 +53,6 @@ from lmi_mount.mounts.options import (
     OptionError,
     compare,
     from_mountinfo,
-    render_options,
 )
 from lmi_mount.mounts.plan import (
     FstabChange,
@@ -270,7 +269,7 @@ class MountManager:
         # The descriptors are opened under the lock: one open on a live mount
         # would keep it busy for a concurrent unmount.
         with self._lock, self._opened(spec, mounting=current) as (spec, anchors):
-            snap = self._snapshot()
+            snap = self._snapshot([spec.target])
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
             outcome = self._run(plan, spec.target, dry_run, anchors)
             return replace(outcome, source=self._known_source(spec))
@@ -290,7 +289,7 @@ class MountManager:
         """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``."""
         target = normalize_target(target)
         with self._lock:
-            snap = self._snapshot()
+            snap = self._snapshot([target])
             plan = plan_modify(
                 target,
                 spec_name,
@@ -318,7 +317,7 @@ class MountManager:
         """Release or unmount (``current``) and/or remove the fstab line (``persist``)."""
         target = normalize_target(target)
         with self._lock:
-            snap = self._snapshot()
+            snap = self._snapshot([target])
             plan = plan_delete(
                 target,
                 spec_name,
@@ -352,7 +351,7 @@ class MountManager:
         with self._lock:
             now = self._clock()
             for held in self._holders.due(now):
-                snap = self._snapshot()
+                snap = self._snapshot([held.target])
                 try:
                     self._run(plan_expire(held.target, held.generation, snap), held.target, False)
                     expired.append(held.target)
@@ -530,18 +529,25 @@ class MountManager:
 
         return source_of
 
-    def _snapshot(self) -> Snapshot:
-        table = self.mount_table()
+    def _snapshot(self, targets: Sequence[str] | None = None) -> Snapshot:
+        """The state a plan is made from, read lazily (see Snapshot).
+
+        ``targets`` are the mount points the request is about: what is mounted
+        there is read on its own (``Kernel.mount_at``, one statmount(2) where
+        the kernel has it), and only their holders are reconciled with the
+        kernel first. Without ``targets`` every holder is, from the table.
+        """
         snap = Snapshot(
-            table=table,
+            table_reader=self.mount_table,
             fstab_reader=self.read_fstab,
             holders=self._holders,
-            source_of=self._source_resolver(table),
+            source_of_table=self._source_resolver,
             now=self._clock(),
             hold_seconds=self.hold_seconds,
             same_directory=self.kernel.same_file,
+            live_reader=self.kernel.mount_at if targets is not None else None,
         )
-        reconcile = plan_reconcile(snap)
+        reconcile = plan_reconcile(snap, targets)
         if reconcile:
             log.info("mounts changed outside lmi-mount: %s", "; ".join(reconcile.describe()))
             self._execute(reconcile)
@@ -632,7 +638,8 @@ class MountManager:
             self._remount(step)
             return None
         if isinstance(step, KernelUnmount):
-            self.kernel.unmount(step.target, ms.MNT_DETACH if step.lazy else 0)
+            self.kernel.unmount(step.target, ms.MNT_DETACH if step.lazy else 0,
+                                expect=step.mount_id, recursive=step.recursive)
             return None
         if isinstance(step, FstabChange):
             return self._edit_fstab(step)
@@ -644,12 +651,8 @@ class MountManager:
     def _mount(self, step: KernelMount, anchors: Anchors | None) -> None:
         spec = step.spec
         flags, data, clear = step.request()
-        # The intent is durable before the kernel acts: if the process dies
-        # right after the mount, restart still knows the mount is ours.
-        self._journal.intent(
-            Intent(spec.target, spec.source, spec.fstype, render_options(spec.options))
-        )
-        self._crash("intent journaled")
+        # The transaction's begin record (see _execute) holds this step: if the
+        # process dies right after the mount, the next start takes it back.
         target: str | Anchor = spec.target
         source: str | Anchor = spec.source
         if anchors is not None and anchors.target.path == spec.target:
@@ -661,7 +664,7 @@ class MountManager:
         if differences:
             # Not what was asked: take it away again (it was never reported).
             try:
-                self.kernel.unmount(record.target)
+                self.kernel.unmount(record.target, expect=record.mount_id, recursive=True)
             except KernelError:
                 log.exception("could not take back the unverified mount on %s", record.target)
             raise NotApplied(
@@ -673,7 +676,7 @@ class MountManager:
 
     def _remount(self, step: KernelRemount) -> None:
         flags, data = step.request()
-        record = self.kernel.mount(None, step.target, None, flags, data)
+        record = self.kernel.mount(None, step.target, None, flags, data, expect=step.mount_id)
         differences = self._option_differences(step.options, record)
         if record.target != step.target:
             differences.insert(0, f"remounted {record.target!r}, not {step.target!r}")
@@ -696,7 +699,8 @@ class MountManager:
         assert isinstance(undo, KernelRemount)
         flags, data = undo.request()
         try:
-            record = self.kernel.mount(None, step.target, None, flags, data)
+            record = self.kernel.mount(None, step.target, None, flags, data,
+                                       expect=step.mount_id)
         except KernelError as exc:
             log.error("could not undo the remount of %s: %s", step.target, exc)
             return [f"the undo failed: {exc}"]
@@ -778,7 +782,9 @@ class MountManager:
             return exc
         if isinstance(exc, KernelError):
             if exc.errno == errno.EBUSY:
-                users = self._processes(exc.target) if exc.target else []
+                # This process's own descriptors (an anchor) are not a user to name.
+                users = [use for use in (self._processes(exc.target) if exc.target else [])
+                         if use.pid != os.getpid()]
                 detail = f"; in use by {describe(users)}" if users else ""
                 return InUse(
                     f"{exc}{detail}",
@@ -901,7 +907,7 @@ class MountManager:
         elif isinstance(step, KernelMount):
             record = self.mount_table().at(step.spec.target)
             if record is not None and not self._mount_differences(step.spec, record):
-                self.kernel.unmount(step.spec.target)
+                self.kernel.unmount(step.spec.target, expect=record.mount_id, recursive=True)
         elif isinstance(step, KernelUnmount):
             if step.remount is not None and self.mount_table().at(step.target) is None:
                 flags, data, clear = KernelMount(step.remount).request()
@@ -911,7 +917,7 @@ class MountManager:
             undo = step.undo()
             assert isinstance(undo, KernelRemount)
             flags, data = undo.request()
-            self.kernel.mount(None, step.target, None, flags, data)
+            self.kernel.mount(None, step.target, None, flags, data, expect=step.mount_id)
 
     def _same_mount(self, held: HeldMount, record: MountRecord) -> bool:
         """Is the live ``record`` the mount ``held`` describes? Mount ids are

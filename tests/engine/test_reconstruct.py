@@ -116,7 +116,7 @@ def test_kill_9_at_every_step_of_acquire_and_release(tmp_path) -> None:  # type:
     probe = World("real", fresh_dir(tmp_path / "probe"))
     acquire_points = crash_points(probe, lambda m: acquire_in(m, probe))
     release_points = crash_points(probe, lambda m: m.release(probe.dir("mnt"), "a"))
-    assert "intent journaled" in acquire_points and len(release_points) >= 2
+    assert "transaction begun" in acquire_points and len(release_points) >= 2
 
     for phase, points in (("acquire", acquire_points), ("release", release_points)):
         for point in points:

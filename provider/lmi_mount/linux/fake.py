@@ -63,7 +63,7 @@ from lmi_mount.mounts.flags import (
     MS_UNBINDABLE,
     UMOUNT_NOFOLLOW,
 )
-from lmi_mount.mounts.mountinfo import MountRecord, parse_mountinfo
+from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 
 # Per-mount flags a new mount takes from mount(2) flags (fs/namespace.c, path_mount()).
 _MOUNT_FLAGS: Final = (
@@ -282,6 +282,9 @@ class FakeKernel:
         with self._lock:
             return "".join(self._render(mount) for mount in self._mounts)
 
+    def mount_at(self, target: str) -> MountRecord | None:
+        return MountTable(parse_mountinfo(self.read_mountinfo())).at(target)
+
     def loop_backing_file(self, device: str) -> str | None:
         with self._lock:
             loop = self._loop_named(device)
@@ -333,6 +336,7 @@ class FakeKernel:
         data: str = "",
         *,
         clear: int = 0,
+        expect: int | None = None,
     ) -> MountRecord:
         # An Anchor is followed to where its directory is now, as the kernel
         # mounts on the descriptor whatever its path has become.
@@ -343,6 +347,8 @@ class FakeKernel:
         with self._lock:
             self._inject("mount", target, source, fstype)
             path = self._existing(target, "mount", source, fstype)
+            if expect is not None:
+                self._expect(path, expect, "mount")
             if flags & MS_REMOUNT:
                 if flags & MS_BIND:
                     self._remount_mount(path, source, fstype, flags)
@@ -357,8 +363,16 @@ class FakeKernel:
             (record,) = parse_mountinfo(self._render(self._resolve(path)))
             return record
 
-    def unmount(self, target: str, flags: int = 0) -> None:
+    def unmount(
+        self, target: str, flags: int = 0, *, expect: int | None = None, recursive: bool = False
+    ) -> None:
         with self._lock:
+            top = self._resolve(os.path.realpath(target))
+            if recursive and top.target == os.path.realpath(target):
+                for below in reversed(self._subtree(top)[1:]):
+                    self.unmount(below.target, flags, expect=below.mount_id)
+            if expect is not None:
+                self._expect(self._existing(target, "umount", None, None), expect, "umount")
             self._inject("umount", target, None, None)
             if flags & ~(MNT_FORCE | MNT_DETACH | UMOUNT_NOFOLLOW):
                 raise KernelError(
@@ -577,6 +591,12 @@ class FakeKernel:
             code = pending.pop(0)
             raise KernelError(code, op, target, source, fstype,
                               detail=f"{os.strerror(code)} (injected)")
+
+    def _expect(self, path: str, expect: int, op: Op) -> None:
+        found = self._resolve(path)
+        if found.target != path or found.mount_id != expect:
+            raise KernelError(errno.ESTALE, op, path,
+                              detail=f"mount {expect} is no longer at {path!r}")
 
     def _existing(self, target: str, op: Op, source: str | None, fstype: str | None) -> str:
         path = os.path.realpath(target)

@@ -39,7 +39,7 @@ from typing import Final, Literal, Protocol, TypeVar
 from lmi_mount.linux import mountapi
 from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
-from lmi_mount.linux.paths import Anchor, PathProblem, open_anchor
+from lmi_mount.linux.paths import Anchor, PathProblem, open_anchor, open_no_symlinks
 from lmi_mount.linux.processes import ProcessUse, busy_processes
 from lmi_mount.mounts.flags import (
     MNT_DETACH,
@@ -191,6 +191,14 @@ class Kernel(Protocol):
         """The file behind loop device ``device`` (``/dev/loopN``), or None."""
         ...
 
+    def mount_at(self, target: str) -> MountRecord | None:
+        """The mount path lookup finds at ``target`` (MountTable.at of the table now).
+
+        Cheap where the kernel has statmount(2): a walk to ``target`` without
+        symlinks, one statx and one statmount, instead of the whole table.
+        """
+        ...
+
     def loop_devices(self) -> dict[str, str]:
         """Every attached loop device and its backing file."""
         ...
@@ -204,6 +212,7 @@ class Kernel(Protocol):
         data: str = "",
         *,
         clear: int = 0,
+        expect: int | None = None,
     ) -> MountRecord:
         """Mount, as mount(8) would with the same options, and return the result.
 
@@ -222,14 +231,23 @@ class Kernel(Protocol):
         reused, as mount(8) does). A type that needs a user-space helper goes
         through mount(8). ``target`` (and a bind ``source``) may be an
         Anchor: the mount lands on that descriptor whatever its path has
-        become. Returns the mount made or changed, as the kernel shows it
-        now. Raises KernelError.
+        become. A remount's ``target`` path is walked without following any
+        symlink, and with ``expect`` (a mount id) it must be that mount
+        (ESTALE otherwise). Returns the mount made or changed, as the kernel
+        shows it now. Raises KernelError.
         """
         ...
 
-    def unmount(self, target: str, flags: int = 0) -> None:
-        """umount2(2) of the topmost mount at ``target``, never through a final
-        symlink (UMOUNT_NOFOLLOW); MNT_DETACH only when asked."""
+    def unmount(
+        self, target: str, flags: int = 0, *, expect: int | None = None, recursive: bool = False
+    ) -> None:
+        """umount2(2) of the topmost mount at ``target``; MNT_DETACH only when asked.
+
+        The path is walked without following any symlink (a parent directory
+        swapped for one cannot redirect it), and with ``expect`` the mount
+        found there must be that mount id (ESTALE otherwise). ``recursive``
+        unmounts the mounts on it first, deepest first (umount -R).
+        """
         ...
 
     def processes(self, target: str) -> list[ProcessUse]:
@@ -487,6 +505,27 @@ class LinuxKernel:
         with open(path, encoding="utf-8", errors="surrogateescape") as stream:
             return stream.read()
 
+    def mount_at(self, target: str) -> MountRecord | None:
+        if self._statmount:
+            try:
+                fd, _ = open_no_symlinks(target)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    return None  # no such directory: nothing can be mounted on it
+                fd = -1  # a symlink on the way: the table compares paths as text
+            if fd >= 0:
+                try:
+                    answer = mountapi.statx_fd(fd, mountapi.STATX_MNT_ID_UNIQUE)
+                finally:
+                    os.close(fd)
+                if answer is not None and answer[0] & mountapi.STATX_MNT_ID_UNIQUE:
+                    if not answer[1] & mountapi.STATX_ATTR_MOUNT_ROOT:
+                        return None
+                    record = mountapi.statmount(answer[2])
+                    if record is not None:
+                        return record if record.target == target else None
+        return MountTable(parse_mountinfo(self.read_mountinfo())).at(target)
+
     def loop_backing_file(self, device: str) -> str | None:
         name = os.path.basename(device)
         if os.path.dirname(device) != self.dev_root or not _LOOP_NAME.fullmatch(name):
@@ -520,12 +559,12 @@ class LinuxKernel:
         data: str = "",
         *,
         clear: int = 0,
+        expect: int | None = None,
     ) -> MountRecord:
-        # A remount names a live mount point: its last component is never a
-        # symlink (mountinfo shows real paths), so one swapped in is refused.
-        with _anchored(target, "mount", follow=not flags & MS_REMOUNT) as anchor:
-            if flags & MS_REMOUNT:
-                return self._remount(anchor, flags, data)
+        if flags & MS_REMOUNT:
+            with self._mount_root_of(target, expect) as root:
+                return self._remount(root, flags, data)
+        with _anchored(target, "mount") as anchor:
             if flags & MS_BIND:
                 return self._bind(source, anchor, flags, clear)
             if flags & (MS_MOVE | MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE):
@@ -541,9 +580,80 @@ class LinuxKernel:
                                   None, "no file system type and not a bind mount")
             return self._new_mount(_source_text(source), anchor, fstype, flags, data)
 
-    def unmount(self, target: str, flags: int = 0) -> None:
-        if libc().umount2(os.fsencode(target), flags | UMOUNT_NOFOLLOW) != 0:
-            raise KernelError(ctypes.get_errno(), "umount", target)
+    def unmount(
+        self, target: str, flags: int = 0, *, expect: int | None = None, recursive: bool = False
+    ) -> None:
+        try:
+            self._unmount_one(target, flags, expect)
+            return
+        except KernelError as exc:
+            # EBUSY is also what mounts on it give: only then is the table read.
+            if not recursive or exc.errno != errno.EBUSY:
+                raise
+        table = MountTable(parse_mountinfo(self.read_mountinfo()))
+        top = table.by_id.get(expect) if expect is not None else table.at(target)
+        if top is not None:
+            for below in reversed(_descendants(table, top)):
+                self._unmount_one(below.target, flags, below.mount_id)
+        self._unmount_one(target, flags, expect)
+
+    def _unmount_one(self, target: str, flags: int, expect: int | None) -> None:
+        """umount2(2) of ``target`` through its parent directory's descriptor, reached
+        without following a symlink, after checking it is mount ``expect``."""
+        try:
+            parent, name = open_no_symlinks(target, parent=True)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.ENOENT, "umount", target,
+                              detail=exc.strerror) from exc
+        try:
+            if expect is not None:
+                self._check_mount(parent, name, target, expect, "umount")
+            path = f"/proc/self/fd/{parent}/{name}"
+            if libc().umount2(os.fsencode(path), flags | UMOUNT_NOFOLLOW) != 0:
+                raise KernelError(ctypes.get_errno(), "umount", target)
+        finally:
+            os.close(parent)
+
+    def _check_mount(self, parent: int, name: str, target: str, expect: int, op: Op) -> None:
+        try:
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.ENOENT, op, target) from exc
+        try:
+            found = mountapi.mount_id(fd)
+        finally:
+            os.close(fd)
+        if found is None:  # Linux < 5.8: the table says what is at the path
+            record = MountTable(parse_mountinfo(self.read_mountinfo())).at(target)
+            found = record.mount_id if record is not None else None
+        if found != expect:
+            raise KernelError(errno.ESTALE, op, target,
+                              detail=f"mount {expect} is no longer at {target!r} "
+                                     f"(found {'nothing' if found is None else found})")
+
+    @contextlib.contextmanager
+    def _mount_root_of(self, target: Target, expect: int | None) -> Iterator[Anchor]:
+        """An Anchor on the mount at ``target`` (walked without symlinks), which must
+        be mount ``expect`` when given."""
+        if isinstance(target, Anchor):
+            yield target
+            return
+        try:
+            parent, name = open_no_symlinks(target, parent=True)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.ENOENT, "mount", target,
+                              detail=exc.strerror) from exc
+        try:
+            if expect is not None:
+                self._check_mount(parent, name, target, expect, "mount")
+            try:
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            except OSError as exc:
+                raise KernelError(exc.errno or errno.ENOENT, "mount", target) from exc
+        finally:
+            os.close(parent)
+        with Anchor(fd, target) as root:
+            yield root
 
     def same_file(self, first: str, second: str) -> bool:
         try:
@@ -647,19 +757,19 @@ class LinuxKernel:
         record = self._read_back_at(anchor, table)
         # An rbind's copies of the submounts get the flags too, as
         # mount_setattr(AT_RECURSIVE) gives them on the new API: parents first.
-        copies = table.under(record.target) if flags & MS_REC else [record]
+        copies = [record, *_descendants(table, record)] if flags & MS_REC else [record]
         try:
             for copy in copies:
                 live = _vfs_flags(copy.vfs_options)
                 wanted = (live & ~clear & ~(ATIME_FLAGS if flags & ATIME_FLAGS else 0)) | (
                     flags & PER_MOUNT_FLAGS)
                 if wanted != live:
-                    with self._mount_root(copy) as root:
+                    with self._mount_root_of(copy.target, copy.mount_id) as root:
                         # MS_REMOUNT|MS_BIND sets every per-mount flag: the full set.
                         self._mount2(None, root, None, MS_REMOUNT | MS_BIND | wanted, "")
         except KernelError:
             with contextlib.suppress(KernelError):
-                self.unmount(record.target, MNT_DETACH)
+                self.unmount(record.target, MNT_DETACH, expect=record.mount_id)
             raise
         return self._read_back_at(anchor)
 
@@ -742,18 +852,6 @@ class LinuxKernel:
             raise KernelError(errno.ENOENT, "mount", anchor.path,
                               detail=f"no mount at {path!r} after mounting")
         return record
-
-    @contextlib.contextmanager
-    def _mount_root(self, record: MountRecord) -> Iterator[Anchor]:
-        """An Anchor on the root of the mount ``record`` names, refused if another
-        mount is there by now (its id is checked on the descriptor)."""
-        with _anchored(record.target, "mount", follow=False) as root:
-            found = mountapi.mount_id(root.fd)
-            if found is not None and found != record.mount_id:
-                raise KernelError(errno.ESTALE, "mount", record.target,
-                                  detail=f"mount {record.mount_id} at {record.target!r} was "
-                                         f"replaced by mount {found}")
-            yield root
 
     def _mount2(
         self,
@@ -989,6 +1087,17 @@ def _vfs_flags(words: Iterable[str]) -> int:
     return flags
 
 
+def _descendants(table: MountTable, top: MountRecord) -> list[MountRecord]:
+    """The mounts on ``top`` and on them, parents first (by id, not by path: a
+    mount hidden under the path or mounted before is not one of them)."""
+    found: list[MountRecord] = []
+    level = [top]
+    while level:
+        level = [child for record in level for child in table.children(record.mount_id)]
+        found += level
+    return found
+
+
 def _is_directory(fd: int) -> bool:
     return stat.S_ISDIR(os.fstat(fd).st_mode)
 
@@ -999,7 +1108,7 @@ def _source_text(source: str | Anchor | None) -> str | None:
 
 @contextlib.contextmanager
 def _anchored(
-    where: Target | None, op: Op, *, follow: bool = True, role: str = "mount point"
+    where: Target | None, op: Op, *, role: str = "mount point"
 ) -> Iterator[Anchor]:
     """``where`` as an Anchor: the caller's own (left open), or opened here and closed."""
     if isinstance(where, Anchor):
@@ -1007,15 +1116,9 @@ def _anchored(
         return
     path = where or ""
     try:
-        if follow:
-            anchor = open_anchor(path, role, file_ok=True)
-        else:
-            fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-            anchor = Anchor(fd, path)
+        anchor = open_anchor(path, role, file_ok=True)
     except PathProblem as exc:
         raise KernelError(exc.errno, op, path, detail=str(exc)) from exc
-    except OSError as exc:
-        raise KernelError(exc.errno or errno.ENOENT, op, path) from exc
     with anchor:
         yield anchor
 

@@ -114,6 +114,41 @@ def _fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
+def open_no_symlinks(path: str, *, parent: bool = False) -> tuple[int, str]:
+    """Open the absolute ``path`` (``O_PATH``) walking it one component at a
+    time, following no symbolic link in any component (as openat2(2)
+    RESOLVE_NO_SYMLINKS, which needs Linux 5.6).
+
+    For a path the engine found in mountinfo, which never holds a symlink: a
+    local user who swaps a parent directory for a symlink cannot redirect an
+    unmount or a remount to another mount. With ``parent`` the descriptor is
+    the last component's directory and the name is returned, else the name
+    is "". Raises OSError (ELOOP for a symlink, naming ``path``).
+    """
+    names = [name for name in path.split("/") if name]
+    if not path.startswith("/") or any(name in (".", "..") for name in names):
+        raise OSError(errno.EINVAL, f"not a normalized absolute path: {path!r}", path)
+    last = names.pop() if parent and names else ""
+    if parent and not last:
+        raise OSError(errno.EINVAL, "the root directory has no parent", path)
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name in names:
+            try:
+                following = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise OSError(exc.errno, f"{exc.strerror}: {name!r} in {path!r}", path) from exc
+            os.close(fd)
+            fd = following
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode):
+                raise OSError(errno.ELOOP, f"{name!r} in {path!r} is a symbolic link", path)
+        return fd, last
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_anchor(path: str, what: str, *, file_ok: bool = False, dir_ok: bool = True) -> Anchor:
     """Open ``path`` (following symlinks, as the user named it) as an Anchor.
 

@@ -13,7 +13,7 @@ already absolute and resolved by the engine (realpath is I/O).
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -131,19 +131,24 @@ class KernelMount:
 
 @dataclass(frozen=True, slots=True)
 class KernelRemount:
-    """Change the options of a live mount; ``previous`` undoes it."""
+    """Change the options of a live mount; ``previous`` undoes it.
+
+    ``mount_id`` is the mount the plan means (see KernelUnmount).
+    """
 
     target: str
     options: MountOptions
     previous: MountOptions
     superblock: bool
+    mount_id: int | None = None
 
     def describe(self) -> str:
         scope = "file system" if self.superblock else "mount"
         return f"remount {self.target} ({scope} options: {render_options(self.options)})"
 
     def undo(self) -> Step:
-        return KernelRemount(self.target, self.previous, self.options, self.superblock)
+        return KernelRemount(self.target, self.previous, self.options, self.superblock,
+                             self.mount_id)
 
     def request(self) -> tuple[int, str]:
         kernel = kernel_request(self.options)
@@ -157,11 +162,18 @@ class KernelRemount:
 
 @dataclass(frozen=True, slots=True)
 class KernelUnmount:
-    """Unmount ``target``; ``remount`` is how to mount it back (the undo)."""
+    """Unmount ``target``; ``remount`` is how to mount it back (the undo).
+
+    ``mount_id`` is the mount the plan means (mountinfo's id when planned):
+    the kernel step refuses to unmount another one found at that path.
+    ``recursive`` takes the mounts on it along first (an rbind of ours).
+    """
 
     target: str
     lazy: bool
     remount: MountSpec | None
+    mount_id: int | None = None
+    recursive: bool = False
 
     def describe(self) -> str:
         return f"unmount {self.target}" + (" (lazy detach)" if self.lazy else "")
@@ -246,10 +258,13 @@ class Plan:
 class Snapshot:
     """Everything a plan depends on, read under the engine's lock.
 
-    ``source_of`` names a live mount's source as the user would (bind source
-    directory, loop backing file) and ``fstab_reader`` reads the fstab
-    document; both are callables so that a plan pays only for what it looks
-    at (a plain acquire never reads fstab). The fstab is read at most once.
+    Every part is read only if a plan looks at it, at most once: the mount
+    table (``table_reader``), the fstab document (``fstab_reader``), and the
+    sources of live mounts (``source_of_table`` builds the resolver from the
+    table: a bind's origin directory, a loop's backing file). ``live_reader``
+    answers "what is mounted exactly at this path" without the whole table
+    (statmount(2) on the path's mount); without it the table answers. A plain
+    acquire or release of a mount of ours reads neither table nor fstab.
     ``same_directory`` tells whether two paths are one directory (the engine
     compares device and inode): a bind of a bind has two names for its source.
     """
@@ -257,33 +272,46 @@ class Snapshot:
     __slots__ = (
         "_fstab",
         "_fstab_reader",
+        "_live_reader",
+        "_source_of",
+        "_source_of_table",
+        "_table",
+        "_table_reader",
         "hold_seconds",
         "holders",
         "now",
         "same_directory",
-        "source_of",
-        "table",
     )
 
     def __init__(
         self,
         *,
-        table: MountTable,
+        table_reader: Callable[[], MountTable],
         fstab_reader: Callable[[], FstabDocument],
         holders: HolderTable,
-        source_of: Callable[[MountRecord], str],
+        source_of_table: Callable[[MountTable], Callable[[MountRecord], str]],
         now: float,
         hold_seconds: float,
         same_directory: Callable[[str, str], bool] = lambda a, b: a == b,
+        live_reader: Callable[[str], MountRecord | None] | None = None,
     ) -> None:
-        self.table = table
         self.same_directory = same_directory
         self.holders = holders
-        self.source_of = source_of
         self.now = now
         self.hold_seconds = hold_seconds
+        self._table_reader = table_reader
+        self._table: MountTable | None = None
+        self._source_of_table = source_of_table
+        self._source_of: Callable[[MountRecord], str] | None = None
+        self._live_reader = live_reader
         self._fstab_reader = fstab_reader
         self._fstab: FstabDocument | None = None
+
+    @property
+    def table(self) -> MountTable:
+        if self._table is None:
+            self._table = self._table_reader()
+        return self._table
 
     @property
     def fstab(self) -> FstabDocument:
@@ -291,7 +319,15 @@ class Snapshot:
             self._fstab = self._fstab_reader()
         return self._fstab
 
+    def source_of(self, record: MountRecord) -> str:
+        """``record``'s source as the user names it (see MountTable.user_source)."""
+        if self._source_of is None:
+            self._source_of = self._source_of_table(self.table)
+        return self._source_of(record)
+
     def live(self, target: str) -> MountRecord | None:
+        if self._live_reader is not None and self._table is None:
+            return self._live_reader(target)
         return self.table.at(target)
 
 
@@ -312,6 +348,10 @@ def normalize_target(path: str) -> str:
 def _live_spec(record: MountRecord, snap: Snapshot) -> MountSpec:
     """The spec that would mount ``record`` again (used to undo an unmount)."""
     options = from_mountinfo(record.vfs_options, record.super_options)
+    held = snap.holders.get(record.target)
+    if held is not None and held.made_by_us:
+        # Ours: made from this source and type (no table needed to tell a bind).
+        return MountSpec(held.source, record.target, held.fstype, options)
     is_bind = snap.table.bind_origin(record) is not None
     return MountSpec(
         source=snap.source_of(record),
@@ -434,16 +474,15 @@ def _resolve(
     it or there is no live mount to act on.
     """
     record = snap.live(target)
-    if (
-        spec_name is not None
-        and record is not None
-        and spec_name
-        not in (
-            snap.source_of(record),
-            record.source,
-        )
-    ):
-        record = None
+    if spec_name is not None and record is not None:
+        held = snap.holders.get(target)
+        # Cheapest first: the kernel's source, then the holder record's, then
+        # the name the user knows (a bind's origin needs the whole table).
+        named = (spec_name == record.source
+                 or (held is not None and spec_name == held.source)
+                 or spec_name == snap.source_of(record))
+        if not named:
+            record = None
     entry = None
     if persist or record is None:
         entry = snap.fstab.find_target(target)
@@ -485,7 +524,8 @@ def plan_modify(
         if (options.allow_write is not None and options.allow_write != live.allow_write
                 and snap.table.bind_origin(record) is None):
             superblock = True
-        steps.append(KernelRemount(target, wanted, live, superblock=superblock))
+        steps.append(KernelRemount(target, wanted, live, superblock=superblock,
+                                   mount_id=record.mount_id))
         held = snap.holders.get(target)
         if held is not None:
             after = replace(held, options=render_options(options), generation=held.generation + 1)
@@ -552,7 +592,13 @@ def _release_steps(
 ) -> list[Step]:
     target = record.target
     held = snap.holders.get(target)
-    unmount = KernelUnmount(target, lazy=lazy, remount=_live_spec(record, snap))
+    held_here = snap.holders.get(target)
+    # A bind of ours may be an rbind with submounts; releasing it takes them
+    # along (umount -R), where a mount of someone else's is refused while
+    # anything is mounted on it.
+    recursive = bool(held_here is not None and held_here.made_by_us and held_here.fstype is None)
+    unmount = KernelUnmount(target, lazy=lazy, remount=_live_spec(record, snap),
+                            mount_id=record.mount_id, recursive=recursive)
     if held is None:
         return [unmount]
     if force:
@@ -599,16 +645,26 @@ def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
     return Plan(
         "expire",
         (
-            KernelUnmount(target, lazy=False, remount=_live_spec(record, snap)),
+            KernelUnmount(target, lazy=False, remount=_live_spec(record, snap),
+                          mount_id=record.mount_id, recursive=held.fstype is None),
             HolderChange(target, held, None, f"hold time of {target} ended"),
         ),
     )
 
 
-def plan_reconcile(snap: Snapshot) -> Plan:
-    """Forget held mounts whose kernel mount vanished or was replaced (WI6)."""
+def plan_reconcile(snap: Snapshot, targets: Iterable[str] | None = None) -> Plan:
+    """Forget held mounts whose kernel mount vanished or was replaced (WI6).
+
+    ``targets`` limits the check to the mounts a request is about: a plan
+    depends on its own target's state only, and the others are reconciled
+    when a request or a read touches them.
+    """
     steps: list[Step] = []
-    for held in snap.holders:
+    if targets is None:
+        checked = list(snap.holders)
+    else:
+        checked = [h for h in (snap.holders.get(t) for t in targets) if h is not None]
+    for held in checked:
         record = snap.live(held.target)
         if record is None:
             steps.append(HolderChange(held.target, held, None, f"{held.target} vanished"))
@@ -742,10 +798,12 @@ def step_record(step: Step) -> dict[str, Any]:
     if isinstance(step, KernelRemount):
         return {"step": "remount", "target": step.target,
                 "options": _options_record(step.options),
-                "previous": _options_record(step.previous), "superblock": step.superblock}
+                "previous": _options_record(step.previous), "superblock": step.superblock,
+                "mount_id": step.mount_id}
     if isinstance(step, KernelUnmount):
         return {"step": "unmount", "target": step.target, "lazy": step.lazy,
-                "remount": _spec_record(step.remount)}
+                "remount": _spec_record(step.remount), "mount_id": step.mount_id,
+                "recursive": step.recursive}
     if isinstance(step, FstabChange):
         return {"step": "fstab", "target": step.target,
                 "previous": _entry_record(step.previous), "entry": _entry_record(step.entry)}
@@ -763,10 +821,12 @@ def step_from_record(record: dict[str, Any]) -> Step:
         return KernelMount(spec)
     if kind == "remount":
         return KernelRemount(record["target"], _options_from(record["options"]),
-                             _options_from(record["previous"]), bool(record["superblock"]))
+                             _options_from(record["previous"]), bool(record["superblock"]),
+                             record.get("mount_id"))
     if kind == "unmount":
         return KernelUnmount(record["target"], bool(record["lazy"]),
-                             _spec_from(record["remount"]))
+                             _spec_from(record["remount"]), record.get("mount_id"),
+                             bool(record.get("recursive", False)))
     if kind == "fstab":
         return FstabChange(record["target"], _entry_from(record["previous"]),
                            _entry_from(record["entry"]))
