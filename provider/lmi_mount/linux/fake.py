@@ -342,9 +342,13 @@ class FakeKernel:
         # mounts on the descriptor whatever its path has become.
         if isinstance(source, Anchor):
             source = source.current_path()
+        anchored = isinstance(target, Anchor)
         if isinstance(target, Anchor):
             target = target.current_path()
         with self._lock:
+            if anchored and not flags & MS_REMOUNT and self._resolve(target).target == target:
+                raise KernelError(errno.EBUSY, "mount", target, source, fstype,
+                                  f"{target!r} is a mount point already")
             self._inject("mount", target, source, fstype)
             path = self._existing(target, "mount", source, fstype)
             if expect is not None:

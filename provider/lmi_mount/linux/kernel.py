@@ -231,7 +231,8 @@ class Kernel(Protocol):
         reused, as mount(8) does). A type that needs a user-space helper goes
         through mount(8). ``target`` (and a bind ``source``) may be an
         Anchor: the mount lands on that descriptor whatever its path has
-        become. A remount's ``target`` path is walked without following any
+        become, and never on top of a mount (EBUSY if the Anchor is a mount's
+        root). A remount's ``target`` path is walked without following any
         symlink, and with ``expect`` (a mount id) it must be that mount
         (ESTALE otherwise). Returns the mount made or changed, as the kernel
         shows it now. Raises KernelError.
@@ -565,6 +566,11 @@ class LinuxKernel:
             with self._mount_root_of(target, expect) as root:
                 return self._remount(root, flags, data)
         with _anchored(target, "mount") as anchor:
+            if isinstance(target, Anchor) and mountapi.is_mount_root(anchor.fd):
+                # The caller checked the path and found no mount; the directory
+                # it opened is one now (a parent renamed in between): never stack.
+                raise KernelError(errno.EBUSY, "mount", anchor.path, _source_text(source),
+                                  fstype, f"{anchor.current_path()!r} is a mount point already")
             if flags & MS_BIND:
                 return self._bind(source, anchor, flags, clear)
             if flags & (MS_MOVE | MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE):

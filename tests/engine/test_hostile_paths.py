@@ -1,0 +1,150 @@
+"""A local user who owns a parent directory swaps it while the engine works.
+
+Found by an outside review of the new mount code, each reproduced here
+before the fix: DeleteMount unmounted, and ModifyMount remounted, an
+unrelated mount reached through a parent directory swapped for a symlink;
+a rename of the parent between the check and the mount stacked a second
+mount and dropped the first one's holders; an rbind could not be deleted,
+and one that failed its verification stayed mounted. The judge is the
+kernel's mount table. The swaps happen at the engine's crash points (the
+moments a racing user would need), on the real kernel, in a private mount
+namespace, on both mount interfaces.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from lmi_mount.engine import MountManager
+from lmi_mount.linux.kernel import LinuxKernel, MountApi
+from lmi_mount.linux.paths import Anchor, PathChecker
+from lmi_mount.mounts.errors import InUse, MountError
+from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
+from lmi_mount.mounts.options import parse_options
+from lmi_mount.mounts.plan import MountSpec
+from tests.support.skips import requires_root
+
+pytestmark = [pytest.mark.root, requires_root,
+              pytest.mark.parametrize("api", ["new", "legacy"])]
+
+
+def at(path: str | Path) -> MountRecord | None:
+    return MountTable(parse_mountinfo(Path("/proc/self/mountinfo").read_text())).at(str(path))
+
+
+class Scene:
+    """``r/d/mnt`` (the user owns ``r``), and root's victim mount at ``victim/mnt``."""
+
+    def __init__(self, base: Path, api: MountApi) -> None:
+        self.base = base
+        self.mnt = base / "r/d/mnt"
+        self.mnt.mkdir(parents=True)
+        self.victim = base / "victim/mnt"
+        self.victim.mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,nosuid,noexec", "victimfs",
+                        str(self.victim)], check=True)
+        (base / "fstab").write_text("")
+        self.api = api
+
+    def engine(self, **options: object) -> MountManager:
+        return MountManager(LinuxKernel(mount_api=self.api), fstab_path=self.base / "fstab",
+                            state_dir=self.base / "state", timers=False, **options).start()
+
+    def swap_parent(self) -> None:
+        os.rename(self.base / "r/d", self.base / "r/e")
+        os.symlink(self.base / "victim", self.base / "r/d")
+
+    def at_step(self, step: str) -> Callable[[str], None]:
+        def crash(name: str) -> None:
+            if name == step:
+                self.swap_parent()
+        return crash
+
+
+@pytest.mark.private_namespace
+def test_delete_never_unmounts_what_a_swapped_parent_leads_to(tmp_path: Path,
+                                                              api: MountApi) -> None:
+    scene = Scene(tmp_path, api)
+    engine = scene.engine(crash=scene.at_step("before KernelUnmount"))
+    engine.create(MountSpec("tmpfs", str(scene.mnt), "tmpfs", parse_options("size=1m")),
+                  holder="me")
+    with pytest.raises(MountError) as raised:
+        engine.delete(str(scene.mnt), holder="me")
+    assert "symbolic link" in str(raised.value)
+    victim = at(scene.victim)
+    assert victim is not None and victim.source == "victimfs", "root's mount was taken"
+    ours = at(tmp_path / "r/e/mnt")
+    assert ours is not None and ours.source == "tmpfs", "ours is still there, not lost"
+    engine.close()
+
+
+@pytest.mark.private_namespace
+def test_modify_never_remounts_what_a_swapped_parent_leads_to(tmp_path: Path,
+                                                              api: MountApi) -> None:
+    scene = Scene(tmp_path, api)
+    engine = scene.engine(crash=scene.at_step("before KernelRemount"))
+    engine.create(MountSpec("tmpfs", str(scene.mnt), "tmpfs", parse_options("size=1m")),
+                  holder="me")
+    before = at(scene.victim)
+    with pytest.raises(MountError):
+        engine.modify(str(scene.mnt), parse_options("ro,suid,exec"))
+    after = at(scene.victim)
+    assert before is not None and after is not None
+    assert (after.vfs_options, after.super_options) == (before.vfs_options, before.super_options)
+    engine.close()
+
+
+@pytest.mark.private_namespace
+def test_a_parent_renamed_between_check_and_mount_never_stacks(tmp_path: Path,
+                                                               api: MountApi) -> None:
+    scene = Scene(tmp_path, api)
+
+    class Renaming(PathChecker):
+        """Renames the parent away and back around the check, as a racing user."""
+
+        def open_mount_point(self, target: str, *, file_ok: bool = False) -> Anchor:
+            anchor = super().open_mount_point(target, file_ok=file_ok)
+            os.rename(tmp_path / "r/d", tmp_path / "r/e")
+            anchor.path = anchor.current_path()  # what the engine read: r/e/mnt
+            os.rename(tmp_path / "r/e", tmp_path / "r/d")
+            return anchor
+
+    alice = MountSpec("tmpfs", str(scene.mnt), "tmpfs", parse_options("size=1m"))
+    with scene.engine() as engine:
+        engine.create(alice, holder="alice")
+    with scene.engine(paths=Renaming()) as engine:
+        bob = MountSpec("tmpfs", str(scene.mnt), "tmpfs", parse_options("size=2m"))
+        with pytest.raises(InUse, match="mount point already"):
+            engine.create(bob, holder="bob")
+        table = MountTable(parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
+        assert len(table.mounts_at(str(scene.mnt))) == 1, "never stacked"
+        held = engine.held(str(scene.mnt))
+        assert held is not None and held.holders == ("alice",), "alice keeps her hold"
+
+
+@pytest.mark.private_namespace
+def test_an_rbind_is_deleted_with_its_submounts(tmp_path: Path, api: MountApi) -> None:
+    scene = Scene(tmp_path, api)
+    source = tmp_path / "src"
+    source.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "srcfs", str(source)], check=True)
+    (source / "sub").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "subfs", str(source / "sub")], check=True)
+    with scene.engine() as engine:
+        engine.create(MountSpec(str(source), str(scene.mnt), None, recursive=True),
+                      holder="me")
+        assert at(scene.mnt / "sub") is not None
+        engine.delete(str(scene.mnt), holder="me")
+        assert at(scene.mnt) is None and at(scene.mnt / "sub") is None
+        # Refused as asked (lazytime is a superblock flag a bind cannot set):
+        # nothing of the rbind is left behind.
+        with pytest.raises(MountError, match="lazytime"):
+            engine.create(MountSpec(str(source), str(scene.mnt), None,
+                                    parse_options("lazytime"), recursive=True), holder="me")
+        assert at(scene.mnt) is None and at(scene.mnt / "sub") is None
+    assert at(source / "sub") is not None, "the origin's own submount stays"
