@@ -32,7 +32,7 @@ from lmi_mount.linux.journal import (
     JournalError,
     Transaction,
 )
-from lmi_mount.linux.kernel import Kernel, KernelError, needs_helper
+from lmi_mount.linux.kernel import Kernel, KernelError, helper_problem, needs_helper
 from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
@@ -53,6 +53,7 @@ from lmi_mount.mounts.options import (
     OptionError,
     compare,
     from_mountinfo,
+    kernel_request,
 )
 from lmi_mount.mounts.plan import (
     FstabChange,
@@ -493,10 +494,10 @@ class MountManager:
                     source, is_file = self._paths.bind_source(spec.source)
                 else:
                     source, is_file = self._paths.device_source(spec.source), False
-                    if needs_helper(spec.fstype) and source.startswith("-"):
-                        raise PathProblem(
-                            f"source {source!r} starts with '-': a mount helper would read it "
-                            "as an option", source)
+                    if needs_helper(spec.fstype):
+                        problem = helper_problem(source, target, spec.fstype)
+                        if problem is not None:
+                            raise PathProblem(problem, source)
                 anchors = None
                 if mounting:
                     anchor = stack.enter_context(
@@ -661,6 +662,8 @@ class MountManager:
                 source = anchors.source
         record = self.kernel.mount(source, target, spec.fstype, flags, data, clear=clear)
         differences = self._mount_differences(spec, record)
+        if not differences:
+            record, differences = self._propagate(spec.options, record)
         if differences:
             # Not what was asked: take it away again (it was never reported).
             try:
@@ -678,6 +681,8 @@ class MountManager:
         flags, data = step.request()
         record = self.kernel.mount(None, step.target, None, flags, data, expect=step.mount_id)
         differences = self._option_differences(step.options, record)
+        if not differences:
+            record, differences = self._propagate(step.options, record)
         if record.target != step.target:
             differences.insert(0, f"remounted {record.target!r}, not {step.target!r}")
         if differences:
@@ -710,6 +715,28 @@ class MountManager:
         left += [f"{option} (its earlier value was not shown by the kernel)"
                  for option in live.other_options if option.partition("=")[0] not in shown_before]
         return left
+
+    def _propagate(
+        self, options: MountOptions, record: MountRecord
+    ) -> tuple[MountRecord, list[str]]:
+        """Apply the propagation type the options name (``shared``, ``rslave``, ...:
+        a separate call after the mount, as mount(8) makes it) and check it."""
+        propagation = kernel_request(options).propagation
+        if not propagation:
+            return record, []
+        record = self.kernel.mount(None, record.target, None, propagation)
+        tags = record.propagation.split()
+        wanted = propagation & ~ms.MS_REC
+        took = {
+            ms.MS_SHARED: any(tag.startswith("shared:") for tag in tags),
+            ms.MS_UNBINDABLE: "unbindable" in tags,
+            ms.MS_PRIVATE: tags == ["private"],
+            # A slave of a mount that is not shared has no master: it is private.
+            ms.MS_SLAVE: not any(tag.startswith("shared:") for tag in tags),
+        }[wanted]
+        if took:
+            return record, []
+        return record, [f"propagation is {record.propagation}, not as asked"]
 
     def _mount_differences(self, spec: MountSpec, record: MountRecord) -> list[str]:
         """How the mount the kernel reports differs from ``spec`` (rule 11: the

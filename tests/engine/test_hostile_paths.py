@@ -27,7 +27,8 @@ from lmi_mount.mounts.errors import InUse, MountError
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
-from tests.support.skips import requires_root
+from tests.contract.helpers import mkfs_image
+from tests.support.skips import requires_root, requires_tool
 
 pytestmark = [pytest.mark.root, requires_root,
               pytest.mark.parametrize("api", ["new", "legacy"])]
@@ -148,3 +149,32 @@ def test_an_rbind_is_deleted_with_its_submounts(tmp_path: Path, api: MountApi) -
                                     parse_options("lazytime"), recursive=True), holder="me")
         assert at(scene.mnt) is None and at(scene.mnt / "sub") is None
     assert at(source / "sub") is not None, "the origin's own submount stays"
+
+
+@pytest.mark.private_namespace
+@pytest.mark.kernel
+@requires_tool("squashfuse")
+@requires_tool("mksquashfs")
+def test_a_helper_mount_that_lands_elsewhere_is_taken_back(tmp_path: Path,
+                                                          api: MountApi) -> None:
+    # mount(8) takes the mount point as a path: a swap while it starts makes it
+    # mount elsewhere. The result is compared with the table before, and what
+    # it made elsewhere is taken back; the reply says where it went.
+    scene = Scene(tmp_path, api)
+    image = mkfs_image(tmp_path, "squashfs", files={"f": "x"})
+    wrapper = tmp_path / "mount-after-a-swap"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"mv {tmp_path}/r/d {tmp_path}/r/e && ln -s {tmp_path}/victim {tmp_path}/r/d\n"
+        'exec mount "$@"\n')
+    wrapper.chmod(0o755)
+    kernel = LinuxKernel(mount_api=api, mount_program=str(wrapper))
+    with MountManager(kernel, fstab_path=tmp_path / "fstab", state_dir=tmp_path / "state",
+                      timers=False) as engine:
+        with pytest.raises(MountError, match="not on"):
+            engine.create(MountSpec(image, str(scene.mnt), "fuse.squashfuse",
+                                    parse_options("ro")), holder="me")
+    victim = at(scene.victim)
+    assert victim is not None and victim.source == "victimfs", "nothing left on the victim"
+    table = MountTable(parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
+    assert not [r for r in table if r.fstype.startswith("fuse")], "no helper mount is left"

@@ -25,6 +25,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import logging
 import os
 import re
 import select
@@ -67,6 +68,8 @@ from lmi_mount.mounts.flags import (
 )
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 
+log = logging.getLogger(__name__)
+
 Op = Literal["mount", "umount", "loop", "helper"]
 _R = TypeVar("_R")
 
@@ -102,6 +105,14 @@ READ_ONLY_FSTYPES: Final = frozenset({"squashfs", "erofs", "iso9660", "cramfs"})
 # handled by mount.fuse, which starts the program X (mount.fuse(8)).
 HELPER_FSTYPES: Final = frozenset({
     "fuse", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "sshfs", "ceph", "glusterfs",
+})
+
+# The FUSE file systems a request may name (fuse.PROG or PROG#SRC). mount.fuse
+# runs PROG as root with the source as its argument, so an open list would let
+# a request run any program in PATH on any file ("sh#/tmp/script").
+FUSE_PROGRAMS: Final = frozenset({
+    "bindfs", "encfs", "fuse-overlayfs", "fuse-zip", "fuse2fs", "gocryptfs", "httpfs2",
+    "ntfs-3g", "rclone", "s3fs", "sshfs", "squashfuse", "squashfuse_ll", "archivemount",
 })
 
 # libmount's default helper search path (FS_SEARCH_PATH in libmount's context_mount.c).
@@ -346,8 +357,8 @@ def helper_mount_spec(
     - A FUSE daemon names its mount after itself unless told ``fsname=``
       (squashfuse's mounts read "squashfuse"), and then drops the subtype;
       both are passed so mountinfo shows the source and type asked for, as it
-      does for kernel file systems. A source containing ``,`` or ``\\`` would
-      not survive the option string and is left to the daemon's default.
+      does for kernel file systems. A source containing ``,``, ``\\`` or ``"``
+      would not survive the option string and is left to the daemon's default.
     - Flags are spelled as mount(8) option names; ``data`` follows them.
     """
     spec = source if source is not None else "none"
@@ -358,7 +369,7 @@ def helper_mount_spec(
     given = [option for option in data.split(",") if option]
     if fstype.startswith("fuse."):
         keys = {option.partition("=")[0] for option in given}
-        if "fsname" not in keys and not {",", "\\"} & set(spec):
+        if "fsname" not in keys and not {",", "\\", '"'} & set(spec):
             given.append(f"fsname={spec}")
         if "subtype" not in keys:
             given.append(f"subtype={fstype.removeprefix('fuse.')}")
@@ -698,11 +709,8 @@ class LinuxKernel:
                     mountapi.fsconfig(context, "source", source)
                 # The superblock flags as mount(2) sets them from the same MS_*
                 # flags: a read-only mount is a read-only superblock too.
-                for flag, word, _ in SB_FLAG_WORDS:
-                    if flags & flag:
-                        mountapi.fsconfig(context, word)
-                for key, value in split_data(data):
-                    mountapi.fsconfig(context, key, value)
+                words = [(word, None) for flag, word, _ in SB_FLAG_WORDS if flags & flag]
+                _set_parameters(context, [*words, *split_data(data)])
                 mountapi.fsconfig_command(context, mountapi.FSCONFIG_CMD_CREATE)
                 tree = mountapi.fsmount(context, attributes(flags, atime_always=True).set)
             except OSError as exc:
@@ -710,7 +718,8 @@ class LinuxKernel:
                                           loop=source if shown_source else None) from exc
         finally:
             os.close(context)
-        return self._attach(tree, anchor, shown_source or source, fstype)
+        return self._attach(tree, anchor, shown_source or source, fstype,
+                            mandlock=bool(flags & MS_MANDLOCK))
 
     def _bind(
         self, source: str | Anchor | None, anchor: Anchor, flags: int, clear: int
@@ -744,13 +753,14 @@ class LinuxKernel:
         return self._attach(tree, anchor, origin.path, None)
 
     def _attach(
-        self, tree: int, anchor: Anchor, source: str | None, fstype: str | None
+        self, tree: int, anchor: Anchor, source: str | None, fstype: str | None,
+        *, mandlock: bool = False,
     ) -> MountRecord:
         """move_mount(2) the detached ``tree`` onto ``anchor`` and read it back."""
         try:
             self._call(mountapi.move_mount, tree, anchor.fd, anchor=anchor, source=source,
                        fstype=fstype)
-            return self._read_back(tree, anchor)
+            return self._read_back(tree, anchor, mandlock=mandlock)
         finally:
             os.close(tree)
 
@@ -791,13 +801,12 @@ class LinuxKernel:
             context = self._call(mountapi.fspick, anchor.fd, anchor=anchor)
             try:
                 try:
-                    for flag, word, clear_word in SB_FLAG_WORDS:
-                        if flags & flag:
-                            mountapi.fsconfig(context, word)
-                        elif clear_word is not None and flag != MS_MANDLOCK:
-                            mountapi.fsconfig(context, clear_word)
-                    for key, value in split_data(data):
-                        mountapi.fsconfig(context, key, value)
+                    # As MS_REMOUNT: every superblock flag is set or cleared.
+                    words = [(word if flags & flag else clear_word, None)
+                             for flag, word, clear_word in SB_FLAG_WORDS
+                             if flags & flag or clear_word is not None]
+                    _set_parameters(context, [(w, v) for w, v in words if w is not None]
+                                    + split_data(data))
                     mountapi.fsconfig_command(context, mountapi.FSCONFIG_CMD_RECONFIGURE)
                 except OSError as exc:
                     raise self._context_error(exc, context, anchor, None, None) from exc
@@ -807,7 +816,7 @@ class LinuxKernel:
         # mode only when asked (do_reconfigure_mnt(), mnt_flags & MNT_ATIME_MASK).
         change = attributes(flags, PER_MOUNT_FLAGS & ~flags & ~ATIME_FLAGS)
         self._call(mountapi.mount_setattr, anchor.fd, change, anchor=anchor)
-        return self._read_back(anchor.fd, anchor)
+        return self._read_back(anchor.fd, anchor, mandlock=True)
 
     def _call(self, function: Callable[..., _R], *args: object, anchor: Anchor,
               source: str | None = None, fstype: str | None = None,
@@ -829,15 +838,19 @@ class LinuxKernel:
         messages = mountapi.context_messages(context)
         if messages:
             detail = f"{detail}: {'; '.join(messages)}"
+        parameter = getattr(exc, "parameter", None)
+        if parameter is not None and not any(parameter.split("=")[0] in m for m in messages):
+            detail = f"{detail} (the kernel refused {parameter!r})"
         if loop is not None:
             detail = f"{detail} (through loop device {loop})"
         return KernelError(code, "mount", anchor.path, source, fstype, detail)
 
-    def _read_back(self, fd: int, anchor: Anchor) -> MountRecord:
+    def _read_back(self, fd: int, anchor: Anchor, *, mandlock: bool = False) -> MountRecord:
         """The mount ``fd`` is on, as the kernel shows it: statmount(2) by its unique id
-        where the kernel has it (one call), else its mountinfo line by id."""
+        where the kernel has it (one call), else its mountinfo line by id.
+        statmount's superblock flags omit "mand": with ``mandlock`` the line is read."""
         unique = mountapi.unique_mount_id(fd)
-        if unique is not None and self._statmount:
+        if unique is not None and self._statmount and not mandlock:
             record = mountapi.statmount(unique)
             if record is not None:
                 return record
@@ -1015,6 +1028,9 @@ class LinuxKernel:
         spec, spec_type, options = helper_mount_spec(source, fstype, flags, data)
         argv = helper_argv(self.mount_program, spec, target, spec_type, options)
         environment = {**os.environ, "LC_ALL": "C"}
+        # The helper takes a path, not the descriptor: what it mounts is found
+        # by comparing the table before and after (see _helper_result).
+        before = {r.mount_id for r in parse_mountinfo(self.read_mountinfo())}
         # stderr goes to a file, not a pipe: a FUSE daemon forked by the helper
         # may keep a pipe open long after the helper itself has exited.
         with tempfile.TemporaryFile() as errors:
@@ -1041,19 +1057,61 @@ class LinuxKernel:
             raise KernelError(
                 helper_errno(message), "helper", target, source, spec_type, detail
             )
-        return self._read_back_at(anchor)
+        return self._helper_result(anchor, before, source, spec_type)
+
+    def _helper_result(
+        self, anchor: Anchor, before: set[int], source: str | None, fstype: str
+    ) -> MountRecord:
+        """The mount the helper made on ``anchor``; if it mounted anywhere else (the
+        path was swapped while it ran), what it made there is taken back."""
+        table = MountTable(parse_mountinfo(self.read_mountinfo()))
+        path = anchor.current_path()
+        record = table.at(path)
+        if record is not None and record.mount_id not in before:
+            return record
+        made = [r for r in table if r.mount_id not in before and r.fstype == fstype]
+        for stray in reversed(made):
+            try:
+                self.unmount(stray.target, MNT_DETACH, expect=stray.mount_id)
+            except KernelError as exc:
+                log.error("could not take back the helper's mount on %s: %s", stray.target, exc)
+        where = ", ".join(repr(r.target) for r in made) or "nowhere"
+        raise KernelError(errno.ESTALE, "helper", path, source, fstype,
+                          f"mount(8) reported success but mounted on {where}, not on {path!r}"
+                          + (" (taken back)" if made else ""))
+
+
+def helper_problem(spec: str, target: str | None, fstype: str) -> str | None:
+    """Why mount(8) must not be run for this request, or None.
+
+    A source or mount point starting with ``-`` would be read as an option
+    by helpers that parse their own arguments without ``--`` (mount.fuse,
+    mount.nfs). mount.fuse runs, as root, the program a FUSE type names
+    (``fuse.PROG`` or ``PROG#SRC``, mount.fuse(8)), looked up in PATH, with
+    the source as its argument: only known FUSE file systems (FUSE_PROGRAMS).
+    """
+    for role, value in (("source", spec), ("mount point", target)):
+        if value and value.startswith("-"):
+            return f"{role} {value!r} starts with '-': a mount helper would read it as an option"
+    if fstype == "fuse" and "#" in spec:
+        program: str | None = spec.partition("#")[0]
+    elif fstype.startswith("fuse."):
+        program = fstype.removeprefix("fuse.")
+    else:
+        program = None
+    if program is not None and program not in FUSE_PROGRAMS:
+        return (f"FUSE program {program!r} is not a FUSE file system lmi-mount knows "
+                f"(mount.fuse would run it as root): one of {', '.join(sorted(FUSE_PROGRAMS))}")
+    return None
 
 
 def helper_argv(program: str, spec: str, target: str, fstype: str, options: str) -> list[str]:
     """mount(8)'s command line: ``--`` ends its options, so a spec or mount point
-    that starts with ``-`` can never be read as one (``-V``, ``--fstab=...``).
-    Both are refused anyway: mount helpers parse their own arguments without
-    ``--`` (mount.fuse, mount.nfs), and no real spec starts with a dash."""
-    for role, value in (("source", spec), ("mount point", target)):
-        if value.startswith("-"):
-            raise KernelError(errno.EINVAL, "helper", target, spec, fstype,
-                              f"{role} {value!r} starts with '-': a mount helper would read "
-                              "it as an option")
+    that starts with ``-`` can never be read as one (``-V``, ``--fstab=...``);
+    what ``helper_problem`` refuses never gets this far."""
+    problem = helper_problem(spec, target, fstype)
+    if problem is not None:
+        raise KernelError(errno.EINVAL, "helper", target, spec, fstype, problem)
     argv = [program, "-t", fstype]
     if options:
         argv += ["-o", options]
@@ -1091,6 +1149,16 @@ def _vfs_flags(words: Iterable[str]) -> int:
     if not flags & (MS_NOATIME | MS_RELATIME):
         flags |= MS_STRICTATIME
     return flags
+
+
+def _set_parameters(context: int, parameters: Iterable[tuple[str, str | None]]) -> None:
+    """fsconfig(2) each parameter; a refusal carries the parameter it was about."""
+    for key, value in parameters:
+        try:
+            mountapi.fsconfig(context, key, value)
+        except OSError as exc:
+            exc.parameter = key if value is None else f"{key}={value}"  # type: ignore[attr-defined]
+            raise
 
 
 def _descendants(table: MountTable, top: MountRecord) -> list[MountRecord]:

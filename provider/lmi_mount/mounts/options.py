@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import ClassVar, Final
 
@@ -561,6 +561,12 @@ def kernel_request(options: MountOptions) -> KernelOptions:
     validate(options)
     fields = _effective_fields(options)
     flags = _field_flags(fields)
+    # "atime" asks for the kernel's default mode (relatime), not merely for no
+    # MS_NOATIME: without an atime flag a remount or a bind keeps noatime.
+    if (fields.get("update_access_times") is True
+            and fields.get("update_relative_access_times") is not False
+            and not flags & (MS_NOATIME | MS_STRICTATIME)):
+        flags |= MS_RELATIME
     clear = 0
     for name, value in fields.items():
         f = _FIELD_BY_NAME[name]
@@ -584,6 +590,49 @@ def kernel_request(options: MountOptions) -> KernelOptions:
             data.append(element)
     return KernelOptions(flags=flags, data=",".join(data), propagation=propagation,
                          clear=clear & ~flags)
+
+
+# File system options a remount cannot change: the kernel accepts and ignores
+# them (shmem_reconfigure() leaves the root inode's mode and owner alone).
+# Any other file system would be added here as a test against the kernel shows.
+REMOUNT_IGNORED: Final[Mapping[str, frozenset[str]]] = {
+    "tmpfs": frozenset({"mode", "uid", "gid"}),
+}
+
+
+def remount_refusal(fstype: str, options: MountOptions, live: MountOptions) -> str | None:
+    """Why a remount of a ``fstype`` file system to ``options`` cannot do what it
+    says (an option the kernel ignores on a remount, changed), or None."""
+    # MS_DIRSYNC is not in the kernel's MS_RMT_MASK: mount(2) ignores it on a
+    # remount, fsconfig(2) refuses the reconfiguration (EINVAL).
+    wanted_dirsync = _effective_fields(options).get("synchronous_directory_updates")
+    if wanted_dirsync is not None and wanted_dirsync != bool(live.synchronous_directory_updates):
+        word = "dirsync" if wanted_dirsync else "no dirsync"
+        return (f"{word}: a file system takes dirsync when it is mounted only; a remount "
+                "cannot change it (unmount and mount again)")
+    ignored = REMOUNT_IGNORED.get(fstype, frozenset())
+    live_fs = _fs_options(live)
+    for name, element in _fs_options(options).items():
+        if name in ignored and _same_fs_option(name, element, live_fs.get(name)) is not True:
+            return (f"{element!r}: {fstype} takes {name}= when it is mounted only; a remount "
+                    "ignores it (unmount and mount again)")
+    return None
+
+
+def bind_refusal(options: MountOptions) -> str | None:
+    """Why a bind mount cannot do what ``options`` say, or None: a bind shares its
+    origin's file system, so it has no file system options and no superblock
+    flags of its own (mount(2): they are ignored with MS_BIND)."""
+    request = kernel_request(options)
+    if request.data:
+        return (f"{request.data!r} are file system options; a bind mount shares its "
+                "origin's file system and cannot set them")
+    _, superblock = split_flags(request.flags)
+    if superblock & ~MS_SILENT:
+        words = [name for flag, name, _ in FLAG_OPTION_NAMES if superblock & flag]
+        return (f"{','.join(words)} are file system flags; a bind mount shares its origin's "
+                "file system and cannot set them")
+    return None
 
 
 def split_flags(flags: int) -> tuple[int, int]:

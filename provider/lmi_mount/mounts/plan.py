@@ -26,11 +26,13 @@ from lmi_mount.mounts.options import (
     BOOLEAN_FIELDS,
     DEFAULTS,
     MountOptions,
+    bind_refusal,
     compare,
     from_mountinfo,
     kernel_request,
     parse_options,
     remount_needs_superblock,
+    remount_refusal,
     render_options,
 )
 
@@ -390,6 +392,10 @@ def plan_create(
     target is refused as in use: mounts are never stacked.
     """
     steps: list[Step] = []
+    if spec.fstype is None:
+        refusal = bind_refusal(spec.options)
+        if refusal is not None:
+            raise InvalidRequest(refusal, value=render_options(spec.options))
     if current:
         record = snap.live(spec.target)
         held = snap.holders.get(spec.target)
@@ -512,6 +518,9 @@ def plan_modify(
         if record is None:
             raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)
         live = from_mountinfo(record.vfs_options, record.super_options)
+        refusal = remount_refusal(record.fstype, options, live)
+        if refusal is not None:
+            raise InvalidRequest(refusal, value=target)
         wanted = merge_options(live, options)
         # The superblock's own ro/rw is the first super option (proc(5)); a bind
         # remount to rw over a read-only superblock would leave writes failing.
@@ -718,6 +727,8 @@ def merge_options(live: MountOptions, goal: MountOptions) -> MountOptions:
         changes.update(_ATIME_MODES["noatime"])
     elif goal.update_relative_access_times is True:
         changes.update(_ATIME_MODES["relatime"])
+    elif goal.update_access_times is True and live.update_access_times is False:
+        changes.update(_ATIME_MODES["relatime"])  # "atime": the default mode, not noatime
     else:
         for name in _ATIME_MODES["relatime"]:
             changes.pop(name, None)
