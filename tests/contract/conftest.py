@@ -3,7 +3,8 @@
 The ``kernel`` fixture is parametrized: ``fake`` runs the test in this process
 against FakeKernel; ``real`` runs the whole test body in a forked child inside
 a private mount namespace (the ``private_namespace`` marker) against
-LinuxKernel on the new mount API, ``legacy`` the same on mount(2) (the path of
+LinuxKernel on the new mount API, ``no-statmount`` the same reading mounts back
+from mountinfo (kernels 5.12 to 6.7), ``legacy`` on mount(2) (the path of
 kernels older than 5.12), root only. Fixtures run in the parent: they only
 make files.
 """
@@ -26,15 +27,17 @@ REAL_MARKS = (pytest.mark.root, pytest.mark.kernel, pytest.mark.private_namespac
 @pytest.fixture(params=[
     pytest.param("fake", id="fake"),
     pytest.param("real", id="real", marks=REAL_MARKS),
+    pytest.param("no-statmount", id="no-statmount", marks=REAL_MARKS),
     pytest.param("legacy", id="legacy", marks=REAL_MARKS),
 ])
 def kernel(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kernel]:
     if request.param == "fake":
         yield FakeKernel()
         return
-    if request.param == "real" and detect_mount_api() != "new":
+    if request.param != "legacy" and detect_mount_api() != "new":
         pytest.skip("this kernel lacks the new mount API (Linux 5.12)")
-    yield LinuxKernel(mount_api="new" if request.param == "real" else "legacy")
+    yield LinuxKernel(mount_api="legacy" if request.param == "legacy" else "new",
+                      use_statmount=request.param != "no-statmount")
     # After the child (and with it the namespace) is gone, no loop device may
     # still hold a file of this test: the kernel is shared with the host.
     leaked = wait_for_loops_released(LinuxKernel(), tmp_path.resolve())

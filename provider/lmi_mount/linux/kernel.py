@@ -457,7 +457,8 @@ class LinuxKernel:
     ``mount_program`` (mount(8), run with LC_ALL=C so its messages can be
     matched to an errno) and ``helper_timeout`` in seconds. ``mount_api``
     chooses the interface (``detect_mount_api()`` when None); tests run the
-    legacy one on this kernel too.
+    legacy one on this kernel too, and ``use_statmount=False`` reads mounts
+    back from mountinfo as kernels before 6.8 must.
     """
 
     def __init__(
@@ -469,11 +470,13 @@ class LinuxKernel:
         helper_dirs: Sequence[str] = DEFAULT_HELPER_DIRS,
         helper_timeout: float = 120.0,
         mount_api: MountApi | None = None,
+        use_statmount: bool = True,
     ) -> None:
         self.proc_root = proc_root
         self.mount_api: MountApi = mount_api or detect_mount_api()
-        # statmount(2) (Linux 6.8) is tried until the kernel says it lacks it.
-        self._statmount = True
+        # statmount(2) (Linux 6.8) is tried until the kernel says it lacks it;
+        # tests turn it off to run the path of kernels 5.12 to 6.7.
+        self._statmount = use_statmount
         self._watch: tuple[int, select.poll, tuple[int, int | None]] | None = None
         self._watch_lock = threading.Lock()
         self._table_version = 0
