@@ -43,16 +43,12 @@ from lmi_mount.linux.namespace import libc
 from lmi_mount.linux.paths import Anchor, PathProblem, open_anchor, open_no_symlinks
 from lmi_mount.linux.processes import ProcessUse, busy_processes
 from lmi_mount.mounts.flags import (
+    FLAG_OPTION_NAMES,
     MNT_DETACH,
     MS_BIND,
     MS_MANDLOCK,
     MS_MOVE,
     MS_NOATIME,
-    MS_NODEV,
-    MS_NODIRATIME,
-    MS_NOEXEC,
-    MS_NOSUID,
-    MS_NOSYMFOLLOW,
     MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
@@ -134,6 +130,9 @@ LOOP_MAJOR: Final = 7
 _LOOP_ATTEMPTS: Final = 16
 
 _LOOP_NAME = re.compile(r"loop\d+")
+
+# mount(8)'s word for each MS_* flag it sets ("ro" -> MS_RDONLY).
+_FLAG_OF_WORD: Final = {name: flag for flag, name, _ in FLAG_OPTION_NAMES}
 
 
 class KernelError(OSError):
@@ -1142,13 +1141,11 @@ def split_data(data: str) -> list[tuple[str, str | None]]:
 
 
 def _vfs_flags(words: Iterable[str]) -> int:
-    """MS_* per-mount flags of mountinfo's per-mount option words."""
-    table = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
-             "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME, "relatime": MS_RELATIME,
-             "nosymfollow": MS_NOSYMFOLLOW}
+    """MS_* per-mount flags of mountinfo's per-mount option words (no atime word
+    is strictatime)."""
     flags = 0
     for word in words:
-        flags |= table.get(word, 0)
+        flags |= _FLAG_OF_WORD.get(word, 0) & PER_MOUNT_FLAGS
     if not flags & (MS_NOATIME | MS_RELATIME):
         flags |= MS_STRICTATIME
     return flags
