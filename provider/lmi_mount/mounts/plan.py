@@ -274,6 +274,7 @@ class Snapshot:
     __slots__ = (
         "_fstab",
         "_fstab_reader",
+        "_live",
         "_live_reader",
         "_source_of",
         "_source_of_table",
@@ -306,6 +307,7 @@ class Snapshot:
         self._source_of_table = source_of_table
         self._source_of: Callable[[MountRecord], str] | None = None
         self._live_reader = live_reader
+        self._live: dict[str, MountRecord | None] = {}
         self._fstab_reader = fstab_reader
         self._fstab: FstabDocument | None = None
 
@@ -329,7 +331,9 @@ class Snapshot:
 
     def live(self, target: str) -> MountRecord | None:
         if self._live_reader is not None and self._table is None:
-            return self._live_reader(target)
+            if target not in self._live:  # one read per target and snapshot
+                self._live[target] = self._live_reader(target)
+            return self._live[target]
         return self.table.at(target)
 
 
