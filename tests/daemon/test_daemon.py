@@ -8,6 +8,7 @@ mounts, and they end with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -159,3 +160,39 @@ def test_sigint_stops_like_sigterm(tmp_path: Path) -> None:
         daemon.process.send_signal(signal.SIGINT)
         assert daemon.process.wait(10) == 0
         assert "stopping: closing the listeners" in daemon.output()
+
+
+@pytest.mark.root
+@requires_root
+@requires_tool("pywbemcli")
+@pytest.mark.private_namespace(timeout=120)
+def test_the_daemon_starts_read_only_on_a_full_state_file_system(tmp_path: Path) -> None:
+    # The sandbox's state directory on a tiny tmpfs filled to its last byte
+    # (in this test's own namespace, which the sandbox's namespace copies).
+    root = tmp_path / "sandbox"
+    state = root / "state"
+    state.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "state", str(state)], check=True)
+    filler = os.open(state / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (4096, 1):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(filler, b"\0" * size)
+    finally:
+        os.close(filler)
+    with sandbox.running(root) as daemon:
+        deadline = time.monotonic() + 5
+        while not any(n.startswith("STATUS=read-only: ") for n in daemon.notifications):
+            assert time.monotonic() < deadline, (daemon.notifications, daemon.output())
+            daemon.receive("STATUS=", 0.1)  # collects what arrives meanwhile
+        assert "serving reads only" in daemon.output()
+        listed = finish(pywbemcli(daemon, "instance", "count", "LMI_MountedFileSystem"))
+        assert "LMI_MountedFileSystem" in listed
+        created = finish(pywbemcli(
+            daemon, "class", "invokemethod", "LMI_MountConfigurationService", "CreateMount",
+            "-p", "Mode=32768", "-p", f"MountPoint={root}/mnt/a", "-p", "FileSystemSpec=tmpfs",
+            "-p", "FileSystemType=tmpfs"))
+        assert "read-only" in created, created
+        assert f"{root}/mnt/a" not in mount_points(daemon.mountinfo())
+        assert daemon.stop(timeout=10) == 0
