@@ -170,10 +170,9 @@ def test_a_helper_mount_that_lands_elsewhere_is_taken_back(tmp_path: Path,
     wrapper.chmod(0o755)
     kernel = LinuxKernel(mount_api=api, mount_program=str(wrapper))
     with MountManager(kernel, fstab_path=tmp_path / "fstab", state_dir=tmp_path / "state",
-                      timers=False) as engine:
-        with pytest.raises(MountError, match="not on"):
-            engine.create(MountSpec(image, str(scene.mnt), "fuse.squashfuse",
-                                    parse_options("ro")), holder="me")
+                      timers=False) as engine, pytest.raises(MountError, match="not on"):
+        engine.create(MountSpec(image, str(scene.mnt), "fuse.squashfuse",
+                                parse_options("ro")), holder="me")
     victim = at(scene.victim)
     assert victim is not None and victim.source == "victimfs", "nothing left on the victim"
     table = MountTable(parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
