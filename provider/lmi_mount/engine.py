@@ -32,7 +32,13 @@ from lmi_mount.linux.journal import (
     JournalError,
     Transaction,
 )
-from lmi_mount.linux.kernel import Kernel, KernelError, helper_problem, needs_helper
+from lmi_mount.linux.kernel import (
+    DEFAULT_HELPER_DIRS,
+    Kernel,
+    KernelError,
+    helper_problem,
+    needs_helper,
+)
 from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
@@ -273,7 +279,7 @@ class MountManager:
             snap = self._snapshot([spec.target])
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
             outcome = self._run(plan, spec.target, dry_run, anchors)
-            return replace(outcome, source=self._known_source(spec))
+            return replace(outcome, source=self._known_source(spec, persist=persist))
 
     def modify(
         self,
@@ -484,6 +490,10 @@ class MountManager:
         is mounted (see linux.paths).
         """
         target = normalize_target(spec.target)
+        # No system call and no fstab line can carry a NUL (libmount refuses one).
+        for role, value in (("source", spec.source), ("file system type", spec.fstype or "")):
+            if "\0" in value:
+                raise InvalidRequest(f"{role} {value!r} contains a NUL character", value=value)
         with contextlib.ExitStack() as stack:
             try:
                 source_anchor = None
@@ -494,8 +504,13 @@ class MountManager:
                     source, is_file = self._paths.bind_source(spec.source)
                 else:
                     source, is_file = self._paths.device_source(spec.source), False
-                    if needs_helper(spec.fstype):
-                        problem = helper_problem(source, target, spec.fstype)
+                    # Also for fstab-only modes: the line would run at boot.
+                    if needs_helper(spec.fstype, DEFAULT_HELPER_DIRS):
+                        try:
+                            data = kernel_request(spec.options).data
+                        except OptionError:
+                            data = ""  # refused with its own message when the plan runs
+                        problem = helper_problem(source, target, spec.fstype, data)
                         if problem is not None:
                             raise PathProblem(problem, source)
                 anchors = None
@@ -508,9 +523,11 @@ class MountManager:
                 raise InvalidRequest(str(exc), value=exc.path) from exc
             yield replace(spec, source=source, target=target), anchors
 
-    def _known_source(self, spec: MountSpec) -> str:
-        """The source the model names the mount by: a loop device's backing file
-        (``status`` shows that), else the source as resolved."""
+    def _known_source(self, spec: MountSpec, *, persist: bool) -> str:
+        """The source ``status`` names the mount by: its fstab line's spec when it
+        has one, else a loop device's backing file, else the source as resolved."""
+        if persist:
+            return spec.source
         return self.kernel.loop_backing_file(spec.source) or spec.source
 
     def _source_resolver(self, table: MountTable) -> Callable[[MountRecord], str]:
@@ -661,21 +678,49 @@ class MountManager:
             if spec.fstype is None and anchors.source is not None:
                 source = anchors.source
         record = self.kernel.mount(source, target, spec.fstype, flags, data, clear=clear)
-        differences = self._mount_differences(spec, record)
-        if not differences:
-            record, differences = self._propagate(spec.options, record)
+        try:
+            differences = self._mount_differences(spec, record)
+            if not differences:
+                record, differences = self._propagate(spec.options, record)
+        except Exception:
+            left = self._take_back(record)
+            if left is not None:
+                log.error("the mount of %s failed half way and %s", spec.describe(), left)
+            raise
         if differences:
             # Not what was asked: take it away again (it was never reported).
-            try:
-                self.kernel.unmount(record.target, expect=record.mount_id, recursive=True)
-            except KernelError:
-                log.exception("could not take back the unverified mount on %s", record.target)
+            left = self._take_back(record)
+            rolled = "rolled back" if left is None else f"NOT rolled back: {left}"
             raise NotApplied(
-                f"mount of {spec.describe()} did not come up as asked, rolled back: "
+                f"mount of {spec.describe()} did not come up as asked ({rolled}): "
                 + "; ".join(differences),
                 value=spec.target,
                 differences=differences,
             )
+
+    def _take_back(self, record: MountRecord) -> str | None:
+        """Unmount the mount this engine just made (with its submounts), wherever it is
+        now; None when done, else what is left and where.
+
+        It is looked for by its id (alive, an id is not reused), at the path the
+        kernel shows now: its mount point may have been renamed meanwhile.
+        """
+        target = record.target
+        for _ in range(3):
+            try:
+                self.kernel.unmount(target, expect=record.mount_id, recursive=True)
+                return None
+            except KernelError as exc:
+                now = self.mount_table().by_id.get(record.mount_id)
+                if now is None or (now.major, now.minor, now.root) != (
+                        record.major, record.minor, record.root):
+                    return None  # gone (its id, if seen again, is another mount's)
+                if exc.errno not in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.ESTALE):
+                    return str(exc)  # busy, or refused: looking again will not help
+                target = now.target  # its mount point was moved: there it is now
+        log.error("could not take back the mount %d (%s) now on %s", record.mount_id,
+                  record.source, target)
+        return f"the mount is left on {target!r}"
 
     def _remount(self, step: KernelRemount) -> None:
         flags, data = step.request()
@@ -724,7 +769,8 @@ class MountManager:
         propagation = kernel_request(options).propagation
         if not propagation:
             return record, []
-        record = self.kernel.mount(None, record.target, None, propagation)
+        record = self.kernel.mount(None, record.target, None, propagation,
+                                   expect=record.mount_id)
         tags = record.propagation.split()
         wanted = propagation & ~ms.MS_REC
         took = {

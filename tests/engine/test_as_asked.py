@@ -77,16 +77,25 @@ def test_a_remount_option_tmpfs_ignores_is_refused_not_reported_done(world: Worl
         engine.modify(target, parse_options("size=2m"))  # what a remount can change
 
 
-@pytest.mark.parametrize("program, fstype", [
-    pytest.param("sh#", "fuse", id="interpreter-before-hash"),
-    pytest.param("", "fuse./tmp/evil", id="program-path-in-type"),
-    pytest.param("", "fuse.python3", id="interpreter-in-type"),
+@pytest.mark.parametrize("program, fstype, options", [
+    pytest.param("sh#", "fuse", "defaults", id="interpreter-before-hash"),
+    pytest.param("sh#", "fuse3", "defaults", id="fuse3-interpreter-before-hash"),
+    pytest.param("sh#", "fuseblk", "defaults", id="fuseblk-interpreter-before-hash"),
+    pytest.param("", "fuse./tmp/evil", "defaults", id="program-path-in-type"),
+    pytest.param("", "fuse3.python3", "defaults", id="interpreter-in-type"),
+    pytest.param("", "fuse.sshfs", "ssh_command=/tmp/evil", id="command-option"),
+    pytest.param("sh#", "nfs", "defaults", id="hash-in-another-helper-type"),
 ])
-def test_a_fuse_type_cannot_choose_a_file_to_run(world: World, program: str, fstype: str) -> None:
+@pytest.mark.parametrize("current", [True, False], ids=["mount", "fstab-only"])
+def test_a_fuse_type_cannot_choose_a_file_to_run(
+    world: World, program: str, fstype: str, options: str, current: bool
+) -> None:
     script = Path(world.dir("files")) / "script"
     script.write_text("touch /tmp/pwned\n")
-    with world.manager() as engine, pytest.raises(InvalidRequest, match="FUSE file system"):
-        engine.create(MountSpec(f"{program}{script}", world.dir("mnt"), fstype), holder="a")
+    spec = MountSpec(f"{program}{script}", world.dir("mnt"), fstype, parse_options(options))
+    with world.manager() as engine, pytest.raises(InvalidRequest, match="run"):
+        engine.create(spec, current=current, persist=not current, holder="a")
+    assert world.fstab.read_text() == "# test fstab\n", "no line that runs it at boot"
 
 
 @pytest.mark.root
@@ -134,3 +143,17 @@ def test_a_propagation_option_is_live(tmp_path: Path, word: str, tag: str) -> No
         engine.modify(target, parse_options("private"))
         [record] = world.mounts_at(target)
         assert record.propagation == "private"
+
+
+def test_modify_of_a_bind_cannot_change_its_origins_file_system(world: World) -> None:
+    with world.manager() as engine:
+        origin, target = world.dir("origin"), world.dir("dst")
+        engine.create(MountSpec("tmpfs", origin, "tmpfs", parse_options("size=10m")),
+                      holder="a")
+        engine.create(MountSpec(origin, target, None), current=True, persist=True, holder="a")
+        before = world.mounts_at(origin)
+        for options in ("size=1m", "sync"):
+            with pytest.raises(InvalidRequest, match="bind mount shares"):
+                engine.modify(target, parse_options(options), current=True, persist=True)
+        assert world.mounts_at(origin) == before
+        assert "size" not in world.fstab.read_text()

@@ -177,3 +177,30 @@ def test_a_helper_mount_that_lands_elsewhere_is_taken_back(tmp_path: Path,
     assert victim is not None and victim.source == "victimfs", "nothing left on the victim"
     table = MountTable(parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
     assert not [r for r in table if r.fstype.startswith("fuse")], "no helper mount is left"
+
+
+@pytest.mark.private_namespace
+def test_a_propagation_change_never_reaches_another_mount(tmp_path: Path,
+                                                          api: MountApi) -> None:
+    # Right after the kernel mount, the parent is swapped for a symlink to a
+    # directory holding root's shared mount: the propagation change that
+    # follows must not make that mount private, and ours must not stay behind.
+    scene = Scene(tmp_path, api)
+    subprocess.run(["mount", "--make-shared", str(scene.victim)], check=True)
+    kernel = LinuxKernel(mount_api=api)
+    mount = kernel.mount
+
+    def mount_then_swap(*args: object, **kwargs: object) -> MountRecord:
+        record = mount(*args, **kwargs)  # type: ignore[arg-type]
+        if args[2] == "tmpfs":  # the new mount, not the propagation change
+            scene.swap_parent()
+        return record
+
+    kernel.mount = mount_then_swap  # type: ignore[method-assign]
+    with MountManager(kernel, fstab_path=tmp_path / "fstab", state_dir=tmp_path / "state",
+                      timers=False) as engine, pytest.raises(MountError):
+        engine.create(MountSpec("tmpfs", str(scene.mnt), "tmpfs", parse_options("private")),
+                      holder="me")
+    victim = at(scene.victim)
+    assert victim is not None and "shared:" in " ".join(victim.optional_fields), victim
+    assert at(tmp_path / "r/e/mnt") is None, "our mount was taken back where it went"

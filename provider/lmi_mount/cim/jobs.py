@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from typing import Any, Final
 from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError, CIMInstance
 
 from lmi_mount.cim.errors import RV_FAILED, RV_INVALID_PARAMETER, cim_error_instance
+
+log = logging.getLogger(__name__)
 
 # CIM_ConcreteJob.JobState ValueMap.
 NEW: Final = 2
@@ -137,7 +140,10 @@ class JobManager:
         except Exception as exc:
             # The work translates domain errors itself; anything else is a bug
             # and must still end the job instead of leaving it running forever.
-            rv, out, error = RV_FAILED, {}, cim_error_instance(f"internal error: {exc!r}")
+            # The synchronous reply carries the same CIM_Error a job would.
+            log.exception("%s failed with an internal error", job.method)
+            error = cim_error_instance(f"internal error: {exc!r}")
+            rv, out = RV_FAILED, {"Error": error}
         with self._lock:
             job.return_value, job.out_parameters, job.error = rv, out, error
             job.cim_error = cim_error

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote_to_bytes
 
 from pywbem import (
     CIMDateTime,
@@ -75,15 +75,20 @@ _ID_SAFE: Final = "/:=@,+-._~ #!$&'()*;[]{}^`"
 
 
 def mount_local_id(spec: str, target: str) -> str:
-    """``<spec>|<path>`` with '%' and '|' percent-encoded, so it splits back exactly."""
-    return f"{quote(spec, safe=_ID_SAFE)}|{quote(target, safe=_ID_SAFE)}"
+    """``<spec>|<path>`` with '%' and '|' percent-encoded, so it splits back exactly.
+
+    Paths are bytes to the kernel: a name that is not UTF-8 (held as
+    surrogate escapes) is quoted byte for byte, never refused.
+    """
+    return (f"{quote(os.fsencode(spec), safe=_ID_SAFE)}|"
+            f"{quote(os.fsencode(target), safe=_ID_SAFE)}")
 
 
 def parse_mount_local_id(local_id: str) -> tuple[str, str] | None:
     spec, sep, target = local_id.partition("|")
     if not sep or "|" in target:
         return None
-    return unquote(spec), unquote(target)
+    return os.fsdecode(unquote_to_bytes(spec)), os.fsdecode(unquote_to_bytes(target))
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,6 @@ import re
 import select
 import stat
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,7 +39,7 @@ from typing import Final, Literal, Protocol, TypeVar
 from lmi_mount.linux import mountapi
 from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
-from lmi_mount.linux.paths import Anchor, PathProblem, open_anchor, open_no_symlinks
+from lmi_mount.linux.paths import Anchor, open_no_symlinks
 from lmi_mount.linux.processes import ProcessUse, busy_processes
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
@@ -100,7 +99,7 @@ READ_ONLY_FSTYPES: Final = frozenset({"squashfs", "erofs", "iso9660", "cramfs"})
 # the user-space part (a FUSE daemon, NFS/SMB negotiation). "fuse.X" types are
 # handled by mount.fuse, which starts the program X (mount.fuse(8)).
 HELPER_FSTYPES: Final = frozenset({
-    "fuse", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "sshfs", "ceph", "glusterfs",
+    "fuse", "fuse3", "fuseblk", "nfs", "nfs4", "cifs", "smb3", "sshfs", "ceph", "glusterfs",
 })
 
 # The FUSE file systems a request may name (fuse.PROG or PROG#SRC). mount.fuse
@@ -110,6 +109,11 @@ FUSE_PROGRAMS: Final = frozenset({
     "bindfs", "encfs", "fuse-overlayfs", "fuse-zip", "fuse2fs", "gocryptfs", "httpfs2",
     "ntfs-3g", "rclone", "s3fs", "sshfs", "squashfuse", "squashfuse_ll", "archivemount",
 })
+
+# The mount.fuse family of types: TYPE or TYPE.PROG.
+_FUSE_TYPE: Final = re.compile(r"(fuse3?|fuseblk)(?:\.(.*))?")
+# FUSE options that run a program the options name (sshfs(1)).
+FUSE_COMMAND_OPTIONS: Final = frozenset({"ssh_command", "sftp_server"})
 
 # libmount's default helper search path (FS_SEARCH_PATH in libmount's context_mount.c).
 DEFAULT_HELPER_DIRS: Final = ("/sbin", "/sbin/fs.d", "/sbin/fs")
@@ -282,42 +286,12 @@ class Kernel(Protocol):
         ...
 
 
-# statx(2): <linux/stat.h>. struct statx is 256 bytes; stx_mask is its first
-# u32 and stx_mnt_id the u64 at offset 144.
-_AT_FDCWD: Final = -100
-_AT_SYMLINK_NOFOLLOW: Final = 0x100
-_AT_NO_AUTOMOUNT: Final = 0x800
-_STATX_MNT_ID: Final = 0x1000
-_STATX_MNT_ID_UNIQUE: Final = 0x4000
-_STATX_SIZE: Final = 256
-_STX_MNT_ID_OFFSET: Final = 144
-
-
 def _namespace_inode(proc_root: str) -> int | None:
     """The inode of this process's mount namespace (ns/mnt), None if unknown."""
     try:
         return os.stat(f"{proc_root}/self/ns/mnt").st_ino
     except OSError:
         return None
-
-
-def statx_mount_id(path: str, *, unique: bool) -> int | None:
-    """statx(2) STATX_MNT_ID (or STATX_MNT_ID_UNIQUE) of ``path``.
-
-    None when the call fails or the kernel does not know the asked kind
-    (STATX_MNT_ID_UNIQUE needs Linux 6.8; STATX_MNT_ID 5.8).
-    """
-    function = getattr(libc(), "statx", None)
-    if function is None:
-        return None
-    wanted = _STATX_MNT_ID_UNIQUE if unique else _STATX_MNT_ID
-    buffer = ctypes.create_string_buffer(_STATX_SIZE)
-    result = function(_AT_FDCWD, os.fsencode(path), _AT_SYMLINK_NOFOLLOW | _AT_NO_AUTOMOUNT,
-                      wanted, buffer)
-    # The struct is in the machine's byte order.
-    if result != 0 or not int.from_bytes(buffer.raw[0:4], sys.byteorder) & wanted:
-        return None
-    return int.from_bytes(buffer.raw[_STX_MNT_ID_OFFSET:_STX_MNT_ID_OFFSET + 8], sys.byteorder)
 
 
 @functools.cache
@@ -340,7 +314,7 @@ def needs_helper(fstype: str | None, helper_dirs: Sequence[str] = ()) -> bool:
     type with a ``mount.TYPE`` program in ``helper_dirs``)."""
     if fstype is None:
         return False
-    if fstype in HELPER_FSTYPES or fstype.startswith("fuse."):
+    if fstype in HELPER_FSTYPES or _FUSE_TYPE.fullmatch(fstype):
         return True
     return any(os.access(os.path.join(d, f"mount.{fstype}"), os.X_OK) for d in helper_dirs)
 
@@ -578,6 +552,11 @@ class LinuxKernel:
         if flags & MS_REMOUNT:
             with self._mount_root_of(target, expect) as root:
                 return self._remount(root, flags, data)
+        if flags & (MS_MOVE | MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE):
+            # A change of an existing mount: reached like a remount.
+            with self._mount_root_of(target, expect) as root:
+                self._mount2(_source_text(source), root, fstype, flags, data)
+                return self._read_back_at(root)
         with _anchored(target, "mount") as anchor:
             if isinstance(target, Anchor) and mountapi.is_mount_root(anchor.fd):
                 # The caller checked the path and found no mount; the directory
@@ -586,9 +565,6 @@ class LinuxKernel:
                                   fstype, f"{anchor.current_path()!r} is a mount point already")
             if flags & MS_BIND:
                 return self._bind(source, anchor, flags, clear)
-            if flags & (MS_MOVE | MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE):
-                self._mount2(_source_text(source), anchor, fstype, flags, data)
-                return self._read_back_at(anchor)
             if not isinstance(source, Anchor) and fstype is not None:
                 if needs_helper(fstype, self.helper_dirs):
                     return self._mount_with_helper(source, anchor, fstype, flags, data)
@@ -682,10 +658,19 @@ class LinuxKernel:
         return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
-        mount_id = statx_mount_id(target, unique=False)
-        if mount_id is None:
+        # Walked without symlinks: a parent swapped for one must not lend the
+        # identity of another mount to a holder record.
+        try:
+            fd, _ = open_no_symlinks(target)
+        except OSError:
             return None
-        return mount_id, statx_mount_id(target, unique=True)
+        try:
+            mount_id = mountapi.mount_id(fd)
+            if mount_id is None:
+                return None
+            return mount_id, mountapi.unique_mount_id(fd)
+        finally:
+            os.close(fd)
 
     # -- internals ---------------------------------------------------------
 
@@ -1027,6 +1012,9 @@ class LinuxKernel:
         self, source: str | None, anchor: Anchor, fstype: str, flags: int, data: str
     ) -> MountRecord:
         target = anchor.current_path()
+        problem = helper_problem(source or "none", target, fstype, data)
+        if problem is not None:
+            raise KernelError(errno.EINVAL, "helper", target, source, fstype, problem)
         spec, spec_type, options = helper_mount_spec(source, fstype, flags, data)
         argv = helper_argv(self.mount_program, spec, target, spec_type, options)
         environment = {**os.environ, "LC_ALL": "C"}
@@ -1083,27 +1071,40 @@ class LinuxKernel:
                           + (" (taken back)" if made else ""))
 
 
-def helper_problem(spec: str, target: str | None, fstype: str) -> str | None:
+def helper_problem(spec: str, target: str | None, fstype: str, data: str = "") -> str | None:
     """Why mount(8) must not be run for this request, or None.
 
     A source or mount point starting with ``-`` would be read as an option
     by helpers that parse their own arguments without ``--`` (mount.fuse,
-    mount.nfs). mount.fuse runs, as root, the program a FUSE type names
-    (``fuse.PROG`` or ``PROG#SRC``, mount.fuse(8)), looked up in PATH, with
-    the source as its argument: only known FUSE file systems (FUSE_PROGRAMS).
+    mount.nfs). The mount.fuse family (types ``fuse``, ``fuse3``,
+    ``fuseblk``, with or without ``.PROG``) runs, as root, the program the
+    type or a ``PROG#`` source prefix names, looked up in PATH, with the
+    source as its argument (mount.fuse(8)): only known FUSE file systems
+    (FUSE_PROGRAMS) are accepted, without the options that make them run a
+    command of their own (sshfs ``ssh_command=``). Any other helper type
+    gets no ``#`` in its source, which a helper that is mount.fuse under
+    another name would read the same way.
     """
     for role, value in (("source", spec), ("mount point", target)):
         if value and value.startswith("-"):
             return f"{role} {value!r} starts with '-': a mount helper would read it as an option"
-    if fstype == "fuse" and "#" in spec:
-        program: str | None = spec.partition("#")[0]
-    elif fstype.startswith("fuse."):
-        program = fstype.removeprefix("fuse.")
-    else:
-        program = None
-    if program is not None and program not in FUSE_PROGRAMS:
-        return (f"FUSE program {program!r} is not a FUSE file system lmi-mount knows "
-                f"(mount.fuse would run it as root): one of {', '.join(sorted(FUSE_PROGRAMS))}")
+    family = _FUSE_TYPE.fullmatch(fstype)
+    if family is None:
+        if "#" in spec:
+            return (f"source {spec!r} contains '#', which mount.fuse reads as a program to run "
+                    "(PROG#SOURCE); only FUSE types may name one")
+        return None
+    programs = [family.group(2)] if family.group(2) is not None else []
+    if "#" in spec:
+        programs.append(spec.partition("#")[0])
+    for program in programs:
+        if program not in FUSE_PROGRAMS:
+            return (f"FUSE program {program!r} is not a FUSE file system lmi-mount knows "
+                    f"(mount.fuse would run it as root): one of "
+                    f"{', '.join(sorted(FUSE_PROGRAMS))}")
+    for key, _ in split_data(data):
+        if key in FUSE_COMMAND_OPTIONS:
+            return f"option {key!r} makes a FUSE file system run a command of its choice as root"
     return None
 
 
@@ -1184,15 +1185,28 @@ def _source_text(source: str | Anchor | None) -> str | None:
 def _anchored(
     where: Target | None, op: Op, *, role: str = "mount point"
 ) -> Iterator[Anchor]:
-    """``where`` as an Anchor: the caller's own (left open), or opened here and closed."""
+    """``where`` as an Anchor: the caller's own (left open), or opened here and closed.
+
+    A path given as text is walked without following any symlink: callers
+    that follow the symlinks a user wrote open an Anchor themselves (the
+    engine does, once); the texts the engine passes come from mountinfo and
+    its own records, where a symlink can only be one swapped in meanwhile.
+    """
     if isinstance(where, Anchor):
         yield where
         return
     path = where or ""
     try:
-        anchor = open_anchor(path, role, file_ok=True)
-    except PathProblem as exc:
-        raise KernelError(exc.errno, op, path, detail=str(exc)) from exc
+        fd, _ = open_no_symlinks(path)
+    except OSError as exc:
+        raise KernelError(exc.errno or errno.ENOENT, op, path,
+                          detail=f"{role} {path!r}: {exc.strerror}") from exc
+    mode = os.fstat(fd).st_mode
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        os.close(fd)
+        raise KernelError(errno.ENOTDIR, op, path,
+                          detail=f"{role} {path!r} is not a directory or a regular file")
+    anchor = Anchor(fd, path, is_file=stat.S_ISREG(mode))
     with anchor:
         yield anchor
 

@@ -518,6 +518,18 @@ def plan_modify(
     """ModifyMount: remount (``current``) and/or replace the fstab line (``persist``)."""
     record, entry = _resolve(target, spec_name, snap, persist=persist)
     steps: list[Step] = []
+    # A bind shares its origin's file system: changing that file system's
+    # options through it would change every mount of it (refused as at create).
+    held = snap.holders.get(target)
+    is_bind = (
+        (record is not None and ((held is not None and held.fstype is None)
+                                 or snap.table.bind_origin(record) is not None))
+        or (persist and entry is not None and MountSpec.from_fstab(entry).fstype is None)
+    )
+    if is_bind:
+        refusal = bind_refusal(options)
+        if refusal is not None:
+            raise InvalidRequest(refusal, value=render_options(options))
     if current:
         if record is None:
             raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)

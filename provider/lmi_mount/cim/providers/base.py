@@ -68,9 +68,18 @@ class View:
         return self.state.statuses
 
     def status(self, spec: str, target: str) -> MountStatus | None:
+        """The mount a (FileSystemSpec, MountPointPath) key names. A live mount is
+        also found by the kernel's name of its source (``/dev/loop3`` where the
+        instance is named by the loop's backing file, or the reverse)."""
         if self._by_key is None:
             self._by_key = {(s.spec, s.target): s for s in self.statuses}
-        return self._by_key.get((spec, target))
+        found = self._by_key.get((spec, target))
+        if found is None:
+            at = self.status_at(target)
+            if at is not None and at.live is not None and spec in (
+                    at.live.source, self.state.source_of(at.live)):
+                return at
+        return found
 
     def status_at(self, target: str) -> MountStatus | None:
         if self._by_target is None:
