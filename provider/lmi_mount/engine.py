@@ -141,12 +141,17 @@ class Anchors:
 SYSTEM_FSTAB = Path("/etc/fstab")
 
 
+#: File systems whose content lives only as long as they are mounted.
+MEMORY_FSTYPES = frozenset({"tmpfs", "ramfs"})
+
+
 def _reservation(records: list[dict[str, object]]) -> int:
     """Journal bytes a plan may write: its begin record, one record per step
-    (intent, holder set or forget), as many again for its undo, and its end.
+    (holder set or forget, a progress note), as many again for its undo, and
+    its end.
     Each step record is at least as long as the record it causes."""
     size = len(json.dumps(records, separators=(",", ":")))
-    return 3 * size + 512
+    return 3 * size + 512 + 256 * len(records)  # and a progress note per step
 
 
 def _holder_key(held: HeldMount | None) -> tuple[object, ...] | None:
@@ -220,6 +225,7 @@ class MountManager:
         self._timers_enabled = timers and not observer
         self.observer = observer
         self._timer_thread: threading.Thread | None = None
+        self._txn: int | None = None  # the transaction _execute is running
         # Reads are cached while what they came from is unchanged: the mount
         # table by the kernel's version, fstab by its content, the state by both
         # and the holders. Statuses and records are immutable, so sharing is safe.
@@ -602,6 +608,7 @@ class MountManager:
             raise self._domain_error(exc) from exc
         self._crash("transaction begun")
         done: list[tuple[Step, object]] = []
+        outer, self._txn = self._txn, txn
         try:
             for step in plan.steps:
                 name = type(step).__name__
@@ -618,7 +625,13 @@ class MountManager:
                 log.exception("could not record the end of rolled back %r", plan.operation)
             raise self._domain_error(exc) from exc
         finally:
+            self._txn = outer
             self._holders.check()
+
+    def _note(self, note: dict[str, object]) -> None:
+        """Record what a step of the running transaction made (see ``_recover``)."""
+        if self._txn is not None:
+            self._journal.progress(self._txn, note)
 
     def _observe(self, plan: Plan) -> None:
         """An observer follows holder changes in memory (reconcile) and refuses the rest."""
@@ -658,6 +671,7 @@ class MountManager:
         if isinstance(step, KernelUnmount):
             self.kernel.unmount(step.target, ms.MNT_DETACH if step.lazy else 0,
                                 expect=step.mount_id, recursive=step.recursive)
+            self._note({"unmounted": step.mount_id, "target": step.target})
             return None
         if isinstance(step, FstabChange):
             return self._edit_fstab(step)
@@ -678,6 +692,10 @@ class MountManager:
             if spec.fstype is None and anchors.source is not None:
                 source = anchors.source
         record = self.kernel.mount(source, target, spec.fstype, flags, data, clear=clear)
+        # Proof for a restart that this mount is ours: its id, and what tells
+        # the same mount from a later one given that id again.
+        self._note({"mounted": record.mount_id, "target": spec.target,
+                    "device": [record.major, record.minor], "root": record.root})
         try:
             differences = self._mount_differences(spec, record)
             if not differences:
@@ -946,17 +964,66 @@ class MountManager:
             log.error("transaction %d (%s) in the journal is unreadable (%s): left as it is",
                       txn.txn, txn.operation, exc)
             return
+        if self._rolls_forward(steps, txn.progress):
+            # An unmount of a memory file system cannot be undone (mounting it
+            # again gives an empty one): the operation is finished instead.
+            log.warning("finishing %s (transaction %d), interrupted after it unmounted a "
+                        "memory file system", txn.operation, txn.txn)
+            for step in steps:
+                try:
+                    self._forward_step(step, mounts)
+                except Exception:
+                    log.exception("recovery of %r: could not finish %s", txn.operation,
+                                  step.describe())
+            self._journal.end(txn.txn)
+            return
         log.warning("rolling back %s (transaction %d), interrupted before it finished",
                     txn.operation, txn.txn)
         for step in reversed(steps):
             try:
-                self._recover_step(step, mounts)
+                self._recover_step(step, mounts, txn.progress)
             except Exception:
                 log.exception("recovery of %r: could not undo %s", txn.operation,
                               step.describe())
         self._journal.end(txn.txn)
 
-    def _recover_step(self, step: Step, mounts: dict[str, HeldMount]) -> None:
+    def _rolls_forward(self, steps: list[Step], progress: tuple[dict[str, object], ...]) -> bool:
+        """Whether the transaction unmounted a memory file system (noted, or the
+        mount it meant is gone: the process may have died before the note)."""
+        noted = {note.get("target") for note in progress if "unmounted" in note}
+        for step in steps:
+            if not isinstance(step, KernelUnmount) or (
+                    step.remount is not None and step.remount.fstype not in MEMORY_FSTYPES):
+                continue
+            if step.target in noted:
+                return True
+            table = self.mount_table()
+            if step.mount_id is not None and step.mount_id not in table.by_id \
+                    and table.at(step.target) is None:
+                return True
+        return False
+
+    def _forward_step(self, step: Step, mounts: dict[str, HeldMount]) -> None:
+        """Make ``step`` applied if it is not yet (the roll-forward of ``_recover``)."""
+        if isinstance(step, HolderChange):
+            if _holder_key(mounts.get(step.target)) == _holder_key(step.after):
+                return
+            if step.after is None:
+                self._journal.forget(step.target)
+                mounts.pop(step.target, None)
+            else:
+                self._journal.set(step.after)
+                mounts[step.target] = step.after
+        elif isinstance(step, FstabChange):
+            if self.read_fstab().find_target(step.target) != step.entry:
+                self._edit_fstab(step)
+        elif isinstance(step, KernelUnmount):
+            record = self.mount_table().at(step.target)
+            if record is not None and record.mount_id == step.mount_id:
+                self.kernel.unmount(step.target, expect=step.mount_id, recursive=step.recursive)
+
+    def _recover_step(self, step: Step, mounts: dict[str, HeldMount],
+                      progress: tuple[dict[str, object], ...] = ()) -> None:
         if isinstance(step, HolderChange):
             current = mounts.get(step.target)
             if _holder_key(current) != _holder_key(step.after):
@@ -978,9 +1045,25 @@ class MountManager:
                 assert isinstance(inverse, FstabChange)
                 self._edit_fstab(inverse)
         elif isinstance(step, KernelMount):
-            record = self.mount_table().at(step.spec.target)
-            if record is not None and not self._mount_differences(step.spec, record):
-                self.kernel.unmount(step.spec.target, expect=record.mount_id, recursive=True)
+            # Only a mount this transaction noted as its own is taken back,
+            # wherever it is now: one that merely looks the same at the path
+            # may be someone else's, made while the service was down.
+            table = self.mount_table()
+            for note in progress:
+                if note.get("target") != step.spec.target or "mounted" not in note:
+                    continue
+                record = table.by_id.get(note["mounted"])  # type: ignore[call-overload]
+                if record is not None and (
+                        [record.major, record.minor] == note.get("device")
+                        and record.root == note.get("root")):
+                    left = self._take_back(record)
+                    if left is not None:
+                        log.error("recovery could not take back %s: %s", record.target, left)
+                return
+            if table.at(step.spec.target) is not None:
+                log.warning("recovery: %s is mounted, but no record says this service "
+                            "mounted it (it died between the mount and its note): left as it is",
+                            step.spec.target)
         elif isinstance(step, KernelUnmount):
             if step.remount is not None and self.mount_table().at(step.target) is None:
                 flags, data, clear = KernelMount(step.remount).request()

@@ -14,6 +14,7 @@ an uninterrupted run.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -128,3 +129,62 @@ def test_kill_9_at_every_step_leaves_the_operation_whole_or_absent(
 def _rebase(state: State, old: str, new: str) -> State:
     live, line, holders = state
     return live, None if line is None else line.replace(old, new), holders
+
+
+# -- what recovery may touch (from an outside review) ------------------------------------
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_recovery_never_unmounts_a_mount_it_did_not_make(tmp_path: Path) -> None:
+    # Killed before the kernel mount; while the service is down someone else
+    # mounts a tmpfs of the same kind there and writes to it.
+    world = World("real", tmp_path)
+    die_at(world, "before KernelMount", create_mode1(world))
+    target = world.dir("mnt")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target], check=True)
+    (Path(target) / "theirs").write_text("data")
+    with world.manager() as engine:
+        engine.check_invariants()
+    assert (Path(target) / "theirs").read_text() == "data"
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_recovery_takes_back_its_mount_where_a_rename_moved_it(tmp_path: Path) -> None:
+    world = World("real", tmp_path)
+    world.dir("parent/mnt")
+    spec = MountSpec("tmpfs", str(tmp_path / "parent/mnt"), "tmpfs")
+    die_at(world, "after KernelMount", lambda engine: engine.create(spec, holder="a"))
+    (tmp_path / "parent").rename(tmp_path / "moved")
+    with world.manager() as engine:
+        engine.check_invariants()
+        assert engine.held(str(tmp_path / "moved/mnt")) is None
+    assert world.table().under(str(tmp_path)) == [], "nothing of the interrupted create is left"
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_an_interrupted_rbind_release_comes_back_recursive(tmp_path: Path) -> None:
+    world = World("real", tmp_path)
+    source = world.dir("source")
+    subprocess.run(["mount", "-t", "tmpfs", "sub", world.dir("source/sub")], check=True)
+    (Path(source) / "sub/file").write_text("below")
+    spec = MountSpec(source, world.dir("mnt"), None, recursive=True)
+    with world.manager() as engine:
+        engine.acquire(spec, "a")
+    die_at(world, "after KernelUnmount", release_one_of_two(world))
+    with world.manager() as engine:
+        held = engine.held(world.dir("mnt"))
+        assert held is not None and held.holders == ("a",) and held.recursive
+    assert (Path(world.dir("mnt")) / "sub/file").read_text() == "below"
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_an_interrupted_tmpfs_delete_is_finished_not_undone(tmp_path: Path) -> None:
+    # Mounting the tmpfs again would give an empty file system under the old
+    # holders: the operation is finished instead.
+    world = World("real", tmp_path)
+    setup_mounted_with_line(world)
+    die_at(world, "after KernelUnmount", delete_mode4(world))
+    with world.manager() as engine:
+        assert engine.held(world.dir("mnt")) is None
+        assert engine.read_fstab().find_target(world.dir("mnt")) is None
+    assert world.mounts_at(world.dir("mnt")) == []

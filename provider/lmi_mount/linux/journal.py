@@ -37,7 +37,9 @@ of the snapshot that follows it. Then come the other records, oldest first:
   ``forget`` of the target closes it.
 * ``{"op":"forget","target":...}`` the mount is no longer tracked.
 * ``{"op":"begin","txn":id,"operation":...,"steps":[...]}`` the engine starts
-  a transaction (steps are the engine's, opaque here) and
+  a transaction (steps are the engine's, opaque here),
+  ``{"op":"progress","txn":id,"data":{...}}`` notes what a step of it made
+  (a compacted begin record carries them as ``"progress"``), and
   ``{"op":"end","txn":id}`` it finished: replay reports the begun and not
   ended ones, in order, so that the engine can finish or undo them.
 
@@ -89,7 +91,7 @@ import os
 import stat
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,11 +132,16 @@ class Intent:
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
-    """A transaction of the engine that was begun and not ended."""
+    """A transaction of the engine that was begun and not ended.
+
+    ``progress`` are the notes the engine recorded while it ran (what a step
+    made: the id of a new mount), oldest first.
+    """
 
     txn: int
     operation: str
     steps: tuple[dict[str, Any], ...]
+    progress: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(slots=True)
@@ -165,6 +172,7 @@ def _held_to_record(held: HeldMount) -> dict[str, Any]:
         "mount_id": held.mount_id,
         "unique_id": held.unique_id,
         "holders": list(held.holders),
+        **({"recursive": True} if held.recursive else {}),
     }
 
 
@@ -178,6 +186,7 @@ def _held_from_record(record: Mapping[str, Any]) -> HeldMount:
         mount_id=None if record["mount_id"] is None else int(record["mount_id"]),
         unique_id=None if record.get("unique_id") is None else int(record["unique_id"]),
         holders=tuple(str(h) for h in record["holders"]),
+        recursive=bool(record.get("recursive", False)),
     )
 
 
@@ -192,7 +201,17 @@ def _intent_to_record(intent: Intent) -> dict[str, Any]:
 
 
 def _begin_to_record(txn: Transaction) -> dict[str, Any]:
-    return {"op": "begin", "txn": txn.txn, "operation": txn.operation, "steps": list(txn.steps)}
+    record = {"op": "begin", "txn": txn.txn, "operation": txn.operation,
+              "steps": list(txn.steps)}
+    if txn.progress:
+        record["progress"] = list(txn.progress)
+    return record
+
+
+def _objects(value: object, what: str) -> tuple[dict[str, Any], ...]:
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise TypeError(f"{what} must be a list of objects")
+    return tuple(value)
 
 
 def _integer(value: object) -> int:
@@ -233,11 +252,16 @@ def _apply(live: _Live, record: Mapping[str, Any]) -> None:
         state.intents.pop(str(record["target"]), None)
     elif op == "begin":
         txn = _integer(record["txn"])
-        steps = record["steps"]
-        if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
-            raise TypeError("steps must be a list of objects")
-        state.transactions[txn] = Transaction(txn, str(record["operation"]), tuple(steps))
+        steps = _objects(record["steps"], "steps")
+        progress = _objects(record.get("progress", []), "progress")
+        state.transactions[txn] = Transaction(txn, str(record["operation"]), steps, progress)
         live.next_txn = max(live.next_txn, txn + 1)
+    elif op == "progress":
+        txn = _integer(record["txn"])
+        (note,) = _objects([record["data"]], "data")
+        open_txn = state.transactions.get(txn)
+        if open_txn is not None:
+            state.transactions[txn] = replace(open_txn, progress=(*open_txn.progress, note))
     elif op == "end":
         state.transactions.pop(_integer(record["txn"]), None)
     else:
@@ -620,6 +644,13 @@ class HolderJournal:
         txn = self._live.next_txn
         self._record({"op": "begin", "txn": txn, "operation": operation, "steps": list(steps)})
         return txn
+
+    def progress(self, txn: int, note: dict[str, Any]) -> None:
+        """Record, durably, a note of open transaction ``txn`` (what a step made)."""
+        self._writable()
+        if txn not in self._live.state.transactions:
+            raise JournalError(errno.EINVAL, f"transaction {txn} is not open", str(self.path))
+        self._record({"op": "progress", "txn": txn, "data": dict(note)})
 
     def end(self, txn: int) -> None:
         """Record, durably, that transaction ``txn`` is over (done or undone)."""

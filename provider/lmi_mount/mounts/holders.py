@@ -46,6 +46,8 @@ class HeldMount:
     holders: tuple[str, ...] = ()
     release_at: float | None = None
     generation: int = 0
+    #: A recursive bind (rbind): its submounts go and come back with it.
+    recursive: bool = False
 
     @property
     def refcount(self) -> int:

@@ -357,7 +357,8 @@ def _live_spec(record: MountRecord, snap: Snapshot) -> MountSpec:
     held = snap.holders.get(record.target)
     if held is not None and held.made_by_us:
         # Ours: made from this source and type (no table needed to tell a bind).
-        return MountSpec(held.source, record.target, held.fstype, options)
+        return MountSpec(held.source, record.target, held.fstype, options,
+                         recursive=held.recursive)
     is_bind = snap.table.bind_origin(record) is not None
     return MountSpec(
         source=snap.source_of(record),
@@ -419,6 +420,7 @@ def plan_create(
                         render_options(spec.options),
                         made_by_us=True,
                         holders=(holder,),
+                        recursive=spec.recursive,
                     ),
                     f"{holder} acquires {spec.target} (first holder)",
                 )
@@ -618,10 +620,9 @@ def _release_steps(
     target = record.target
     held = snap.holders.get(target)
     held_here = snap.holders.get(target)
-    # A bind of ours may be an rbind with submounts; releasing it takes them
-    # along (umount -R), where a mount of someone else's is refused while
-    # anything is mounted on it.
-    recursive = bool(held_here is not None and held_here.made_by_us and held_here.fstype is None)
+    # An rbind of ours brings submounts; releasing it takes them along
+    # (umount -R), where any other mount is refused while something is on it.
+    recursive = bool(held_here is not None and held_here.made_by_us and held_here.recursive)
     unmount = KernelUnmount(target, lazy=lazy, remount=_live_spec(record, snap),
                             mount_id=record.mount_id, recursive=recursive)
     if held is None:
@@ -671,7 +672,7 @@ def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
         "expire",
         (
             KernelUnmount(target, lazy=False, remount=_live_spec(record, snap),
-                          mount_id=record.mount_id, recursive=held.fstype is None),
+                          mount_id=record.mount_id, recursive=held.recursive),
             HolderChange(target, held, None, f"hold time of {target} ended"),
         ),
     )
@@ -807,7 +808,7 @@ def _held_record(held: HeldMount | None) -> dict[str, Any] | None:
     return {"target": held.target, "source": held.source, "fstype": held.fstype,
             "options": held.options, "made_by_us": held.made_by_us,
             "mount_id": held.mount_id, "unique_id": held.unique_id,
-            "holders": list(held.holders)}
+            "holders": list(held.holders), "recursive": held.recursive}
 
 
 def _held_from(record: dict[str, Any] | None) -> HeldMount | None:
@@ -815,7 +816,7 @@ def _held_from(record: dict[str, Any] | None) -> HeldMount | None:
         return None
     return HeldMount(record["target"], record["source"], record["fstype"], record["options"],
                      record["made_by_us"], record["mount_id"], record["unique_id"],
-                     tuple(record["holders"]))
+                     tuple(record["holders"]), recursive=bool(record.get("recursive", False)))
 
 
 def step_record(step: Step) -> dict[str, Any]:
