@@ -20,7 +20,7 @@ import pytest
 
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.fake import FakeKernel
-from lmi_mount.linux.kernel import Kernel, LinuxKernel
+from lmi_mount.linux.kernel import Kernel, LinuxKernel, MountApi
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 from tests.support.skips import requires_root
 
@@ -43,8 +43,9 @@ class FakeClock:
 class World:
     """Paths, a kernel and managers for one test, fake or real."""
 
-    def __init__(self, kind: str, root: Path) -> None:
+    def __init__(self, kind: str, root: Path, mount_api: MountApi | None = None) -> None:
         self.kind = kind
+        self.mount_api = mount_api
         self.root = root
         self.fstab = root / "fstab"
         self.fstab.write_text("# test fstab\n")
@@ -60,7 +61,8 @@ class World:
     @property
     def kernel(self) -> Kernel:
         if self._kernel is None:
-            self._kernel = FakeKernel() if self.kind == "fake" else LinuxKernel()
+            self._kernel = (FakeKernel() if self.kind == "fake"
+                            else LinuxKernel(mount_api=self.mount_api))
         return self._kernel
 
     def manager(self, **overrides: Any) -> MountManager:

@@ -28,6 +28,7 @@ from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
 from tests.contract.helpers import mkfs_image
+from tests.engine.conftest import World
 from tests.support.skips import requires_root, requires_tool
 
 pytestmark = [pytest.mark.root, requires_root,
@@ -204,3 +205,22 @@ def test_a_propagation_change_never_reaches_another_mount(tmp_path: Path,
     victim = at(scene.victim)
     assert victim is not None and "shared:" in " ".join(victim.optional_fields), victim
     assert at(tmp_path / "r/e/mnt") is None, "our mount was taken back where it went"
+
+
+@pytest.mark.private_namespace
+def test_the_hold_timer_finds_a_mount_whose_mount_point_was_renamed(
+    tmp_path: Path, api: MountApi
+) -> None:
+    # Released with a hold time, then the owner of the parent renames it: the
+    # mount must still go when the hold time ends, not stay forever untracked.
+    world = World("real", tmp_path, mount_api=api)
+    source, target = world.dir("source"), world.dir("parent/mnt")
+    with world.manager(hold_seconds=10) as engine:
+        engine.acquire(MountSpec(source, target, None), "a")
+        engine.release(target, "a")
+        (tmp_path / "parent").rename(tmp_path / "renamed")
+        engine.acquire(MountSpec(source, world.dir("other"), None), "b")  # a reconcile
+        world.clock.advance(11)
+        engine.run_due_timers()
+        assert at(tmp_path / "renamed/mnt") is None
+        assert engine.held(target) is None

@@ -653,6 +653,22 @@ def _release_steps(
     return steps
 
 
+def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
+    """Where the held mount is now if its mount point was renamed, else None.
+
+    Read from the table by the mount's id (an id is not reused while its
+    mount lives), checked against what was held.
+    """
+    if held.mount_id is None:
+        return None
+    now = snap.table.by_id.get(held.mount_id)
+    if now is None or now.target == held.target:
+        return None
+    if held.fstype is not None and now.fstype != held.fstype:
+        return None
+    return now
+
+
 def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
     """The hold timer of ``target`` (armed at ``generation``) fired: unmount if still due."""
     held = snap.holders.get(target)
@@ -667,6 +683,15 @@ def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
         return Plan("expire")
     record = snap.live(target)
     if record is None:
+        moved = _moved(held, snap)
+        if moved is not None:
+            # Its mount point was renamed: it is still ours, and still due.
+            return Plan("expire", (
+                KernelUnmount(moved.target, lazy=False, remount=None,
+                              mount_id=moved.mount_id, recursive=held.recursive),
+                HolderChange(target, held, None,
+                             f"hold time of {target} ended (now on {moved.target})"),
+            ))
         return Plan("expire", (HolderChange(target, held, None, f"{target} already unmounted"),))
     return Plan(
         "expire",
@@ -693,6 +718,8 @@ def plan_reconcile(snap: Snapshot, targets: Iterable[str] | None = None) -> Plan
     for held in checked:
         record = snap.live(held.target)
         if record is None:
+            if _moved(held, snap) is not None:
+                continue  # renamed, not gone: still tracked (its hold timer finds it)
             steps.append(HolderChange(held.target, held, None, f"{held.target} vanished"))
         elif held.mount_id is not None and record.mount_id != held.mount_id:
             steps.append(
