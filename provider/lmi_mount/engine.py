@@ -4,8 +4,11 @@ Owns: the one lock, the holder table and its journal, the hold timer thread,
 the execution of plans with rollback, reconstruction after a restart (seed
 MountManager WI6), and the read model that the CIM layer projects (``status``).
 Every state change is: read a Snapshot, make a Plan (``mounts.plan``, pure),
-execute its steps in order, and on any failure undo the executed steps in
-reverse, so no mount, fstab line or reference is lost on an error path.
+execute its steps in order as one journaled transaction, compare every
+kernel step's result with the request (the kernel is the judge), and on any
+failure undo the executed steps in reverse, so no mount, fstab line or
+reference is lost on an error path; after a kill -9, the next start
+finishes the undo.
 
 Must not know: CIM names, status codes or the wire. It raises the domain
 errors of ``mounts.errors`` only; ``cim/errors.py`` translates them.
@@ -15,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import threading
@@ -145,13 +147,12 @@ SYSTEM_FSTAB = Path("/etc/fstab")
 MEMORY_FSTYPES = frozenset({"tmpfs", "ramfs"})
 
 
-def _reservation(records: list[dict[str, object]]) -> int:
-    """Journal bytes a plan may write: its begin record, one record per step
-    (holder set or forget, a progress note), as many again for its undo, and
-    its end.
-    Each step record is at least as long as the record it causes."""
-    size = len(json.dumps(records, separators=(",", ":")))
-    return 3 * size + 512 + 256 * len(records)  # and a progress note per step
+def _room_after_begin(begin_size: int, steps: int) -> int:
+    """Journal bytes a plan writes after its begin record: per step one record
+    (holder set or forget) and a progress note, as many again for its undo,
+    and its end. A step's record is never longer than the step in the begin
+    record, so twice the begin record bounds them, with room for the notes."""
+    return 2 * begin_size + 512 + 256 * steps
 
 
 def _holder_key(held: HeldMount | None) -> tuple[object, ...] | None:
@@ -602,8 +603,8 @@ class MountManager:
             return
         records = [step_record(step) for step in plan.steps]
         try:
-            self._journal.reserve(_reservation(records))
-            txn = self._journal.begin(plan.operation, records)
+            txn = self._journal.begin(plan.operation, records,
+                                      room=lambda size: _room_after_begin(size, len(records)))
         except OSError as exc:
             raise self._domain_error(exc) from exc
         self._crash("transaction begun")
@@ -898,12 +899,14 @@ class MountManager:
     def _reconstruct(self) -> None:
         """Rebuild the holders from the journal and the kernel's mount table (WI6).
 
-        Journaled mounts still live with the same mount id keep their holders;
-        vanished or replaced ones are forgotten. An intent whose mount is live
-        (the process died between the mount and its record) becomes a mount of
-        ours with no holder: the client never got an answer, so no reference
-        is invented for it. Mounts of ours with no holder start their hold
-        timer; mounts the service did not make are never unmounted.
+        First every transaction the journal shows begun and not ended (kill -9)
+        is undone, or finished (see ``_recover``). Then journaled mounts still
+        live with the same mount id keep their holders; vanished or replaced
+        ones are forgotten. An intent (written by the first build, before
+        transactions) whose mount is live becomes a mount of ours with no
+        holder: the client never got an answer, so no reference is invented
+        for it. Mounts of ours with no holder start their hold timer; mounts
+        the service did not make are never unmounted.
         """
         try:
             state = self._journal.peek() if self.observer else self._journal.open()

@@ -698,3 +698,22 @@ def test_a_file_of_another_owner_is_refused(paths: tuple[Path, Path]) -> None:
     with pytest.raises(JournalError, match="owned by uid 4321") as refused:
         journal(paths).open()
     assert str(paths[0] / JOURNAL_NAMES[0]) in str(refused.value)
+
+
+def test_a_begin_whose_reservation_compacts_is_written_in_the_new_generation(
+    paths: tuple[Path, Path]
+) -> None:
+    # The reservation of begin's later records may compact the journal; the
+    # begin record must then carry the new file's generation, or replay
+    # stops at it and loses it and everything after.
+    with journal(paths, capacity=4096) as first:
+        first.open()
+        for number in range(12):
+            first.set(held(f"/m{number}", "h"))
+            first.forget(f"/m{number}")
+        txn = first.begin("create", [{"step": "x" * 200}], room=lambda size: 2000)
+        first.progress(txn, {"mounted": 7})
+    with journal(paths, capacity=4096) as again:
+        state = again.open()
+    assert list(state.transactions) == [txn]
+    assert state.transactions[txn].progress == ({"mounted": 7},)

@@ -90,7 +90,7 @@ import json
 import os
 import stat
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,8 @@ LOCK_NAME = "lock"
 DEFAULT_CAPACITY = 1 << 20
 """Bytes preallocated for each of the two journal files: about 4,000 records
 between compactions; the pair costs 2 MiB of /run."""
+# Records carrying the engine's steps, decoded and checked before writing.
+_OPAQUE_OPS = frozenset({"begin"})
 
 #: Errors that mean "no room, or no writing at all, on the state file system".
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
@@ -634,19 +636,33 @@ class HolderJournal:
         """Record, durably, that the mount at ``target`` is no longer tracked."""
         self._record({"op": "forget", "target": target})
 
-    def begin(self, operation: str, steps: list[dict[str, Any]]) -> int:
+    def begin(
+        self, operation: str, steps: list[dict[str, Any]], *,
+        room: Callable[[int], int] | None = None,
+    ) -> int:
         """Record, durably, that a transaction of ``steps`` starts; return its id.
 
         The steps are the engine's (JSON-serializable objects); replay hands
         them back as they were written, in ``JournalState.transactions``.
+        ``room``, given the size of the begin record, says how many bytes the
+        transaction's later records need: they are reserved first (see
+        ``reserve``), so that none of them can fail for want of space.
         """
         self._writable()
         txn = self._live.next_txn
-        self._record({"op": "begin", "txn": txn, "operation": operation, "steps": list(steps)})
+        record = {"op": "begin", "txn": txn, "operation": operation, "steps": list(steps)}
+        encoded = self._line(record)
+        if room is not None:
+            generation = self._generation
+            self.reserve(len(encoded[0]) + room(len(encoded[0])))
+            if self._generation != generation:  # compacted: the line carries the generation
+                encoded = self._line(record)
+        self._record(record, encoded)
         return txn
 
     def progress(self, txn: int, note: dict[str, Any]) -> None:
-        """Record, durably, a note of open transaction ``txn`` (what a step made)."""
+        """Record, durably, a note of open transaction ``txn`` (what a step made):
+        an object of strings, numbers, booleans, None and lists of them."""
         self._writable()
         if txn not in self._live.state.transactions:
             raise JournalError(errno.EINVAL, f"transaction {txn} is not open", str(self.path))
@@ -847,16 +863,16 @@ class HolderJournal:
                 offset += chunk
         os.fsync(fd)
 
-    def _record(self, record: dict[str, Any]) -> None:
+    def _record(
+        self, record: dict[str, Any], encoded: tuple[bytes, dict[str, Any]] | None = None
+    ) -> None:
         """Write one record durably; the in-memory state changes only after.
 
         In place if it fits, else by a compaction of the state after it.
+        ``encoded`` is ``_line(record)`` when the caller has it already.
         """
         self._writable()
-        line = _encode(_with_generation(record, self._generation))
-        applied = _decode(line[:-1])  # exactly what replay will read back
-        assert applied is not None
-        _apply(_Live(), applied)  # a record replay would stop at is never written
+        line, applied = encoded or self._line(record)
         if self._offset + len(line) <= self.capacity:
             self._write_at(self._current, self._offset, line, "write a journal record")
             self._offset += len(line)
@@ -865,6 +881,24 @@ class HolderJournal:
         after = self._live.copy()
         _apply(after, applied)
         self._compact(after)
+
+    def _line(self, record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """The encoded line of ``record`` and the record as replay will apply it.
+
+        A record replay would stop at is never written: encoding refuses what
+        is not JSON (NaN included), and a transaction's steps, the engine's
+        values, are decoded again and applied to a scratch state first, so
+        that memory holds exactly what replay will read. The journal's own
+        records, and progress notes (flat JSON values), read back as written.
+        """
+        stamped = _with_generation(record, self._generation)
+        line = _encode(stamped)  # JSON values only: anything else raises here
+        if record["op"] not in _OPAQUE_OPS:
+            return line, stamped
+        applied = _decode(line[:-1])  # exactly what replay will read back
+        assert applied is not None
+        _apply(_Live(), applied)  # a record replay would stop at is never written
+        return line, applied
 
     def _compact(self, live: _Live, extra: int = 0) -> None:
         """Write ``live`` alone into the other file, which becomes current.

@@ -14,8 +14,9 @@ share: which types are block file systems, which need a helper, and how a
 helper mount is spelled.
 
 Must not know: holders, fstab, CIM, or what options mean beyond the MS_*
-flags it is handed; whether a mount is wanted (the engine refuses stacking,
-the kernel does not).
+flags it is handed; whether a mount is wanted. (A path given as text may be
+stacked on, as mount(2) does; an Anchor never is: the engine's requests come
+with one.)
 """
 
 from __future__ import annotations
