@@ -11,7 +11,11 @@ mount namespace.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from tests.support.skips import requires_root
 pytestmark = [pytest.mark.root, requires_root]
 
 ROUNDS = 300
+NOBODY = 65534
 
 
 def _table() -> MountTable:
@@ -53,21 +58,81 @@ class Swapper(threading.Thread):
                 os.rename(self.parked, self.path)
                 self.swaps += 1
             except OSError:
-                continue  # a mount point cannot be renamed (EBUSY): try again
+                # A mount point cannot be renamed (EBUSY): put the directory
+                # back once the engine has unmounted it, and go on.
+                with contextlib.suppress(OSError):
+                    if not os.path.lexists(self.path):
+                        os.rename(self.parked, self.path)
+
+
+class NobodySwapper:
+    """The same swaps from another process, as the unprivileged user ``nobody``
+    who owns the directory: a local user, not a thread of the service."""
+
+    # A shell loop: the interpreter running the tests may not be one nobody
+    # can execute (a Python under /root), coreutils always are.
+    SCRIPT = (
+        'n=0; while :; do '
+        '[ -e "$1" ] || mv -T "$1.parked" "$1" 2>/dev/null; '
+        'mv -T "$1" "$1.parked" 2>/dev/null && ln -s "$2" "$1" && rm "$1" '
+        '&& mv -T "$1.parked" "$1" 2>/dev/null && n=$((n+1)) && echo $n > "$3"; '
+        'done'
+    )
+
+    def __init__(self, path: Path, decoy: Path) -> None:
+        self.parked = path.with_name(path.name + ".parked")
+        os.chown(path.parent, NOBODY, NOBODY)
+        os.chown(path, NOBODY, NOBODY)
+        self.count = path.parent.with_name("swaps")
+        self.count.write_text("0\n")
+        self.count.chmod(0o666)
+        self.process = subprocess.Popen(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+             "sh", "-c", self.SCRIPT, "swapper", str(path), str(decoy), str(self.count)])
+
+    @property
+    def swaps(self) -> int:
+        return int(self.count.read_text().split()[0] or 0)
+
+    def start(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 @pytest.mark.private_namespace(timeout=120)
 @pytest.mark.parametrize("kind", ["tmpfs", "bind"])
 @pytest.mark.parametrize("api", ["new", "legacy"])
-def test_every_reply_names_where_the_mount_is(tmp_path: Path, kind: str, api: str) -> None:
-    target, decoy, source = tmp_path / "target", tmp_path / "decoy", tmp_path / "source"
+@pytest.mark.parametrize("racer", ["thread", "nobody"])
+def test_every_reply_names_where_the_mount_is(
+    tmp_path: Path, kind: str, api: str, racer: str
+) -> None:
+    if racer == "nobody" and shutil.which("setpriv") is None:
+        pytest.skip("setpriv(1) from util-linux is needed to run as nobody")
+    # nobody must reach the directory: pytest's own directories are root's, 0700.
+    scene = Path(tempfile.mkdtemp(prefix="lmi-race-")) if racer == "nobody" else tmp_path
+    scene.chmod(0o755)
+    try:
+        race(scene, tmp_path, kind, api, racer)
+    finally:
+        if scene != tmp_path:
+            shutil.rmtree(scene)
+
+
+def race(scene: Path, tmp_path: Path, kind: str, api: str, racer: str) -> None:
+    parent = scene / "parent"
+    parent.mkdir()
+    target, decoy, source = parent / "target", scene / "decoy", scene / "source"
     for directory in (target, decoy, source):
         directory.mkdir()
     (tmp_path / "fstab").write_text("")
     engine = MountManager(LinuxKernel(mount_api=api),  # type: ignore[arg-type]
                           fstab_path=tmp_path / "fstab", state_dir=tmp_path / "state",
                           timers=False).start()
-    swapper = Swapper(target, decoy)
+    swapper: Swapper | NobodySwapper = (
+        Swapper(target, decoy) if racer == "thread" else NobodySwapper(target, decoy))
     swapper.start()
     landed: dict[str, int] = {}
     refused = 0
@@ -92,12 +157,16 @@ def test_every_reply_names_where_the_mount_is(tmp_path: Path, kind: str, api: st
             engine.delete(where, holder="racer")  # the reference resolves
             landed[where] = landed.get(where, 0) + 1
     finally:
-        swapper.stop.set()
-        swapper.join()
+        if isinstance(swapper, Swapper):
+            swapper.stop.set()
+            swapper.join()
+        else:
+            swapper.finish()
         engine.close()
+    print(f"\n{racer} {kind} {api}: {swapper.swaps} swaps, landed {landed}, refused {refused}")
     assert swapper.swaps > 0
     # Nothing was left mounted that lmi-mount does not track.
-    assert [r.target for r in _table().under(str(tmp_path))] == []
+    assert [r.target for r in _table().under(str(scene))] == []
     assert sum(landed.values()) + refused == ROUNDS
     # Each is the directory the path named when it was opened, wherever the
     # swapper had moved it by the time the kernel mounted on it.
