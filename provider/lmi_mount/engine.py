@@ -1053,9 +1053,10 @@ class MountManager:
             # may be someone else's, made while the service was down.
             table = self.mount_table()
             for note in progress:
-                if note.get("target") != step.spec.target or "mounted" not in note:
+                mount_id = note.get("mounted")
+                if note.get("target") != step.spec.target or not isinstance(mount_id, int):
                     continue
-                record = table.by_id.get(note["mounted"])  # type: ignore[call-overload]
+                record = table.by_id.get(mount_id)
                 if record is not None and (
                         [record.major, record.minor] == note.get("device")
                         and record.root == note.get("root")):
