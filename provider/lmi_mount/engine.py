@@ -570,6 +570,7 @@ class MountManager:
             now=self._clock(),
             hold_seconds=self.hold_seconds,
             same_directory=self.kernel.same_file,
+            identity=self.kernel.mount_identity,
             live_reader=self.kernel.mount_at if targets is not None else None,
         )
         reconcile = plan_reconcile(snap, targets)
@@ -695,8 +696,10 @@ class MountManager:
         record = self.kernel.mount(source, target, spec.fstype, flags, data, clear=clear)
         # Proof for a restart that this mount is ours: its id, and what tells
         # the same mount from a later one given that id again.
+        identity = self.kernel.mount_identity(record.target)
         self._note({"mounted": record.mount_id, "target": spec.target,
-                    "device": [record.major, record.minor], "root": record.root})
+                    "device": [record.major, record.minor], "root": record.root,
+                    "unique": identity[1] if identity is not None else None})
         try:
             differences = self._mount_differences(spec, record)
             if not differences:
@@ -1022,7 +1025,11 @@ class MountManager:
                 self._edit_fstab(step)
         elif isinstance(step, KernelUnmount):
             record = self.mount_table().at(step.target)
-            if record is not None and record.mount_id == step.mount_id:
+            held = mounts.get(step.target)
+            identity = self.kernel.mount_identity(step.target)
+            foreign = (held is not None and held.unique_id is not None
+                       and identity is not None and identity[1] != held.unique_id)
+            if record is not None and record.mount_id == step.mount_id and not foreign:
                 self.kernel.unmount(step.target, expect=step.mount_id, recursive=step.recursive)
 
     def _recover_step(self, step: Step, mounts: dict[str, HeldMount],
@@ -1057,9 +1064,13 @@ class MountManager:
                 if note.get("target") != step.spec.target or not isinstance(mount_id, int):
                     continue
                 record = table.by_id.get(mount_id)
+                identity = self.kernel.mount_identity(record.target) if record else None
+                unique = note.get("unique")
                 if record is not None and (
                         [record.major, record.minor] == note.get("device")
-                        and record.root == note.get("root")):
+                        and record.root == note.get("root")
+                        # mount ids are reused at once: the unique id decides
+                        and (unique is None or identity is None or identity[1] == unique)):
                     left = self._take_back(record)
                     if left is not None:
                         log.error("recovery could not take back %s: %s", record.target, left)

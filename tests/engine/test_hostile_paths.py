@@ -224,3 +224,26 @@ def test_the_hold_timer_finds_a_mount_whose_mount_point_was_renamed(
         engine.run_due_timers()
         assert at(tmp_path / "renamed/mnt") is None
         assert engine.held(target) is None
+
+
+@pytest.mark.private_namespace
+@pytest.mark.parametrize("where", ["elsewhere", "same path"])
+def test_a_reused_mount_id_never_makes_a_foreign_mount_ours(
+    tmp_path: Path, api: MountApi, where: str
+) -> None:
+    # Linux gives a freed mount id to the next mount at once: a mount made by
+    # someone else after ours went away must not be unmounted by our timer.
+    world = World("real", tmp_path, mount_api=api)
+    target = world.dir("a")
+    with world.manager(hold_seconds=10) as engine:
+        engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "me")
+        engine.release(target, "me")
+        old_id = at(target).mount_id  # type: ignore[union-attr]
+        subprocess.run(["umount", target], check=True)
+        foreign = target if where == "same path" else world.dir("other")
+        subprocess.run(["mount", "-t", "tmpfs", "foreign", foreign], check=True)
+        (Path(foreign) / "data").write_text("theirs")
+        assert at(foreign).mount_id == old_id, "the kernel reused the id"  # type: ignore[union-attr]
+        world.clock.advance(11)
+        engine.run_due_timers()
+        assert (Path(foreign) / "data").read_text() == "theirs"

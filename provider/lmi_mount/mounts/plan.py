@@ -282,6 +282,7 @@ class Snapshot:
         "_table_reader",
         "hold_seconds",
         "holders",
+        "identity",
         "now",
         "same_directory",
     )
@@ -297,6 +298,7 @@ class Snapshot:
         hold_seconds: float,
         same_directory: Callable[[str, str], bool] = lambda a, b: a == b,
         live_reader: Callable[[str], MountRecord | None] | None = None,
+        identity: Callable[[str], tuple[int, int | None] | None] = lambda path: None,
     ) -> None:
         self.same_directory = same_directory
         self.holders = holders
@@ -307,6 +309,8 @@ class Snapshot:
         self._source_of_table = source_of_table
         self._source_of: Callable[[MountRecord], str] | None = None
         self._live_reader = live_reader
+        #: (mount id, never-reused unique id) of the mount at a path (statx).
+        self.identity = identity
         self._live: dict[str, MountRecord | None] = {}
         self._fstab_reader = fstab_reader
         self._fstab: FstabDocument | None = None
@@ -666,7 +670,18 @@ def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
         return None
     if held.fstype is not None and now.fstype != held.fstype:
         return None
+    if not _same_unique(held, now.target, snap):
+        return None  # the id was given to another mount since
     return now
+
+
+def _same_unique(held: HeldMount, path: str, snap: Snapshot) -> bool:
+    """Whether the mount at ``path`` is the held one by the kernel's never-reused id
+    (mount ids are reused at once); True where either side does not know it."""
+    if held.unique_id is None:
+        return True
+    identity = snap.identity(path)
+    return identity is None or identity[1] is None or identity[1] == held.unique_id
 
 
 def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
@@ -721,7 +736,8 @@ def plan_reconcile(snap: Snapshot, targets: Iterable[str] | None = None) -> Plan
             if _moved(held, snap) is not None:
                 continue  # renamed, not gone: still tracked (its hold timer finds it)
             steps.append(HolderChange(held.target, held, None, f"{held.target} vanished"))
-        elif held.mount_id is not None and record.mount_id != held.mount_id:
+        elif (held.mount_id is not None and record.mount_id != held.mount_id) or not _same_unique(
+                held, record.target, snap):
             steps.append(
                 HolderChange(
                     held.target, held, None, f"{held.target} was replaced by another mount"
