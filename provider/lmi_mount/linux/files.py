@@ -476,7 +476,7 @@ def _replace_locked(
         raise
     _step(crash, "renamed", path)
     try:
-        _fsync_directory(directory)
+        fsync_directory(directory)
     except OSError as error:
         raise FileWriteError(path, error, "dir-synced", replaced=True) from error
     _step(crash, "dir-synced", path)
@@ -490,7 +490,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[count:]
 
 
-def _fsync_directory(directory: str) -> None:
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """fsync(2) a directory, so that a rename or a new file in it is durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -95,6 +95,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lmi_mount.linux.files import fsync_directory
 from lmi_mount.mounts.holders import HeldMount
 
 JOURNAL_NAME = "holders.journal"
@@ -482,14 +483,6 @@ def _zero(fd: int, offset: int, length: int) -> bool:
     return True
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Full(Exception):
     """The state file system has no room (or is read-only): the journal must be read-only."""
 
@@ -581,7 +574,7 @@ class HolderJournal:
             if legacy is not None:
                 try:
                     self.legacy_path.unlink()
-                    _fsync_dir(self.state_dir)
+                    fsync_directory(self.state_dir)
                 except FileNotFoundError:
                     pass
                 except OSError as exc:
@@ -831,7 +824,7 @@ class HolderJournal:
                 self._preallocate(fd)
             if created:
                 path, step = self.state_dir, "sync"
-                _fsync_dir(self.state_dir)
+                fsync_directory(self.state_dir)
         except BaseException as exc:
             for fd in fds:
                 os.close(fd)
