@@ -1,7 +1,7 @@
 """A stand-in for the broker: instances held in memory, served with the broker's interface.
 
 Owns: ``StandInBroker``, the one in-memory implementation of the broker
-interface (/work/notes/broker.md, ``lmi_mount.cim.broker.Broker``) that the
+interface (``lmi_mount.cim.broker.Broker``) that the
 front-end tests (pywbem_mock: tests/cim, the CIM-XML server: tests/server) and
 their benchmarks run against. It holds the real compiled model, per namespace
 (a namespace serves the classes it is given and their superclasses), and

@@ -59,7 +59,7 @@ _PROFILES: Final = (("Profile Registration", "1.0.0"),)
 
 
 class BrokerInterface(Protocol):
-    """The part of the broker interface (/work/notes/broker.md) this module calls."""
+    """The part of the broker interface (``lmi_mount.cim.broker.Broker``) this module calls."""
 
     model: Model
 
