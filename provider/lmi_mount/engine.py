@@ -571,6 +571,7 @@ class MountManager:
             hold_seconds=self.hold_seconds,
             same_directory=self.kernel.same_file,
             identity=self.kernel.mount_identity,
+            find_mount=self.kernel.find_mount,
             live_reader=self.kernel.mount_at if targets is not None else None,
         )
         reconcile = plan_reconcile(snap, targets)
@@ -622,9 +623,15 @@ class MountManager:
             self._roll_back(plan, done)
             try:
                 self._journal.end(txn)
-            except OSError:
-                # The next start rolls it back again; every undo is idempotent.
-                log.exception("could not record the end of rolled back %r", plan.operation)
+            except OSError as failure:
+                # The next start undoes it again. Its undo is idempotent, but
+                # a later request could make the state it left once more (the
+                # same holder taking the same mount), and that would be
+                # undone too: no change is taken until a restart has recovered.
+                self._journal.stop(f"the end of the rolled back {plan.operation!r} could "
+                                   f"not be recorded ({failure})")
+                log.error("lmi-mount refuses changes until it is restarted: %s",
+                          self._journal.read_only_reason)
             raise self._domain_error(exc) from exc
         finally:
             self._txn = outer
@@ -654,6 +661,14 @@ class MountManager:
             try:
                 if isinstance(step, FstabChange):
                     self._undo_fstab(step, memo)
+                elif (isinstance(step, KernelUnmount) and step.remount is not None
+                      and step.remount.fstype in MEMORY_FSTYPES):
+                    # Mounting it again would give an empty file system under
+                    # the old name and holders: the unmount stands (the next
+                    # read forgets its holders), as recovery finishes it.
+                    log.error("rollback of %r: %s stays unmounted (a %s cannot be mounted "
+                              "again with its content)", plan.operation, step.target,
+                              step.remount.fstype)
                 else:
                     undo = step.undo()
                     if undo is not None:
@@ -693,25 +708,39 @@ class MountManager:
             target = anchors.target
             if spec.fstype is None and anchors.source is not None:
                 source = anchors.source
-        record = self.kernel.mount(source, target, spec.fstype, flags, data, clear=clear)
-        # Proof for a restart that this mount is ours: its id, and what tells
-        # the same mount from a later one given that id again.
-        identity = self.kernel.mount_identity(record.target)
-        self._note({"mounted": record.mount_id, "target": spec.target,
-                    "device": [record.major, record.minor], "root": record.root,
-                    "unique": identity[1] if identity is not None else None})
+        # Proof for a restart that the mount is ours. Where the kernel names
+        # a new mount before attaching it, its never-reused unique id is noted
+        # first, so no instant exists at which the mount is attached and not
+        # noted; elsewhere (mount(2), helpers) it is noted right after.
+        noted: list[int] = []
+
+        def attaching(unique: int) -> None:
+            self._note({"attaching": unique, "target": spec.target})
+            noted.append(unique)
+            self._crash("mount noted, not attached")
+
+        record = self.kernel.mount(source, target, spec.fstype, flags, data, clear=clear,
+                                   attaching=attaching)
+        self._crash("mount attached")
+        unique = noted[0] if noted else None
+        if unique is None:
+            identity = self.kernel.mount_identity(record.target)
+            unique = identity[1] if identity is not None else None
+            self._note({"mounted": record.mount_id, "target": spec.target,
+                        "device": [record.major, record.minor], "root": record.root,
+                        "unique": unique})
         try:
             differences = self._mount_differences(spec, record)
             if not differences:
                 record, differences = self._propagate(spec.options, record)
         except Exception:
-            left = self._take_back(record)
+            left = self._take_back(record, unique, recursive=spec.recursive)
             if left is not None:
                 log.error("the mount of %s failed half way and %s", spec.describe(), left)
             raise
         if differences:
             # Not what was asked: take it away again (it was never reported).
-            left = self._take_back(record)
+            left = self._take_back(record, unique, recursive=spec.recursive)
             rolled = "rolled back" if left is None else f"NOT rolled back: {left}"
             raise NotApplied(
                 f"mount of {spec.describe()} did not come up as asked ({rolled}): "
@@ -720,20 +749,23 @@ class MountManager:
                 differences=differences,
             )
 
-    def _take_back(self, record: MountRecord) -> str | None:
-        """Unmount the mount this engine just made (with its submounts), wherever it is
-        now; None when done, else what is left and where.
+    def _take_back(self, record: MountRecord, unique: int | None, *,
+                   recursive: bool) -> str | None:
+        """Unmount the mount this engine made, wherever it is now; None when done,
+        else what is left and where.
 
-        It is looked for by its id (alive, an id is not reused), at the path the
-        kernel shows now: its mount point may have been renamed meanwhile.
+        It is looked for by its unique id (or its id: alive, an id is not
+        reused), at the path the kernel shows now: its mount point may have
+        been renamed meanwhile. Mounts on it go too only for an rbind (they
+        are its own copies); on any other, they are someone else's: EBUSY.
         """
         target = record.target
         for _ in range(3):
             try:
-                self.kernel.unmount(target, expect=record.mount_id, recursive=True)
+                self.kernel.unmount(target, expect=record.mount_id, recursive=recursive)
                 return None
             except KernelError as exc:
-                now = self.mount_table().by_id.get(record.mount_id)
+                now = self.kernel.find_mount(record.mount_id, unique)
                 if now is None or (now.major, now.minor, now.root) != (
                         record.major, record.minor, record.root):
                     return None  # gone (its id, if seen again, is another mount's)
@@ -926,6 +958,16 @@ class MountManager:
         now = self._clock()
         for held in state.mounts.values():
             record = table.at(held.target)
+            if record is None:
+                # Its mount point may have been renamed: the unique id finds
+                # it (a mount id alone may be a later mount's by now), and
+                # the hold timer and releases find it the same way.
+                moved = (self.kernel.find_mount(held.mount_id, held.unique_id)
+                         if held.unique_id is not None else None)
+                if moved is not None and moved.target != held.target:
+                    log.info("reconstruct: %s is now on %s (its mount point was renamed)",
+                             held.target, moved.target)
+                    record = moved
             if record is None or not self._same_mount(held, record):
                 log.info("reconstruct: %s vanished while lmi-mount was down", held.target)
                 self._journaled(self._journal.forget, held.target)
@@ -1058,24 +1100,17 @@ class MountManager:
             # Only a mount this transaction noted as its own is taken back,
             # wherever it is now: one that merely looks the same at the path
             # may be someone else's, made while the service was down.
-            table = self.mount_table()
             for note in progress:
-                mount_id = note.get("mounted")
-                if note.get("target") != step.spec.target or not isinstance(mount_id, int):
-                    continue
-                record = table.by_id.get(mount_id)
-                identity = self.kernel.mount_identity(record.target) if record else None
-                unique = note.get("unique")
-                if record is not None and (
-                        [record.major, record.minor] == note.get("device")
-                        and record.root == note.get("root")
-                        # mount ids are reused at once: the unique id decides
-                        and (unique is None or identity is None or identity[1] == unique)):
-                    left = self._take_back(record)
-                    if left is not None:
-                        log.error("recovery could not take back %s: %s", record.target, left)
-                return
-            if table.at(step.spec.target) is not None:
+                if note.get("target") == step.spec.target and (
+                        "attaching" in note or "mounted" in note):
+                    ours = self._noted_mount(note)
+                    if ours is not None:
+                        left = self._take_back(*ours, recursive=step.spec.recursive)
+                        if left is not None:
+                            log.error("recovery could not take back %s: %s",
+                                      ours[0].target, left)
+                    return
+            if self.mount_table().at(step.spec.target) is not None:
                 log.warning("recovery: %s is mounted, but no record says this service "
                             "mounted it (it died between the mount and its note): left as it is",
                             step.spec.target)
@@ -1090,13 +1125,33 @@ class MountManager:
             flags, data = undo.request()
             self.kernel.mount(None, step.target, None, flags, data, expect=step.mount_id)
 
+    def _noted_mount(self, note: dict[str, object]) -> tuple[MountRecord, int | None] | None:
+        """The live mount a progress note of ``_mount`` names, and its unique id;
+        None when it is gone (or the note is not a mount's)."""
+        unique = note.get("unique", note.get("attaching"))
+        unique = unique if isinstance(unique, int) else None
+        if "attaching" in note:
+            # Noted before it was attached: it lives only if the move happened.
+            record = self.kernel.find_mount(None, unique) if unique is not None else None
+            return (record, unique) if record is not None else None
+        mount_id = note.get("mounted")
+        if not isinstance(mount_id, int):
+            return None
+        record = self.kernel.find_mount(mount_id, unique)
+        # Without a unique id, an id may have been given to a later mount:
+        # the device and root tell.
+        if record is None or ([record.major, record.minor] != note.get("device")
+                              or record.root != note.get("root")):
+            return None
+        return record, unique
+
     def _same_mount(self, held: HeldMount, record: MountRecord) -> bool:
         """Is the live ``record`` the mount ``held`` describes? Mount ids are
         reused at once, so the unique id decides where the kernel has one."""
         if held.mount_id is not None and record.mount_id != held.mount_id:
             return False
         if held.unique_id is not None:
-            identity = self.kernel.mount_identity(held.target)
+            identity = self.kernel.mount_identity(record.target)
             return identity is not None and identity[1] == held.unique_id
         return True
 

@@ -13,6 +13,7 @@ namespace, on both mount interfaces.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from lmi_mount.engine import MountManager
-from lmi_mount.linux.kernel import LinuxKernel, MountApi
+from lmi_mount.linux.kernel import KernelError, LinuxKernel, MountApi
 from lmi_mount.linux.paths import Anchor, PathChecker
 from lmi_mount.mounts.errors import InUse, MountError
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
@@ -227,6 +228,48 @@ def test_the_hold_timer_finds_a_mount_whose_mount_point_was_renamed(
 
 
 @pytest.mark.private_namespace
+def test_a_rename_alone_is_seen_although_the_mount_table_did_not_change(
+    tmp_path: Path, api: MountApi
+) -> None:
+    # A rename is no mount event: the table cached since the last one still
+    # shows the old path. The timer must look the mount up afresh.
+    world = World("real", tmp_path, mount_api=api)
+    source, target = world.dir("source"), world.dir("parent/mnt")
+    with world.manager(hold_seconds=10) as engine:
+        engine.acquire(MountSpec(source, target, None), "a")
+        engine.release(target, "a")
+        engine.status()  # the table is read and cached here
+        (tmp_path / "parent").rename(tmp_path / "renamed")
+        world.clock.advance(11)
+        engine.run_due_timers()
+        assert at(tmp_path / "renamed/mnt") is None
+        assert engine.held(target) is None
+
+
+@pytest.mark.private_namespace
+def test_a_held_mount_renamed_while_the_service_was_down_is_kept_and_released(
+    tmp_path: Path, api: MountApi
+) -> None:
+    world = World("real", tmp_path, mount_api=api)
+    source, target = world.dir("source"), world.dir("parent/mnt")
+    with world.manager() as engine:
+        engine.acquire(MountSpec(source, target, None), "a")
+    (tmp_path / "parent").rename(tmp_path / "renamed")
+    identity = world.kernel.mount_identity("/")
+    with world.manager() as engine:
+        held = engine.held(target)
+        if identity is None or identity[1] is None:
+            # Without unique mount ids (Linux < 6.8) a mount id alone cannot
+            # prove, after a restart, that the mount is still ours.
+            assert held is None and at(tmp_path / "renamed/mnt") is not None
+            return
+        assert held is not None and held.holders == ("a",)
+        engine.release(target, "a")  # the holder's reference names the old path
+        assert at(tmp_path / "renamed/mnt") is None
+        assert engine.held(target) is None
+
+
+@pytest.mark.private_namespace
 @pytest.mark.parametrize("where", ["elsewhere", "same path"])
 def test_a_reused_mount_id_never_makes_a_foreign_mount_ours(
     tmp_path: Path, api: MountApi, where: str
@@ -247,3 +290,32 @@ def test_a_reused_mount_id_never_makes_a_foreign_mount_ours(
         world.clock.advance(11)
         engine.run_due_timers()
         assert (Path(foreign) / "data").read_text() == "theirs"
+
+
+@pytest.mark.private_namespace
+def test_taking_back_a_failed_mount_leaves_what_someone_stacked_on_it(
+    tmp_path: Path, api: MountApi
+) -> None:
+    # Between our mount and its propagation change someone mounts on a
+    # directory in it: the take-back of our failed mount must not unmount theirs with it
+    # (only an rbind's submounts are its own).
+    target = tmp_path / "mnt"
+    target.mkdir()
+    kernel = LinuxKernel(mount_api=api)
+    mount = kernel.mount
+
+    def mount_then_stack(*args: object, **kwargs: object) -> MountRecord:
+        if args[2] != "tmpfs":  # the propagation change fails
+            raise KernelError(errno.EIO, "mount", str(target))
+        record = mount(*args, **kwargs)  # type: ignore[arg-type]
+        (target / "sub").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "theirs", str(target / "sub")], check=True)
+        (target / "sub/data").write_text("theirs")
+        return record
+
+    kernel.mount = mount_then_stack  # type: ignore[method-assign]
+    with MountManager(kernel, fstab_path=tmp_path / "fstab", state_dir=tmp_path / "state",
+                      timers=False) as engine, pytest.raises(MountError):
+        engine.create(MountSpec("tmpfs", str(target), "tmpfs", parse_options("private")),
+                      holder="me")
+    assert (target / "sub/data").read_text() == "theirs"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from lmi_mount.engine import MountManager
+from lmi_mount.linux.journal import HolderJournal, JournalError
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import OperationFailed
 from lmi_mount.mounts.mountinfo import MountTable, parse_mountinfo
@@ -104,3 +105,77 @@ def test_an_engine_starts_read_only_on_a_full_state_file_system(tmp_path: Path) 
             engine.acquire(MountSpec("tmpfs", str(target), "tmpfs"), "a")
         assert "read-only" in str(raised.value)
         assert not mounted(str(target)), "refused before anything changed"
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_a_transaction_whose_end_cannot_be_recorded_stops_changes_until_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The end of a create cannot be written (EIO), so it is rolled back, and
+    # its end cannot be written either: the journal still shows it open. Had
+    # the engine gone on, the same holder taking the same mount again would
+    # be undone by the next start's recovery of the first transaction.
+    (tmp_path / "fstab").write_text("")
+    target = tmp_path / "mnt"
+    target.mkdir()
+    spec = MountSpec("tmpfs", str(target), "tmpfs", parse_options("size=1m"))
+    ends = {"left to fail": 2}
+    real_end = HolderJournal.end
+
+    def end(journal: HolderJournal, txn: int) -> None:
+        if ends["left to fail"]:
+            ends["left to fail"] -= 1
+            raise JournalError(errno.EIO, "cannot write a journal record", "journal")
+        real_end(journal, txn)
+
+    def engine() -> MountManager:
+        return MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
+                            state_dir=tmp_path / "state", timers=False)
+
+    with engine() as first:
+        monkeypatch.setattr(HolderJournal, "end", end)
+        with pytest.raises(OperationFailed, match="cannot write a journal record"):
+            first.acquire(spec, "a")
+        assert not mounted(str(target))
+        with pytest.raises(OperationFailed, match=r"read-only.*could not be recorded") as refused:
+            first.acquire(spec, "a")
+        assert refused.value.value is not None
+        assert not mounted(str(target)) and first.holders() == []
+        monkeypatch.undo()
+    with engine() as second:  # recovery closes the open transaction
+        assert second.read_only_reason is None
+        second.acquire(spec, "a")
+    with engine() as third:
+        held = third.held(str(target))
+        assert held is not None and held.holders == ("a",) and mounted(str(target))
+        third.release(str(target), "a")
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_a_failed_release_never_mounts_an_empty_tmpfs_in_place_of_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fstab").write_text("")
+    target = tmp_path / "mnt"
+    target.mkdir()
+    spec = MountSpec("tmpfs", str(target), "tmpfs", parse_options("size=1m"))
+    real_forget = HolderJournal.forget
+
+    def forget(journal: HolderJournal, where: str) -> None:  # after the unmount
+        monkeypatch.setattr(HolderJournal, "forget", real_forget)
+        raise JournalError(errno.EIO, "cannot write a journal record", "journal")
+
+    with MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
+                      state_dir=tmp_path / "state", timers=False) as engine:
+        engine.acquire(spec, "a")
+        (target / "data").write_text("written through the mount")
+        monkeypatch.setattr(HolderJournal, "forget", forget)
+        with pytest.raises(OperationFailed, match="cannot write a journal record"):
+            engine.release(str(target), "a")
+        assert not mounted(str(target)), "an empty tmpfs would pass for the old one"
+        # The next request on it sees the mount gone and forgets its holder.
+        engine.acquire(spec, "b")
+        held = engine.held(str(target))
+        assert held is not None and held.holders == ("b",)
+        assert not (target / "data").exists()
+        engine.release(str(target), "b")

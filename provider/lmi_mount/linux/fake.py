@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -243,6 +243,7 @@ class FakeKernel:
         self._table_version = 0
         # Like statx's STATX_MNT_ID_UNIQUE: never reused, unlike mount ids.
         self._unique_ids = itertools.count(1 << 32)
+        self._attaching: Callable[[int], None] | None = None
 
     # -- test hooks --------------------------------------------------------
 
@@ -308,6 +309,17 @@ class FakeKernel:
                 return False
         return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
+    def find_mount(self, mount_id: int | None, unique_id: int | None) -> MountRecord | None:
+        with self._lock:
+            for mount in self._mounts:
+                if (mount.unique_id == unique_id if unique_id is not None
+                        else mount.mount_id == mount_id):
+                    if mount_id is not None and mount.mount_id != mount_id:
+                        return None
+                    (record,) = parse_mountinfo(self._render(mount))
+                    return record
+            return None
+
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         # statx of a path names the mount the walk ends in, as _resolve does;
         # a path that does not exist has none (ENOENT).
@@ -337,6 +349,7 @@ class FakeKernel:
         *,
         clear: int = 0,
         expect: int | None = None,
+        attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
         # An Anchor is followed to where its directory is now, as the kernel
         # mounts on the descriptor whatever its path has become.
@@ -358,12 +371,19 @@ class FakeKernel:
                     self._remount_mount(path, source, fstype, flags)
                 else:
                     self._remount_superblock(path, source, fstype, flags, data)
-            elif flags & MS_BIND:
-                self._bind(source, path, bool(flags & MS_REC), flags, clear)
-            elif flags & (MS_MOVE | _PROPAGATION):
-                self._propagation(path, source, fstype, flags)
             else:
-                self._new_mount(source, path, fstype, flags, data)
+                # Like the new mount API: a new mount (not one a helper makes)
+                # is told by its unique id before it is attached.
+                self._attaching = attaching if not needs_helper(fstype) else None
+                try:
+                    if flags & MS_BIND:
+                        self._bind(source, path, bool(flags & MS_REC), flags, clear)
+                    elif flags & (MS_MOVE | _PROPAGATION):
+                        self._propagation(path, source, fstype, flags)
+                    else:
+                        self._new_mount(source, path, fstype, flags, data)
+                finally:
+                    self._attaching = None
             (record,) = parse_mountinfo(self._render(self._resolve(path)))
             return record
 
@@ -657,6 +677,9 @@ class FakeKernel:
         used = {m.mount_id for m in self._mounts} | {b.mount.mount_id for b in self._busy}
         mount = _Mount(_lowest_free(used, 1), parent.mount_id, sb, root, target, flags,
                        unique_id=next(self._unique_ids))
+        hook, self._attaching = self._attaching, None  # an rbind's top mount only
+        if hook is not None:
+            hook(mount.unique_id)
         self._mounts.append(mount)
         return mount
 

@@ -668,6 +668,10 @@ class HolderJournal:
             raise JournalError(errno.EINVAL, f"transaction {txn} is not open", str(self.path))
         self._record({"op": "end", "txn": txn})
 
+    def stop(self, reason: str) -> None:
+        """Refuse every later write (read-only, for ``reason``) until the next ``open``."""
+        self._go_read_only(reason)
+
     def reserve(self, nbytes: int) -> None:
         """Make sure records of ``nbytes`` in all can be written without a compaction.
 

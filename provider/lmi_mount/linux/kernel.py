@@ -228,6 +228,7 @@ class Kernel(Protocol):
         *,
         clear: int = 0,
         expect: int | None = None,
+        attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
         """Mount, as mount(8) would with the same options, and return the result.
 
@@ -251,6 +252,12 @@ class Kernel(Protocol):
         symlink, and with ``expect`` (a mount id) it must be that mount
         (ESTALE otherwise). Returns the mount made or changed, as the kernel
         shows it now. Raises KernelError.
+
+        ``attaching``, where the kernel makes the new mount detached first
+        (the new mount API) and tells its unique id, is called with that id
+        before the mount is attached: a caller that records it durably can
+        find the mount after a crash at any later instant (``find_mount``).
+        If it raises, nothing is attached.
         """
         ...
 
@@ -273,6 +280,17 @@ class Kernel(Protocol):
     def same_file(self, first: str, second: str) -> bool:
         """``first`` and ``second`` are one file or directory (device and inode),
         through whatever mounts the paths cross."""
+        ...
+
+    def find_mount(self, mount_id: int | None, unique_id: int | None) -> MountRecord | None:
+        """Mount ``unique_id`` (where the kernel has unique ids, else ``mount_id``) as
+        it is now, read afresh, or None when it is gone.
+
+        Its mount point may have been renamed: a rename is no mount event,
+        so a table kept since its ``mount_table_version`` still shows the
+        old path; this never does. By mount id alone the answer may be a
+        later mount given the same id: callers check device and root.
+        """
         ...
 
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
@@ -549,6 +567,7 @@ class LinuxKernel:
         *,
         clear: int = 0,
         expect: int | None = None,
+        attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
         if flags & MS_REMOUNT:
             with self._mount_root_of(target, expect) as root:
@@ -565,7 +584,7 @@ class LinuxKernel:
                 raise KernelError(errno.EBUSY, "mount", anchor.path, _source_text(source),
                                   fstype, f"{anchor.current_path()!r} is a mount point already")
             if flags & MS_BIND:
-                return self._bind(source, anchor, flags, clear)
+                return self._bind(source, anchor, flags, clear, attaching)
             if not isinstance(source, Anchor) and fstype is not None:
                 if needs_helper(fstype, self.helper_dirs):
                     return self._mount_with_helper(source, anchor, fstype, flags, data)
@@ -574,7 +593,8 @@ class LinuxKernel:
             if fstype is None:
                 raise KernelError(errno.EINVAL, "mount", anchor.path, _source_text(source),
                                   None, "no file system type and not a bind mount")
-            return self._new_mount(_source_text(source), anchor, fstype, flags, data)
+            return self._new_mount(_source_text(source), anchor, fstype, flags, data,
+                                   attaching=attaching)
 
     def unmount(
         self, target: str, flags: int = 0, *, expect: int | None = None, recursive: bool = False
@@ -658,6 +678,16 @@ class LinuxKernel:
             return False
         return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
+    def find_mount(self, mount_id: int | None, unique_id: int | None) -> MountRecord | None:
+        if unique_id is not None and self._statmount:
+            record = mountapi.statmount(unique_id)
+            if record is None or mount_id is None or record.mount_id == mount_id:
+                return record
+            return None
+        if mount_id is None:
+            return None
+        return MountTable(parse_mountinfo(self.read_mountinfo())).by_id.get(mount_id)
+
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         # Walked without symlinks: a parent swapped for one must not lend the
         # identity of another mount to a holder record.
@@ -684,6 +714,7 @@ class LinuxKernel:
         data: str,
         *,
         shown_source: str | None = None,
+        attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
         """A new superblock (or a shared one of the same device) on ``anchor``."""
         if self.mount_api == "legacy":
@@ -707,10 +738,11 @@ class LinuxKernel:
         finally:
             os.close(context)
         return self._attach(tree, anchor, shown_source or source, fstype,
-                            mandlock=bool(flags & MS_MANDLOCK))
+                            mandlock=bool(flags & MS_MANDLOCK), attaching=attaching)
 
     def _bind(
-        self, source: str | Anchor | None, anchor: Anchor, flags: int, clear: int
+        self, source: str | Anchor | None, anchor: Anchor, flags: int, clear: int,
+        attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
         shown = _source_text(source)
         if source is None or shown == "":
@@ -738,14 +770,23 @@ class LinuxKernel:
         except KernelError:
             os.close(tree)
             raise
-        return self._attach(tree, anchor, origin.path, None)
+        return self._attach(tree, anchor, origin.path, None, attaching=attaching)
 
     def _attach(
         self, tree: int, anchor: Anchor, source: str | None, fstype: str | None,
-        *, mandlock: bool = False,
+        *, mandlock: bool = False, attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
-        """move_mount(2) the detached ``tree`` onto ``anchor`` and read it back."""
+        """move_mount(2) the detached ``tree`` onto ``anchor`` and read it back.
+
+        ``attaching`` hears the tree's unique id first (see Kernel.mount):
+        closing a tree that was never attached frees it, so a crash before
+        the move leaves nothing, and one after it leaves a mount found by
+        that id."""
         try:
+            if attaching is not None:
+                unique = mountapi.unique_mount_id(tree)
+                if unique is not None:
+                    attaching(unique)
             self._call(mountapi.move_mount, tree, anchor.fd, anchor=anchor, source=source,
                        fstype=fstype)
             return self._read_back(tree, anchor, mandlock=mandlock)

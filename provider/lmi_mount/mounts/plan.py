@@ -272,6 +272,7 @@ class Snapshot:
     """
 
     __slots__ = (
+        "_find_mount",
         "_fstab",
         "_fstab_reader",
         "_live",
@@ -299,6 +300,7 @@ class Snapshot:
         same_directory: Callable[[str, str], bool] = lambda a, b: a == b,
         live_reader: Callable[[str], MountRecord | None] | None = None,
         identity: Callable[[str], tuple[int, int | None] | None] = lambda path: None,
+        find_mount: Callable[[int | None, int | None], MountRecord | None] | None = None,
     ) -> None:
         self.same_directory = same_directory
         self.holders = holders
@@ -311,6 +313,7 @@ class Snapshot:
         self._live_reader = live_reader
         #: (mount id, never-reused unique id) of the mount at a path (statx).
         self.identity = identity
+        self._find_mount = find_mount
         self._live: dict[str, MountRecord | None] = {}
         self._fstab_reader = fstab_reader
         self._fstab: FstabDocument | None = None
@@ -332,6 +335,13 @@ class Snapshot:
         if self._source_of is None:
             self._source_of = self._source_of_table(self.table)
         return self._source_of(record)
+
+    def find(self, held: HeldMount) -> MountRecord | None:
+        """The held mount where it is now, read afresh (``Kernel.find_mount``): a
+        renamed mount point is no mount event, so the table may show the old path."""
+        if self._find_mount is not None:
+            return self._find_mount(held.mount_id, held.unique_id)
+        return self.table.by_id.get(held.mount_id) if held.mount_id is not None else None
 
     def live(self, target: str) -> MountRecord | None:
         if self._live_reader is not None and self._table is None:
@@ -596,14 +606,23 @@ def plan_delete(
     now. A mount lmi-mount did not make is never unmounted by a release, only
     by an explicit delete of an untracked mount or by ``force``.
     """
-    record, entry = _resolve(target, spec_name, snap, persist=persist)
+    held = snap.holders.get(target)
+    moved = _moved(held, snap) if held is not None and current else None
+    record: MountRecord | None
+    if moved is not None and snap.live(target) is None:
+        # A held mount whose mount point was renamed is still the holders':
+        # their references (named by the old path) release it where it is.
+        record, entry = moved, (snap.fstab.find_target(target) if persist else None)
+    else:
+        record, entry = _resolve(target, spec_name, snap, persist=persist)
     steps: list[Step] = []
     if current:
         if record is None:
             if not persist:
                 raise NotFound(f"{target!r} is not mounted", value=target)
         else:
-            steps.extend(_release_steps(record, snap, holder=holder, force=force, lazy=lazy))
+            steps.extend(_release_steps(target, record, snap, holder=holder, force=force,
+                                        lazy=lazy))
     if persist:
         if entry is None:
             if not current:
@@ -619,15 +638,15 @@ def plan_delete(
 
 
 def _release_steps(
-    record: MountRecord, snap: Snapshot, *, holder: str, force: bool, lazy: bool
+    target: str, record: MountRecord, snap: Snapshot, *, holder: str, force: bool, lazy: bool
 ) -> list[Step]:
-    target = record.target
+    """Release ``holder``'s reference to the mount held as ``target`` (``record``
+    is that mount, on ``target`` or, renamed, elsewhere)."""
     held = snap.holders.get(target)
-    held_here = snap.holders.get(target)
     # An rbind of ours brings submounts; releasing it takes them along
     # (umount -R), where any other mount is refused while something is on it.
-    recursive = bool(held_here is not None and held_here.made_by_us and held_here.recursive)
-    unmount = KernelUnmount(target, lazy=lazy, remount=_live_spec(record, snap),
+    recursive = bool(held is not None and held.made_by_us and held.recursive)
+    unmount = KernelUnmount(record.target, lazy=lazy, remount=_live_spec(record, snap),
                             mount_id=record.mount_id, recursive=recursive)
     if held is None:
         return [unmount]
@@ -660,12 +679,12 @@ def _release_steps(
 def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
     """Where the held mount is now if its mount point was renamed, else None.
 
-    Read from the table by the mount's id (an id is not reused while its
-    mount lives), checked against what was held.
+    Found by its unique id (or its id: an id is not reused while its mount
+    lives), checked against what was held.
     """
     if held.mount_id is None:
         return None
-    now = snap.table.by_id.get(held.mount_id)
+    now = snap.find(held)
     if now is None or now.target == held.target:
         return None
     if held.fstype is not None and now.fstype != held.fstype:
