@@ -56,6 +56,11 @@ SYS_FSMOUNT: Final = 432 + _ALPHA_OFFSET
 SYS_FSPICK: Final = 433 + _ALPHA_OFFSET
 SYS_MOUNT_SETATTR: Final = 442 + _ALPHA_OFFSET
 SYS_STATMOUNT: Final = 457 + _ALPHA_OFFSET
+SYS_OPENAT2: Final = 437 + _ALPHA_OFFSET
+
+# openat2(2) (Linux 5.6): struct open_how and its resolve flags.
+RESOLVE_NO_MAGICLINKS: Final = 0x02
+RESOLVE_NO_SYMLINKS: Final = 0x04
 
 AT_FDCWD: Final = -100
 AT_SYMLINK_NOFOLLOW: Final = 0x100
@@ -204,6 +209,16 @@ def attributes(flags: int, clear: int = 0, *, atime_always: bool = False) -> Att
         elif flags & MS_NOATIME:
             set_bits |= MOUNT_ATTR_NOATIME
     return Attributes(set_bits, clear_bits)
+
+
+def openat2(dirfd: int, path: str | bytes, flags: int, resolve: int) -> int:
+    """openat2(2): ``path`` opened under ``dirfd`` with ``flags`` and the RESOLVE_*
+    restrictions of ``resolve``, applied by the kernel to the whole walk at once.
+    OSError (ENOSYS before Linux 5.6, ELOOP for a symlink under
+    RESOLVE_NO_SYMLINKS)."""
+    how = struct.pack("=QQQ", flags, 0, resolve)
+    return _syscall(SYS_OPENAT2, _int(dirfd), _path(path), ctypes.c_char_p(how),
+                    ctypes.c_size_t(len(how)))
 
 
 def open_tree(path: str | bytes, *, dirfd: int = AT_FDCWD, clone: bool, recursive: bool,

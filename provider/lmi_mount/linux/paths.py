@@ -22,6 +22,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from lmi_mount.linux import mountapi
+
 # fstab(5) tags and the /dev/disk directories udev keeps them in.
 _TAG_DIRS = {
     "UUID": "by-uuid",
@@ -114,10 +116,16 @@ def _fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
+#: Whether openat2(2) is used (Linux >= 5.6); tests set it False to run the
+#: component-by-component walk older kernels get.
+USE_OPENAT2 = True
+_openat2_missing = False
+
+
 def open_no_symlinks(path: str, *, parent: bool = False) -> tuple[int, str]:
-    """Open the absolute ``path`` (``O_PATH``) walking it one component at a
-    time, following no symbolic link in any component (as openat2(2)
-    RESOLVE_NO_SYMLINKS, which needs Linux 5.6).
+    """Open the absolute ``path`` (``O_PATH``) following no symbolic link in any
+    component: openat2(2) with RESOLVE_NO_SYMLINKS, one system call, where the
+    kernel has it (Linux 5.6), else a walk one component at a time.
 
     For a path the engine found in mountinfo, which never holds a symlink: a
     local user who swaps a parent directory for a symlink cannot redirect an
@@ -125,12 +133,32 @@ def open_no_symlinks(path: str, *, parent: bool = False) -> tuple[int, str]:
     the last component's directory and the name is returned, else the name
     is "". Raises OSError (ELOOP for a symlink, naming ``path``).
     """
+    global _openat2_missing
     names = [name for name in path.split("/") if name]
     if not path.startswith("/") or any(name in (".", "..") for name in names):
         raise OSError(errno.EINVAL, f"not a normalized absolute path: {path!r}", path)
     last = names.pop() if parent and names else ""
     if parent and not last:
         raise OSError(errno.EINVAL, "the root directory has no parent", path)
+    if USE_OPENAT2 and not _openat2_missing:
+        walked = "/" + "/".join(names)
+        try:
+            fd = mountapi.openat2(mountapi.AT_FDCWD, walked, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                  mountapi.RESOLVE_NO_SYMLINKS)
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                _openat2_missing = True
+            elif exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, f"{path!r} goes through a symbolic link",
+                              path) from exc
+            else:
+                raise OSError(exc.errno, f"{exc.strerror}: {path!r}", path) from exc
+        else:
+            # O_NOFOLLOW on the last component gives the link itself, not ELOOP.
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.ELOOP, f"{path!r} is a symbolic link", path)
+            return fd, last
     fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for name in names:
