@@ -30,7 +30,7 @@ SAMPLE = (
     "\n"
     "/swapfile none swap sw 0 0\n"
     "server:/export  /mnt/nfs  nfs  _netdev,nofail  0  0   \n"
-    "this is broken\n"
+    "broken-line\n"
     "/dev/sdb1 /mnt/My\\040Disk vfat umask=0077\n"
 )
 
@@ -110,26 +110,27 @@ def lines_of(text: str) -> list[str]:
         ),
         pytest.param(
             "/dev/x /a\x00b ext4 x\n",
-            [(1, E("/dev/x", "/a\x00b", "ext4", "x", 0, 0))],
             [],
+            [(1, "unparsable", "the line contains a NUL byte")],
             id="nul-in-a-field",
         ),
         pytest.param(
             "/dev/x /a ext4 x 0 0 # mounted by hand\n",
+            [(1, E("/dev/x", "/a", "ext4", "x", 0, 0))],
             [],
-            [(1, "unparsable", "10 fields; fstab(5) needs 4 to 6")],
-            id="trailing-comment-is-not-a-comment",
+            id="text-after-passno-is-ignored",
         ),
         pytest.param(
             "/dev/x /a ext4\n",
+            [(1, FstabEntry.read("/dev/x", "/a", "ext4", "", 0, 0))],
             [],
-            [(1, "unparsable", "3 fields; fstab(5) needs 4 to 6")],
             id="3-fields",
         ),
         pytest.param(
             "garbage\n",
             [],
-            [(1, "unparsable", "1 field; fstab(5) needs 4 to 6")],
+            [(1, "unparsable", "1 field; an entry needs at least a spec, a mount point and a "
+                             "type")],
             id="1-field",
         ),
         pytest.param(
@@ -140,8 +141,8 @@ def lines_of(text: str) -> list[str]:
         ),
         pytest.param(
             "/dev/x /a ext4 x 0 -1\n",
+            [(1, FstabEntry.read("/dev/x", "/a", "ext4", "x", 0, -1))],
             [],
-            [(1, "unparsable", "passno '-1' is not a decimal number")],
             id="negative-passno",
         ),
         pytest.param(
@@ -152,9 +153,9 @@ def lines_of(text: str) -> list[str]:
         ),
         pytest.param(
             "/dev/x /a ext4 x 2147483648 0\n",
+            [(1, FstabEntry.read("/dev/x", "/a", "ext4", "x", -(2**31), 0))],
             [],
-            [(1, "unparsable", "freq '2147483648' is out of range 0..2147483647")],
-            id="freq-beyond-c-int",
+            id="freq-beyond-c-int-wraps-as-in-libmount",
         ),
         pytest.param(
             "/dev/x /a ext4 x 0 007\n",
@@ -197,7 +198,8 @@ def test_sample_document() -> None:
         "server:/export  /mnt/nfs  nfs  _netdev,nofail  0  0   ",
     )
     assert document.problems() == [
-        FstabProblem(9, "unparsable", "this is broken", "3 fields; fstab(5) needs 4 to 6")
+        FstabProblem(9, "unparsable", "broken-line",
+                     "1 field; an entry needs at least a spec, a mount point and a type")
     ]
 
 
@@ -250,7 +252,7 @@ def test_normalize_target(target: str, normalized: str) -> None:
         ),
         pytest.param("/dev/sda2", "/", None, id="spec-on-other-target"),
         pytest.param("/dev/sda", "/boot", None, id="spec-prefix-is-not-the-spec"),
-        pytest.param("this", "is", None, id="unparsable-line-is-not-an-entry"),
+        pytest.param("broken-line", "x", None, id="unparsable-line-is-not-an-entry"),
         pytest.param("#", "/etc/fstab:", None, id="comment-is-not-an-entry"),
     ],
 )
@@ -565,6 +567,8 @@ def test_edit_errors_name_the_value(
         pytest.param(("s", "", "t", "o"), "fstab field target is empty", id="empty-target"),
         pytest.param(("s", "/x", "", "o"), "fstab field fstype is empty", id="empty-fstype"),
         pytest.param(("s", "/x", "t", ""), "fstab field options is empty", id="empty-options"),
+        pytest.param(("s", "/x\0y", "t", "o"), "fstab field target '/x\\x00y' contains a NUL",
+                     id="nul"),
         pytest.param(
             ("s", None, "t", "o"), "fstab field target must be a string, not None", id="none"
         ),
@@ -601,9 +605,10 @@ def test_document_needs_text() -> None:
 
 # -- properties ---------------------------------------------------------------
 
-# Field text with everything that needs escaping and then some.
+# Field text with everything that needs escaping and then some (not NUL: no
+# escape carries it, and FstabEntry refuses it).
 field_text = st.text(
-    alphabet=st.sampled_from([*"ab/=#\\ \t\n\r\x00\x0b\u00e9\u2028", "\udcff"]),
+    alphabet=st.sampled_from([*"ab/=#\\ \t\n\r\x0b\u00e9\u2028", "\udcff"]),
     min_size=1,
     max_size=12,
 )
@@ -661,7 +666,10 @@ def test_parse_render_identity_on_any_text(text: str) -> None:
     entry_numbers = {line.number for line in document.entries()}
     bad = {p.line for p in document.problems() if p.kind == "unparsable"}
     assert not entry_numbers & bad
-    for number, line in enumerate(lines_of(text), 1):
+    lines = lines_of(text)
+    for number, line in enumerate(lines, 1):
+        if number == len(lines) and not text.endswith("\n"):
+            line = line.split("\0", 1)[0]  # libmount reads a last line up to a NUL
         body = line[:-1] if line.endswith("\r") else line
         if body.strip(" \t") and not body.lstrip(" \t").startswith("#"):
             assert number in entry_numbers | bad

@@ -13,7 +13,7 @@ from typing import Final
 # an unescaped '#' at the start of a field reads as a comment (fstab(5)).
 _ESCAPED: Final = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134", "#": "\\043"}
 _ESCAPE_RE: Final = re.compile(r"[ \t\n\\#]")
-_OCTAL_RE: Final = re.compile(r"\\([0-7]{3})")
+_OCTAL_BYTES_RE: Final = re.compile(rb"\\([0-7]{3})")
 
 
 def escape_field(value: str) -> str:
@@ -22,15 +22,17 @@ def escape_field(value: str) -> str:
 
 
 def unescape_field(field: str) -> str:
-    """Decode every ``\\NNN`` octal escape; any other backslash is kept as is.
+    """Decode every ``\\NNN`` octal escape as libmount does; any other backslash stays.
 
-    Escapes above 0o377 are not bytes and are left undecoded, as libmount does.
+    As util-linux's ``unmangle_to_buffer`` (lib/mangle.c): an escape is a
+    backslash and three digits 0-7, and it stands for one *byte*, the value
+    modulo 256 (``\\351`` is the byte 0xE9, ``\\777`` is 0xFF); the bytes are
+    then read as the text around them is, UTF-8 with ``surrogateescape``, so
+    ``\\303\\251`` is "é" and a lone ``\\351`` is the undecodable byte it names.
+    A byte 0 ends the field there, as it ends libmount's C string.
     """
     if "\\" not in field:
         return field
-
-    def _decode(match: re.Match[str]) -> str:
-        code = int(match.group(1), 8)
-        return chr(code) if code <= 0o377 else match.group(0)
-
-    return _OCTAL_RE.sub(_decode, field)
+    raw = field.encode("utf-8", "surrogateescape")
+    decoded = _OCTAL_BYTES_RE.sub(lambda m: bytes((int(m.group(1), 8) & 0xFF,)), raw)
+    return decoded.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")

@@ -61,7 +61,7 @@ from typing import Final, Literal
 
 from lmi_mount.mounts.escaping import escape_field, unescape_field
 
-MIN_FIELDS: Final = 4
+MIN_FIELDS: Final = 3
 MAX_FIELDS: Final = 6
 # libmount parses freq and passno into C ints (next_s32 in tab_parse.c).
 _INT_MAX: Final = 2**31 - 1
@@ -72,6 +72,7 @@ _FIELD_RE: Final = re.compile(r"[^ \t]+")
 _SLASH_RUN_RE: Final = re.compile(r"/{2,}")
 
 _TEXT_FIELDS: Final = ("spec", "target", "fstype", "options")
+_ALL_FIELDS: Final = (*_TEXT_FIELDS, "freq", "passno")
 
 ProblemKind = Literal["unparsable", "duplicate"]
 
@@ -134,6 +135,7 @@ class FstabEntry:
             and type(passno) is int
             and 0 <= freq <= _INT_MAX
             and 0 <= passno <= _INT_MAX
+            and "\0" not in spec + target + fstype + options
         ):
             self._reject()
 
@@ -148,6 +150,10 @@ class FstabEntry:
                 )
             if not value:
                 raise FstabError(f"fstab field {name} is empty", value=value)
+            if "\0" in value:
+                # No escape carries it: libmount's C strings end at a NUL.
+                raise FstabError(f"fstab field {name} {value!r} contains a NUL byte",
+                                 value=value)
         for name in ("freq", "passno"):
             number = getattr(self, name)
             # bool is an int subclass; True as a dump frequency is a caller bug.
@@ -172,6 +178,21 @@ class FstabEntry:
     def render(self) -> str:
         """The entry as one line (without newline), fields escaped and space separated."""
         return " ".join(_escaped_fields(self, MAX_FIELDS))
+
+    @classmethod
+    def read(cls, spec: str, target: str, fstype: str, options: str, freq: int,
+             passno: int) -> FstabEntry:
+        """An entry as a file has it, unchecked: libmount reads it, so it is one.
+
+        A line may say what this class refuses to write (an escape that decodes
+        to nothing, a negative pass number, no options: ``options`` is then
+        ""); it is still an entry of the document, found, shown and edited.
+        """
+        entry = object.__new__(cls)
+        for name, value in zip(_ALL_FIELDS, (spec, target, fstype, options, freq, passno),
+                               strict=True):
+            object.__setattr__(entry, name, value)
+        return entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,17 +232,9 @@ def _body(segment: str) -> str:
     return segment[:-1] if segment.endswith("\r") else segment
 
 
-def _split_fields(body: str) -> list[str]:
-    """Split on runs of space and tab only (libmount's ``skip_separator``).
-
-    ``str.split()`` is much faster but also splits on other whitespace (CR,
-    VT, FF, U+2028...). Its result is the right one exactly when the only
-    whitespace it removed was the spaces and tabs, which the lengths tell.
-    """
-    fields = body.split()
-    if sum(map(len, fields)) == len(body) - body.count(" ") - body.count("\t"):
-        return fields
-    return _FIELD_RE.findall(body)
+# strtol(3) as next_s32 (tab_parse.c) calls it: leading white space of the C
+# locale, a sign, ASCII digits; the number must end at a blank or the line end.
+_C_INT_RE: Final = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 
 
 def _is_number(raw: str) -> bool:
@@ -229,36 +242,82 @@ def _is_number(raw: str) -> bool:
     return raw.isascii() and raw.isdigit()
 
 
+def _c_int(text: str, position: int) -> tuple[int, int] | None:
+    """The number next_s32 reads at ``position`` and where it ends, or None where
+    libmount calls the line broken.
+
+    strtol clamps to a C long on overflow, and the value is stored in an int
+    (the low 32 bits, as GCC converts): libmount's own reading, kept rather
+    than refused so both read the same line the same way. An overflow
+    (ERANGE) is an error only where anything, blanks included, follows.
+    """
+    match = _C_INT_RE.match(text, position)
+    if match is None:
+        return None
+    end = match.end()
+    if end < len(text) and text[end] not in _BLANKS:
+        return None
+    value = int(match.group(1))
+    if not -(2**63) <= value < 2**63:
+        if end < len(text):
+            return None
+        value = max(-(2**63), min(2**63 - 1, value))
+    return (value + 2**31) % 2**32 - 2**31, end
+
+
 def _parse_body(body: str) -> FstabEntry | _Unparsable | None:
-    """Classify one line's content: None for a comment or blank line."""
+    """Classify one line's content as libmount does: None for a comment or blank line.
+
+    mnt_parse_table_line (libmount/src/tab_parse.c): spec, mount point and
+    type are required; the options may be missing (a 3-field line: options
+    ""); freq and passno are optional C ints; anything after passno is
+    ignored (``0 2 # data disk`` is an entry).
+    """
     stripped = body.lstrip(_BLANKS)
     if not stripped or stripped[0] == "#":
         return None
-    fields = _split_fields(stripped)
-    count = len(fields)
-    if count < MIN_FIELDS or count > MAX_FIELDS:
+    fields = list(_FIELD_RE.finditer(stripped))
+    if len(fields) < 3:
+        count = len(fields)
         return _Unparsable(
-            f"{count} field{'s' if count != 1 else ''}; fstab(5) needs "
-            f"{MIN_FIELDS} to {MAX_FIELDS}"
+            f"{count} field{'s' if count != 1 else ''}; an entry needs at least a spec, "
+            "a mount point and a type"
         )
     numbers = [0, 0]
-    if count > MIN_FIELDS:
-        for index, raw in enumerate(fields[MIN_FIELDS:]):
-            name = ("freq", "passno")[index]
-            if not _is_number(raw):
-                return _Unparsable(f"{name} {raw!r} is not a decimal number")
-            value = int(raw)
-            if value > _INT_MAX:
-                return _Unparsable(f"{name} {raw!r} is out of range 0..{_INT_MAX}")
-            numbers[index] = value
-    return FstabEntry(
-        unescape_field(fields[0]),
-        unescape_field(fields[1]),
-        unescape_field(fields[2]),
-        unescape_field(fields[3]),
+    position = fields[3].end() if len(fields) > 3 else len(stripped)
+    for index, name in enumerate(("freq", "passno")):
+        while position < len(stripped) and stripped[position] in _BLANKS:
+            position += 1
+        if position == len(stripped):
+            break
+        read = _c_int(stripped, position)
+        if read is None:
+            raw = _FIELD_RE.match(stripped, position)
+            shown = raw.group() if raw is not None else stripped[position:]
+            return _Unparsable(f"{name} {shown!r} is not a decimal number")
+        numbers[index], position = read
+    return FstabEntry.read(
+        unescape_field(fields[0].group()),
+        unescape_field(fields[1].group()),
+        unescape_field(fields[2].group()),
+        unescape_field(fields[3].group()) if len(fields) > 3 else "",
         numbers[0],
         numbers[1],
     )
+
+
+def _parse_segment(segment: str, *, terminated: bool) -> FstabEntry | _Unparsable | None:
+    """Classify one line of the text (without its ``\\n``).
+
+    A NUL byte ends libmount's C string: its line reader then misses the
+    newline and calls the line broken, except on a last line without one,
+    which is read up to the NUL (``mnt_table_parse_next``).
+    """
+    if "\0" in segment:
+        if terminated:
+            return _Unparsable("the line contains a NUL byte")
+        segment = segment.split("\0", 1)[0]
+    return _parse_body(_body(segment))
 
 
 def _escape(value: str) -> str:
@@ -269,17 +328,20 @@ def _escape(value: str) -> str:
 
 
 def _field_count(entry: FstabEntry) -> int:
-    """The fewest fields that say everything: 0 freq/passno may be omitted (fstab(5))."""
+    """The fewest fields that say everything: 0 freq/passno may be omitted (fstab(5)),
+    and so may the options of a line read without them."""
     if entry.passno:
         return 6
     if entry.freq:
         return 5
-    return 4
+    return 4 if entry.options else 3
 
 
 def _escaped_fields(entry: FstabEntry, count: int) -> list[str]:
     values = entry.field_values()
-    fields = [_escape(value) for value in values[:4]]
+    # A line read without options has ""; where a field must follow, it is
+    # "defaults", which means the same to mount(8).
+    fields = [_escape(value or "defaults") for value in values[:4]][:count]
     fields.extend(str(number) for number in values[4:count])
     return fields
 
@@ -467,7 +529,8 @@ class FstabDocument:
             if segments[-1] == "":
                 segments.pop()
             for number, segment in enumerate(segments, 1):
-                parsed = _parse_body(_body(segment))
+                parsed = _parse_segment(segment, terminated=number < len(segments)
+                                        or self._text.endswith("\n"))
                 if parsed is None:
                     continue
                 if isinstance(parsed, _Unparsable):
@@ -546,7 +609,7 @@ class FstabDocument:
             end = text.find("\n", start)
             if end == -1:
                 end = len(text)
-            parsed = _parse_body(_body(text[start:end]))
+            parsed = _parse_segment(text[start:end], terminated=end < len(text))
             if isinstance(parsed, FstabEntry):
                 found.append((_Span(start, end), parsed))
         return found
@@ -591,7 +654,7 @@ class FstabDocument:
         while end >= 0:
             start = text.rfind("\n", 0, end) + 1
             body = _body(text[start:end])
-            if isinstance(_parse_body(body), FstabEntry):
+            if "\0" not in body and isinstance(_parse_body(body), FstabEntry):
                 return body
             if start == 0:
                 return None
