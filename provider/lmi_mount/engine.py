@@ -155,6 +155,15 @@ def _room_after_begin(begin_size: int, steps: int) -> int:
     return 2 * begin_size + 512 + 256 * steps
 
 
+def _with_identity(step: Step, identity: tuple[int, int | None] | None) -> Step:
+    """``step``, a holder record being restored, with the ids of the mount an undo
+    made again (``identity``); any other step unchanged."""
+    if identity is None or not isinstance(step, HolderChange) or step.after is None:
+        return step
+    return replace(step, after=replace(step.after, mount_id=identity[0],
+                                       unique_id=identity[1]))
+
+
 def _holder_key(held: HeldMount | None) -> tuple[object, ...] | None:
     """What a holder record says, without the ids the engine fills in on write."""
     if held is None:
@@ -365,8 +374,8 @@ class MountManager:
         with self._lock:
             now = self._clock()
             for held in self._holders.due(now):
-                snap = self._snapshot([held.target])
                 try:
+                    snap = self._snapshot([held.target])
                     self._run(plan_expire(held.target, held.generation, snap), held.target, False)
                     expired.append(held.target)
                 except InUse as exc:
@@ -657,6 +666,9 @@ class MountManager:
                 self._holders.restore(step.after)
 
     def _roll_back(self, plan: Plan, done: list[tuple[Step, object]]) -> None:
+        # An undone unmount mounts again: a new mount, whose ids the holder
+        # records restored after it must carry (a plan is about one mount).
+        remade: tuple[int, int | None] | None = None
         for step, memo in reversed(done):
             try:
                 if isinstance(step, FstabChange):
@@ -672,7 +684,10 @@ class MountManager:
                 else:
                     undo = step.undo()
                     if undo is not None:
-                        self._apply(undo)
+                        result = self._apply(_with_identity(undo, remade))
+                        if isinstance(undo, KernelMount):
+                            assert isinstance(result, tuple)
+                            remade = result
             except Exception:
                 # Nothing more can be done automatically; the log names the step
                 # so an administrator can finish it by hand.
@@ -680,8 +695,7 @@ class MountManager:
 
     def _apply(self, step: Step, anchors: Anchors | None = None) -> object:
         if isinstance(step, KernelMount):
-            self._mount(step, anchors)
-            return None
+            return self._mount(step, anchors)
         if isinstance(step, KernelRemount):
             self._remount(step)
             return None
@@ -697,7 +711,8 @@ class MountManager:
             return None
         raise AssertionError(f"unknown step {step!r}")
 
-    def _mount(self, step: KernelMount, anchors: Anchors | None) -> None:
+    def _mount(self, step: KernelMount, anchors: Anchors | None) -> tuple[int, int | None]:
+        """Mount as ``step`` asks, verified; returns the new mount's (id, unique id)."""
         spec = step.spec
         flags, data, clear = step.request()
         # The transaction's begin record (see _execute) holds this step: if the
@@ -748,6 +763,7 @@ class MountManager:
                 value=spec.target,
                 differences=differences,
             )
+        return record.mount_id, unique
 
     def _take_back(self, record: MountRecord, unique: int | None, *,
                    recursive: bool) -> str | None:
@@ -1027,9 +1043,10 @@ class MountManager:
             return
         log.warning("rolling back %s (transaction %d), interrupted before it finished",
                     txn.operation, txn.txn)
+        remade: tuple[int, int | None] | None = None  # as in _roll_back
         for step in reversed(steps):
             try:
-                self._recover_step(step, mounts, txn.progress)
+                remade = self._recover_step(step, mounts, txn.progress, remade) or remade
             except Exception:
                 log.exception("recovery of %r: could not undo %s", txn.operation,
                               step.describe())
@@ -1075,19 +1092,27 @@ class MountManager:
                 self.kernel.unmount(step.target, expect=step.mount_id, recursive=step.recursive)
 
     def _recover_step(self, step: Step, mounts: dict[str, HeldMount],
-                      progress: tuple[dict[str, object], ...] = ()) -> None:
+                      progress: tuple[dict[str, object], ...] = (),
+                      remade: tuple[int, int | None] | None = None,
+                      ) -> tuple[int, int | None] | None:
+        """Undo ``step`` if the machine shows it applied; returns the (id, unique id)
+        of a mount it made again (an undone unmount), else None.
+
+        A holder record is restored with the ids it had, or with ``remade``'s
+        when this recovery mounted its mount again: never with whatever mount
+        its path reaches now, which may be anyone's.
+        """
         if isinstance(step, HolderChange):
             current = mounts.get(step.target)
             if _holder_key(current) != _holder_key(step.after):
-                return  # not applied (or already undone)
-            before = step.before
+                return None  # not applied (or already undone)
+            undo = _with_identity(step.undo(), remade)
+            assert isinstance(undo, HolderChange)
+            before = undo.after
             if before is None:
                 self._journal.forget(step.target)
                 mounts.pop(step.target, None)
-                return
-            identity = self.kernel.mount_identity(step.target)
-            if identity is not None:  # the mount may have been made again by this recovery
-                before = replace(before, mount_id=identity[0], unique_id=identity[1])
+                return None
             self._journal.set(before)
             mounts[step.target] = before
         elif isinstance(step, FstabChange):
@@ -1109,7 +1134,7 @@ class MountManager:
                         if left is not None:
                             log.error("recovery could not take back %s: %s",
                                       ours[0].target, left)
-                    return
+                    return None
             if self.mount_table().at(step.spec.target) is not None:
                 log.warning("recovery: %s is mounted, but no record says this service "
                             "mounted it (it died between the mount and its note): left as it is",
@@ -1117,13 +1142,16 @@ class MountManager:
         elif isinstance(step, KernelUnmount):
             if step.remount is not None and self.mount_table().at(step.target) is None:
                 flags, data, clear = KernelMount(step.remount).request()
-                self.kernel.mount(step.remount.source, step.target, step.remount.fstype,
-                                  flags, data, clear=clear)
+                record = self.kernel.mount(step.remount.source, step.target,
+                                           step.remount.fstype, flags, data, clear=clear)
+                identity = self.kernel.mount_identity(record.target)
+                return record.mount_id, identity[1] if identity is not None else None
         elif self.mount_table().at(step.target) is not None:  # KernelRemount: idempotent
             undo = step.undo()
             assert isinstance(undo, KernelRemount)
             flags, data = undo.request()
             self.kernel.mount(None, step.target, None, flags, data, expect=step.mount_id)
+        return None
 
     def _noted_mount(self, note: dict[str, object]) -> tuple[MountRecord, int | None] | None:
         """The live mount a progress note of ``_mount`` names, and its unique id;
@@ -1179,4 +1207,11 @@ class MountManager:
                 if timeout is None or timeout > 0:
                     self._wake.wait(timeout)
                     continue
-                self.run_due_timers()
+                try:
+                    self.run_due_timers()
+                except Exception:
+                    # One bad round must not end every hold timer: log it and
+                    # try again after the busy retry interval.
+                    log.exception("the hold timer failed; it tries again in %.0f s",
+                                  BUSY_RETRY_SECONDS)
+                    self._wake.wait(BUSY_RETRY_SECONDS)

@@ -319,3 +319,41 @@ def test_taking_back_a_failed_mount_leaves_what_someone_stacked_on_it(
         engine.create(MountSpec("tmpfs", str(target), "tmpfs", parse_options("private")),
                       holder="me")
     assert (target / "sub/data").read_text() == "theirs"
+
+
+@pytest.mark.private_namespace
+def test_a_release_by_the_old_path_finds_the_renamed_mount_not_the_one_there_now(
+    tmp_path: Path, api: MountApi
+) -> None:
+    # The holder's reference names the old path; someone has mounted their
+    # own file system there since the rename. The release is about ours.
+    world = World("real", tmp_path, mount_api=api)
+    source, target = world.dir("source"), world.dir("p/a")
+    with world.manager() as engine:
+        engine.acquire(MountSpec(source, target, None), "x")
+        (tmp_path / "p").rename(tmp_path / "q")
+        world.dir("p/a")
+        subprocess.run(["mount", "-t", "tmpfs", "foreign", target], check=True)
+        (Path(target) / "data").write_text("theirs")
+        engine.release(target, "x")
+        assert engine.held(target) is None
+    assert (Path(target) / "data").read_text() == "theirs"
+    assert at(tmp_path / "q/a") is None, "ours is released where it is"
+
+
+@pytest.mark.private_namespace
+def test_mounting_again_on_the_old_path_of_a_renamed_held_mount_is_refused_clearly(
+    tmp_path: Path, api: MountApi
+) -> None:
+    world = World("real", tmp_path, mount_api=api)
+    source, target = world.dir("source"), world.dir("p/a")
+    with world.manager() as engine:
+        engine.acquire(MountSpec(source, target, None), "x")
+        (tmp_path / "p").rename(tmp_path / "q")
+        world.dir("p/a")
+        with pytest.raises(InUse, match=r"now on .*q/a.*renamed") as refused:
+            engine.acquire(MountSpec(source, target, None), "y")
+        assert refused.value.value == target
+        engine.release(target, "x")
+        engine.acquire(MountSpec(source, target, None), "y")
+        engine.release(target, "y")

@@ -179,3 +179,52 @@ def test_a_failed_release_never_mounts_an_empty_tmpfs_in_place_of_the_old_one(
         assert held is not None and held.holders == ("b",)
         assert not (target / "data").exists()
         engine.release(str(target), "b")
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_a_rolled_back_release_keeps_the_reference_on_the_mount_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The "forget" after the unmount fails: the bind is mounted again, a new
+    # mount with new ids, and the restored holder must name it, or the
+    # reference is lost and the mount is no longer ours.
+    (tmp_path / "fstab").write_text("")
+    source, target = tmp_path / "source", tmp_path / "mnt"
+    source.mkdir()
+    target.mkdir()
+    spec = MountSpec(str(source), str(target), None)
+    real_forget = HolderJournal.forget
+
+    def forget(journal: HolderJournal, where: str) -> None:
+        monkeypatch.setattr(HolderJournal, "forget", real_forget)
+        raise JournalError(errno.EIO, "cannot write a journal record", "journal")
+
+    with MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
+                      state_dir=tmp_path / "state", timers=False) as engine:
+        engine.acquire(spec, "x")
+        monkeypatch.setattr(HolderJournal, "forget", forget)
+        with pytest.raises(OperationFailed):
+            engine.release(str(target), "x")
+        held = engine.held(str(target))
+        assert held is not None and held.holders == ("x",) and held.made_by_us
+        assert engine.kernel.mount_identity(str(target)) == (held.mount_id, held.unique_id)
+        engine.release(str(target), "x")
+        assert not mounted(str(target))
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_the_hold_timer_survives_a_read_only_journal(tmp_path: Path) -> None:
+    (tmp_path / "fstab").write_text("")
+    target = tmp_path / "mnt"
+    target.mkdir()
+    now = [0.0]
+    with MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
+                      state_dir=tmp_path / "state", timers=False, hold_seconds=5,
+                      clock=lambda: now[0]) as engine:
+        engine.acquire(MountSpec("tmpfs", str(target), "tmpfs"), "x")
+        engine.release(str(target), "x")
+        engine._journal.stop("the test stops the journal")
+        subprocess.run(["umount", str(target)], check=True)
+        now[0] = 100.0
+        assert engine.run_due_timers() == []  # logged and retried later, not raised
+        assert engine.held(str(target)) is not None

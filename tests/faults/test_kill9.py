@@ -23,6 +23,7 @@ import pytest
 from lmi_mount.engine import MountManager
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
+from tests.contract.helpers import mkfs_image
 from tests.engine.conftest import World, crash_points, die_at, fresh_dir
 from tests.support.skips import requires_root
 
@@ -73,6 +74,17 @@ def setup_none(world: World) -> None:
     pass
 
 
+def setup_image(world: World) -> None:
+    mkfs_image(Path(world.dir("images")), "ext4")
+
+
+def create_image(world: World) -> Action:
+    # A loop device and an fsmount(2) mount: both must be gone after recovery.
+    image = str(Path(world.dir("images")) / "ext4.img")
+    return lambda engine: engine.create(MountSpec(image, world.dir("mnt"), "ext4"),
+                                        current=True, holder="a")
+
+
 def setup_mounted_with_line(world: World) -> None:
     with world.manager() as engine:
         engine.create(spec(world), current=True, persist=True, holder="a")
@@ -86,6 +98,7 @@ def setup_two_holders(world: World) -> None:
 
 OPERATIONS = [
     pytest.param(setup_none, create_mode1, id="CreateMount-mode-1"),
+    pytest.param(setup_image, create_image, id="CreateMount-loop-image"),
     pytest.param(setup_mounted_with_line, delete_mode4, id="DeleteMount-mode-4"),
     pytest.param(setup_two_holders, release_one_of_two, id="release-one-of-two"),
     pytest.param(setup_mounted_with_line, modify_mode1, id="ModifyMount-mode-1"),
@@ -188,3 +201,58 @@ def test_an_interrupted_tmpfs_delete_is_finished_not_undone(tmp_path: Path) -> N
         assert engine.held(world.dir("mnt")) is None
         assert engine.read_fstab().find_target(world.dir("mnt")) is None
     assert world.mounts_at(world.dir("mnt")) == []
+
+
+# -- whose ids a restored holder record carries (second review) ----------------------
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_recovery_never_gives_a_holder_the_mount_its_path_lies_in(tmp_path: Path) -> None:
+    # Killed after the unmount of a release; the bind cannot be mounted again
+    # (its source is gone). The holder record must not take the identity of
+    # the parent file system its mount point lies in: a later release would
+    # unmount that file system.
+    world = World("real", tmp_path)
+    parent = world.dir("parent")
+    subprocess.run(["mount", "-t", "tmpfs", "theirs", parent], check=True)
+    source, target = world.dir("source"), world.dir("parent/a")
+    with world.manager() as engine:
+        engine.create(MountSpec(source, target, None), holder="x")
+    die_at(world, "after KernelUnmount", lambda engine: engine.release(target, "x"))
+    Path(source).rmdir()
+    with world.manager() as engine:
+        assert engine.held(target) is None
+    assert world.mounts_at(parent), "the parent file system is still mounted"
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_recovery_never_gives_a_holder_a_mount_made_while_the_service_was_down(
+    tmp_path: Path,
+) -> None:
+    world = World("real", tmp_path)
+    source, target = world.dir("source"), world.dir("c")
+    with world.manager() as engine:
+        engine.create(MountSpec(source, target, None), holder="x")
+    die_at(world, "after KernelUnmount", lambda engine: engine.release(target, "x"))
+    subprocess.run(["mount", "-t", "tmpfs", "foreign", target], check=True)
+    (Path(target) / "data").write_text("theirs")
+    with world.manager() as engine:
+        assert engine.held(target) is None
+    assert (Path(target) / "data").read_text() == "theirs"
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_an_interrupted_release_of_a_renamed_mount_gives_its_holder_back(
+    tmp_path: Path,
+) -> None:
+    world = World("real", tmp_path)
+    source, target = world.dir("source"), world.dir("d/p/a")
+    with world.manager() as engine:
+        engine.create(MountSpec(source, target, None), holder="x")
+    (tmp_path / "d/p").rename(tmp_path / "d/q")
+    die_at(world, "after KernelUnmount", lambda engine: engine.release(target, "x"))
+    with world.manager() as engine:
+        held = engine.held(target)
+        assert held is not None and held.holders == ("x",), "the release was never answered"
+        engine.release(target, "x")
+    assert world.mounts_at(str(tmp_path / "d/q/a")) == []

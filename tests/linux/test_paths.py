@@ -68,3 +68,22 @@ def test_bad_paths_are_refused_naming_the_path(way: str, path: str, code: int) -
     with pytest.raises(OSError) as refused:
         opened(path)
     assert refused.value.errno == code and path in str(refused.value)
+
+
+def test_a_path_longer_than_path_max_opens(tmp_path: Path, way: str) -> None:
+    # A mount point may end up there after a parent rename; it must stay reachable.
+    real = str(tmp_path.resolve())
+    fd = os.open(real, os.O_PATH | os.O_DIRECTORY)
+    path = real
+    try:
+        for _ in range(30):
+            name = "d" * 200
+            os.mkdir(name, dir_fd=fd)
+            following = os.open(name, os.O_PATH | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, path = following, f"{path}/{name}"
+    finally:
+        os.close(fd)
+    assert len(path) > os.pathconf("/", "PC_PATH_MAX")
+    opened_fd, _ = paths.open_no_symlinks(path)
+    os.close(opened_fd)

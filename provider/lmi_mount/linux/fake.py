@@ -328,6 +328,8 @@ class FakeKernel:
             if not os.path.exists(self._on_disk(path)):
                 return None
             mount = self._resolve(path)
+            if mount.target != path:
+                return None  # not a mount point (STATX_ATTR_MOUNT_ROOT unset)
             return mount.mount_id, mount.unique_id
 
     def processes(self, target: str) -> list[ProcessUse]:

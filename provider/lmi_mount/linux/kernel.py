@@ -294,7 +294,8 @@ class Kernel(Protocol):
         ...
 
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
-        """(mount id, unique mount id) of the mount a walk to ``target`` ends in.
+        """(mount id, unique mount id) of the mount whose root ``target`` is (None for
+        a path that is no mount point: the mount it lies in is not the one asked for).
 
         The mount id is mountinfo's; it is reused as soon as a mount is gone,
         so it cannot tell, after a restart, the mount we made from a new one
@@ -589,7 +590,7 @@ class LinuxKernel:
                 if needs_helper(fstype, self.helper_dirs):
                     return self._mount_with_helper(source, anchor, fstype, flags, data)
                 if source is not None and self._is_block(fstype) and _is_regular_file(source):
-                    return self._mount_image(source, anchor, fstype, flags, data)
+                    return self._mount_image(source, anchor, fstype, flags, data, attaching)
             if fstype is None:
                 raise KernelError(errno.EINVAL, "mount", anchor.path, _source_text(source),
                                   None, "no file system type and not a bind mount")
@@ -697,7 +698,8 @@ class LinuxKernel:
             return None
         try:
             mount_id = mountapi.mount_id(fd)
-            if mount_id is None:
+            # A path inside a mount is not that mount's: only its root is.
+            if mount_id is None or mountapi.is_mount_root(fd) is False:
                 return None
             return mount_id, mountapi.unique_mount_id(fd)
         finally:
@@ -942,7 +944,8 @@ class LinuxKernel:
             return None
 
     def _mount_image(
-        self, image: str, anchor: Anchor, fstype: str, flags: int, data: str
+        self, image: str, anchor: Anchor, fstype: str, flags: int, data: str,
+        attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
         # As mount(8): the loop device is read-only exactly when the mount is.
         # A squashfs on a writable loop device is still read-only (the file
@@ -950,8 +953,9 @@ class LinuxKernel:
         read_only = bool(flags & MS_RDONLY)
         device, loop_fd, attached = self._loop_for(image, anchor.path, fstype, read_only)
         try:
-            return self._new_mount(device, anchor, fstype, flags, data, shown_source=image)
-        except KernelError:
+            return self._new_mount(device, anchor, fstype, flags, data, shown_source=image,
+                                   attaching=attaching)
+        except Exception:  # the mount failed, or its note could not be written
             if attached:
                 # Autoclear would free it when loop_fd closes; clear explicitly
                 # so the device is free when this call returns.

@@ -143,11 +143,15 @@ def open_no_symlinks(path: str, *, parent: bool = False) -> tuple[int, str]:
     if USE_OPENAT2 and not _openat2_missing:
         walked = "/" + "/".join(names)
         try:
-            fd = mountapi.openat2(mountapi.AT_FDCWD, walked, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+            fd = mountapi.openat2(mountapi.AT_FDCWD, walked,
+                                  os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
                                   mountapi.RESOLVE_NO_SYMLINKS)
         except OSError as exc:
-            if exc.errno == errno.ENOSYS:
+            if exc.errno in (errno.ENOSYS, errno.EPERM):
+                # Linux < 5.6, or a seccomp filter that refuses the call.
                 _openat2_missing = True
+            elif exc.errno == errno.ENAMETOOLONG:
+                pass  # longer than PATH_MAX: the walk opens it a component at a time
             elif exc.errno == errno.ELOOP:
                 raise OSError(errno.ELOOP, f"{path!r} goes through a symbolic link",
                               path) from exc

@@ -418,6 +418,14 @@ def plan_create(
     if current:
         record = snap.live(spec.target)
         held = snap.holders.get(spec.target)
+        moved = _moved(held, snap) if held is not None else None
+        if held is not None and moved is not None:
+            raise InUse(
+                f"the mount held as {spec.target!r} is now on {moved.target!r} (its mount "
+                f"point was renamed): its holders ({', '.join(held.holders) or 'none'}) "
+                "release it by its old name before anything is mounted there",
+                value=spec.target,
+            )
         if record is None:
             assert held is None, (
                 f"holder state for unmounted {spec.target!r} (engine must reconcile)"
@@ -609,9 +617,10 @@ def plan_delete(
     held = snap.holders.get(target)
     moved = _moved(held, snap) if held is not None and current else None
     record: MountRecord | None
-    if moved is not None and snap.live(target) is None:
+    if moved is not None:
         # A held mount whose mount point was renamed is still the holders':
-        # their references (named by the old path) release it where it is.
+        # their references (named by the old path) release it where it is,
+        # whatever has been mounted on the old path since.
         record, entry = moved, (snap.fstab.find_target(target) if persist else None)
     else:
         record, entry = _resolve(target, spec_name, snap, persist=persist)
@@ -694,6 +703,14 @@ def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
     return now
 
 
+def _is_held_mount(held: HeldMount, record: MountRecord, snap: Snapshot) -> bool:
+    """Whether the live ``record`` is the mount ``held`` describes (ids are reused
+    at once: the unique id decides where the kernel has one)."""
+    if held.mount_id is not None and record.mount_id != held.mount_id:
+        return False
+    return _same_unique(held, record.target, snap)
+
+
 def _same_unique(held: HeldMount, path: str, snap: Snapshot) -> bool:
     """Whether the mount at ``path`` is the held one by the kernel's never-reused id
     (mount ids are reused at once); True where either side does not know it."""
@@ -715,17 +732,17 @@ def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
         or held.release_at > snap.now
     ):
         return Plan("expire")
+    moved = _moved(held, snap)
+    if moved is not None:
+        # Its mount point was renamed: it is still ours, and still due.
+        return Plan("expire", (
+            KernelUnmount(moved.target, lazy=False, remount=None,
+                          mount_id=moved.mount_id, recursive=held.recursive),
+            HolderChange(target, held, None,
+                         f"hold time of {target} ended (now on {moved.target})"),
+        ))
     record = snap.live(target)
-    if record is None:
-        moved = _moved(held, snap)
-        if moved is not None:
-            # Its mount point was renamed: it is still ours, and still due.
-            return Plan("expire", (
-                KernelUnmount(moved.target, lazy=False, remount=None,
-                              mount_id=moved.mount_id, recursive=held.recursive),
-                HolderChange(target, held, None,
-                             f"hold time of {target} ended (now on {moved.target})"),
-            ))
+    if record is None or not _is_held_mount(held, record, snap):
         return Plan("expire", (HolderChange(target, held, None, f"{target} already unmounted"),))
     return Plan(
         "expire",
@@ -751,12 +768,11 @@ def plan_reconcile(snap: Snapshot, targets: Iterable[str] | None = None) -> Plan
         checked = [h for h in (snap.holders.get(t) for t in targets) if h is not None]
     for held in checked:
         record = snap.live(held.target)
+        if _moved(held, snap) is not None:
+            continue  # renamed, not gone: still tracked (its holders and timer find it)
         if record is None:
-            if _moved(held, snap) is not None:
-                continue  # renamed, not gone: still tracked (its hold timer finds it)
             steps.append(HolderChange(held.target, held, None, f"{held.target} vanished"))
-        elif (held.mount_id is not None and record.mount_id != held.mount_id) or not _same_unique(
-                held, record.target, snap):
+        elif not _is_held_mount(held, record, snap):
             steps.append(
                 HolderChange(
                     held.target, held, None, f"{held.target} was replaced by another mount"
