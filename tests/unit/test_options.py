@@ -141,7 +141,7 @@ def test_defaults() -> None:
                      "rw,owner", id="owner-implies-nosuid-nodev"),
         pytest.param("user,nouser,noexec", MountOptions(allow_execution=False,
                                                         other_options=("user", "nouser")),
-                     "noexec,user,nouser", id="user-undone-by-nouser"),
+                     "user,nouser,noexec", id="nouser-does-not-undo-user-as-in-libmount"),
         pytest.param("user=alice,exec", MountOptions(allow_execution=True,
                                                      other_options=("user=alice",)),
                      "exec,user=alice", id="user-with-name-implies-nothing"),

@@ -56,6 +56,7 @@ from lmi_mount.mounts.flags import (
     MS_RDONLY,
     MS_REC,
     MS_RELATIME,
+    MS_REMOUNT,
     MS_SHARED,
     MS_SILENT,
     MS_SLAVE,
@@ -74,11 +75,14 @@ __all__ = [
     "OptionError",
     "compare",
     "from_mountinfo",
+    "fstab_options",
     "is_fstab_only",
     "kernel_request",
+    "mount8_flags",
     "parse_options",
     "remount_needs_superblock",
     "render_options",
+    "same_meaning",
     "split_flags",
     "validate",
     "with_defaults",
@@ -208,7 +212,6 @@ _OWNER_SECURE: Final = ("allow_suid", "interpret_devices")
 _IMPLYING: Final = {
     "user": _SECURE, "users": _SECURE, "owner": _OWNER_SECURE, "group": _OWNER_SECURE,
 }
-_IMPLYING_OFF: Final = {"no" + word: word for word in _IMPLYING}
 
 
 def is_fstab_only(option: str) -> bool:
@@ -428,14 +431,11 @@ def _split(text: str) -> list[str]:
 
 
 def _implied_fields(other_options: Iterable[str]) -> frozenset[str]:
-    """The fields that user/users/owner/group in effect at the end imply to be False."""
-    state = dict.fromkeys(_IMPLYING, False)
-    for element in other_options:
-        if element in state:
-            state[element] = True
-        elif element in _IMPLYING_OFF:
-            state[_IMPLYING_OFF[element]] = False
-    return frozenset(name for word, on in state.items() if on for name in _IMPLYING[word])
+    """The fields that a user/users/owner/group among ``other_options`` implies to be
+    False. A later ``nouser`` does not take it back: libmount adds the flags
+    where the word stands and ignores the ``no`` forms (mnt_optstr_get_flags)."""
+    present = [element for element in other_options if element in _IMPLYING]
+    return frozenset(name for word in present for name in _IMPLYING[word])
 
 
 def parse_options(text: str) -> MountOptions:
@@ -496,6 +496,122 @@ def render_options(options: MountOptions) -> str:
     words.extend(options.other_options)
     words.extend(after)
     return ",".join(words) or "defaults"
+
+
+# -- fstab words that keep their meaning ---------------------------------------------
+
+# mount(8)'s reading of an option list into MS_* flags: libmount's Linux map
+# (optmap.c) applied left to right by mnt_optstr_get_flags, where "user" and
+# "users" add nosuid,nodev,noexec and "owner" and "group" nosuid,nodev at the
+# place they stand. A word with a value ("ro=1", "user=bob") sets nothing.
+_MS_I_VERSION: Final = 1 << 23
+_MOUNT8_WORDS: Final[Mapping[str, tuple[int, bool]]] = {
+    **{word: (flag, value)
+       for flag, set_name, clear_name in FLAG_OPTION_NAMES
+       for word, value in ((set_name, True), (clear_name, False)) if word},
+    "iversion": (_MS_I_VERSION, True), "noiversion": (_MS_I_VERSION, False),
+    **{word: (flag, True) for word, flag in _BIND_WORDS.items()},
+    **{word: (flag, True) for word, flag in _PROPAGATION_WORDS.items()},
+    "remount": (MS_REMOUNT, True),
+    "user": (MS_NOSUID | MS_NODEV | MS_NOEXEC, True),
+    "users": (MS_NOSUID | MS_NODEV | MS_NOEXEC, True),
+    "owner": (MS_NOSUID | MS_NODEV, True),
+    "group": (MS_NOSUID | MS_NODEV, True),
+}
+
+
+def mount8_flags(words: Iterable[str]) -> int:
+    """The MS_* flags mount(8) derives from option ``words``, read left to right."""
+    flags = 0
+    for word in words:
+        entry = _MOUNT8_WORDS.get(word)
+        if entry is not None:
+            flag, value = entry
+            flags = flags | flag if value else flags & ~flag
+    return flags
+
+
+def _meaning(words: list[str]) -> tuple[int, tuple[str, ...]]:
+    """What an option list means to mount(8): its flags and, in order, every word
+    that is no boolean setting's (those reach the file system or mount(8) as
+    they are: their order and repetitions count)."""
+    return mount8_flags(words), tuple(w for w in words if w not in _WORDS and w != "defaults")
+
+
+def same_meaning(first: MountOptions, second: MountOptions) -> bool:
+    """Whether mount(8) asks for the same mount with either set of options."""
+    return (_meaning(render_options(first).split(","))
+            == _meaning(render_options(second).split(",")))
+
+
+def fstab_options(options: MountOptions, existing: str | None = None) -> str:
+    """The option field of an fstab line that mount(8) reads back as ``options``.
+
+    Starting from the canonical words (``render_options``), a setting's word
+    is left out only where mount(8)'s flags are the same without it: ``rw``
+    or ``exec`` alone say nothing, but after ``user`` they undo what it
+    implies and stay (``user,noauto,exec``). With ``existing``, the option
+    field of the line this one replaces, the administrator's words and order
+    are kept where they mean the same, and only what differs is changed; an
+    ``existing`` that already means ``options`` is returned as it is.
+    Raises OptionError for options ``validate`` refuses.
+    """
+    fresh = render_options(options).split(",")
+    wanted = _meaning(fresh)
+    words = [word for word in fresh if word != "defaults"]
+    for word in list(words):
+        if word in _WORDS:
+            shorter = list(words)
+            shorter.remove(word)
+            if _meaning(shorter) == wanted:
+                words = shorter
+    minimal = ",".join(words) or "defaults"
+    if existing is None:
+        return minimal
+    try:
+        old = _split(existing) if existing else []
+    except OptionError:
+        return minimal
+    if _meaning(old) == wanted:
+        return existing
+    merged = _merge_words(old, fresh, wanted)
+    return ",".join(merged) if merged is not None else minimal
+
+
+def _merge_words(old: list[str], fresh: list[str],
+                 wanted: tuple[int, tuple[str, ...]]) -> list[str] | None:
+    """``old`` changed as little as needed to mean ``wanted``, or None.
+
+    A setting word of ``old`` is replaced in place by the request's word for
+    the same setting; other words are kept where the request has them, in
+    order, and the missing ones appended. Words of settings the request
+    leaves unset stay unless they change the flags. Where the order of
+    ``user`` and the words it implies still makes a difference, the
+    request's words go at the end, where the last one wins.
+    """
+    goal = {_WORDS[word][0]: word for word in fresh if word in _WORDS}
+    others = list(wanted[1])
+    merged: list[str] = []
+    for word in old:
+        if word in _WORDS:
+            merged.append(goal.get(_WORDS[word][0], word))
+        elif word == "defaults":
+            merged.append(word)
+        elif others and word == others[0]:
+            merged.append(others.pop(0))
+    merged.extend(others)
+    placed = {_WORDS[word][0] for word in merged if word in _WORDS}
+    merged.extend(word for field, word in goal.items() if field not in placed)
+    for word in list(merged):
+        if word in _WORDS and _WORDS[word][0] not in goal:
+            flag, value = _MOUNT8_WORDS[word]
+            if bool(wanted[0] & flag) != value:
+                merged.remove(word)
+    if _meaning(merged) != wanted:
+        merged.extend(word for word in goal.values())
+    if len(merged) > 1:
+        merged = [word for word in merged if word != "defaults"]
+    return merged if _meaning(merged) == wanted else None
 
 
 # -- the kernel side -------------------------------------------------------------------

@@ -20,20 +20,23 @@ from typing import Any, Final
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
 from lmi_mount.mounts.fstab import FstabDocument, FstabEntry
+from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderError, HolderTable
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable
 from lmi_mount.mounts.options import (
     BOOLEAN_FIELDS,
-    DEFAULTS,
     MountOptions,
+    OptionError,
     bind_refusal,
     compare,
     from_mountinfo,
+    fstab_options,
     kernel_request,
     parse_options,
     remount_needs_superblock,
     remount_refusal,
     render_options,
+    same_meaning,
 )
 
 # fstab spells a bind mount as type "none" with the "bind"/"rbind" option
@@ -66,21 +69,49 @@ class MountSpec:
         suffix = "" if opts == "defaults" else f" ({opts})"
         return f"{kind} {self.source} on {self.target}{suffix}"
 
-    def fstab_entry(self) -> FstabEntry:
-        # Options equal to mount(8)'s defaults need no word: the line says
-        # "defaults" (or just "bind") as an administrator would write it.
-        options = render_options(_without_defaults(self.options))
+    def fstab_entry(self, existing: FstabEntry | None = None) -> FstabEntry:
+        """The fstab line of this mount: its words mean these options to mount(8)
+        (``fstab_options``), and the source and mount point are as spelled.
+
+        With ``existing``, the line this one replaces, its option words, its
+        type word of a bind and its spelling of the mount point are kept
+        where they mean the same.
+        """
+        old_words = existing.options.split(",") if existing and existing.options else []
+        old_bind = [word for word in old_words if word in _BIND_WORDS]
+        rest = ",".join(word for word in old_words if word not in _BIND_WORDS)
+        options = fstab_options(self.options, rest if existing is not None else None)
+        fstype = self.fstype or "none"
         if self.fstype is None:
             word = "rbind" if self.recursive else "bind"
-            options = word if options == "defaults" else f"{word},{options}"
+            if existing is not None and old_bind == [word] and options == rest:
+                options, fstype = existing.options, existing.fstype
+            else:
+                options = word if options in ("defaults", "") else f"{word},{options}"
+        same_target = existing is not None and normalize_fstab_target(
+            existing.target) == normalize_fstab_target(self.target)
         return FstabEntry(
             spec=self.source,
-            target=self.target,
-            fstype=self.fstype or "none",
-            options=options,
+            target=existing.target if existing is not None and same_target else self.target,
+            fstype=fstype,
+            options=options or "defaults",
             freq=self.dump,
             passno=self.passno,
         )
+
+    def means(self, entry: FstabEntry) -> bool:
+        """Whether the fstab line ``entry`` asks mount(8) for exactly this mount,
+        whatever its spelling (``rw,sync,hard`` and ``sync,hard``)."""
+        try:
+            configured = MountSpec.from_fstab(entry)
+        except OptionError:
+            return False
+        return (configured.source == self.source and configured.fstype == self.fstype
+                and configured.recursive == self.recursive
+                and normalize_fstab_target(configured.target)
+                == normalize_fstab_target(self.target)
+                and (configured.dump, configured.passno) == (self.dump, self.passno)
+                and same_meaning(configured.options, self.options))
 
     @classmethod
     def from_fstab(cls, entry: FstabEntry) -> MountSpec:
@@ -97,15 +128,6 @@ class MountSpec:
             dump=entry.freq,
             passno=entry.passno,
         )
-
-
-def _without_defaults(options: MountOptions) -> MountOptions:
-    unset: dict[str, Any] = {
-        name: None
-        for name in BOOLEAN_FIELDS
-        if getattr(options, name) is not None and getattr(options, name) == getattr(DEFAULTS, name)
-    }
-    return replace(options, **unset) if unset else options
 
 
 # -- steps ---------------------------------------------------------------------
@@ -485,11 +507,10 @@ def plan_create(
                     )
                 )
     if persist:
-        wanted = spec.fstab_entry()
         existing = snap.fstab.find_target(spec.target)
         if existing is None:
-            steps.append(FstabChange(spec.target, None, wanted))
-        elif existing != wanted:
+            steps.append(FstabChange(spec.target, None, spec.fstab_entry()))
+        elif not spec.means(existing):
             raise AlreadyExists(
                 f"fstab already has a line for {spec.target!r} with spec {existing.spec!r}, "
                 f"type {existing.fstype!r}, options {existing.options!r}",
@@ -591,7 +612,9 @@ def plan_modify(
             dump=old.dump if dump is None else dump,
             passno=old.passno if passno is None else passno,
         )
-        steps.append(FstabChange(target, entry, new.fstab_entry()))
+        replacement = new.fstab_entry(existing=entry)
+        if replacement != entry:
+            steps.append(FstabChange(target, entry, replacement))
     return Plan("modify", tuple(steps))
 
 
