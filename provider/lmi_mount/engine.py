@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from lmi_mount.linux import files
+from lmi_mount.linux.filesystems import check_fstype
 from lmi_mount.linux.journal import (
     DEFAULT_CAPACITY,
     HolderJournal,
@@ -51,7 +52,7 @@ from lmi_mount.mounts.errors import (
     NotApplied,
     OperationFailed,
 )
-from lmi_mount.mounts.fstab import FstabDocument, FstabEntry, FstabError
+from lmi_mount.mounts.fstab import FstabDocument, FstabEntry, FstabError, boot_problem
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderTable
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
@@ -291,10 +292,12 @@ class MountManager:
         """Mount (``current``) and/or add the fstab line (``persist``) of ``spec``."""
         # The descriptors are opened under the lock: one open on a live mount
         # would keep it busy for a concurrent unmount.
-        with self._lock, self._opened(spec, mounting=current) as (spec, anchors):
+        with self._lock, self._opened(spec, mounting=current, persist=persist) as (
+                spec, anchors, notes):
             snap = self._snapshot([spec.target])
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
-            outcome = self._run(plan, spec.target, dry_run, anchors)
+            outcome = self._run(replace(plan, notes=plan.notes + notes), spec.target, dry_run,
+                                anchors)
             return replace(outcome, source=self._known_source(spec, persist=persist))
 
     def modify(
@@ -496,55 +499,93 @@ class MountManager:
 
     @contextlib.contextmanager
     def _opened(
-        self, spec: MountSpec, *, mounting: bool
-    ) -> Iterator[tuple[MountSpec, Anchors | None]]:
-        """Normalize and check the paths of a request before any plan is made.
+        self, spec: MountSpec, *, mounting: bool, persist: bool
+    ) -> Iterator[tuple[MountSpec, Anchors | None, tuple[str, ...]]]:
+        """Check a request's source, mount point and type before any plan is made;
+        yields the spec to plan with, the descriptors to mount through, and
+        warnings for the Plan.
 
-        To mount, the mount point (and a bind source) is opened once, and the
-        spec names what the descriptors are on (their real paths); the kernel
-        step then mounts through the descriptors, so what was checked is what
-        is mounted (see linux.paths).
+        The source stays as the client spelled it (the fstab line carries it:
+        ``UUID=...``, a by-id link, a symlink, a network share); where it
+        resolves now is ``kernel_source``, for the kernel step only. To mount,
+        the mount point (and a bind source) is opened once, and the kernel
+        step mounts through the descriptors, so what was checked is what is
+        mounted (see linux.paths). Only mounting needs the source and mount
+        point to exist now; a line for fstab alone (``persist``) must pass the
+        boot checks instead: a type this machine knows (a well-known network
+        or FUSE type with a warning), no field mount(8) would misread.
         """
         target = normalize_target(spec.target)
         # No system call and no fstab line can carry a NUL (libmount refuses one).
         for role, value in (("source", spec.source), ("file system type", spec.fstype or "")):
             if "\0" in value:
                 raise InvalidRequest(f"{role} {value!r} contains a NUL character", value=value)
+        notes: list[str] = []
         with contextlib.ExitStack() as stack:
             try:
                 source_anchor = None
-                if spec.fstype is None and mounting:
-                    source_anchor = stack.enter_context(self._paths.open_bind_source(spec.source))
-                    source, is_file = source_anchor.path, source_anchor.is_file
-                elif spec.fstype is None:
-                    source, is_file = self._paths.bind_source(spec.source)
+                kernel_source: str | None = None
+                is_file = False
+                if spec.fstype is None:
+                    if not spec.source.startswith("/"):
+                        raise PathProblem(
+                            f"bind source {spec.source!r} is not an absolute path", spec.source)
+                    if mounting:
+                        source_anchor = stack.enter_context(
+                            self._paths.open_bind_source(spec.source))
+                        kernel_source, is_file = source_anchor.path, source_anchor.is_file
                 else:
-                    source, is_file = self._paths.device_source(spec.source), False
+                    if mounting:
+                        kernel_source = self._paths.device_source(spec.source)
                     # Also for fstab-only modes: the line would run at boot.
                     if needs_helper(spec.fstype, DEFAULT_HELPER_DIRS):
                         try:
                             data = kernel_request(spec.options).data
                         except OptionError:
                             data = ""  # refused with its own message when the plan runs
-                        problem = helper_problem(source, target, spec.fstype, data)
+                        problem = helper_problem(kernel_source or spec.source, target,
+                                                 spec.fstype, data)
                         if problem is not None:
-                            raise PathProblem(problem, source)
+                            raise PathProblem(problem, spec.source)
+                    if persist:
+                        check = check_fstype(spec.fstype)
+                        if check.problem is not None:
+                            raise PathProblem(check.problem, spec.fstype)
+                        if check.warning is not None:
+                            log.warning("%s", check.warning)
+                            notes.append(f"warning: {check.warning}")
                 anchors = None
                 if mounting:
                     anchor = stack.enter_context(
                         self._paths.open_mount_point(target, file_ok=is_file))
                     target = anchor.path
                     anchors = Anchors(anchor, source_anchor)
+                elif os.path.lexists(target):
+                    # The name the kernel and the instances use, as Mode 1
+                    # writes it; a mount point still to be made (systemd
+                    # makes it at boot) is kept as given.
+                    target = os.path.realpath(target)
             except PathProblem as exc:
                 raise InvalidRequest(str(exc), value=exc.path) from exc
-            yield replace(spec, source=source, target=target), anchors
+            planned = replace(spec, target=target,
+                              kernel_source=kernel_source if kernel_source != spec.source
+                              else None)
+            if persist:
+                try:
+                    problem = boot_problem(planned.fstab_entry())
+                except (FstabError, OptionError) as exc:
+                    raise InvalidRequest(str(exc), value=getattr(exc, "value", None)) from exc
+                if problem is not None:
+                    raise InvalidRequest(problem, value=spec.source
+                                         if problem.startswith("spec") else target)
+            yield planned, anchors, tuple(notes)
 
     def _known_source(self, spec: MountSpec, *, persist: bool) -> str:
         """The source ``status`` names the mount by: its fstab line's spec when it
         has one, else a loop device's backing file, else the source as resolved."""
         if persist:
             return spec.source
-        return self.kernel.loop_backing_file(spec.source) or spec.source
+        return self.kernel.loop_backing_file(spec.kernel_name) or spec.kernel_name
 
     def _source_resolver(self, table: MountTable) -> Callable[[MountRecord], str]:
         # Resolved sources live as long as their table: a bind's origin and a
@@ -718,7 +759,7 @@ class MountManager:
         # The transaction's begin record (see _execute) holds this step: if the
         # process dies right after the mount, the next start takes it back.
         target: str | Anchor = spec.target
-        source: str | Anchor = spec.source
+        source: str | Anchor = spec.kernel_name
         if anchors is not None and anchors.target.path == spec.target:
             target = anchors.target
             if spec.fstype is None and anchors.source is not None:
@@ -864,14 +905,14 @@ class MountManager:
                 "while mounting)"
             )
         if spec.fstype is None:
-            if not self.kernel.same_file(spec.source, record.target):
+            if not self.kernel.same_file(spec.kernel_name, record.target):
                 differences.append(f"it does not show {spec.source!r}")
         elif not needs_helper(spec.fstype):
             if record.fstype != spec.fstype:
                 differences.append(f"its type is {record.fstype!r}, not {spec.fstype!r}")
             backing = self.kernel.loop_backing_file(record.source)
-            if spec.source not in (record.source, backing):
-                differences.append(f"its source is {record.source!r}, not {spec.source!r}")
+            if spec.kernel_name not in (record.source, backing):
+                differences.append(f"its source is {record.source!r}, not {spec.kernel_name!r}")
         return differences + self._option_differences(spec.options, record)
 
     @staticmethod

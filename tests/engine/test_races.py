@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -102,7 +103,8 @@ class NobodySwapper:
         self.count.chmod(0o666)
         self.process = subprocess.Popen(
             ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-             "sh", "-c", self.SCRIPT, "swapper", str(path), str(decoy), str(self.count)])
+             "sh", "-c", self.SCRIPT, "swapper", str(path), str(decoy), str(self.count)],
+            start_new_session=True)
 
     @property
     def swaps(self) -> int:
@@ -112,7 +114,9 @@ class NobodySwapper:
         pass
 
     def finish(self) -> None:
-        self.process.kill()
+        # The whole group: an mv the shell started may otherwise still rename
+        # a directory while the test looks at (or removes) the scene.
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
 

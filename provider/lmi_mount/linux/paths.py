@@ -269,8 +269,9 @@ class PathChecker:
     def device_source(self, source: str) -> str:
         """Resolve a block source: image files and devices to their real path, tags via udev.
 
-        Anything that is neither a path nor a tag ("tmpfs", "server:/export")
-        is returned unchanged: the kernel or the helper interprets it.
+        Anything that is neither a local path nor a tag ("tmpfs",
+        "server:/export", "//server/share") is returned unchanged: the kernel
+        or the helper interprets it.
         """
         tag, sep, value = source.partition("=")
         if sep and tag in _TAG_DIRS:
@@ -278,7 +279,7 @@ class PathChecker:
             if not os.path.exists(link):
                 raise PathProblem(f"no device has {source} (no {link})", source)
             return os.path.realpath(link)
-        if source.startswith("/"):
+        if source.startswith("/") and not source.startswith("//"):
             if not os.path.exists(source):
                 raise PathProblem(f"source {source!r} does not exist", source)
             return os.path.realpath(source)

@@ -320,11 +320,42 @@ def _parse_segment(segment: str, *, terminated: bool) -> FstabEntry | _Unparsabl
     return _parse_body(_body(segment))
 
 
+_CONTROL_RE: Final = re.compile(r"[\x01-\x1f\x7f]")
+
+
 def _escape(value: str) -> str:
-    # escape_field plus CR: see the module docstring (libmount strips a CR
-    # before the newline, so a field ending a line must not end in one).
+    # escape_field plus every other control character: a raw CR that ends a
+    # line would be stripped as part of a CRLF line end (see the module
+    # docstring), and the others are invisible to whoever reads the file.
     escaped = escape_field(value)
-    return escaped.replace("\r", "\\015") if "\r" in escaped else escaped
+    if _CONTROL_RE.search(escaped) is None:
+        return escaped
+    return _CONTROL_RE.sub(lambda m: f"\\{ord(m.group()):03o}", escaped)
+
+
+#: The longest path the kernel takes (PATH_MAX, with its NUL).
+PATH_MAX: Final = 4096
+
+
+def boot_problem(entry: FstabEntry) -> str | None:
+    """Why mount(8) or systemd could not use the line ``entry`` at boot, or None.
+
+    The checks that need no machine: a spec or mount point that begins with
+    ``-`` (read as an option by the tools that get it as an argument), or is
+    longer than PATH_MAX, and a mount point that is not absolute (swap lines
+    aside). The type is checked against the machine by
+    ``lmi_mount.linux.filesystems``; empty fields and NUL bytes cannot be
+    made into an FstabEntry at all.
+    """
+    for role, value in (("spec", entry.spec), ("mount point", entry.target)):
+        if value.startswith("-"):
+            return (f"{role} {value!r} begins with '-': mount(8) and systemd would read it "
+                    "as an option")
+        if len(value.encode("utf-8", "surrogateescape")) >= PATH_MAX:
+            return f"{role} {value[:40]!r}... is longer than PATH_MAX ({PATH_MAX} bytes)"
+    if not entry.target.startswith("/") and entry.fstype != "swap":
+        return f"mount point {entry.target!r} is not an absolute path"
+    return None
 
 
 def _field_count(entry: FstabEntry) -> int:

@@ -601,7 +601,10 @@ def _merge_words(old: list[str], fresh: list[str],
             merged.append(others.pop(0))
     merged.extend(others)
     placed = {_WORDS[word][0] for word in merged if word in _WORDS}
-    merged.extend(word for field, word in goal.items() if field not in placed)
+    missing = [word for field, word in goal.items() if field not in placed]
+    # New settings take the place of "defaults" when the line has it.
+    at = merged.index("defaults") if "defaults" in merged else len(merged)
+    merged[at:at] = missing
     for word in list(merged):
         if word in _WORDS and _WORDS[word][0] not in goal:
             flag, value = _MOUNT8_WORDS[word]

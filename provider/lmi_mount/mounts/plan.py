@@ -49,8 +49,13 @@ _BIND_WORDS = ("bind", "rbind")
 class MountSpec:
     """A mount as the user asks for it.
 
-    ``source`` is what the user calls it: a directory for a bind, an image file
-    or device for a block file system, any word ("tmpfs") for a virtual one.
+    ``source`` is what the user calls it, verbatim, and what an fstab line
+    says: a directory for a bind, an image file or device for a block file
+    system (``UUID=...``, ``/dev/disk/by-id/...`` and symlinks included), a
+    network spec (``//host/share``, ``host:/path``), any word ("tmpfs") for a
+    virtual one. ``kernel_source`` is where it resolves now, for the kernel
+    step only (a tag's device, a symlink's target, a bind's real directory);
+    None where the source is the kernel's name already.
     ``fstype`` None is a bind mount (the draft: FileSystemType NULL = bind).
     ``dump`` and ``passno`` are fstab's 5th and 6th fields.
     """
@@ -62,6 +67,12 @@ class MountSpec:
     recursive: bool = False
     dump: int = 0
     passno: int = 0
+    kernel_source: str | None = None
+
+    @property
+    def kernel_name(self) -> str:
+        """The source as the kernel step names it."""
+        return self.kernel_source if self.kernel_source is not None else self.source
 
     def describe(self) -> str:
         kind = ("rbind" if self.recursive else "bind") if self.fstype is None else self.fstype
@@ -268,9 +279,12 @@ class Plan:
 
     operation: str
     steps: tuple[Step, ...] = ()
+    #: What the client should know although nothing is refused (a type whose
+    #: helper is not installed yet), shown after the steps.
+    notes: tuple[str, ...] = ()
 
     def describe(self) -> list[str]:
-        return [step.describe() for step in self.steps]
+        return [step.describe() for step in self.steps] + list(self.notes)
 
     def __bool__(self) -> bool:
         return bool(self.steps)
@@ -408,8 +422,8 @@ def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[st
     """How the live ``record`` differs from what ``spec`` asks; empty if it is the same."""
     differences = []
     live_source = snap.source_of(record)
-    if live_source != spec.source and not (
-        spec.fstype is None and snap.same_directory(spec.source, record.target)
+    if live_source not in (spec.kernel_name, spec.source) and not (
+        spec.fstype is None and snap.same_directory(spec.kernel_name, record.target)
     ):
         differences.append(f"source is {live_source!r}, not {spec.source!r}")
     if spec.fstype is not None and record.fstype != spec.fstype:
@@ -533,8 +547,10 @@ def _resolve(
         held = snap.holders.get(target)
         # Cheapest first: the kernel's source, then the holder record's, then
         # the name the user knows (a bind's origin needs the whole table).
+        line = snap.fstab.find_target(target)
         named = (spec_name == record.source
                  or (held is not None and spec_name == held.source)
+                 or (line is not None and spec_name == line.spec)
                  or spec_name == snap.source_of(record))
         if not named:
             record = None
@@ -882,7 +898,7 @@ def _spec_record(spec: MountSpec | None) -> dict[str, Any] | None:
         return None
     return {"source": spec.source, "target": spec.target, "fstype": spec.fstype,
             "options": _options_record(spec.options), "recursive": spec.recursive,
-            "dump": spec.dump, "passno": spec.passno}
+            "dump": spec.dump, "passno": spec.passno, "kernel_source": spec.kernel_source}
 
 
 def _spec_from(record: dict[str, Any] | None) -> MountSpec | None:
@@ -890,7 +906,7 @@ def _spec_from(record: dict[str, Any] | None) -> MountSpec | None:
         return None
     return MountSpec(record["source"], record["target"], record["fstype"],
                      _options_from(record["options"]), record["recursive"], record["dump"],
-                     record["passno"])
+                     record["passno"], record.get("kernel_source"))
 
 
 def _entry_record(entry: FstabEntry | None) -> list[Any] | None:
