@@ -73,12 +73,17 @@ def main(
     manager.start()
     try:
         if args.command == "status":
-            statuses = manager.status()
+            state = manager.state()
             if args.json:
-                for status in statuses:
+                for status in state.statuses:
                     out.write(json.dumps(_as_json(status)) + "\n")
+                for problem in state.fstab_problems:
+                    out.write(json.dumps({"fstab_line": problem.line, "problem": problem.kind,
+                                          "detail": problem.detail, "text": problem.text})
+                              + "\n")
             else:
-                out.write(status_table(statuses))
+                out.write(status_table(state.statuses))
+                out.write("".join(f"{problem}\n" for problem in state.fstab_problems))
             return 0
         return _plan(manager, args, out)
     except (MountError, OptionError) as exc:

@@ -52,7 +52,13 @@ from lmi_mount.mounts.errors import (
     NotApplied,
     OperationFailed,
 )
-from lmi_mount.mounts.fstab import FstabDocument, FstabEntry, FstabError, boot_problem
+from lmi_mount.mounts.fstab import (
+    FstabDocument,
+    FstabEntry,
+    FstabError,
+    FstabProblem,
+    boot_problem,
+)
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderTable
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
@@ -128,6 +134,8 @@ class EngineState:
     table: MountTable
     statuses: tuple[MountStatus, ...]
     source_of: Callable[[MountRecord], str]
+    #: Lines of fstab that are no entry, and duplicate mount points (by line).
+    fstab_problems: tuple[FstabProblem, ...] = ()
 
 
 CrashHook = Callable[[str], None]
@@ -455,11 +463,12 @@ class MountManager:
                 return cached[3]
         source_of = self._source_resolver(table)
         # Swap lines and other non-mounts ("none swap sw") have no mount point.
-        by_target = {
-            normalize_fstab_target(line.entry.target): line.entry
-            for line in fstab.entries()
-            if line.entry.target.startswith("/")
-        }
+        # Of several lines for one mount point, the first is the one mount(8)
+        # and systemd use; the others are reported (``fstab.problems()``).
+        by_target: dict[str, FstabEntry] = {}
+        for line in fstab.entries():
+            if line.entry.target.startswith("/"):
+                by_target.setdefault(normalize_fstab_target(line.entry.target), line.entry)
         statuses: list[MountStatus] = []
         for record in table.visible():
             live_options = from_mountinfo(record.vfs_options, record.super_options)
@@ -485,7 +494,7 @@ class MountManager:
                 statuses.append(
                     MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
                 )
-        state = EngineState(table, tuple(statuses), source_of)
+        state = EngineState(table, tuple(statuses), source_of, tuple(fstab.problems()))
         with self._cache_lock:
             self._state_cache = (table, fstab, held, state)
         return state

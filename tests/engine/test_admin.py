@@ -83,3 +83,17 @@ def test_plan_of_a_no_effect_cell(world: World) -> None:
         == 0
     )
     assert out.getvalue() == "Mode 1 has no effect on DeleteMount\n"
+
+
+def test_status_reports_the_lines_of_fstab_that_are_no_entry(world: World) -> None:
+    target = world.dir("d")
+    world.fstab.write_text(f"only-one-field\n/dev/sdz1 {target} ext4 ro\n/dev/sdz2 {target} xfs\n")
+    table = io.StringIO()
+    assert main(["status"], engine=_observer(world), out=table) == 0
+    assert "fstab line 1: 1 field;" in table.getvalue()
+    assert f"fstab line 3: mount point {target!r} is already on line 2" in table.getvalue()
+    out = io.StringIO()
+    main(["status", "--json"], engine=_observer(world), out=out)
+    problems = [row for row in map(json.loads, out.getvalue().splitlines()) if "fstab_line" in row]
+    assert [(row["fstab_line"], row["problem"]) for row in problems] == [
+        (1, "unparsable"), (3, "duplicate")]

@@ -170,8 +170,11 @@ def lines_of(text: str) -> list[str]:
                 (2, E("/dev/x", "/a/", "ext4", "ro")),
                 (3, E("/dev/y", "/a", "ext4", "x")),
             ],
-            [(2, "duplicate", "'/dev/x' on '/a/' is already on line 1")],
-            id="duplicate-same-spec-and-normalized-target",
+            [(2, "duplicate", "mount point '/a/' is already on line 1, the line mount(8) and "
+                              "systemd use"),
+             (3, "duplicate", "mount point '/a' is already on line 1, the line mount(8) and "
+                              "systemd use")],
+            id="duplicate-mount-points",
         ),
     ],
 )

@@ -511,8 +511,9 @@ def test_golden_10k_bind_mounts() -> None:
 # -- properties ------------------------------------------------------------------------
 
 
-@given(st.text())
+@given(st.text().filter(lambda value: "\0" not in value))
 def test_escape_round_trip(value: str) -> None:
+    # No path or option holds a NUL; decoded as libmount does, one ends the field.
     assert unescape_field(escape_field(value)) == value
 
 

@@ -14,7 +14,7 @@ kernel, XML or pywbem_mock.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -36,6 +36,7 @@ from lmi_mount.cim.jobs import COMPLETED, EXCEPTION, NEW, RUNNING, STARTING, TER
 from lmi_mount.cim.model import Model
 from lmi_mount.engine import MountStatus
 from lmi_mount.linux.paths import VolumeStats
+from lmi_mount.mounts.fstab import FstabProblem
 from lmi_mount.mounts.options import MountOptions, with_defaults
 from lmi_mount.mounts.plan import MountSpec
 
@@ -219,7 +220,10 @@ class Projector:
             },
         )
 
-    def service(self) -> CIMInstance:
+    def service(self, fstab_problems: Sequence[FstabProblem] = ()) -> CIMInstance:
+        """The service; lines of fstab that are no entry, or repeat a mount point,
+        make it Degraded (3), each described in StatusDescriptions."""
+        status = [Uint16(3)] if fstab_problems else [Uint16(2)]  # Degraded / OK
         return self.instance(
             names.MOUNT_CONFIGURATION_SERVICE,
             {
@@ -229,7 +233,9 @@ class Projector:
                 "Started": True,
                 "EnabledState": Uint16(2),  # Enabled
                 "EnabledDefault": Uint16(2),
-                "OperationalStatus": [Uint16(2)],  # OK
+                "OperationalStatus": status,
+                "StatusDescriptions": ["; ".join(map(str, fstab_problems))]
+                if fstab_problems else None,
             },
         )
 

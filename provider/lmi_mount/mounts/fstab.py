@@ -213,6 +213,9 @@ class FstabProblem:
     text: str
     detail: str
 
+    def __str__(self) -> str:
+        return f"fstab line {self.line}: {self.detail}"
+
 
 @dataclass(frozen=True, slots=True)
 class _Span:
@@ -549,13 +552,30 @@ class FstabDocument:
         span, _old = self._one_match(spec, target, line, "remove")
         return FstabDocument(self._splice(span.start, span.end + 1, ""))
 
+    def remove_all(self, spec: str, target: str) -> FstabDocument:
+        """Delete every entry line (spec, target) with its newline, a duplicate
+        included; FstabError when there is none."""
+        matches = self._matches(spec, target)
+        if not matches:
+            raise FstabError(f"cannot remove: fstab has no entry {spec!r} on {target!r}",
+                             value=target)
+        text = self._text
+        for span, _entry in reversed(matches):
+            text = text[:span.start] + text[span.end + 1:]
+        return FstabDocument(text)
+
+    def first_line(self, spec: str, target: str) -> int | None:
+        """The number of the first entry line (spec, target): the one mount(8) uses."""
+        matches = self._matches(spec, target)
+        return self._number(matches[0][0].start) if matches else None
+
     # -- internals ---------------------------------------------------------
 
     def _analyze(self) -> tuple[list[FstabLine], list[FstabProblem]]:
         if self._analysis is None:
             entries: list[FstabLine] = []
             problems: list[FstabProblem] = []
-            first_line: dict[tuple[str, str], int] = {}
+            first_line: dict[str, int] = {}
             segments = self._text.split("\n")
             if segments[-1] == "":
                 segments.pop()
@@ -568,15 +588,17 @@ class FstabDocument:
                     problems.append(FstabProblem(number, "unparsable", segment, parsed.detail))
                     continue
                 entries.append(FstabLine(number, parsed, segment))
-                key = parsed.key
-                first = first_line.setdefault(key, number)
+                if not parsed.target.startswith("/"):
+                    continue  # swap lines ("none" as mount point) repeat by design
+                first = first_line.setdefault(normalize_target(parsed.target), number)
                 if first != number:
                     problems.append(
                         FstabProblem(
                             number,
                             "duplicate",
                             segment,
-                            f"{parsed.spec!r} on {parsed.target!r} is already on line {first}",
+                            f"mount point {parsed.target!r} is already on line {first}, "
+                            "the line mount(8) and systemd use",
                         )
                     )
             self._analysis = (entries, problems)

@@ -250,8 +250,11 @@ class FstabChange:
             assert self.entry is not None
             return document.add(self.entry)
         if self.entry is None:
-            return document.remove(self.previous.spec, self.previous.target)
-        return document.replace(self.previous.spec, self.previous.target, self.entry)
+            # Every line of the instance: a duplicate would mount it at boot.
+            return document.remove_all(self.previous.spec, self.previous.target)
+        # The line mount(8) uses, where the mount point has several.
+        line = document.first_line(self.previous.spec, self.previous.target)
+        return document.replace(self.previous.spec, self.previous.target, self.entry, line=line)
 
 
 @dataclass(frozen=True, slots=True)

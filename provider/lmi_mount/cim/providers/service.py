@@ -92,7 +92,7 @@ class ServiceProvider(Provider):
     classnames = (names.MOUNT_CONFIGURATION_SERVICE,)
 
     def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
-        yield view.projector.service()
+        yield view.projector.service(view.state.fstab_problems)
 
     def exists(self, view: View, path: CIMInstanceName) -> bool:
         return same_path(path, view.projector.service_path())

@@ -1,0 +1,119 @@
+"""fstab lines through CIM: what a WBEM client asks for is what the line says.
+
+The cases of the issue "fstab lines that mean what the administrator meant",
+each through the pywbem mock front end, judged by the file's bytes: Mode 2
+with a tag of no present disk, a CIFS share, ``user,noauto`` with exec, an
+unknown type; lines libmount reads that the first build did not see (text
+after passno, three fields); duplicate mount points; fstab problems on the
+service instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError
+
+from tests.cim.conftest import NS, CimWorld, call, service_path
+
+
+def lines(world: CimWorld) -> list[str]:
+    return [line for line in world.fstab.read_text().splitlines() if not line.startswith("#")]
+
+
+def goal(conn: Any, **values: Any) -> Any:
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities",
+                                                 namespace=NS)
+    _, out = conn.InvokeMethod("CreateSetting", capabilities)
+    setting = conn.GetInstance(out["MountSetting"])
+    for name, value in values.items():
+        setting[name] = value
+    conn.ModifyInstance(setting)
+    return setting.path
+
+
+def test_mode_2_writes_a_tag_of_no_present_disk_as_given(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    target = str(fake_world.root / "later")
+    rv, out = call(conn, "CreateMount", Mode=2, MountPoint=target, FileSystemType="ext4",
+                   FileSystemSpec="UUID=0a1b2c3d-0000-4000-8000-00000000beef")
+    assert rv == 0
+    assert lines(fake_world) == [
+        f"UUID=0a1b2c3d-0000-4000-8000-00000000beef {target} ext4 defaults 0 0"]
+    mount = conn.GetInstance(out["Mount"])
+    assert mount["FileSystemSpec"] == "UUID=0a1b2c3d-0000-4000-8000-00000000beef"
+
+
+def test_mode_2_writes_a_cifs_share_and_plans_the_missing_helper(
+        fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    target = str(fake_world.root / "nas")
+    rv, out = call(conn, "CreateMount", Mode=2, MountPoint=target, FileSystemType="cifs",
+                   FileSystemSpec="//nas/share", DryRun=True)
+    assert rv == 0 and any("cifs-utils" in step for step in out["Plan"]), out["Plan"]
+    rv, _ = call(conn, "CreateMount", Mode=2, MountPoint=target, FileSystemType="cifs",
+                 FileSystemSpec="//nas/share")
+    assert rv == 0
+    assert lines(fake_world) == [f"//nas/share {target} cifs defaults 0 0"]
+
+
+def test_user_noauto_with_exec_stays_executable(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    target = fake_world.dir("usb")
+    rv, _ = call(conn, "CreateMount", Mode=2, MountPoint=target, FileSystemType="ext4",
+                 FileSystemSpec="/dev/sdz1",
+                 Goal=goal(conn, AllowExecution=True, OtherOptions=["user", "noauto"]))
+    assert rv == 0
+    assert lines(fake_world) == [f"/dev/sdz1 {target} ext4 user,noauto,suid,dev,exec 0 0"]
+
+
+def test_an_unknown_type_is_an_invalid_parameter_naming_it(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    with pytest.raises(CIMError) as refused:
+        call(conn, "CreateMount", Mode=2, MountPoint=fake_world.dir("x"), FileSystemSpec="tmpfs",
+             FileSystemType="nosuchfs")
+    assert refused.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert "'nosuchfs' is unknown here" in refused.value.status_description
+    assert lines(fake_world) == []
+
+
+@pytest.mark.parametrize("line", [
+    pytest.param("/dev/sdz2 {target} ext4 defaults 0 0 # data disk", id="text-after-passno"),
+    pytest.param("/dev/sdz2 {target} ext4", id="three-fields"),
+])
+def test_lines_libmount_reads_are_instances(fake_world: CimWorld, line: str) -> None:
+    target = fake_world.dir("data")
+    fake_world.fstab.write_text(line.format(target=target) + "\n")
+    conn = fake_world.connect()
+    names = [path for path in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+             if path["MountPointPath"] == target]
+    assert [path["FileSystemSpec"] for path in names] == ["/dev/sdz2"]
+    rv, _ = call(conn, "CreateMount", Mode=2, MountPoint=target, FileSystemType="ext4",
+                 FileSystemSpec="/dev/sdz2")
+    assert rv == 0, "the same line again is a successful no-op"
+    assert len(lines(fake_world)) == 1
+    rv, _ = call(conn, "DeleteMount", Mode=4, Mount=names[0])
+    assert rv == 0 and lines(fake_world) == []
+
+
+def test_duplicate_mount_points_use_the_first_line_and_are_reported(
+        fake_world: CimWorld) -> None:
+    target = fake_world.dir("dup")
+    fake_world.fstab.write_text(
+        f"/dev/sdz3 {target} ext4 ro 0 0\nbroken-line\n/dev/sdz4 {target} xfs rw 0 0\n"
+        f"/dev/sdz3 {target} ext4 noatime 0 0\n")
+    conn = fake_world.connect()
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == target]
+    assert mount["FileSystemSpec"] == "/dev/sdz3"
+    [setting] = conn.Associators(mount, ResultClass="LMI_MountedFileSystemSetting")
+    assert setting["AllowWrite"] is False, "the first line's options"
+    service = conn.GetInstance(service_path(conn))
+    assert list(service["OperationalStatus"]) == [3]
+    [description] = service["StatusDescriptions"]
+    assert "fstab line 2:" in description and "fstab line 3: mount point" in description
+    rv, _ = call(conn, "DeleteMount", Mode=4, Mount=mount)
+    assert rv == 0
+    # Every line of the instance goes; the other spec's line stays.
+    assert lines(fake_world) == ["broken-line", f"/dev/sdz4 {target} xfs rw 0 0"]
