@@ -1,9 +1,12 @@
 """``lmi-mount``: local administration on the host, on the same engine as the service.
 
-Owns: the ``status`` table (mounts, holders, fstab state, drift) and ``plan``
-(the dry run of a CreateMount / ModifyMount / DeleteMount in a given Mode).
-It opens the engine as a read-only observer: it never takes the running
-service's state lock and never changes a mount, a line or a reference.
+Owns: the ``status`` table (mounts, holders, fstab state, drift, fstab
+problems and backups) and ``plan`` (the dry run of a CreateMount /
+ModifyMount / DeleteMount in a given Mode), for which it opens the engine as
+a read-only observer: it never takes the running service's state lock and
+never changes a mount, a line or a reference. ``edit-fstab`` is the one verb
+that writes: fstab, by hand, under the lock the service's writers take
+(``lmi_mount.fstab_editor``).
 
 Must not know: CIM transport. Modes are read from the service's one table.
 """
@@ -18,6 +21,8 @@ from typing import Any, TextIO
 
 from lmi_mount.cim.providers.service import MODES
 from lmi_mount.engine import MountManager, MountStatus
+from lmi_mount.fstab_editor import edit_fstab
+from lmi_mount.linux import files
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.options import DEFAULTS, OptionError, parse_options, render_options
@@ -30,8 +35,8 @@ DEFAULT_STATE_DIR = "/run/lmi-mount"
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="lmi-mount",
-        description="Show lmi-mount's view of the host's mounts, or plan a change without "
-        "making it. Never changes anything.",
+        description="Show lmi-mount's view of the host's mounts, plan a change without "
+        "making it, or edit fstab safely beside a running lmi-mountd.",
     )
     top.add_argument("--fstab", default=DEFAULT_FSTAB, help="fstab path (default %(default)s)")
     top.add_argument(
@@ -57,6 +62,11 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--options", default="defaults", help="mount(8) options")
     plan.add_argument("--holder", default="root")
     plan.add_argument("--force", action="store_true")
+    edit = commands.add_parser(
+        "edit-fstab", help="edit fstab in $VISUAL/$EDITOR under lmi-mountd's lock, checked "
+        "before it is written (as vipw and visudo)")
+    edit.add_argument("--backups", type=int, default=3,
+                      help="earlier versions to keep beside it (default %(default)s)")
     return top
 
 
@@ -67,6 +77,8 @@ def main(
     out: TextIO = sys.stdout,
 ) -> int:
     args = parser().parse_args(argv)
+    if args.command == "edit-fstab":
+        return edit_fstab(args.fstab, out=out, backups=args.backups)
     manager = engine or MountManager(
         LinuxKernel(), fstab_path=args.fstab, state_dir=args.state_dir, observer=True
     )
@@ -84,6 +96,9 @@ def main(
             else:
                 out.write(status_table(state.statuses))
                 out.write("".join(f"{problem}\n" for problem in state.fstab_problems))
+                backups = files.backups_of(manager.fstab_path)
+                if backups:
+                    out.write(f"fstab backups: {', '.join(backups)}\n")
             return 0
         return _plan(manager, args, out)
     except (MountError, OptionError) as exc:

@@ -56,6 +56,8 @@ class EngineSettings:
     #: In /run: the journal must outlive a restart of the service, not a reboot.
     state_dir: Path = Path("/run/lmi-mount")
     hold_seconds: float = 0.0
+    #: Earlier versions of fstab kept beside it (linux.files.backups_of).
+    fstab_backups: int = 3
 
 
 @dataclass(frozen=True)
@@ -230,7 +232,8 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         run.engine.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = MountManager(LinuxKernel(), fstab_path=run.engine.fstab,
                           state_dir=run.engine.state_dir,
-                          hold_seconds=run.engine.hold_seconds).start()
+                          hold_seconds=run.engine.hold_seconds,
+                          fstab_backups=run.engine.fstab_backups).start()
     broker = Broker(engine, host=run.server.hostname,
                     synchronous_seconds=run.cim.synchronous_seconds,
                     time_before_removal=run.cim.time_before_removal,

@@ -205,6 +205,7 @@ class MountManager:
     lock, changes nothing and runs no timer: ``lmi-mount status`` and dry
     runs beside a running service use one. ``journal_capacity`` is the size
     of each of the journal's two preallocated files (see linux.journal).
+    ``fstab_backups`` earlier versions of fstab are kept beside it.
     """
 
     def __init__(
@@ -223,9 +224,14 @@ class MountManager:
         timers: bool = True,
         observer: bool = False,
         journal_capacity: int = DEFAULT_CAPACITY,
+        fstab_backups: int = files.DEFAULT_BACKUPS,
     ) -> None:
         if hold_seconds < 0:
             raise InvalidRequest(f"hold time {hold_seconds!r} is negative", value=hold_seconds)
+        if fstab_backups < 0:
+            raise InvalidRequest(f"fstab backups {fstab_backups!r} is negative",
+                                 value=fstab_backups)
+        self.fstab_backups = fstab_backups
         self.kernel = kernel
         self.fstab_path = Path(fstab_path)
         self.hold_seconds = float(hold_seconds)
@@ -949,7 +955,8 @@ class MountManager:
 
     def _edit_fstab(self, step: FstabChange) -> tuple[str, str]:
         before_after = files.edit_file(
-            self.fstab_path, lambda text: step.apply(FstabDocument.parse(text)).render()
+            self.fstab_path, lambda text: step.apply(FstabDocument.parse(text)).render(),
+            backups=self.fstab_backups,
         )
         self._after_fstab_edit()
         return before_after

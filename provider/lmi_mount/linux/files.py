@@ -79,6 +79,10 @@ NEW_FILE_MODE: Final = 0o644
 LOCK_TIMEOUT: Final = 30.0
 LOCK_SUFFIX: Final = ".lock"
 TEMP_SUFFIX: Final = ".lmi-tmp"
+#: Backups are the replaced files themselves, named PATH + BACKUP_INFIX + a UTC
+#: time stamp, so that they sort by age; none are kept unless asked.
+BACKUP_INFIX: Final = ".lmi-backup-"
+DEFAULT_BACKUPS: Final = 0
 
 REPLACE_STEPS: Final = (
     "locked",
@@ -321,24 +325,71 @@ def replace_atomically(
     crash: CrashHook | None = None,
     new_file_mode: int = NEW_FILE_MODE,
     lock_timeout: float = LOCK_TIMEOUT,
+    backups: int = DEFAULT_BACKUPS,
 ) -> FileVersion:
     """Replace the content of ``path`` with ``text`` if it is still ``expected``.
 
     See the module docstring for the protocol. Returns the version now on
     disk. Raises ``ConflictError`` when the file is no longer ``expected``
-    (nothing written), ``FileWriteError`` on a system error.
+    (nothing written), ``FileWriteError`` on a system error. With
+    ``backups``, the replaced file is kept (``backups_of``), the newest that
+    many.
     """
     real = os.path.realpath(path)
     lock = lock_path if lock_path is not None else real + LOCK_SUFFIX
-    data = _encode(text)
-
-    def unchanged(current: bytes, info: os.stat_result | None) -> bool:
-        return _version(info, current) == expected
-
     with locked(lock, timeout=lock_timeout):
         _step(crash, "locked", real)
-        written = _replace_locked(real, data, unchanged, lambda: expected, crash, new_file_mode)
-    return FileVersion.of(written, data)
+        return LockedFile(real, crash, new_file_mode).replace(text, expected,
+                                                              backups=backups)[0]
+
+
+class LockedFile:
+    """A file whose lock the caller holds (``exclusive``): read it, replace it."""
+
+    def __init__(self, path: str, crash: CrashHook | None = None,
+                 new_file_mode: int = NEW_FILE_MODE) -> None:
+        self.path = path
+        self._crash = crash
+        self._new_file_mode = new_file_mode
+
+    def read(self) -> tuple[str, FileVersion]:
+        return read_versioned(self.path)
+
+    def replace(self, text: str, expected: FileVersion, *,
+                backups: int = DEFAULT_BACKUPS) -> tuple[FileVersion, str | None]:
+        """Replace the content with ``text`` if it is still ``expected`` (a writer
+        that does not lock may have changed it); returns the new version and the
+        backup kept of the old file, if any. Raises as ``replace_atomically``."""
+        data = _encode(text)
+
+        def unchanged(current: bytes, info: os.stat_result | None) -> bool:
+            return _version(info, current) == expected
+
+        written, backup = _replace_locked(self.path, data, unchanged, lambda: expected,
+                                          self._crash, self._new_file_mode, backups)
+        return FileVersion.of(written, data), backup
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike[str], *, timeout: float = LOCK_TIMEOUT,
+              lock_path: str | None = None) -> Iterator[LockedFile]:
+    """Hold the lock of ``path`` (the one every writer of this module takes) for a
+    whole session, such as an administrator's editor: writers wait meanwhile."""
+    real = os.path.realpath(path)
+    with locked(lock_path if lock_path is not None else real + LOCK_SUFFIX, timeout=timeout):
+        yield LockedFile(real)
+
+
+def backups_of(path: str | os.PathLike[str]) -> list[str]:
+    """The backups kept of ``path``, oldest first."""
+    real = os.path.realpath(path)
+    directory, name = os.path.split(real)
+    prefix = name + BACKUP_INFIX
+    try:
+        found = [entry for entry in os.listdir(directory or ".") if entry.startswith(prefix)]
+    except OSError:
+        return []
+    return [os.path.join(directory, entry) for entry in sorted(found)]
 
 
 def edit_file(
@@ -350,6 +401,7 @@ def edit_file(
     crash: CrashHook | None = None,
     new_file_mode: int = NEW_FILE_MODE,
     lock_timeout: float = LOCK_TIMEOUT,
+    backups: int = DEFAULT_BACKUPS,
 ) -> tuple[str, str]:
     """Apply the pure function ``edit`` to the text of ``path``; return (old, new).
 
@@ -370,7 +422,7 @@ def edit_file(
         with locked(lock, timeout=lock_timeout):
             _step(crash, "locked", real)
             try:
-                return _edit_locked(real, edit, crash, new_file_mode)
+                return _edit_locked(real, edit, crash, new_file_mode, backups)
             except ConflictError:
                 if attempt >= retries:
                     raise
@@ -379,7 +431,8 @@ def edit_file(
 
 
 def _edit_locked(
-    path: str, edit: Callable[[str], str], crash: CrashHook | None, new_file_mode: int
+    path: str, edit: Callable[[str], str], crash: CrashHook | None, new_file_mode: int,
+    backups: int,
 ) -> tuple[str, str]:
     try:
         data, info = _read_raw(path)
@@ -396,7 +449,8 @@ def _edit_locked(
         return _same_file(current_info, info) and current == data
 
     _replace_locked(
-        path, _encode(new), unchanged, lambda: _version(info, data), crash, new_file_mode
+        path, _encode(new), unchanged, lambda: _version(info, data), crash, new_file_mode,
+        backups,
     )
     return old, new
 
@@ -418,11 +472,16 @@ def _replace_locked(
     expected: Callable[[], FileVersion],
     crash: CrashHook | None,
     new_file_mode: int,
-) -> os.stat_result:
-    """Steps 2-7 of the protocol; the caller holds the lock. Returns the new file's fstat.
+    backups: int = 0,
+) -> tuple[os.stat_result, str | None]:
+    """Steps 2-7 of the protocol; the caller holds the lock. Returns the new file's
+    fstat and the backup kept of the old one (None without ``backups``).
 
     ``unchanged(content, fstat)`` is the compare-and-swap test; ``expected()``
-    gives the version the caller read, for the message of a conflict.
+    gives the version the caller read, for the message of a conflict. The
+    temporary file takes the old one's owner, mode and extended attributes
+    (an SELinux label, POSIX ACLs, user attributes): replacing a file must
+    not change who may read it.
     """
     try:
         info: os.stat_result | None = os.stat(path)
@@ -447,6 +506,7 @@ def _replace_locked(
         if info is not None:
             os.fchown(fd, info.st_uid, info.st_gid)
             os.fchmod(fd, stat.S_IMODE(info.st_mode))
+            _copy_xattrs(path, fd)
         else:
             os.fchmod(fd, new_file_mode)
         _step(crash, step, path)
@@ -465,6 +525,7 @@ def _replace_locked(
             raise ConflictError(path, expected(), _version(current_info, current_data))
         _step(crash, step, path)
         step = "renamed"
+        backup = _keep_backup(path, backups) if info is not None and backups > 0 else None
         os.rename(temp, path)
     except BaseException as error:
         if fd >= 0:
@@ -480,7 +541,38 @@ def _replace_locked(
     except OSError as error:
         raise FileWriteError(path, error, "dir-synced", replaced=True) from error
     _step(crash, "dir-synced", path)
-    return written
+    if backup is not None:
+        _LOG.info("kept the previous %s as %s", path, backup)
+        _prune_backups(path, backups)
+    return written, backup
+
+
+def _copy_xattrs(path: str, fd: int) -> None:
+    try:
+        names = os.listxattr(path)
+    except OSError as error:
+        if error.errno in (errno_codes.ENOTSUP, errno_codes.EOPNOTSUPP):
+            return  # a file system without extended attributes
+        raise
+    for name in names:
+        os.setxattr(fd, name, os.getxattr(path, name))
+
+
+def _keep_backup(path: str, backups: int) -> str:
+    """Hard-link the file about to be replaced under its backup name: after the
+    rename that name holds the old file itself (content, owner, attributes)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    backup = f"{path}{BACKUP_INFIX}{stamp}.{time.time_ns() % 10**9:09d}Z"
+    os.link(path, backup)
+    return backup
+
+
+def _prune_backups(path: str, backups: int) -> None:
+    for old in backups_of(path)[:-backups]:
+        try:
+            os.unlink(old)
+        except OSError as error:
+            _LOG.warning("could not remove the old backup %s: %s", old, _strerror(error))
 
 
 def _write_all(fd: int, data: bytes) -> None:

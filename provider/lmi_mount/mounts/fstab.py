@@ -23,20 +23,24 @@ systemd-fstab-generator use):
 * A line whose first non-blank character is ``#`` is a comment; a line of
   blanks only is blank (``is_comment_line``). A ``#`` later in a line is not
   a comment: it is part of a field.
-* An entry has 4 to 6 fields: spec, mount point, type, options, freq and
-  passno; a missing freq or passno is 0 (fstab(5)). Fewer than 4 or more
-  than 6 fields, or a freq/passno that is not a decimal number in the range
-  of a C ``int`` (libmount stores them as ``int``), make the line
-  *unparsable*: it is kept verbatim and reported by ``problems()``. This is
-  stricter than libmount, which also accepts 3 fields, signs and trailing
-  text after passno; reporting those lines instead of guessing is the point.
+* An entry has a spec, a mount point and a type, then optional options,
+  freq and passno (``mnt_parse_table_line``): a 3-field line is an entry
+  whose options are "" (mount(8)'s defaults), and anything after passno is
+  ignored (``0 2 # data disk``). freq and passno are C ints as strtol reads
+  them (a sign, leading C-locale white space; an overflow is an error only
+  where text follows). Fewer than 3 fields, a number followed by anything
+  but a blank, or a NUL byte in a newline-terminated line (libmount's line
+  reader then misses the newline) make the line *unparsable*: it is kept
+  verbatim and reported by ``problems()``. A last line without a newline
+  is read up to a NUL, as libmount reads it.
 * Fields carry octal escapes (``\\040`` space, ``\\011`` tab, ``\\012``
   newline, ``\\134`` backslash, ``\\043`` ``#``); ``FstabEntry`` holds the
-  decoded text and rendering re-escapes with
+  decoded text, decoded as libmount does (``escaping.unescape_field``: each
+  escape is a byte), and rendering re-escapes with
   ``lmi_mount.mounts.escaping.escape_field``, the project's one escaper.
-  fstab adds one escape to it: a carriage return is written ``\\015``,
-  because a raw CR that ends up last on a line would be stripped as part of
-  a CRLF line end and the field would not read back.
+  fstab adds every other control character to it (``\\015`` for a carriage
+  return, which would otherwise be stripped as part of a CRLF line end).
+  NUL cannot be carried at all: an escape of it ends the field.
 
 Identity: an entry is named by (spec, mount point). Specs compare exactly
 (``UUID=...`` and ``/dev/sda1`` may name one device, but only the machine can
