@@ -223,3 +223,14 @@ def test_get_class_options_never_change_the_model(fake_world: CimWorld) -> None:
     )
     assert full.properties["FileSystemSpec"].qualifiers["Key"].value is True
     assert full.properties["Caption"].class_origin == "CIM_ManagedElement"
+
+
+@pytest.mark.parametrize("number", ["\u00b2", "\u0663", "1_0", "9" * 5000])
+def test_a_job_id_that_is_no_number_is_not_found(fake_world: CimWorld, number: str) -> None:
+    # isdigit() took these for numbers and int() then failed: FAILED, not NOT_FOUND.
+    conn = fake_world.connect()
+    path = CIMInstanceName("LMI_MountJob", {"InstanceID": f"LMI:LMI_MountJob:{number}"},
+                           namespace=NS)
+    with pytest.raises(CIMError) as caught:
+        conn.GetInstance(path)
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND

@@ -64,6 +64,7 @@ from lmi_mount.mounts.flags import (
     UMOUNT_NOFOLLOW,
 )
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
+from lmi_mount.text import decimal
 
 # Per-mount flags a new mount takes from mount(2) flags (fs/namespace.c, path_mount()).
 _MOUNT_FLAGS: Final = (
@@ -702,9 +703,10 @@ class FakeKernel:
 
     def _loop_named(self, device: str) -> _Loop | None:
         head, _, number = device.rpartition("/loop")
-        if head != self.dev_root or not number.isdigit():
+        index = decimal(number)
+        if head != self.dev_root or index is None:
             return None
-        return self._loops.get(int(number))
+        return self._loops.get(index)
 
     def _loop_for(
         self, image: str, st: os.stat_result, path: str, fstype: str, read_only: bool

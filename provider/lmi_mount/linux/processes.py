@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from lmi_mount.text import decimal
+
 How = Literal["cwd", "root", "exe", "fd", "map"]
 
 # A process may exit, or hide its files from us, between listing and reading.
@@ -86,8 +88,9 @@ def describe(uses: Iterable[ProcessUse], limit: int = 10) -> str:
 def _pids(proc_root: str) -> Iterator[int]:
     with os.scandir(proc_root) as entries:
         for entry in entries:
-            if entry.name.isdigit():
-                yield int(entry.name)
+            pid = decimal(entry.name)
+            if pid is not None:
+                yield pid
 
 
 def _paths_of(base: str) -> Iterator[tuple[How, str]]:

@@ -64,6 +64,7 @@ from itertools import pairwise
 from typing import Final, Literal
 
 from lmi_mount.mounts.escaping import escape_field, unescape_field
+from lmi_mount.text import is_decimal
 
 MIN_FIELDS: Final = 3
 MAX_FIELDS: Final = 6
@@ -244,11 +245,6 @@ def _body(segment: str) -> str:
 _C_INT_RE: Final = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 
 
-def _is_number(raw: str) -> bool:
-    # isdigit() alone accepts non-ASCII digits such as '²' that int() refuses.
-    return raw.isascii() and raw.isdigit()
-
-
 def _c_int(text: str, position: int) -> tuple[int, int] | None:
     """The number next_s32 reads at ``position`` and where it ends, or None where
     libmount calls the line broken.
@@ -393,7 +389,7 @@ def _display_width(text: str, column: int = 0) -> int:
 
 def _same_value(raw: str, value: str | int) -> bool:
     if isinstance(value, int):
-        return _is_number(raw) and int(raw) == value
+        return is_decimal(raw) and int(raw) == value
     return unescape_field(raw) == value
 
 

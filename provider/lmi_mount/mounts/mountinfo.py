@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, make_dataclass
 from typing import Final
 
 from lmi_mount.mounts.escaping import unescape_field
+from lmi_mount.text import is_decimal
 
 __all__ = ["MountRecord", "MountTable", "MountinfoError", "parse_mountinfo"]
 
@@ -127,10 +128,10 @@ def _diagnose(line: str) -> str:
     if len(words) - sep != 4:
         return f"expected 3 fields after ' - ', found {len(words) - sep - 1}"
     for name, text in (("mount id", words[0]), ("parent id", words[1])):
-        if not (text.isascii() and text.isdigit()):
+        if not is_decimal(text):
             return f"{name} {text!r} is not a decimal number"
     major, colon, minor = words[2].partition(":")
-    if not colon or not all(p.isascii() and p.isdigit() for p in (major, minor)):
+    if not colon or not all(is_decimal(p) for p in (major, minor)):
         return f"device {words[2]!r} is not MAJOR:MINOR"
     return "an empty or malformed field"
 

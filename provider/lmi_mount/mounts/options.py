@@ -65,6 +65,7 @@ from lmi_mount.mounts.flags import (
     MS_UNBINDABLE,
     PER_MOUNT_FLAGS,
 )
+from lmi_mount.text import is_decimal
 
 __all__ = [
     "BOOLEAN_FIELDS",
@@ -979,7 +980,7 @@ def _same_fs_option(name: str, configured: str, live: str | None) -> bool | None
         except ValueError:
             return None
     if name in ("uid", "gid"):
-        if want.isascii() and want.isdigit() and have.isascii() and have.isdigit():
+        if is_decimal(want) and is_decimal(have):
             return int(want) == int(have)
         return None  # a user or group name: resolving it is I/O
     if name in _NFS_VERSION_KEYS and have.startswith(want + "."):

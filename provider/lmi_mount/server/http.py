@@ -45,6 +45,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final, Protocol
 
+from lmi_mount.text import decimal
+
 log = logging.getLogger("lmi_mount.server.http")
 
 SERVER_NAME: Final = "lmi-mountd"
@@ -318,7 +320,7 @@ class HttpServer:
                     elif isinstance(key.data, Listener):
                         self._accept(key.fileobj, key.data)  # type: ignore[arg-type]
                     else:
-                        self._on_ready(key.data, mask)
+                        self._serve_ready(key.data, mask)
                 self._take_returned()
                 self._expire()
         except Exception:  # pragma: no cover - a bug here must not pass silently
@@ -406,6 +408,20 @@ class HttpServer:
                 self._refuse(conn, simple_response(
                     408, f"the request was not complete within {self.limits.request_timeout} s",
                     close=True))
+
+    def _serve_ready(self, conn: _Conn, mask: int) -> None:
+        """``_on_ready``, confined to its connection: whatever a peer sent, a failure
+        while reading or parsing it answers that connection (500) and closes it;
+        it never ends the loop that serves everyone else."""
+        try:
+            self._on_ready(conn, mask)
+        except Exception:
+            log.exception("reading a request from %s failed; that connection is closed",
+                          conn.peer[0])
+            try:
+                self._refuse(conn, simple_response(500, "internal server error", close=True))
+            except Exception:
+                self._close(conn)
 
     def _on_ready(self, conn: _Conn, mask: int) -> None:
         if conn.state is _State.HANDSHAKE and not self._handshake(conn):
@@ -536,11 +552,11 @@ class HttpServer:
                 raise _RequestRefused(simple_response(
                     411, "Content-Length is required", close=True))
             return 0
-        if len(values) > 1 or not next(iter(values)).isdigit():
+        length = decimal(next(iter(values))) if len(values) == 1 else None
+        if length is None:
             raise _RequestRefused(simple_response(
-                400, f"Content-Length {', '.join(sorted(values))!r} is not one number",
+                400, f"Content-Length {', '.join(sorted(values))[:100]!r} is not one number",
                 close=True))
-        length = int(next(iter(values)))
         if length > self.limits.max_body_bytes:
             raise _RequestRefused(simple_response(
                 413, f"the body of {length} bytes exceeds the limit of "

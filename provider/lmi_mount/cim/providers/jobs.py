@@ -23,6 +23,7 @@ from pywbem import (
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import Job
 from lmi_mount.cim.providers.base import Caller, Provider, View
+from lmi_mount.text import decimal
 
 _PREFIX: Final = f"LMI:{names.MOUNT_JOB}:"
 
@@ -36,8 +37,8 @@ _RSC_NOT_SUPPORTED: Final = Uint32(1)
 
 def job_number(path: CIMInstanceName | None) -> int | None:
     value = path.keybindings.get("InstanceID") if path is not None else None
-    if isinstance(value, str) and value.startswith(_PREFIX) and value[len(_PREFIX) :].isdigit():
-        return int(value[len(_PREFIX) :])
+    if isinstance(value, str) and value.startswith(_PREFIX):
+        return decimal(value[len(_PREFIX) :])
     return None
 
 
