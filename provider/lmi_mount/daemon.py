@@ -38,6 +38,7 @@ from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.server.app import CimServer
 from lmi_mount.server.config import ConfigError, ServerConfig, load_config, read_section
+from lmi_mount.text import decimal
 
 log = logging.getLogger("lmi_mount.daemon")
 
@@ -253,14 +254,44 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         if engine.read_only_reason is not None:
             log.warning("serving reads only: %s", engine.read_only_reason)
             _notify(f"STATUS=read-only: {engine.read_only_reason}")
-        stop.wait()
+        failure = _supervise(server, engine, stop)
         _notify("STOPPING=1")
-        log.info("stopping: closing the listeners, letting requests and jobs finish")
+        if failure is not None:
+            log.error("%s: lmi-mountd exits so that it is restarted", failure)
+        else:
+            log.info("stopping: closing the listeners, letting requests and jobs finish")
     finally:
         server.shutdown()
         broker.close()  # waits for running jobs: their mounts and journal records complete
         engine.close()
-    return 0
+    return 0 if failure is None else 1
+
+
+#: How often the supervisor looks at the threads without a systemd watchdog.
+SUPERVISE_SECONDS = 5.0
+
+
+def _supervise(server: CimServer, engine: MountManager, stop: threading.Event) -> str | None:
+    """Wait for ``stop`` while watching the I/O loop and the hold timer; returns
+    what died, or None on a requested stop.
+
+    Under systemd's watchdog (``WatchdogSec=``, which sets WATCHDOG_USEC),
+    WATCHDOG=1 is sent at half the interval, and only while the I/O loop
+    goes round: a loop that is stuck, not only dead, gets the daemon killed
+    and restarted.
+    """
+    watchdog = os.environ.get("WATCHDOG_USEC", "")
+    usec = decimal(watchdog) if os.environ.get("WATCHDOG_PID", str(os.getpid())) == str(
+        os.getpid()) else None
+    interval = min(SUPERVISE_SECONDS, usec / 2e6) if usec else SUPERVISE_SECONDS
+    while not stop.wait(interval):
+        if not server.http.alive(within=max(2 * interval, 3.0)):
+            return "the HTTP I/O loop stopped"
+        if not engine.timers_alive:
+            return "the hold timer thread stopped"
+        if usec:
+            _notify("WATCHDOG=1")
+    return None
 
 
 def _announce(run: Settings, server: CimServer) -> None:

@@ -278,6 +278,13 @@ class MountManager:
             self._timer_thread.start()
         return self
 
+    @property
+    def timers_alive(self) -> bool:
+        """Whether the hold timer runs (or was not asked for)."""
+        thread = self._timer_thread
+        return not self._timers_enabled or self._closed or (
+            thread is not None and thread.is_alive())
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

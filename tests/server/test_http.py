@@ -339,3 +339,19 @@ def test_a_failure_reading_one_connection_never_ends_the_loop(
     with connect(server) as sock:
         sock.sendall(post(body=b"still here"))
         assert read_response(sock.makefile("rb")).body == b"still here"
+
+
+def test_alive_says_when_the_io_loop_is_gone(app: EchoApp) -> None:
+    # The daemon's supervisor asks this; a loop that ends must not go unseen.
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    server.start()
+    try:
+        assert server.alive(within=3)
+        server._running.clear()  # the loop ends as it would on a fatal error
+        server._wake()
+        assert server._thread is not None
+        server._thread.join(timeout=5)
+        assert not server.alive(within=3)
+    finally:
+        server._running.set()
+        server.shutdown()

@@ -237,6 +237,9 @@ class HttpServer:
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
         self._stopped = threading.Event()
+        #: When the I/O loop last went round (the clock's time): a supervisor
+        #: that sees it stand still knows the loop is stuck (see ``alive``).
+        self.last_turn = clock()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -297,6 +300,13 @@ class HttpServer:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
+    def alive(self, within: float) -> bool:
+        """Whether the I/O loop runs and went round within the last ``within`` s
+        (it goes round at least once a second)."""
+        thread = self._thread
+        return (thread is not None and thread.is_alive()
+                and self._clock() - self.last_turn <= within)
+
     @property
     def open_connections(self) -> int:
         with self._conns_lock:
@@ -311,6 +321,7 @@ class HttpServer:
     def _loop(self) -> None:
         try:
             while self._running.is_set():
+                self.last_turn = self._clock()
                 timeout = self._next_deadline()
                 for key, mask in self._selector.select(timeout):
                     if key.fileobj is self._wake_r:
