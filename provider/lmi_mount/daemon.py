@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from lmi_mount import __version__
 from lmi_mount.cim.broker import Broker
-from lmi_mount.engine import MountManager
+from lmi_mount.engine import DEFAULT_PROTECTED, MountManager
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.server.app import CimServer
@@ -59,6 +59,9 @@ class EngineSettings:
     hold_seconds: float = 0.0
     #: Earlier versions of fstab kept beside it (linux.files.backups_of).
     fstab_backups: int = 3
+    #: System mount points (with everything below) not unmounted or remounted
+    #: without Force unless lmi-mount made the mount.
+    protected: tuple[str, ...] = DEFAULT_PROTECTED
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,8 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
     engine = MountManager(LinuxKernel(), fstab_path=run.engine.fstab,
                           state_dir=run.engine.state_dir,
                           hold_seconds=run.engine.hold_seconds,
-                          fstab_backups=run.engine.fstab_backups).start()
+                          fstab_backups=run.engine.fstab_backups,
+                          protected=run.engine.protected).start()
     broker = Broker(engine, host=run.server.hostname,
                     synchronous_seconds=run.cim.synchronous_seconds,
                     time_before_removal=run.cim.time_before_removal,

@@ -155,6 +155,11 @@ SYSTEM_FSTAB = Path("/etc/fstab")
 #: File systems whose content lives only as long as they are mounted.
 MEMORY_FSTYPES = frozenset({"tmpfs", "ramfs"})
 
+#: Mount points whose mounts the system itself needs: the root mount, and the
+#: API file systems (systemd's /proc, /sys, /dev, /run) with every mount below
+#: them. Unmounting or remounting one that lmi-mount did not make takes Force.
+DEFAULT_PROTECTED = ("/", "/proc", "/sys", "/dev", "/run")
+
 
 def _room_after_begin(begin_size: int, steps: int) -> int:
     """Journal bytes a plan writes after its begin record: per step one record
@@ -206,6 +211,9 @@ class MountManager:
     runs beside a running service use one. ``journal_capacity`` is the size
     of each of the journal's two preallocated files (see linux.journal).
     ``fstab_backups`` earlier versions of fstab are kept beside it.
+    ``protected`` mount points, with everything below them, are not
+    unmounted or remounted unless they are mounts of ours or ``force``
+    says so.
     """
 
     def __init__(
@@ -225,6 +233,7 @@ class MountManager:
         observer: bool = False,
         journal_capacity: int = DEFAULT_CAPACITY,
         fstab_backups: int = files.DEFAULT_BACKUPS,
+        protected: Sequence[str] = DEFAULT_PROTECTED,
     ) -> None:
         if hold_seconds < 0:
             raise InvalidRequest(f"hold time {hold_seconds!r} is negative", value=hold_seconds)
@@ -232,6 +241,7 @@ class MountManager:
             raise InvalidRequest(f"fstab backups {fstab_backups!r} is negative",
                                  value=fstab_backups)
         self.fstab_backups = fstab_backups
+        self.protected = tuple(normalize_target(path) for path in protected)
         self.kernel = kernel
         self.fstab_path = Path(fstab_path)
         self.hold_seconds = float(hold_seconds)
@@ -332,8 +342,10 @@ class MountManager:
         dump: int | None = None,
         passno: int | None = None,
         dry_run: bool = False,
+        force: bool = False,
     ) -> Outcome:
-        """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``."""
+        """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``;
+        ``force`` lets it remount a protected system mount."""
         target = normalize_target(target)
         with self._lock:
             snap = self._snapshot([target])
@@ -347,6 +359,7 @@ class MountManager:
                 dump=dump,
                 passno=passno,
             )
+            self._refuse_protected(plan, snap, force)
             return self._run(plan, target, dry_run)
 
     def delete(
@@ -375,6 +388,7 @@ class MountManager:
                 force=force,
                 lazy=lazy,
             )
+            self._refuse_protected(plan, snap, force)
             return self._run(plan, target, dry_run)
 
     # The seed's MountManager names, for code that thinks in references.
@@ -601,6 +615,28 @@ class MountManager:
                     raise InvalidRequest(problem, value=spec.source
                                          if problem.startswith("spec") else target)
             yield planned, anchors, tuple(notes)
+
+    def _refuse_protected(self, plan: Plan, snap: Snapshot, force: bool) -> None:
+        """InvalidRequest if ``plan`` unmounts or remounts a system mount (under a
+        ``protected`` mount point) that lmi-mount did not make, unless ``force``."""
+        if force:
+            return
+        for step in plan.steps:
+            if not isinstance(step, (KernelUnmount, KernelRemount)):
+                continue
+            # "/" is the root mount itself; any other is a tree of mounts.
+            root = next((p for p in self.protected if step.target == p or
+                         (p != "/" and step.target.startswith(p + "/"))), None)
+            # A held mount is found by its id too: renamed, it is held by its old path.
+            ours = any(held.made_by_us and (held.target == step.target or (
+                step.mount_id is not None and held.mount_id == step.mount_id))
+                for held in snap.holders)
+            if root is not None and not ours:
+                under = "" if root == step.target else f" (it is under {root})"
+                verb = "unmount" if isinstance(step, KernelUnmount) else "remount"
+                raise InvalidRequest(
+                    f"{step.target} is a system mount{under} that lmi-mount did not make: "
+                    f"it will not {verb} it unless Force is true", value=step.target)
 
     def _known_source(self, spec: MountSpec, *, persist: bool) -> str:
         """The source ``status`` names the mount by: its fstab line's spec when it

@@ -117,3 +117,19 @@ def test_duplicate_mount_points_use_the_first_line_and_are_reported(
     assert rv == 0
     # Every line of the instance goes; the other spec's line stays.
     assert lines(fake_world) == ["broken-line", f"/dev/sdz4 {target} xfs rw 0 0"]
+
+
+def test_a_system_mount_is_refused_without_force_through_cim(fake_world: CimWorld) -> None:
+    system = fake_world.dir("sys")
+    target = fake_world.dir("sys/shm")
+    conn = fake_world.connect(protected=(system,))
+    fake_world.kernel.mount("tmpfs", target, "tmpfs", 0)
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == target]
+    for method, params in (("ModifyMount", {"Mode": 32768}), ("DeleteMount", {"Mode": 32769})):
+        with pytest.raises(CIMError) as refused:
+            call(conn, method, Mount=mount, **params)
+        assert refused.value.status_code == CIM_ERR_INVALID_PARAMETER
+        assert "unless Force is true" in refused.value.status_description
+    rv, _ = call(conn, "DeleteMount", Mode=32769, Mount=mount, Force=True)
+    assert rv == 0 and fake_world.mounts_at(target) == []

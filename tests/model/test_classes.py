@@ -155,6 +155,7 @@ EXPECTED: dict[str, C] = {
                 P("Goal", ref("LMI_MountedFileSystemSetting")),
                 MODE,
                 *EXTENSIONS_OUT,
+                P("Force", BOOLEAN),
             ],
             "DeleteMount": [
                 JOB,

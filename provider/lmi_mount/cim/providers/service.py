@@ -191,6 +191,8 @@ class ServiceProvider(Provider):
         )
         engine = view.context.engine
 
+        force = _boolean(args, "force")
+
         def run() -> tuple[Outcome, CIMInstanceName | None]:
             outcome = engine.modify(
                 target,
@@ -201,6 +203,7 @@ class ServiceProvider(Provider):
                 dump=dump,
                 passno=passno,
                 dry_run=dry_run,
+                force=force,
             )
             return outcome, mount
 

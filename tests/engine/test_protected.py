@@ -1,0 +1,55 @@
+"""System mounts are not taken away by one call: the root and the API file systems.
+
+The first build unmounted /dev/shm for a DeleteMount nobody held, and /proc,
+/sys and /run were as open. A mount lmi-mount did not make under a protected
+mount point is neither unmounted nor remounted without Force; lmi-mount's
+own mounts there are released as usual.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lmi_mount.mounts.errors import InvalidRequest
+from lmi_mount.mounts.options import parse_options
+from lmi_mount.mounts.plan import MountSpec
+from tests.engine.conftest import World
+
+
+def test_the_root_file_system_is_not_remounted_without_force(world: World) -> None:
+    with world.manager() as engine, pytest.raises(InvalidRequest,
+                                                  match="/ is a system mount") as refused:
+        engine.modify("/", parse_options("ro"), dry_run=True)
+    assert refused.value.value == "/"
+
+
+def test_a_system_mount_is_not_unmounted_without_force(world: World) -> None:
+    system = world.dir("sys")
+    target = world.dir("sys/shm")
+    world.kernel.mount("tmpfs", target, "tmpfs", 0)  # made by the system, not by us
+    with world.manager(protected=(system,)) as engine:
+        with pytest.raises(InvalidRequest, match=f"under {system}.*unless Force is true"):
+            engine.delete(target)
+        with pytest.raises(InvalidRequest, match="will not remount it unless Force"):
+            engine.modify(target, parse_options("ro"))
+        assert world.mounts_at(target), "still mounted"
+        engine.delete(target, force=True)
+        assert world.mounts_at(target) == []
+
+
+def test_lmi_mounts_own_mounts_under_a_protected_point_are_released(world: World) -> None:
+    system = world.dir("run")
+    target = world.dir("run/ours")
+    with world.manager(protected=(system,)) as engine:
+        engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
+        engine.modify(target, parse_options("ro"))
+        engine.release(target, "a")
+        assert world.mounts_at(target) == []
+
+
+def test_the_root_protects_itself_not_every_mount_below_it(world: World) -> None:
+    target = world.dir("anywhere")
+    world.kernel.mount("tmpfs", target, "tmpfs", 0)
+    with world.manager() as engine:  # the default list: / /proc /sys /dev /run
+        engine.delete(target)
+    assert world.mounts_at(target) == []
