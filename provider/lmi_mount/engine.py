@@ -53,6 +53,7 @@ from lmi_mount.mounts.errors import (
     OperationFailed,
 )
 from lmi_mount.mounts.fstab import (
+    FstabConflict,
     FstabDocument,
     FstabEntry,
     FstabError,
@@ -95,6 +96,11 @@ _T = TypeVar("_T")
 
 # How long a hold timer waits before trying again when its unmount is busy.
 BUSY_RETRY_SECONDS = 5.0
+# Taking back a mount that did not come up as asked: how often, and how long
+# apart while it is busy (a mount made an instant ago is only ever pinned by
+# a racing path lookup; a process that got into it keeps it, reported).
+TAKE_BACK_ATTEMPTS = 50
+TAKE_BACK_BUSY_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +352,7 @@ class MountManager:
     ) -> Outcome:
         """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``;
         ``force`` lets it remount a protected system mount."""
-        target = normalize_target(target)
+        target = self._fstab_only_target(normalize_target(target), current)
         with self._lock:
             snap = self._snapshot([target])
             plan = plan_modify(
@@ -375,7 +381,7 @@ class MountManager:
         dry_run: bool = False,
     ) -> Outcome:
         """Release or unmount (``current``) and/or remove the fstab line (``persist``)."""
-        target = normalize_target(target)
+        target = self._fstab_only_target(normalize_target(target), current)
         with self._lock:
             snap = self._snapshot([target])
             plan = plan_delete(
@@ -615,6 +621,16 @@ class MountManager:
                     raise InvalidRequest(problem, value=spec.source
                                          if problem.startswith("spec") else target)
             yield planned, anchors, tuple(notes)
+
+    @staticmethod
+    def _fstab_only_target(target: str, current: bool) -> str:
+        """The mount point a request that touches fstab alone names: its real path,
+        as CreateMount writes it, so that a symlinked spelling finds the line.
+        A request that unmounts or remounts keeps the path as given: the kernel
+        steps walk it without following symlinks (see linux.paths)."""
+        if current or not os.path.lexists(target):
+            return target
+        return os.path.realpath(target)
 
     def _refuse_protected(self, plan: Plan, snap: Snapshot, force: bool) -> None:
         """InvalidRequest if ``plan`` unmounts or remounts a system mount (under a
@@ -875,7 +891,7 @@ class MountManager:
         are its own copies); on any other, they are someone else's: EBUSY.
         """
         target = record.target
-        for _ in range(3):
+        for _ in range(TAKE_BACK_ATTEMPTS):
             try:
                 self.kernel.unmount(target, expect=record.mount_id, recursive=recursive)
                 return None
@@ -884,9 +900,13 @@ class MountManager:
                 if now is None or (now.major, now.minor, now.root) != (
                         record.major, record.minor, record.root):
                     return None  # gone (its id, if seen again, is another mount's)
-                if exc.errno not in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.ESTALE):
-                    return str(exc)  # busy, or refused: looking again will not help
-                target = now.target  # its mount point was moved: there it is now
+                if exc.errno == errno.EBUSY:
+                    # Nobody has used it yet: a path lookup racing with the
+                    # unmount (a rename of its parent) pins it for an instant.
+                    time.sleep(TAKE_BACK_BUSY_SECONDS)
+                elif exc.errno not in (errno.ELOOP, errno.ENOENT, errno.ENOTDIR, errno.ESTALE):
+                    return str(exc)  # refused: looking again will not help
+                target = now.target  # its mount point may have been moved: there it is
         log.error("could not take back the mount %d (%s) now on %s", record.mount_id,
                   record.source, target)
         return f"the mount is left on {target!r}"
@@ -1037,6 +1057,8 @@ class MountManager:
             if exc.errno in (errno.ENODEV, errno.ENOTBLK, errno.ENOENT, errno.ENOTDIR):
                 return InvalidRequest(str(exc), value=exc.source or exc.target)
             return OperationFailed(str(exc), value=exc.target, errno=exc.errno)
+        if isinstance(exc, FstabConflict):
+            return OperationFailed(str(exc), value=exc.value, errno=errno.EAGAIN)
         if isinstance(exc, (OptionError, FstabError)):
             return InvalidRequest(str(exc), value=getattr(exc, "value", None))
         if isinstance(exc, files.ConflictError):

@@ -143,9 +143,12 @@ def edit_fstab(
                 if answer.startswith("w"):
                     break
             try:
-                backup = fstab.replace(edited, version, backups=backups)
+                _, backup = fstab.replace(edited, version, backups=backups)
             except files.FileError as exc:
-                out.write(f"lmi-mount: {exc}\n")
+                # Changed by a writer that does not lock: the edit is kept to redo.
+                kept = f"{real}.lmi-edit-{os.getpid()}"
+                shutil.copyfile(scratch, kept)
+                out.write(f"lmi-mount: {exc}\nyour edit is kept in {kept}\n")
                 return 1
             out.write(f"{real} written" + (f" (the old one is {backup})" if backup else "")
                       + "\n")

@@ -146,3 +146,39 @@ def test_the_service_and_the_editor_never_lose_each_others_lines(world: World) -
     text = world.fstab.read_text()
     assert "by-hand" in text and "by-service" in text
     assert text.index("by-hand") < text.index("by-service"), "the service waited"
+
+
+def test_review_accepts_swap_lines() -> None:
+    from lmi_mount.fstab_editor import review
+
+    assert review("UUID=2 none swap sw 0 0\n/swapfile none swap defaults 0 0\n",
+                  findmnt="").problems == []
+
+
+def test_a_conflicting_edit_is_kept_for_the_administrator(tmp_path: Path) -> None:
+    # A writer that does not lock (an ansible run) changes fstab meanwhile:
+    # nothing is overwritten, and the edit is not thrown away either.
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# mine\n")
+    editor = _editor(tmp_path, f'echo "tmpfs {tmp_path}/mine tmpfs defaults 0 0" >> "$1"; '
+                               f'echo "tmpfs {tmp_path}/theirs tmpfs defaults 0 0" >> {fstab}')
+    out = io.StringIO()
+    assert edit_fstab(str(fstab), editor=editor, out=out) == 1
+    assert "/theirs " in fstab.read_text() and "/mine " not in fstab.read_text()
+    kept = out.getvalue().split("your edit is kept in ")[1].strip()
+    assert "/mine " in Path(kept).read_text()
+
+
+def test_the_written_message_names_the_backup_or_none(tmp_path: Path) -> None:
+    fstab = tmp_path / "fstab"
+    fstab.write_text("# mine\n")
+    for backups in (0, 1):
+        editor = _editor(tmp_path, f'echo "tmpfs {tmp_path}/t{backups} tmpfs defaults 0 0" '
+                                   '>> "$1"')
+        out = io.StringIO()
+        assert edit_fstab(str(fstab), editor=editor, out=out, backups=backups) == 0
+        if backups:
+            [backup] = files.backups_of(fstab)
+            assert out.getvalue().endswith(f"\n{fstab} written (the old one is {backup})\n")
+        else:
+            assert out.getvalue().endswith(f"\n{fstab} written\n")

@@ -154,6 +154,7 @@ def race(scene: Path, tmp_path: Path, kind: str, api: str, racer: str) -> None:
     swapper.start()
     landed: dict[str, int] = {}
     refused = 0
+    reasons: set[str] = set()
     try:
         for _ in range(ROUNDS):
             if kind == "tmpfs":
@@ -162,8 +163,9 @@ def race(scene: Path, tmp_path: Path, kind: str, api: str, racer: str) -> None:
                 spec = MountSpec(str(source), str(target), None, parse_options("ro"))
             try:
                 outcome = engine.create(spec, holder="racer")
-            except (InvalidRequest, MountError):
+            except (InvalidRequest, MountError) as exc:
                 refused += 1  # the path was a dangling name at that instant: said so
+                reasons.add(str(exc).replace(str(scene), "SCENE")[:300])
                 continue
             where = outcome.target
             assert where is not None
@@ -182,7 +184,9 @@ def race(scene: Path, tmp_path: Path, kind: str, api: str, racer: str) -> None:
             swapper.finish()
         engine.close()
     print(f"\n{racer} {kind} {api}: {swapper.swaps} swaps, landed {landed}, refused {refused}")
+    print("\n".join(sorted(reasons)))
     assert swapper.swaps > 0
+    assert not [reason for reason in reasons if "NOT rolled back" in reason], reasons
     # Nothing was left mounted that lmi-mount does not track.
     assert [r.target for r in _table().under(str(scene))] == []
     assert sum(landed.values()) + refused == ROUNDS

@@ -94,3 +94,10 @@ def test_an_existing_line_keeps_its_spelling_and_changes_only_what_differs() -> 
     assert fstab_options(parse_options("sync,hard"), "rw,sync,hard") == "rw,sync,hard"
     assert fstab_options(parse_options("ro,sync,hard"), "rw,sync,hard") == "ro,sync,hard"
     assert fstab_options(parse_options("noatime"), "defaults,noatime,nofail") == "noatime"
+
+
+def test_a_quoted_value_holding_a_flag_word_keeps_the_flag() -> None:
+    goal = parse_options('ro,context="a,ro,b"')
+    written = fstab_options(goal)
+    assert mount_flags(written) == mount_flags(render_options(goal)) == 1  # MS_RDONLY
+    assert fstab_options(parse_options("defaults"), "ro") == "defaults"

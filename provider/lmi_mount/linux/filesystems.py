@@ -83,9 +83,16 @@ def check_fstype(
     for a machine that will have it); any other unknown type is refused:
     ``mount -a`` and systemd would fail on it at boot.
     """
-    if fstype in ("none", "auto") or "," in fstype:
-        # "none" is a bind's; "auto" and lists are probed by mount(8).
+    if fstype in ("none", "auto", "swap"):
+        # A bind's "none", "auto" probed by mount(8), a swap line for swapon(8).
         return TypeCheck()
+    if "," in fstype:
+        # A list mount(8) tries in turn: each must be one it can try.
+        checks = [check_fstype(part, proc_root=proc_root, modules_root=modules_root,
+                               helper_dirs=helper_dirs) for part in fstype.split(",")]
+        problems = [check.problem for check in checks if check.problem]
+        warnings = [check.warning for check in checks if check.warning]
+        return TypeCheck("; ".join(problems) or None, "; ".join(warnings) or None)
     if _known(fstype, proc_root, modules_root, helper_dirs):
         return TypeCheck()
     fuse = _FUSE_TYPE.fullmatch(fstype)

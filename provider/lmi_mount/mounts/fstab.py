@@ -94,6 +94,10 @@ class FstabError(ValueError):
         self.value = value
 
 
+class FstabConflict(FstabError):
+    """The line an edit is about changed since the edit was planned."""
+
+
 def normalize_target(target: str) -> str:
     """Return the mount point as entries are compared: ``//`` -> ``/``, no trailing ``/``.
 
@@ -336,8 +340,9 @@ def _escape(value: str) -> str:
     return _CONTROL_RE.sub(lambda m: f"\\{ord(m.group()):03o}", escaped)
 
 
-#: The longest path the kernel takes (PATH_MAX, with its NUL).
+#: The longest path the kernel takes (PATH_MAX, with its NUL), and name in it.
 PATH_MAX: Final = 4096
+NAME_MAX: Final = 255
 
 
 def boot_problem(entry: FstabEntry) -> str | None:
@@ -356,6 +361,12 @@ def boot_problem(entry: FstabEntry) -> str | None:
                     "as an option")
         if len(value.encode("utf-8", "surrogateescape")) >= PATH_MAX:
             return f"{role} {value[:40]!r}... is longer than PATH_MAX ({PATH_MAX} bytes)"
+        if value.startswith("/"):
+            long = next((part for part in value.split("/")
+                         if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
+            if long is not None:
+                return (f"{role} {value[:40]!r}... has a name longer than NAME_MAX "
+                        f"({NAME_MAX} bytes): {long[:20]!r}...")
     if not entry.target.startswith("/") and entry.fstype != "swap":
         return f"mount point {entry.target!r} is not an absolute path"
     return None
@@ -393,7 +404,7 @@ def _same_value(raw: str, value: str | int) -> bool:
     return unescape_field(raw) == value
 
 
-def _layout(template: str, entry: FstabEntry) -> str:
+def _layout(template: str, entry: FstabEntry, *, keep_ignored: bool = True) -> str:
     """Render ``entry`` in the shape of the entry line ``template`` (a line body).
 
     Kept from the template: leading and trailing blanks, each separator, and
@@ -404,11 +415,16 @@ def _layout(template: str, entry: FstabEntry) -> str:
     space and any separator with a tab are kept as they are; tab stops align
     by themselves. Fields the template lacks (a 4-field line getting a
     passno) take the template's last separator when it is made of tabs, one
-    space otherwise.
+    space otherwise. Text after passno, which libmount ignores (``# data
+    disk``), stays after it with ``keep_ignored`` (the line's own replacement)
+    and is dropped otherwise (a new line shaped like it).
     """
     matches = list(_FIELD_RE.finditer(template))
     lead = template[: matches[0].start()]
     trail = template[matches[-1].end() :]
+    if len(matches) > MAX_FIELDS:
+        trail = template[matches[MAX_FIELDS - 1].end() :] if keep_ignored else ""
+        matches = matches[:MAX_FIELDS]
     seps = [template[a.end() : b.start()] for a, b in pairwise(matches)]
     columns = [_display_width(template[: m.start()]) for m in matches]
 
@@ -514,7 +530,8 @@ class FstabDocument:
                 value=entry.target,
             )
         template = self._last_entry_body()
-        body = _layout(template, entry) if template is not None else entry.render()
+        body = (_layout(template, entry, keep_ignored=False) if template is not None
+                else entry.render())
         text = self._text
         if text and not text.endswith("\n"):
             text += "\n"
@@ -552,15 +569,16 @@ class FstabDocument:
         span, _old = self._one_match(spec, target, line, "remove")
         return FstabDocument(self._splice(span.start, span.end + 1, ""))
 
-    def remove_all(self, spec: str, target: str) -> FstabDocument:
-        """Delete every entry line (spec, target) with its newline, a duplicate
-        included; FstabError when there is none."""
-        matches = self._matches(spec, target)
-        if not matches:
-            raise FstabError(f"cannot remove: fstab has no entry {spec!r} on {target!r}",
-                             value=target)
+    def remove_target(self, target: str) -> FstabDocument:
+        """Delete every entry line of the mount point ``target`` (normalized), with
+        its newline; FstabError when there is none."""
+        wanted = normalize_target(target)
+        spans = [span for span, entry in self._candidates(_target_needle(wanted))
+                 if normalize_target(entry.target) == wanted]
+        if not spans:
+            raise FstabError(f"cannot remove: fstab has no line for {target!r}", value=target)
         text = self._text
-        for span, _entry in reversed(matches):
+        for span in reversed(spans):
             text = text[:span.start] + text[span.end + 1:]
         return FstabDocument(text)
 

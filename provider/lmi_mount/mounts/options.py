@@ -406,9 +406,14 @@ def validate(options: MountOptions) -> MountOptions:
     return options
 
 
-def _split(text: str) -> list[str]:
-    """Split an option string on commas outside double quotes (libmount optstr.c)."""
+def _split(text: str, *, strict: bool = True) -> list[str]:
+    """Split an option string on commas outside double quotes (libmount optstr.c).
+
+    Not ``strict``, it reads as libmount does: empty items are skipped and an
+    unbalanced quote runs to the end of the string."""
     if text == "":
+        if not strict:
+            return []
         raise OptionError("the option string is empty (use 'defaults')", value=text)
     if '"' not in text:
         parts = text.split(",")
@@ -422,9 +427,11 @@ def _split(text: str) -> list[str]:
             elif char == "," and not quoted:
                 parts.append(text[start:i])
                 start = i + 1
-        if quoted:
+        if quoted and strict:
             raise OptionError(f"unbalanced double quote in options {text!r}", value=text)
         parts.append(text[start:])
+    if not strict:
+        return [part for part in parts if part]
     for position, part in enumerate(parts, 1):
         if not part:
             raise OptionError(f"empty option (element {position}) in {text!r}", value=text)
@@ -439,7 +446,7 @@ def _implied_fields(other_options: Iterable[str]) -> frozenset[str]:
     return frozenset(name for word in present for name in _IMPLYING[word])
 
 
-def parse_options(text: str) -> MountOptions:
+def parse_options(text: str, *, strict: bool = True) -> MountOptions:
     """Parse a mount(8) / fstab(5) option string (fields already unescaped).
 
     Comma separated; a double-quoted part may contain commas. A later option
@@ -452,9 +459,12 @@ def parse_options(text: str) -> MountOptions:
     and one after it wins, as in mount(8).
 
     Raises OptionError for an empty string or element, an unbalanced quote,
-    and any element ``validate`` refuses.
+    and any element ``validate`` refuses. Not ``strict`` (a line read from
+    fstab, which libmount reads whatever it says), nothing is refused: empty
+    elements are skipped and an element ``validate`` would refuse (``ro=1``,
+    a space) is kept verbatim among the other options.
     """
-    parts = _split(text)
+    parts = _split(text, strict=strict)
     values: dict[str, bool | None] = {}
     other: list[str] = []
     implied = _implied_fields(parts)
@@ -465,7 +475,11 @@ def parse_options(text: str) -> MountOptions:
             continue
         if element == "defaults":
             continue
-        _check_element(element)
+        try:
+            _check_element(element)
+        except OptionError:
+            if strict:
+                raise
         for name in _IMPLYING.get(element, ()):
             if name in implied:
                 values[name] = None
@@ -541,8 +555,8 @@ def _meaning(words: list[str]) -> tuple[int, tuple[str, ...]]:
 
 def same_meaning(first: MountOptions, second: MountOptions) -> bool:
     """Whether mount(8) asks for the same mount with either set of options."""
-    return (_meaning(render_options(first).split(","))
-            == _meaning(render_options(second).split(",")))
+    return (_meaning(_split(render_options(first), strict=False))
+            == _meaning(_split(render_options(second), strict=False)))
 
 
 def fstab_options(options: MountOptions, existing: str | None = None) -> str:
@@ -557,7 +571,7 @@ def fstab_options(options: MountOptions, existing: str | None = None) -> str:
     ``existing`` that already means ``options`` is returned as it is.
     Raises OptionError for options ``validate`` refuses.
     """
-    fresh = render_options(options).split(",")
+    fresh = _split(render_options(options))
     wanted = _meaning(fresh)
     words = [word for word in fresh if word != "defaults"]
     for word in list(words):
@@ -574,9 +588,9 @@ def fstab_options(options: MountOptions, existing: str | None = None) -> str:
     except OptionError:
         return minimal
     if _meaning(old) == wanted:
-        return existing
+        return existing or "defaults"
     merged = _merge_words(old, fresh, wanted)
-    return ",".join(merged) if merged is not None else minimal
+    return ",".join(merged) or "defaults" if merged is not None else minimal
 
 
 def _merge_words(old: list[str], fresh: list[str],

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
-from lmi_mount.mounts.fstab import FstabDocument, FstabEntry
+from lmi_mount.mounts.fstab import FstabConflict, FstabDocument, FstabEntry
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderError, HolderTable
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable
@@ -115,14 +115,14 @@ class MountSpec:
         whatever its spelling (``rw,sync,hard`` and ``sync,hard``)."""
         try:
             configured = MountSpec.from_fstab(entry)
+            return (configured.source == self.source and configured.fstype == self.fstype
+                    and configured.recursive == self.recursive
+                    and normalize_fstab_target(configured.target)
+                    == normalize_fstab_target(self.target)
+                    and (configured.dump, configured.passno) == (self.dump, self.passno)
+                    and same_meaning(configured.options, self.options))
         except OptionError:
-            return False
-        return (configured.source == self.source and configured.fstype == self.fstype
-                and configured.recursive == self.recursive
-                and normalize_fstab_target(configured.target)
-                == normalize_fstab_target(self.target)
-                and (configured.dump, configured.passno) == (self.dump, self.passno)
-                and same_meaning(configured.options, self.options))
+            return False  # words this service would not write: not its line
 
     @classmethod
     def from_fstab(cls, entry: FstabEntry) -> MountSpec:
@@ -134,7 +134,8 @@ class MountSpec:
             source=entry.spec,
             target=entry.target,
             fstype=None if bind else entry.fstype,
-            options=parse_options(rest or "defaults"),
+            # As libmount reads it: a line it accepts is never refused here.
+            options=parse_options(rest, strict=False),
             recursive="rbind" in bind,
             dump=entry.freq,
             passno=entry.passno,
@@ -245,13 +246,26 @@ class FstabChange:
         return FstabChange(self.target, self.entry, self.previous)
 
     def apply(self, document: FstabDocument) -> FstabDocument:
-        """This change applied to ``document`` (pure)."""
+        """This change applied to ``document`` (pure).
+
+        The plan was made from an earlier read: if the mount point's line is
+        no longer what it was then (an administrator's edit, another writer
+        that came first), FstabConflict, rather than overwrite what they wrote.
+        """
+        now = document.find_target(self.target)
+        if now != self.previous:
+            was = "no line" if self.previous is None else f"{self.previous.render()!r}"
+            found = "none" if now is None else f"{now.render()!r}"
+            raise FstabConflict(
+                f"the fstab line of {self.target} changed since this request read it "
+                f"(it was {was}, it is {found}): not changed; try again",
+                value=self.target)
         if self.previous is None:
             assert self.entry is not None
             return document.add(self.entry)
         if self.entry is None:
-            # Every line of the instance: a duplicate would mount it at boot.
-            return document.remove_all(self.previous.spec, self.previous.target)
+            # Every line of the mount point: another would mount it at boot.
+            return document.remove_target(self.previous.target)
         # The line mount(8) uses, where the mount point has several.
         line = document.first_line(self.previous.spec, self.previous.target)
         return document.replace(self.previous.spec, self.previous.target, self.entry, line=line)
