@@ -36,11 +36,12 @@ systemd-fstab-generator use):
 * Fields carry octal escapes (``\\040`` space, ``\\011`` tab, ``\\012``
   newline, ``\\134`` backslash, ``\\043`` ``#``); ``FstabEntry`` holds the
   decoded text, decoded as libmount does (``escaping.unescape_field``: each
-  escape is a byte), and rendering re-escapes with
-  ``lmi_mount.mounts.escaping.escape_field``, the project's one escaper.
-  fstab adds every other control character to it (``\\015`` for a carriage
-  return, which would otherwise be stripped as part of a CRLF line end).
-  NUL cannot be carried at all: an escape of it ends the field.
+  escape is a byte). Rendering escapes blanks, newline, backslash, other
+  control characters (``\\015`` for a carriage return, which would
+  otherwise be stripped as part of a CRLF line end) and a ``#`` that begins
+  a field, nothing else: systemd's fstab generator decodes only the
+  kernel's escapes. NUL cannot be carried at all: an escape of it ends the
+  field.
 
 Identity: an entry is named by (spec, mount point). Specs compare exactly
 (``UUID=...`` and ``/dev/sda1`` may name one device, but only the machine can
@@ -63,7 +64,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Final, Literal
 
-from lmi_mount.mounts.escaping import escape_field, unescape_field
+from lmi_mount.mounts.escaping import unescape_field
 from lmi_mount.text import is_decimal
 
 MIN_FIELDS: Final = 3
@@ -327,18 +328,23 @@ def _parse_segment(segment: str, *, terminated: bool) -> FstabEntry | _Unparsabl
     return _parse_body(_body(segment))
 
 
-_CONTROL_RE: Final = re.compile(r"[\x01-\x1f\x7f]")
+# What a field written to fstab escapes: the blanks that separate fields, a
+# newline, a backslash (the kernel's mangle set, which systemd's fstab
+# generator decodes too), other control characters (a raw CR that ends a
+# line would be stripped as part of a CRLF line end; the engine refuses them
+# in the lines it writes), and a "#" that begins a field, where it would
+# start a comment; anywhere else "#" is part of the field.
+_FSTAB_ESCAPE_RE: Final = re.compile(r"[ \t\n\\\x01-\x1f\x7f]|^#")
 
 
 def _escape(value: str) -> str:
-    # escape_field plus every other control character: a raw CR that ends a
-    # line would be stripped as part of a CRLF line end (see the module
-    # docstring), and the others are invisible to whoever reads the file.
-    escaped = escape_field(value)
-    if _CONTROL_RE.search(escaped) is None:
-        return escaped
-    return _CONTROL_RE.sub(lambda m: f"\\{ord(m.group()):03o}", escaped)
+    return _FSTAB_ESCAPE_RE.sub(lambda m: f"\\{ord(m.group()):03o}", value)
 
+
+# systemd-fstab-generator decodes \040, \011, \012 and \134 only (the
+# kernel's mangle set): other escapes reach its units undecoded. A tab is
+# carried; a newline would end the unit's line.
+_SYSTEMD_UNREADABLE_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 #: The longest path the kernel takes (PATH_MAX, with its NUL), and name in it.
 PATH_MAX: Final = 4096
@@ -359,6 +365,14 @@ def boot_problem(entry: FstabEntry) -> str | None:
         if value.startswith("-"):
             return (f"{role} {value!r} begins with '-': mount(8) and systemd would read it "
                     "as an option")
+        if value.startswith("#"):
+            # Escaped, it is no comment to libmount, but systemd's fstab
+            # generator does not decode that escape.
+            return f"{role} {value!r} begins with '#', which fstab reads as a comment"
+        control = _SYSTEMD_UNREADABLE_RE.search(value)
+        if control is not None:
+            return (f"{role} {value!r} contains the control character {control.group()!r}: "
+                    "systemd's fstab generator reads no escape of it back")
         if len(value.encode("utf-8", "surrogateescape")) >= PATH_MAX:
             return f"{role} {value[:40]!r}... is longer than PATH_MAX ({PATH_MAX} bytes)"
         if value.startswith("/"):
