@@ -36,6 +36,7 @@ from lmi_mount.cim.broker import Broker
 from lmi_mount.engine import DEFAULT_PROTECTED, MountManager
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.linux.namespace import enter_private_mount_namespace
+from lmi_mount.mounts.errors import MountError
 from lmi_mount.server.app import CimServer
 from lmi_mount.server.config import ConfigError, ServerConfig, load_config, read_section
 from lmi_mount.text import decimal
@@ -234,11 +235,12 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
     # A full state file system is the journal's to report (it starts read-only).
     with contextlib.suppress(OSError):
         run.engine.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    engine = MountManager(LinuxKernel(), fstab_path=run.engine.fstab,
-                          state_dir=run.engine.state_dir,
-                          hold_seconds=run.engine.hold_seconds,
-                          fstab_backups=run.engine.fstab_backups,
-                          protected=run.engine.protected).start()
+    try:
+        engine = _start_engine(run)
+    except MountError as exc:
+        # A second daemon on the state directory, an unreadable journal: one line.
+        print(f"lmi-mountd: cannot start: {exc}", file=sys.stderr)
+        return 1
     broker = Broker(engine, host=run.server.hostname,
                     synchronous_seconds=run.cim.synchronous_seconds,
                     time_before_removal=run.cim.time_before_removal,
@@ -296,6 +298,15 @@ def _supervise(server: CimServer, engine: MountManager, stop: threading.Event) -
         if usec:
             _notify("WATCHDOG=1")
     return None
+
+
+def _start_engine(run: Settings) -> MountManager:
+    """The engine of ``run``, started (journal opened and holders reconstructed)."""
+    return MountManager(LinuxKernel(), fstab_path=run.engine.fstab,
+                        state_dir=run.engine.state_dir,
+                        hold_seconds=run.engine.hold_seconds,
+                        fstab_backups=run.engine.fstab_backups,
+                        protected=run.engine.protected).start()
 
 
 def _announce(run: Settings, server: CimServer) -> None:

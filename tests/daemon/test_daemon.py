@@ -196,3 +196,20 @@ def test_the_daemon_starts_read_only_on_a_full_state_file_system(tmp_path: Path)
         assert "read-only" in created, created
         assert f"{root}/mnt/a" not in mount_points(daemon.mountinfo())
         assert daemon.stop(timeout=10) == 0
+
+
+@pytest.mark.root
+@requires_root
+def test_a_second_daemon_on_the_same_state_is_refused_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "sandbox"
+    with sandbox.running(root) as first:
+        http, https = sandbox.free_ports(2)
+        second = subprocess.run(
+            [*sandbox.lmi_mountd(), "--sandbox", str(root), "--http-port", str(http),
+             "--https-port", str(https)],
+            capture_output=True, text=True, timeout=60, env=sandbox.client_env(),
+            stdin=subprocess.DEVNULL)
+        assert second.returncode == 1
+        [line] = [line for line in second.stderr.splitlines() if "lmi-mountd:" in line]
+        assert line.startswith("lmi-mountd: cannot start:") and "Traceback" not in second.stderr
+        assert first.stop(timeout=10) == 0

@@ -103,6 +103,9 @@ def test_users_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     pytest.param("Basic " + base64.b64encode(b"nocolon").decode(), "lack a user name or",
                  id="no-colon"),
     pytest.param("Basic " + base64.b64encode(b":pw").decode(), "lack a user name", id="no-user"),
+    # Raw UTF-8 in the header (read as Latin-1): the first build answered 500.
+    pytest.param("Basic " + "\u00e9t\u00e9".encode().decode("latin-1"), "not base64",
+                 id="raw-utf8"),
 ])
 def test_bad_basic_credentials(header: str | None, message: str) -> None:
     with pytest.raises(AuthError, match=message):

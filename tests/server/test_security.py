@@ -302,3 +302,15 @@ def test_fuzz_cim_shaped_trees(running: Running, fuzz_socket: list[socket.socket
                                tree: str) -> None:
     body = request(tree)
     check_answer(fuzz_send(running, fuzz_socket, body, "GetClass"))
+
+
+def test_an_error_quoting_a_request_stays_small(running: Running) -> None:
+    # 10,000 unknown parameters were echoed back in an 89 KB message.
+    bogus = "".join(f'<IPARAMVALUE NAME="Bogus{n:05d}"/>' for n in range(10_000))
+    body = request(imethod("GetClass", '<IPARAMVALUE NAME="ClassName"><CLASSNAME NAME="X"/>'
+                           "</IPARAMVALUE>" + bogus))
+    response = send(running, cim_request(body, auth=AUTH, method="GetClass"))
+    error = cim_error(response)
+    assert error is not None and error[0] == "4"
+    assert "'Bogus00000'" in error[1] and "and 9995 more" in error[1]
+    assert len(response.body) < 2_000

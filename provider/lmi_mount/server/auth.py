@@ -389,7 +389,7 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
         raise AuthError(f"authorization scheme {scheme!r} is not Basic")
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII input
         raise AuthError("the Basic credentials are not base64 of UTF-8 text") from None
     user, colon, password = decoded.partition(":")
     if not colon or not user:

@@ -1267,9 +1267,16 @@ def _infer_type(value: Any, name: str) -> str | None:
         raise EncodeError(f"parameter {name!r}: {exc}") from None
 
 
+#: The longest error description sent: whatever a message quotes of a
+#: request, the answer stays small.
+MAX_ERROR_DESCRIPTION = 2000
+
+
 def _error_xml(error: CIMError) -> str:
     code = int(error.status_code)
     description = error.status_description or ""
+    if len(description) > MAX_ERROR_DESCRIPTION:
+        description = description[:MAX_ERROR_DESCRIPTION] + "... (cut)"
     instances = "".join(instance_xml(i) for i in (error.instances or ()))
     return f'<ERROR CODE="{code}" DESCRIPTION="{esc_attr(description)}">{instances}</ERROR>'
 

@@ -182,10 +182,10 @@ class _Params:
         """DSP0200: a parameter the operation does not define is an invalid parameter."""
         unknown = [n for n in self._params if n.lower() not in self._used]
         if unknown:
+            named = ", ".join(repr(n[:60]) for n in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
             raise CIMError(
-                CIM_ERR_INVALID_PARAMETER,
-                f"{self._operation} has no parameter {', '.join(repr(n) for n in unknown)}",
-            )
+                CIM_ERR_INVALID_PARAMETER, f"{self._operation} has no parameter {named}{more}")
 
     def check_filter(self) -> None:
         """Open* with a filter query (DMTF:FQL, DSP0212) is not supported here."""

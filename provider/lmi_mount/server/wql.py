@@ -368,15 +368,25 @@ class _Parser:
         raise _invalid(f"expected a property or a value, found {token.describe()}")
 
 
+#: The longest number a query may hold: far beyond any uint64 or real64.
+MAX_NUMBER_LENGTH = 100
+
+
 def _number(token: Token) -> int | float:
     text = token.text
+    if len(text) > MAX_NUMBER_LENGTH:
+        raise _invalid(f"the number {text[:20]}... has {len(text)} characters; "
+                       f"at most {MAX_NUMBER_LENGTH} are read")
     digits = text.lstrip("+-")
-    if digits[:2].lower() == "0x":
-        value = int(digits, 16)
-        return -value if text.startswith("-") else value
-    if re.fullmatch(r"[+-]?[0-9]+", text):
-        return int(text)
-    return float(text)
+    try:
+        if digits[:2].lower() == "0x":
+            value = int(digits, 16)
+            return -value if text.startswith("-") else value
+        if re.fullmatch(r"[+-]?[0-9]+", text):
+            return int(text)
+        return float(text)
+    except ValueError:
+        raise _invalid(f"{text!r} is not a number") from None
 
 
 def parse(text: str) -> Query:
