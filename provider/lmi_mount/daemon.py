@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Any, Final
 from lmi_mount import __version__
 from lmi_mount.cim.broker import Broker
 from lmi_mount.engine import DEFAULT_PROTECTED, MountManager
+from lmi_mount.linux import files
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.mounts.errors import MountError
@@ -44,7 +46,9 @@ from lmi_mount.text import decimal
 log = logging.getLogger("lmi_mount.daemon")
 
 DEFAULT_CONFIG = Path("/etc/lmi-mount/lmi-mountd.conf")
-DEFAULT_SANDBOX = Path("/tmp/lmi-mount-sandbox")
+#: ``--sandbox`` without a directory: a new one (mkdtemp, mode 0700) is made.
+#: A NUL can come in no argument, so no directory given is taken for it.
+NEW_SANDBOX = Path("\0new")
 SANDBOX_USER = "sandbox"
 # Directories a newcomer can mount on and from in the sandbox.
 SANDBOX_DIRECTORIES = ("data", "mnt/a", "mnt/b", "mnt/c")
@@ -94,10 +98,10 @@ def parser() -> argparse.ArgumentParser:
     cli.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     cli.add_argument("--config", type=Path, metavar="FILE",
                      help=f"INI configuration (default {DEFAULT_CONFIG} when it exists)")
-    cli.add_argument("--sandbox", type=Path, nargs="?", const=DEFAULT_SANDBOX, metavar="DIR",
+    cli.add_argument("--sandbox", type=Path, nargs="?", const=NEW_SANDBOX, metavar="DIR",
                      help="run in a private mount namespace with fstab, state, TLS files and "
-                     f"playground directories under DIR (default {DEFAULT_SANDBOX}); nothing "
-                     "reaches the host's mounts or /etc/fstab")
+                     "playground directories under DIR (default: a new private directory, "
+                     "printed at start); nothing reaches the host's mounts or /etc/fstab")
     cli.add_argument("--sandbox-password", metavar="PASSWORD",
                      help=f"password of the sandbox's user {SANDBOX_USER!r} (default: a random "
                      "one, printed at start)")
@@ -124,6 +128,10 @@ def settings(args: argparse.Namespace) -> Settings:
     path = args.config or default
     if path is not None:
         try:
+            files.check_trusted(path, "configuration")
+        except files.UntrustedFile as exc:
+            raise ConfigError(str(exc)) from None
+        try:
             with open(path, encoding="utf-8") as stream:
                 ini.read_file(stream, str(path))
         except (OSError, configparser.Error) as exc:
@@ -135,7 +143,7 @@ def settings(args: argparse.Namespace) -> Settings:
             raise ConfigError(f"no configuration: pass --config FILE, create {DEFAULT_CONFIG}, "
                               "or try --sandbox")
         return Settings(load_config(path, **overrides), engine, cim)
-    root = args.sandbox.resolve()
+    root = _sandbox_root(args.sandbox)
     password = args.sandbox_password or secrets.token_urlsafe(12)
     certfile, keyfile = _self_signed(root / "tls")
     sandbox_server: dict[str, Any] = {
@@ -150,6 +158,23 @@ def settings(args: argparse.Namespace) -> Settings:
     sandbox_server.update(overrides)
     engine = dataclasses.replace(engine, fstab=root / "fstab", state_dir=root / "state")
     return Settings(ServerConfig(**sandbox_server), engine, cim, root, password)
+
+
+def _sandbox_root(asked: Path) -> Path:
+    """The sandbox directory: a new private one for ``NEW_SANDBOX``; else ``asked``,
+    made (0700) if missing, and refused unless root's alone and no symlink (its
+    key, fstab and journal are trusted; nothing in it is resolved through links)."""
+    if asked == NEW_SANDBOX:
+        base = "/run" if os.access("/run", os.W_OK) else None
+        return Path(tempfile.mkdtemp(prefix="lmi-mount-sandbox-", dir=base))
+    root = asked.absolute()
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(mode=0o700, parents=True)
+    try:
+        files.check_trusted(root, "sandbox directory")
+    except files.UntrustedFile as exc:
+        raise ConfigError(str(exc)) from None
+    return root
 
 
 def _self_signed(directory: Path) -> tuple[Path | None, Path | None]:
@@ -235,6 +260,12 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
     # A full state file system is the journal's to report (it starts read-only).
     with contextlib.suppress(OSError):
         run.engine.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if run.engine.state_dir.exists():  # a full file system: the journal says so
+        try:
+            files.check_trusted(run.engine.state_dir, "state directory", secret=True)
+        except files.UntrustedFile as exc:
+            print(f"lmi-mountd: cannot start: {exc}", file=sys.stderr)
+            return 1
     try:
         engine = _start_engine(run)
     except MountError as exc:

@@ -172,7 +172,9 @@ def test_the_daemon_starts_read_only_on_a_full_state_file_system(tmp_path: Path)
     root = tmp_path / "sandbox"
     state = root / "state"
     state.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "state", str(state)], check=True)
+    # mode=0700: a state directory others may write is refused at start.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "state", str(state)],
+                   check=True)
     filler = os.open(state / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         for size in (4096, 1):

@@ -90,8 +90,29 @@ def test_users_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "users"
     write_users(path)
     path.chmod(0o644)
-    with pytest.raises(UsersFileError, match="mode 644 lets others read or write it"):
+    with pytest.raises(UsersFileError, match="mode 644: others could read it; chmod o-rwx"):
         UsersFile(path)
+
+
+def test_a_users_file_someone_else_owns_is_refused(tmp_path: Path) -> None:
+    # A 0600 file owned by nobody was accepted: that user made himself admin.
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file to another user")
+    path = tmp_path / "users"
+    write_users(path)
+    path.chmod(0o600)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(UsersFileError, match=r"owned by uid 65534.*chown root"):
+        UsersFile(path)
+
+
+def test_a_users_file_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    write_users(real)
+    real.chmod(0o600)
+    (tmp_path / "users").symlink_to(real)
+    with pytest.raises(UsersFileError, match="is a symbolic link"):
+        UsersFile(tmp_path / "users")
 
 
 @pytest.mark.parametrize(("header", "message"), [

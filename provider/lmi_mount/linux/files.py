@@ -124,6 +124,41 @@ class ConflictError(FileError):
         self.found = found
 
 
+class UntrustedFile(FileError):
+    """A file the service would trust (its configuration, users, TLS key, state) that
+    anyone but root could have written or swapped; the message names the fix."""
+
+
+def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = False) -> None:
+    """Refuse ``path`` unless it is a file or directory, not a symbolic link, owned by
+    root (or this process's user), that neither group nor others may write, nor,
+    when ``secret`` (password hashes, a private key), read. UntrustedFile names
+    the file and the command that fixes it.
+    """
+    name = os.fspath(path)
+    try:
+        info = os.lstat(name)
+    except OSError as error:
+        raise UntrustedFile(f"{what} {name}: {_strerror(error)}", name) from None
+    if stat.S_ISLNK(info.st_mode):
+        raise UntrustedFile(
+            f"{what} {name} is a symbolic link (to {os.path.realpath(name)}): name the file "
+            "itself, a link can be swapped", name)
+    if info.st_uid not in (0, os.geteuid()):
+        raise UntrustedFile(
+            f"{what} {name} is owned by uid {info.st_uid}, who could change it: "
+            f"chown root {name}", name)
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise UntrustedFile(
+            f"{what} {name} has mode {mode:o}: others could change it; chmod go-w {name}",
+            name)
+    if secret and mode & 0o007:
+        raise UntrustedFile(
+            f"{what} {name} has mode {mode:o}: others could read it; chmod o-rwx {name}",
+            name)
+
+
 class FileReadError(FileError):
     """Reading failed; ``errno`` is the system error number."""
 

@@ -30,6 +30,7 @@ from pywbem import CIMClassName, CIMError, CIMInstanceName
 
 from lmi_mount import __version__
 from lmi_mount.cim.broker import Caller
+from lmi_mount.linux import files
 from lmi_mount.server import cimxml
 from lmi_mount.server.auth import (
     Authenticator,
@@ -311,6 +312,11 @@ def tls_context(certfile: Any, keyfile: Any) -> ssl.SSLContext:
     """A server TLS context (TLS 1.2 at least) with the certificate and key."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        # The private key (in the certificate file when no key file is named).
+        files.check_trusted(keyfile or certfile, "TLS key", secret=True)
+    except files.UntrustedFile as exc:
+        raise ConfigError(str(exc)) from None
     try:
         context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
     except (OSError, ssl.SSLError) as exc:

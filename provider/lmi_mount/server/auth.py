@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from lmi_mount.linux import files
+
 #: scrypt cost (RFC 7914): N=2^14, r=8, p=1 takes 16 MiB and about 0.1 s here.
 SCRYPT_N: Final = 2**14
 SCRYPT_R: Final = 8
@@ -187,12 +189,12 @@ class UsersFile:
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if stamp == self._stamp:
             return
-        if stat.st_mode & 0o077 & ~0o040:
-            # Hashes are not passwords, but nobody else needs to try them offline.
-            raise UsersFileError(
-                f"{self.path}: mode {stat.st_mode & 0o777:o} lets others read or write it; "
-                "chmod 600 (or 640) it"
-            )
+        # Hashes are not passwords, but nobody else needs to try them offline,
+        # and whoever may write the file may make himself an admin.
+        try:
+            files.check_trusted(self.path, "users file", secret=True)
+        except files.UntrustedFile as exc:
+            raise UsersFileError(str(exc)) from None
         self._users = parse_users(self.path.read_text(encoding="utf-8"), str(self.path))
         self._stamp = stamp
 

@@ -1,0 +1,84 @@
+"""Files the daemon trusts: its configuration, users, TLS key, state and sandbox.
+
+The first build took a users file by its mode alone (a 0600 file owned by
+nobody was accepted, and nobody made himself admin), resolved symlinks in
+the sandbox directory and reused a key planted there. Each is now refused at
+start in one line that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lmi_mount import daemon
+from lmi_mount.server.app import tls_context
+from lmi_mount.server.config import ConfigError
+from tests.support.skips import requires_root
+
+NOBODY = 65534
+
+
+def settings_of(*argv: str) -> daemon.Settings:
+    return daemon.settings(daemon.parser().parse_args(list(argv)))
+
+
+@requires_root
+def test_a_configuration_someone_else_owns_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "lmi-mountd.conf"
+    config.write_text("[server]\nhttp_port = 5988\n")
+    os.chown(config, NOBODY, NOBODY)
+    with pytest.raises(ConfigError, match=f"configuration {config} is owned by uid 65534"):
+        settings_of("--config", str(config))
+
+
+def test_a_configuration_others_may_write_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "lmi-mountd.conf"
+    config.write_text("[server]\nhttp_port = 5988\n")
+    config.chmod(0o666)
+    with pytest.raises(ConfigError, match=f"chmod go-w {config}"):
+        settings_of("--config", str(config))
+
+
+def test_a_sandbox_directory_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / "sandbox").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"sandbox directory .* is a symbolic link"):
+        daemon._sandbox_root(tmp_path / "sandbox")
+
+
+def test_a_sandbox_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "sandbox").mkdir(mode=0o777)
+    (tmp_path / "sandbox").chmod(0o777)
+    with pytest.raises(ConfigError, match="others could change it"):
+        daemon._sandbox_root(tmp_path / "sandbox")
+
+
+def test_sandbox_without_a_directory_makes_a_private_one() -> None:
+    args = daemon.parser().parse_args(["--sandbox"])
+    assert args.sandbox == daemon.NEW_SANDBOX
+    root = daemon._sandbox_root(args.sandbox)
+    try:
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700 and not root.is_symlink()
+        assert daemon._sandbox_root(args.sandbox) != root, "a new one each time"
+    finally:
+        for made in root.parent.glob("lmi-mount-sandbox-*"):
+            if made.is_dir() and not any(made.iterdir()):
+                made.rmdir()
+
+
+def test_a_tls_key_others_may_read_is_refused(tmp_path: Path) -> None:
+    key, cert = tmp_path / "server.key", tmp_path / "server.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True,
+                   capture_output=True)
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match=f"TLS key {key} has mode 644: others could read it"):
+        tls_context(cert, key)
+    key.chmod(0o600)
+    tls_context(cert, key)
