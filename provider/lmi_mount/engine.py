@@ -22,9 +22,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 from lmi_mount.linux import files
@@ -267,6 +268,8 @@ class MountManager:
         self.observer = observer
         self._timer_thread: threading.Thread | None = None
         self._txn: int | None = None  # the transaction _execute is running
+        #: The holders as the last finished operation left them, for readers.
+        self._published: Mapping[str, HeldMount] = MappingProxyType({})
         # Reads are cached while what they came from is unchanged: the mount
         # table by the kernel's version, fstab by its content, the state by both
         # and the holders. Statuses and records are immutable, so sharing is safe.
@@ -287,6 +290,7 @@ class MountManager:
                 return self
             self._reconstruct()
             self._started = True
+            self._publish()
         if self._timers_enabled:
             self._timer_thread = threading.Thread(
                 target=self._timer_loop, name="lmi-mount-hold-timer", daemon=True
@@ -430,18 +434,21 @@ class MountManager:
                 except MountError as exc:
                     log.error("hold time of %s ended but unmount failed: %s", held.target, exc)
                     self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
+            self._publish()
             self._wake.notify_all()
         return expired
 
     # -- reads ---------------------------------------------------------------------
 
+    # Reads take no engine lock: they see the holders as the last finished
+    # operation left them (``_publish``), so a mount(8) helper that keeps a
+    # writer waiting for minutes never keeps a reader waiting.
+
     def holders(self) -> list[HeldMount]:
-        with self._lock:
-            return sorted(self._holders, key=lambda h: h.target)
+        return sorted(self._published.values(), key=lambda h: h.target)
 
     def held(self, target: str) -> HeldMount | None:
-        with self._lock:
-            return self._holders.get(normalize_target(target))
+        return self._published.get(normalize_target(target))
 
     def read_fstab(self) -> FstabDocument:
         """The fstab as it is now; parsed again only when its content changed."""
@@ -485,10 +492,9 @@ class MountManager:
         mount stand alone. Drift compares the line's options with the live
         ones, per option.
         """
-        with self._lock:
-            table = self.mount_table()
-            fstab = self.read_fstab()
-            held = {h.target: h for h in self._holders}
+        held = dict(self._published)
+        table = self.mount_table()
+        fstab = self.read_fstab()
         with self._cache_lock:
             cached = self._state_cache
             if (cached is not None and cached[0] is table and cached[1] is fstab
@@ -724,6 +730,7 @@ class MountManager:
         """
         if self.observer:
             self._observe(plan)
+            self._publish()
             return
         if not plan:
             return
@@ -760,6 +767,11 @@ class MountManager:
         finally:
             self._txn = outer
             self._holders.check()
+            self._publish()
+
+    def _publish(self) -> None:
+        """Make the holders as they are now what readers see (under the lock)."""
+        self._published = MappingProxyType({held.target: held for held in self._holders})
 
     def _note(self, note: dict[str, object]) -> None:
         """Record what a step of the running transaction made (see ``_recover``)."""
