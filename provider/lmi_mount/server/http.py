@@ -2,7 +2,7 @@
 
 Owns: listening (HTTP and HTTPS), one I/O thread that accepts connections,
 completes TLS handshakes and reads every request head and body without
-blocking, and a bounded pool of worker threads that run the application on
+blocking (each head parsed by h11, the body framed here), and a bounded pool of worker threads that run the application on
 complete requests and write the responses (``Content-Length`` when the body
 is known, ``Transfer-Encoding: chunked`` when it streams). Keep-alive
 connections go back to the I/O thread between requests.
@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final, Protocol
+
+import h11
 
 from lmi_mount.text import decimal
 
@@ -520,6 +522,9 @@ class HttpServer:
 
     def _read_head(self, conn: _Conn) -> bool:
         limits = self.limits
+        # RFC 9112 2.2: empty lines before the request line are ignored.
+        while conn.buffer.startswith(b"\r\n"):
+            del conn.buffer[:2]
         end = conn.buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(conn.buffer) > limits.max_header_bytes:
@@ -726,54 +731,41 @@ def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes
     yield from rest
 
 
-_TOKEN_CHARS: Final = frozenset(
-    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
-
-
 def _parse_head(raw: bytes, peer: tuple[str, int], tls: bool, max_headers: int) -> RequestHead:
-    """The request line and header fields (RFC 9112 3 and 5)."""
-    text = raw.decode("latin-1")
-    lines = text.split("\r\n")
-    # RFC 9112 2.2: a server SHOULD ignore empty lines before the request line.
-    while lines and not lines[0]:
-        lines.pop(0)
-    if not lines:
+    """The request line and header fields (RFC 9112 3 and 5), parsed by h11.
+
+    h11 is the sans-I/O HTTP/1.1 parser under uvicorn and httpcore, fuzzed
+    upstream: it checks the grammar (tokens, field syntax, Content-Length and
+    Transfer-Encoding values, Host on HTTP/1.1) and unfolds obsolete line
+    folding (RFC 9112 5.2 allows it). It sees the head only; this module
+    keeps the limits, the framing of the body (Content-Length only), keep-alive
+    and pipelining. Leading empty lines are ignored (RFC 9112 2.2).
+    """
+    while raw.startswith(b"\r\n"):
+        raw = raw[2:]
+    if not raw:
         raise _RequestRefused(simple_response(400, "empty request", close=True))
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
+    parser = h11.Connection(h11.SERVER)
+    parser.receive_data(raw + b"\r\n\r\n")
+    try:
+        event = parser.next_event()
+    except h11.RemoteProtocolError as exc:
+        status = exc.error_status_hint if exc.error_status_hint >= 400 else 400
         raise _RequestRefused(simple_response(
-            400, f"malformed request line {lines[0][:100]!r}", close=True))
-    method, target, version = parts
-    if not set(method) <= _TOKEN_CHARS:
-        raise _RequestRefused(
-            simple_response(400, f"malformed method {method[:40]!r}", close=True)
-        )
+            status, f"malformed request: {str(exc)[:200]}", close=True)) from None
+    if not isinstance(event, h11.Request):  # pragma: no cover - a complete head is a Request
+        raise _RequestRefused(simple_response(400, "malformed request", close=True))
+    version = "HTTP/" + event.http_version.decode("ascii", "replace")
     if version not in ("HTTP/1.1", "HTTP/1.0"):
-        if version.startswith("HTTP/"):
-            raise _RequestRefused(simple_response(
-                505, f"{version[:20]} is not supported; use HTTP/1.1", close=True))
         raise _RequestRefused(simple_response(
-            400, f"malformed request line {lines[0][:100]!r}", close=True))
-    if len(lines) - 1 > max_headers:
+            505, f"{version[:20]} is not supported; use HTTP/1.1", close=True))
+    fields = [(name.decode("latin-1"), value.decode("latin-1"))
+              for name, value in event.headers.raw_items()]
+    if len(fields) > max_headers:
         raise _RequestRefused(simple_response(
             431, f"more than {max_headers} header fields", close=True))
-    fields = []
-    for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            # RFC 9112 5.2: obsolete line folding may be rejected with 400.
-            raise _RequestRefused(simple_response(
-                400, "folded header lines are not accepted", close=True))
-        name, colon, value = line.partition(":")
-        if not colon or not name or not set(name) <= _TOKEN_CHARS:
-            raise _RequestRefused(simple_response(
-                400, f"malformed header field {line[:100]!r}", close=True))
-        fields.append((name, value.strip(" \t")))
-    headers = Headers(fields)
-    if version == "HTTP/1.1" and "Host" not in headers:
-        # RFC 9112 3.2: a request without Host gets 400.
-        raise _RequestRefused(simple_response(400, "the Host header is missing", close=True))
-    return RequestHead(method, target, version, headers, peer, tls)
+    return RequestHead(event.method.decode("ascii"), event.target.decode("latin-1"), version,
+                       Headers(fields), peer, tls)
 
 
 def _keep_alive(head: RequestHead) -> bool:
