@@ -7,6 +7,7 @@ timeout is checked to fire within a generous multiple of its limit.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
@@ -408,3 +409,47 @@ def test_any_bytes_get_an_http_answer_and_the_server_goes_on(server: HttpServer,
     with connect(server) as sock:
         sock.sendall(post(body=b"next"))
         assert read_response(sock.makefile("rb")).body == b"next"
+
+
+def test_slow_peers_cannot_keep_a_real_client_out(server: HttpServer) -> None:
+    # 260 connections sending a byte a second kept a real client at 503 in the
+    # first build. Connections that never completed a head give way.
+    slow = [connect(server) for _ in range(LIMITS.max_connections * 3)]
+    try:
+        for sock in slow:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"P")
+        for _ in range(5):
+            with connect(server) as sock:
+                sock.sendall(post(body=b"real"))
+                assert read_response(sock.makefile("rb")).body == b"real"
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_a_full_worker_pool_answers_503_at_once(app: EchoApp) -> None:
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    server.start()
+    listening = server.addresses[0][1]
+    app.release.clear()
+    waiting = []
+    try:
+        for _ in range(2 * LIMITS.threads):  # every worker busy, as many queued
+            sock = socket.create_connection(("127.0.0.1", listening), timeout=5)
+            sock.sendall(post(path="/wait", body=b"slow"))
+            waiting.append(sock)
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", listening), timeout=5) as sock:
+            sock.sendall(post(body=b"one more"))
+            response = read_response(sock.makefile("rb"))
+            assert response.status == 503 and response.header("retry-after") == "1"
+            assert app.release.is_set() is False, "answered while every worker still waits"
+        app.release.set()
+        for sock in waiting:
+            assert read_response(sock.makefile("rb")).body == b"slow"
+    finally:
+        app.release.set()
+        for sock in waiting:
+            sock.close()
+        server.shutdown()

@@ -2,14 +2,18 @@
 
 Owns: listening (HTTP and HTTPS), one I/O thread that accepts connections,
 completes TLS handshakes and reads every request head and body without
-blocking (each head parsed by h11, the body framed here), and a bounded pool of worker threads that run the application on
-complete requests and write the responses (``Content-Length`` when the body
-is known, ``Transfer-Encoding: chunked`` when it streams). Keep-alive
+blocking (each head parsed by h11, the body framed here), and a bounded
+pool of worker threads that run the application on complete requests and
+write the responses (``Content-Length`` when the body is known,
+``Transfer-Encoding: chunked`` when it streams). Keep-alive
 connections go back to the I/O thread between requests.
 
 The limits are enforced where the bytes arrive (RFC 9112 framing):
 
-- at most ``max_connections`` open connections (503, or a plain close for TLS);
+- at most ``max_connections`` open connections: when the table is full, a
+  new connection takes the slot of the oldest one that has not completed a
+  request head (slow or idle peers cannot starve real clients); when every
+  connection has, 503 (or a plain close for TLS);
 - ``first_byte_timeout`` from accept (TLS handshake included), and
   ``keepalive_timeout`` between requests, until the first byte of a request;
 - ``request_timeout`` from that first byte to the end of the body: a client
@@ -18,7 +22,9 @@ The limits are enforced where the bytes arrive (RFC 9112 framing):
 - ``max_header_bytes`` and ``max_headers`` (431), ``max_body_bytes`` (413,
   sent before any of the body is read); a chunked request body is refused
   with 411 (CIM clients send Content-Length), another transfer coding is 501;
-- ``write_timeout`` for each write of a response.
+- ``write_timeout`` for each write of a response;
+- at most ``QUEUE_FACTOR`` x ``threads`` requests handed to the workers and
+  not answered yet: the next one gets 503 with ``Retry-After`` at once.
 
 Must not know: CIM, XML, authentication. The application is two callables:
 ``early(head)`` (on the I/O thread, when the head is complete: cheap checks
@@ -59,6 +65,9 @@ _READ_SIZE: Final = 64 * 1024
 # (the "lingering close" of RFC 9112 9.6).
 _LINGER_SECONDS: Final = 2.0
 _LINGER_BYTES: Final = 8 * 1024 * 1024
+# Requests that may wait for a worker, per worker, before the next is
+# answered 503 at once.
+QUEUE_FACTOR: Final = 2
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,10 @@ class _Conn:
         self.head: RequestHead | None = None
         self.body_length = 0
         self.deadline = now + limits.first_byte_timeout
+        self.accepted = now
+        #: Request heads completed on this connection: one that has none yet
+        #: may give its slot to a newcomer when the table is full.
+        self.heads = 0
         self.request_started = False
         self.lingered = 0
         self.want_write = False
@@ -236,6 +249,9 @@ class HttpServer:
         self._conns: set[_Conn] = set()
         self._conns_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="lmi-mountd")
+        #: Requests handed to the pool and not answered yet (the I/O thread
+        #: counts up, workers count down, under _conns_lock).
+        self._in_flight = 0
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
         self._stopped = threading.Event()
@@ -370,6 +386,15 @@ class HttpServer:
             with self._conns_lock:
                 full = len(self._conns) >= self.limits.max_connections
             if full:
+                victim = self._idle_victim()
+                if victim is not None:
+                    # Slow or idle peers cannot hold the table: the oldest
+                    # connection that never completed a request head goes.
+                    log.info("connection from %s closed for a new one: no complete request "
+                             "head after %.1f s", victim.peer[0], self._clock() - victim.accepted)
+                    self._close(victim)
+                    full = False
+            if full:
                 log.warning("connection from %s refused: %d connections are open",
                             peer[0], self.limits.max_connections)
                 if listener.tls is None:
@@ -392,6 +417,13 @@ class HttpServer:
             with self._conns_lock:
                 self._conns.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _idle_victim(self) -> _Conn | None:
+        """The oldest connection that has not completed a request head, if any."""
+        with self._conns_lock:
+            idle = [c for c in self._conns if c.heads == 0
+                    and c.state in (_State.HANDSHAKE, _State.HEAD)]
+        return min(idle, key=lambda c: c.accepted) if idle else None
 
     def _take_returned(self) -> None:
         while True:
@@ -536,6 +568,7 @@ class HttpServer:
                 431, f"the request head exceeds {limits.max_header_bytes} bytes", close=True))
         raw = bytes(conn.buffer[:end])
         del conn.buffer[: end + 4]
+        conn.heads += 1
         head = _parse_head(raw, conn.peer, conn.tls, limits.max_headers)
         conn.head = head
         conn.body_length = self._body_length(head)
@@ -620,6 +653,16 @@ class HttpServer:
             self._close(conn)
 
     def _dispatch(self, conn: _Conn, request: Request) -> None:
+        with self._conns_lock:
+            full = self._in_flight >= QUEUE_FACTOR * self.limits.threads
+            if not full:
+                self._in_flight += 1
+        if full:
+            # Every worker is busy and as many requests wait: say so at once
+            # rather than queue without bound behind slow calls.
+            raise _RequestRefused(simple_response(
+                503, f"all {self.limits.threads} workers are busy; try again",
+                [("Retry-After", "1")], close=True))
         conn.state = _State.BUSY
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
@@ -628,6 +671,7 @@ class HttpServer:
         except RuntimeError:  # the pool is shutting down
             with self._conns_lock:
                 self._conns.discard(conn)
+                self._in_flight -= 1
             _close_socket(conn.sock)
 
     def _close(self, conn: _Conn) -> None:
@@ -640,6 +684,13 @@ class HttpServer:
     # -- worker threads -------------------------------------------------------------------------
 
     def _work(self, conn: _Conn, request: Request) -> None:
+        try:
+            self._serve(conn, request)
+        finally:
+            with self._conns_lock:
+                self._in_flight -= 1
+
+    def _serve(self, conn: _Conn, request: Request) -> None:
         started = self._clock()
         try:
             response = self._app.handle(request)
