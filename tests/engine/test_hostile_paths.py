@@ -321,18 +321,28 @@ def test_taking_back_a_failed_mount_leaves_what_someone_stacked_on_it(
     assert (target / "sub/data").read_text() == "theirs"
 
 
+def renamed_scene(tmp_path: Path, api: MountApi) -> tuple[World, str, str]:
+    """A real world with a bind source and a mount point ``p/a``."""
+    world = World("real", tmp_path, mount_api=api)
+    return world, world.dir("source"), world.dir("p/a")
+
+
+def hold_then_rename(engine: MountManager, world: World, source: str, target: str) -> None:
+    """``x`` holds a bind on ``p/a``; then ``p`` is renamed ``q`` and a new ``p/a`` made."""
+    engine.acquire(MountSpec(source, target, None), "x")
+    (world.root / "p").rename(world.root / "q")
+    world.dir("p/a")
+
+
 @pytest.mark.private_namespace
 def test_a_release_by_the_old_path_finds_the_renamed_mount_not_the_one_there_now(
     tmp_path: Path, api: MountApi
 ) -> None:
     # The holder's reference names the old path; someone has mounted their
     # own file system there since the rename. The release is about ours.
-    world = World("real", tmp_path, mount_api=api)
-    source, target = world.dir("source"), world.dir("p/a")
+    world, source, target = renamed_scene(tmp_path, api)
     with world.manager() as engine:
-        engine.acquire(MountSpec(source, target, None), "x")
-        (tmp_path / "p").rename(tmp_path / "q")
-        world.dir("p/a")
+        hold_then_rename(engine, world, source, target)
         subprocess.run(["mount", "-t", "tmpfs", "foreign", target], check=True)
         (Path(target) / "data").write_text("theirs")
         engine.release(target, "x")
@@ -345,12 +355,9 @@ def test_a_release_by_the_old_path_finds_the_renamed_mount_not_the_one_there_now
 def test_mounting_again_on_the_old_path_of_a_renamed_held_mount_is_refused_clearly(
     tmp_path: Path, api: MountApi
 ) -> None:
-    world = World("real", tmp_path, mount_api=api)
-    source, target = world.dir("source"), world.dir("p/a")
+    world, source, target = renamed_scene(tmp_path, api)
     with world.manager() as engine:
-        engine.acquire(MountSpec(source, target, None), "x")
-        (tmp_path / "p").rename(tmp_path / "q")
-        world.dir("p/a")
+        hold_then_rename(engine, world, source, target)
         with pytest.raises(InUse, match=r"now on .*q/a.*renamed") as refused:
             engine.acquire(MountSpec(source, target, None), "y")
         assert refused.value.value == target

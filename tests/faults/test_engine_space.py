@@ -13,6 +13,7 @@ import errno
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,6 +50,20 @@ def fill(directory: Path) -> None:
 def mounted(target: str) -> bool:
     table = MountTable(parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
     return table.at(target) is not None
+
+
+def scratch(tmp_path: Path) -> Path:
+    """An empty fstab and a mount point ``mnt`` under ``tmp_path``; returns the mount point."""
+    (tmp_path / "fstab").write_text("")
+    target = tmp_path / "mnt"
+    target.mkdir()
+    return target
+
+
+def engine_on(tmp_path: Path, **options: Any) -> MountManager:
+    """An engine on ``tmp_path``'s fstab and a state directory beside it, no timer thread."""
+    return MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
+                        state_dir=tmp_path / "state", timers=False, **options)
 
 
 def small_tmpfs(path: Path) -> Path:
@@ -115,9 +130,7 @@ def test_a_transaction_whose_end_cannot_be_recorded_stops_changes_until_a_restar
     # its end cannot be written either: the journal still shows it open. Had
     # the engine gone on, the same holder taking the same mount again would
     # be undone by the next start's recovery of the first transaction.
-    (tmp_path / "fstab").write_text("")
-    target = tmp_path / "mnt"
-    target.mkdir()
+    target = scratch(tmp_path)
     spec = MountSpec("tmpfs", str(target), "tmpfs", parse_options("size=1m"))
     ends = {"left to fail": 2}
     real_end = HolderJournal.end
@@ -129,8 +142,7 @@ def test_a_transaction_whose_end_cannot_be_recorded_stops_changes_until_a_restar
         real_end(journal, txn)
 
     def engine() -> MountManager:
-        return MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
-                            state_dir=tmp_path / "state", timers=False)
+        return engine_on(tmp_path)
 
     with engine() as first:
         monkeypatch.setattr(HolderJournal, "end", end)
@@ -155,9 +167,7 @@ def test_a_transaction_whose_end_cannot_be_recorded_stops_changes_until_a_restar
 def test_a_failed_release_never_mounts_an_empty_tmpfs_in_place_of_the_old_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "fstab").write_text("")
-    target = tmp_path / "mnt"
-    target.mkdir()
+    target = scratch(tmp_path)
     spec = MountSpec("tmpfs", str(target), "tmpfs", parse_options("size=1m"))
     real_forget = HolderJournal.forget
 
@@ -165,8 +175,7 @@ def test_a_failed_release_never_mounts_an_empty_tmpfs_in_place_of_the_old_one(
         monkeypatch.setattr(HolderJournal, "forget", real_forget)
         raise JournalError(errno.EIO, "cannot write a journal record", "journal")
 
-    with MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
-                      state_dir=tmp_path / "state", timers=False) as engine:
+    with engine_on(tmp_path) as engine:
         engine.acquire(spec, "a")
         (target / "data").write_text("written through the mount")
         monkeypatch.setattr(HolderJournal, "forget", forget)
@@ -188,10 +197,9 @@ def test_a_rolled_back_release_keeps_the_reference_on_the_mount_made_again(
     # The "forget" after the unmount fails: the bind is mounted again, a new
     # mount with new ids, and the restored holder must name it, or the
     # reference is lost and the mount is no longer ours.
-    (tmp_path / "fstab").write_text("")
-    source, target = tmp_path / "source", tmp_path / "mnt"
+    target = scratch(tmp_path)
+    source = tmp_path / "source"
     source.mkdir()
-    target.mkdir()
     spec = MountSpec(str(source), str(target), None)
     real_forget = HolderJournal.forget
 
@@ -199,8 +207,7 @@ def test_a_rolled_back_release_keeps_the_reference_on_the_mount_made_again(
         monkeypatch.setattr(HolderJournal, "forget", real_forget)
         raise JournalError(errno.EIO, "cannot write a journal record", "journal")
 
-    with MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
-                      state_dir=tmp_path / "state", timers=False) as engine:
+    with engine_on(tmp_path) as engine:
         engine.acquire(spec, "x")
         monkeypatch.setattr(HolderJournal, "forget", forget)
         with pytest.raises(OperationFailed):
@@ -214,13 +221,9 @@ def test_a_rolled_back_release_keeps_the_reference_on_the_mount_made_again(
 
 @pytest.mark.private_namespace(timeout=60)
 def test_the_hold_timer_survives_a_read_only_journal(tmp_path: Path) -> None:
-    (tmp_path / "fstab").write_text("")
-    target = tmp_path / "mnt"
-    target.mkdir()
+    target = scratch(tmp_path)
     now = [0.0]
-    with MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
-                      state_dir=tmp_path / "state", timers=False, hold_seconds=5,
-                      clock=lambda: now[0]) as engine:
+    with engine_on(tmp_path, hold_seconds=5, clock=lambda: now[0]) as engine:
         engine.acquire(MountSpec("tmpfs", str(target), "tmpfs"), "x")
         engine.release(str(target), "x")
         engine._journal.stop("the test stops the journal")
