@@ -340,3 +340,21 @@ def test_mode_1_whose_mount_fails_leaves_no_fstab_line(world: CimWorld) -> None:
         )
     assert "no-such-type" in caught.value.status_description
     assert world.fstab.read_text() == "# scratch fstab\n"
+
+
+def test_a_failed_call_leaves_a_line_in_the_log(fake_world: CimWorld,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # The first build kept a failure in the job alone; an administrator
+    # reading the log saw nothing.
+    conn = fake_world.connect()
+    target = fake_world.dir("mnt")
+    _, out = create_tmpfs(conn, target, Holder="a")
+    fake_world.make_busy(target)
+    try:
+        with caplog.at_level("WARNING", logger="lmi_mount.cim.jobs"):
+            rv, _ = call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="a")
+    finally:
+        fake_world.end_busy()
+    assert rv == 6
+    assert any("DeleteMount" in r.message and "ended with 6" in r.message and "sleep" in r.message
+               for r in caplog.records), [r.message for r in caplog.records]

@@ -129,6 +129,7 @@ class JobManager:
             job.state = RUNNING
             job.started = _now()
         cim_error = None
+        internal = False
         try:
             rv, out, error = work()
         except CIMError as exc:
@@ -144,6 +145,11 @@ class JobManager:
             log.exception("%s failed with an internal error", job.method)
             error = cim_error_instance(f"internal error: {exc!r}")
             rv, out = RV_FAILED, {"Error": error}
+            internal = True
+        if error is not None and not internal:
+            # Every failure leaves a line in the log, not only in the job.
+            log.warning("%s (job %d) ended with %d: %s", job.method, job.number, rv,
+                        error["Message"])
         with self._lock:
             job.return_value, job.out_parameters, job.error = rv, out, error
             job.cim_error = cim_error
