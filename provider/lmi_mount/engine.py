@@ -650,8 +650,12 @@ class MountManager:
             root = next((p for p in self.protected if step.target == p or
                          (p != "/" and step.target.startswith(p + "/"))), None)
             # A held mount is found by its id too: renamed, it is held by its old path.
+            # (ids are reused at once: the unique id must agree where known)
+            unique = snap.identity(step.target)
             ours = any(held.made_by_us and (held.target == step.target or (
-                step.mount_id is not None and held.mount_id == step.mount_id))
+                step.mount_id is not None and held.mount_id == step.mount_id)) and (
+                held.unique_id is None or unique is None or unique[1] is None
+                or unique[1] == held.unique_id)
                 for held in snap.holders)
             if root is not None and not ours:
                 under = "" if root == step.target else f" (it is under {root})"

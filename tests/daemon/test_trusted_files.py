@@ -82,3 +82,13 @@ def test_a_tls_key_others_may_read_is_refused(tmp_path: Path) -> None:
         tls_context(cert, key)
     key.chmod(0o600)
     tls_context(cert, key)
+
+
+@requires_root
+def test_a_sandbox_in_a_directory_another_user_owns_is_refused(tmp_path: Path) -> None:
+    # That user could rename the sandbox away and plant a symlink as its fstab.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, NOBODY, NOBODY)
+    with pytest.raises(ConfigError, match="uid 65534 or others may change"):
+        daemon._sandbox_root(theirs / "sandbox")

@@ -278,3 +278,9 @@ def test_fields_systemd_would_not_read_back_are_refused(world: World, source: st
     with world.manager() as engine, pytest.raises(InvalidRequest, match=message):
         engine.create(MountSpec(source, target, "tmpfs"), current=False, persist=True)
     assert only_line_count(world) == 0
+
+
+def test_a_mount_point_ending_in_a_blank_is_refused(world: World) -> None:
+    # systemd strips it from the unit and refuses the unit: it never mounts at boot.
+    with world.manager() as engine, pytest.raises(InvalidRequest, match="ends in a blank"):
+        engine.create(MountSpec("tmpfs", "/srv/trail ", "tmpfs"), current=False, persist=True)

@@ -53,3 +53,19 @@ def test_the_root_protects_itself_not_every_mount_below_it(world: World) -> None
     with world.manager() as engine:  # the default list: / /proc /sys /dev /run
         engine.delete(target)
     assert world.mounts_at(target) == []
+
+
+def test_a_reused_mount_id_does_not_make_a_system_mount_ours(world: World) -> None:
+    if world.kind == "fake":
+        return  # the fake hands out unique ids too, but the point is the kernel's reuse
+    mine, system = world.dir("mine"), world.dir("sys")
+    target = world.dir("sys/shm")
+    with world.manager(protected=(system,)) as engine:
+        engine.acquire(MountSpec("tmpfs", mine, "tmpfs"), "a")
+        held = engine.held(mine)
+        assert held is not None
+        world.kernel.unmount(mine)  # behind the engine's back
+        world.kernel.mount("tmpfs", target, "tmpfs", 0)  # Linux gives it the freed id
+        with pytest.raises(InvalidRequest, match="unless Force is true"):
+            engine.delete(target)
+        assert world.mounts_at(target)

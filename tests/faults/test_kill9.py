@@ -256,3 +256,34 @@ def test_an_interrupted_release_of_a_renamed_mount_gives_its_holder_back(
         assert held is not None and held.holders == ("x",), "the release was never answered"
         engine.release(target, "x")
     assert world.mounts_at(str(tmp_path / "d/q/a")) == []
+
+
+# -- third review: what recovery reads back ----------------------------------------------
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_recovery_undoes_an_edit_of_a_line_without_options(tmp_path: Path) -> None:
+    # The journal held the 3-field line libmount reads; replay refused it as
+    # "unreadable" and left the interrupted edit in place for good.
+    world = World("real", tmp_path)
+    target = world.dir("x")
+    world.fstab.write_text(f"tmpfs {target} tmpfs\n")
+    die_at(world, "after FstabChange", lambda engine: engine.modify(
+        target, parse_options("noexec"), current=False, persist=True))
+    with world.manager() as engine:
+        engine.check_invariants()
+    assert world.fstab.read_text() == f"tmpfs {target} tmpfs\n"
+
+
+@pytest.mark.private_namespace(timeout=60)
+def test_recovery_of_a_removal_puts_every_line_back(tmp_path: Path) -> None:
+    world = World("real", tmp_path)
+    target = world.dir("y")
+    lines = [f"/dev/sdz1 {target} ext4 defaults 0 2", f"/dev/sdz2 {target} ext4 ro 0 2"]
+    world.fstab.write_text("".join(line + "\n" for line in lines))
+    die_at(world, "after FstabChange", lambda engine: engine.delete(
+        target, current=False, persist=True))
+    with world.manager() as engine:
+        engine.check_invariants()
+    kept = [line for line in world.fstab.read_text().splitlines() if line]
+    assert sorted(kept) == sorted(lines)

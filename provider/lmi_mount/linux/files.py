@@ -132,10 +132,26 @@ class UntrustedFile(FileError):
 def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = False) -> None:
     """Refuse ``path`` unless it is a file or directory, not a symbolic link, owned by
     root (or this process's user), that neither group nor others may write, nor,
-    when ``secret`` (password hashes, a private key), read. UntrustedFile names
+    when ``secret`` (password hashes, a private key), others read; and unless no
+    directory above it lets anyone else rename it away (each is root's, and
+    writable by others only with the sticky bit, as /tmp). UntrustedFile names
     the file and the command that fixes it.
     """
-    name = os.fspath(path)
+    name = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(name)
+    while True:
+        try:
+            above = os.stat(parent)
+        except OSError as error:
+            raise UntrustedFile(f"{what} {name}: {parent}: {_strerror(error)}", name) from None
+        if above.st_uid not in (0, os.geteuid()) or (
+                above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX):
+            raise UntrustedFile(
+                f"{what} {name} is in {parent}, which uid {above.st_uid} or others may "
+                f"change: move it to a directory only root can write", name)
+        if parent == "/":
+            break
+        parent = os.path.dirname(parent)
     try:
         info = os.lstat(name)
     except OSError as error:

@@ -381,6 +381,9 @@ def boot_problem(entry: FstabEntry) -> str | None:
             if long is not None:
                 return (f"{role} {value[:40]!r}... has a name longer than NAME_MAX "
                         f"({NAME_MAX} bytes): {long[:20]!r}...")
+    if entry.target != entry.target.rstrip(" \t"):
+        return (f"mount point {entry.target!r} ends in a blank, which systemd strips from "
+                "the unit it makes: the line would never mount at boot")
     if not entry.target.startswith("/") and entry.fstype != "swap":
         return f"mount point {entry.target!r} is not an absolute path"
     return None
@@ -442,7 +445,8 @@ def _layout(template: str, entry: FstabEntry, *, keep_ignored: bool = True) -> s
     seps = [template[a.end() : b.start()] for a, b in pairwise(matches)]
     columns = [_display_width(template[: m.start()]) for m in matches]
 
-    count = max(len(matches), _field_count(entry))
+    # A line without options (3 fields) has nothing after its type.
+    count = 3 if _field_count(entry) == 3 else max(len(matches), _field_count(entry))
     values = entry.field_values()
     fresh = _escaped_fields(entry, count)
     out = [lead]
@@ -543,6 +547,11 @@ class FstabDocument:
                 f"(line {self._number(existing[0][0].start)})",
                 value=entry.target,
             )
+        return self.add_after(entry)
+
+    def add_after(self, entry: FstabEntry) -> FstabDocument:
+        """Append ``entry`` even if its (spec, mount point) is there already: a line
+        of a mount point with several, put back by the undo of their removal."""
         template = self._last_entry_body()
         body = (_layout(template, entry, keep_ignored=False) if template is not None
                 else entry.render())
@@ -582,19 +591,6 @@ class FstabDocument:
         """Delete the entry line (spec, target) and its newline; nothing else changes."""
         span, _old = self._one_match(spec, target, line, "remove")
         return FstabDocument(self._splice(span.start, span.end + 1, ""))
-
-    def remove_target(self, target: str) -> FstabDocument:
-        """Delete every entry line of the mount point ``target`` (normalized), with
-        its newline; FstabError when there is none."""
-        wanted = normalize_target(target)
-        spans = [span for span, entry in self._candidates(_target_needle(wanted))
-                 if normalize_target(entry.target) == wanted]
-        if not spans:
-            raise FstabError(f"cannot remove: fstab has no line for {target!r}", value=target)
-        text = self._text
-        for span in reversed(spans):
-            text = text[:span.start] + text[span.end + 1:]
-        return FstabDocument(text)
 
     def first_line(self, spec: str, target: str) -> int | None:
         """The number of the first entry line (spec, target): the one mount(8) uses."""

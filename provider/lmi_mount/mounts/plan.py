@@ -223,12 +223,16 @@ class FstabChange:
     """Add, replace or remove the fstab line of one mount point.
 
     ``previous`` is the line before (None for an add), ``entry`` the line after
-    (None for a remove). The undo swaps them.
+    (None for a remove). The undo swaps them. ``also`` are more lines of the
+    mount point that go with ``previous`` when it is removed (a removal takes
+    every line of its mount point), or come back after ``entry`` in the undo
+    of that removal, so that no line is lost either way.
     """
 
     target: str
     previous: FstabEntry | None
     entry: FstabEntry | None
+    also: tuple[FstabEntry, ...] = ()
 
     @property
     def action(self) -> str:
@@ -243,7 +247,7 @@ class FstabChange:
         return f"fstab: {self.action} line '{text}'"
 
     def undo(self) -> Step:
-        return FstabChange(self.target, self.entry, self.previous)
+        return FstabChange(self.target, self.entry, self.previous, self.also)
 
     def apply(self, document: FstabDocument) -> FstabDocument:
         """This change applied to ``document`` (pure).
@@ -262,10 +266,21 @@ class FstabChange:
                 value=self.target)
         if self.previous is None:
             assert self.entry is not None
-            return document.add(self.entry)
+            document = document.add(self.entry)
+            for more in self.also:
+                document = document.add_after(more)
+            return document
         if self.entry is None:
-            # Every line of the mount point: another would mount it at boot.
-            return document.remove_target(self.previous.target)
+            # The mount point's first line, and the others that went with it.
+            for gone in (self.previous, *self.also):
+                number = next((found.number for found in document.entries()
+                               if found.entry == gone), None)
+                if number is None:
+                    raise FstabConflict(
+                        f"the fstab line {gone.render()!r} of {self.target} changed since "
+                        "this request read it: not removed; try again", value=self.target)
+                document = document.remove(gone.spec, gone.target, line=number)
+            return document
         # The line mount(8) uses, where the mount point has several.
         line = document.first_line(self.previous.spec, self.previous.target)
         return document.replace(self.previous.spec, self.previous.target, self.entry, line=line)
@@ -698,7 +713,12 @@ def plan_delete(
             position = next(
                 (i for i, s in enumerate(steps) if isinstance(s, KernelUnmount)), len(steps)
             )
-            steps.insert(position, FstabChange(target, entry, None))
+            # Every line of the mount point goes (another would mount it at
+            # boot), recorded so that an undo puts every one back.
+            lines = [line.entry for line in snap.fstab.entries()
+                     if normalize_fstab_target(line.entry.target)
+                     == normalize_fstab_target(target)] or [entry]
+            steps.insert(position, FstabChange(target, lines[0], None, tuple(lines[1:])))
     return Plan("delete", tuple(steps))
 
 
@@ -933,7 +953,9 @@ def _entry_record(entry: FstabEntry | None) -> list[Any] | None:
 
 
 def _entry_from(record: list[Any] | None) -> FstabEntry | None:
-    return None if record is None else FstabEntry(*record)
+    # As the line was read: one libmount accepts (no options, a negative
+    # passno) is the journal's to replay too, not an unreadable record.
+    return None if record is None else FstabEntry.read(*record)
 
 
 def _held_record(held: HeldMount | None) -> dict[str, Any] | None:
@@ -968,7 +990,8 @@ def step_record(step: Step) -> dict[str, Any]:
                 "recursive": step.recursive}
     if isinstance(step, FstabChange):
         return {"step": "fstab", "target": step.target,
-                "previous": _entry_record(step.previous), "entry": _entry_record(step.entry)}
+                "previous": _entry_record(step.previous), "entry": _entry_record(step.entry),
+                "also": [_entry_record(line) for line in step.also]}
     return {"step": "holders", "target": step.target, "before": _held_record(step.before),
             "after": _held_record(step.after), "summary": step.summary}
 
@@ -990,8 +1013,10 @@ def step_from_record(record: dict[str, Any]) -> Step:
                              _spec_from(record["remount"]), record.get("mount_id"),
                              bool(record.get("recursive", False)))
     if kind == "fstab":
+        also = tuple(_entry_from(line) for line in record.get("also", ()))
         return FstabChange(record["target"], _entry_from(record["previous"]),
-                           _entry_from(record["entry"]))
+                           _entry_from(record["entry"]),
+                           tuple(line for line in also if line is not None))
     if kind == "holders":
         return HolderChange(record["target"], _held_from(record["before"]),
                             _held_from(record["after"]), str(record["summary"]))
