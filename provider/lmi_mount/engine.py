@@ -646,9 +646,16 @@ class MountManager:
         for step in plan.steps:
             if not isinstance(step, (KernelUnmount, KernelRemount)):
                 continue
-            # "/" is the root mount itself; any other is a tree of mounts.
-            root = next((p for p in self.protected if step.target == p or
-                         (p != "/" and step.target.startswith(p + "/"))), None)
+            root = self._protected_root(step.target)
+            if isinstance(step, KernelRemount) and step.superblock:
+                # A file system's options are its superblock's: remounting
+                # another mount of the root device changes the root too.
+                shared = self._protected_sharer(step.target, snap)
+                if shared is not None:
+                    raise InvalidRequest(
+                        f"{step.target} is the file system mounted on {shared}, a system "
+                        "mount: its file system options change there too; it will not "
+                        "remount it unless Force is true", value=step.target)
             # A held mount is found by its id too: renamed, it is held by its old path.
             # (ids are reused at once: the unique id must agree where known)
             unique = snap.identity(step.target)
@@ -663,6 +670,23 @@ class MountManager:
                 raise InvalidRequest(
                     f"{step.target} is a system mount{under} that lmi-mount did not make: "
                     f"it will not {verb} it unless Force is true", value=step.target)
+
+    def _protected_root(self, target: str) -> str | None:
+        """The protected mount point ``target`` is, or is under ("/" is the root
+        mount itself; any other is a tree of mounts), or None."""
+        return next((p for p in self.protected if target == p or
+                     (p != "/" and target.startswith(p + "/"))), None)
+
+    def _protected_sharer(self, target: str, snap: Snapshot) -> str | None:
+        """A protected mount point whose mount shows the file system mounted on
+        ``target`` (same device), or None."""
+        record = snap.live(target)
+        if record is None:
+            return None
+        return next((other.target for other in snap.table
+                     if (other.major, other.minor) == (record.major, record.minor)
+                     and other.target != target
+                     and self._protected_root(other.target) is not None), None)
 
     def _known_source(self, spec: MountSpec, *, persist: bool) -> str:
         """The source ``status`` names the mount by: its fstab line's spec when it

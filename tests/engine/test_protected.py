@@ -8,12 +8,16 @@ own mounts there are released as usual.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lmi_mount.mounts.errors import InvalidRequest
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
+from tests.contract.helpers import mkfs_image
 from tests.engine.conftest import World
+from tests.support.skips import requires_root, requires_tool
 
 
 def test_the_root_file_system_is_not_remounted_without_force(world: World) -> None:
@@ -69,3 +73,21 @@ def test_a_reused_mount_id_does_not_make_a_system_mount_ours(world: World) -> No
         with pytest.raises(InvalidRequest, match="unless Force is true"):
             engine.delete(target)
         assert world.mounts_at(target)
+
+
+@pytest.mark.root
+@requires_root
+@pytest.mark.private_namespace
+@requires_tool("mkfs.ext4")
+def test_remounting_a_file_system_a_system_mount_shows_takes_force(tmp_path: Path) -> None:
+    # The same ext4 mounted on a protected point and elsewhere: a read-only
+    # remount of the second changes the first (one superblock).
+    world = World("real", tmp_path)
+    image = mkfs_image(tmp_path, "ext4")
+    system, other = world.dir("sys/disk"), world.dir("other")
+    world.kernel.mount(image, system, "ext4", 0)
+    world.kernel.mount(image, other, "ext4", 0)
+    with world.manager(protected=(world.dir("sys"),)) as engine:
+        with pytest.raises(InvalidRequest, match=f"mounted on {system}, a system mount"):
+            engine.modify(other, parse_options("ro"))
+        assert "rw" in world.mounts_at(system)[0].super_options

@@ -429,13 +429,16 @@ def test_slow_peers_cannot_keep_a_real_client_out(server: HttpServer) -> None:
 
 
 def test_a_full_worker_pool_answers_503_at_once(app: EchoApp) -> None:
-    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    from lmi_mount.server.http import QUEUE_FACTOR
+
+    limits = HttpLimits(max_connections=64, threads=2, request_timeout=5.0)
+    server = HttpServer([Listener("127.0.0.1", 0)], app, limits)
     server.start()
     listening = server.addresses[0][1]
     app.release.clear()
     waiting = []
     try:
-        for _ in range(2 * LIMITS.threads):  # every worker busy, as many queued
+        for _ in range(QUEUE_FACTOR * limits.threads):  # every worker busy, the rest queued
             sock = socket.create_connection(("127.0.0.1", listening), timeout=5)
             sock.sendall(post(path="/wait", body=b"slow"))
             waiting.append(sock)

@@ -66,8 +66,9 @@ _READ_SIZE: Final = 64 * 1024
 _LINGER_SECONDS: Final = 2.0
 _LINGER_BYTES: Final = 8 * 1024 * 1024
 # Requests that may wait for a worker, per worker, before the next is
-# answered 503 at once.
-QUEUE_FACTOR: Final = 2
+# answered 503 at once: enough for the bursts of parallel clients (a console
+# polling many classes at once), not a queue without bound behind slow calls.
+QUEUE_FACTOR: Final = 8
 
 
 @dataclass(frozen=True)
