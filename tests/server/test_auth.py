@@ -235,3 +235,51 @@ def test_authenticator_asks_pam_for_users_the_file_lacks(pam_service: PamConfig)
         authenticator.authenticate(basic("alice", "right"))
     with pytest.raises(AuthError, match="PAM refused"):
         authenticator.authenticate(basic("carol", "wrong"))
+
+
+def _counting_authenticator(monkeypatch: pytest.MonkeyPatch
+                            ) -> tuple[Authenticator, list[str], list[float]]:
+    database = UsersDatabase()
+    database.add("alice", "admin", "a-pw")
+    calls: list[str] = []
+    real_verify = auth.verify_password
+
+    def counting(password: str, encoded: str) -> bool:
+        calls.append(password)
+        return real_verify(password, encoded)
+
+    monkeypatch.setattr(auth, "verify_password", counting)
+    clock = [0.0]
+    return Authenticator([database], clock=lambda: clock[0]), calls, clock
+
+
+def test_failed_logins_from_an_address_are_throttled(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ~50 wrong passwords a second reached the hash in the first build.
+    authenticator, calls, clock = _counting_authenticator(monkeypatch)
+    for second in range(10):  # 1,000 guesses a second for ten seconds
+        for step in range(1000):
+            clock[0] = second + step / 1000
+            with pytest.raises(AuthError):
+                authenticator.authenticate(basic("alice", f"guess{second}-{step}"), "10.0.0.9")
+    guesses_hashed = len(calls)
+    assert guesses_hashed <= 10 * 10, guesses_hashed
+    # Another address is not held back, nor is a login known to be right.
+    assert authenticator.authenticate(basic("alice", "a-pw"), "10.0.0.7").user == "alice"
+    assert authenticator.authenticate(basic("alice", "a-pw"), "10.0.0.9").user == "alice"
+
+
+def test_the_throttle_refuses_without_hashing_and_ends_with_a_success(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    authenticator, calls, clock = _counting_authenticator(monkeypatch)
+    for _ in range(auth.THROTTLE_FREE):
+        with pytest.raises(AuthError, match="wrong password"):
+            authenticator.authenticate(basic("alice", "nope"), "10.0.0.9")
+    with pytest.raises(AuthError, match="too many failed logins"):
+        authenticator.authenticate(basic("alice", "a-pw"), "10.0.0.9")
+    assert calls == ["nope"] * auth.THROTTLE_FREE, "refused before the hash"
+    clock[0] += auth.THROTTLE_MAX_SECONDS
+    assert authenticator.authenticate(basic("alice", "a-pw"), "10.0.0.9").user == "alice"
+    clock[0] += 61  # past the cache: a new login, and no throttle left
+    with pytest.raises(AuthError, match="wrong password"):
+        authenticator.authenticate(basic("alice", "nope"), "10.0.0.9")

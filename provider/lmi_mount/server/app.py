@@ -189,7 +189,8 @@ class CimXmlApp:
         started = time.monotonic()
         head = request.head
         try:
-            identity = self.authenticator.authenticate(head.headers.get("Authorization"))
+            identity = self.authenticator.authenticate(head.headers.get("Authorization"),
+                                                       head.peer[0])
         except AuthError as exc:
             log.warning("authentication from %s failed: %s", head.peer[0], exc)
             return self._unauthorized()

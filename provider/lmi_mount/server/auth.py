@@ -428,8 +428,20 @@ class Authenticator:
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[tuple[str, bytes], tuple[Identity, float]] = OrderedDict()
         self._lock = threading.Lock()
+        #: Throttling key -> (failed logins in a row, no attempt before this time).
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
 
-    def authenticate(self, authorization: str | None) -> Identity:
+    def authenticate(self, authorization: str | None, peer: str | None = None) -> Identity:
+        """The identity of ``authorization``'s credentials, sent from address ``peer``.
+
+        Failed logins are throttled per source address and per (user,
+        address): after THROTTLE_FREE failures, each further attempt waits
+        for a window that doubles with each failure (up to THROTTLE_MAX_SECONDS)
+        and is refused without hashing meanwhile, so guessing from many
+        connections reaches the hash a few times a second at most. A success
+        ends the throttling; credentials verified before are answered from
+        the cache and never wait.
+        """
         user, password = parse_basic(authorization)
         token = (user, hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest())
         now = self._clock()
@@ -438,13 +450,43 @@ class Authenticator:
             if cached is not None and cached[1] > now:
                 self._cache.move_to_end(token)
                 return cached[0]
-        identity = self._verify(user, password)
+        keys = (f"address {peer}", f"user {user!r} from {peer}") if peer is not None else ()
+        self._admit(keys, now)
+        try:
+            identity = self._verify(user, password)
+        except AuthError:
+            self._failed(keys, self._clock())
+            raise
         with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
             self._cache[token] = (identity, now + self._cache_seconds)
             self._cache.move_to_end(token)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return identity
+
+    def _admit(self, keys: Sequence[str], now: float) -> None:
+        """Refuse an attempt inside a throttling window; else take the slot (the
+        window is reserved before the hash, so parallel guesses wait too)."""
+        with self._lock:
+            for key in keys:
+                count, not_before = self._failures.get(key, (0, 0.0))
+                if now < not_before:
+                    raise AuthError(f"too many failed logins ({key}): try again in "
+                                    f"{not_before - now:.1f} s")
+            for key in keys:
+                count, _ = self._failures.get(key, (0, 0.0))
+                self._failures[key] = (count, now + _throttle_delay(count))
+
+    def _failed(self, keys: Sequence[str], now: float) -> None:
+        with self._lock:
+            for key in keys:
+                count = self._failures.get(key, (0, 0.0))[0] + 1
+                self._failures[key] = (count, now + _throttle_delay(count))
+                self._failures.move_to_end(key)
+            while len(self._failures) > THROTTLE_TABLE_SIZE:
+                self._failures.popitem(last=False)
 
     def _verify(self, user: str, password: str) -> Identity:
         for source in self._users:
@@ -462,6 +504,21 @@ class Authenticator:
         if role is None:
             raise AuthError(f"PAM user {user!r} is in neither the admin nor the reader group")
         return Identity(user, role)
+
+
+#: Failed logins (per address, per user and address) that cost nothing; then
+#: each attempt waits THROTTLE_BASE_SECONDS, doubled per failure, at most
+#: THROTTLE_MAX_SECONDS. The table forgets its oldest keys beyond its size.
+THROTTLE_FREE = 3
+THROTTLE_BASE_SECONDS = 0.1
+THROTTLE_MAX_SECONDS = 5.0
+THROTTLE_TABLE_SIZE = 10_000
+
+
+def _throttle_delay(failures: int) -> float:
+    if failures < THROTTLE_FREE:
+        return 0.0
+    return min(THROTTLE_BASE_SECONDS * 2.0 ** (failures - THROTTLE_FREE), THROTTLE_MAX_SECONDS)
 
 
 _dummy: list[str] = []
