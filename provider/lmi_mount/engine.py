@@ -278,7 +278,7 @@ class MountManager:
         self._fstab_cache: tuple[files.FileVersion, FstabDocument] | None = None
         self._sources: tuple[MountTable | None, dict[int, str]] = (None, {})
         self._state_cache: (
-            tuple[MountTable, FstabDocument, dict[str, HeldMount], EngineState] | None
+            tuple[MountTable, FstabDocument, Mapping[str, HeldMount], EngineState] | None
         ) = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -492,7 +492,7 @@ class MountManager:
         mount stand alone. Drift compares the line's options with the live
         ones, per option.
         """
-        held = dict(self._published)
+        held = self._published
         table = self.mount_table()
         fstab = self.read_fstab()
         with self._cache_lock:
@@ -656,20 +656,21 @@ class MountManager:
                         f"{step.target} is the file system mounted on {shared}, a system "
                         "mount: its file system options change there too; it will not "
                         "remount it unless Force is true", value=step.target)
-            # A held mount is found by its id too: renamed, it is held by its old path.
-            # (ids are reused at once: the unique id must agree where known)
-            unique = snap.identity(step.target)
-            ours = any(held.made_by_us and (held.target == step.target or (
-                step.mount_id is not None and held.mount_id == step.mount_id)) and (
-                held.unique_id is None or unique is None or unique[1] is None
-                or unique[1] == held.unique_id)
-                for held in snap.holders)
-            if root is not None and not ours:
+            if root is not None and not self._made_by_us(step.target, snap):
                 under = "" if root == step.target else f" (it is under {root})"
                 verb = "unmount" if isinstance(step, KernelUnmount) else "remount"
                 raise InvalidRequest(
                     f"{step.target} is a system mount{under} that lmi-mount did not make: "
                     f"it will not {verb} it unless Force is true", value=step.target)
+
+    def _made_by_us(self, target: str, snap: Snapshot) -> bool:
+        """Whether the mount on ``target`` is one this engine made and holds, under
+        its own name or, renamed, under its old one (``_same_mount`` decides)."""
+        record = snap.live(target)
+        return record is not None and any(
+            held.made_by_us and (held.target == target or held.mount_id == record.mount_id)
+            and self._same_mount(held, record)
+            for held in snap.holders)
 
     def _protected_root(self, target: str) -> str | None:
         """The protected mount point ``target`` is, or is under ("/" is the root

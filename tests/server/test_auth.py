@@ -137,7 +137,10 @@ def test_basic_password_may_hold_colons_and_unicode() -> None:
     assert auth.parse_basic(basic("bob", "a:b:ü")) == ("bob", "a:b:ü")
 
 
-def test_authenticator_roles_errors_and_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+def _counting_authenticator(monkeypatch: pytest.MonkeyPatch
+                            ) -> tuple[Authenticator, list[str], list[float]]:
+    """An authenticator of alice (admin) and bob (reader) on a settable clock, and
+    the passwords it has hashed."""
     database = UsersDatabase()
     database.add("alice", "admin", "a-pw")
     database.add("bob", "reader", "b-pw")
@@ -150,7 +153,11 @@ def test_authenticator_roles_errors_and_cache(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(auth, "verify_password", counting)
     clock = [0.0]
-    authenticator = Authenticator([database], cache_seconds=60, clock=lambda: clock[0])
+    return Authenticator([database], clock=lambda: clock[0]), calls, clock
+
+
+def test_authenticator_roles_errors_and_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    authenticator, calls, clock = _counting_authenticator(monkeypatch)
     assert authenticator.authenticate(basic("alice", "a-pw")) == Identity("alice", Role.ADMIN)
     assert authenticator.authenticate(basic("alice", "a-pw")).may_write
     assert calls == ["a-pw"]  # the second time came from the cache
@@ -235,22 +242,6 @@ def test_authenticator_asks_pam_for_users_the_file_lacks(pam_service: PamConfig)
         authenticator.authenticate(basic("alice", "right"))
     with pytest.raises(AuthError, match="PAM refused"):
         authenticator.authenticate(basic("carol", "wrong"))
-
-
-def _counting_authenticator(monkeypatch: pytest.MonkeyPatch
-                            ) -> tuple[Authenticator, list[str], list[float]]:
-    database = UsersDatabase()
-    database.add("alice", "admin", "a-pw")
-    calls: list[str] = []
-    real_verify = auth.verify_password
-
-    def counting(password: str, encoded: str) -> bool:
-        calls.append(password)
-        return real_verify(password, encoded)
-
-    monkeypatch.setattr(auth, "verify_password", counting)
-    clock = [0.0]
-    return Authenticator([database], clock=lambda: clock[0]), calls, clock
 
 
 def test_failed_logins_from_an_address_are_throttled(monkeypatch: pytest.MonkeyPatch) -> None:
