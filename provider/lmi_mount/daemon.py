@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from lmi_mount import __version__
 from lmi_mount.cim.broker import Broker
+from lmi_mount.cim.jobs import DEFAULT_JOB_THREADS
 from lmi_mount.engine import DEFAULT_PROTECTED, MountManager
 from lmi_mount.linux import files
 from lmi_mount.linux.kernel import LinuxKernel
@@ -74,6 +75,9 @@ class CimSettings:
     """``[cim]``: how the model answers."""
 
     synchronous_seconds: float = 5.0
+    #: Method calls that may run at once (calls on different mount points run
+    #: side by side; a slow mount helper holds one thread while it runs).
+    job_threads: int = DEFAULT_JOB_THREADS
     time_before_removal: float = 60.0
     max_goal_settings: int = 1000
     #: Holder of calls that name none and come without an authenticated user.
@@ -138,6 +142,8 @@ def settings(args: argparse.Namespace) -> Settings:
             raise ConfigError(f"cannot read {path}: {exc}") from None
     engine = read_section(ini, "engine", EngineSettings, str(path))
     cim = read_section(ini, "cim", CimSettings, str(path))
+    if cim.job_threads < 1:
+        raise ConfigError(f"{path}: [cim] job_threads must be at least 1, not {cim.job_threads}")
     if args.sandbox is None:
         if path is None:
             raise ConfigError(f"no configuration: pass --config FILE, create {DEFAULT_CONFIG}, "
@@ -274,6 +280,7 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         return 1
     broker = Broker(engine, host=run.server.hostname,
                     synchronous_seconds=run.cim.synchronous_seconds,
+                    job_threads=run.cim.job_threads,
                     time_before_removal=run.cim.time_before_removal,
                     max_goal_settings=run.cim.max_goal_settings,
                     default_holder=run.cim.default_holder)

@@ -1,8 +1,10 @@
 """MountManager: refcounted kernel mounts and fstab edits, executed from plans.
 
-Owns: the one lock, the holder table and its journal, the hold timer thread,
-the execution of plans with rollback, reconstruction after a restart (seed
-MountManager WI6), and the read model that the CIM layer projects (``status``).
+Owns: the writers' locks (one per mount point tree), the holder table and its
+journal, the hold timer thread, the execution of plans with rollback,
+reconstruction after a restart (seed MountManager WI6), and the read model
+that the CIM layer projects (``status``).
+
 Every state change is: read a Snapshot, make a Plan (``mounts.plan``, pure),
 execute its steps in order as one journaled transaction, compare every
 kernel step's result with the request (the kernel is the judge), and on any
@@ -37,11 +39,9 @@ from lmi_mount.linux.journal import (
     Transaction,
 )
 from lmi_mount.linux.kernel import (
-    DEFAULT_HELPER_DIRS,
     Kernel,
     KernelError,
     helper_problem,
-    needs_helper,
 )
 from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
@@ -102,6 +102,9 @@ BUSY_RETRY_SECONDS = 5.0
 # a racing path lookup; a process that got into it keeps it, reported).
 TAKE_BACK_ATTEMPTS = 50
 TAKE_BACK_BUSY_SECONDS = 0.01
+# How soon the hold timer looks again at a deadline whose mount point a
+# request was working on.
+LOCKED_RETRY_SECONDS = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,65 @@ class EngineState:
 
 
 CrashHook = Callable[[str], None]
+
+
+def _overlap(one: str, other: str) -> bool:
+    """Whether requests on mount points ``one`` and ``other`` touch one tree."""
+    return (one == other or "/" in (one, other)
+            or other.startswith(one + "/") or one.startswith(other + "/"))
+
+
+class MountPointLocks:
+    """The writers' locks: one per mount point, and a mount point's tree with it.
+
+    A request holds its mount point exclusively, and a bind's source shared.
+    Two requests wait for each other when a path of one is a path of the
+    other or above it, unless both hold it shared: a mount on ``/srv``
+    hides ``/srv/data``, ``/srv`` cannot be unmounted while ``/srv/data``
+    is mounted, and a bind of ``/srv`` must see ``/srv`` before or after a
+    change, not during it; binds of one source onto different mount points
+    go together. ``/`` is above everything (start-up holds it). Requests on
+    unrelated trees run side by side, so a mount(8) helper that takes
+    minutes (an NFS server that does not answer) holds up its own tree
+    only. A request's paths are taken all at once or not at all, so
+    requests cannot deadlock. Not reentrant: a thread takes one set at a
+    time.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        # Each holding: (exclusive paths, shared paths).
+        self._held: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+
+    def acquire(self, paths: Sequence[str], *, shared: Sequence[str] = (),
+                blocking: bool = True) -> bool:
+        holding = (tuple(sorted(set(paths))), tuple(sorted(set(shared))))
+        with self._changed:
+            while any(self._conflict(holding, held) for held in self._held):
+                if not blocking:
+                    return False
+                self._changed.wait()
+            self._held.append(holding)
+        return True
+
+    def release(self, paths: Sequence[str], *, shared: Sequence[str] = ()) -> None:
+        with self._changed:
+            self._held.remove((tuple(sorted(set(paths))), tuple(sorted(set(shared)))))
+            self._changed.notify_all()
+
+    @staticmethod
+    def _conflict(one: tuple[tuple[str, ...], tuple[str, ...]],
+                  other: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
+        return (any(_overlap(a, b) for a in one[0] for b in other[0] + other[1])
+                or any(_overlap(a, b) for a in one[1] for b in other[0]))
+
+    @contextlib.contextmanager
+    def holding(self, paths: Sequence[str], *, shared: Sequence[str] = ()) -> Iterator[None]:
+        self.acquire(paths, shared=shared)
+        try:
+            yield
+        finally:
+            self.release(paths, shared=shared)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,14 +322,20 @@ class MountManager:
         self._journal = HolderJournal(state_dir, boot_id_path=boot_id_path,
                                       capacity=journal_capacity)
         self._holders = HolderTable()
-        self._lock = threading.RLock()
-        self._wake = threading.Condition(self._lock)
+        self._locks = MountPointLocks()
+        # Wakes the hold timer when a deadline may have moved (or on close).
+        self._wake = threading.Condition()
+        # Orders publications: the last one made shows the latest holders.
+        self._publish_lock = threading.Lock()
         self._closed = False
         self._started = False
         self._timers_enabled = timers and not observer
         self.observer = observer
         self._timer_thread: threading.Thread | None = None
-        self._txn: int | None = None  # the transaction _execute is running
+        #: The last round of run_due_timers left a deadline to a busy mount point.
+        self._skipped_deadlines = False
+        # The transaction each thread's _execute is running (``_note``).
+        self._running = threading.local()
         #: The holders as the last finished operation left them, for readers.
         self._published: Mapping[str, HeldMount] = MappingProxyType({})
         # Reads are cached while what they came from is unchanged: the mount
@@ -285,7 +353,7 @@ class MountManager:
 
     def start(self) -> MountManager:
         """Open the journal, reconstruct the holders (WI6) and start the hold timer."""
-        with self._lock:
+        with self._locks.holding(["/"]):
             if self._started:
                 return self
             self._reconstruct()
@@ -306,12 +374,14 @@ class MountManager:
             thread is not None and thread.is_alive())
 
     def close(self) -> None:
-        with self._lock:
+        with self._wake:
             self._closed = True
             self._wake.notify_all()
         if self._timer_thread is not None:
             self._timer_thread.join(timeout=5)
-        self._journal.close()
+        # Requests under way finish (and journal their end) first.
+        with self._locks.holding(["/"]):
+            self._journal.close()
 
     def __enter__(self) -> MountManager:
         return self.start()
@@ -331,10 +401,13 @@ class MountManager:
         dry_run: bool = False,
     ) -> Outcome:
         """Mount (``current``) and/or add the fstab line (``persist``) of ``spec``."""
-        # The descriptors are opened under the lock: one open on a live mount
+        # The descriptors are opened under the locks: one open on a live mount
         # would keep it busy for a concurrent unmount.
-        with self._lock, self._opened(spec, mounting=current, persist=persist) as (
-                spec, anchors, notes):
+        target = self._fstab_only_target(normalize_target(spec.target), current)
+        source = ([normalize_target(spec.source)]
+                  if spec.fstype is None and spec.source.startswith("/") else [])
+        with self._locks.holding([target], shared=source), self._opened(
+                spec, mounting=current, persist=persist) as (spec, anchors, notes):
             snap = self._snapshot([spec.target])
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
             outcome = self._run(replace(plan, notes=plan.notes + notes), spec.target, dry_run,
@@ -357,7 +430,7 @@ class MountManager:
         """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``;
         ``force`` lets it remount a protected system mount."""
         target = self._fstab_only_target(normalize_target(target), current)
-        with self._lock:
+        with self._locks.holding([target]):
             snap = self._snapshot([target])
             plan = plan_modify(
                 target,
@@ -386,7 +459,7 @@ class MountManager:
     ) -> Outcome:
         """Release or unmount (``current``) and/or remove the fstab line (``persist``)."""
         target = self._fstab_only_target(normalize_target(target), current)
-        with self._lock:
+        with self._locks.holding([target]):
             snap = self._snapshot([target])
             plan = plan_delete(
                 target,
@@ -419,12 +492,23 @@ class MountManager:
         fake clock to step through time.
         """
         expired: list[str] = []
-        with self._lock:
-            now = self._clock()
-            for held in self._holders.due(now):
+        now = self._clock()
+        self._skipped_deadlines = False
+        for due in self._holders.due(now):
+            # A mount point a request is working on is skipped, not waited
+            # for: a slow request (a mount(8) helper) must not hold up every
+            # other deadline. The timer looks again shortly.
+            if not self._locks.acquire([due.target], blocking=False):
+                self._skipped_deadlines = True
+                continue
+            try:
+                held = self._holders.get(due.target)
+                if held is None or held.generation != due.generation:
+                    continue  # changed between the look and the lock
                 try:
                     snap = self._snapshot([held.target])
-                    self._run(plan_expire(held.target, held.generation, snap), held.target, False)
+                    self._run(plan_expire(held.target, held.generation, snap), held.target,
+                              False)
                     expired.append(held.target)
                 except InUse as exc:
                     # Busy at the deadline: keep the mount and try again later,
@@ -434,8 +518,9 @@ class MountManager:
                 except MountError as exc:
                     log.error("hold time of %s ended but unmount failed: %s", held.target, exc)
                     self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
-            self._publish()
-            self._wake.notify_all()
+                self._publish()
+            finally:
+                self._locks.release([due.target])
         return expired
 
     # -- reads ---------------------------------------------------------------------
@@ -540,8 +625,7 @@ class MountManager:
 
     def check_invariants(self) -> None:
         """Assert WI2/WI3 on the holder table (tests call it under load)."""
-        with self._lock:
-            self._holders.check()
+        self._holders.check()
 
     # -- internals -----------------------------------------------------------------
 
@@ -586,7 +670,7 @@ class MountManager:
                     if mounting:
                         kernel_source = self._paths.device_source(spec.source)
                     # Also for fstab-only modes: the line would run at boot.
-                    if needs_helper(spec.fstype, DEFAULT_HELPER_DIRS):
+                    if self.kernel.uses_helper(spec.fstype):
                         try:
                             data = kernel_request(spec.options).data
                         except OptionError:
@@ -744,7 +828,8 @@ class MountManager:
     ) -> Outcome:
         if not dry_run:
             self._execute(plan, anchors)
-            self._wake.notify_all()
+            with self._wake:
+                self._wake.notify_all()
         return Outcome(plan, target, dry_run)
 
     def _execute(self, plan: Plan, anchors: Anchors | None = None) -> None:
@@ -771,7 +856,7 @@ class MountManager:
             raise self._domain_error(exc) from exc
         self._crash("transaction begun")
         done: list[tuple[Step, object]] = []
-        outer, self._txn = self._txn, txn
+        outer, self._running.txn = getattr(self._running, "txn", None), txn
         try:
             for step in plan.steps:
                 name = type(step).__name__
@@ -794,18 +879,20 @@ class MountManager:
                           self._journal.read_only_reason)
             raise self._domain_error(exc) from exc
         finally:
-            self._txn = outer
+            self._running.txn = outer
             self._holders.check()
             self._publish()
 
     def _publish(self) -> None:
-        """Make the holders as they are now what readers see (under the lock)."""
-        self._published = MappingProxyType({held.target: held for held in self._holders})
+        """Make the holders as they are now what readers see."""
+        with self._publish_lock:
+            self._published = MappingProxyType({held.target: held for held in self._holders})
 
     def _note(self, note: dict[str, object]) -> None:
         """Record what a step of the running transaction made (see ``_recover``)."""
-        if self._txn is not None:
-            self._journal.progress(self._txn, note)
+        txn = getattr(self._running, "txn", None)
+        if txn is not None:
+            self._journal.progress(txn, note)
 
     def _observe(self, plan: Plan) -> None:
         """An observer follows holder changes in memory (reconcile) and refuses the rest."""
@@ -1026,7 +1113,7 @@ class MountManager:
         if spec.fstype is None:
             if not self.kernel.same_file(spec.kernel_name, record.target):
                 differences.append(f"it does not show {spec.source!r}")
-        elif not needs_helper(spec.fstype):
+        elif not self.kernel.uses_helper(spec.fstype):
             if record.fstype != spec.fstype:
                 differences.append(f"its type is {record.fstype!r}, not {spec.fstype!r}")
             backing = self.kernel.loop_backing_file(record.source)
@@ -1068,17 +1155,20 @@ class MountManager:
     def _undo_fstab(self, step: FstabChange, memo: object) -> None:
         """Put back the fstab text from before ``step``, byte for byte when possible."""
         assert isinstance(memo, tuple)
-        before, after = memo
-        text, version = files.read_versioned(self.fstab_path)
-        if text == after:
-            files.replace_atomically(self.fstab_path, before, version)
-        else:
-            # Someone edited the file since: undo only our line, keep theirs.
-            inverse = step.undo()
-            assert isinstance(inverse, FstabChange)
-            files.edit_file(
-                self.fstab_path, lambda t: inverse.apply(FstabDocument.parse(t)).render()
-            )
+        before, after = (str(text) for text in memo)
+        inverse = step.undo()
+        assert isinstance(inverse, FstabChange)
+
+        def undone(text: str) -> str:
+            if text == after:
+                return before
+            # Someone (another mount point's request, an administrator)
+            # edited the file since: undo only our line, keep theirs.
+            return inverse.apply(FstabDocument.parse(text)).render()
+
+        # One edit under the fstab lock: the comparison and the write see the
+        # same text, whatever other writers do meanwhile.
+        files.edit_file(self.fstab_path, undone, backups=self.fstab_backups)
         self._after_fstab_edit()
 
     def _domain_error(self, exc: Exception) -> MountError:
@@ -1363,18 +1453,25 @@ class MountManager:
             record(value)
 
     def _timer_loop(self) -> None:
-        with self._lock:
-            while not self._closed:
+        retry_at: float | None = None  # a round skipped or failed: not before then
+        while True:
+            with self._wake:
+                if self._closed:
+                    return
                 deadline = self._holders.next_deadline()
+                if deadline is not None and retry_at is not None:
+                    deadline = max(deadline, retry_at)
                 timeout = None if deadline is None else max(0.0, deadline - self._clock())
                 if timeout is None or timeout > 0:
                     self._wake.wait(timeout)
                     continue
-                try:
-                    self.run_due_timers()
-                except Exception:
-                    # One bad round must not end every hold timer: log it and
-                    # try again after the busy retry interval.
-                    log.exception("the hold timer failed; it tries again in %.0f s",
-                                  BUSY_RETRY_SECONDS)
-                    self._wake.wait(BUSY_RETRY_SECONDS)
+            try:
+                self.run_due_timers()
+                retry_at = (self._clock() + LOCKED_RETRY_SECONDS if self._skipped_deadlines
+                            else None)
+            except Exception:
+                # One bad round must not end every hold timer: log it and
+                # try again after the busy retry interval.
+                log.exception("the hold timer failed; it tries again in %.0f s",
+                              BUSY_RETRY_SECONDS)
+                retry_at = self._clock() + BUSY_RETRY_SECONDS

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import KernelError, LinuxKernel, MountApi
 from lmi_mount.linux.paths import Anchor, PathChecker
 from lmi_mount.mounts.errors import InUse, MountError
+from lmi_mount.mounts.flags import MS_RDONLY
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
@@ -179,6 +181,51 @@ def test_a_helper_mount_that_lands_elsewhere_is_taken_back(tmp_path: Path,
     assert victim is not None and victim.source == "victimfs", "nothing left on the victim"
     table = MountTable(parse_mountinfo(Path("/proc/self/mountinfo").read_text()))
     assert not [r for r in table if r.fstype.startswith("fuse")], "no helper mount is left"
+
+
+@pytest.mark.private_namespace
+@pytest.mark.kernel
+@requires_tool("squashfuse")
+@requires_tool("mksquashfs")
+def test_a_helper_that_mounts_nowhere_takes_back_no_other_helper_s_mount(
+        tmp_path: Path, api: MountApi) -> None:
+    # Helpers of two mount points run side by side. One reports success without
+    # mounting (its stray search looks for new mounts of its type) while the
+    # other's mount came up meanwhile: that mount is the other's, never a stray.
+    image = mkfs_image(tmp_path, "squashfs", files={"f": "x"})
+    lazy, busy, go = tmp_path / "lazy", tmp_path / "busy", tmp_path / "go"
+    lazy.mkdir()
+    busy.mkdir()
+    wrapper = tmp_path / "mount-or-not"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'eval "last=\\${$#}"\n'
+        f'if [ "$last" = {lazy} ]; then\n'
+        f"    while [ ! -e {go} ]; do sleep 0.01; done; exit 0\n"
+        "fi\n"
+        'exec mount "$@"\n')
+    wrapper.chmod(0o755)
+    kernel = LinuxKernel(mount_api=api, mount_program=str(wrapper))
+    failures: list[KernelError] = []
+
+    def mount_lazily() -> None:
+        try:
+            kernel.mount(str(image), str(lazy), "fuse.squashfuse", MS_RDONLY)
+        except KernelError as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=mount_lazily)
+    thread.start()
+    try:
+        made = kernel.mount(str(image), str(busy), "fuse.squashfuse", MS_RDONLY)
+    finally:
+        go.touch()
+        thread.join(30)
+    assert [f.errno for f in failures] == [errno.ESTALE], failures
+    assert "mounted on nowhere" in str(failures[0])
+    live = at(busy)
+    assert live is not None and live.mount_id == made.mount_id, "the other helper's mount stays"
+    kernel.unmount(str(busy), 0, expect=made.mount_id)
 
 
 @pytest.mark.private_namespace

@@ -335,6 +335,25 @@ def test_reserve_compacts_or_refuses_with_enospc(paths: tuple[Path, Path]) -> No
         assert second.open().mounts == {"/a": held("/a", *["x"] * 19)}
 
 
+def test_open_transactions_keep_the_room_they_reserved(paths: tuple[Path, Path]) -> None:
+    """Writers of different mount points run transactions side by side: a second
+    begin must not take the room the first one was promised for its records."""
+    room = 2500
+    with journal(paths, capacity=SMALL) as first:
+        first.open()
+        for number in range(19):
+            first.set(held("/a", *["x"] * number))
+        assert room + 500 < first.free < 2 * room, "room for one transaction, not two"
+        one = first.begin("create", [], room=lambda size: room)
+        generation = first._generation
+        two = first.begin("create", [], room=lambda size: room)
+        assert first._generation == generation + 1, "the second begin compacts"
+        assert first.free >= 2 * room, "both transactions' records fit without compaction"
+        first.end(one)
+        first.end(two)
+        assert first._reserved == {}
+
+
 def test_a_capacity_below_a_page_is_refused(paths: tuple[Path, Path]) -> None:
     with pytest.raises(ValueError, match="capacity"):
         journal(paths, capacity=100)

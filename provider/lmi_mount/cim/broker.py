@@ -38,7 +38,7 @@ from pywbem import (
 )
 
 from lmi_mount.cim import names
-from lmi_mount.cim.jobs import JobManager
+from lmi_mount.cim.jobs import DEFAULT_JOB_THREADS, JobManager
 from lmi_mount.cim.model import Model, load_model
 from lmi_mount.cim.projection import Projector
 from lmi_mount.cim.providers.associations import (
@@ -95,6 +95,7 @@ class Broker:
         model: Model | None = None,
         host: str | None = None,
         synchronous_seconds: float = 5.0,
+        job_threads: int = DEFAULT_JOB_THREADS,
         time_before_removal: float = 60.0,
         max_goal_settings: int = 1000,
         default_holder: str = "cim",
@@ -109,6 +110,7 @@ class Broker:
             jobs=JobManager(
                 synchronous_seconds=synchronous_seconds,
                 time_before_removal=time_before_removal,
+                workers=job_threads,
                 clock=job_clock,
             ),
             volume_stats=volume_reader,

@@ -37,6 +37,12 @@ TERMINATED: Final = 8
 COMPLETED: Final = 7
 EXCEPTION: Final = 10
 
+#: Method calls that run at once. The engine runs calls on different mount
+#: points side by side, and a call waiting for a mount helper (up to its
+#: 120 s timeout) holds its thread: a handful of threads would let a few slow
+#: NFS mounts hold up every other call. Threads start only as calls need them.
+DEFAULT_JOB_THREADS: Final = 64
+
 # What the work returns: the method's return value, its OUT parameters, and a
 # CIM_Error instance when it failed (None on success).
 WorkResult = tuple[Any, dict[str, Any], CIMInstance | None]
@@ -83,7 +89,7 @@ class JobManager:
         *,
         synchronous_seconds: float = 5.0,
         time_before_removal: float = 60.0,
-        workers: int = 4,
+        workers: int = DEFAULT_JOB_THREADS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.synchronous_seconds = synchronous_seconds

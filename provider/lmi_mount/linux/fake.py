@@ -377,7 +377,7 @@ class FakeKernel:
             else:
                 # Like the new mount API: a new mount (not one a helper makes)
                 # is told by its unique id before it is attached.
-                self._attaching = attaching if not needs_helper(fstype) else None
+                self._attaching = attaching if not self.uses_helper(fstype) else None
                 try:
                     if flags & MS_BIND:
                         self._bind(source, path, bool(flags & MS_REC), flags, clear)
@@ -425,6 +425,9 @@ class FakeKernel:
             self._mounts = [m for m in self._mounts if m.attached]
             self._collect()
 
+    def uses_helper(self, fstype: str | None) -> bool:
+        return needs_helper(fstype)
+
     # -- mount kinds ---------------------------------------------------------
 
     def _new_mount(
@@ -433,7 +436,7 @@ class FakeKernel:
         if fstype is None:
             raise KernelError(errno.EINVAL, "mount", path, source, fstype,
                               detail="no file system type (do_new_mount)")
-        if needs_helper(fstype):
+        if self.uses_helper(fstype):
             self._helper_mount(source, path, fstype, flags, data)
             return
         if fstype not in self.filesystems:

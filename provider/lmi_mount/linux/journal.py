@@ -86,14 +86,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import stat
+import threading
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from lmi_mount.linux.files import fsync_directory
 from lmi_mount.mounts.holders import HeldMount
@@ -483,6 +485,21 @@ def _zero(fd: int, offset: int, length: int) -> bool:
     return True
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _serialized(
+    method: Callable[Concatenate[HolderJournal, _P], _R],
+) -> Callable[Concatenate[HolderJournal, _P], _R]:
+    """Run a journal method under the journal's lock (see ``HolderJournal``)."""
+    @functools.wraps(method)
+    def locked(journal: HolderJournal, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with journal._mutex:
+            return method(journal, *args, **kwargs)
+    return locked
+
+
 class _Full(Exception):
     """The state file system has no room (or is read-only): the journal must be read-only."""
 
@@ -497,7 +514,9 @@ class HolderJournal:
     ``boot_id_path`` is injected (``/proc/sys/kernel/random/boot_id``) so that
     tests can simulate a reboot. ``capacity`` is the size of each of the two
     preallocated journal files: the live state (held mounts, open intents and
-    transactions) must fit in it.
+    transactions) must fit in it. Its methods may be called from several
+    threads: each runs whole under the journal's lock, and transactions
+    may be open side by side.
     """
 
     def __init__(
@@ -525,6 +544,12 @@ class HolderJournal:
         self._current = 0
         self._generation = 0
         self._offset = 0
+        # Engine threads on different mount points write concurrently: every
+        # public method runs under this lock, and each open transaction's
+        # reservation (bytes its later records may need) is counted here, so
+        # that one transaction's begin cannot take the room promised to another.
+        self._mutex = threading.RLock()
+        self._reserved: dict[int, int] = {}
 
     @property
     def path(self) -> Path:
@@ -542,11 +567,13 @@ class HolderJournal:
 
     # -- lifecycle -----------------------------------------------------------
 
+    @_serialized
     def open(self) -> JournalState:
         """Lock the state directory, replay the journal, and return what it held."""
         if self._open:
             raise JournalError(errno.EBUSY, "journal is already open", str(self.state_dir))
         self.read_only, self.read_only_reason = False, None
+        self._reserved = {}
         try:
             self._lock()
             self._open = True
@@ -599,6 +626,7 @@ class HolderJournal:
         live = legacy if legacy is not None else self._replay_paths(boot)
         return live.state.copy()
 
+    @_serialized
     def close(self) -> None:
         fds = list(self._fds or ())
         if self._lock_fd is not None:
@@ -617,18 +645,22 @@ class HolderJournal:
 
     # -- records -------------------------------------------------------------
 
+    @_serialized
     def intent(self, intent: Intent) -> None:
         """Record, durably, that a kernel mount at ``intent.target`` is about to be made."""
         self._record(_intent_to_record(intent))
 
+    @_serialized
     def set(self, held: HeldMount) -> None:
         """Record, durably, the full holder state of one mount."""
         self._record(_held_to_record(held))
 
+    @_serialized
     def forget(self, target: str) -> None:
         """Record, durably, that the mount at ``target`` is no longer tracked."""
         self._record({"op": "forget", "target": target})
 
+    @_serialized
     def begin(
         self, operation: str, steps: list[dict[str, Any]], *,
         room: Callable[[int], int] | None = None,
@@ -645,14 +677,18 @@ class HolderJournal:
         txn = self._live.next_txn
         record = {"op": "begin", "txn": txn, "operation": operation, "steps": list(steps)}
         encoded = self._line(record)
+        later = room(len(encoded[0])) if room is not None else 0
         if room is not None:
             generation = self._generation
-            self.reserve(len(encoded[0]) + room(len(encoded[0])))
+            self.reserve(len(encoded[0]) + later)
             if self._generation != generation:  # compacted: the line carries the generation
                 encoded = self._line(record)
         self._record(record, encoded)
+        if later:
+            self._reserved[txn] = later
         return txn
 
+    @_serialized
     def progress(self, txn: int, note: dict[str, Any]) -> None:
         """Record, durably, a note of open transaction ``txn`` (what a step made):
         an object of strings, numbers, booleans, None and lists of them."""
@@ -661,29 +697,35 @@ class HolderJournal:
             raise JournalError(errno.EINVAL, f"transaction {txn} is not open", str(self.path))
         self._record({"op": "progress", "txn": txn, "data": dict(note)})
 
+    @_serialized
     def end(self, txn: int) -> None:
         """Record, durably, that transaction ``txn`` is over (done or undone)."""
         self._writable()
         if txn not in self._live.state.transactions:
             raise JournalError(errno.EINVAL, f"transaction {txn} is not open", str(self.path))
         self._record({"op": "end", "txn": txn})
+        self._reserved.pop(txn, None)
 
+    @_serialized
     def stop(self, reason: str) -> None:
         """Refuse every later write (read-only, for ``reason``) until the next ``open``."""
         self._go_read_only(reason)
 
+    @_serialized
     def reserve(self, nbytes: int) -> None:
         """Make sure records of ``nbytes`` in all can be written without a compaction.
 
         Compacts now if needed; JournalError(ENOSPC) if even a compacted file
-        would not leave that much room.
+        would not leave that much room. The room open transactions reserved
+        (``begin``) stays theirs: it is counted as taken until their ``end``.
         """
         if nbytes < 0:
             raise ValueError(f"cannot reserve {nbytes} bytes")
         self._writable()
-        if self._offset + nbytes <= self.capacity:
+        promised = sum(self._reserved.values())
+        if self._offset + promised + nbytes <= self.capacity:
             return
-        self._compact(self._live.copy(), extra=nbytes)
+        self._compact(self._live.copy(), extra=promised + nbytes)
 
     # -- internals -----------------------------------------------------------
 

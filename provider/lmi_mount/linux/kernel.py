@@ -21,6 +21,7 @@ with one.)
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -118,6 +119,9 @@ FUSE_COMMAND_OPTIONS: Final = frozenset({"ssh_command", "sftp_server"})
 
 # libmount's default helper search path (FS_SEARCH_PATH in libmount's context_mount.c).
 DEFAULT_HELPER_DIRS: Final = ("/sbin", "/sbin/fs.d", "/sbin/fs")
+#: How many mounts made by recent helpers are remembered as theirs (see
+#: LinuxKernel._helper_result): far more than can finish while one runs.
+HELPER_MADE_MEMORY: Final = 4096
 
 # <linux/loop.h>
 LOOP_SET_FD: Final = 0x4C00
@@ -280,6 +284,11 @@ class Kernel(Protocol):
     def same_file(self, first: str, second: str) -> bool:
         """``first`` and ``second`` are one file or directory (device and inode),
         through whatever mounts the paths cross."""
+        ...
+
+    def uses_helper(self, fstype: str | None) -> bool:
+        """Whether a mount of ``fstype`` is made by mount(8) and a ``mount.TYPE``
+        helper, whose mount may show another type (ntfs-3g's is ``fuseblk``)."""
         ...
 
     def find_mount(self, mount_id: int | None, unique_id: int | None) -> MountRecord | None:
@@ -478,6 +487,14 @@ class LinuxKernel:
         self.mount_program = mount_program
         self.helper_dirs = tuple(helper_dirs)
         self.helper_timeout = helper_timeout
+        # Helpers of different mount points run side by side (the engine locks
+        # per mount point), and a helper's mount is found by comparing the
+        # table before and after it: what the others are mounting, or made
+        # since, is theirs, never a stray of this one's (_helper_result).
+        self._helper_lock = threading.Lock()
+        self._helpers_running: collections.Counter[str] = collections.Counter()
+        self._helper_made: collections.deque[int] = collections.deque(
+            maxlen=HELPER_MADE_MEMORY)
 
     # -- reading -----------------------------------------------------------
 
@@ -587,7 +604,7 @@ class LinuxKernel:
             if flags & MS_BIND:
                 return self._bind(source, anchor, flags, clear, attaching)
             if not isinstance(source, Anchor) and fstype is not None:
-                if needs_helper(fstype, self.helper_dirs):
+                if self.uses_helper(fstype):
                     return self._mount_with_helper(source, anchor, fstype, flags, data)
                 if source is not None and self._is_block(fstype) and _is_regular_file(source):
                     return self._mount_image(source, anchor, fstype, flags, data, attaching)
@@ -671,6 +688,9 @@ class LinuxKernel:
             os.close(parent)
         with Anchor(fd, target) as root:
             yield root
+
+    def uses_helper(self, fstype: str | None) -> bool:
+        return needs_helper(fstype, self.helper_dirs)
 
     def same_file(self, first: str, second: str) -> bool:
         try:
@@ -1063,10 +1083,27 @@ class LinuxKernel:
             raise KernelError(errno.EINVAL, "helper", target, source, fstype, problem)
         spec, spec_type, options = helper_mount_spec(source, fstype, flags, data)
         argv = helper_argv(self.mount_program, spec, target, spec_type, options)
-        environment = {**os.environ, "LC_ALL": "C"}
         # The helper takes a path, not the descriptor: what it mounts is found
         # by comparing the table before and after (see _helper_result).
         before = {r.mount_id for r in parse_mountinfo(self.read_mountinfo())}
+        with self._helper_lock:
+            self._helpers_running[target] += 1
+        record: MountRecord | None = None
+        try:
+            record = self._run_helper(argv, source, anchor, target, spec_type, before)
+            return record
+        finally:
+            # In one step: a mount is always either being made or made.
+            with self._helper_lock:
+                self._helpers_running[target] -= 1
+                if not self._helpers_running[target]:
+                    del self._helpers_running[target]
+                if record is not None:
+                    self._helper_made.append(record.mount_id)
+
+    def _run_helper(self, argv: list[str], source: str | None, anchor: Anchor, target: str,
+                    spec_type: str, before: set[int]) -> MountRecord:
+        environment = {**os.environ, "LC_ALL": "C"}
         # stderr goes to a file, not a pipe: a FUSE daemon forked by the helper
         # may keep a pipe open long after the helper itself has exited.
         with tempfile.TemporaryFile() as errors:
@@ -1093,19 +1130,24 @@ class LinuxKernel:
             raise KernelError(
                 helper_errno(message), "helper", target, source, spec_type, detail
             )
-        return self._helper_result(anchor, before, source, spec_type)
+        return self._helper_result(anchor, target, before, source, spec_type)
 
     def _helper_result(
-        self, anchor: Anchor, before: set[int], source: str | None, fstype: str
+        self, anchor: Anchor, target: str, before: set[int], source: str | None, fstype: str
     ) -> MountRecord:
-        """The mount the helper made on ``anchor``; if it mounted anywhere else (the
-        path was swapped while it ran), what it made there is taken back."""
+        """The mount the helper made on ``anchor`` (given to it as ``target``); if it
+        mounted anywhere else (the path was swapped while it ran), what it made
+        there is taken back, but never what other helpers are making or made."""
         table = MountTable(parse_mountinfo(self.read_mountinfo()))
         path = anchor.current_path()
         record = table.at(path)
         if record is not None and record.mount_id not in before:
             return record
-        made = [r for r in table if r.mount_id not in before and r.fstype == fstype]
+        with self._helper_lock:
+            others = set(self._helper_made)
+            running = set(self._helpers_running) - {target}
+        made = [r for r in table if r.mount_id not in before and r.fstype == fstype
+                and r.mount_id not in others and r.target not in running]
         for stray in reversed(made):
             try:
                 self.unmount(stray.target, MNT_DETACH, expect=stray.mount_id)

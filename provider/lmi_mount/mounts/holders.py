@@ -60,6 +60,10 @@ class HolderTable:
 
     Every mutator checks its precondition and raises HolderError before it
     changes anything, so a refused operation leaves the table as it was.
+    Each mutator changes one entry in one dictionary assignment, and every
+    walk over the table walks a copy taken in one step, so writers of
+    different mount points may share the table (the engine serializes
+    writers of one mount point).
     """
 
     _mounts: dict[str, HeldMount] = field(default_factory=dict)
@@ -142,17 +146,19 @@ class HolderTable:
     def due(self, now: float) -> list[HeldMount]:
         """Mounts whose hold deadline has passed, earliest first."""
         due = [
-            m for m in self._mounts.values() if m.release_at is not None and m.release_at <= now
+            m for m in list(self._mounts.values())
+            if m.release_at is not None and m.release_at <= now
         ]
         return sorted(due, key=lambda m: (m.release_at, m.target))
 
     def next_deadline(self) -> float | None:
-        deadlines = [m.release_at for m in self._mounts.values() if m.release_at is not None]
+        deadlines = [m.release_at for m in list(self._mounts.values())
+                     if m.release_at is not None]
         return min(deadlines) if deadlines else None
 
     def check(self) -> None:
         """Assert the table's invariants (WI2, WI3); cheap enough to call after each plan."""
-        for target, held in self._mounts.items():
+        for target, held in list(self._mounts.items()):
             assert target == held.target, f"table key {target!r} != {held.target!r}"
             assert held.refcount >= 0, f"negative refcount on {target!r} (WI2)"
             assert all(held.holders), f"empty holder name on {target!r}"

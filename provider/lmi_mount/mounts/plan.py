@@ -453,13 +453,23 @@ def _live_spec(record: MountRecord, snap: Snapshot) -> MountSpec:
 def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[str]:
     """How the live ``record`` differs from what ``spec`` asks; empty if it is the same."""
     differences = []
-    live_source = snap.source_of(record)
-    if live_source not in (spec.kernel_name, spec.source) and not (
-        spec.fstype is None and snap.same_directory(spec.kernel_name, record.target)
-    ):
-        differences.append(f"source is {live_source!r}, not {spec.source!r}")
-    if spec.fstype is not None and record.fstype != spec.fstype:
-        differences.append(f"type is {record.fstype!r}, not {spec.fstype!r}")
+    held = snap.holders.get(record.target)
+    if held is not None and held.made_by_us and held.fstype is not None:
+        # Ours, made from this source and type: a mount helper's mount may
+        # show others in the table (ntfs-3g's type is fuseblk, a test's
+        # helper mounts a tmpfs), and it is the same mount all the same.
+        if held.source not in (spec.source, spec.kernel_name):
+            differences.append(f"source is {held.source!r}, not {spec.source!r}")
+        if spec.fstype != held.fstype:
+            differences.append(f"type is {held.fstype!r}, not {spec.fstype or 'a bind'!r}")
+    else:
+        live_source = snap.source_of(record)
+        if live_source not in (spec.kernel_name, spec.source) and not (
+            spec.fstype is None and snap.same_directory(spec.kernel_name, record.target)
+        ):
+            differences.append(f"source is {live_source!r}, not {spec.source!r}")
+        if spec.fstype is not None and record.fstype != spec.fstype:
+            differences.append(f"type is {record.fstype!r}, not {spec.fstype!r}")
     live_options = from_mountinfo(record.vfs_options, record.super_options)
     for drift in compare(spec.options, live_options):
         differences.append(str(drift))

@@ -1,0 +1,210 @@
+"""Writers of different mount points run side by side; writers of one tree take turns.
+
+The first build had one engine lock: a mount(8) helper waiting two minutes for an
+NFS server held up every other change (and, with 8 such calls, every worker of the
+server). Now a request holds its own mount point (and a bind's source) and anything
+above or below it (``engine.MountPointLocks``); the hold timer skips a mount point a
+request is working on instead of waiting for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from lmi_mount.engine import MountManager, MountPointLocks
+from lmi_mount.mounts.fstab import FstabDocument
+from lmi_mount.mounts.plan import MountSpec
+from tests.engine.conftest import World
+
+WAIT = 10.0
+
+
+@contextlib.contextmanager
+def hanging_mounts_at(engine: MountManager, path: str) -> Iterator[tuple[threading.Event,
+                                                                          threading.Event]]:
+    """Make the kernel's mounts on ``path`` wait (a helper waiting for its server)
+    until the second event is set; the first is set when one has started."""
+    kernel: Any = engine.kernel
+    mount = kernel.mount
+    entered, release = threading.Event(), threading.Event()
+
+    def hanging_mount(source: Any, target: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(getattr(target, "path", target)) == path:
+            entered.set()
+            release.wait(WAIT * 3)
+        return mount(source, target, *args, **kwargs)
+
+    kernel.mount = hanging_mount
+    try:
+        yield entered, release
+    finally:
+        release.set()
+        kernel.mount = mount
+
+
+def fstab_targets(world: World) -> list[str]:
+    return [line.entry.target for line in FstabDocument.parse(world.fstab.read_text()).entries()]
+
+
+def in_thread(action: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``action`` in a started thread; the list gets its result or exception."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(action())
+        except Exception as exc:  # the test looks at it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_hanging_mount_holds_up_its_own_tree_only(world: World) -> None:
+    above, other = world.dir("tree"), world.dir("other")
+    slow = world.dir("tree/slow")
+    with world.manager() as engine, hanging_mounts_at(engine, slow) as (entered, release):
+        hung, hung_outcome = in_thread(
+            lambda: engine.acquire(MountSpec("tmpfs", slow, "tmpfs"), "a"))
+        assert entered.wait(WAIT)
+        # Another tree: done while the first still hangs, fstab line and all.
+        engine.create(MountSpec("tmpfs", other, "tmpfs"), persist=True, holder="b")
+        assert engine.held(other) is not None
+        assert fstab_targets(world) == [other]
+        # The same mount point, and one above it: they wait their turn.
+        same, same_outcome = in_thread(
+            lambda: engine.acquire(MountSpec("tmpfs", slow, "tmpfs"), "c"))
+        upper, upper_outcome = in_thread(lambda: engine.create(
+            MountSpec("tmpfs", above, "tmpfs"), current=False, persist=True))
+        for waiting in (same, upper):
+            waiting.join(timeout=0.3)
+            assert waiting.is_alive(), "a request in the hanging request's tree went ahead"
+        assert not same_outcome and not upper_outcome and hung.is_alive()
+        release.set()
+        for thread in (hung, same, upper):
+            thread.join(WAIT)
+            assert not thread.is_alive()
+        outcomes = hung_outcome + same_outcome + upper_outcome
+        assert [type(o).__name__ for o in outcomes] == ["Outcome"] * 3, outcomes
+        # The second request on the mount point found the first one's mount.
+        assert engine.held(slow).holders == ("a", "c")  # type: ignore[union-attr]
+        assert [r.fstype for r in world.mounts_at(slow)] == ["tmpfs"]
+        engine.check_invariants()
+        assert sorted(fstab_targets(world)) == sorted([other, above])
+        for target, holder in ((slow, "a"), (slow, "c"), (other, "b")):
+            engine.release(target, holder)
+        assert all(world.table().at(path) is None for path in (slow, other))
+
+
+def test_a_bind_waits_for_a_request_on_its_source(world: World) -> None:
+    source, target = world.dir("source"), world.dir("target")
+    with world.manager() as engine, hanging_mounts_at(engine, source) as (entered, release):
+        hung, _ = in_thread(lambda: engine.acquire(MountSpec("tmpfs", source, "tmpfs"), "a"))
+        assert entered.wait(WAIT)
+        bind, bind_outcome = in_thread(
+            lambda: engine.acquire(MountSpec(source, target, None), "b"))
+        bind.join(timeout=0.3)
+        assert bind.is_alive(), f"a bind of a mount point being mounted went ahead: {bind_outcome}"
+        release.set()
+        hung.join(WAIT)
+        bind.join(WAIT)
+        assert type(bind_outcome[0]).__name__ == "Outcome"
+        # It binds what the first request made, not the directory beneath it.
+        assert world.table().at(target).fstype == "tmpfs"  # type: ignore[union-attr]
+        engine.release(target, "b")
+        engine.release(source, "a")
+
+
+def test_the_hold_timer_skips_a_mount_point_a_request_works_on(world: World) -> None:
+    busy, idle = world.dir("busy"), world.dir("idle")
+    with world.manager(hold_seconds=10) as engine:
+        for target in (busy, idle):
+            engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
+            engine.release(target, "a")
+        world.clock.advance(11)
+        # A request on "busy" is under way (its lock is taken) when the deadline comes.
+        engine._locks.acquire([busy])
+        try:
+            assert engine.run_due_timers() == [idle]
+        finally:
+            engine._locks.release([busy])
+        assert world.table().at(busy) is not None and world.table().at(idle) is None
+        assert engine.run_due_timers() == [busy]
+        assert world.table().at(busy) is None
+
+
+def test_many_writers_at_once_lose_no_fstab_line_and_no_holder(world: World) -> None:
+    targets = [world.dir(f"m{number}") for number in range(8)]
+    with world.manager() as engine:
+        threads = [in_thread(lambda t=t: engine.create(MountSpec("tmpfs", t, "tmpfs"),
+                                                        persist=True, holder="h"))
+                   for t in targets]
+        for thread, outcome in threads:
+            thread.join(WAIT * 3)
+            assert type(outcome[0]).__name__ == "Outcome", outcome
+        assert sorted(fstab_targets(world)) == sorted(targets)
+        assert sorted(h.target for h in engine.holders()) == sorted(targets)
+        engine.check_invariants()
+        threads = [in_thread(lambda t=t: engine.delete(t, persist=True, holder="h"))
+                   for t in targets]
+        for thread, outcome in threads:
+            thread.join(WAIT * 3)
+            assert type(outcome[0]).__name__ == "Outcome", outcome
+        assert fstab_targets(world) == []
+        assert engine.holders() == []
+        assert all(world.table().at(t) is None for t in targets)
+    # What the journal says after all that is what a restart rebuilds: nothing held.
+    with world.manager() as again:
+        assert again.holders() == []
+
+
+@pytest.mark.parametrize(("one", "other", "overlap"), [
+    ("/srv", "/srv", True),
+    ("/srv", "/srv/data", True),
+    ("/srv/data", "/srv", True),
+    ("/", "/srv", True),
+    ("/srv", "/srv2", False),
+    ("/srv/a", "/srv/b", False),
+])
+def test_mount_point_locks_conflict_within_one_tree(one: str, other: str,
+                                                     overlap: bool) -> None:
+    locks = MountPointLocks()
+    assert locks.acquire([one], blocking=False)
+    assert locks.acquire([other], blocking=False) is not overlap
+    locks.release([one])
+    if not overlap:
+        locks.release([other])
+    assert locks.acquire(["/"], blocking=False), "everything released"
+
+
+def test_mount_point_locks_take_a_set_whole_or_not_at_all() -> None:
+    locks = MountPointLocks()
+    assert locks.acquire(["/b"], blocking=False)
+    assert not locks.acquire(["/a", "/b"], blocking=False)
+    assert locks.acquire(["/a"], blocking=False), "a refused set holds none of its paths"
+    locks.release(["/a"])
+    waiter, outcome = in_thread(lambda: locks.acquire(["/a", "/b/c"]))
+    waiter.join(timeout=0.2)
+    assert waiter.is_alive()
+    locks.release(["/b"])
+    waiter.join(WAIT)
+    assert outcome == [True]
+
+
+def test_binds_of_one_source_go_together_and_changes_of_it_wait() -> None:
+    locks = MountPointLocks()
+    assert locks.acquire(["/mnt/a"], shared=["/data"], blocking=False)
+    assert locks.acquire(["/mnt/b"], shared=["/data"], blocking=False)
+    assert not locks.acquire(["/data"], blocking=False), "a change of the source waits"
+    assert not locks.acquire(["/data/sub"], blocking=False)
+    assert not locks.acquire(["/mnt/c"], shared=["/mnt/a"], blocking=False), (
+        "a bind of a mount point being changed waits")
+    locks.release(["/mnt/a"], shared=["/data"])
+    locks.release(["/mnt/b"], shared=["/data"])
+    assert locks.acquire(["/data"], blocking=False)
