@@ -281,6 +281,9 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
     broker = Broker(engine, host=run.server.hostname,
                     synchronous_seconds=run.cim.synchronous_seconds,
                     job_threads=run.cim.job_threads,
+                    # Half the HTTP workers at most wait for a method's result;
+                    # the others stay free for reads (see JobManager).
+                    max_waiting=max(1, run.server.http.threads // 2),
                     time_before_removal=run.cim.time_before_removal,
                     max_goal_settings=run.cim.max_goal_settings,
                     default_holder=run.cim.default_holder)

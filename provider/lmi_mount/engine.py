@@ -151,6 +151,25 @@ class EngineState:
 CrashHook = Callable[[str], None]
 
 
+def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount | None,
+                 source_of: Callable[[MountRecord], str]) -> MountStatus:
+    """The status of a live mount, with its fstab line (drift per option) if any."""
+    live_options = from_mountinfo(record.vfs_options, record.super_options)
+    drift: tuple[OptionDrift, ...] = ()
+    if entry is not None:
+        drift = tuple(compare(MountSpec.from_fstab(entry).options, live_options))
+    return MountStatus(
+        spec=entry.spec if entry is not None else source_of(record),
+        target=record.target,
+        fstype=record.fstype,
+        live=record,
+        live_options=live_options,
+        fstab=entry,
+        held=held,
+        drift=drift,
+    )
+
+
 def _overlap(one: str, other: str) -> bool:
     """Whether requests on mount points ``one`` and ``other`` touch one tree."""
     return (one == other or "/" in (one, other)
@@ -593,25 +612,9 @@ class MountManager:
         for line in fstab.entries():
             if line.entry.target.startswith("/"):
                 by_target.setdefault(normalize_fstab_target(line.entry.target), line.entry)
-        statuses: list[MountStatus] = []
-        for record in table.visible():
-            live_options = from_mountinfo(record.vfs_options, record.super_options)
-            entry = by_target.get(record.target)
-            drift: tuple[OptionDrift, ...] = ()
-            if entry is not None:
-                drift = tuple(compare(MountSpec.from_fstab(entry).options, live_options))
-            statuses.append(
-                MountStatus(
-                    spec=entry.spec if entry is not None else source_of(record),
-                    target=record.target,
-                    fstype=record.fstype,
-                    live=record,
-                    live_options=live_options,
-                    fstab=entry,
-                    held=held.get(record.target),
-                    drift=drift,
-                )
-            )
+        statuses = [_live_status(record, by_target.get(record.target), held.get(record.target),
+                                 source_of)
+                    for record in table.visible()]
         live_targets = {status.target for status in statuses}
         for target, entry in by_target.items():
             if target not in live_targets:
@@ -622,6 +625,25 @@ class MountManager:
         with self._cache_lock:
             self._state_cache = (table, fstab, held, state)
         return state
+
+    def status_at(self, target: str) -> MountStatus | None:
+        """The status ``state()`` shows for mount point ``target``, read for it alone:
+        a CIM GetInstance or a method's Mount reference needs one mount, not all."""
+        table = self.mount_table()
+        record = table.at(target)
+        if record is not None and record.target != target:
+            record = None  # state() names it by its own spelling only
+        entry = self.read_fstab().find_target(target)
+        if record is not None:
+            return _live_status(record, entry, self._published.get(target),
+                                self._source_resolver(table))
+        if entry is None or normalize_fstab_target(entry.target) != target:
+            return None
+        return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
+
+    def live_source(self, record: MountRecord) -> str:
+        """What ``status`` calls the source of the live ``record`` (of the current table)."""
+        return self._source_resolver(self.mount_table())(record)
 
     def check_invariants(self) -> None:
         """Assert WI2/WI3 on the holder table (tests call it under load)."""
@@ -828,8 +850,12 @@ class MountManager:
     ) -> Outcome:
         if not dry_run:
             self._execute(plan, anchors)
-            with self._wake:
-                self._wake.notify_all()
+            if any(isinstance(step, HolderChange) and step.after is not None
+                   and step.after.release_at is not None for step in plan.steps):
+                # A new hold deadline: the timer may have to wake earlier. (One
+                # that went away needs no wake: the timer finds nothing due.)
+                with self._wake:
+                    self._wake.notify_all()
         return Outcome(plan, target, dry_run)
 
     def _execute(self, plan: Plan, anchors: Anchors | None = None) -> None:

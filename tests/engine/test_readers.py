@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World
 
@@ -47,3 +48,25 @@ def test_status_and_holders_answer_while_a_mount_hangs(world: World) -> None:
         kernel.mount = mount
         engine.release(first, "a")
         engine.release(slow, "b")
+
+
+def test_a_point_read_shows_what_the_whole_state_shows(world: World) -> None:
+    # GetInstance and a method's Mount reference read one mount point
+    # (MountManager.status_at); enumerations read them all (state). Same answer.
+    data, bind, scratch, only_fstab = (world.dir(name) for name in
+                                       ("data", "bind", "scratch", "only-fstab"))
+    with world.manager() as engine:
+        engine.acquire(MountSpec("tmpfs", data, "tmpfs"), "a")
+        engine.acquire(MountSpec(data, bind, None), "a")
+        engine.create(MountSpec("tmpfs", scratch, "tmpfs", parse_options("noexec")),
+                      persist=True, holder="a")
+        engine.modify(scratch, parse_options("exec"))  # drift from its line
+        engine.create(MountSpec("tmpfs", only_fstab, "tmpfs"), current=False, persist=True)
+        statuses = engine.state().statuses
+        assert {s.target for s in statuses} >= {data, bind, scratch, only_fstab}
+        for status in statuses:
+            assert engine.status_at(status.target) == status, status.target
+        assert engine.status_at(world.dir("nothing")) is None
+        assert engine.status_at(data + "/") is None, "state() knows no other spelling"
+        for target in (bind, data, scratch):
+            engine.delete(target, persist=target == scratch, holder="a")

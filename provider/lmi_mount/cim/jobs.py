@@ -43,6 +43,10 @@ EXCEPTION: Final = 10
 #: NFS mounts hold up every other call. Threads start only as calls need them.
 DEFAULT_JOB_THREADS: Final = 64
 
+#: The synchronous window of a call made while ``max_waiting`` others wait in
+#: theirs: long enough for a call that needs no helper (milliseconds).
+BUSY_WINDOW_SECONDS: Final = 0.25
+
 # What the work returns: the method's return value, its OUT parameters, and a
 # CIM_Error instance when it failed (None on success).
 WorkResult = tuple[Any, dict[str, Any], CIMInstance | None]
@@ -90,9 +94,17 @@ class JobManager:
         synchronous_seconds: float = 5.0,
         time_before_removal: float = 60.0,
         workers: int = DEFAULT_JOB_THREADS,
+        max_waiting: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.synchronous_seconds = synchronous_seconds
+        # Callers (the server's HTTP workers) that may wait the whole synchronous
+        # window at once; the others wait BUSY_WINDOW_SECONDS (a fast call is
+        # still answered in it). Without a bound, as many slow calls as the
+        # server has workers would hold every one of them for the whole
+        # window, and reads would wait behind them.
+        self._waiting = (threading.BoundedSemaphore(max_waiting)
+                         if max_waiting is not None else None)
         self.time_before_removal = time_before_removal
         self._clock = clock
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lmi-mount-job")
@@ -114,13 +126,21 @@ class JobManager:
         A job that ended within the window is not published: the caller
         answers with its result. Otherwise it is published (``job.published``)
         and the caller answers 4096 with the job. A window of 0 or less
-        publishes every job, however fast its work.
+        publishes every job, however fast its work. A call that finds
+        ``max_waiting`` callers in the window already waits
+        ``BUSY_WINDOW_SECONDS`` only.
         """
         job = Job(next(self._numbers), method, in_parameters, affected, _now(), owner)
         job.future = self._pool.submit(self._execute, job, work)
         if self.synchronous_seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                job.future.result(timeout=self.synchronous_seconds)
+            whole = self._waiting is None or self._waiting.acquire(blocking=False)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    job.future.result(timeout=self.synchronous_seconds if whole else
+                                      min(self.synchronous_seconds, BUSY_WINDOW_SECONDS))
+            finally:
+                if whole and self._waiting is not None:
+                    self._waiting.release()
         with self._lock:
             if not job.done or self.synchronous_seconds <= 0:
                 self._expire()

@@ -16,6 +16,7 @@ operation does (``dispatch``), mounts.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import socket
@@ -261,20 +262,34 @@ def _object_matches(header: str, target: CIMInstanceName | CIMClassName) -> bool
     Key values are not compared: clients type them differently in the URI
     (DSP0207) and in the body, and the body is what the server acts on.
     """
-    try:
-        if isinstance(target, CIMInstanceName):
-            parsed: Any = CIMInstanceName.from_wbem_uri(header)
-        else:
-            parsed = CIMClassName.from_wbem_uri(header)
-    except (ValueError, TypeError):
+    parsed = _object_header(header, isinstance(target, CIMInstanceName))
+    if parsed is None:
         return False
-    if not _same_namespace(parsed.namespace, target.namespace):
+    namespace, classname, keys = parsed
+    if not _same_namespace(namespace, target.namespace):
         return False
-    if parsed.classname.lower() != target.classname.lower():
+    if classname != target.classname.lower():
         return False
     if isinstance(target, CIMInstanceName):
-        return {k.lower() for k in parsed.keybindings} == {k.lower() for k in target.keybindings}
+        return keys == frozenset(k.lower() for k in target.keybindings)
     return True
+
+
+@functools.lru_cache(maxsize=256)
+def _object_header(header: str, instance: bool) -> tuple[str | None, str, frozenset[str]] | None:
+    """A CIMObject header's namespace, class (lower case) and key names (lower case),
+    or None if it is no WBEM URI. Cached: a client sends the same few again and
+    again, and pywbem's URI parser costs more than the rest of the check."""
+    try:
+        if instance:
+            name: Any = CIMInstanceName.from_wbem_uri(header)
+            keys = frozenset(k.lower() for k in name.keybindings)
+        else:
+            name = CIMClassName.from_wbem_uri(header)
+            keys = frozenset()
+    except (ValueError, TypeError):
+        return None
+    return name.namespace, name.classname.lower(), keys
 
 
 def _sblim_stream(body: Iterator[bytes]) -> Iterator[bytes]:

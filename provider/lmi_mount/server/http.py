@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import functools
 import logging
 import selectors
 import socket
@@ -827,11 +828,18 @@ def _keep_alive(head: RequestHead) -> bool:
     return "close" not in tokens
 
 
+@functools.lru_cache(maxsize=2)
+def _date(second: int) -> str:
+    """The Date header's value (RFC 9110 IMF-fixdate) for a second since the epoch;
+    a server answering hundreds of requests a second formats it once."""
+    return formatdate(second, usegmt=True)
+
+
 def _head_bytes(
     status: int, fields: Sequence[tuple[str, str]], length: int | None, *, close: bool,
     http10: bool = False,
 ) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_reason(status)}", f"Date: {formatdate(usegmt=True)}",
+    lines = [f"HTTP/1.1 {status} {_reason(status)}", f"Date: {_date(int(time.time()))}",
              f"Server: {SERVER_NAME}"]
     lines.extend(f"{name}: {value}" for name, value in fields)
     if length is not None:

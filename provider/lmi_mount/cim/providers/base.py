@@ -48,7 +48,9 @@ class Context:
 
 
 class View:
-    """One request's consistent read of the engine, computed on first use."""
+    """One request's consistent read of the engine, computed on first use: the whole
+    state for enumerations, or one read per mount point for point lookups made
+    before any enumeration."""
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -56,6 +58,8 @@ class View:
         self._state: EngineState | None = None
         self._by_key: dict[tuple[str, str], MountStatus] | None = None
         self._by_target: dict[str, MountStatus] | None = None
+        # Point lookups before any enumeration: one read per mount point.
+        self._points: dict[str, MountStatus | None] = {}
 
     @property
     def state(self) -> EngineState:
@@ -71,6 +75,16 @@ class View:
         """The mount a (FileSystemSpec, MountPointPath) key names. A live mount is
         also found by the kernel's name of its source (``/dev/loop3`` where the
         instance is named by the loop's backing file, or the reverse)."""
+        if self._state is None:
+            # Read the one mount point only (a GetInstance, a method's Mount
+            # reference): the whole state costs a pass over every mount.
+            point = self.status_at(target)
+            if point is None or point.spec == spec:
+                return point
+            if point.live is not None and spec in (
+                    point.live.source, self.context.engine.live_source(point.live)):
+                return point
+            return None
         if self._by_key is None:
             self._by_key = {(s.spec, s.target): s for s in self.statuses}
         found = self._by_key.get((spec, target))
@@ -82,6 +96,10 @@ class View:
         return found
 
     def status_at(self, target: str) -> MountStatus | None:
+        if self._state is None:
+            if target not in self._points:
+                self._points[target] = self.context.engine.status_at(target)
+            return self._points[target]
         if self._by_target is None:
             self._by_target = {s.target: s for s in self.statuses}
         return self._by_target.get(target)

@@ -1,0 +1,45 @@
+"""JobManager: the synchronous window, and how many callers may wait in it at once."""
+
+from __future__ import annotations
+
+import threading
+
+from lmi_mount.cim.jobs import COMPLETED, JobManager, WorkResult
+
+WAIT = 10.0
+
+
+def test_callers_beyond_max_waiting_wait_a_short_window_only() -> None:
+    # The server's HTTP workers call run(): as many slow calls as there are
+    # workers would hold all of them for the whole window, and reads with them.
+    jobs = JobManager(synchronous_seconds=WAIT * 3, max_waiting=1, workers=4)
+    release = threading.Event()
+
+    def slow() -> WorkResult:
+        release.wait(WAIT * 3)
+        return 0, {}, None
+
+    first: list[object] = []
+    waiter = threading.Thread(target=lambda: first.append(
+        jobs.run("CreateMount", slow, in_parameters={}, affected=[], owner=None)))
+    waiter.start()
+    try:
+        waiter.join(timeout=0.2)
+        assert waiter.is_alive(), "the first caller waits in the window"
+        second = jobs.run("CreateMount", slow, in_parameters={}, affected=[], owner=None)
+        assert second.published and not second.done, "the second gets its job soon"
+        fast = jobs.run("CreateMount", lambda: (0, {}, None), in_parameters={}, affected=[],
+                        owner=None)
+        assert not fast.published and fast.done, "a fast call is still answered in time"
+    finally:
+        release.set()
+        waiter.join(WAIT)
+    [answered] = first
+    assert not answered.published and answered.state == COMPLETED  # type: ignore[attr-defined]
+    assert second.future is not None and second.future.result(WAIT)[0] == 0
+    assert [job.number for job in jobs.jobs()] == [second.number]
+    # The window is free again: the next fast call is answered in it.
+    third = jobs.run("DeleteMount", lambda: (0, {}, None), in_parameters={}, affected=[],
+                     owner=None)
+    assert not third.published and third.done
+    jobs.shutdown()
