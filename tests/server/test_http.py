@@ -8,7 +8,10 @@ timeout is checked to fire within a generous multiple of its limit.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
+import resource
 import socket
 import ssl
 import threading
@@ -455,4 +458,39 @@ def test_a_full_worker_pool_answers_503_at_once(app: EchoApp) -> None:
         app.release.set()
         for sock in waiting:
             sock.close()
+        server.shutdown()
+
+
+def test_no_descriptor_left_pauses_accepting_instead_of_spinning(
+        app: EchoApp, caplog: pytest.LogCaptureFixture) -> None:
+    # accept() failing with EMFILE leaves the connection queued and the listener
+    # readable: the first build's loop went round (and logged) as fast as it could.
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    server.start()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hoard: list[int] = []
+    try:
+        waiting = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # connected below
+        waiting.settimeout(5)
+        # Every descriptor of the process taken (the limit lowered to what is open).
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        with contextlib.suppress(OSError):
+            while True:
+                hoard.append(os.open("/dev/null", os.O_RDONLY))
+        with caplog.at_level(logging.WARNING, logger="lmi_mount.server.http"):
+            waiting.connect(("127.0.0.1", port(server)))
+            waiting.sendall(post(body=b"queued"))
+            time.sleep(1.0)
+        refusals = [r for r in caplog.records if "cannot accept" in r.getMessage()]
+        assert 1 <= len(refusals) <= 3, len(refusals)
+        for fd in hoard:
+            os.close(fd)
+        hoard.clear()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert read_response(waiting.makefile("rb")).body == b"queued"
+        waiting.close()
+    finally:
+        for fd in hoard:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         server.shutdown()

@@ -37,6 +37,7 @@ from lmi_mount.server.auth import (
     Authenticator,
     AuthError,
     Identity,
+    LoginThrottled,
     Pam,
     PamConfig,
     UsersDatabase,
@@ -193,7 +194,9 @@ class CimXmlApp:
             identity = self.authenticator.authenticate(head.headers.get("Authorization"),
                                                        head.peer[0])
         except AuthError as exc:
-            log.warning("authentication from %s failed: %s", head.peer[0], exc)
+            # A throttled guess is one of thousands a second: not one line each.
+            log.log(logging.DEBUG if isinstance(exc, LoginThrottled) else logging.WARNING,
+                    "authentication from %s failed: %s", head.peer[0], exc)
             return self._unauthorized()
         try:
             call = cimxml.parse_request(request.body)

@@ -68,6 +68,10 @@ class AuthError(Exception):
     """The credentials are missing, malformed or wrong (the message is for the log only)."""
 
 
+class LoginThrottled(AuthError):
+    """An attempt inside a throttling window, refused without a look at the password."""
+
+
 class UsersFileError(ValueError):
     """A users file line that cannot be used (the message names the file and line)."""
 
@@ -473,7 +477,7 @@ class Authenticator:
             for key in keys:
                 count, not_before = self._failures.get(key, (0, 0.0))
                 if now < not_before:
-                    raise AuthError(f"too many failed logins ({key}): try again in "
+                    raise LoginThrottled(f"too many failed logins ({key}): try again in "
                                     f"{not_before - now:.1f} s")
             for key in keys:
                 count, _ = self._failures.get(key, (0, 0.0))

@@ -70,6 +70,9 @@ _LINGER_BYTES: Final = 8 * 1024 * 1024
 # answered 503 at once: enough for the bursts of parallel clients (a console
 # polling many classes at once), not a queue without bound behind slow calls.
 QUEUE_FACTOR: Final = 8
+# How long a listener rests when the process has no descriptor left to accept
+# with (EMFILE and the like).
+ACCEPT_PAUSE_SECONDS: Final = 0.5
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,8 @@ class HttpServer:
         self._clock = clock
         self._listeners = list(listeners)
         self._sockets: list[tuple[socket.socket, Listener]] = []
+        #: Listeners resting after EMFILE: (resume time, socket, listener).
+        self._paused: list[tuple[float, socket.socket, Listener]] = []
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -354,6 +359,7 @@ class HttpServer:
                         self._serve_ready(key.data, mask)
                 self._take_returned()
                 self._expire()
+                self._resume_listeners()
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception("the I/O loop failed; the server stops")
         finally:
@@ -366,9 +372,16 @@ class HttpServer:
             for conn in idle:
                 self._close(conn)
 
+    def _resume_listeners(self) -> None:
+        now = self._clock()
+        for paused in [p for p in self._paused if p[0] <= now]:
+            self._paused.remove(paused)
+            self._selector.register(paused[1], selectors.EVENT_READ, paused[2])
+
     def _next_deadline(self) -> float:
         with self._conns_lock:
             deadlines = [c.deadline for c in self._conns if c.state is not _State.BUSY]
+        deadlines += [resume for resume, _, _ in self._paused]
         if not deadlines:
             return 1.0
         return max(0.0, min(min(deadlines) - self._clock(), 1.0))
@@ -381,7 +394,14 @@ class HttpServer:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("cannot accept a connection: %s", exc)
+                    # The connection stays queued and the listener readable: left
+                    # registered, the loop would spin (and log) until a descriptor
+                    # is free. It rests a moment instead; open connections go on.
+                    log.warning("cannot accept connections for %.1f s: %s",
+                                ACCEPT_PAUSE_SECONDS, exc)
+                    self._selector.unregister(listening)
+                    self._paused.append((self._clock() + ACCEPT_PAUSE_SECONDS, listening,
+                                         listener))
                     return
                 raise
             sock.setblocking(False)
