@@ -6,7 +6,8 @@ ModifyMount / DeleteMount in a given Mode), for which it opens the engine as
 a read-only observer: it never takes the running service's state lock and
 never changes a mount, a line or a reference. ``edit-fstab`` is the one verb
 that writes: fstab, by hand, under the lock the service's writers take
-(``lmi_mount.fstab_editor``).
+(``lmi_mount.fstab_editor``). ``--sandbox DIR`` does all of it for the
+sandbox of ``lmi-mountd --sandbox DIR``, in its daemon's mount namespace.
 
 Must not know: CIM transport. Modes are read from the service's one table.
 """
@@ -17,13 +18,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
-from lmi_mount.cim.providers.service import MODES
+from lmi_mount import sandbox
+from lmi_mount.cim.providers.service import MODES, no_effect
 from lmi_mount.engine import MountManager, MountStatus
 from lmi_mount.fstab_editor import edit_fstab
 from lmi_mount.linux import files
 from lmi_mount.linux.kernel import LinuxKernel
+from lmi_mount.linux.namespace import enter_mount_namespace_of
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.options import DEFAULTS, OptionError, parse_options, render_options
 from lmi_mount.mounts.plan import MountSpec
@@ -38,15 +42,21 @@ def parser() -> argparse.ArgumentParser:
         description="Show lmi-mount's view of the host's mounts, plan a change without "
         "making it, or edit fstab safely beside a running lmi-mountd.",
     )
-    top.add_argument("--fstab", default=DEFAULT_FSTAB, help="fstab path (default %(default)s)")
+    top.add_argument("--sandbox", type=Path, metavar="DIR",
+                     help="act on the sandbox of 'lmi-mountd --sandbox DIR': its mount "
+                     "namespace, DIR/fstab and DIR/state (as root)")
+    top.add_argument("--fstab", help=f"fstab path (default {DEFAULT_FSTAB}, or DIR/fstab)")
     top.add_argument(
         "--state-dir",
-        default=DEFAULT_STATE_DIR,
-        help="the service's state directory (default %(default)s)",
+        help=f"the service's state directory (default {DEFAULT_STATE_DIR}, or DIR/state)",
     )
     commands = top.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="mounts, holders, fstab state and drift")
-    status.add_argument("--json", action="store_true", help="one JSON object per mount")
+    output = status.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true",
+                        help='one JSON document: {"mounts": [...], "fstab_problems": [...]}')
+    output.add_argument("--json-lines", action="store_true",
+                        help="one JSON object per line: each mount, then each fstab problem")
     plan = commands.add_parser("plan", help="the steps a request would take (dry run)")
     plan.add_argument("method", choices=("create", "modify", "delete"))
     plan.add_argument(
@@ -77,22 +87,36 @@ def main(
     out: TextIO = sys.stdout,
 ) -> int:
     args = parser().parse_args(argv)
+    fstab, state_dir = Path(DEFAULT_FSTAB), Path(DEFAULT_STATE_DIR)
+    if args.sandbox is not None:
+        fstab, state_dir = sandbox.fstab_of(args.sandbox), sandbox.state_dir_of(args.sandbox)
+    fstab = Path(args.fstab) if args.fstab else fstab
+    state_dir = Path(args.state_dir) if args.state_dir else state_dir
     if args.command == "edit-fstab":
-        return edit_fstab(args.fstab, out=out, backups=args.backups)
+        return edit_fstab(str(fstab), out=out, backups=args.backups)
+    if args.sandbox is not None and engine is None:
+        # The sandbox's mounts live in its daemon's namespace: read them there.
+        try:
+            enter_mount_namespace_of(sandbox.daemon_pid(args.sandbox))
+        except (sandbox.NoSandboxDaemon, OSError) as exc:
+            print(f"lmi-mount: {exc}", file=sys.stderr)
+            return 1
     manager = engine or MountManager(
-        LinuxKernel(), fstab_path=args.fstab, state_dir=args.state_dir, observer=True
+        LinuxKernel(), fstab_path=fstab, state_dir=state_dir, observer=True
     )
     manager.start()
     try:
         if args.command == "status":
             state = manager.state()
+            mounts = [_as_json(status) for status in state.statuses]
+            problems = [{"fstab_line": problem.line, "problem": problem.kind,
+                         "detail": problem.detail, "text": problem.text}
+                        for problem in state.fstab_problems]
             if args.json:
-                for status in state.statuses:
-                    out.write(json.dumps(_as_json(status)) + "\n")
-                for problem in state.fstab_problems:
-                    out.write(json.dumps({"fstab_line": problem.line, "problem": problem.kind,
-                                          "detail": problem.detail, "text": problem.text})
-                              + "\n")
+                json.dump({"mounts": mounts, "fstab_problems": problems}, out, indent=2)
+                out.write("\n")
+            elif args.json_lines:
+                out.write("".join(json.dumps(row) + "\n" for row in mounts + problems))
             else:
                 out.write(status_table(state.statuses))
                 out.write("".join(f"{problem}\n" for problem in state.fstab_problems))
@@ -113,7 +137,7 @@ def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:
     options = parse_options(args.options)
     if args.method == "create":
         if effect.current is not True and effect.persist is not True:
-            out.write(f"Mode {args.mode} has no effect on CreateMount\n")
+            out.write(no_effect(args.mode, "CreateMount") + "\n")
             return 0
         if args.spec is None:
             raise OptionError("create needs --spec", value=None)
@@ -132,7 +156,7 @@ def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:
         )
     elif args.method == "modify":
         if effect.current is not True and effect.persist is not True:
-            out.write(f"Mode {args.mode} has no effect on ModifyMount\n")
+            out.write(no_effect(args.mode, "ModifyMount") + "\n")
             return 0
         outcome = manager.modify(
             args.target,
@@ -144,7 +168,7 @@ def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:
         )
     else:
         if effect.current is not False and effect.persist is not False:
-            out.write(f"Mode {args.mode} has no effect on DeleteMount\n")
+            out.write(no_effect(args.mode, "DeleteMount") + "\n")
             return 0
         outcome = manager.delete(
             args.target,

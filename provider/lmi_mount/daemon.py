@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from lmi_mount import __version__
+from lmi_mount import __version__, sandbox
 from lmi_mount.cim.broker import Broker
 from lmi_mount.cim.jobs import DEFAULT_JOB_THREADS
 from lmi_mount.engine import DEFAULT_PROTECTED, MountManager
@@ -162,7 +162,8 @@ def settings(args: argparse.Namespace) -> Settings:
         "https_port": 5989 if certfile else None,
     }
     sandbox_server.update(overrides)
-    engine = dataclasses.replace(engine, fstab=root / "fstab", state_dir=root / "state")
+    engine = dataclasses.replace(engine, fstab=sandbox.fstab_of(root),
+                                 state_dir=sandbox.state_dir_of(root))
     return Settings(ServerConfig(**sandbox_server), engine, cim, root, password)
 
 
@@ -204,7 +205,7 @@ def _self_signed(directory: Path) -> tuple[Path | None, Path | None]:
 def _prepare_sandbox(root: Path) -> None:
     for name in SANDBOX_DIRECTORIES:
         (root / name).mkdir(parents=True, exist_ok=True)
-    fstab = root / "fstab"
+    fstab = sandbox.fstab_of(root)
     if not fstab.exists():
         fstab.write_text("# lmi-mountd sandbox: a scratch fstab, not the system's\n")
 
@@ -295,6 +296,7 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         broker.close()
         engine.close()
         return 1
+    pid_file = _write_pid_file(run.sandbox) if run.sandbox is not None else None
     try:
         _announce(run, server)
         _notify("READY=1")
@@ -311,7 +313,33 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         server.shutdown()
         broker.close()  # waits for running jobs: their mounts and journal records complete
         engine.close()
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
     return 0 if failure is None else 1
+
+
+def _write_pid_file(root: Path) -> Path | None:
+    """``root/lmi-mountd.pid``, written whole (a new file renamed into place); None,
+    logged, if it cannot be (the service runs on, ``lmi-mount --sandbox`` will not
+    find it). Only the daemon that holds the sandbox's state lock gets here."""
+    path = root / sandbox.PID_FILE
+    scratch = root / f".{sandbox.PID_FILE}.{os.getpid()}"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            scratch.unlink()  # left by a killed daemon of the same pid
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(scratch, path)
+    except OSError as exc:
+        log.warning("cannot write %s (lmi-mount --sandbox will not find this daemon): %s",
+                    path, exc)
+        return None
+    return path
 
 
 #: How often the supervisor looks at the threads without a systemd watchdog.

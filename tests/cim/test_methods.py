@@ -4,6 +4,8 @@ transactions — against the fake kernel and the real one in a private namespace
 
 from __future__ import annotations
 
+import logging
+
 import time
 from typing import Any
 
@@ -313,6 +315,44 @@ def test_reference_to_nothing_is_not_found(world: CimWorld) -> None:
     with pytest.raises(CIMError) as caught:
         conn.GetInstance(nowhere)
     assert caught.value.status_code == CIM_ERR_NOT_FOUND
+
+
+@pytest.mark.parametrize(("method", "mode"), [
+    ("CreateMount", 4), ("CreateMount", 5), ("CreateMount", 32769),
+    ("ModifyMount", 4), ("DeleteMount", 1), ("DeleteMount", 32768)])
+def test_a_mode_with_no_effect_says_so(fake_world: CimWorld, method: str, mode: int,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    # The draft's table answers 0 for these cells; a DryRun's Plan and the log
+    # tell the caller that nothing was done (the first build said nothing).
+    conn = fake_world.connect()
+    target = fake_world.dir("mnt")
+    rv, out = call(conn, "CreateMount", Mode=32768, MountPoint=target,
+                   FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+    args: dict[str, Any] = ({"MountPoint": target, "FileSystemSpec": "tmpfs",
+                             "FileSystemType": "tmpfs"} if method == "CreateMount"
+                            else {"Mount": out["Mount"]})
+    before = (fake_world.kernel.read_mountinfo(), fake_world.fstab.read_text())
+    with caplog.at_level(logging.INFO, logger="lmi_mount.cim.providers.service"):
+        rv, out = call(conn, method, Mode=mode, DryRun=True, **args)
+        assert (rv, list(out["Plan"])) == (0, [f"Mode {mode} has no effect on {method}"])
+        rv, out = call(conn, method, Mode=mode, **args)
+        assert rv == 0 and "Plan" not in out
+    assert f"Mode {mode} has no effect on {method}: nothing done" in caplog.text
+    assert (fake_world.kernel.read_mountinfo(), fake_world.fstab.read_text()) == before
+
+
+def test_a_reference_with_a_trailing_slash_names_the_same_mount(world: CimWorld) -> None:
+    conn = world.connect()
+    target = world.dir("mnt")
+    rv, out = call(conn, "CreateMount", Mode=32768, MountPoint=target + "/",
+                   FileSystemSpec="tmpfs", FileSystemType="tmpfs", Holder="alice")
+    assert rv == 0 and out["Mount"]["MountPointPath"] == target
+    slashed = CIMInstanceName("LMI_MountedFileSystem",
+                              {"FileSystemSpec": "tmpfs", "MountPointPath": target + "//"},
+                              namespace=NS)
+    assert conn.GetInstance(slashed)["MountPointPath"] == target
+    rv, _ = call(conn, "DeleteMount", Mode=32769, Mount=slashed, Holder="alice")
+    assert rv == 0 and world.mounts_at(target) == []
 
 
 # -- transactions ------------------------------------------------------------------------------

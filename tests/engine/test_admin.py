@@ -30,11 +30,7 @@ def test_status_shows_holders_and_drift_beside_a_running_engine(world: World) ->
         service.acquire(MountSpec("tmpfs", target, "tmpfs", parse_options("size=1m")), "alice")
         out = io.StringIO()
         assert main(["status", "--json"], engine=_observer(world), out=out) == 0
-        [row] = [
-            json.loads(line)
-            for line in out.getvalue().splitlines()
-            if json.loads(line)["target"] == target
-        ]
+        [row] = [row for row in json.loads(out.getvalue())["mounts"] if row["target"] == target]
         assert row["holders"] == ["alice"] and row["mounted"] and row["fstab"] == "noexec,size=1m"
         assert any("exec" in drift for drift in row["drift"])
         table = io.StringIO()
@@ -94,6 +90,11 @@ def test_status_reports_the_lines_of_fstab_that_are_no_entry(world: World) -> No
     assert f"fstab line 3: mount point {target!r} is already on line 2" in table.getvalue()
     out = io.StringIO()
     main(["status", "--json"], engine=_observer(world), out=out)
-    problems = [row for row in map(json.loads, out.getvalue().splitlines()) if "fstab_line" in row]
+    problems = json.loads(out.getvalue())["fstab_problems"]
     assert [(row["fstab_line"], row["problem"]) for row in problems] == [
         (1, "unparsable"), (3, "duplicate")]
+    lines = io.StringIO()
+    main(["status", "--json-lines"], engine=_observer(world), out=lines)
+    rows = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [row for row in rows if "fstab_line" in row] == problems
+    assert [row for row in rows if "target" in row] == json.loads(out.getvalue())["mounts"]

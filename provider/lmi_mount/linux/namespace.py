@@ -2,7 +2,8 @@
 
 Owns: ``unshare(CLONE_NEWNS)`` followed by making every mount recursively
 private, so that whatever the process mounts afterwards stays invisible to the
-host (``lmi-mountd --sandbox`` and the tests); and ``libc()``, the one ctypes
+host (``lmi-mountd --sandbox`` and the tests); ``setns(2)`` into another
+process's mount namespace (``lmi-mount --sandbox``); and ``libc()``, the one ctypes
 handle on the C library that ``linux/`` calls through. Must not know: what is
 mounted afterwards, mount tables, or options.
 """
@@ -38,7 +39,41 @@ def libc() -> ctypes.CDLL:
     lib.umount2.restype = ctypes.c_int
     lib.unshare.argtypes = (ctypes.c_int,)
     lib.unshare.restype = ctypes.c_int
+    lib.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+    lib.setns.restype = ctypes.c_int
     return lib
+
+
+def _single_threaded(action: str, proc_root: str) -> None:
+    """EINVAL unless the process runs one thread: a mount namespace belongs to a
+    thread's fs_struct, and the kernel moves one that shares it with no other."""
+    try:
+        threads = len(os.listdir(f"{proc_root}/self/task"))
+    except OSError:
+        threads = 1  # no procfs to ask: the system call itself is the only check left
+    if threads > 1:
+        raise OSError(
+            errno.EINVAL,
+            f"cannot {action}: the process runs {threads} threads and only the calling "
+            "one would move; do it before starting any thread",
+        )
+
+
+def enter_mount_namespace_of(pid: int, proc_root: str = "/proc") -> None:
+    """Move the calling process into the mount namespace of process ``pid`` (setns(2)):
+    its mounts, as ``lmi-mount --sandbox`` needs to see a sandbox daemon's.
+
+    Call it before any thread starts; needs CAP_SYS_ADMIN. OSError otherwise.
+    """
+    _single_threaded(f"enter the mount namespace of process {pid}", proc_root)
+    fd = os.open(f"{proc_root}/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc().setns(fd, CLONE_NEWNS) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns(2) into the mount namespace of process {pid} failed: "
+                          f"{os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def enter_private_mount_namespace(proc_root: str = "/proc") -> None:
@@ -56,16 +91,7 @@ def enter_private_mount_namespace(proc_root: str = "/proc") -> None:
 
     Raises OSError naming the step that failed and the likely cause.
     """
-    try:
-        threads = len(os.listdir(f"{proc_root}/self/task"))
-    except OSError:
-        threads = 1  # no procfs to ask: unshare(2) itself is the only check left
-    if threads > 1:
-        raise OSError(
-            errno.EINVAL,
-            f"cannot enter a private mount namespace: the process runs {threads} threads and "
-            "only the calling one would move; enter it before starting any thread",
-        )
+    _single_threaded("enter a private mount namespace", proc_root)
     lib = libc()
     if lib.unshare(CLONE_NEWNS) != 0:
         err = ctypes.get_errno()

@@ -23,6 +23,7 @@ from lmi_mount.cim.jobs import JobManager
 from lmi_mount.cim.projection import GoalSetting, Projector
 from lmi_mount.engine import EngineState, MountManager, MountStatus
 from lmi_mount.linux.paths import VolumeStats
+from lmi_mount.mounts.fstab import normalize_target
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +75,9 @@ class View:
     def status(self, spec: str, target: str) -> MountStatus | None:
         """The mount a (FileSystemSpec, MountPointPath) key names. A live mount is
         also found by the kernel's name of its source (``/dev/loop3`` where the
-        instance is named by the loop's backing file, or the reverse)."""
+        instance is named by the loop's backing file, or the reverse). A mount
+        point spelled with a trailing or doubled slash names the same one."""
+        target = normalize_target(target)
         if self._state is None:
             # Read the one mount point only (a GetInstance, a method's Mount
             # reference): the whole state costs a pass over every mount.
@@ -96,6 +99,7 @@ class View:
         return found
 
     def status_at(self, target: str) -> MountStatus | None:
+        target = normalize_target(target)
         if self._state is None:
             if target not in self._points:
                 self._points[target] = self.context.engine.status_at(target)

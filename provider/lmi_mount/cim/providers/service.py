@@ -10,6 +10,7 @@ Must not know: how the engine decides (it only translates), XML, pywbem_mock.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -39,6 +40,8 @@ from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError
 from lmi_mount.mounts.plan import MountSpec
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class ModeEffect:
@@ -53,6 +56,11 @@ class ModeEffect:
 
 
 # The draft's table "On modes": Mode -> (IsCurrent, IsNext).
+def no_effect(mode: int, method: str) -> str:
+    """What a call in a "no effect" cell of the Mode table is told (Plan, log)."""
+    return f"Mode {mode} has no effect on {method}"
+
+
 MODES: Final = {
     1: ModeEffect(current=True, persist=True),
     2: ModeEffect(current=None, persist=True),
@@ -123,8 +131,12 @@ class ServiceProvider(Provider):
         effect = _mode(args.get("mode"), method_name)
         dry_run = _boolean(args, "dryrun")
         request = getattr(self, f"_{name}")(view, args, effect, caller, dry_run)
-        if request is None:  # a "no effect" cell of the draft's table
-            return RV_SUCCESS, {}
+        if request is None:
+            # A "no effect" cell of the draft's Mode table: 0, as the draft
+            # says, but not in silence.
+            note = no_effect(int(args["mode"]), method_name)
+            log.info("%s: nothing done", note)
+            return RV_SUCCESS, {"Plan": [note]} if dry_run else {}
         run, affected = request
         if dry_run:
             rv, out, _error = _outcome_result(run, view, method_name)
@@ -365,9 +377,10 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
             CIM_ERR_INVALID_PARAMETER,
             f"Mount reference {ref!r} lacks FileSystemSpec or MountPointPath",
         )
-    if view.status(spec, target) is None:
+    status = view.status(spec, target)
+    if status is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no mount {spec!r} on {target!r}")
-    return view.projector.mount_path_of(spec, target)
+    return view.projector.mount_path_of(spec, status.target)
 
 
 def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
