@@ -5,12 +5,18 @@ transactions — against the fake kernel and the real one in a private namespace
 from __future__ import annotations
 
 import logging
-
 import time
 from typing import Any
 
 import pytest
-from pywbem import CIM_ERR_INVALID_PARAMETER, CIM_ERR_NOT_FOUND, CIMError, CIMInstanceName
+from pywbem import (
+    CIM_ERR_INVALID_PARAMETER,
+    CIM_ERR_INVALID_QUERY,
+    CIM_ERR_NOT_FOUND,
+    CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED,
+    CIMError,
+    CIMInstanceName,
+)
 
 from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
 
@@ -47,6 +53,17 @@ def test_openlmi_client_flow(world: CimWorld, window: float) -> None:
     )
     assert rv == 0
     mount = conn.GetInstance(out["Mount"])
+    # lmishell finds instances by query (its LMI_MountedFileSystem lookups).
+    [found] = conn.ExecQuery("WQL", "select * from LMI_MountedFileSystem where "
+                             f'MountPointPath = "{target}"', namespace=NS)
+    assert found.path.keybindings == mount.path.keybindings
+    assert found["ReferenceCount"] == 1
+    assert conn.ExecQuery("DMTF:CQL", "SELECT * FROM LMI_MountedFileSystem WHERE "
+                          f"MountPointPath = '{target}'", namespace=NS)[0].path == found.path
+    liked = conn.ExecQuery("WQL", "SELECT MountPointPath FROM LMI_MountedFileSystem WHERE "
+                           f"MountPointPath LIKE '{world.root}/%'", namespace=NS)
+    assert [row["MountPointPath"] for row in liked] == [target]
+    assert set(liked[0].properties) == {"MountPointPath"}
     assert (mount["FileSystemSpec"], mount["MountPointPath"], mount["FileSystemType"]) == (
         "tmpfs",
         target,
@@ -299,6 +316,21 @@ def test_bad_create_is_a_cim_error_naming_the_value(
     assert caught.value.status_code in (CIM_ERR_INVALID_PARAMETER, CIM_ERR_NOT_FOUND)
     assert named.lower() in caught.value.status_description.lower()
     assert world.fstab.read_text() == "# scratch fstab\n"
+
+
+@pytest.mark.parametrize(("language", "query", "status", "message"), [
+    pytest.param("SQL", "SELECT * FROM LMI_MountedFileSystem",
+                 CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED, "'SQL' is not supported", id="language"),
+    pytest.param("WQL", "SELECT * FROM LMI_Nothing", CIM_ERR_INVALID_QUERY,
+                 "'LMI_Nothing' does not exist", id="class"),
+    pytest.param("WQL", "SELECT * FROM LMI_MountedFileSystem WHERE Nope = 1",
+                 CIM_ERR_INVALID_QUERY, "has no property 'Nope'", id="property"),
+])
+def test_a_bad_query_on_the_mock_is_the_server_s_error(
+        fake_world: CimWorld, language: str, query: str, status: int, message: str) -> None:
+    with pytest.raises(CIMError) as caught:
+        fake_world.connect().ExecQuery(language, query, namespace=NS)
+    assert caught.value.status_code == status and message in caught.value.status_description
 
 
 def test_reference_to_nothing_is_not_found(world: CimWorld) -> None:

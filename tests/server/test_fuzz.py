@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pywbem import CIMError
 
-from lmi_mount.server import auth, cimxml, wql
+from lmi_mount.cim import wql
+from lmi_mount.server import auth, cimxml
 from tests.server.test_cimxml import imethod, request
 
 CASES = settings(max_examples=5_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

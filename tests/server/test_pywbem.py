@@ -172,11 +172,19 @@ def test_queries(running: Running) -> None:
     rest = conn.PullInstances(result.context, MaxObjectCount=5)
     assert rest.eos and len(rest.instances) == 1
     assert set(rest.instances[0].properties) == {"MountPointPath"}
+    liked = conn.ExecQuery("WQL", f"SELECT * FROM {MOUNTS} WHERE MountPointPath LIKE '/mnt/%'")
+    assert sorted(row["MountPointPath"] for row in liked) == sorted(
+        p for p in MOUNT_POINTS if p.startswith("/mnt/"))
+    (cql,) = conn.ExecQuery("DMTF:CQL", f"SELECT * FROM {MOUNTS} WHERE MountPointPath = "
+                            f"'{MOUNT_POINTS[0]}'")
+    assert cql.path == row.path
 
 
 @pytest.mark.parametrize(("language", "query", "expected", "message"), [
-    pytest.param("DMTF:CQL", f"SELECT * FROM {MOUNTS}", "CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED",
-                 "'DMTF:CQL'", id="cql"),
+    pytest.param("CQL", f"SELECT * FROM {MOUNTS}", "CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED",
+                 "'CQL' is not supported; use 'WQL' or 'DMTF:CQL'", id="language"),
+    pytest.param("DMTF:CQL", f"SELECT * FROM {MOUNTS} WHERE MountPointPath LIKE '/mnt/%'",
+                 "CIM_ERR_INVALID_QUERY", "use WQL for LIKE", id="cql-like"),
     pytest.param("WQL", f"SELECT * FROM {MOUNTS} WHERE", "CIM_ERR_INVALID_QUERY",
                  "end of the query", id="syntax"),
     pytest.param("WQL", "SELECT * FROM LMI_Nothing", "CIM_ERR_INVALID_QUERY",

@@ -108,6 +108,7 @@ from pywbem_mock import (
 )
 from pywbem_mock.config import OPEN_MAX_TIMEOUT
 
+from lmi_mount.cim import wql
 from lmi_mount.cim.model import Model, install_model
 from lmi_mount.cim.names import NAMESPACE
 
@@ -688,14 +689,58 @@ class LiveMainProvider(MainProvider):  # type: ignore[misc]
                 f"{OPEN_MAX_TIMEOUT} seconds",
             )
 
+    def ExecQuery(self, namespace: str, QueryLanguage: str, Query: str) -> list[CIMInstance]:
+        """The server's query engine (``cim.wql``) on the broker's instances: the
+        OpenLMI client flow finds instances with ExecQuery (pywbem_mock itself
+        answers NOT_SUPPORTED, _mainprovider.py)."""
+        if not self._live.serves(namespace):
+            return cast("list[CIMInstance]", super().ExecQuery(namespace, QueryLanguage, Query))
+
+        def get_class(classname: str) -> CIMClass | None:
+            try:
+                return cast(CIMClass, self.GetClass(namespace, classname, LocalOnly=False,
+                                                    IncludeQualifiers=False,
+                                                    IncludeClassOrigin=False))
+            except CIMError as error:
+                if error.status_code not in (CIM_ERR_NOT_FOUND, CIM_ERR_INVALID_CLASS):
+                    raise
+                return None
+
+        with _broker_call("ExecQuery"):
+            _query, _cls, rows = wql.execute(
+                QueryLanguage, Query, get_class=get_class,
+                enumerate_instances=lambda classname, properties: self._broker.
+                enumerate_instances(namespace, classname, deep_inheritance=True,
+                                    property_list=properties))
+            return list(rows)
+
     def OpenQueryInstances(
-        self, namespace: str, FilterQueryLanguage: str, FilterQuery: str, **options: Any
-    ) -> Any:
-        # Queries are not supported (ExecQuery, _mainprovider.py:1701); the
-        # query must not be mistaken for an enumeration filter on the way.
+        self,
+        namespace: str,
+        FilterQueryLanguage: str,
+        FilterQuery: str,
+        ReturnQueryResultClass: bool | None = None,
+        OperationTimeout: int | None = None,
+        ContinueOnError: bool | None = None,
+        MaxObjectCount: int | None = None,
+    ) -> tuple[list[Any], str, str, CIMClass | None]:
+        """ExecQuery's rows through an enumeration context (pywbemcli's ``instance
+        query`` opens one by default), with the class of the rows if asked."""
         self._validate_pull_operations_enabled()
         self.validate_namespace(namespace)
-        return self.ExecQuery(namespace, FilterQueryLanguage, FilterQuery)
+        # The query is what is run here, not an enumeration filter to refuse.
+        self._validate_open_params(None, None, OperationTimeout)
+        rows = self.ExecQuery(namespace, FilterQueryLanguage, FilterQuery)
+        result_class = None
+        if ReturnQueryResultClass:
+            query = wql.parse(FilterQuery, wql.check_language(FilterQueryLanguage))
+            result_class = cast(CIMClass, self.GetClass(
+                namespace, query.classname, LocalOnly=False, IncludeQualifiers=False,
+                IncludeClassOrigin=False,
+                PropertyList=list(query.properties) if query.properties is not None else None))
+        return cast("tuple[list[Any], str, str, CIMClass | None]", self._openquery_response(
+            namespace, rows, "PullInstancesWithPath", OperationTimeout, MaxObjectCount,
+            ContinueOnError, result_class))
 
     def _open_response(
         self,
@@ -827,6 +872,16 @@ def _enumerate_classes(conn: FakedWBEMConnection, namespace: str, **params: Any)
 _R = TypeVar("_R")
 
 
+def _exec_query(conn: FakedWBEMConnection, namespace: str, **params: Any) -> Any:
+    """ExecQuery's reply as WBEMConnection.ExecQuery reads it: one (element,
+    attributes, instance) tuple per row. pywbem_mock's own wraps the whole
+    list as one row (_wbemconnection_mock.py, "Issue 2064: ... untested")."""
+    instances = conn._mainprovider.ExecQuery(
+        namespace=namespace, QueryLanguage=params["QueryLanguage"], Query=params["Query"])
+    return [("IRETURNVALUE", {}, [("VALUE.OBJECTWITHPATH", {}, instance)
+                                  for instance in instances])]
+
+
 def _locked(function: Callable[..., _R], lock: threading.RLock) -> Callable[..., _R]:
     def call(*args: Any, **kwargs: Any) -> _R:
         with lock:
@@ -921,6 +976,7 @@ def _install(conn: FakedWBEMConnection, live: _Live) -> None:
     conn._imethodcall = _locked(conn._mock_imethodcall, live.lock)
     conn._methodcall = _locked(conn._mock_methodcall, live.lock)
     conn._imeth_EnumerateClasses = MethodType(_enumerate_classes, conn)
+    conn._imeth_ExecQuery = MethodType(_exec_query, conn)
     conn._lmi_live = live
 
 

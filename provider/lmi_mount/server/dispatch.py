@@ -25,7 +25,6 @@ from pywbem import (
     CIM_ERR_FILTERED_ENUMERATION_NOT_SUPPORTED,
     CIM_ERR_INVALID_CLASS,
     CIM_ERR_INVALID_PARAMETER,
-    CIM_ERR_INVALID_QUERY,
     CIM_ERR_METHOD_NOT_FOUND,
     CIM_ERR_NO_SUCH_PROPERTY,
     CIM_ERR_NOT_SUPPORTED,
@@ -38,8 +37,9 @@ from pywbem import (
     CIMProperty,
 )
 
+from lmi_mount.cim import wql
 from lmi_mount.cim.broker import class_view
-from lmi_mount.server import cimxml, wql
+from lmi_mount.server import cimxml
 from lmi_mount.server.pull import Batch, ContextTable
 
 log = logging.getLogger("lmi_mount.server.dispatch")
@@ -560,24 +560,20 @@ class Dispatcher:
 
     def _query(self, namespace: str, language: str | None, text: str | None
                ) -> tuple[wql.Query, CIMClass, Iterator[CIMInstance]]:
-        wql.check_language(language)
-        if text is None:
-            raise CIMError(CIM_ERR_INVALID_QUERY, "the query is missing")
-        query = wql.parse(text)
-        try:
-            cls = self.broker.get_class(namespace, query.classname, local_only=False,
-                                        include_qualifiers=False, include_class_origin=False)
-        except CIMError as error:
-            if error.status_code != CIM_ERR_INVALID_CLASS:
-                raise
-            # DSP0200 ExecQuery: an unknown class makes the query invalid.
-            raise CIMError(CIM_ERR_INVALID_QUERY,
-                           f"WQL: class {query.classname!r} does not exist") from None
-        query.check(cls)
-        instances = self.broker.enumerate_instances(
-            namespace, query.classname, deep_inheritance=True,
-            property_list=query.property_list())
-        return query, cls, iter(query.select(instances))
+        def get_class(classname: str) -> CIMClass | None:
+            try:
+                return self.broker.get_class(namespace, classname, local_only=False,
+                                             include_qualifiers=False,
+                                             include_class_origin=False)
+            except CIMError as error:
+                if error.status_code != CIM_ERR_INVALID_CLASS:
+                    raise
+                return None
+
+        return wql.execute(
+            language, text, get_class=get_class,
+            enumerate_instances=lambda classname, properties: self.broker.enumerate_instances(
+                namespace, classname, deep_inheritance=True, property_list=properties))
 
     def _op_ExecQuery(self, call: cimxml.IntrinsicCall, p: _Params, caller: Any) -> CimResult:
         language = p.string("QueryLanguage", required=True)

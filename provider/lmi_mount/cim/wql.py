@@ -1,28 +1,32 @@
-"""The WQL subset that WBEM clients send to ExecQuery and OpenQueryInstances.
+"""The query subset that WBEM clients send to ExecQuery and OpenQueryInstances.
 
 Owns: parsing ``SELECT * | p1, p2 FROM Class [WHERE condition]`` where a
 condition combines comparisons (``=``, ``<>``, ``!=``, ``<``, ``>``, ``<=``,
-``>=``), ``IS [NOT] NULL``, ``NOT``, ``AND``, ``OR`` and parentheses over
-properties and string, number and boolean literals (the queries of OpenLMI's
-lmishell: ``select * from LMI_MountedFileSystem where MountPointPath =
-"/mnt"``); checking a query against the class it names; and evaluating it on
-instances with SQL's three-valued logic (a comparison with NULL is unknown,
-and unknown rows are not selected).
+``>=``), ``[NOT] LIKE`` patterns (WQL: ``%`` any run, ``_`` one character,
+``[a-z]`` and ``[^a-z]`` one of a set or not), ``IS [NOT] NULL``, ``NOT``,
+``AND``, ``OR`` and parentheses over properties and string, number and
+boolean literals (the queries of OpenLMI's lmishell: ``select * from
+LMI_MountedFileSystem where MountPointPath = "/mnt"``); checking a query
+against the class it names; evaluating it on instances with SQL's
+three-valued logic (a comparison with NULL is unknown, and unknown rows are
+not selected); and running it (``execute``) for the CIM-XML server and the
+pywbem_mock front end alike.
 
 Must not know: the broker, XML, HTTP. It takes text and a class, and judges
 instances that someone else enumerates.
 
 Errors are CIMErrors: CIM_ERR_INVALID_QUERY naming the offending token and
-its position. Only the language name "WQL" is accepted
-(``check_language``); DMTF:CQL and others are
-CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED.
+its position. The languages are "WQL" and "DMTF:CQL" (DSP0202) for the same
+subset, except LIKE, whose CQL pattern syntax is not WQL's and is refused
+in CQL; any other language is CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED.
+Comparisons of strings, LIKE included, are case-sensitive, as paths are.
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,22 +40,27 @@ from pywbem import (
 )
 
 LANGUAGE: Final = "WQL"
+CQL: Final = "DMTF:CQL"
+LANGUAGES: Final = (LANGUAGE, CQL)
 #: Parentheses and NOTs nest at most this deep.
 MAX_NESTING: Final = 32
 #: Queries longer than this are refused before they are read.
 MAX_LENGTH: Final = 64 * 1024
 
 
-def check_language(language: str | None) -> None:
-    if language is None or language.strip().upper() != LANGUAGE:
+def check_language(language: str | None) -> str:
+    """The language's canonical name ("WQL" or "DMTF:CQL"), or the CIMError."""
+    canonical = language.strip().upper() if language is not None else None
+    if canonical not in LANGUAGES:
         raise CIMError(
             CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED,
-            f"query language {language!r} is not supported; use {LANGUAGE!r}",
+            f"query language {language!r} is not supported; use {LANGUAGE!r} or {CQL!r}",
         )
+    return canonical
 
 
 def _invalid(message: str) -> CIMError:
-    return CIMError(CIM_ERR_INVALID_QUERY, f"WQL: {message}")
+    return CIMError(CIM_ERR_INVALID_QUERY, f"query: {message}")
 
 
 # --------------------------------------------------------------------------
@@ -70,7 +79,7 @@ _TOKEN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 _KEYWORDS: Final = frozenset(
-    ("SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE")
+    ("SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE", "LIKE")
 )
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
@@ -140,6 +149,14 @@ class IsNull:
 
 
 @dataclass(frozen=True, slots=True)
+class Like:
+    operand: Property
+    pattern: Literal
+    negated: bool
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Not:
     operand: Condition
 
@@ -150,7 +167,7 @@ class BoolOp:
     operands: tuple[Condition, ...]
 
 
-Condition = Comparison | IsNull | Not | BoolOp
+Condition = Comparison | Like | IsNull | Not | BoolOp
 
 
 @dataclass(frozen=True)
@@ -223,6 +240,8 @@ def _collect(condition: Condition, names: set[str]) -> None:
     elif isinstance(condition, IsNull):
         if isinstance(condition.operand, Property):
             names.add(condition.operand.name.lower())
+    elif isinstance(condition, Like):
+        names.add(condition.operand.name.lower())
     elif isinstance(condition, Not):
         _collect(condition.operand, names)
     else:
@@ -236,8 +255,9 @@ def _collect(condition: Condition, names: set[str]) -> None:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, language: str) -> None:
         self.text = text
+        self.language = language
         self.tokens = tokenize(text)
         self.index = 0
         self.depth = 0
@@ -343,6 +363,14 @@ class _Parser:
                 negated = True
             self.expect_keyword("NULL")
             return IsNull(left, negated)
+        negated = False
+        if self.at_keyword("NOT"):
+            self.advance()
+            negated = True
+            if not self.at_keyword("LIKE"):
+                raise _invalid(f"expected LIKE, found {self.current.describe()}")
+        if self.at_keyword("LIKE"):
+            return self.like(left, token, negated)
         op = self.current
         if op.kind != "op":
             raise _invalid(f"expected a comparison operator or IS after {token.describe()}, "
@@ -352,6 +380,19 @@ class _Parser:
         if isinstance(left, Literal) and isinstance(right, Literal):
             raise _invalid(f"comparison at {token.describe()} names no property")
         return Comparison(left, "<>" if op.text == "!=" else op.text, right)
+
+    def like(self, left: Operand, token: Token, negated: bool) -> Like:
+        keyword = self.advance()
+        if self.language != LANGUAGE:
+            raise _invalid(f"LIKE at {keyword.describe()}: {self.language}'s pattern syntax "
+                           f"(DSP0202) is not supported; use {LANGUAGE} for LIKE")
+        if not isinstance(left, Property):
+            raise _invalid(f"LIKE at {keyword.describe()} needs a property on its left")
+        pattern = self.operand()
+        if not (isinstance(pattern, Literal) and isinstance(pattern.value, str)):
+            raise _invalid(f"LIKE at {keyword.describe()} needs a string pattern, found "
+                           f"{pattern.token.describe()}")
+        return Like(left, pattern, negated, _like_regex(pattern))
 
     def operand(self) -> Operand:
         token = self.advance()
@@ -389,11 +430,42 @@ def _number(token: Token) -> int | float:
         raise _invalid(f"{text!r} is not a number") from None
 
 
-def parse(text: str) -> Query:
-    """Parse a WQL query; CIM_ERR_INVALID_QUERY names what is wrong."""
+def _like_regex(pattern: Literal) -> re.Pattern[str]:
+    """A WQL LIKE pattern as a regular expression for ``fullmatch``."""
+    text, out, index = pattern.value, [], 0
+    while index < len(text):
+        char = text[index]
+        if char == "%":
+            out.append(".*")
+        elif char == "_":
+            out.append(".")
+        elif char == "[":
+            end = text.find("]", index + 2)  # "[]...]" and "[^]...]": a ']' first is literal
+            if end < 0:
+                raise _invalid(f"LIKE pattern {pattern.token.describe()}: '[' at offset "
+                               f"{index} is not closed")
+            body = text[index + 1:end]
+            negated = body.startswith("^")
+            members = body[1:] if negated else body
+            ranges = "".join(re.escape(c) if c != "-" or i in (0, len(members) - 1) else "-"
+                             for i, c in enumerate(members))
+            out.append(f"[{'^' if negated else ''}{ranges}]")
+            index = end
+        else:
+            out.append(re.escape(char))
+        index += 1
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error as exc:
+        raise _invalid(f"LIKE pattern {pattern.token.describe()}: {exc}") from None
+
+
+def parse(text: str, language: str = LANGUAGE) -> Query:
+    """Parse a query of ``language`` (WQL or DMTF:CQL, the same subset but LIKE);
+    CIM_ERR_INVALID_QUERY names what is wrong."""
     if len(text) > MAX_LENGTH:
         raise _invalid(f"the query is {len(text)} characters long; the limit is {MAX_LENGTH}")
-    return _Parser(text).query()
+    return _Parser(text, language).query()
 
 
 # --------------------------------------------------------------------------
@@ -436,6 +508,13 @@ def _check(condition: Condition, cls: CIMClass) -> None:
     if isinstance(condition, IsNull):
         if isinstance(condition.operand, Property):
             _declared(condition.operand, cls)
+        return
+    if isinstance(condition, Like):
+        prop = _declared(condition.operand, cls)
+        if prop.is_array or _kind(prop.type) != "string":
+            raise _invalid(f"LIKE needs a string property; {condition.operand.name!r} at "
+                           f"{condition.operand.token.describe()} is "
+                           f"{prop.type}{'[]' if prop.is_array else ''}")
         return
     kinds: list[tuple[str, Operand]] = []
     for operand in (condition.left, condition.right):
@@ -522,6 +601,11 @@ def _evaluate(condition: Condition, instance: CIMInstance) -> bool | None:
     if isinstance(condition, IsNull):
         is_null = _value(condition.operand, instance) is None
         return not is_null if condition.negated else is_null
+    if isinstance(condition, Like):
+        value = _value(condition.operand, instance)
+        if not isinstance(value, str):
+            return None
+        return (condition.regex.fullmatch(value) is not None) is not condition.negated
     if isinstance(condition, Not):
         value = _evaluate(condition.operand, instance)
         return None if value is None else not value
@@ -533,3 +617,31 @@ def _evaluate(condition: Condition, instance: CIMInstance) -> bool | None:
     if True in results:
         return True
     return None if None in results else False
+
+
+# --------------------------------------------------------------------------
+# Running a query
+# --------------------------------------------------------------------------
+
+
+def execute(
+    language: str | None,
+    text: str | None,
+    *,
+    get_class: Callable[[str], CIMClass | None],
+    enumerate_instances: Callable[[str, list[str] | None], Iterable[CIMInstance]],
+) -> tuple[Query, CIMClass, Iterator[CIMInstance]]:
+    """Run a query: its language checked, its text parsed, checked against the class
+    ``get_class`` gives (None: no such class, which makes the query invalid, as
+    DSP0200 says of ExecQuery), and the instances ``enumerate_instances`` gives
+    for the class (with a property list, or None for all) selected, lazily."""
+    canonical = check_language(language)
+    if text is None:
+        raise CIMError(CIM_ERR_INVALID_QUERY, "the query is missing")
+    query = parse(text, canonical)
+    cls = get_class(query.classname)
+    if cls is None:
+        raise _invalid(f"class {query.classname!r} does not exist")
+    query.check(cls)
+    instances = enumerate_instances(query.classname, query.property_list())
+    return query, cls, iter(query.select(instances))
