@@ -105,6 +105,12 @@ TAKE_BACK_BUSY_SECONDS = 0.01
 # How soon the hold timer looks again at a deadline whose mount point a
 # request was working on.
 LOCKED_RETRY_SECONDS = 0.2
+# A mount point tree whose request has run longer than SLOW_REQUEST_SECONDS
+# takes MAX_WAITING_PER_TREE waiters (each holds a thread); no request waits
+# longer than MAX_WAIT_SECONDS for a tree (see MountPointLocks).
+MAX_WAITING_PER_TREE = 2
+SLOW_REQUEST_SECONDS = 2.0
+MAX_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +176,53 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
     )
 
 
+def _spellings(path: str) -> list[str]:
+    """The paths a request on ``path`` locks: as spelled, and as it resolves now
+    (``/x/link`` and ``/x/real`` name one mount point and must take one lock).
+    A path swapped while it is resolved locks its spelling alone; the open
+    that follows then finds another path and refuses (``_check_locked``)."""
+    return sorted({path, normalize_target(_realpath(path) or path)})
+
+
+def _realpath(path: str) -> str | None:
+    """``os.path.realpath``, or None when a symlink on the way vanishes meanwhile
+    (realpath reads a link found by lstat: a racing rename makes it raise)."""
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        return None
+
+
+def _check_locked(resolved: str, locked: Sequence[str]) -> None:
+    """OperationFailed (EAGAIN) if the path a request opened is none it locked: a
+    symlink on the way changed between the lock and the open."""
+    if not any(resolved == path or resolved.startswith(path.rstrip("/") + "/")
+               for path in locked):
+        raise OperationFailed(
+            f"{locked[0]} changed while the request was checked (it now leads to "
+            f"{resolved}); nothing was done, try again", value=resolved, errno=errno.EAGAIN)
+
+
 def _overlap(one: str, other: str) -> bool:
     """Whether requests on mount points ``one`` and ``other`` touch one tree."""
     return (one == other or "/" in (one, other)
             or other.startswith(one + "/") or one.startswith(other + "/"))
+
+
+class _Holding:
+    """One request's paths in MountPointLocks (compared by identity)."""
+
+    __slots__ = ("exclusive", "shared", "since")
+
+    def __init__(self, exclusive: Sequence[str], shared: Sequence[str], since: float) -> None:
+        self.exclusive = tuple(sorted(set(exclusive)))
+        self.shared = tuple(sorted(set(shared)))
+        self.since = since
+
+    def conflicts(self, other: _Holding) -> bool:
+        return (any(_overlap(a, b) for a in self.exclusive
+                    for b in other.exclusive + other.shared)
+                or any(_overlap(a, b) for a in self.shared for b in other.exclusive))
 
 
 class MountPointLocks:
@@ -185,48 +234,103 @@ class MountPointLocks:
     hides ``/srv/data``, ``/srv`` cannot be unmounted while ``/srv/data``
     is mounted, and a bind of ``/srv`` must see ``/srv`` before or after a
     change, not during it; binds of one source onto different mount points
-    go together. ``/`` is above everything (start-up holds it). Requests on
-    unrelated trees run side by side, so a mount(8) helper that takes
-    minutes (an NFS server that does not answer) holds up its own tree
-    only. A request's paths are taken all at once or not at all, so
-    requests cannot deadlock. Not reentrant: a thread takes one set at a
-    time.
+    go together. ``/`` is above everything (start-up and close hold it).
+    Requests on unrelated trees run side by side, so a mount(8) helper that
+    takes minutes (an NFS server that does not answer) holds up its own tree
+    only.
+
+    A request's paths are taken all at once or not at all, so requests
+    cannot deadlock; waiters go in the order they came (one on ``/srv`` is
+    not overtaken by a stream of requests on ``/srv/a``, ``/srv/b``...).
+    Every waiter holds a thread, so a tree whose request has run for more
+    than ``slow_seconds`` (a mount helper waiting for its server) takes at
+    most ``max_waiting`` waiters and refuses the next at once (InUse), and
+    no waiter waits longer than ``max_wait_seconds``: requests queued
+    behind a helper that hangs for minutes would hold every thread, one
+    helper timeout after another. Requests that take milliseconds queue
+    freely. Not reentrant.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiting: int = MAX_WAITING_PER_TREE,
+                 slow_seconds: float = SLOW_REQUEST_SECONDS,
+                 max_wait_seconds: float = MAX_WAIT_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_waiting = max_waiting
+        self.slow_seconds = slow_seconds
+        self.max_wait_seconds = max_wait_seconds
+        self._clock = clock
         self._changed = threading.Condition()
-        # Each holding: (exclusive paths, shared paths).
-        self._held: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        self._held: list[_Holding] = []
+        self._waiting: list[_Holding] = []
 
     def acquire(self, paths: Sequence[str], *, shared: Sequence[str] = (),
-                blocking: bool = True) -> bool:
-        holding = (tuple(sorted(set(paths))), tuple(sorted(set(shared))))
+                blocking: bool = True, limited: bool = True) -> _Holding | None:
+        """Take ``paths`` (and ``shared``); the token to release, or None when not
+        ``blocking`` and they are taken. ``limited=False`` waits however many
+        wait already (start-up and close)."""
+        holding = _Holding(paths, shared, self._clock())
         with self._changed:
-            while any(self._conflict(holding, held) for held in self._held):
-                if not blocking:
-                    return False
-                self._changed.wait()
+            if self._free(holding, self._waiting):
+                self._held.append(holding)
+                return holding
+            if not blocking:
+                return None
+            now = self._clock()
+            running = self._oldest_conflict(holding)
+            ahead = [w for w in self._waiting if holding.conflicts(w)]
+            if (limited and running is not None and len(ahead) >= self.max_waiting
+                    and now - running.since > self.slow_seconds):
+                raise self._busy(holding, f"{len(ahead)} requests already wait for", running)
+            self._waiting.append(holding)
+            deadline = now + self.max_wait_seconds
+            try:
+                while not self._free(holding, self._waiting[:self._waiting.index(holding)]):
+                    remaining = deadline - self._clock()
+                    if limited and remaining <= 0:
+                        raise self._busy(holding, f"waited {self.max_wait_seconds:g} s for",
+                                         self._oldest_conflict(holding))
+                    self._changed.wait(remaining if limited else None)
+            finally:
+                self._waiting.remove(holding)
+                self._changed.notify_all()
+            holding.since = self._clock()
             self._held.append(holding)
-        return True
+        return holding
 
-    def release(self, paths: Sequence[str], *, shared: Sequence[str] = ()) -> None:
+    def release(self, holding: _Holding) -> None:
         with self._changed:
-            self._held.remove((tuple(sorted(set(paths))), tuple(sorted(set(shared)))))
+            self._held.remove(holding)
             self._changed.notify_all()
 
-    @staticmethod
-    def _conflict(one: tuple[tuple[str, ...], tuple[str, ...]],
-                  other: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:
-        return (any(_overlap(a, b) for a in one[0] for b in other[0] + other[1])
-                or any(_overlap(a, b) for a in one[1] for b in other[0]))
+    def waiting(self) -> list[tuple[str, ...]]:
+        """The exclusive paths of the requests waiting, oldest first."""
+        with self._changed:
+            return [w.exclusive for w in self._waiting]
+
+    def _oldest_conflict(self, holding: _Holding) -> _Holding | None:
+        return min((h for h in self._held if holding.conflicts(h)),
+                   key=lambda h: h.since, default=None)
+
+    def _busy(self, holding: _Holding, what: str, running: _Holding | None) -> InUse:
+        paths = ", ".join(holding.exclusive)
+        since = (f"; a request on {', '.join(running.exclusive)} has run for "
+                 f"{self._clock() - running.since:.0f} s" if running is not None else "")
+        return InUse(f"{what} {paths} or a mount point above or below it{since}; "
+                     "try again later", value=holding.exclusive[0] if holding.exclusive else None)
+
+    def _free(self, holding: _Holding, ahead: Sequence[_Holding]) -> bool:
+        return not any(holding.conflicts(other) for other in self._held) and not any(
+            holding.conflicts(other) for other in ahead if other is not holding)
 
     @contextlib.contextmanager
-    def holding(self, paths: Sequence[str], *, shared: Sequence[str] = ()) -> Iterator[None]:
-        self.acquire(paths, shared=shared)
+    def holding(self, paths: Sequence[str], *, shared: Sequence[str] = (),
+                limited: bool = True) -> Iterator[None]:
+        token = self.acquire(paths, shared=shared, limited=limited)
+        assert token is not None
         try:
             yield
         finally:
-            self.release(paths, shared=shared)
+            self.release(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +339,7 @@ class Anchors:
 
     target: Anchor
     source: Anchor | None = None
+
 
 #: The fstab systemd generates mount units from (systemd-fstab-generator(8)).
 SYSTEM_FSTAB = Path("/etc/fstab")
@@ -372,7 +477,7 @@ class MountManager:
 
     def start(self) -> MountManager:
         """Open the journal, reconstruct the holders (WI6) and start the hold timer."""
-        with self._locks.holding(["/"]):
+        with self._locks.holding(["/"], limited=False):
             if self._started:
                 return self
             self._reconstruct()
@@ -398,8 +503,9 @@ class MountManager:
             self._wake.notify_all()
         if self._timer_thread is not None:
             self._timer_thread.join(timeout=5)
-        # Requests under way finish (and journal their end) first.
-        with self._locks.holding(["/"]):
+        # Requests under way finish (and journal their end) first; those
+        # that come later are refused (``_open_for_requests``).
+        with self._locks.holding(["/"], limited=False):
             self._journal.close()
 
     def __enter__(self) -> MountManager:
@@ -423,10 +529,14 @@ class MountManager:
         # The descriptors are opened under the locks: one open on a live mount
         # would keep it busy for a concurrent unmount.
         target = self._fstab_only_target(normalize_target(spec.target), current)
-        source = ([normalize_target(spec.source)]
+        exclusive = _spellings(target)
+        shared = (_spellings(normalize_target(spec.source))
                   if spec.fstype is None and spec.source.startswith("/") else [])
-        with self._locks.holding([target], shared=source), self._opened(
+        with self._request(exclusive, shared), self._opened(
                 spec, mounting=current, persist=persist) as (spec, anchors, notes):
+            _check_locked(spec.target, exclusive)
+            if anchors is not None and anchors.source is not None:
+                _check_locked(anchors.source.path, shared)
             snap = self._snapshot([spec.target])
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
             outcome = self._run(replace(plan, notes=plan.notes + notes), spec.target, dry_run,
@@ -449,7 +559,7 @@ class MountManager:
         """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``;
         ``force`` lets it remount a protected system mount."""
         target = self._fstab_only_target(normalize_target(target), current)
-        with self._locks.holding([target]):
+        with self._request(_spellings(target)):
             snap = self._snapshot([target])
             plan = plan_modify(
                 target,
@@ -478,7 +588,7 @@ class MountManager:
     ) -> Outcome:
         """Release or unmount (``current``) and/or remove the fstab line (``persist``)."""
         target = self._fstab_only_target(normalize_target(target), current)
-        with self._locks.holding([target]):
+        with self._request(_spellings(target)):
             snap = self._snapshot([target])
             plan = plan_delete(
                 target,
@@ -517,7 +627,8 @@ class MountManager:
             # A mount point a request is working on is skipped, not waited
             # for: a slow request (a mount(8) helper) must not hold up every
             # other deadline. The timer looks again shortly.
-            if not self._locks.acquire([due.target], blocking=False):
+            token = self._locks.acquire([due.target], blocking=False)
+            if token is None:
                 self._skipped_deadlines = True
                 continue
             try:
@@ -539,7 +650,7 @@ class MountManager:
                     self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
                 self._publish()
             finally:
-                self._locks.release([due.target])
+                self._locks.release(token)
         return expired
 
     # -- reads ---------------------------------------------------------------------
@@ -652,6 +763,15 @@ class MountManager:
     # -- internals -----------------------------------------------------------------
 
     @contextlib.contextmanager
+    def _request(self, paths: Sequence[str], shared: Sequence[str] = ()) -> Iterator[None]:
+        """Hold a request's mount points; refused once ``close`` has begun."""
+        with self._locks.holding(paths, shared=shared):
+            if self._closed:
+                raise OperationFailed("lmi-mount is stopping: the request was not started",
+                                      value=paths[0] if paths else None)
+            yield
+
+    @contextlib.contextmanager
     def _opened(
         self, spec: MountSpec, *, mounting: bool, persist: bool
     ) -> Iterator[tuple[MountSpec, Anchors | None, tuple[str, ...]]]:
@@ -718,7 +838,7 @@ class MountManager:
                     # The name the kernel and the instances use, as Mode 1
                     # writes it; a mount point still to be made (systemd
                     # makes it at boot) is kept as given.
-                    target = os.path.realpath(target)
+                    target = _realpath(target) or target
             except PathProblem as exc:
                 raise InvalidRequest(str(exc), value=exc.path) from exc
             planned = replace(spec, target=target,
@@ -742,7 +862,7 @@ class MountManager:
         steps walk it without following symlinks (see linux.paths)."""
         if current or not os.path.lexists(target):
             return target
-        return os.path.realpath(target)
+        return _realpath(target) or target
 
     def _refuse_protected(self, plan: Plan, snap: Snapshot, force: bool) -> None:
         """InvalidRequest if ``plan`` unmounts or remounts a system mount (under a
@@ -838,6 +958,7 @@ class MountManager:
             identity=self.kernel.mount_identity,
             find_mount=self.kernel.find_mount,
             live_reader=self.kernel.mount_at if targets is not None else None,
+            uses_helper=self.kernel.uses_helper,
         )
         reconcile = plan_reconcile(snap, targets)
         if reconcile:

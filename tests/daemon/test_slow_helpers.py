@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from pywbem import CIMInstanceName, Uint16, WBEMConnection
 
+from lmi_mount.engine import SLOW_REQUEST_SECONDS
 from tests.daemon import sandbox
 from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER
 from tests.support.skips import requires_root
@@ -99,6 +100,7 @@ def test_slow_helpers_hold_up_their_own_mount_points_only(tmp_path: Path) -> Non
                     FileSystemType="slowfs", MountPoint=str(target), Holder=holder)
                 results[f"{target.name}/{holder}"] = finished(conn, rv, dict(out))
 
+        began = time.monotonic()
         callers = [threading.Thread(target=mount_slowly, args=(target, "first"))
                    for target in slow]
         for caller in callers:
@@ -136,12 +138,30 @@ def test_slow_helpers_hold_up_their_own_mount_points_only(tmp_path: Path) -> Non
         assert second.is_alive() and all(caller.is_alive() for caller in callers)
         assert len(list(running.iterdir())) == SLOW_CALLS, "the second call went ahead"
 
+        # A mount point whose helper hangs takes two waiters; the next call is
+        # refused at once instead of holding a thread for minutes (66 such
+        # calls held every job thread of the first build with per-mount locks).
+        time.sleep(max(0.0, SLOW_REQUEST_SECONDS + 0.5 - (time.monotonic() - began)))
+        late = [threading.Thread(target=mount_slowly, args=(slow[0], name))
+                for name in ("third", "fourth")]
+        for caller in late:
+            caller.start()
+        deadline = time.monotonic() + 60
+        while not any(key in results for key in ("s0/third", "s0/fourth")):
+            assert time.monotonic() < deadline, "neither late call was refused"
+            time.sleep(0.05)
+        [(refused, (rv, out))] = [(key, results.pop(key)) for key in ("s0/third", "s0/fourth")
+                                  if key in results]
+        assert rv == 6 and "2 requests already wait for" in out["Error"]["Message"], out
+        waiter = "fourth" if refused == "s0/third" else "third"
+
         go.touch()
-        for caller in [*callers, second]:
+        for caller in [*callers, second, *late]:
             caller.join(120)
             assert not caller.is_alive()
         assert {key: rv for key, (rv, _) in results.items()} == {
-            **{f"{target.name}/first": 0 for target in slow}, "s0/second": 0}, {
+            **{f"{target.name}/first": 0 for target in slow}, "s0/second": 0,
+            f"s0/{waiter}": 0}, {
                 key: out["Error"]["Message"] for key, (rv, out) in results.items() if rv}
         lines = [line.split() for line in daemon.mountinfo().splitlines()]
         mounted = {fields[4]: fields[fields.index("-") + 2] for fields in lines}
@@ -149,7 +169,7 @@ def test_slow_helpers_hold_up_their_own_mount_points_only(tmp_path: Path) -> Non
         with connect(daemon.http_url) as conn:
             [instance] = [i for i in conn.EnumerateInstances("LMI_MountedFileSystem")
                           if i["MountPointPath"] == str(slow[0])]
-            assert sorted(instance["Holders"]) == ["first", "second"]
+            assert sorted(instance["Holders"]) == sorted(["first", "second", waiter])
         print(f"\nwith {SLOW_CALLS} mount helpers hanging: {FAST_PAIRS} tmpfs "
               f"CreateMount+DeleteMount pairs elsewhere, median "
               f"{statistics.median(pair_ms):.1f} ms, slowest {max(pair_ms):.1f} ms; "

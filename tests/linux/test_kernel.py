@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,7 @@ def fake_mount(tmp_path: Path) -> Path:
             *fail*) eval "last=\\${{$#}}"
                     echo "mount: $last: unknown filesystem type 'nfs'." >&2
                     echo "       dmesg(1) may have more information." >&2; exit 32 ;;
-            *hang*) sleep 5 ;;
+            *hang*) sleep 30 & echo $! > {tmp_path}/helper_pid; wait ;;
         esac
         """))
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
@@ -180,6 +181,23 @@ def test_helper_timeout(fake_mount: Path, tmp_path: Path) -> None:
     with pytest.raises(KernelError) as raised:
         kernel.mount("h:/hang", str(tmp_path), "nfs", 0)
     assert (raised.value.op, raised.value.errno) == ("helper", errno.ETIMEDOUT)
+    assert "it was killed" in str(raised.value)
+    # mount(8)'s child (the mount.TYPE helper) is killed with it: left running,
+    # it could still mount later, unrecorded (review of issue 11).
+    helper = int((tmp_path / "helper_pid").read_text())
+    deadline = time.monotonic() + 5
+    while _running(helper) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _running(helper)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stream:
+            state = stream.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
 
 
 def test_helper_program_missing_or_target_missing(tmp_path: Path) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 
-from lmi_mount.cim.jobs import COMPLETED, JobManager, WorkResult
+from lmi_mount.cim.jobs import COMPLETED, TERMINATED, JobManager, WorkResult
 
 WAIT = 10.0
 
@@ -43,3 +44,29 @@ def test_callers_beyond_max_waiting_wait_a_short_window_only() -> None:
                      owner=None)
     assert not third.published and third.done
     jobs.shutdown()
+
+
+def test_shutdown_terminates_the_jobs_that_have_not_started() -> None:
+    # SIGTERM waited for every queued call behind a hanging helper (review).
+    jobs = JobManager(synchronous_seconds=0, workers=1)
+    release = threading.Event()
+    started: list[str] = []
+
+    def work(name: str) -> WorkResult:
+        started.append(name)
+        release.wait(WAIT)
+        return 0, {}, None
+
+    running = jobs.run("CreateMount", lambda: work("running"), in_parameters={}, affected=[],
+                       owner=None)
+    queued = jobs.run("CreateMount", lambda: work("queued"), in_parameters={}, affected=[],
+                      owner=None)
+    while not started:
+        time.sleep(0.01)
+    stopper = threading.Thread(target=jobs.shutdown)
+    stopper.start()
+    release.set()
+    stopper.join(WAIT)
+    assert not stopper.is_alive()
+    assert started == ["running"]
+    assert running.state == COMPLETED and queued.state == TERMINATED

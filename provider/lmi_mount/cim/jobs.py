@@ -215,7 +215,15 @@ class JobManager:
             return True
 
     def shutdown(self, *, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=False)
+        """Stop: jobs that have not started never will (TERMINATED); running ones
+        finish (their mounts and journal records complete) if ``wait``."""
+        with self._lock:
+            for job in self._jobs.values():
+                if job.state == NEW:
+                    job.state = TERMINATED
+                    job.finished = _now()
+                    job.ended_at = self._clock()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
     def _expire(self) -> None:
         now = self._clock()

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import select
+import signal
 import stat
 import subprocess
 import tempfile
@@ -1108,29 +1109,53 @@ class LinuxKernel:
         # may keep a pipe open long after the helper itself has exited.
         with tempfile.TemporaryFile() as errors:
             try:
-                completed = subprocess.run(
+                # A session of its own: on timeout mount(8), the mount.TYPE
+                # helper it runs and their children are killed together.
+                process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                    env=environment, timeout=self.helper_timeout, check=False,
+                    env=environment, start_new_session=True,
                 )
-            except subprocess.TimeoutExpired as exc:
-                raise KernelError(
-                    errno.ETIMEDOUT, "helper", target, source, spec_type,
-                    f"{argv[0]} did not finish within {self.helper_timeout:g} s",
-                ) from exc
             except OSError as exc:
                 raise KernelError(
                     exc.errno or errno.ENOENT, "helper", target, source, spec_type,
                     f"cannot run {argv[0]}: {exc.strerror}",
                 ) from exc
+            try:
+                returncode = process.wait(timeout=self.helper_timeout)
+            except subprocess.TimeoutExpired as exc:
+                # Killing mount(8) alone left the helper running: it could
+                # mount later, unrecorded, under the next request's feet.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                taken = self._take_back_late_mount(anchor, before)
+                raise KernelError(
+                    errno.ETIMEDOUT, "helper", target, source, spec_type,
+                    f"{argv[0]} did not finish within {self.helper_timeout:g} s; it was killed"
+                    + (" and the mount it had made was taken back" if taken else ""),
+                ) from exc
             errors.seek(0)
             # One line: mount(8) indents a second line ("dmesg(1) may have more...").
             message = " ".join(errors.read().decode("utf-8", "replace").split())
-        if completed.returncode != 0:
-            detail = message or f"{argv[0]} exited with status {completed.returncode}"
+        if returncode != 0:
+            detail = message or f"{argv[0]} exited with status {returncode}"
             raise KernelError(
                 helper_errno(message), "helper", target, source, spec_type, detail
             )
         return self._helper_result(anchor, target, before, source, spec_type)
+
+    def _take_back_late_mount(self, anchor: Anchor, before: set[int]) -> bool:
+        """Unmount what a killed helper mounted on ``anchor`` before it died."""
+        record = MountTable(parse_mountinfo(self.read_mountinfo())).at(anchor.current_path())
+        if record is None or record.mount_id in before:
+            return False
+        try:
+            self.unmount(record.target, MNT_DETACH, expect=record.mount_id)
+        except KernelError as exc:
+            log.error("could not take back the killed helper's mount on %s: %s",
+                      record.target, exc)
+            return False
+        return True
 
     def _helper_result(
         self, anchor: Anchor, target: str, before: set[int], source: str | None, fstype: str

@@ -354,6 +354,7 @@ class Snapshot:
         "identity",
         "now",
         "same_directory",
+        "uses_helper",
     )
 
     def __init__(
@@ -369,8 +370,11 @@ class Snapshot:
         live_reader: Callable[[str], MountRecord | None] | None = None,
         identity: Callable[[str], tuple[int, int | None] | None] = lambda path: None,
         find_mount: Callable[[int | None, int | None], MountRecord | None] | None = None,
+        uses_helper: Callable[[str | None], bool] = lambda fstype: False,
     ) -> None:
         self.same_directory = same_directory
+        #: Whether mounts of a type are made by a mount(8) helper (Kernel.uses_helper).
+        self.uses_helper = uses_helper
         self.holders = holders
         self.now = now
         self.hold_seconds = hold_seconds
@@ -454,10 +458,13 @@ def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[st
     """How the live ``record`` differs from what ``spec`` asks; empty if it is the same."""
     differences = []
     held = snap.holders.get(record.target)
-    if held is not None and held.made_by_us and held.fstype is not None:
-        # Ours, made from this source and type: a mount helper's mount may
-        # show others in the table (ntfs-3g's type is fuseblk, a test's
+    if (held is not None and held.made_by_us and held.fstype is not None
+            and snap.uses_helper(held.fstype)):
+        # Ours, made by a mount helper from this source and type: its mount
+        # may show others in the table (ntfs-3g's type is fuseblk, a test's
         # helper mounts a tmpfs), and it is the same mount all the same.
+        # (Any other mount is judged by what it shows: a spelling such as
+        # UUID= or a symlink may name another file system by now.)
         if held.source not in (spec.source, spec.kernel_name):
             differences.append(f"source is {held.source!r}, not {spec.source!r}")
         if spec.fstype != held.fstype:
