@@ -26,5 +26,16 @@ extensions = ["sphinx.ext.graphviz", "lmi_model_docs"]
 exclude_patterns = ["_build"]
 graphviz_output_format = "svg"
 
+# Manual pages: ``sphinx-build -W -b man docs dist/man`` writes the pages that
+# setup.cfg installs; tests/model/test_docs.py checks they are up to date.
+man_pages = [
+    ("man/lmi-mountd", "lmi-mountd", "CIM-XML server for Linux mounts and fstab",
+     [author], 8),
+    ("man/lmi-mount", "lmi-mount", "lmi-mount's view of the host's mounts, plans, fstab edits",
+     [author], 8),
+    ("man/lmi-mountd.conf", "lmi-mountd.conf", "configuration of lmi-mountd", [author], 5),
+]
+man_show_urls = False
+
 html_theme = "alabaster"
 html_theme_options = {"description": "Linux mounts through CIM/WBEM", "page_width": "1100px"}

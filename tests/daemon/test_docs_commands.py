@@ -36,6 +36,8 @@ DOC_PASSWORD = "secret"
 DOC_HTTP, DOC_HTTPS = 5988, 5989
 MARKER = "@@lmi-docs-status@@"
 PAGES = [
+    pytest.param("administration.rst", ("pywbemcli", "wbemcli", "lmi-mount"),
+                 id="administration"),
     pytest.param("cookbook-wbemcli.rst", ("wbemcli",), id="cookbook-wbemcli"),
     pytest.param("running-lmi-mountd.rst", ("pywbemcli",), id="running-lmi-mountd"),
 ]

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,18 @@ def test_every_key_is_commented(section: str) -> None:
         comments = [line for line in lines if line.startswith("#")
                     and not line.startswith("# default:")]
         assert comments, f"[{section}] {lines[-1]} has no comment"
+
+
+def test_the_wheel_installs_the_man_pages_and_the_model(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+         "-q", "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("lmi_mount-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        data = {name.split(".data/data/", 1)[1] for name in archive.namelist()
+                if ".data/data/" in name}
+    assert {"share/man/man8/lmi-mountd.8", "share/man/man8/lmi-mount.8",
+            "share/man/man5/lmi-mountd.conf.5", "share/lmi-mount/mof/lmi_mount.mof"} <= data

@@ -12,6 +12,7 @@ printed (``pytest -s``), never asserted.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import subprocess
 import threading
@@ -84,95 +85,104 @@ def finished(conn: WBEMConnection, rv: int, out: dict[str, Any]) -> tuple[int, d
 @pytest.mark.private_namespace(timeout=300)
 def test_slow_helpers_hold_up_their_own_mount_points_only(tmp_path: Path) -> None:
     running, go = install_slowfs(tmp_path)
-    with sandbox.running(tmp_path / "sandbox") as daemon:
-        root = daemon.root
-        slow = [root / "slow" / f"s{number}" for number in range(SLOW_CALLS)]
-        fast = [root / "fast" / name for name in ("a", "b")]
-        for path in slow + fast:
-            path.mkdir(parents=True)
-        results: dict[str, tuple[int, dict[str, Any]]] = {}
+    with contextlib.ExitStack() as cleanup:
+        # Whatever happens, the helpers are let go: killing the daemon leaves
+        # them waiting (their session is the daemon's mount(8)'s, not ours).
+        cleanup.callback(go.touch)
+        daemon = cleanup.enter_context(sandbox.running(tmp_path / "sandbox"))
+        _run(daemon, running, go)
 
-        def mount_slowly(target: Path, holder: str) -> None:
-            with connect(daemon.http_url) as conn:
-                [service] = conn.EnumerateInstanceNames(SERVICE)
-                rv, out = conn.InvokeMethod(
-                    "CreateMount", service, Mode=MODE_MOUNT, FileSystemSpec="nfs-server:/export",
-                    FileSystemType="slowfs", MountPoint=str(target), Holder=holder)
-                results[f"{target.name}/{holder}"] = finished(conn, rv, dict(out))
 
-        began = time.monotonic()
-        callers = [threading.Thread(target=mount_slowly, args=(target, "first"))
-                   for target in slow]
-        for caller in callers:
-            caller.start()
-        deadline = time.monotonic() + 60
-        while len(list(running.iterdir())) < SLOW_CALLS:
-            assert time.monotonic() < deadline, daemon.output()
-            time.sleep(0.05)
-        second = threading.Thread(target=mount_slowly, args=(slow[0], "second"))
-        second.start()
+def _run(daemon: sandbox.Daemon, running: Path, go: Path) -> None:
+    """The test's body, with a daemon whose helpers wait for ``go``."""
+    root = daemon.root
+    slow = [root / "slow" / f"s{number}" for number in range(SLOW_CALLS)]
+    fast = [root / "fast" / name for name in ("a", "b")]
+    for path in slow + fast:
+        path.mkdir(parents=True)
+    results: dict[str, tuple[int, dict[str, Any]]] = {}
 
-        pair_ms: list[float] = []
-        read_ms: list[float] = []
+    def mount_slowly(target: Path, holder: str) -> None:
         with connect(daemon.http_url) as conn:
-            started = time.perf_counter()
             [service] = conn.EnumerateInstanceNames(SERVICE)
+            rv, out = conn.InvokeMethod(
+                "CreateMount", service, Mode=MODE_MOUNT, FileSystemSpec="nfs-server:/export",
+                FileSystemType="slowfs", MountPoint=str(target), Holder=holder)
+            results[f"{target.name}/{holder}"] = finished(conn, rv, dict(out))
+
+    began = time.monotonic()
+    callers = [threading.Thread(target=mount_slowly, args=(target, "first"))
+               for target in slow]
+    for caller in callers:
+        caller.start()
+    deadline = time.monotonic() + 60
+    while len(list(running.iterdir())) < SLOW_CALLS:
+        assert time.monotonic() < deadline, daemon.output()
+        time.sleep(0.05)
+    second = threading.Thread(target=mount_slowly, args=(slow[0], "second"))
+    second.start()
+
+    pair_ms: list[float] = []
+    read_ms: list[float] = []
+    with connect(daemon.http_url) as conn:
+        started = time.perf_counter()
+        [service] = conn.EnumerateInstanceNames(SERVICE)
+        read_ms.append((time.perf_counter() - started) * 1000)
+        for number in range(FAST_PAIRS):
+            started = time.perf_counter()
+            rv, out = conn.InvokeMethod(
+                "CreateMount", service, Mode=MODE_MOUNT, FileSystemSpec="tmpfs",
+                FileSystemType="tmpfs", MountPoint=str(fast[number % 2]), Holder="fast")
+            assert rv == 0, out
+            rv, out = conn.InvokeMethod("DeleteMount", service, Mode=MODE_UNMOUNT,
+                                        Mount=out["Mount"], Holder="fast")
+            assert rv == 0, out
+            pair_ms.append((time.perf_counter() - started) * 1000)
+        for _ in range(READS):
+            started = time.perf_counter()
+            listed = conn.EnumerateInstances("LMI_MountedFileSystem")
             read_ms.append((time.perf_counter() - started) * 1000)
-            for number in range(FAST_PAIRS):
-                started = time.perf_counter()
-                rv, out = conn.InvokeMethod(
-                    "CreateMount", service, Mode=MODE_MOUNT, FileSystemSpec="tmpfs",
-                    FileSystemType="tmpfs", MountPoint=str(fast[number % 2]), Holder="fast")
-                assert rv == 0, out
-                rv, out = conn.InvokeMethod("DeleteMount", service, Mode=MODE_UNMOUNT,
-                                            Mount=out["Mount"], Holder="fast")
-                assert rv == 0, out
-                pair_ms.append((time.perf_counter() - started) * 1000)
-            for _ in range(READS):
-                started = time.perf_counter()
-                listed = conn.EnumerateInstances("LMI_MountedFileSystem")
-                read_ms.append((time.perf_counter() - started) * 1000)
-                assert all(i["MountPointPath"] not in map(str, slow) for i in listed)
-        # All of that while every helper still waits for its server.
-        assert not go.exists() and not results
-        assert second.is_alive() and all(caller.is_alive() for caller in callers)
-        assert len(list(running.iterdir())) == SLOW_CALLS, "the second call went ahead"
+            assert all(i["MountPointPath"] not in map(str, slow) for i in listed)
+    # All of that while every helper still waits for its server.
+    assert not go.exists() and not results
+    assert second.is_alive() and all(caller.is_alive() for caller in callers)
+    assert len(list(running.iterdir())) == SLOW_CALLS, "the second call went ahead"
 
-        # A mount point whose helper hangs takes two waiters; the next call is
-        # refused at once instead of holding a thread for minutes (66 such
-        # calls held every job thread of the first build with per-mount locks).
-        time.sleep(max(0.0, SLOW_REQUEST_SECONDS + 0.5 - (time.monotonic() - began)))
-        late = [threading.Thread(target=mount_slowly, args=(slow[0], name))
-                for name in ("third", "fourth")]
-        for caller in late:
-            caller.start()
-        deadline = time.monotonic() + 60
-        while not any(key in results for key in ("s0/third", "s0/fourth")):
-            assert time.monotonic() < deadline, "neither late call was refused"
-            time.sleep(0.05)
-        [(refused, (rv, out))] = [(key, results.pop(key)) for key in ("s0/third", "s0/fourth")
-                                  if key in results]
-        assert rv == 6 and "2 requests already wait for" in out["Error"]["Message"], out
-        waiter = "fourth" if refused == "s0/third" else "third"
+    # A mount point whose helper hangs takes two waiters; the next call is
+    # refused at once instead of holding a thread for minutes (66 such
+    # calls held every job thread of the first build with per-mount locks).
+    time.sleep(max(0.0, SLOW_REQUEST_SECONDS + 0.5 - (time.monotonic() - began)))
+    late = [threading.Thread(target=mount_slowly, args=(slow[0], name))
+            for name in ("third", "fourth")]
+    for caller in late:
+        caller.start()
+    deadline = time.monotonic() + 60
+    while not any(key in results for key in ("s0/third", "s0/fourth")):
+        assert time.monotonic() < deadline, "neither late call was refused"
+        time.sleep(0.05)
+    [(refused, (rv, out))] = [(key, results.pop(key)) for key in ("s0/third", "s0/fourth")
+                              if key in results]
+    assert rv == 6 and "2 requests already wait for" in out["Error"]["Message"], out
+    waiter = "fourth" if refused == "s0/third" else "third"
 
-        go.touch()
-        for caller in [*callers, second, *late]:
-            caller.join(120)
-            assert not caller.is_alive()
-        assert {key: rv for key, (rv, _) in results.items()} == {
-            **{f"{target.name}/first": 0 for target in slow}, "s0/second": 0,
-            f"s0/{waiter}": 0}, {
-                key: out["Error"]["Message"] for key, (rv, out) in results.items() if rv}
-        lines = [line.split() for line in daemon.mountinfo().splitlines()]
-        mounted = {fields[4]: fields[fields.index("-") + 2] for fields in lines}
-        assert all(mounted.get(str(target)) == "slowfs" for target in slow), mounted
-        with connect(daemon.http_url) as conn:
-            [instance] = [i for i in conn.EnumerateInstances("LMI_MountedFileSystem")
-                          if i["MountPointPath"] == str(slow[0])]
-            assert sorted(instance["Holders"]) == sorted(["first", "second", waiter])
-        print(f"\nwith {SLOW_CALLS} mount helpers hanging: {FAST_PAIRS} tmpfs "
-              f"CreateMount+DeleteMount pairs elsewhere, median "
-              f"{statistics.median(pair_ms):.1f} ms, slowest {max(pair_ms):.1f} ms; "
-              f"{READS + 1} enumerations, median {statistics.median(read_ms):.1f} ms, "
-              f"slowest {max(read_ms):.1f} ms")
-        assert daemon.stop(timeout=30) == 0
+    go.touch()
+    for caller in [*callers, second, *late]:
+        caller.join(120)
+        assert not caller.is_alive()
+    assert {key: rv for key, (rv, _) in results.items()} == {
+        **{f"{target.name}/first": 0 for target in slow}, "s0/second": 0,
+        f"s0/{waiter}": 0}, {
+            key: out["Error"]["Message"] for key, (rv, out) in results.items() if rv}
+    lines = [line.split() for line in daemon.mountinfo().splitlines()]
+    mounted = {fields[4]: fields[fields.index("-") + 2] for fields in lines}
+    assert all(mounted.get(str(target)) == "slowfs" for target in slow), mounted
+    with connect(daemon.http_url) as conn:
+        [instance] = [i for i in conn.EnumerateInstances("LMI_MountedFileSystem")
+                      if i["MountPointPath"] == str(slow[0])]
+        assert sorted(instance["Holders"]) == sorted(["first", "second", waiter])
+    print(f"\nwith {SLOW_CALLS} mount helpers hanging: {FAST_PAIRS} tmpfs "
+          f"CreateMount+DeleteMount pairs elsewhere, median "
+          f"{statistics.median(pair_ms):.1f} ms, slowest {max(pair_ms):.1f} ms; "
+          f"{READS + 1} enumerations, median {statistics.median(read_ms):.1f} ms, "
+          f"slowest {max(read_ms):.1f} ms")
+    assert daemon.stop(timeout=30) == 0
