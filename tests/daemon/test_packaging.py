@@ -176,9 +176,12 @@ def test_every_key_is_commented(section: str) -> None:
 
 
 def test_the_wheel_installs_the_man_pages_and_the_model(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[2]
+    # Built from a copy: setuptools leaves build/ and egg-info in the tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(Path(__file__).resolve().parents[2], source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "_build", ".hypothesis", "__pycache__", ".*_cache"))
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation",
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
          "-q", "-w", str(tmp_path)],
         capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
     assert built.returncode == 0, built.stderr
