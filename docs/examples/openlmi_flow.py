@@ -67,8 +67,8 @@ def main(workdir: Path) -> list[str]:
     [mount] = conn.ExecQuery("WQL", "select * from LMI_MountedFileSystem where "
                              f'MountPointPath = "{target}"')
     say("found by query:", mount["MountPointPath"], "references:", mount["ReferenceCount"])
-    say("fstab line:", [line for line in fstab.read_text().splitlines()
-                        if not line.startswith("#")][0])
+    say("fstab line:", next(line for line in fstab.read_text().splitlines()
+                            if not line.startswith("#")))
     # [/find]
 
     # [errors]
