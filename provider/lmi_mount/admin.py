@@ -27,7 +27,6 @@ from lmi_mount.engine import MountManager, MountStatus
 from lmi_mount.fstab_editor import edit_fstab
 from lmi_mount.linux import files
 from lmi_mount.linux.kernel import LinuxKernel
-from lmi_mount.linux.namespace import enter_mount_namespace_of
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.options import DEFAULTS, OptionError, parse_options, render_options
 from lmi_mount.mounts.plan import MountSpec
@@ -97,7 +96,7 @@ def main(
     if args.sandbox is not None and engine is None:
         # The sandbox's mounts live in its daemon's namespace: read them there.
         try:
-            enter_mount_namespace_of(sandbox.daemon_pid(args.sandbox))
+            sandbox.enter_daemon_namespace(args.sandbox)
         except (sandbox.NoSandboxDaemon, OSError) as exc:
             print(f"lmi-mount: {exc}", file=sys.stderr)
             return 1

@@ -9,9 +9,11 @@ by the state lock it holds) and reads its fstab and journal.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from pywbem import Uint16, WBEMConnection
 
 from tests.daemon import sandbox
 from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER
-from tests.support.skips import requires_root
+from tests.support.skips import requires_root, requires_tool
 
 pytestmark = [pytest.mark.root, requires_root]
 
@@ -74,8 +76,43 @@ def test_a_stale_pid_file_names_no_other_process(tmp_path: Path) -> None:
     # A daemon killed with -9 leaves its pid file; the pid may be anyone's by now.
     root = (tmp_path / "sandbox").absolute()
     (root / "state").mkdir(parents=True, mode=0o700)
+    (root / "state" / "lock").touch()
     root.chmod(0o700)
     (root / "lmi-mountd.pid").write_text("1\n")
     stale = lmi_mount("--sandbox", str(root), "status")
     assert stale.returncode == 1
     assert "its pid file names '1', which is not the sandbox's daemon" in stale.stderr
+
+
+@requires_tool("setpriv")
+@requires_tool("unshare")
+def test_a_process_that_holds_a_look_alike_lock_is_not_entered() -> None:
+    # `nobody`, in a user and mount namespace of its own, holds open a file whose
+    # path reads DIR/state/lock there; with a stale pid file naming it (pid
+    # reuse), root entered the attacker's namespace (second review of issue 11).
+    root = Path(tempfile.mkdtemp(prefix="lmi-sandbox-", dir="/tmp"))
+    try:
+        (root / "state").mkdir(mode=0o700)
+        (root / "state" / "lock").touch()
+        with subprocess.Popen(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "unshare", "-Urm",
+             "sh", "-c", f"mount -t tmpfs attacker /tmp && mkdir -p {root}/state && "
+             f"exec 3>{root}/state/lock && echo ready && exec sleep 60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as attacker:
+            try:
+                assert attacker.stdout is not None and attacker.stderr is not None
+                if attacker.stdout.readline().strip() != "ready":
+                    pytest.skip(f"no unprivileged user namespace: {attacker.stderr.read()}")
+                # setpriv, unshare and sh exec one another: one process holds it.
+                holder = attacker.pid
+                assert os.readlink(f"/proc/{holder}/fd/3") == str(root / "state" / "lock")
+                (root / "lmi-mountd.pid").write_text(f"{holder}\n")
+                refused = lmi_mount("--sandbox", str(root), "status")
+                assert refused.returncode == 1
+                assert f"its pid file names '{holder}', which is not the sandbox's daemon" in (
+                    refused.stderr)
+            finally:
+                attacker.kill()
+    finally:
+        shutil.rmtree(root)
+

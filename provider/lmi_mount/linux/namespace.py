@@ -59,21 +59,17 @@ def _single_threaded(action: str, proc_root: str) -> None:
         )
 
 
-def enter_mount_namespace_of(pid: int, proc_root: str = "/proc") -> None:
-    """Move the calling process into the mount namespace of process ``pid`` (setns(2)):
-    its mounts, as ``lmi-mount --sandbox`` needs to see a sandbox daemon's.
+def enter_mount_namespace(namespace_fd: int, what: str, proc_root: str = "/proc") -> None:
+    """Move the calling process into the mount namespace open as ``namespace_fd``
+    (``/proc/PID/ns/mnt``; setns(2)), named ``what`` in errors: its mounts, as
+    ``lmi-mount --sandbox`` needs to see a sandbox daemon's.
 
     Call it before any thread starts; needs CAP_SYS_ADMIN. OSError otherwise.
     """
-    _single_threaded(f"enter the mount namespace of process {pid}", proc_root)
-    fd = os.open(f"{proc_root}/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc().setns(fd, CLONE_NEWNS) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns(2) into the mount namespace of process {pid} failed: "
-                          f"{os.strerror(err)}")
-    finally:
-        os.close(fd)
+    _single_threaded(f"enter {what}", proc_root)
+    if libc().setns(namespace_fd, CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns(2) into {what} failed: {os.strerror(err)}")
 
 
 def enter_private_mount_namespace(proc_root: str = "/proc") -> None:
