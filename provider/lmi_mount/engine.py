@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from lmi_mount.linux import files
 from lmi_mount.linux.filesystems import check_fstype
@@ -111,6 +111,7 @@ LOCKED_RETRY_SECONDS = 0.2
 MAX_WAITING_PER_TREE = 2
 SLOW_REQUEST_SECONDS = 2.0
 MAX_WAIT_SECONDS = 30.0
+RECHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,11 +178,21 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
 
 
 def _spellings(path: str) -> list[str]:
-    """The paths a request on ``path`` locks: as spelled, and as it resolves now
-    (``/x/link`` and ``/x/real`` name one mount point and must take one lock).
-    A path swapped while it is resolved locks its spelling alone; the open
-    that follows then finds another path and refuses (``_check_locked``)."""
-    return sorted({path, normalize_target(_realpath(path) or path)})
+    """The keys a request on ``path`` locks: the path as spelled, as it resolves
+    now (``/x/link`` and ``/x/real`` name one mount point), and the directory
+    itself (device and inode: through a bind, ``/srv/d`` and ``/alias/d`` are
+    one directory, and with shared propagation a mount on one is a mount on
+    the other). A path swapped while it is resolved locks what it was; the
+    open that follows then finds another path and refuses (``_check_locked``)."""
+    keys = {path, normalize_target(_realpath(path) or path)}
+    with contextlib.suppress(OSError):
+        found = os.stat(path)
+        keys.add(f"{_INODE}{found.st_dev}:{found.st_ino}")
+    return sorted(keys)
+
+
+#: Lock keys that name a directory by device and inode; they match only themselves.
+_INODE: Final = "inode:"
 
 
 def _realpath(path: str) -> str | None:
@@ -197,16 +208,20 @@ def _check_locked(resolved: str, locked: Sequence[str]) -> None:
     """OperationFailed (EAGAIN) if the path a request opened is none it locked: a
     symlink on the way changed between the lock and the open."""
     if not any(resolved == path or resolved.startswith(path.rstrip("/") + "/")
-               for path in locked):
+               for path in locked if not path.startswith(_INODE)):
         raise OperationFailed(
             f"{locked[0]} changed while the request was checked (it now leads to "
             f"{resolved}); nothing was done, try again", value=resolved, errno=errno.EAGAIN)
 
 
 def _overlap(one: str, other: str) -> bool:
-    """Whether requests on mount points ``one`` and ``other`` touch one tree."""
-    return (one == other or "/" in (one, other)
-            or other.startswith(one + "/") or one.startswith(other + "/"))
+    """Whether requests on lock keys ``one`` and ``other`` touch one tree (a path
+    and the paths above and below it; a directory's inode key itself only)."""
+    if one == other or "/" in (one, other):
+        return True
+    if one.startswith(_INODE) or other.startswith(_INODE):
+        return False
+    return other.startswith(one + "/") or one.startswith(other + "/")
 
 
 class _Holding:
@@ -289,7 +304,10 @@ class MountPointLocks:
                     if limited and remaining <= 0:
                         raise self._busy(holding, f"waited {self.max_wait_seconds:g} s for",
                                          self._oldest_conflict(holding))
-                    self._changed.wait(remaining if limited else None)
+                    # Woken by every release, and now and then: a request ahead
+                    # becomes slow (and no longer holds this one back) unseen.
+                    self._changed.wait(min(remaining, RECHECK_SECONDS) if limited
+                                       else RECHECK_SECONDS)
             finally:
                 self._waiting.remove(holding)
                 self._changed.notify_all()
@@ -319,8 +337,18 @@ class MountPointLocks:
                      "try again later", value=holding.exclusive[0] if holding.exclusive else None)
 
     def _free(self, holding: _Holding, ahead: Sequence[_Holding]) -> bool:
-        return not any(holding.conflicts(other) for other in self._held) and not any(
-            holding.conflicts(other) for other in ahead if other is not holding)
+        """No holder conflicts, nor an earlier waiter that will go soon. A waiter
+        stuck behind a slow request (a hanging helper) holds nobody back: one
+        on ``/srv`` behind ``/srv/nfs`` must not stall ``/srv/a`` for 30 s."""
+        if any(holding.conflicts(other) for other in self._held):
+            return False
+        now = self._clock()
+        return not any(holding.conflicts(other) and not self._stuck(other, now)
+                       for other in ahead if other is not holding)
+
+    def _stuck(self, waiter: _Holding, now: float) -> bool:
+        return any(waiter.conflicts(held) and now - held.since > self.slow_seconds
+                   for held in self._held)
 
     @contextlib.contextmanager
     def holding(self, paths: Sequence[str], *, shared: Sequence[str] = (),
@@ -794,6 +822,15 @@ class MountManager:
         for role, value in (("source", spec.source), ("file system type", spec.fstype or "")):
             if "\0" in value:
                 raise InvalidRequest(f"{role} {value!r} contains a NUL character", value=value)
+        if spec.fstype is not None:
+            try:
+                binding = kernel_request(spec.options).flags & ms.MS_BIND
+            except OptionError:
+                binding = 0  # refused with its own message when the plan runs
+            if binding:
+                raise InvalidRequest(
+                    f"a bind mount has no file system type (FileSystemType NULL), not "
+                    f"{spec.fstype!r} with the option bind", value=spec.fstype)
         notes: list[str] = []
         with contextlib.ExitStack() as stack:
             try:

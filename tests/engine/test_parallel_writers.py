@@ -13,15 +13,18 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lmi_mount.engine import MountManager, MountPointLocks
-from lmi_mount.mounts.errors import InUse, OperationFailed
+from lmi_mount.mounts.errors import InUse, InvalidRequest, OperationFailed
 from lmi_mount.mounts.fstab import FstabDocument
+from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World
+from tests.support.skips import requires_root
 
 WAIT = 10.0
 
@@ -292,6 +295,60 @@ def test_a_fast_tree_queues_freely_and_no_waiter_waits_for_ever() -> None:
     assert locks.waiting() == []
     locks.release(busy)
     assert locks.acquire(["/x"], blocking=False) is not None
+
+
+def test_a_waiter_stuck_behind_a_slow_request_holds_nobody_else_back() -> None:
+    # /srv waits for a hanging /srv/nfs; /srv/a does not touch /srv/nfs. In
+    # arrival order /srv/a waited behind /srv for 30 s, and so did every
+    # other request under /srv (second review of issue 11).
+    locks = MountPointLocks(slow_seconds=0.0)
+    hanging = locks.acquire(["/srv/nfs"])
+    parent, parent_outcome = in_thread(lambda: locks.acquire(["/srv"]))
+    deadline = time.monotonic() + WAIT
+    while not locks.waiting() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.01)  # /srv/nfs's request is a slow one now
+    sibling = locks.acquire(["/srv/a"], blocking=False)
+    assert sibling is not None, "a request beside the hanging one waited for it"
+    locks.release(sibling)
+    locks.release(hanging)
+    parent.join(WAIT)
+    assert parent_outcome and parent_outcome[0] is not None
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+@requires_root
+def test_one_directory_reached_through_a_bind_takes_one_lock(tmp_path: Path) -> None:
+    # A bind of /w/srv on /w/alias: /w/srv/d and /w/alias/d are one directory
+    # (and, with shared propagation, one mount point): one lock, not two.
+    world = World("real", tmp_path)
+    srv, alias = world.dir("srv"), world.dir("alias")
+    inner, aliased = world.dir("srv/d"), str(Path(alias) / "d")
+    with world.manager() as engine:
+        engine.acquire(MountSpec(srv, alias, None), "binder")
+        with hanging_mounts_at(engine, inner) as (entered, release):
+            first, _ = in_thread(lambda: engine.acquire(MountSpec("tmpfs", inner, "tmpfs"), "a"))
+            assert entered.wait(WAIT)
+            second, _ = in_thread(
+                lambda: engine.acquire(MountSpec("tmpfs", aliased, "tmpfs"), "b"))
+            second.join(timeout=0.3)
+            assert second.is_alive(), "a request through the bind went ahead"
+            release.set()
+            first.join(WAIT)
+            second.join(WAIT)
+        for target, holder in ((aliased, "b"), (inner, "a"), (alias, "binder")):
+            if engine.held(target) is not None:
+                engine.release(target, holder)
+
+
+def test_a_bind_is_asked_with_no_type_not_with_the_option_bind(world: World) -> None:
+    # Type "none" with "bind" went around the bind source's checks (its lock,
+    # its descriptor) and was rolled back only after the kernel made it.
+    source, target = world.dir("source"), world.dir("target")
+    with world.manager() as engine, pytest.raises(InvalidRequest, match="FileSystemType NULL"):
+        engine.acquire(MountSpec(source, target, "none", parse_options("bind")), "a")
+    assert world.mounts_at(target) == []
 
 
 def test_requests_after_close_are_refused(world: World) -> None:

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -189,6 +190,33 @@ def test_helper_timeout(fake_mount: Path, tmp_path: Path) -> None:
     while _running(helper) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _running(helper)
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+@requires_root
+def test_a_timed_out_helper_takes_back_its_own_mount_only(fake_mount: Path,
+                                                          tmp_path: Path) -> None:
+    # While the helper hangs, an administrator mounts on the same path: that
+    # mount is not the helper's and stays (second review of issue 11).
+    target = tmp_path / "target"
+    target.mkdir()
+    kernel = LinuxKernel(mount_program=str(fake_mount), helper_timeout=1.0)
+
+    def admin_mounts() -> None:
+        deadline = time.monotonic() + 5
+        while not (tmp_path / "helper_pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        subprocess.run(["mount", "-t", "tmpfs", "admins-own", str(target)], check=True)
+
+    admin = threading.Thread(target=admin_mounts)
+    admin.start()
+    with pytest.raises(KernelError) as raised:
+        kernel.mount("h:/hang", str(target), "nfs", 0)
+    admin.join()
+    assert "a mount of 'admins-own' (tmpfs) that appeared on" in str(raised.value)
+    assert "left alone" in str(raised.value)
+    assert "admins-own" in Path("/proc/self/mountinfo").read_text()
 
 
 def _running(pid: int) -> bool:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+from pywbem import CIMError
+
 from lmi_mount.cim.jobs import COMPLETED, TERMINATED, JobManager, WorkResult
 
 WAIT = 10.0
@@ -70,3 +73,44 @@ def test_shutdown_terminates_the_jobs_that_have_not_started() -> None:
     assert not stopper.is_alive()
     assert started == ["running"]
     assert running.state == COMPLETED and queued.state == TERMINATED
+
+
+def test_a_call_cut_off_by_shutdown_is_a_cim_error() -> None:
+    # Its caller was waiting in the window when shutdown cancelled the queued
+    # job: concurrent.futures.CancelledError came out of run(); a call after
+    # shutdown got a bare RuntimeError (second review).
+    jobs = JobManager(synchronous_seconds=WAIT, workers=1)
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocking() -> WorkResult:
+        started.set()
+        release.wait(WAIT)
+        return 0, {}, None
+
+    first = threading.Thread(target=lambda: jobs.run(
+        "CreateMount", blocking, in_parameters={}, affected=[], owner=None))
+    first.start()
+    assert started.wait(WAIT)
+    outcome: list[BaseException] = []
+
+    def queued() -> None:
+        try:
+            jobs.run("DeleteMount", lambda: (0, {}, None), in_parameters={}, affected=[],
+                     owner=None)
+        except BaseException as exc:  # the test looks at it
+            outcome.append(exc)
+
+    second = threading.Thread(target=queued)
+    second.start()
+    time.sleep(0.2)  # the second call waits in its window, its job queued
+    stopper = threading.Thread(target=jobs.shutdown)
+    stopper.start()
+    second.join(WAIT)
+    release.set()
+    stopper.join(WAIT)
+    first.join(WAIT)
+    assert [type(exc).__name__ for exc in outcome] == ["CIMError"]
+    assert "lmi-mountd is stopping: DeleteMount was not started" in str(outcome[0])
+    with pytest.raises(CIMError, match="CreateMount was not started"):
+        jobs.run("CreateMount", blocking, in_parameters={}, affected=[], owner=None)

@@ -18,12 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError, CIMInstance
+from pywbem import CIM_ERR_FAILED, CIM_ERR_INVALID_PARAMETER, CIMError, CIMInstance
 
 from lmi_mount.cim.errors import RV_FAILED, RV_INVALID_PARAMETER, cim_error_instance
 
@@ -131,16 +131,25 @@ class JobManager:
         ``BUSY_WINDOW_SECONDS`` only.
         """
         job = Job(next(self._numbers), method, in_parameters, affected, _now(), owner)
-        job.future = self._pool.submit(self._execute, job, work)
+        try:
+            job.future = self._pool.submit(self._execute, job, work)
+        except RuntimeError:  # the pool is shut down
+            raise CIMError(CIM_ERR_FAILED, f"lmi-mountd is stopping: {method} was not "
+                           "started") from None
         if self.synchronous_seconds > 0:
             whole = self._waiting is None or self._waiting.acquire(blocking=False)
             try:
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(TimeoutError, CancelledError):
                     job.future.result(timeout=self.synchronous_seconds if whole else
                                       min(self.synchronous_seconds, BUSY_WINDOW_SECONDS))
             finally:
                 if whole and self._waiting is not None:
                     self._waiting.release()
+        if job.future.cancelled():
+            # Cancelled by shutdown before it started, while its caller waited.
+            with self._lock:
+                job.state, job.finished, job.ended_at = TERMINATED, _now(), self._clock()
+            raise CIMError(CIM_ERR_FAILED, f"lmi-mountd is stopping: {method} was not started")
         with self._lock:
             if not job.done or self.synchronous_seconds <= 0:
                 self._expire()

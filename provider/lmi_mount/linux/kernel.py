@@ -1128,11 +1128,11 @@ class LinuxKernel:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-                taken = self._take_back_late_mount(anchor, before)
+                late = self._take_back_late_mount(anchor, before, source, spec_type)
                 raise KernelError(
                     errno.ETIMEDOUT, "helper", target, source, spec_type,
-                    f"{argv[0]} did not finish within {self.helper_timeout:g} s; it was killed"
-                    + (" and the mount it had made was taken back" if taken else ""),
+                    f"{argv[0]} did not finish within {self.helper_timeout:g} s; it was "
+                    f"killed{late}",
                 ) from exc
             errors.seek(0)
             # One line: mount(8) indents a second line ("dmesg(1) may have more...").
@@ -1144,18 +1144,25 @@ class LinuxKernel:
             )
         return self._helper_result(anchor, target, before, source, spec_type)
 
-    def _take_back_late_mount(self, anchor: Anchor, before: set[int]) -> bool:
-        """Unmount what a killed helper mounted on ``anchor`` before it died."""
+    def _take_back_late_mount(self, anchor: Anchor, before: set[int], source: str | None,
+                              fstype: str) -> str:
+        """Unmount what a killed helper mounted on ``anchor`` before it died; what was
+        done, for the error message. Only a mount of the source or type it was
+        asked for is the helper's: another one that appeared meanwhile (an
+        administrator's, an automount) is left alone, and said."""
         record = MountTable(parse_mountinfo(self.read_mountinfo())).at(anchor.current_path())
         if record is None or record.mount_id in before:
-            return False
+            return ""
+        if record.source != source and record.fstype != fstype:
+            return (f"; a mount of {record.source!r} ({record.fstype}) that appeared on "
+                    f"{record.target!r} meanwhile is not the helper's and was left alone")
         try:
             self.unmount(record.target, MNT_DETACH, expect=record.mount_id)
         except KernelError as exc:
             log.error("could not take back the killed helper's mount on %s: %s",
                       record.target, exc)
-            return False
-        return True
+            return f"; the mount it made on {record.target!r} could not be taken back: {exc}"
+        return " and the mount it had made was taken back"
 
     def _helper_result(
         self, anchor: Anchor, target: str, before: set[int], source: str | None, fstype: str
