@@ -256,8 +256,9 @@ class MountPointLocks:
 
     A request's paths are taken all at once or not at all, so requests
     cannot deadlock; waiters go in the order they came (one on ``/srv`` is
-    not overtaken by a stream of requests on ``/srv/a``, ``/srv/b``...).
-    Every waiter holds a thread, so a tree whose request has run for more
+    not overtaken by a stream of requests on ``/srv/a``, ``/srv/b``...),
+    except that one stuck behind a slow request holds nobody back. Every
+    waiter holds a thread, so a tree whose request has run for more
     than ``slow_seconds`` (a mount helper waiting for its server) takes at
     most ``max_waiting`` waiters and refuses the next at once (InUse), and
     no waiter waits longer than ``max_wait_seconds``: requests queued

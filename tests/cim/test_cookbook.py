@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+from tests.support.examples import load_example
 from tests.support.namespace import private_namespace
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "pywbem_cookbook.py"
 
 
 @private_namespace
 def test_cookbook_examples_run(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("pywbem_cookbook", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("pywbem_cookbook")
     printed = module.main(tmp_path)
     target = str(tmp_path / "mnt")
     assert printed[0] == f"mounted tmpfs on {target} references: 1"

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+from tests.support.examples import load_example
 from tests.support.namespace import private_namespace
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "openlmi_flow.py"
 
 
 @private_namespace
 def test_the_openlmi_flow_runs(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("openlmi_flow", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("openlmi_flow")
     target = str(tmp_path / "mnt")
     assert module.main(tmp_path) == [
         f"CreateMount returned 0 mount {target}",
