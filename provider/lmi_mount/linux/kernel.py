@@ -1109,8 +1109,10 @@ class LinuxKernel:
         # may keep a pipe open long after the helper itself has exited.
         with tempfile.TemporaryFile() as errors:
             try:
-                # A session of its own: on timeout mount(8), the mount.TYPE
-                # helper it runs and their children are killed together.
+                # A session (and process group) of its own: on timeout, mount(8),
+                # the mount.TYPE helper it runs and their children are killed
+                # together; one that leaves the group (a daemonizing FUSE
+                # server) escapes, as it would any supervisor.
                 process = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
                     env=environment, start_new_session=True,
