@@ -26,8 +26,8 @@ extensions = ["sphinx.ext.graphviz", "lmi_model_docs"]
 exclude_patterns = ["_build"]
 graphviz_output_format = "svg"
 
-# Manual pages: ``sphinx-build -W -b man docs dist/man`` writes the pages that
-# setup.cfg installs; tests/model/test_docs.py checks they are up to date.
+# Manual pages: ``sphinx-build -W -b man -d /tmp/doctrees docs dist/man`` writes the pages
+# that setup.cfg installs; tests/model/test_docs.py checks they are up to date.
 man_pages = [
     ("man/lmi-mountd", "lmi-mountd", "CIM-XML server for Linux mounts and fstab",
      [author], 8),

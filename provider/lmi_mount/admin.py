@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
         description="Show lmi-mount's view of the host's mounts, plan a change without "
         "making it, or edit fstab safely beside a running lmi-mountd.",
     )
-    top.add_argument("--sandbox", type=Path, metavar="DIR",
+    top.add_argument("--sandbox", type=_sandbox_dir, metavar="DIR",
                      help="act on the sandbox of 'lmi-mountd --sandbox DIR': its mount "
                      "namespace, DIR/fstab and DIR/state (as root)")
     top.add_argument("--fstab", help=f"fstab path (default {DEFAULT_FSTAB}, or DIR/fstab)")
@@ -53,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="mounts, holders, fstab state and drift")
     output = status.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true",
-                        help='one JSON document: {"mounts": [...], "fstab_problems": [...]}')
+                        help="one JSON document: mounts, fstab problems, fstab backups")
     output.add_argument("--json-lines", action="store_true",
                         help="one JSON object per line: each mount, then each fstab problem")
     plan = commands.add_parser("plan", help="the steps a request would take (dry run)")
@@ -77,6 +78,14 @@ def parser() -> argparse.ArgumentParser:
     edit.add_argument("--backups", type=int, default=3,
                       help="earlier versions to keep beside it (default %(default)s)")
     return top
+
+
+def _sandbox_dir(text: str) -> Path:
+    """DIR of ``--sandbox``, resolved now: entering the sandbox's namespace moves
+    the working directory to its root, where a relative DIR names another one."""
+    if not text:
+        raise argparse.ArgumentTypeError("the sandbox directory must not be empty")
+    return Path(os.path.realpath(text))
 
 
 def main(
@@ -111,15 +120,17 @@ def main(
             problems = [{"fstab_line": problem.line, "problem": problem.kind,
                          "detail": problem.detail, "text": problem.text}
                         for problem in state.fstab_problems]
+            backups = files.backups_of(manager.fstab_path)
             if args.json:
-                json.dump({"mounts": mounts, "fstab_problems": problems}, out, indent=2)
+                json.dump({"mounts": mounts, "fstab_problems": problems,
+                           "fstab_backups": backups}, out, indent=2)
                 out.write("\n")
             elif args.json_lines:
                 out.write("".join(json.dumps(row) + "\n" for row in mounts + problems))
             else:
                 out.write(status_table(state.statuses))
-                out.write("".join(f"{problem}\n" for problem in state.fstab_problems))
-                backups = files.backups_of(manager.fstab_path)
+                out.write("".join(f"{_printable(str(problem))}\n"
+                                  for problem in state.fstab_problems))
                 if backups:
                     out.write(f"fstab backups: {', '.join(backups)}\n")
             return 0
@@ -199,24 +210,29 @@ def _as_json(status: MountStatus) -> dict[str, Any]:
     }
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters as octal escapes (``\012``), as mountinfo
+    writes them: a mount point with a newline must not print a second row."""
+    return "".join(f"\\{ord(c):03o}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+                   for c in text)
+
+
 def status_table(statuses: Sequence[MountStatus]) -> str:
     """A fixed-width table, one mount per line, as ``findmnt`` prints its list."""
     header = ("MOUNT POINT", "SPEC", "TYPE", "LIVE", "FSTAB", "REFS", "HOLDERS", "DRIFT")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for status in sorted(statuses, key=lambda s: s.target):
         held = status.held
-        rows.append(
-            (
-                status.target,
-                status.spec,
-                status.fstype or "-",
-                "yes" if status.live is not None else "no",
-                "yes" if status.fstab is not None else "no",
-                str(held.refcount if held else 0),
-                ",".join(held.holders) if held and held.holders else "-",
-                "; ".join(str(d) for d in status.drift) or "-",
-            )
-        )
+        rows.append(tuple(_printable(cell) for cell in (
+            status.target,
+            status.spec,
+            status.fstype or "-",
+            "yes" if status.live is not None else "no",
+            "yes" if status.fstab is not None else "no",
+            str(held.refcount if held else 0),
+            ",".join(held.holders) if held and held.holders else "-",
+            "; ".join(str(d) for d in status.drift) or "-",
+        )))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "".join(
         " ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True))

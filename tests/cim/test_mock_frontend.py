@@ -754,7 +754,7 @@ def test_queries_run_on_the_server_s_engine(conn: LiveConnection) -> None:
         f"MountPointPath = '{first}'", ReturnQueryResultClass=True, MaxObjectCount=0)
     assert opened.instances == [] and not opened.eos
     assert set(opened.query_result_class.properties) == {"MountPointPath"}
-    rest = conn.PullInstancesWithPath(opened.context, MaxObjectCount=10)
+    rest = conn.PullInstances(opened.context, MaxObjectCount=10)
     assert rest.eos and [row["MountPointPath"] for row in rest.instances] == [first]
     assert set(rest.instances[0].properties) == {"MountPointPath"}
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
-from lmi_mount.admin import main
+import pytest
+
+from lmi_mount.admin import main, parser
 from lmi_mount.engine import MountManager
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
@@ -98,3 +101,30 @@ def test_status_reports_the_lines_of_fstab_that_are_no_entry(world: World) -> No
     rows = [json.loads(line) for line in lines.getvalue().splitlines()]
     assert [row for row in rows if "fstab_line" in row] == problems
     assert [row for row in rows if "target" in row] == json.loads(out.getvalue())["mounts"]
+
+
+def test_control_characters_in_a_name_print_no_second_row(world: World) -> None:
+    # A mount point with a newline split the table into a forged row (review).
+    target = world.dir("new\nline\tname")
+    with world.manager() as service:
+        service.acquire(MountSpec("tmpfs", target, "tmpfs"), "alice")
+        table = io.StringIO()
+        main(["status"], engine=_observer(world), out=table)
+        [row] = [line for line in table.getvalue().splitlines() if "alice" in line]
+        assert "new\\012line\\011name" in row
+        document = io.StringIO()
+        main(["status", "--json"], engine=_observer(world), out=document)
+        parsed = json.loads(document.getvalue())
+        assert target in [m["target"] for m in parsed["mounts"]]
+        assert parsed["fstab_backups"] == []
+        service.release(target, "alice")
+
+
+def test_a_relative_or_empty_sandbox_directory(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Entering the namespace moves the working directory to its root: a
+    # relative DIR named another directory afterwards (third review).
+    monkeypatch.chdir(tmp_path)
+    assert parser().parse_args(["--sandbox", "box", "status"]).sandbox == tmp_path / "box"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--sandbox", "", "status"])

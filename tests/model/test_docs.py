@@ -54,7 +54,7 @@ def _without_date(page: str) -> str:
 
 def test_the_installed_man_pages_are_built_from_the_docs(tmp_path: Path) -> None:
     # setup.cfg installs dist/man/*; they must be what the sources build to
-    # now (regenerate: python3 -m sphinx -W -b man docs dist/man).
+    # now (regenerate: python3 -m sphinx -W -b man -d /tmp/doctrees docs dist/man).
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "man",
          "-d", str(tmp_path / "doctrees"), str(DOCS), str(tmp_path / "man")],
@@ -65,7 +65,8 @@ def test_the_installed_man_pages_are_built_from_the_docs(tmp_path: Path) -> None
     for name in built:
         fresh = _without_date((tmp_path / "man" / name).read_text(encoding="utf-8"))
         assert fresh == _without_date((MAN / name).read_text(encoding="utf-8")), (
-            f"dist/man/{name} is stale: python3 -m sphinx -W -b man docs dist/man")
+            f"dist/man/{name} is stale: python3 -m sphinx -W -b man -d /tmp/doctrees "
+            "docs dist/man")
 
 
 @pytest.mark.parametrize(("page", "parser"), [

@@ -3,10 +3,12 @@ evaluation follows SQL's three-valued logic."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pywbem import CIMError, CIMInstance, CIMInstanceName, CIMProperty, Uint32
+from pywbem import CIMDateTime, CIMError, CIMInstance, CIMInstanceName, CIMProperty, Uint32
 
 from lmi_mount.cim import wql
 from lmi_mount.cim.model import Model
@@ -193,6 +195,63 @@ def test_like_errors_name_the_token(where: str, message: str) -> None:
         wql.parse(f"SELECT * FROM {MOUNTS} WHERE {where}")
     assert caught.value.status_code_name == "CIM_ERR_INVALID_QUERY"
     assert message in caught.value.status_description
+
+
+def _job(submitted: str, name: str = "CreateMount") -> CIMInstance:
+    return CIMInstance("LMI_MountJob", properties=[
+        CIMProperty("Name", name),
+        CIMProperty("TimeSubmitted", CIMDateTime(submitted)),
+    ])
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    ('TimeSubmitted > "20200101000000.000000+000"', True),
+    ('TimeSubmitted < "20200101000000.000000+000"', False),
+    ('TimeSubmitted >= "20261203045000.000000+000"', True),
+    ('TimeSubmitted = "20261203045000.000000+060"', False),
+    ('TimeSubmitted > "00000001000000.000000:000"', None),  # an interval: no order
+])
+def test_datetimes_are_ordered_as_instants(where: str, expected: bool | None) -> None:
+    # CIMDateTime has no order: every < and > was "unknown", so no row ever
+    # matched (third review of issue 11).
+    query = wql.parse(f"SELECT * FROM LMI_MountJob WHERE {where}")
+    assert query.matches(_job("20261203045000.000000+000")) is bool(expected)
+
+
+def test_a_datetime_compares_with_a_string_literal_not_a_string_property(
+        model: Model) -> None:
+    # "Name = TimeSubmitted" passed the check and failed on every row with an
+    # internal error (ValueError: not a CIM datetime).
+    with pytest.raises(CIMError, match="cannot compare a string with a datetime"):
+        wql.parse("SELECT * FROM LMI_MountJob WHERE Name = TimeSubmitted").check(
+            model.get_class("LMI_MountJob"))
+    unchecked = wql.parse("SELECT * FROM LMI_MountJob WHERE Name = TimeSubmitted")
+    assert unchecked.matches(_job("20261203045000.000000+000")) is False
+
+
+def test_like_does_not_backtrack() -> None:
+    # "%_" x 12 + "x" took 131 s on a 41-character path with one regular
+    # expression, holding the interpreter (and the server) all along.
+    value = "/mnt/sandboxing/model_tools_env/v1/python"
+    query = wql.parse(f"SELECT * FROM {MOUNTS} WHERE MountPointPath LIKE "
+                      f"'{'%_' * 2000}x'")
+    done: list[bool] = []
+    worker = threading.Thread(target=lambda: done.append(query.matches(mount(value, 1))))
+    worker.start()
+    worker.join(10)
+    assert done == [False]
+    assert wql.parse(f"SELECT * FROM {MOUNTS} WHERE MountPointPath LIKE "
+                     f"'{'%' * 30}python'").matches(mount(value, 1))
+
+
+@pytest.mark.parametrize(("pattern", "value", "expected"), [
+    ("[^]x]%", "]abc", False), ("[^]x]%", "abc", True), ("[]x]%", "]abc", True),
+    ("%[a-c]", "xb", True), ("%[a-c]", "xd", False), ("a%b%c", "abbc", True),
+    ("a%b%c", "acb", False), ("%a", "a", True), ("a%a", "a", False),
+])
+def test_like_sets_and_runs(pattern: str, value: str, expected: bool) -> None:
+    query = wql.parse(f"SELECT * FROM {MOUNTS} WHERE MountPointPath LIKE '{pattern}'")
+    assert query.matches(mount(value, 1)) is expected
 
 
 _LIKE_TEXT = st.text(alphabet="ab%_/.\\*+?(", max_size=8)

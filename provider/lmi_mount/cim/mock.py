@@ -738,8 +738,10 @@ class LiveMainProvider(MainProvider):  # type: ignore[misc]
                 namespace, query.classname, LocalOnly=False, IncludeQualifiers=False,
                 IncludeClassOrigin=False,
                 PropertyList=list(query.properties) if query.properties is not None else None))
+        # DSP0200: the rows of OpenQueryInstances are pulled with PullInstances,
+        # as the server does (pywbem_mock's own expects PullInstancesWithPath).
         return cast("tuple[list[Any], str, str, CIMClass | None]", self._openquery_response(
-            namespace, rows, "PullInstancesWithPath", OperationTimeout, MaxObjectCount,
+            namespace, rows, "PullInstances", OperationTimeout, MaxObjectCount,
             ContinueOnError, result_class))
 
     def _open_response(

@@ -153,7 +153,7 @@ class Like:
     operand: Property
     pattern: Literal
     negated: bool
-    regex: re.Pattern[str]
+    matcher: LikePattern
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +392,7 @@ class _Parser:
         if not (isinstance(pattern, Literal) and isinstance(pattern.value, str)):
             raise _invalid(f"LIKE at {keyword.describe()} needs a string pattern, found "
                            f"{pattern.token.describe()}")
-        return Like(left, pattern, negated, _like_regex(pattern))
+        return Like(left, pattern, negated, LikePattern(pattern))
 
     def operand(self) -> Operand:
         token = self.advance()
@@ -430,34 +430,68 @@ def _number(token: Token) -> int | float:
         raise _invalid(f"{text!r} is not a number") from None
 
 
-def _like_regex(pattern: Literal) -> re.Pattern[str]:
-    """A WQL LIKE pattern as a regular expression for ``fullmatch``."""
-    text, out, index = pattern.value, [], 0
-    while index < len(text):
-        char = text[index]
-        if char == "%":
-            out.append(".*")
-        elif char == "_":
-            out.append(".")
-        elif char == "[":
-            end = text.find("]", index + 2)  # "[]...]" and "[^]...]": a ']' first is literal
-            if end < 0:
-                raise _invalid(f"LIKE pattern {pattern.token.describe()}: '[' at offset "
-                               f"{index} is not closed")
-            body = text[index + 1:end]
-            negated = body.startswith("^")
-            members = body[1:] if negated else body
-            ranges = "".join(re.escape(c) if c != "-" or i in (0, len(members) - 1) else "-"
-                             for i, c in enumerate(members))
-            out.append(f"[{'^' if negated else ''}{ranges}]")
-            index = end
-        else:
-            out.append(re.escape(char))
-        index += 1
-    try:
-        return re.compile("".join(out), re.DOTALL)
-    except re.error as exc:
-        raise _invalid(f"LIKE pattern {pattern.token.describe()}: {exc}") from None
+class LikePattern:
+    """A WQL LIKE pattern, matched without backtracking.
+
+    A regular expression with ``.*`` per ``%`` backtracks exponentially
+    (``%%%%%%%%%%x`` took 44 s on one path, holding the interpreter, and
+    with it the whole server). Here the pattern is split at its ``%`` into
+    segments of one-character tokens (a character, ``_``, a set), each a
+    fixed-length expression: the first must match at the start, the last at
+    the end, and each one between at its leftmost place after the one before
+    (greedy leftmost placement is exact when ``%`` is the only wildcard of
+    variable length). The work is linear in the value per segment.
+    """
+
+    def __init__(self, pattern: Literal) -> None:
+        segments: list[list[str]] = [[]]
+        text, index = pattern.value, 0
+        while index < len(text):
+            char = text[index]
+            if char == "%":
+                segments.append([])
+            elif char == "_":
+                segments[-1].append(".")
+            elif char == "[":
+                # A ']' right after '[' or '[^' belongs to the set: "[]x]", "[^]x]".
+                first = index + (3 if text.startswith("[^", index) else 2)
+                end = text.find("]", first)
+                if end < 0 or first > len(text):
+                    raise _invalid(f"LIKE pattern {pattern.token.describe()}: '[' at offset "
+                                   f"{index} is not closed")
+                body = text[index + 1:end]
+                negated = body.startswith("^")
+                members = body[1:] if negated else body
+                ranges = "".join(re.escape(c) if c != "-" or i in (0, len(members) - 1)
+                                 else "-" for i, c in enumerate(members))
+                segments[-1].append(f"[{'^' if negated else ''}{ranges}]")
+                index = end
+            else:
+                segments[-1].append(re.escape(char))
+            index += 1
+        try:
+            self._segments = [(re.compile("".join(tokens), re.DOTALL), len(tokens))
+                              for tokens in segments]
+        except re.error as exc:
+            raise _invalid(f"LIKE pattern {pattern.token.describe()}: {exc}") from None
+
+    def matches(self, value: str) -> bool:
+        segments = self._segments
+        if len(segments) == 1:
+            return segments[0][0].fullmatch(value) is not None
+        (first, first_length), *middle, (last, last_length) = segments
+        if first_length and first.match(value) is None:
+            return False
+        position = first_length
+        tail = len(value) - last_length  # where the last segment must start
+        for segment, length in middle:
+            if not length:
+                continue  # "%%"
+            found = segment.search(value, position, tail)
+            if found is None:
+                return False
+            position = found.end()
+        return position <= tail and last.fullmatch(value, tail) is not None
 
 
 def parse(text: str, language: str = LANGUAGE) -> Query:
@@ -532,7 +566,10 @@ def _check(condition: Condition, cls: CIMClass) -> None:
         return  # always unknown; legal, if pointless (use IS NULL)
     if left_kind == "reference" or right_kind == "reference":
         raise _invalid(f"references cannot be compared ({where})")
-    compatible = left_kind == right_kind or {left_kind, right_kind} == {"datetime", "string"}
+    # A datetime compares with a string literal (its text), not a string property.
+    compatible = left_kind == right_kind or (
+        {left_kind, right_kind} == {"datetime", "string"}
+        and not all(isinstance(operand, Property) for _, operand in kinds))
     if not compatible:
         raise _invalid(f"cannot compare a {left_kind} with a {right_kind} at {where}")
     if "boolean" in (left_kind, right_kind) and condition.op not in _EQUALITY:
@@ -576,12 +613,22 @@ def _value(operand: Operand, instance: CIMInstance) -> Any:
     return None if prop is None else prop.value
 
 
-def _comparable(left: Any, right: Any) -> tuple[Any, Any]:
-    # A datetime property compares with a string literal as a CIM datetime.
-    if isinstance(left, CIMDateTime) and isinstance(right, str):
-        return left, CIMDateTime(right)
-    if isinstance(right, CIMDateTime) and isinstance(left, str):
-        return CIMDateTime(left), right
+def _comparable(left: Any, right: Any) -> tuple[Any, Any] | None:
+    """The two values as Python compares them, or None (unknown): a datetime
+    property compares with a string literal as a CIM datetime, and datetimes
+    by the instant or the interval they are (CIMDateTime itself has no order)."""
+    try:
+        if isinstance(left, CIMDateTime) and isinstance(right, str):
+            right = CIMDateTime(right)
+        elif isinstance(right, CIMDateTime) and isinstance(left, str):
+            left = CIMDateTime(left)
+    except ValueError:
+        return None  # a string that is no datetime compares with none
+    if isinstance(left, CIMDateTime) and isinstance(right, CIMDateTime):
+        if left.is_interval != right.is_interval:
+            return None
+        return ((left.timedelta, right.timedelta) if left.is_interval
+                else (left.datetime, right.datetime))
     return left, right
 
 
@@ -591,9 +638,11 @@ def _evaluate(condition: Condition, instance: CIMInstance) -> bool | None:
         right = _value(condition.right, instance)
         if left is None or right is None:
             return None
-        left, right = _comparable(left, right)
+        pair = _comparable(left, right)
+        if pair is None:
+            return None
         try:
-            return bool(_COMPARE[condition.op](left, right))
+            return bool(_COMPARE[condition.op](*pair))
         except TypeError:
             # Values of kinds the class check did not foresee (an
             # unchecked query, or a provider's odd value) match nothing.
@@ -605,7 +654,7 @@ def _evaluate(condition: Condition, instance: CIMInstance) -> bool | None:
         value = _value(condition.operand, instance)
         if not isinstance(value, str):
             return None
-        return (condition.regex.fullmatch(value) is not None) is not condition.negated
+        return condition.matcher.matches(value) is not condition.negated
     if isinstance(condition, Not):
         value = _evaluate(condition.operand, instance)
         return None if value is None else not value
