@@ -128,3 +128,15 @@ def test_a_relative_or_empty_sandbox_directory(tmp_path: Path,
     assert parser().parse_args(["--sandbox", "box", "status"]).sandbox == tmp_path / "box"
     with pytest.raises(SystemExit):
         parser().parse_args(["--sandbox", "", "status"])
+
+
+def test_a_line_whose_mount_point_is_no_path_is_a_problem(world: World) -> None:
+    # "this is not valid" is an entry with mount point "is": no status showed
+    # it and it was no problem either (third review); swap lines are fine.
+    world.fstab.write_text("this is not valid\n/dev/sdz2 none swap sw 0 0\n"
+                           "/dev/sdz3 swap swap sw 0 0\n")
+    out = io.StringIO()
+    main(["status", "--json"], engine=_observer(world), out=out)
+    problems = json.loads(out.getvalue())["fstab_problems"]
+    assert [(p["fstab_line"], p["problem"], p["detail"]) for p in problems] == [
+        (1, "relative", "mount point 'is' is not an absolute path")]

@@ -80,7 +80,7 @@ _SLASH_RUN_RE: Final = re.compile(r"/{2,}")
 _TEXT_FIELDS: Final = ("spec", "target", "fstype", "options")
 _ALL_FIELDS: Final = (*_TEXT_FIELDS, "freq", "passno")
 
-ProblemKind = Literal["unparsable", "duplicate"]
+ProblemKind = Literal["unparsable", "duplicate", "relative"]
 
 
 class FstabError(ValueError):
@@ -214,9 +214,14 @@ class FstabLine:
     text: str
 
 
+#: Words the mount point field holds on lines that mount nothing (swap).
+_NOT_MOUNT_POINTS: Final = frozenset({"none", "swap"})
+
+
 @dataclass(frozen=True, slots=True)
 class FstabProblem:
-    """A line the document keeps but reports: unparsable, or a duplicate entry."""
+    """A line the document keeps but reports: unparsable, a duplicate entry, or an
+    entry whose mount point is no absolute path (no mount point at all)."""
 
     line: int
     kind: ProblemKind
@@ -617,7 +622,14 @@ class FstabDocument:
                     continue
                 entries.append(FstabLine(number, parsed, segment))
                 if not parsed.target.startswith("/"):
-                    continue  # swap lines ("none" as mount point) repeat by design
+                    # Swap lines ("none" or "swap" as mount point) repeat by
+                    # design; any other word is no mount point (findmnt
+                    # --verify says so too), and no status would show the line.
+                    if parsed.target not in _NOT_MOUNT_POINTS and parsed.fstype != "swap":
+                        problems.append(FstabProblem(
+                            number, "relative", segment,
+                            f"mount point {parsed.target!r} is not an absolute path"))
+                    continue
                 first = first_line.setdefault(normalize_target(parsed.target), number)
                 if first != number:
                     problems.append(
