@@ -29,6 +29,7 @@ from lmi_mount.fstab_editor import edit_fstab
 from lmi_mount.linux import files
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import MountError
+from lmi_mount.mounts.escaping import escape_controls
 from lmi_mount.mounts.options import DEFAULTS, OptionError, parse_options, render_options
 from lmi_mount.mounts.plan import MountSpec
 
@@ -129,7 +130,7 @@ def main(
                 out.write("".join(json.dumps(row) + "\n" for row in mounts + problems))
             else:
                 out.write(status_table(state.statuses))
-                out.write("".join(f"{_printable(str(problem))}\n"
+                out.write("".join(f"{escape_controls(str(problem))}\n"
                                   for problem in state.fstab_problems))
                 if backups:
                     out.write(f"fstab backups: {', '.join(backups)}\n")
@@ -210,20 +211,13 @@ def _as_json(status: MountStatus) -> dict[str, Any]:
     }
 
 
-def _printable(text: str) -> str:
-    """``text`` with control characters as octal escapes (``\012``), as mountinfo
-    writes them: a mount point with a newline must not print a second row."""
-    return "".join(f"\\{ord(c):03o}" if ord(c) < 0x20 or ord(c) == 0x7F else c
-                   for c in text)
-
-
 def status_table(statuses: Sequence[MountStatus]) -> str:
     """A fixed-width table, one mount per line, as ``findmnt`` prints its list."""
     header = ("MOUNT POINT", "SPEC", "TYPE", "LIVE", "FSTAB", "REFS", "HOLDERS", "DRIFT")
     rows: list[tuple[str, ...]] = [header]
     for status in sorted(statuses, key=lambda s: s.target):
         held = status.held
-        rows.append(tuple(_printable(cell) for cell in (
+        rows.append(tuple(escape_controls(cell) for cell in (
             status.target,
             status.spec,
             status.fstype or "-",

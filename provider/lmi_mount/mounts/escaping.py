@@ -11,14 +11,26 @@ from typing import Final
 
 # The characters the kernel and libmount escape; '#' is added for fstab because
 # an unescaped '#' at the start of a field reads as a comment (fstab(5)).
-_ESCAPED: Final = {" ": "\\040", "\t": "\\011", "\n": "\\012", "\\": "\\134", "#": "\\043"}
 _ESCAPE_RE: Final = re.compile(r"[ \t\n\\#]")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _OCTAL_BYTES_RE: Final = re.compile(rb"\\([0-7]{3})")
+
+
+def escape_octal(value: str, characters: re.Pattern[str]) -> str:
+    """``value`` with every (ASCII) character ``characters`` matches written as a
+    three-digit octal escape, ``\\012`` for a newline."""
+    return characters.sub(lambda m: f"\\{ord(m.group()):03o}", value)
 
 
 def escape_field(value: str) -> str:
     """Return ``value`` with space, tab, newline, backslash and ``#`` octal-escaped."""
-    return _ESCAPE_RE.sub(lambda m: _ESCAPED[m.group(0)], value)
+    return escape_octal(value, _ESCAPE_RE)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` for a terminal: control characters octal-escaped, as mountinfo
+    writes them (a name with a newline must not print as two lines)."""
+    return escape_octal(text, _CONTROL_RE)
 
 
 def unescape_field(field: str) -> str:

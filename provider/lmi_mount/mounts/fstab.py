@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Final, Literal
 
-from lmi_mount.mounts.escaping import unescape_field
+from lmi_mount.mounts.escaping import escape_octal, unescape_field
 from lmi_mount.text import is_decimal
 
 MIN_FIELDS: Final = 3
@@ -343,7 +343,7 @@ _FSTAB_ESCAPE_RE: Final = re.compile(r"[ \t\n\\\x01-\x1f\x7f]|^#")
 
 
 def _escape(value: str) -> str:
-    return _FSTAB_ESCAPE_RE.sub(lambda m: f"\\{ord(m.group()):03o}", value)
+    return escape_octal(value, _FSTAB_ESCAPE_RE)
 
 
 # systemd-fstab-generator decodes \040, \011, \012 and \134 only (the
