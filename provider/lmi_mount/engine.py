@@ -485,8 +485,6 @@ class MountManager:
         self._timers_enabled = timers and not observer
         self.observer = observer
         self._timer_thread: threading.Thread | None = None
-        #: The last round of run_due_timers left a deadline to a busy mount point.
-        self._skipped_deadlines = False
         # The transaction each thread's _execute is running (``_note``).
         self._running = threading.local()
         #: The holders as the last finished operation left them, for readers.
@@ -533,7 +531,7 @@ class MountManager:
         if self._timer_thread is not None:
             self._timer_thread.join(timeout=5)
         # Requests under way finish (and journal their end) first; those
-        # that come later are refused (``_open_for_requests``).
+        # that come later are refused (``_request``).
         with self._locks.holding(["/"], limited=False):
             self._journal.close()
 
@@ -649,16 +647,21 @@ class MountManager:
         The timer thread calls this; tests with ``timers=False`` call it with a
         fake clock to step through time.
         """
+        return self._expire_due()[0]
+
+    def _expire_due(self) -> tuple[list[str], bool]:
+        """``run_due_timers``, and whether a deadline was left to a busy mount point."""
         expired: list[str] = []
+        skipped = False
         now = self._clock()
-        self._skipped_deadlines = False
         for due in self._holders.due(now):
             # A mount point a request is working on is skipped, not waited
             # for: a slow request (a mount(8) helper) must not hold up every
-            # other deadline. The timer looks again shortly.
-            token = self._locks.acquire([due.target], blocking=False)
+            # other deadline. The timer looks again shortly. The keys are a
+            # request's (``_spellings``): an alias through a bind is no way around.
+            token = self._locks.acquire(_spellings(due.target), blocking=False)
             if token is None:
-                self._skipped_deadlines = True
+                skipped = True
                 continue
             try:
                 held = self._holders.get(due.target)
@@ -680,7 +683,7 @@ class MountManager:
                 self._publish()
             finally:
                 self._locks.release(token)
-        return expired
+        return expired, skipped
 
     # -- reads ---------------------------------------------------------------------
 
@@ -823,15 +826,14 @@ class MountManager:
         for role, value in (("source", spec.source), ("file system type", spec.fstype or "")):
             if "\0" in value:
                 raise InvalidRequest(f"{role} {value!r} contains a NUL character", value=value)
-        if spec.fstype is not None:
-            try:
-                binding = kernel_request(spec.options).flags & ms.MS_BIND
-            except OptionError:
-                binding = 0  # refused with its own message when the plan runs
-            if binding:
-                raise InvalidRequest(
-                    f"a bind mount has no file system type (FileSystemType NULL), not "
-                    f"{spec.fstype!r} with the option bind", value=spec.fstype)
+        try:
+            requested = kernel_request(spec.options)
+        except OptionError:
+            requested = None  # refused with its own message when the plan runs
+        if spec.fstype is not None and requested is not None and requested.flags & ms.MS_BIND:
+            raise InvalidRequest(
+                f"a bind mount has no file system type (FileSystemType NULL), not "
+                f"{spec.fstype!r} with the option bind", value=spec.fstype)
         notes: list[str] = []
         with contextlib.ExitStack() as stack:
             try:
@@ -851,12 +853,9 @@ class MountManager:
                         kernel_source = self._paths.device_source(spec.source)
                     # Also for fstab-only modes: the line would run at boot.
                     if self.kernel.uses_helper(spec.fstype):
-                        try:
-                            data = kernel_request(spec.options).data
-                        except OptionError:
-                            data = ""  # refused with its own message when the plan runs
                         problem = helper_problem(kernel_source or spec.source, target,
-                                                 spec.fstype, data)
+                                                 spec.fstype,
+                                                 requested.data if requested is not None else "")
                         if problem is not None:
                             raise PathProblem(problem, spec.source)
                     if persist:
@@ -1651,9 +1650,8 @@ class MountManager:
                     self._wake.wait(timeout)
                     continue
             try:
-                self.run_due_timers()
-                retry_at = (self._clock() + LOCKED_RETRY_SECONDS if self._skipped_deadlines
-                            else None)
+                _, skipped = self._expire_due()
+                retry_at = self._clock() + LOCKED_RETRY_SECONDS if skipped else None
             except Exception:
                 # One bad round must not end every hold timer: log it and
                 # try again after the busy retry interval.
