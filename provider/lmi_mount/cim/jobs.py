@@ -148,7 +148,7 @@ class JobManager:
         if job.future.cancelled():
             # Cancelled by shutdown before it started, while its caller waited.
             with self._lock:
-                job.state, job.finished, job.ended_at = TERMINATED, _now(), self._clock()
+                self._end(job, TERMINATED)
             raise CIMError(CIM_ERR_FAILED, f"lmi-mountd is stopping: {method} was not started")
         with self._lock:
             if not job.done or self.synchronous_seconds <= 0:
@@ -188,9 +188,7 @@ class JobManager:
         with self._lock:
             job.return_value, job.out_parameters, job.error = rv, out, error
             job.cim_error = cim_error
-            job.state = COMPLETED if error is None else EXCEPTION
-            job.finished = _now()
-            job.ended_at = self._clock()
+            self._end(job, COMPLETED if error is None else EXCEPTION)
         return rv, out, error
 
     def get(self, number: int) -> Job | None:
@@ -209,9 +207,7 @@ class JobManager:
             job = self._jobs.get(number)
             if job is None or job.state != NEW:
                 return False
-            job.state = TERMINATED
-            job.finished = _now()
-            job.ended_at = self._clock()
+            self._end(job, TERMINATED)
             return True
 
     def delete(self, number: int) -> bool:
@@ -229,10 +225,12 @@ class JobManager:
         with self._lock:
             for job in self._jobs.values():
                 if job.state == NEW:
-                    job.state = TERMINATED
-                    job.finished = _now()
-                    job.ended_at = self._clock()
+                    self._end(job, TERMINATED)
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _end(self, job: Job, state: int) -> None:
+        """Set the state a job ended in, and when (under ``_lock``)."""
+        job.state, job.finished, job.ended_at = state, _now(), self._clock()
 
     def _expire(self) -> None:
         now = self._clock()
