@@ -52,6 +52,24 @@ def hanging_mounts_at(engine: MountManager, path: str) -> Iterator[tuple[threadi
         kernel.mount = mount
 
 
+def second_waits_for_first(engine: MountManager, hang_at: str, first: MountSpec,
+                           second: MountSpec, why: str) -> list[object]:
+    """Acquire ``first`` (for holder "a"), whose mount on ``hang_at`` hangs, then
+    ``second`` (for "b"): the second must wait (``why`` says what went wrong
+    if it did not) until the first is let go. The outcomes, first's then second's."""
+    with hanging_mounts_at(engine, hang_at) as (entered, release):
+        hung, first_outcome = in_thread(lambda: engine.acquire(first, "a"))
+        assert entered.wait(WAIT)
+        waiting, second_outcome = in_thread(lambda: engine.acquire(second, "b"))
+        waiting.join(timeout=0.3)
+        assert waiting.is_alive(), f"{why}: {second_outcome}"
+        release.set()
+        for thread in (hung, waiting):
+            thread.join(WAIT)
+            assert not thread.is_alive()
+    return first_outcome + second_outcome
+
+
 def fstab_targets(world: World) -> list[str]:
     return [line.entry.target for line in FstabDocument.parse(world.fstab.read_text()).entries()]
 
@@ -113,18 +131,12 @@ def test_a_symlinked_spelling_takes_the_lock_of_the_real_mount_point(world: Worl
     real = world.dir("real")
     link = world.root / "link"
     link.symlink_to(real)
-    with world.manager() as engine, hanging_mounts_at(engine, real) as (entered, release):
-        first, first_outcome = in_thread(
-            lambda: engine.acquire(MountSpec("tmpfs", str(link), "tmpfs"), "a"))
-        assert entered.wait(WAIT)
-        second, second_outcome = in_thread(
-            lambda: engine.acquire(MountSpec("tmpfs", real, "tmpfs"), "b"))
-        second.join(timeout=0.3)
-        assert second.is_alive(), "the real path's request went ahead of its symlink's"
-        release.set()
-        for thread in (first, second):
-            thread.join(WAIT)
-        assert [type(o).__name__ for o in first_outcome + second_outcome] == ["Outcome"] * 2
+    with world.manager() as engine:
+        outcomes = second_waits_for_first(
+            engine, real, MountSpec("tmpfs", str(link), "tmpfs"),
+            MountSpec("tmpfs", real, "tmpfs"),
+            "the real path's request went ahead of its symlink's")
+        assert [type(o).__name__ for o in outcomes] == ["Outcome"] * 2
         assert len(world.mounts_at(real)) == 1, "two mounts stacked on one mount point"
         assert engine.held(real).holders == ("a", "b")  # type: ignore[union-attr]
         engine.release(real, "a")
@@ -134,17 +146,11 @@ def test_a_symlinked_spelling_takes_the_lock_of_the_real_mount_point(world: Worl
 
 def test_a_bind_waits_for_a_request_on_its_source(world: World) -> None:
     source, target = world.dir("source"), world.dir("target")
-    with world.manager() as engine, hanging_mounts_at(engine, source) as (entered, release):
-        hung, _ = in_thread(lambda: engine.acquire(MountSpec("tmpfs", source, "tmpfs"), "a"))
-        assert entered.wait(WAIT)
-        bind, bind_outcome = in_thread(
-            lambda: engine.acquire(MountSpec(source, target, None), "b"))
-        bind.join(timeout=0.3)
-        assert bind.is_alive(), f"a bind of a mount point being mounted went ahead: {bind_outcome}"
-        release.set()
-        hung.join(WAIT)
-        bind.join(WAIT)
-        assert type(bind_outcome[0]).__name__ == "Outcome"
+    with world.manager() as engine:
+        outcomes = second_waits_for_first(
+            engine, source, MountSpec("tmpfs", source, "tmpfs"), MountSpec(source, target, None),
+            "a bind of a mount point being mounted went ahead")
+        assert type(outcomes[1]).__name__ == "Outcome"
         # It binds what the first request made, not the directory beneath it.
         assert world.table().at(target).fstype == "tmpfs"  # type: ignore[union-attr]
         engine.release(target, "b")
@@ -327,16 +333,9 @@ def test_one_directory_reached_through_a_bind_takes_one_lock(tmp_path: Path) -> 
     inner, aliased = world.dir("srv/d"), str(Path(alias) / "d")
     with world.manager() as engine:
         engine.acquire(MountSpec(srv, alias, None), "binder")
-        with hanging_mounts_at(engine, inner) as (entered, release):
-            first, _ = in_thread(lambda: engine.acquire(MountSpec("tmpfs", inner, "tmpfs"), "a"))
-            assert entered.wait(WAIT)
-            second, _ = in_thread(
-                lambda: engine.acquire(MountSpec("tmpfs", aliased, "tmpfs"), "b"))
-            second.join(timeout=0.3)
-            assert second.is_alive(), "a request through the bind went ahead"
-            release.set()
-            first.join(WAIT)
-            second.join(WAIT)
+        second_waits_for_first(engine, inner, MountSpec("tmpfs", inner, "tmpfs"),
+                               MountSpec("tmpfs", aliased, "tmpfs"),
+                               "a request through the bind went ahead")
         for target, holder in ((aliased, "b"), (inner, "a"), (alias, "binder")):
             if engine.held(target) is not None:
                 engine.release(target, holder)
