@@ -126,7 +126,12 @@ def test_a_system_mount_is_refused_without_force_through_cim(fake_world: CimWorl
     fake_world.kernel.mount("tmpfs", target, "tmpfs", 0)
     [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
                if p["MountPointPath"] == target]
-    for method, params in (("ModifyMount", {"Mode": 32768}), ("DeleteMount", {"Mode": 32769})):
+    # A remount that changes something (one that changes nothing has no step to refuse).
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities",
+                                                 namespace=NS)
+    _, out = conn.InvokeMethod("CreateSetting", capabilities, Options="ro")
+    read_only = {"Mode": 32768, "Goal": out["MountSetting"]}
+    for method, params in (("ModifyMount", read_only), ("DeleteMount", {"Mode": 32769})):
         with pytest.raises(CIMError) as refused:
             call(conn, method, Mount=mount, **params)
         assert refused.value.status_code == CIM_ERR_INVALID_PARAMETER

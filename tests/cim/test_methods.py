@@ -16,6 +16,7 @@ from pywbem import (
     CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED,
     CIMError,
     CIMInstanceName,
+    Uint16,
 )
 
 from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
@@ -256,6 +257,74 @@ def test_dry_run_returns_the_plan_and_changes_nothing(world: CimWorld) -> None:
     assert world.mounts_at(target) == [] and world.fstab_entry(target) is None
 
 
+
+def test_a_call_returns_the_steps_it_took(world: CimWorld) -> None:
+    # The MOF's Plan: the steps of the call, with DryRun or without. The first
+    # build returned them only for a dry run, so a client could not show what
+    # a real call did (Ansible's diff mode reads the fstab step).
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, planned = create_tmpfs(conn, target, mode=1, DryRun=True)
+    rv, done = create_tmpfs(conn, target, mode=1)
+    assert rv == 0 and list(done["Plan"]) == list(planned["Plan"])
+    assert list(done["Plan"])[-1] == f"fstab: add line 'tmpfs {target} tmpfs defaults 0 0'"
+
+
+def _setting(conn: Any, options: str | None = None) -> CIMInstanceName:
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities", namespace=NS)
+    params = {} if options is None else {"Options": options}
+    rv, out = conn.InvokeMethod("CreateSetting", capabilities, **params)
+    assert rv == 0
+    return out["MountSetting"]
+
+
+def test_create_setting_takes_options_as_mount_8_spells_them(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    goal = conn.GetInstance(_setting(conn, "size=16m,noexec,ro"))
+    assert (goal["AllowExecution"], goal["AllowWrite"]) == (False, False)
+    # What the words do not name stays NULL: the file system's default applies.
+    assert goal["AllowSUID"] is None and goal["SynchronousIO"] is None
+    assert list(goal["OtherOptions"]) == ["size=16m"]
+    defaults = conn.GetInstance(_setting(conn))
+    assert defaults["AllowSUID"] is True and defaults["SynchronousIO"] is False
+
+
+@pytest.mark.parametrize(("params", "named"), [
+    pytest.param({"Options": "ro,size=1 m"}, "size=1 m", id="whitespace"),
+    pytest.param({"Options": ""}, "Options ''", id="empty"),
+    pytest.param({"Options": Uint16(7)}, "7", id="not-a-string"),
+    pytest.param({"Flavour": "x"}, "Flavour", id="unknown-parameter"),
+])
+def test_create_setting_refuses_bad_options_naming_them(
+    fake_world: CimWorld, params: dict[str, Any], named: str
+) -> None:
+    conn = fake_world.connect()
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities", namespace=NS)
+    with pytest.raises(CIMError) as refused:
+        conn.InvokeMethod("CreateSetting", capabilities, **params)
+    assert refused.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert named in refused.value.status_description
+
+
+def test_a_remount_to_the_options_in_effect_changes_nothing(world: CimWorld) -> None:
+    # A client that states the options it wants on every run (Ansible) must see
+    # nothing done the second time: no remount, no holder record rewritten.
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, out = create_tmpfs(conn, target, mode=1, Goal=_setting(conn, "size=4m,noexec"))
+    [before] = world.mounts_at(target)
+    same = _setting(conn, "rw,suid,dev,exec,async,size=4m,noexec")  # the same, spelled out
+    rv, again = call(conn, "ModifyMount", Mode=1, Mount=out["Mount"], Goal=same)
+    assert (rv, list(again["Plan"])) == (0, [])
+    assert world.mounts_at(target) == [before]
+    rv, changed = call(conn, "ModifyMount", Mode=32768, Mount=out["Mount"],
+                       Goal=_setting(conn, "rw,suid,dev,exec,async,size=4m"))
+    [remount, *_] = changed["Plan"]
+    assert rv == 0 and remount.startswith(f"remount {target}")
+    [after] = world.mounts_at(target)
+    assert "noexec" not in after.vfs_options and after.mount_id == before.mount_id
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 BAD = [
@@ -354,8 +423,8 @@ def test_reference_to_nothing_is_not_found(world: CimWorld) -> None:
     ("ModifyMount", 4), ("DeleteMount", 1), ("DeleteMount", 32768)])
 def test_a_mode_with_no_effect_says_so(fake_world: CimWorld, method: str, mode: int,
                                        caplog: pytest.LogCaptureFixture) -> None:
-    # The draft's table answers 0 for these cells; a DryRun's Plan and the log
-    # tell the caller that nothing was done (the first build said nothing).
+    # The draft's table answers 0 for these cells; the Plan (with DryRun or not)
+    # and the log tell the caller that nothing was done (the first build said nothing).
     conn = fake_world.connect()
     target = fake_world.dir("mnt")
     rv, out = call(conn, "CreateMount", Mode=32768, MountPoint=target,
@@ -368,7 +437,7 @@ def test_a_mode_with_no_effect_says_so(fake_world: CimWorld, method: str, mode: 
         rv, out = call(conn, method, Mode=mode, DryRun=True, **args)
         assert (rv, list(out["Plan"])) == (0, [f"Mode {mode} has no effect on {method}"])
         rv, out = call(conn, method, Mode=mode, **args)
-        assert rv == 0 and "Plan" not in out
+        assert (rv, list(out["Plan"])) == (0, [f"Mode {mode} has no effect on {method}"])
     assert f"Mode {mode} has no effect on {method}: nothing done" in caplog.text
     assert (fake_world.kernel.read_mountinfo(), fake_world.fstab.read_text()) == before
 

@@ -131,7 +131,8 @@ EXPECTED: dict[str, C] = {
         "CIM_Capabilities",
         keys("InstanceID"),
         properties={"SupportedAsynchronousMethods": T("uint16", array=True)},
-        methods={"CreateSetting": [out("MountSetting", ref("LMI_MountedFileSystemSetting"))]},
+        methods={"CreateSetting": [out("MountSetting", ref("LMI_MountedFileSystemSetting")),
+                                   P("Options", STRING)]},
     ),
     "LMI_MountConfigurationService": C(
         "CIM_Service",

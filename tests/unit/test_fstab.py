@@ -18,6 +18,7 @@ from lmi_mount.mounts.fstab import (
     FstabProblem,
     normalize_target,
 )
+from lmi_mount.mounts.plan import FstabChange
 
 E = FstabEntry
 
@@ -766,3 +767,17 @@ def test_find_spec_made_of_escaped_characters(spec: str) -> None:
     document = FstabDocument.parse("# a\nb /x t o\n\n").add(entry)
     assert document.find(spec, "/x") == entry
     assert document.remove(spec, "/x").render() == "# a\nb /x t o\n\n"
+
+
+@given(entries, entries)
+def test_a_plan_names_fstab_lines_as_the_file_has_them(before: FstabEntry,
+                                                       after: FstabEntry) -> None:
+    # A plan step quotes its lines escaped, so a client (Ansible's diff mode)
+    # reads back exactly the line the file has; the first build wrote the
+    # fields raw, and a space in a path read as a field separator.
+    quoted = re.compile(r"'([^ ]+(?: [^ ]+){5})'")
+    for step, lines in ((FstabChange(after.target, None, after), [after]),
+                        (FstabChange(before.target, before, None), [before]),
+                        (FstabChange(before.target, before, after), [before, after])):
+        found = quoted.findall(step.describe())
+        assert [FstabDocument.parse(text + "\n").entries()[0].entry for text in found] == lines

@@ -241,10 +241,15 @@ class FstabChange:
         return "remove" if self.entry is None else "replace"
 
     def describe(self) -> str:
+        # Lines as the file has them (escaped): a space inside a field would
+        # otherwise read as a field separator. A replace names both lines so
+        # that a client can show the change (Ansible's diff mode does).
+        if self.previous is not None and self.entry is not None:
+            return (f"fstab: replace line '{self.previous.render()}' "
+                    f"with '{self.entry.render()}'")
         line = self.entry or self.previous
         assert line is not None
-        text = f"{line.spec} {line.target} {line.fstype} {line.options} {line.freq} {line.passno}"
-        return f"fstab: {self.action} line '{text}'"
+        return f"fstab: {self.action} line '{line.render()}'"
 
     def undo(self) -> Step:
         return FstabChange(self.target, self.entry, self.previous, self.also)
@@ -660,10 +665,16 @@ def plan_modify(
         if (options.allow_write is not None and options.allow_write != live.allow_write
                 and snap.table.bind_origin(record) is None):
             superblock = True
-        steps.append(KernelRemount(target, wanted, live, superblock=superblock,
-                                   mount_id=record.mount_id))
+        # Options already in effect need no remount: a client that states what
+        # it wants (Ansible, every run) changes nothing the second time. Any
+        # drift, or one the kernel's text cannot rule out, remounts; so does a
+        # propagation change, which compare() leaves to the kernel step.
+        if compare(options, live) or kernel_request(options).propagation:
+            steps.append(KernelRemount(target, wanted, live, superblock=superblock,
+                                       mount_id=record.mount_id))
         held = snap.holders.get(target)
-        if held is not None:
+        if held is not None and not same_meaning(
+                parse_options(held.options, strict=False), options):
             after = replace(held, options=render_options(options), generation=held.generation + 1)
             steps.append(
                 HolderChange(target, held, after, f"{target} options now {after.options}")

@@ -136,7 +136,7 @@ class ServiceProvider(Provider):
             # says, but not in silence.
             note = no_effect(int(args["mode"]), method_name)
             log.info("%s: nothing done", note)
-            return RV_SUCCESS, {"Plan": [note]} if dry_run else {}
+            return RV_SUCCESS, {"Plan": [note]}
         run, affected = request
         if dry_run:
             rv, out, _error = _outcome_result(run, view, method_name)
@@ -297,8 +297,8 @@ def _outcome_result(
     out: dict[str, Any] = {}
     if mount is not None:
         out["Mount"] = mount
-    if outcome.dry_run:
-        out["Plan"] = outcome.plan.describe()
+    # The steps taken, or with DryRun the steps it would take (the MOF's Plan).
+    out["Plan"] = outcome.plan.describe()
     return RV_SUCCESS, out, None
 
 
