@@ -2,7 +2,8 @@
 
 Convention of docs/: a ``.. code-block:: console`` block is a session
 against ``lmi-mountd --sandbox /tmp/lmi-sandbox --sandbox-password secret``
-on the default ports (5988, 5989), and is run here; commands that cannot run
+on the default ports (5988, 5989), in a scratch directory or (pages that name
+the checkout's files) at the top of the checkout, and is run here; commands that cannot run
 in a test (systemctl, installing files under /etc) go in ``shell`` blocks.
 
 Here the daemon runs on a free port pair in a fresh directory whose path is
@@ -40,7 +41,10 @@ PAGES = [
                  id="administration"),
     pytest.param("cookbook-wbemcli.rst", ("wbemcli",), id="cookbook-wbemcli"),
     pytest.param("running-lmi-mountd.rst", ("pywbemcli",), id="running-lmi-mountd"),
+    pytest.param("fleet.rst", ("ansible-playbook", "pywbemcli"), id="fleet"),
 ]
+# Pages whose sessions start at the top of the checkout (they name its files).
+IN_CHECKOUT = {"fleet.rst"}
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,13 @@ def rewrite(text: str, daemon: sandbox.Daemon) -> str:
             .replace(DOC_ROOT, str(daemon.root)))
 
 
-def run_steps(page: list[Step], daemon: sandbox.Daemon,
-              workdir: Path) -> list[tuple[Step, list[str], int]]:
-    """Run the steps in one bash; (step, its stdout lines, its exit status) each."""
-    script = [f"cd {workdir}"]
+def run_steps(page: list[Step], daemon: sandbox.Daemon, workdir: Path,
+              cwd: Path) -> list[tuple[Step, list[str], int]]:
+    """Run the steps in one bash in ``cwd``; (step, its stdout lines, its exit status) each.
+
+    Ansible keeps its own files (temporary modules, its home) in ``workdir``."""
+    script = [f"cd {cwd}", f"export ANSIBLE_HOME={workdir}/ansible",
+              f"export ANSIBLE_LOCAL_TEMP={workdir}/ansible/tmp"]
     for step in page:
         script += [rewrite(step.command, daemon), f"printf '\\n{MARKER} %s\\n' \"$?\""]
     bash = has_tool("bash")
@@ -162,7 +169,8 @@ def test_every_command_of_the_page(tmp_path: Path, name: str, tools: tuple[str, 
     assert len(str(root)) == len(DOC_ROOT)
     try:
         with sandbox.running(root, password=DOC_PASSWORD, log_dir=tmp_path) as daemon:
-            results = run_steps(page, daemon, workdir)
+            cwd = DOCS.parent if name in IN_CHECKOUT else workdir
+            results = run_steps(page, daemon, workdir, cwd)
             assert daemon.stop() == 0
     finally:
         # The mounts ended with the daemon's namespace: only files are left.

@@ -206,6 +206,7 @@ in_fstab:
 """
 
 import contextlib
+import os
 import re
 import time
 import traceback
@@ -501,7 +502,7 @@ def fstab_diff(plan):
             after.append(found[4])
     return {"before": "".join(f"{line}\n" for line in before),
             "after": "".join(f"{line}\n" for line in after),
-            "before_header": "/etc/fstab", "after_header": "/etc/fstab"}
+            "before_header": "fstab", "after_header": "fstab"}
 
 
 def main():
@@ -539,6 +540,12 @@ def main():
     params = module.params
     if not params["path"].startswith("/"):
         module.fail_json(msg=f"path must be absolute, not {params['path']!r}")
+    if params["ca_certs"]:
+        # requests lets these variables override the CA file pywbem hands it
+        # (its session's verify), so a controller that sets them would check
+        # the service against the system's CAs instead of ca_certs.
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            os.environ.pop(name, None)
     creds = (params["username"], params["password"] or "") if params["username"] else None
     conn = WBEMConnection(
         params["url"],
