@@ -384,13 +384,22 @@ def render_license(schema: Schema) -> str:
     return "\n".join(lines) + "\n"
 
 
-def extract(archive: Path, model_dir: Path, out_dir: Path) -> list[str]:
-    """Write the needed DMTF files, LICENSE and dmtf.mof; return the included paths."""
+#: Classes the service uses without the model deriving from them: the
+#: indications it sends (DSP1054 lifecycle indications, alerts).
+EXTRA_SEEDS = ("CIM_InstCreation", "CIM_InstDeletion", "CIM_InstModification",
+               "CIM_AlertIndication")
+
+
+def extract(archive: Path, model_dir: Path, out_dir: Path,
+            extra: tuple[str, ...] = EXTRA_SEEDS) -> list[str]:
+    """Write the needed DMTF files, LICENSE and dmtf.mof; return the included paths.
+
+    ``extra`` are classes needed besides the model's parents (EXTRA_SEEDS)."""
     schema = open_schema(archive)
     index = index_schema(schema)
     model = read_model(model_dir)
     defined = {d.name.lower() for d in model}
-    seeds: dict[str, str] = {}
+    seeds: dict[str, str] = {name.lower(): "lmi-mountd's indications" for name in extra}
     for decl in model:
         for dep in decl.dependencies() - defined:
             seeds.setdefault(dep, decl.name)

@@ -40,6 +40,12 @@ SEEDS = (
     "CIM_NamespaceInManager",
     "CIM_RegisteredProfile",
     "CIM_ElementConformsToProfile",
+    # DSP1054 Indications: the subscriptions clients create, and the service.
+    "CIM_IndicationService",
+    "CIM_IndicationServiceCapabilities",
+    "CIM_IndicationFilter",
+    "CIM_ListenerDestinationCIMXML",
+    "CIM_IndicationSubscription",
 )
 
 

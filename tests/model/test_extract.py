@@ -105,7 +105,7 @@ def test_closure_in_dependency_order_copied_unchanged(tmp_path: Path, archive: P
     model = make_model(tmp_path, "class LMI_Thing : CIM_B {\n};\n")
     out = tmp_path / "out"
     out.mkdir()
-    written = extract.extract(archive, model, out)
+    written = extract.extract(archive, model, out, extra=())
 
     assert written == [
         "qualifiers.mof",
@@ -133,7 +133,7 @@ def test_closure_in_dependency_order_copied_unchanged(tmp_path: Path, archive: P
 
 def test_optional_qualifiers_only_when_used(tmp_path: Path, archive: Path) -> None:
     model = make_model(tmp_path, "[Expensive]\nclass LMI_Thing : CIM_A {\n};\n")
-    written = extract.extract(archive, model, tmp_path)
+    written = extract.extract(archive, model, tmp_path, extra=())
     assert written == ["qualifiers.mof", "qualifiers_optional.mof", "Core/CIM_A.mof"]
 
 
@@ -143,7 +143,7 @@ def test_stale_files_of_a_previous_run_go(tmp_path: Path, archive: Path) -> None
     (out / "Old" / "CIM_Old.mof").write_text("class CIM_Old { };\n", encoding="utf-8")
     (out / "extract.py").write_text("# kept\n", encoding="utf-8")
     model = make_model(tmp_path, "class LMI_Thing : CIM_D {\n};\n")
-    extract.extract(archive, model, out)
+    extract.extract(archive, model, out, extra=())
     assert not (out / "Old").exists()
     assert (out / "extract.py").read_text(encoding="utf-8") == "# kept\n"
     assert (out / "Device" / "CIM_D.mof").is_file()
@@ -157,7 +157,7 @@ def test_reads_the_zip_inside_an_sdist(tmp_path: Path) -> None:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     model = make_model(tmp_path, "class LMI_Thing : CIM_D {\n};\n")
-    assert extract.extract(sdist, model, tmp_path) == ["qualifiers.mof", "Device/CIM_D.mof"]
+    assert extract.extract(sdist, model, tmp_path, extra=()) == ["qualifiers.mof", "Device/CIM_D.mof"]
 
 
 @pytest.mark.parametrize(
@@ -193,7 +193,7 @@ def test_inconsistent_inputs_are_named(
     path.write_bytes(make_zip(classes))
     model = make_model(tmp_path, model_text)
     with pytest.raises(extract.ExtractError, match=re.escape(message)):
-        extract.extract(path, model, tmp_path)
+        extract.extract(path, model, tmp_path, extra=())
 
 
 def test_main_reports_errors_without_a_traceback(
