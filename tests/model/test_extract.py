@@ -157,7 +157,8 @@ def test_reads_the_zip_inside_an_sdist(tmp_path: Path) -> None:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     model = make_model(tmp_path, "class LMI_Thing : CIM_D {\n};\n")
-    assert extract.extract(sdist, model, tmp_path, extra=()) == ["qualifiers.mof", "Device/CIM_D.mof"]
+    assert extract.extract(sdist, model, tmp_path, extra=()) == [
+        "qualifiers.mof", "Device/CIM_D.mof"]
 
 
 @pytest.mark.parametrize(

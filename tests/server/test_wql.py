@@ -281,3 +281,54 @@ def test_any_text_parses_or_is_an_invalid_query(text: str) -> None:
         assert exc.status_code_name == "CIM_ERR_INVALID_QUERY"
     else:
         assert query.classname
+
+
+# -- indication filters (DSP1054) --------------------------------------------------------
+
+def creation(source: CIMInstance) -> CIMInstance:
+    return CIMInstance("CIM_InstCreation", properties=[
+        CIMProperty("SourceInstance", source, type="string", embedded_object="instance"),
+    ])
+
+
+@pytest.mark.parametrize(("where", "expected"), [
+    pytest.param("SourceInstance ISA LMI_MountedFileSystem", True, id="isa-itself"),
+    pytest.param("SourceInstance ISA CIM_ManagedElement", True, id="isa-ancestor"),
+    pytest.param("SourceInstance ISA LMI_MountJob", False, id="isa-other"),
+    pytest.param("SourceInstance.MountPointPath = '/mnt/a'", True, id="embedded-property"),
+    pytest.param("SourceInstance.MountPointPath LIKE '/mnt/%'", True, id="embedded-like"),
+    pytest.param("SourceInstance.ReferenceCount > 1", False, id="embedded-number"),
+    pytest.param("SourceInstance.NoSuchProperty = 'x'", None, id="embedded-missing-unknown"),
+    pytest.param("NOT SourceInstance ISA LMI_MountJob", True, id="not-isa"),
+])
+def test_a_filter_reads_the_embedded_instance(model: Model, where: str,
+                                              expected: bool | None) -> None:
+    query = wql.parse(f"SELECT * FROM CIM_InstCreation WHERE {where}")
+    query.check(model.get_class("CIM_InstCreation"))
+    condition = query.where
+    assert condition is not None
+
+    def is_subclass(classname: str, ancestor: str) -> bool:
+        current: str | None = classname
+        while current is not None:
+            if current.lower() == ancestor.lower():
+                return True
+            current = model.get_class(current).superclass
+        return False
+
+    assert wql._evaluate(condition, creation(ROWS[0]), is_subclass) is expected
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    pytest.param("IndicationTime ISA LMI_MountJob", "ISA at 'ISA' at position 52 needs an "
+                 "embedded instance; 'IndicationTime' is datetime", id="isa-of-no-instance"),
+    pytest.param("IndicationIdentifier.Name = 'x'", "'IndicationIdentifier.Name' at position 37: "
+                 "'IndicationIdentifier' is no embedded instance", id="path-through-a-string"),
+    pytest.param("'x' ISA LMI_MountJob", "ISA at 'ISA' at position 41 needs a property",
+                 id="isa-of-a-literal"),
+])
+def test_a_bad_filter_is_named(model: Model, where: str, message: str) -> None:
+    with pytest.raises(CIMError) as refused:
+        wql.parse(f"SELECT * FROM CIM_InstCreation WHERE {where}").check(
+            model.get_class("CIM_InstCreation"))
+    assert message in refused.value.status_description

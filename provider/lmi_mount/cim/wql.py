@@ -6,7 +6,9 @@ condition combines comparisons (``=``, ``<>``, ``!=``, ``<``, ``>``, ``<=``,
 ``[a-z]`` and ``[^a-z]`` one of a set or not), ``IS [NOT] NULL``, ``NOT``,
 ``AND``, ``OR`` and parentheses over properties and string, number and
 boolean literals (the queries of OpenLMI's lmishell: ``select * from
-LMI_MountedFileSystem where MountPointPath = "/mnt"``); checking a query
+LMI_MountedFileSystem where MountPointPath = "/mnt"``) and, for indication
+filters (DSP1054), ``SourceInstance ISA Class`` and the properties of an
+embedded instance (``SourceInstance.Name``); checking a query
 against the class it names; evaluating it on instances with SQL's
 three-valued logic (a comparison with NULL is unknown, and unknown rows are
 not selected); and running it (``execute``) for the CIM-XML server and the
@@ -72,14 +74,15 @@ _TOKEN = re.compile(
       (?P<space>\s+)
     | (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*')
     | (?P<number>[+-]?(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?))
-    | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)
     | (?P<op><=|>=|<>|!=|=|<|>)
     | (?P<punct>[(),*;])
     """,
     re.VERBOSE | re.DOTALL,
 )
 _KEYWORDS: Final = frozenset(
-    ("SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE", "LIKE")
+    ("SELECT", "FROM", "WHERE", "AND", "OR", "NOT", "IS", "NULL", "TRUE", "FALSE", "LIKE",
+     "ISA")
 )
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
@@ -122,8 +125,14 @@ def tokenize(text: str) -> list[Token]:
 
 @dataclass(frozen=True, slots=True)
 class Property:
+    """A property, or (``SourceInstance.Name``) a property of an embedded instance."""
+
     name: str
     token: Token
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(self.name.split("."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +176,25 @@ class BoolOp:
     operands: tuple[Condition, ...]
 
 
-Condition = Comparison | Like | IsNull | Not | BoolOp
+@dataclass(frozen=True, slots=True)
+class IsA:
+    """``SourceInstance ISA LMI_MountedFileSystem``: an embedded instance of the
+    class or of a subclass (DSP1054's filters on indications)."""
+
+    operand: Property
+    classname: str
+    token: Token
+
+
+Condition = Comparison | Like | IsNull | IsA | Not | BoolOp
+
+#: Whether a class is another or derives from it; without a model, the names
+#: must be equal.
+IsSubclass = Callable[[str, str], bool]
+
+
+def same_class(classname: str, ancestor: str) -> bool:
+    return classname.lower() == ancestor.lower()
 
 
 @dataclass(frozen=True)
@@ -195,8 +222,8 @@ class Query:
             wanted.setdefault(name, name)
         return list(wanted.values())
 
-    def matches(self, instance: CIMInstance) -> bool:
-        return self.where is None or _evaluate(self.where, instance) is True
+    def matches(self, instance: CIMInstance, is_subclass: IsSubclass = same_class) -> bool:
+        return self.where is None or _evaluate(self.where, instance, is_subclass) is True
 
     def project(self, instance: CIMInstance) -> CIMInstance:
         """``instance`` with only the selected properties (all of them for ``*``)."""
@@ -236,12 +263,12 @@ def _collect(condition: Condition, names: set[str]) -> None:
     if isinstance(condition, Comparison):
         for operand in (condition.left, condition.right):
             if isinstance(operand, Property):
-                names.add(operand.name.lower())
+                names.add(operand.path[0].lower())
     elif isinstance(condition, IsNull):
         if isinstance(condition.operand, Property):
-            names.add(condition.operand.name.lower())
-    elif isinstance(condition, Like):
-        names.add(condition.operand.name.lower())
+            names.add(condition.operand.path[0].lower())
+    elif isinstance(condition, (Like, IsA)):
+        names.add(condition.operand.path[0].lower())
     elif isinstance(condition, Not):
         _collect(condition.operand, names)
     else:
@@ -363,6 +390,12 @@ class _Parser:
                 negated = True
             self.expect_keyword("NULL")
             return IsNull(left, negated)
+        if self.at_keyword("ISA"):
+            keyword = self.advance()
+            if not isinstance(left, Property):
+                raise _invalid(f"ISA at {keyword.describe()} needs a property on its left")
+            classname = self.expect_name("a class name after ISA")
+            return IsA(left, classname.text, keyword)
         negated = False
         if self.at_keyword("NOT"):
             self.advance()
@@ -543,8 +576,16 @@ def _check(condition: Condition, cls: CIMClass) -> None:
         if isinstance(condition.operand, Property):
             _declared(condition.operand, cls)
         return
+    if isinstance(condition, IsA):
+        prop = _declared(condition.operand, cls)
+        if prop is not None and not _embedded(prop):
+            raise _invalid(f"ISA at {condition.token.describe()} needs an embedded instance; "
+                           f"{condition.operand.name!r} is {prop.type}")
+        return
     if isinstance(condition, Like):
         prop = _declared(condition.operand, cls)
+        if prop is None:
+            return  # a property of an embedded instance: its class is known only then
         if prop.is_array or _kind(prop.type) != "string":
             raise _invalid(f"LIKE needs a string property; {condition.operand.name!r} at "
                            f"{condition.operand.token.describe()} is "
@@ -554,6 +595,8 @@ def _check(condition: Condition, cls: CIMClass) -> None:
     for operand in (condition.left, condition.right):
         if isinstance(operand, Property):
             prop = _declared(operand, cls)
+            if prop is None:
+                return  # a property of an embedded instance: checked when evaluated
             if prop.is_array:
                 raise _invalid(f"array property {operand.name!r} at {operand.token.describe()} "
                                "cannot be compared")
@@ -584,12 +627,26 @@ def _check(condition: Condition, cls: CIMClass) -> None:
 
 
 def _declared(operand: Property, cls: CIMClass) -> Any:
-    prop = cls.properties.get(operand.name)
+    """The declaration of ``operand``; None for a property of an embedded instance
+    (``SourceInstance.Name``), whose first part must be an embedded instance."""
+    first, *rest = operand.path
+    prop = cls.properties.get(first)
     if prop is None:
         raise _invalid(
-            f"class {cls.classname} has no property {operand.name!r} ({operand.token.describe()})"
+            f"class {cls.classname} has no property {first!r} ({operand.token.describe()})"
         )
-    return prop
+    if not rest:
+        return prop
+    if not _embedded(prop):
+        raise _invalid(f"{operand.token.describe()}: {first!r} is no embedded instance, "
+                       "so it has no properties")
+    return None
+
+
+def _embedded(prop: Any) -> bool:
+    """Whether a declared property holds an embedded instance."""
+    return prop.type == "string" and not prop.is_array and any(
+        name in prop.qualifiers for name in ("EmbeddedInstance", "EmbeddedObject"))
 
 
 # --------------------------------------------------------------------------
@@ -609,8 +666,13 @@ _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
 def _value(operand: Operand, instance: CIMInstance) -> Any:
     if isinstance(operand, Literal):
         return operand.value
-    prop = instance.properties.get(operand.name)
-    return None if prop is None else prop.value
+    value: Any = instance
+    for name in operand.path:
+        if not isinstance(value, CIMInstance):
+            return None
+        prop = value.properties.get(name)
+        value = None if prop is None else prop.value
+    return value
 
 
 def _comparable(left: Any, right: Any) -> tuple[Any, Any] | None:
@@ -632,7 +694,13 @@ def _comparable(left: Any, right: Any) -> tuple[Any, Any] | None:
     return left, right
 
 
-def _evaluate(condition: Condition, instance: CIMInstance) -> bool | None:
+def _evaluate(condition: Condition, instance: CIMInstance,
+              is_subclass: IsSubclass = same_class) -> bool | None:
+    if isinstance(condition, IsA):
+        embedded = _value(condition.operand, instance)
+        if not isinstance(embedded, CIMInstance):
+            return None
+        return is_subclass(embedded.classname, condition.classname)
     if isinstance(condition, Comparison):
         left = _value(condition.left, instance)
         right = _value(condition.right, instance)
@@ -656,9 +724,9 @@ def _evaluate(condition: Condition, instance: CIMInstance) -> bool | None:
             return None
         return condition.matcher.matches(value) is not condition.negated
     if isinstance(condition, Not):
-        value = _evaluate(condition.operand, instance)
+        value = _evaluate(condition.operand, instance, is_subclass)
         return None if value is None else not value
-    results = [_evaluate(c, instance) for c in condition.operands]
+    results = [_evaluate(c, instance, is_subclass) for c in condition.operands]
     if condition.op == "AND":
         if False in results:
             return False
