@@ -41,7 +41,16 @@ from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.server.app import CimServer
-from lmi_mount.server.config import ConfigError, ServerConfig, load_config, read_section
+from lmi_mount.server.config import (
+    ConfigError,
+    IndicationSettings,
+    ServerConfig,
+    load_config,
+    read_section,
+)
+from lmi_mount.server.http import HttpLimits
+from lmi_mount.server.pull import PullLimits
+from lmi_mount.server.subscriptions import FILE_NAME as SUBSCRIPTIONS_FILE
 from lmi_mount.text import decimal
 
 log = logging.getLogger("lmi_mount.daemon")
@@ -161,6 +170,11 @@ def settings(args: argparse.Namespace) -> Settings:
         "keyfile": keyfile,
         "https_port": 5989 if certfile else None,
     }
+    # The limits and the indications' delivery apply to a sandbox too (its
+    # listeners and users are its own).
+    for section, kind in (("http", HttpLimits), ("enumeration", PullLimits),
+                          ("indications", IndicationSettings)):
+        sandbox_server[section] = read_section(ini, section, kind, str(path))
     sandbox_server.update(overrides)
     engine = dataclasses.replace(engine, fstab=sandbox.fstab_of(root),
                                  state_dir=sandbox.state_dir_of(root))
@@ -289,7 +303,8 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
                     max_goal_settings=run.cim.max_goal_settings,
                     default_holder=run.cim.default_holder)
     try:
-        server = CimServer(run.server, broker)
+        server = CimServer(run.server, broker,
+                           subscriptions_file=run.engine.state_dir / SUBSCRIPTIONS_FILE)
         server.start()
     except (OSError, ConfigError) as exc:
         print(f"lmi-mountd: cannot serve: {exc}", file=sys.stderr)
@@ -360,8 +375,9 @@ def _supervise(server: CimServer, engine: MountManager, stop: threading.Event) -
         os.getpid()) else None
     interval = min(SUPERVISE_SECONDS, usec / 2e6) if usec else SUPERVISE_SECONDS
     while not stop.wait(interval):
-        if not server.http.alive(within=max(2 * interval, 3.0)):
-            return "the HTTP I/O loop stopped"
+        stopped = server.alive(within=max(2 * interval, 3.0))
+        if stopped is not None:
+            return stopped
         if not engine.timers_alive:
             return "the hold timer thread stopped"
         if usec:

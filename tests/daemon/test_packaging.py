@@ -23,7 +23,13 @@ from typing import Any
 import pytest
 
 from lmi_mount import daemon
-from lmi_mount.server.config import ServerConfig, from_ini, load_config, read_section
+from lmi_mount.server.config import (
+    IndicationSettings,
+    ServerConfig,
+    from_ini,
+    load_config,
+    read_section,
+)
 from lmi_mount.server.http import HttpLimits
 from lmi_mount.server.pull import PullLimits
 from tests.support.skips import requires_tool
@@ -34,10 +40,11 @@ UNIT = DIST / "systemd" / "lmi-mountd.service"
 
 # ServerConfig fields that have no INI key: in-memory users (the sandbox's),
 # and the two limits dataclasses, which are sections of their own.
-NOT_IN_INI = {"users", "http", "enumeration"}
+NOT_IN_INI = {"users", "http", "enumeration", "indications"}
 SECTION_TYPES: dict[str, type[Any]] = {
     "http": HttpLimits,
     "enumeration": PullLimits,
+    "indications": IndicationSettings,
     "engine": daemon.EngineSettings,
     "cim": daemon.CimSettings,
 }

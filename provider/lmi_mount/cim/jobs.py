@@ -111,6 +111,9 @@ class JobManager:
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._numbers = itertools.count(1)
+        #: Told (job, previous state) when a published job changes state, outside
+        #: the lock, on the thread that changed it: they must not block.
+        self.listeners: list[Callable[[Job, int], None]] = []
 
     def run(
         self,
@@ -163,6 +166,9 @@ class JobManager:
                 return job.return_value, job.out_parameters, job.error
             job.state = RUNNING
             job.started = _now()
+            published = job.published
+        if published:
+            self._tell(job, NEW)
         cim_error = None
         internal = False
         try:
@@ -189,6 +195,9 @@ class JobManager:
             job.return_value, job.out_parameters, job.error = rv, out, error
             job.cim_error = cim_error
             self._end(job, COMPLETED if error is None else EXCEPTION)
+            published = job.published
+        if published:
+            self._tell(job, RUNNING)
         return rv, out, error
 
     def get(self, number: int) -> Job | None:
@@ -208,7 +217,8 @@ class JobManager:
             if job is None or job.state != NEW:
                 return False
             self._end(job, TERMINATED)
-            return True
+        self._tell(job, NEW)
+        return True
 
     def delete(self, number: int) -> bool:
         """Remove an ended job at once (DeleteInstance); False if it still runs."""
@@ -223,10 +233,19 @@ class JobManager:
         """Stop: jobs that have not started never will (TERMINATED); running ones
         finish (their mounts and journal records complete) if ``wait``."""
         with self._lock:
-            for job in self._jobs.values():
-                if job.state == NEW:
-                    self._end(job, TERMINATED)
+            ended = [job for job in self._jobs.values() if job.state == NEW]
+            for job in ended:
+                self._end(job, TERMINATED)
+        for job in ended:
+            self._tell(job, NEW)
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def _tell(self, job: Job, previous: int) -> None:
+        for listener in self.listeners:
+            try:
+                listener(job, previous)
+            except Exception:
+                log.exception("a listener of job %d failed", job.number)
 
     def _end(self, job: Job, state: int) -> None:
         """Set the state a job ended in, and when (under ``_lock``)."""

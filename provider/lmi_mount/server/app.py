@@ -25,12 +25,14 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Final
 
 from pywbem import CIMClassName, CIMError, CIMInstanceName
 
 from lmi_mount import __version__
 from lmi_mount.cim.broker import Caller
+from lmi_mount.cim.names import INTEROP_NAMESPACE
 from lmi_mount.linux import files
 from lmi_mount.server import cimxml
 from lmi_mount.server.auth import (
@@ -54,7 +56,8 @@ from lmi_mount.server.http import (
     Response,
     simple_response,
 )
-from lmi_mount.server.interop import InteropBroker
+from lmi_mount.server.indications import IndicationService, indication_service
+from lmi_mount.server.interop import InteropBroker, load_interop_classes
 from lmi_mount.server.pull import ContextTable
 
 log = logging.getLogger("lmi_mount.server")
@@ -374,10 +377,22 @@ class CimServer:
     ``shutdown()`` stops accepting and lets running requests finish.
     """
 
-    def __init__(self, config: ServerConfig, broker: Any) -> None:
+    def __init__(self, config: ServerConfig, broker: Any, *,
+                 subscriptions_file: Path | None = None) -> None:
         self.config = config
         hostname = config.hostname or socket.getfqdn()
-        self.broker = InteropBroker(broker, system_name=hostname, version=__version__)
+        classes = load_interop_classes(broker.model.mof_dir)
+        # Indications need the model's engine (a Broker's context); a broker
+        # without one (a test double) serves without them.
+        self.indications: IndicationService | None = (
+            indication_service(broker, config.indications, get_interop_class=classes.get,
+                               interop_namespace=INTEROP_NAMESPACE,
+                               subscriptions_file=subscriptions_file)
+            if hasattr(broker, "context") else None)
+        self.broker = InteropBroker(
+            broker, system_name=hostname, version=__version__, classes=classes,
+            subscriptions=self.indications.store if self.indications else None,
+            indications=self.indications)
         self.contexts = ContextTable(config.enumeration)
         self.dispatcher = Dispatcher(self.broker, self.contexts, host=hostname)
         self.app = CimXmlApp(self.dispatcher, build_authenticator(config),
@@ -403,6 +418,8 @@ class CimServer:
         return self.http.addresses
 
     def start(self) -> None:
+        if self.indications is not None:
+            self.indications.start()
         self.http.start()
         # Expired enumeration contexts hold broker iterators: sweep them even
         # when no request comes to do it on the way.
@@ -416,9 +433,19 @@ class CimServer:
         while not self._stop.wait(5.0):
             self.contexts.expire()
 
+    def alive(self, within: float) -> str | None:
+        """What stopped: the I/O loop, or the indications' threads; None if nothing."""
+        if not self.http.alive(within=within):
+            return "the HTTP I/O loop stopped"
+        if self.indications is not None and not self.indications.alive():
+            return "an indication thread stopped"
+        return None
+
     def shutdown(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self.http.shutdown(timeout)
+        if self.indications is not None:
+            self.indications.close()
         # The broker's iterators held by open enumerations end with the server.
         self.contexts.clear()
 

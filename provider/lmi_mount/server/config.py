@@ -1,9 +1,10 @@
 """The server's configuration: ``ServerConfig`` and its INI form.
 
 Owns: every setting of the CIM-XML server (listen addresses and ports, TLS
-files, authentication sources, HTTP limits, enumeration limits), their
-defaults, and reading them from the ``[server]``, ``[auth]``, ``[http]`` and
-``[enumeration]`` sections of an INI file (other sections belong to other
+files, authentication sources, HTTP limits, enumeration limits, indication
+delivery), their defaults, and reading them from the ``[server]``,
+``[auth]``, ``[http]``, ``[enumeration]`` and ``[indications]`` sections of
+an INI file (other sections belong to other
 parts of lmi-mountd and are left alone). An unknown key or a value of the
 wrong kind is a ConfigError naming the file, section and key.
 
@@ -30,12 +31,19 @@ Example::
 
     [enumeration]
     max_contexts = 256
+
+    [indications]
+    max_queue = 1000
+    retry_attempts = 3
+    retry_interval = 20
+    verify = yes
 """
 
 from __future__ import annotations
 
 import configparser
 import dataclasses
+import ssl
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,6 +61,42 @@ DEFAULT_HTTPS_PORT: Final = 5989
 
 class ConfigError(ValueError):
     """A setting that cannot be used (the message names it)."""
+
+
+@dataclass(frozen=True)
+class IndicationSettings:
+    """The ``[indications]`` section."""
+
+    #: Indications a destination may have waiting; beyond, the oldest are dropped.
+    max_queue: int = 1000
+    #: Sends of one indication after the first fails (DSP1054 DeliveryRetryAttempts).
+    retry_attempts: int = 3
+    #: Seconds between them (DeliveryRetryInterval).
+    retry_interval: float = 20.0
+    #: Seconds one send may take.
+    timeout: float = 10.0
+    #: Verify the certificate of https destinations.
+    verify: bool = True
+    #: CA certificates for that (default: the system's).
+    ca_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 1:
+            raise ValueError(f"max_queue = {self.max_queue}: at least 1")
+        if self.retry_attempts < 0:
+            raise ValueError(f"retry_attempts = {self.retry_attempts}: not negative")
+        if not self.retry_interval >= 0:
+            raise ValueError(f"retry_interval = {self.retry_interval}: not negative")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout = {self.timeout}: more than 0")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 @dataclass(frozen=True)
@@ -83,6 +127,7 @@ class ServerConfig:
     pam_confdir: Path | None = None
     http: HttpLimits = field(default_factory=HttpLimits)
     enumeration: PullLimits = field(default_factory=PullLimits)
+    indications: IndicationSettings = field(default_factory=IndicationSettings)
 
     def __post_init__(self) -> None:
         if self.plain_http not in ("refuse", "loopback", "allow"):
@@ -159,7 +204,8 @@ def from_ini(parser: configparser.ConfigParser, source: str = "<config>",
                 raise ConfigError(f"{source}: [{section}] has no setting {key!r}; "
                                   f"known: {', '.join(names)}")
             values[key] = _convert(raw, hints[key], f"{source}: [{section}] {key}")
-    for section, limits_type in (("http", HttpLimits), ("enumeration", PullLimits)):
+    for section, limits_type in (("http", HttpLimits), ("enumeration", PullLimits),
+                                 ("indications", IndicationSettings)):
         if parser.has_section(section):
             values[section] = read_section(parser, section, limits_type, source)
     values.update(overrides)

@@ -8,8 +8,11 @@ CIM_ObjectManager (its ElementName is what ``pywbemcli server brand``
 shows; its Description carries the version that pywbem's ``WBEMServer``
 reads), a CIM_Namespace with a CIM_NamespaceInManager for each namespace
 (pywbem finds the interop namespace and the namespace list this way), and
-the CIM_RegisteredProfile of DSP1033 "Profile Registration" 1.0.0, which
-this namespace implements. Everything in it is read-only.
+the CIM_RegisteredProfile of DSP1033 "Profile Registration" 1.0.0 and
+DSP1054 "Indications" 1.2.2, which this namespace implements, the
+CIM_IndicationService with its capabilities, and the indication
+subscriptions that clients create and delete here (kept by
+``subscriptions.SubscriptionStore``). Everything else in it is read-only.
 
 Must not know: XML, HTTP, mounts. It knows the broker's interface only.
 """
@@ -38,12 +41,14 @@ from pywbem import (
     CIMQualifierDeclaration,
     MOFCompileError,
     Uint16,
+    Uint32,
 )
 from pywbem_mock import FakedWBEMConnection
 
-from lmi_mount.cim.broker import class_view
+from lmi_mount.cim.broker import Broker, class_view
 from lmi_mount.cim.model import Model, ModelError, find_mof_dir, install_model, load_model
 from lmi_mount.cim.names import COMPUTER_SYSTEM, INTEROP_NAMESPACE
+from lmi_mount.server.subscriptions import CLASSES as SUBSCRIPTION_CLASSES
 
 #: What ``pywbemcli server brand`` shows.
 BRAND: Final = "lmi-mount"
@@ -53,9 +58,13 @@ NAMESPACE_IN_MANAGER: Final = "CIM_NamespaceInManager"
 REGISTERED_PROFILE: Final = "CIM_RegisteredProfile"
 ENTRY_MOF: Final = Path("interop", "interop.mof")
 
+INDICATION_SERVICE: Final = "CIM_IndicationService"
+INDICATION_CAPABILITIES: Final = "CIM_IndicationServiceCapabilities"
+
 # DSP1033 "Profile Registration": RegisteredOrganization 2 is DMTF;
 # AdvertiseTypes 2 is "Not Advertised" (no SLP here).
 _PROFILES: Final = (("Profile Registration", "1.0.0"),)
+_INDICATION_PROFILE: Final = ("Indications", "1.2.2")
 
 
 class BrokerInterface(Protocol):
@@ -183,8 +192,14 @@ class InteropBroker:
         version: str,
         classes: InteropClasses | None = None,
         interop_namespace: str = INTEROP_NAMESPACE,
+        subscriptions: Any = None,
+        indications: Any = None,
     ) -> None:
         self.broker = broker
+        #: The subscriptions (``subscriptions.SubscriptionStore``) and the service
+        #: that delivers (``indications.IndicationService``); None: no indications.
+        self.subscriptions = subscriptions
+        self.indications = indications
         self.model = broker.model
         self.interop_namespace = interop_namespace
         self._classes = classes or load_interop_classes(broker.model.mof_dir)
@@ -326,6 +341,7 @@ class InteropBroker:
             })
             for namespace in namespaces
         ]
+        registered = [*_PROFILES, _INDICATION_PROFILE] if self.indications else _PROFILES
         profiles = [
             self._instance(REGISTERED_PROFILE, {
                 "InstanceID": f"{BRAND}:DMTF+{name}+{version}",
@@ -335,9 +351,43 @@ class InteropBroker:
                 "AdvertiseTypes": [Uint16(2)],  # Not Advertised
                 "ElementName": name,
             })
-            for name, version in _PROFILES
+            for name, version in registered
         ]
-        return [manager, *namespaces, *links, *profiles]
+        return [manager, *namespaces, *links, *profiles, *self._indication_instances()]
+
+    def _indication_instances(self) -> list[CIMInstance]:
+        if self.indications is None or self.subscriptions is None:
+            return []
+        values = self.indications.service_values()
+        service = self._instance(INDICATION_SERVICE, {
+            "SystemCreationClassName": COMPUTER_SYSTEM,
+            "SystemName": self._system_name,
+            "CreationClassName": INDICATION_SERVICE,
+            "Name": f"{BRAND}:indications",
+            "ElementName": f"{BRAND} indications",
+            "FilterCreationEnabled": values["FilterCreationEnabled"],
+            "DeliveryRetryAttempts": Uint16(values["DeliveryRetryAttempts"]),
+            "DeliveryRetryInterval": Uint32(values["DeliveryRetryInterval"]),
+            "SubscriptionRemovalAction": Uint16(4),  # Ignore: a dead listener's are kept
+            "Started": True,
+            "EnabledState": Uint16(2),
+            "OperationalStatus": [Uint16(2)],
+        })
+        capabilities = self._instance(INDICATION_CAPABILITIES, {
+            "InstanceID": f"{BRAND}:indication capabilities",
+            "ElementName": f"{BRAND} indication capabilities",
+            "FilterCreationEnabledIsSettable": False,
+            "DeliveryRetryAttemptsIsSettable": False,
+            "DeliveryRetryIntervalIsSettable": False,
+            "SubscriptionRemovalActionIsSettable": False,
+            "SubscriptionRemovalTimeIntervalIsSettable": False,
+            "MaxListenerDestinations": Uint32(self.subscriptions.max_each),
+            "MaxActiveSubscriptions": Uint32(self.subscriptions.max_each),
+            "SubscriptionsPersisted": True,
+        })
+        stored = [instance for classname in SUBSCRIPTION_CLASSES
+                  for instance in self.subscriptions.instances(classname)]
+        return [service, capabilities, *stored]
 
     def _shape(self, instance: CIMInstance, requested: str | None,
                property_list: Sequence[str] | None, include_class_origin: bool) -> CIMInstance:
@@ -492,11 +542,18 @@ class InteropBroker:
         return CIMError(CIM_ERR_NOT_SUPPORTED,
                         f"{self.interop_namespace} is read-only: {what} is not supported there")
 
+    def _subscribable(self, classname: str) -> bool:
+        return self.subscriptions is not None and self.subscriptions.handles(classname)
+
     def create_instance(self, namespace: str | None, instance: CIMInstance, *,
                         caller: Any) -> CIMInstanceName:
         if not self._mine(namespace):
             return self.broker.create_instance(namespace, instance, caller=caller)
         self._class(instance.classname)
+        if self._subscribable(instance.classname):
+            Broker._check_write(caller, "create subscriptions")
+            path: CIMInstanceName = self.subscriptions.create(instance)
+            return path
         raise self._read_only(f"creating a {instance.classname}")
 
     def modify_instance(self, namespace: str | None, instance: CIMInstance, *,
@@ -517,14 +574,24 @@ class InteropBroker:
             self.broker.delete_instance(namespace, path, caller=caller)
             return
         self.get_instance(namespace, path)
+        if self._subscribable(path.classname):
+            Broker._check_write(caller, "delete subscriptions")
+            self.subscriptions.delete(path)
+            return
         raise self._read_only(f"deleting a {path.classname}")
 
     def invoke_method(self, namespace: str | None, path: CIMInstanceName | CIMClassName,
                       method: str, params: Mapping[str, Any], *,
                       caller: Any) -> tuple[Any, dict[str, Any]]:
         if not self._mine(namespace or path.namespace):
-            return self.broker.invoke_method(  # type: ignore[no-any-return]
-                namespace, path, method, params, caller=caller)
+            try:
+                return self.broker.invoke_method(  # type: ignore[no-any-return]
+                    namespace, path, method, params, caller=caller)
+            finally:
+                if self.indications is not None:
+                    # Holders and goal settings change without the kernel or
+                    # fstab saying so: the watcher must look.
+                    self.indications.poke()
         cls = self._class(path.classname)
         if method not in cls.methods:
             raise CIMError(CIM_ERR_METHOD_NOT_FOUND, f"{cls.classname} has no method {method!r}")

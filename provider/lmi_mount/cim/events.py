@@ -1,0 +1,244 @@
+"""Indications of the Mounting Model: what changed between two reads of the engine.
+
+Owns: the part of the model that indications describe (each mount's
+LMI_MountedFileSystem and settings, and the drift of each mount from its
+fstab line), the diff of two reads into DSP1054 lifecycle indications
+(CIM_InstCreation, CIM_InstDeletion, CIM_InstModification with
+PreviousInstance and ChangedPropertyNames) and CIM_AlertIndication when a
+mount drifts or comes back, and the CIM_InstModification of an LMI_MountJob
+whose state changed.
+
+The diff is by instance path, whoever made the change (this service, mount(8)
+by hand, systemd, an fstab edit): a read is the model as a client would
+enumerate it, so an indication says what a client would have seen change.
+
+Must not know: who is told or how (``server/indications.py``), threads, I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from pywbem import CIMDateTime, CIMInstance, CIMInstanceName, Uint16
+
+from lmi_mount.cim import names
+from lmi_mount.cim.jobs import Job
+from lmi_mount.cim.model import Model
+from lmi_mount.cim.projection import Projector
+from lmi_mount.cim.providers.base import Context, View
+
+INST_CREATION: Final = "CIM_InstCreation"
+INST_DELETION: Final = "CIM_InstDeletion"
+INST_MODIFICATION: Final = "CIM_InstModification"
+ALERT: Final = "CIM_AlertIndication"
+
+# CIM_AlertIndication values: AlertType 1 "Other" (OtherAlertType says which),
+# PerceivedSeverity 2 "Information" / 3 "Degraded/Warning", ProbableCause 1
+# "Other", AlertingElementFormat 2 "CIMObjectPath".
+_OTHER: Final = Uint16(1)
+_INFORMATION: Final = Uint16(2)
+_WARNING: Final = Uint16(3)
+_OBJECT_PATH: Final = Uint16(2)
+DRIFT_ALERT_TYPE: Final = "Mount drift"
+#: MessageIDs of the two alerts (DSP0228-style: owning entity prefix, number).
+DRIFTED: Final = "LMI0001"
+BACK_IN_LINE: Final = "LMI0002"
+OWNING_ENTITY: Final = "lmi-mount"
+
+InstanceKey = tuple[str, tuple[tuple[str, Any], ...]]
+
+
+def instance_key(path: CIMInstanceName) -> InstanceKey:
+    """A hashable identity of an instance path: class and keys, case-blind names."""
+    keys = tuple(sorted((name.lower(), _hashable(value))
+                        for name, value in path.keybindings.items()))
+    return path.classname.lower(), keys
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, CIMInstanceName):
+        return instance_key(value)
+    return value
+
+
+@dataclass(frozen=True)
+class ModelRead:
+    """The mounts, their settings and their drift, as of one read of the engine."""
+
+    instances: dict[InstanceKey, CIMInstance]
+    #: mount point -> (the mount's path, what drifted), for mounts that drift.
+    drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]]
+
+
+def read_model(context: Context) -> ModelRead:
+    """One consistent read of what the indications describe."""
+    view = View(context)
+    projector = view.projector
+    instances: dict[InstanceKey, CIMInstance] = {}
+    drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]] = {}
+    for status in view.statuses:
+        mount = projector.mounted_file_system(status)
+        instances[instance_key(mount.path)] = mount
+        for setting, _, _ in projector.settings_of(status):
+            instances[instance_key(setting.path)] = setting
+        if status.drift:
+            drift[status.target] = (mount.path, tuple(str(d) for d in status.drift))
+    return ModelRead(instances, drift)
+
+
+class IndicationFactory:
+    """Builds the indication instances, typed from the model's classes."""
+
+    def __init__(self, model: Model, projector: Projector) -> None:
+        self._model = model
+        self._projector = projector
+        self._host = projector.host
+        # IndicationIdentifier: unique within this process's life, and not
+        # reused by the next one (DSP1054 lets a listener drop duplicates by it).
+        self._prefix = f"{OWNING_ENTITY}:{os.getpid()}:{int(datetime.now(UTC).timestamp())}"
+        self._numbers = itertools.count(1)
+
+    def _indication(self, classname: str, values: dict[str, Any]) -> CIMInstance:
+        values = {
+            "IndicationIdentifier": f"{self._prefix}:{next(self._numbers)}",
+            "IndicationTime": CIMDateTime(datetime.now(UTC)),
+            **values,
+        }
+        return CIMInstance.from_class(self._model.get_class(classname), property_values=values,
+                                      include_missing_properties=False, include_path=False)
+
+    def _lifecycle(self, classname: str, source: CIMInstance,
+                   extra: dict[str, Any] | None = None) -> CIMInstance:
+        assert source.path is not None
+        return self._indication(classname, {
+            "SourceInstance": _without_path(source),
+            "SourceInstanceModelPath": _model_path(source.path),
+            "SourceInstanceHost": self._host,
+            **(extra or {}),
+        })
+
+    def creation(self, source: CIMInstance) -> CIMInstance:
+        return self._lifecycle(INST_CREATION, source)
+
+    def deletion(self, source: CIMInstance) -> CIMInstance:
+        return self._lifecycle(INST_DELETION, source)
+
+    def modification(self, source: CIMInstance, previous: CIMInstance) -> CIMInstance:
+        changed = sorted(name for name, prop in source.properties.items()
+                         if not _same_value(previous.get(name), prop.value))
+        return self._lifecycle(INST_MODIFICATION, source, {
+            "PreviousInstance": _without_path(previous),
+            "ChangedPropertyNames": changed,
+        })
+
+    def drift_alert(self, target: str, mount: CIMInstanceName,
+                    drifts: tuple[str, ...], *, drifted: bool) -> CIMInstance:
+        if drifted:
+            message = f"{target} differs from its fstab line: {'; '.join(drifts)}"
+            message_id, severity = DRIFTED, _WARNING
+        else:
+            message = f"{target} agrees with its fstab line again (was: {'; '.join(drifts)})"
+            message_id, severity = BACK_IN_LINE, _INFORMATION
+        return self._indication(ALERT, {
+            "AlertType": _OTHER,
+            "OtherAlertType": DRIFT_ALERT_TYPE,
+            "PerceivedSeverity": severity,
+            "ProbableCause": _OTHER,
+            "ProbableCauseDescription": "live mount options differ from the fstab line",
+            "AlertingManagedElement": _model_path(mount),
+            "AlertingElementFormat": _OBJECT_PATH,
+            "SystemCreationClassName": names.COMPUTER_SYSTEM,
+            "SystemName": self._host,
+            "ProviderName": OWNING_ENTITY,
+            "OwningEntity": OWNING_ENTITY,
+            "MessageID": message_id,
+            "Message": message,
+            "MessageArguments": [target, *drifts],
+            "EventTime": CIMDateTime(datetime.now(UTC)),
+        })
+
+    def job_modification(self, job: Job, previous_state: int,
+                         time_before_removal: float) -> CIMInstance:
+        now = self._projector.job(job, time_before_removal)
+        before = self._projector.job(replace(job, state=previous_state), time_before_removal)
+        return self.modification(now, before)
+
+    def loss_alert(self, lost: int, destination: str) -> CIMInstance:
+        """Said to a destination before the first indication after ``lost`` were dropped."""
+        return self._indication(ALERT, {
+            "AlertType": _OTHER,
+            "OtherAlertType": "Indications lost",
+            "PerceivedSeverity": _WARNING,
+            "ProbableCause": _OTHER,
+            "ProbableCauseDescription": "the destination did not take indications in time",
+            "SystemCreationClassName": names.COMPUTER_SYSTEM,
+            "SystemName": self._host,
+            "ProviderName": OWNING_ENTITY,
+            "OwningEntity": OWNING_ENTITY,
+            "MessageID": "LMI0003",
+            "Message": f"{lost} indications to {destination} were lost",
+            "MessageArguments": [str(lost), destination],
+            "EventTime": CIMDateTime(datetime.now(UTC)),
+        })
+
+
+def changes(before: ModelRead, after: ModelRead,
+            factory: IndicationFactory) -> Iterator[CIMInstance]:
+    """The indications that take a listener from ``before`` to ``after``: deletions,
+    then creations and modifications in the order of ``after``, then drift alerts."""
+    for key, gone in before.instances.items():
+        if key not in after.instances:
+            yield factory.deletion(gone)
+    for key, now in after.instances.items():
+        was = before.instances.get(key)
+        if was is None:
+            yield factory.creation(now)
+        elif not _same_values(was, now):
+            yield factory.modification(now, was)
+    for target, (path, drifts) in after.drift.items():
+        if before.drift.get(target, (None, ()))[1] != drifts:
+            yield factory.drift_alert(target, path, drifts, drifted=True)
+    for target, (path, drifts) in before.drift.items():
+        if target not in after.drift and _key_of_mount(path) in after.instances:
+            yield factory.drift_alert(target, path, drifts, drifted=False)
+
+
+def _key_of_mount(path: CIMInstanceName) -> InstanceKey:
+    return instance_key(path)
+
+
+def _same_values(a: CIMInstance, b: CIMInstance) -> bool:
+    return a.properties.keys() == b.properties.keys() and all(
+        _same_value(value, b.get(name)) for name, value in a.items())
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    # pywbem's objects refuse to be compared with None or other types.
+    if isinstance(a, CIMInstance) or isinstance(b, CIMInstance):
+        return isinstance(a, CIMInstance) and isinstance(b, CIMInstance) and a == b
+    return bool(a == b)
+
+
+def _without_path(instance: CIMInstance) -> CIMInstance:
+    """An embedded instance is an INSTANCE, without its path (DSP0201)."""
+    copy = instance.copy()
+    copy.path = None
+    return copy
+
+
+def _model_path(path: CIMInstanceName) -> str:
+    """The WBEM URI of ``path`` without host: ``root/cimv2:Class.Key="..."``."""
+    local = path.copy()
+    local.host = None
+    return str(local.to_wbem_uri(format="standard")).lstrip("/")
+
+
+def sources(indications: Iterable[CIMInstance]) -> list[str]:
+    """The classes and model paths of a batch, for a log line."""
+    return [f"{i.classname} {i.get('SourceInstanceModelPath') or i.get('Message')}"
+            for i in indications]

@@ -1,0 +1,385 @@
+"""Indication subscriptions in ``root/interop`` (DSP1054): filters, destinations, subscriptions.
+
+Owns: the CIM_IndicationFilter, CIM_ListenerDestinationCIMXML and
+CIM_IndicationSubscription instances clients create (pywbem's
+``WBEMSubscriptionManager`` among them): their checks (a filter's query
+parses and names an indication class; a destination is an http or https
+URL; a subscription names a filter and a destination that exist), their
+limits, and their persistence in the state directory, so that they survive
+a restart, except destinations with PersistenceType 3 (Transient) and the
+subscriptions that use them. And which destinations an indication goes to.
+
+Must not know: HTTP, delivery, mounts. The interop broker calls it; the
+indication service asks it where an indication goes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from pywbem import (
+    CIM_ERR_ALREADY_EXISTS,
+    CIM_ERR_FAILED,
+    CIM_ERR_INVALID_PARAMETER,
+    CIM_ERR_NOT_FOUND,
+    CIMClass,
+    CIMError,
+    CIMInstance,
+    CIMInstanceName,
+    Uint16,
+    cimvalue,
+)
+
+from lmi_mount.cim import wql
+from lmi_mount.linux import files
+
+log = logging.getLogger(__name__)
+
+FILTER: Final = "CIM_IndicationFilter"
+DESTINATION: Final = "CIM_ListenerDestinationCIMXML"
+SUBSCRIPTION: Final = "CIM_IndicationSubscription"
+CLASSES: Final = (FILTER, DESTINATION, SUBSCRIPTION)
+#: Where they are kept, in the state directory.
+FILE_NAME: Final = "subscriptions.json"
+#: Of each kind, at most this many (each destination has a queue and a thread).
+MAX_EACH: Final = 256
+
+# ValueMaps: PersistenceType 2 Permanent, 3 Transient; Protocol 2 CIM-XML;
+# SubscriptionState 2 Enabled, 4 Disabled.
+PERMANENT: Final = 2
+TRANSIENT: Final = 3
+CIM_XML: Final = 2
+ENABLED: Final = 2
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one subscription sends what its filter selects."""
+
+    filter: CIMInstance
+    query: wql.Query
+    source_namespaces: tuple[str, ...]
+    destination: CIMInstance
+
+
+def _key(path: CIMInstanceName) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    keys = []
+    for name, value in path.keybindings.items():
+        if isinstance(value, CIMInstanceName):
+            value = _key(value)
+        elif isinstance(value, str) and name.lower() in ("systemcreationclassname",
+                                                         "creationclassname"):
+            value = value.lower()
+        keys.append((name.lower(), value))
+    return path.classname.lower(), tuple(sorted(keys))
+
+
+class SubscriptionStore:
+    """The subscriptions of one service, kept in ``path`` (None: in memory only)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        get_class: Callable[[str], CIMClass],
+        *,
+        namespace: str,
+        check_query: Callable[[str, str], wql.Query],
+        source_namespaces: Sequence[str],
+        max_each: int = MAX_EACH,
+    ) -> None:
+        self._path = path
+        self._get_class = get_class
+        self._namespace = namespace
+        self._check_query = check_query
+        self._source_namespaces = tuple(source_namespaces)
+        self._max_each = max_each
+        self._lock = threading.Lock()
+        self._instances: dict[str, dict[Any, CIMInstance]] = {c.lower(): {} for c in CLASSES}
+        self._routes: tuple[Route, ...] = ()
+        #: Called with the new routes after every change (the indication service).
+        self.on_change: Callable[[tuple[Route, ...]], None] | None = None
+        if path is not None:
+            self._load(path)
+
+    # -- reading --------------------------------------------------------------
+
+    def handles(self, classname: str) -> bool:
+        return classname.lower() in self._instances
+
+    def instances(self, classname: str) -> list[CIMInstance]:
+        with self._lock:
+            return [i.copy() for i in self._instances[classname.lower()].values()]
+
+    def get(self, path: CIMInstanceName) -> CIMInstance | None:
+        with self._lock:
+            found = self._instances[path.classname.lower()].get(_key(path))
+            return found.copy() if found is not None else None
+
+    @property
+    def max_each(self) -> int:
+        return self._max_each
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self._routes
+
+    # -- writing --------------------------------------------------------------
+
+    def create(self, instance: CIMInstance) -> CIMInstanceName:
+        classname = instance.classname.lower()
+        checked = self._checker(classname)(self._typed(instance))
+        assert checked.path is not None
+        with self._lock:
+            kind = self._instances[classname]
+            key = _key(checked.path)
+            if key in kind:
+                raise CIMError(CIM_ERR_ALREADY_EXISTS, f"{checked.path} exists already")
+            if len(kind) >= self._max_each:
+                raise CIMError(CIM_ERR_FAILED, f"{self._max_each} {checked.classname} "
+                               "instances exist already (the limit): delete unused ones")
+            if classname == SUBSCRIPTION.lower():
+                for role in ("Filter", "Handler"):
+                    ref = checked[role]
+                    if _key(ref) not in self._instances[ref.classname.lower()]:
+                        raise CIMError(CIM_ERR_NOT_FOUND, f"{role} {ref} does not exist")
+            kind[key] = checked
+            self._changed()
+        log.info("created %s", checked.path)
+        return checked.path.copy()
+
+    def delete(self, path: CIMInstanceName) -> None:
+        with self._lock:
+            kind = self._instances[path.classname.lower()]
+            key = _key(path)
+            if key not in kind:
+                raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {path}")
+            if path.classname.lower() != SUBSCRIPTION.lower():
+                users = [s.path for s in self._instances[SUBSCRIPTION.lower()].values()
+                         if key in (_key(s["Filter"]), _key(s["Handler"]))]
+                if users:
+                    raise CIMError(CIM_ERR_FAILED, f"{path} is used by {users[0]}: delete "
+                                   "the subscription first")
+            del kind[key]
+            self._changed()
+        log.info("deleted %s", path)
+
+    def _changed(self) -> None:
+        """Under ``_lock``: new routes, and the permanent instances to disk."""
+        filters = self._instances[FILTER.lower()]
+        destinations = self._instances[DESTINATION.lower()]
+        routes = []
+        for subscription in self._instances[SUBSCRIPTION.lower()].values():
+            if subscription["SubscriptionState"] not in (None, ENABLED):
+                continue
+            found = filters.get(_key(subscription["Filter"]))
+            destination = destinations.get(_key(subscription["Handler"]))
+            if found is None or destination is None:
+                continue
+            namespaces = tuple(found["SourceNamespaces"] or ()) or (
+                (found["SourceNamespace"],) if found["SourceNamespace"] else
+                self._source_namespaces[:1])
+            routes.append(Route(found, self._check_query(found["QueryLanguage"], found["Query"]),
+                                tuple(n.strip("/").lower() for n in namespaces), destination))
+        self._routes = tuple(routes)
+        if self._path is not None:
+            self._save(self._path)
+        if self.on_change is not None:
+            self.on_change(self._routes)
+
+    # -- checks ---------------------------------------------------------------
+
+    def _typed(self, instance: CIMInstance) -> CIMInstance:
+        """``instance`` as an instance of its class here (see ``_typed_values``),
+        its path's keys taken where its properties do not say."""
+        given = [(name, prop.value) for name, prop in instance.properties.items()]
+        if instance.path is not None:
+            given += [(name, value) for name, value in instance.path.keybindings.items()
+                      if name not in instance.properties]
+        return self._typed_values(instance.classname, given)
+
+    def _typed_values(self, classname: str, given: Iterable[tuple[str, Any]]) -> CIMInstance:
+        """An instance of ``classname`` here: unknown properties refused, values of
+        the declared types (JSON's numbers included)."""
+        cls = self._get_class(classname)
+        values: dict[str, Any] = {}
+        for name, value in given:
+            declared = cls.properties.get(name)
+            if declared is None:
+                raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                               f"{cls.classname} has no property {name!r}")
+            try:
+                values[declared.name] = (value if declared.type == "reference"
+                                         else cimvalue(value, declared.type))
+            except (TypeError, ValueError) as exc:
+                raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                               f"{cls.classname}.{declared.name}: {exc}") from None
+        return CIMInstance.from_class(cls, namespace=self._namespace, property_values=values,
+                                      include_missing_properties=True, include_path=False)
+
+    def _named(self, instance: CIMInstance) -> CIMInstance:
+        """Keys a client leaves out get this service's values (DSP1054 lets it)."""
+        instance["CreationClassName"] = instance["CreationClassName"] or instance.classname
+        instance["SystemCreationClassName"] = (instance["SystemCreationClassName"]
+                                               or "CIM_ComputerSystem")
+        if not instance["Name"]:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, f"a {instance.classname} needs a Name")
+        if not instance["SystemName"]:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, f"a {instance.classname} needs a SystemName")
+        cls = self._get_class(instance.classname)
+        return CIMInstance.from_class(cls, namespace=self._namespace,
+                                      property_values=dict(instance.items()),
+                                      include_missing_properties=True, include_path=True)
+
+    def _checker(self, classname: str) -> Callable[[CIMInstance], CIMInstance]:
+        checkers = {FILTER.lower(): self._filter, DESTINATION.lower(): self._destination,
+                    SUBSCRIPTION.lower(): self._subscription}
+        return checkers[classname.lower()]
+
+    def _filter(self, typed: CIMInstance) -> CIMInstance:
+        typed = self._named(typed)
+        if not typed["Query"]:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, "an indication filter needs a Query")
+        typed["QueryLanguage"] = wql.check_language(typed["QueryLanguage"] or wql.LANGUAGE)
+        self._check_query(typed["QueryLanguage"], typed["Query"])
+        namespaces = list(typed["SourceNamespaces"] or ())
+        if typed["SourceNamespace"]:
+            namespaces.append(typed["SourceNamespace"])
+        for namespace in namespaces:
+            if namespace.strip("/").lower() not in self._source_namespaces:
+                raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                               f"source namespace {namespace!r} is not served here "
+                               f"(served: {', '.join(self._source_namespaces)})")
+        return typed
+
+    def _destination(self, typed: CIMInstance) -> CIMInstance:
+        typed = self._named(typed)
+        url = typed["Destination"]
+        if not url:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, "a listener destination needs a "
+                           "Destination URL")
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"Destination {url!r} is no URL: {exc}") from None
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, f"Destination {url!r} must be an http "
+                           "or https URL with a host (http://listener.example:5990)")
+        del port
+        if typed["PersistenceType"] is None:
+            typed["PersistenceType"] = Uint16(PERMANENT)
+        if typed["Protocol"] is None:
+            typed["Protocol"] = Uint16(CIM_XML)
+        elif typed["Protocol"] != CIM_XML:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"Protocol {typed['Protocol']} is not supported (2: CIM-XML)")
+        return typed
+
+    def _subscription(self, typed: CIMInstance) -> CIMInstance:
+        for role, classname in (("Filter", FILTER), ("Handler", DESTINATION)):
+            ref = typed[role]
+            if not isinstance(ref, CIMInstanceName):
+                raise CIMError(CIM_ERR_INVALID_PARAMETER, f"a subscription needs {role}")
+            if ref.classname.lower() != classname.lower():
+                raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                               f"{role} must name a {classname}, not {ref.classname}")
+            ref = ref.copy()
+            ref.namespace, ref.host = self._namespace, None
+            typed[role] = ref
+        if typed["SubscriptionState"] is None:
+            typed["SubscriptionState"] = Uint16(ENABLED)
+        typed.path = CIMInstanceName(SUBSCRIPTION, {"Filter": typed["Filter"],
+                                                    "Handler": typed["Handler"]},
+                                     namespace=self._namespace)
+        return typed
+
+    # -- persistence ----------------------------------------------------------
+
+    def _permanent(self) -> Iterator[CIMInstance]:
+        transient = {key for key, d in self._instances[DESTINATION.lower()].items()
+                     if d["PersistenceType"] == TRANSIENT}
+        for classname in CLASSES:
+            for key, instance in self._instances[classname.lower()].items():
+                if key in transient or (classname == SUBSCRIPTION
+                                        and _key(instance["Handler"]) in transient):
+                    continue
+                yield instance
+
+    def _save(self, path: Path) -> None:
+        records = [{"class": i.classname,
+                    "properties": {name: _jsonable(value) for name, value in i.items()
+                                   if value is not None}}
+                   for i in self._permanent()]
+        text = json.dumps(records, indent=1, sort_keys=True) + "\n"
+        try:
+            _, version = files.read_versioned(path)
+            files.replace_atomically(path, text, version, new_file_mode=0o600)
+        except files.FileError as exc:
+            # The subscription works now; only a restart would lose it.
+            log.error("cannot keep the subscriptions in %s (a restart loses changes): %s",
+                      path, exc)
+
+    def _load(self, path: Path) -> None:
+        try:
+            text, _ = files.read_versioned(path)
+        except files.FileError as exc:
+            log.error("cannot read the subscriptions in %s: %s", path, exc)
+            return
+        if not text.strip():
+            return
+        try:
+            records = json.loads(text)
+            for record in records:
+                instance = self._typed_values(record["class"], [
+                    (name, _from_json(value)) for name, value in record["properties"].items()])
+                checked = self._checker(instance.classname)(instance)
+                assert checked.path is not None
+                self._instances[checked.classname.lower()][_key(checked.path)] = checked
+        except (ValueError, KeyError, TypeError, CIMError) as exc:
+            log.error("%s: a subscription record cannot be read, the rest are kept: %s",
+                      path, exc)
+        with self._lock:
+            self._changed()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, CIMInstanceName):
+        return {"classname": value.classname,
+                "keys": {k: _jsonable(v) for k, v in value.keybindings.items()}}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # datetimes
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return CIMInstanceName(value["classname"], {k: _from_json(v)
+                                                    for k, v in value["keys"].items()})
+    return value
+
+
+def routes_for(routes: Sequence[Route], indication: CIMInstance, namespace: str,
+               is_subclass: Callable[[str, str], bool]) -> Iterator[Route]:
+    """The routes whose filter selects ``indication`` of ``namespace``."""
+    namespace = namespace.strip("/").lower()
+    for route in routes:
+        if namespace not in route.source_namespaces:
+            continue
+        if not is_subclass(indication.classname, route.query.classname):
+            continue
+        if route.query.matches(indication, is_subclass):
+            yield route
+
+
+def destination_name(destination: Mapping[str, Any]) -> str:
+    return str(destination["Name"])

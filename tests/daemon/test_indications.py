@@ -1,0 +1,329 @@
+"""Indications from a real ``lmi-mountd --sandbox`` to pywbem's own listener.
+
+The judges are pywbem's ``WBEMSubscriptionManager`` (it creates the
+subscriptions, unchanged, as a console would) and ``WBEMListener`` (it parses
+the export requests); the changes are made through the service and, by hand,
+with mount(8) in the daemon's namespace and an editor's write of its fstab.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pywbem import (
+    CIMError,
+    CIMInstance,
+    Uint16,
+    WBEMConnection,
+    WBEMListener,
+    WBEMServer,
+    WBEMSubscriptionManager,
+)
+
+from tests.daemon import sandbox
+from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER
+from tests.support.skips import requires_root
+
+pytestmark = [pytest.mark.root, requires_root]
+
+EVERYTHING = "SELECT * FROM CIM_Indication"
+
+
+@dataclass
+class Inbox:
+    """What a listener received, in order of arrival."""
+
+    received: list[CIMInstance] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def receive(self, indication: CIMInstance, host: str) -> None:
+        with self.cond:
+            self.received.append(indication)
+            self.cond.notify_all()
+
+    def wait_for(self, wanted: Callable[[CIMInstance], bool], timeout: float = 5.0,
+                 ) -> CIMInstance:
+        with self.cond:
+            found: list[CIMInstance] = []
+            assert self.cond.wait_for(
+                lambda: found.extend(i for i in self.received if wanted(i)) or found, timeout
+            ), f"nothing matching within {timeout} s; got {[describe(i) for i in self.received]}"
+            return found[0]
+
+    def clear(self) -> None:
+        with self.cond:
+            self.received.clear()
+
+
+def describe(indication: CIMInstance) -> str:
+    return (f"{indication.classname} {indication.get('SourceInstanceModelPath')} "
+            f"{indication.get('Message') or ''}")
+
+
+def source(indication: CIMInstance) -> CIMInstance | None:
+    value = indication.get("SourceInstance")
+    return value if isinstance(value, CIMInstance) else None
+
+
+def about(classname: str, kind: str, **values: Any) -> Callable[[CIMInstance], bool]:
+    """A lifecycle indication ``kind`` of an instance of ``classname`` with ``values``."""
+    def wanted(indication: CIMInstance) -> bool:
+        instance = source(indication)
+        return (indication.classname == kind and instance is not None
+                and instance.classname == classname
+                and all(instance.get(k) == v for k, v in values.items()))
+    return wanted
+
+
+@dataclass
+class Console:
+    """A console subscribed to everything one sandbox daemon says."""
+
+    daemon: sandbox.Daemon
+    conn: WBEMConnection
+    inbox: Inbox
+    listener_url: str
+
+    @property
+    def root(self) -> Path:
+        return self.daemon.root
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        [service] = self.conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+        rv, out = self.conn.InvokeMethod(method, service, **params)
+        assert rv == 0, out
+        return dict(out)
+
+    def by_hand(self, *command: str) -> None:
+        """A command in the daemon's mount namespace, as an administrator would run it."""
+        subprocess.run(["nsenter", "-t", str(self.daemon.process.pid), "-m", *command],
+                       check=True, stdin=subprocess.DEVNULL, timeout=30)
+
+
+def listen(inbox: Inbox) -> tuple[WBEMListener, str]:
+    [port] = sandbox.free_ports(1)
+    listener = WBEMListener("127.0.0.1", http_port=port, https_port=None)
+    listener.add_callback(inbox.receive)
+    listener.start()
+    return listener, f"http://127.0.0.1:{port}"
+
+
+def subscribe(conn: WBEMConnection, url: str, query: str = EVERYTHING,
+              manager_id: str = "console") -> WBEMSubscriptionManager:
+    manager = WBEMSubscriptionManager(manager_id)
+    server_id = manager.add_server(WBEMServer(conn))
+    destination = manager.add_destination(server_id, url, owned=False, name="inbox")
+    found = manager.add_filter(server_id, NAMESPACE, query, owned=False, name="all")
+    manager.add_subscriptions(server_id, found.path, [destination.path], owned=False)
+    return manager
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Console]:
+    inbox = Inbox()
+    listener, url = listen(inbox)
+    try:
+        with sandbox.running(tmp_path / "host") as daemon:
+            conn = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
+            subscribe(conn, url)
+            yield Console(daemon, conn, inbox, url)
+    finally:
+        listener.stop()
+
+
+MOUNT = "LMI_MountedFileSystem"
+SETTING = "LMI_MountedFileSystemSetting"
+
+
+def test_the_service_s_own_changes_arrive_with_their_source_instance(console: Console) -> None:
+    target = str(console.root / "mnt" / "a")
+    out = console.call("CreateMount", Mode=Uint16(1), MountPoint=target,
+                       FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+    created = console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
+    assert source(created)["ReferenceCount"] == 1 and source(created)["Holders"] == [USER]
+    assert created["SourceInstanceModelPath"] == (
+        f'root/cimv2:{MOUNT}.FileSystemSpec="tmpfs",MountPointPath="{target}"')
+    console.inbox.wait_for(about(SETTING, "CIM_InstCreation", ElementName=target))
+
+    [capabilities] = console.conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities")
+    _, made = console.conn.InvokeMethod("CreateSetting", capabilities, Options="ro")
+    console.call("ModifyMount", Mode=Uint16(32768), Mount=out["Mount"], Goal=made["MountSetting"])
+    changed = console.inbox.wait_for(
+        lambda i: about(SETTING, "CIM_InstModification")(i) and source(i)["AllowWrite"] is False)
+    assert changed["PreviousInstance"]["AllowWrite"] is True
+    assert "AllowWrite" in changed["ChangedPropertyNames"]
+
+    console.call("DeleteMount", Mode=Uint16(4), Mount=out["Mount"])
+    console.inbox.wait_for(about(MOUNT, "CIM_InstDeletion", MountPointPath=target))
+    # One ordered stream: one context, numbers counting up from 0 without a gap.
+    received = console.inbox.received
+    assert len({i["SequenceContext"] for i in received}) == 1
+    assert [i["SequenceNumber"] for i in received] == list(range(len(received)))
+
+
+def test_a_mount_by_hand_and_an_fstab_line_by_hand_are_seen(console: Console) -> None:
+    target = str(console.root / "mnt" / "b")
+    console.by_hand("mount", "-t", "tmpfs", "-o", "size=1m", "byhand", target)
+    created = console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
+    assert source(created)["FileSystemSpec"] == "byhand"
+    console.by_hand("umount", target)
+    console.inbox.wait_for(about(MOUNT, "CIM_InstDeletion", MountPointPath=target))
+
+    line_target = str(console.root / "mnt" / "c")
+    with open(console.daemon.fstab, "a", encoding="utf-8") as fstab:
+        fstab.write(f"LABEL=data {line_target} ext4 noatime 0 2\n")
+    line = console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=line_target))
+    assert source(line)["FileSystemSpec"] == "LABEL=data"
+    assert source(line)["Caption"] == "in fstab"
+
+
+def test_drift_from_the_fstab_line_raises_an_alert_and_its_end_another(
+        console: Console) -> None:
+    target = str(console.root / "mnt" / "a")
+    # A line that says noexec (a line that says nothing of exec has no exec to drift from).
+    [capabilities] = console.conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities")
+    _, made = console.conn.InvokeMethod("CreateSetting", capabilities, Options="noexec")
+    console.call("CreateMount", Mode=Uint16(1), MountPoint=target, FileSystemSpec="tmpfs",
+                 FileSystemType="tmpfs", Goal=made["MountSetting"])
+    console.by_hand("mount", "-o", "remount,exec", target)
+    alert = console.inbox.wait_for(lambda i: i.classname == "CIM_AlertIndication"
+                                   and i["MessageID"] == "LMI0001")
+    assert target in alert["Message"] and "exec" in alert["Message"]
+    assert alert["PerceivedSeverity"] == 3
+    console.by_hand("mount", "-o", "remount,noexec", target)
+    back = console.inbox.wait_for(lambda i: i.classname == "CIM_AlertIndication"
+                                  and i["MessageID"] == "LMI0002")
+    assert target in back["Message"]
+
+
+def test_a_job_s_changes_arrive_in_order(tmp_path: Path) -> None:
+    config = tmp_path / "jobs.conf"
+    config.write_text("[cim]\nsynchronous_seconds = 0\n")
+    inbox = Inbox()
+    listener, url = listen(inbox)
+    try:
+        with sandbox.running(tmp_path / "host", "--config", str(config)) as daemon:
+            conn = WBEMConnection(daemon.http_url, (USER, PASSWORD),
+                                  default_namespace=NAMESPACE)
+            subscribe(conn, url, "SELECT * FROM CIM_InstModification "
+                                 "WHERE SourceInstance ISA LMI_MountJob")
+            [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+            rv, out = conn.InvokeMethod(
+                "CreateMount", service, Mode=Uint16(32768),
+                MountPoint=str(daemon.root / "mnt" / "a"), FileSystemSpec="tmpfs",
+                FileSystemType="tmpfs")
+            assert rv == 4096
+            job_id = out["Job"]["InstanceID"]
+            done = inbox.wait_for(lambda i: source(i)["InstanceID"] == job_id
+                                  and source(i)["JobState"] == 7)
+    finally:
+        listener.stop()
+    states = [source(i)["JobState"] for i in inbox.received
+              if source(i)["InstanceID"] == job_id]
+    assert states[-1] == 7 and states == sorted(states), states
+    assert done["PreviousInstance"]["JobState"] == 4
+
+
+def test_a_reader_cannot_subscribe_and_a_subscription_survives_a_restart(
+        tmp_path: Path) -> None:
+    inbox = Inbox()
+    listener, url = listen(inbox)
+    root = tmp_path / "host"
+    try:
+        with sandbox.running(root) as daemon:
+            conn = WBEMConnection(daemon.http_url, (USER, PASSWORD),
+                                  default_namespace=NAMESPACE)
+            subscribe(conn, url)
+            assert daemon.stop() == 0
+        with sandbox.running(root) as daemon:
+            conn = WBEMConnection(daemon.http_url, (USER, PASSWORD),
+                                  default_namespace=NAMESPACE)
+            [kept] = conn.EnumerateInstances("CIM_IndicationSubscription",
+                                             namespace="root/interop")
+            assert kept["Handler"]["Name"] == "inbox"
+            target = str(daemon.root / "mnt" / "a")
+            [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+            conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768), MountPoint=target,
+                              FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+            inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
+    finally:
+        listener.stop()
+
+
+def test_a_listener_down_then_up_gets_everything_in_order(tmp_path: Path) -> None:
+    config = tmp_path / "retry.conf"
+    config.write_text("[indications]\nretry_attempts = 100\nretry_interval = 0.2\n")
+    [port] = sandbox.free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    with sandbox.running(tmp_path / "host", "--config", str(config)) as daemon:
+        conn = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
+        subscribe(conn, url, f"SELECT * FROM CIM_InstCreation WHERE SourceInstance ISA {MOUNT}")
+        [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+        targets = []
+        for name in ("a", "b", "c"):
+            targets.append(str(daemon.root / "mnt" / name))
+            conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
+                              MountPoint=targets[-1], FileSystemSpec="tmpfs",
+                              FileSystemType="tmpfs")
+            time.sleep(0.1)  # three separate changes
+        time.sleep(0.5)  # the first delivery fails meanwhile
+        inbox = Inbox()
+        listener = WBEMListener("127.0.0.1", http_port=port, https_port=None)
+        listener.add_callback(inbox.receive)
+        listener.start()
+        try:
+            inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=targets[-1]))
+        finally:
+            listener.stop()
+    got = [source(i)["MountPointPath"] for i in inbox.received]
+    assert got == targets
+    assert [i["SequenceNumber"] for i in inbox.received] == [0, 1, 2]
+
+
+def test_a_listener_that_never_comes_keeps_the_queue_bounded(tmp_path: Path) -> None:
+    config = tmp_path / "small.conf"
+    config.write_text("[indications]\nmax_queue = 1\nretry_attempts = 1000\n"
+                      "retry_interval = 0.05\n")
+    [port] = sandbox.free_ports(1)
+    with sandbox.running(tmp_path / "host", "--config", str(config)) as daemon:
+        conn = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
+        subscribe(conn, f"http://127.0.0.1:{port}", "SELECT * FROM CIM_InstCreation "
+                  f"WHERE SourceInstance ISA {MOUNT}")
+        [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+        for name in ("a", "b", "c"):
+            conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
+                              MountPoint=str(daemon.root / "mnt" / name),
+                              FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+            time.sleep(0.1)
+        inbox = Inbox()
+        listener = WBEMListener("127.0.0.1", http_port=port, https_port=None)
+        listener.add_callback(inbox.receive)
+        listener.start()
+        try:
+            lost = inbox.wait_for(lambda i: i.classname == "CIM_AlertIndication", timeout=10)
+        finally:
+            listener.stop()
+        output = daemon.output()
+    # One of the three was in flight, two waited with room for one: one dropped, said.
+    assert lost["Message"] == f"1 indications to http://127.0.0.1:{port} were lost"
+    assert "lost: its queue is full" in output
+
+
+def test_a_subscription_that_names_nothing_or_a_bad_query_is_refused(console: Console) -> None:
+    filters = console.conn.EnumerateInstanceNames("CIM_IndicationFilter",
+                                                  namespace="root/interop")
+    bad = CIMInstance("CIM_IndicationFilter", properties={
+        "Name": "bad", "SystemName": "x", "Query": "SELECT * FROM LMI_MountedFileSystem",
+        "QueryLanguage": "WQL"})
+    with pytest.raises(CIMError) as refused:
+        console.conn.CreateInstance(bad, namespace="root/interop")
+    assert "LMI_MountedFileSystem is no indication class" in refused.value.status_description
+    assert len(console.conn.EnumerateInstanceNames(
+        "CIM_IndicationFilter", namespace="root/interop")) == len(filters)
