@@ -211,6 +211,21 @@ def test_hold_timer_keeps_the_mount_after_the_last_release(world: CimWorld) -> N
     assert world.mounts_at(target) == [], "the timer unmounted it"
 
 
+def test_a_second_release_during_the_hold_time_is_no_error(world: CimWorld) -> None:
+    # Every holder has gone; asking again (Ansible's next run) changes nothing.
+    # The first build answered In Use: "holds no reference (held by nobody)".
+    conn = world.connect(hold_seconds=600)
+    target = world.dir("mnt")
+    _, out = create_tmpfs(conn, target, Holder="a")
+    call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="a")
+    rv, again = call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="a")
+    assert (rv, list(again["Plan"])) == (0, [])
+    assert len(world.mounts_at(target)) == 1, "still waiting for its hold time"
+    _, out = create_tmpfs(conn, world.dir("other"), Holder="b")
+    rv, _ = call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="a", DryRun=True)
+    assert rv == 6, "one that others hold is still In Use to a non-holder"
+
+
 def test_force_drops_every_holder(world: CimWorld) -> None:
     conn = world.connect(hold_seconds=600)
     target = world.dir("mnt")
@@ -323,6 +338,49 @@ def test_a_remount_to_the_options_in_effect_changes_nothing(world: CimWorld) -> 
     assert rv == 0 and remount.startswith(f"remount {target}")
     [after] = world.mounts_at(target)
     assert "noexec" not in after.vfs_options and after.mount_id == before.mount_id
+
+
+def test_a_job_that_changed_nothing_can_be_read(fake_world: CimWorld) -> None:
+    # Its Plan is an empty array, whose type only the method's declaration gives:
+    # the first build failed every read of such a job (and of every job) with
+    # "Cannot determine CIM data type from empty array".
+    conn = fake_world.connect(synchronous_seconds=0)
+    target = fake_world.dir("mnt")
+    rv, out = create_tmpfs(conn, target, Goal=_setting(conn, "noexec"))
+    mount = finished_job(conn, out["Job"])["JobOutParameters"]["Mount"]
+    rv, out = call(conn, "ModifyMount", Mode=32768, Mount=mount,
+                   Goal=_setting(conn, "noexec"))
+    assert rv == 4096
+    result = finished_job(conn, out["Job"])["JobOutParameters"]
+    assert result["__ReturnValue"] == 0 and list(result["Plan"]) == []
+    assert len(conn.EnumerateInstances("LMI_MountJob", namespace=NS)) == 2
+
+
+def test_a_remount_to_user_applies_what_user_implies(world: CimWorld) -> None:
+    # mount(8) reads "user" as nosuid,nodev,noexec; the first build kept the
+    # live flags and, seeing the drift, remounted again on every call.
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, out = create_tmpfs(conn, target)
+    rv, _ = call(conn, "ModifyMount", Mode=32768, Mount=out["Mount"],
+                 Goal=_setting(conn, "ro,user"))
+    [live] = world.mounts_at(target)
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(live.vfs_options)
+    rv, again = call(conn, "ModifyMount", Mode=32768, Mount=out["Mount"],
+                     Goal=_setting(conn, "ro,user"))
+    assert (rv, list(again["Plan"])) == (0, [])
+
+
+def test_modify_mount_takes_force(fake_world: CimWorld) -> None:
+    system = fake_world.dir("sys")
+    conn = fake_world.connect(protected=(system,))
+    fake_world.kernel.mount("tmpfs", system, "tmpfs", 0)
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == system]
+    rv, out = call(conn, "ModifyMount", Mode=32768, Mount=mount, Goal=_setting(conn, "ro"),
+                   Force=True)
+    [remount, *_] = out["Plan"]
+    assert rv == 0 and remount.startswith(f"remount {system}")
 
 
 # -- bad input ---------------------------------------------------------------------------------

@@ -508,18 +508,37 @@ class Projector:
             "DeleteOnCompletion": False,
             "TimeBeforeRemoval": CIMDateTime(timedelta(seconds=time_before_removal)),
             "JobInParameters": CIMInstance(
-                f"__MethodParameters_{job.method}", properties=dict(job.in_parameters)
+                f"__MethodParameters_{job.method}",
+                properties=self._parameters(job.method, job.in_parameters),
             ),
         }
         if job.done:
             values["JobOutParameters"] = CIMInstance(
                 f"__MethodParameters_{job.method}_Result",
-                properties={"__ReturnValue": job.return_value, **job.out_parameters},
+                properties=[CIMProperty("__ReturnValue", job.return_value, type="uint32"),
+                            *self._parameters(job.method, job.out_parameters)],
             )
         if job.error is not None:
             values["ErrorCode"] = Uint16(int(job.return_value or 0) & 0xFFFF)
             values["ErrorDescription"] = job.error["Message"]
         return self.instance(names.MOUNT_JOB, values)
+
+    def _parameters(self, method: str, values: Mapping[str, Any]) -> list[CIMProperty]:
+        """Method parameters as properties typed by the method's declaration: an
+        empty Plan has no value to infer its type from."""
+        declared = self.model.get_class(names.MOUNT_CONFIGURATION_SERVICE).methods.get(method)
+        properties = []
+        for name, value in values.items():
+            parameter = declared.parameters.get(name) if declared is not None else None
+            if parameter is None or isinstance(value, CIMProperty):
+                properties.append(value if isinstance(value, CIMProperty)
+                                  else CIMProperty(name, value))
+                continue
+            embedded = "instance" if "EmbeddedInstance" in parameter.qualifiers else None
+            properties.append(CIMProperty(
+                parameter.name, value, type=parameter.type, is_array=parameter.is_array,
+                reference_class=parameter.reference_class, embedded_object=embedded))
+        return properties
 
     def affected_job_element(self, job: Job, element: CIMInstanceName) -> CIMInstance:
         return self.instance(

@@ -662,7 +662,7 @@ class KernelOptions:
 _CLEARABLE: Final = PER_MOUNT_FLAGS & ~(MS_NOATIME | MS_RELATIME | MS_STRICTATIME)
 
 
-def _effective_fields(options: MountOptions) -> dict[str, bool]:
+def effective_fields(options: MountOptions) -> dict[str, bool]:
     """The specified fields, plus the ones user/users/owner/group imply."""
     values = {f.name: getattr(options, f.name) for f in _FIELDS}
     for name in _implied_fields(options.other_options):
@@ -693,7 +693,7 @@ def kernel_request(options: MountOptions) -> KernelOptions:
     Raises OptionError for options ``validate`` refuses.
     """
     validate(options)
-    fields = _effective_fields(options)
+    fields = effective_fields(options)
     flags = _field_flags(fields)
     # "atime" asks for the kernel's default mode (relatime), not merely for no
     # MS_NOATIME: without an atime flag a remount or a bind keeps noatime.
@@ -739,7 +739,7 @@ def remount_refusal(fstype: str, options: MountOptions, live: MountOptions) -> s
     says (an option the kernel ignores on a remount, changed), or None."""
     # MS_DIRSYNC is not in the kernel's MS_RMT_MASK: mount(2) ignores it on a
     # remount, fsconfig(2) refuses the reconfiguration (EINVAL).
-    wanted_dirsync = _effective_fields(options).get("synchronous_directory_updates")
+    wanted_dirsync = effective_fields(options).get("synchronous_directory_updates")
     if wanted_dirsync is not None and wanted_dirsync != bool(live.synchronous_directory_updates):
         word = "dirsync" if wanted_dirsync else "no dirsync"
         return (f"{word}: a file system takes dirsync when it is mounted only; a remount "
@@ -826,8 +826,8 @@ def remount_needs_superblock(
     options); None (unknown) counts as read-only, the safe side.
     ``silent`` only matters while mounting and is never a reason.
     """
-    new_fields = _effective_fields(new)
-    old_fields = _effective_fields(old)
+    new_fields = effective_fields(new)
+    old_fields = effective_fields(old)
     for name, value in new_fields.items():
         f = _FIELD_BY_NAME[name]
         if f.superblock and name != "silent" and old_fields.get(name) != value:
@@ -1029,7 +1029,7 @@ def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
     defaults). Any other difference in value is drift.
     """
     drifts: list[OptionDrift] = []
-    for name, value in _effective_fields(configured).items():
+    for name, value in effective_fields(configured).items():
         live_value = getattr(live, name)
         if live_value is None:
             drifts.append(OptionDrift(name, value, None, comparable=False))

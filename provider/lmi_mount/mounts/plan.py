@@ -29,6 +29,7 @@ from lmi_mount.mounts.options import (
     OptionError,
     bind_refusal,
     compare,
+    effective_fields,
     from_mountinfo,
     fstab_options,
     kernel_request,
@@ -249,7 +250,8 @@ class FstabChange:
                     f"with '{self.entry.render()}'")
         line = self.entry or self.previous
         assert line is not None
-        return f"fstab: {self.action} line '{line.render()}'"
+        more = "".join(f" and line '{other.render()}'" for other in self.also)
+        return f"fstab: {self.action} line '{line.render()}'{more}"
 
     def undo(self) -> Step:
         return FstabChange(self.target, self.entry, self.previous, self.also)
@@ -669,16 +671,19 @@ def plan_modify(
         # it wants (Ansible, every run) changes nothing the second time. Any
         # drift, or one the kernel's text cannot rule out, remounts; so does a
         # propagation change, which compare() leaves to the kernel step.
+        # The holder record changes with the mount only: one that would change
+        # without a remount would say the mount is what the kernel does not show.
         if compare(options, live) or kernel_request(options).propagation:
             steps.append(KernelRemount(target, wanted, live, superblock=superblock,
                                        mount_id=record.mount_id))
-        held = snap.holders.get(target)
-        if held is not None and not same_meaning(
-                parse_options(held.options, strict=False), options):
-            after = replace(held, options=render_options(options), generation=held.generation + 1)
-            steps.append(
-                HolderChange(target, held, after, f"{target} options now {after.options}")
-            )
+            held = snap.holders.get(target)
+            if held is not None and not same_meaning(
+                    parse_options(held.options, strict=False), options):
+                after = replace(held, options=render_options(options),
+                                generation=held.generation + 1)
+                steps.append(
+                    HolderChange(target, held, after, f"{target} options now {after.options}")
+                )
     if persist:
         if entry is None:
             raise NotFound(f"fstab has no line for {target!r}: nothing to replace", value=target)
@@ -769,6 +774,10 @@ def _release_steps(
             HolderChange(target, held, None, f"force: drop all {held.refcount} holder(s)"),
             unmount,
         ]
+    if not held.holders:
+        # Every holder has gone and the hold timer will unmount it: a release
+        # has nothing left to do (asking twice is not an error).
+        return []
     scratch = HolderTable({held.target: held})
     try:
         after = scratch.release(target, holder, now=snap.now, hold_seconds=snap.hold_seconds)
@@ -913,9 +922,10 @@ def merge_options(live: MountOptions, goal: MountOptions) -> MountOptions:
     words (``lazytime``, ``nosymfollow``) are kept unless the goal names
     them: a superblock remount resets every flag it is not given (mount(2)).
     """
-    changes = {
-        name: getattr(goal, name) for name in BOOLEAN_FIELDS if getattr(goal, name) is not None
-    }
+    # The fields user/users/owner/group imply count as named (mount(8) reads
+    # "user" as nosuid,nodev,noexec): a remount to "ro,user" must apply them.
+    effective = effective_fields(goal)
+    changes = {name: effective[name] for name in BOOLEAN_FIELDS if name in effective}
     # The three atime fields are one kernel mode: a remount that names one
     # changes the mode as path_mount() reads the flags (strictatime, else
     # noatime, else relatime), and one that names none keeps it. Merging them

@@ -82,7 +82,7 @@ _PARAMETERS: Final = {
         "holder",
         "dryrun",
     },
-    "modifymount": {"mount", "goal", "mode", "dryrun"},
+    "modifymount": {"mount", "goal", "mode", "dryrun", "force"},
     "deletemount": {"mount", "mode", "holder", "force", "dryrun"},
 }
 

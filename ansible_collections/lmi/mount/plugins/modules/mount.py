@@ -33,7 +33,9 @@ requirements:
 options:
   path:
     description:
-      - Absolute path of the mount point.
+      - Absolute path of the mount point, as the host knows it (C(//), C(/./)
+        and a trailing C(/) are dropped; a path through a symbolic link is
+        refused with the path it leads to). The directory must exist.
     type: path
     required: true
     aliases: [name]
@@ -48,37 +50,45 @@ options:
     description:
       - The file system type.
       - C(none) with C(bind) in O(opts) is a bind mount of the directory O(src).
+        C(rbind) (a recursive bind) is refused, since the service's interface has no
+        way to ask for one.
       - Required for O(state=mounted), O(state=present) and O(state=ephemeral).
     type: str
   opts:
     description:
       - Mount options as mount(8) spells them, for example C(ro,noexec,size=16m).
-      - With O(state=remounted) and no O(opts), the options of the fstab
-        line are applied.
+        The service writes them to fstab in its own order (the mount(8) flags
+        first); the meaning is kept.
+      - Not given, C(defaults); with O(state=remounted), the options the fstab
+        line names (those it does not name stay as mounted; without a line
+        nothing is remounted).
     type: str
-    default: defaults
   dump:
     description:
-      - The fifth field of the fstab line (dump).
+      - The fifth field of the fstab line, C(0) or C(1) (the model's Dump is a
+        boolean).
     type: str
     default: "0"
   passno:
     description:
-      - The sixth field of the fstab line (the order of the boot-time fsck).
+      - The sixth field of the fstab line (the order of the boot-time fsck),
+        0 to 65535.
     type: str
     default: "0"
   state:
     description:
       - V(mounted) - mounted and in fstab. The live options are changed when
-        they differ from O(opts).
+        they differ from O(opts) and no other holder holds the mount (then
+        the task fails; V(remounted) changes them for all holders).
       - V(present) - in fstab only; nothing is mounted or unmounted.
       - V(ephemeral) - mounted, fstab untouched.
-      - V(unmounted) - this O(holder)'s reference released (the service
-        unmounts with the last one); fstab untouched. A mount nobody holds
-        (one made at boot or by hand) is unmounted.
+      - V(unmounted) - this O(holder)'s references released (the service
+        unmounts with the last one, after its hold time if it has one); fstab
+        untouched. A mount nobody holds (one made at boot or by hand) is
+        unmounted.
       - V(absent) - as V(unmounted), and the fstab line removed.
       - V(remounted) - the live options made O(opts) (or the fstab line's);
-        changed only when they were not already in effect.
+        changed only when they were not already in effect, for every holder.
     type: str
     required: true
     choices: [absent, ephemeral, mounted, present, remounted, unmounted]
@@ -92,7 +102,7 @@ options:
     description:
       - Who holds the mount, the name this module's references are counted
         under. Use one name per purpose, so that purposes release
-        independently.
+        independently. Not empty.
     type: str
     default: ansible
   force:
@@ -134,12 +144,21 @@ options:
     type: int
     default: 120
 notes:
-  - Check mode and diff mode are supported.
-  - The source and type of an existing fstab line are not changed; remove
-    the line (V(absent)) first. The service refuses the change with the line
-    it found.
+  - Check mode and diff mode are supported. Check mode asks the service to
+    plan (C(DryRun)), so the account must be an lmi-mountd admin, as for a
+    real run. In check mode RV(mounted), RV(in_fstab) and RV(holders) are
+    the state as it is.
+  - Diff mode shows the fstab lines as fields with one space between; the
+    file keeps its own spacing and comments where a line is edited in place.
+  - The source and type of an existing fstab line or live mount are not
+    changed; the task fails before changing anything and says to remove the
+    line (V(absent)) or unmount (V(unmounted)) first.
   - A mount that others hold with other options is In Use; the error names
     its holders.
+  - Unlike M(ansible.posix.mount), the mount point is not created or
+    removed, and there are no C(fstab) or C(backup) parameters; the service
+    edits the fstab it was configured with, atomically, and keeps backups
+    itself.
 seealso:
   - module: ansible.posix.mount
 author:
@@ -191,25 +210,28 @@ plan:
     - "holders: build acquires /srv/scratch (first holder)"
     - "fstab: add line 'tmpfs /srv/scratch tmpfs size=512m,noexec 0 0'"
 holders:
-  description: The holders of the mount after the change (empty when not mounted).
-  returned: always
+  description: The holders of the mount after the change (in check mode, now); empty when
+    not mounted.
+  returned: success
   type: list
   elements: str
 mounted:
-  description: Whether the mount point is mounted after the change.
-  returned: always
+  description: Whether the mount point is mounted after the change (in check mode, now).
+  returned: success
   type: bool
 in_fstab:
-  description: Whether the mount point has an fstab line after the change.
-  returned: always
+  description: Whether the mount point has an fstab line after the change (in check mode, now).
+  returned: success
   type: bool
 """
 
 import contextlib
 import os
+import posixpath
 import re
 import time
 import traceback
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
@@ -244,12 +266,11 @@ JOB_ENDED = (7, 8, 9, 10)  # Completed, Terminated, Killed, Exception
 RETURN_NAMES = {1: "Not Supported", 2: "Unknown", 3: "Timeout", 4: "Failed",
                 5: "Invalid Parameter", 6: "In Use"}
 
-# The fstab steps of a Plan (lmi-mount's FstabChange.describe). Lines are
-# escaped as fstab escapes them, so a line is six fields without spaces.
-_LINE = r"([^ ]+(?: [^ ]+){5})"
-_FSTAB_STEP = re.compile(
-    rf"fstab: (?:(?P<action>add|remove) line '{_LINE}'|replace line '{_LINE}' with '{_LINE}')$"
-)
+# The lines of a Plan's fstab step (lmi-mount's FstabChange.describe): escaped
+# as fstab escapes them, so a line is six fields with one space between.
+_QUOTED_LINE = re.compile(r"'([^ ]+(?: [^ ]+){5})'")
+DUMP_VALUES = ("0", "1")  # the model's Dump is a boolean
+MAX_PASSNO = 65535  # FileSystemCheckOrder is a uint16
 
 
 class Failure(Exception):
@@ -269,22 +290,13 @@ class Host:
     # -- reading -------------------------------------------------------------
 
     def find_all(self, path):
-        """Every LMI_MountedFileSystem of ``path``: a live mount, a line, or both."""
+        """Every LMI_MountedFileSystem of ``path`` (a live mount, a line, or both),
+        each with its (mounted, in_fstab)."""
         literal = path.replace("\\", "\\\\").replace("'", "\\'")
-        return self.conn.ExecQuery(
+        found = self.conn.ExecQuery(
             "WQL", f"SELECT * FROM {MOUNT} WHERE MountPointPath = '{literal}'", NAMESPACE
         )
-
-    def find(self, path, src=None):
-        """The LMI_MountedFileSystem of ``path``: the live one where a live mount and
-        a line of another source are two; else the one of ``src``; else None."""
-        found = self.find_all(path)
-        if len(found) > 1 and src is not None:
-            found = [m for m in found if m["FileSystemSpec"] == src] or found
-        for mount in found:
-            if self.flags(mount)[0]:
-                return mount
-        return found[0] if found else None
+        return [(mount, self.flags(mount)) for mount in found]
 
     def flags(self, mount):
         """(mounted, in_fstab) of a mount, from its settings' IsCurrent and IsNext."""
@@ -312,11 +324,16 @@ class Host:
             opts = f"{MOUNT8_DEFAULTS},{opts}"  # a later word overrides an earlier one
         [capabilities] = self.conn.EnumerateInstanceNames(CAPABILITIES, NAMESPACE)
         _, out = self.conn.InvokeMethod("CreateSetting", capabilities, Options=opts)
-        goal = self.conn.GetInstance(out["MountSetting"])
-        goal["Dump"] = dump != 0
-        goal["FileSystemCheckOrder"] = Uint16(passno)
-        self.conn.ModifyInstance(goal, PropertyList=["Dump", "FileSystemCheckOrder"])
-        return goal.path
+        path = out["MountSetting"]
+        try:
+            goal = self.conn.GetInstance(path)
+            goal["Dump"] = dump != 0
+            goal["FileSystemCheckOrder"] = Uint16(passno)
+            self.conn.ModifyInstance(goal, PropertyList=["Dump", "FileSystemCheckOrder"])
+        except BaseException:
+            self.drop(path)
+            raise
+        return path
 
     def drop(self, goal):
         # Goals are transient: one left behind is forgotten at the service's next start.
@@ -325,17 +342,18 @@ class Host:
 
     # -- changing ------------------------------------------------------------
 
-    def call(self, method, **params):
-        """Invoke one service method (a dry run in check mode); return its OUT parameters.
+    def call(self, method, *, probe=False, **params):
+        """Invoke one service method (a dry run in check mode, or as a ``probe``);
+        return its OUT parameters.
 
         A call that outlasts the service's synchronous window becomes a job,
         which is waited for. A failure raises Failure with the service's
-        CIM_Error message.
+        message. A probe's steps are not the run's.
         """
         if self._service is None:
             [self._service] = self.conn.EnumerateInstanceNames(SERVICE, NAMESPACE)
         params = {k: v for k, v in params.items() if v is not None}
-        if self.check_mode:
+        if self.check_mode or probe:
             params["DryRun"] = True
         try:
             rv, out = self.conn.InvokeMethod(method, self._service, **params)
@@ -345,10 +363,11 @@ class Host:
             raise Failure(f"{method}: {exc.status_code_name}: {exc.status_description}") from exc
         if rv != 0:
             error = out.get("Error")
-            detail = error["Message"] if error is not None else "no detail"
+            detail = error["Message"] if error is not None else out.get("ErrorDescription")
             name = RETURN_NAMES.get(int(rv), str(rv))
-            raise Failure(f"{method} returned {int(rv)} ({name}): {detail}")
-        self.plan.extend(out.get("Plan") or ())
+            raise Failure(f"{method} returned {int(rv)} ({name}): {detail or 'no detail'}")
+        if not probe:
+            self.plan.extend(out.get("Plan") or ())
         return out
 
     def _wait(self, method, job_path):
@@ -366,33 +385,86 @@ class Host:
             raise Failure(f"{method}: job ended in state {job['JobState']}: "
                           f"{job['ErrorDescription'] or 'no detail'}")
         out = {name: value for name, value in result.items() if name != "__ReturnValue"}
+        # A job reports a refused request in ErrorDescription, not in Error.
+        out.setdefault("ErrorDescription", job["ErrorDescription"])
         return result["__ReturnValue"], out
 
 
 class MountState:
-    """One mount point's wanted state, reached with the fewest service calls."""
+    """One mount point's wanted state, reached with the fewest service calls.
+
+    Everything that would make the run fail is checked before the first change:
+    a failed task leaves the host as it was.
+    """
 
     def __init__(self, host, params):
         self.host = host
-        self.path = params["path"]
-        self.src = params["src"]
+        self.path = _lexical(params["path"])
+        self.src = _lexical(params["src"]) if params["src"] else params["src"]
         self.holder = params["holder"]
+        if not self.holder or not self.holder.strip():
+            raise Failure("holder must name someone, not be empty")
         self.force = params["force"]
-        self.fstype, self.opts = _bind_spelling(params["fstype"], params["opts"])
+        self.opts_given = params["opts"] is not None
+        self.fstype, self.opts = _bind_spelling(params["fstype"], params["opts"] or "defaults")
         if not params["boot"] and "noauto" not in self.opts.split(","):
             self.opts = "noauto" if self.opts == "defaults" else f"{self.opts},noauto"
-        self.dump = _field_number("dump", params["dump"])
+        if str(params["dump"]).strip() not in DUMP_VALUES:
+            raise Failure(f"dump must be 0 or 1, not {params['dump']!r}")
+        self.dump = int(str(params["dump"]).strip())
         self.passno = _field_number("passno", params["passno"])
-        self.mount = host.find(self.path, self.src)
-        self.mounted, self.in_fstab = host.flags(self.mount) if self.mount else (False, False)
+        found = host.find_all(self.path)
+        self.live = next((m for m, (mounted, _) in found if mounted), None)
+        self.line = next((m for m, (_, in_fstab) in found if in_fstab), None)
+        self.mounted, self.in_fstab = self.live is not None, self.line is not None
+        self.mount = self.live or self.line
+
+    @property
+    def holders(self):
+        return list(self.live["Holders"] or ()) if self.live is not None else []
 
     @property
     def ours(self):
         """How many references this holder has on the mount."""
-        return list(self.mount["Holders"] or ()).count(self.holder) if self.mount else 0
+        return self.holders.count(self.holder)
+
+    # -- checks before any change ----------------------------------------------
+
+    def check_line(self):
+        """The fstab line, if any, is of this source and type (no call changes them)."""
+        if self.line is None:
+            return
+        spec, fstype = self.line["FileSystemSpec"], self.line["FileSystemType"]
+        if _lexical(spec) != self.src or (self.fstype is not None and fstype is not None
+                                          and fstype != self.fstype):
+            raise Failure(f"{self.path} has an fstab line for {spec!r} ({fstype or 'bind'}), "
+                          f"not {self.src!r} ({self.fstype or 'bind'}): remove it first "
+                          "(state: absent)")
+
+    def check_live(self):
+        """The live mount, if any, is of this source and type; a new one would be on
+        ``path`` itself (not where a symbolic link on the host leads)."""
+        if self.live is None:
+            out = self.host.call("CreateMount", probe=True, **self._create_args(MOUNT_ONLY, None))
+            mounted_at = out["Mount"]["MountPointPath"]
+            if mounted_at != self.path:
+                raise Failure(f"path {self.path} is {mounted_at} on the host (a symbolic "
+                              f"link): use {mounted_at}")
+            return
+        spec, fstype = self.live["FileSystemSpec"], self.live["FileSystemType"]
+        if _lexical(spec) != self.src or (self.fstype is not None and fstype is not None
+                                          and fstype != self.fstype):
+            raise Failure(f"{self.path} is mounted from {spec!r} ({fstype or 'bind'}), not "
+                          f"{self.src!r} ({self.fstype or 'bind'}): unmount it first "
+                          "(state: unmounted)")
+
+    # -- the states -------------------------------------------------------------
 
     def mount_now(self, *, persist):
         """state mounted (``persist``) or ephemeral."""
+        if persist:
+            self.check_line()
+        self.check_live()
         goal = self.host.goal(self.opts, self.dump, self.passno)
         try:
             if not self.mounted and persist and not self.in_fstab:
@@ -403,13 +475,27 @@ class MountState:
                 # options on a mount that others hold are In Use.
                 self._create(MOUNT_ONLY, goal)
             else:
-                self._remount(self.host.goal(self.opts, self.dump, self.passno, live=True))
+                self._change_own(self.host.goal(self.opts, self.dump, self.passno, live=True))
             if persist:
                 self.keep_line(goal)
         finally:
             self.host.drop(goal)
 
+    def _change_own(self, goal):
+        """Our mount to ``goal``, unless others hold it and it would change for them."""
+        try:
+            others = sorted({h for h in self.holders if h != self.holder})
+            if others:
+                planned = self.host.call("ModifyMount", probe=True, **self._modify_args(goal))
+                if any(step.startswith("remount") for step in planned.get("Plan") or ()):
+                    raise Failure(f"{self.path} is held by {', '.join(others)} too: its "
+                                  "options change for all of them only with state: remounted")
+            self.host.call("ModifyMount", **self._modify_args(goal))
+        finally:
+            self.host.drop(goal)
+
     def present(self):
+        self.check_line()
         goal = self.host.goal(self.opts, self.dump, self.passno)
         try:
             self.keep_line(goal)
@@ -417,62 +503,78 @@ class MountState:
             self.host.drop(goal)
 
     def keep_line(self, goal):
-        lines = [m for m in self.host.find_all(self.path) if self.host.flags(m)[1]]
-        if not lines:
+        if self.line is None:
             self._create(ADD_LINE, goal)
-            return
-        spec = lines[0]["FileSystemSpec"]
-        if spec.rstrip("/") != self.src.rstrip("/"):
-            raise Failure(f"{self.path} has an fstab line for {spec!r}, not {self.src!r}: "
-                          "remove it first (state: absent)")
-        self.host.call("ModifyMount", Mode=Uint16(ADD_LINE), Mount=lines[0].path, Goal=goal)
+        else:
+            self.host.call("ModifyMount", Mode=Uint16(ADD_LINE), Mount=self.line.path, Goal=goal)
 
     def remount(self):
         if not self.mounted:
             raise Failure(f"{self.path} is not mounted: nothing to remount")
-        line = self.host.fstab_setting(self.mount)
-        if self.opts == "defaults" and line is not None:
-            self.host.call("ModifyMount", Mode=Uint16(MOUNT_ONLY), Mount=self.mount.path,
-                           Goal=line, Force=self.force or None)
-        else:
-            self._remount(self.host.goal(self.opts, self.dump, self.passno, live=True))
-
-    def _remount(self, goal):
-        """Apply a live goal (the service remounts only if something differs); drop it."""
-        try:
-            self.host.call("ModifyMount", Mode=Uint16(MOUNT_ONLY), Mount=self.mount.path,
-                           Goal=goal, Force=self.force or None)
-        finally:
-            self.host.drop(goal)
+        if self.opts_given:
+            goal = self.host.goal(self.opts, self.dump, self.passno, live=True)
+            try:
+                self.host.call("ModifyMount", **self._modify_args(goal))
+            finally:
+                self.host.drop(goal)
+            return
+        line = self.host.fstab_setting(self.line) if self.line is not None else None
+        if line is not None:
+            # The options the line names; those it does not name stay as they are.
+            self.host.call("ModifyMount", **self._modify_args(line))
 
     def release(self, *, remove_line):
         """state unmounted, or absent (``remove_line``): this holder's references go."""
         line = remove_line and self.in_fstab
+        # One call takes the line with the release where mount and line are one.
+        together = line and self.live is not None and self.line.path == self.live.path
         if self.mounted:
-            if self.force or not self.mount["Holders"]:
-                # Force drops every holder; a mount nobody holds (from boot, by
-                # hand) is unmounted, as ansible.posix.mount would.
-                self._delete(UNMOUNT_AND_REMOVE if line else UNMOUNT_ONLY)
-                return
-            for _ in range(self.ours):
-                self._delete(UNMOUNT_AND_REMOVE if line else UNMOUNT_ONLY)
-                line = False  # the first release took the line with it
+            if self.force or not self.holders:
+                # Force drops every holder; a mount nobody holds is unmounted if it
+                # was made outside lmi-mount (from boot, by hand), as
+                # ansible.posix.mount would, and left to its hold time if not.
+                self._delete(self.live, UNMOUNT_AND_REMOVE if together else UNMOUNT_ONLY)
+                line = line and not together
+            else:
+                # In check mode one release is planned, however many references.
+                for _ in range(1 if self.host.check_mode else self.ours):
+                    self._delete(self.live, UNMOUNT_AND_REMOVE if together else UNMOUNT_ONLY)
+                    line = line and not together
+                    together = False
         if line:
-            self._delete(REMOVE_LINE)  # the mount stays for its other holders
+            self._delete(self.line, REMOVE_LINE)  # the mount stays for its other holders
+
+    # -- calls ----------------------------------------------------------------
+
+    def _create_args(self, mode, goal):
+        return dict(Mode=Uint16(mode), MountPoint=self.path, FileSystemSpec=self.src,
+                    FileSystemType=self.fstype, Goal=goal, Holder=self.holder)
 
     def _create(self, mode, goal):
-        self.host.call("CreateMount", Mode=Uint16(mode), MountPoint=self.path,
-                       FileSystemSpec=self.src, FileSystemType=self.fstype, Goal=goal,
-                       Holder=self.holder)
+        self.host.call("CreateMount", **self._create_args(mode, goal))
 
-    def _delete(self, mode):
-        self.host.call("DeleteMount", Mode=Uint16(mode), Mount=self.mount.path,
-                       Holder=self.holder, Force=self.force or None)
+    def _modify_args(self, goal):
+        return dict(Mode=Uint16(MOUNT_ONLY), Mount=self.live.path, Goal=goal,
+                    Force=self.force or None)
+
+    def _delete(self, mount, mode):
+        self.host.call("DeleteMount", Mode=Uint16(mode), Mount=mount.path, Holder=self.holder,
+                       Force=self.force or None)
+
+
+def _lexical(path):
+    """``path`` without ``//``, ``/./`` or a trailing ``/``, as the service keys it
+    (symbolic links are the host's: the service resolves those)."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return path
+    return posixpath.normpath(path).replace("//", "/")
 
 
 def _bind_spelling(fstype, opts):
     """fstab's bind (type none, option bind) as the model has it (type NULL)."""
-    words = [w for w in (opts or "defaults").split(",") if w]
+    words = [w for w in opts.split(",") if w]
+    if "rbind" in words:
+        raise Failure("rbind (a recursive bind) cannot be asked of lmi-mountd; use bind")
     if "bind" in words and fstype in (None, "none"):
         words = [w for w in words if w != "bind"]
         return None, ",".join(words) or "defaults"
@@ -481,25 +583,27 @@ def _bind_spelling(fstype, opts):
 
 def _field_number(name, value):
     text = str(value).strip()
-    if not (text.isascii() and text.isdigit()):
-        raise Failure(f"{name} must be a number, not {value!r}")
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_PASSNO:
+        raise Failure(f"{name} must be a number from 0 to {MAX_PASSNO}, not {value!r}")
     return int(text)
 
 
 def fstab_diff(plan):
-    """Ansible's diff of the fstab lines that the plan's steps add, replace or remove."""
+    """Ansible's diff of the fstab lines that the plan's steps add, replace or remove.
+
+    The lines are fstab's fields, one space between: the file keeps its own
+    spacing and comments where the service edits a line in place.
+    """
     before, after = [], []
     for step in plan:
-        found = _FSTAB_STEP.match(step)
-        if found is None:
-            continue
-        if found["action"] == "add":
-            after.append(found[2])
-        elif found["action"] == "remove":
-            before.append(found[2])
-        else:
-            before.append(found[3])
-            after.append(found[4])
+        lines = _QUOTED_LINE.findall(step)
+        if step.startswith("fstab: add "):
+            after += lines
+        elif step.startswith("fstab: remove "):
+            before += lines
+        elif step.startswith("fstab: replace ") and len(lines) == 2:
+            before.append(lines[0])
+            after.append(lines[1])
     return {"before": "".join(f"{line}\n" for line in before),
             "after": "".join(f"{line}\n" for line in after),
             "before_header": "fstab", "after_header": "fstab"}
@@ -511,7 +615,7 @@ def main():
             path=dict(type="path", required=True, aliases=["name"]),
             src=dict(type="path"),
             fstype=dict(type="str"),
-            opts=dict(type="str", default="defaults"),
+            opts=dict(type="str"),
             dump=dict(type="str", default="0"),
             passno=dict(type="str", default="0"),
             state=dict(type="str", required=True,
@@ -540,24 +644,28 @@ def main():
     params = module.params
     if not params["path"].startswith("/"):
         module.fail_json(msg=f"path must be absolute, not {params['path']!r}")
-    if params["ca_certs"]:
-        # requests lets these variables override the CA file pywbem hands it
-        # (its session's verify), so a controller that sets them would check
-        # the service against the system's CAs instead of ca_certs.
+    if urlsplit(params["url"]).scheme.lower() not in ("http", "https"):
+        module.fail_json(msg=f"url must be http:// or https://, not {params['url']!r}")
+    if params["ca_certs"] or not params["validate_certs"]:
+        # requests lets these variables override what pywbem hands it (its
+        # session's verify), so a controller that sets them would check the
+        # service against them instead of ca_certs, or at all.
         for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
             os.environ.pop(name, None)
-    creds = (params["username"], params["password"] or "") if params["username"] else None
-    conn = WBEMConnection(
-        params["url"],
-        creds,
-        default_namespace=NAMESPACE,
-        no_verification=not params["validate_certs"],
-        ca_certs=params["ca_certs"],
-        timeout=params["timeout"],
-    )
-    host = Host(conn, module.check_mode, params["timeout"])
-    result = {"changed": False, "plan": host.plan}
+    result = {"changed": False, "plan": []}
+    conn = None
     try:
+        creds = (params["username"], params["password"] or "") if params["username"] else None
+        conn = WBEMConnection(
+            params["url"],
+            creds,
+            default_namespace=NAMESPACE,
+            no_verification=not params["validate_certs"],
+            ca_certs=params["ca_certs"],
+            timeout=params["timeout"],
+        )
+        host = Host(conn, module.check_mode, params["timeout"])
+        result["plan"] = host.plan
         wanted = MountState(host, params)
         state = params["state"]
         if state in ("mounted", "ephemeral"):
@@ -569,27 +677,28 @@ def main():
         else:
             wanted.release(remove_line=state == "absent")
         result["changed"] = bool(host.plan)
-        after = None if module.check_mode else host.find(params["path"], params["src"])
-        if after is not None:
-            result["mounted"], result["in_fstab"] = host.flags(after)
-            result["holders"] = list(after["Holders"] or ())
-        elif module.check_mode:
+        if module.check_mode:
+            # Nothing changed: the state as it is (the plan says what would change).
             result["mounted"], result["in_fstab"] = wanted.mounted, wanted.in_fstab
-            result["holders"] = list(wanted.mount["Holders"] or ()) if wanted.mount else []
+            result["holders"] = wanted.holders
         else:
-            result.update(mounted=False, in_fstab=False, holders=[])
+            after = MountState(host, params)
+            result["mounted"], result["in_fstab"] = after.mounted, after.in_fstab
+            result["holders"] = after.holders
         held = [h for h in result["holders"] if h != params["holder"]]
-        if state in ("unmounted", "absent") and result["mounted"] and held:
-            module.warn(f"{params['path']} stays mounted: {', '.join(sorted(set(held)))} "
+        if (state in ("unmounted", "absent") and result["mounted"] and held
+                and not params["force"] and not module.check_mode):
+            module.warn(f"{wanted.path} stays mounted: {', '.join(sorted(set(held)))} "
                         "hold it too (force: true unmounts it anyway)")
     except Failure as exc:
         module.fail_json(msg=str(exc), **result)
-    except PywbemError as exc:
-        module.fail_json(msg=f"{params['url']}: {exc}", **result)
+    except (PywbemError, OSError, ValueError, TypeError) as exc:
+        module.fail_json(msg=f"{params['url']}: {type(exc).__name__}: {exc}", **result)
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
     if module._diff:
-        result["diff"] = fstab_diff(host.plan)
+        result["diff"] = fstab_diff(result["plan"])
     module.exit_json(**result)
 
 

@@ -1,0 +1,206 @@
+"""lmi.mount.mount one task at a time (``ansible -m``), on what an outside review broke.
+
+Each case runs the module through ansible-core against a real sandbox daemon
+and reads the result the module reported and, where it matters, what the
+daemon's kernel and fstab say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import certifi
+import pytest
+from pywbem import WBEMConnection
+
+from tests.daemon import sandbox
+from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER
+from tests.support.skips import requires_root
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.root,
+    requires_root,
+    pytest.mark.skipif(shutil.which("ansible") is None,
+                       reason="ansible is not installed (the test extra has it)"),
+]
+
+
+@dataclass
+class Task:
+    daemon: sandbox.Daemon
+    scratch: Path
+
+    def run(self, *, check: bool = False, diff: bool = False,
+            env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
+        """The module's result for ``args`` (the connection filled in), with
+        ``failed`` from ansible's report and ``output``, what it printed."""
+        args = {"url": self.daemon.http_url, "username": USER, "password": PASSWORD, **args}
+        command = ["ansible", "localhost", "-c", "local", "-m", "lmi.mount.mount",
+                   "-a", json.dumps(args),
+                   "-e", f"ansible_python_interpreter={sys.executable}"]
+        command += ["--check"] if check else []
+        command += ["--diff"] if diff else []
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, env={
+                                  **sandbox.client_env(), **(env or {}),
+                                  "ANSIBLE_COLLECTIONS_PATH": str(REPO),
+                                  "ANSIBLE_HOME": str(self.scratch / "home"),
+                                  "ANSIBLE_LOCAL_TEMP": str(self.scratch / "tmp"),
+                                  "ANSIBLE_LOCALHOST_WARNING": "false",
+                                  "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false"})
+        # The ad-hoc callback (minimal): "localhost | CHANGED => {" and the JSON.
+        start = done.stdout.index("localhost | ")
+        status, _, body = done.stdout[start:].partition(" => ")
+        result: dict[str, Any] = json.JSONDecoder().raw_decode(body)[0]
+        result["failed"] = status.endswith("FAILED!")
+        result["output"] = done.stdout + done.stderr
+        return result
+
+    def live(self, target: Path) -> list[list[str]]:
+        return [line.split() for line in self.daemon.mountinfo().splitlines()
+                if line.split()[4] == str(target)]
+
+    def goals(self) -> int:
+        conn = WBEMConnection(self.daemon.http_url, (USER, PASSWORD),
+                              default_namespace=NAMESPACE)
+        return sum(":goal:" in s["InstanceID"]
+                   for s in conn.EnumerateInstances("LMI_MountedFileSystemSetting"))
+
+
+def _task(tmp_path: Path, *extra: str) -> Iterator[Task]:
+    with sandbox.running(tmp_path / "host", *extra) as daemon:
+        yield Task(daemon, tmp_path)
+
+
+@pytest.fixture
+def task(tmp_path: Path) -> Iterator[Task]:
+    yield from _task(tmp_path)
+
+
+TMPFS = {"src": "tmpfs", "fstype": "tmpfs"}
+
+
+def test_a_path_spelled_otherwise_is_the_same_mount_point(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    assert task.run(path=str(target), state="mounted", **TMPFS)["changed"]
+    again = task.run(path=f"{target}/", state="mounted", **TMPFS)
+    assert again["changed"] is False and again["holders"] == ["ansible"]
+    assert task.run(path=str(target).replace("/mnt/", "/mnt//"), state="absent")["changed"]
+    assert task.live(target) == []
+    link = task.daemon.root / "link"
+    link.symlink_to(task.daemon.root / "mnt" / "b")
+    refused = task.run(path=str(link), state="ephemeral", **TMPFS)
+    assert refused["failed"] and f"use {task.daemon.root}/mnt/b" in refused["msg"]
+    assert task.live(task.daemon.root / "mnt" / "b") == []
+
+
+def test_another_source_is_refused_before_anything_changes(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    data = task.daemon.root / "data"
+    assert task.run(path=str(target), state="present", **TMPFS)["changed"]
+    fstab = task.daemon.fstab.read_text()
+    refused = task.run(path=str(target), src=str(data), fstype="none", opts="bind",
+                       state="mounted")
+    assert refused["failed"] and "has an fstab line for 'tmpfs'" in refused["msg"]
+    assert refused["plan"] == [] and task.live(target) == []
+    assert task.daemon.fstab.read_text() == fstab
+    assert task.run(path=str(target), state="ephemeral", **TMPFS)["changed"]
+    other = task.run(path=str(target), src=str(data), fstype="none", opts="bind",
+                     state="ephemeral")
+    assert other["failed"] and "is mounted from 'tmpfs'" in other["msg"]
+    assert len(task.live(target)) == 1
+
+
+def test_a_shared_mount_keeps_its_options_for_the_other_holders(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    for holder in ("a", "b"):
+        task.run(path=str(target), state="ephemeral", holder=holder, **TMPFS)
+    refused = task.run(path=str(target), state="ephemeral", holder="b", opts="ro", **TMPFS)
+    assert refused["failed"] and "held by a too" in refused["msg"]
+    [live] = task.live(target)
+    assert "rw" in live[5].split(",")
+    everyone = task.run(path=str(target), state="remounted", holder="b", opts="ro")
+    assert everyone["changed"] and "ro" in task.live(target)[0][5].split(",")
+
+
+def test_user_in_the_options_settles(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    task.run(path=str(target), state="ephemeral", **TMPFS)
+    first = task.run(path=str(target), state="ephemeral", opts="ro,user", **TMPFS)
+    assert first["changed"]
+    assert {"ro", "nosuid", "nodev", "noexec"} <= set(task.live(target)[0][5].split(","))
+    assert task.run(path=str(target), state="ephemeral", opts="ro,user", **TMPFS)[
+        "changed"] is False
+
+
+def test_remounted_without_opts_changes_nothing_it_was_not_asked(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    task.run(path=str(target), state="ephemeral", opts="ro,noexec", **TMPFS)
+    kept = task.run(path=str(target), state="remounted")
+    assert kept["changed"] is False
+    assert {"ro", "noexec"} <= set(task.live(target)[0][5].split(","))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param({"passno": "99999"}, "passno must be a number from 0 to 65535", id="passno"),
+    pytest.param({"dump": "2"}, "dump must be 0 or 1", id="dump"),
+    pytest.param({"holder": ""}, "holder must name someone", id="empty-holder"),
+    pytest.param({"opts": "rbind", "fstype": "none"}, "rbind (a recursive bind) cannot",
+                 id="rbind"),
+    pytest.param({"url": "ftp://127.0.0.1/"}, "url must be http:// or https://", id="url"),
+    pytest.param({"ca_certs": "/nonexistent.pem", "url": "https://127.0.0.1:1"},
+                 "https://127.0.0.1:1:", id="ca-file"),
+])
+def test_bad_parameters_fail_cleanly_and_leave_no_goal(task: Task, args: dict[str, Any],
+                                                       message: str) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    failed = task.run(**{"path": str(target), "state": "mounted", **TMPFS, **args})
+    assert failed["failed"] and message in failed["msg"], failed["msg"]
+    assert "Traceback" not in failed["output"] and "MODULE FAILURE" not in failed["output"]
+    assert task.goals() == 0 and task.live(target) == []
+
+
+def test_validate_certs_false_holds_when_the_environment_names_a_bundle(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    done = task.run(path=str(target), state="ephemeral", url=task.daemon.https_url,
+                    validate_certs=False, env={"REQUESTS_CA_BUNDLE": certifi.where(),
+                                               "CURL_CA_BUNDLE": certifi.where()}, **TMPFS)
+    assert done["changed"], done.get("msg")
+
+
+def test_removing_a_mount_point_with_two_lines_shows_both(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    with open(task.daemon.fstab, "a", encoding="utf-8") as fstab:
+        fstab.write(f"tmpfs {target} tmpfs defaults 0 0\ntmpfs {target} tmpfs ro 0 0\n")
+    gone = task.run(path=str(target), state="absent", diff=True)
+    assert gone["changed"] and str(target) not in task.daemon.fstab.read_text()
+    assert f"-tmpfs {target} tmpfs defaults 0 0" in gone["output"]
+    assert f"-tmpfs {target} tmpfs ro 0 0" in gone["output"]
+
+
+def test_jobs_and_the_hold_time_keep_second_runs_quiet(tmp_path: Path) -> None:
+    config = tmp_path / "slow.conf"
+    config.write_text("[cim]\nsynchronous_seconds = 0\n[engine]\nhold_seconds = 60\n")
+    os.chmod(config, 0o600)
+    for task in _task(tmp_path, "--config", str(config)):
+        target = task.daemon.root / "mnt" / "a"
+        assert task.run(path=str(target), state="mounted", **TMPFS)["changed"]
+        again = task.run(path=str(target), state="mounted", **TMPFS)
+        assert again["changed"] is False, again.get("msg")
+        bad = task.run(path=str(task.daemon.root / "mnt" / "b"), state="mounted", src="tmpfs",
+                       fstype="nosuchfs")
+        assert bad["failed"] and "'nosuchfs' is unknown here" in bad["msg"]
+        assert task.run(path=str(target), state="unmounted")["changed"]
+        quiet = task.run(path=str(target), state="unmounted")
+        assert quiet["changed"] is False and not quiet["failed"], quiet.get("msg")
+        assert len(task.live(target)) == 1, "still in its hold time"
