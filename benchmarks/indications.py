@@ -1,0 +1,251 @@
+"""Benchmark: from a kernel mount change to pywbem listeners' callbacks.
+
+Measured in the same run, in a private mount namespace, against the real
+engine, broker and CIM-XML server (plain HTTP on loopback) with four pywbem
+``WBEMListener`` processes
+subscribed through ``WBEMSubscriptionManager``, each listener a process of
+its own (arrival times on CLOCK_MONOTONIC, which every process shares):
+
+* latency: mount(2) or umount(2) of a tmpfs by hand (the kernel change),
+  then the time until each listener's callback has the indication of that
+  mount point; ``--changes`` changes one after another, p50 and p99;
+* rate: ``--burst`` changes as fast as the kernel takes them, then the
+  indications delivered to the four listeners per second until all arrived
+  (mounts made and unmade between two reads of the model are not seen: the
+  burst changes distinct mount points, each once);
+* baseline: what a console does without indications, one
+  ``EnumerateInstances`` of LMI_MountedFileSystem per poll: the best case
+  of polling is one enumeration right after the change.
+
+Goals (issue "Indications"): p99 <= 50 ms; >= 2,000 indications/s in all; 0 lost.
+
+Run: ``python benchmarks/indications.py [--changes N] [--burst N]`` (root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "provider"), str(ROOT)]
+
+from _namespace import reexec_in_private_namespace  # noqa: E402
+from pywbem import (  # noqa: E402
+    WBEMConnection,
+    WBEMListener,
+    WBEMServer,
+    WBEMSubscriptionManager,
+)
+
+from lmi_mount.cim.broker import Broker  # noqa: E402
+from lmi_mount.engine import MountManager  # noqa: E402
+from lmi_mount.linux.kernel import LinuxKernel  # noqa: E402
+from lmi_mount.linux.namespace import libc  # noqa: E402
+from lmi_mount.server.app import CimServer  # noqa: E402
+from lmi_mount.server.config import ServerConfig  # noqa: E402
+
+USER, PASSWORD = "bench", "bench-password"
+LISTENERS = 4
+QUERY = ("SELECT * FROM CIM_InstIndication WHERE SourceInstance ISA LMI_MountedFileSystem")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Arrivals:
+    """When each listener got the indication of each (kind, mount point)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.times: dict[tuple[str, str], list[float]] = {}
+        self.count = 0
+
+    def record(self, kind: str, target: str, at: float) -> None:
+        with self.cond:
+            self.times.setdefault((kind, target), []).append(at)
+            self.count += 1
+            self.cond.notify_all()
+
+    def wait(self, key: tuple[str, str], listeners: int, timeout: float = 10.0) -> list[float]:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.times.get(key, ())) >= listeners,
+                                      timeout):
+                raise TimeoutError(f"{key} reached {len(self.times.get(key, ()))} listeners")
+            return self.times[key]
+
+    def wait_count(self, count: int, timeout: float) -> None:
+        with self.cond:
+            if not self.cond.wait_for(lambda: self.count >= count, timeout):
+                raise TimeoutError(f"{self.count} of {count} indications arrived")
+
+
+def listener_process(port: int) -> int:
+    """``--listener PORT``: a WBEMListener that prints each arrival (class, mount
+    point, CLOCK_MONOTONIC time, the same clock in every process)."""
+    lock = threading.Lock()
+
+    def receive(indication: Any, host: str) -> None:
+        at = time.monotonic()
+        source = indication.get("SourceInstance")
+        with lock:
+            print(f"{indication.classname}\t{source['MountPointPath'] if source else ''}\t{at}",
+                  flush=True)
+
+    listener = WBEMListener("127.0.0.1", http_port=port, https_port=None)
+    listener.add_callback(receive)
+    listener.start()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    listener.stop()
+    return 0
+
+
+def start_listener(arrivals: Arrivals) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, __file__, "--listener", str(port)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError("a listener did not start")
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            kind, target, at = line.rstrip("\n").split("\t")
+            arrivals.record(kind, target, float(at))
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, port
+
+
+def mount(target: str) -> None:
+    if libc().mount(b"bench", target.encode(), b"tmpfs", 0, None) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {target}")
+
+
+def umount(target: str) -> None:
+    if libc().umount2(target.encode(), 0) != 0:
+        raise OSError(ctypes.get_errno(), f"umount {target}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=1000)
+    parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--listener", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.listener is not None:
+        return listener_process(args.listener)
+    if os.geteuid() != 0:
+        print("indications.py: needs root (mounts in a private namespace)", file=sys.stderr)
+        return 2
+    code = reexec_in_private_namespace()
+    if code is not None:
+        return code
+
+    work = Path(tempfile.mkdtemp(prefix="lmi-bench-indications-"))
+    (work / "fstab").write_text("")
+    engine = MountManager(LinuxKernel(), fstab_path=work / "fstab",
+                          state_dir=work / "state").start()
+    broker = Broker(engine, host="bench.example")
+    port = free_port()
+    server = CimServer(ServerConfig(listen=("127.0.0.1",), http_port=port, https_port=None,
+                                    plain_http="allow", users=((USER, "admin", PASSWORD),)),
+                       broker)
+    server.start()
+    arrivals = Arrivals()
+    listeners = []
+    try:
+        conn = WBEMConnection(f"http://127.0.0.1:{port}", (USER, PASSWORD),
+                              default_namespace="root/cimv2")
+        manager = WBEMSubscriptionManager("bench")
+        server_id = manager.add_server(WBEMServer(conn))
+        found = manager.add_filter(server_id, "root/cimv2", QUERY, owned=True, filter_id="f")
+        for number in range(LISTENERS):
+            listener, listener_port = start_listener(arrivals)
+            listeners.append(listener)
+            destination = manager.add_destination(
+                server_id, f"http://127.0.0.1:{listener_port}", owned=True,
+                destination_id=f"d{number}")
+            manager.add_subscriptions(server_id, found.path, [destination.path])
+
+        # Latency: one change at a time, all four listeners served before the next.
+        targets = []
+        for number in range(args.changes // 2 + 1):
+            target = work / "mnt" / str(number)
+            target.mkdir(parents=True)
+            targets.append(str(target))
+        latencies = []
+        changes = 0
+        for target in targets:
+            for kind, change in (("CIM_InstCreation", mount), ("CIM_InstDeletion", umount)):
+                if changes == args.changes:
+                    break
+                start = time.monotonic()
+                change(target)
+                got = arrivals.wait((kind, target), LISTENERS)
+                latencies.extend(t - start for t in got[:LISTENERS])
+                changes += 1
+        latencies.sort()
+        p50 = statistics.median(latencies)
+        p99 = latencies[int(0.99 * (len(latencies) - 1))]
+
+        # Baseline: a console's poll, one enumeration right after a change.
+        polls = []
+        for _ in range(50):
+            start = time.perf_counter()
+            conn.EnumerateInstances("LMI_MountedFileSystem")
+            polls.append(time.perf_counter() - start)
+        poll = statistics.median(polls)
+
+        # Rate: a burst of changes on distinct mount points, then wait for all.
+        burst = []
+        for number in range(args.burst):
+            target = work / "burst" / str(number)
+            target.mkdir(parents=True)
+            burst.append(str(target))
+        before = arrivals.count
+        start = time.monotonic()
+        for target in burst:
+            mount(target)
+        arrivals.wait_count(before + LISTENERS * len(burst), timeout=120)
+        elapsed = time.monotonic() - start
+        rate = LISTENERS * len(burst) / elapsed
+        lost = sum(server.indications.destination(f"pywbemdestination:bench:d{n}").stats.lost
+                   for n in range(LISTENERS)) if server.indications else 0
+        for target in burst:
+            umount(target)
+        manager.remove_server(server_id)
+    finally:
+        for listener in listeners:
+            listener.communicate(timeout=10)
+        server.shutdown()
+        broker.close()
+        engine.close()
+
+    print(f"indications to {LISTENERS} listeners, {args.changes} kernel changes one by one:")
+    print(f"  latency from the change to each listener's callback: "
+          f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms (goal: p99 <= 50 ms)")
+    print(f"  baseline, one EnumerateInstances of LMI_MountedFileSystem (a console's poll): "
+          f"{poll * 1000:.1f} ms; p50 latency / poll = {p50 / poll:.2f}")
+    print(f"burst of {args.burst} mounts: {rate:,.0f} indications/s delivered in all "
+          f"(goal: >= 2,000), {lost} lost (goal: 0)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
