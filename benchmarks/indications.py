@@ -13,9 +13,12 @@ its own (arrival times on CLOCK_MONOTONIC, which every process shares):
   indications delivered to the four listeners per second until all arrived
   (mounts made and unmade between two reads of the model are not seen: the
   burst changes distinct mount points, each once);
-* baseline: what a console does without indications, one
+* baseline 1: what a console does without indications, one
   ``EnumerateInstances`` of LMI_MountedFileSystem per poll: the best case
-  of polling is one enumeration right after the change.
+  of polling is one enumeration right after the change;
+* baseline 2: what one pywbem listener process takes at all: the same export
+  request sent back to back by a raw HTTP client; four of them are the
+  ceiling of the rate.
 
 Goals (issue "Indications"): p99 <= 50 ms; >= 2,000 indications/s in all; 0 lost.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import http.client
 import os
 import socket
 import statistics
@@ -53,6 +57,7 @@ from lmi_mount.engine import MountManager  # noqa: E402
 from lmi_mount.linux.kernel import LinuxKernel  # noqa: E402
 from lmi_mount.linux.namespace import libc  # noqa: E402
 from lmi_mount.server.app import CimServer  # noqa: E402
+from lmi_mount.server.cimxml import export_indication_request  # noqa: E402
 from lmi_mount.server.config import ServerConfig  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
@@ -132,6 +137,29 @@ def start_listener(arrivals: Arrivals) -> tuple[subprocess.Popen[str], int]:
     return process, port
 
 
+def listener_capacity(arrivals: Arrivals, indication: Any, count: int) -> float:
+    """Indications per second one pywbem listener process takes from a raw HTTP
+    client that sends the same export request back to back (keep-alive)."""
+    process, port = start_listener(arrivals)
+    try:
+        body = export_indication_request("1", indication)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Content-Type": 'application/xml; charset="utf-8"',
+                   "CIMExport": "MethodRequest", "CIMExportMethod": "ExportIndication"}
+        start = time.monotonic()
+        for _ in range(count):
+            conn.request("POST", "/", body, headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"the listener answered {response.status}")
+        elapsed = time.monotonic() - start
+        conn.close()
+        return count / elapsed
+    finally:
+        process.communicate(timeout=10)
+
+
 def mount(target: str) -> None:
     if libc().mount(b"bench", target.encode(), b"tmpfs", 0, None) != 0:
         raise OSError(ctypes.get_errno(), f"mount {target}")
@@ -183,6 +211,16 @@ def main() -> int:
                 destination_id=f"d{number}")
             manager.add_subscriptions(server_id, found.path, [destination.path])
 
+        captured: list[Any] = []
+        if server.indications is not None:
+            publish = server.indications.publish
+
+            def keep(indications: Any, namespace: str | None = None) -> None:
+                indications = list(indications)
+                captured.extend(indications[:1] if not captured else [])
+                publish(indications, namespace)
+            server.indications.publish = keep  # type: ignore[method-assign]
+
         # Latency: one change at a time, all four listeners served before the next.
         targets = []
         for number in range(args.changes // 2 + 1):
@@ -225,6 +263,10 @@ def main() -> int:
         arrivals.wait_count(before + LISTENERS * len(burst), timeout=120)
         elapsed = time.monotonic() - start
         rate = LISTENERS * len(burst) / elapsed
+        # Baseline 2: what one pywbem listener takes at all, from a raw client.
+        [sample] = [i for i in captured if i.classname == "CIM_InstCreation"][:1] or [None]
+        capacity = (listener_capacity(Arrivals(), sample, 300) if sample is not None
+                    else float("nan"))
         lost = sum(server.indications.destination(f"pywbemdestination:bench:d{n}").stats.lost
                    for n in range(LISTENERS)) if server.indications else 0
         for target in burst:
@@ -244,6 +286,9 @@ def main() -> int:
           f"{poll * 1000:.1f} ms; p50 latency / poll = {p50 / poll:.2f}")
     print(f"burst of {args.burst} mounts: {rate:,.0f} indications/s delivered in all "
           f"(goal: >= 2,000), {lost} lost (goal: 0)")
+    print(f"  baseline, one pywbem WBEMListener fed back to back by a raw client: "
+          f"{capacity:,.0f}/s, x{LISTENERS} = {LISTENERS * capacity:,.0f}/s; "
+          f"delivered / that = {rate / (LISTENERS * capacity):.2f}")
     return 0
 
 

@@ -31,6 +31,7 @@ from lmi_mount.cim.jobs import Job
 from lmi_mount.cim.model import Model
 from lmi_mount.cim.projection import Projector
 from lmi_mount.cim.providers.base import Context, View
+from lmi_mount.engine import MountStatus
 
 INST_CREATION: Final = "CIM_InstCreation"
 INST_DELETION: Final = "CIM_InstDeletion"
@@ -75,20 +76,40 @@ class ModelRead:
     drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]]
 
 
-def read_model(context: Context) -> ModelRead:
-    """One consistent read of what the indications describe."""
-    view = View(context)
-    projector = view.projector
-    instances: dict[InstanceKey, CIMInstance] = {}
-    drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]] = {}
-    for status in view.statuses:
-        mount = projector.mounted_file_system(status)
-        instances[instance_key(mount.path)] = mount
-        for setting, _, _ in projector.settings_of(status):
-            instances[instance_key(setting.path)] = setting
-        if status.drift:
-            drift[status.target] = (mount.path, tuple(str(d) for d in status.drift))
-    return ModelRead(instances, drift)
+class ModelReader:
+    """Reads what the indications describe, projecting only the mounts whose state
+    changed since the last read (the others' instances are the same objects):
+    a change on a host with thousands of mounts costs one engine read, not
+    thousands of projections."""
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        self._last: dict[tuple[str, str], tuple[MountStatus, list[CIMInstance]]] = {}
+
+    def read(self) -> ModelRead:
+        view = View(self._context)
+        projector = view.projector
+        instances: dict[InstanceKey, CIMInstance] = {}
+        drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]] = {}
+        seen: dict[tuple[str, str], tuple[MountStatus, list[CIMInstance]]] = {}
+        for status in view.statuses:
+            key = (status.spec, status.target)
+            last = self._last.get(key)
+            if last is not None and last[0] == status:
+                projected = last[1]
+            else:
+                projected = [projector.mounted_file_system(status)]
+                projected += [setting for setting, _, _ in projector.settings_of(status)]
+            seen[key] = (status, projected)
+            for instance in projected:
+                assert instance.path is not None
+                instances[instance_key(instance.path)] = instance
+            if status.drift:
+                mount = projected[0].path
+                assert mount is not None
+                drift[status.target] = (mount, tuple(str(d) for d in status.drift))
+        self._last = seen
+        return ModelRead(instances, drift)
 
 
 class IndicationFactory:

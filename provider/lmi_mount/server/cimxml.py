@@ -1311,6 +1311,18 @@ def _safe_error_xml(error: CIMError) -> str:
         return _error_xml(fallback)
 
 
+def export_indication_request(message_id: str, indication: CIMInstance) -> bytes:
+    """The CIM-XML export request that delivers ``indication`` to a listener
+    (DSP0200 "ExportIndication"; DSP0201 SIMPLEEXPREQ)."""
+    return (
+        f'{XML_DECLARATION}<CIM CIMVERSION="2.0" DTDVERSION="2.0">'
+        f'<MESSAGE ID="{esc_attr(message_id)}" PROTOCOLVERSION="1.0"><SIMPLEEXPREQ>'
+        '<EXPMETHODCALL NAME="ExportIndication"><EXPPARAMVALUE NAME="NewIndication">'
+        f"{instance_xml(indication)}"
+        "</EXPPARAMVALUE></EXPMETHODCALL></SIMPLEEXPREQ></MESSAGE></CIM>"
+    ).encode()
+
+
 def _encode_message(message_id: str, *middle: str) -> bytes:
     return "".join((_message_head(message_id), *middle, _MESSAGE_TAIL)).encode("utf-8")
 

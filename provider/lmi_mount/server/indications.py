@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
-from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 from pywbem import (
@@ -50,6 +49,7 @@ from lmi_mount.cim import events, wql
 from lmi_mount.cim.events import IndicationFactory, ModelRead
 from lmi_mount.cim.jobs import Job
 from lmi_mount.linux import watch
+from lmi_mount.server import cimxml
 from lmi_mount.server.config import IndicationSettings
 from lmi_mount.server.subscriptions import Route, SubscriptionStore, routes_for
 
@@ -63,18 +63,6 @@ SETTLE_SECONDS: Final = 0.002
 
 class DeliveryError(Exception):
     """One send that did not reach the listener or was refused by it."""
-
-
-def export_message(indication: CIMInstance, message_id: str) -> bytes:
-    """The CIM-XML ExportIndication request for ``indication`` (DSP0201, DSP0200)."""
-    return (
-        '<?xml version="1.0" encoding="utf-8" ?>\n'
-        '<CIM CIMVERSION="2.0" DTDVERSION="2.0">'
-        f'<MESSAGE ID={quoteattr(message_id)} PROTOCOLVERSION="1.0"><SIMPLEEXPREQ>'
-        '<EXPMETHODCALL NAME="ExportIndication"><EXPPARAMVALUE NAME="NewIndication">'
-        f"{indication.tocimxmlstr()}"
-        "</EXPPARAMVALUE></EXPMETHODCALL></SIMPLEEXPREQ></MESSAGE></CIM>"
-    ).encode()
 
 
 _PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
@@ -94,7 +82,7 @@ class Exporter:
         self._conn: http.client.HTTPConnection | None = None
 
     def send(self, indication: CIMInstance, message_id: str) -> None:
-        body = export_message(indication, message_id)
+        body = cimxml.export_indication_request(message_id, indication)
         if self._conn is None:
             self._conn = (http.client.HTTPSConnection(self._host, self._port,
                                                       timeout=self._timeout, context=self._ssl)
@@ -427,7 +415,7 @@ def indication_service(broker: Any, settings: IndicationSettings, *,
     context = broker.context
     service = IndicationService(
         store, IndicationFactory(model, context.projector),
-        read_model=lambda: events.read_model(context),
+        read_model=events.ModelReader(context).read,
         is_subclass=broker.is_subclass, namespace=broker.namespace,
         fstab_path=context.engine.fstab_path, settings=settings,
         time_before_removal=context.jobs.time_before_removal)
