@@ -321,6 +321,15 @@ class MountPointLocks:
             self._held.remove(holding)
             self._changed.notify_all()
 
+    def wait_quiet(self, timeout: float) -> bool:
+        """Wait until no request runs but slow ones (running over ``slow_seconds``),
+        at most ``timeout`` seconds; whether it is so. A reader of the whole
+        state (the indications' watcher) then sees no request half done."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: all(self._clock() - h.since > self.slow_seconds for h in self._held),
+                timeout)
+
     def waiting(self) -> list[tuple[str, ...]]:
         """The exclusive paths of the requests waiting, oldest first."""
         with self._changed:
@@ -729,6 +738,11 @@ class MountManager:
     def status(self) -> list[MountStatus]:
         """Every mount the model shows (see ``state``)."""
         return list(self.state().statuses)
+
+    def wait_quiet(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until no request is half done (slow
+        ones, waiting for a helper, aside); whether it is so."""
+        return self._locks.wait_quiet(timeout)
 
     def state(self) -> EngineState:
         """One consistent read: the mount table and every mount the model shows.

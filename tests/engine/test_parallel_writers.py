@@ -357,3 +357,19 @@ def test_requests_after_close_are_refused(world: World) -> None:
     with pytest.raises(OperationFailed, match="stopping"):
         engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
     assert world.mounts_at(target) == []
+
+
+def test_a_reader_of_the_whole_state_waits_for_quiet_but_not_for_slow_requests() -> None:
+    # The indications' watcher reads between requests, not half way through one
+    # (a mount with its holder not yet recorded), and not after a hanging helper.
+    now = [0.0]
+    locks = MountPointLocks(clock=lambda: now[0])
+    token = locks.acquire(["/srv/a"])
+    assert token is not None
+    assert locks.wait_quiet(0.01) is False
+    threading.Timer(0.05, locks.release, [token]).start()
+    assert locks.wait_quiet(5.0) is True
+    slow = locks.acquire(["/srv/nfs"])
+    now[0] += locks.slow_seconds + 1
+    assert locks.wait_quiet(0.01) is True, "a slow request is not waited for"
+    locks.release(slow)

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 RESYNC_SECONDS: Final = 5.0
 #: Changes that come together are read together: a mount and its fstab line.
 SETTLE_SECONDS: Final = 0.002
+#: The longest a read waits for the service's running requests to end.
+QUIET_SECONDS: Final = 1.0
 
 
 class DeliveryError(Exception):
@@ -238,6 +240,7 @@ class IndicationService:
         factory: IndicationFactory,
         *,
         read_model: Callable[[], ModelRead],
+        wait_quiet: Callable[[float], bool] = lambda timeout: True,
         is_subclass: Callable[[str, str], bool],
         namespace: str,
         fstab_path: Path,
@@ -249,6 +252,7 @@ class IndicationService:
         self._store = store
         self._factory = factory
         self._read_model = read_model
+        self._wait_quiet = wait_quiet
         self._is_subclass = is_subclass
         self._namespace = namespace
         self._fstab_path = fstab_path
@@ -354,8 +358,11 @@ class IndicationService:
         try:
             while not self._stop.is_set():
                 if watch.wait(sources, RESYNC_SECONDS) and not self._stop.is_set():
-                    # A mount and its fstab line change within moments: read them once.
+                    # A mount and its fstab line change within moments: read them
+                    # once, when the request that changes them is done (its
+                    # holders too), so that no half-done request is reported.
                     time.sleep(SETTLE_SECONDS)
+                    self._wait_quiet(QUIET_SECONDS)
                     watch.wait(sources, 0)
                 if self._stop.is_set():
                     return
@@ -416,6 +423,7 @@ def indication_service(broker: Any, settings: IndicationSettings, *,
     service = IndicationService(
         store, IndicationFactory(model, context.projector),
         read_model=events.ModelReader(context).read,
+        wait_quiet=context.engine.wait_quiet,
         is_subclass=broker.is_subclass, namespace=broker.namespace,
         fstab_path=context.engine.fstab_path, settings=settings,
         time_before_removal=context.jobs.time_before_removal)
