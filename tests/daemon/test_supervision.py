@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from lmi_mount import daemon
+from lmi_mount.server.app import CimServer
 
 
 class _Http:
@@ -26,9 +27,22 @@ class _Http:
         return self.is_alive
 
 
+class _Indications:
+    def __init__(self, alive: bool) -> None:
+        self.is_alive = alive
+
+    def alive(self) -> bool:
+        return self.is_alive
+
+
 class _Server:
-    def __init__(self, alive: bool = True) -> None:
+    """CimServer's threads, with its own judgement of them (``CimServer.alive``)."""
+
+    alive = CimServer.alive
+
+    def __init__(self, alive: bool = True, indications: bool = True) -> None:
         self.http = _Http(alive)
+        self.indications = _Indications(indications)
 
 
 class _Engine:
@@ -46,6 +60,12 @@ def fast(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_dead_io_loop_ends_the_daemon(fast: None) -> None:
     failure = daemon._supervise(_Server(alive=False), _Engine(), threading.Event())  # type: ignore[arg-type]
     assert failure == "the HTTP I/O loop stopped"
+
+
+def test_a_dead_indication_thread_ends_the_daemon(fast: None) -> None:
+    failure = daemon._supervise(_Server(indications=False), _Engine(),  # type: ignore[arg-type]
+                                threading.Event())
+    assert failure == "an indication thread stopped"
 
 
 def test_a_dead_hold_timer_ends_the_daemon(fast: None) -> None:
