@@ -42,9 +42,11 @@ PAGES = [
     pytest.param("cookbook-wbemcli.rst", ("wbemcli",), id="cookbook-wbemcli"),
     pytest.param("running-lmi-mountd.rst", ("pywbemcli",), id="running-lmi-mountd"),
     pytest.param("fleet.rst", ("ansible-playbook", "pywbemcli"), id="fleet"),
+    pytest.param("subscribing.rst", ("pywbemcli", "pywbemlistener", "nsenter"),
+                 id="subscribing"),
 ]
 # Pages whose sessions start at the top of the checkout (they name its files).
-IN_CHECKOUT = {"fleet.rst"}
+IN_CHECKOUT = {"fleet.rst", "subscribing.rst"}
 
 
 @dataclass(frozen=True)
