@@ -6,7 +6,8 @@ ModifyMount / DeleteMount in a given Mode), for which it opens the engine as
 a read-only observer: it never takes the running service's state lock and
 never changes a mount, a line or a reference. ``edit-fstab`` is the one verb
 that writes: fstab, by hand, under the lock the service's writers take
-(``lmi_mount.fstab_editor``). ``--sandbox DIR`` does all of it for the
+(``lmi_mount.fstab_editor``). ``watch`` prints the changes the service's
+indications describe (``cim.events``) as they happen. ``--sandbox DIR`` does all of it for the
 sandbox of ``lmi-mountd --sandbox DIR``, in its daemon's mount namespace.
 
 Must not know: CIM transport. Modes are read from the service's one table.
@@ -17,16 +18,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from lmi_mount import sandbox
+from lmi_mount.cim.broker import Broker
+from lmi_mount.cim.events import (
+    INST_CREATION,
+    INST_DELETION,
+    INST_MODIFICATION,
+    IndicationFactory,
+    ModelReader,
+    changes,
+)
 from lmi_mount.cim.providers.service import MODES, no_effect
 from lmi_mount.engine import MountManager, MountStatus
 from lmi_mount.fstab_editor import edit_fstab
-from lmi_mount.linux import files
+from lmi_mount.linux import files, watch
+from lmi_mount.linux.journal import JOURNAL_NAMES
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.escaping import escape_controls
@@ -35,6 +48,12 @@ from lmi_mount.mounts.plan import MountSpec
 
 DEFAULT_FSTAB = "/etc/fstab"
 DEFAULT_STATE_DIR = "/run/lmi-mount"
+#: ``watch`` reads the model at least this often (holder changes of a service
+#: in another process show in its journal, which is watched too).
+WATCH_RESYNC_SECONDS = 5.0
+#: Changes within this long of each other are one: a request's mount, fstab
+#: line and holders (the service itself waits for its requests to end).
+WATCH_SETTLE_SECONDS = 0.05
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,6 +92,14 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--options", default="defaults", help="mount(8) options")
     plan.add_argument("--holder", default="root")
     plan.add_argument("--force", action="store_true")
+    watch_verb = commands.add_parser(
+        "watch", help="the changes of mounts, fstab lines and holders as they happen "
+        "(the service's indications, on the terminal)")
+    watch_verb.add_argument("--json", action="store_true", help="one JSON object per change")
+    watch_verb.add_argument("--count", type=int, metavar="N",
+                            help="stop after N changes (default: until interrupted)")
+    watch_verb.add_argument("--seconds", type=float, metavar="S",
+                            help="stop after S seconds")
     edit = commands.add_parser(
         "edit-fstab", help="edit fstab in $VISUAL/$EDITOR under lmi-mountd's lock, checked "
         "before it is written (as vipw and visudo)")
@@ -135,12 +162,113 @@ def main(
                 if backups:
                     out.write(f"fstab backups: {', '.join(backups)}\n")
             return 0
+        if args.command == "watch":
+            return _watch(manager, state_dir, args, out)
         return _plan(manager, args, out)
     except (MountError, OptionError) as exc:
         print(f"lmi-mount: {exc}", file=sys.stderr)
         return 1
     finally:
         manager.close()
+
+
+def _watch(manager: MountManager, state_dir: Path, args: argparse.Namespace,
+           out: TextIO) -> int:
+    """Print each change as the service's indications say it, until ``--count``
+    changes or ``--seconds`` (or Ctrl-C).
+
+    The observer reads the service's journal once, when it starts: a change
+    of the journal (holders taken or released by the service) opens a new
+    observer, so that its holders are the service's again.
+    """
+    journal = watch.FileChanges(state_dir / JOURNAL_NAMES[0], JOURNAL_NAMES[1:]) \
+        if state_dir.is_dir() else None
+    sources: list[watch.Source] = [watch.MountinfoPoll(), watch.FileChanges(manager.fstab_path)]
+    sources += [journal] if journal is not None else []
+    broker = Broker(manager, host=socket.getfqdn())
+    factory = IndicationFactory(broker.model, broker.context.projector)
+    reader = ModelReader(broker.context)
+    deadline = time.monotonic() + args.seconds if args.seconds is not None else None
+    seen = 0
+    opened: MountManager | None = None  # the observer of the latest journal (ours to close)
+    previous = reader.read()
+    try:
+        while args.count is None or seen < args.count:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            woken = watch.wait(sources, WATCH_RESYNC_SECONDS if remaining is None
+                               else min(remaining, WATCH_RESYNC_SECONDS))
+            time.sleep(WATCH_SETTLE_SECONDS)  # a request's mount, line and holders
+            woken += watch.wait(sources, 0)
+            if journal in woken or not woken:
+                broker.close()
+                if opened is not None:
+                    opened.close()
+                opened = MountManager(LinuxKernel(), fstab_path=manager.fstab_path,
+                                      state_dir=state_dir, observer=True).start()
+                broker = Broker(opened, host=socket.getfqdn(), model=broker.model)
+                reader = ModelReader(broker.context)
+            current = reader.read()
+            for indication in changes(previous, current, factory):
+                row = event_row(indication)
+                out.write(json.dumps(row) + "\n" if args.json else event_line(row) + "\n")
+                out.flush()
+                seen += 1
+            previous = current
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for source in sources:
+            source.close()
+        broker.close()
+        if opened is not None:
+            opened.close()
+    return 0
+
+
+_KINDS = {INST_CREATION: "created", INST_DELETION: "deleted", INST_MODIFICATION: "changed"}
+
+
+def event_row(indication: Any) -> dict[str, Any]:
+    """One change as JSON-ready values: what, which instance, what changed."""
+    time_text = str(indication["IndicationTime"].datetime.isoformat(timespec="seconds"))
+    source = indication.get("SourceInstance")
+    if source is None:  # an alert
+        return {"time": time_text, "event": "alert", "message_id": indication["MessageID"],
+                "message": indication["Message"]}
+    row: dict[str, Any] = {"time": time_text, "event": _KINDS[indication.classname],
+                           "class": source.classname,
+                           "path": indication["SourceInstanceModelPath"],
+                           "mount_point": source.get("MountPointPath") or source.get(
+                               "ElementName")}
+    previous = indication.get("PreviousInstance")
+    if previous is not None:
+        row["changed"] = {name: [_plain(previous.get(name)), _plain(source.get(name))]
+                          for name in indication["ChangedPropertyNames"] or ()}
+    return row
+
+
+def event_line(row: dict[str, Any]) -> str:
+    what = "setting of" if row.get("class") == "LMI_MountedFileSystemSetting" else "mount"
+    if row["event"] == "alert":
+        text = f"{row['time']} alert {row['message_id']}: {row['message']}"
+    else:
+        text = f"{row['time']} {row['event']} {what} {row['mount_point']}"
+        if row.get("changed"):
+            text += ": " + ", ".join(f"{name} {old} -> {new}"
+                                     for name, (old, new) in row["changed"].items())
+    return escape_controls(text)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    return str(value)
 
 
 def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,36 @@ def test_a_process_that_holds_a_look_alike_lock_is_not_entered() -> None:
     finally:
         shutil.rmtree(root)
 
+
+
+def test_watch_prints_each_change_as_it_happens(tmp_path: Path) -> None:
+    root = (tmp_path / "sandbox").absolute()
+    with sandbox.running(root) as daemon:
+        script = shutil.which("lmi-mount")
+        command = [script] if script else [sys.executable, "-c", "import sys; from lmi_mount."
+                                           "cli import mount_main; sys.exit(mount_main())"]
+        watcher = subprocess.Popen([*command, "--sandbox", str(root), "watch", "--json",
+                                    "--count", "3", "--seconds", "30"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL)
+        try:
+            time.sleep(1.5)  # its first read of the model
+            conn = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
+            [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+            target = str(root / "mnt" / "a")
+            for holder in ("alice", "bob"):
+                conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
+                                  MountPoint=target, FileSystemSpec="tmpfs",
+                                  FileSystemType="tmpfs", Holder=holder)
+                time.sleep(0.5)
+            out, err = watcher.communicate(timeout=30)
+        finally:
+            watcher.kill()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert err == "" and watcher.returncode == 0
+    assert [(r["event"], r["class"]) for r in rows] == [
+        ("created", "LMI_MountedFileSystem"), ("created", "LMI_MountedFileSystemSetting"),
+        ("changed", "LMI_MountedFileSystem")]
+    assert rows[0]["mount_point"] == target
+    assert rows[2]["changed"] == {"Holders": [["alice"], ["alice", "bob"]],
+                                  "ReferenceCount": [1, 2]}

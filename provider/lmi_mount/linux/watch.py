@@ -95,12 +95,13 @@ class MountinfoPoll:
 
 
 class FileChanges:
-    """inotify on the directory of ``path``, for changes of that one name."""
+    """inotify on the directory of ``path``, for changes of that name and of the
+    ``also`` names beside it."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], also: Sequence[str] = ()) -> None:
         target = Path(path)
         self.name = f"changes of {target}"
-        self._wanted = os.fsencode(target.name)
+        self._wanted = {os.fsencode(target.name), *(os.fsencode(name) for name in also)}
         lib = libc()
         lib.inotify_init1.argtypes = (ctypes.c_int,)
         lib.inotify_init1.restype = ctypes.c_int
@@ -133,7 +134,7 @@ class FileChanges:
                 start = offset + _INOTIFY_EVENT.size
                 name = data[start:start + length].rstrip(b"\0")
                 offset = start + length
-                if mask & IN_Q_OVERFLOW or name == self._wanted:
+                if mask & IN_Q_OVERFLOW or name in self._wanted:
                     seen = True
 
     def close(self) -> None:
