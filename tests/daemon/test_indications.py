@@ -231,7 +231,7 @@ def test_a_job_s_changes_arrive_in_order(tmp_path: Path) -> None:
     assert done["PreviousInstance"]["JobState"] == 4
 
 
-def test_a_reader_cannot_subscribe_and_a_subscription_survives_a_restart(
+def test_a_subscription_survives_a_restart(
         tmp_path: Path) -> None:
     inbox = Inbox()
     listener, url = listen(inbox)
