@@ -7,13 +7,12 @@ fanotify reports attaches and detaches, and no remount.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
-import select
 from typing import Final
 
 from lmi_mount.linux.namespace import libc
+from lmi_mount.linux.watch import DescriptorSource
 
 # <linux/fanotify.h>; the system headers here are older than 6.15.
 FAN_CLOEXEC: Final = 0x00000001
@@ -25,8 +24,8 @@ FAN_MNT_ATTACH: Final = 0x01000000
 FAN_MNT_DETACH: Final = 0x02000000
 
 
-class FanotifyMounts:
-    """Mount events of this process's mount namespace (``watch.Source``'s interface)."""
+class FanotifyMounts(DescriptorSource):
+    """Mount events of this process's mount namespace (a ``watch`` source)."""
 
     name = "fanotify mount events"
 
@@ -37,37 +36,17 @@ class FanotifyMounts:
         lib.fanotify_mark.argtypes = (ctypes.c_int, ctypes.c_uint, ctypes.c_uint64,
                                       ctypes.c_int, ctypes.c_char_p)
         lib.fanotify_mark.restype = ctypes.c_int
-        self._fd = lib.fanotify_init(FAN_REPORT_MNT | FAN_CLOEXEC | FAN_NONBLOCK, os.O_RDONLY)
-        if self._fd < 0:
+        fd = lib.fanotify_init(FAN_REPORT_MNT | FAN_CLOEXEC | FAN_NONBLOCK, os.O_RDONLY)
+        if fd < 0:
             error = ctypes.get_errno()
             raise OSError(error, f"fanotify_init(FAN_REPORT_MNT): {os.strerror(error)}")
+        super().__init__(fd)
         ns = os.open(namespace, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            if lib.fanotify_mark(self._fd, FAN_MARK_ADD | FAN_MARK_MNTNS,
+            if lib.fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_MNTNS,
                                  FAN_MNT_ATTACH | FAN_MNT_DETACH, ns, None) < 0:
                 error = ctypes.get_errno()
-                os.close(self._fd)
+                self.close()
                 raise OSError(error, f"fanotify_mark(FAN_MARK_MNTNS): {os.strerror(error)}")
         finally:
             os.close(ns)
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def events(self) -> int:
-        return select.POLLIN
-
-    def drain(self) -> bool:
-        seen = False
-        while True:
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return seen
-            if not data:
-                return seen
-            seen = True
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)

@@ -70,31 +70,57 @@ def _check(result: int, what: str) -> int:
     return result
 
 
-class MountinfoPoll:
-    """``poll(2)`` on ``/proc/self/mountinfo``: POLLPRI after any mount table change."""
+class DescriptorSource:
+    """A source that is one descriptor of ours: polled for ``EVENTS``, closed once."""
 
-    name = "mountinfo poll"
+    name = "descriptor"
+    EVENTS = select.POLLIN
 
-    def __init__(self, path: str = "/proc/self/mountinfo") -> None:
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
 
     def fileno(self) -> int:
         return self._fd
 
     def events(self) -> int:
-        return select.POLLPRI
+        return self.EVENTS
 
     def drain(self) -> bool:
-        # The poll itself takes the event (fs/proc_namespace.c mounts_poll):
-        # nothing is left to read.
-        return True
+        return bool(self.read_all())
+
+    def read_all(self) -> list[bytes]:
+        """Everything the (non-blocking) descriptor has to read now."""
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return chunks
+            if not data:
+                return chunks
+            chunks.append(data)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
 
 
-class FileChanges:
+class MountinfoPoll(DescriptorSource):
+    """``poll(2)`` on ``/proc/self/mountinfo``: POLLPRI after any mount table change."""
+
+    name = "mountinfo poll"
+    EVENTS = select.POLLPRI
+
+    def __init__(self, path: str = "/proc/self/mountinfo") -> None:
+        super().__init__(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+
+    def drain(self) -> bool:
+        # The poll itself takes the event (fs/proc_namespace.c mounts_poll):
+        # nothing is left to read.
+        return True
+
+
+class FileChanges(DescriptorSource):
     """inotify on the directory of ``path``, for changes of that name and of the
     ``also`` names beside it."""
 
@@ -107,27 +133,17 @@ class FileChanges:
         lib.inotify_init1.restype = ctypes.c_int
         lib.inotify_add_watch.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
         lib.inotify_add_watch.restype = ctypes.c_int
-        self._fd = _check(lib.inotify_init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1")
+        super().__init__(_check(lib.inotify_init1(IN_NONBLOCK | IN_CLOEXEC), "inotify_init1"))
         try:
             _check(lib.inotify_add_watch(self._fd, os.fsencode(target.parent), _FILE_EVENTS),
                    f"inotify_add_watch({target.parent})")
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def events(self) -> int:
-        return select.POLLIN
 
     def drain(self) -> bool:
         seen = False
-        while True:
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return seen
+        for data in self.read_all():
             offset = 0
             while offset + _INOTIFY_EVENT.size <= len(data):
                 _, mask, _, length = _INOTIFY_EVENT.unpack_from(data, offset)
@@ -136,29 +152,20 @@ class FileChanges:
                 offset = start + length
                 if mask & IN_Q_OVERFLOW or name in self._wanted:
                     seen = True
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        return seen
 
 
-class Poke:
+class Poke(DescriptorSource):
     """An eventfd that another thread sets to wake the watcher (``poke()``)."""
 
     name = "poke"
 
     def __init__(self) -> None:
-        self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        super().__init__(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
 
     def poke(self) -> None:
         with contextlib.suppress(OSError):
             os.eventfd_write(self._fd, 1)
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def events(self) -> int:
-        return select.POLLIN
 
     def drain(self) -> bool:
         try:
@@ -166,10 +173,6 @@ class Poke:
         except BlockingIOError:
             return False
         return True
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
 
 
 def wait(sources: Sequence[Source], timeout: float | None) -> list[Source]:
