@@ -3,6 +3,8 @@ subscribe, what is refused (named), and what a restart keeps."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ def interop(world: CimWorld, state: Path) -> tuple[InteropBroker, IndicationServ
     classes = load_interop_classes(broker.model.mof_dir)
     service = indication_service(broker, IndicationSettings(), get_interop_class=classes.get,
                                  interop_namespace=INTEROP,
-                                 subscriptions_file=state / "subscriptions.json")
+                                 subscriptions_file=state / "subscriptions.json",
+                                 system_name="host.example")
     front = InteropBroker(broker, system_name="host.example", version="1", classes=classes,
                           subscriptions=service.store, indications=service)
     return front, service
@@ -151,3 +154,92 @@ def test_permanent_subscriptions_survive_a_restart_and_transient_ones_do_not(
         assert (tmp_path / "subscriptions.json").stat().st_mode & 0o777 == 0o600
     finally:
         service.close()
+
+
+@pytest.mark.parametrize(("instance", "status", "named"), [
+    pytest.param(filter_instance("SELECT * FROM CIM_Nope"), 15, "'CIM_Nope' does not exist",
+                 id="unknown-class"),
+    pytest.param(filter_instance("SELECT * FROM CIM_InstCreation WHERE SourceInstance ISA "
+                                 "LMI_Nothing"), 15, "'LMI_Nothing', which does not exist",
+                 id="isa-unknown-class"),
+    pytest.param(destination("http://user:secret@127.0.0.1:5990"), CIM_ERR_INVALID_PARAMETER,
+                 "must not hold credentials", id="credentials-in-url"),
+])
+def test_what_could_never_work_is_refused_when_made(
+        front: InteropBroker, instance: CIMInstance, status: int, named: str) -> None:
+    # The first build answered the unknown class with "internal error: KeyError" and
+    # took the others, which then matched nothing or showed a password to readers.
+    with pytest.raises(CIMError) as refused:
+        front.create_instance(INTEROP, instance, caller=ADMIN)
+    assert refused.value.status_code == status
+    assert named in refused.value.status_description
+    assert "secret" not in refused.value.status_description
+
+
+def test_keys_a_client_leaves_out_are_the_service_s(front: InteropBroker) -> None:
+    made = CIMInstance("CIM_IndicationFilter", properties={
+        "Name": "bare", "Query": "SELECT * FROM CIM_InstCreation"})
+    path = front.create_instance(INTEROP, made, caller=ADMIN)
+    assert path["SystemName"] == "host.example"
+    assert path["SystemCreationClassName"] == "CIM_ComputerSystem"
+
+
+def test_a_subscription_is_disabled_and_enabled_by_its_state(
+        front: InteropBroker) -> None:
+    path = subscribe(front)
+    subscription = front.get_instance(INTEROP, path)
+    subscription["SubscriptionState"] = Uint16(4)
+    front.modify_instance(INTEROP, subscription, property_list=["SubscriptionState"],
+                          caller=ADMIN)
+    assert front.subscriptions.routes == ()
+    subscription["SubscriptionState"] = Uint16(2)
+    front.modify_instance(INTEROP, subscription, property_list=["SubscriptionState"],
+                          caller=ADMIN)
+    assert len(front.subscriptions.routes) == 1
+    subscription["SubscriptionState"] = Uint16(9)
+    with pytest.raises(CIMError) as refused:
+        front.modify_instance(INTEROP, subscription, caller=ADMIN)
+    assert "SubscriptionState must be 2 (Enabled) or 4 (Disabled), not 9" in str(refused.value)
+    with pytest.raises(CIMError) as refused:
+        front.modify_instance(INTEROP, subscription, caller=READER)
+    assert refused.value.status_code == CIM_ERR_ACCESS_DENIED
+
+
+def test_a_kept_file_with_a_bad_record_keeps_the_others_and_itself(
+        fake_world: CimWorld, tmp_path: Path) -> None:
+    front, service = interop(fake_world, tmp_path)
+    subscribe(front)
+    subscribe(front, filter_name="f2", Name="d2")
+    service.close()
+    fake_world.close()
+    kept = tmp_path / "subscriptions.json"
+    records = json.loads(kept.read_text())
+    [bad] = [r for r in records if r["properties"].get("Name") == "f2"]
+    bad["properties"]["Query"] = "SELECT * FROM LMI_MountedFileSystem"
+    kept.write_text(json.dumps(records))
+    os.chmod(kept, 0o600)
+    again, service = interop(fake_world, tmp_path)
+    try:
+        names = sorted(d["Name"] for d in again.enumerate_instances(
+            INTEROP, "CIM_ListenerDestinationCIMXML"))
+        assert names == ["d", "d2"]
+        [subscription] = again.enumerate_instances(INTEROP, "CIM_IndicationSubscription")
+        assert subscription["Filter"]["Name"] == "f"
+        asides = list(tmp_path.glob("subscriptions.json.rejected-*"))
+        assert len(asides) == 1, asides
+        assert "LMI_MountedFileSystem" in asides[0].read_text()
+    finally:
+        service.close()
+
+
+def test_a_planted_link_is_neither_read_nor_overwritten(
+        fake_world: CimWorld, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "subscriptions.json").symlink_to(victim)
+    front, service = interop(fake_world, tmp_path)
+    try:
+        subscribe(front)
+    finally:
+        service.close()
+    assert victim.read_text() == "precious\n"

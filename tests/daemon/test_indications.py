@@ -8,6 +8,7 @@ with mount(8) in the daemon's namespace and an editor's write of its fstab.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import time
@@ -116,11 +117,11 @@ def listen(inbox: Inbox) -> tuple[WBEMListener, str]:
 
 
 def subscribe(conn: WBEMConnection, url: str, query: str = EVERYTHING,
-              manager_id: str = "console") -> WBEMSubscriptionManager:
+              manager_id: str = "console", suffix: str = "") -> WBEMSubscriptionManager:
     manager = WBEMSubscriptionManager(manager_id)
     server_id = manager.add_server(WBEMServer(conn))
-    destination = manager.add_destination(server_id, url, owned=False, name="inbox")
-    found = manager.add_filter(server_id, NAMESPACE, query, owned=False, name="all")
+    destination = manager.add_destination(server_id, url, owned=False, name=f"inbox{suffix}")
+    found = manager.add_filter(server_id, NAMESPACE, query, owned=False, name=f"all{suffix}")
     manager.add_subscriptions(server_id, found.path, [destination.path], owned=False)
     return manager
 
@@ -228,7 +229,12 @@ def test_a_job_s_changes_arrive_in_order(tmp_path: Path) -> None:
     states = [source(i)["JobState"] for i in inbox.received
               if source(i)["InstanceID"] == job_id]
     assert states[-1] == 7 and states == sorted(states), states
-    assert done["PreviousInstance"]["JobState"] == 4
+    # The instance it was: running, not yet ended (the first build sent the
+    # ended job with only its JobState put back).
+    before = done["PreviousInstance"]
+    assert before["JobState"] == 4 and before["JobOutParameters"] is None
+    assert before["TimeOfLastStateChange"] != source(done)["TimeOfLastStateChange"]
+    assert {"JobOutParameters", "TimeOfLastStateChange"} <= set(done["ChangedPropertyNames"])
 
 
 def test_a_subscription_survives_a_restart(
@@ -374,3 +380,116 @@ def test_four_listeners_get_a_thousand_changes_each_in_order(tmp_path: Path) -> 
                                     + [("CIM_InstDeletion", t) for t in targets])
     assert all(stream.index(("CIM_InstCreation", t)) < stream.index(("CIM_InstDeletion", t))
                for t in targets)
+
+
+def test_a_name_xml_cannot_carry_costs_one_indication_not_the_service(
+        console: Console) -> None:
+    # The first build's delivery threads died on it, and then the daemon.
+    odd = console.root / "mnt" / "ctl\x01x"
+    odd.mkdir()
+    console.by_hand("mount", "-t", "tmpfs", "odd", str(odd))
+    target = str(console.root / "mnt" / "a")
+    console.by_hand("mount", "-t", "tmpfs", "after", target)
+    console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
+    assert console.daemon.process.poll() is None
+    assert "indication to inbox dropped" in console.daemon.output()
+
+
+def test_a_listener_that_trickles_holds_up_nothing(tmp_path: Path) -> None:
+    # It answers 200 and then a byte a second: the first build's DeleteInstance
+    # of its subscription, every interop request after it, and SIGTERM hung.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.is_set():
+            server.settimeout(0.2)
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.wait(1.0):
+                try:
+                    conn.sendall(b"x")
+                except OSError:
+                    break
+            conn.close()
+
+    worker = threading.Thread(target=trickle, daemon=True)
+    worker.start()
+    config = tmp_path / "slow.conf"
+    config.write_text("[indications]\ntimeout = 60\n")
+    try:
+        with sandbox.running(tmp_path / "host", "--config", str(config)) as daemon:
+            conn = WBEMConnection(daemon.http_url, (USER, PASSWORD),
+                                  default_namespace=NAMESPACE, timeout=20)
+            subscribe(conn, f"http://127.0.0.1:{port}")
+            [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+            conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
+                              MountPoint=str(daemon.root / "mnt" / "a"),
+                              FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+            time.sleep(2)  # the delivery is in the trickle now
+            [subscription] = conn.EnumerateInstanceNames("CIM_IndicationSubscription",
+                                                         namespace="root/interop")
+            start = time.monotonic()
+            conn.DeleteInstance(subscription)
+            conn.EnumerateInstances("CIM_IndicationFilter", namespace="root/interop")
+            assert time.monotonic() - start < 2
+            subscribe(conn, f"http://127.0.0.1:{port}", manager_id="again", suffix="2")
+            conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
+                              MountPoint=str(daemon.root / "mnt" / "b"),
+                              FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+            time.sleep(2)
+            start = time.monotonic()
+            assert daemon.stop(timeout=20) == 0
+            assert time.monotonic() - start < 10
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_each_subscription_delivers_with_its_filter_s_name(console: Console) -> None:
+    manager = WBEMSubscriptionManager("second")
+    server_id = manager.add_server(WBEMServer(console.conn))
+    [destination] = console.conn.EnumerateInstanceNames("CIM_ListenerDestinationCIMXML",
+                                                        namespace="root/interop")
+    creations = manager.add_filter(server_id, NAMESPACE, "SELECT * FROM CIM_InstCreation",
+                                   owned=False, name="creations")
+    manager.add_subscriptions(server_id, creations.path, [destination], owned=False)
+    target = str(console.root / "mnt" / "a")
+    console.by_hand("mount", "-t", "tmpfs", "twice", target)
+    console.inbox.wait_for(lambda i: about(MOUNT, "CIM_InstCreation", MountPointPath=target)(i)
+                           and i["IndicationFilterName"] == "creations")
+    console.inbox.wait_for(lambda i: about(MOUNT, "CIM_InstCreation", MountPointPath=target)(i)
+                           and i["IndicationFilterName"] == "all")
+
+
+def test_destinations_of_one_name_on_two_systems_both_get_theirs(tmp_path: Path) -> None:
+    inboxes = [Inbox(), Inbox()]
+    started = [listen(inbox) for inbox in inboxes]
+    try:
+        with sandbox.running(tmp_path / "host") as daemon:
+            conn = WBEMConnection(daemon.http_url, (USER, PASSWORD),
+                                  default_namespace=NAMESPACE)
+            found = conn.CreateInstance(CIMInstance("CIM_IndicationFilter", properties={
+                "Name": "all", "Query": EVERYTHING}), namespace="root/interop")
+            for (_, url), system in zip(started, ("one.example", "two.example"), strict=True):
+                handler = conn.CreateInstance(CIMInstance(
+                    "CIM_ListenerDestinationCIMXML", properties={
+                        "Name": "same", "SystemName": system, "Destination": url}),
+                    namespace="root/interop")
+                conn.CreateInstance(CIMInstance("CIM_IndicationSubscription", properties={
+                    "Filter": found, "Handler": handler}), namespace="root/interop")
+            target = str(daemon.root / "mnt" / "a")
+            [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+            conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768), MountPoint=target,
+                              FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+            for inbox in inboxes:
+                inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
+    finally:
+        for listener, _ in started:
+            listener.stop()

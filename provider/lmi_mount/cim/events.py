@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -183,11 +183,8 @@ class IndicationFactory:
             "EventTime": CIMDateTime(datetime.now(UTC)),
         })
 
-    def job_modification(self, job: Job, previous_state: int,
-                         time_before_removal: float) -> CIMInstance:
-        now = self._projector.job(job, time_before_removal)
-        before = self._projector.job(replace(job, state=previous_state), time_before_removal)
-        return self.modification(now, before)
+    def job_instance(self, job: Job, time_before_removal: float) -> CIMInstance:
+        return self._projector.job(job, time_before_removal)
 
     def loss_alert(self, lost: int, destination: str) -> CIMInstance:
         """Said to a destination before the first indication after ``lost`` were dropped."""

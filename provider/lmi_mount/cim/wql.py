@@ -213,6 +213,23 @@ class Query:
             _collect(self.where, names)
         return names
 
+    def isa_classes(self) -> list[str]:
+        """The classes the WHERE clause's ISA conditions name."""
+        found: list[str] = []
+
+        def walk(condition: Condition) -> None:
+            if isinstance(condition, IsA):
+                found.append(condition.classname)
+            elif isinstance(condition, Not):
+                walk(condition.operand)
+            elif isinstance(condition, BoolOp):
+                for part in condition.operands:
+                    walk(part)
+
+        if self.where is not None:
+            walk(self.where)
+        return found
+
     def property_list(self) -> list[str] | None:
         """The properties an enumeration must return for this query (None: all)."""
         if self.properties is None:

@@ -387,7 +387,7 @@ class CimServer:
         self.indications: IndicationService | None = (
             indication_service(broker, config.indications, get_interop_class=classes.get,
                                interop_namespace=INTEROP_NAMESPACE,
-                               subscriptions_file=subscriptions_file)
+                               subscriptions_file=subscriptions_file, system_name=hostname)
             if hasattr(broker, "context") else None)
         self.broker = InteropBroker(
             broker, system_name=hostname, version=__version__, classes=classes,

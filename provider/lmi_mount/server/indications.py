@@ -22,24 +22,27 @@ storage (``subscriptions``), the HTTP server.
 from __future__ import annotations
 
 import contextlib
-import http.client
 import itertools
 import logging
+import math
+import socket
 import ssl
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import h11
 from lxml import etree
 from pywbem import (
     CIM_ERR_INVALID_CLASS,
     CIM_ERR_INVALID_PARAMETER,
+    CIM_ERR_INVALID_QUERY,
     CIMError,
     CIMInstance,
     Sint64,
@@ -49,9 +52,15 @@ from lmi_mount.cim import events, wql
 from lmi_mount.cim.events import IndicationFactory, ModelRead
 from lmi_mount.cim.jobs import Job
 from lmi_mount.linux import watch
+from lmi_mount.mounts.escaping import escape_controls
 from lmi_mount.server import cimxml
 from lmi_mount.server.config import IndicationSettings
-from lmi_mount.server.subscriptions import Route, SubscriptionStore, routes_for
+from lmi_mount.server.subscriptions import (
+    Route,
+    SubscriptionStore,
+    destination_key,
+    routes_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,8 @@ RESYNC_SECONDS: Final = 5.0
 SETTLE_SECONDS: Final = 0.002
 #: The longest a read waits for the service's running requests to end.
 QUIET_SECONDS: Final = 1.0
+#: The longest the service's stop waits for its delivery threads, all together.
+CLOSE_SECONDS: Final = 5.0
 
 
 class DeliveryError(Exception):
@@ -70,41 +81,56 @@ class DeliveryError(Exception):
 _PARSER: Final = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
+#: The most of a listener's reply that is read; a longer one ends the connection.
+MAX_REPLY_BYTES: Final = 1 << 20
+
+
 class Exporter:
-    """Sends export requests to one listener URL over one kept-alive connection."""
+    """Sends export requests to one listener URL over one kept-alive connection.
+
+    HTTP is h11's (the same parser as the server's); the socket I/O is ours,
+    so that one send has one deadline, ``timeout`` seconds in all: a listener
+    that trickles its reply a byte a second cannot hold the thread longer.
+    ``abort()`` (from another thread) ends a send at once.
+    """
 
     def __init__(self, url: str, *, timeout: float, ssl_context: ssl.SSLContext) -> None:
         parts = urlsplit(url)
         self._secure = parts.scheme.lower() == "https"
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._secure else 80)
-        self._path = parts.path or "/"
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._timeout = timeout
         self._ssl = ssl_context
-        self._conn: http.client.HTTPConnection | None = None
+        self._sock: socket.socket | None = None
+        self._http: h11.Connection | None = None
+        self._lock = threading.Lock()
 
     def send(self, indication: CIMInstance, message_id: str) -> None:
         body = cimxml.export_indication_request(message_id, indication)
-        if self._conn is None:
-            self._conn = (http.client.HTTPSConnection(self._host, self._port,
-                                                      timeout=self._timeout, context=self._ssl)
-                          if self._secure else
-                          http.client.HTTPConnection(self._host, self._port,
-                                                     timeout=self._timeout))
+        deadline = time.monotonic() + self._timeout
         try:
-            self._conn.request("POST", self._path, body, {
-                "Content-Type": 'application/xml; charset="utf-8"',
-                "CIMExport": "MethodRequest",
-                "CIMExportMethod": "ExportIndication",
-            })
-            response = self._conn.getresponse()
-            reply = response.read(1 << 20)
-        except (OSError, http.client.HTTPException) as exc:
+            sock, http = self._connection(deadline)
+            request = h11.Request(method="POST", target=self._path, headers=[
+                ("Host", f"{self._host}:{self._port}"),
+                ("Content-Type", 'application/xml; charset="utf-8"'),
+                ("Content-Length", str(len(body))),
+                ("CIMExport", "MethodRequest"),
+                ("CIMExportMethod", "ExportIndication"),
+            ])
+            self._write(sock, http.send(request) + http.send(h11.Data(data=body))
+                        + http.send(h11.EndOfMessage()), deadline)
+            status, reply = self._response(sock, http, deadline)
+        except (OSError, h11.ProtocolError, DeliveryError) as exc:
             self.close()
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
-        if response.status != 200:
+            raise DeliveryError(exc if isinstance(exc, DeliveryError)
+                                else f"{type(exc).__name__}: {exc}") from None
+        if http.our_state is h11.DONE and http.their_state is h11.DONE:
+            http.start_next_cycle()
+        else:
             self.close()
-            raise DeliveryError(f"HTTP {response.status} {response.reason}")
+        if status != 200:
+            raise DeliveryError(f"HTTP {status}")
         try:
             root = etree.fromstring(reply, _PARSER)
         except etree.XMLSyntaxError as exc:
@@ -114,11 +140,74 @@ class Exporter:
             raise DeliveryError(f"the listener refused it: {error.get('CODE')} "
                                 f"{error.get('DESCRIPTION') or ''}".rstrip())
 
-    def close(self) -> None:
-        if self._conn is not None:
+    def _connection(self, deadline: float) -> tuple[socket.socket, h11.Connection]:
+        with self._lock:
+            if self._sock is not None and self._http is not None:
+                return self._sock, self._http
+        sock = socket.create_connection((self._host, self._port),
+                                        timeout=max(0.001, deadline - time.monotonic()))
+        try:
+            if self._secure:
+                sock = self._ssl.wrap_socket(sock, server_hostname=self._host)
+        except BaseException:
+            sock.close()
+            raise
+        http = h11.Connection(h11.CLIENT)
+        with self._lock:
+            self._sock, self._http = sock, http
+        return sock, http
+
+    @staticmethod
+    def _write(sock: socket.socket, data: bytes, deadline: float) -> None:
+        view = memoryview(data)
+        while view:
+            sock.settimeout(_remaining(deadline))
+            sent = sock.send(view)
+            view = view[sent:]
+
+    @staticmethod
+    def _response(sock: socket.socket, http: h11.Connection,
+                  deadline: float) -> tuple[int, bytes]:
+        status = 0
+        body = bytearray()
+        while True:
+            event = http.next_event()
+            if event is h11.NEED_DATA:
+                sock.settimeout(_remaining(deadline))
+                http.receive_data(sock.recv(65536))
+                continue
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_REPLY_BYTES:
+                    raise DeliveryError(f"the listener's reply is over {MAX_REPLY_BYTES} bytes")
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return status, bytes(body)
+
+    def abort(self) -> None:
+        """End a send in progress (from another thread): its socket is shut down."""
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
             with contextlib.suppress(OSError):
-                self._conn.close()
-            self._conn = None
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with self._lock:
+            sock, self._sock, self._http = self._sock, None, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeliveryError("no answer within the delivery timeout")
+    return left
 
 
 @dataclass
@@ -178,33 +267,40 @@ class Destination:
     def alive(self) -> bool:
         return self._thread.is_alive() or self._closed
 
-    def close(self, timeout: float = 2.0) -> None:
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Stop at once, without waiting: a send in progress is cut off. Called
+        under the subscriptions' lock, so it must not wait for the network."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        self._exporter.abort()
+
+    def join(self, deadline: float) -> None:
+        """Wait for the stopped thread until ``deadline`` (monotonic), then let go."""
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         self._exporter.close()
 
     def _run(self) -> None:
-        try:
-            while True:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                lost, self._lost_unannounced = self._lost_unannounced, 0
+                indication = self._queue.popleft()
+            if lost and not self._deliver(self._loss_alert(lost, self.url)):
                 with self._cond:
-                    while not self._queue and not self._closed:
-                        self._cond.wait()
-                    if self._closed:
-                        return
-                    lost, self._lost_unannounced = self._lost_unannounced, 0
-                    indication = self._queue.popleft()
-                if lost and not self._deliver(self._loss_alert(lost, self.url)):
-                    with self._cond:
-                        self._lost_unannounced += lost  # said with the next one instead
-                if not self._deliver(indication):
-                    with self._cond:
-                        self._lost(1, f"not delivered after {self._settings.retry_attempts} "
-                                      "retries")
-        except Exception:
-            log.exception("the delivery thread of %s stopped", self.name)
-            raise
+                    # Said with the next one instead; the alert itself is lost too.
+                    self._lost_unannounced += lost
+                    self._lost(1, "the loss alert was not delivered")
+            if not self._deliver(indication):
+                with self._cond:
+                    self._lost(1, f"not delivered after {self._settings.retry_attempts} "
+                                  "retries")
 
     def _deliver(self, indication: CIMInstance) -> bool:
         """Send with retries; False when every attempt failed (or the service stops)."""
@@ -214,6 +310,11 @@ class Destination:
         for attempt in range(self._settings.retry_attempts + 1):
             try:
                 self._exporter.send(indication, str(next(self._messages)))
+            except cimxml.EncodeError as exc:
+                # What CIM-XML cannot carry (a control character in a mount
+                # point's name) is dropped, not retried; the stream goes on.
+                log.warning("indication to %s dropped: %s", self.name, exc)
+                return False
             except DeliveryError as exc:
                 self.stats.failures += 1
                 log.log(logging.WARNING if attempt == 0 else logging.DEBUG,
@@ -260,7 +361,13 @@ class IndicationService:
         self._mountinfo = mountinfo
         self._ssl = self.settings.ssl_context()
         self._lock = threading.Lock()
-        self._destinations: dict[str, Destination] = {}
+        self._destinations: dict[Any, Destination] = {}
+        #: Destinations stopped but perhaps still ending a send (joined at close).
+        self._stopping: list[Destination] = []
+        #: The last instance of each running published job (its PreviousInstance).
+        self._jobs: dict[int, CIMInstance] = {}
+        #: The model when the first subscription came (see _routes_changed).
+        self._baseline: ModelRead | None = None
         self._routes: tuple[Route, ...] = ()
         self.store = store
         self._poke = watch.Poke()
@@ -279,25 +386,33 @@ class IndicationService:
             sources.append(watch.FileChanges(self._fstab_path))
         except OSError as exc:
             log.warning("fstab edits by hand are seen every %g s only: %s", RESYNC_SECONDS, exc)
-        initial = self._read_model()
+        with self._lock:
+            initial, self._baseline = self._baseline, None
         self._watcher = threading.Thread(target=self._watch, args=(sources, initial),
                                          name="lmi-mountd-watcher", daemon=True)
         self._watcher.start()
 
     def alive(self) -> bool:
         watcher = self._watcher
-        return (watcher is None or watcher.is_alive()) and all(
-            d.alive() for d in list(self._destinations.values()))
+        with self._lock:
+            destinations = list(self._destinations.values())
+        return (watcher is None or watcher.is_alive()) and all(d.alive() for d in destinations)
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_SECONDS) -> None:
+        """Stop the watcher and every destination at once, then wait for them all
+        together, ``timeout`` seconds at most (a hung listener costs no more)."""
         self._stop.set()
         self._poke.poke()
-        if self._watcher is not None:
-            self._watcher.join(5.0)
         with self._lock:
-            destinations, self._destinations = list(self._destinations.values()), {}
-        for destination in destinations:
-            destination.close()
+            stopping = [*self._destinations.values(), *self._stopping]
+            self._destinations, self._stopping = {}, []
+        for destination in stopping:
+            destination.stop()
+        deadline = time.monotonic() + timeout
+        if self._watcher is not None:
+            self._watcher.join(max(0.0, deadline - time.monotonic()))
+        for destination in stopping:
+            destination.join(deadline)
         self._poke.close()
 
     def poke(self) -> None:
@@ -307,54 +422,74 @@ class IndicationService:
     # -- routes ---------------------------------------------------------------
 
     def _routes_changed(self, routes: tuple[Route, ...]) -> None:
-        wanted = {str(r.destination["Name"]): r.destination for r in routes}
+        """New routes (called under the subscriptions' lock: nothing here waits for
+        the network). The first subscriber's baseline is read here, before its
+        CreateInstance returns: whatever it changes next is reported."""
+        wanted = {destination_key(r.destination): r.destination for r in routes}
+        baseline = self._read_model() if routes and not self._routes else None
         with self._lock:
+            if baseline is not None:
+                self._baseline = baseline
             self._routes = routes
-            gone = [d for name, d in self._destinations.items()
-                    if name not in wanted or wanted[name]["Destination"] != d.url]
-            for destination in gone:
-                del self._destinations[destination.name]
-            for name, instance in wanted.items():
-                if name not in self._destinations:
-                    self._destinations[name] = Destination(
-                        name, str(instance["Destination"]), self.settings,
-                        self._loss_alert, self._ssl)
-        for destination in gone:
-            destination.close()
+            gone = [key for key, d in self._destinations.items()
+                    if key not in wanted or str(wanted[key]["Destination"]) != d.url]
+            for key in gone:
+                destination = self._destinations.pop(key)
+                destination.stop()
+                self._stopping.append(destination)
+            self._stopping = [d for d in self._stopping if d.running()]
+            for key, instance in wanted.items():
+                if key not in self._destinations:
+                    self._destinations[key] = Destination(
+                        escape_controls(str(instance["Name"])), str(instance["Destination"]),
+                        self.settings, self._loss_alert, self._ssl)
 
     def _loss_alert(self, lost: int, url: str) -> CIMInstance:
         return self._factory.loss_alert(lost, url)
 
     def destination(self, name: str) -> Destination | None:
+        """The destination named ``name`` (the first, if names repeat)."""
         with self._lock:
-            return self._destinations.get(name)
+            return next((d for d in self._destinations.values() if d.name == name), None)
 
     # -- publishing -----------------------------------------------------------
 
     def publish(self, indications: Iterable[CIMInstance], namespace: str | None = None) -> None:
-        """Queue each indication for every destination whose filter selects it, once."""
+        """Queue each indication once for every subscription whose filter selects it,
+        carrying that filter's name (DSP1054: each subscription delivers)."""
         with self._lock:
             routes, destinations = self._routes, dict(self._destinations)
         for indication in indications:
             self.published += 1
-            sent: set[str] = set()
             for route in routes_for(routes, indication, namespace or self._namespace,
                                     self._is_subclass):
-                name = str(route.destination["Name"])
-                destination = destinations.get(name)
-                if destination is None or name in sent:
+                destination = destinations.get(destination_key(route.destination))
+                if destination is None:
                     continue
-                sent.add(name)
                 copy = indication.copy()
                 copy["IndicationFilterName"] = route.filter["Name"]
                 destination.put(copy)
 
     def job_changed(self, job: Job, previous_state: int) -> None:
-        """A published job changed state: CIM_InstModification of its LMI_MountJob."""
-        self.publish([self._factory.job_modification(job, previous_state,
-                                                     self._time_before_removal)])
+        """A published job changed state: CIM_InstModification of its LMI_MountJob,
+        with the instance it was before (kept from the last change)."""
+        now = self._factory.job_instance(job, self._time_before_removal)
+        with self._lock:
+            before = self._jobs.pop(job.number, None)
+            if not job.done:
+                self._jobs[job.number] = now
+        if before is None:
+            # Not seen before (it changed state before it was handed out): the job
+            # as it was in that state, before any result.
+            before = self._factory.job_instance(
+                replace(job, state=previous_state, finished=None, ended_at=None,
+                        return_value=None, out_parameters={}, error=None, cim_error=None),
+                self._time_before_removal)
+        self.publish([self._factory.modification(now, before)])
+        if job.done:
+            self.poke()  # its holders changed after the method returned
 
-    def _watch(self, sources: list[watch.Source], previous: ModelRead) -> None:
+    def _watch(self, sources: list[watch.Source], previous: ModelRead | None) -> None:
         try:
             while not self._stop.is_set():
                 if watch.wait(sources, RESYNC_SECONDS) and not self._stop.is_set():
@@ -366,17 +501,24 @@ class IndicationService:
                     watch.wait(sources, 0)
                 if self._stop.is_set():
                     return
+                if not self._routes:
+                    previous = None  # nobody listens: no reads (a subscriber reads its own)
+                    continue
+                with self._lock:
+                    baseline, self._baseline = self._baseline, None
+                previous = baseline if previous is None else previous
                 try:
                     current = self._read_model()
                 except Exception:
                     log.exception("cannot read the model for indications; trying again")
                     self._stop.wait(1.0)
                     continue
-                found = list(events.changes(previous, current, self._factory))
+                if previous is not None:
+                    found = list(events.changes(previous, current, self._factory))
+                    if found:
+                        log.debug("indications: %s", "; ".join(events.sources(found)))
+                        self.publish(found)
                 previous = current
-                if found:
-                    log.debug("indications: %s", "; ".join(events.sources(found)))
-                    self.publish(found)
         finally:
             for source in sources:
                 if source is not self._poke:
@@ -388,22 +530,37 @@ class IndicationService:
         return {
             "FilterCreationEnabled": True,
             "DeliveryRetryAttempts": self.settings.retry_attempts,
-            "DeliveryRetryInterval": int(self.settings.retry_interval),
+            # Whole seconds in the class; a fraction is a second more, not 0.
+            "DeliveryRetryInterval": math.ceil(self.settings.retry_interval),
         }
 
 
 def indication_service(broker: Any, settings: IndicationSettings, *,
                        get_interop_class: Callable[[str], Any],
                        interop_namespace: str,
-                       subscriptions_file: Path | None) -> IndicationService:
+                       subscriptions_file: Path | None,
+                       system_name: str = "") -> IndicationService:
     """The indication service of ``broker`` (``cim.broker.Broker``), with its
     subscriptions kept in ``subscriptions_file`` (None: in memory)."""
     model = broker.model
 
+    def known(classname: str) -> Any:
+        try:
+            return model.get_class(classname)
+        except KeyError:
+            return None
+
     def check_query(language: str, text: str) -> wql.Query:
         query = wql.parse(text, wql.check_language(language))
-        cls = model.get_class(query.classname)
-        if cls is None or not broker.is_subclass(cls.classname, "CIM_Indication"):
+        cls = known(query.classname)
+        if cls is None:
+            raise CIMError(CIM_ERR_INVALID_QUERY, f"filter query {text!r}: class "
+                           f"{query.classname!r} does not exist")
+        for classname in query.isa_classes():
+            if known(classname) is None:
+                raise CIMError(CIM_ERR_INVALID_QUERY, f"filter query {text!r}: ISA names "
+                               f"{classname!r}, which does not exist (it would match nothing)")
+        if not broker.is_subclass(cls.classname, "CIM_Indication"):
             raise CIMError(CIM_ERR_INVALID_PARAMETER,
                            f"filter query {text!r}: {query.classname} is no indication class "
                            "(CIM_InstCreation, CIM_InstModification, CIM_InstDeletion, "
@@ -418,7 +575,8 @@ def indication_service(broker: Any, settings: IndicationSettings, *,
         return cls
 
     store = SubscriptionStore(subscriptions_file, interop_class, namespace=interop_namespace,
-                              check_query=check_query, source_namespaces=(broker.namespace,))
+                              check_query=check_query, source_namespaces=(broker.namespace,),
+                              system_name=system_name)
     context = broker.context
     service = IndicationService(
         store, IndicationFactory(model, context.projector),

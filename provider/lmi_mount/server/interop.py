@@ -566,6 +566,10 @@ class InteropBroker:
         if instance.path is None:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, "ModifiedInstance has no path")
         self.get_instance(namespace, instance.path)
+        if self._subscribable(instance.path.classname):
+            Broker._check_write(caller, "modify subscriptions")
+            self.subscriptions.modify(instance, property_list)
+            return
         raise self._read_only(f"modifying a {instance.path.classname}")
 
     def delete_instance(self, namespace: str | None, path: CIMInstanceName, *,

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +32,7 @@ from pywbem import (
     CIM_ERR_FAILED,
     CIM_ERR_INVALID_PARAMETER,
     CIM_ERR_NOT_FOUND,
+    CIM_ERR_NOT_SUPPORTED,
     CIMClass,
     CIMError,
     CIMInstance,
@@ -39,6 +43,7 @@ from pywbem import (
 
 from lmi_mount.cim import wql
 from lmi_mount.linux import files
+from lmi_mount.mounts.escaping import escape_controls
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,7 @@ PERMANENT: Final = 2
 TRANSIENT: Final = 3
 CIM_XML: Final = 2
 ENABLED: Final = 2
+DISABLED: Final = 4
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,11 @@ class SubscriptionStore:
         namespace: str,
         check_query: Callable[[str, str], wql.Query],
         source_namespaces: Sequence[str],
+        system_name: str = "",
         max_each: int = MAX_EACH,
     ) -> None:
         self._path = path
+        self._system_name = system_name
         self._get_class = get_class
         self._namespace = namespace
         self._check_query = check_query
@@ -105,8 +113,15 @@ class SubscriptionStore:
         self._routes: tuple[Route, ...] = ()
         #: Called with the new routes after every change (the indication service).
         self.on_change: Callable[[tuple[Route, ...]], None] | None = None
-        if path is not None:
-            self._load(path)
+        if path is not None and os.path.lexists(path):
+            try:
+                files.check_trusted(path, "subscriptions file", secret=True)
+            except files.UntrustedFile as exc:
+                # Neither read nor overwritten: subscriptions live in memory only.
+                log.error("%s; subscriptions are not kept across restarts", exc)
+                self._path = None
+        if self._path is not None:
+            self._load(self._path)
 
     # -- reading --------------------------------------------------------------
 
@@ -151,8 +166,37 @@ class SubscriptionStore:
                         raise CIMError(CIM_ERR_NOT_FOUND, f"{role} {ref} does not exist")
             kind[key] = checked
             self._changed()
-        log.info("created %s", checked.path)
+        log.info("created %s", escape_controls(str(checked.path)))
         return checked.path.copy()
+
+    def modify(self, instance: CIMInstance, property_list: Sequence[str] | None) -> None:
+        """ModifyInstance of a subscription: its SubscriptionState only (2 Enabled,
+        4 Disabled), as consoles enable and disable what they subscribed."""
+        path = instance.path
+        if path is None or path.classname.lower() != SUBSCRIPTION.lower():
+            raise CIMError(CIM_ERR_NOT_SUPPORTED, "only a subscription's SubscriptionState "
+                           "can be modified; delete and create the others")
+        wanted = [p.lower() for p in property_list] if property_list is not None else None
+        given = {name.lower(): prop.value for name, prop in instance.properties.items()
+                 if wanted is None or name.lower() in wanted}
+        with self._lock:
+            current = self._instances[SUBSCRIPTION.lower()].get(_key(path))
+            if current is None:
+                raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {path}")
+            for name, value in given.items():
+                if name == "subscriptionstate":
+                    if value not in (ENABLED, DISABLED):
+                        shown = int(value) if isinstance(value, int) else repr(value)
+                        raise CIMError(CIM_ERR_INVALID_PARAMETER, "SubscriptionState must be "
+                                       f"2 (Enabled) or 4 (Disabled), not {shown}")
+                elif current.get(name) != value:
+                    raise CIMError(CIM_ERR_NOT_SUPPORTED, f"{name!r} of a subscription cannot "
+                                   "be modified; only SubscriptionState")
+            if "subscriptionstate" in given:
+                current["SubscriptionState"] = Uint16(given["subscriptionstate"])
+                self._changed()
+        log.info("%s: SubscriptionState %s", escape_controls(str(path)),
+                 given.get("subscriptionstate"))
 
     def delete(self, path: CIMInstanceName) -> None:
         with self._lock:
@@ -168,9 +212,9 @@ class SubscriptionStore:
                                    "the subscription first")
             del kind[key]
             self._changed()
-        log.info("deleted %s", path)
+        log.info("deleted %s", escape_controls(str(path)))
 
-    def _changed(self) -> None:
+    def _changed(self, *, save: bool = True) -> None:
         """Under ``_lock``: new routes, and the permanent instances to disk."""
         filters = self._instances[FILTER.lower()]
         destinations = self._instances[DESTINATION.lower()]
@@ -188,7 +232,7 @@ class SubscriptionStore:
             routes.append(Route(found, self._check_query(found["QueryLanguage"], found["Query"]),
                                 tuple(n.strip("/").lower() for n in namespaces), destination))
         self._routes = tuple(routes)
-        if self._path is not None:
+        if self._path is not None and save:
             self._save(self._path)
         if self.on_change is not None:
             self.on_change(self._routes)
@@ -230,6 +274,7 @@ class SubscriptionStore:
                                                or "CIM_ComputerSystem")
         if not instance["Name"]:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"a {instance.classname} needs a Name")
+        instance["SystemName"] = instance["SystemName"] or self._system_name
         if not instance["SystemName"]:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"a {instance.classname} needs a SystemName")
         cls = self._get_class(instance.classname)
@@ -273,6 +318,10 @@ class SubscriptionStore:
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"Destination {url!r} must be an http "
                            "or https URL with a host (http://listener.example:5990)")
+        if parts.username is not None or parts.password is not None:
+            # They would not be sent, and readers would see them.
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, "a Destination URL must not hold "
+                           "credentials: the listener is not logged in to")
         del port
         if typed["PersistenceType"] is None:
             typed["PersistenceType"] = Uint16(PERMANENT)
@@ -328,26 +377,61 @@ class SubscriptionStore:
                       path, exc)
 
     def _load(self, path: Path) -> None:
+        """The kept subscriptions; a record that cannot be used is skipped (logged),
+        and the file as it was is kept aside before it is ever rewritten."""
         try:
             text, _ = files.read_versioned(path)
         except files.FileError as exc:
             log.error("cannot read the subscriptions in %s: %s", path, exc)
+            self._path = None  # not overwritten: what it holds may be wanted
             return
         if not text.strip():
             return
         try:
             records = json.loads(text)
-            for record in records:
+            if not isinstance(records, list):
+                raise ValueError("not a list of records")
+        except ValueError as exc:
+            self._keep_aside(path, f"it is not JSON: {exc}")
+            return
+        rejected = 0
+        for number, record in enumerate(records, 1):
+            try:
                 instance = self._typed_values(record["class"], [
                     (name, _from_json(value)) for name, value in record["properties"].items()])
                 checked = self._checker(instance.classname)(instance)
-                assert checked.path is not None
-                self._instances[checked.classname.lower()][_key(checked.path)] = checked
-        except (ValueError, KeyError, TypeError, CIMError) as exc:
-            log.error("%s: a subscription record cannot be read, the rest are kept: %s",
-                      path, exc)
+            except (ValueError, KeyError, TypeError, AttributeError, CIMError) as exc:
+                rejected += 1
+                log.error("%s: record %d cannot be used, skipped: %s", path, number,
+                          escape_controls(str(exc)))
+                continue
+            assert checked.path is not None
+            self._instances[checked.classname.lower()][_key(checked.path)] = checked
+        subscriptions = self._instances[SUBSCRIPTION.lower()]
+        for key, subscription in list(subscriptions.items()):
+            missing = [role for role in ("Filter", "Handler")
+                       if _key(subscription[role]) not in
+                       self._instances[subscription[role].classname.lower()]]
+            if missing:
+                rejected += 1
+                del subscriptions[key]
+                log.error("%s: the subscription of %s names no %s that could be used, "
+                          "skipped", path, escape_controls(str(subscription["Handler"])),
+                          " nor ".join(missing).lower())
+        if rejected:
+            self._keep_aside(path, f"{rejected} of its records cannot be used")
         with self._lock:
-            self._changed()
+            self._changed(save=False)
+
+    @staticmethod
+    def _keep_aside(path: Path, why: str) -> None:
+        aside = path.with_name(f"{path.name}.rejected-{int(time.time())}")
+        try:
+            shutil.copy2(path, aside, follow_symlinks=False)
+        except OSError as exc:
+            log.error("%s: %s, and it cannot be kept aside: %s", path, why, exc)
+            return
+        log.error("%s: %s; the file as it was is kept as %s", path, why, aside)
 
 
 def _jsonable(value: Any) -> Any:
@@ -381,5 +465,7 @@ def routes_for(routes: Sequence[Route], indication: CIMInstance, namespace: str,
             yield route
 
 
-def destination_name(destination: Mapping[str, Any]) -> str:
-    return str(destination["Name"])
+def destination_key(destination: CIMInstance) -> Any:
+    """A destination's identity: its class and keys (names may repeat across systems)."""
+    assert destination.path is not None
+    return _key(destination.path)
