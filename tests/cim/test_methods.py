@@ -557,3 +557,19 @@ def test_a_failed_call_leaves_a_line_in_the_log(fake_world: CimWorld,
     assert rv == 6
     assert any("DeleteMount" in r.message and "ended with 6" in r.message and "sleep" in r.message
                for r in caplog.records), [r.message for r in caplog.records]
+
+
+def test_options_the_kernel_does_not_show_are_taken_as_asked_on_our_mount(
+        world: CimWorld) -> None:
+    # tmpfs shows no huge= and changes no mode= on a remount: the first build
+    # refused the second identical ModifyMount ("mode= when it is mounted
+    # only") and refused a second holder asking for the very same options.
+    conn = world.connect()
+    target = world.dir("mnt")
+    asked = "mode=1777,huge=never,size=1m"
+    _, out = create_tmpfs(conn, target, Goal=_setting(conn, asked), Holder="a")
+    rv, again = call(conn, "ModifyMount", Mode=32768, Mount=out["Mount"],
+                     Goal=_setting(conn, asked))
+    assert (rv, list(again["Plan"])) == (0, [])
+    rv, shared = create_tmpfs(conn, target, Goal=_setting(conn, asked), Holder="b")
+    assert rv == 0 and list(shared["Plan"]) == [f"holders: b shares {target} (reference 2)"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,8 +68,10 @@ class Task:
         return result
 
     def live(self, target: Path) -> list[list[str]]:
+        """The daemon's mountinfo lines of ``target`` (its octal escapes decoded)."""
         return [line.split() for line in self.daemon.mountinfo().splitlines()
-                if line.split()[4] == str(target)]
+                if re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)),
+                          line.split()[4]) == str(target)]
 
     def goals(self) -> int:
         conn = WBEMConnection(self.daemon.http_url, (USER, PASSWORD),
@@ -204,3 +207,46 @@ def test_jobs_and_the_hold_time_keep_second_runs_quiet(tmp_path: Path) -> None:
         quiet = task.run(path=str(target), state="unmounted")
         assert quiet["changed"] is False and not quiet["failed"], quiet.get("msg")
         assert len(task.live(target)) == 1, "still in its hold time"
+
+
+def test_a_network_share_is_written_as_given(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    done = task.run(path=str(target), src="//server/share", fstype="cifs",
+                    opts="credentials=/root/.smb", state="present")
+    assert done["changed"], done.get("msg")
+    assert f"//server/share {target} cifs credentials=/root/.smb 0 0" in \
+        task.daemon.fstab.read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param({"url": "https://[::1"}, "is no URL", id="bad-url"),
+    pytest.param({"timeout": 0}, "timeout must be a number of seconds above 0", id="timeout"),
+])
+def test_bad_connection_parameters_fail_cleanly(task: Task, args: dict[str, Any],
+                                                message: str) -> None:
+    failed = task.run(**{"path": str(task.daemon.root / "mnt" / "a"), "state": "unmounted",
+                         **args})
+    assert failed["failed"] and message in failed["msg"]
+    assert "Traceback" not in failed["output"]
+
+
+def test_a_mount_nobody_holds_takes_the_asked_options_and_goes_in_one_run(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "a"
+    subprocess.run(["nsenter", "-t", str(task.daemon.process.pid), "-m", "mount", "-t",
+                    "tmpfs", "-o", "size=1m", "tmpfs", str(target)], check=True)
+    done = task.run(path=str(target), state="mounted", opts="size=1m,noatime", **TMPFS)
+    assert done["changed"] and not done["failed"], done.get("msg")
+    assert "noatime" in task.live(target)[0][5].split(",")
+    assert task.run(path=str(target), state="mounted", opts="size=1m,noatime",
+                    **TMPFS)["changed"] is False
+    gone = task.run(path=str(target), state="unmounted")
+    assert gone["changed"] and task.live(target) == [], gone.get("msg")
+
+
+def test_a_line_the_service_refuses_leaves_the_mount_as_it_was(task: Task) -> None:
+    target = task.daemon.root / "mnt" / "blank "
+    target.mkdir()
+    assert task.run(path=str(target), state="ephemeral", opts="size=1m", **TMPFS)["changed"]
+    refused = task.run(path=str(target), state="mounted", opts="size=2m", **TMPFS)
+    assert refused["failed"] and refused["plan"] == []
+    assert "size=1024k" in " ".join(task.live(target)[0])

@@ -26,6 +26,7 @@ from lmi_mount.mounts.mountinfo import MountRecord, MountTable
 from lmi_mount.mounts.options import (
     BOOLEAN_FIELDS,
     MountOptions,
+    OptionDrift,
     OptionError,
     bind_refusal,
     compare,
@@ -486,9 +487,25 @@ def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[st
         if spec.fstype is not None and record.fstype != spec.fstype:
             differences.append(f"type is {record.fstype!r}, not {spec.fstype!r}")
     live_options = from_mountinfo(record.vfs_options, record.super_options)
-    for drift in compare(spec.options, live_options):
+    for drift in option_drifts(spec.options, live_options, held):
         differences.append(str(drift))
     return differences
+
+
+def option_drifts(options: MountOptions, live: MountOptions,
+                  held: HeldMount | None) -> list[OptionDrift]:
+    """How the live options differ from ``options``, as far as that matters.
+
+    An option the kernel does not show (tmpfs ``mode=``, ``huge=``; ext4
+    ``commit=``) cannot be compared with the table. On a mount we hold
+    whose record says it was asked with options of the same meaning, such an
+    option is taken as it was asked: the kernel took the request. Anywhere
+    else it still counts, as it cannot be ruled out.
+    """
+    drifts = compare(options, live)
+    if held is not None and same_meaning(parse_options(held.options, strict=False), options):
+        drifts = [drift for drift in drifts if drift.comparable]
+    return drifts
 
 
 # -- planners ---------------------------------------------------------------------
@@ -652,7 +669,14 @@ def plan_modify(
         if record is None:
             raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)
         live = from_mountinfo(record.vfs_options, record.super_options)
-        refusal = remount_refusal(record.fstype, options, live)
+        # Options already in effect need no remount: a client that states what
+        # it wants (Ansible, every run) changes nothing the second time, not
+        # even what no remount could change (tmpfs mode=). Any drift, or one
+        # the kernel's text cannot rule out, remounts; so does a propagation
+        # change, which compare() leaves to the kernel step.
+        needed = bool(option_drifts(options, live, snap.holders.get(target))
+                      or kernel_request(options).propagation)
+        refusal = remount_refusal(record.fstype, options, live) if needed else None
         if refusal is not None:
             raise InvalidRequest(refusal, value=target)
         wanted = merge_options(live, options)
@@ -667,13 +691,9 @@ def plan_modify(
         if (options.allow_write is not None and options.allow_write != live.allow_write
                 and snap.table.bind_origin(record) is None):
             superblock = True
-        # Options already in effect need no remount: a client that states what
-        # it wants (Ansible, every run) changes nothing the second time. Any
-        # drift, or one the kernel's text cannot rule out, remounts; so does a
-        # propagation change, which compare() leaves to the kernel step.
         # The holder record changes with the mount only: one that would change
         # without a remount would say the mount is what the kernel does not show.
-        if compare(options, live) or kernel_request(options).propagation:
+        if needed:
             steps.append(KernelRemount(target, wanted, live, superblock=superblock,
                                        mount_id=record.mount_id))
             held = snap.holders.get(target)

@@ -34,8 +34,9 @@ options:
   path:
     description:
       - Absolute path of the mount point, as the host knows it (C(//), C(/./)
-        and a trailing C(/) are dropped; a path through a symbolic link is
-        refused with the path it leads to). The directory must exist.
+        and a trailing C(/) are dropped). Name it without symbolic links - a
+        new mount through one is refused with the path it leads to, and the
+        other states find nothing there. The directory must exist.
     type: path
     required: true
     aliases: [name]
@@ -45,7 +46,7 @@ options:
         an image file, a network share, a word such as C(tmpfs), or a
         directory for a bind mount.
       - Required for O(state=mounted), O(state=present) and O(state=ephemeral).
-    type: path
+    type: str
   fstype:
     description:
       - The file system type.
@@ -470,6 +471,12 @@ class MountState:
             if not self.mounted and persist and not self.in_fstab:
                 self._create(MOUNT_AND_ADD, goal)  # both, or neither
                 return
+            if persist:
+                self.keep_line(goal, probe=True)  # a line the service refuses: nothing done
+            if self.mounted and not self.holders:
+                # Nobody holds it (made at boot or by hand, or in its hold time):
+                # its options are ours to set, then we take a reference.
+                self._change_own(self.host.goal(self.opts, self.dump, self.passno, live=True))
             if not self.mounted or not self.ours:
                 # Mounts, or takes one more reference on the same mount; other
                 # options on a mount that others hold are In Use.
@@ -502,11 +509,12 @@ class MountState:
         finally:
             self.host.drop(goal)
 
-    def keep_line(self, goal):
+    def keep_line(self, goal, *, probe=False):
         if self.line is None:
-            self._create(ADD_LINE, goal)
+            self.host.call("CreateMount", probe=probe, **self._create_args(ADD_LINE, goal))
         else:
-            self.host.call("ModifyMount", Mode=Uint16(ADD_LINE), Mount=self.line.path, Goal=goal)
+            self.host.call("ModifyMount", probe=probe, Mode=Uint16(ADD_LINE),
+                           Mount=self.line.path, Goal=goal)
 
     def remount(self):
         if not self.mounted:
@@ -541,6 +549,15 @@ class MountState:
                     self._delete(self.live, UNMOUNT_AND_REMOVE if together else UNMOUNT_ONLY)
                     line = line and not together
                     together = False
+                if not self.host.check_mode:
+                    # A mount made outside lmi-mount that we held stays when
+                    # released ("stop tracking"); unmounted, as asked, now that
+                    # nobody holds it.
+                    now = dict((m.path.keybindings["FileSystemSpec"], m) for m, (live, _)
+                               in self.host.find_all(self.path) if live)
+                    left = now.get(self.live.path.keybindings["FileSystemSpec"])
+                    if left is not None and not left["Holders"]:
+                        self._delete(left, UNMOUNT_ONLY)
         if line:
             self._delete(self.line, REMOVE_LINE)  # the mount stays for its other holders
 
@@ -563,11 +580,12 @@ class MountState:
 
 
 def _lexical(path):
-    """``path`` without ``//``, ``/./`` or a trailing ``/``, as the service keys it
-    (symbolic links are the host's: the service resolves those)."""
-    if not isinstance(path, str) or not path.startswith("/"):
+    """A local ``path`` without ``//``, ``/./`` or a trailing ``/``, as the service
+    keys it (symbolic links are the host's: the service resolves those). A
+    network share (``//server/share``) is a name, not a path: kept as given."""
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
         return path
-    return posixpath.normpath(path).replace("//", "/")
+    return posixpath.normpath(path)
 
 
 def _bind_spelling(fstype, opts):
@@ -613,7 +631,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True, aliases=["name"]),
-            src=dict(type="path"),
+            src=dict(type="str"),
             fstype=dict(type="str"),
             opts=dict(type="str"),
             dump=dict(type="str", default="0"),
@@ -644,8 +662,15 @@ def main():
     params = module.params
     if not params["path"].startswith("/"):
         module.fail_json(msg=f"path must be absolute, not {params['path']!r}")
-    if urlsplit(params["url"]).scheme.lower() not in ("http", "https"):
+    try:
+        scheme = urlsplit(params["url"]).scheme.lower()
+    except ValueError as exc:
+        module.fail_json(msg=f"url {params['url']!r} is no URL: {exc}")
+    if scheme not in ("http", "https"):
         module.fail_json(msg=f"url must be http:// or https://, not {params['url']!r}")
+    if params["timeout"] <= 0:
+        module.fail_json(msg=f"timeout must be a number of seconds above 0, "
+                             f"not {params['timeout']}")
     if params["ca_certs"] or not params["validate_certs"]:
         # requests lets these variables override what pywbem hands it (its
         # session's verify), so a controller that sets them would check the
