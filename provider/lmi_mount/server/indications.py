@@ -109,6 +109,19 @@ class Exporter:
     def send(self, indication: CIMInstance, message_id: str) -> None:
         body = cimxml.export_indication_request(message_id, indication)
         deadline = time.monotonic() + self._timeout
+        with self._lock:
+            reused = self._sock is not None
+        try:
+            self._exchange(body, deadline)
+        except _StaleConnection:
+            if not reused:
+                raise DeliveryError("the listener closed the connection unanswered") from None
+            # A kept-alive connection the listener had closed meanwhile: nothing
+            # reached it, so the request goes again at once on a new one.
+            self._exchange(body, deadline)
+
+    def _exchange(self, body: bytes, deadline: float) -> None:
+        sent = False
         try:
             sock, http = self._connection(deadline)
             request = h11.Request(method="POST", target=self._path, headers=[
@@ -120,7 +133,16 @@ class Exporter:
             ])
             self._write(sock, http.send(request) + http.send(h11.Data(data=body))
                         + http.send(h11.EndOfMessage()), deadline)
+            sent = True  # from here on the listener may have handled it
             status, reply = self._response(sock, http, deadline)
+        except _StaleConnection:
+            self.close()
+            raise
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            self.close()
+            if not sent:
+                raise _StaleConnection() from None  # the request never got through
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
         except (OSError, h11.ProtocolError, DeliveryError) as exc:
             self.close()
             raise DeliveryError(exc if isinstance(exc, DeliveryError)
@@ -174,7 +196,10 @@ class Exporter:
             event = http.next_event()
             if event is h11.NEED_DATA:
                 sock.settimeout(_remaining(deadline))
-                http.receive_data(sock.recv(65536))
+                data = sock.recv(65536)
+                if not data and status == 0:
+                    raise _StaleConnection()  # closed before a word of answer
+                http.receive_data(data)
                 continue
             if isinstance(event, h11.InformationalResponse):
                 continue
@@ -201,6 +226,10 @@ class Exporter:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+class _StaleConnection(Exception):
+    """The listener closed the connection before it answered anything."""
 
 
 def _remaining(deadline: float) -> float:
@@ -297,7 +326,7 @@ class Destination:
                     # Said with the next one instead; the alert itself is lost too.
                     self._lost_unannounced += lost
                     self._lost(1, "the loss alert was not delivered")
-            if not self._deliver(indication):
+            if not self._deliver(indication) and not self._closed:
                 with self._cond:
                     self._lost(1, f"not delivered after {self._settings.retry_attempts} "
                                   "retries")

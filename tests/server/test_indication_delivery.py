@@ -1,0 +1,94 @@
+"""The export client against raw listeners that misbehave in the ways real ones do."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from pywbem import CIMInstance
+
+from lmi_mount.server.indications import DeliveryError, Exporter
+
+REPLY = (b'<?xml version="1.0" encoding="utf-8"?><CIM CIMVERSION="2.0" DTDVERSION="2.0">'
+         b'<MESSAGE ID="1" PROTOCOLVERSION="1.0"><SIMPLEEXPRSP>'
+         b'<EXPMETHODRESPONSE NAME="ExportIndication"/></SIMPLEEXPRSP></MESSAGE></CIM>')
+ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: "
+          + str(len(REPLY)).encode() + b"\r\n\r\n" + REPLY)
+
+
+def _read_request(conn: socket.socket) -> bool:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return False
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return True
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[int, list[int]]]:
+    """Answers one request per connection, then closes it without saying so
+    (an idle keep-alive connection the listener drops); counts requests."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    handled: list[int] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                if _read_request(conn):
+                    handled.append(1)
+                    conn.sendall(ANSWER)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], handled
+    stop.set()
+    thread.join(2)
+    server.close()
+
+
+def test_a_dropped_keep_alive_connection_is_replaced_at_once(
+        listener: tuple[int, list[int]]) -> None:
+    # The first build waited the whole retry interval (20 s) before sending again.
+    port, handled = listener
+    exporter = Exporter(f"http://127.0.0.1:{port}", timeout=5,
+                        ssl_context=ssl.create_default_context())
+    indication = CIMInstance("CIM_AlertIndication", properties={"Message": "x"})
+    start = time.monotonic()
+    for number in range(3):
+        time.sleep(0.05)  # the listener has closed the previous connection by now
+        exporter.send(indication, str(number))
+    assert time.monotonic() - start < 2 and len(handled) == 3
+    exporter.close()
+
+
+def test_a_listener_that_never_answers_fails_within_the_timeout() -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    exporter = Exporter(f"http://127.0.0.1:{server.getsockname()[1]}", timeout=0.5,
+                        ssl_context=ssl.create_default_context())
+    start = time.monotonic()
+    with pytest.raises(DeliveryError):
+        exporter.send(CIMInstance("CIM_AlertIndication", properties={"Message": "x"}), "1")
+    assert time.monotonic() - start < 2
+    exporter.close()
+    server.close()
