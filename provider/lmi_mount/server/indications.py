@@ -254,6 +254,7 @@ class Destination:
                  ssl_context: ssl.SSLContext) -> None:
         self.name = name
         self.url = url
+        self._shown = escape_controls(url)  # for the log
         self._settings = settings
         self._loss_alert = loss_alert
         self._exporter = Exporter(url, timeout=settings.timeout, ssl_context=ssl_context)
@@ -285,8 +286,8 @@ class Destination:
         """Under ``_cond``."""
         self.stats.lost += count
         self._lost_unannounced += count
-        log.warning("indication to %s (%s) lost: %s (%d lost so far)", self.name, self.url,
-                    why, self.stats.lost)
+        log.warning("indication to %s (%s) lost: %s (%d lost so far)", self.name,
+                    self._shown, why, self.stats.lost)
 
     @property
     def waiting(self) -> int:
@@ -321,15 +322,21 @@ class Destination:
                     return
                 lost, self._lost_unannounced = self._lost_unannounced, 0
                 indication = self._queue.popleft()
-            if lost and not self._deliver(self._loss_alert(lost, self.url)):
+            try:
+                if lost and not self._deliver(self._loss_alert(lost, self.url)):
+                    with self._cond:
+                        # Said with the next one instead; the alert itself is lost too.
+                        self._lost_unannounced += lost
+                        self._lost(1, "the loss alert was not delivered")
+                if not self._deliver(indication) and not self._closed:
+                    with self._cond:
+                        self._lost(1, f"not delivered after {self._settings.retry_attempts} "
+                                      "retries")
+            except Exception:
+                # A defect in one indication costs that one, not the stream.
+                log.exception("indication to %s dropped", self.name)
                 with self._cond:
-                    # Said with the next one instead; the alert itself is lost too.
-                    self._lost_unannounced += lost
-                    self._lost(1, "the loss alert was not delivered")
-            if not self._deliver(indication) and not self._closed:
-                with self._cond:
-                    self._lost(1, f"not delivered after {self._settings.retry_attempts} "
-                                  "retries")
+                    self._lost(1, "it could not be sent (see above)")
 
     def _deliver(self, indication: CIMInstance) -> bool:
         """Send with retries; False when every attempt failed (or the service stops)."""
@@ -347,7 +354,7 @@ class Destination:
             except DeliveryError as exc:
                 self.stats.failures += 1
                 log.log(logging.WARNING if attempt == 0 else logging.DEBUG,
-                        "cannot deliver to %s (%s), attempt %d of %d: %s", self.name, self.url,
+                        "cannot deliver to %s (%s), attempt %d of %d: %s", self.name, self._shown,
                         attempt + 1, self._settings.retry_attempts + 1, exc)
                 with self._cond:
                     if self._closed or (attempt < self._settings.retry_attempts
