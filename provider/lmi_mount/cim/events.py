@@ -46,9 +46,10 @@ _INFORMATION: Final = Uint16(2)
 _WARNING: Final = Uint16(3)
 _OBJECT_PATH: Final = Uint16(2)
 DRIFT_ALERT_TYPE: Final = "Mount drift"
-#: MessageIDs of the two alerts (DSP0228-style: owning entity prefix, number).
+#: MessageIDs of the alerts (DSP0228-style: owning entity prefix, number).
 DRIFTED: Final = "LMI0001"
 BACK_IN_LINE: Final = "LMI0002"
+LOST: Final = "LMI0003"
 OWNING_ENTITY: Final = "lmi-mount"
 
 InstanceKey = tuple[str, tuple[tuple[str, Any], ...]]
@@ -198,7 +199,7 @@ class IndicationFactory:
             "SystemName": self._host,
             "ProviderName": OWNING_ENTITY,
             "OwningEntity": OWNING_ENTITY,
-            "MessageID": "LMI0003",
+            "MessageID": LOST,
             "Message": f"{lost} indications to {destination} were lost",
             "MessageArguments": [str(lost), destination],
             "EventTime": CIMDateTime(datetime.now(UTC)),
@@ -222,12 +223,8 @@ def changes(before: ModelRead, after: ModelRead,
         if before.drift.get(target, (None, ()))[1] != drifts:
             yield factory.drift_alert(target, path, drifts, drifted=True)
     for target, (path, drifts) in before.drift.items():
-        if target not in after.drift and _key_of_mount(path) in after.instances:
+        if target not in after.drift and instance_key(path) in after.instances:
             yield factory.drift_alert(target, path, drifts, drifted=False)
-
-
-def _key_of_mount(path: CIMInstanceName) -> InstanceKey:
-    return instance_key(path)
 
 
 def _same_values(a: CIMInstance, b: CIMInstance) -> bool:
