@@ -108,7 +108,15 @@ class NobodySwapper:
 
     @property
     def swaps(self) -> int:
-        return int(self.count.read_text().split()[0] or 0)
+        # The shell truncates the file before it writes the count, and may have
+        # been stopped in between: read until it holds one, else 0 (it is only
+        # printed). Read empty, it failed a CI run with an IndexError.
+        for _ in range(100):
+            parts = self.count.read_text().split()
+            if parts:
+                return int(parts[0])
+            time.sleep(0.001)
+        return 0
 
     def start(self) -> None:
         pass
