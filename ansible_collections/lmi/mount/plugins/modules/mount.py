@@ -418,7 +418,6 @@ class MountState:
         self.live = next((m for m, (mounted, _) in found if mounted), None)
         self.line = next((m for m, (_, in_fstab) in found if in_fstab), None)
         self.mounted, self.in_fstab = self.live is not None, self.line is not None
-        self.mount = self.live or self.line
 
     @property
     def holders(self):
