@@ -393,6 +393,10 @@ def test_a_name_xml_cannot_carry_costs_one_indication_not_the_service(
     console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
     assert console.daemon.process.poll() is None
     assert "indication to inbox dropped" in console.daemon.output()
+    # Nor does it fail every enumeration: it is left out of them (logged).
+    paths = [m["MountPointPath"] for m in console.conn.EnumerateInstances(MOUNT)]
+    assert target in paths and str(odd) not in paths
+    assert "EnumerateInstances of root/cimv2: an element is left out" in console.daemon.output()
 
 
 def test_a_listener_that_trickles_holds_up_nothing(tmp_path: Path) -> None:

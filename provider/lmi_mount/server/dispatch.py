@@ -308,6 +308,7 @@ class Dispatcher:
         later, while streaming, raises from the body (the HTTP layer aborts
         the response).
         """
+        encode = _skipping_unencodable(encode, call)
         iterator = iter(items)
         encoded: list[str] = []
         size = 0
@@ -714,3 +715,19 @@ class Dispatcher:
 
 def _owner(caller: Any) -> str | None:
     return getattr(caller, "user", None)
+
+
+def _skipping_unencodable(encode: Callable[[Any], str],
+                          call: cimxml.IntrinsicCall) -> Callable[[Any], str]:
+    """``encode`` for one element of a many-element result, leaving out (and
+    logging) one that CIM-XML cannot carry: a control character in a mount
+    point's name, which any local user can make with FUSE, must not fail
+    every enumeration for everyone. A single-element result still fails."""
+    def skipping(item: Any) -> str:
+        try:
+            return encode(item)
+        except cimxml.EncodeError as exc:
+            log.warning("%s of %s: an element is left out: %s", call.method, call.namespace,
+                        exc)
+            return ""
+    return skipping
