@@ -55,16 +55,23 @@ OWNING_ENTITY: Final = "lmi-mount"
 InstanceKey = tuple[str, tuple[tuple[str, Any], ...]]
 
 
+#: Keys whose values are class names, which CIM compares without case.
+_CLASS_NAME_KEYS: Final = frozenset(("creationclassname", "systemcreationclassname"))
+
+
 def instance_key(path: CIMInstanceName) -> InstanceKey:
-    """A hashable identity of an instance path: class and keys, case-blind names."""
-    keys = tuple(sorted((name.lower(), _hashable(value))
+    """A hashable identity of an instance path: class and keys, names without case,
+    and values that are class names (CreationClassName) without case too."""
+    keys = tuple(sorted((name.lower(), _hashable(name, value))
                         for name, value in path.keybindings.items()))
     return path.classname.lower(), keys
 
 
-def _hashable(value: Any) -> Any:
+def _hashable(name: str, value: Any) -> Any:
     if isinstance(value, CIMInstanceName):
         return instance_key(value)
+    if isinstance(value, str) and name.lower() in _CLASS_NAME_KEYS:
+        return value.lower()
     return value
 
 

@@ -42,6 +42,7 @@ from pywbem import (
 )
 
 from lmi_mount.cim import wql
+from lmi_mount.cim.events import instance_key
 from lmi_mount.linux import files
 from lmi_mount.mounts.escaping import escape_controls
 
@@ -73,18 +74,6 @@ class Route:
     query: wql.Query
     source_namespaces: tuple[str, ...]
     destination: CIMInstance
-
-
-def _key(path: CIMInstanceName) -> tuple[str, tuple[tuple[str, Any], ...]]:
-    keys = []
-    for name, value in path.keybindings.items():
-        if isinstance(value, CIMInstanceName):
-            value = _key(value)
-        elif isinstance(value, str) and name.lower() in ("systemcreationclassname",
-                                                         "creationclassname"):
-            value = value.lower()
-        keys.append((name.lower(), value))
-    return path.classname.lower(), tuple(sorted(keys))
 
 
 class SubscriptionStore:
@@ -134,7 +123,7 @@ class SubscriptionStore:
 
     def get(self, path: CIMInstanceName) -> CIMInstance | None:
         with self._lock:
-            found = self._instances[path.classname.lower()].get(_key(path))
+            found = self._instances[path.classname.lower()].get(instance_key(path))
             return found.copy() if found is not None else None
 
     @property
@@ -153,7 +142,7 @@ class SubscriptionStore:
         assert checked.path is not None
         with self._lock:
             kind = self._instances[classname]
-            key = _key(checked.path)
+            key = instance_key(checked.path)
             if key in kind:
                 raise CIMError(CIM_ERR_ALREADY_EXISTS, f"{checked.path} exists already")
             if len(kind) >= self._max_each:
@@ -162,7 +151,7 @@ class SubscriptionStore:
             if classname == SUBSCRIPTION.lower():
                 for role in ("Filter", "Handler"):
                     ref = checked[role]
-                    if _key(ref) not in self._instances[ref.classname.lower()]:
+                    if instance_key(ref) not in self._instances[ref.classname.lower()]:
                         raise CIMError(CIM_ERR_NOT_FOUND, f"{role} {ref} does not exist")
             kind[key] = checked
             self._changed()
@@ -180,7 +169,7 @@ class SubscriptionStore:
         given = {name.lower(): prop.value for name, prop in instance.properties.items()
                  if wanted is None or name.lower() in wanted}
         with self._lock:
-            current = self._instances[SUBSCRIPTION.lower()].get(_key(path))
+            current = self._instances[SUBSCRIPTION.lower()].get(instance_key(path))
             if current is None:
                 raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {path}")
             for name, value in given.items():
@@ -201,12 +190,12 @@ class SubscriptionStore:
     def delete(self, path: CIMInstanceName) -> None:
         with self._lock:
             kind = self._instances[path.classname.lower()]
-            key = _key(path)
+            key = instance_key(path)
             if key not in kind:
                 raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {path}")
             if path.classname.lower() != SUBSCRIPTION.lower():
                 users = [s.path for s in self._instances[SUBSCRIPTION.lower()].values()
-                         if key in (_key(s["Filter"]), _key(s["Handler"]))]
+                         if key in (instance_key(s["Filter"]), instance_key(s["Handler"]))]
                 if users:
                     raise CIMError(CIM_ERR_FAILED, f"{path} is used by {users[0]}: delete "
                                    "the subscription first")
@@ -222,8 +211,8 @@ class SubscriptionStore:
         for subscription in self._instances[SUBSCRIPTION.lower()].values():
             if subscription["SubscriptionState"] not in (None, ENABLED):
                 continue
-            found = filters.get(_key(subscription["Filter"]))
-            destination = destinations.get(_key(subscription["Handler"]))
+            found = filters.get(instance_key(subscription["Filter"]))
+            destination = destinations.get(instance_key(subscription["Handler"]))
             if found is None or destination is None:
                 continue
             namespaces = tuple(found["SourceNamespaces"] or ()) or (
@@ -358,7 +347,7 @@ class SubscriptionStore:
         for classname in CLASSES:
             for key, instance in self._instances[classname.lower()].items():
                 if key in transient or (classname == SUBSCRIPTION
-                                        and _key(instance["Handler"]) in transient):
+                                        and instance_key(instance["Handler"]) in transient):
                     continue
                 yield instance
 
@@ -406,11 +395,11 @@ class SubscriptionStore:
                           escape_controls(str(exc)))
                 continue
             assert checked.path is not None
-            self._instances[checked.classname.lower()][_key(checked.path)] = checked
+            self._instances[checked.classname.lower()][instance_key(checked.path)] = checked
         subscriptions = self._instances[SUBSCRIPTION.lower()]
         for key, subscription in list(subscriptions.items()):
             missing = [role for role in ("Filter", "Handler")
-                       if _key(subscription[role]) not in
+                       if instance_key(subscription[role]) not in
                        self._instances[subscription[role].classname.lower()]]
             if missing:
                 rejected += 1
@@ -468,4 +457,4 @@ def routes_for(routes: Sequence[Route], indication: CIMInstance, namespace: str,
 def destination_key(destination: CIMInstance) -> Any:
     """A destination's identity: its class and keys (names may repeat across systems)."""
     assert destination.path is not None
-    return _key(destination.path)
+    return instance_key(destination.path)
