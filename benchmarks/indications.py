@@ -276,7 +276,7 @@ def main() -> int:
         [sample] = [i for i in captured if i.classname == "CIM_InstCreation"][:1] or [None]
         capacity = (listener_capacity(sample, 300, LISTENERS) if sample is not None
                     else float("nan"))
-        lost = sum(server.indications.destination(f"pywbemdestination:bench:d{n}").stats.lost
+        lost = sum(server.indications.destination(f"pywbemdestination:bench:d{n}").lost
                    for n in range(LISTENERS)) if server.indications else 0
         for target in burst:
             umount(target)

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -239,13 +239,6 @@ def _remaining(deadline: float) -> float:
     return left
 
 
-@dataclass
-class DestinationStats:
-    delivered: int = 0
-    lost: int = 0
-    failures: int = 0
-
-
 class Destination:
     """One listener's queue, in order, and the thread that empties it."""
 
@@ -265,7 +258,8 @@ class Destination:
         self._messages = itertools.count(1)
         self._queue: deque[CIMInstance] = deque()
         self._lost_unannounced = 0
-        self.stats = DestinationStats()
+        #: Indications to this destination lost so far (logged, and announced).
+        self.lost = 0
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"lmi-mountd-indications-{name}",
@@ -284,10 +278,10 @@ class Destination:
 
     def _lost(self, count: int, why: str) -> None:
         """Under ``_cond``."""
-        self.stats.lost += count
+        self.lost += count
         self._lost_unannounced += count
         log.warning("indication to %s (%s) lost: %s (%d lost so far)", self.name,
-                    self._shown, why, self.stats.lost)
+                    self._shown, why, self.lost)
 
     @property
     def waiting(self) -> int:
@@ -352,7 +346,6 @@ class Destination:
                 log.warning("indication to %s dropped: %s", self.name, exc)
                 return False
             except DeliveryError as exc:
-                self.stats.failures += 1
                 log.log(logging.WARNING if attempt == 0 else logging.DEBUG,
                         "cannot deliver to %s (%s), attempt %d of %d: %s", self.name, self._shown,
                         attempt + 1, self._settings.retry_attempts + 1, exc)
@@ -363,7 +356,6 @@ class Destination:
                                             self._settings.retry_interval)):
                         return False
                 continue
-            self.stats.delivered += 1
             return True
         return False
 
@@ -386,7 +378,6 @@ class IndicationService:
         mountinfo: str = "/proc/self/mountinfo",
     ) -> None:
         self.settings = settings or IndicationSettings()
-        self._store = store
         self._factory = factory
         self._read_model = read_model
         self._wait_quiet = wait_quiet
@@ -409,8 +400,6 @@ class IndicationService:
         self._poke = watch.Poke()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        #: Indications published, for the logs and the tests.
-        self.published = 0
         store.on_change = self._routes_changed
         self._routes_changed(store.routes)
 
@@ -478,10 +467,7 @@ class IndicationService:
                 if key not in self._destinations:
                     self._destinations[key] = Destination(
                         escape_controls(str(instance["Name"])), str(instance["Destination"]),
-                        self.settings, self._loss_alert, self._ssl)
-
-    def _loss_alert(self, lost: int, url: str) -> CIMInstance:
-        return self._factory.loss_alert(lost, url)
+                        self.settings, self._factory.loss_alert, self._ssl)
 
     def destination(self, name: str) -> Destination | None:
         """The destination named ``name`` (the first, if names repeat)."""
@@ -496,7 +482,6 @@ class IndicationService:
         with self._lock:
             routes, destinations = self._routes, dict(self._destinations)
         for indication in indications:
-            self.published += 1
             for route in routes_for(routes, indication, namespace or self._namespace,
                                     self._is_subclass):
                 destination = destinations.get(destination_key(route.destination))
@@ -508,7 +493,10 @@ class IndicationService:
 
     def job_changed(self, job: Job, previous_state: int) -> None:
         """A published job changed state: CIM_InstModification of its LMI_MountJob,
-        with the instance it was before (kept from the last change)."""
+        with the instance it was before (kept from the last change). Nothing is
+        projected while nobody subscribes."""
+        if not self._routes:
+            return
         now = self._factory.job_instance(job, self._time_before_removal)
         with self._lock:
             before = self._jobs.pop(job.number, None)
