@@ -42,7 +42,7 @@ def interop(world: CimWorld, state: Path) -> tuple[InteropBroker, IndicationServ
                                  subscriptions_file=state / "subscriptions.json",
                                  system_name="host.example")
     front = InteropBroker(broker, system_name="host.example", version="1", classes=classes,
-                          subscriptions=service.store, indications=service)
+                          indications=service)
     return front, service
 
 

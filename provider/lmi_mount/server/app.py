@@ -391,7 +391,6 @@ class CimServer:
             if hasattr(broker, "context") else None)
         self.broker = InteropBroker(
             broker, system_name=hostname, version=__version__, classes=classes,
-            subscriptions=self.indications.store if self.indications else None,
             indications=self.indications)
         self.contexts = ContextTable(config.enumeration)
         self.dispatcher = Dispatcher(self.broker, self.contexts, host=hostname)

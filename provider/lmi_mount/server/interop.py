@@ -192,14 +192,13 @@ class InteropBroker:
         version: str,
         classes: InteropClasses | None = None,
         interop_namespace: str = INTEROP_NAMESPACE,
-        subscriptions: Any = None,
         indications: Any = None,
     ) -> None:
         self.broker = broker
-        #: The subscriptions (``subscriptions.SubscriptionStore``) and the service
-        #: that delivers (``indications.IndicationService``); None: no indications.
-        self.subscriptions = subscriptions
+        #: The service that delivers indications (``indications.IndicationService``),
+        #: whose store holds the subscriptions; None: no indications.
         self.indications = indications
+        self.subscriptions = indications.store if indications is not None else None
         self.model = broker.model
         self.interop_namespace = interop_namespace
         self._classes = classes or load_interop_classes(broker.model.mof_dir)
@@ -356,7 +355,7 @@ class InteropBroker:
         return [manager, *namespaces, *links, *profiles, *self._indication_instances()]
 
     def _indication_instances(self) -> list[CIMInstance]:
-        if self.indications is None or self.subscriptions is None:
+        if self.indications is None:
             return []
         values = self.indications.service_values()
         service = self._instance(INDICATION_SERVICE, {
