@@ -198,7 +198,7 @@ class InteropBroker:
         #: The service that delivers indications (``indications.IndicationService``),
         #: whose store holds the subscriptions; None: no indications.
         self.indications = indications
-        self.subscriptions = indications.store if indications is not None else None
+        self.subscriptions: Any = indications.store if indications is not None else None
         self.model = broker.model
         self.interop_namespace = interop_namespace
         self._classes = classes or load_interop_classes(broker.model.mof_dir)
