@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,33 @@ def test_a_planted_link_is_neither_read_nor_overwritten(
     finally:
         service.close()
     assert victim.read_text() == "precious\n"
+
+
+def test_the_watcher_sleeps_while_nobody_subscribes(
+        fake_world: CimWorld, tmp_path: Path) -> None:
+    """Changes nobody is told of cost nothing: the first build woke, settled and
+    waited for quiet on every mount change and fstab write with no subscriber."""
+    front, service = interop(fake_world, tmp_path)
+    woken: list[float] = []
+
+    def counting_quiet(timeout: float) -> bool:
+        woken.append(timeout)
+        return True
+
+    service._wait_quiet = counting_quiet  # type: ignore[method-assign]
+    service.start()
+    try:
+        fstab = Path(service._fstab_path)
+        for n in range(5):
+            fstab.write_text(f"tmpfs /mnt/{n} tmpfs defaults 0 0\n")
+        service.poke()  # after each call the server pokes: nobody listens, nothing wakes
+        time.sleep(0.3)
+        assert woken == []
+        subscribe(front)
+        fstab.write_text("tmpfs /mnt/x tmpfs defaults 0 0\n")
+        deadline = time.monotonic() + 10
+        while not woken and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert woken, "a subscriber's change never woke the watcher"
+    finally:
+        service.close()

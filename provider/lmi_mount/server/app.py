@@ -99,6 +99,7 @@ def _media_type(value: str | None) -> tuple[str, str | None]:
     return media.strip().lower(), charset
 
 
+@functools.lru_cache(maxsize=256)
 def _is_loopback(address: str) -> bool:
     try:
         ip = ipaddress.ip_address(address.split("%")[0])
@@ -254,11 +255,14 @@ class CimXmlApp:
     def _log(head: RequestHead, identity: Identity,
              call: cimxml.IntrinsicCall | cimxml.ExtrinsicCall, result: CimResult,
              started: float) -> None:
-        # Successes at DEBUG: hundreds of calls a second must not flood the journal.
+        # Successes at DEBUG: hundreds of calls a second must not flood the journal
+        # (nor spend time on a line nobody writes).
+        level = logging.INFO if result.status else logging.DEBUG
+        if not log.isEnabledFor(level):
+            return
         target = call.namespace if isinstance(call, cimxml.IntrinsicCall) else str(call.target)
         streamed = "" if isinstance(result.body, bytes) else " (streaming)"
-        log.log(logging.INFO if result.status else logging.DEBUG,
-                "%s %s %s %s: %s in %.3f s%s", head.peer[0], identity.user, call.method,
+        log.log(level, "%s %s %s %s: %s in %.3f s%s", head.peer[0], identity.user, call.method,
                 target, result.status, time.monotonic() - started, streamed)
 
 

@@ -109,18 +109,21 @@ class Headers:
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields = list(fields)
+        # Indexed once: a request's head is asked a dozen names.
+        self._by_name: dict[str, list[str]] = {}
+        for name, value in self._fields:
+            self._by_name.setdefault(name.lower(), []).append(value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of ``name``; repeated fields are joined with ", " (RFC 9110 5.3)."""
-        values = self.get_all(name)
+        values = self._by_name.get(name.lower())
         return ", ".join(values) if values else default
 
     def get_all(self, name: str) -> list[str]:
-        wanted = name.lower()
-        return [v for n, v in self._fields if n.lower() == wanted]
+        return list(self._by_name.get(name.lower(), ()))
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and bool(self.get_all(name))
+        return isinstance(name, str) and name.lower() in self._by_name
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._fields)

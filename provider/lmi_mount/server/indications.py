@@ -441,8 +441,10 @@ class IndicationService:
         self._poke.close()
 
     def poke(self) -> None:
-        """Something may have changed that the kernel and fstab do not show (holders)."""
-        self._poke.poke()
+        """Something may have changed that the kernel and fstab do not show (holders).
+        Nobody subscribes: nothing to tell, and the watcher is not woken."""
+        if self._routes:
+            self._poke.poke()
 
     # -- routes ---------------------------------------------------------------
 
@@ -468,6 +470,8 @@ class IndicationService:
                     self._destinations[key] = Destination(
                         escape_controls(str(instance["Name"])), str(instance["Destination"]),
                         self.settings, self._factory.loss_alert, self._ssl)
+        if baseline is not None:
+            self._poke.poke()  # the watcher, idle while nobody subscribed, watches again
 
     def destination(self, name: str) -> Destination | None:
         """The destination named ``name`` (the first, if names repeat)."""
@@ -516,6 +520,14 @@ class IndicationService:
     def _watch(self, sources: list[watch.Source], previous: ModelRead | None) -> None:
         try:
             while not self._stop.is_set():
+                if not self._routes:
+                    # Nobody listens: no reads, and no wake-ups for changes nobody
+                    # is told of (the mountinfo poll reports what it missed once,
+                    # when it is asked again). A first subscription or the stop
+                    # pokes; a subscriber's baseline is read when it subscribes.
+                    previous = None
+                    watch.wait([self._poke], None)
+                    continue
                 if watch.wait(sources, RESYNC_SECONDS) and not self._stop.is_set():
                     # A mount and its fstab line change within moments: read them
                     # once, when the request that changes them is done (its
@@ -526,8 +538,7 @@ class IndicationService:
                 if self._stop.is_set():
                     return
                 if not self._routes:
-                    previous = None  # nobody listens: no reads (a subscriber reads its own)
-                    continue
+                    continue  # the last subscription went while the watcher waited
                 with self._lock:
                     baseline, self._baseline = self._baseline, None
                 previous = baseline if previous is None else previous
