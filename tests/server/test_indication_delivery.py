@@ -9,9 +9,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from pywbem import CIMInstance
+from pywbem import CIMInstance, CIMProperty, Sint64
+from pywbem._listener import ListenerRequestHandler
 
-from lmi_mount.server.indications import DeliveryError, Exporter
+from lmi_mount.server.cimxml import export_indication_request
+from lmi_mount.server.indications import DeliveryError, Exporter, Outgoing
 
 REPLY = (b'<?xml version="1.0" encoding="utf-8"?><CIM CIMVERSION="2.0" DTDVERSION="2.0">'
          b'<MESSAGE ID="1" PROTOCOLVERSION="1.0"><SIMPLEEXPRSP>'
@@ -75,7 +77,7 @@ def test_a_dropped_keep_alive_connection_is_replaced_at_once(
     start = time.monotonic()
     for number in range(3):
         time.sleep(0.05)  # the listener has closed the previous connection by now
-        exporter.send(indication, str(number))
+        exporter.send(export_indication_request(str(number), indication))
     assert time.monotonic() - start < 2 and len(handled) == 3
     exporter.close()
 
@@ -88,7 +90,35 @@ def test_a_listener_that_never_answers_fails_within_the_timeout() -> None:
                         ssl_context=ssl.create_default_context())
     start = time.monotonic()
     with pytest.raises(DeliveryError):
-        exporter.send(CIMInstance("CIM_AlertIndication", properties={"Message": "x"}), "1")
+        exporter.send(export_indication_request(
+            "1", CIMInstance("CIM_AlertIndication", properties={"Message": "x"})))
     assert time.monotonic() - start < 2
     exporter.close()
     server.close()
+
+
+def test_one_encoding_serves_every_destination_as_pywbem_reads_it() -> None:
+    """An indication is encoded once and each destination adds its own properties;
+    pywbem's listener parser must read what the per-destination copy gave before."""
+    indication = CIMInstance("CIM_InstCreation", properties={
+        "IndicationIdentifier": "lmi-mount:1:2:3",
+        "SourceInstance": CIMInstance("LMI_MountedFileSystem", properties={
+            "MountPointPath": "/mnt/a & <b>"}),
+        # Held by the instance, set again per destination: sent once, the destination's.
+        "SequenceNumber": Sint64(99),
+    })
+    outgoing = Outgoing(indication)
+    extra = [CIMProperty("SequenceContext", "d:ctx", type="string"),
+             CIMProperty("SequenceNumber", Sint64(7)),
+             CIMProperty("IndicationFilterName", "f", type="string")]
+    shared = export_indication_request("12", outgoing.text(), extra)
+    copied = indication.copy()  # what each destination sent before: its own copy, encoded
+    for prop in extra:
+        copied[prop.name] = prop.value
+    msgid, method, params = ListenerRequestHandler.parse_export_request(shared)
+    assert (msgid, method, list(params)) == ("12", "ExportIndication", ["NewIndication"])
+    _, _, before = ListenerRequestHandler.parse_export_request(
+        export_indication_request("12", copied))
+    assert params == before
+    assert params["NewIndication"]["SequenceNumber"] == 7
+    assert outgoing.text() is outgoing.text()  # encoded once

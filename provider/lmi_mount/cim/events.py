@@ -84,6 +84,15 @@ class ModelRead:
     drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]]
 
 
+#: A projected instance and its ``instance_key``, kept together across reads.
+_Keyed = tuple[InstanceKey, CIMInstance]
+
+
+def _path(instance: CIMInstance) -> CIMInstanceName:
+    assert instance.path is not None
+    return instance.path
+
+
 class ModelReader:
     """Reads what the indications describe, projecting only the mounts whose state
     changed since the last read (the others' instances are the same objects):
@@ -92,30 +101,29 @@ class ModelReader:
 
     def __init__(self, context: Context) -> None:
         self._context = context
-        self._last: dict[tuple[str, str], tuple[MountStatus, list[CIMInstance]]] = {}
+        self._last: dict[tuple[str, str], tuple[MountStatus, list[_Keyed]]] = {}
 
     def read(self) -> ModelRead:
         view = View(self._context)
         projector = view.projector
         instances: dict[InstanceKey, CIMInstance] = {}
         drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]] = {}
-        seen: dict[tuple[str, str], tuple[MountStatus, list[CIMInstance]]] = {}
+        seen: dict[tuple[str, str], tuple[MountStatus, list[_Keyed]]] = {}
         for status in view.statuses:
             key = (status.spec, status.target)
             last = self._last.get(key)
             if last is not None and last[0] == status:
-                projected = last[1]
+                keyed = last[1]  # the same objects, keys and all: ``changes`` skips them
             else:
                 projected = [projector.mounted_file_system(status)]
                 projected += [setting for setting, _, _ in projector.settings_of(status)]
-            seen[key] = (status, projected)
-            for instance in projected:
-                assert instance.path is not None
-                instances[instance_key(instance.path)] = instance
+                keyed = [(instance_key(_path(i)), i) for i in projected]
+            seen[key] = (status, keyed)
+            for instance_id, instance in keyed:
+                instances[instance_id] = instance
             if status.drift:
-                mount = projected[0].path
-                assert mount is not None
-                drift[status.target] = (mount, tuple(str(d) for d in status.drift))
+                drift[status.target] = (_path(keyed[0][1]),
+                                        tuple(str(d) for d in status.drift))
         self._last = seen
         return ModelRead(instances, drift)
 
@@ -224,7 +232,7 @@ def changes(before: ModelRead, after: ModelRead,
         was = before.instances.get(key)
         if was is None:
             yield factory.creation(now)
-        elif not _same_values(was, now):
+        elif was is not now and not _same_values(was, now):
             yield factory.modification(now, was)
     for target, (path, drifts) in after.drift.items():
         if before.drift.get(target, (None, ()))[1] != drifts:

@@ -1311,14 +1311,25 @@ def _safe_error_xml(error: CIMError) -> str:
         return _error_xml(fallback)
 
 
-def export_indication_request(message_id: str, indication: CIMInstance) -> bytes:
+def export_indication_request(message_id: str, indication: CIMInstance | str,
+                              extra: Sequence[CIMProperty] = ()) -> bytes:
     """The CIM-XML export request that delivers ``indication`` to a listener
-    (DSP0200 "ExportIndication"; DSP0201 SIMPLEEXPREQ)."""
+    (DSP0200 "ExportIndication"; DSP0201 SIMPLEEXPREQ).
+
+    ``indication`` is the instance or its INSTANCE (``instance_xml``): one
+    indication goes to many listeners, and is encoded once for them all.
+    ``extra`` properties, which the instance must not hold, are added to it:
+    what differs per listener (IndicationFilterName, SequenceNumber).
+    """
+    text = indication if isinstance(indication, str) else instance_xml(indication)
+    if extra:
+        cut = text.rindex("</INSTANCE>")
+        text = "".join((text[:cut], *(_property_xml(p) for p in extra), text[cut:]))
     return (
         f'{XML_DECLARATION}<CIM CIMVERSION="2.0" DTDVERSION="2.0">'
         f'<MESSAGE ID="{esc_attr(message_id)}" PROTOCOLVERSION="1.0"><SIMPLEEXPREQ>'
         '<EXPMETHODCALL NAME="ExportIndication"><EXPPARAMVALUE NAME="NewIndication">'
-        f"{instance_xml(indication)}"
+        f"{text}"
         "</EXPPARAMVALUE></EXPMETHODCALL></SIMPLEEXPREQ></MESSAGE></CIM>"
     ).encode()
 

@@ -45,6 +45,7 @@ from pywbem import (
     CIM_ERR_INVALID_QUERY,
     CIMError,
     CIMInstance,
+    CIMProperty,
     Sint64,
 )
 
@@ -106,8 +107,8 @@ class Exporter:
         self._http: h11.Connection | None = None
         self._lock = threading.Lock()
 
-    def send(self, indication: CIMInstance, message_id: str) -> None:
-        body = cimxml.export_indication_request(message_id, indication)
+    def send(self, body: bytes) -> None:
+        """Deliver one export request (``cimxml.export_indication_request``)."""
         deadline = time.monotonic() + self._timeout
         with self._lock:
             reused = self._sock is not None
@@ -239,6 +240,35 @@ def _remaining(deadline: float) -> float:
     return left
 
 
+#: Properties each destination sets itself on what it delivers (DSP1054).
+_PER_DESTINATION: Final = frozenset(("indicationfiltername", "sequencecontext",
+                                     "sequencenumber"))
+
+
+class Outgoing:
+    """One indication on its way to every destination whose subscription selects
+    it: the instance is shared, not copied, and encoded once for them all (the
+    destinations add what differs: ``_PER_DESTINATION``)."""
+
+    __slots__ = ("_text", "indication")
+
+    def __init__(self, indication: CIMInstance) -> None:
+        self.indication = indication
+        self._text: str | None = None
+
+    def text(self) -> str:
+        """The INSTANCE text; EncodeError if CIM-XML cannot carry it. Two threads
+        may both encode it the first time: the same text, so no lock."""
+        if self._text is None:
+            indication = self.indication
+            if any(name.lower() in _PER_DESTINATION for name in indication.properties):
+                indication = indication.copy()
+                for name in [n for n in indication.properties if n.lower() in _PER_DESTINATION]:
+                    del indication.properties[name]
+            self._text = cimxml.instance_xml(indication)
+        return self._text
+
+
 class Destination:
     """One listener's queue, in order, and the thread that empties it."""
 
@@ -256,7 +286,8 @@ class Destination:
         self.context = f"{name}:{uuid.uuid4()}"
         self._numbers = itertools.count(0)
         self._messages = itertools.count(1)
-        self._queue: deque[CIMInstance] = deque()
+        #: (indication, the name of the filter that selected it: None for a loss alert)
+        self._queue: deque[tuple[Outgoing, str | None]] = deque()
         self._lost_unannounced = 0
         #: Indications to this destination lost so far (logged, and announced).
         self.lost = 0
@@ -266,11 +297,11 @@ class Destination:
                                         daemon=True)
         self._thread.start()
 
-    def put(self, indication: CIMInstance) -> None:
+    def put(self, indication: Outgoing, filter_name: str | None) -> None:
         with self._cond:
             if self._closed:
                 return
-            self._queue.append(indication)
+            self._queue.append((indication, filter_name))
             if len(self._queue) > self._settings.max_queue:
                 self._queue.popleft()
                 self._lost(1, "its queue is full")
@@ -315,14 +346,14 @@ class Destination:
                 if self._closed:
                     return
                 lost, self._lost_unannounced = self._lost_unannounced, 0
-                indication = self._queue.popleft()
+                indication, filter_name = self._queue.popleft()
             try:
-                if lost and not self._deliver(self._loss_alert(lost, self.url)):
+                if lost and not self._deliver(Outgoing(self._loss_alert(lost, self.url)), None):
                     with self._cond:
                         # Said with the next one instead; the alert itself is lost too.
                         self._lost_unannounced += lost
                         self._lost(1, "the loss alert was not delivered")
-                if not self._deliver(indication) and not self._closed:
+                if not self._deliver(indication, filter_name) and not self._closed:
                     with self._cond:
                         self._lost(1, f"not delivered after {self._settings.retry_attempts} "
                                       "retries")
@@ -332,14 +363,16 @@ class Destination:
                 with self._cond:
                     self._lost(1, "it could not be sent (see above)")
 
-    def _deliver(self, indication: CIMInstance) -> bool:
+    def _deliver(self, indication: Outgoing, filter_name: str | None) -> bool:
         """Send with retries; False when every attempt failed (or the service stops)."""
-        indication = indication.copy()
-        indication["SequenceContext"] = self.context
-        indication["SequenceNumber"] = Sint64(next(self._numbers))
+        extra = [CIMProperty("SequenceContext", self.context, type="string"),
+                 CIMProperty("SequenceNumber", Sint64(next(self._numbers)))]
+        if filter_name is not None:
+            extra.append(CIMProperty("IndicationFilterName", filter_name, type="string"))
         for attempt in range(self._settings.retry_attempts + 1):
             try:
-                self._exporter.send(indication, str(next(self._messages)))
+                self._exporter.send(cimxml.export_indication_request(
+                    str(next(self._messages)), indication.text(), extra))
             except cimxml.EncodeError as exc:
                 # What CIM-XML cannot carry (a control character in a mount
                 # point's name) is dropped, not retried; the stream goes on.
@@ -486,14 +519,12 @@ class IndicationService:
         with self._lock:
             routes, destinations = self._routes, dict(self._destinations)
         for indication in indications:
+            outgoing = Outgoing(indication)
             for route in routes_for(routes, indication, namespace or self._namespace,
                                     self._is_subclass):
                 destination = destinations.get(destination_key(route.destination))
-                if destination is None:
-                    continue
-                copy = indication.copy()
-                copy["IndicationFilterName"] = route.filter["Name"]
-                destination.put(copy)
+                if destination is not None:
+                    destination.put(outgoing, str(route.filter["Name"]))
 
     def job_changed(self, job: Job, previous_state: int) -> None:
         """A published job changed state: CIM_InstModification of its LMI_MountJob,
