@@ -24,6 +24,7 @@ from pywbem import (
 )
 
 from lmi_mount.cim.broker import Caller
+from lmi_mount.cim.events import IndicationFactory
 from lmi_mount.server.config import IndicationSettings
 from lmi_mount.server.indications import IndicationService, indication_service
 from lmi_mount.server.interop import InteropBroker, load_interop_classes
@@ -274,3 +275,24 @@ def test_the_watcher_sleeps_while_nobody_subscribes(
         assert woken, "a subscriber's change never woke the watcher"
     finally:
         service.close()
+
+
+def test_an_indication_carries_its_source_without_a_path_and_leaves_the_model_s_alone(
+        fake_world: CimWorld) -> None:
+    broker = fake_world.connect().broker
+    factory = IndicationFactory(broker.model, broker.context.projector)
+    path = CIMInstanceName("LMI_MountedFileSystem", namespace="root/cimv2", keybindings={
+        "FileSystemSpec": "tmpfs", "MountPointPath": "/mnt/a"})
+    before = CIMInstance("LMI_MountedFileSystem", path=path,
+                         properties={"MountPointPath": "/mnt/a", "ReferenceCount": Uint16(1)})
+    after = CIMInstance("LMI_MountedFileSystem", path=path,
+                        properties={"MountPointPath": "/mnt/a", "ReferenceCount": Uint16(2)})
+    modification = factory.modification(after, before)
+    assert modification["SourceInstance"].path is None
+    assert modification["PreviousInstance"].path is None
+    assert (before.path, after.path) == (path, path)  # the model's instances keep theirs
+    assert modification["SourceInstance"]["ReferenceCount"] == 2
+    assert modification["PreviousInstance"]["ReferenceCount"] == 1
+    assert modification["ChangedPropertyNames"] == ["ReferenceCount"]
+    assert modification["SourceInstanceModelPath"].startswith(
+        "root/cimv2:LMI_MountedFileSystem.")

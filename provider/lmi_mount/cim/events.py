@@ -17,6 +17,7 @@ Must not know: who is told or how (``server/indications.py``), threads, I/O.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 from collections.abc import Iterable, Iterator
@@ -255,10 +256,15 @@ def _same_value(a: Any, b: Any) -> bool:
 
 
 def _without_path(instance: CIMInstance) -> CIMInstance:
-    """An embedded instance is an INSTANCE, without its path (DSP0201)."""
-    copy = instance.copy()
-    copy.path = None
-    return copy
+    """An embedded instance is an INSTANCE, without its path (DSP0201).
+
+    A shallow copy: it shares the properties of ``instance``, an instance of
+    a model read that nothing changes afterwards, as nothing changes an
+    indication once made (a deep copy cost a tenth of a millisecond each).
+    """
+    shallow = copy.copy(instance)
+    shallow.path = None
+    return shallow
 
 
 def _model_path(path: CIMInstanceName) -> str:
