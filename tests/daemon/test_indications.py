@@ -392,7 +392,7 @@ def test_a_name_xml_cannot_carry_costs_one_indication_not_the_service(
     console.by_hand("mount", "-t", "tmpfs", "after", target)
     console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
     assert console.daemon.process.poll() is None
-    assert "indication to inbox dropped" in console.daemon.output()
+    assert "lost: CIM-XML cannot carry it" in console.daemon.output()
     # Nor does it fail every enumeration: it is left out of them (logged).
     paths = [m["MountPointPath"] for m in console.conn.EnumerateInstances(MOUNT)]
     assert target in paths and str(odd) not in paths

@@ -13,7 +13,8 @@ from pywbem import CIMInstance, CIMProperty, Sint64
 from pywbem._listener import ListenerRequestHandler
 
 from lmi_mount.server.cimxml import export_indication_request
-from lmi_mount.server.indications import DeliveryError, Exporter, Outgoing
+from lmi_mount.server.config import IndicationSettings
+from lmi_mount.server.indications import DeliveryError, Destination, Exporter, Outgoing
 
 REPLY = (b'<?xml version="1.0" encoding="utf-8"?><CIM CIMVERSION="2.0" DTDVERSION="2.0">'
          b'<MESSAGE ID="1" PROTOCOLVERSION="1.0"><SIMPLEEXPRSP>'
@@ -22,30 +23,31 @@ ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 
           + str(len(REPLY)).encode() + b"\r\n\r\n" + REPLY)
 
 
-def _read_request(conn: socket.socket) -> bool:
+def _read_request(conn: socket.socket) -> bytes | None:
+    """The body of one request, or None if the peer closed first."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
         if not chunk:
-            return False
+            return None
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length")))
     while len(body) < length:
         body += conn.recv(65536)
-    return True
+    return body
 
 
 @pytest.fixture
-def listener() -> Iterator[tuple[int, list[int]]]:
+def listener() -> Iterator[tuple[int, list[bytes]]]:
     """Answers one request per connection, then closes it without saying so
-    (an idle keep-alive connection the listener drops); counts requests."""
+    (an idle keep-alive connection the listener drops); keeps the bodies."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
     server.settimeout(0.2)
-    handled: list[int] = []
+    handled: list[bytes] = []
     stop = threading.Event()
 
     def serve() -> None:
@@ -55,8 +57,9 @@ def listener() -> Iterator[tuple[int, list[int]]]:
             except OSError:
                 continue
             with conn:
-                if _read_request(conn):
-                    handled.append(1)
+                body = _read_request(conn)
+                if body is not None:
+                    handled.append(body)
                     conn.sendall(ANSWER)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -68,7 +71,7 @@ def listener() -> Iterator[tuple[int, list[int]]]:
 
 
 def test_a_dropped_keep_alive_connection_is_replaced_at_once(
-        listener: tuple[int, list[int]]) -> None:
+        listener: tuple[int, list[bytes]]) -> None:
     # The first build waited the whole retry interval (20 s) before sending again.
     port, handled = listener
     exporter = Exporter(f"http://127.0.0.1:{port}", timeout=5,
@@ -122,3 +125,30 @@ def test_one_encoding_serves_every_destination_as_pywbem_reads_it() -> None:
     assert params == before
     assert params["NewIndication"]["SequenceNumber"] == 7
     assert outgoing.text() is outgoing.text()  # encoded once
+
+
+def test_an_indication_that_cannot_be_carried_is_lost_without_a_gap_in_the_numbers(
+        listener: tuple[int, list[bytes]], caplog: pytest.LogCaptureFixture) -> None:
+    """The first build took a SequenceNumber before it found that CIM-XML cannot
+    carry the indication, and logged it as "not delivered after 3 retries"."""
+    port, handled = listener
+    destination = Destination(
+        "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_interval=0.1),
+        lambda lost, url: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
+        ssl.create_default_context())
+    try:
+        for message in ("first", "bad \x01 name", "third"):
+            destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": message})),
+                            "f")
+        deadline = time.monotonic() + 10
+        while len(handled) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        destination.stop()
+        destination.join(time.monotonic() + 2)
+    received = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
+                for body in handled]
+    assert [(i["Message"], i["SequenceNumber"]) for i in received] == [
+        ("first", 0), ("1 lost", 1), ("third", 2)]
+    assert destination.lost == 1
+    assert "CIM-XML cannot carry" in caplog.text and "retries" not in caplog.text

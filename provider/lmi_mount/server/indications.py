@@ -348,36 +348,41 @@ class Destination:
                 lost, self._lost_unannounced = self._lost_unannounced, 0
                 indication, filter_name = self._queue.popleft()
             try:
-                if lost and not self._deliver(Outgoing(self._loss_alert(lost, self.url)), None):
+                if lost and self._deliver(Outgoing(self._loss_alert(lost, self.url)),
+                                          None) is not None:
                     with self._cond:
                         # Said with the next one instead; the alert itself is lost too.
                         self._lost_unannounced += lost
                         self._lost(1, "the loss alert was not delivered")
-                if not self._deliver(indication, filter_name) and not self._closed:
+                failure = self._deliver(indication, filter_name)
+                if failure is not None and not self._closed:
                     with self._cond:
-                        self._lost(1, f"not delivered after {self._settings.retry_attempts} "
-                                      "retries")
+                        self._lost(1, failure)
             except Exception:
                 # A defect in one indication costs that one, not the stream.
                 log.exception("indication to %s dropped", self.name)
                 with self._cond:
                     self._lost(1, "it could not be sent (see above)")
 
-    def _deliver(self, indication: Outgoing, filter_name: str | None) -> bool:
-        """Send with retries; False when every attempt failed (or the service stops)."""
+    def _deliver(self, indication: Outgoing, filter_name: str | None) -> str | None:
+        """Send with retries; None once delivered, else why not (the service may
+        be stopping)."""
+        try:
+            text = indication.text()
+        except cimxml.EncodeError as exc:
+            # What CIM-XML cannot carry (a control character in a mount point's
+            # name) is dropped before it takes a number: the numbers the listener
+            # sees have no gap, and the loss alert that follows says one is lost.
+            return f"CIM-XML cannot carry it: {exc}"
         extra = [CIMProperty("SequenceContext", self.context, type="string"),
                  CIMProperty("SequenceNumber", Sint64(next(self._numbers)))]
         if filter_name is not None:
             extra.append(CIMProperty("IndicationFilterName", filter_name, type="string"))
+        failure = f"not delivered after {self._settings.retry_attempts} retries"
         for attempt in range(self._settings.retry_attempts + 1):
             try:
                 self._exporter.send(cimxml.export_indication_request(
-                    str(next(self._messages)), indication.text(), extra))
-            except cimxml.EncodeError as exc:
-                # What CIM-XML cannot carry (a control character in a mount
-                # point's name) is dropped, not retried; the stream goes on.
-                log.warning("indication to %s dropped: %s", self.name, exc)
-                return False
+                    str(next(self._messages)), text, extra))
             except DeliveryError as exc:
                 log.log(logging.WARNING if attempt == 0 else logging.DEBUG,
                         "cannot deliver to %s (%s), attempt %d of %d: %s", self.name, self._shown,
@@ -387,10 +392,10 @@ class Destination:
                                         and self._cond.wait_for(
                                             lambda: self._closed,
                                             self._settings.retry_interval)):
-                        return False
+                        return failure
                 continue
-            return True
-        return False
+            return None
+        return failure
 
 
 class IndicationService:
@@ -549,6 +554,7 @@ class IndicationService:
             self.poke()  # its holders changed after the method returned
 
     def _watch(self, sources: list[watch.Source], previous: ModelRead | None) -> None:
+        woken = False
         try:
             while not self._stop.is_set():
                 if not self._routes:
@@ -558,8 +564,12 @@ class IndicationService:
                     # pokes; a subscriber's baseline is read when it subscribes.
                     previous = None
                     watch.wait([self._poke], None)
+                    # That one read of the eventfd took the pokes of the calls
+                    # that came with the subscription too: read at once.
+                    woken = True
                     continue
-                if watch.wait(sources, RESYNC_SECONDS) and not self._stop.is_set():
+                if (woken or watch.wait(sources, RESYNC_SECONDS)) and not self._stop.is_set():
+                    woken = False
                     # A mount and its fstab line change within moments: read them
                     # once, when the request that changes them is done (its
                     # holders too), so that no half-done request is reported.
@@ -572,7 +582,11 @@ class IndicationService:
                     continue  # the last subscription went while the watcher waited
                 with self._lock:
                     baseline, self._baseline = self._baseline, None
-                previous = baseline if previous is None else previous
+                if baseline is not None:
+                    # A first subscriber's model: whatever came before is not its
+                    # news, even if the watcher still holds an older read (the
+                    # last subscription went while it waited for the kernel).
+                    previous = baseline
                 try:
                     current = self._read_model()
                 except Exception:
