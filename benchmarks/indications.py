@@ -271,7 +271,8 @@ def main() -> int:
             mount(target)
         arrivals.wait_count(before + LISTENERS * len(burst), timeout=120)
         elapsed = time.monotonic() - start
-        # This process is the service (and the mount(2) loop above, a few us each).
+        # This process is the service, plus the mount(2) loop above (a few us
+        # each) and the threads that read the listeners' arrival lines (a little).
         service_cpu = (time.process_time() - cpu) / (LISTENERS * len(burst))
         rate = LISTENERS * len(burst) / elapsed
         # Baseline 2: what one pywbem listener takes at all, from a raw client.
