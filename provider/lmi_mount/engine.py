@@ -43,7 +43,7 @@ from lmi_mount.linux.kernel import (
     KernelError,
     helper_problem,
 )
-from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem
+from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem, resolve
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import (
@@ -184,10 +184,15 @@ def _spellings(path: str) -> list[str]:
     one directory, and with shared propagation a mount on one is a mount on
     the other). A path swapped while it is resolved locks what it was; the
     open that follows then finds another path and refuses (``_check_locked``)."""
-    keys = {path, normalize_target(_realpath(path) or path)}
-    with contextlib.suppress(OSError):
-        found = os.stat(path)
-        keys.add(f"{_INODE}{found.st_dev}:{found.st_ino}")
+    keys = {path}
+    found = resolve(path)
+    if found is None:
+        # Nothing there yet: resolve as far as the path goes.
+        keys.add(normalize_target(_realpath(path) or path))
+    else:
+        # The kernel's name for it: the one ``_check_locked`` compares (Anchor.path).
+        keys.add(normalize_target(found[0]))
+        keys.add(f"{_INODE}{found[1].st_dev}:{found[1].st_ino}")
     return sorted(keys)
 
 
