@@ -43,7 +43,7 @@ from lmi_mount.linux.kernel import (
     KernelError,
     helper_problem,
 )
-from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem, resolve
+from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import (
@@ -184,15 +184,13 @@ def _spellings(path: str) -> list[str]:
     one directory, and with shared propagation a mount on one is a mount on
     the other). A path swapped while it is resolved locks what it was; the
     open that follows then finds another path and refuses (``_check_locked``)."""
-    keys = {path}
-    found = resolve(path)
-    if found is None:
-        # Nothing there yet: resolve as far as the path goes.
-        keys.add(normalize_target(_realpath(path) or path))
-    else:
-        # The kernel's name for it: the one ``_check_locked`` compares (Anchor.path).
-        keys.add(normalize_target(found[0]))
-        keys.add(f"{_INODE}{found[1].st_dev}:{found[1].st_ino}")
+    # Path lookups only, no descriptor: these keys are taken before the lock,
+    # and a descriptor open on a mount point, even O_PATH, keeps it busy for the
+    # unmount of the request that holds it (EBUSY).
+    keys = {path, normalize_target(_realpath(path) or path)}
+    with contextlib.suppress(OSError):
+        found = os.stat(path)
+        keys.add(f"{_INODE}{found.st_dev}:{found.st_ino}")
     return sorted(keys)
 
 
@@ -693,6 +691,13 @@ class MountManager:
                     self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
                 except MountError as exc:
                     log.error("hold time of %s ended but unmount failed: %s", held.target, exc)
+                    self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
+                except Exception:
+                    # A defect met on one mount point: that one is tried again
+                    # later, and the deadlines after it are not held back (it
+                    # would come first again every round).
+                    log.exception("hold time of %s ended but it could not be handled; "
+                                  "trying again in %.0f s", held.target, BUSY_RETRY_SECONDS)
                     self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
                 self._publish()
             finally:

@@ -400,3 +400,26 @@ def test_mounting_again_on_the_old_path_of_a_renamed_held_mount_is_refused_clear
         engine.release(target, "x")
         engine.acquire(MountSpec(source, target, None), "y")
         engine.release(target, "y")
+
+
+@pytest.mark.private_namespace
+def test_a_mount_point_swapped_for_a_magic_link_stops_no_other_hold_timer(
+    tmp_path: Path, api: MountApi
+) -> None:
+    # The owner of a parent renames it (the mount goes with it) and leaves a
+    # symlink to /proc/self/ns/net where the mount point was: the kernel names
+    # that "net:[...]", no path. The first build of the O_PATH lock keys raised
+    # on it in the hold timer, every round, and no held mount expired again.
+    world = World("real", tmp_path, mount_api=api)
+    source, hostile, victim = world.dir("source"), world.dir("user/mnt"), world.dir("v/mnt")
+    with world.manager(hold_seconds=10) as engine:
+        for target, holder in ((hostile, "a"), (victim, "b")):
+            engine.acquire(MountSpec(source, target, None), holder)
+            engine.release(target, holder)
+            world.clock.advance(1)
+        (tmp_path / "user").rename(tmp_path / "user2")
+        (tmp_path / "user").mkdir()
+        os.symlink("/proc/self/ns/net", tmp_path / "user/mnt")
+        world.clock.advance(60)
+        engine.run_due_timers()
+        assert at(tmp_path / "v/mnt") is None and engine.held(victim) is None

@@ -175,6 +175,35 @@ def test_the_hold_timer_skips_a_mount_point_a_request_works_on(world: World) -> 
         assert world.table().at(busy) is None
 
 
+def test_one_mount_the_hold_timer_cannot_handle_holds_back_no_other(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first build let any unexpected error of one deadline end the round,
+    # and that deadline came first again every round: no held mount expired.
+    bad, good = world.dir("bad"), world.dir("good")
+    with world.manager(hold_seconds=10) as engine:
+        for target in (bad, good):
+            engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
+            engine.release(target, "a")
+            world.clock.advance(1)
+        snapshot = engine._snapshot
+
+        def failing(targets: Any = None) -> Any:
+            if targets == [bad]:
+                raise RuntimeError("a defect met on one mount point")
+            return snapshot(targets)
+
+        monkeypatch.setattr(engine, "_snapshot", failing)
+        world.clock.advance(60)
+        assert engine.run_due_timers() == [good]
+        assert world.table().at(good) is None and world.table().at(bad) is not None
+        held = engine.held(bad)
+        assert held is not None and held.release_at is not None
+        assert held.release_at > world.clock(), "the failed deadline is retried later"
+        monkeypatch.setattr(engine, "_snapshot", snapshot)
+        world.clock.advance(60)
+        assert engine.run_due_timers() == [bad]
+
+
 def test_many_writers_at_once_lose_no_fstab_line_and_no_holder(world: World) -> None:
     targets = [world.dir(f"m{number}") for number in range(8)]
     with world.manager() as engine:

@@ -8,14 +8,22 @@ actually opened.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import os
+import resource
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lmi_mount.engine import _spellings
 from lmi_mount.linux import paths
+from lmi_mount.linux.namespace import libc
+from lmi_mount.mounts.flags import MS_BIND
+from tests.support.skips import requires_root
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -87,3 +95,72 @@ def test_a_path_longer_than_path_max_opens(tmp_path: Path, way: str) -> None:
     assert len(path) > os.pathconf("/", "PC_PATH_MAX")
     opened_fd, _ = paths.open_no_symlinks(path)
     os.close(opened_fd)
+
+
+def test_lock_keys_of_a_link_to_what_has_no_path_are_paths(tmp_path: Path) -> None:
+    """``/proc/self/ns/net`` leads to "net:[...]", which is no path: the keys are
+    still absolute paths, with the inode of what the link leads to."""
+    link = tmp_path / "ns"
+    link.symlink_to("/proc/self/ns/net")
+    keys = _spellings(str(link))
+    assert all(key.startswith(("/", "inode:")) for key in keys), keys
+    found = os.stat(link)
+    assert f"inode:{found.st_dev}:{found.st_ino}" in keys
+
+
+def test_lock_keys_keep_the_inode_when_no_descriptor_is_left(tmp_path: Path) -> None:
+    """Out of descriptors, the O_PATH open fails: the inode key (two spellings of
+    one directory through a bind meet on it) must not go with it."""
+    directory = tmp_path / "d"
+    directory.mkdir()
+    found = os.stat(directory)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(os.open("/", os.O_PATH))
+        keys = _spellings(str(directory))
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert f"inode:{found.st_dev}:{found.st_ino}" in keys
+    assert str(directory) in keys
+
+
+@pytest.mark.root
+@requires_root
+@pytest.mark.private_namespace
+def test_taking_lock_keys_never_keeps_a_mount_point_busy(tmp_path: Path) -> None:
+    """Lock keys are taken before the lock, while another request may be
+    unmounting that very mount point: a path lookup holds the mount only for
+    the moment of a system call, a descriptor (even O_PATH) until it is closed.
+    The first build of cheaper keys opened the path and made unmounts fail with
+    EBUSY about twenty times each against a thread taking keys in a loop."""
+    lib = libc()
+    source, target = tmp_path / "source", tmp_path / "a" / "b" / "target"
+    source.mkdir()
+    target.mkdir(parents=True)
+    stop = threading.Event()
+
+    def take_keys() -> None:
+        while not stop.is_set():
+            _spellings(str(target))
+
+    taker = threading.Thread(target=take_keys)
+    taker.start()
+    busy, unmounts = 0, 300
+    try:
+        for _ in range(unmounts):
+            assert lib.mount(bytes(source), bytes(target), None, MS_BIND, None) == 0
+            while lib.umount2(bytes(target), 0) != 0:
+                assert ctypes.get_errno() == errno.EBUSY
+                busy += 1
+    finally:
+        stop.set()
+        taker.join()
+    # A lookup that lands in the very instant of an unmount is possible, not a
+    # descriptor's whole lifetime each time.
+    assert busy < unmounts // 10, f"{busy} EBUSY in {unmounts} unmounts"

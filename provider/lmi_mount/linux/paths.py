@@ -116,26 +116,6 @@ def _fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
-def resolve(path: str) -> tuple[str, os.stat_result] | None:
-    """Where ``path`` leads now, every symlink followed, as the kernel resolved
-    it, and what is there; None if it leads nowhere (or cannot be reached).
-
-    One open(O_PATH) and a readlink of its descriptor, where
-    ``os.path.realpath`` takes an lstat per component: a request resolves
-    its paths under load, and every system call hands the GIL around.
-    """
-    try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        return _fd_path(fd), os.fstat(fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 #: Whether openat2(2) is used (Linux >= 5.6); tests set it False to run the
 #: component-by-component walk older kernels get.
 USE_OPENAT2 = True
