@@ -102,12 +102,6 @@ BUSY_RETRY_SECONDS = 5.0
 # a racing path lookup; a process that got into it keeps it, reported).
 TAKE_BACK_ATTEMPTS = 50
 TAKE_BACK_BUSY_SECONDS = 0.01
-# An unmount that finds its mount busy tries again this often, this far
-# apart, before it says so: any path lookup that passes through a mount (an
-# ls, a stat by another request taking its lock keys) pins it for that
-# instant. A mount a process really uses stays busy and is reported.
-UNMOUNT_BUSY_ATTEMPTS = 4
-UNMOUNT_BUSY_SECONDS = 0.005
 # How soon the hold timer looks again at a deadline whose mount point a
 # request was working on.
 LOCKED_RETRY_SECONDS = 0.2
@@ -1157,7 +1151,8 @@ class MountManager:
             self._remount(step)
             return None
         if isinstance(step, KernelUnmount):
-            self._unmount(step, ms.MNT_DETACH if step.lazy else 0)
+            self.kernel.unmount(step.target, ms.MNT_DETACH if step.lazy else 0,
+                                expect=step.mount_id, recursive=step.recursive)
             self._note({"unmounted": step.mount_id, "target": step.target})
             return None
         if isinstance(step, FstabChange):
@@ -1166,20 +1161,6 @@ class MountManager:
             self._set_holders(step)
             return None
         raise AssertionError(f"unknown step {step!r}")
-
-    def _unmount(self, step: KernelUnmount, flags: int) -> None:
-        """umount2(2) of ``step``'s mount with ``flags``; EBUSY is tried again
-        UNMOUNT_BUSY_ATTEMPTS times first (a racing path lookup, not a user:
-        see there)."""
-        for attempt in range(UNMOUNT_BUSY_ATTEMPTS):
-            try:
-                self.kernel.unmount(step.target, flags, expect=step.mount_id,
-                                    recursive=step.recursive)
-                return
-            except KernelError as exc:
-                if exc.errno != errno.EBUSY or attempt + 1 == UNMOUNT_BUSY_ATTEMPTS:
-                    raise
-            time.sleep(UNMOUNT_BUSY_SECONDS)
 
     def _mount(self, step: KernelMount, anchors: Anchors | None) -> tuple[int, int | None]:
         """Mount as ``step`` asks, verified; returns the new mount's (id, unique id)."""
@@ -1569,7 +1550,7 @@ class MountManager:
             foreign = (held is not None and held.unique_id is not None
                        and identity is not None and identity[1] != held.unique_id)
             if record is not None and record.mount_id == step.mount_id and not foreign:
-                self._unmount(step, 0)
+                self.kernel.unmount(step.target, expect=step.mount_id, recursive=step.recursive)
 
     def _recover_step(self, step: Step, mounts: dict[str, HeldMount],
                       progress: tuple[dict[str, object], ...] = (),

@@ -13,7 +13,6 @@ namespace, on both mount interfaces.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import subprocess
@@ -424,43 +423,3 @@ def test_a_mount_point_swapped_for_a_magic_link_stops_no_other_hold_timer(
         world.clock.advance(60)
         engine.run_due_timers()
         assert at(tmp_path / "v/mnt") is None and engine.held(victim) is None
-
-
-@pytest.mark.private_namespace
-def test_path_lookups_racing_an_unmount_do_not_fail_it(tmp_path: Path, api: MountApi) -> None:
-    # Any path lookup that passes through a mount pins it for that instant, and
-    # umount2(2) then fails with EBUSY although nobody uses the mount: another
-    # request taking its lock keys, an ls, a monitoring agent's stat. The first
-    # build reported such a DeleteMount as "in use". Here a thread resolves the
-    # mount point in C (the GIL released) in a loop, as a busy host would.
-    world = World("real", tmp_path, mount_api=api)
-    source, target = world.dir("source"), world.dir("a/b/target")
-    lib = ctypes.CDLL(None, use_errno=True)
-    lib.realpath.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
-    lib.realpath.restype = ctypes.c_char_p
-    stop = threading.Event()
-
-    def look() -> None:
-        buffer = ctypes.create_string_buffer(4096)
-        while not stop.is_set():
-            lib.realpath(target.encode(), buffer)
-
-    lookers = [threading.Thread(target=look) for _ in range(2)]
-    failures: list[str] = []
-    with world.manager(hold_seconds=0) as engine:
-        for thread in lookers:
-            thread.start()
-        try:
-            for _ in range(200):
-                engine.acquire(MountSpec(source, target, None), "a")
-                try:
-                    engine.release(target, "a")
-                except InUse as exc:
-                    failures.append(str(exc))
-                    engine.force_unmount(target)
-        finally:
-            stop.set()
-            for thread in lookers:
-                thread.join()
-    assert failures == []
-    assert at(target) is None

@@ -10,7 +10,6 @@ request is working on instead of waiting for it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 
 from lmi_mount.engine import MountManager, MountPointLocks
-from lmi_mount.linux.kernel import KernelError
 from lmi_mount.mounts.errors import InUse, InvalidRequest, OperationFailed
 from lmi_mount.mounts.fstab import FstabDocument
 from lmi_mount.mounts.options import parse_options
@@ -204,37 +202,6 @@ def test_one_mount_the_hold_timer_cannot_handle_holds_back_no_other(
         monkeypatch.setattr(engine, "_snapshot", snapshot)
         world.clock.advance(60)
         assert engine.run_due_timers() == [bad]
-
-
-def test_an_unmount_pinned_for_an_instant_is_not_reported_busy(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A path lookup passing through the mount (an ls, another request's lock
-    # keys) makes umount2(2) fail with EBUSY for that instant; the first build
-    # reported the DeleteMount as "in use". A mount really in use still is.
-    target = world.dir("m")
-    with world.manager(hold_seconds=0) as engine:
-        engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
-        unmount, calls = engine.kernel.unmount, []
-
-        def pinned_once(path: str, *args: Any, **kwargs: Any) -> None:
-            calls.append(path)
-            if len(calls) == 1:
-                raise KernelError(errno.EBUSY, "umount", path)
-            unmount(path, *args, **kwargs)
-
-        monkeypatch.setattr(engine.kernel, "unmount", pinned_once)
-        engine.release(target, "a")
-        assert world.table().at(target) is None and len(calls) == 2
-
-        engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
-        calls.clear()
-        monkeypatch.setattr(engine.kernel, "unmount", lambda path, *a, **k: calls.append(
-            path) or (_ for _ in ()).throw(KernelError(errno.EBUSY, "umount", path)))
-        with pytest.raises(InUse):
-            engine.release(target, "a")
-        assert len(calls) > 1 and world.table().at(target) is not None
-        monkeypatch.setattr(engine.kernel, "unmount", unmount)
-        engine.force_unmount(target)
 
 
 def test_many_writers_at_once_lose_no_fstab_line_and_no_holder(world: World) -> None:
