@@ -688,21 +688,29 @@ class MountManager:
                     # Busy at the deadline: keep the mount and try again later,
                     # rather than detach it under its users.
                     log.warning("hold time of %s ended but it is busy: %s", held.target, exc)
-                    self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
+                    self._postpone(held)
                 except MountError as exc:
                     log.error("hold time of %s ended but unmount failed: %s", held.target, exc)
-                    self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
+                    self._postpone(held)
                 except Exception:
                     # A defect met on one mount point: that one is tried again
                     # later, and the deadlines after it are not held back (it
                     # would come first again every round).
                     log.exception("hold time of %s ended but it could not be handled; "
                                   "trying again in %.0f s", held.target, BUSY_RETRY_SECONDS)
-                    self._holders.restore(replace(held, release_at=now + BUSY_RETRY_SECONDS))
+                    self._postpone(held)
                 self._publish()
             finally:
                 self._locks.release(token)
         return expired, skipped
+
+    def _postpone(self, held: HeldMount) -> None:
+        """Try the deadline of ``held`` again in BUSY_RETRY_SECONDS, if its record is
+        still the one the timer read: an expiry that failed after its holder step
+        (the mount gone, the record forgotten) must not bring the record back."""
+        current = self._holders.get(held.target)
+        if current is not None and current.generation == held.generation:
+            self._holders.restore(replace(current, release_at=self._clock() + BUSY_RETRY_SECONDS))
 
     # -- reads ---------------------------------------------------------------------
 

@@ -204,6 +204,25 @@ def test_one_mount_the_hold_timer_cannot_handle_holds_back_no_other(
         assert engine.run_due_timers() == [bad]
 
 
+def test_a_defect_after_the_hold_timer_s_unmount_resurrects_no_holder(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The unmount and the journal's forget are done when the holders' invariant
+    # check fails (a defect elsewhere). The first build of the per-deadline
+    # guard put back the record it had read before: a holder of nothing.
+    target = world.dir("m")
+    with world.manager(hold_seconds=10) as engine:
+        engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
+        engine.release(target, "a")
+        check = type(engine._holders).check
+        monkeypatch.setattr(type(engine._holders), "check", lambda self: (_ for _ in ()).throw(
+            AssertionError("an invariant broken elsewhere")))
+        world.clock.advance(60)
+        engine.run_due_timers()
+        monkeypatch.setattr(type(engine._holders), "check", check)
+        assert world.table().at(target) is None
+        assert engine.held(target) is None
+
+
 def test_many_writers_at_once_lose_no_fstab_line_and_no_holder(world: World) -> None:
     targets = [world.dir(f"m{number}") for number in range(8)]
     with world.manager() as engine:
