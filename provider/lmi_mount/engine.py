@@ -1128,6 +1128,7 @@ class MountManager:
         # An undone unmount mounts again: a new mount, whose ids the holder
         # records restored after it must carry (a plan is about one mount).
         remade: tuple[int, int | None] | None = None
+        remade_at: str | None = None
         for step, memo in reversed(done):
             try:
                 if isinstance(step, FstabChange):
@@ -1146,11 +1147,29 @@ class MountManager:
                         result = self._apply(_with_identity(undo, remade))
                         if isinstance(undo, KernelMount):
                             assert isinstance(result, tuple)
-                            remade = result
+                            remade, remade_at = result, undo.spec.target
             except Exception:
                 # Nothing more can be done automatically; the log names the step
                 # so an administrator can finish it by hand.
                 log.exception("rollback of %r failed at step: %s", plan.operation, step.describe())
+        if remade is not None and remade_at is not None:
+            self._adopt_remade(plan, remade_at, remade)
+
+    def _adopt_remade(self, plan: Plan, target: str, remade: tuple[int, int | None]) -> None:
+        """The holder record of a mount a rollback made again carries the new
+        mount's ids: a holder step undone after the mount has them already; one
+        that failed, or came before, left the old ones, and the next look would
+        take the new mount for someone else's and forget its holders."""
+        held = self._holders.get(target)
+        if held is None or (held.mount_id, held.unique_id) == remade:
+            return
+        try:
+            self._set_holders(HolderChange(
+                target, held, replace(held, mount_id=remade[0], unique_id=remade[1]),
+                "the mount made again by the rollback"))
+        except Exception:
+            log.exception("rollback of %r: the holders of %s keep the ids of the mount "
+                          "before it", plan.operation, target)
 
     def _apply(self, step: Step, anchors: Anchors | None = None) -> object:
         if isinstance(step, KernelMount):

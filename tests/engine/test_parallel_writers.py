@@ -223,6 +223,35 @@ def test_a_defect_after_the_hold_timer_s_unmount_resurrects_no_holder(
         assert engine.held(target) is None
 
 
+def test_an_unmount_rolled_back_gives_its_holder_record_the_mount_made_again(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hold timer's unmount is done and its holder step fails: the rollback
+    # binds the mount again, a new mount with new ids. The first build kept the
+    # record's old ids, so the next look found "another mount" there and forgot
+    # the holder: the mount stayed, owned by nobody, with no timer.
+    source, target = world.dir("source"), world.dir("m")
+    with world.manager(hold_seconds=10) as engine:
+        engine.acquire(MountSpec(source, target, None), "a")
+        engine.release(target, "a")
+        set_holders = engine._set_holders
+
+        def failing(step: Any) -> None:
+            if step.after is None:
+                raise RuntimeError("a defect met while forgetting the holder")
+            set_holders(step)
+
+        monkeypatch.setattr(engine, "_set_holders", failing)
+        world.clock.advance(60)
+        assert engine.run_due_timers() == []
+        live, held = world.table().at(target), engine.held(target)
+        assert live is not None and held is not None and held.mount_id == live.mount_id
+        assert engine.kernel.mount_identity(target) == (held.mount_id, held.unique_id)
+        monkeypatch.setattr(engine, "_set_holders", set_holders)
+        world.clock.advance(60)
+        assert engine.run_due_timers() == [target]
+        assert world.table().at(target) is None and engine.held(target) is None
+
+
 def test_many_writers_at_once_lose_no_fstab_line_and_no_holder(world: World) -> None:
     targets = [world.dir(f"m{number}") for number in range(8)]
     with world.manager() as engine:
