@@ -423,3 +423,28 @@ def test_a_mount_point_swapped_for_a_magic_link_stops_no_other_hold_timer(
         world.clock.advance(60)
         engine.run_due_timers()
         assert at(tmp_path / "v/mnt") is None and engine.held(victim) is None
+
+
+@pytest.mark.private_namespace
+def test_releasing_an_rbind_of_a_shared_tree_unmounts_none_of_the_originals(
+    tmp_path: Path, api: MountApi
+) -> None:
+    # systemd makes / shared: an rbind's submounts are peers of the originals,
+    # and unmounting a peer unmounts the original too (umount propagation),
+    # as ``umount -R`` does unless the tree is made rslave first. The first
+    # build unmounted the host's own submount when it released the rbind.
+    base = tmp_path / "base"
+    base.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "base", str(base)], check=True)
+    subprocess.run(["mount", "--make-shared", str(base)], check=True)
+    (base / "src" / "sub").mkdir(parents=True)
+    (base / "tgt").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "sub", str(base / "src" / "sub")], check=True)
+    world = World("real", tmp_path, mount_api=api)
+    source, target = str(base / "src"), str(base / "tgt")
+    with world.manager(hold_seconds=0) as engine:
+        engine.acquire(MountSpec(source, target, None, recursive=True), "a")
+        assert at(base / "tgt" / "sub") is not None
+        engine.release(target, "a")
+        assert at(target) is None and at(base / "tgt" / "sub") is None
+        assert at(base / "src" / "sub") is not None, "the original submount went too"

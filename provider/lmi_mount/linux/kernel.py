@@ -628,9 +628,34 @@ class LinuxKernel:
         table = MountTable(parse_mountinfo(self.read_mountinfo()))
         top = table.by_id.get(expect) if expect is not None else table.at(target)
         if top is not None:
-            for below in reversed(_descendants(table, top)):
-                self._unmount_one(below.target, flags, below.mount_id)
+            below = _descendants(table, top)
+            if below:
+                # An rbind of a shared tree (systemd makes / shared) has submounts
+                # that are peers of the originals, and unmounting a peer unmounts
+                # the original too: the tree becomes a slave first, as before
+                # ``umount -R`` of a bind, so that nothing goes but its own copies.
+                self._make_slave_tree(target, expect)
+            for record in reversed(below):
+                self._unmount_one(record.target, flags, record.mount_id)
         self._unmount_one(target, flags, expect)
+
+    def _make_slave_tree(self, target: str, expect: int | None) -> None:
+        """mount(2) MS_REC|MS_SLAVE on the mount at ``target`` (mount ``expect``),
+        reached as the unmount reaches it: through its parent, no symlink."""
+        try:
+            parent, name = open_no_symlinks(target, parent=True)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.ENOENT, "umount", target,
+                              detail=exc.strerror) from exc
+        try:
+            if expect is not None:
+                self._check_mount(parent, name, target, expect, "umount")
+            path = f"/proc/self/fd/{parent}/{name}"
+            if libc().mount(None, os.fsencode(path), None, MS_REC | MS_SLAVE, None) != 0:
+                raise KernelError(ctypes.get_errno(), "umount", target,
+                                  detail="its submounts could not be made slaves first")
+        finally:
+            os.close(parent)
 
     def _unmount_one(self, target: str, flags: int, expect: int | None) -> None:
         """umount2(2) of ``target`` through its parent directory's descriptor, reached
