@@ -641,25 +641,23 @@ class LinuxKernel:
 
     def _make_slave_tree(self, target: str, expect: int | None) -> None:
         """mount(2) MS_REC|MS_SLAVE on the mount at ``target`` (mount ``expect``),
-        reached as the unmount reaches it: through its parent, no symlink."""
-        try:
-            parent, name = open_no_symlinks(target, parent=True)
-        except OSError as exc:
-            raise KernelError(exc.errno or errno.ENOENT, "umount", target,
-                              detail=exc.strerror) from exc
-        try:
-            if expect is not None:
-                self._check_mount(parent, name, target, expect, "umount")
-            path = f"/proc/self/fd/{parent}/{name}"
-            if libc().mount(None, os.fsencode(path), None, MS_REC | MS_SLAVE, None) != 0:
+        reached as the unmount reaches it."""
+        with self._mount_by_parent(target, expect) as path:
+            if libc().mount(None, path, None, MS_REC | MS_SLAVE, None) != 0:
                 raise KernelError(ctypes.get_errno(), "umount", target,
                                   detail="its submounts could not be made slaves first")
-        finally:
-            os.close(parent)
 
     def _unmount_one(self, target: str, flags: int, expect: int | None) -> None:
-        """umount2(2) of ``target`` through its parent directory's descriptor, reached
-        without following a symlink, after checking it is mount ``expect``."""
+        """umount2(2) of ``target``, after checking it is mount ``expect``."""
+        with self._mount_by_parent(target, expect) as path:
+            if libc().umount2(path, flags | UMOUNT_NOFOLLOW) != 0:
+                raise KernelError(ctypes.get_errno(), "umount", target)
+
+    @contextlib.contextmanager
+    def _mount_by_parent(self, target: str, expect: int | None) -> Iterator[bytes]:
+        """The path of the mount at ``target`` through its parent directory's
+        descriptor, reached without following a symlink, once it is checked to
+        be mount ``expect``; valid while the context lasts."""
         try:
             parent, name = open_no_symlinks(target, parent=True)
         except OSError as exc:
@@ -668,9 +666,7 @@ class LinuxKernel:
         try:
             if expect is not None:
                 self._check_mount(parent, name, target, expect, "umount")
-            path = f"/proc/self/fd/{parent}/{name}"
-            if libc().umount2(os.fsencode(path), flags | UMOUNT_NOFOLLOW) != 0:
-                raise KernelError(ctypes.get_errno(), "umount", target)
+            yield os.fsencode(f"/proc/self/fd/{parent}/{name}")
         finally:
             os.close(parent)
 
