@@ -633,31 +633,16 @@ class LinuxKernel:
                 # An rbind of a shared tree (systemd makes / shared) has submounts
                 # that are peers of the originals, and unmounting a peer unmounts
                 # the original too: the tree becomes a slave first, as before
-                # ``umount -R`` of a bind, so that nothing goes but its own copies.
-                self._make_slave_tree(target, expect)
+                # ``umount -R`` of a bind, so that nothing goes but its own copies
+                # (through a descriptor of the checked mount, as a remount goes).
+                self.mount(None, target, None, MS_REC | MS_SLAVE, expect=expect)
             for record in reversed(below):
                 self._unmount_one(record.target, flags, record.mount_id)
         self._unmount_one(target, flags, expect)
 
-    def _make_slave_tree(self, target: str, expect: int | None) -> None:
-        """mount(2) MS_REC|MS_SLAVE on the mount at ``target`` (mount ``expect``),
-        reached as the unmount reaches it."""
-        with self._mount_by_parent(target, expect) as path:
-            if libc().mount(None, path, None, MS_REC | MS_SLAVE, None) != 0:
-                raise KernelError(ctypes.get_errno(), "umount", target,
-                                  detail="its submounts could not be made slaves first")
-
     def _unmount_one(self, target: str, flags: int, expect: int | None) -> None:
-        """umount2(2) of ``target``, after checking it is mount ``expect``."""
-        with self._mount_by_parent(target, expect) as path:
-            if libc().umount2(path, flags | UMOUNT_NOFOLLOW) != 0:
-                raise KernelError(ctypes.get_errno(), "umount", target)
-
-    @contextlib.contextmanager
-    def _mount_by_parent(self, target: str, expect: int | None) -> Iterator[bytes]:
-        """The path of the mount at ``target`` through its parent directory's
-        descriptor, reached without following a symlink, once it is checked to
-        be mount ``expect``; valid while the context lasts."""
+        """umount2(2) of ``target`` through its parent directory's descriptor, reached
+        without following a symlink, after checking it is mount ``expect``."""
         try:
             parent, name = open_no_symlinks(target, parent=True)
         except OSError as exc:
@@ -666,7 +651,9 @@ class LinuxKernel:
         try:
             if expect is not None:
                 self._check_mount(parent, name, target, expect, "umount")
-            yield os.fsencode(f"/proc/self/fd/{parent}/{name}")
+            path = f"/proc/self/fd/{parent}/{name}"
+            if libc().umount2(os.fsencode(path), flags | UMOUNT_NOFOLLOW) != 0:
+                raise KernelError(ctypes.get_errno(), "umount", target)
         finally:
             os.close(parent)
 
