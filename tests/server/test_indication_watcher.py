@@ -111,3 +111,21 @@ def test_a_new_subscriber_is_not_told_of_changes_from_before_it_subscribed(
     world.service.poke()
     time.sleep(0.3)
     assert world.published == [("CIM_InstCreation", "x")], "b was told of x's deletion"
+
+
+def test_a_first_subscription_whose_baseline_cannot_be_read_still_delivers(
+        world: World) -> None:
+    # The store has kept the subscription when its routes are set: the first
+    # build let the failed read end there, and the subscription, kept across
+    # restarts, delivered nothing until the routes changed again.
+    def failing() -> ModelRead:
+        raise OSError("mountinfo cannot be read just now")
+
+    world.service._read_model = failing  # type: ignore[method-assign]
+    world.subscribe("a")
+    world.service._read_model = lambda: world.model  # type: ignore[method-assign]
+    assert world.service._routes, "the subscription got no routes"
+    time.sleep(0.1)  # the watcher's first read is its baseline
+    world.model = model_with("x")
+    world.service.poke()
+    assert world.until(lambda: world.published == [("CIM_InstCreation", "x")], 2.0)

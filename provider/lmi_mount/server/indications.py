@@ -491,7 +491,16 @@ class IndicationService:
         the network). The first subscriber's baseline is read here, before its
         CreateInstance returns: whatever it changes next is reported."""
         wanted = {destination_key(r.destination): r.destination for r in routes}
-        baseline = self._read_model() if routes and not self._routes else None
+        baseline = None
+        first = bool(routes) and not self._routes
+        if first:
+            try:
+                baseline = self._read_model()
+            except Exception:
+                # The store keeps the subscription whatever happens here: it
+                # must get its routes, and the watcher's first read is its
+                # baseline instead (a change made meanwhile is not reported).
+                log.exception("cannot read the model for a first subscriber's baseline")
         with self._lock:
             if baseline is not None:
                 self._baseline = baseline
@@ -508,7 +517,7 @@ class IndicationService:
                     self._destinations[key] = Destination(
                         escape_controls(str(instance["Name"])), str(instance["Destination"]),
                         self.settings, self._factory.loss_alert, self._ssl)
-        if baseline is not None:
+        if first:
             self._poke.poke()  # the watcher, idle while nobody subscribed, watches again
 
     def destination(self, name: str) -> Destination | None:
