@@ -15,6 +15,7 @@ from pywbem import CIMInstance, CIMInstanceName
 from lmi_mount.cim import events
 from lmi_mount.cim.events import ModelRead
 from lmi_mount.server.indications import IndicationService
+from lmi_mount.server.subscriptions import destination_key
 
 
 class Factory:
@@ -37,7 +38,7 @@ def route(name: str) -> Any:
     destination = CIMInstance(
         "CIM_ListenerDestinationCIMXML", {"Name": name, "Destination": "http://127.0.0.1:9/"},
         path=CIMInstanceName("CIM_ListenerDestinationCIMXML", {"Name": name}))
-    return SimpleNamespace(destination=destination)
+    return SimpleNamespace(destination=destination, destination_id=destination_key(destination))
 
 
 def model_with(*names: str) -> ModelRead:

@@ -56,12 +56,7 @@ from lmi_mount.linux import watch
 from lmi_mount.mounts.escaping import escape_controls
 from lmi_mount.server import cimxml
 from lmi_mount.server.config import IndicationSettings
-from lmi_mount.server.subscriptions import (
-    Route,
-    SubscriptionStore,
-    destination_key,
-    routes_for,
-)
+from lmi_mount.server.subscriptions import Route, SubscriptionStore, routes_for
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +485,7 @@ class IndicationService:
         """New routes (called under the subscriptions' lock: nothing here waits for
         the network). The first subscriber's baseline is read here, before its
         CreateInstance returns: whatever it changes next is reported."""
-        wanted = {destination_key(r.destination): r.destination for r in routes}
+        wanted = {r.destination_id: r.destination for r in routes}
         baseline = None
         first = bool(routes) and not self._routes
         if first:
@@ -536,7 +531,7 @@ class IndicationService:
             outgoing = Outgoing(indication)
             for route in routes_for(routes, indication, namespace or self._namespace,
                                     self._is_subclass):
-                destination = destinations.get(destination_key(route.destination))
+                destination = destinations.get(route.destination_id)
                 if destination is not None:
                     destination.put(outgoing, str(route.filter["Name"]))
 

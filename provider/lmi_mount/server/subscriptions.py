@@ -22,7 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -74,6 +74,12 @@ class Route:
     query: wql.Query
     source_namespaces: tuple[str, ...]
     destination: CIMInstance
+    #: ``destination_key(destination)``, computed once: publishing looks the
+    #: destination up for every indication.
+    destination_id: Any = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "destination_id", destination_key(self.destination))
 
 
 class SubscriptionStore:
