@@ -209,26 +209,18 @@ class Query:
     def referenced_properties(self) -> set[str]:
         """Lower-case names of the properties the WHERE clause reads."""
         names: set[str] = set()
-        if self.where is not None:
-            _collect(self.where, names)
+        for condition in _leaves(self.where):
+            if isinstance(condition, Comparison):
+                operands: tuple[Any, ...] = (condition.left, condition.right)
+            else:
+                operands = (condition.operand,)
+            names.update(operand.path[0].lower() for operand in operands
+                         if isinstance(operand, Property))
         return names
 
     def isa_classes(self) -> list[str]:
         """The classes the WHERE clause's ISA conditions name."""
-        found: list[str] = []
-
-        def walk(condition: Condition) -> None:
-            if isinstance(condition, IsA):
-                found.append(condition.classname)
-            elif isinstance(condition, Not):
-                walk(condition.operand)
-            elif isinstance(condition, BoolOp):
-                for part in condition.operands:
-                    walk(part)
-
-        if self.where is not None:
-            walk(self.where)
-        return found
+        return [c.classname for c in _leaves(self.where) if isinstance(c, IsA)]
 
     def property_list(self) -> list[str] | None:
         """The properties an enumeration must return for this query (None: all)."""
@@ -276,21 +268,17 @@ class Query:
             _check(self.where, cls)
 
 
-def _collect(condition: Condition, names: set[str]) -> None:
-    if isinstance(condition, Comparison):
-        for operand in (condition.left, condition.right):
-            if isinstance(operand, Property):
-                names.add(operand.path[0].lower())
-    elif isinstance(condition, IsNull):
-        if isinstance(condition.operand, Property):
-            names.add(condition.operand.path[0].lower())
-    elif isinstance(condition, (Like, IsA)):
-        names.add(condition.operand.path[0].lower())
-    elif isinstance(condition, Not):
-        _collect(condition.operand, names)
-    else:
+def _leaves(condition: Condition | None) -> Iterator[Comparison | IsNull | Like | IsA]:
+    """The conditions under NOT, AND and OR, left to right."""
+    if condition is None:
+        return
+    if isinstance(condition, Not):
+        yield from _leaves(condition.operand)
+    elif isinstance(condition, BoolOp):
         for part in condition.operands:
-            _collect(part, names)
+            yield from _leaves(part)
+    else:
+        yield condition
 
 
 # --------------------------------------------------------------------------
