@@ -318,7 +318,8 @@ def test_a_listener_that_never_comes_keeps_the_queue_bounded(tmp_path: Path) -> 
             listener.stop()
         output = daemon.output()
     # One of the three was in flight, two waited with room for one: one dropped, said.
-    assert lost["Message"] == f"1 indications to http://127.0.0.1:{port} were lost"
+    assert lost["Message"] == f"1 indications of filter all to http://127.0.0.1:{port} were lost"
+    assert lost["IndicationFilterName"] == "all"  # the subscription whose stream has the hole
     assert "lost: its queue is full" in output
 
 

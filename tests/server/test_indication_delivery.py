@@ -134,7 +134,7 @@ def test_an_indication_that_cannot_be_carried_is_lost_without_a_gap_in_the_numbe
     port, handled = listener
     destination = Destination(
         "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_interval=0.1),
-        lambda lost, url: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
+        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
         ssl.create_default_context())
     try:
         for message in ("first", "bad \x01 name", "third"):
@@ -152,3 +152,35 @@ def test_an_indication_that_cannot_be_carried_is_lost_without_a_gap_in_the_numbe
         ("first", 0), ("1 lost", 1), ("third", 2)]
     assert destination.lost == 1
     assert "CIM-XML cannot carry" in caplog.text and "retries" not in caplog.text
+
+
+def test_a_loss_alert_names_the_filter_whose_indications_were_lost(
+        listener: tuple[int, list[bytes]]) -> None:
+    """A console that has several subscriptions on one listener tells their
+    streams apart by IndicationFilterName (DSP1054). The first build said how
+    many indications the destination had lost in one alert without a filter
+    name, so no subscription could know its stream had a hole."""
+    port, handled = listener
+    destination = Destination(
+        "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_interval=0.1),
+        lambda lost, url, name: CIMInstance("CIM_AlertIndication",
+                                            {"Message": f"{lost} of {name} lost"}),
+        ssl.create_default_context())
+    try:
+        for message, filter_name in (("first", "a"), ("bad \x01", "a"), ("bad \x02", "b"),
+                                     ("bad \x03", "b"), ("last", "b")):
+            destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": message})),
+                            filter_name)
+        deadline = time.monotonic() + 10
+        while len(handled) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        destination.stop()
+        destination.join(time.monotonic() + 2)
+    received = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
+                for body in handled]
+    assert [(i["Message"], i["IndicationFilterName"], i["SequenceNumber"])
+            for i in received] == [
+        ("first", "a", 0), ("1 of a lost", "a", 1), ("1 of b lost", "b", 2),
+        ("1 of b lost", "b", 3), ("last", "b", 4)]
+    assert destination.lost == 3

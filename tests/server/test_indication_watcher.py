@@ -30,7 +30,7 @@ class Factory:
     def modification(self, source: CIMInstance, previous: CIMInstance) -> CIMInstance:
         return CIMInstance("CIM_InstModification", {"Source": source["K"]})
 
-    def loss_alert(self, lost: int, destination: str) -> CIMInstance:
+    def loss_alert(self, lost: int, destination: str, filter_name: str) -> CIMInstance:
         return CIMInstance("CIM_AlertIndication", {})
 
 

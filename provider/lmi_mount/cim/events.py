@@ -203,8 +203,9 @@ class IndicationFactory:
     def job_instance(self, job: Job, time_before_removal: float) -> CIMInstance:
         return self._projector.job(job, time_before_removal)
 
-    def loss_alert(self, lost: int, destination: str) -> CIMInstance:
-        """Said to a destination before the first indication after ``lost`` were dropped."""
+    def loss_alert(self, lost: int, destination: str, filter_name: str) -> CIMInstance:
+        """Said to a destination, in the stream of the subscription of filter
+        ``filter_name``, before its first indication after ``lost`` of its were dropped."""
         return self._indication(ALERT, {
             "AlertType": _OTHER,
             "OtherAlertType": "Indications lost",
@@ -216,8 +217,9 @@ class IndicationFactory:
             "ProviderName": OWNING_ENTITY,
             "OwningEntity": OWNING_ENTITY,
             "MessageID": LOST,
-            "Message": f"{lost} indications to {destination} were lost",
-            "MessageArguments": [str(lost), destination],
+            "Message": f"{lost} indications of filter {filter_name} to {destination} "
+                       "were lost",
+            "MessageArguments": [str(lost), destination, filter_name],
             "EventTime": CIMDateTime(datetime.now(UTC)),
         })
 

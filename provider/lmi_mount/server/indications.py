@@ -268,7 +268,7 @@ class Destination:
     """One listener's queue, in order, and the thread that empties it."""
 
     def __init__(self, name: str, url: str, settings: IndicationSettings,
-                 loss_alert: Callable[[int, str], CIMInstance],
+                 loss_alert: Callable[[int, str, str], CIMInstance],
                  ssl_context: ssl.SSLContext) -> None:
         self.name = name
         self.url = url
@@ -281,9 +281,12 @@ class Destination:
         self.context = f"{name}:{uuid.uuid4()}"
         self._numbers = itertools.count(0)
         self._messages = itertools.count(1)
-        #: (indication, the name of the filter that selected it: None for a loss alert)
-        self._queue: deque[tuple[Outgoing, str | None]] = deque()
-        self._lost_unannounced = 0
+        #: (indication, the name of the filter that selected it)
+        self._queue: deque[tuple[Outgoing, str]] = deque()
+        #: Lost and not yet announced, by the name of the filter that selected
+        #: them, in the order of their first loss: each subscription is told of
+        #: the hole in its own stream.
+        self._lost_unannounced: dict[str, int] = {}
         #: Indications to this destination lost so far (logged, and announced).
         self.lost = 0
         self._cond = threading.Condition()
@@ -292,22 +295,22 @@ class Destination:
                                         daemon=True)
         self._thread.start()
 
-    def put(self, indication: Outgoing, filter_name: str | None) -> None:
+    def put(self, indication: Outgoing, filter_name: str) -> None:
         with self._cond:
             if self._closed:
                 return
             self._queue.append((indication, filter_name))
             if len(self._queue) > self._settings.max_queue:
-                self._queue.popleft()
-                self._lost(1, "its queue is full")
+                _, dropped_for = self._queue.popleft()
+                self._lost(dropped_for, "its queue is full")
             self._cond.notify()
 
-    def _lost(self, count: int, why: str) -> None:
-        """Under ``_cond``."""
-        self.lost += count
-        self._lost_unannounced += count
-        log.warning("indication to %s (%s) lost: %s (%d lost so far)", self.name,
-                    self._shown, why, self.lost)
+    def _lost(self, filter_name: str, why: str) -> None:
+        """One indication selected by ``filter_name`` is lost. Under ``_cond``."""
+        self.lost += 1
+        self._lost_unannounced[filter_name] = self._lost_unannounced.get(filter_name, 0) + 1
+        log.warning("indication to %s (%s) of filter %r lost: %s (%d lost so far)", self.name,
+                    self._shown, filter_name, why, self.lost)
 
     @property
     def waiting(self) -> int:
@@ -340,26 +343,27 @@ class Destination:
                     self._cond.wait()
                 if self._closed:
                     return
-                lost, self._lost_unannounced = self._lost_unannounced, 0
+                unannounced, self._lost_unannounced = self._lost_unannounced, {}
                 indication, filter_name = self._queue.popleft()
             try:
-                if lost and self._deliver(Outgoing(self._loss_alert(lost, self.url)),
-                                          None) is not None:
-                    with self._cond:
-                        # Said with the next one instead; the alert itself is lost too.
-                        self._lost_unannounced += lost
-                        self._lost(1, "the loss alert was not delivered")
+                for lost_for, lost in unannounced.items():
+                    alert = Outgoing(self._loss_alert(lost, self.url, lost_for))
+                    if self._deliver(alert, lost_for) is not None:
+                        with self._cond:
+                            # Said with the next one instead; the alert itself is lost too.
+                            self._lost(lost_for, "the loss alert was not delivered")
+                            self._lost_unannounced[lost_for] += lost
                 failure = self._deliver(indication, filter_name)
                 if failure is not None and not self._closed:
                     with self._cond:
-                        self._lost(1, failure)
+                        self._lost(filter_name, failure)
             except Exception:
                 # A defect in one indication costs that one, not the stream.
                 log.exception("indication to %s dropped", self.name)
                 with self._cond:
-                    self._lost(1, "it could not be sent (see above)")
+                    self._lost(filter_name, "it could not be sent (see above)")
 
-    def _deliver(self, indication: Outgoing, filter_name: str | None) -> str | None:
+    def _deliver(self, indication: Outgoing, filter_name: str) -> str | None:
         """Send with retries; None once delivered, else why not (the service may
         be stopping)."""
         try:
@@ -370,9 +374,8 @@ class Destination:
             # sees have no gap, and the loss alert that follows says one is lost.
             return f"CIM-XML cannot carry it: {exc}"
         extra = [CIMProperty("SequenceContext", self.context, type="string"),
-                 CIMProperty("SequenceNumber", Sint64(next(self._numbers)))]
-        if filter_name is not None:
-            extra.append(CIMProperty("IndicationFilterName", filter_name, type="string"))
+                 CIMProperty("SequenceNumber", Sint64(next(self._numbers))),
+                 CIMProperty("IndicationFilterName", filter_name, type="string")]
         failure = f"not delivered after {self._settings.retry_attempts} retries"
         for attempt in range(self._settings.retry_attempts + 1):
             try:
