@@ -157,3 +157,50 @@ def test_modify_of_a_bind_cannot_change_its_origins_file_system(world: World) ->
                 engine.modify(target, parse_options(options), current=True, persist=True)
         assert world.mounts_at(origin) == before
         assert "size" not in world.fstab.read_text()
+
+
+# -- the util-linux maintainer's review -------------------------------------------------
+
+
+def test_a_writable_remount_of_a_bind_of_a_read_only_file_system_makes_it_writable(
+        world: World) -> None:
+    """The bind's own flag was rw and its superblock ro: the plan saw nothing to
+    change, ModifyMount answered done, and writes still failed with EROFS."""
+    with world.manager() as engine:
+        origin, target = world.dir("origin"), world.dir("dst")
+        engine.create(MountSpec("tmpfs", origin, "tmpfs", parse_options("size=1m")), holder="a")
+        engine.create(MountSpec(origin, target, None), holder="a")
+        engine.modify(origin, parse_options("ro"))  # the file system's own mount: superblock
+        [bind] = world.mounts_at(target)
+        assert bind.vfs_options[0] == "rw" and bind.super_options[0] == "ro"
+        outcome = engine.modify(target, parse_options("rw"))
+        assert outcome.plan.steps
+        [bind] = world.mounts_at(target)
+        assert bind.vfs_options[0] == "rw" and bind.super_options[0] == "rw"
+        if isinstance(world.kernel, LinuxKernel):
+            (Path(target) / "new").write_text("x")
+        status = engine.status_at(target)
+        assert status is not None and not status.drift
+
+
+def test_modify_of_an_rbind_applies_to_its_submounts_as_create_does(world: World) -> None:
+    """Created from ``rbind,ro`` the whole tree is read-only; a ModifyMount to
+    ``ro`` made the top read-only and left a writable hole below it."""
+    if not isinstance(world.kernel, LinuxKernel):
+        pytest.skip("the fake kernel has no submounts of a bind")
+    with world.manager() as engine:
+        tree, target = world.dir("tree"), world.dir("dst")
+        engine.create(MountSpec("tmpfs", tree, "tmpfs"), holder="a")
+        sub = Path(tree) / "sub"
+        sub.mkdir()
+        engine.create(MountSpec("tmpfs", str(sub), "tmpfs"), holder="a")
+        engine.create(MountSpec(tree, target, None, recursive=True), holder="a")
+        engine.modify(target, parse_options("ro"))
+        for path in (target, f"{target}/sub"):
+            [record] = world.mounts_at(path)
+            assert record.vfs_options[0] == "ro", path
+        engine.modify(target, parse_options("rw"))
+        for path in (target, f"{target}/sub"):
+            [record] = world.mounts_at(path)
+            assert record.vfs_options[0] == "rw", path
+        (Path(target) / "sub" / "f").write_text("x")

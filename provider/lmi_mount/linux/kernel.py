@@ -628,7 +628,7 @@ class LinuxKernel:
         table = MountTable(parse_mountinfo(self.read_mountinfo()))
         top = table.by_id.get(expect) if expect is not None else table.at(target)
         if top is not None:
-            below = _descendants(table, top)
+            below = table.descendants(top)
             if below:
                 # An rbind of a shared tree (systemd makes / shared) has submounts
                 # that are peers of the originals, and unmounting a peer unmounts
@@ -833,7 +833,7 @@ class LinuxKernel:
         record = self._read_back_at(anchor, table)
         # An rbind's copies of the submounts get the flags too, as
         # mount_setattr(AT_RECURSIVE) gives them on the new API: parents first.
-        copies = [record, *_descendants(table, record)] if flags & MS_REC else [record]
+        copies = [record, *table.descendants(record)] if flags & MS_REC else [record]
         try:
             for copy in copies:
                 live = _vfs_flags(copy.vfs_options)
@@ -1290,17 +1290,6 @@ def _set_parameters(context: int, parameters: Iterable[tuple[str, str | None]]) 
         except OSError as exc:
             exc.parameter = key if value is None else f"{key}={value}"  # type: ignore[attr-defined]
             raise
-
-
-def _descendants(table: MountTable, top: MountRecord) -> list[MountRecord]:
-    """The mounts on ``top`` and on them, parents first (by id, not by path: a
-    mount hidden under the path or mounted before is not one of them)."""
-    found: list[MountRecord] = []
-    level = [top]
-    while level:
-        level = [child for record in level for child in table.children(record.mount_id)]
-        found += level
-    return found
 
 
 def _is_directory(fd: int) -> bool:

@@ -276,6 +276,16 @@ class MountTable:
         """The mounts whose parent is ``mount_id``, in table order."""
         return list(self._children.get(mount_id, ()))
 
+    def descendants(self, top: MountRecord) -> list[MountRecord]:
+        """The mounts on ``top`` and on them, parents first (by id, not by path: a
+        mount hidden under the path or mounted before is not one of them)."""
+        found: list[MountRecord] = []
+        level = [top]
+        while level:
+            level = [child for record in level for child in self.children(record.mount_id)]
+            found += level
+        return found
+
     def under(self, path: str) -> list[MountRecord]:
         """Every mount at ``path`` or below it, hidden ones included, each after its parent.
 

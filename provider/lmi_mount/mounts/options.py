@@ -726,6 +726,12 @@ def kernel_request(options: MountOptions) -> KernelOptions:
                          clear=clear & ~flags)
 
 
+def without_propagation(options: MountOptions) -> MountOptions:
+    """``options`` without their propagation word (``shared``, ``rslave``, ...)."""
+    others = tuple(o for o in options.other_options if o not in _PROPAGATION_WORDS)
+    return options if others == options.other_options else replace(options, other_options=others)
+
+
 # File system options a remount cannot change: the kernel accepts and ignores
 # them (shmem_reconfigure() leaves the root inode's mode and owner alone).
 # Any other file system would be added here as a test against the kernel shows.

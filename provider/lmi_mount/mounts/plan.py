@@ -39,6 +39,7 @@ from lmi_mount.mounts.options import (
     remount_refusal,
     render_options,
     same_meaning,
+    without_propagation,
 )
 
 # fstab spells a bind mount as type "none" with the "bind"/"rbind" option
@@ -669,6 +670,13 @@ def plan_modify(
         if record is None:
             raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)
         live = from_mountinfo(record.vfs_options, record.super_options)
+        # The superblock's own ro/rw is the first super option (proc(5)).
+        superblock_read_only = bool(record.super_options) and record.super_options[0] == "ro"
+        if superblock_read_only and options.allow_write is True:
+            # Writes through any mount of a read-only file system fail (EROFS),
+            # whatever the mount's own flag says: a rw bind of it is not
+            # writable, and asking for rw means making the file system writable.
+            live = replace(live, allow_write=False)
         # Options already in effect need no remount: a client that states what
         # it wants (Ansible, every run) changes nothing the second time, not
         # even what no remount could change (tmpfs mode=). Any drift, or one
@@ -680,9 +688,7 @@ def plan_modify(
         if refusal is not None:
             raise InvalidRequest(refusal, value=target)
         wanted = merge_options(live, options)
-        # The superblock's own ro/rw is the first super option (proc(5)); a bind
-        # remount to rw over a read-only superblock would leave writes failing.
-        superblock_read_only = bool(record.super_options) and record.super_options[0] == "ro"
+        # A bind remount to rw over a read-only superblock would leave writes failing.
         superblock = remount_needs_superblock(
             live, wanted, superblock_read_only=superblock_read_only
         )
@@ -696,6 +702,8 @@ def plan_modify(
         if needed:
             steps.append(KernelRemount(target, wanted, live, superblock=superblock,
                                        mount_id=record.mount_id))
+        steps += _submount_remounts(target, record, options, snap, entry)
+        if needed:
             held = snap.holders.get(target)
             if held is not None and not same_meaning(
                     parse_options(held.options, strict=False), options):
@@ -718,6 +726,32 @@ def plan_modify(
         if replacement != entry:
             steps.append(FstabChange(target, entry, replacement))
     return Plan("modify", tuple(steps))
+
+
+def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
+                       snap: Snapshot, entry: FstabEntry | None) -> list[Step]:
+    """The remounts that give an rbind's submounts the per-mount flags ``options``
+    name, as its creation did (mount_setattr(AT_RECURSIVE)): each from its own
+    flags, parents first, its file system left alone. Without them a read-only
+    tree kept writable holes. Propagation is the top's to give (``rslave``
+    reaches the submounts by itself). An rbind is one we made so, or, not ours,
+    one whose fstab line says so."""
+    held = snap.holders.get(target)
+    if held is not None:
+        recursive = held.recursive
+    else:
+        line = entry if entry is not None else snap.fstab.find_target(target)
+        recursive = line is not None and MountSpec.from_fstab(line).recursive
+    if not recursive:
+        return []
+    per_mount = without_propagation(options)
+    steps: list[Step] = []
+    for sub in snap.table.descendants(record):
+        live = from_mountinfo(sub.vfs_options, sub.super_options)
+        if option_drifts(per_mount, live, None):
+            steps.append(KernelRemount(sub.target, merge_options(live, per_mount), live,
+                                       superblock=False, mount_id=sub.mount_id))
+    return steps
 
 
 def plan_delete(
