@@ -16,7 +16,10 @@ from pywbem import (
     CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED,
     CIMError,
     CIMInstanceName,
+    Sint32,
+    Uint8,
     Uint16,
+    Uint32,
 )
 
 from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
@@ -573,3 +576,32 @@ def test_options_the_kernel_does_not_show_are_taken_as_asked_on_our_mount(
     assert (rv, list(again["Plan"])) == (0, [])
     rv, shared = create_tmpfs(conn, target, Goal=_setting(conn, asked), Holder="b")
     assert rv == 0 and list(shared["Plan"]) == [f"holders: b shares {target} (reference 2)"]
+
+
+# -- the OpenLMI maintainer's review ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("FileSystemCheckOrder", Uint32(70000)),  # a uint16 property
+    ("FileSystemCheckOrder", Sint32(-1)),
+    ("FileSystemCheckOrder", True),
+    ("Dump", Uint8(1)),
+    ("ElementName", Uint8(3)),
+    ("OtherOptions", "size=1m"),
+])
+def test_a_goal_setting_takes_only_values_of_its_properties_types(
+        fake_world: CimWorld, name: str, value: Any) -> None:
+    """The first build stored uint32 70000 in a uint16 property: every later read
+    of the class (and of CIM_SettingData, CIM_ManagedElement) failed, even the
+    enumeration of names a client needs to delete the bad setting."""
+    conn = fake_world.connect()
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities", namespace=NS)
+    _, out = conn.InvokeMethod("CreateSetting", capabilities)
+    goal = conn.GetInstance(out["MountSetting"])
+    goal[name] = value
+    with pytest.raises(CIMError) as raised:
+        conn.ModifyInstance(goal, PropertyList=[name])
+    assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert name in raised.value.status_description
+    assert conn.GetInstance(out["MountSetting"])[name] != value or name == "Dump"
+    assert conn.EnumerateInstances("LMI_MountedFileSystemSetting", namespace=NS)

@@ -160,13 +160,24 @@ def updated_goal(
         options = MountOptions.from_fields(**fields, other_options=others)
     except OptionError as exc:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"OtherOptions: {exc}") from exc
+    # Each value is checked against its property's type: one stored as another
+    # type (uint32 70000 in a uint16) would fail every later read of the class.
     passno = values.get("filesystemcheckorder", goal.passno)
-    if passno is not None and (not isinstance(passno, int) or passno < 0):
-        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"FileSystemCheckOrder {passno!r} is not valid")
+    if passno is not None and (isinstance(passno, bool) or not isinstance(passno, int)
+                               or not 0 <= passno <= 0xFFFF):
+        raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                       f"FileSystemCheckOrder must be a uint16 (0 to 65535), not {passno!r}")
+    dump = values.get("dump", goal.dump)
+    if dump is not None and not isinstance(dump, bool):
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"Dump must be a boolean, not {dump!r}")
+    element_name = values.get("elementname", goal.element_name)
+    if element_name is not None and not isinstance(element_name, str):
+        raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                       f"ElementName must be a string, not {element_name!r}")
     return replace(
         goal,
         options=options,
-        dump=bool(values.get("dump", goal.dump)),
+        dump=bool(dump),
         passno=int(passno or 0),
-        element_name=str(values.get("elementname", goal.element_name) or ""),
+        element_name=element_name or "",
     )
