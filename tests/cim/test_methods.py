@@ -605,3 +605,27 @@ def test_a_goal_setting_takes_only_values_of_its_properties_types(
     assert name in raised.value.status_description
     assert conn.GetInstance(out["MountSetting"])[name] != value or name == "Dump"
     assert conn.EnumerateInstances("LMI_MountedFileSystemSetting", namespace=NS)
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda path: path.keybindings.__setitem__("Extra", "x"), "Extra"),
+    (lambda path: path.keybindings.__delitem__("FileSystemSpec"), "FileSystemSpec"),
+])
+def test_a_reference_names_its_instance_by_exactly_its_keys(
+        fake_world: CimWorld, change: Any, named: str) -> None:
+    """The first build matched a Mount reference by two keys and ignored the rest:
+    a path with an extra key unmounted the mount."""
+    conn = fake_world.connect()
+    target = fake_world.dir("mnt")
+    _, out = create_tmpfs(conn, target, Holder="a")
+    wrong = out["Mount"].copy()
+    wrong.namespace = NS
+    change(wrong)
+    for attempt in (lambda: call(conn, "DeleteMount", Mode=32769, Mount=wrong, Holder="a"),
+                    lambda: conn.GetInstance(wrong)):
+        with pytest.raises(CIMError) as raised:
+            attempt()
+        assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+        assert named in raised.value.status_description
+    assert fake_world.mounts_at(target)
+    assert conn.GetInstance(out["Mount"])["ReferenceCount"] == 1

@@ -149,6 +149,32 @@ class Broker:
             raise CIMError(CIM_ERR_INVALID_CLASS, f"class {classname!r} does not exist")
         return cls
 
+    def _check_path(self, path: CIMInstanceName, what: str) -> None:
+        """``path`` names an instance here by exactly its class's keys: the first
+        build matched the keys a provider knew and ignored the rest, so a path
+        with an extra key reached (and unmounted) a mount it does not name.
+
+        A reference's host and namespace are not held against it: wbemcli
+        prints a reference as ``root/cimv2:Class.keys`` and, given that text
+        back, reads ``root`` as a host and sends namespace ``cimv2``; a class
+        of this model has instances in one namespace only."""
+        cls = self._classes.get(path.classname.lower())
+        if cls is None:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"{what} names class {path.classname!r}, which does not exist here")
+        keys = [name for name, prop in cls.properties.items()
+                if prop.qualifiers.get("Key") is not None and prop.qualifiers["Key"].value]
+        given = {name.lower() for name in path.keybindings}
+        extra = [name for name in path.keybindings if name.lower() not in
+                 {key.lower() for key in keys}]
+        missing = [key for key in keys if key.lower() not in given]
+        if extra or missing:
+            wrong = (f"has no key {', '.join(map(repr, extra))}" if extra
+                     else f"lacks the key {', '.join(map(repr, missing))}")
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"{what} {_describe(path)} {wrong}: {cls.classname} is named "
+                           f"by {', '.join(keys)}")
+
     def is_subclass(self, classname: str, ancestor: str) -> bool:
         """``classname`` is ``ancestor`` or inherits from it (case-insensitive)."""
         wanted = ancestor.lower()
@@ -274,6 +300,7 @@ class Broker:
 
     def _get(self, view: View, path: CIMInstanceName) -> CIMInstance:
         self._class(path.classname)
+        self._check_path(path, "the instance path")
         provider = self._provider(path.classname)
         instance = provider.get(view, path) if provider is not None else None
         if instance is None:
@@ -512,6 +539,10 @@ class Broker:
                     CIM_ERR_INVALID_PARAMETER,
                     f"{declared.name} parameter {parameter.name!r} is output only",
                 )
+            value = params[name]
+            for ref in value if isinstance(value, list) else [value]:
+                if isinstance(ref, CIMInstanceName):
+                    self._check_path(ref, f"parameter {parameter.name!r}:")
         view = self._view()
         target = self._method_target(view, path, cls)
         provider = self._provider(target.classname)
