@@ -629,3 +629,23 @@ def test_a_reference_names_its_instance_by_exactly_its_keys(
         assert named in raised.value.status_description
     assert fake_world.mounts_at(target)
     assert conn.GetInstance(out["Mount"])["ReferenceCount"] == 1
+
+
+@pytest.mark.parametrize(("method", "mode"), [
+    ("ModifyMount", 4), ("ModifyMount", 5), ("ModifyMount", 32769),
+    ("DeleteMount", 1), ("DeleteMount", 2), ("DeleteMount", 32768),
+])
+def test_a_mode_with_no_effect_still_finds_no_missing_mount(
+        fake_world: CimWorld, method: str, mode: int) -> None:
+    """The first build answered 0 ("Mode N has no effect") for a Mount that does
+    not exist, where the modes that act said NOT_FOUND."""
+    conn = fake_world.connect()
+    missing = CIMInstanceName("LMI_MountedFileSystem", {
+        "FileSystemSpec": "tmpfs", "MountPointPath": fake_world.dir("nothing")}, namespace=NS)
+    with pytest.raises(CIMError) as raised:
+        call(conn, method, Mode=mode, Mount=missing)
+    assert raised.value.status_code == CIM_ERR_NOT_FOUND
+    target = fake_world.dir("mnt")
+    _, out = create_tmpfs(conn, target)
+    rv, done = call(conn, method, Mode=mode, Mount=out["Mount"])
+    assert rv == 0 and "has no effect" in done["Plan"][0]

@@ -193,10 +193,12 @@ class ServiceProvider(Provider):
     def _modifymount(
         self, view: View, args: dict[str, Any], effect: ModeEffect, caller: Caller, dry_run: bool
     ) -> tuple[Callable[[], tuple[Outcome, CIMInstanceName | None]], list[Any]] | None:
-        if effect.current is not True and effect.persist is not True:
-            return None
+        # The references are checked first: a mode with no effect on a mount
+        # that does not exist is NOT_FOUND, as the modes that act say.
         mount = _mount_ref(view, args.get("mount"))
         options, dump, passno = _goal(view, args.get("goal"))
+        if effect.current is not True and effect.persist is not True:
+            return None
         spec_name, target = (
             mount.keybindings["FileSystemSpec"],
             mount.keybindings["MountPointPath"],
@@ -224,9 +226,9 @@ class ServiceProvider(Provider):
     def _deletemount(
         self, view: View, args: dict[str, Any], effect: ModeEffect, caller: Caller, dry_run: bool
     ) -> tuple[Callable[[], tuple[Outcome, CIMInstanceName | None]], list[Any]] | None:
+        mount = _mount_ref(view, args.get("mount"))  # first, as in _modifymount
         if effect.current is not False and effect.persist is not False:
             return None
-        mount = _mount_ref(view, args.get("mount"))
         holder = _string(args, "holder") or caller.user or view.context.default_holder
         force = _boolean(args, "force")
         spec_name, target = (
