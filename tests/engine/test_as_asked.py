@@ -204,3 +204,41 @@ def test_modify_of_an_rbind_applies_to_its_submounts_as_create_does(world: World
             [record] = world.mounts_at(path)
             assert record.vfs_options[0] == "rw", path
         (Path(target) / "sub" / "f").write_text("x")
+
+
+def test_rbind_as_an_option_is_an_rbind_its_holder_can_release(world: World) -> None:
+    """OtherOptions ["rbind"] (a CIM client's way to ask for one) made a kernel
+    rbind that its holder record called a plain bind, wrote ``bind,rbind`` to
+    fstab, and every release then failed with EBUSY on the submounts."""
+    with world.manager() as engine:
+        tree, target = world.dir("tree"), world.dir("dst")
+        engine.create(MountSpec("tmpfs", tree, "tmpfs"), holder="a")
+        sub = Path(tree) / "sub"
+        sub.mkdir()
+        engine.create(MountSpec("tmpfs", str(sub), "tmpfs"), holder="a")
+        engine.create(MountSpec(tree, target, None, parse_options("rbind,ro")), holder="h",
+                      persist=True)
+        before = world.fstab.read_text()
+        assert before.splitlines()[-1] == f"{tree} {target} none rbind,ro 0 0"
+        held = engine.held(target)
+        assert held is not None and held.recursive
+        if isinstance(world.kernel, LinuxKernel):
+            [record] = world.mounts_at(f"{target}/sub")
+            assert record.vfs_options[0] == "ro"
+        engine.delete(target, holder="h", persist=True)
+        assert not world.mounts_at(target) and not world.mounts_at(f"{target}/sub")
+        assert f" {target} " not in world.fstab.read_text()
+
+
+def test_modify_takes_the_bind_word_of_its_mount_and_refuses_another(world: World) -> None:
+    with world.manager() as engine:
+        source, target = world.dir("src"), world.dir("dst")
+        engine.create(MountSpec(source, target, None, recursive=True), holder="h", persist=True)
+        engine.modify(target, parse_options("rbind,ro"), persist=True)
+        assert world.fstab.read_text().splitlines()[-1] == f"{source} {target} none rbind,ro 0 0"
+        before = world.fstab.read_text()
+        for words in ("bind,rw", "rw,bind"):
+            with pytest.raises(InvalidRequest, match="rbind"):
+                engine.modify(target, parse_options(words), persist=True)
+        assert world.fstab.read_text() == before
+        engine.delete(target, holder="h", persist=True)

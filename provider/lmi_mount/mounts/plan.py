@@ -72,6 +72,17 @@ class MountSpec:
     passno: int = 0
     kernel_source: str | None = None
 
+    def __post_init__(self) -> None:
+        # ``bind``/``rbind`` among a bind's options (OtherOptions ["rbind"], as
+        # mount(8) takes ``-o rbind``) say how it is made, as ``recursive``
+        # does: taken out of the options, so that the kernel, the holder record
+        # and the fstab line agree that an rbind is one.
+        words = [w for w in self.options.other_options if w in _BIND_WORDS]
+        if self.fstype is None and words:
+            object.__setattr__(self, "recursive", self.recursive or "rbind" in words)
+            object.__setattr__(self, "options", replace(self.options, other_options=tuple(
+                w for w in self.options.other_options if w not in _BIND_WORDS)))
+
     @property
     def kernel_name(self) -> str:
         """The source as the kernel step names it."""
@@ -666,6 +677,17 @@ def plan_modify(
         refusal = bind_refusal(options)
         if refusal is not None:
             raise InvalidRequest(refusal, value=render_options(options))
+    words = [w for w in options.other_options if w in _BIND_WORDS]
+    if words:
+        # Said of a bind, its own kind only: what a mount is made as cannot change.
+        kind = "rbind" if is_bind and _is_rbind(target, snap, entry) else "bind"
+        if not is_bind or any(w != kind for w in words):
+            what = ("an rbind" if kind == "rbind" else "a bind") if is_bind else "not a bind mount"
+            raise InvalidRequest(f"{target} is {what}: ModifyMount cannot make it "
+                                 f"{' '.join(sorted(set(words)))}; delete it and create it "
+                                 "again", value=",".join(words))
+        options = replace(options, other_options=tuple(
+            w for w in options.other_options if w not in _BIND_WORDS))
     if current:
         if record is None:
             raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)
@@ -728,21 +750,24 @@ def plan_modify(
     return Plan("modify", tuple(steps))
 
 
+def _is_rbind(target: str, snap: Snapshot, entry: FstabEntry | None) -> bool:
+    """Whether the bind on ``target`` is an rbind: one we made so, or, not ours,
+    one whose fstab line says so (mountinfo cannot tell)."""
+    held = snap.holders.get(target)
+    if held is not None:
+        return held.recursive
+    line = entry if entry is not None else snap.fstab.find_target(target)
+    return line is not None and MountSpec.from_fstab(line).recursive
+
+
 def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
                        snap: Snapshot, entry: FstabEntry | None) -> list[Step]:
     """The remounts that give an rbind's submounts the per-mount flags ``options``
     name, as its creation did (mount_setattr(AT_RECURSIVE)): each from its own
     flags, parents first, its file system left alone. Without them a read-only
     tree kept writable holes. Propagation is the top's to give (``rslave``
-    reaches the submounts by itself). An rbind is one we made so, or, not ours,
-    one whose fstab line says so."""
-    held = snap.holders.get(target)
-    if held is not None:
-        recursive = held.recursive
-    else:
-        line = entry if entry is not None else snap.fstab.find_target(target)
-        recursive = line is not None and MountSpec.from_fstab(line).recursive
-    if not recursive:
+    reaches the submounts by itself)."""
+    if not _is_rbind(target, snap, entry):
         return []
     per_mount = without_propagation(options)
     steps: list[Step] = []
