@@ -588,10 +588,12 @@ def _lexical(path):
 
 
 def _bind_spelling(fstype, opts):
-    """fstab's bind (type none, option bind) as the model has it (type NULL)."""
+    """fstab's bind (type none, option bind) as the model has it (type NULL);
+    ``rbind`` stays an option, which the service reads as a recursive bind."""
     words = [w for w in opts.split(",") if w]
-    if "rbind" in words:
-        raise Failure("rbind (a recursive bind) cannot be asked of lmi-mountd; use bind")
+    if "rbind" in words and fstype in (None, "none"):
+        words = [w for w in words if w != "bind"]
+        return None, ",".join(words)
     if "bind" in words and fstype in (None, "none"):
         words = [w for w in words if w != "bind"]
         return None, ",".join(words) or "defaults"
