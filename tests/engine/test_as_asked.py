@@ -17,7 +17,7 @@ import pytest
 
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import InvalidRequest, MountError
-from lmi_mount.mounts.options import parse_options
+from lmi_mount.mounts.options import parse_options, same_meaning
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World
 
@@ -242,3 +242,25 @@ def test_modify_takes_the_bind_word_of_its_mount_and_refuses_another(world: Worl
                 engine.modify(target, parse_options(words), persist=True)
         assert world.fstab.read_text() == before
         engine.delete(target, holder="h", persist=True)
+
+
+def test_a_remount_keeps_in_the_holder_record_what_the_goal_did_not_name(
+        world: World) -> None:
+    """The record took the Goal's words alone: after ``rshared`` on a mount made
+    ``ro,rslave`` it said ``rshared`` of a mount the kernel showed read-only, and
+    a second holder asking ``ro,rslave`` was compared with that."""
+    with world.manager() as engine:
+        target = world.dir("mnt")
+        engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options("ro,size=1m,noatime")),
+                      holder="a")
+        engine.modify(target, parse_options("nosuid,size=2m"))
+        held = engine.held(target)
+        assert held is not None
+        assert same_meaning(parse_options(held.options),
+                            parse_options("ro,noatime,nosuid,size=2m")), held.options
+        engine.modify(target, parse_options("rw,relatime"))
+        held = engine.held(target)
+        assert held is not None
+        assert same_meaning(parse_options(held.options),
+                            parse_options("rw,relatime,nosuid,size=2m")), held.options
+        engine.release(target, "a")

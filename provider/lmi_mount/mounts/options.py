@@ -726,9 +726,14 @@ def kernel_request(options: MountOptions) -> KernelOptions:
                          clear=clear & ~flags)
 
 
+def is_propagation(word: str) -> bool:
+    """Whether ``word`` is a propagation option (``shared``, ``rslave``, ...)."""
+    return word in _PROPAGATION_WORDS
+
+
 def without_propagation(options: MountOptions) -> MountOptions:
     """``options`` without their propagation word (``shared``, ``rslave``, ...)."""
-    others = tuple(o for o in options.other_options if o not in _PROPAGATION_WORDS)
+    others = tuple(o for o in options.other_options if not is_propagation(o))
     return options if others == options.other_options else replace(options, other_options=others)
 
 

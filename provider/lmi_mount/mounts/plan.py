@@ -33,6 +33,7 @@ from lmi_mount.mounts.options import (
     effective_fields,
     from_mountinfo,
     fstab_options,
+    is_propagation,
     kernel_request,
     parse_options,
     remount_needs_superblock,
@@ -727,9 +728,11 @@ def plan_modify(
         steps += _submount_remounts(target, record, options, snap, entry)
         if needed:
             held = snap.holders.get(target)
-            if held is not None and not same_meaning(
-                    parse_options(held.options, strict=False), options):
-                after = replace(held, options=render_options(options),
+            asked = (asked_after_remount(parse_options(held.options, strict=False), options)
+                     if held is not None else None)
+            if held is not None and asked is not None and not same_meaning(
+                    parse_options(held.options, strict=False), asked):
+                after = replace(held, options=render_options(asked),
                                 generation=held.generation + 1)
                 steps.append(
                     HolderChange(target, held, after, f"{target} options now {after.options}")
@@ -972,6 +975,32 @@ def plan_reconcile(snap: Snapshot, targets: Iterable[str] | None = None) -> Plan
                 )
             )
     return Plan("reconcile", tuple(steps))
+
+
+def asked_after_remount(before: MountOptions, goal: MountOptions) -> MountOptions:
+    """What a mount asked as ``before`` and remounted with ``goal`` is asked to be
+    (its holder record): ``before`` with what ``goal`` names, as the remount
+    changes the mount (``merge_options``). A flag the goal names replaces it;
+    so does the atime mode; a file system option replaces the one of the same
+    name, a propagation word the earlier one, a flag word both its spellings."""
+    changes: dict[str, object] = {
+        name: value for name, value in effective_fields(goal).items()
+        if name in BOOLEAN_FIELDS and name not in _ATIME_FIELDS}
+    if any(getattr(goal, name) is not None for name in _ATIME_FIELDS):
+        changes.update({name: getattr(goal, name) for name in _ATIME_FIELDS})
+    named = {option.partition("=")[0] for option in goal.other_options}
+    propagation = any(is_propagation(option) for option in goal.other_options)
+    kept = tuple(
+        option for option in before.other_options
+        if option.partition("=")[0] not in named
+        and not (propagation and is_propagation(option))
+        and not _FLAG_WORD_PAIRS.get(option, frozenset()) & named
+    )
+    return replace(before, other_options=kept + goal.other_options, **changes)
+
+
+_ATIME_FIELDS: Final = ("update_access_times", "update_relative_access_times",
+                        "update_full_access_times")
 
 
 # Each MS_* option word and the pair it belongs to ("lazytime" -> both spellings).
