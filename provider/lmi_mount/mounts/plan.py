@@ -983,7 +983,7 @@ def asked_after_remount(before: MountOptions, goal: MountOptions) -> MountOption
     changes the mount (``merge_options``). A flag the goal names replaces it;
     so does the atime mode; a file system option replaces the one of the same
     name, a propagation word the earlier one, a flag word both its spellings."""
-    changes: dict[str, object] = {
+    changes: dict[str, bool | None] = {
         name: value for name, value in effective_fields(goal).items()
         if name in BOOLEAN_FIELDS and name not in _ATIME_FIELDS}
     if any(getattr(goal, name) is not None for name in _ATIME_FIELDS):
