@@ -264,3 +264,28 @@ def test_a_remount_keeps_in_the_holder_record_what_the_goal_did_not_name(
         assert same_meaning(parse_options(held.options),
                             parse_options("rw,relatime,nosuid,size=2m")), held.options
         engine.release(target, "a")
+
+
+def test_mode_1_remounts_to_what_the_new_line_will_mount_at_the_next_boot(
+        world: World) -> None:
+    """ModifyMount with Mode 1 replaced the line with the Goal and merged the Goal
+    into the live mount: the line said defaults where the mount kept noatime
+    and nosuid, so the next boot would mount something else than today's."""
+    with world.manager() as engine:
+        target = world.dir("mnt")
+        engine.create(MountSpec("tmpfs", target, "tmpfs",
+                                parse_options("noatime,nosuid,size=1m,nofail")),
+                      current=True, persist=True, holder="a")
+        engine.modify(target, parse_options("ro"), current=True, persist=True)
+        assert world.fstab.read_text().splitlines()[-1] == f"tmpfs {target} tmpfs ro 0 0"
+        [record] = world.mounts_at(target)
+        assert record.vfs_options[0] == "ro"
+        assert "noatime" not in record.vfs_options and "nosuid" not in record.vfs_options
+        assert "relatime" in record.vfs_options
+        status = engine.status_at(target)
+        assert status is not None and not status.drift
+        # A remount alone (Mode 32768) changes only what it names, as before.
+        engine.modify(target, parse_options("noexec"))
+        [record] = world.mounts_at(target)
+        assert {"ro", "noexec", "relatime"} <= set(record.vfs_options)
+        engine.delete(target, holder="a", current=True, persist=True)

@@ -726,6 +726,23 @@ def kernel_request(options: MountOptions) -> KernelOptions:
                          clear=clear & ~flags)
 
 
+def with_unnamed_at_defaults(options: MountOptions, *, per_mount_only: bool) -> MountOptions:
+    """``options`` with each flag they leave unnamed at what mount(8) gives it
+    then: rw, suid, dev, exec, diratime and the kernel's atime mode (relatime),
+    and, unless ``per_mount_only`` (a bind), no sync, dirsync or mand. That is
+    the mount an fstab line of ``options`` makes at the next boot."""
+    named = effective_fields(options)
+    atime = ("update_access_times", "update_relative_access_times",
+             "update_full_access_times")
+    changes = {f.name: f.inverted for f in _FIELDS
+               if f.name not in named and f.name not in atime and f.name != "silent"
+               and not (per_mount_only and f.superblock)}
+    if not any(name in named for name in atime):
+        changes.update(update_access_times=True, update_relative_access_times=True,
+                       update_full_access_times=False)
+    return replace(options, other_options=options.other_options, **changes)
+
+
 def is_propagation(word: str) -> bool:
     """Whether ``word`` is a propagation option (``shared``, ``rslave``, ...)."""
     return word in _PROPAGATION_WORDS

@@ -40,6 +40,7 @@ from lmi_mount.mounts.options import (
     remount_refusal,
     render_options,
     same_meaning,
+    with_unnamed_at_defaults,
     without_propagation,
 )
 
@@ -692,10 +693,14 @@ def plan_modify(
     if current:
         if record is None:
             raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)
+        # Mode 1 remounts to what the new line will mount at the next boot: a
+        # flag the Goal leaves unnamed takes its default, as in the line. A
+        # remount alone (32768) changes what the Goal names, and no more.
+        goal = with_unnamed_at_defaults(options, per_mount_only=is_bind) if persist else options
         live = from_mountinfo(record.vfs_options, record.super_options)
         # The superblock's own ro/rw is the first super option (proc(5)).
         superblock_read_only = bool(record.super_options) and record.super_options[0] == "ro"
-        if superblock_read_only and options.allow_write is True:
+        if superblock_read_only and goal.allow_write is True:
             # Writes through any mount of a read-only file system fail (EROFS),
             # whatever the mount's own flag says: a rw bind of it is not
             # writable, and asking for rw means making the file system writable.
@@ -705,19 +710,19 @@ def plan_modify(
         # even what no remount could change (tmpfs mode=). Any drift, or one
         # the kernel's text cannot rule out, remounts; so does a propagation
         # change, which compare() leaves to the kernel step.
-        needed = bool(option_drifts(options, live, snap.holders.get(target))
-                      or kernel_request(options).propagation)
-        refusal = remount_refusal(record.fstype, options, live) if needed else None
+        needed = bool(option_drifts(goal, live, snap.holders.get(target))
+                      or kernel_request(goal).propagation)
+        refusal = remount_refusal(record.fstype, goal, live) if needed else None
         if refusal is not None:
             raise InvalidRequest(refusal, value=target)
-        wanted = merge_options(live, options)
+        wanted = merge_options(live, goal)
         # A bind remount to rw over a read-only superblock would leave writes failing.
         superblock = remount_needs_superblock(
             live, wanted, superblock_read_only=superblock_read_only
         )
         # mount(8) remounts a file system's own mount (not a bind of it) as a
         # whole: "remount,ro" makes the superblock read-only too.
-        if (options.allow_write is not None and options.allow_write != live.allow_write
+        if (goal.allow_write is not None and goal.allow_write != live.allow_write
                 and snap.table.bind_origin(record) is None):
             superblock = True
         # The holder record changes with the mount only: one that would change
@@ -725,10 +730,10 @@ def plan_modify(
         if needed:
             steps.append(KernelRemount(target, wanted, live, superblock=superblock,
                                        mount_id=record.mount_id))
-        steps += _submount_remounts(target, record, options, snap, entry)
+        steps += _submount_remounts(target, record, goal, snap, entry)
         if needed:
             held = snap.holders.get(target)
-            asked = (asked_after_remount(parse_options(held.options, strict=False), options)
+            asked = (asked_after_remount(parse_options(held.options, strict=False), goal)
                      if held is not None else None)
             if held is not None and asked is not None and not same_meaning(
                     parse_options(held.options, strict=False), asked):
