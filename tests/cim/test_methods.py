@@ -649,3 +649,22 @@ def test_a_mode_with_no_effect_still_finds_no_missing_mount(
     _, out = create_tmpfs(conn, target)
     rv, done = call(conn, method, Mode=mode, Mount=out["Mount"])
     assert rv == 0 and "has no effect" in done["Plan"][0]
+
+
+def test_a_mode_that_does_not_fit_an_existing_mount_is_an_invalid_parameter(
+        fake_world: CimWorld) -> None:
+    """The first build said NOT_FOUND of a mount that GetInstance returns, when the
+    Mode wanted the half (live mount or fstab line) it does not have."""
+    conn = fake_world.connect()
+    live_only, line_only = fake_world.dir("live"), fake_world.dir("line")
+    _, live = create_tmpfs(conn, live_only)
+    _, line = create_tmpfs(conn, line_only, mode=2)
+    for method, mode, mount, hint in (("ModifyMount", 1, live, "Mode 32768"),
+                                      ("ModifyMount", 32768, line, "Mode 2"),
+                                      ("DeleteMount", 32769, line, "Mode 5"),
+                                      ("DeleteMount", 5, live, "Mode 32769")):
+        assert conn.GetInstance(mount["Mount"])
+        with pytest.raises(CIMError) as raised:
+            call(conn, method, Mode=mode, Mount=mount["Mount"])
+        assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER, (method, mode)
+        assert hint in raised.value.status_description

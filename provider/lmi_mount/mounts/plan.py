@@ -692,7 +692,11 @@ def plan_modify(
             w for w in options.other_options if w not in _BIND_WORDS))
     if current:
         if record is None:
-            raise NotFound(f"{target!r} is not mounted: nothing to remount", value=target)
+            # The mount point is known (its fstab line): what is wrong is the
+            # Mode, which asks for a remount of something not mounted.
+            raise InvalidRequest(f"{target!r} is not mounted (only its fstab line exists): "
+                                 "nothing to remount; Mode 2 replaces the line alone",
+                                 value=target)
         # Mode 1 remounts to what the new line will mount at the next boot: a
         # flag the Goal leaves unnamed takes its default, as in the line. A
         # remount alone (32768) changes what the Goal names, and no more.
@@ -744,7 +748,9 @@ def plan_modify(
                 )
     if persist:
         if entry is None:
-            raise NotFound(f"fstab has no line for {target!r}: nothing to replace", value=target)
+            raise InvalidRequest(f"fstab has no line for {target!r} (it is mounted only): "
+                                 "nothing to replace; Mode 32768 remounts it alone, and "
+                                 "CreateMount Mode 2 adds a line", value=target)
         old = MountSpec.from_fstab(entry)
         new = replace(
             old,
@@ -820,14 +826,16 @@ def plan_delete(
     if current:
         if record is None:
             if not persist:
-                raise NotFound(f"{target!r} is not mounted", value=target)
+                raise InvalidRequest(f"{target!r} is not mounted (only its fstab line "
+                                     "exists): Mode 5 removes the line", value=target)
         else:
             steps.extend(_release_steps(target, record, snap, holder=holder, force=force,
                                         lazy=lazy))
     if persist:
         if entry is None:
             if not current:
-                raise NotFound(f"fstab has no line for {target!r}", value=target)
+                raise InvalidRequest(f"fstab has no line for {target!r} (it is mounted "
+                                     "only): Mode 32769 unmounts it", value=target)
         else:
             # The fstab edit goes before the unmount: a busy unmount then rolls
             # back by restoring the file, which cannot fail the way a remount can.
