@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pywbem import CIMError, Uint16
+from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError, Uint16
 
 from lmi_mount.cim.broker import Broker
 from lmi_mount.engine import MountManager
@@ -137,3 +137,23 @@ def test_wbemcli_create_and_delete_mount(live: tuple[Running, FakeKernel, Path])
     assert f'MountPointPath="{target}"' in created
     deleted = wbemcli("cm", url, f"DeleteMount.Mount={mount},Mode=32769,Holder=wbemcli")
     assert "DeleteMount: 0" in deleted and mounted_at(kernel, str(target)) == 0
+
+
+@pytest.mark.parametrize(("params", "named"), [
+    ([("Mode", Uint16(32768)), ("Error", "x")], "'Error'"),  # an OUT-only embedded instance
+    ([("Mode", Uint16(32768)), ("mode", Uint16(32768))], "'mode'"),  # twice, in two cases
+])
+def test_a_bad_method_parameter_is_an_invalid_parameter_naming_it(
+        live: tuple[Running, FakeKernel, Path], params: list[tuple[str, Any]],
+        named: str) -> None:
+    """The first build answered FAILED "internal error: RequestError" to an output
+    embedded instance sent as input, and HTTP 400 to a parameter given twice
+    (DSP0200 has CIM_ERR_INVALID_PARAMETER for both)."""
+    running, _, root = live
+    conn = running.connect()
+    with pytest.raises(CIMError) as raised:
+        conn.InvokeMethod("CreateMount", service(conn), [
+            *params, ("MountPoint", str(root / "nowhere")), ("FileSystemSpec", "tmpfs"),
+            ("FileSystemType", "tmpfs")])
+    assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert named in raised.value.status_description

@@ -276,17 +276,14 @@ def _parse_methodcall(call: etree._Element, message_id: str) -> ExtrinsicCall:
     target = _reference(kids[0], 0)
     assert target.namespace is not None
     params: list[RawParam] = []
-    seen: set[str] = set()
     for kid in kids[1:]:
         if kid.tag == "RESPONSEDESTINATION":
             raise _invalid("asynchronous responses (RESPONSEDESTINATION) are not supported")
         if kid.tag != "PARAMVALUE":
             raise _invalid(f"METHODCALL holds {kid.tag}, expected PARAMVALUE")
-        param = _paramvalue(kid)
-        if param.name.lower() in seen:
-            raise _invalid(f"PARAMVALUE {param.name!r} appears twice")
-        seen.add(param.name.lower())
-        params.append(param)
+        # A parameter given twice is valid CIM-XML and an invalid parameter
+        # (DSP0200): type_method_params says so, as a CIM error.
+        params.append(_paramvalue(kid))
     return ExtrinsicCall(message_id, method, target.namespace, target, tuple(params))
 
 
@@ -695,7 +692,13 @@ def type_method_params(
         what = f"parameter {raw.name!r} of {where}"
         if decl is None and method is not None:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{where} has no parameter {raw.name!r}")
+        if raw.name in typed:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{what} is given twice")
         value = raw.value
+        if decl is not None and decl.qualifiers.get("In") is not None \
+                and decl.qualifiers["In"].value is False:
+            typed[raw.name] = value  # not read: the broker refuses it as output only
+            continue
         if value is None or isinstance(value, (CIMInstanceName, CIMClassName, CIMInstance)):
             typed[raw.name] = value
             continue
@@ -708,7 +711,10 @@ def type_method_params(
         cim_type = raw.paramtype or (decl.type if decl is not None else None)
         if embedded:
             items = value if isinstance(value, list) else [value]
-            parsed = [None if v is None else parse_embedded(v, what) for v in items]
+            try:
+                parsed = [None if v is None else parse_embedded(v, what) for v in items]
+            except RequestError as exc:
+                raise CIMError(CIM_ERR_INVALID_PARAMETER, str(exc)) from None
             typed[raw.name] = parsed if isinstance(value, list) else parsed[0]
             continue
         if cim_type is None:
