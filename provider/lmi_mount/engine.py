@@ -565,6 +565,14 @@ class MountManager:
         dry_run: bool = False,
     ) -> Outcome:
         """Mount (``current``) and/or add the fstab line (``persist``) of ``spec``."""
+        # What no mount can have is refused before anything, dry runs included
+        # (a DryRun of an empty spec said it would mount).
+        if not spec.source:
+            raise InvalidRequest("the file system spec (the source) must not be empty",
+                                 value=spec.source)
+        if spec.fstype == "":
+            raise InvalidRequest("the file system type must not be empty: NULL (no type) "
+                                 "asks for a bind mount", value=spec.fstype)
         # The descriptors are opened under the locks: one open on a live mount
         # would keep it busy for a concurrent unmount.
         target = self._fstab_only_target(normalize_target(spec.target), current)

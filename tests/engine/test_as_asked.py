@@ -289,3 +289,17 @@ def test_mode_1_remounts_to_what_the_new_line_will_mount_at_the_next_boot(
         [record] = world.mounts_at(target)
         assert {"ro", "noexec", "relatime"} <= set(record.vfs_options)
         engine.delete(target, holder="a", current=True, persist=True)
+
+
+@pytest.mark.parametrize(("source", "fstype", "named"), [
+    ("", "tmpfs", "file system spec"), ("tmpfs", "", "file system type")])
+def test_an_empty_spec_or_type_is_refused_before_anything_even_in_a_dry_run(
+        world: World, source: str, fstype: str, named: str) -> None:
+    """A DryRun of FileSystemSpec '' said it would mount; the real call mounted,
+    found the source 'none' and took the mount back."""
+    with world.manager() as engine:
+        target = world.dir("mnt")
+        for dry_run in (True, False):
+            with pytest.raises(InvalidRequest, match=named):
+                engine.create(MountSpec(source, target, fstype), holder="a", dry_run=dry_run)
+        assert not world.mounts_at(target)
