@@ -668,3 +668,14 @@ def test_a_mode_that_does_not_fit_an_existing_mount_is_an_invalid_parameter(
             call(conn, method, Mode=mode, Mount=mount["Mount"])
         assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER, (method, mode)
         assert hint in raised.value.status_description
+
+
+def test_a_job_says_it_is_deleted_on_completion_as_it_is(fake_world: CimWorld) -> None:
+    """The service removes an ended job TimeBeforeRemoval after its end; the first
+    build said DeleteOnCompletion FALSE, which CIM_Job reads as "kept until a
+    DeleteInstance"."""
+    conn = fake_world.connect(synchronous_seconds=0)
+    _, out = create_tmpfs(conn, fake_world.dir("mnt"))
+    job = finished_job(conn, out["Job"])
+    assert job["DeleteOnCompletion"] is True
+    assert job["TimeBeforeRemoval"].timedelta.total_seconds() > 0

@@ -505,7 +505,8 @@ class Projector:
             "TimeOfLastStateChange": CIMDateTime(job.finished or job.started or job.submitted),
             "ElapsedTime": CIMDateTime(end - start),
             "PercentComplete": Uint16(100 if job.done else 0),
-            "DeleteOnCompletion": False,
+            # Removed TimeBeforeRemoval after its end (CIM_Job: retained that long).
+            "DeleteOnCompletion": True,
             "TimeBeforeRemoval": CIMDateTime(timedelta(seconds=time_before_removal)),
             "JobInParameters": CIMInstance(
                 f"__MethodParameters_{job.method}",
