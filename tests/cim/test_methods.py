@@ -679,3 +679,20 @@ def test_a_job_says_it_is_deleted_on_completion_as_it_is(fake_world: CimWorld) -
     job = finished_job(conn, out["Job"])
     assert job["DeleteOnCompletion"] is True
     assert job["TimeBeforeRemoval"].timedelta.total_seconds() > 0
+
+
+def test_a_job_is_associated_only_with_elements_that_exist(fake_world: CimWorld) -> None:
+    """After a DeleteMount job, References(job) listed an AffectedElement whose
+    mount was gone, and AssociatorNames gave two paths where Associators gave one."""
+    conn = fake_world.connect(synchronous_seconds=0)
+    _, out = create_tmpfs(conn, fake_world.dir("mnt"))
+    mount = finished_job(conn, out["Job"])["JobOutParameters"]["Mount"]
+    _, out = call(conn, "DeleteMount", Mode=32769, Mount=mount)
+    job = finished_job(conn, out["Job"]).path
+    for reference in conn.References(job):
+        for role in ("AffectedElement", "ManagedElement"):
+            if role in reference:
+                assert conn.GetInstance(reference[role])
+    names_ = sorted(str(p) for p in conn.AssociatorNames(job))
+    assert names_ == sorted(str(i.path) for i in conn.Associators(job))
+    assert conn.AssociatorNames(job, ResultClass="LMI_MountedFileSystem") == []

@@ -109,6 +109,9 @@ class JobAssociationProvider(Provider):
         if classname.lower() == names.OWNING_MOUNT_JOB_ELEMENT.lower():
             yield projector.owning_job_element(job)
         else:
+            # Only elements that exist now: the mount a DeleteMount job released,
+            # or a failed CreateMount's, would be a reference to nothing.
             for element in job.affected:
-                yield projector.affected_job_element(job, element)
+                if element.classname.lower() != _MOUNT or _mount_of(view, element) is not None:
+                    yield projector.affected_job_element(job, element)
 
