@@ -182,3 +182,22 @@ def test_the_written_message_names_the_backup_or_none(tmp_path: Path) -> None:
             assert out.getvalue().endswith(f"\n{fstab} written (the old one is {backup})\n")
         else:
             assert out.getvalue().endswith(f"\n{fstab} written\n")
+
+
+def test_backup_names_sort_as_they_were_taken_across_a_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup's name took its second from one clock read (gmtime()) and its
+    fraction from another (time_ns()): across a second's boundary it sorted
+    before an older backup, and pruning removed the newer one."""
+    fstab = tmp_path / "fstab"
+    second = 1_700_000_000
+    readings = iter([second * 10**9 + 999_000_000, (second + 1) * 10**9 + 1_000])
+    real_gmtime = time.gmtime
+    # gmtime() without an argument reads the clock just before the boundary.
+    monkeypatch.setattr(files.time, "time_ns", lambda: next(readings))
+    monkeypatch.setattr(files.time, "gmtime", lambda secs=None: real_gmtime(
+        second if secs is None else secs))
+    for text in ("first\n", "second\n"):
+        fstab.write_text(text)
+        files.edit_file(fstab, lambda old: old + "x\n", backups=5)
+    assert [Path(p).read_text() for p in files.backups_of(fstab)] == ["first\n", "second\n"]

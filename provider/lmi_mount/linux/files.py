@@ -612,8 +612,11 @@ def _copy_xattrs(path: str, fd: int) -> None:
 def _keep_backup(path: str, backups: int) -> str:
     """Hard-link the file about to be replaced under its backup name: after the
     rename that name holds the old file itself (content, owner, attributes)."""
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    backup = f"{path}{BACKUP_INFIX}{stamp}.{time.time_ns() % 10**9:09d}Z"
+    # One reading of the clock: a second from one and a fraction from another
+    # named a backup taken across a second's boundary before older ones.
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
+    backup = f"{path}{BACKUP_INFIX}{stamp}.{now % 10**9:09d}Z"
     os.link(path, backup)
     return backup
 
