@@ -696,3 +696,13 @@ def test_a_job_is_associated_only_with_elements_that_exist(fake_world: CimWorld)
     names_ = sorted(str(p) for p in conn.AssociatorNames(job))
     assert names_ == sorted(str(i.path) for i in conn.Associators(job))
     assert conn.AssociatorNames(job, ResultClass="LMI_MountedFileSystem") == []
+
+
+def test_a_wrong_reference_is_named_as_the_client_wrote_it(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    wrong = CIMInstanceName("LMI_MountedFileSystemSetting", {"InstanceID": "x"}, namespace=NS)
+    with pytest.raises(CIMError) as raised:
+        call(conn, "DeleteMount", Mode=32769, Mount=wrong)
+    assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert 'LMI_MountedFileSystemSetting.InstanceID="x"' in raised.value.status_description
+    assert "NocaseDict" not in raised.value.status_description

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pywbem import CIM_ERR_NOT_SUPPORTED, CIMError, CIMInstance, CIMInstanceName
+from pywbem import CIM_ERR_NOT_SUPPORTED, CIMClassName, CIMError, CIMInstance, CIMInstanceName
 
 from lmi_mount.cim.jobs import JobManager
 from lmi_mount.cim.projection import GoalSetting, Projector
@@ -135,6 +135,14 @@ def _containing(table: Any, path: str) -> Any:
         ):
             best = record
     return best
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message names it: an instance path as its WBEM URI (what a
+    client wrote), anything else as its repr."""
+    if isinstance(value, (CIMInstanceName, CIMClassName)):
+        return str(value.to_wbem_uri())
+    return repr(value)
 
 
 def same_path(a: CIMInstanceName, b: CIMInstanceName) -> bool:

@@ -33,7 +33,7 @@ from lmi_mount.cim.errors import (
 )
 from lmi_mount.cim.jobs import WorkResult
 from lmi_mount.cim.projection import GOAL_PREFIX, SETTING_FIELDS
-from lmi_mount.cim.providers.base import Caller, Provider, View, same_path
+from lmi_mount.cim.providers.base import Caller, Provider, View, same_path, shown
 from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import Outcome
 from lmi_mount.mounts.errors import MountError
@@ -264,7 +264,7 @@ class ServiceProvider(Provider):
         ):
             raise CIMError(
                 CIM_ERR_INVALID_PARAMETER,
-                f"FileSystem must reference {names.LOCAL_FILE_SYSTEM}, not {ref!r}",
+                f"FileSystem must reference {names.LOCAL_FILE_SYSTEM}, not {shown(ref)}",
             )
         name = ref.keybindings.get("Name")
         status = next((s for s in view.statuses if s.live is not None and s.spec == name), None)
@@ -371,13 +371,14 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
     ):
         raise CIMError(
             CIM_ERR_INVALID_PARAMETER,
-            f"Mount must reference {names.MOUNTED_FILE_SYSTEM}, not {ref!r}",
+            f"Mount must reference {names.MOUNTED_FILE_SYSTEM}, not {shown(ref)}",
         )
     spec, target = ref.keybindings.get("FileSystemSpec"), ref.keybindings.get("MountPointPath")
     if not isinstance(spec, str) or not isinstance(target, str):
         raise CIMError(
             CIM_ERR_INVALID_PARAMETER,
-            f"Mount reference {ref!r} lacks FileSystemSpec or MountPointPath",
+            f"Mount reference {shown(ref)}: FileSystemSpec and MountPointPath must be "
+            "strings",
         )
     status = view.status(spec, target)
     if status is None:
@@ -395,7 +396,7 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
     ):
         raise CIMError(
             CIM_ERR_INVALID_PARAMETER,
-            f"Goal must reference {names.MOUNTED_FILE_SYSTEM_SETTING}, not {ref!r}",
+            f"Goal must reference {names.MOUNTED_FILE_SYSTEM_SETTING}, not {shown(ref)}",
         )
     instance_id = ref.keybindings.get("InstanceID")
     if isinstance(instance_id, str) and instance_id.startswith(GOAL_PREFIX):
