@@ -498,3 +498,13 @@ def test_destinations_of_one_name_on_two_systems_both_get_theirs(tmp_path: Path)
     finally:
         for listener, _ in started:
             listener.stop()
+
+
+def test_the_indications_profile_leads_to_the_indication_service(console: Console) -> None:
+    done = subprocess.run(
+        ["pywbemcli", "-s", console.daemon.http_url, "-u", USER, "-p", PASSWORD,
+         "profile", "centralinsts", "--organization", "DMTF", "--profile", "Indications"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env=sandbox.client_env())
+    assert done.returncode == 0, done.stderr
+    assert "CIM_IndicationService" in done.stdout, done.stdout

@@ -189,3 +189,15 @@ def test_committed_interop_files_are_exactly_what_the_seeds_need(tmp_path: Path)
     assert extract.extract(archive, out, MOF / "dmtf" / "dmtf.mof") == interop
     for path in interop:
         assert (out / path).read_text(encoding="utf-8") == files[path]
+
+
+def test_each_profile_leads_to_its_central_instance(running: Running) -> None:
+    """``pywbemcli profile centralinsts`` showed no central instance: the profiles
+    were advertised without CIM_ElementConformsToProfile."""
+    server = WBEMServer(running.connect())
+    for profile in server.profiles:
+        central = server.get_central_instances(profile.path)
+        expected = {"Profile Registration": "CIM_ObjectManager",
+                    "Indications": "CIM_IndicationService"}[profile["RegisteredName"]]
+        assert [path.classname for path in central] == [expected], profile["RegisteredName"]
+        assert server.conn.GetInstance(central[0])

@@ -56,6 +56,7 @@ OBJECT_MANAGER: Final = "CIM_ObjectManager"
 NAMESPACE_CLASS: Final = "CIM_Namespace"
 NAMESPACE_IN_MANAGER: Final = "CIM_NamespaceInManager"
 REGISTERED_PROFILE: Final = "CIM_RegisteredProfile"
+ELEMENT_CONFORMS_TO_PROFILE: Final = "CIM_ElementConformsToProfile"
 ENTRY_MOF: Final = Path("interop", "interop.mof")
 
 INDICATION_SERVICE: Final = "CIM_IndicationService"
@@ -352,7 +353,21 @@ class InteropBroker:
             })
             for name, version in registered
         ]
-        return [manager, *namespaces, *links, *profiles, *self._indication_instances()]
+        indications = self._indication_instances()
+        # Each profile's central instance (the central class methodology that
+        # pywbem's WBEMServer.get_central_instances and ``pywbemcli profile
+        # centralinsts`` follow): the object manager for Profile Registration,
+        # the indication service for Indications (DSP1054).
+        central = {_PROFILES[0]: manager.path}
+        if indications:
+            central[_INDICATION_PROFILE] = indications[0].path
+        conformance = [
+            self._instance(ELEMENT_CONFORMS_TO_PROFILE, {
+                "ConformantStandard": profile.path, "ManagedElement": central[registered[n]],
+            })
+            for n, profile in enumerate(profiles)
+        ]
+        return [manager, *namespaces, *links, *profiles, *conformance, *indications]
 
     def _indication_instances(self) -> list[CIMInstance]:
         if self.indications is None:
