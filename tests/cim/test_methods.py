@@ -659,10 +659,10 @@ def test_a_mode_that_does_not_fit_an_existing_mount_is_an_invalid_parameter(
     live_only, line_only = fake_world.dir("live"), fake_world.dir("line")
     _, live = create_tmpfs(conn, live_only)
     _, line = create_tmpfs(conn, line_only, mode=2)
-    for method, mode, mount, hint in (("ModifyMount", 1, live, "Mode 32768"),
-                                      ("ModifyMount", 32768, line, "Mode 2"),
-                                      ("DeleteMount", 32769, line, "Mode 5"),
-                                      ("DeleteMount", 5, live, "Mode 32769")):
+    for method, mode, mount, hint in (("ModifyMount", 1, live, "mounted only"),
+                                      ("ModifyMount", 32768, line, "only its fstab line"),
+                                      ("DeleteMount", 32769, line, "only its fstab line"),
+                                      ("DeleteMount", 5, live, "mounted only")):
         assert conn.GetInstance(mount["Mount"])
         with pytest.raises(CIMError) as raised:
             call(conn, method, Mode=mode, Mount=mount["Mount"])

@@ -284,6 +284,11 @@ def test_mode_1_remounts_to_what_the_new_line_will_mount_at_the_next_boot(
         assert "relatime" in record.vfs_options
         status = engine.status_at(target)
         assert status is not None and not status.drift
+        # Its holders asked for what the line says: a second holder asking the
+        # same shares it.
+        engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options("ro")), holder="b")
+        assert engine.held(target).holders == ("a", "b")  # type: ignore[union-attr]
+        engine.release(target, "b")
         # A remount alone (Mode 32768) changes only what it names, as before.
         engine.modify(target, parse_options("noexec"))
         [record] = world.mounts_at(target)
@@ -303,3 +308,15 @@ def test_an_empty_spec_or_type_is_refused_before_anything_even_in_a_dry_run(
             with pytest.raises(InvalidRequest, match=named):
                 engine.create(MountSpec(source, target, fstype), holder="a", dry_run=dry_run)
         assert not world.mounts_at(target)
+
+
+def test_mode_1_on_a_bind_keeps_its_origins_flags_as_the_next_boot_will(world: World) -> None:
+    with world.manager() as engine:
+        origin, target = world.dir("origin"), world.dir("dst")
+        engine.create(MountSpec("tmpfs", origin, "tmpfs", parse_options("nosuid")), holder="a")
+        engine.create(MountSpec(origin, target, None), current=True, persist=True, holder="a")
+        engine.modify(target, parse_options("ro"), current=True, persist=True)
+        [record] = world.mounts_at(target)
+        assert record.vfs_options[0] == "ro" and "nosuid" in record.vfs_options
+        assert world.fstab.read_text().splitlines()[-1] == f"{origin} {target} none bind,ro 0 0"
+        engine.delete(target, holder="a", current=True, persist=True)

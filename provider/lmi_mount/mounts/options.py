@@ -726,17 +726,17 @@ def kernel_request(options: MountOptions) -> KernelOptions:
                          clear=clear & ~flags)
 
 
-def with_unnamed_at_defaults(options: MountOptions, *, per_mount_only: bool) -> MountOptions:
-    """``options`` with each flag they leave unnamed at what mount(8) gives it
-    then: rw, suid, dev, exec, diratime and the kernel's atime mode (relatime),
-    and, unless ``per_mount_only`` (a bind), no sync, dirsync or mand. That is
-    the mount an fstab line of ``options`` makes at the next boot."""
+def with_unnamed_at_defaults(options: MountOptions) -> MountOptions:
+    """``options`` with each flag they leave unnamed at what mount(8) gives a new
+    mount of a file system then: rw, suid, dev, exec, diratime, the kernel's
+    atime mode (relatime), no sync, dirsync or mand. That is the mount an fstab
+    line of ``options`` makes at the next boot (a bind's differs: it takes its
+    origin's flags)."""
     named = effective_fields(options)
     atime = ("update_access_times", "update_relative_access_times",
              "update_full_access_times")
     changes = {f.name: f.inverted for f in _FIELDS
-               if f.name not in named and f.name not in atime and f.name != "silent"
-               and not (per_mount_only and f.superblock)}
+               if f.name not in named and f.name not in atime and f.name != "silent"}
     if not any(name in named for name in atime):
         changes.update(update_access_times=True, update_relative_access_times=True,
                        update_full_access_times=False)

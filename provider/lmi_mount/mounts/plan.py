@@ -695,12 +695,13 @@ def plan_modify(
             # The mount point is known (its fstab line): what is wrong is the
             # Mode, which asks for a remount of something not mounted.
             raise InvalidRequest(f"{target!r} is not mounted (only its fstab line exists): "
-                                 "nothing to remount; Mode 2 replaces the line alone",
-                                 value=target)
+                                 "nothing to remount; replace the line alone", value=target)
         # Mode 1 remounts to what the new line will mount at the next boot: a
-        # flag the Goal leaves unnamed takes its default, as in the line. A
-        # remount alone (32768) changes what the Goal names, and no more.
-        goal = with_unnamed_at_defaults(options, per_mount_only=is_bind) if persist else options
+        # file system's own mount is made afresh then, each flag the Goal leaves
+        # unnamed at its default; a bind takes its origin's flags and the named
+        # ones, as a remount gives it. A remount alone (32768) changes what the
+        # Goal names, and no more.
+        goal = with_unnamed_at_defaults(options) if persist and not is_bind else options
         live = from_mountinfo(record.vfs_options, record.super_options)
         # The superblock's own ro/rw is the first super option (proc(5)).
         superblock_read_only = bool(record.super_options) and record.super_options[0] == "ro"
@@ -737,8 +738,10 @@ def plan_modify(
         steps += _submount_remounts(target, record, goal, snap, entry)
         if needed:
             held = snap.holders.get(target)
-            asked = (asked_after_remount(parse_options(held.options, strict=False), goal)
-                     if held is not None else None)
+            # Mode 1 asks for what the new line says; a remount alone for what
+            # the mount was asked before, with what the Goal names.
+            asked = (None if held is None else options if goal is not options
+                     else asked_after_remount(parse_options(held.options, strict=False), goal))
             if held is not None and asked is not None and not same_meaning(
                     parse_options(held.options, strict=False), asked):
                 after = replace(held, options=render_options(asked),
@@ -749,8 +752,8 @@ def plan_modify(
     if persist:
         if entry is None:
             raise InvalidRequest(f"fstab has no line for {target!r} (it is mounted only): "
-                                 "nothing to replace; Mode 32768 remounts it alone, and "
-                                 "CreateMount Mode 2 adds a line", value=target)
+                                 "nothing to replace; remount it alone, or add a line",
+                                 value=target)
         old = MountSpec.from_fstab(entry)
         new = replace(
             old,
@@ -827,7 +830,8 @@ def plan_delete(
         if record is None:
             if not persist:
                 raise InvalidRequest(f"{target!r} is not mounted (only its fstab line "
-                                     "exists): Mode 5 removes the line", value=target)
+                                     "exists): nothing to unmount; remove the line alone",
+                                     value=target)
         else:
             steps.extend(_release_steps(target, record, snap, holder=holder, force=force,
                                         lazy=lazy))
@@ -835,7 +839,8 @@ def plan_delete(
         if entry is None:
             if not current:
                 raise InvalidRequest(f"fstab has no line for {target!r} (it is mounted "
-                                     "only): Mode 32769 unmounts it", value=target)
+                                     "only): nothing to remove; unmount it alone",
+                                     value=target)
         else:
             # The fstab edit goes before the unmount: a busy unmount then rolls
             # back by restoring the file, which cannot fail the way a remount can.
