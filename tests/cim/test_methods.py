@@ -706,3 +706,16 @@ def test_a_wrong_reference_is_named_as_the_client_wrote_it(fake_world: CimWorld)
     assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
     assert 'LMI_MountedFileSystemSetting.InstanceID="x"' in raised.value.status_description
     assert "NocaseDict" not in raised.value.status_description
+
+
+def test_a_job_refused_as_an_invalid_parameter_carries_its_error(fake_world: CimWorld) -> None:
+    """A job that ended with 5 (Invalid Parameter) had no Error among its
+    JobOutParameters, where one that ended with 4 (Failed) had."""
+    conn = fake_world.connect(synchronous_seconds=0)
+    rv, out = call(conn, "CreateMount", Mode=32768, MountPoint=fake_world.dir("mnt"),
+                   FileSystemSpec="", FileSystemType="tmpfs")
+    assert rv == 4096
+    result = finished_job(conn, out["Job"])["JobOutParameters"]
+    assert result["__ReturnValue"] == 5
+    assert result["Error"]["CIMStatusCode"] == CIM_ERR_INVALID_PARAMETER
+    assert "must not be empty" in result["Error"]["Message"]

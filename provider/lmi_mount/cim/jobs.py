@@ -178,7 +178,8 @@ class JobManager:
             rv = (
                 RV_INVALID_PARAMETER if exc.status_code == CIM_ERR_INVALID_PARAMETER else RV_FAILED
             )
-            out, error = {}, cim_error_instance(exc.status_description, status=exc.status_code)
+            error = cim_error_instance(exc.status_description, status=exc.status_code)
+            out = {"Error": error}  # as a failure's: a job's client reads it there
         except Exception as exc:
             # The work translates domain errors itself; anything else is a bug
             # and must still end the job instead of leaving it running forever.
