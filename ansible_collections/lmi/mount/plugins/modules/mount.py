@@ -50,9 +50,9 @@ options:
   fstype:
     description:
       - The file system type.
-      - C(none) with C(bind) in O(opts) is a bind mount of the directory O(src).
-        C(rbind) (a recursive bind) is refused, since the service's interface has no
-        way to ask for one.
+      - C(none) with C(bind) in O(opts) is a bind mount of the directory O(src);
+        with C(rbind), a recursive bind, which brings the mounts below O(src)
+        along, gives them its flags, and takes them away with it.
       - Required for O(state=mounted), O(state=present) and O(state=ephemeral).
     type: str
   opts:
