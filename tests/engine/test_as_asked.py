@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import InvalidRequest, MountError
 from lmi_mount.mounts.options import parse_options, same_meaning
@@ -183,15 +184,22 @@ def test_a_writable_remount_of_a_bind_of_a_read_only_file_system_makes_it_writab
         assert status is not None and not status.drift
 
 
+def _tree_with_a_submount(world: World, engine: MountManager) -> tuple[str, str]:
+    """A tmpfs ``tree`` with a tmpfs on ``tree/sub``, held by "a", and an empty
+    directory to bind it onto."""
+    tree, target = world.dir("tree"), world.dir("dst")
+    engine.create(MountSpec("tmpfs", tree, "tmpfs"), holder="a")
+    sub = Path(tree) / "sub"
+    sub.mkdir()
+    engine.create(MountSpec("tmpfs", str(sub), "tmpfs"), holder="a")
+    return tree, target
+
+
 def test_modify_of_an_rbind_applies_to_its_submounts_as_create_does(world: World) -> None:
     """Created from ``rbind,ro`` the whole tree is read-only; a ModifyMount to
     ``ro`` made the top read-only and left a writable hole below it."""
     with world.manager() as engine:
-        tree, target = world.dir("tree"), world.dir("dst")
-        engine.create(MountSpec("tmpfs", tree, "tmpfs"), holder="a")
-        sub = Path(tree) / "sub"
-        sub.mkdir()
-        engine.create(MountSpec("tmpfs", str(sub), "tmpfs"), holder="a")
+        tree, target = _tree_with_a_submount(world, engine)
         engine.create(MountSpec(tree, target, None, recursive=True), holder="a")
         engine.modify(target, parse_options("ro"))
         for path in (target, f"{target}/sub"):
@@ -210,11 +218,7 @@ def test_rbind_as_an_option_is_an_rbind_its_holder_can_release(world: World) -> 
     rbind that its holder record called a plain bind, wrote ``bind,rbind`` to
     fstab, and every release then failed with EBUSY on the submounts."""
     with world.manager() as engine:
-        tree, target = world.dir("tree"), world.dir("dst")
-        engine.create(MountSpec("tmpfs", tree, "tmpfs"), holder="a")
-        sub = Path(tree) / "sub"
-        sub.mkdir()
-        engine.create(MountSpec("tmpfs", str(sub), "tmpfs"), holder="a")
+        tree, target = _tree_with_a_submount(world, engine)
         engine.create(MountSpec(tree, target, None, parse_options("rbind,ro")), holder="h",
                       persist=True)
         before = world.fstab.read_text()

@@ -6,7 +6,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from pywbem import CIMInstance, CIMProperty, Sint64
@@ -127,30 +127,42 @@ def test_one_encoding_serves_every_destination_as_pywbem_reads_it() -> None:
     assert outgoing.text() is outgoing.text()  # encoded once
 
 
-def test_an_indication_that_cannot_be_carried_is_lost_without_a_gap_in_the_numbers(
-        listener: tuple[int, list[bytes]], caplog: pytest.LogCaptureFixture) -> None:
-    """The first build took a SequenceNumber before it found that CIM-XML cannot
-    carry the indication, and logged it as "not delivered after 3 retries"."""
+def _deliver(listener: tuple[int, list[bytes]], items: list[tuple[str, str]],
+             alert: Callable[[int, str, str], str],
+             count: int) -> tuple[list[CIMInstance], int]:
+    """Put alerts with these (Message, filter name) on one destination to ``listener``
+    (a control character makes one CIM-XML cannot carry); the ``count`` indications
+    and loss alerts the listener got, and how many were lost."""
     port, handled = listener
     destination = Destination(
         "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_interval=0.1),
-        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
+        lambda lost, url, name: CIMInstance("CIM_AlertIndication",
+                                            {"Message": alert(lost, url, name)}),
         ssl.create_default_context())
     try:
-        for message in ("first", "bad \x01 name", "third"):
+        for message, filter_name in items:
             destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": message})),
-                            "f")
+                            filter_name)
         deadline = time.monotonic() + 10
-        while len(handled) < 3 and time.monotonic() < deadline:
+        while len(handled) < count and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
         destination.stop()
         destination.join(time.monotonic() + 2)
     received = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
                 for body in handled]
+    return received, destination.lost
+
+
+def test_an_indication_that_cannot_be_carried_is_lost_without_a_gap_in_the_numbers(
+        listener: tuple[int, list[bytes]], caplog: pytest.LogCaptureFixture) -> None:
+    """The first build took a SequenceNumber before it found that CIM-XML cannot
+    carry the indication, and logged it as "not delivered after 3 retries"."""
+    received, lost = _deliver(listener, [("first", "f"), ("bad \x01 name", "f"), ("third", "f")],
+                              lambda lost, url, name: f"{lost} lost", 3)
     assert [(i["Message"], i["SequenceNumber"]) for i in received] == [
         ("first", 0), ("1 lost", 1), ("third", 2)]
-    assert destination.lost == 1
+    assert lost == 1
     assert "CIM-XML cannot carry" in caplog.text and "retries" not in caplog.text
 
 
@@ -160,27 +172,11 @@ def test_a_loss_alert_names_the_filter_whose_indications_were_lost(
     streams apart by IndicationFilterName (DSP1054). The first build said how
     many indications the destination had lost in one alert without a filter
     name, so no subscription could know its stream had a hole."""
-    port, handled = listener
-    destination = Destination(
-        "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_interval=0.1),
-        lambda lost, url, name: CIMInstance("CIM_AlertIndication",
-                                            {"Message": f"{lost} of {name} lost"}),
-        ssl.create_default_context())
-    try:
-        for message, filter_name in (("first", "a"), ("bad \x01", "a"), ("bad \x02", "b"),
-                                     ("bad \x03", "b"), ("last", "b")):
-            destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": message})),
-                            filter_name)
-        deadline = time.monotonic() + 10
-        while len(handled) < 5 and time.monotonic() < deadline:
-            time.sleep(0.01)
-    finally:
-        destination.stop()
-        destination.join(time.monotonic() + 2)
-    received = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
-                for body in handled]
+    received, lost = _deliver(listener, [("first", "a"), ("bad \x01", "a"), ("bad \x02", "b"),
+                                         ("bad \x03", "b"), ("last", "b")],
+                              lambda lost, url, name: f"{lost} of {name} lost", 5)
     assert [(i["Message"], i["IndicationFilterName"], i["SequenceNumber"])
             for i in received] == [
         ("first", "a", 0), ("1 of a lost", "a", 1), ("1 of b lost", "b", 2),
         ("1 of b lost", "b", 3), ("last", "b", 4)]
-    assert destination.lost == 3
+    assert lost == 3
