@@ -719,3 +719,17 @@ def test_a_job_refused_as_an_invalid_parameter_carries_its_error(fake_world: Cim
     assert result["__ReturnValue"] == 5
     assert result["Error"]["CIMStatusCode"] == CIM_ERR_INVALID_PARAMETER
     assert "must not be empty" in result["Error"]["Message"]
+
+
+def test_another_fstab_line_for_the_mount_point_is_in_use(fake_world: CimWorld) -> None:
+    """The first build raised CIM_ERR_ALREADY_EXISTS from CreateMount, a status
+    DSP0200 does not allow a method call; a mount point whose line says
+    something else is In Use (6), as one mounted otherwise is."""
+    conn = fake_world.connect()
+    target = fake_world.dir("mnt")
+    create_tmpfs(conn, target, mode=2)
+    rv, out = call(conn, "CreateMount", Mode=2, MountPoint=target,
+                   FileSystemSpec=fake_world.dir("source"))
+    assert rv == 6
+    assert "fstab already has a line" in out["Error"]["Message"]
+    assert out["Error"]["MessageID"] == "LMIMNT0011"

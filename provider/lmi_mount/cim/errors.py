@@ -15,7 +15,6 @@ import errno as errno_codes
 from typing import Final
 
 from pywbem import (
-    CIM_ERR_ALREADY_EXISTS,
     CIM_ERR_FAILED,
     CIM_ERR_INVALID_PARAMETER,
     CIM_ERR_NOT_FOUND,
@@ -53,10 +52,12 @@ OWNING_ENTITY: Final = "lmi-mount"
 _AS_CIM_ERROR: Final[tuple[tuple[type[MountError], int], ...]] = (
     (InvalidRequest, CIM_ERR_INVALID_PARAMETER),
     (NotFound, CIM_ERR_NOT_FOUND),
-    (AlreadyExists, CIM_ERR_ALREADY_EXISTS),
 )
+# A mount point taken by another fstab line is In Use, as one mounted
+# otherwise is: DSP0200 allows a method call no CIM_ERR_ALREADY_EXISTS.
 _AS_RETURN_VALUE: Final[tuple[tuple[type[MountError], Uint32], ...]] = (
     (InUse, RV_IN_USE),
+    (AlreadyExists, RV_IN_USE),
     (OperationFailed, RV_FAILED),
 )
 
@@ -70,7 +71,8 @@ _SEVERITY_LOW: Final = Uint16(2)
 _SOURCE_FORMAT_OBJECT_PATH: Final = Uint16(2)
 _SOURCE_FORMAT_OTHER: Final = Uint16(1)
 
-_MESSAGE_IDS: Final = {InUse: "LMIMNT0006", OperationFailed: "LMIMNT0004"}
+_MESSAGE_IDS: Final = {InUse: "LMIMNT0006", AlreadyExists: "LMIMNT0011",
+                       OperationFailed: "LMIMNT0004"}
 
 
 def cim_error_for(exc: MountError) -> CIMError | None:
