@@ -871,9 +871,10 @@ class MountManager:
         except OptionError:
             requested = None  # refused with its own message when the plan runs
         if spec.fstype is not None and requested is not None and requested.flags & ms.MS_BIND:
+            word = "rbind" if requested.flags & ms.MS_REC else "bind"
             raise InvalidRequest(
                 f"a bind mount has no file system type (FileSystemType NULL), not "
-                f"{spec.fstype!r} with the option bind", value=spec.fstype)
+                f"{spec.fstype!r} with the option {word}", value=spec.fstype)
         notes: list[str] = []
         with contextlib.ExitStack() as stack:
             try:

@@ -18,7 +18,7 @@ import pytest
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import InvalidRequest, MountError
-from lmi_mount.mounts.options import parse_options, same_meaning
+from lmi_mount.mounts.options import parse_options, same_meaning, with_unnamed_at_defaults
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World
 
@@ -323,3 +323,76 @@ def test_mode_1_on_a_bind_keeps_its_origins_flags_as_the_next_boot_will(world: W
         assert record.vfs_options[0] == "ro" and "nosuid" in record.vfs_options
         assert world.fstab.read_text().splitlines()[-1] == f"{origin} {target} none bind,ro 0 0"
         engine.delete(target, holder="a", current=True, persist=True)
+
+
+# -- the review of this session's ModifyMount changes ----------------------------------
+
+
+def test_an_rbind_remount_leaves_a_mount_made_under_it_later_alone(world: World) -> None:
+    """The remount of an rbind's submounts took every mount below it: alice's own
+    mount under the rbind, with its own holder record and fstab line, became
+    read-only and said nothing."""
+    with world.manager() as engine:
+        tree, target = _tree_with_a_submount(world, engine)
+        (Path(tree) / "other").mkdir()
+        (Path(target) / "other").mkdir()  # the fake kernel's bind shows no files
+        engine.create(MountSpec(tree, target, None, recursive=True), holder="a")
+        engine.create(MountSpec("tmpfs", f"{target}/other", "tmpfs"), holder="alice",
+                      persist=True)
+        engine.modify(target, parse_options("ro"))
+        [copy] = world.mounts_at(f"{target}/sub")
+        [alices] = world.mounts_at(f"{target}/other")
+        assert copy.vfs_options[0] == "ro" and alices.vfs_options[0] == "rw"
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+def test_an_rbind_with_a_stacked_submount_can_be_remounted(tmp_path: Path) -> None:
+    """Each submount was remounted through its path, where the lower mount of a
+    stack is not found: every remount of such an rbind failed with ESTALE."""
+    world = World("real", tmp_path)
+    with world.manager() as engine:
+        tree, target = _tree_with_a_submount(world, engine)
+        subprocess.run(["mount", "-t", "tmpfs", "upper", f"{tree}/sub"], check=True)
+        engine.create(MountSpec(tree, target, None, recursive=True), holder="a")
+        engine.modify(target, parse_options("ro"))
+        # The one a path reaches is the upper: it is read-only now.
+        assert Path(f"{target}/sub").stat() and world.mounts_at(f"{target}/sub")[-1]
+        with pytest.raises(OSError):
+            (Path(target) / "sub" / "f").write_text("x")
+
+
+def test_mode_1_on_a_bind_gives_it_its_origins_flags_and_the_named_ones(world: World) -> None:
+    """A bind's Mode 1 merged the Goal into the bind's own flags: the line said
+    ``bind,nosuid`` (read-write at the next boot, its origin being so) and the
+    mount stayed read-only, its record too, with no drift shown."""
+    with world.manager() as engine:
+        origin, target = world.dir("origin"), world.dir("dst")
+        engine.create(MountSpec("tmpfs", origin, "tmpfs"), holder="a")
+        engine.create(MountSpec(origin, target, None, parse_options("ro,nodev")),
+                      current=True, persist=True, holder="a")
+        engine.modify(target, parse_options("nosuid"), current=True, persist=True)
+        [record] = world.mounts_at(target)
+        assert record.vfs_options[0] == "rw" and "nosuid" in record.vfs_options
+        assert "nodev" not in record.vfs_options
+        held = engine.held(target)
+        assert held is not None and same_meaning(parse_options(held.options),
+                                                 parse_options("nosuid"))
+
+
+def test_mode_1_resets_the_flag_words_its_goal_does_not_name(world: World) -> None:
+    with world.manager() as engine:
+        target = world.dir("mnt")
+        engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options("size=4m,lazytime")),
+                      current=True, persist=True, holder="a")
+        engine.modify(target, parse_options("size=4m"), current=True, persist=True)
+        [record] = world.mounts_at(target)
+        assert "lazytime" not in record.vfs_options + record.super_options
+
+
+def test_mode_1_asks_nothing_of_what_a_remount_cannot_change() -> None:
+    """``mand`` is ignored by the kernel and ``dirsync`` is not in its remount
+    mask: a default for them made every Mode 1 of such a mount fail."""
+    goal = with_unnamed_at_defaults(parse_options("ro"))
+    assert goal.allow_mandatory_lock is None and goal.synchronous_directory_updates is None
+    assert goal.allow_write is False and goal.allow_suid is True

@@ -726,21 +726,52 @@ def kernel_request(options: MountOptions) -> KernelOptions:
                          clear=clear & ~flags)
 
 
+def with_unnamed_from(options: MountOptions, base: MountOptions, *,
+                      per_mount_only: bool = False) -> MountOptions:
+    """``options`` with each flag they leave unnamed as ``base`` has it: the atime
+    mode as a whole, and the MS_* words without a field (``lazytime``,
+    ``nosymfollow``) by their set or clear spelling. ``mand`` (the kernel
+    ignores it) and ``dirsync`` (not in the remount mask) are left alone, and
+    with ``per_mount_only`` (a bind) every superblock flag."""
+    named = effective_fields(options)
+    changes = {f.name: value for f in _FIELDS
+               if f.name not in named and f.name not in _ATIME_FIELD_NAMES
+               and f.name not in _NOT_RESET and not (per_mount_only and f.superblock)
+               and (value := getattr(base, f.name)) is not None}
+    if not any(name in named for name in _ATIME_FIELD_NAMES):
+        changes.update({name: getattr(base, name) for name in _ATIME_FIELD_NAMES})
+    words = set(options.other_options)
+    extra = tuple(
+        set_name if set_name in base.other_options else clear_name
+        for flag, set_name, clear_name in _FIELDLESS_FLAG_WORDS
+        if not {set_name, clear_name} & words and not (per_mount_only
+                                                       and not flag & PER_MOUNT_FLAGS))
+    return replace(options, other_options=options.other_options + extra, **changes)
+
+
 def with_unnamed_at_defaults(options: MountOptions) -> MountOptions:
     """``options`` with each flag they leave unnamed at what mount(8) gives a new
-    mount of a file system then: rw, suid, dev, exec, diratime, the kernel's
-    atime mode (relatime), no sync, dirsync or mand. That is the mount an fstab
-    line of ``options`` makes at the next boot (a bind's differs: it takes its
-    origin's flags)."""
-    named = effective_fields(options)
-    atime = ("update_access_times", "update_relative_access_times",
-             "update_full_access_times")
-    changes = {f.name: f.inverted for f in _FIELDS
-               if f.name not in named and f.name not in atime and f.name != "silent"}
-    if not any(name in named for name in atime):
-        changes.update(update_access_times=True, update_relative_access_times=True,
-                       update_full_access_times=False)
-    return replace(options, other_options=options.other_options, **changes)
+    mount of a file system: rw, suid, dev, exec, async, diratime, the kernel's
+    atime mode (relatime), no lazytime, symlinks followed. That is the mount an
+    fstab line of ``options`` makes at the next boot (a bind's differs: it takes
+    its origin's flags, ``with_unnamed_from``)."""
+    return with_unnamed_from(options, _NEW_MOUNT)
+
+
+_ATIME_FIELD_NAMES: Final = ("update_access_times", "update_relative_access_times",
+                             "update_full_access_times")
+#: Flags a Mode 1 remount never resets: the kernel ignores ``mand`` (5.15) and
+#: cannot change ``dirsync`` on a remount; ``silent`` is not a mount's state.
+_NOT_RESET: Final = frozenset(("allow_mandatory_lock", "synchronous_directory_updates",
+                               "silent"))
+_FIELDLESS_FLAG_WORDS: Final = tuple(
+    row for row in FLAG_OPTION_NAMES
+    if row[2] and not any(f.flag == row[0] for f in _FIELDS))
+#: A new mount's flags (the kernel's defaults, relatime among them).
+_NEW_MOUNT: Final = MountOptions(
+    allow_write=True, allow_suid=True, interpret_devices=True, allow_execution=True,
+    synchronous_io=False, update_access_times=True, update_relative_access_times=True,
+    update_full_access_times=False, update_directory_access_times=True)
 
 
 def is_propagation(word: str) -> bool:

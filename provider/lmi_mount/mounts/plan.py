@@ -41,6 +41,7 @@ from lmi_mount.mounts.options import (
     render_options,
     same_meaning,
     with_unnamed_at_defaults,
+    with_unnamed_from,
     without_propagation,
 )
 
@@ -699,9 +700,15 @@ def plan_modify(
         # Mode 1 remounts to what the new line will mount at the next boot: a
         # file system's own mount is made afresh then, each flag the Goal leaves
         # unnamed at its default; a bind takes its origin's flags and the named
-        # ones, as a remount gives it. A remount alone (32768) changes what the
-        # Goal names, and no more.
-        goal = with_unnamed_at_defaults(options) if persist and not is_bind else options
+        # ones. A remount alone (32768) changes what the Goal names, and no more.
+        goal = options
+        if persist and not is_bind:
+            goal = with_unnamed_at_defaults(options)
+        elif persist:
+            origin = snap.table.bind_origin(record)
+            if origin is not None:
+                goal = with_unnamed_from(options, from_mountinfo(
+                    origin[0].vfs_options, origin[0].super_options), per_mount_only=True)
         live = from_mountinfo(record.vfs_options, record.super_options)
         # The superblock's own ro/rw is the first super option (proc(5)).
         superblock_read_only = bool(record.super_options) and record.super_options[0] == "ro"
@@ -786,14 +793,35 @@ def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
     reaches the submounts by itself)."""
     if not _is_rbind(target, snap, entry):
         return []
+    # The copies are the mounts below it that stand where a mount of its
+    # source stands, of the same file system and directory: a mount made
+    # under the rbind since is someone else's. The lower mounts of a stack no
+    # path reaches (nor this remount, which goes by path) are left as made.
+    table = snap.table
+    origin = table.bind_origin(record)
+    held = snap.holders.get(target)
+    source = origin[1] if origin is not None else held.source if held is not None else None
+    if source is None:
+        return []
+    originals = {(_below(r.target, source), r.major, r.minor, r.root)
+                 for r in table.under(source)}
     per_mount = without_propagation(options)
     steps: list[Step] = []
-    for sub in snap.table.descendants(record):
+    for sub in table.descendants(record):
+        if (not table.is_visible(sub)
+                or (_below(sub.target, record.target), sub.major, sub.minor, sub.root)
+                not in originals):
+            continue
         live = from_mountinfo(sub.vfs_options, sub.super_options)
         if option_drifts(per_mount, live, None):
             steps.append(KernelRemount(sub.target, merge_options(live, per_mount), live,
                                        superblock=False, mount_id=sub.mount_id))
     return steps
+
+
+def _below(path: str, top: str) -> str:
+    """``path`` relative to ``top`` (``/sub`` of ``/a/sub`` below ``/a``)."""
+    return path if top == "/" else path[len(top):]
 
 
 def plan_delete(
