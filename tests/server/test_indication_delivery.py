@@ -180,3 +180,18 @@ def test_a_loss_alert_names_the_filter_whose_indications_were_lost(
         ("first", "a", 0), ("1 of a lost", "a", 1), ("1 of b lost", "b", 2),
         ("1 of b lost", "b", 3), ("last", "b", 4)]
     assert lost == 3
+
+
+def test_a_loss_alert_that_was_not_delivered_is_no_loss_of_its_filter(
+        listener: tuple[int, list[bytes]]) -> None:
+    """An alert that could not be delivered was counted among its filter's lost
+    indications: the next alert said 2 of a filter that had lost 1."""
+    calls = iter(["\x01 cannot be carried", "ok"])
+
+    def alert(lost: int, url: str, name: str) -> str:
+        return f"{lost} of {name} lost" if next(calls) == "ok" else "\x01"
+
+    received, lost = _deliver(listener, [("first", "a"), ("bad \x01", "a"), ("second", "a"),
+                                         ("third", "a")], alert, 4)
+    assert [i["Message"] for i in received] == ["first", "second", "1 of a lost", "third"]
+    assert lost == 2  # the indication, and the alert, both said in the log

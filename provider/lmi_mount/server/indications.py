@@ -350,9 +350,14 @@ class Destination:
                     alert = Outgoing(self._loss_alert(lost, self.url, lost_for))
                     if self._deliver(alert, lost_for) is not None:
                         with self._cond:
-                            # Said with the next one instead; the alert itself is lost too.
-                            self._lost(lost_for, "the loss alert was not delivered")
-                            self._lost_unannounced[lost_for] += lost
+                            # Said with the next one instead. The alert is counted
+                            # and logged, but it was none of the filter's own.
+                            self.lost += 1
+                            log.warning("the loss alert to %s (%s) of filter %r was not "
+                                        "delivered (%d lost so far)", self.name, self._shown,
+                                        lost_for, self.lost)
+                            self._lost_unannounced[lost_for] = (
+                                self._lost_unannounced.get(lost_for, 0) + lost)
                 failure = self._deliver(indication, filter_name)
                 if failure is not None and not self._closed:
                     with self._cond:
