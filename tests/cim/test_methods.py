@@ -5,6 +5,7 @@ transactions — against the fake kernel and the real one in a private namespace
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -622,7 +623,8 @@ def test_a_reference_names_its_instance_by_exactly_its_keys(
     wrong.namespace = NS
     change(wrong)
     for attempt in (lambda: call(conn, "DeleteMount", Mode=32769, Mount=wrong, Holder="a"),
-                    lambda: conn.GetInstance(wrong)):
+                    lambda: conn.GetInstance(wrong), lambda: conn.DeleteInstance(wrong),
+                    lambda: conn.AssociatorNames(wrong), lambda: conn.References(wrong)):
         with pytest.raises(CIMError) as raised:
             attempt()
         assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
@@ -733,3 +735,38 @@ def test_another_fstab_line_for_the_mount_point_is_in_use(fake_world: CimWorld) 
     assert rv == 6
     assert "fstab already has a line" in out["Error"]["Message"]
     assert out["Error"]["MessageID"] == "LMIMNT0011"
+
+
+def test_a_goal_setting_path_with_an_extra_key_is_neither_modified_nor_deleted(
+        fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities", namespace=NS)
+    _, out = conn.InvokeMethod("CreateSetting", capabilities)
+    wrong = out["MountSetting"].copy()
+    wrong.keybindings["Extra"] = "1"
+    goal = conn.GetInstance(out["MountSetting"])
+    goal.path = wrong
+    goal["ElementName"] = "changed"
+    for attempt in (lambda: conn.ModifyInstance(goal, PropertyList=["ElementName"]),
+                    lambda: conn.DeleteInstance(wrong)):
+        with pytest.raises(CIMError) as raised:
+            attempt()
+        assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert conn.GetInstance(out["MountSetting"])["ElementName"] != "changed"
+
+
+def test_a_job_is_associated_with_its_mount_by_the_mounts_own_name(
+        fake_world: CimWorld) -> None:
+    """The affected element kept the client's spelling of the source (a symlink,
+    a trailing slash), which names no instance: the association was dropped."""
+    conn = fake_world.connect(synchronous_seconds=0)
+    source = fake_world.dir("source")
+    link = f"{fake_world.dir('links')}/to-source"
+    os.symlink(source, link)
+    _, out = call(conn, "CreateMount", Mode=32768, MountPoint=fake_world.dir("mnt"),
+                  FileSystemSpec=f"{link}/")
+    job = finished_job(conn, out["Job"])
+    mount = job["JobOutParameters"]["Mount"]
+    assert conn.GetInstance(mount)
+    assert [str(p) for p in conn.AssociatorNames(
+        job.path, AssocClass="LMI_AffectedMountJobElement")] == [str(mount)]

@@ -343,6 +343,7 @@ class Broker:
     ) -> Iterator[tuple[CIMInstance, str]]:
         """Association instances that refer to ``path`` (in ``role``), with the role used."""
         self._class(path.classname)
+        self._check_path(path, "the object path")
         if assoc_class is not None:
             self._class(assoc_class)
         for association in self._associations:
@@ -489,6 +490,7 @@ class Broker:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, "ModifiedInstance has no path")
         provider = self._provider(instance.path.classname)
         self._class(instance.path.classname)
+        self._check_path(instance.path, "the instance path")
         if provider is None:
             raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {_describe(instance.path)}")
         provider.modify(
@@ -501,6 +503,7 @@ class Broker:
         self._check_namespace(namespace or path.namespace)
         self._check_write(caller, "delete instances")
         self._class(path.classname)
+        self._check_path(path, "the instance path")
         provider = self._provider(path.classname)
         if provider is None:
             raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {_describe(path)}")

@@ -109,9 +109,13 @@ class JobAssociationProvider(Provider):
         if classname.lower() == names.OWNING_MOUNT_JOB_ELEMENT.lower():
             yield projector.owning_job_element(job)
         else:
-            # Only elements that exist now: the mount a DeleteMount job released,
-            # or a failed CreateMount's, would be a reference to nothing.
-            for element in job.affected:
+            # The mount by its own name once the job says it (a CreateMount's
+            # Mount: the client may have spelled the source through a symlink),
+            # and only elements that exist now: the mount a DeleteMount job
+            # released, or a failed CreateMount's, would be a reference to nothing.
+            made = job.out_parameters.get("Mount") if job.done else None
+            elements = [made] if isinstance(made, CIMInstanceName) else job.affected
+            for element in elements:
                 if element.classname.lower() != _MOUNT or _mount_of(view, element) is not None:
                     yield projector.affected_job_element(job, element)
 
