@@ -195,3 +195,17 @@ def test_a_loss_alert_that_was_not_delivered_is_no_loss_of_its_filter(
                                          ("third", "a")], alert, 4)
     assert [i["Message"] for i in received] == ["first", "second", "1 of a lost", "third"]
     assert lost == 2  # the indication, and the alert, both said in the log
+
+
+def test_a_loss_alert_that_cannot_be_made_costs_no_other_indication(
+        listener: tuple[int, list[bytes]]) -> None:
+    """A failure while making one filter's loss alert dropped the indication that
+    was to follow it, unsent, and every other filter's pending count."""
+    def alert(lost: int, url: str, name: str) -> str:
+        if name == "bad":
+            raise ValueError("no alert for this one")
+        return f"{lost} of {name} lost"
+
+    received, _ = _deliver(listener, [("x \x01", "bad"), ("y \x02", "f1"), ("z \x03", "bad"),
+                                      ("good", "f1")], alert, 2)
+    assert [i["Message"] for i in received] == ["1 of f1 lost", "good"]

@@ -345,19 +345,9 @@ class Destination:
                     return
                 unannounced, self._lost_unannounced = self._lost_unannounced, {}
                 indication, filter_name = self._queue.popleft()
+            for lost_for, lost in unannounced.items():
+                self._announce(lost_for, lost)
             try:
-                for lost_for, lost in unannounced.items():
-                    alert = Outgoing(self._loss_alert(lost, self.url, lost_for))
-                    if self._deliver(alert, lost_for) is not None:
-                        with self._cond:
-                            # Said with the next one instead. The alert is counted
-                            # and logged, but it was none of the filter's own.
-                            self.lost += 1
-                            log.warning("the loss alert to %s (%s) of filter %r was not "
-                                        "delivered (%d lost so far)", self.name, self._shown,
-                                        lost_for, self.lost)
-                            self._lost_unannounced[lost_for] = (
-                                self._lost_unannounced.get(lost_for, 0) + lost)
                 failure = self._deliver(indication, filter_name)
                 if failure is not None and not self._closed:
                     with self._cond:
@@ -367,6 +357,28 @@ class Destination:
                 log.exception("indication to %s dropped", self.name)
                 with self._cond:
                     self._lost(filter_name, "it could not be sent (see above)")
+
+    def _announce(self, filter_name: str, lost: int) -> None:
+        """Tell the listener, in the stream of ``filter_name``, that ``lost`` of its
+        indications were lost; if that fails, with its next one instead."""
+        try:
+            failure = self._deliver(Outgoing(self._loss_alert(lost, self.url, filter_name)),
+                                    filter_name)
+        except Exception:
+            # A defect in one alert costs that announcement (the losses were
+            # logged), not the indication that follows nor other filters' alerts.
+            log.exception("the loss alert to %s of filter %r could not be made", self.name,
+                          filter_name)
+            return
+        if failure is not None:
+            with self._cond:
+                # The alert is counted and logged, but it was none of the filter's own.
+                self.lost += 1
+                log.warning("the loss alert to %s (%s) of filter %r was not delivered: %s "
+                            "(%d lost so far)", self.name, self._shown, filter_name, failure,
+                            self.lost)
+                self._lost_unannounced[filter_name] = (
+                    self._lost_unannounced.get(filter_name, 0) + lost)
 
     def _deliver(self, indication: Outgoing, filter_name: str) -> str | None:
         """Send with retries; None once delivered, else why not (the service may
