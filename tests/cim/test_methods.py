@@ -770,3 +770,25 @@ def test_a_job_is_associated_with_its_mount_by_the_mounts_own_name(
     assert conn.GetInstance(mount)
     assert [str(p) for p in conn.AssociatorNames(
         job.path, AssocClass="LMI_AffectedMountJobElement")] == [str(mount)]
+
+
+def test_a_read_only_remount_of_a_bind_of_a_disk_changes_that_bind_only(
+        world: CimWorld) -> None:
+    """The table cannot tell a bind of a whole block device's file system from its
+    own mount: "ro" on such a bind we hold planned a superblock remount, which
+    makes every mount of the disk read-only."""
+    conn = world.connect()
+    disk, view = world.dir("disk"), world.dir("view")
+    rv, _ = call(conn, "CreateMount", Mode=32768, MountPoint=disk, FileSystemSpec=world.image(),
+                 FileSystemType="ext4", Holder="a")
+    assert rv == 0
+    rv, out = call(conn, "CreateMount", Mode=32768, MountPoint=view, FileSystemSpec=disk,
+                   Holder="a")
+    assert rv == 0
+    rv, done = call(conn, "ModifyMount", Mode=32768, Mount=out["Mount"],
+                    Goal=_setting(conn, "ro"))
+    assert rv == 0 and any("(mount options" in step for step in done["Plan"]), done["Plan"]
+    [record] = world.mounts_at(disk)
+    assert record.vfs_options[0] == "rw" and record.super_options[0] == "rw"
+    [record] = world.mounts_at(view)
+    assert record.vfs_options[0] == "ro"

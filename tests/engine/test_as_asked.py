@@ -396,3 +396,50 @@ def test_mode_1_asks_nothing_of_what_a_remount_cannot_change() -> None:
     goal = with_unnamed_at_defaults(parse_options("ro"))
     assert goal.allow_mandatory_lock is None and goal.synchronous_directory_updates is None
     assert goal.allow_write is False and goal.allow_suid is True
+
+
+# -- the re-review of the ModifyMount fixes ----------------------------------------------
+
+
+def test_mode_1_on_an_rbind_gives_its_copies_only_what_the_goal_names(world: World) -> None:
+    """The copies got the top's origin's flags: Mode 1 "ro" took nosuid, nodev,
+    noexec and noatime away from a submount that had them."""
+    with world.manager() as engine:
+        tree, target = world.dir("tree"), world.dir("dst")
+        engine.create(MountSpec("tmpfs", tree, "tmpfs"), holder="a")
+        (Path(tree) / "sub").mkdir()
+        engine.create(MountSpec("tmpfs", f"{tree}/sub", "tmpfs",
+                                parse_options("nosuid,nodev,noexec,noatime")), holder="a")
+        engine.create(MountSpec(tree, target, None, recursive=True), current=True,
+                      persist=True, holder="a")
+        engine.modify(target, parse_options("ro"), current=True, persist=True)
+        [copy] = world.mounts_at(f"{target}/sub")
+        assert copy.vfs_options[0] == "ro"
+        assert {"nosuid", "nodev", "noexec", "noatime"} <= set(copy.vfs_options)
+
+
+def test_a_bind_of_a_bind_takes_the_flags_of_its_own_source(world: World) -> None:
+    """The origin was found by device and root: for a source that is itself a
+    bind of a whole tmpfs, the tmpfs's first mount, whose flags are not the
+    source's."""
+    with world.manager() as engine:
+        fs, source, target = world.dir("fs"), world.dir("src"), world.dir("dst")
+        engine.create(MountSpec("tmpfs", fs, "tmpfs"), holder="a")
+        engine.create(MountSpec(fs, source, None, parse_options("nosuid,nodev,noexec")),
+                      holder="a")
+        engine.create(MountSpec(source, target, None), current=True, persist=True, holder="a")
+        engine.modify(target, parse_options("ro"), current=True, persist=True)
+        [record] = world.mounts_at(target)
+        assert record.vfs_options[0] == "ro"
+        assert {"nosuid", "nodev", "noexec"} <= set(record.vfs_options)
+
+
+def test_mode_1_without_a_remount_still_brings_the_record_to_the_line(world: World) -> None:
+    with world.manager() as engine:
+        target = world.dir("mnt")
+        engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options("dirsync")),
+                      current=True, persist=True, holder="a")
+        engine.modify(target, parse_options("defaults"), current=True, persist=True)
+        held = engine.held(target)
+        assert held is not None and same_meaning(parse_options(held.options),
+                                                 parse_options("defaults")), held.options

@@ -276,6 +276,17 @@ class MountTable:
         """The mounts whose parent is ``mount_id``, in table order."""
         return list(self._children.get(mount_id, ()))
 
+    def containing(self, path: str) -> MountRecord | None:
+        """The visible mount whose directory holds ``path``: the one with the
+        longest mount point that is ``path`` or above it."""
+        best = None
+        for record in self.visible():
+            root = record.target.rstrip("/") + "/"
+            if (path + "/").startswith(root) and (
+                    best is None or len(record.target) > len(best.target)):
+                best = record
+        return best
+
     def descendants(self, top: MountRecord) -> list[MountRecord]:
         """The mounts on ``top`` and on them, parents first (by id, not by path: a
         mount hidden under the path or mounted before is not one of them)."""

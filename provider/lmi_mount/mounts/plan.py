@@ -705,7 +705,7 @@ def plan_modify(
         if persist and not is_bind:
             goal = with_unnamed_at_defaults(options)
         elif persist:
-            origin = snap.table.bind_origin(record)
+            origin = _bind_source(target, record, snap)
             if origin is not None:
                 goal = with_unnamed_from(options, from_mountinfo(
                     origin[0].vfs_options, origin[0].super_options), per_mount_only=True)
@@ -734,16 +734,22 @@ def plan_modify(
         )
         # mount(8) remounts a file system's own mount (not a bind of it) as a
         # whole: "remount,ro" makes the superblock read-only too.
+        # (Whether it is a bind, its holder record says first: the table cannot
+        # tell a bind of a whole block device's file system from its own mount.)
         if (goal.allow_write is not None and goal.allow_write != live.allow_write
-                and snap.table.bind_origin(record) is None):
+                and not is_bind):
             superblock = True
         # The holder record changes with the mount only: one that would change
         # without a remount would say the mount is what the kernel does not show.
         if needed:
             steps.append(KernelRemount(target, wanted, live, superblock=superblock,
                                        mount_id=record.mount_id))
-        steps += _submount_remounts(target, record, goal, snap, entry)
-        if needed:
+        # The copies get what the Goal names only: their flags are their own
+        # (an rbind's creation gave them no more), not the top's origin's.
+        steps += _submount_remounts(target, record, options, snap, entry)
+        # Mode 1 brings the record to the line, remount or not: the mount is
+        # what the line says either way.
+        if needed or goal is not options:
             held = snap.holders.get(target)
             # Mode 1 asks for what the new line says; a remount alone for what
             # the mount was asked before, with what the Goal names.
@@ -798,11 +804,10 @@ def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
     # under the rbind since is someone else's. The lower mounts of a stack no
     # path reaches (nor this remount, which goes by path) are left as made.
     table = snap.table
-    origin = table.bind_origin(record)
-    held = snap.holders.get(target)
-    source = origin[1] if origin is not None else held.source if held is not None else None
-    if source is None:
+    origin = _bind_source(target, record, snap)
+    if origin is None:
         return []
+    source = origin[1]
     originals = {(_below(r.target, source), r.major, r.minor, r.root)
                  for r in table.under(source)}
     per_mount = without_propagation(options)
@@ -810,13 +815,30 @@ def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
     for sub in table.descendants(record):
         if (not table.is_visible(sub)
                 or (_below(sub.target, record.target), sub.major, sub.minor, sub.root)
-                not in originals):
+                not in originals
+                # One with holders or a line of its own was mounted there since.
+                or sub.target in snap.holders or snap.fstab.find_target(sub.target)):
             continue
         live = from_mountinfo(sub.vfs_options, sub.super_options)
         if option_drifts(per_mount, live, None):
             steps.append(KernelRemount(sub.target, merge_options(live, per_mount), live,
                                        superblock=False, mount_id=sub.mount_id))
     return steps
+
+
+def _bind_source(target: str, record: MountRecord,
+                 snap: Snapshot) -> tuple[MountRecord, str] | None:
+    """The mount a bind on ``target`` was made from and the source directory: the
+    holder record's source where we made it (the table's guess by device and
+    root takes a bind of a whole memory file system for its first mount), else
+    ``MountTable.bind_origin``."""
+    held = snap.holders.get(target)
+    if held is not None and held.fstype is None and held.source.startswith("/"):
+        source = normalize_target(held.source)
+        found = snap.table.containing(source)
+        if found is not None and (found.major, found.minor) == (record.major, record.minor):
+            return found, source
+    return snap.table.bind_origin(record)
 
 
 def _below(path: str, top: str) -> str:

@@ -82,7 +82,7 @@ class View:
             # Read the one mount point only (a GetInstance, a method's Mount
             # reference): the whole state costs a pass over every mount.
             point = self.status_at(target)
-            if point is None or point.spec == spec:
+            if point is None or point.spec == spec or _held_as(point, spec):
                 return point
             if point.live is not None and spec in (
                     point.live.source, self.context.engine.live_source(point.live)):
@@ -93,8 +93,8 @@ class View:
         found = self._by_key.get((spec, target))
         if found is None:
             at = self.status_at(target)
-            if at is not None and at.live is not None and spec in (
-                    at.live.source, self.state.source_of(at.live)):
+            if at is not None and (_held_as(at, spec) or (at.live is not None and spec in (
+                    at.live.source, self.state.source_of(at.live)))):
                 return at
         return found
 
@@ -118,7 +118,7 @@ class View:
         record = table.at(target)
         parent = table.by_id.get(record.parent_id) if record is not None else None
         if parent is None:
-            parent = _containing(table, target)
+            parent = table.containing(target)
         return self.state.source_of(parent) if parent is not None else ""
 
     def goals(self) -> list[GoalSetting]:
@@ -126,15 +126,11 @@ class View:
             return list(self.context.goals.values())
 
 
-def _containing(table: Any, path: str) -> Any:
-    best = None
-    for record in table.visible():
-        root = record.target.rstrip("/") + "/"
-        if (path + "/").startswith(root) and (
-            best is None or len(record.target) > len(best.target)
-        ):
-            best = record
-    return best
+def _held_as(status: MountStatus, spec: str) -> bool:
+    """Whether ``spec`` is the source the mount's holders asked for (the Mount a
+    CreateMount returned): a bind of a whole disk's file system is shown by the
+    disk's name, which mountinfo cannot tell from a second mount of it."""
+    return status.held is not None and status.held.source == spec
 
 
 def shown(value: Any) -> str:
