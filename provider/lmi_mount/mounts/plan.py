@@ -739,16 +739,16 @@ def plan_modify(
         if (goal.allow_write is not None and goal.allow_write != live.allow_write
                 and not is_bind):
             superblock = True
-        # The holder record changes with the mount only: one that would change
-        # without a remount would say the mount is what the kernel does not show.
         if needed:
             steps.append(KernelRemount(target, wanted, live, superblock=superblock,
                                        mount_id=record.mount_id))
         # The copies get what the Goal names only: their flags are their own
         # (an rbind's creation gave them no more), not the top's origin's.
         steps += _submount_remounts(target, record, options, snap, entry)
-        # Mode 1 brings the record to the line, remount or not: the mount is
-        # what the line says either way.
+        # The holder record changes with the mount only (one that changed
+        # without a remount would say the mount is what the kernel does not
+        # show), except in Mode 1: the mount is what the new line says then,
+        # remounted or not, and so is the record.
         if needed or goal is not options:
             held = snap.holders.get(target)
             # Mode 1 asks for what the new line says; a remount alone for what
