@@ -380,12 +380,18 @@ def test_mode_1_on_a_bind_gives_it_its_origins_flags_and_the_named_ones(world: W
                                                  parse_options("nosuid"))
 
 
+def _mode_1(world: World, engine: MountManager, made: str, goal: str) -> str:
+    """A tmpfs mounted and in fstab with ``made``, then ModifyMount Mode 1 to ``goal``."""
+    target = world.dir("mnt")
+    engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options(made)),
+                  current=True, persist=True, holder="a")
+    engine.modify(target, parse_options(goal), current=True, persist=True)
+    return target
+
+
 def test_mode_1_resets_the_flag_words_its_goal_does_not_name(world: World) -> None:
     with world.manager() as engine:
-        target = world.dir("mnt")
-        engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options("size=4m,lazytime")),
-                      current=True, persist=True, holder="a")
-        engine.modify(target, parse_options("size=4m"), current=True, persist=True)
+        target = _mode_1(world, engine, "size=4m,lazytime", "size=4m")
         [record] = world.mounts_at(target)
         assert "lazytime" not in record.vfs_options + record.super_options
 
@@ -436,10 +442,7 @@ def test_a_bind_of_a_bind_takes_the_flags_of_its_own_source(world: World) -> Non
 
 def test_mode_1_without_a_remount_still_brings_the_record_to_the_line(world: World) -> None:
     with world.manager() as engine:
-        target = world.dir("mnt")
-        engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options("dirsync")),
-                      current=True, persist=True, holder="a")
-        engine.modify(target, parse_options("defaults"), current=True, persist=True)
+        target = _mode_1(world, engine, "dirsync", "defaults")
         held = engine.held(target)
         assert held is not None and same_meaning(parse_options(held.options),
                                                  parse_options("defaults")), held.options
