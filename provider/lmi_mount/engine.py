@@ -63,7 +63,12 @@ from lmi_mount.mounts.fstab import (
 )
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderTable
-from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
+from lmi_mount.mounts.mountinfo import (
+    MountRecord,
+    MountTable,
+    parse_mountinfo,
+    propagation_holds,
+)
 from lmi_mount.mounts.options import (
     MountOptions,
     OptionDrift,
@@ -1335,16 +1340,7 @@ class MountManager:
             return record, []
         record = self.kernel.mount(None, record.target, None, propagation,
                                    expect=record.mount_id)
-        tags = record.propagation.split()
-        wanted = propagation & ~ms.MS_REC
-        took = {
-            ms.MS_SHARED: any(tag.startswith("shared:") for tag in tags),
-            ms.MS_UNBINDABLE: "unbindable" in tags,
-            ms.MS_PRIVATE: tags == ["private"],
-            # A slave of a mount that is not shared has no master: it is private.
-            ms.MS_SLAVE: not any(tag.startswith("shared:") for tag in tags),
-        }[wanted]
-        if took:
+        if propagation_holds(propagation, record):
             return record, []
         return record, [f"propagation is {record.propagation}, not as asked"]
 

@@ -446,3 +446,19 @@ def test_mode_1_without_a_remount_still_brings_the_record_to_the_line(world: Wor
         held = engine.held(target)
         assert held is not None and same_meaning(parse_options(held.options),
                                                  parse_options("defaults")), held.options
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+def test_a_propagation_already_in_effect_needs_no_remount(tmp_path: Path) -> None:
+    """A propagation word remounted on every call, so a playbook's second run
+    reported a change. (The fake kernel models private propagation only.)"""
+    world = World("real", tmp_path)
+    with world.manager() as engine:
+        target = world.dir("mnt")
+        engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options("rw,shared")),
+                      holder="a")
+        for words in ("rw,shared", "shared"):
+            assert not engine.modify(target, parse_options(words)).plan.steps, words
+        assert engine.modify(target, parse_options("private")).plan.steps
+        assert not engine.modify(target, parse_options("private")).plan.steps

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields, make_dataclass
 from typing import Final
 
 from lmi_mount.mounts.escaping import unescape_field
+from lmi_mount.mounts.flags import MS_PRIVATE, MS_SHARED, MS_SLAVE, MS_UNBINDABLE
 from lmi_mount.text import is_decimal
 
 __all__ = ["MountRecord", "MountTable", "MountinfoError", "parse_mountinfo"]
@@ -540,6 +541,23 @@ class MountTable:
             if backing:
                 return backing
         return record.source
+
+
+def propagation_holds(propagation: int, record: MountRecord) -> bool:
+    """Whether ``record`` has the propagation type ``propagation`` asks (MS_SHARED,
+    MS_PRIVATE, MS_SLAVE or MS_UNBINDABLE; MS_REC is for the caller to apply to
+    the submounts): what asking for it again would not change."""
+    tags = record.propagation.split()
+    shared = any(tag.startswith("shared:") for tag in tags)
+    kind = propagation & (MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE)
+    if kind == MS_SHARED:
+        return shared
+    if kind == MS_UNBINDABLE:
+        return "unbindable" in tags
+    if kind == MS_PRIVATE:
+        return tags == ["private"]
+    # A slave of a mount that is not shared has no master: it is private.
+    return not shared
 
 
 def _normalize(path: str) -> str:

@@ -22,7 +22,7 @@ from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFou
 from lmi_mount.mounts.fstab import FstabConflict, FstabDocument, FstabEntry
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderError, HolderTable
-from lmi_mount.mounts.mountinfo import MountRecord, MountTable
+from lmi_mount.mounts.mountinfo import MountRecord, MountTable, propagation_holds
 from lmi_mount.mounts.options import (
     BOOLEAN_FIELDS,
     MountOptions,
@@ -723,7 +723,7 @@ def plan_modify(
         # the kernel's text cannot rule out, remounts; so does a propagation
         # change, which compare() leaves to the kernel step.
         needed = bool(option_drifts(goal, live, snap.holders.get(target))
-                      or kernel_request(goal).propagation)
+                      or _propagation_pending(goal, record, snap))
         refusal = remount_refusal(record.fstype, goal, live) if needed else None
         if refusal is not None:
             raise InvalidRequest(refusal, value=target)
@@ -778,6 +778,20 @@ def plan_modify(
         if replacement != entry:
             steps.append(FstabChange(target, entry, replacement))
     return Plan("modify", tuple(steps))
+
+
+def _propagation_pending(options: MountOptions, record: MountRecord, snap: Snapshot) -> bool:
+    """Whether the propagation ``options`` name is not in effect on ``record`` (and,
+    for ``rshared`` and the like, on every mount below it). mountinfo says it;
+    the one-mount read (statmount) does not."""
+    propagation = kernel_request(options).propagation
+    if not propagation:
+        return False
+    shown = snap.table.by_id.get(record.mount_id)
+    if shown is None:
+        return True
+    below = snap.table.descendants(shown) if propagation & ms.MS_REC else []
+    return not all(propagation_holds(propagation, r) for r in [shown, *below])
 
 
 def _is_rbind(target: str, snap: Snapshot, entry: FstabEntry | None) -> bool:
