@@ -1292,7 +1292,7 @@ class MountManager:
         flags, data = step.request()
         record = self.kernel.mount(None, step.target, None, flags, data, expect=step.mount_id)
         differences = self._option_differences(step.options, record)
-        if step.superblock and step.options.allow_write and record.super_options[:1] == ("ro",):
+        if step.superblock and step.options.allow_write and record.superblock_read_only:
             # The mount's own flag is rw, and writes fail with EROFS all the same.
             differences.append("the file system stays read-only (its superblock is ro)")
         if not differences:

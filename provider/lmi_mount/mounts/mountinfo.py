@@ -73,6 +73,12 @@ class MountRecord:
         return f"{self.major}:{self.minor}"
 
     @property
+    def superblock_read_only(self) -> bool:
+        """Whether the file system itself is read-only: the superblock's ro/rw is
+        the first super option (proc(5)), whatever this mount's own flag says."""
+        return self.super_options[:1] == ("ro",)
+
+    @property
     def propagation(self) -> str:
         """The propagation tags, space separated (``shared:3 master:1``), or ``private``.
 

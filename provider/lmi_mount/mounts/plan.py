@@ -710,8 +710,7 @@ def plan_modify(
                 goal = with_unnamed_from(options, from_mountinfo(
                     origin[0].vfs_options, origin[0].super_options), per_mount_only=True)
         live = from_mountinfo(record.vfs_options, record.super_options)
-        # The superblock's own ro/rw is the first super option (proc(5)).
-        superblock_read_only = bool(record.super_options) and record.super_options[0] == "ro"
+        superblock_read_only = record.superblock_read_only
         if superblock_read_only and goal.allow_write is True:
             # Writes through any mount of a read-only file system fail (EROFS),
             # whatever the mount's own flag says: a rw bind of it is not
