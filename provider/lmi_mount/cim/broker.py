@@ -165,8 +165,8 @@ class Broker:
         keys = [name for name, prop in cls.properties.items()
                 if prop.qualifiers.get("Key") is not None and prop.qualifiers["Key"].value]
         given = {name.lower() for name in path.keybindings}
-        extra = [name for name in path.keybindings if name.lower() not in
-                 {key.lower() for key in keys}]
+        named_by = {key.lower() for key in keys}
+        extra = [name for name in path.keybindings if name.lower() not in named_by]
         missing = [key for key in keys if key.lower() not in given]
         if extra or missing:
             wrong = (f"has no key {', '.join(map(repr, extra))}" if extra

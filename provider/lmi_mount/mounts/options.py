@@ -68,6 +68,7 @@ from lmi_mount.mounts.flags import (
 from lmi_mount.text import is_decimal
 
 __all__ = [
+    "ATIME_FIELDS",
     "BOOLEAN_FIELDS",
     "DEFAULTS",
     "KernelOptions",
@@ -78,6 +79,7 @@ __all__ = [
     "from_mountinfo",
     "fstab_options",
     "is_fstab_only",
+    "is_propagation",
     "kernel_request",
     "mount8_flags",
     "parse_options",
@@ -87,6 +89,9 @@ __all__ = [
     "split_flags",
     "validate",
     "with_defaults",
+    "with_unnamed_at_defaults",
+    "with_unnamed_from",
+    "without_propagation",
 ]
 
 
@@ -735,11 +740,11 @@ def with_unnamed_from(options: MountOptions, base: MountOptions, *,
     with ``per_mount_only`` (a bind) every superblock flag."""
     named = effective_fields(options)
     changes = {f.name: value for f in _FIELDS
-               if f.name not in named and f.name not in _ATIME_FIELD_NAMES
+               if f.name not in named and f.name not in ATIME_FIELDS
                and f.name not in _NOT_RESET and not (per_mount_only and f.superblock)
                and (value := getattr(base, f.name)) is not None}
-    if not any(name in named for name in _ATIME_FIELD_NAMES):
-        changes.update({name: getattr(base, name) for name in _ATIME_FIELD_NAMES})
+    if not any(name in named for name in ATIME_FIELDS):
+        changes.update({name: getattr(base, name) for name in ATIME_FIELDS})
     words = set(options.other_options)
     extra = tuple(
         set_name if set_name in base.other_options else clear_name
@@ -758,7 +763,8 @@ def with_unnamed_at_defaults(options: MountOptions) -> MountOptions:
     return with_unnamed_from(options, _NEW_MOUNT)
 
 
-_ATIME_FIELD_NAMES: Final = ("update_access_times", "update_relative_access_times",
+#: The three fields that are one kernel atime mode together.
+ATIME_FIELDS: Final = ("update_access_times", "update_relative_access_times",
                              "update_full_access_times")
 #: Flags a Mode 1 remount never resets: the kernel ignores ``mand`` (5.15) and
 #: cannot change ``dirsync`` on a remount; ``silent`` is not a mount's state.
@@ -767,10 +773,9 @@ _NOT_RESET: Final = frozenset(("allow_mandatory_lock", "synchronous_directory_up
 _FIELDLESS_FLAG_WORDS: Final = tuple(
     row for row in FLAG_OPTION_NAMES
     if row[2] and not any(f.flag == row[0] for f in _FIELDS))
-#: A new mount's flags (the kernel's defaults, relatime among them).
-_NEW_MOUNT: Final = MountOptions(
-    allow_write=True, allow_suid=True, interpret_devices=True, allow_execution=True,
-    synchronous_io=False, update_access_times=True, update_relative_access_times=True,
+#: A new mount's flags: the draft's defaults and the kernel's atime mode (relatime).
+_NEW_MOUNT: Final = replace(
+    DEFAULTS, update_access_times=True, update_relative_access_times=True,
     update_full_access_times=False, update_directory_access_times=True)
 
 

@@ -24,6 +24,7 @@ from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderError, HolderTable
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, propagation_holds
 from lmi_mount.mounts.options import (
+    ATIME_FIELDS,
     BOOLEAN_FIELDS,
     MountOptions,
     OptionDrift,
@@ -1066,9 +1067,9 @@ def asked_after_remount(before: MountOptions, goal: MountOptions) -> MountOption
     name, a propagation word the earlier one, a flag word both its spellings."""
     changes: dict[str, bool | None] = {
         name: value for name, value in effective_fields(goal).items()
-        if name in BOOLEAN_FIELDS and name not in _ATIME_FIELDS}
-    if any(getattr(goal, name) is not None for name in _ATIME_FIELDS):
-        changes.update({name: getattr(goal, name) for name in _ATIME_FIELDS})
+        if name in BOOLEAN_FIELDS and name not in ATIME_FIELDS}
+    if any(getattr(goal, name) is not None for name in ATIME_FIELDS):
+        changes.update({name: getattr(goal, name) for name in ATIME_FIELDS})
     named = {option.partition("=")[0] for option in goal.other_options}
     propagation = any(is_propagation(option) for option in goal.other_options)
     kept = tuple(
@@ -1078,10 +1079,6 @@ def asked_after_remount(before: MountOptions, goal: MountOptions) -> MountOption
         and not _FLAG_WORD_PAIRS.get(option, frozenset()) & named
     )
     return replace(before, other_options=kept + goal.other_options, **changes)
-
-
-_ATIME_FIELDS: Final = ("update_access_times", "update_relative_access_times",
-                        "update_full_access_times")
 
 
 # Each MS_* option word and the pair it belongs to ("lazytime" -> both spellings).
