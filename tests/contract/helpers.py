@@ -94,15 +94,17 @@ def busy(kernel: Kernel, path: str) -> Iterator[subprocess.Popen[bytes]]:
 
     The fake learns of it through make_busy; the kernel sees it by itself.
     """
-    process = subprocess.Popen(["sleep", "60"], cwd=path)
-    if isinstance(kernel, FakeKernel):
+    fake = isinstance(kernel, FakeKernel)
+    # The fake's mounts are not on the disk: its sleep need not stand in them.
+    process = subprocess.Popen(["sleep", "60"], cwd=None if fake else path)
+    if fake:
         kernel.make_busy(path, process.pid, "sleep")
     try:
         yield process
     finally:
         process.kill()
         process.wait()
-        if isinstance(kernel, FakeKernel):
+        if fake:
             kernel.release_busy(process.pid)
 
 

@@ -154,6 +154,36 @@ def test_recursive_bind_brings_submounts_along(kernel: Kernel, base: Path) -> No
     kernel.unmount(deep)
 
 
+@pytest.mark.parametrize("where", ["top", "sub"])
+def test_recursive_unmount_of_a_busy_tree_takes_nothing_away(
+    kernel: Kernel, base: Path, where: str
+) -> None:
+    # umount -R unmounts the submounts first and then finds the top busy: the
+    # caller got an error and had lost the submounts. Nothing may change.
+    tree, copy = make_dirs(base, "tree", "copy")
+    kernel.mount("tmpfs", tree, "tmpfs", 0)
+    for name in ("sub", "work"):
+        (Path(tree) / name).mkdir()
+    kernel.mount("tmpfs", f"{tree}/sub", "tmpfs", 0, "size=1m")
+    (Path(tree) / "sub/deeper").mkdir(exist_ok=True)  # the fake shows the host's files
+    kernel.mount("tmpfs", f"{tree}/sub/deeper", "tmpfs", 0, "size=1m")
+    kernel.mount(tree, copy, None, MS_BIND | MS_REC)
+    before = [(r.target, r.mount_id) for r in table(kernel).records if r.target.startswith(copy)]
+    assert len(before) == 3
+
+    with busy(kernel, copy + ("/work" if where == "top" else "/sub")):
+        with pytest.raises(KernelError) as raised:
+            kernel.unmount(copy, expect=at(kernel, copy).mount_id, recursive=True)
+        assert raised.value.errno == errno.EBUSY
+        after = [(r.target, r.mount_id) for r in table(kernel).records
+                 if r.target.startswith(copy)]
+        assert after == before
+
+    kernel.unmount(copy, expect=at(kernel, copy).mount_id, recursive=True)
+    assert not [r for r in table(kernel).records if r.target.startswith(copy)]
+    assert is_mounted(kernel, f"{tree}/sub/deeper")
+
+
 def test_tmpfs_size_and_mode_as_the_kernel_shows_them(kernel: Kernel, base: Path) -> None:
     (target,) = make_dirs(base, "tmp")
     kernel.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0750")

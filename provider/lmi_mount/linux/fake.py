@@ -396,7 +396,11 @@ class FakeKernel:
         with self._lock:
             top = self._resolve(os.path.realpath(target))
             if recursive and top.target == os.path.realpath(target):
-                for below in reversed(self._subtree(top)[1:]):
+                tree = self._subtree(top)
+                if any(busy.mount in tree for busy in self._busy):
+                    # As LinuxKernel: a busy tree is refused whole, nothing taken.
+                    raise KernelError(errno.EBUSY, "umount", target)
+                for below in reversed(tree[1:]):
                     self.unmount(below.target, flags, expect=below.mount_id)
             if expect is not None:
                 self._expect(self._existing(target, "umount", None, None), expect, "umount")

@@ -625,6 +625,13 @@ class LinuxKernel:
             # EBUSY is also what mounts on it give: only then is the table read.
             if not recursive or exc.errno != errno.EBUSY:
                 raise
+            # umount -R takes the submounts first and only then finds the top
+            # busy: the caller would get an error and have lost them. A tree in
+            # which a process uses a file is refused whole, before any change.
+            # (A use the kernel keeps by itself, a loop device's backing file,
+            # is not seen here: the deepest mounts still go first.)
+            if busy_processes(target, self.proc_root):
+                raise
         table = MountTable(parse_mountinfo(self.read_mountinfo()))
         top = table.by_id.get(expect) if expect is not None else table.at(target)
         if top is not None:
