@@ -94,3 +94,22 @@ def test_a_poke_wakes_the_watcher_from_another_thread() -> None:
         assert not _woken(poke, 0.1)
     finally:
         poke.close()
+
+
+def test_a_closed_poke_writes_into_no_descriptor_that_took_its_number() -> None:
+    # Requests poke the watcher's eventfd from their own threads, also while
+    # the service closes it: a poke after close must not write 8 bytes into
+    # whatever file the number was given to next.
+    read_end, write_end = os.pipe()
+    poke = watch.Poke()
+    number = poke.fileno()
+    poke.close()
+    try:
+        os.dup2(write_end, number)
+        os.set_blocking(read_end, False)
+        poke.poke()
+        with pytest.raises(BlockingIOError):
+            os.read(read_end, 64)
+    finally:
+        for fd in {read_end, write_end, number}:
+            os.close(fd)

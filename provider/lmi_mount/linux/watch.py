@@ -25,6 +25,7 @@ import ctypes
 import os
 import select
 import struct
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Protocol
@@ -162,10 +163,22 @@ class Poke(DescriptorSource):
 
     def __init__(self) -> None:
         super().__init__(os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC))
+        # Other threads poke while one closes: after close, the number may be
+        # another file's, which a late poke must not write 8 bytes into.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def poke(self) -> None:
-        with contextlib.suppress(OSError):
-            os.eventfd_write(self._fd, 1)
+        with self._lock:
+            if not self._closed:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self._fd, 1)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                super().close()
 
     def drain(self) -> bool:
         try:

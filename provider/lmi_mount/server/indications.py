@@ -491,7 +491,12 @@ class IndicationService:
             self._watcher.join(max(0.0, deadline - time.monotonic()))
         for destination in stopping:
             destination.join(deadline)
-        self._poke.close()
+        if self._watcher is None:
+            self._poke.close()
+        elif self._watcher.is_alive():
+            # Its descriptors are its own to close (in _watch): closed under a
+            # watcher still polling them, their numbers could be another file's.
+            log.warning("the indication watcher did not stop within %g s", timeout)
 
     def poke(self) -> None:
         """Something may have changed that the kernel and fstab do not show (holders).
@@ -625,8 +630,7 @@ class IndicationService:
                 previous = current
         finally:
             for source in sources:
-                if source is not self._poke:
-                    source.close()
+                source.close()
 
     # -- for the interop namespace -------------------------------------------
 
