@@ -87,6 +87,7 @@ from lmi_mount.mounts.plan import (
     Plan,
     Snapshot,
     Step,
+    holds_record,
     normalize_target,
     plan_create,
     plan_delete,
@@ -637,8 +638,12 @@ class MountManager:
         force: bool = False,
         lazy: bool = False,
         dry_run: bool = False,
+        release_only: bool = False,
     ) -> Outcome:
-        """Release or unmount (``current``) and/or remove the fstab line (``persist``)."""
+        """Release or unmount (``current``) and/or remove the fstab line (``persist``).
+
+        ``release_only`` (``holder`` was named by the caller): a mount nobody
+        holds is refused (InUse), not unmounted (see ``plan_delete``)."""
         target = self._fstab_only_target(normalize_target(target), current)
         with self._request(_spellings(target)):
             snap = self._snapshot([target])
@@ -651,6 +656,7 @@ class MountManager:
                 holder=holder,
                 force=force,
                 lazy=lazy,
+                release_only=release_only,
             )
             self._refuse_protected(plan, snap, force)
             return self._run(plan, target, dry_run)
@@ -661,7 +667,8 @@ class MountManager:
         return self.create(spec, current=True, persist=False, holder=holder)
 
     def release(self, target: str, holder: str) -> Outcome:
-        return self.delete(target, current=True, persist=False, holder=holder)
+        return self.delete(target, current=True, persist=False, holder=holder,
+                           release_only=True)
 
     def force_unmount(self, target: str, *, lazy: bool = False) -> Outcome:
         return self.delete(target, current=True, persist=False, force=True, lazy=lazy)
@@ -800,8 +807,8 @@ class MountManager:
         for line in fstab.entries():
             if line.entry.target.startswith("/"):
                 by_target.setdefault(normalize_fstab_target(line.entry.target), line.entry)
-        statuses = [_live_status(record, by_target.get(record.target), held.get(record.target),
-                                 source_of)
+        statuses = [_live_status(record, by_target.get(record.target),
+                                 self._held_by(record, held), source_of)
                     for record in table.visible()]
         live_targets = {status.target for status in statuses}
         for target, entry in by_target.items():
@@ -823,11 +830,21 @@ class MountManager:
             record = None  # state() names it by its own spelling only
         entry = self.read_fstab().find_target(target)
         if record is not None:
-            return _live_status(record, entry, self._published.get(target),
+            return _live_status(record, entry, self._held_by(record, self._published),
                                 self._source_resolver(table))
         if entry is None or normalize_fstab_target(entry.target) != target:
             return None
         return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
+
+    def _held_by(self, record: MountRecord, held: Mapping[str, HeldMount]) -> HeldMount | None:
+        """The holder record of the live ``record``: none for a mount made at a held
+        mount point since (by hand, after its holders' mount went), which the
+        next request there forgets (``plan_reconcile``), but a read must not
+        show as theirs meanwhile."""
+        found = held.get(record.target)
+        if found is None or not holds_record(found, record, self.kernel.mount_identity):
+            return None
+        return found
 
     def live_source(self, record: MountRecord) -> str:
         """What ``status`` calls the source of the live ``record`` (of the current table)."""

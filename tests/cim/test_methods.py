@@ -230,6 +230,28 @@ def test_a_second_release_during_the_hold_time_is_no_error(world: CimWorld) -> N
     assert rv == 6, "one that others hold is still In Use to a non-holder"
 
 
+def test_a_named_holder_releases_only_its_reference_never_a_mount_nobody_holds(
+    world: CimWorld,
+) -> None:
+    # Holders a and b; an administrator replaces their tmpfs by a fresh one.
+    # a's release then unmounted the administrator's mount (a reviewer).
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, out = create_tmpfs(conn, target, Holder="a")
+    create_tmpfs(conn, target, Holder="b")
+    (old,) = world.mounts_at(target)
+    world.kernel.unmount(target, expect=old.mount_id)
+    world.kernel.mount("tmpfs", target, "tmpfs", 0, "size=2m")
+    mount = conn.GetInstance(out["Mount"])
+    assert (mount["ReferenceCount"], list(mount["Holders"] or [])) == (0, [])
+    rv, failed = call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="a")
+    assert rv == 6 and "'a' holds no reference" in failed["Error"]["Message"]
+    assert len(world.mounts_at(target)) == 1, "the administrator's mount stays"
+    # Without a Holder, a DeleteMount unmounts a mount nobody holds (the draft's).
+    assert call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"])[0] == 0
+    assert world.mounts_at(target) == []
+
+
 def test_force_drops_every_holder(world: CimWorld) -> None:
     conn = world.connect(hold_seconds=600)
     target = world.dir("mnt")

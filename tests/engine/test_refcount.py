@@ -181,6 +181,28 @@ def test_release_by_a_holder_without_a_reference_is_refused(world: World) -> Non
         assert manager.held(spec.target).holders == ("alice",)  # type: ignore[union-attr]
 
 
+def test_a_mount_replaced_by_hand_is_not_its_old_holders_to_release(world: World) -> None:
+    # An administrator unmounts a shared tmpfs and mounts a fresh one there.
+    # Reads showed the old holders on the new mount, and one holder's release
+    # (DeleteMount with its Holder) then unmounted the administrator's mount.
+    with world.manager() as manager:
+        spec = tmpfs(world)
+        manager.acquire(spec, "a")
+        manager.acquire(spec, "b")
+        (old,) = world.mounts_at(spec.target)
+        world.kernel.unmount(spec.target, expect=old.mount_id)
+        world.kernel.mount("tmpfs", spec.target, "tmpfs", 0, "size=2m")
+        (status,) = [s for s in manager.status() if s.target == spec.target]
+        assert status.held is None
+        assert manager.status_at(spec.target).held is None  # type: ignore[union-attr]
+        with pytest.raises(InUse, match=r"'a' holds no reference"):
+            manager.release(spec.target, "a")
+        assert len(world.mounts_at(spec.target)) == 1, "the administrator's mount stays"
+        # Unmounting a mount nobody holds is asked without naming a holder.
+        manager.delete(spec.target)
+        assert world.mounts_at(spec.target) == []
+
+
 def test_remount_read_only_and_back(world: World) -> None:
     with world.manager() as manager:
         spec = bind(world)

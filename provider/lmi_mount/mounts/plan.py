@@ -870,6 +870,7 @@ def plan_delete(
     holder: str,
     force: bool = False,
     lazy: bool = False,
+    release_only: bool = False,
 ) -> Plan:
     """DeleteMount: release or unmount (``current``) and/or remove the fstab line (``persist``).
 
@@ -878,6 +879,9 @@ def plan_delete(
     engine's timer does it later). ``force`` drops every holder and unmounts
     now. A mount lmi-mount did not make is never unmounted by a release, only
     by an explicit delete of an untracked mount or by ``force``.
+    ``release_only``: the caller named ``holder`` and asks to release its
+    reference, so a mount nobody holds is refused, not unmounted (it may
+    have been made at the holders' mount point after their mount went).
     """
     held = snap.holders.get(target)
     moved = _moved(held, snap) if held is not None and current else None
@@ -897,6 +901,11 @@ def plan_delete(
                                      "exists): nothing to unmount; remove the line alone",
                                      value=target)
         else:
+            if held is None and release_only and not force:
+                raise InUse(f"{holder!r} holds no reference to {target!r}: nobody does (it "
+                            "was mounted outside lmi-mount, or made there after its holders' "
+                            "mount went); nothing done. Ask without naming a holder to "
+                            "unmount it", value=holder)
             steps.extend(_release_steps(target, record, snap, holder=holder, force=force,
                                         lazy=lazy))
     if persist:
@@ -976,26 +985,33 @@ def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
         return None
     if held.fstype is not None and now.fstype != held.fstype:
         return None
-    if not _same_unique(held, now.target, snap):
+    if not _same_unique(held, now.target, snap.identity):
         return None  # the id was given to another mount since
     return now
 
 
 def _is_held_mount(held: HeldMount, record: MountRecord, snap: Snapshot) -> bool:
-    """Whether the live ``record`` is the mount ``held`` describes (ids are reused
-    at once: the unique id decides where the kernel has one)."""
+    return holds_record(held, record, snap.identity)
+
+
+def holds_record(held: HeldMount, record: MountRecord,
+                 identity: Callable[[str], tuple[int, int | None] | None]) -> bool:
+    """Whether the live ``record`` is the mount ``held`` describes, not one made
+    at its path since (ids are reused at once: the unique id, read through
+    ``identity`` as ``Kernel.mount_identity``, decides where the kernel has one)."""
     if held.mount_id is not None and record.mount_id != held.mount_id:
         return False
-    return _same_unique(held, record.target, snap)
+    return _same_unique(held, record.target, identity)
 
 
-def _same_unique(held: HeldMount, path: str, snap: Snapshot) -> bool:
+def _same_unique(held: HeldMount, path: str,
+                 identity: Callable[[str], tuple[int, int | None] | None]) -> bool:
     """Whether the mount at ``path`` is the held one by the kernel's never-reused id
     (mount ids are reused at once); True where either side does not know it."""
     if held.unique_id is None:
         return True
-    identity = snap.identity(path)
-    return identity is None or identity[1] is None or identity[1] == held.unique_id
+    found = identity(path)
+    return found is None or found[1] is None or found[1] == held.unique_id
 
 
 def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:

@@ -229,7 +229,8 @@ class ServiceProvider(Provider):
         mount = _mount_ref(view, args.get("mount"))  # first, as in _modifymount
         if effect.current is not False and effect.persist is not False:
             return None
-        holder = _string(args, "holder") or caller.user or view.context.default_holder
+        named = _string(args, "holder")
+        holder = named or caller.user or view.context.default_holder
         force = _boolean(args, "force")
         spec_name, target = (
             mount.keybindings["FileSystemSpec"],
@@ -246,6 +247,9 @@ class ServiceProvider(Provider):
                 holder=holder,
                 force=force,
                 dry_run=dry_run,
+                # A named Holder releases its reference: a mount nobody holds is
+                # not unmounted in its name (a mount made there since, by hand).
+                release_only=bool(named),
             )
             return outcome, None
 

@@ -540,7 +540,10 @@ class MountState:
                 # Force drops every holder; a mount nobody holds is unmounted if it
                 # was made outside lmi-mount (from boot, by hand), as
                 # ansible.posix.mount would, and left to its hold time if not.
-                self._delete(self.live, UNMOUNT_AND_REMOVE if together else UNMOUNT_ONLY)
+                # No Holder: the service refuses to unmount a mount nobody holds
+                # in a holder's name (a release).
+                self._delete(self.live, UNMOUNT_AND_REMOVE if together else UNMOUNT_ONLY,
+                             release=False)
                 line = line and not together
             else:
                 # In check mode one release is planned, however many references.
@@ -556,7 +559,7 @@ class MountState:
                                in self.host.find_all(self.path) if live)
                     left = now.get(self.live.path.keybindings["FileSystemSpec"])
                     if left is not None and not left["Holders"]:
-                        self._delete(left, UNMOUNT_ONLY)
+                        self._delete(left, UNMOUNT_ONLY, release=False)
         if line:
             self._delete(self.line, REMOVE_LINE)  # the mount stays for its other holders
 
@@ -573,9 +576,11 @@ class MountState:
         return dict(Mode=Uint16(MOUNT_ONLY), Mount=self.live.path, Goal=goal,
                     Force=self.force or None)
 
-    def _delete(self, mount, mode):
-        self.host.call("DeleteMount", Mode=Uint16(mode), Mount=mount.path, Holder=self.holder,
-                       Force=self.force or None)
+    def _delete(self, mount, mode, *, release=True):
+        """DeleteMount of ``mount``: a release of this holder's reference, or (not
+        ``release``) an unmount of a mount nobody holds, or a forced one."""
+        self.host.call("DeleteMount", Mode=Uint16(mode), Mount=mount.path,
+                       Holder=self.holder if release else None, Force=self.force or None)
 
 
 def _lexical(path):
