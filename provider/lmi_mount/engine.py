@@ -1108,7 +1108,14 @@ class MountManager:
             for step in plan.steps:
                 name = type(step).__name__
                 self._crash(f"before {name}")
-                done.append((step, self._apply(step, anchors)))
+                try:
+                    done.append((step, self._apply(step, anchors)))
+                except files.FileWriteError as exc:
+                    if isinstance(step, FstabChange) and exc.texts is not None:
+                        # The new fstab is in place, though not known durable
+                        # (its directory's fsync failed): undone with the rest.
+                        done.append((step, exc.texts))
+                    raise
                 self._crash(f"after {name}")
             self._journal.end(txn)
         except Exception as exc:

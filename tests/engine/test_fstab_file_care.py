@@ -24,6 +24,7 @@ from lmi_mount.admin import main
 from lmi_mount.engine import MountManager
 from lmi_mount.fstab_editor import edit_fstab
 from lmi_mount.linux import files
+from lmi_mount.mounts.errors import OperationFailed
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World
 
@@ -201,3 +202,38 @@ def test_backup_names_sort_as_they_were_taken_across_a_second(
         fstab.write_text(text)
         files.edit_file(fstab, lambda old: old + "x\n", backups=5)
     assert [Path(p).read_text() for p in files.backups_of(fstab)] == ["first\n", "second\n"]
+
+
+@pytest.mark.parametrize("operation", ["create", "delete"])
+def test_an_fstab_edit_whose_directory_sync_fails_is_undone_with_the_rest(
+    world: World, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    # fsync of fstab's directory fails after the rename: the new file is in
+    # place. The request failed and its mount was undone, but the line stayed
+    # (create) or stayed gone (delete): half an operation.
+    target = world.dir("mnt")
+    spec = MountSpec("tmpfs", target, "tmpfs")
+    directory = os.path.realpath(world.fstab.parent)
+    sync = files.fsync_directory
+    failures = [errno.EIO]
+
+    def failing_once(path: str | os.PathLike[str]) -> None:
+        if failures and os.path.realpath(path) == directory:
+            raise OSError(failures.pop(), "injected")
+        sync(path)
+
+    with world.manager() as manager:
+        if operation == "delete":
+            manager.create(spec, current=True, persist=True, holder="a")
+        fstab, mounted = world.fstab.read_bytes(), len(world.mounts_at(target))
+        held = manager.held(target)
+        monkeypatch.setattr(files, "fsync_directory", failing_once)
+        with pytest.raises(OperationFailed, match="dir-synced"):
+            if operation == "create":
+                manager.create(spec, current=True, persist=True, holder="a")
+            else:
+                manager.delete(target, current=True, persist=True, holder="a")
+        assert not failures
+        assert world.fstab.read_bytes() == fstab
+        assert len(world.mounts_at(target)) == mounted
+        assert manager.held(target) == held

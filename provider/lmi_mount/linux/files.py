@@ -196,6 +196,9 @@ class FileWriteError(FileError):
         self.errno = error.errno
         self.step = step
         self.replaced = replaced
+        #: (old, new) text of an ``edit_file`` that ``replaced`` the file: the
+        #: caller undoes an edit that took effect though it failed.
+        self.texts: tuple[str, str] | None = None
 
 
 def _strerror(error: OSError) -> str:
@@ -499,10 +502,15 @@ def _edit_locked(
     def unchanged(current: bytes, current_info: os.stat_result | None) -> bool:
         return _same_file(current_info, info) and current == data
 
-    _replace_locked(
-        path, _encode(new), unchanged, lambda: _version(info, data), crash, new_file_mode,
-        backups,
-    )
+    try:
+        _replace_locked(
+            path, _encode(new), unchanged, lambda: _version(info, data), crash, new_file_mode,
+            backups,
+        )
+    except FileWriteError as error:
+        if error.replaced:
+            error.texts = (old, new)
+        raise
     return old, new
 
 
