@@ -330,6 +330,34 @@ def test_create_setting_takes_options_as_mount_8_spells_them(fake_world: CimWorl
     assert defaults["AllowSUID"] is True and defaults["SynchronousIO"] is False
 
 
+@pytest.mark.parametrize("access, relative, full", [
+    (False, None, True), (None, False, None), (True, False, False), (False, True, None),
+    (True, True, True),
+])
+def test_a_goal_whose_atime_properties_name_no_one_mode_is_refused(
+    fake_world: CimWorld, access: bool | None, relative: bool | None, full: bool | None
+) -> None:
+    # The kernel has one atime mode: noatime, relatime or strictatime. Mode 2
+    # wrote these goals as "noatime,strictatime", "defaults" (the request
+    # dropped) and the like, and said done; Mode 1 mounted and failed after.
+    conn = fake_world.connect()
+    goal = conn.GetInstance(_setting(conn, "size=1m"))  # no atime property set
+    for name, value in (("UpdateAccessTimes", access), ("UpdateRelativeAccessTimes", relative),
+                        ("UpdateFullAccessTimes", full)):
+        if value is not None:
+            goal[name] = value
+    conn.ModifyInstance(goal)
+    fstab = fake_world.fstab.read_bytes()
+    for mode in (1, 2, 32768):
+        with pytest.raises(CIMError) as raised:
+            create_tmpfs(conn, fake_world.dir("mnt"), mode=mode, Goal=goal.path)
+        error = raised.value
+        assert error.status_code == CIM_ERR_INVALID_PARAMETER and "atime mode" in str(error)
+        assert "UpdateRelativeAccessTimes" in str(error) or "UpdateAccessTimes" in str(error)
+    assert fake_world.fstab.read_bytes() == fstab
+    assert fake_world.mounts_at(fake_world.dir("mnt")) == []
+
+
 @pytest.mark.parametrize(("params", "named"), [
     pytest.param({"Options": "ro,size=1 m"}, "size=1 m", id="whitespace"),
     pytest.param({"Options": ""}, "Options ''", id="empty"),

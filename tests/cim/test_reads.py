@@ -18,6 +18,7 @@ from pywbem import (
 )
 
 from lmi_mount.cim import names
+from lmi_mount.mounts.options import parse_options, with_defaults
 from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
 
 
@@ -129,6 +130,28 @@ def test_drift_shows_two_settings(fake_world: CimWorld) -> None:
     assert flags[(1, 2)]["AllowExecution"] is True, "the live mount is exec"
     assert flags[(2, 1)]["AllowExecution"] is False and flags[(2, 1)]["FileSystemCheckOrder"] == 2
     assert "drifted" in conn.GetInstance(out["Mount"])["Caption"]
+
+
+def test_a_user_line_s_setting_says_what_mount8_makes_of_it(fake_world: CimWorld) -> None:
+    # mount(8) adds nosuid,nodev,noexec for user (exec after it takes noexec
+    # back). The setting said suid, dev and exec, and a client that wrote it
+    # back as a Goal (ModifyMount Mode 2) made the line suid and dev.
+    fake_world.fstab.write_text("/dev/sdz5 /mnt/u xfs user 0 0\n"
+                                "/dev/sdz6 /mnt/x xfs user,exec,noauto 0 0\n")
+    conn = fake_world.connect()
+    settings = {s["ElementName"]: s for s in conn.EnumerateInstances(
+        names.MOUNTED_FILE_SYSTEM_SETTING)}
+    values = {target: (s["AllowSUID"], s["InterpretDevices"], s["AllowExecution"])
+              for target, s in settings.items() if target in ("/mnt/u", "/mnt/x")}
+    assert values == {"/mnt/u": (False, False, False), "/mnt/x": (False, False, True)}
+    [service] = conn.EnumerateInstanceNames(names.MOUNT_CONFIGURATION_SERVICE)
+    mount = next(m.path for m in conn.EnumerateInstances(names.MOUNTED_FILE_SYSTEM)
+                 if m["MountPointPath"] == "/mnt/u")
+    rv, _ = conn.InvokeMethod("ModifyMount", service, Mode=Uint16(2), Mount=mount,
+                              Goal=settings["/mnt/u"].path)
+    assert rv == 0
+    line = fake_world.fstab.read_text().splitlines()[0]
+    assert with_defaults(parse_options(line.split()[3])) == with_defaults(parse_options("user"))
 
 
 def test_goal_settings_lifecycle_and_cap(fake_world: CimWorld) -> None:

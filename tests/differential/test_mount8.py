@@ -25,7 +25,15 @@ from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel, MountApi
 from lmi_mount.mounts.errors import InvalidRequest, NotApplied
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
-from lmi_mount.mounts.options import MountOptions, compare, from_mountinfo, render_options
+from lmi_mount.mounts.options import (
+    MountOptions,
+    atime_mode,
+    compare,
+    from_mountinfo,
+    parse_options,
+    render_options,
+    with_defaults,
+)
 from lmi_mount.mounts.plan import MountSpec
 from tests.contract.helpers import mkfs_image
 from tests.support.skips import requires_fs, requires_root, requires_tool
@@ -348,3 +356,44 @@ def _split(options: MountOptions) -> MountOptions:
     words = [word for option in options.other_options for word in option.split(",")]
     return MountOptions(**{**_fields(options), "other_options": tuple(words)})
 
+
+
+_LINE_WORDS = st.lists(st.sampled_from([
+    "noatime", "atime", "relatime", "norelatime", "strictatime", "nostrictatime",
+    "user", "users", "owner", "group", "nouser", "exec", "noexec", "suid", "nosuid",
+    "dev", "nodev",
+]), min_size=1, max_size=6)
+
+
+@pytest.mark.private_namespace(timeout=300)
+def test_an_fstab_option_string_means_what_mount8_mounts(tmp_path: Path) -> None:
+    # What a line's setting reports (with_defaults of parse_options) and the
+    # atime mode it names must be what mount(8) makes of the same words. The
+    # report said AllowSUID=True of a `user` line (mount(8): nosuid,nodev,
+    # noexec), so a client writing the setting back made the line suid, and
+    # UpdateAccessTimes=False of `strictatime,noatime` (the kernel: strict).
+    target = tmp_path / "m"
+    target.mkdir()
+
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(_LINE_WORDS)
+    def check(words: list[str]) -> None:
+        text = ",".join(words)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", text, "lmi-test", str(target)],
+                       check=True, capture_output=True)
+        try:
+            (record,) = MountTable(parse_mountinfo(
+                Path("/proc/self/mountinfo").read_text())).mounts_at(str(target))
+        finally:
+            subprocess.run(["umount", str(target)], check=True)
+        live = from_mountinfo(record.vfs_options, record.super_options)
+        reported = with_defaults(parse_options(text))
+        for name in ("allow_suid", "interpret_devices", "allow_execution"):
+            assert getattr(reported, name) == getattr(live, name), (text, name, record)
+        assert (atime_mode(reported) or "relatime") == (
+            "noatime" if live.update_access_times is False
+            else "relatime" if live.update_relative_access_times else "strictatime"
+        ), (text, record.vfs_options)
+
+    check()

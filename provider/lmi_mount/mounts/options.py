@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import ClassVar, Final
 
@@ -75,6 +75,7 @@ __all__ = [
     "MountOptions",
     "OptionDrift",
     "OptionError",
+    "atime_mode",
     "compare",
     "from_mountinfo",
     "fstab_options",
@@ -323,18 +324,24 @@ MountOptions.DEFAULTS = DEFAULTS
 
 
 def with_defaults(options: MountOptions) -> MountOptions:
-    """``options`` with every unspecified field that ``DEFAULTS`` sets taken from it.
+    """``options`` with every unspecified field that ``DEFAULTS`` sets taken from it,
+    but those an effective user/users/owner/group implies, which are False.
 
     What mount(8) asks the kernel for when a line says nothing about those
     fields; useful for a strict drift check of a ``defaults`` line. A file
     system may still refuse one of them (a read-only medium is mounted ``ro``
     by mount(8)'s retry).
     """
+    # What user/users/owner/group imply comes first: mount(8) asks for it.
+    implied = {name: False for name in _implied_fields(options.other_options)
+               if getattr(options, name) is None}
     filled = {
         f.name: getattr(DEFAULTS, f.name)
         for f in _FIELDS
-        if getattr(options, f.name) is None and getattr(DEFAULTS, f.name) is not None
+        if getattr(options, f.name) is None and f.name not in implied
+        and getattr(DEFAULTS, f.name) is not None
     }
+    filled.update(implied)
     return replace(options, **filled) if filled else options
 
 
@@ -489,7 +496,27 @@ def parse_options(text: str, *, strict: bool = True) -> MountOptions:
             if name in implied:
                 values[name] = None
         other.append(element)
-    return MountOptions(**values, other_options=tuple(other))
+    return MountOptions(**_atime_as_the_kernel_reads(values), other_options=tuple(other))
+
+
+def _atime_as_the_kernel_reads(values: dict[str, bool | None]) -> dict[str, bool | None]:
+    """``values`` without the atime words that have no effect, so that the atime
+    fields name the one mode mount(2) gives (fs/namespace.c path_mount()):
+    MS_STRICTATIME clears noatime and relatime, MS_NOATIME beats relatime,
+    and MS_RELATIME is the default, so ``norelatime`` alone changes nothing.
+    mount(8) passes the words as flags; their order does not matter."""
+    relative, full = "update_relative_access_times", "update_full_access_times"
+    if values.get(full) is True:
+        if values.get("update_access_times") is False:
+            values.pop("update_access_times")
+        if values.get(relative) is True:
+            values.pop(relative)
+    elif values.get("update_access_times") is False:
+        if values.get(relative) is True:
+            values.pop(relative)
+    elif values.get(relative) is False:
+        values.pop(relative)
+    return values
 
 
 def render_options(options: MountOptions) -> str:
@@ -766,6 +793,52 @@ def with_unnamed_at_defaults(options: MountOptions) -> MountOptions:
 #: The three fields that are one kernel atime mode together.
 ATIME_FIELDS: Final = ("update_access_times", "update_relative_access_times",
                              "update_full_access_times")
+#: The atime modes in which each value of an atime field holds.
+_ATIME_VALUE_HOLDS_IN: Final = {
+    ("update_access_times", False): frozenset({"noatime"}),
+    ("update_access_times", True): frozenset({"relatime", "strictatime"}),
+    ("update_relative_access_times", True): frozenset({"relatime"}),
+    ("update_relative_access_times", False): frozenset({"noatime", "strictatime"}),
+    ("update_full_access_times", True): frozenset({"strictatime"}),
+    ("update_full_access_times", False): frozenset({"noatime", "relatime"}),
+}
+
+
+def atime_mode(options: MountOptions, spelled: Callable[[str], str] = str) -> str | None:
+    """The kernel atime mode (noatime, relatime, strictatime) that the atime fields
+    of ``options``, written as option words, give; None when they name none
+    (the kernel's default, relatime, applies).
+
+    mount(2) reads the words as flags (fs/namespace.c path_mount()):
+    strictatime beats noatime, which beats relatime, the default. Raises
+    OptionError when a named value does not hold in that mode (``noatime``
+    with full updates; "not relative" alone, which the kernel ignores): such
+    requests were written to fstab as words that mean something else.
+    ``parse_options`` gives only values that hold. ``spelled`` names a field
+    in the message (a CIM property name).
+    """
+    named = {name: getattr(options, name) for name in ATIME_FIELDS
+             if getattr(options, name) is not None}
+    if not named:
+        return None
+    if named.get("update_full_access_times") is True:
+        mode = "strictatime"
+    elif named.get("update_access_times") is False:
+        mode = "noatime"
+    else:
+        mode = "relatime"
+    wrong = [name for name, value in named.items()
+             if mode not in _ATIME_VALUE_HOLDS_IN[(name, value)]]
+    if wrong:
+        asked = ", ".join(f"{spelled(name)}={value}" for name, value in named.items())
+        raise OptionError(
+            f"the atime values {asked} make no one atime mode: the kernel would give "
+            f"{mode}, where {', '.join(spelled(name) for name in wrong)} does not hold "
+            f"(noatime: {spelled('update_access_times')}=False; strictatime: "
+            f"{spelled('update_full_access_times')}=True; relatime otherwise)", value=asked)
+    return mode
+
+
 #: Flags a Mode 1 remount never resets: the kernel ignores ``mand`` (5.15) and
 #: cannot change ``dirsync`` on a remount; ``silent`` is not a mount's state.
 _NOT_RESET: Final = frozenset(("allow_mandatory_lock", "synchronous_directory_updates",
@@ -1075,9 +1148,9 @@ def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
     a drift that is not comparable. fstab-only options and the ``bind`` and
     propagation operations are not properties of a live mount and are skipped.
     MS_* words without a field (``lazytime``, ``nosymfollow``) compare as
-    flags. The kernel's atime rules are not second-guessed: ``norelatime``
-    without ``strictatime`` has no effect (fs/namespace.c path_mount()), and
-    the drift says so.
+    flags. Atime words without effect (``norelatime`` alone, ``noatime`` with
+    ``strictatime``) are not fields of ``configured``: ``parse_options`` reads
+    them as the kernel does.
 
     File system options compare by name, the last configured value of a name
     being the one in effect. The kernel shows some values normalized, so equal

@@ -37,7 +37,7 @@ from lmi_mount.cim.providers.base import Caller, Provider, View, same_path, show
 from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import Outcome
 from lmi_mount.mounts.errors import MountError
-from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError
+from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError, atime_mode
 from lmi_mount.mounts.plan import MountSpec
 
 log = logging.getLogger(__name__)
@@ -391,7 +391,22 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
 
 
 def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
-    """The options, dump and pass number a Goal REF names; NULL means the defaults."""
+    """The options, dump and pass number a Goal REF names; NULL means the defaults.
+
+    Its atime properties must name one kernel atime mode: fstab and the kernel
+    have no spelling for the others (``atime_mode``)."""
+    options, dump, passno = _goal_values(view, ref)
+    try:
+        atime_mode(options, _PROPERTY_OF_FIELD.__getitem__)
+    except OptionError as exc:
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"Goal {shown(ref)}: {exc}") from exc
+    return options, dump, passno
+
+
+_PROPERTY_OF_FIELD: Final = {field: cim for cim, field in SETTING_FIELDS}
+
+
+def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int]:
     if ref is None:
         return DEFAULTS, 0, 0
     if (
