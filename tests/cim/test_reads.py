@@ -154,6 +154,22 @@ def test_a_user_line_s_setting_says_what_mount8_makes_of_it(fake_world: CimWorld
     assert with_defaults(parse_options(line.split()[3])) == with_defaults(parse_options("user"))
 
 
+def test_a_pass_number_a_uint16_cannot_hold_is_null_not_a_broken_class(
+    fake_world: CimWorld,
+) -> None:
+    # libmount and findmnt read these lines; one of them made every
+    # enumeration of the settings fail with "internal error" (ValueError).
+    fake_world.fstab.write_text("tmpfs /mnt/n1 ext4 defaults 0 -1\n"
+                                "tmpfs /mnt/n2 ext4 defaults 7 70000\n"
+                                "tmpfs /mnt/n3 ext4 defaults 0 65535\n")
+    conn = fake_world.connect()
+    orders = {s["ElementName"]: s["FileSystemCheckOrder"]
+              for s in conn.EnumerateInstances(names.MOUNTED_FILE_SYSTEM_SETTING)}
+    assert {k: v for k, v in orders.items() if k.startswith("/mnt/")} == {
+        "/mnt/n1": None, "/mnt/n2": None, "/mnt/n3": 65535}
+    assert len(conn.EnumerateInstances(names.MOUNTED_FILE_SYSTEM)) == len(orders)
+
+
 def test_goal_settings_lifecycle_and_cap(fake_world: CimWorld) -> None:
     conn = fake_world.connect(max_goal_settings=2)
     [capabilities] = conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM_CAPABILITIES)

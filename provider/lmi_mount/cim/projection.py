@@ -75,6 +75,13 @@ SETTING_FIELDS: Final = (
 _ID_SAFE: Final = "/:=@,+-._~ #!$&'()*;[]{}^`"
 
 
+def _uint16_or_null(value: int) -> Uint16 | None:
+    """A number read from fstab as a uint16 property; NULL where it has no such
+    value (libmount reads a pass number of -1 or 70000): one line must not
+    break every read of its class."""
+    return Uint16(value) if 0 <= value <= 0xFFFF else None
+
+
 def mount_local_id(spec: str, target: str) -> str:
     """``<spec>|<path>`` with '%' and '|' percent-encoded, so it splits back exactly.
 
@@ -361,7 +368,8 @@ class Projector:
                 "InstanceID": instance_id,
                 "ElementName": status.target,
                 "Dump": bool(configured.dump) if configured else None,
-                "FileSystemCheckOrder": Uint16(configured.passno) if configured else None,
+                "FileSystemCheckOrder": _uint16_or_null(configured.passno) if configured
+                else None,
                 "ChangeableType": Uint16(1),  # Changeable - Transient: changed through ModifyMount
             }
         )
