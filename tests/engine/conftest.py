@@ -73,8 +73,10 @@ class World:
             "clock": self.clock,
             "timers": False,
             "after_fstab_edit": lambda: None,
-            # Small: the state lives in /dev/shm, and many worlds are made.
-            "journal_capacity": 64 << 10,
+            # Small: the state lives in /dev/shm, and many worlds are made. Eight
+            # requests at once reserve room for their undo, each raw fstab line
+            # included (test_parallel_writers): 64 KiB is too little for them.
+            "journal_capacity": 128 << 10,
         }
         if self.kind == "fake":
             options["processes"] = self.kernel.processes  # type: ignore[attr-defined]

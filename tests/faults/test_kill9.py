@@ -29,12 +29,13 @@ from tests.support.skips import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
 
-State = tuple[tuple[str, ...], str | None, tuple[str, ...]]
+State = tuple[tuple[str, ...], str | None, tuple[str, ...], str]
 Action = Callable[[MountManager], object]
 
 
 def observe(world: World, target: str) -> State:
-    """(live per-mount options, fstab line, holders): what a client could see."""
+    """(live per-mount options, fstab line, holders, the whole fstab text): what a
+    client could see, and every byte of the file."""
     with world.manager(observer=True) as engine:
         mounted = world.mounts_at(target)
         assert len(mounted) <= 1, "never stacked"
@@ -45,7 +46,14 @@ def observe(world: World, target: str) -> State:
         if held is not None:
             assert mounted, f"{target} is held but not mounted"
             assert len(held.holders) == held.refcount
-        return live, line, held.holders if held else ()
+        return live, line, held.holders if held else (), world.fstab.read_text()
+
+
+def add_a_neighbour(world: World) -> None:
+    """A line after the setup's, spaced as no writer of ours spaces: an undone
+    removal must put the mount point's line back before it, as it was."""
+    with world.fstab.open("a") as fstab:
+        fstab.write("tmpfs\t/srv/after   tmpfs  defaults\t0 0\n")
 
 
 def spec(world: World, options: str = "size=1m") -> MountSpec:
@@ -115,6 +123,7 @@ def test_kill_9_at_every_step_leaves_the_operation_whole_or_absent(
     # Reference states: before, and after an uninterrupted run.
     reference = World("real", fresh_dir(tmp_path / "reference"))
     setup(reference)
+    add_a_neighbour(reference)
     target = reference.dir("mnt")
     before = observe(reference, target)
     points = crash_points(reference, operation(reference))
@@ -127,6 +136,7 @@ def test_kill_9_at_every_step_leaves_the_operation_whole_or_absent(
         world = World("real", fresh_dir(tmp_path / "world"))
         assert world.dir("mnt") == str(tmp_path / "world" / "mnt")
         setup(world)
+        add_a_neighbour(world)
         die_at(world, point, operation(world))
         with world.manager() as engine:  # the restart: recovery runs here
             engine.check_invariants()
@@ -140,8 +150,9 @@ def test_kill_9_at_every_step_leaves_the_operation_whole_or_absent(
 
 
 def _rebase(state: State, old: str, new: str) -> State:
-    live, line, holders = state
-    return live, None if line is None else line.replace(old, new), holders
+    live, line, holders, fstab = state
+    return (live, None if line is None else line.replace(old, new), holders,
+            fstab.replace(old, new))
 
 
 # -- what recovery may touch (from an outside review) ------------------------------------

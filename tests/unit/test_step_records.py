@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lmi_mount.mounts.fstab import FstabEntry
+from lmi_mount.mounts.fstab import FstabDocument, FstabEntry
 from lmi_mount.mounts.holders import HeldMount
 from lmi_mount.mounts.options import BOOLEAN_FIELDS, MountOptions, parse_options
 from lmi_mount.mounts.plan import (
@@ -40,6 +40,9 @@ def round_trip(step: Step) -> Step:
     pytest.param(KernelUnmount("/mnt/a", False, None), id="unmount-without-undo"),
     pytest.param(FstabChange("/srv/data", None, ENTRY), id="fstab-add"),
     pytest.param(FstabChange("/srv/data", ENTRY, None), id="fstab-remove"),
+    pytest.param(FstabChange("/srv/data", ENTRY, None, was=(
+        (3, "UUID=1234\t/srv/data  ext4 noatime,x-systemd.automount 0 2\r"),)),
+        id="fstab-remove-with-its-raw-line"),
     pytest.param(HolderChange("/mnt/a", None, HELD, "alice acquires"), id="holders"),
 ])
 def test_every_step_kind_round_trips(step: Step) -> None:
@@ -65,3 +68,26 @@ def test_a_malformed_record_is_an_error_not_a_step() -> None:
         step_from_record({"step": "explode"})
     with pytest.raises(KeyError):
         step_from_record({"step": "fstab"})
+
+
+def test_an_undone_removal_puts_each_line_back_where_it_stood_as_it_was() -> None:
+    # After a kill -9, recovery has only the step: the first build put the
+    # lines back at the end of the file, respaced (an outside review).
+    text = ("# head\n"
+            "tmpfs   /mnt/a\ttmpfs size=1m 0 0\n"
+            "tmpfs /srv/b tmpfs defaults 0 0\r\n"
+            "tmpfs /mnt/a/ tmpfs size=2m 0 0\n"
+            "tmpfs\t/srv/c tmpfs defaults 0 0\n")
+    document = FstabDocument(text)
+    lines = [line for line in document.entries() if line.entry.target.startswith("/mnt/a")]
+    step = FstabChange("/mnt/a", lines[0].entry, None, (lines[1].entry,),
+                       was=tuple((line.number, line.text) for line in lines))
+    removed = step.apply(document)
+    assert removed.render() == ("# head\ntmpfs /srv/b tmpfs defaults 0 0\r\n"
+                                "tmpfs\t/srv/c tmpfs defaults 0 0\n")
+    undo = round_trip(step).undo()
+    assert isinstance(undo, FstabChange)
+    assert undo.apply(removed).render() == text
+    # Lines the step does not describe exactly are rendered anew, not lost.
+    stale = FstabChange("/mnt/a", None, lines[0].entry, restore=((2, "tmpfs /mnt/x tmpfs x 0 0"),))
+    assert stale.apply(FstabDocument("")).find_target("/mnt/a") == lines[0].entry

@@ -592,6 +592,34 @@ class FstabDocument:
         new_line = _layout(body, entry) + segment[len(body) :]
         return FstabDocument(self._splice(span.start, span.end, new_line))
 
+    def insert_line(self, number: int, text: str) -> FstabDocument:
+        """Put the raw line ``text`` (without its newline) in as line ``number``
+        (1-based), the lines from there on moving down; after the last line
+        when the document has fewer. An undone removal puts a line back
+        where it stood, as it was."""
+        if number < 1 or "\n" in text:
+            raise FstabError(f"cannot insert {text!r} as line {number}", value=number)
+        body = self._text
+        start = 0
+        for _ in range(number - 1):
+            newline = body.find("\n", start)
+            if newline == -1:
+                start = len(body)
+                break
+            start = newline + 1
+        if start == len(body):
+            if body and not body.endswith("\n"):
+                body += "\n"
+            return FstabDocument(body + text + "\n")
+        return FstabDocument(body[:start] + text + "\n" + body[start:])
+
+    def replace_line(self, number: int, text: str) -> FstabDocument:
+        """Line ``number`` (1-based) replaced by the raw ``text``; its newline stays."""
+        if "\n" in text:
+            raise FstabError(f"a line cannot hold a newline: {text!r}", value=text)
+        span = self._span_of(number)
+        return FstabDocument(self._splice(span.start, span.end, text))
+
     def remove(self, spec: str, target: str, *, line: int | None = None) -> FstabDocument:
         """Delete the entry line (spec, target) and its newline; nothing else changes."""
         span, _old = self._one_match(spec, target, line, "remove")

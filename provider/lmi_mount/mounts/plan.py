@@ -245,12 +245,20 @@ class FstabChange:
     mount point that go with ``previous`` when it is removed (a removal takes
     every line of its mount point), or come back after ``entry`` in the undo
     of that removal, so that no line is lost either way.
+
+    ``was`` says where the lines of ``previous`` and ``also`` stood and their
+    text (line number, raw line), as the plan read them; the undo's
+    ``restore`` puts them back there as they were, not rendered anew at the
+    end: after a kill -9 the undo is all recovery has, and the order of
+    lines is what ``mount -a`` mounts first.
     """
 
     target: str
     previous: FstabEntry | None
     entry: FstabEntry | None
     also: tuple[FstabEntry, ...] = ()
+    was: tuple[tuple[int, str], ...] = ()
+    restore: tuple[tuple[int, str], ...] = ()
 
     @property
     def action(self) -> str:
@@ -271,7 +279,8 @@ class FstabChange:
         return f"fstab: {self.action} line '{line.render()}'{more}"
 
     def undo(self) -> Step:
-        return FstabChange(self.target, self.entry, self.previous, self.also)
+        return FstabChange(self.target, self.entry, self.previous, self.also,
+                           was=self.restore, restore=self.was)
 
     def apply(self, document: FstabDocument) -> FstabDocument:
         """This change applied to ``document`` (pure).
@@ -290,6 +299,10 @@ class FstabChange:
                 value=self.target)
         if self.previous is None:
             assert self.entry is not None
+            if self._restorable((self.entry, *self.also)):
+                for at, text in sorted(self.restore):
+                    document = document.insert_line(at, text)
+                return document
             document = document.add(self.entry)
             for more in self.also:
                 document = document.add_after(more)
@@ -307,7 +320,20 @@ class FstabChange:
             return document
         # The line mount(8) uses, where the mount point has several.
         line = document.first_line(self.previous.spec, self.previous.target)
+        if line is not None and self._restorable((self.entry,)):
+            return document.replace_line(line, self.restore[0][1])
         return document.replace(self.previous.spec, self.previous.target, self.entry, line=line)
+
+    def _restorable(self, entries: tuple[FstabEntry, ...]) -> bool:
+        """Whether ``restore`` holds exactly ``entries``' lines, each reading back as
+        its entry (else they are rendered anew)."""
+        if len(self.restore) != len(entries):
+            return False
+        for (_, text), entry in zip(self.restore, entries, strict=True):
+            read = FstabDocument(text + "\n").entries()
+            if len(read) != 1 or read[0].entry != entry:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -776,7 +802,8 @@ def plan_modify(
         )
         replacement = new.fstab_entry(existing=entry)
         if replacement != entry:
-            steps.append(FstabChange(target, entry, replacement))
+            steps.append(FstabChange(target, entry, replacement,
+                                     was=_raw_of(snap.fstab, [entry])))
     return Plan("modify", tuple(steps))
 
 
@@ -860,6 +887,20 @@ def _below(path: str, top: str) -> str:
     return path if top == "/" else path[len(top):]
 
 
+def _raw_of(document: FstabDocument, entries: list[FstabEntry]) -> tuple[tuple[int, str], ...]:
+    """Where ``entries`` stand in ``document`` and their raw text, in that order
+    (the first line of each); () unless every one is found once."""
+    found: list[tuple[int, str]] = []
+    lines = document.entries()
+    for entry in entries:
+        where = next((line for line in lines if line.entry == entry
+                      and (line.number, line.text) not in found), None)
+        if where is None:
+            return ()
+        found.append((where.number, where.text))
+    return tuple(found)
+
+
 def plan_delete(
     target: str,
     spec_name: str | None,
@@ -925,7 +966,8 @@ def plan_delete(
             lines = [line.entry for line in snap.fstab.entries()
                      if normalize_fstab_target(line.entry.target)
                      == normalize_fstab_target(target)] or [entry]
-            steps.insert(position, FstabChange(target, lines[0], None, tuple(lines[1:])))
+            steps.insert(position, FstabChange(target, lines[0], None, tuple(lines[1:]),
+                                               was=_raw_of(snap.fstab, lines)))
     return Plan("delete", tuple(steps))
 
 
@@ -1232,9 +1274,20 @@ def step_record(step: Step) -> dict[str, Any]:
     if isinstance(step, FstabChange):
         return {"step": "fstab", "target": step.target,
                 "previous": _entry_record(step.previous), "entry": _entry_record(step.entry),
-                "also": [_entry_record(line) for line in step.also]}
+                "also": [_entry_record(line) for line in step.also],
+                "was": [list(line) for line in step.was],
+                "restore": [list(line) for line in step.restore]}
     return {"step": "holders", "target": step.target, "before": _held_record(step.before),
             "after": _held_record(step.after), "summary": step.summary}
+
+
+def _raw_lines(value: Any) -> tuple[tuple[int, str], ...]:
+    """(line number, raw text) pairs of a record; ValueError if malformed."""
+    lines = tuple((number, text) for number, text in value)
+    if not all(type(n) is int and n >= 1 and isinstance(t, str) and "\n" not in t
+               for n, t in lines):
+        raise ValueError(f"raw fstab lines {value!r} are not (number, text) pairs")
+    return lines
 
 
 def step_from_record(record: dict[str, Any]) -> Step:
@@ -1257,7 +1310,9 @@ def step_from_record(record: dict[str, Any]) -> Step:
         also = tuple(_entry_from(line) for line in record.get("also", ()))
         return FstabChange(record["target"], _entry_from(record["previous"]),
                            _entry_from(record["entry"]),
-                           tuple(line for line in also if line is not None))
+                           tuple(line for line in also if line is not None),
+                           was=_raw_lines(record.get("was", ())),
+                           restore=_raw_lines(record.get("restore", ())))
     if kind == "holders":
         return HolderChange(record["target"], _held_from(record["before"]),
                             _held_from(record["after"]), str(record["summary"]))
