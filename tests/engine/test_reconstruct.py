@@ -142,7 +142,7 @@ def acquire_in(manager, world: World) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_threads_keep_the_refcount_equal_to_the_references(world: World) -> None:
-    threads, rounds = (8, 1000) if world.kind == "fake" else (8, 150)
+    threads, rounds = (8, 400) if world.kind == "fake" else (8, 150)
     targets = [tmpfs(world, f"m{i}") for i in range(3)]
     with world.manager() as manager:
         held_by: dict[str, dict[str, int]] = {f"t{i}": {} for i in range(threads)}

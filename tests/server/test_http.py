@@ -383,7 +383,7 @@ _HEAD_PIECES = st.sampled_from([
     b"Connection: close", b"Expect: 100-continue", b"=", b",", b'"'])
 
 
-@settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(_HEAD_PIECES, st.binary(max_size=8)), max_size=24).map(b"".join))
 def test_any_request_head_is_parsed_or_refused_with_a_status(raw: bytes) -> None:
     # The parser behind the I/O loop: whatever the bytes, a head or a refusal
