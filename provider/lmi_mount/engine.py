@@ -403,10 +403,11 @@ DEFAULT_PROTECTED = ("/", "/proc", "/sys", "/dev", "/run")
 
 def _room_after_begin(begin_size: int, steps: int) -> int:
     """Journal bytes a plan writes after its begin record: per step one record
-    (holder set or forget) and a progress note, as many again for its undo,
-    and its end. A step's record is never longer than the step in the begin
-    record, so twice the begin record bounds them, with room for the notes."""
-    return 2 * begin_size + 512 + 256 * steps
+    (holder set or forget) and progress notes (a mount's two name its path),
+    as many again for its undo, and its end. A step's record is never longer
+    than the step in the begin record, so three times the begin record bounds
+    them, with room for the notes."""
+    return 3 * begin_size + 512 + 256 * steps
 
 
 def _with_identity(step: Step, identity: tuple[int, int | None] | None) -> Step:
@@ -1244,6 +1245,13 @@ class MountManager:
         # first, so no instant exists at which the mount is attached and not
         # noted; elsewhere (mount(2), helpers) it is noted right after.
         noted: list[int] = []
+        # What is at the path before: a mount that a restart finds there and
+        # that is not this one was made by this step, even where the kernel
+        # names it only after it is attached (mount(2), a helper that goes on
+        # mounting while this process is killed). See _unnoted_mount.
+        over = self.kernel.mount_identity(spec.target)
+        self._note({"mounting": spec.target, "over": list(over) if over else None})
+        self._crash("mount about to be made")
 
         def attaching(unique: int) -> None:
             self._note({"attaching": unique, "target": spec.target})
@@ -1655,10 +1663,18 @@ class MountManager:
                             log.error("recovery could not take back %s: %s",
                                       ours[0].target, left)
                     return None
-            if self.mount_table().at(step.spec.target) is not None:
+            about = next((note for note in progress
+                          if note.get("mounting") == step.spec.target), None)
+            made = self._unnoted_mount(step.spec, about) if about is not None else None
+            if made is not None:
+                log.warning("recovery: taking back %s, made by the interrupted request "
+                            "before it could note it", step.spec.target)
+                left = self._take_back(*made, recursive=step.spec.recursive)
+                if left is not None:
+                    log.error("recovery could not take back %s: %s", step.spec.target, left)
+            elif self.mount_table().at(step.spec.target) is not None:
                 log.warning("recovery: %s is mounted, but no record says this service "
-                            "mounted it (it died between the mount and its note): left as it is",
-                            step.spec.target)
+                            "mounted it: left as it is", step.spec.target)
         elif isinstance(step, KernelUnmount):
             if step.remount is not None and self.mount_table().at(step.target) is None:
                 flags, data, clear = KernelMount(step.remount).request()
@@ -1672,6 +1688,27 @@ class MountManager:
             flags, data = undo.request()
             self.kernel.mount(None, step.target, None, flags, data, expect=step.mount_id)
         return None
+
+    def _unnoted_mount(self, spec: MountSpec, about: dict[str, object]
+                       ) -> tuple[MountRecord, int | None] | None:
+        """The mount an interrupted KernelMount step of ``spec`` made without noting
+        it (killed between mount(2) and the note): at its path now, not the one
+        ``about`` (the note written before) says was there, and of its source
+        and type. Someone else's mount of the same source at the same path,
+        made while the service was down, cannot be told from it."""
+        identity = self.kernel.mount_identity(spec.target)
+        record = self.mount_table().at(spec.target)
+        if identity is None or record is None or record.target != spec.target:
+            return None
+        if about.get("over") == list(identity):
+            return None  # what was there before the step
+        if spec.fstype is not None and not self.kernel.uses_helper(spec.fstype):
+            # An image is mounted from the loop device it gets: its type tells.
+            image = os.path.isfile(spec.kernel_name)
+            if record.fstype != spec.fstype or (
+                    not image and record.source != spec.kernel_name):
+                return None
+        return record, identity[1]
 
     def _noted_mount(self, note: dict[str, object]) -> tuple[MountRecord, int | None] | None:
         """The live mount a progress note of ``_mount`` names, and its unique id;
