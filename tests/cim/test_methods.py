@@ -359,7 +359,7 @@ def test_a_goal_whose_atime_properties_name_no_one_mode_is_refused(
 
 
 @pytest.mark.parametrize(("params", "named"), [
-    pytest.param({"Options": "ro,size=1 m"}, "size=1 m", id="whitespace"),
+    pytest.param({"Options": "ro,si ze=1m"}, "si ze=1m", id="whitespace"),
     pytest.param({"Options": ""}, "Options ''", id="empty"),
     pytest.param({"Options": Uint16(7)}, "7", id="not-a-string"),
     pytest.param({"Flavour": "x"}, "Flavour", id="unknown-parameter"),

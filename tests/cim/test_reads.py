@@ -18,6 +18,7 @@ from pywbem import (
 )
 
 from lmi_mount.cim import names
+from lmi_mount.mounts.fstab import FstabDocument
 from lmi_mount.mounts.options import parse_options, with_defaults
 from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
 
@@ -168,6 +169,34 @@ def test_a_pass_number_a_uint16_cannot_hold_is_null_not_a_broken_class(
     assert {k: v for k, v in orders.items() if k.startswith("/mnt/")} == {
         "/mnt/n1": None, "/mnt/n2": None, "/mnt/n3": 65535}
     assert len(conn.EnumerateInstances(names.MOUNTED_FILE_SYSTEM)) == len(orders)
+
+
+def test_an_option_with_an_escaped_blank_survives_an_edit_of_its_line(
+    fake_world: CimWorld,
+) -> None:
+    # libmount reads \040 in the options field as a blank; the setting said so,
+    # but a Goal holding it was refused ("contains whitespace"), so any edit of
+    # the line through the service had to drop the option.
+    fake_world.fstab.write_text(
+        "tmpfs /mnt/req tmpfs x-systemd.requires-mounts-for=/srv/a\\040b,noauto 0 0\n")
+    conn = fake_world.connect()
+    (setting,) = [s for s in conn.EnumerateInstances(names.MOUNTED_FILE_SYSTEM_SETTING)
+                  if s["ElementName"] == "/mnt/req"]
+    assert list(setting["OtherOptions"]) == ["x-systemd.requires-mounts-for=/srv/a b", "noauto"]
+    [capabilities] = conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM_CAPABILITIES)
+    goal = conn.GetInstance(conn.InvokeMethod("CreateSetting", capabilities)[1]["MountSetting"])
+    goal["OtherOptions"] = [*setting["OtherOptions"], "nofail"]
+    conn.ModifyInstance(goal)
+    [service] = conn.EnumerateInstanceNames(names.MOUNT_CONFIGURATION_SERVICE)
+    mount = next(m.path for m in conn.EnumerateInstances(names.MOUNTED_FILE_SYSTEM)
+                 if m["MountPointPath"] == "/mnt/req")
+    rv, _ = conn.InvokeMethod("ModifyMount", service, Mode=Uint16(2), Mount=mount, Goal=goal.path)
+    assert rv == 0
+    options = fake_world.fstab.read_text().split()[3]
+    assert "x-systemd.requires-mounts-for=/srv/a\\040b" in options.split(",")
+    assert parse_options(FstabDocument(fake_world.fstab.read_text()).entries()[0].entry.options
+                         ).other_options[:3] == (
+        "x-systemd.requires-mounts-for=/srv/a b", "noauto", "nofail")
 
 
 def test_goal_settings_lifecycle_and_cap(fake_world: CimWorld) -> None:

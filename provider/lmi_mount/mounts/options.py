@@ -347,10 +347,14 @@ def with_defaults(options: MountOptions) -> MountOptions:
 
 # -- syntax and validation ---------------------------------------------------------
 
-# Whitespace would split an fstab field and control characters have no place in
-# an option (ARCHITECTURE.md: an invalid OtherOptions element); \s also covers
-# Unicode separators, the explicit ranges the C0/C1 controls that are not spaces.
+# Control characters have no place in an option, nor whitespace in its name
+# ("rw, noatime" is a typo); \s also covers Unicode separators, the explicit
+# ranges the C0/C1 controls that are not spaces. A value may hold a blank or
+# a tab: fstab carries them escaped (\040, \011) and libmount reads them back
+# (x-systemd.requires-mounts-for=/srv/a\040b); refused, such a line's option
+# was lost by any edit of the line.
 _FORBIDDEN_RE: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_FORBIDDEN_IN_VALUE_RE: Final = re.compile(r"[^\S \t]|[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _QUOTED_RE: Final = re.compile(r'"[^"]*"')
 
 
@@ -358,7 +362,8 @@ def _check_element(element: str) -> None:
     """Raise OptionError unless ``element`` can stand as one other option."""
     if not element:
         raise OptionError("an option must not be empty", value=element)
-    bad = _FORBIDDEN_RE.search(element)
+    name, has_value, argument = element.partition("=")
+    bad = _FORBIDDEN_RE.search(name) or _FORBIDDEN_IN_VALUE_RE.search(argument)
     if bad is not None:
         raise OptionError(
             f"option {element!r} contains whitespace or a control character ({bad.group()!r})",
@@ -372,7 +377,6 @@ def _check_element(element: str) -> None:
         raise OptionError(
             f"option {element!r} contains a comma outside double quotes", value=element
         )
-    name, has_value, _ = element.partition("=")
     if not name:
         raise OptionError(f"option {element!r} has no name", value=element)
     owner = _WORDS.get(name)
