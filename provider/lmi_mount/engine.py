@@ -87,7 +87,6 @@ from lmi_mount.mounts.plan import (
     Plan,
     Snapshot,
     Step,
-    holds_record,
     normalize_target,
     plan_create,
     plan_delete,
@@ -843,7 +842,12 @@ class MountManager:
         next request there forgets (``plan_reconcile``), but a read must not
         show as theirs meanwhile."""
         found = held.get(record.target)
-        if found is None or not holds_record(found, record, self.kernel.mount_identity):
+        if found is None or (found.mount_id is not None and found.mount_id != record.mount_id):
+            return None
+        # By its unique id, never by its path: a read's path lookup would pin
+        # the mount while a request unmounts it (EBUSY to that request).
+        if found.unique_id is not None and \
+                self.kernel.is_mount(record.mount_id, found.unique_id) is False:
             return None
         return found
 
@@ -1249,9 +1253,10 @@ class MountManager:
         # that is not this one was made by this step, even where the kernel
         # names it only after it is attached (mount(2), a helper that goes on
         # mounting while this process is killed). See _unnoted_mount.
-        over = self.kernel.mount_identity(spec.target)
-        self._note({"mounting": spec.target, "over": list(over) if over else None})
-        self._crash("mount about to be made")
+        if not self.kernel.names_before_attaching(spec.fstype):
+            over = self.kernel.mount_identity(spec.target)
+            self._note({"mounting": spec.target, "over": list(over) if over else None})
+            self._crash("mount about to be made")
 
         def attaching(unique: int) -> None:
             self._note({"attaching": unique, "target": spec.target})
@@ -1702,12 +1707,18 @@ class MountManager:
             return None
         if about.get("over") == list(identity):
             return None  # what was there before the step
-        if spec.fstype is not None and not self.kernel.uses_helper(spec.fstype):
-            # An image is mounted from the loop device it gets: its type tells.
-            image = os.path.isfile(spec.kernel_name)
-            if record.fstype != spec.fstype or (
-                    not image and record.source != spec.kernel_name):
+        if spec.fstype is None:
+            # A bind: its root is the source directory itself.
+            if not self.kernel.same_file(spec.source, spec.target):
                 return None
+        elif self.kernel.uses_helper(spec.fstype):
+            # A helper's mount may show another type (ntfs-3g's is fuseblk).
+            if record.source != spec.kernel_name:
+                return None
+        elif record.fstype != spec.fstype or (
+                # An image is mounted from the loop device it gets.
+                not os.path.isfile(spec.kernel_name) and record.source != spec.kernel_name):
+            return None
         return record, identity[1]
 
     def _noted_mount(self, note: dict[str, object]) -> tuple[MountRecord, int | None] | None:

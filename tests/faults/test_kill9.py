@@ -181,6 +181,26 @@ def test_recovery_never_unmounts_a_mount_it_did_not_make(tmp_path: Path) -> None
 
 
 @pytest.mark.private_namespace(timeout=60)
+@pytest.mark.parametrize("kind", ["bind", "tmpfs"])
+def test_recovery_on_the_mount2_path_never_takes_back_another_mount(
+    tmp_path: Path, kind: str
+) -> None:
+    # Killed after the note that says what is at the path, before mount(2);
+    # an administrator mounts another tmpfs there. Recovery took it back as
+    # the step's (a bind's, of any mount; a review).
+    world = World("real", tmp_path, "legacy")
+    target = world.dir("mnt")
+    spec = (MountSpec(world.dir("source"), target, None) if kind == "bind"
+            else MountSpec("lmi", target, "tmpfs"))
+    die_at(world, "mount about to be made", lambda engine: engine.create(spec, holder="a"))
+    subprocess.run(["mount", "-t", "tmpfs", "adminfs", target], check=True)
+    (Path(target) / "theirs").write_text("data")
+    with world.manager() as engine:
+        engine.check_invariants()
+    assert (Path(target) / "theirs").read_text() == "data"
+
+
+@pytest.mark.private_namespace(timeout=60)
 def test_recovery_takes_back_its_mount_where_a_rename_moved_it(tmp_path: Path) -> None:
     world = World("real", tmp_path)
     world.dir("parent/mnt")

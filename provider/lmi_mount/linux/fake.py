@@ -321,6 +321,14 @@ class FakeKernel:
                     return record
             return None
 
+    def names_before_attaching(self, fstype: str | None) -> bool:
+        return not self.uses_helper(fstype)
+
+    def is_mount(self, mount_id: int, unique_id: int) -> bool | None:
+        with self._lock:
+            return any(mount.unique_id == unique_id and mount.mount_id == mount_id
+                       for mount in self._mounts if mount.attached)
+
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         # statx of a path names the mount the walk ends in, as _resolve does;
         # a path that does not exist has none (ENOENT).

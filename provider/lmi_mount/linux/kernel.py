@@ -303,6 +303,20 @@ class Kernel(Protocol):
         """
         ...
 
+    def names_before_attaching(self, fstype: str | None) -> bool:
+        """Whether ``mount`` of ``fstype`` (None: a bind) calls ``attaching`` with
+        the new mount's unique id before it is attached (the new mount API),
+        rather than make it by mount(2) or a mount(8) helper, which name the
+        mount only once it is attached."""
+        ...
+
+    def is_mount(self, mount_id: int, unique_id: int) -> bool | None:
+        """Whether the mount of never-reused ``unique_id`` lives and is mount
+        ``mount_id``, asked without a path lookup (a lookup pins a mount for an
+        instant, and a concurrent umount2 of it fails EBUSY); None where the
+        kernel cannot tell without one (no statmount)."""
+        ...
+
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         """(mount id, unique mount id) of the mount whose root ``target`` is (None for
         a path that is no mount point: the mount it lies in is not the one asked for).
@@ -724,6 +738,15 @@ class LinuxKernel:
         if mount_id is None:
             return None
         return MountTable(parse_mountinfo(self.read_mountinfo())).by_id.get(mount_id)
+
+    def names_before_attaching(self, fstype: str | None) -> bool:
+        return self.mount_api == "new" and not self.uses_helper(fstype)
+
+    def is_mount(self, mount_id: int, unique_id: int) -> bool | None:
+        if not self._statmount:
+            return None
+        record = mountapi.statmount(unique_id)
+        return record is not None and record.mount_id == mount_id
 
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         # Walked without symlinks: a parent swapped for one must not lend the

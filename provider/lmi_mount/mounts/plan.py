@@ -1033,10 +1033,10 @@ def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
 
 
 def _is_held_mount(held: HeldMount, record: MountRecord, snap: Snapshot) -> bool:
-    return holds_record(held, record, snap.identity)
+    return _holds_record(held, record, snap.identity)
 
 
-def holds_record(held: HeldMount, record: MountRecord,
+def _holds_record(held: HeldMount, record: MountRecord,
                  identity: Callable[[str], tuple[int, int | None] | None]) -> bool:
     """Whether the live ``record`` is the mount ``held`` describes, not one made
     at its path since (ids are reused at once: the unique id, read through
