@@ -90,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
     plan.add_argument("--spec", help="the file system spec (device, image, directory, 'tmpfs')")
     plan.add_argument("--type", dest="fstype", help="file system type (omit for a bind mount)")
     plan.add_argument("--options", default="defaults", help="mount(8) options")
-    plan.add_argument("--holder", default="root")
+    plan.add_argument("--holder", help="the holder (a DeleteMount naming one is a "
+                      "release, as the service's is; default root)")
     plan.add_argument("--force", action="store_true")
     watch_verb = commands.add_parser(
         "watch", help="the changes of mounts, fstab lines and holders as they happen "
@@ -290,7 +291,7 @@ def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:
             spec,
             current=effect.current is True,
             persist=effect.persist is True,
-            holder=args.holder,
+            holder=args.holder or "root",
             dry_run=True,
         )
     elif args.method == "modify":
@@ -314,9 +315,10 @@ def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:
             spec_name=args.spec,
             current=effect.current is False,
             persist=effect.persist is False,
-            holder=args.holder,
+            holder=args.holder or "root",
             force=args.force,
             dry_run=True,
+            release_only=args.holder is not None,
         )
     steps = outcome.plan.describe()
     out.write("".join(f"{n}. {step}\n" for n, step in enumerate(steps, 1)) or "nothing to do\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -82,6 +83,21 @@ def test_plan_of_a_no_effect_cell(world: World) -> None:
         == 0
     )
     assert out.getvalue() == "Mode 1 has no effect on DeleteMount\n"
+
+
+def test_plan_of_a_release_says_what_the_service_would(world: World) -> None:
+    # A DeleteMount naming a Holder is a release: on a mount nobody holds the
+    # service refuses it; the plan said it would unmount (a review).
+    target = world.dir("mnt")
+    world.kernel.mount("tmpfs", target, "tmpfs", 0)
+    common = ["plan", "delete", "--mode", "32769", "--target", target]
+    out = io.StringIO()
+    assert main([*common], engine=_observer(world), out=out) == 0
+    assert out.getvalue().startswith(f"1. unmount {target}")
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        code = main([*common, "--holder", "alice"], engine=_observer(world), out=io.StringIO())
+    assert code == 1 and "'alice' holds no reference" in err.getvalue()
+    assert len(world.mounts_at(target)) == 1
 
 
 def test_status_reports_the_lines_of_fstab_that_are_no_entry(world: World) -> None:
