@@ -24,7 +24,7 @@ from lmi_mount.linux.kernel import (
     is_block_fstype,
     needs_helper,
 )
-from lmi_mount.mounts.flags import MNT_DETACH, MS_NODEV, MS_NOSUID, MS_RDONLY
+from lmi_mount.mounts.flags import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC
 from tests.contract.helpers import loops_under, mkfs_image, wait_for_loops_released
 from tests.support.namespace import run_in_private_namespace
 from tests.support.skips import requires_root, requires_tool
@@ -301,3 +301,72 @@ def test_loop_attach_falls_back_to_set_fd_on_kernels_without_loop_configure(
     during, after = run_in_private_namespace(mount_and_look)
     assert list(during.values()) == [image]
     assert after == {}  # autoclear was set through LOOP_SET_STATUS64
+
+
+def _tree_with_a_copy(base: Path) -> tuple[LinuxKernel, str]:
+    """A tmpfs with a submount, and an rbind of it at ``base/copy``; returns the copy."""
+    kernel = LinuxKernel()
+    tree, copy = base / "tree", base / "copy"
+    tree.mkdir()
+    (copy / "work").mkdir(parents=True)  # on the disk too: see the other namespace's test
+    kernel.mount("tmpfs", str(tree), "tmpfs", 0)
+    (tree / "sub").mkdir()
+    (tree / "work").mkdir()
+    kernel.mount("tmpfs", str(tree / "sub"), "tmpfs", 0)
+    return kernel, str(copy)
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+@requires_root
+def test_a_thread_working_in_a_tree_keeps_its_submounts_from_a_recursive_unmount(
+    tmp_path: Path,
+) -> None:
+    # A thread with its own working directory (unshare(CLONE_FS)) is seen by
+    # the task's cwd only: the first check read the process's and took the
+    # submounts away before the top's EBUSY (a review).
+    kernel, copy = _tree_with_a_copy(tmp_path)
+    kernel.mount(str(tmp_path / "tree"), copy, None, MS_BIND | MS_REC)
+    inside, leave = threading.Event(), threading.Event()
+
+    def work_there() -> None:
+        assert kernel_module.libc().unshare(0x00000200) == 0  # CLONE_FS
+        os.chdir(f"{copy}/work")
+        inside.set()
+        leave.wait(30)
+        os.chdir("/")
+
+    worker = threading.Thread(target=work_there)
+    worker.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(KernelError) as raised:
+            kernel.unmount(copy, recursive=True)
+        assert raised.value.errno == errno.EBUSY
+        assert os.path.ismount(f"{copy}/sub"), "the submount stays with the busy tree"
+    finally:
+        leave.set()
+        worker.join(30)
+    kernel.unmount(copy, recursive=True)
+    assert not os.path.ismount(copy)
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+@requires_root
+def test_a_process_of_another_namespace_at_the_same_path_holds_nothing(
+    tmp_path: Path,
+) -> None:
+    # Its working directory has the copy's path string but lies on the disk of
+    # its own namespace: the path-based check refused the unmount (a review).
+    kernel, copy = _tree_with_a_copy(tmp_path)
+    other = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                              f"cd {copy}/work && exec sleep 30"])
+    try:
+        time.sleep(0.3)
+        kernel.mount(str(tmp_path / "tree"), copy, None, MS_BIND | MS_REC)
+        kernel.unmount(copy, recursive=True)
+        assert not os.path.ismount(copy)
+    finally:
+        other.kill()
+        other.wait()

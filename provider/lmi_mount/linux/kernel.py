@@ -43,7 +43,7 @@ from lmi_mount.linux import mountapi
 from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
 from lmi_mount.linux.paths import Anchor, open_no_symlinks
-from lmi_mount.linux.processes import ProcessUse, busy_processes
+from lmi_mount.linux.processes import ProcessUse, busy_processes, mount_users
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
     MNT_DETACH,
@@ -639,17 +639,21 @@ class LinuxKernel:
             # EBUSY is also what mounts on it give: only then is the table read.
             if not recursive or exc.errno != errno.EBUSY:
                 raise
-            # umount -R takes the submounts first and only then finds the top
-            # busy: the caller would get an error and have lost them. A tree in
-            # which a process uses a file is refused whole, before any change.
-            # (A use the kernel keeps by itself, a loop device's backing file,
-            # is not seen here: the deepest mounts still go first.)
-            if busy_processes(target, self.proc_root):
-                raise
+            busy = exc
         table = MountTable(parse_mountinfo(self.read_mountinfo()))
         top = table.by_id.get(expect) if expect is not None else table.at(target)
         if top is not None:
             below = table.descendants(top)
+            # umount -R takes the submounts first and only then finds the top
+            # busy: the caller would get an error and have lost them. A tree
+            # a process uses is refused whole, before any change. (A use the
+            # kernel keeps by itself, a loop device's backing file, or a bound
+            # socket, is not seen: the deepest mounts still go first.)
+            users = mount_users({top.mount_id, *(r.mount_id for r in below)}, self.proc_root)
+            if users is None:  # Linux < 5.8: by path
+                users = [use.pid for use in busy_processes(target, self.proc_root)]
+            if users:
+                raise busy
             if below:
                 # An rbind of a shared tree (systemd makes / shared) has submounts
                 # that are peers of the originals, and unmounting a peer unmounts

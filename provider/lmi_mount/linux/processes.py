@@ -2,8 +2,8 @@
 
 Owns: the scan of ``<proc_root>/<pid>/{cwd,root,exe,fd/*,maps}`` that names
 the processes an unmount would fail on (EBUSY), and the one-line description
-used in "in use" messages. Must not know: mounts, holders or what the caller
-does with the answer.
+used in "in use" messages; ``mount_users``, the same scan by mount id. Must
+not know: mount tables, holders or what the caller does with the answer.
 
 The match is by path, like ``lsof +D`` and unlike ``fuser -m``: a process
 working in the source directory of a bind mount is not reported for the bind's
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from lmi_mount.linux import mountapi
 from lmi_mount.text import decimal
 
 How = Literal["cwd", "root", "exe", "fd", "map"]
@@ -63,6 +64,73 @@ def busy_processes(target: str, proc_root: str = "/proc") -> list[ProcessUse]:
             command = _command(base)
             uses.extend(ProcessUse(pid, command, how, path) for how, path in found)
     return uses
+
+
+def mount_users(mount_ids: Collection[int], proc_root: str = "/proc") -> list[int] | None:
+    """The pids of the processes that keep a mount of ``mount_ids`` busy: a working
+    or root directory of any of their threads, the executable, an open file or
+    a mapped file on it; None where the kernel does not tell a file's mount
+    (STATX_MNT_ID, Linux 5.8).
+
+    By mount id, not path: a process of another mount namespace whose working
+    directory has the same path string uses another mount, and a thread that
+    left its process's working directory (unshare(CLONE_FS)) is seen by its
+    own. A bound unix socket keeps its mount too and is not seen.
+    """
+    wanted = set(mount_ids)
+    users: list[int] = []
+    for pid in sorted(_pids(proc_root)):
+        found = _mounts_used(f"{proc_root}/{pid}")
+        if found is None:
+            return None
+        if found & wanted:
+            users.append(pid)
+    return users
+
+
+def _mounts_used(base: str) -> set[int] | None:
+    """The mount ids the process at ``base`` uses (unreadable parts skipped);
+    None where statx has no mount id."""
+    links = [f"{base}/{how}" for how in _LINKS]
+    for directory, names in (("task", ("cwd", "root")), ("map_files", ("",))):
+        try:
+            entries = os.listdir(f"{base}/{directory}")
+        except OSError as exc:
+            _tolerate(exc)
+            continue
+        links += [f"{base}/{directory}/{entry}" + (f"/{name}" if name else "")
+                  for entry in entries for name in names]
+    used: set[int] = set()
+    for link in links:
+        try:
+            fd = os.open(link, os.O_PATH | os.O_CLOEXEC)  # the magic link is followed
+        except OSError as exc:
+            _tolerate(exc)
+            continue
+        try:
+            mount = mountapi.mount_id(fd)
+        finally:
+            os.close(fd)
+        if mount is None:
+            return None
+        used.add(mount)
+    try:
+        fds = os.listdir(f"{base}/fdinfo")
+    except OSError as exc:
+        _tolerate(exc)
+        fds = []
+    for fd_name in fds:
+        try:
+            with open(f"{base}/fdinfo/{fd_name}", encoding="ascii", errors="replace") as info:
+                for line in info:
+                    if line.startswith("mnt_id:"):
+                        number = decimal(line[7:].strip())
+                        if number is not None:
+                            used.add(number)
+                        break
+        except OSError as exc:
+            _tolerate(exc)
+    return used
 
 
 def describe(uses: Iterable[ProcessUse], limit: int = 10) -> str:
