@@ -41,7 +41,7 @@ def round_trip(step: Step) -> Step:
     pytest.param(FstabChange("/srv/data", None, ENTRY), id="fstab-add"),
     pytest.param(FstabChange("/srv/data", ENTRY, None), id="fstab-remove"),
     pytest.param(FstabChange("/srv/data", ENTRY, None, was=(
-        (3, "UUID=1234\t/srv/data  ext4 noatime,x-systemd.automount 0 2\r"),)),
+        (3, "UUID=1234\t/srv/data  ext4 noatime,x-systemd.automount 0 2\r", "# data\r"),)),
         id="fstab-remove-with-its-raw-line"),
     pytest.param(HolderChange("/mnt/a", None, HELD, "alice acquires"), id="holders"),
 ])
@@ -81,7 +81,8 @@ def test_an_undone_removal_puts_each_line_back_where_it_stood_as_it_was() -> Non
     document = FstabDocument(text)
     lines = [line for line in document.entries() if line.entry.target.startswith("/mnt/a")]
     step = FstabChange("/mnt/a", lines[0].entry, None, (lines[1].entry,),
-                       was=tuple((line.number, line.text) for line in lines))
+                       was=tuple((line.number, line.text, document.line(line.number - 1))
+                                 for line in lines))
     removed = step.apply(document)
     assert removed.render() == ("# head\ntmpfs /srv/b tmpfs defaults 0 0\r\n"
                                 "tmpfs\t/srv/c tmpfs defaults 0 0\n")
@@ -89,5 +90,21 @@ def test_an_undone_removal_puts_each_line_back_where_it_stood_as_it_was() -> Non
     assert isinstance(undo, FstabChange)
     assert undo.apply(removed).render() == text
     # Lines the step does not describe exactly are rendered anew, not lost.
-    stale = FstabChange("/mnt/a", None, lines[0].entry, restore=((2, "tmpfs /mnt/x tmpfs x 0 0"),))
+    stale = FstabChange("/mnt/a", None, lines[0].entry,
+                        restore=((2, "tmpfs /mnt/x tmpfs x 0 0", "# head"),))
     assert stale.apply(FstabDocument("")).find_target("/mnt/a") == lines[0].entry
+
+
+def test_a_line_goes_back_after_the_line_it_followed_whatever_moved_since() -> None:
+    # Request A removes l3 and is killed; request B removes l1 and ends. By
+    # its number alone, l3 came back after l4 (a review).
+    text = "l1 /b t d 0 0\nl2 /x t d 0 0\nl3 /a t d 0 0\nl4 /y t d 0 0\n"
+    document = FstabDocument(text)
+    (l3,) = [line for line in document.entries() if line.entry.target == "/a"]
+    remove_a = FstabChange("/a", l3.entry, None, was=((l3.number, l3.text, document.line(2)),))
+    after_a = remove_a.apply(document)
+    (l1,) = [line for line in after_a.entries() if line.entry.target == "/b"]
+    after_b = FstabChange("/b", l1.entry, None).apply(after_a)
+    undo = remove_a.undo()
+    assert isinstance(undo, FstabChange)
+    assert undo.apply(after_b).render() == "l2 /x t d 0 0\nl3 /a t d 0 0\nl4 /y t d 0 0\n"

@@ -236,6 +236,11 @@ class KernelUnmount:
         return KernelMount(self.remount) if self.remount is not None else None
 
 
+#: A line as an fstab step read it: its number, its raw text, the raw line
+#: before it (None for the first line).
+RawLine = tuple[int, str, str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class FstabChange:
     """Add, replace or remove the fstab line of one mount point.
@@ -247,18 +252,20 @@ class FstabChange:
     of that removal, so that no line is lost either way.
 
     ``was`` says where the lines of ``previous`` and ``also`` stood and their
-    text (line number, raw line), as the plan read them; the undo's
-    ``restore`` puts them back there as they were, not rendered anew at the
-    end: after a kill -9 the undo is all recovery has, and the order of
-    lines is what ``mount -a`` mounts first.
+    text (line number, raw line, the raw line before it or None for the
+    first), as the plan read them; the undo's ``restore`` puts them back
+    there as they were, not rendered anew at the end: after a kill -9 the
+    undo is all recovery has, and the order of lines is what ``mount -a``
+    mounts first. A line goes back after the line it followed, wherever
+    other edits have moved that one since; by its number if it is gone.
     """
 
     target: str
     previous: FstabEntry | None
     entry: FstabEntry | None
     also: tuple[FstabEntry, ...] = ()
-    was: tuple[tuple[int, str], ...] = ()
-    restore: tuple[tuple[int, str], ...] = ()
+    was: tuple[RawLine, ...] = ()
+    restore: tuple[RawLine, ...] = ()
 
     @property
     def action(self) -> str:
@@ -300,8 +307,8 @@ class FstabChange:
         if self.previous is None:
             assert self.entry is not None
             if self._restorable((self.entry, *self.also)):
-                for at, text in sorted(self.restore):
-                    document = document.insert_line(at, text)
+                for at, text, before in sorted(self.restore, key=lambda raw: raw[0]):
+                    document = document.insert_line(_place(document, at, before), text)
                 return document
             document = document.add(self.entry)
             for more in self.also:
@@ -329,7 +336,7 @@ class FstabChange:
         its entry (else they are rendered anew)."""
         if len(self.restore) != len(entries):
             return False
-        for (_, text), entry in zip(self.restore, entries, strict=True):
+        for (_, text, _before), entry in zip(self.restore, entries, strict=True):
             read = FstabDocument(text + "\n").entries()
             if len(read) != 1 or read[0].entry != entry:
                 return False
@@ -887,17 +894,31 @@ def _below(path: str, top: str) -> str:
     return path if top == "/" else path[len(top):]
 
 
-def _raw_of(document: FstabDocument, entries: list[FstabEntry]) -> tuple[tuple[int, str], ...]:
-    """Where ``entries`` stand in ``document`` and their raw text, in that order
-    (the first line of each); () unless every one is found once."""
-    found: list[tuple[int, str]] = []
+def _place(document: FstabDocument, number: int, before: str | None) -> int:
+    """Where a line that stood at ``number`` after the raw line ``before`` goes back
+    in ``document``: after the copy of ``before`` nearest to where it was."""
+    if before is None:
+        return 1
+    lines = document.render().split("\n")
+    found = [at for at, line in enumerate(lines, 1) if line == before]
+    if not found:
+        return number
+    return min(found, key=lambda at: abs(at - (number - 1))) + 1
+
+
+def _raw_of(document: FstabDocument, entries: list[FstabEntry]) -> tuple[RawLine, ...]:
+    """Where ``entries`` stand in ``document``, their raw text and the raw line
+    before each, in that order (the first line of each); () unless every one
+    is found."""
+    found: list[RawLine] = []
     lines = document.entries()
     for entry in entries:
         where = next((line for line in lines if line.entry == entry
-                      and (line.number, line.text) not in found), None)
+                      and all(line.number != raw[0] for raw in found)), None)
         if where is None:
             return ()
-        found.append((where.number, where.text))
+        before = document.line(where.number - 1) if where.number > 1 else None
+        found.append((where.number, where.text, before))
     return tuple(found)
 
 
@@ -1281,12 +1302,14 @@ def step_record(step: Step) -> dict[str, Any]:
             "after": _held_record(step.after), "summary": step.summary}
 
 
-def _raw_lines(value: Any) -> tuple[tuple[int, str], ...]:
-    """(line number, raw text) pairs of a record; ValueError if malformed."""
-    lines = tuple((number, text) for number, text in value)
+def _raw_lines(value: Any) -> tuple[RawLine, ...]:
+    """The (line number, raw text, raw line before) triples of a record;
+    ValueError if malformed."""
+    lines = tuple((number, text, before) for number, text, before in value)
     if not all(type(n) is int and n >= 1 and isinstance(t, str) and "\n" not in t
-               for n, t in lines):
-        raise ValueError(f"raw fstab lines {value!r} are not (number, text) pairs")
+               and (b is None or (isinstance(b, str) and "\n" not in b))
+               for n, t, b in lines):
+        raise ValueError(f"raw fstab lines {value!r} are not (number, text, before) triples")
     return lines
 
 
