@@ -93,13 +93,8 @@ def _mounts_used(base: str) -> set[int] | None:
     None where statx has no mount id."""
     links = [f"{base}/{how}" for how in _LINKS]
     for directory, names in (("task", ("cwd", "root")), ("map_files", ("",))):
-        try:
-            entries = os.listdir(f"{base}/{directory}")
-        except OSError as exc:
-            _tolerate(exc)
-            continue
         links += [f"{base}/{directory}/{entry}" + (f"/{name}" if name else "")
-                  for entry in entries for name in names]
+                  for entry in _entries(f"{base}/{directory}") for name in names]
     used: set[int] = set()
     for link in links:
         try:
@@ -114,12 +109,7 @@ def _mounts_used(base: str) -> set[int] | None:
         if mount is None:
             return None
         used.add(mount)
-    try:
-        fds = os.listdir(f"{base}/fdinfo")
-    except OSError as exc:
-        _tolerate(exc)
-        fds = []
-    for fd_name in fds:
+    for fd_name in _entries(f"{base}/fdinfo"):
         try:
             with open(f"{base}/fdinfo/{fd_name}", encoding="ascii", errors="replace") as info:
                 for line in info:
@@ -167,12 +157,7 @@ def _paths_of(base: str) -> Iterator[tuple[How, str]]:
         link = _readlink(f"{base}/{how}")
         if link is not None:
             yield how, link
-    try:
-        fds = os.listdir(f"{base}/fd")
-    except OSError as exc:
-        _tolerate(exc)
-        fds = []
-    for fd in fds:
+    for fd in _entries(f"{base}/fd"):
         link = _readlink(f"{base}/fd/{fd}")
         if link is not None and link.startswith("/"):
             yield "fd", link
@@ -191,6 +176,15 @@ def _mapped_files(maps: str) -> Iterator[str]:
         fields = line.rstrip("\n").split(maxsplit=5)
         if len(fields) == 6 and fields[5].startswith("/"):
             yield fields[5]
+
+
+def _entries(directory: str) -> list[str]:
+    """The names in a /proc directory; none when it is gone or hidden from us."""
+    try:
+        return os.listdir(directory)
+    except OSError as exc:
+        _tolerate(exc)
+        return []
 
 
 def _readlink(path: str) -> str | None:
