@@ -1054,17 +1054,11 @@ def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
 
 
 def _is_held_mount(held: HeldMount, record: MountRecord, snap: Snapshot) -> bool:
-    return _holds_record(held, record, snap.identity)
-
-
-def _holds_record(held: HeldMount, record: MountRecord,
-                 identity: Callable[[str], tuple[int, int | None] | None]) -> bool:
-    """Whether the live ``record`` is the mount ``held`` describes, not one made
-    at its path since (ids are reused at once: the unique id, read through
-    ``identity`` as ``Kernel.mount_identity``, decides where the kernel has one)."""
+    """Whether the live ``record`` is the mount ``held`` describes (ids are reused
+    at once: the unique id decides where the kernel has one)."""
     if held.mount_id is not None and record.mount_id != held.mount_id:
         return False
-    return _same_unique(held, record.target, identity)
+    return _same_unique(held, record.target, snap.identity)
 
 
 def _same_unique(held: HeldMount, path: str,
