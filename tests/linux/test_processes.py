@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
+from lmi_mount.linux import mountapi
+from lmi_mount.linux.processes import ProcessUse, busy_processes, describe, mount_users
 
 
 def _process(proc: Path, pid: int, command: str | None, links: dict[str, str],
@@ -100,3 +101,29 @@ def test_a_real_process_with_its_cwd_and_an_open_file(tmp_path: Path) -> None:
 )
 def test_describe(uses: list[ProcessUse], limit: int, text: str) -> None:
     assert describe(uses, limit) == text
+
+
+def test_one_file_whose_mount_cannot_be_read_does_not_turn_the_check_to_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # statx fails on a file of a dead FUSE or NFS server; the whole scan fell
+    # back to matching by path, with the errors mount ids avoid (a review).
+    monkeypatch.setattr(mountapi, "has_mount_ids", lambda unique=False: True)
+    monkeypatch.setattr(mountapi, "mount_id", lambda fd: None)
+    assert mount_users({-1}) == []
+
+
+def test_mount_users_names_a_process_working_on_the_mount() -> None:
+    fd = os.open("/", os.O_PATH)
+    try:
+        root_mount = mountapi.mount_id(fd)
+    finally:
+        os.close(fd)
+    if root_mount is None:
+        pytest.skip("this kernel's statx has no STATX_MNT_ID (Linux 5.8)")
+    process = subprocess.Popen(["sleep", "30"], cwd="/")
+    try:
+        assert process.pid in (mount_users({root_mount}) or [])
+    finally:
+        process.kill()
+        process.wait()

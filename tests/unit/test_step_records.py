@@ -108,3 +108,14 @@ def test_a_line_goes_back_after_the_line_it_followed_whatever_moved_since() -> N
     undo = remove_a.undo()
     assert isinstance(undo, FstabChange)
     assert undo.apply(after_b).render() == "l2 /x t d 0 0\nl3 /a t d 0 0\nl4 /y t d 0 0\n"
+
+
+def test_a_record_of_an_earlier_build_without_the_line_before_is_placed_by_number() -> None:
+    # Records kept (number, text) pairs for a while: a journal left by a
+    # kill -9 of that build must still be recovered, not left "unreadable".
+    record = step_record(FstabChange("/a", FstabEntry("l3", "/a", "t", "d"), None))
+    record["was"] = [[3, "l3 /a t d 0 0"]]
+    undo = step_from_record(record).undo()
+    assert isinstance(undo, FstabChange)
+    document = FstabDocument("l1 /b t d 0 0\nl2 /x t d 0 0\nl4 /y t d 0 0\n")
+    assert undo.apply(document).render().splitlines()[2] == "l3 /a t d 0 0"

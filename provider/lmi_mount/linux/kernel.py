@@ -744,7 +744,10 @@ class LinuxKernel:
         return MountTable(parse_mountinfo(self.read_mountinfo())).by_id.get(mount_id)
 
     def names_before_attaching(self, fstype: str | None) -> bool:
-        return self.mount_api == "new" and not self.uses_helper(fstype)
+        # The name is the unique id (Linux 6.8): on 5.12 to 6.7 the new API
+        # attaches a mount it cannot name first either.
+        return (self.mount_api == "new" and not self.uses_helper(fstype)
+                and mountapi.has_mount_ids(unique=True))
 
     def is_mount(self, mount_id: int, unique_id: int) -> bool | None:
         if not self._statmount:

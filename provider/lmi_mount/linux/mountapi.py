@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import struct
@@ -311,6 +312,18 @@ def unique_mount_id(fd: int) -> int | None:
     if answer is None or not answer[0] & STATX_MNT_ID_UNIQUE:
         return None
     return answer[2]
+
+
+@functools.cache
+def has_mount_ids(unique: bool = False) -> bool:
+    """Whether statx tells a file's mount id (STATX_MNT_ID, Linux 5.8), or with
+    ``unique`` its never-reused one (STATX_MNT_ID_UNIQUE, Linux 6.8): asked
+    once, of ``/``, so that one file's failure is not taken for the kernel's."""
+    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    try:
+        return (unique_mount_id(fd) if unique else mount_id(fd)) is not None
+    finally:
+        os.close(fd)
 
 
 def mount_id(fd: int) -> int | None:

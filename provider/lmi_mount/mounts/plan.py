@@ -237,8 +237,11 @@ class KernelUnmount:
 
 
 #: A line as an fstab step read it: its number, its raw text, the raw line
-#: before it (None for the first line).
+#: before it (None for the first line; ``UNKNOWN_BEFORE`` in a record that
+#: did not keep it).
 RawLine = tuple[int, str, str | None]
+#: No raw line holds a newline: this one stands for "not recorded".
+UNKNOWN_BEFORE: Final = "\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -899,6 +902,8 @@ def _place(document: FstabDocument, number: int, before: str | None) -> int:
     in ``document``: after the copy of ``before`` nearest to where it was."""
     if before is None:
         return 1
+    if before == UNKNOWN_BEFORE:
+        return number
     lines = document.render().split("\n")
     found = [at for at, line in enumerate(lines, 1) if line == before]
     if not found:
@@ -1299,9 +1304,11 @@ def step_record(step: Step) -> dict[str, Any]:
 def _raw_lines(value: Any) -> tuple[RawLine, ...]:
     """The (line number, raw text, raw line before) triples of a record;
     ValueError if malformed."""
-    lines = tuple((number, text, before) for number, text, before in value)
+    # An earlier record kept (number, text) pairs: placed by number then.
+    lines = tuple((raw[0], raw[1], raw[2] if len(raw) == 3 else UNKNOWN_BEFORE)
+                  for raw in value)
     if not all(type(n) is int and n >= 1 and isinstance(t, str) and "\n" not in t
-               and (b is None or (isinstance(b, str) and "\n" not in b))
+               and (b is None or b == UNKNOWN_BEFORE or (isinstance(b, str) and "\n" not in b))
                for n, t, b in lines):
         raise ValueError(f"raw fstab lines {value!r} are not (number, text, before) triples")
     return lines
