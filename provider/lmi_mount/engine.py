@@ -107,6 +107,9 @@ BUSY_RETRY_SECONDS = 5.0
 # a racing path lookup; a process that got into it keeps it, reported).
 TAKE_BACK_ATTEMPTS = 50
 TAKE_BACK_BUSY_SECONDS = 0.01
+# An unmount that nobody keeps busy (a racing path lookup, see _unmount) is
+# tried this many times, TAKE_BACK_BUSY_SECONDS apart.
+UNMOUNT_BUSY_ATTEMPTS = 5
 # How soon the hold timer looks again at a deadline whose mount point a
 # request was working on.
 LOCKED_RETRY_SECONDS = 0.2
@@ -1221,8 +1224,7 @@ class MountManager:
             self._remount(step)
             return None
         if isinstance(step, KernelUnmount):
-            self.kernel.unmount(step.target, ms.MNT_DETACH if step.lazy else 0,
-                                expect=step.mount_id, recursive=step.recursive)
+            self._unmount(step)
             self._note({"unmounted": step.mount_id, "target": step.target})
             return None
         if isinstance(step, FstabChange):
@@ -1293,6 +1295,22 @@ class MountManager:
                 differences=differences,
             )
         return record.mount_id, unique
+
+    def _unmount(self, step: KernelUnmount) -> None:
+        """umount2 as ``step`` asks. EBUSY with no process using the mount is a
+        path lookup pinning it for an instant (another request resolving its
+        path, a client's stat) or a mount on it: tried again, briefly, before
+        it is an error."""
+        for attempt in range(UNMOUNT_BUSY_ATTEMPTS):
+            try:
+                self.kernel.unmount(step.target, ms.MNT_DETACH if step.lazy else 0,
+                                    expect=step.mount_id, recursive=step.recursive)
+                return
+            except KernelError as exc:
+                if (exc.errno != errno.EBUSY or attempt == UNMOUNT_BUSY_ATTEMPTS - 1
+                        or any(use.pid != os.getpid() for use in self._processes(step.target))):
+                    raise
+            time.sleep(TAKE_BACK_BUSY_SECONDS)
 
     def _take_back(self, record: MountRecord, unique: int | None, *,
                    recursive: bool) -> str | None:

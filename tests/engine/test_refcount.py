@@ -7,6 +7,10 @@ the kernel really does.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from lmi_mount.mounts import flags as ms
@@ -158,6 +162,22 @@ def test_force_while_busy_names_the_process_and_keeps_the_holders(world: World) 
         held = manager.held(spec.target)
         assert held is not None and held.holders == ("a", "b"), "a failed force loses no reference"
         assert len(world.mounts_at(spec.target)) == 1
+
+
+def test_an_instant_of_ebusy_that_nobody_causes_is_waited_out(tmp_path: Path) -> None:
+    # A path lookup (another request resolving its own path, a client's stat)
+    # pins a mount for an instant, and an unmount then fails EBUSY: the 8-client
+    # test saw a release answered In Use with no process named. Nobody uses
+    # the mount: the unmount is tried again, briefly.
+    world = World("fake", tmp_path)
+    with world.manager() as manager:
+        spec = tmpfs(world)
+        manager.acquire(spec, "a")
+        kernel: Any = world.kernel
+        kernel.fail_next("umount", errno.EBUSY)
+        kernel.fail_next("umount", errno.EBUSY)
+        manager.release(spec.target, "a")
+        assert world.mounts_at(spec.target) == [] and manager.held(spec.target) is None
 
 
 def test_lazy_force_detaches_a_busy_mount(world: World) -> None:
