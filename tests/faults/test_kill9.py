@@ -107,7 +107,7 @@ def setup_two_holders(world: World) -> None:
 
 
 OPERATIONS = [
-    pytest.param(setup_none, create_mode1, id="CreateMount-mode-1"),
+    pytest.param(setup_none, create_mode1, None, id="CreateMount-mode-1"),
     # mount(2) (kernels before 5.12) and mount(8) helpers name the mount only
     # after it is attached: killed in between, it was left unrecorded.
     pytest.param(setup_none, create_mode1, "legacy", id="CreateMount-mode-1-mount2"),
@@ -115,18 +115,16 @@ OPERATIONS = [
     # before it is attached either (a review found the note skipped there).
     pytest.param(setup_none, create_mode1, "new-without-unique-ids",
                  id="CreateMount-mode-1-new-api-before-6.8"),
-    pytest.param(setup_image, create_image, id="CreateMount-loop-image"),
+    pytest.param(setup_image, create_image, None, id="CreateMount-loop-image"),
     pytest.param(setup_image, create_image, "legacy", id="CreateMount-loop-image-mount2"),
-    pytest.param(setup_mounted_with_line, delete_mode4, id="DeleteMount-mode-4"),
-    pytest.param(setup_two_holders, release_one_of_two, id="release-one-of-two"),
-    pytest.param(setup_mounted_with_line, modify_mode1, id="ModifyMount-mode-1"),
+    pytest.param(setup_mounted_with_line, delete_mode4, None, id="DeleteMount-mode-4"),
+    pytest.param(setup_two_holders, release_one_of_two, None, id="release-one-of-two"),
+    pytest.param(setup_mounted_with_line, modify_mode1, None, id="ModifyMount-mode-1"),
 ]
 
 
 @pytest.mark.private_namespace(timeout=240)
-@pytest.mark.parametrize(("setup", "operation", "api"),
-                         [pytest.param(*p.values, *(() if len(p.values) == 3 else (None,)),
-                                       id=p.id) for p in OPERATIONS])
+@pytest.mark.parametrize(("setup", "operation", "api"), OPERATIONS)
 def test_kill_9_at_every_step_leaves_the_operation_whole_or_absent(
     tmp_path: Path,
     setup: Callable[[World], None],
