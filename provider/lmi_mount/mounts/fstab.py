@@ -600,14 +600,9 @@ class FstabDocument:
         if number < 1 or "\n" in text:
             raise FstabError(f"cannot insert {text!r} as line {number}", value=number)
         body = self._text
-        start = 0
-        for _ in range(number - 1):
-            newline = body.find("\n", start)
-            if newline == -1:
-                start = len(body)
-                break
-            start = newline + 1
-        if start == len(body):
+        try:
+            start = self._span_of(number).start
+        except FstabError:  # past the last line
             if body and not body.endswith("\n"):
                 body += "\n"
             return FstabDocument(body + text + "\n")
