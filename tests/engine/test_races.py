@@ -160,6 +160,11 @@ def race(scene: Path, tmp_path: Path, kind: str, api: str, racer: str) -> None:
     swapper: Swapper | NobodySwapper = (
         Swapper(target, decoy) if racer == "thread" else NobodySwapper(target, decoy))
     swapper.start()
+    # The race is only run once it runs: on a loaded machine the swapping shell
+    # had not swapped once before the rounds were over (a clean-clone CI run).
+    deadline = time.monotonic() + 30
+    while swapper.swaps == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
     landed: dict[str, int] = {}
     refused = 0
     reasons: set[str] = set()
