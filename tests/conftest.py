@@ -9,10 +9,12 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import tempfile
 import time
 
 import pytest
 
+from lmi_mount.cim.mof_cache import CACHE_DIR_ENV
 from tests.support.namespace import MARKER_HELP, pyfunc_call_in_namespace
 
 # Engines' state directories live on /dev/shm (a tmpfs, as /run is), and a
@@ -20,10 +22,16 @@ from tests.support.namespace import MARKER_HELP, pyfunc_call_in_namespace
 # namespace child make them where no fixture can remove them.
 _STATE_DIRS = ("/dev/shm/lmi-test-state-*", "/dev/shm/lmi-cim-state-*")
 _SESSION_START = time.time()
+_OWN_CACHE = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
+    # One compile of the model for the whole session, daemons and client tools
+    # included, in a cache of the session's own (never the machine's).
+    if CACHE_DIR_ENV not in os.environ:
+        os.environ[CACHE_DIR_ENV] = tempfile.mkdtemp(prefix="lmi-mount-test-cache-")
+        config.stash[_OWN_CACHE] = os.environ[CACHE_DIR_ENV]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -32,7 +40,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Remove the state directories this session made on /dev/shm."""
+    """Remove the state directories this session made on /dev/shm, and its MOF cache."""
+    cache = session.config.stash.get(_OWN_CACHE, None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
     for pattern in _STATE_DIRS:
         for path in glob.glob(pattern):
             try:

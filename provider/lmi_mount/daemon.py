@@ -339,17 +339,8 @@ def _write_pid_file(root: Path) -> Path | None:
     logged, if it cannot be (the service runs on, ``lmi-mount --sandbox`` will not
     find it). Only the daemon that holds the sandbox's state lock gets here."""
     path = root / sandbox.PID_FILE
-    scratch = root / f".{sandbox.PID_FILE}.{os.getpid()}"
     try:
-        with contextlib.suppress(FileNotFoundError):
-            scratch.unlink()  # left by a killed daemon of the same pid
-        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, f"{os.getpid()}\n".encode())
-        finally:
-            os.close(fd)
-        os.replace(scratch, path)
+        files.write_new(path, f"{os.getpid()}\n".encode())
     except OSError as exc:
         log.warning("cannot write %s (lmi-mount --sandbox will not find this daemon): %s",
                     path, exc)

@@ -147,6 +147,13 @@ def test_the_unit_keeps_the_holder_journal_across_restarts() -> None:
     assert unit_value("RuntimeDirectoryPreserve") == "yes"
 
 
+def test_the_unit_gives_the_compiled_model_a_cache_of_its_own() -> None:
+    # systemd sets $CACHE_DIRECTORY to /var/cache/<CacheDirectory>, which
+    # mof_cache.cache_dir() prefers; nobody else may write what is unpickled.
+    assert unit_value("CacheDirectory") == "lmi-mount"
+    assert unit_value("CacheDirectoryMode") == "0700"
+
+
 def test_the_unit_stays_in_the_hosts_mount_namespace() -> None:
     used = {key for _, key, _ in unit_directives()}
     assert not used & set(NAMESPACING)

@@ -38,6 +38,7 @@ from pywbem import (
 )
 from pywbem_mock import FakedWBEMConnection
 
+from lmi_mount.cim import mof_cache
 from lmi_mount.cim.names import NAMESPACE
 
 MOF_DIR_ENV: Final = "LMI_MOUNT_MOF_DIR"
@@ -152,13 +153,23 @@ _cache_lock = threading.Lock()
 
 
 def load_model(mof_dir: Path | None = None) -> Model:
-    """The model compiled from ``mof_dir`` (default: ``find_mof_dir()``), once per process."""
+    """The model compiled from ``mof_dir`` (default: ``find_mof_dir()``), once per
+    process, and kept compiled on disk (``mof_cache``) for the next one."""
     directory = (mof_dir or find_mof_dir()).resolve()
     with _cache_lock:
         model = _cache.get(directory)
         if model is None:
-            model = _cache[directory] = _compile(directory)
+            qualifiers, classes = mof_cache.cached(
+                "model", compile_inputs(directory, Path(__file__)),
+                lambda: _compile(directory))
+            model = _cache[directory] = Model(directory, qualifiers, classes)
         return model
+
+
+def compile_inputs(mof_dir: Path, *code: Path) -> list[Path]:
+    """Every file a compile of ``mof_dir`` reads, and the modules ``code`` that
+    compile it: what the cache key of its result must cover."""
+    return [*sorted(mof_dir.rglob("*.mof")), *code]
 
 
 def install_model(
@@ -202,7 +213,7 @@ def _missing(store: Any, objects: Iterable[tuple[str, Any]]) -> Iterator[tuple[s
             yield name, None
 
 
-def _compile(mof_dir: Path) -> Model:
+def _compile(mof_dir: Path) -> mof_cache.Compiled:
     entry = mof_dir / ENTRY_MOF
     if not entry.is_file():
         raise ModelError(f"{entry}: no such file")
@@ -226,7 +237,7 @@ def _compile(mof_dir: Path) -> Model:
     classes = tuple(repo.get_class_store(NAMESPACE).iter_values(copy=False))
     for cls in classes:
         _set_embedded_object(cls)
-    return Model(mof_dir=mof_dir, qualifiers=qualifiers, classes=classes)
+    return qualifiers, classes
 
 
 def _set_embedded_object(cls: CIMClass) -> None:

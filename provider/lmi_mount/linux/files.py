@@ -637,6 +637,31 @@ def _prune_backups(path: str, backups: int) -> None:
             _LOG.warning("could not remove the old backup %s: %s", old, _strerror(error))
 
 
+def write_new(path: str | os.PathLike[str], data: bytes, mode: int = NEW_FILE_MODE) -> None:
+    """Put ``data`` at ``path`` whole: written to a new file of a name no one else
+    uses (``O_EXCL``, ``O_NOFOLLOW``: a planted file or link there is refused, not
+    written through) in the same directory, then renamed over ``path``. A reader
+    sees the old file or the new one, never part of it. For files that may be
+    lost in a crash (a pid file, a cache): nothing is fsynced. Raises OSError;
+    the new file is removed on every error."""
+    name = os.fspath(path)
+    directory, base = os.path.split(name)
+    scratch = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # not narrowed by the umask
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(scratch, name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(scratch)
+        raise
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -45,8 +45,17 @@ from pywbem import (
 )
 from pywbem_mock import FakedWBEMConnection
 
+from lmi_mount.cim import model as model_module
+from lmi_mount.cim import mof_cache
 from lmi_mount.cim.broker import Broker, class_view
-from lmi_mount.cim.model import Model, ModelError, find_mof_dir, install_model, load_model
+from lmi_mount.cim.model import (
+    Model,
+    ModelError,
+    compile_inputs,
+    find_mof_dir,
+    install_model,
+    load_model,
+)
 from lmi_mount.cim.names import COMPUTER_SYSTEM, INTEROP_NAMESPACE
 from lmi_mount.server.subscriptions import CLASSES as SUBSCRIPTION_CLASSES
 
@@ -103,16 +112,20 @@ _cache_lock = threading.Lock()
 
 
 def load_interop_classes(mof_dir: Path | None = None) -> InteropClasses:
-    """The interop classes compiled from ``<mof_dir>/interop/interop.mof``, once per process."""
+    """The interop classes compiled from ``<mof_dir>/interop/interop.mof``, once per
+    process, and kept compiled on disk (``mof_cache``) for the next one."""
     directory = (mof_dir or find_mof_dir()).resolve()
     with _cache_lock:
         classes = _cache.get(directory)
         if classes is None:
-            classes = _cache[directory] = _compile(directory)
+            compiled = mof_cache.cached(
+                "interop", compile_inputs(directory, Path(model_module.__file__), Path(__file__)),
+                lambda: _compile(directory))
+            classes = _cache[directory] = InteropClasses(*compiled)
         return classes
 
 
-def _compile(mof_dir: Path) -> InteropClasses:
+def _compile(mof_dir: Path) -> mof_cache.Compiled:
     entry = mof_dir / ENTRY_MOF
     if not entry.is_file():
         raise ModelError(f"{entry}: no such file")
@@ -144,7 +157,7 @@ def _compile(mof_dir: Path) -> InteropClasses:
         wanted.add(name)
         todo.extend(_dependencies(every[name]))
     ordered = tuple(c for name, c in every.items() if name in wanted)
-    return InteropClasses(qualifiers=model.qualifiers, classes=ordered)
+    return model.qualifiers, ordered
 
 
 def _dependencies(cls: CIMClass) -> Iterator[str]:
