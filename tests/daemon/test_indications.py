@@ -108,9 +108,14 @@ class Console:
                        check=True, stdin=subprocess.DEVNULL, timeout=30)
 
 
-def listen(inbox: Inbox) -> tuple[WBEMListener, str]:
-    [port] = sandbox.free_ports(1)
+def listen(inbox: Inbox, port: int | None = None) -> tuple[WBEMListener, str]:
+    """A pywbem listener on ``port`` (default: a free one) that hands what it gets to ``inbox``."""
+    if port is None:
+        [port] = sandbox.free_ports(1)
     listener = WBEMListener("127.0.0.1", http_port=port, https_port=None)
+    # Its callback thread polls its queue this often, and stop() waits for that
+    # thread: the default of 2 s made every stop take 2 s.
+    listener.queue_get_timeout = 0.05
     listener.add_callback(inbox.receive)
     listener.start()
     return listener, f"http://127.0.0.1:{port}"
@@ -281,9 +286,7 @@ def test_a_listener_down_then_up_gets_everything_in_order(tmp_path: Path) -> Non
             time.sleep(0.1)  # three separate changes
         time.sleep(0.5)  # the first delivery fails meanwhile
         inbox = Inbox()
-        listener = WBEMListener("127.0.0.1", http_port=port, https_port=None)
-        listener.add_callback(inbox.receive)
-        listener.start()
+        listener, _ = listen(inbox, port)
         try:
             inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=targets[-1]))
         finally:
@@ -309,9 +312,7 @@ def test_a_listener_that_never_comes_keeps_the_queue_bounded(tmp_path: Path) -> 
                               FileSystemSpec="tmpfs", FileSystemType="tmpfs")
             time.sleep(0.1)
         inbox = Inbox()
-        listener = WBEMListener("127.0.0.1", http_port=port, https_port=None)
-        listener.add_callback(inbox.receive)
-        listener.start()
+        listener, _ = listen(inbox, port)
         try:
             lost = inbox.wait_for(lambda i: i.classname == "CIM_AlertIndication", timeout=10)
         finally:
