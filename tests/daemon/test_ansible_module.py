@@ -1,9 +1,9 @@
-"""lmi.mount.mount one task at a time (``ansible -m``), on what an outside review broke.
+"""lmi.mount.mount one task at a time, on what an outside review broke.
 
-Each case runs the module through ansible-core against a real sandbox daemon
-and reads the result the module reported and, where it matters, what the
-daemon's kernel and fstab say.
-"""
+Each case runs the module as ansible-core runs it on a host (its own process,
+AnsibleModule reading the arguments; ``ansible -m`` where the rendered diff is
+the point) against a real sandbox daemon, and reads the result the module
+reported and, where it matters, what the daemon's kernel and fstab say."""
 
 from __future__ import annotations
 
@@ -44,13 +44,35 @@ class Task:
     def run(self, *, check: bool = False, diff: bool = False,
             env: dict[str, str] | None = None, **args: Any) -> dict[str, Any]:
         """The module's result for ``args`` (the connection filled in), with
-        ``failed`` from ansible's report and ``output``, what it printed."""
+        ``failed`` and ``output``, what it printed.
+
+        The module runs as ansible-core runs it on a host: a Python process of
+        its own that reads ``{"ANSIBLE_MODULE_ARGS": ...}`` (ansible's documented
+        way to run a module alone; ``_ansible_check_mode`` and ``_ansible_diff``
+        are how the controller passes ``--check`` and ``--diff``), 1.5 s faster
+        than ``ansible -m`` a run. With ``diff`` it goes through ``ansible -m``,
+        whose callback renders the diff a user reads; the playbook tests
+        (``play``, test_ansible.py) run the controller every time.
+        """
         args = {"url": self.daemon.http_url, "username": USER, "password": PASSWORD, **args}
+        if diff:
+            return self._through_ansible(args, check=check, env=env)
+        module_args = {**args, "_ansible_check_mode": check, "_ansible_diff": diff}
+        done = subprocess.run(
+            [sys.executable, "-m", "ansible_collections.lmi.mount.plugins.modules.mount"],
+            input=json.dumps({"ANSIBLE_MODULE_ARGS": module_args}), capture_output=True,
+            text=True, timeout=120, cwd=REPO, env={**sandbox.client_env(), **(env or {})})
+        result: dict[str, Any] = json.loads(done.stdout)
+        result["failed"] = bool(result.get("failed")) or done.returncode != 0
+        result["output"] = done.stdout + done.stderr
+        return result
+
+    def _through_ansible(self, args: dict[str, Any], *, check: bool,
+                         env: dict[str, str] | None) -> dict[str, Any]:
         command = ["ansible", "localhost", "-c", "local", "-m", "lmi.mount.mount",
-                   "-a", json.dumps(args),
+                   "-a", json.dumps(args), "--diff",
                    "-e", f"ansible_python_interpreter={sys.executable}"]
         command += ["--check"] if check else []
-        command += ["--diff"] if diff else []
         done = subprocess.run(command, capture_output=True, text=True, timeout=120,
                               stdin=subprocess.DEVNULL, env={
                                   **sandbox.client_env(), **(env or {}),
