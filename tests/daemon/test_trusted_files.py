@@ -92,3 +92,38 @@ def test_a_sandbox_in_a_directory_another_user_owns_is_refused(tmp_path: Path) -
     os.chown(theirs, NOBODY, NOBODY)
     with pytest.raises(ConfigError, match="uid 65534 or others may change"):
         daemon._sandbox_root(theirs / "sandbox")
+
+
+@requires_root
+def test_a_sandbox_reached_through_another_user_s_symlink_is_refused(tmp_path: Path) -> None:
+    # /tmp is sticky, so nobody may swap his own link there for another between
+    # the check and every later use of the path: root would then write where
+    # nobody points (a review made root write cache entries into nobody's
+    # directory this way).
+    public = tmp_path / "public"
+    public.mkdir()
+    public.chmod(0o1777)
+    (tmp_path / "root-only").mkdir(mode=0o700)
+    link = public / "link"
+    link.symlink_to(tmp_path / "root-only")
+    os.lchown(link, NOBODY, NOBODY)
+    with pytest.raises(ConfigError, match=f"{link} is a symbolic link owned by uid 65534"):
+        daemon._sandbox_root(link / "sandbox")
+
+
+def test_a_root_owned_symlink_above_is_followed_and_its_target_checked(tmp_path: Path) -> None:
+    # As /var/run -> /run: only root could change it. What it leads to is checked.
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open").chmod(0o777)
+    (tmp_path / "alias").symlink_to(tmp_path / "open")
+    with pytest.raises(ConfigError, match=f"is in {tmp_path / 'open'}, which"):
+        daemon._sandbox_root(tmp_path / "alias" / "sandbox")
+    (tmp_path / "open").chmod(0o755)
+    assert daemon._sandbox_root(tmp_path / "alias" / "sandbox") == tmp_path / "alias" / "sandbox"
+
+
+def test_a_path_with_dot_dot_is_refused(tmp_path: Path) -> None:
+    # ".." after a link goes to the link target's parent, not where the text says.
+    (tmp_path / "a").mkdir(mode=0o700)
+    with pytest.raises(ConfigError, match=r"'\.\.'"):
+        daemon._sandbox_root(tmp_path / "a" / ".." / "sandbox")

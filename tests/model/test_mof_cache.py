@@ -25,6 +25,7 @@ from lmi_mount.cim.mof_cache import CACHE_DIR_ENV, Compiled, cache_dir, cached
 from tests.support.skips import requires_root
 
 NOBODY = 65534
+Inputs = Callable[[], list[Path]]
 
 
 def small() -> Compiled:
@@ -48,11 +49,16 @@ class Compiler:
 
 
 @pytest.fixture
-def inputs(tmp_path: Path) -> list[Path]:
+def mof(tmp_path: Path) -> Path:
     mof = tmp_path / "mof"
     mof.mkdir()
     (mof / "a.mof").write_text("class LMI_Small { [Key] string Name; uint16 Count; };\n")
-    return [mof / "a.mof"]
+    return mof
+
+
+@pytest.fixture
+def inputs(mof: Path) -> Inputs:
+    return lambda: compile_inputs(mof)
 
 
 @pytest.fixture
@@ -66,7 +72,7 @@ def entries(cache: Path) -> list[Path]:
 
 def test_the_repository_model_from_the_cache_is_the_compiled_model(cache: Path) -> None:
     mof_dir = find_mof_dir()
-    inputs = compile_inputs(mof_dir, Path(mof_cache.__file__))
+    inputs = lambda: compile_inputs(mof_dir, Path(mof_cache.__file__))  # noqa: E731
     fresh = _compile(mof_dir)
     stored = cached("model", inputs, lambda: fresh, cache)
     compiles = Compiler()
@@ -81,7 +87,7 @@ def test_the_repository_model_from_the_cache_is_the_compiled_model(cache: Path) 
     assert any(kind == "instance" for _, _, kind in embedded)
 
 
-def test_a_second_load_reads_the_entry(inputs: list[Path], cache: Path) -> None:
+def test_a_second_load_reads_the_entry(inputs: Inputs, cache: Path) -> None:
     compiles = Compiler()
     first = cached("model", inputs, compiles, cache)
     second = cached("model", inputs, compiles, cache)
@@ -91,20 +97,88 @@ def test_a_second_load_reads_the_entry(inputs: list[Path], cache: Path) -> None:
 
 
 def test_changed_input_compiles_again_and_replaces_the_old_entry(
-        inputs: list[Path], cache: Path) -> None:
+        inputs: Inputs, cache: Path) -> None:
     compiles = Compiler()
     cached("model", inputs, compiles, cache)
     cached("interop", inputs, compiles, cache)
-    [old_model, interop] = sorted(entries(cache), key=lambda p: p.name.startswith("interop"))
-    inputs[0].write_text(inputs[0].read_text() + "// changed\n")
+    [a] = inputs()
+    a.write_text(a.read_text() + "// changed\n")
     cached("model", inputs, compiles, cache)
-    assert compiles.calls == 3
-    assert not old_model.exists() and interop.exists() and len(entries(cache)) == 2
+    assert compiles.calls == 3 and len(entries(cache)) == 3
 
 
-def plant(cache: Path, inputs: list[Path], data: bytes) -> Path:
+def test_a_change_anywhere_in_the_tree_compiles_again(mof: Path, tmp_path: Path,
+                                                       cache: Path) -> None:
+    # A distribution may link a shared CIM schema in; a file of the same name
+    # elsewhere in the tree is another input.
+    shared = tmp_path / "shared-schema"
+    shared.mkdir()
+    (shared / "CIM_Thing.mof").write_text("class CIM_Thing { };\n")
+    (mof / "dmtf").symlink_to(shared)
+    (mof / "lmi").mkdir()
+    (mof / "lmi" / "a.mof").write_text("// the same name as ../a.mof\n")
+    compiles = Compiler()
+    inputs = lambda: compile_inputs(mof)  # noqa: E731
+    cached("model", inputs, compiles, cache)
+    (shared / "CIM_Thing.mof").write_text("class CIM_Thing { string Planted; };\n")
+    cached("model", inputs, compiles, cache)
+    (mof / "lmi" / "a.mof").write_text("// changed\n")
+    cached("model", inputs, compiles, cache)
+    (mof / "lmi" / "extra.inc").write_text("// any file the tree holds, whatever its name\n")
+    cached("model", inputs, compiles, cache)
+    assert compiles.calls == 4
+
+
+def test_a_link_loop_in_the_tree_ends(mof: Path, cache: Path) -> None:
+    (mof / "loop").symlink_to(mof)
+    assert compile_inputs(mof) == [mof / "a.mof"]
+
+
+def test_a_compile_whose_input_changed_meanwhile_is_not_stored(
+        inputs: Inputs, cache: Path) -> None:
+    [a] = inputs()
+
+    def compile_during_an_update() -> Compiled:
+        a.write_text(a.read_text() + "// a package update meanwhile\n")
+        return small()
+
+    assert cached("model", inputs, compile_during_an_update, cache) == small()
+    assert entries(cache) == []
+    compiles = Compiler()
+    cached("model", inputs, compiles, cache)
+    cached("model", inputs, compiles, cache)
+    assert compiles.calls == 1
+
+
+def test_older_entries_beyond_the_newest_few_go_and_other_files_stay(
+        inputs: Inputs, cache: Path) -> None:
+    cache.mkdir(mode=0o700)
+    theirs = [cache / "model-resnet50.pickle", cache / "notes.txt"]
+    for path in theirs:
+        path.write_text("not ours")
+    [a] = inputs()
+    keys = []
+    for number in range(mof_cache.KEEP + 2):
+        a.write_text(f"// version {number}\n")
+        cached("model", inputs, Compiler(), cache)
+        keys.append(mof_cache.key(inputs()))
+        os.utime(cache / f"model-{keys[-1]}{mof_cache.SUFFIX}", (number, number))
+    # Kept: the newest KEEP. A hit makes its entry the newest again.
+    kept = keys[-mof_cache.KEEP:]
+    a.write_text(f"// version {len(keys) - mof_cache.KEEP}\n")
+    hits = Compiler()
+    cached("model", inputs, hits, cache)
+    assert hits.calls == 0
+    a.write_text("// one more version\n")
+    cached("model", inputs, Compiler(), cache)
+    expected = {kept[0], *kept[2:], mof_cache.key(inputs())}  # kept[1] was the oldest
+    left = {p.name for p in cache.iterdir()}
+    assert left == {p.name for p in theirs} | {f"model-{k}{mof_cache.SUFFIX}" for k in expected}
+
+
+def plant(cache: Path, inputs: Inputs, data: bytes) -> Path:
     cache.mkdir(mode=0o700, exist_ok=True)
-    entry = cache / f"model-{mof_cache.key(inputs)}{mof_cache.SUFFIX}"
+    entry = cache / f"model-{mof_cache.key(inputs())}{mof_cache.SUFFIX}"
     entry.write_bytes(data)
     entry.chmod(0o600)
     return entry
@@ -120,7 +194,7 @@ class RunsACommand:
 
 @pytest.mark.parametrize("planted", ["command", "truncated", "other shape", "garbage"])
 def test_a_planted_or_damaged_entry_runs_nothing_and_is_compiled_again(
-        inputs: list[Path], cache: Path, tmp_path: Path, planted: str,
+        inputs: Inputs, cache: Path, tmp_path: Path, planted: str,
         caplog: pytest.LogCaptureFixture) -> None:
     marker = tmp_path / "ran"
     good = pickle.dumps(small())
@@ -141,11 +215,11 @@ def test_a_planted_or_damaged_entry_runs_nothing_and_is_compiled_again(
 
 
 def test_a_link_in_place_of_an_entry_is_not_followed(
-        inputs: list[Path], cache: Path, tmp_path: Path) -> None:
+        inputs: Inputs, cache: Path, tmp_path: Path) -> None:
     target = tmp_path / "elsewhere"
     target.write_bytes(b"not a cache entry, and not to be overwritten")
     cache.mkdir(mode=0o700)
-    entry = cache / f"model-{mof_cache.key(inputs)}{mof_cache.SUFFIX}"
+    entry = cache / f"model-{mof_cache.key(inputs())}{mof_cache.SUFFIX}"
     entry.symlink_to(target)
     compiles = Compiler()
     assert cached("model", inputs, compiles, cache) == small()
@@ -155,7 +229,7 @@ def test_a_link_in_place_of_an_entry_is_not_followed(
 
 
 @requires_root
-def test_an_entry_another_user_owns_is_not_read(inputs: list[Path], cache: Path) -> None:
+def test_an_entry_another_user_owns_is_not_read(inputs: Inputs, cache: Path) -> None:
     entry = plant(cache, inputs, pickle.dumps(((), ())))  # loads, but is not ours
     os.chown(entry, NOBODY, NOBODY)
     compiles = Compiler()
@@ -165,7 +239,7 @@ def test_an_entry_another_user_owns_is_not_read(inputs: list[Path], cache: Path)
 
 @pytest.mark.parametrize("mode", [0o777, 0o770])
 def test_a_directory_others_may_write_is_not_used(
-        inputs: list[Path], cache: Path, mode: int, caplog: pytest.LogCaptureFixture) -> None:
+        inputs: Inputs, cache: Path, mode: int, caplog: pytest.LogCaptureFixture) -> None:
     entry = plant(cache, inputs, pickle.dumps(((), ())))
     cache.chmod(mode)
     compiles = Compiler()
@@ -178,7 +252,7 @@ def test_a_directory_others_may_write_is_not_used(
 
 
 def test_a_cache_that_cannot_be_written_costs_only_time(
-        inputs: list[Path], tmp_path: Path) -> None:
+        inputs: Inputs, tmp_path: Path) -> None:
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     compiles = Compiler()
@@ -188,7 +262,7 @@ def test_a_cache_that_cannot_be_written_costs_only_time(
 
 
 @requires_root
-def test_a_full_cache_file_system_costs_only_time(inputs: list[Path], tmp_path: Path) -> None:
+def test_a_full_cache_file_system_costs_only_time(inputs: Inputs, tmp_path: Path) -> None:
     # A tmpfs of one page, filled, in a namespace of this test's own.
     script = f"""
 set -e
@@ -201,7 +275,7 @@ from pathlib import Path
 from tests.model.test_mof_cache import Compiler, small
 from lmi_mount.cim.mof_cache import cached
 compiles = Compiler()
-inputs = [Path("{inputs[0]}")]
+inputs = lambda: [Path("{inputs()[0]}")]
 assert cached("model", inputs, compiles, Path("{tmp_path}/full/cache")) == small()
 assert compiles.calls == 1
 print("ok", sorted(p.name for p in Path("{tmp_path}/full/cache").iterdir()))
@@ -216,12 +290,19 @@ EOF
 
 def test_where_the_cache_is(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "named"))
-    monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/unit:/var/cache/other")
+    monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/lmi-mount:/var/cache/other")
     assert cache_dir() == tmp_path / "named"
     monkeypatch.setenv(CACHE_DIR_ENV, "")
     assert cache_dir() is None
     monkeypatch.delenv(CACHE_DIR_ENV)
-    assert cache_dir() == Path("/var/cache/unit")
+    assert cache_dir() == Path("/var/cache/lmi-mount")
+    # Inherited from another unit (a script a service runs): that cache is not ours.
+    monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/othersvc")
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert cache_dir() == Path("/var/cache/lmi-mount")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "lmi-mount"
     monkeypatch.delenv("CACHE_DIRECTORY")
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     assert cache_dir() == Path("/var/cache/lmi-mount")
@@ -233,7 +314,7 @@ def test_where_the_cache_is(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert cache_dir() == tmp_path / "home" / ".cache" / "lmi-mount"
 
 
-def test_no_cache_compiles_every_time(inputs: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_cache_compiles_every_time(inputs: Inputs, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_DIR_ENV, "")
     compiles = Compiler()
     cached("model", inputs, compiles)

@@ -160,16 +160,29 @@ def load_model(mof_dir: Path | None = None) -> Model:
         model = _cache.get(directory)
         if model is None:
             qualifiers, classes = mof_cache.cached(
-                "model", compile_inputs(directory, Path(__file__)),
+                "model", lambda: compile_inputs(directory, Path(__file__)),
                 lambda: _compile(directory))
             model = _cache[directory] = Model(directory, qualifiers, classes)
         return model
 
 
 def compile_inputs(mof_dir: Path, *code: Path) -> list[Path]:
-    """Every file a compile of ``mof_dir`` reads, and the modules ``code`` that
-    compile it: what the cache key of its result must cover."""
-    return [*sorted(mof_dir.rglob("*.mof")), *code]
+    """What the cache key of a compile of ``mof_dir`` must cover: every file in
+    its tree, whatever its name, through symbolic links (a distribution may
+    link a shared CIM schema in), and the modules ``code`` that compile it.
+    A MOF that includes a file outside its directory is not covered."""
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for directory, subdirectories, names in os.walk(mof_dir, followlinks=True):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in seen:  # a link back up the tree
+            subdirectories.clear()
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        subdirectories.sort()
+        found.extend(Path(directory, name) for name in sorted(names)
+                     if os.path.isfile(os.path.join(directory, name)))
+    return [*found, *code]
 
 
 def install_model(

@@ -22,9 +22,16 @@ can run code. So an entry is read only if
   resolves nothing else), and holds what the caller stored.
 
 Otherwise it is not an error: the caller's compile runs, as with no cache,
-and its result replaces the entry. The key covers the MOF bytes, the
-compiling modules' source, pywbem's and Python's versions, so a changed
-input never meets an old entry. Where the cache is: ``cache_dir``.
+and its result replaces the entry. The key covers the path and bytes of
+every file the caller names (``model.compile_inputs``: the MOF tree and the
+compiling modules), pywbem's and Python's versions, so a changed input never
+meets an old entry; a result is stored only if its inputs read the same
+after the compile as before. The cache removes only its own entries of a
+kind beyond the newest ``KEEP``. Where the cache is: ``cache_dir``.
+
+Not defended: someone who may already write the trusted directory (root)
+can plant an entry of pywbem objects with nonsense inside; it fails where
+it is used, not where it is loaded.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import io
 import logging
 import os
 import pickle
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterable
@@ -75,6 +83,11 @@ CACHE_DIR_ENV: Final = "LMI_MOUNT_CACHE_DIR"
 SYSTEMD_CACHE_ENV: Final = "CACHE_DIRECTORY"
 SYSTEM_CACHE_DIR: Final = Path("/var/cache/lmi-mount")
 SUFFIX: Final = ".pickle"
+#: Entries kept per kind: two checkouts, or an install and a checkout, sharing
+#: a cache do not evict each other at every start.
+KEEP: Final = 4
+#: The names of our entries, the only files the cache ever removes.
+_ENTRY: Final = re.compile(r"[a-z]+-[0-9a-f]{40}" + re.escape(SUFFIX))
 #: Changes whenever what an entry holds changes shape.
 FORMAT: Final = b"lmi-mount compiled MOF 1"
 
@@ -92,14 +105,15 @@ Compiled = tuple[tuple[CIMQualifierDeclaration, ...], tuple[CIMClass, ...]]
 
 def cache_dir() -> Path | None:
     """The cache directory, first match wins: ``$LMI_MOUNT_CACHE_DIR`` (empty: no
-    cache); systemd's ``$CACHE_DIRECTORY`` (the first one); for root
+    cache); systemd's ``$CACHE_DIRECTORY`` (its first directory, if it is named
+    ``lmi-mount``: a program another unit runs inherits that unit's); for root
     ``/var/cache/lmi-mount``; else ``$XDG_CACHE_HOME/lmi-mount`` (default
     ``~/.cache``)."""
     named = os.environ.get(CACHE_DIR_ENV)
     if named is not None:
         return Path(named) if named else None
     systemd = os.environ.get(SYSTEMD_CACHE_ENV, "").split(":")[0]
-    if systemd:
+    if systemd and os.path.isabs(systemd) and Path(systemd).name == SYSTEM_CACHE_DIR.name:
         return Path(systemd)
     if os.geteuid() == 0:
         return SYSTEM_CACHE_DIR
@@ -110,32 +124,51 @@ def cache_dir() -> Path | None:
 
 
 def key(inputs: Iterable[Path]) -> str:
-    """The digest of a compile's inputs: their names and bytes, pywbem's and
+    """The digest of a compile's inputs: their paths and bytes, pywbem's and
     Python's versions (a pickle is read by the classes that wrote it)."""
     digest = hashlib.sha256(FORMAT)
     digest.update(f"\0{pywbem.__version__}\0{sys.version_info[:2]}".encode())
     for path in sorted(inputs):
         data = path.read_bytes()
-        digest.update(f"\0{path.name}\0{len(data)}\0".encode())
+        digest.update(f"\0{path}\0{len(data)}\0".encode(errors="surrogateescape"))
         digest.update(data)
     return digest.hexdigest()[:40]
 
 
-def cached(kind: str, inputs: Iterable[Path], compile_: Callable[[], Compiled],
+def cached(kind: str, inputs: Callable[[], Iterable[Path]], compile_: Callable[[], Compiled],
            directory: Path | None = None) -> Compiled:
-    """What ``compile_()`` returns for ``inputs``: read from the cache entry of
-    ``kind`` if there is a trusted one, else compiled and stored. ``directory``
-    defaults to ``cache_dir()``."""
+    """What ``compile_()`` returns: read from the cache entry of ``kind`` for the
+    files ``inputs()`` names if there is a trusted one, else compiled and stored
+    (unless an input changed while it compiled: the result is then of bytes
+    that no key names). ``directory`` defaults to ``cache_dir()``."""
     where = directory if directory is not None else cache_dir()
     if where is None:
         return compile_()
-    entry = where / f"{kind}-{key(inputs)}{SUFFIX}"
+    before = _key_or_none(inputs)
+    if before is None:
+        return compile_()
+    entry = where / f"{kind}-{before}{SUFFIX}"
     found = _read(entry)
     if _is_compiled(found):
+        with contextlib.suppress(OSError):
+            os.utime(entry)  # the newest again: pruning goes by age
         return found
     result = compile_()
-    _write(where, kind, entry, result)
+    if _key_or_none(inputs) == before:
+        _write(where, kind, entry, result)
+    else:
+        _LOG.info("the MOF changed while it compiled; not cached")
     return result
+
+
+def _key_or_none(inputs: Callable[[], Iterable[Path]]) -> str | None:
+    """The key of ``inputs()``; None if one cannot be read (the compile says why
+    if it needs that file)."""
+    try:
+        return key(inputs())
+    except OSError as exc:
+        _LOG.debug("compiled MOF not cached: %s", exc)
+        return None
 
 
 def _is_compiled(value: object) -> TypeGuard[Compiled]:
@@ -184,8 +217,9 @@ def _read(entry: Path) -> object | None:
 
 
 def _write(where: Path, kind: str, entry: Path, result: Compiled) -> None:
-    """Store ``result`` as ``entry`` and remove the older entries of ``kind``. A
-    cache that cannot be written (read-only, full, untrusted) only costs time."""
+    """Store ``result`` as ``entry`` and remove the entries of ``kind`` beyond the
+    newest ``KEEP``. A cache that cannot be written (read-only, full,
+    untrusted) only costs time."""
     try:
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
         files.check_trusted(where, "MOF cache directory")
@@ -194,7 +228,8 @@ def _write(where: Path, kind: str, entry: Path, result: Compiled) -> None:
     except (OSError, files.UntrustedFile) as exc:
         _LOG.debug("compiled MOF not cached: %s", exc)
         return
-    for old in where.glob(f"{kind}-*{SUFFIX}"):
-        if old != entry:
-            with contextlib.suppress(OSError):
-                old.unlink()
+    ours = [path for path in where.glob(f"{kind}-*{SUFFIX}") if _ENTRY.fullmatch(path.name)]
+    with contextlib.suppress(OSError):
+        ours.sort(key=lambda path: path.stat().st_mtime_ns, reverse=True)
+        for old in (path for path in ours[KEEP:] if path != entry):
+            old.unlink()

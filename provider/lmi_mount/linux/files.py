@@ -134,24 +134,28 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
     root (or this process's user), that neither group nor others may write, nor,
     when ``secret`` (password hashes, a private key), others read; and unless no
     directory above it lets anyone else rename it away (each is root's, and
-    writable by others only with the sticky bit, as /tmp). UntrustedFile names
-    the file and the command that fixes it.
+    writable by others only with the sticky bit, as /tmp), as the path is
+    spelled and as it resolves. A symbolic link above it must be root's too:
+    even in a sticky directory, its owner may point it elsewhere after the
+    check. A path with ``..`` is refused (after a link it leads elsewhere than
+    it reads). UntrustedFile names the file and the command that fixes it.
     """
-    name = os.path.abspath(os.fspath(path))
-    parent = os.path.dirname(name)
+    given = os.fspath(path)
+    given = given if os.path.isabs(given) else os.path.join(os.getcwd(), given)
+    parts = [part for part in given.split("/") if part not in ("", ".")]
+    name = "/" + "/".join(parts)
+    if ".." in parts:
+        raise UntrustedFile(f"{what} {given}: name it without '..' (after a symbolic "
+                            "link it leads elsewhere than it reads)", name)
+    above = ["/"] + ["/" + "/".join(parts[:count]) for count in range(1, len(parts))]
+    for directory in above:
+        _check_above(name, what, directory, follow=False)
+    real = os.path.realpath(os.path.dirname(name))
     while True:
-        try:
-            above = os.stat(parent)
-        except OSError as error:
-            raise UntrustedFile(f"{what} {name}: {parent}: {_strerror(error)}", name) from None
-        if above.st_uid not in (0, os.geteuid()) or (
-                above.st_mode & 0o022 and not above.st_mode & stat.S_ISVTX):
-            raise UntrustedFile(
-                f"{what} {name} is in {parent}, which uid {above.st_uid} or others may "
-                f"change: move it to a directory only root can write", name)
-        if parent == "/":
+        _check_above(name, what, real, follow=True)
+        if real == "/":
             break
-        parent = os.path.dirname(parent)
+        real = os.path.dirname(real)
     try:
         info = os.lstat(name)
     except OSError as error:
@@ -173,6 +177,25 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
         raise UntrustedFile(
             f"{what} {name} has mode {mode:o}: others could read it; chmod o-rwx {name}",
             name)
+
+
+def _check_above(name: str, what: str, directory: str, *, follow: bool) -> None:
+    """Refuse ``name`` if ``directory`` above it (a symbolic link there, unless
+    ``follow``) lets anyone but root and us change what ``name`` is."""
+    try:
+        info = os.stat(directory) if follow else os.lstat(directory)
+    except OSError as error:
+        raise UntrustedFile(f"{what} {name}: {directory}: {_strerror(error)}", name) from None
+    if stat.S_ISLNK(info.st_mode):
+        if info.st_uid not in (0, os.geteuid()):
+            raise UntrustedFile(
+                f"{what} {name}: {directory} is a symbolic link owned by uid {info.st_uid}, "
+                "who could point it elsewhere: name the path without it", name)
+    elif info.st_uid not in (0, os.geteuid()) or (
+            info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
+        raise UntrustedFile(
+            f"{what} {name} is in {directory}, which uid {info.st_uid} or others may "
+            f"change: move it to a directory only root can write", name)
 
 
 class FileReadError(FileError):

@@ -119,7 +119,8 @@ def load_interop_classes(mof_dir: Path | None = None) -> InteropClasses:
         classes = _cache.get(directory)
         if classes is None:
             compiled = mof_cache.cached(
-                "interop", compile_inputs(directory, Path(model_module.__file__), Path(__file__)),
+                "interop",
+                lambda: compile_inputs(directory, Path(model_module.__file__), Path(__file__)),
                 lambda: _compile(directory))
             classes = _cache[directory] = InteropClasses(*compiled)
         return classes
