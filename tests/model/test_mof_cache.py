@@ -124,9 +124,33 @@ def test_a_change_anywhere_in_the_tree_compiles_again(mof: Path, tmp_path: Path,
     cached("model", inputs, compiles, cache)
     (mof / "lmi" / "a.mof").write_text("// changed\n")
     cached("model", inputs, compiles, cache)
-    (mof / "lmi" / "extra.inc").write_text("// any file the tree holds, whatever its name\n")
+    (mof / "lmi" / "b.MOF").write_text("// another MOF file\n")
     cached("model", inputs, compiles, cache)
     assert compiles.calls == 4
+
+
+def test_what_the_compile_never_reads_is_not_read(mof: Path, cache: Path) -> None:
+    # A 1 TB sparse dump, an editor's swap file nobody may read, a FIFO named
+    # like a MOF file, a tree deeper than Python's recursion limit: a compile
+    # needs none of them, and neither does the key (a review made each fail
+    # the load or turn the cache off).
+    with open(mof / "core.dump", "wb") as dump:
+        dump.truncate(2**40)
+    swap = mof / ".a.mof.swp"
+    swap.write_text("")
+    swap.chmod(0)
+    os.mkfifo(mof / "pipe.mof")
+    spelled = str(mof)
+    for _ in range(1100):
+        spelled += "/d"
+        os.mkdir(spelled)
+    deep = Path(spelled)
+    (deep / "deep.mof").write_text("// far down\n")
+    assert compile_inputs(mof) == [mof / "a.mof", deep / "deep.mof"]
+    compiles = Compiler()
+    cached("model", lambda: compile_inputs(mof), compiles, cache)
+    cached("model", lambda: compile_inputs(mof), compiles, cache)
+    assert compiles.calls == 1
 
 
 def test_a_link_loop_in_the_tree_ends(mof: Path, cache: Path) -> None:
@@ -320,3 +344,14 @@ def test_no_cache_compiles_every_time(inputs: Inputs, monkeypatch: pytest.Monkey
     cached("model", inputs, compiles)
     cached("model", inputs, compiles)
     assert compiles.calls == 2
+
+
+def test_what_a_killed_writer_left_goes_once_it_is_old(inputs: Inputs, cache: Path) -> None:
+    cache.mkdir(mode=0o700)
+    name = f".model-{'0' * 40}{mof_cache.SUFFIX}"
+    stale, fresh = cache / f"{name}.4242.0badc0de", cache / f"{name}.4243.0badc0df"
+    for scratch in (stale, fresh):
+        scratch.write_bytes(b"half an entry")
+    os.utime(stale, (0, 0))
+    cached("model", inputs, Compiler(), cache)
+    assert not stale.exists() and fresh.exists()

@@ -167,22 +167,31 @@ def load_model(mof_dir: Path | None = None) -> Model:
 
 
 def compile_inputs(mof_dir: Path, *code: Path) -> list[Path]:
-    """What the cache key of a compile of ``mof_dir`` must cover: every file in
-    its tree, whatever its name, through symbolic links (a distribution may
-    link a shared CIM schema in), and the modules ``code`` that compile it.
-    A MOF that includes a file outside its directory is not covered."""
+    """What the cache key of a compile of ``mof_dir`` must cover: every MOF file
+    (``*.mof``, what includes name) in its tree, through symbolic links (a
+    distribution may link a shared CIM schema in), and the modules ``code``
+    that compile it. A MOF that includes a file outside its directory is not
+    covered. Nothing else is opened: the tree may hold anything."""
     found: list[Path] = []
     seen: set[tuple[int, int]] = set()
-    for directory, subdirectories, names in os.walk(mof_dir, followlinks=True):
-        info = os.stat(directory)
-        if (info.st_dev, info.st_ino) in seen:  # a link back up the tree
-            subdirectories.clear()
-            continue
-        seen.add((info.st_dev, info.st_ino))
-        subdirectories.sort()
-        found.extend(Path(directory, name) for name in sorted(names)
-                     if os.path.isfile(os.path.join(directory, name)))
-    return [*found, *code]
+    pending = [str(mof_dir)]  # a stack, not recursion: a tree may be deep
+    while pending:
+        directory = pending.pop()
+        try:
+            info = os.stat(directory)
+            if (info.st_dev, info.st_ino) in seen:  # a link back up the tree
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(directory) as entries:
+                listed = sorted(entries, key=lambda entry: entry.name)
+        except OSError:
+            continue  # the compile cannot read it either
+        for entry in listed:
+            if entry.is_dir():
+                pending.append(entry.path)
+            elif entry.name.lower().endswith(".mof") and entry.is_file():
+                found.append(Path(entry.path))
+    return [*sorted(found), *code]
 
 
 def install_model(

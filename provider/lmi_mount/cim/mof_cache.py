@@ -45,6 +45,7 @@ import pickle
 import re
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final, TypeGuard
@@ -88,6 +89,9 @@ SUFFIX: Final = ".pickle"
 KEEP: Final = 4
 #: The names of our entries, the only files the cache ever removes.
 _ENTRY: Final = re.compile(r"[a-z]+-[0-9a-f]{40}" + re.escape(SUFFIX))
+_SCRATCH: Final = re.compile(r"\.[a-z]+-[0-9a-f]{40}" + re.escape(SUFFIX) + r"\.\d+\.[0-9a-f]{8}")
+#: A scratch file this old is no writer's any more (a write takes milliseconds).
+SCRATCH_SECONDS: Final = 3600
 #: Changes whenever what an entry holds changes shape.
 FORMAT: Final = b"lmi-mount compiled MOF 1"
 
@@ -129,9 +133,15 @@ def key(inputs: Iterable[Path]) -> str:
     digest = hashlib.sha256(FORMAT)
     digest.update(f"\0{pywbem.__version__}\0{sys.version_info[:2]}".encode())
     for path in sorted(inputs):
-        data = path.read_bytes()
-        digest.update(f"\0{path}\0{len(data)}\0".encode(errors="surrogateescape"))
-        digest.update(data)
+        # O_NONBLOCK: a FIFO put in place of a file after the listing does not hang.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        with open(fd, "rb") as stream:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{path} is not a regular file")
+            content = hashlib.file_digest(stream, "sha256").digest()
+        digest.update(f"\0{path}\0{info.st_size}\0".encode(errors="surrogateescape"))
+        digest.update(content)
     return digest.hexdigest()[:40]
 
 
@@ -150,8 +160,6 @@ def cached(kind: str, inputs: Callable[[], Iterable[Path]], compile_: Callable[[
     entry = where / f"{kind}-{before}{SUFFIX}"
     found = _read(entry)
     if _is_compiled(found):
-        with contextlib.suppress(OSError):
-            os.utime(entry)  # the newest again: pruning goes by age
         return found
     result = compile_()
     if _key_or_none(inputs) == before:
@@ -166,8 +174,8 @@ def _key_or_none(inputs: Callable[[], Iterable[Path]]) -> str | None:
     if it needs that file)."""
     try:
         return key(inputs())
-    except OSError as exc:
-        _LOG.debug("compiled MOF not cached: %s", exc)
+    except Exception as exc:  # any failure here only costs the cache
+        _LOG.warning("the compiled MOF cache is not used: %s: %s", type(exc).__name__, exc)
         return None
 
 
@@ -209,11 +217,14 @@ def _read(entry: Path) -> object | None:
             return None
         try:
             loaded: object = _CimUnpickler(io.BytesIO(stream.read())).load()
-            return loaded
         except Exception as exc:  # any damaged entry is compiled again
             _LOG.warning("not using the compiled MOF cache entry %s (%s: %s); "
                          "it is compiled again", entry, type(exc).__name__, exc)
             return None
+        if _is_compiled(loaded):
+            with contextlib.suppress(OSError):
+                os.utime(stream.fileno())  # the newest again: pruning goes by age
+        return loaded
 
 
 def _write(where: Path, kind: str, entry: Path, result: Compiled) -> None:
@@ -233,3 +244,9 @@ def _write(where: Path, kind: str, entry: Path, result: Compiled) -> None:
         ours.sort(key=lambda path: path.stat().st_mtime_ns, reverse=True)
         for old in (path for path in ours[KEEP:] if path != entry):
             old.unlink()
+    # What a writer killed before its rename left (files.write_new's scratch names).
+    for scratch in where.glob(f".{kind}-*{SUFFIX}.*"):
+        with contextlib.suppress(OSError):
+            if (_SCRATCH.fullmatch(scratch.name)
+                    and time.time() - scratch.stat().st_mtime > SCRATCH_SECONDS):
+                scratch.unlink()

@@ -129,33 +129,24 @@ class UntrustedFile(FileError):
     anyone but root could have written or swapped; the message names the fix."""
 
 
+#: Symbolic links followed while resolving a trusted path (the kernel's limit).
+MAX_LINKS: Final = 40
+
+
 def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = False) -> None:
     """Refuse ``path`` unless it is a file or directory, not a symbolic link, owned by
     root (or this process's user), that neither group nor others may write, nor,
-    when ``secret`` (password hashes, a private key), others read; and unless no
-    directory above it lets anyone else rename it away (each is root's, and
-    writable by others only with the sticky bit, as /tmp), as the path is
-    spelled and as it resolves. A symbolic link above it must be root's too:
-    even in a sticky directory, its owner may point it elsewhere after the
-    check. A path with ``..`` is refused (after a link it leads elsewhere than
-    it reads). UntrustedFile names the file and the command that fixes it.
+    when ``secret`` (password hashes, a private key), others read; and unless
+    nobody else can change what the path leads to: the path is resolved here
+    one component at a time, as the kernel resolves it, and every directory
+    it passes through must be root's (or ours) and writable by others only
+    with the sticky bit (as /tmp), and every symbolic link it follows root's
+    (or ours): even in a sticky directory, a link's owner may repoint it after
+    the check. UntrustedFile names the file and the command that fixes it.
     """
-    given = os.fspath(path)
-    given = given if os.path.isabs(given) else os.path.join(os.getcwd(), given)
-    parts = [part for part in given.split("/") if part not in ("", ".")]
-    name = "/" + "/".join(parts)
-    if ".." in parts:
-        raise UntrustedFile(f"{what} {given}: name it without '..' (after a symbolic "
-                            "link it leads elsewhere than it reads)", name)
-    above = ["/"] + ["/" + "/".join(parts[:count]) for count in range(1, len(parts))]
-    for directory in above:
-        _check_above(name, what, directory, follow=False)
-    real = os.path.realpath(os.path.dirname(name))
-    while True:
-        _check_above(name, what, real, follow=True)
-        if real == "/":
-            break
-        real = os.path.dirname(real)
+    name = os.fspath(path)
+    name = name if os.path.isabs(name) else os.path.join(os.getcwd(), name)
+    _resolve_trusted(name, what)
     try:
         info = os.lstat(name)
     except OSError as error:
@@ -179,19 +170,56 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
             name)
 
 
-def _check_above(name: str, what: str, directory: str, *, follow: bool) -> None:
-    """Refuse ``name`` if ``directory`` above it (a symbolic link there, unless
-    ``follow``) lets anyone but root and us change what ``name`` is."""
-    try:
-        info = os.stat(directory) if follow else os.lstat(directory)
-    except OSError as error:
-        raise UntrustedFile(f"{what} {name}: {directory}: {_strerror(error)}", name) from None
-    if stat.S_ISLNK(info.st_mode):
-        if info.st_uid not in (0, os.geteuid()):
-            raise UntrustedFile(
-                f"{what} {name}: {directory} is a symbolic link owned by uid {info.st_uid}, "
-                "who could point it elsewhere: name the path without it", name)
-    elif info.st_uid not in (0, os.geteuid()) or (
+def _resolve_trusted(name: str, what: str) -> None:
+    """Walk ``name``'s directories as path resolution does, refusing any that
+    someone else controls (see ``check_trusted``); its last component is not
+    followed."""
+    pending = [part for part in name.split("/") if part not in ("", ".")]
+    if not pending:
+        return
+    pending.reverse()  # the next component is popped from the end
+    current, links = "/", 0
+    _check_directory(name, what, current)
+    while len(pending) > 1:
+        part = pending.pop()
+        if part == "..":
+            current = os.path.dirname(current)  # current holds no link: its parent
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            info = os.lstat(candidate)
+        except OSError as error:
+            raise UntrustedFile(f"{what} {name}: {candidate}: {_strerror(error)}",
+                                name) from None
+        if stat.S_ISLNK(info.st_mode):
+            if info.st_uid not in (0, os.geteuid()):
+                raise UntrustedFile(
+                    f"{what} {name}: {candidate} is a symbolic link owned by uid "
+                    f"{info.st_uid}, who could point it elsewhere: name the path without it",
+                    name)
+            links += 1
+            if links > MAX_LINKS:
+                raise UntrustedFile(f"{what} {name}: too many symbolic links", name)
+            target = os.readlink(candidate)
+            pending.extend(reversed([p for p in target.split("/") if p not in ("", ".")]))
+            if target.startswith("/"):
+                current = "/"
+            continue
+        current = candidate
+        _check_directory(name, what, current, info)
+
+
+def _check_directory(name: str, what: str, directory: str,
+                     info: os.stat_result | None = None) -> None:
+    """Refuse ``name`` if ``directory``, on its way, lets anyone but root and us
+    rename what is in it."""
+    if info is None:
+        try:
+            info = os.lstat(directory)
+        except OSError as error:
+            raise UntrustedFile(f"{what} {name}: {directory}: {_strerror(error)}",
+                                name) from None
+    if info.st_uid not in (0, os.geteuid()) or (
             info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
         raise UntrustedFile(
             f"{what} {name} is in {directory}, which uid {info.st_uid} or others may "
