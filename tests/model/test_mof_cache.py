@@ -8,6 +8,7 @@ directory others may write) where the cache looks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -141,16 +142,26 @@ def test_what_the_compile_never_reads_is_not_read(mof: Path, cache: Path) -> Non
     swap.chmod(0)
     os.mkfifo(mof / "pipe.mof")
     spelled = str(mof)
-    for _ in range(1100):
-        spelled += "/d"
-        os.mkdir(spelled)
-    deep = Path(spelled)
-    (deep / "deep.mof").write_text("// far down\n")
-    assert compile_inputs(mof) == [mof / "a.mof", deep / "deep.mof"]
-    compiles = Compiler()
-    cached("model", lambda: compile_inputs(mof), compiles, cache)
-    cached("model", lambda: compile_inputs(mof), compiles, cache)
-    assert compiles.calls == 1
+    try:
+        for _ in range(1100):
+            spelled += "/d"
+            os.mkdir(spelled)
+        deep = Path(spelled)
+        (deep / "deep.mof").write_text("// far down\n")
+        assert compile_inputs(mof) == [mof / "a.mof", deep / "deep.mof"]
+        compiles = Compiler()
+        cached("model", lambda: compile_inputs(mof), compiles, cache)
+        cached("model", lambda: compile_inputs(mof), compiles, cache)
+        assert compiles.calls == 1
+    finally:
+        # Deepest first: pytest's clean-up of old temporary directories (3.11's
+        # recursive shutil.rmtree) cannot remove a tree this deep.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(spelled, "deep.mof"))
+        while spelled != str(mof):
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(spelled)
+            spelled = os.path.dirname(spelled)
 
 
 def test_a_link_loop_in_the_tree_ends(mof: Path, cache: Path) -> None:
