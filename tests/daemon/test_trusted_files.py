@@ -91,7 +91,7 @@ def test_a_sandbox_in_a_directory_another_user_owns_is_refused(tmp_path: Path) -
     theirs = tmp_path / "theirs"
     theirs.mkdir(mode=0o755)
     os.chown(theirs, NOBODY, NOBODY)
-    with pytest.raises(ConfigError, match="uid 65534 or others may change"):
+    with pytest.raises(ConfigError, match="which uid 65534 may change"):
         daemon._sandbox_root(theirs / "sandbox")
 
 
@@ -164,3 +164,76 @@ def test_dot_dot_is_resolved_as_the_kernel_resolves_it(tmp_path: Path) -> None:
     files.check_trusted(tmp_path / "deep" / "inside" / ".." / "users", "users file")
     with pytest.raises(files.UntrustedFile, match=f"is in {tmp_path / 'open'}, which"):
         files.check_trusted(tmp_path / "open" / "hop" / ".." / "users", "users file")
+
+
+@requires_root
+@pytest.mark.parametrize("ending", ["/", "/.", "//"])
+def test_a_trailing_slash_does_not_hide_a_link_as_the_last_component(
+        tmp_path: Path, ending: str) -> None:
+    public = tmp_path / "public"
+    public.mkdir()
+    public.chmod(0o1777)
+    (tmp_path / "state").mkdir(mode=0o700)
+    link = public / "state"
+    link.symlink_to(tmp_path / "state")
+    os.lchown(link, NOBODY, NOBODY)
+    with pytest.raises(files.UntrustedFile, match="symbolic link"):
+        files.check_trusted(f"{link}{ending}", "state directory")
+
+
+def test_only_a_file_or_a_directory_is_trusted(tmp_path: Path) -> None:
+    # A FIFO as the users file would hang the reader that trusts it.
+    fifo = tmp_path / "users"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(files.UntrustedFile, match=f"users file {fifo} is a FIFO"):
+        files.check_trusted(fifo, "users file", secret=True)
+
+
+def test_a_magic_link_of_proc_is_not_followed_by_its_text(tmp_path: Path) -> None:
+    # /proc/self/cwd reads as a path but the kernel goes to the directory
+    # itself, which may be hidden under a mount: its text proves nothing.
+    (tmp_path / "users").write_text("")
+    with pytest.raises(files.UntrustedFile, match="/proc/self is a link of /proc"):
+        files.check_trusted("/proc/self/cwd/users", "users file")
+
+
+def test_a_secret_that_an_acl_lets_someone_read_is_refused(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("admin:$6$hash:admin\n")
+    users.chmod(0o600)
+    # u::rw-, u:65534:r--, g::---, m::r--, o::--- (the xattr setfacl writes).
+    acl = b"\x02\x00\x00\x00" + b"".join(
+        tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + ident.to_bytes(4, "little")
+        for tag, perm, ident in [(1, 6, 0xFFFFFFFF), (2, 4, NOBODY), (4, 0, 0xFFFFFFFF),
+                                 (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)])
+    try:
+        os.setxattr(users, "system.posix_acl_access", acl)
+    except OSError as error:
+        pytest.skip(f"no POSIX ACLs on {tmp_path}: {error}")
+    assert stat.S_IMODE(users.stat().st_mode) == 0o640  # the mask shows as group bits
+    with pytest.raises(files.UntrustedFile, match=r"an ACL lets uid 65534 read it; setfacl -b"):
+        files.check_trusted(users, "users file", secret=True)
+    files.check_trusted(users, "configuration")  # read by others is no matter there
+
+
+def test_a_group_writable_directory_is_named_as_such(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o775)
+    with pytest.raises(files.UntrustedFile,
+                       match=f"{shared}, which has mode 775: others may change it; "
+                             f"chmod go-w {shared}"):
+        files.check_trusted(shared / "users", "users file")
+
+
+def test_a_relative_path_from_a_removed_directory_is_a_refusal(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    here = os.getcwd()
+    os.chdir(gone)
+    try:
+        gone.rmdir()
+        with pytest.raises(files.UntrustedFile, match="working directory"):
+            files.check_trusted("users", "users file")
+    finally:
+        os.chdir(here)

@@ -134,51 +134,102 @@ MAX_LINKS: Final = 40
 
 
 def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = False) -> None:
-    """Refuse ``path`` unless it is a file or directory, not a symbolic link, owned by
-    root (or this process's user), that neither group nor others may write, nor,
-    when ``secret`` (password hashes, a private key), others read; and unless
-    nobody else can change what the path leads to: the path is resolved here
-    one component at a time, as the kernel resolves it, and every directory
-    it passes through must be root's (or ours) and writable by others only
-    with the sticky bit (as /tmp), and every symbolic link it follows root's
-    (or ours): even in a sticky directory, a link's owner may repoint it after
-    the check. UntrustedFile names the file and the command that fixes it.
+    """Refuse ``path`` unless it is a regular file or a directory, not a symbolic
+    link, owned by root (or this process's user), that neither group nor others
+    may write, nor, when ``secret`` (password hashes, a private key), others
+    read (by the mode or by an ACL naming them); and unless nobody else can
+    change what the path leads to: the path is resolved here one component at
+    a time, as the kernel resolves it, and every directory it passes through
+    must be root's (or ours) and writable by others only with the sticky bit
+    (as /tmp), and every symbolic link it follows root's (or ours): even in a
+    sticky directory, a link's owner may repoint it after the check. Links of
+    /proc are refused: the kernel follows them to what they name, not to their
+    text. UntrustedFile names the file and the command that fixes it.
     """
     name = os.fspath(path)
-    name = name if os.path.isabs(name) else os.path.join(os.getcwd(), name)
-    _resolve_trusted(name, what)
+    if not os.path.isabs(name):
+        try:
+            name = os.path.join(os.getcwd(), name)
+        except OSError as error:
+            raise UntrustedFile(f"{what} {name}: the working directory: {_strerror(error)}; "
+                                "name it from /", name) from None
+    # The last component as the walk resolved its directory: a trailing "/" or
+    # "/." would make the kernel follow a link there.
+    final = _resolve_trusted(name, what)
     try:
-        info = os.lstat(name)
+        info = os.lstat(final)
     except OSError as error:
         raise UntrustedFile(f"{what} {name}: {_strerror(error)}", name) from None
     if stat.S_ISLNK(info.st_mode):
         raise UntrustedFile(
-            f"{what} {name} is a symbolic link (to {os.path.realpath(name)}): name the file "
-            "itself, a link can be swapped", name)
+            f"{what} {name} is a symbolic link (to {os.path.realpath(final)}): name the "
+            "file itself, a link can be swapped", name)
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        raise UntrustedFile(f"{what} {name} is a {_file_kind(info.st_mode)}, not a file or "
+                            "a directory", name)
+    # Whoever could write it may hold it open: a chown or chmod leaves him that
+    # descriptor. The fix is a new file, written by root, moved into place.
+    replace = f"write a new one as root and mv it over {name}"
     if info.st_uid not in (0, os.geteuid()):
         raise UntrustedFile(
-            f"{what} {name} is owned by uid {info.st_uid}, who could change it: "
-            f"chown root {name}", name)
+            f"{what} {name} is owned by uid {info.st_uid}, who could change it: {replace} "
+            f"(chown root alone leaves him the descriptors he holds)", name)
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
         raise UntrustedFile(
-            f"{what} {name} has mode {mode:o}: others could change it; chmod go-w {name}",
-            name)
+            f"{what} {name} has mode {mode:o}: others could change it; chmod go-w {name}, "
+            f"or, if it may be open for writing, {replace}", name)
     if secret and mode & 0o007:
         raise UntrustedFile(
             f"{what} {name} has mode {mode:o}: others could read it; chmod o-rwx {name}",
             name)
+    if secret:
+        reader = _acl_reader(final)
+        if reader is not None:
+            raise UntrustedFile(f"{what} {name}: an ACL lets {reader} read it; "
+                                f"setfacl -b {name}", name)
 
 
-def _resolve_trusted(name: str, what: str) -> None:
+#: POSIX ACL entries (linux/posix_acl_xattr.h): version 2, then tag, permission, id.
+_ACL_XATTR: Final = "system.posix_acl_access"
+_ACL_NAMED: Final = {0x02: "uid", 0x08: "gid"}  # ACL_USER, ACL_GROUP
+_ACL_READ: Final = 0x04
+
+
+def _acl_reader(path: str) -> str | None:
+    """Who other than the owner and the file's group an access ACL lets read
+    ``path`` ("uid 65534"), or None."""
+    try:
+        acl = os.getxattr(path, _ACL_XATTR, follow_symlinks=False)
+    except OSError:
+        return None  # none, or a file system without ACLs
+    for offset in range(4, len(acl) - 7, 8):
+        tag = int.from_bytes(acl[offset:offset + 2], "little")
+        perm = int.from_bytes(acl[offset + 2:offset + 4], "little")
+        ident = int.from_bytes(acl[offset + 4:offset + 8], "little")
+        if tag in _ACL_NAMED and perm & _ACL_READ:
+            return f"{_ACL_NAMED[tag]} {ident}"
+    return None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def _resolve_trusted(name: str, what: str) -> str:
     """Walk ``name``'s directories as path resolution does, refusing any that
-    someone else controls (see ``check_trusted``); its last component is not
-    followed."""
+    someone else controls (see ``check_trusted``); returns its last component
+    in the directory the walk reached (not followed)."""
     pending = [part for part in name.split("/") if part not in ("", ".")]
     if not pending:
-        return
+        return "/"
     pending.reverse()  # the next component is popped from the end
     current, links = "/", 0
+    proc = os.lstat("/proc").st_dev if os.path.isdir("/proc") else None
     _check_directory(name, what, current)
     while len(pending) > 1:
         part = pending.pop()
@@ -197,6 +248,10 @@ def _resolve_trusted(name: str, what: str) -> None:
                     f"{what} {name}: {candidate} is a symbolic link owned by uid "
                     f"{info.st_uid}, who could point it elsewhere: name the path without it",
                     name)
+            if info.st_dev == proc:
+                raise UntrustedFile(
+                    f"{what} {name}: {candidate} is a link of /proc, which leads to what it "
+                    "names, not to its text: name the path without it", name)
             links += 1
             if links > MAX_LINKS:
                 raise UntrustedFile(f"{what} {name}: too many symbolic links", name)
@@ -207,6 +262,8 @@ def _resolve_trusted(name: str, what: str) -> None:
             continue
         current = candidate
         _check_directory(name, what, current, info)
+    last = pending[0]
+    return os.path.dirname(current) if last == ".." else os.path.join(current, last)
 
 
 def _check_directory(name: str, what: str, directory: str,
@@ -219,11 +276,15 @@ def _check_directory(name: str, what: str, directory: str,
         except OSError as error:
             raise UntrustedFile(f"{what} {name}: {directory}: {_strerror(error)}",
                                 name) from None
-    if info.st_uid not in (0, os.geteuid()) or (
-            info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX):
+    if info.st_uid not in (0, os.geteuid()):
         raise UntrustedFile(
-            f"{what} {name} is in {directory}, which uid {info.st_uid} or others may "
-            f"change: move it to a directory only root can write", name)
+            f"{what} {name} is in {directory}, which uid {info.st_uid} may change: move "
+            "it to a directory only root can write", name)
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise UntrustedFile(
+            f"{what} {name} is in {directory}, which has mode {stat.S_IMODE(info.st_mode):o}: "
+            f"others may change it; chmod go-w {directory}, or move it to a directory only "
+            "root can write", name)
 
 
 class FileReadError(FileError):
