@@ -28,6 +28,17 @@ def settings_of(*argv: str) -> daemon.Settings:
     return daemon.settings(daemon.parser().parse_args(list(argv)))
 
 
+def nobodys_link(tmp_path: Path, name: str, target: Path) -> Path:
+    """A symbolic link to ``target`` that nobody made in a sticky directory, as in /tmp."""
+    public = tmp_path / "public"
+    public.mkdir(exist_ok=True)
+    public.chmod(0o1777)
+    link = public / name
+    link.symlink_to(target)
+    os.lchown(link, NOBODY, NOBODY)
+    return link
+
+
 @requires_root
 def test_a_configuration_someone_else_owns_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "lmi-mountd.conf"
@@ -101,13 +112,8 @@ def test_a_sandbox_reached_through_another_user_s_symlink_is_refused(tmp_path: P
     # the check and every later use of the path: root would then write where
     # nobody points (a review made root write cache entries into nobody's
     # directory this way).
-    public = tmp_path / "public"
-    public.mkdir()
-    public.chmod(0o1777)
     (tmp_path / "root-only").mkdir(mode=0o700)
-    link = public / "link"
-    link.symlink_to(tmp_path / "root-only")
-    os.lchown(link, NOBODY, NOBODY)
+    link = nobodys_link(tmp_path, "link", tmp_path / "root-only")
     with pytest.raises(ConfigError, match=f"{link} is a symbolic link owned by uid 65534"):
         daemon._sandbox_root(link / "sandbox")
 
@@ -134,15 +140,12 @@ def test_a_link_met_while_resolving_is_checked_like_one_in_the_path(
     # got a users file of his own read this way in 157 tries).
     (tmp_path / "etc").mkdir(mode=0o755)
     (tmp_path / "etc" / "users").write_text("")
-    public = tmp_path / "public"
-    public.mkdir()
     if how == "through a link in a sticky directory":
-        public.chmod(0o1777)
-        hop = public / "nb"
-        hop.symlink_to(tmp_path / "etc")
-        os.lchown(hop, NOBODY, NOBODY)
+        hop = nobodys_link(tmp_path, "nb", tmp_path / "etc")
         expected = f"{hop} is a symbolic link owned by uid 65534"
     else:
+        public = tmp_path / "public"
+        public.mkdir()
         os.chown(public, NOBODY, NOBODY)
         hop = public / "rootlink"
         hop.symlink_to(tmp_path / "etc")
@@ -170,13 +173,8 @@ def test_dot_dot_is_resolved_as_the_kernel_resolves_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ending", ["/", "/.", "//"])
 def test_a_trailing_slash_does_not_hide_a_link_as_the_last_component(
         tmp_path: Path, ending: str) -> None:
-    public = tmp_path / "public"
-    public.mkdir()
-    public.chmod(0o1777)
     (tmp_path / "state").mkdir(mode=0o700)
-    link = public / "state"
-    link.symlink_to(tmp_path / "state")
-    os.lchown(link, NOBODY, NOBODY)
+    link = nobodys_link(tmp_path, "state", tmp_path / "state")
     with pytest.raises(files.UntrustedFile, match="symbolic link"):
         files.check_trusted(f"{link}{ending}", "state directory")
 
