@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,12 +188,48 @@ def test_only_a_file_or_a_directory_is_trusted(tmp_path: Path) -> None:
         files.check_trusted(fifo, "users file", secret=True)
 
 
-def test_a_magic_link_of_proc_is_not_followed_by_its_text(tmp_path: Path) -> None:
-    # /proc/self/cwd reads as a path but the kernel goes to the directory
-    # itself, which may be hidden under a mount: its text proves nothing.
-    (tmp_path / "users").write_text("")
-    with pytest.raises(files.UntrustedFile, match="/proc/self is a link of /proc"):
-        files.check_trusted("/proc/self/cwd/users", "users file")
+@requires_root
+def test_a_magic_link_is_judged_by_where_the_kernel_goes(tmp_path: Path) -> None:
+    # A process whose working directory is nobody's, hidden since under a
+    # root tmpfs: /proc/PID/cwd reads as the tmpfs, the kernel goes to the
+    # hidden directory. Neither the text nor which procfs it is on proves
+    # anything (a second procfs passed a check of /proc's device).
+    script = f"""
+set -e
+mount --make-rprivate /
+mkdir -p {tmp_path}/nb {tmp_path}/proc2
+chown 65534 {tmp_path}/nb && chmod 0777 {tmp_path}/nb
+echo nobody > {tmp_path}/nb/conf
+cd {tmp_path}/nb
+mount -t tmpfs -o mode=0755 tmpfs {tmp_path}/nb
+echo root > {tmp_path}/nb/conf
+mount -t proc proc {tmp_path}/proc2
+exec {sys.executable} -c '
+import os
+from lmi_mount.linux import files
+for proc in ("/proc", "{tmp_path}/proc2"):
+    try:
+        files.check_trusted(f"{{proc}}/{{os.getpid()}}/cwd/conf", "configuration")
+        print("accepted", open(f"{{proc}}/{{os.getpid()}}/cwd/conf").read().strip())
+    except files.UntrustedFile as exc:
+        print("refused:", exc)
+'
+"""
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all("refused:" in line and "leads elsewhere" in line
+                                   for line in lines), done.stdout
+
+
+def test_a_proc_that_is_not_mounted_leaves_ordinary_links_alone(tmp_path: Path) -> None:
+    # A chroot or a container without /proc: /lib -> usr/lib is still a link
+    # root owns on the root file system, and is followed.
+    (tmp_path / "usr" / "lib").mkdir(parents=True, mode=0o755)
+    (tmp_path / "usr" / "lib" / "users").write_text("")
+    (tmp_path / "lib").symlink_to("usr/lib")
+    files.check_trusted(tmp_path / "lib" / "users", "users file")
 
 
 def test_a_secret_that_an_acl_lets_someone_read_is_refused(tmp_path: Path) -> None:
@@ -209,9 +246,63 @@ def test_a_secret_that_an_acl_lets_someone_read_is_refused(tmp_path: Path) -> No
     except OSError as error:
         pytest.skip(f"no POSIX ACLs on {tmp_path}: {error}")
     assert stat.S_IMODE(users.stat().st_mode) == 0o640  # the mask shows as group bits
-    with pytest.raises(files.UntrustedFile, match=r"an ACL lets uid 65534 read it; setfacl -b"):
+    with pytest.raises(files.UntrustedFile, match=r"an ACL lets uid 65534 use it; setfacl -b"):
         files.check_trusted(users, "users file", secret=True)
     files.check_trusted(users, "configuration")  # read by others is no matter there
+
+
+def acl_xattr(*entries: tuple[int, int, int]) -> bytes:
+    """The ``system.posix_acl_*`` value of (tag, permission, id) entries."""
+    return b"\x02\x00\x00\x00" + b"".join(
+        tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + ident.to_bytes(4, "little")
+        for tag, perm, ident in entries)
+
+
+ANY = 0xFFFFFFFF
+
+
+def test_acl_entries_count_as_the_mask_lets_them(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    try:
+        # u::rwx, u:65534:--x, g::---, m::--x, o::---: nobody may enter it.
+        os.setxattr(state, "system.posix_acl_access", acl_xattr(
+            (1, 7, ANY), (2, 1, NOBODY), (4, 0, ANY), (0x10, 1, ANY), (0x20, 0, ANY)))
+    except OSError as error:
+        pytest.skip(f"no POSIX ACLs on {tmp_path}: {error}")
+    with pytest.raises(files.UntrustedFile, match="an ACL lets uid 65534 use it; setfacl -b"):
+        files.check_trusted(state, "state directory", secret=True)
+    # The same entry, masked out: nobody gets nothing.
+    os.setxattr(state, "system.posix_acl_access", acl_xattr(
+        (1, 7, ANY), (2, 1, NOBODY), (4, 0, ANY), (0x10, 0, ANY), (0x20, 0, ANY)))
+    files.check_trusted(state, "state directory", secret=True)
+    # A default ACL hands its entries to every file made in it later.
+    os.removexattr(state, "system.posix_acl_access")
+    os.setxattr(state, "system.posix_acl_default", acl_xattr(
+        (1, 7, ANY), (2, 7, NOBODY), (4, 0, ANY), (0x10, 7, ANY), (0x20, 0, ANY)))
+    with pytest.raises(files.UntrustedFile,
+                       match="a default ACL gives uid 65534 what is made in it; setfacl -k"):
+        files.check_trusted(state, "state directory", secret=True)
+
+
+@requires_root
+def test_a_directory_is_told_to_be_chowned_not_replaced(tmp_path: Path) -> None:
+    theirs = tmp_path / "state"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, NOBODY, NOBODY)
+    with pytest.raises(files.UntrustedFile,
+                       match=f"chown root {theirs} and chmod go-w {theirs}, then check"):
+        files.check_trusted(theirs, "state directory")
+
+
+def test_the_certificate_is_checked_too(tmp_path: Path) -> None:
+    # A FIFO planted as the certificate held the start up for ever.
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    key.write_text("")
+    key.chmod(0o600)
+    os.mkfifo(cert, 0o644)
+    with pytest.raises(ConfigError, match=f"TLS certificate {cert} is a FIFO"):
+        tls_context(cert, key)
 
 
 def test_a_group_writable_directory_is_named_as_such(tmp_path: Path) -> None:

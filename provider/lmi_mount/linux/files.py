@@ -137,14 +137,16 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
     """Refuse ``path`` unless it is a regular file or a directory, not a symbolic
     link, owned by root (or this process's user), that neither group nor others
     may write, nor, when ``secret`` (password hashes, a private key), others
-    read (by the mode or by an ACL naming them); and unless nobody else can
+    read or use (by the mode, or by an ACL naming them or, for a directory, a
+    default ACL); and unless nobody else can
     change what the path leads to: the path is resolved here one component at
     a time, as the kernel resolves it, and every directory it passes through
     must be root's (or ours) and writable by others only with the sticky bit
     (as /tmp), and every symbolic link it follows root's (or ours): even in a
-    sticky directory, a link's owner may repoint it after the check. Links of
-    /proc are refused: the kernel follows them to what they name, not to their
-    text. UntrustedFile names the file and the command that fixes it.
+    sticky directory, a link's owner may repoint it after the check. The file
+    the kernel reaches must be the one the walk checked (a link of /proc leads
+    to what it names, whatever its text). UntrustedFile names the file and the
+    command that fixes it.
     """
     name = os.fspath(path)
     if not os.path.isabs(name):
@@ -167,47 +169,69 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
     if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
         raise UntrustedFile(f"{what} {name} is a {_file_kind(info.st_mode)}, not a file or "
                             "a directory", name)
-    # Whoever could write it may hold it open: a chown or chmod leaves him that
-    # descriptor. The fix is a new file, written by root, moved into place.
-    replace = f"write a new one as root and mv it over {name}"
-    if info.st_uid not in (0, os.geteuid()):
+    # A link of /proc (any procfs) leads where the kernel keeps it, which its
+    # text need not name: the file the kernel opens must be the one checked.
+    try:
+        kernel = os.stat(name)
+    except OSError as error:
+        raise UntrustedFile(f"{what} {name}: {_strerror(error)}", name) from None
+    if (kernel.st_dev, kernel.st_ino) != (info.st_dev, info.st_ino):
         raise UntrustedFile(
-            f"{what} {name} is owned by uid {info.st_uid}, who could change it: {replace} "
-            f"(chown root alone leaves him the descriptors he holds)", name)
+            f"{what} {name} leads elsewhere than its links read ({final} was checked): "
+            "name it without links of /proc", name)
+    directory = stat.S_ISDIR(info.st_mode)
+    # Whoever could write a file may hold it open: a chown or chmod leaves him
+    # that descriptor, so the fix is a new file. A directory's permissions are
+    # checked at each use: a chown is the fix, and a look at what it holds.
+    replace = (f"write a new one as root and mv it over {name} (a chown or chmod leaves "
+               "a writer the descriptors he holds)")
+    if info.st_uid not in (0, os.geteuid()):
+        fix = (f"chown root {name} and chmod go-w {name}, then check what it holds"
+               if directory else replace)
+        raise UntrustedFile(
+            f"{what} {name} is owned by uid {info.st_uid}, who could change it: {fix}", name)
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o022:
+        fix = f"chmod go-w {name}" + ("" if directory else f", or, if it may be open, {replace}")
         raise UntrustedFile(
-            f"{what} {name} has mode {mode:o}: others could change it; chmod go-w {name}, "
-            f"or, if it may be open for writing, {replace}", name)
+            f"{what} {name} has mode {mode:o}: others could change it; {fix}", name)
     if secret and mode & 0o007:
         raise UntrustedFile(
             f"{what} {name} has mode {mode:o}: others could read it; chmod o-rwx {name}",
             name)
     if secret:
-        reader = _acl_reader(final)
-        if reader is not None:
-            raise UntrustedFile(f"{what} {name}: an ACL lets {reader} read it; "
+        user = _acl_named(final, _ACL_ACCESS)
+        if user is not None:
+            raise UntrustedFile(f"{what} {name}: an ACL lets {user} use it; "
                                 f"setfacl -b {name}", name)
+        if directory:
+            user = _acl_named(final, _ACL_DEFAULT)
+            if user is not None:
+                raise UntrustedFile(f"{what} {name}: a default ACL gives {user} what is made "
+                                    f"in it; setfacl -k {name}", name)
 
 
-#: POSIX ACL entries (linux/posix_acl_xattr.h): version 2, then tag, permission, id.
-_ACL_XATTR: Final = "system.posix_acl_access"
+#: POSIX ACLs (linux/posix_acl_xattr.h): version 2, then (tag, permission, id) entries.
+_ACL_ACCESS: Final = "system.posix_acl_access"
+_ACL_DEFAULT: Final = "system.posix_acl_default"
 _ACL_NAMED: Final = {0x02: "uid", 0x08: "gid"}  # ACL_USER, ACL_GROUP
-_ACL_READ: Final = 0x04
+_ACL_MASK: Final = 0x10
 
 
-def _acl_reader(path: str) -> str | None:
-    """Who other than the owner and the file's group an access ACL lets read
-    ``path`` ("uid 65534"), or None."""
+def _acl_named(path: str, xattr: str) -> str | None:
+    """A named user or group ("uid 65534") the ACL ``xattr`` of ``path`` gives
+    any permission the mask lets through, or None (no ACL, or none such)."""
     try:
-        acl = os.getxattr(path, _ACL_XATTR, follow_symlinks=False)
+        acl = os.getxattr(path, xattr, follow_symlinks=False)
     except OSError:
         return None  # none, or a file system without ACLs
-    for offset in range(4, len(acl) - 7, 8):
-        tag = int.from_bytes(acl[offset:offset + 2], "little")
-        perm = int.from_bytes(acl[offset + 2:offset + 4], "little")
-        ident = int.from_bytes(acl[offset + 4:offset + 8], "little")
-        if tag in _ACL_NAMED and perm & _ACL_READ:
+    entries = [(int.from_bytes(acl[at:at + 2], "little"),
+                int.from_bytes(acl[at + 2:at + 4], "little"),
+                int.from_bytes(acl[at + 4:at + 8], "little"))
+               for at in range(4, len(acl) - 7, 8)]
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
+    for tag, perm, ident in entries:
+        if tag in _ACL_NAMED and perm & mask:
             return f"{_ACL_NAMED[tag]} {ident}"
     return None
 
@@ -229,7 +253,6 @@ def _resolve_trusted(name: str, what: str) -> str:
         return "/"
     pending.reverse()  # the next component is popped from the end
     current, links = "/", 0
-    proc = os.lstat("/proc").st_dev if os.path.isdir("/proc") else None
     _check_directory(name, what, current)
     while len(pending) > 1:
         part = pending.pop()
@@ -248,10 +271,6 @@ def _resolve_trusted(name: str, what: str) -> str:
                     f"{what} {name}: {candidate} is a symbolic link owned by uid "
                     f"{info.st_uid}, who could point it elsewhere: name the path without it",
                     name)
-            if info.st_dev == proc:
-                raise UntrustedFile(
-                    f"{what} {name}: {candidate} is a link of /proc, which leads to what it "
-                    "names, not to its text: name the path without it", name)
             links += 1
             if links > MAX_LINKS:
                 raise UntrustedFile(f"{what} {name}: too many symbolic links", name)

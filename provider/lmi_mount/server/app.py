@@ -341,6 +341,8 @@ def tls_context(certfile: Any, keyfile: Any) -> ssl.SSLContext:
     try:
         # The private key (in the certificate file when no key file is named).
         files.check_trusted(keyfile or certfile, "TLS key", secret=True)
+        if keyfile:
+            files.check_trusted(certfile, "TLS certificate")
     except files.UntrustedFile as exc:
         raise ConfigError(str(exc)) from None
     try:
