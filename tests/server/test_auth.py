@@ -102,7 +102,8 @@ def test_a_users_file_someone_else_owns_is_refused(tmp_path: Path) -> None:
     write_users(path)
     path.chmod(0o600)
     os.chown(path, 65534, 65534)
-    with pytest.raises(UsersFileError, match=r"owned by uid 65534.*write a new one as root and mv it over"):
+    with pytest.raises(UsersFileError,
+                       match=r"owned by uid 65534.*write a new one as root and mv it over"):
         UsersFile(path)
 
 
