@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -276,13 +277,48 @@ def test_acl_entries_count_as_the_mask_lets_them(tmp_path: Path) -> None:
     os.setxattr(state, "system.posix_acl_access", acl_xattr(
         (1, 7, ANY), (2, 1, NOBODY), (4, 0, ANY), (0x10, 0, ANY), (0x20, 0, ANY)))
     files.check_trusted(state, "state directory", secret=True)
-    # A default ACL hands its entries to every file made in it later.
+    # A default ACL hands its entries to every file made in it later: write
+    # reaches what is made with a mode that lets the group write (the umask
+    # does not apply under a default ACL), whatever the directory is for.
     os.removexattr(state, "system.posix_acl_access")
     os.setxattr(state, "system.posix_acl_default", acl_xattr(
         (1, 7, ANY), (2, 7, NOBODY), (4, 0, ANY), (0x10, 7, ANY), (0x20, 0, ANY)))
-    with pytest.raises(files.UntrustedFile,
-                       match="a default ACL gives uid 65534 what is made in it; setfacl -k"):
-        files.check_trusted(state, "state directory", secret=True)
+    for secret in (True, False):
+        with pytest.raises(files.UntrustedFile, match="a default ACL lets uid 65534 write "
+                           "what is made in it; setfacl -k"):
+            files.check_trusted(state, "sandbox directory", secret=secret)
+    # Read only, as systemd-tmpfiles' "a+" lines give: what the daemon makes
+    # there is 0600 or 0700, whose mask leaves the entry nothing.
+    os.setxattr(state, "system.posix_acl_default", acl_xattr(
+        (1, 7, ANY), (4, 0, ANY), (8, 5, NOBODY), (0x10, 5, ANY), (0x20, 0, ANY)))
+    files.check_trusted(state, "state directory", secret=True)
+
+
+def test_a_file_root_replaces_meanwhile_is_not_refused(tmp_path: Path) -> None:
+    # An editor or a renewal tool renaming a new file into place between the
+    # walk and the kernel's own look: the same path, two inodes, both root's.
+    users = tmp_path / "users"
+    users.write_text("")
+    users.chmod(0o600)
+    stop = threading.Event()
+
+    def replace() -> None:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            new = tmp_path / f"users.{number}"
+            new.write_text("")
+            new.chmod(0o600)
+            os.replace(new, users)
+
+    swapper = threading.Thread(target=replace)
+    swapper.start()
+    try:
+        for _ in range(3000):
+            files.check_trusted(users, "users file", secret=True)
+    finally:
+        stop.set()
+        swapper.join()
 
 
 @requires_root
@@ -295,14 +331,21 @@ def test_a_directory_is_told_to_be_chowned_not_replaced(tmp_path: Path) -> None:
         files.check_trusted(theirs, "state directory")
 
 
-def test_the_certificate_is_checked_too(tmp_path: Path) -> None:
-    # A FIFO planted as the certificate held the start up for ever.
+def test_the_certificate_must_be_a_file_and_may_be_a_link(tmp_path: Path) -> None:
+    # A FIFO planted as the certificate held the start up for ever; certbot's
+    # live/fullchain.pem is a link into archive/ (the certificate is public).
     cert, key = tmp_path / "server.pem", tmp_path / "server.key"
-    key.write_text("")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(tmp_path / "archive.pem"), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
     key.chmod(0o600)
     os.mkfifo(cert, 0o644)
-    with pytest.raises(ConfigError, match=f"TLS certificate {cert} is a FIFO"):
+    with pytest.raises(ConfigError, match=f"TLS certificate {cert} is a FIFO, not a file"):
         tls_context(cert, key)
+    cert.unlink()
+    cert.symlink_to(tmp_path / "archive.pem")
+    tls_context(cert, key)
 
 
 def test_a_group_writable_directory_is_named_as_such(tmp_path: Path) -> None:

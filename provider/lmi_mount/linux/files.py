@@ -155,30 +155,7 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
         except OSError as error:
             raise UntrustedFile(f"{what} {name}: the working directory: {_strerror(error)}; "
                                 "name it from /", name) from None
-    # The last component as the walk resolved its directory: a trailing "/" or
-    # "/." would make the kernel follow a link there.
-    final = _resolve_trusted(name, what)
-    try:
-        info = os.lstat(final)
-    except OSError as error:
-        raise UntrustedFile(f"{what} {name}: {_strerror(error)}", name) from None
-    if stat.S_ISLNK(info.st_mode):
-        raise UntrustedFile(
-            f"{what} {name} is a symbolic link (to {os.path.realpath(final)}): name the "
-            "file itself, a link can be swapped", name)
-    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
-        raise UntrustedFile(f"{what} {name} is a {_file_kind(info.st_mode)}, not a file or "
-                            "a directory", name)
-    # A link of /proc (any procfs) leads where the kernel keeps it, which its
-    # text need not name: the file the kernel opens must be the one checked.
-    try:
-        kernel = os.stat(name)
-    except OSError as error:
-        raise UntrustedFile(f"{what} {name}: {_strerror(error)}", name) from None
-    if (kernel.st_dev, kernel.st_ino) != (info.st_dev, info.st_ino):
-        raise UntrustedFile(
-            f"{what} {name} leads elsewhere than its links read ({final} was checked): "
-            "name it without links of /proc", name)
+    final, info = _resolve_checked(name, what)
     directory = stat.S_ISDIR(info.st_mode)
     # Whoever could write a file may hold it open: a chown or chmod leaves him
     # that descriptor, so the fix is a new file. A directory's permissions are
@@ -200,15 +177,49 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
             f"{what} {name} has mode {mode:o}: others could read it; chmod o-rwx {name}",
             name)
     if secret:
-        user = _acl_named(final, _ACL_ACCESS)
+        user = _acl_named(final, _ACL_ACCESS, _ACL_ANY)
         if user is not None:
             raise UntrustedFile(f"{what} {name}: an ACL lets {user} use it; "
                                 f"setfacl -b {name}", name)
-        if directory:
-            user = _acl_named(final, _ACL_DEFAULT)
-            if user is not None:
-                raise UntrustedFile(f"{what} {name}: a default ACL gives {user} what is made "
-                                    f"in it; setfacl -k {name}", name)
+    if directory:
+        # Under a default ACL the umask does not apply: a file made with a mode
+        # that lets its group write would let the named entry write it.
+        user = _acl_named(final, _ACL_DEFAULT, _ACL_WRITE)
+        if user is not None:
+            raise UntrustedFile(f"{what} {name}: a default ACL lets {user} write what is "
+                                f"made in it; setfacl -k {name}", name)
+
+
+#: Resolutions of a trusted path tried when its file is replaced meanwhile.
+RESOLVE_TRIES: Final = 3
+
+
+def _resolve_checked(name: str, what: str) -> tuple[str, os.stat_result]:
+    """The last component of ``name`` where the walk resolved its directory (a
+    trailing "/" or "/." would make the kernel follow a link there), and its
+    lstat, refused unless a regular file or a directory and unless the kernel's
+    own resolution of ``name`` reaches that same file: a link of /proc, on any
+    procfs, leads to what it names, whatever its text. A file replaced between
+    the two looks (an editor, a renewal) is looked at again."""
+    for _ in range(RESOLVE_TRIES):
+        final = _resolve_trusted(name, what)
+        try:
+            info = os.lstat(final)
+            kernel = os.stat(name)
+        except OSError as error:
+            raise UntrustedFile(f"{what} {name}: {_strerror(error)}", name) from None
+        if stat.S_ISLNK(info.st_mode):
+            raise UntrustedFile(
+                f"{what} {name} is a symbolic link (to {os.path.realpath(final)}): name the "
+                "file itself, a link can be swapped", name)
+        if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+            raise UntrustedFile(f"{what} {name} is a {file_kind(info.st_mode)}, not a file "
+                                "or a directory", name)
+        if (kernel.st_dev, kernel.st_ino) == (info.st_dev, info.st_ino):
+            return final, info
+    raise UntrustedFile(
+        f"{what} {name} leads elsewhere than its links read ({final} was checked): "
+        "name it without links of /proc", name)
 
 
 #: POSIX ACLs (linux/posix_acl_xattr.h): version 2, then (tag, permission, id) entries.
@@ -216,11 +227,14 @@ _ACL_ACCESS: Final = "system.posix_acl_access"
 _ACL_DEFAULT: Final = "system.posix_acl_default"
 _ACL_NAMED: Final = {0x02: "uid", 0x08: "gid"}  # ACL_USER, ACL_GROUP
 _ACL_MASK: Final = 0x10
+_ACL_ANY: Final = 0o7
+_ACL_WRITE: Final = 0o2
 
 
-def _acl_named(path: str, xattr: str) -> str | None:
-    """A named user or group ("uid 65534") the ACL ``xattr`` of ``path`` gives
-    any permission the mask lets through, or None (no ACL, or none such)."""
+def _acl_named(path: str, xattr: str, wanted: int) -> str | None:
+    """A named user or group ("uid 65534") the ACL ``xattr`` of ``path`` gives a
+    permission of ``wanted`` that the mask lets through, or None (no ACL, or
+    none such)."""
     try:
         acl = os.getxattr(path, xattr, follow_symlinks=False)
     except OSError:
@@ -231,12 +245,13 @@ def _acl_named(path: str, xattr: str) -> str | None:
                for at in range(4, len(acl) - 7, 8)]
     mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
     for tag, perm, ident in entries:
-        if tag in _ACL_NAMED and perm & mask:
+        if tag in _ACL_NAMED and perm & mask & wanted:
             return f"{_ACL_NAMED[tag]} {ident}"
     return None
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` is that is not a file, a directory or a link ("FIFO")."""
     for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
                        (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
         if test(mode):

@@ -16,11 +16,14 @@ operation does (``dispatch``), mounts.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import logging
+import os
 import socket
 import ssl
+import stat
 import threading
 import time
 import urllib.parse
@@ -341,10 +344,16 @@ def tls_context(certfile: Any, keyfile: Any) -> ssl.SSLContext:
     try:
         # The private key (in the certificate file when no key file is named).
         files.check_trusted(keyfile or certfile, "TLS key", secret=True)
-        if keyfile:
-            files.check_trusted(certfile, "TLS certificate")
     except files.UntrustedFile as exc:
         raise ConfigError(str(exc)) from None
+    if keyfile:
+        # Public, so it may be a link (certbot's live/ names); but a FIFO there
+        # would hold the start for ever.
+        with contextlib.suppress(OSError):  # load_cert_chain says what is missing
+            kind = os.stat(certfile).st_mode
+            if not stat.S_ISREG(kind):
+                raise ConfigError(f"TLS certificate {certfile} is a "
+                                  f"{files.file_kind(kind)}, not a file")
     try:
         context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
     except (OSError, ssl.SSLError) as exc:
