@@ -137,10 +137,11 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
     """Refuse ``path`` unless it is a regular file or a directory, not a symbolic
     link, owned by root (or this process's user), that neither group nor others
     may write, nor, when ``secret`` (password hashes, a private key), others
-    read or use (by the mode, or by an ACL naming them or, for a directory, a
-    default ACL); and unless nobody else can
-    change what the path leads to: the path is resolved here one component at
-    a time, as the kernel resolves it, and every directory it passes through
+    read or use (by the mode or by an ACL naming them); a directory whose
+    default ACL lets a named user or group write what is made in it neither;
+    and unless nobody else can change what the path leads to: the path is
+    resolved here one component at a time, as the kernel resolves it, and
+    every directory it passes through
     must be root's (or ours) and writable by others only with the sticky bit
     (as /tmp), and every symbolic link it follows root's (or ours): even in a
     sticky directory, a link's owner may repoint it after the check. The file
