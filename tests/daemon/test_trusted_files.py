@@ -233,25 +233,6 @@ def test_a_proc_that_is_not_mounted_leaves_ordinary_links_alone(tmp_path: Path) 
     files.check_trusted(tmp_path / "lib" / "users", "users file")
 
 
-def test_a_secret_that_an_acl_lets_someone_read_is_refused(tmp_path: Path) -> None:
-    users = tmp_path / "users"
-    users.write_text("admin:$6$hash:admin\n")
-    users.chmod(0o600)
-    # u::rw-, u:65534:r--, g::---, m::r--, o::--- (the xattr setfacl writes).
-    acl = b"\x02\x00\x00\x00" + b"".join(
-        tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + ident.to_bytes(4, "little")
-        for tag, perm, ident in [(1, 6, 0xFFFFFFFF), (2, 4, NOBODY), (4, 0, 0xFFFFFFFF),
-                                 (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)])
-    try:
-        os.setxattr(users, "system.posix_acl_access", acl)
-    except OSError as error:
-        pytest.skip(f"no POSIX ACLs on {tmp_path}: {error}")
-    assert stat.S_IMODE(users.stat().st_mode) == 0o640  # the mask shows as group bits
-    with pytest.raises(files.UntrustedFile, match=r"an ACL lets uid 65534 use it; setfacl -b"):
-        files.check_trusted(users, "users file", secret=True)
-    files.check_trusted(users, "configuration")  # read by others is no matter there
-
-
 def acl_xattr(*entries: tuple[int, int, int]) -> bytes:
     """The ``system.posix_acl_*`` value of (tag, permission, id) entries."""
     return b"\x02\x00\x00\x00" + b"".join(
@@ -260,6 +241,22 @@ def acl_xattr(*entries: tuple[int, int, int]) -> bytes:
 
 
 ANY = 0xFFFFFFFF
+
+
+def test_a_secret_that_an_acl_lets_someone_read_is_refused(tmp_path: Path) -> None:
+    users = tmp_path / "users"
+    users.write_text("admin:$6$hash:admin\n")
+    users.chmod(0o600)
+    # u::rw-, u:65534:r--, g::---, m::r--, o::--- (the xattr setfacl writes).
+    acl = acl_xattr((1, 6, ANY), (2, 4, NOBODY), (4, 0, ANY), (0x10, 4, ANY), (0x20, 0, ANY))
+    try:
+        os.setxattr(users, "system.posix_acl_access", acl)
+    except OSError as error:
+        pytest.skip(f"no POSIX ACLs on {tmp_path}: {error}")
+    assert stat.S_IMODE(users.stat().st_mode) == 0o640  # the mask shows as group bits
+    with pytest.raises(files.UntrustedFile, match=r"an ACL lets uid 65534 use it; setfacl -b"):
+        files.check_trusted(users, "users file", secret=True)
+    files.check_trusted(users, "configuration")  # read by others is no matter there
 
 
 def test_acl_entries_count_as_the_mask_lets_them(tmp_path: Path) -> None:

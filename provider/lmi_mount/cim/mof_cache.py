@@ -159,7 +159,7 @@ def cached(kind: str, inputs: Callable[[], Iterable[Path]], compile_: Callable[[
         return compile_()
     entry = where / f"{kind}-{before}{SUFFIX}"
     found = _read(entry)
-    if _is_compiled(found):
+    if found is not None:
         return found
     result = compile_()
     if _key_or_none(inputs) == before:
@@ -196,7 +196,8 @@ class _CimUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"{module}.{name} is not a CIM object") from None
 
 
-def _read(entry: Path) -> object | None:
+def _read(entry: Path) -> Compiled | None:
+    """The trusted entry's content if it has the shape of a compile's; else None."""
     if not os.path.lexists(entry.parent):
         return None  # the first compile makes it
     try:
@@ -221,9 +222,10 @@ def _read(entry: Path) -> object | None:
             _LOG.warning("not using the compiled MOF cache entry %s (%s: %s); "
                          "it is compiled again", entry, type(exc).__name__, exc)
             return None
-        if _is_compiled(loaded):
-            with contextlib.suppress(OSError):
-                os.utime(stream.fileno())  # the newest again: pruning goes by age
+        if not _is_compiled(loaded):
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(stream.fileno())  # the newest again: pruning goes by age
         return loaded
 
 
