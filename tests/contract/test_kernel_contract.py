@@ -21,6 +21,7 @@ from lmi_mount.linux.processes import describe
 from lmi_mount.mounts.flags import (
     MNT_DETACH,
     MS_BIND,
+    MS_DIRSYNC,
     MS_NOATIME,
     MS_NODEV,
     MS_NOEXEC,
@@ -29,6 +30,7 @@ from lmi_mount.mounts.flags import (
     MS_REC,
     MS_REMOUNT,
     MS_STRICTATIME,
+    MS_SYNCHRONOUS,
 )
 from tests.contract.helpers import (
     at,
@@ -257,6 +259,27 @@ def test_remount_of_the_superblock_changes_what_every_mount_shows(
     assert at(kernel, origin).super_options[0] == "ro"
     assert at(kernel, view).vfs_options[0] == "rw"  # its own flag, readonly sb below
     assert at(kernel, view).super_options[0] == "ro"
+
+
+def test_remount_of_a_dirsync_superblock_changes_the_other_flags_and_keeps_dirsync(
+    kernel: Kernel, base: Path
+) -> None:
+    # dirsync is outside the kernel's MS_RMT_MASK: mount(2) ignores it on a
+    # remount, and fsconfig(2) refuses a reconfiguration that names it.
+    [origin] = make_dirs(base, "origin")
+    kernel.mount("tmpfs", origin, "tmpfs", MS_DIRSYNC)
+    assert "dirsync" in at(kernel, origin).super_options
+
+    kernel.mount(None, origin, None, MS_REMOUNT | MS_DIRSYNC | MS_RDONLY | MS_SYNCHRONOUS)
+    record = at(kernel, origin)
+    assert record.super_options[0] == "ro"
+    assert {"sync", "dirsync"} <= set(record.super_options)
+
+    kernel.mount(None, origin, None, MS_REMOUNT)
+    record = at(kernel, origin)
+    assert record.super_options[0] == "rw"
+    assert "sync" not in record.super_options
+    assert "dirsync" in record.super_options  # a remount cannot take it away
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,7 @@ from lmi_mount.mounts.flags import (
     MS_REC,
     MS_RELATIME,
     MS_REMOUNT,
+    MS_RMT_MASK,
     MS_SHARED,
     MS_SLAVE,
     MS_STRICTATIME,
@@ -75,8 +76,6 @@ _ATIME_FLAGS: Final = MS_NOATIME | MS_NODIRATIME | MS_RELATIME
 _ATIME_REQUEST: Final = MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME
 # Superblock flags shown in mountinfo's super options (fs/proc_namespace.c, show_sb_opts()).
 _SB_FLAGS: Final = MS_RDONLY | MS_SYNCHRONOUS | MS_DIRSYNC | MS_MANDLOCK | MS_LAZYTIME
-# MS_RMT_MASK: the superblock flags a remount may change; dirsync is not one.
-_REMOUNT_SB_FLAGS: Final = MS_RDONLY | MS_SYNCHRONOUS | MS_MANDLOCK | MS_LAZYTIME
 _PROPAGATION: Final = MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE
 
 # show_mnt_opts() and show_sb_opts() order.
@@ -612,7 +611,7 @@ class FakeKernel:
             raise KernelError(errno.EACCES, "mount", path, source, sb.fstype)
         sb.options = self._options(sb.fstype, data, path, source, sb.options)
         forced = MS_RDONLY if sb.fstype in READ_ONLY_FSTYPES else 0
-        sb.flags = (sb.flags & ~_REMOUNT_SB_FLAGS) | (flags & _REMOUNT_SB_FLAGS) | forced
+        sb.flags = (sb.flags & ~MS_RMT_MASK) | (flags & MS_RMT_MASK) | forced
         mount.flags = _remount_flags(flags, mount.flags)
 
     def _propagation(

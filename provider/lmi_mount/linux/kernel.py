@@ -56,6 +56,7 @@ from lmi_mount.mounts.flags import (
     MS_REC,
     MS_RELATIME,
     MS_REMOUNT,
+    MS_RMT_MASK,
     MS_SHARED,
     MS_SLAVE,
     MS_STRICTATIME,
@@ -898,10 +899,11 @@ class LinuxKernel:
             context = self._call(mountapi.fspick, anchor.fd, anchor=anchor)
             try:
                 try:
-                    # As MS_REMOUNT: every superblock flag is set or cleared.
+                    # As MS_REMOUNT: every superblock flag a remount may change
+                    # is set or cleared; the others (dirsync) are left as they are.
                     words = [(word if flags & flag else clear_word, None)
                              for flag, word, clear_word in SB_FLAG_WORDS
-                             if flags & flag or clear_word is not None]
+                             if flag & MS_RMT_MASK and (flags & flag or clear_word is not None)]
                     _set_parameters(context, [(w, v) for w, v in words if w is not None]
                                     + split_data(data))
                     mountapi.fsconfig_command(context, mountapi.FSCONFIG_CMD_RECONFIGURE)

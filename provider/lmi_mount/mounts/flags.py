@@ -30,6 +30,11 @@ MS_RELATIME: Final = 1 << 21
 MS_STRICTATIME: Final = 1 << 24
 MS_LAZYTIME: Final = 1 << 25
 
+# The superblock flags a remount may change (include/linux/fs.h MS_RMT_MASK, without
+# MS_I_VERSION, which nobody asks for): mount(2) ignores the others on a remount,
+# and fsconfig(2) refuses a reconfiguration that names one (dirsync: EINVAL).
+MS_RMT_MASK: Final = MS_RDONLY | MS_SYNCHRONOUS | MS_MANDLOCK | MS_LAZYTIME
+
 # Flags that belong to the mount (VFS) rather than the superblock: on a remount
 # they change with MS_REMOUNT|MS_BIND alone, without touching the file system
 # (mount(2), "Remounting an existing mount"; kernel commit 2e4b7fcd9260).
