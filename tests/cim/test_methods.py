@@ -252,6 +252,30 @@ def test_a_named_holder_releases_only_its_reference_never_a_mount_nobody_holds(
     assert world.mounts_at(target) == []
 
 
+def test_a_delete_of_a_mount_covered_by_hand_is_in_use_and_takes_nothing(
+    world: CimWorld,
+) -> None:
+    # Mode 1, then a tmpfs mounted over it by hand: DeleteMount Mode 4 took
+    # the hand-made mount away, left ours and removed its fstab line, and
+    # returned 0 (outside review).
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, out = create_tmpfs(conn, target, mode=1, Holder="carol")
+    assert [m.source for m in world.mounts_at(target)] == ["tmpfs"]
+    world.kernel.mount("handmade", target, "tmpfs", 0, "size=2m")
+    before = world.fstab.read_text()
+    for how in ({"Holder": "carol"}, {"Force": True}):
+        rv, failed = call(conn, "DeleteMount", Mode=4, Mount=out["Mount"], **how)
+        assert rv == 6, failed
+        assert "covered by another mount ('handmade'" in failed["Error"]["Message"]
+        assert [m.source for m in world.mounts_at(target)] == ["tmpfs", "handmade"]
+        assert world.fstab.read_text() == before
+    world.kernel.unmount(target)  # the administrator takes his mount away
+    assert conn.GetInstance(out["Mount"])["Holders"] == ["carol"], "no reference lost"
+    assert call(conn, "DeleteMount", Mode=4, Mount=out["Mount"], Holder="carol")[0] == 0
+    assert world.mounts_at(target) == [] and world.fstab_entry(target) is None
+
+
 def test_force_drops_every_holder(world: CimWorld) -> None:
     conn = world.connect(hold_seconds=600)
     target = world.dir("mnt")

@@ -223,6 +223,42 @@ def test_a_mount_replaced_by_hand_is_not_its_old_holders_to_release(world: World
         assert world.mounts_at(spec.target) == []
 
 
+def test_a_mount_covered_by_hand_keeps_its_holders_and_is_never_the_one_unmounted(
+    world: World,
+) -> None:
+    # An administrator mounts a tmpfs over a held one. The held mount was taken
+    # for replaced and its holders dropped; the next delete of it unmounted the
+    # administrator's mount and left ours (outside review).
+    with world.manager() as manager:
+        spec = tmpfs(world)
+        manager.acquire(spec, "a")
+        manager.acquire(spec, "b")
+        (ours,) = world.mounts_at(spec.target)
+        world.kernel.mount("hand", spec.target, "tmpfs", 0, "size=2m")
+        manager.status()
+        manager.status_at(spec.target)
+        assert manager.held(spec.target).holders == ("a", "b")  # type: ignore[union-attr]
+
+        manager.release(spec.target, "a")  # the mount stays: nothing to unmount
+        for refused in (lambda: manager.release(spec.target, "b"),
+                        lambda: manager.modify(spec.target, parse_options("size=3m")),
+                        lambda: manager.delete(spec.target, spec_name="tmpfs", holder="b"),
+                        lambda: manager.force_unmount(spec.target)):
+            with pytest.raises(InUse, match=r"covered by .*'hand'"):
+                refused()
+            assert manager.held(spec.target).holders == ("b",)  # type: ignore[union-attr]
+            under, top = world.mounts_at(spec.target)
+            assert under.mount_id == ours.mount_id
+            assert "size=2048k" in top.super_options
+
+        # The administrator's mount, named by its source, is his to unmount.
+        manager.delete(spec.target, spec_name="hand")
+        assert [m.mount_id for m in world.mounts_at(spec.target)] == [ours.mount_id]
+        manager.release(spec.target, "b")
+        assert world.mounts_at(spec.target) == []
+        assert manager.held(spec.target) is None
+
+
 def test_remount_read_only_and_back(world: World) -> None:
     with world.manager() as manager:
         spec = bind(world)

@@ -703,11 +703,18 @@ def plan_modify(
     passno: int | None = None,
 ) -> Plan:
     """ModifyMount: remount (``current``) and/or replace the fstab line (``persist``)."""
+    held = snap.holders.get(target)
+    covered = _covered(held, snap) if held is not None and current else None
+    if held is not None and covered is not None and _names_held(spec_name, held, covered[0],
+                                                                snap):
+        # A remount by path would change the mount on top, not the one named.
+        raise _covered_error(target, covered[1])
+    if covered is not None:
+        held = None  # the reference names the mount on top: nobody holds that one
     record, entry = _resolve(target, spec_name, snap, persist=persist)
     steps: list[Step] = []
     # A bind shares its origin's file system: changing that file system's
     # options through it would change every mount of it (refused as at create).
-    held = snap.holders.get(target)
     is_bind = (
         (record is not None and ((held is not None and held.fstype is None)
                                  or snap.table.bind_origin(record) is not None))
@@ -952,14 +959,24 @@ def plan_delete(
     """
     held = snap.holders.get(target)
     moved = _moved(held, snap) if held is not None and current else None
+    covered = _covered(held, snap) if held is not None and current else None
     record: MountRecord | None
+    covered_by: MountRecord | None = None
     if moved is not None:
         # A held mount whose mount point was renamed is still the holders':
         # their references (named by the old path) release it where it is,
         # whatever has been mounted on the old path since.
         record, entry = moved, (snap.fstab.find_target(target) if persist else None)
+    elif held is not None and covered is not None and _names_held(spec_name, held,
+                                                                   covered[0], snap):
+        # Someone mounted over the held mount: the reference still names it,
+        # under the mount on top, which is not ours to release.
+        record, entry = covered[0], (snap.fstab.find_target(target) if persist else None)
+        covered_by = covered[1]
     else:
         record, entry = _resolve(target, spec_name, snap, persist=persist)
+        if covered is not None:
+            held = None  # the reference names the mount on top: nobody holds that one
     steps: list[Step] = []
     if current:
         if record is None:
@@ -973,8 +990,10 @@ def plan_delete(
                             "was mounted outside lmi-mount, or made there after its holders' "
                             "mount went); nothing done. Ask without naming a holder to "
                             "unmount it", value=holder)
-            steps.extend(_release_steps(target, record, snap, holder=holder, force=force,
-                                        lazy=lazy))
+            steps.extend(_release_steps(target, record, held, snap, holder=holder,
+                                        force=force, lazy=lazy))
+            if covered_by is not None and any(isinstance(s, KernelUnmount) for s in steps):
+                raise _covered_error(target, covered_by)
     if persist:
         if entry is None:
             if not current:
@@ -998,11 +1017,12 @@ def plan_delete(
 
 
 def _release_steps(
-    target: str, record: MountRecord, snap: Snapshot, *, holder: str, force: bool, lazy: bool
+    target: str, record: MountRecord, held: HeldMount | None, snap: Snapshot, *, holder: str,
+    force: bool, lazy: bool,
 ) -> list[Step]:
     """Release ``holder``'s reference to the mount held as ``target`` (``record``
-    is that mount, on ``target`` or, renamed, elsewhere)."""
-    held = snap.holders.get(target)
+    is that mount, on ``target`` or, renamed, elsewhere; ``held`` its holder
+    record, None for a mount nobody holds)."""
     # An rbind of ours brings submounts; releasing it takes them along
     # (umount -R), where any other mount is refused while something is on it.
     recursive = bool(held is not None and held.made_by_us and held.recursive)
@@ -1058,6 +1078,44 @@ def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
     return now
 
 
+def _covered(held: HeldMount, snap: Snapshot) -> tuple[MountRecord, MountRecord] | None:
+    """(the held mount, the mount on top of it) when another mount was made over
+    the held one at its own mount point, else None.
+
+    Covered is not replaced: the held mount lives on under the other (found
+    by its unique id where the kernel has one, else by its id and type), and
+    comes back when that one goes.
+    """
+    if held.mount_id is None:
+        return None
+    top = snap.live(held.target)
+    if top is None or top.mount_id == held.mount_id:
+        return None
+    now = snap.find(held)
+    if now is None or now.target != held.target:
+        return None
+    if held.fstype is not None and now.fstype != held.fstype:
+        return None
+    return now, top
+
+
+def _names_held(spec_name: str | None, held: HeldMount, record: MountRecord,
+                snap: Snapshot) -> bool:
+    """Whether a reference by ``spec_name`` (None: any) names the held mount
+    ``record``, as ``_resolve`` would if it were on top."""
+    if spec_name is None or spec_name in (held.source, record.source):
+        return True
+    line = snap.fstab.find_target(held.target)
+    return line is not None and spec_name == line.spec
+
+
+def _covered_error(target: str, top: MountRecord) -> InUse:
+    return InUse(
+        f"{target!r} is covered by another mount ({top.source!r}, type {top.fstype}, mount id "
+        f"{top.mount_id}) that lmi-mount did not make: the mount under it cannot be "
+        "unmounted until that one is; nothing done", value=target)
+
+
 def _is_held_mount(held: HeldMount, record: MountRecord, snap: Snapshot) -> bool:
     """Whether the live ``record`` is the mount ``held`` describes (ids are reused
     at once: the unique id decides where the kernel has one)."""
@@ -1097,6 +1155,9 @@ def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
             HolderChange(target, held, None,
                          f"hold time of {target} ended (now on {moved.target})"),
         ))
+    covered = _covered(held, snap)
+    if covered is not None:
+        raise _covered_error(target, covered[1])  # the timer tries again later
     record = snap.live(target)
     if record is None or not _is_held_mount(held, record, snap):
         return Plan("expire", (HolderChange(target, held, None, f"{target} already unmounted"),))
@@ -1124,8 +1185,10 @@ def plan_reconcile(snap: Snapshot, targets: Iterable[str] | None = None) -> Plan
         checked = [h for h in (snap.holders.get(t) for t in targets) if h is not None]
     for held in checked:
         record = snap.live(held.target)
-        if _moved(held, snap) is not None:
-            continue  # renamed, not gone: still tracked (its holders and timer find it)
+        if _moved(held, snap) is not None or _covered(held, snap) is not None:
+            # Renamed or covered, not gone: still tracked (its holders and
+            # timer find it).
+            continue
         if record is None:
             steps.append(HolderChange(held.target, held, None, f"{held.target} vanished"))
         elif not _is_held_mount(held, record, snap):
