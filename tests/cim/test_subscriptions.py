@@ -166,6 +166,31 @@ def test_permanent_subscriptions_survive_a_restart_and_transient_ones_do_not(
                  id="isa-unknown-class"),
     pytest.param(destination("http://user:secret@127.0.0.1:5990"), CIM_ERR_INVALID_PARAMETER,
                  "must not hold credentials", id="credentials-in-url"),
+    # An outside review: port 0 went to port 80; a target or host that no
+    # request can carry failed every send, later, with a traceback per loss.
+    pytest.param(destination("http://127.0.0.1:0/"), CIM_ERR_INVALID_PARAMETER,
+                 "'http://127.0.0.1:0/' names port 0", id="port-0"),
+    pytest.param(destination("http://127.0.0.1:5990/a b"), CIM_ERR_INVALID_PARAMETER,
+                 "white space or control characters", id="space-in-path"),
+    pytest.param(destination("http://127.0.0.1:5990/a\r\nX-Evil: 1"),
+                 CIM_ERR_INVALID_PARAMETER, "white space or control characters",
+                 id="crlf-in-path"),
+    pytest.param(destination("http://a..b:5990/"), CIM_ERR_INVALID_PARAMETER,
+                 "host 'a..b' is no host name", id="empty-label"),
+    pytest.param(destination(f"http://{'a' * 64}.example:5990/"), CIM_ERR_INVALID_PARAMETER,
+                 "is no host name", id="long-label"),
+    pytest.param(destination(PersistenceType=Uint16(4)), CIM_ERR_INVALID_PARAMETER,
+                 "PersistenceType must be 2 (Permanent) or 3 (Transient), not 4",
+                 id="persistence-4"),
+    pytest.param(destination(PersistenceType=Uint16(1)), CIM_ERR_INVALID_PARAMETER,
+                 "not 1", id="persistence-other"),
+    pytest.param(destination(Name="d" * 5000), CIM_ERR_INVALID_PARAMETER,
+                 "Name is 5000 characters long; at most 1024", id="long-name"),
+    pytest.param(destination("http://127.0.0.1:5990/" + "p" * 5000), CIM_ERR_INVALID_PARAMETER,
+                 "Destination is 5022 characters long; at most 1024", id="long-url"),
+    pytest.param(filter_instance(SourceNamespaces=["root/cimv2"] * 100),
+                 CIM_ERR_INVALID_PARAMETER, "SourceNamespaces has 100 elements; at most 16",
+                 id="many-namespaces"),
 ])
 def test_what_could_never_work_is_refused_when_made(
         front: InteropBroker, instance: CIMInstance, status: int, named: str) -> None:
@@ -176,6 +201,20 @@ def test_what_could_never_work_is_refused_when_made(
     assert refused.value.status_code == status
     assert named in refused.value.status_description
     assert "secret" not in refused.value.status_description
+
+
+def test_a_subscription_is_made_enabled_or_disabled_only(front: InteropBroker) -> None:
+    # SubscriptionState 7 was taken on CreateInstance, and the subscription
+    # then silently had no route (an outside review).
+    found = front.create_instance(INTEROP, filter_instance(), caller=ADMIN)
+    handler = front.create_instance(INTEROP, destination(), caller=ADMIN)
+    subscription = CIMInstance("CIM_IndicationSubscription", properties={
+        "Filter": found, "Handler": handler, "SubscriptionState": Uint16(7)})
+    with pytest.raises(CIMError) as refused:
+        front.create_instance(INTEROP, subscription, caller=ADMIN)
+    assert refused.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert "SubscriptionState must be 2 (Enabled) or 4 (Disabled), not 7" in str(refused.value)
+    assert list(front.enumerate_instances(INTEROP, "CIM_IndicationSubscription")) == []
 
 
 def test_keys_a_client_leaves_out_are_the_service_s(front: InteropBroker) -> None:

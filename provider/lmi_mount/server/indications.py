@@ -25,6 +25,7 @@ import contextlib
 import itertools
 import logging
 import math
+import select
 import socket
 import ssl
 import threading
@@ -95,6 +96,9 @@ class Exporter:
         self._secure = parts.scheme.lower() == "https"
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if self._secure else 80)
+        # RFC 9112 3.2: an IPv6 address in brackets, as in the URL.
+        self._authority = (f"[{self._host}]" if ":" in self._host else self._host) + \
+            f":{self._port}"
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self._timeout = timeout
         self._ssl = ssl_context
@@ -121,7 +125,7 @@ class Exporter:
         try:
             sock, http = self._connection(deadline)
             request = h11.Request(method="POST", target=self._path, headers=[
-                ("Host", f"{self._host}:{self._port}"),
+                ("Host", self._authority),
                 ("Content-Type", 'application/xml; charset="utf-8"'),
                 ("Content-Length", str(len(body))),
                 ("CIMExport", "MethodRequest"),
@@ -138,11 +142,11 @@ class Exporter:
             self.close()
             if not sent:
                 raise _StaleConnection() from None  # the request never got through
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+            raise DeliveryError(f"{type(exc).__name__}: {_shown(str(exc))}") from None
         except (OSError, h11.ProtocolError, DeliveryError) as exc:
             self.close()
             raise DeliveryError(exc if isinstance(exc, DeliveryError)
-                                else f"{type(exc).__name__}: {exc}") from None
+                                else f"{type(exc).__name__}: {_shown(str(exc))}") from None
         if http.our_state is h11.DONE and http.their_state is h11.DONE:
             http.start_next_cycle()
         else:
@@ -153,15 +157,28 @@ class Exporter:
             root = etree.fromstring(reply, _PARSER)
         except etree.XMLSyntaxError as exc:
             raise DeliveryError(f"the listener's reply is no XML: {exc}") from None
-        error = root.find(".//ERROR")
+        # DSP0201: CIM/MESSAGE/SIMPLEEXPRSP/EXPMETHODRESPONSE, with an ERROR
+        # when the listener refused; any other 200 (a web server's page) is no
+        # listener's answer.
+        response = root.find("./MESSAGE/SIMPLEEXPRSP/EXPMETHODRESPONSE")
+        if root.tag != "CIM" or response is None:
+            raise DeliveryError(f"the listener's reply is no CIM-XML export response "
+                                f"(<{_shown(str(root.tag))}>)")
+        error = response.find("ERROR")
         if error is not None:
-            raise DeliveryError(f"the listener refused it: {error.get('CODE')} "
-                                f"{error.get('DESCRIPTION') or ''}".rstrip())
+            raise DeliveryError(f"the listener refused it: {_shown(error.get('CODE') or '')} "
+                                f"{_shown(error.get('DESCRIPTION') or '')}".rstrip())
 
     def _connection(self, deadline: float) -> tuple[socket.socket, h11.Connection]:
         with self._lock:
-            if self._sock is not None and self._http is not None:
-                return self._sock, self._http
+            sock, http = self._sock, self._http
+        if sock is not None and http is not None:
+            if not _readable(sock):
+                return sock, http
+            # Between two requests a kept-alive connection has nothing to say:
+            # the listener closed it (EOF) or broke it. A new one is opened
+            # before the request goes, not after it was lost on this one.
+            self.close()
         sock = socket.create_connection((self._host, self._port),
                                         timeout=max(0.001, deadline - time.monotonic()))
         try:
@@ -194,7 +211,9 @@ class Exporter:
                 sock.settimeout(_remaining(deadline))
                 data = sock.recv(65536)
                 if not data and status == 0:
-                    raise _StaleConnection()  # closed before a word of answer
+                    # The listener may have read and handled the request: an
+                    # attempt that failed, never sent again at once.
+                    raise DeliveryError("the listener closed the connection without an answer")
                 http.receive_data(data)
                 continue
             if isinstance(event, h11.InformationalResponse):
@@ -225,7 +244,29 @@ class Exporter:
 
 
 class _StaleConnection(Exception):
-    """The listener closed the connection before it answered anything."""
+    """The request could not be written: the listener had closed the connection."""
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read (or an end) right now."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    try:
+        ready, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(ready)
+
+
+#: The most of a listener's own text (an ERROR's) that goes into a message.
+_SHOWN_CHARACTERS: Final = 200
+
+
+def _shown(text: str) -> str:
+    """A listener's text as a log line may carry it: control characters
+    escaped (no forged lines), and cut to ``_SHOWN_CHARACTERS``."""
+    shown = escape_controls(text[:_SHOWN_CHARACTERS])
+    return shown + "..." if len(text) > _SHOWN_CHARACTERS else shown
 
 
 def _remaining(deadline: float) -> float:

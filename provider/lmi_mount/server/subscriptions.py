@@ -15,9 +15,12 @@ indication service asks it where an indication goes.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -64,6 +67,14 @@ TRANSIENT: Final = 3
 CIM_XML: Final = 2
 ENABLED: Final = 2
 DISABLED: Final = 4
+
+#: The longest string property (a Query has its own limit, ``wql``) and the most
+#: elements of an array property: every instance is kept in memory and in the
+#: state file, rewritten whole on each change.
+MAX_STRING: Final = 1024
+MAX_ELEMENTS: Final = 16
+# A DNS name's label (RFC 1123, and "_", which real names hold).
+_LABEL: Final = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
 @dataclass(frozen=True)
@@ -180,10 +191,7 @@ class SubscriptionStore:
                 raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {path}")
             for name, value in given.items():
                 if name == "subscriptionstate":
-                    if value not in (ENABLED, DISABLED):
-                        shown = int(value) if isinstance(value, int) else repr(value)
-                        raise CIMError(CIM_ERR_INVALID_PARAMETER, "SubscriptionState must be "
-                                       f"2 (Enabled) or 4 (Disabled), not {shown}")
+                    _check_state(value)
                 elif current.get(name) != value:
                     raise CIMError(CIM_ERR_NOT_SUPPORTED, f"{name!r} of a subscription cannot "
                                    "be modified; only SubscriptionState")
@@ -213,6 +221,9 @@ class SubscriptionStore:
         """Under ``_lock``: new routes, and the permanent instances to disk."""
         filters = self._instances[FILTER.lower()]
         destinations = self._instances[DESTINATION.lower()]
+        # A filter's query was parsed when it was made: parsed again on every
+        # change, 256 large ones took seconds under the lock.
+        parsed = {id(route.filter): route.query for route in self._routes}
         routes = []
         for subscription in self._instances[SUBSCRIPTION.lower()].values():
             if subscription["SubscriptionState"] not in (None, ENABLED):
@@ -224,8 +235,12 @@ class SubscriptionStore:
             namespaces = tuple(found["SourceNamespaces"] or ()) or (
                 (found["SourceNamespace"],) if found["SourceNamespace"] else
                 self._source_namespaces[:1])
-            routes.append(Route(found, self._check_query(found["QueryLanguage"], found["Query"]),
-                                tuple(n.strip("/").lower() for n in namespaces), destination))
+            query = parsed.get(id(found))
+            if query is None:
+                query = parsed[id(found)] = self._check_query(found["QueryLanguage"],
+                                                              found["Query"])
+            routes.append(Route(found, query, tuple(n.strip("/").lower() for n in namespaces),
+                                destination))
         self._routes = tuple(routes)
         if self._path is not None and save:
             self._save(self._path)
@@ -259,6 +274,7 @@ class SubscriptionStore:
             except (TypeError, ValueError) as exc:
                 raise CIMError(CIM_ERR_INVALID_PARAMETER,
                                f"{cls.classname}.{declared.name}: {exc}") from None
+            _check_size(declared.name, values[declared.name])
         return CIMInstance.from_class(cls, namespace=self._namespace, property_values=values,
                                       include_missing_properties=True, include_path=False)
 
@@ -317,9 +333,23 @@ class SubscriptionStore:
             # They would not be sent, and readers would see them.
             raise CIMError(CIM_ERR_INVALID_PARAMETER, "a Destination URL must not hold "
                            "credentials: the listener is not logged in to")
-        del port
+        # What no request can carry would fail every send, later and unseen.
+        if not url.isascii() or any(c <= " " or c == "\x7f" for c in url):
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"Destination {url!r} holds white space or control characters, or "
+                           "is not ASCII: percent-encode its path, give its host in ASCII")
+        if port == 0:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"Destination {url!r} names port 0: give the listener's port")
+        if not _is_host(parts.hostname):
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"Destination {url!r}: host {parts.hostname!r} is no host name "
+                           "or IP address")
         if typed["PersistenceType"] is None:
             typed["PersistenceType"] = Uint16(PERMANENT)
+        elif typed["PersistenceType"] not in (PERMANENT, TRANSIENT):
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, "PersistenceType must be 2 (Permanent) "
+                           f"or 3 (Transient), not {typed['PersistenceType']}")
         if typed["Protocol"] is None:
             typed["Protocol"] = Uint16(CIM_XML)
         elif typed["Protocol"] != CIM_XML:
@@ -340,6 +370,7 @@ class SubscriptionStore:
             typed[role] = ref
         if typed["SubscriptionState"] is None:
             typed["SubscriptionState"] = Uint16(ENABLED)
+        _check_state(typed["SubscriptionState"])
         typed.path = CIMInstanceName(SUBSCRIPTION, {"Filter": typed["Filter"],
                                                     "Handler": typed["Handler"]},
                                      namespace=self._namespace)
@@ -427,6 +458,36 @@ class SubscriptionStore:
             log.error("%s: %s, and it cannot be kept aside: %s", path, why, exc)
             return
         log.error("%s: %s; the file as it was is kept as %s", path, why, aside)
+
+
+def _check_state(value: Any) -> None:
+    if value not in (ENABLED, DISABLED):
+        shown = int(value) if isinstance(value, int) else repr(value)
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, "SubscriptionState must be 2 (Enabled) "
+                       f"or 4 (Disabled), not {shown}")
+
+
+def _check_size(name: str, value: Any) -> None:
+    """Refuse a string longer than MAX_STRING (a Query aside) or an array of more
+    than MAX_ELEMENTS elements."""
+    if isinstance(value, list):
+        if len(value) > MAX_ELEMENTS:
+            raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{name} has {len(value)} elements; "
+                           f"at most {MAX_ELEMENTS}")
+        for element in value:
+            _check_size(name, element)
+    elif isinstance(value, str) and name != "Query" and len(value) > MAX_STRING:
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{name} is {len(value)} characters long; "
+                       f"at most {MAX_STRING}")
+
+
+def _is_host(host: str) -> bool:
+    """Whether ``host`` (urlsplit's hostname) is an IP address or a DNS name."""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return True
+    labels = host.removesuffix(".").split(".")
+    return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def _jsonable(value: Any) -> Any:
