@@ -338,6 +338,24 @@ def test_fstab_line_for_the_mount_point_already_there(world: World) -> None:
     assert world.fstab.read_text() == f"/dev/sdz1 {target} ext4 defaults 0 2\n"
 
 
+def test_a_line_of_a_mount_point_with_several_lines_is_not_replaced_alone(
+    world: World,
+) -> None:
+    # ModifyMount of the fstab line replaced the first of two lines for the
+    # mount point and said nothing of the second, which mount -a still mounts
+    # (an outside review). Deleting the lines takes every one of them.
+    target = world.dir("mnt")
+    text = (f"# keep\ntmpfs {target} tmpfs size=1m 0 0\n"
+            f"none {target} tmpfs size=3m 0 0\n")
+    world.fstab.write_text(text)
+    with world.manager() as manager:
+        with pytest.raises(AlreadyExists, match=r"fstab has 2 lines for .* \(lines 2 and 3\)"):
+            manager.modify(target, parse_options("size=9m"), current=False, persist=True)
+        assert world.fstab.read_text() == text
+        manager.delete(target, current=False, persist=True)
+        assert world.fstab.read_text() == "# keep\n"
+
+
 def test_dry_run_returns_the_plan_and_changes_nothing(world: World) -> None:
     with world.manager() as manager:
         spec = tmpfs(world)

@@ -810,6 +810,16 @@ def plan_modify(
             raise InvalidRequest(f"fstab has no line for {target!r} (it is mounted only): "
                                  "nothing to replace; remount it alone, or add a line",
                                  value=target)
+        numbers = [line.number for line in snap.fstab.entries()
+                   if normalize_fstab_target(line.entry.target) == normalize_fstab_target(target)]
+        if len(numbers) > 1:
+            # Replacing one would leave the others to mean something else at
+            # the next boot (mount -a mounts each).
+            shown = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+            raise AlreadyExists(
+                f"fstab has {len(numbers)} lines for {target!r} (lines {shown}): one cannot "
+                "be replaced alone; remove them (DeleteMount of the line removes every one) "
+                "and add the one wanted", value=target)
         old = MountSpec.from_fstab(entry)
         new = replace(
             old,
