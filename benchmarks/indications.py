@@ -18,7 +18,11 @@ its own (arrival times on CLOCK_MONOTONIC, which every process shares):
   of polling is one enumeration right after the change;
 * baseline 2: what four pywbem listener processes take at all, each fed
   the same export request back to back by a raw HTTP client, all at once:
-  the ceiling of the rate on this machine (the listeners' own CPU).
+  the ceiling of the rate on this machine (the listeners' own CPU);
+* the service's own rate: the same burst delivered to four minimal listener
+  processes (``--sink``: read the request, count it, answer the fixed
+  EXPMETHODRESPONSE, no XML parse), so what the service can send is
+  measured apart from what pywbem's listener can take.
 
 Goals (issue "Indications"): p99 <= 50 ms; >= 2,000 indications/s in all; 0 lost.
 
@@ -31,6 +35,7 @@ import argparse
 import ctypes
 import http.client
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -119,9 +124,60 @@ def listener_process(port: int) -> int:
     return 0
 
 
-def start_listener(arrivals: Arrivals) -> tuple[subprocess.Popen[str], int]:
+_MESSAGE_ID = re.compile(rb'<MESSAGE ID="([^"]*)"')
+_INDICATION_CLASS = re.compile(rb'<EXPPARAMVALUE NAME="NewIndication"><INSTANCE CLASSNAME="(\w+)"')
+
+
+def sink_process(port: int) -> int:
+    """``--sink PORT``: a listener that answers each export request with the fixed
+    DSP0201 EXPMETHODRESPONSE and prints its arrival (class, no mount point,
+    time) without parsing the XML: a ceiling far above pywbem's listener, so
+    the rate measured with it is the service's."""
+    server = socket.create_server(("127.0.0.1", port))
+    lock = threading.Lock()
+
+    def serve(conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buffer += data
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)[1])
+                while len(buffer) < length:
+                    buffer += conn.recv(65536)
+                body, buffer = buffer[:length], buffer[length:]
+                at = time.monotonic()
+                message = _MESSAGE_ID.search(body)[1].decode()
+                kind = _INDICATION_CLASS.search(body)[1].decode()
+                reply = (f'<?xml version="1.0" encoding="utf-8" ?><CIM CIMVERSION="2.0" '
+                         f'DTDVERSION="2.0"><MESSAGE ID="{message}" PROTOCOLVERSION="1.0">'
+                         '<SIMPLEEXPRSP><EXPMETHODRESPONSE NAME="ExportIndication"/>'
+                         "</SIMPLEEXPRSP></MESSAGE></CIM>").encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/xml; "
+                             b'charset="utf-8"\r\nCIMExport: MethodResponse\r\n'
+                             b"Content-Length: %d\r\n\r\n%b" % (len(reply), reply))
+                with lock:
+                    print(f"{kind}\t\t{at}", flush=True)
+
+    def accept() -> None:
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    print("ready", flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    return 0
+
+
+def start_listener(arrivals: Arrivals, kind: str = "--listener") -> tuple[subprocess.Popen[str],
+                                                                           int]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, __file__, "--listener", str(port)],
+    process = subprocess.Popen([sys.executable, __file__, kind, str(port)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
@@ -184,9 +240,12 @@ def main() -> int:
     parser.add_argument("--changes", type=int, default=1000)
     parser.add_argument("--burst", type=int, default=500)
     parser.add_argument("--listener", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.listener is not None:
         return listener_process(args.listener)
+    if args.sink is not None:
+        return sink_process(args.sink)
     if os.geteuid() != 0:
         print("indications.py: needs root (mounts in a private namespace)", file=sys.stderr)
         return 2
@@ -212,13 +271,15 @@ def main() -> int:
         manager = WBEMSubscriptionManager("bench")
         server_id = manager.add_server(WBEMServer(conn))
         found = manager.add_filter(server_id, "root/cimv2", QUERY, owned=True, filter_id="f")
+        subscriptions: list[Any] = []
         for number in range(LISTENERS):
             listener, listener_port = start_listener(arrivals)
             listeners.append(listener)
             destination = manager.add_destination(
                 server_id, f"http://127.0.0.1:{listener_port}", owned=True,
                 destination_id=f"d{number}")
-            manager.add_subscriptions(server_id, found.path, [destination.path])
+            subscriptions.extend(
+                manager.add_subscriptions(server_id, found.path, [destination.path]))
 
         captured: list[Any] = []
         if server.indications is not None:
@@ -281,8 +342,32 @@ def main() -> int:
                     else float("nan"))
         lost = sum(server.indications.destination(f"pywbemdestination:bench:d{n}").lost
                    for n in range(LISTENERS)) if server.indications else 0
+        manager.remove_subscriptions(server_id, [s.path for s in subscriptions])
         for target in burst:
             umount(target)
+
+        # The service's own rate: the same burst, to four minimal listeners.
+        sink_arrivals = Arrivals()
+        for number in range(LISTENERS):
+            sink, sink_port = start_listener(sink_arrivals, "--sink")
+            listeners.append(sink)
+            destination = manager.add_destination(
+                server_id, f"http://127.0.0.1:{sink_port}", owned=True,
+                destination_id=f"s{number}")
+            manager.add_subscriptions(server_id, found.path, [destination.path])
+        for target in burst:
+            Path(target + "-sink").mkdir()
+        start, cpu = time.monotonic(), time.process_time()
+        for target in burst:
+            mount(target + "-sink")
+        sink_arrivals.wait_count(LISTENERS * len(burst), timeout=120)
+        sink_elapsed = time.monotonic() - start
+        sink_cpu = (time.process_time() - cpu) / (LISTENERS * len(burst))
+        sink_rate = LISTENERS * len(burst) / sink_elapsed
+        sink_lost = sum(server.indications.destination(f"pywbemdestination:bench:s{n}").lost
+                        for n in range(LISTENERS)) if server.indications else 0
+        for target in burst:
+            umount(target + "-sink")
         manager.remove_server(server_id)
     finally:
         for listener in listeners:
@@ -302,6 +387,9 @@ def main() -> int:
     print(f"  baseline, {LISTENERS} pywbem WBEMListener processes fed back to back by raw "
           f"clients at once: {capacity:,.0f}/s in all; delivered / that = "
           f"{rate / capacity:.2f}")
+    print(f"  the same burst to {LISTENERS} minimal listeners (the service's own rate): "
+          f"{sink_rate:,.0f} indications/s in all (goal: >= 2,000), {sink_lost} lost; "
+          f"the service's CPU {sink_cpu * 1000:.2f} ms per indication delivered")
     return 0
 
 
