@@ -13,6 +13,7 @@ import ctypes
 import errno
 import os
 import resource
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from lmi_mount.engine import _spellings
 from lmi_mount.linux import paths
 from lmi_mount.linux.namespace import libc
 from lmi_mount.mounts.flags import MS_BIND
-from tests.support.skips import requires_root
+from tests.support.skips import requires_root, requires_tool
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -164,3 +165,30 @@ def test_taking_lock_keys_never_keeps_a_mount_point_busy(tmp_path: Path) -> None
     # A lookup that lands in the very instant of an unmount is possible, not a
     # descriptor's whole lifetime each time.
     assert busy < unmounts // 10, f"{busy} EBUSY in {unmounts} unmounts"
+
+
+@requires_root
+@requires_tool("mkfs.ext4")
+@requires_tool("losetup")
+@requires_tool("blkid")
+def test_a_tag_without_udev_s_link_is_the_device_libblkid_finds(tmp_path: Path) -> None:
+    """Without udev (no /dev/disk/by-label), LABEL= was refused where mount(8),
+    through libblkid, mounts it (an outside review). blkid(8) is the oracle."""
+    label = f"lmi-{os.getpid()}"
+    image = tmp_path / "disk.img"
+    with image.open("wb") as stream:
+        stream.truncate(16 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-L", label, str(image)], check=True)
+    device = subprocess.run(["losetup", "--find", "--show", str(image)], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    try:
+        checker = paths.PathChecker(dev_root=str(tmp_path / "no-udev"))
+        blkid = subprocess.run(["blkid", "-p", "-s", "UUID", "-o", "value", device],
+                               check=True, capture_output=True, text=True).stdout.strip()
+        assert checker.device_source(f"LABEL={label}") == device
+        assert checker.device_source(f"UUID={blkid}") == device
+        with pytest.raises(paths.PathProblem, match=r"no device has LABEL=lmi-none-\d+ .*"
+                                                    r"libblkid finds none"):
+            checker.device_source(f"LABEL=lmi-none-{os.getpid()}")
+    finally:
+        subprocess.run(["losetup", "-d", device], check=True)

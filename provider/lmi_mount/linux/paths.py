@@ -22,7 +22,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from lmi_mount.linux import mountapi
+from lmi_mount.linux import blkid, mountapi
 
 # fstab(5) tags and the /dev/disk directories udev keeps them in.
 _TAG_DIRS = {
@@ -267,7 +267,8 @@ class PathChecker:
         return os.path.realpath(source), stat.S_ISREG(st.st_mode)
 
     def device_source(self, source: str) -> str:
-        """Resolve a block source: image files and devices to their real path, tags via udev.
+        """Resolve a block source: image files and devices to their real path, tags via
+        udev's /dev/disk links or, without them, libblkid.
 
         Anything that is neither a local path nor a tag ("tmpfs",
         "server:/export", "//server/share") is returned unchanged: the kernel
@@ -276,9 +277,16 @@ class PathChecker:
         tag, sep, value = source.partition("=")
         if sep and tag in _TAG_DIRS:
             link = os.path.join(self.dev_root, "disk", _TAG_DIRS[tag], value)
-            if not os.path.exists(link):
-                raise PathProblem(f"no device has {source} (no {link})", source)
-            return os.path.realpath(link)
+            if os.path.exists(link):
+                return os.path.realpath(link)
+            # Without udev's link (no udev: a container, an initramfs), as
+            # mount(8) does: libblkid probes the block devices.
+            device = blkid.evaluate_tag(tag, value)
+            if device is None:
+                probed = ", and libblkid finds none" if tag in blkid.TAGS and \
+                    blkid.available() else ""
+                raise PathProblem(f"no device has {source} (no {link}{probed})", source)
+            return os.path.realpath(device)
         if source.startswith("/") and not source.startswith("//"):
             if not os.path.exists(source):
                 raise PathProblem(f"source {source!r} does not exist", source)
