@@ -348,3 +348,36 @@ def test_an_ipv6_listener_is_named_in_brackets_in_the_host_header() -> None:
         exporter.close()
         close()
     assert f"\r\nHost: [::1]:{port}\r\n".encode() in heads[0]
+
+
+def test_a_loss_alert_to_a_listener_that_fails_is_tried_once_not_with_every_retry() -> None:
+    # Each indication queued for a listener that fails was preceded by a loss
+    # alert that went through every retry too: twice the time per indication
+    # (an outside review). The alert is tried once; its count waits for the next.
+    attempts: list[bytes] = []
+
+    def serve(conn: socket.socket, number: int) -> None:
+        body = _read_request(conn)  # read, and closed unanswered
+        if body is not None:
+            attempts.append(body)
+
+    port, close = _raw_listener(serve)
+    destination = Destination(
+        "d", f"http://127.0.0.1:{port}",
+        IndicationSettings(retry_attempts=2, retry_interval=0.05),
+        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
+        ssl.create_default_context())
+    try:
+        for message in ("first", "second"):
+            destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": message})),
+                            "f")
+        deadline = time.monotonic() + 10
+        while destination.lost < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        destination.stop()
+        destination.join(time.monotonic() + 2)
+        close()
+    sent = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]["Message"]
+            for body in attempts]
+    assert sent == ["first"] * 3 + ["1 lost"] + ["second"] * 3

@@ -181,8 +181,10 @@ class KernelError(OSError):
             what = f"loop device for {self.source!r} (mount on {self.target!r})"
         elif self.op == "helper":
             what = f"mount helper: mount {self.source!r} on {self.target!r}{kind}"
+        elif self.source is None:  # a remount or a propagation change
+            what = f"changing the mount on {self.target!r}{kind}"
         else:
-            what = f"mount {self.source or 'none'!r} on {self.target!r}{kind}"
+            what = f"mount {self.source!r} on {self.target!r}{kind}"
         return f"{what} failed: {self.detail} [{name}]"
 
     def __reduce__(self) -> tuple[type[KernelError], tuple[object, ...]]:

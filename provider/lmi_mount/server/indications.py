@@ -328,7 +328,8 @@ class Destination:
         #: them, in the order of their first loss: each subscription is told of
         #: the hole in its own stream.
         self._lost_unannounced: dict[str, int] = {}
-        #: Indications to this destination lost so far (logged, and announced).
+        #: Indications to this destination lost so far (logged, and announced),
+        #: and loss alerts that were not delivered (logged; their count goes on).
         self.lost = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -350,8 +351,8 @@ class Destination:
         """One indication selected by ``filter_name`` is lost. Under ``_cond``."""
         self.lost += 1
         self._lost_unannounced[filter_name] = self._lost_unannounced.get(filter_name, 0) + 1
-        log.warning("indication to %s (%s) of filter %r lost: %s (%d lost so far)", self.name,
-                    self._shown, filter_name, why, self.lost)
+        log.warning("indication to %s (%s) of filter %r lost: %s (%d indications and alerts "
+                    "lost so far)", self.name, self._shown, filter_name, why, self.lost)
 
     @property
     def waiting(self) -> int:
@@ -403,8 +404,10 @@ class Destination:
         """Tell the listener, in the stream of ``filter_name``, that ``lost`` of its
         indications were lost; if that fails, with its next one instead."""
         try:
+            # Tried once: a listener that fails it would fail the retries too,
+            # and the indication after it gets them all (its own retries).
             failure = self._deliver(Outgoing(self._loss_alert(lost, self.url, filter_name)),
-                                    filter_name)
+                                    filter_name, retries=0)
         except Exception:
             # A defect in one alert costs that announcement (the losses were
             # logged), not the indication that follows nor other filters' alerts.
@@ -416,14 +419,17 @@ class Destination:
                 # The alert is counted and logged, but it was none of the filter's own.
                 self.lost += 1
                 log.warning("the loss alert to %s (%s) of filter %r was not delivered: %s "
-                            "(%d lost so far)", self.name, self._shown, filter_name, failure,
-                            self.lost)
+                            "(%d indications and alerts lost so far)", self.name, self._shown,
+                            filter_name, failure, self.lost)
                 self._lost_unannounced[filter_name] = (
                     self._lost_unannounced.get(filter_name, 0) + lost)
 
-    def _deliver(self, indication: Outgoing, filter_name: str) -> str | None:
-        """Send with retries; None once delivered, else why not (the service may
-        be stopping)."""
+    def _deliver(self, indication: Outgoing, filter_name: str,
+                 retries: int | None = None) -> str | None:
+        """Send with ``retries`` retries (the destination's by default); None once
+        delivered, else why not (the service may be stopping)."""
+        if retries is None:
+            retries = self._settings.retry_attempts
         try:
             text = indication.text()
         except cimxml.EncodeError as exc:
@@ -434,17 +440,17 @@ class Destination:
         extra = [CIMProperty("SequenceContext", self.context, type="string"),
                  CIMProperty("SequenceNumber", Sint64(next(self._numbers))),
                  CIMProperty("IndicationFilterName", filter_name, type="string")]
-        failure = f"not delivered after {self._settings.retry_attempts} retries"
-        for attempt in range(self._settings.retry_attempts + 1):
+        failure = f"not delivered after {retries} retries"
+        for attempt in range(retries + 1):
             try:
                 self._exporter.send(cimxml.export_indication_request(
                     str(next(self._messages)), text, extra))
             except DeliveryError as exc:
                 log.log(logging.WARNING if attempt == 0 else logging.DEBUG,
                         "cannot deliver to %s (%s), attempt %d of %d: %s", self.name, self._shown,
-                        attempt + 1, self._settings.retry_attempts + 1, exc)
+                        attempt + 1, retries + 1, exc)
                 with self._cond:
-                    if self._closed or (attempt < self._settings.retry_attempts
+                    if self._closed or (attempt < retries
                                         and self._cond.wait_for(
                                             lambda: self._closed,
                                             self._settings.retry_interval)):
