@@ -381,3 +381,33 @@ def test_a_loss_alert_to_a_listener_that_fails_is_tried_once_not_with_every_retr
     sent = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]["Message"]
             for body in attempts]
     assert sent == ["first"] * 3 + ["1 lost"] + ["second"] * 3
+
+
+def test_abort_ends_a_send_that_waits_in_the_tls_handshake() -> None:
+    # The service's stop aborts every send; one still in its TLS handshake
+    # (a listener that accepts and says nothing) waited out its whole timeout
+    # (an outside review).
+    def serve(conn: socket.socket, number: int) -> None:
+        time.sleep(3)  # accepted, silent
+
+    port, close = _raw_listener(serve)
+    exporter = Exporter(f"https://127.0.0.1:{port}", timeout=30,
+                        ssl_context=ssl.create_default_context())
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            exporter.send(export_indication_request("1", ALERT))
+        except BaseException as exc:
+            failure.append(exc)
+
+    sender = threading.Thread(target=send)
+    started = time.monotonic()
+    sender.start()
+    time.sleep(0.3)
+    exporter.abort()
+    sender.join(10)
+    elapsed = time.monotonic() - started
+    close()
+    assert elapsed < 2
+    assert failure and isinstance(failure[0], DeliveryError)

@@ -103,6 +103,8 @@ class Exporter:
         self._timeout = timeout
         self._ssl = ssl_context
         self._sock: socket.socket | None = None
+        #: The socket being connected or handshaken, for ``abort()``.
+        self._connecting: socket.socket | None = None
         self._http: h11.Connection | None = None
         self._lock = threading.Lock()
 
@@ -179,18 +181,50 @@ class Exporter:
             # the listener closed it (EOF) or broke it. A new one is opened
             # before the request goes, not after it was lost on this one.
             self.close()
-        sock = socket.create_connection((self._host, self._port),
-                                        timeout=max(0.001, deadline - time.monotonic()))
+        sock = self._connect(deadline)
         try:
             if self._secure:
-                sock = self._ssl.wrap_socket(sock, server_hostname=self._host)
+                # wrap_socket takes the descriptor over: the TLS socket is the
+                # one abort() shuts down during the handshake.
+                sock = self._ssl.wrap_socket(sock, server_hostname=self._host,
+                                             do_handshake_on_connect=False)
+                with self._lock:
+                    self._connecting = sock
+                sock.settimeout(_remaining(deadline))
+                sock.do_handshake()
         except BaseException:
             sock.close()
             raise
+        finally:
+            with self._lock:
+                self._connecting = None
         http = h11.Connection(h11.CLIENT)
         with self._lock:
             self._sock, self._http = sock, http
         return sock, http
+
+    def _connect(self, deadline: float) -> socket.socket:
+        """A TCP connection to the listener: its addresses in turn, all within the
+        send's one deadline (``socket.create_connection`` gives each address the
+        whole timeout). The socket is ``abort()``'s to shut down from here on,
+        through the TLS handshake."""
+        failure: OSError | None = None
+        for family, kind, protocol, _, address in socket.getaddrinfo(
+                self._host, self._port, type=socket.SOCK_STREAM):
+            sock = socket.socket(family, kind, protocol)
+            try:
+                sock.settimeout(_remaining(deadline))
+                with self._lock:
+                    self._connecting = sock
+                sock.connect(address)
+                return sock
+            except OSError as exc:
+                sock.close()
+                failure = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise failure or OSError(f"{self._host!r} has no address")
 
     @staticmethod
     def _write(sock: socket.socket, data: bytes, deadline: float) -> None:
@@ -230,10 +264,12 @@ class Exporter:
     def abort(self) -> None:
         """End a send in progress (from another thread): its socket is shut down."""
         with self._lock:
-            sock = self._sock
-        if sock is not None:
+            socks = [s for s in (self._sock, self._connecting) if s is not None]
+        for sock in socks:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                # The TCP connection's, under TLS too: SSLSocket.shutdown would
+                # drop the TLS state another thread is using.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def close(self) -> None:
         with self._lock:
