@@ -17,7 +17,7 @@ import pytest
 
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
-from lmi_mount.mounts.errors import InUse, InvalidRequest, MountError
+from lmi_mount.mounts.errors import InvalidRequest, MountError
 from lmi_mount.mounts.options import parse_options, same_meaning, with_unnamed_at_defaults
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World
@@ -462,40 +462,3 @@ def test_a_propagation_already_in_effect_needs_no_remount(tmp_path: Path) -> Non
             assert not engine.modify(target, parse_options(words)).plan.steps, words
         assert engine.modify(target, parse_options("private")).plan.steps
         assert not engine.modify(target, parse_options("private")).plan.steps
-
-
-def test_a_mount_made_under_an_rbind_since_is_not_released_with_it(world: World) -> None:
-    """Releasing an rbind takes its submounts, the copies of its source's; it
-    also took a tmpfs an administrator had mounted under it since, and said
-    only "unmount dst" (an outside review). That one is refused, named."""
-    with world.manager() as engine:
-        tree, target = _tree_with_a_submount(world, engine)
-        (Path(tree) / "hand").mkdir()
-        engine.create(MountSpec(tree, target, None, recursive=True), holder="h")
-        world.kernel.mount("handmade", f"{target}/hand", "tmpfs", 0)
-        with pytest.raises(InUse, match=r"hand' \('handmade', type tmpfs\) was mounted under"):
-            engine.release(target, "h")
-        assert engine.held(target).holders == ("h",)  # type: ignore[union-attr]
-        assert [len(world.mounts_at(p)) for p in (target, f"{target}/sub", f"{target}/hand")] \
-            == [1, 1, 1]
-        world.kernel.unmount(f"{target}/hand")
-        engine.release(target, "h")
-        assert not world.mounts_at(target) and not world.mounts_at(f"{target}/sub")
-        assert world.mounts_at(f"{tree}/sub"), "the source's own submount stays"
-
-
-def test_a_hold_timer_leaves_an_rbind_with_a_mount_made_under_it_since(world: World) -> None:
-    with world.manager(hold_seconds=5) as engine:
-        tree, target = _tree_with_a_submount(world, engine)
-        (Path(tree) / "hand").mkdir()
-        engine.create(MountSpec(tree, target, None, recursive=True), holder="h")
-        world.kernel.mount("handmade", f"{target}/hand", "tmpfs", 0)
-        engine.release(target, "h")
-        world.clock.advance(10)
-        assert engine.run_due_timers() == []
-        assert world.mounts_at(f"{target}/hand") and world.mounts_at(target)
-        assert engine.held(target) is not None
-        world.kernel.unmount(f"{target}/hand")
-        world.clock.advance(120)
-        assert engine.run_due_timers() == [target]
-        assert not world.mounts_at(target) and not world.mounts_at(f"{target}/sub")

@@ -867,63 +867,31 @@ def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
     reaches the submounts by itself)."""
     if not _is_rbind(target, snap, entry):
         return []
-    parts = _rbind_submounts(target, record, snap)
-    if parts is None:
+    # The copies are the mounts below it that stand where a mount of its
+    # source stands, of the same file system and directory: a mount made
+    # under the rbind since is someone else's. The lower mounts of a stack no
+    # path reaches (nor this remount, which goes by path) are left as made.
+    table = snap.table
+    origin = _bind_source(target, record, snap)
+    if origin is None:
         return []
+    source = origin[1]
+    originals = {(_below(r.target, source), r.major, r.minor, r.root)
+                 for r in table.under(source)}
     per_mount = without_propagation(options)
     steps: list[Step] = []
-    for sub in parts[0]:
-        # The lower mounts of a stack no path reaches (nor this remount, which
-        # goes by path) are left as made.
-        if not snap.table.is_visible(sub):
+    for sub in table.descendants(record):
+        if (not table.is_visible(sub)
+                or (_below(sub.target, record.target), sub.major, sub.minor, sub.root)
+                not in originals
+                # One with holders or a line of its own was mounted there since.
+                or sub.target in snap.holders or snap.fstab.find_target(sub.target)):
             continue
         live = from_mountinfo(sub.vfs_options, sub.super_options)
         if option_drifts(per_mount, live, None):
             steps.append(KernelRemount(sub.target, merge_options(live, per_mount), live,
                                        superblock=False, mount_id=sub.mount_id))
     return steps
-
-
-def _rbind_submounts(target: str, record: MountRecord,
-                     snap: Snapshot) -> tuple[list[MountRecord], list[MountRecord]] | None:
-    """(copies, others): the mounts below the rbind ``record`` on ``target``, parents
-    first, split into the copies of its source's submounts that the rbind
-    brought, and the mounts made under it since; None where its source is
-    not known.
-
-    A copy stands where a mount of its source stands, of the same file
-    system and directory, and has neither holders nor an fstab line of its
-    own (one that has was mounted there since).
-    """
-    table = snap.table
-    origin = _bind_source(target, record, snap)
-    if origin is None:
-        return None
-    source = origin[1]
-    originals = {(_below(r.target, source), r.major, r.minor, r.root)
-                 for r in table.under(source)}
-    copies: list[MountRecord] = []
-    others: list[MountRecord] = []
-    for sub in table.descendants(record):
-        is_copy = ((_below(sub.target, record.target), sub.major, sub.minor, sub.root)
-                   in originals and sub.target not in snap.holders
-                   and snap.fstab.find_target(sub.target) is None)
-        (copies if is_copy else others).append(sub)
-    return copies, others
-
-
-def _refuse_foreign_submounts(unmount: KernelUnmount, snap: Snapshot) -> None:
-    """An rbind's unmount takes its submounts along (umount -R): refused while one
-    of them was mounted under it since, someone else's (In Use, naming it)."""
-    if not unmount.recursive:
-        return
-    record = snap.live(unmount.target)
-    parts = _rbind_submounts(unmount.target, record, snap) if record is not None else None
-    if parts is not None and parts[1]:
-        other = parts[1][0]
-        raise InUse(f"{other.target!r} ({other.source!r}, type {other.fstype}) was mounted "
-                    f"under the rbind on {unmount.target!r} since, not by the rbind: it would "
-                    "be unmounted with it; unmount it first. Nothing done", value=other.target)
 
 
 def _bind_source(target: str, record: MountRecord,
@@ -1034,11 +1002,8 @@ def plan_delete(
                             "unmount it", value=holder)
             steps.extend(_release_steps(target, record, held, snap, holder=holder,
                                         force=force, lazy=lazy))
-            unmounts = [s for s in steps if isinstance(s, KernelUnmount)]
-            if covered_by is not None and unmounts:
+            if covered_by is not None and any(isinstance(s, KernelUnmount) for s in steps):
                 raise _covered_error(target, covered_by)
-            for unmount in unmounts:
-                _refuse_foreign_submounts(unmount, snap)
     if persist:
         if entry is None:
             if not current:
@@ -1194,22 +1159,26 @@ def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
     moved = _moved(held, snap)
     if moved is not None:
         # Its mount point was renamed: it is still ours, and still due.
-        unmount = KernelUnmount(moved.target, lazy=False, remount=None,
-                                mount_id=moved.mount_id, recursive=held.recursive)
-        _refuse_foreign_submounts(unmount, snap)  # the timer tries again later
-        return Plan("expire", (unmount, HolderChange(
-            target, held, None, f"hold time of {target} ended (now on {moved.target})")))
+        return Plan("expire", (
+            KernelUnmount(moved.target, lazy=False, remount=None,
+                          mount_id=moved.mount_id, recursive=held.recursive),
+            HolderChange(target, held, None,
+                         f"hold time of {target} ended (now on {moved.target})"),
+        ))
     covered = _covered(held, snap)
     if covered is not None:
         raise _covered_error(target, covered[1])  # the timer tries again later
     record = snap.live(target)
     if record is None or not _is_held_mount(held, record, snap):
         return Plan("expire", (HolderChange(target, held, None, f"{target} already unmounted"),))
-    unmount = KernelUnmount(target, lazy=False, remount=_live_spec(record, snap),
-                            mount_id=record.mount_id, recursive=held.recursive)
-    _refuse_foreign_submounts(unmount, snap)
-    return Plan("expire", (unmount, HolderChange(target, held, None,
-                                                  f"hold time of {target} ended")))
+    return Plan(
+        "expire",
+        (
+            KernelUnmount(target, lazy=False, remount=_live_spec(record, snap),
+                          mount_id=record.mount_id, recursive=held.recursive),
+            HolderChange(target, held, None, f"hold time of {target} ended"),
+        ),
+    )
 
 
 def plan_reconcile(snap: Snapshot, targets: Iterable[str] | None = None) -> Plan:
