@@ -118,8 +118,10 @@ class Exporter:
         except _StaleConnection:
             if not reused:
                 raise DeliveryError("the listener closed the connection unanswered") from None
-            # A kept-alive connection the listener had closed meanwhile: nothing
-            # reached it, so the request goes again at once on a new one.
+            # A kept-alive connection the listener closed while it was idle, as
+            # the request went: it goes again at once on a new one. The same
+            # bytes (MESSAGE ID, SequenceNumber): a listener that had read it
+            # after all and closed unanswered can tell the copy (DSP1054).
             self._exchange(body, deadline)
 
     def _exchange(self, body: bytes, deadline: float) -> None:
@@ -243,11 +245,16 @@ class Exporter:
             event = http.next_event()
             if event is h11.NEED_DATA:
                 sock.settimeout(_remaining(deadline))
-                data = sock.recv(65536)
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    if status or body:
+                        raise
+                    # The request reached a socket the listener had closed:
+                    # the kernel's reset says so.
+                    raise _StaleConnection() from None
                 if not data and status == 0:
-                    # The listener may have read and handled the request: an
-                    # attempt that failed, never sent again at once.
-                    raise DeliveryError("the listener closed the connection without an answer")
+                    raise _StaleConnection()  # closed before a word of answer
                 http.receive_data(data)
                 continue
             if isinstance(event, h11.InformationalResponse):
@@ -280,7 +287,7 @@ class Exporter:
 
 
 class _StaleConnection(Exception):
-    """The request could not be written: the listener had closed the connection."""
+    """The listener closed the connection before it answered anything."""
 
 
 def _readable(sock: socket.socket) -> bool:
