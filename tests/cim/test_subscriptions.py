@@ -273,6 +273,33 @@ def test_a_kept_file_with_a_bad_record_keeps_the_others_and_itself(
         service.close()
 
 
+def test_subscriptions_kept_before_the_limits_of_new_ones_survive_a_restart(
+        fake_world: CimWorld, tmp_path: Path) -> None:
+    # The limits a new subscription meets (string sizes, PersistenceType's
+    # ValueMap) were applied to the kept file too: a restart after the
+    # upgrade dropped what an earlier version had taken (an outside review).
+    front, service = interop(fake_world, tmp_path)
+    subscribe(front)
+    service.close()
+    fake_world.close()
+    kept = tmp_path / "subscriptions.json"
+    records = json.loads(kept.read_text())
+    for record in records:
+        if record["class"] == "CIM_IndicationFilter":
+            record["properties"]["Description"] = "x" * 5000
+        if record["class"] == "CIM_ListenerDestinationCIMXML":
+            record["properties"]["PersistenceType"] = 4
+    kept.write_text(json.dumps(records))
+    os.chmod(kept, 0o600)
+    again, service = interop(fake_world, tmp_path)
+    try:
+        assert len(list(again.enumerate_instances(INTEROP, "CIM_IndicationSubscription"))) == 1
+        assert len(again.subscriptions.routes) == 1
+        assert list(tmp_path.glob("subscriptions.json.rejected-*")) == []
+    finally:
+        service.close()
+
+
 def test_a_planted_link_is_neither_read_nor_overwritten(
         fake_world: CimWorld, tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"

@@ -258,9 +258,11 @@ class SubscriptionStore:
                       if name not in instance.properties]
         return self._typed_values(instance.classname, given)
 
-    def _typed_values(self, classname: str, given: Iterable[tuple[str, Any]]) -> CIMInstance:
+    def _typed_values(self, classname: str, given: Iterable[tuple[str, Any]], *,
+                      new: bool = True) -> CIMInstance:
         """An instance of ``classname`` here: unknown properties refused, values of
-        the declared types (JSON's numbers included)."""
+        the declared types (JSON's numbers included), and of the sizes a ``new``
+        one may have (one kept before the limits came is not lost at a restart)."""
         cls = self._get_class(classname)
         values: dict[str, Any] = {}
         for name, value in given:
@@ -274,7 +276,8 @@ class SubscriptionStore:
             except (TypeError, ValueError) as exc:
                 raise CIMError(CIM_ERR_INVALID_PARAMETER,
                                f"{cls.classname}.{declared.name}: {exc}") from None
-            _check_size(declared.name, values[declared.name])
+            if new:
+                _check_size(declared.name, values[declared.name])
         return CIMInstance.from_class(cls, namespace=self._namespace, property_values=values,
                                       include_missing_properties=True, include_path=False)
 
@@ -293,12 +296,12 @@ class SubscriptionStore:
                                       property_values=dict(instance.items()),
                                       include_missing_properties=True, include_path=True)
 
-    def _checker(self, classname: str) -> Callable[[CIMInstance], CIMInstance]:
+    def _checker(self, classname: str) -> Callable[..., CIMInstance]:
         checkers = {FILTER.lower(): self._filter, DESTINATION.lower(): self._destination,
                     SUBSCRIPTION.lower(): self._subscription}
         return checkers[classname.lower()]
 
-    def _filter(self, typed: CIMInstance) -> CIMInstance:
+    def _filter(self, typed: CIMInstance, *, new: bool = True) -> CIMInstance:
         typed = self._named(typed)
         if not typed["Query"]:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, "an indication filter needs a Query")
@@ -314,7 +317,9 @@ class SubscriptionStore:
                                f"(served: {', '.join(self._source_namespaces)})")
         return typed
 
-    def _destination(self, typed: CIMInstance) -> CIMInstance:
+    def _destination(self, typed: CIMInstance, *, new: bool = True) -> CIMInstance:
+        """A destination's checks; a kept one (not ``new``) may have a PersistenceType
+        outside the ValueMap, taken before it was refused: it stays permanent."""
         typed = self._named(typed)
         url = typed["Destination"]
         if not url:
@@ -347,7 +352,7 @@ class SubscriptionStore:
                            "or IP address")
         if typed["PersistenceType"] is None:
             typed["PersistenceType"] = Uint16(PERMANENT)
-        elif typed["PersistenceType"] not in (PERMANENT, TRANSIENT):
+        elif new and typed["PersistenceType"] not in (PERMANENT, TRANSIENT):
             raise CIMError(CIM_ERR_INVALID_PARAMETER, "PersistenceType must be 2 (Permanent) "
                            f"or 3 (Transient), not {typed['PersistenceType']}")
         if typed["Protocol"] is None:
@@ -357,7 +362,7 @@ class SubscriptionStore:
                            f"Protocol {typed['Protocol']} is not supported (2: CIM-XML)")
         return typed
 
-    def _subscription(self, typed: CIMInstance) -> CIMInstance:
+    def _subscription(self, typed: CIMInstance, *, new: bool = True) -> CIMInstance:
         for role, classname in (("Filter", FILTER), ("Handler", DESTINATION)):
             ref = typed[role]
             if not isinstance(ref, CIMInstanceName):
@@ -370,7 +375,8 @@ class SubscriptionStore:
             typed[role] = ref
         if typed["SubscriptionState"] is None:
             typed["SubscriptionState"] = Uint16(ENABLED)
-        _check_state(typed["SubscriptionState"])
+        if new:  # a kept one in another state, taken before, sends nothing (as before)
+            _check_state(typed["SubscriptionState"])
         typed.path = CIMInstanceName(SUBSCRIPTION, {"Filter": typed["Filter"],
                                                     "Handler": typed["Handler"]},
                                      namespace=self._namespace)
@@ -424,8 +430,9 @@ class SubscriptionStore:
         for number, record in enumerate(records, 1):
             try:
                 instance = self._typed_values(record["class"], [
-                    (name, _from_json(value)) for name, value in record["properties"].items()])
-                checked = self._checker(instance.classname)(instance)
+                    (name, _from_json(value)) for name, value in record["properties"].items()],
+                    new=False)
+                checked = self._checker(instance.classname)(instance, new=False)
             except (ValueError, KeyError, TypeError, AttributeError, CIMError) as exc:
                 rejected += 1
                 log.error("%s: record %d cannot be used, skipped: %s", path, number,
