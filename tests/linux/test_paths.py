@@ -171,9 +171,14 @@ def test_taking_lock_keys_never_keeps_a_mount_point_busy(tmp_path: Path) -> None
 @requires_tool("mkfs.ext4")
 @requires_tool("losetup")
 @requires_tool("blkid")
-def test_a_tag_without_udev_s_link_is_the_device_libblkid_finds(tmp_path: Path) -> None:
+def test_a_tag_without_udev_s_link_is_the_device_libblkid_finds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without udev (no /dev/disk/by-label), LABEL= was refused where mount(8),
-    through libblkid, mounts it (an outside review). blkid(8) is the oracle."""
+    through libblkid, mounts it (an outside review). blkid(8) is the oracle.
+    libblkid's cache file is not written (it was /run/blkid/blkid.tab, the
+    host's, from a sandbox too)."""
+    cache_file = tmp_path / "blkid.tab"
+    monkeypatch.setenv("BLKID_FILE", str(cache_file))
     label = f"lmi-{os.getpid()}"
     image = tmp_path / "disk.img"
     with image.open("wb") as stream:
@@ -190,5 +195,6 @@ def test_a_tag_without_udev_s_link_is_the_device_libblkid_finds(tmp_path: Path) 
         with pytest.raises(paths.PathProblem, match=r"no device has LABEL=lmi-none-\d+ .*"
                                                     r"libblkid finds none"):
             checker.device_source(f"LABEL=lmi-none-{os.getpid()}")
+        assert not cache_file.exists()
     finally:
         subprocess.run(["losetup", "-d", device], check=True)

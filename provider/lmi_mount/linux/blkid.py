@@ -17,8 +17,9 @@ from typing import Final
 #: The tags libblkid evaluates (``ID=`` is udev's alone).
 TAGS: Final = frozenset({"UUID", "LABEL", "PARTUUID", "PARTLABEL"})
 
-# blkid_evaluate_tag keeps a cache per call when given none; calls are
-# serialized all the same: libblkid documents no thread safety.
+# Each call has a cache of its own; calls are serialized all the same:
+# libblkid documents no thread safety. Probing is libblkid's, unbounded as
+# it is for mount(8): a block device that hangs its reads hangs the call.
 _lock = threading.Lock()
 
 
@@ -32,6 +33,10 @@ def _library() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
         return None
     lib.blkid_evaluate_tag.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
     lib.blkid_evaluate_tag.restype = ctypes.c_void_p  # malloc'd: the caller frees it
+    lib.blkid_get_cache.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
+    lib.blkid_get_cache.restype = ctypes.c_int
+    lib.blkid_put_cache.argtypes = (ctypes.c_void_p,)
+    lib.blkid_put_cache.restype = None
     libc.free.argtypes = (ctypes.c_void_p,)
     libc.free.restype = None
     return lib, libc
@@ -51,8 +56,17 @@ def evaluate_tag(tag: str, value: str) -> str | None:
         return None
     lib, libc = loaded
     with _lock:
-        found = lib.blkid_evaluate_tag(tag.encode(), value.encode("utf-8", "surrogateescape"),
-                                       None)
+        # A cache kept in /dev/null: without one of its own, blkid_evaluate_tag
+        # writes the host's /run/blkid/blkid.tab, from a sandbox too.
+        cache = ctypes.c_void_p()
+        if lib.blkid_get_cache(ctypes.byref(cache), b"/dev/null") != 0:
+            return None
+        try:
+            found = lib.blkid_evaluate_tag(tag.encode(),
+                                           value.encode("utf-8", "surrogateescape"),
+                                           ctypes.byref(cache))
+        finally:
+            lib.blkid_put_cache(cache)
         if not found:
             return None
         try:
