@@ -448,3 +448,34 @@ def test_releasing_an_rbind_of_a_shared_tree_unmounts_none_of_the_originals(
         engine.release(target, "a")
         assert at(target) is None and at(base / "tgt" / "sub") is None
         assert at(base / "src" / "sub") is not None, "the original submount went too"
+
+
+@pytest.mark.private_namespace
+def test_a_held_mount_renamed_then_covered_is_kept_and_never_the_one_unmounted(
+    tmp_path: Path, api: MountApi
+) -> None:
+    # The parent renamed, then a tmpfs mounted over the held mount where it is
+    # now: the mount at its new path was taken for another one and its
+    # holders were forgotten, leaving our mount untracked (a second review).
+    world = World("real", tmp_path, mount_api=api)
+    source, target = world.dir("source"), world.dir("parent/mnt")
+    with world.manager() as engine:
+        engine.acquire(MountSpec(source, target, None), "a")
+        engine.acquire(MountSpec(source, target, None), "b")
+        (tmp_path / "parent").rename(tmp_path / "renamed")
+        moved = str(tmp_path / "renamed/mnt")
+        world.kernel.mount("admin", moved, "tmpfs", 0)
+        engine.status()
+        engine.release(target, "a")  # the mount stays: nothing to unmount
+        for refused in (lambda: engine.release(target, "b"),
+                        lambda: engine.force_unmount(target)):
+            with pytest.raises(InUse, match=r"renamed/mnt' is covered by another mount "
+                                            r"\('admin'"):
+                refused()
+        held = engine.held(target)
+        assert held is not None and held.holders == ("b",)
+        assert [m.fstype for m in world.mounts_at(moved)][1:] == ["tmpfs"]
+        assert len(world.mounts_at(moved)) == 2
+        world.kernel.unmount(moved)  # the administrator's, by hand
+        engine.release(target, "b")
+        assert world.mounts_at(moved) == [] and engine.held(target) is None

@@ -240,8 +240,12 @@ def test_a_mount_covered_by_hand_keeps_its_holders_and_is_never_the_one_unmounte
         assert manager.held(spec.target).holders == ("a", "b")  # type: ignore[union-attr]
 
         manager.release(spec.target, "a")  # the mount stays: nothing to unmount
+        like_the_top = MountSpec("hand", spec.target, "tmpfs", parse_options("size=2m"))
         for refused in (lambda: manager.release(spec.target, "b"),
                         lambda: manager.modify(spec.target, parse_options("size=3m")),
+                        # A request that matches the mount on top was added to
+                        # the holders of the one under it (a second review).
+                        lambda: manager.acquire(like_the_top, "c"),
                         lambda: manager.delete(spec.target, spec_name="tmpfs", holder="b"),
                         lambda: manager.force_unmount(spec.target)):
             with pytest.raises(InUse, match=r"covered by .*'hand'"):
@@ -251,7 +255,11 @@ def test_a_mount_covered_by_hand_keeps_its_holders_and_is_never_the_one_unmounte
             assert under.mount_id == ours.mount_id
             assert "size=2048k" in top.super_options
 
-        # The administrator's mount, named by its source, is his to unmount.
+        # The administrator's mount, named by its source, is his to remount and
+        # unmount; the holders' record of the one under it says what it said.
+        manager.modify(spec.target, parse_options("ro"), spec_name="hand")
+        held = manager.held(spec.target)
+        assert held is not None and (held.holders, held.options) == (("b",), "size=1m")
         manager.delete(spec.target, spec_name="hand")
         assert [m.mount_id for m in world.mounts_at(spec.target)] == [ours.mount_id]
         manager.release(spec.target, "b")
@@ -349,8 +357,11 @@ def test_a_line_of_a_mount_point_with_several_lines_is_not_replaced_alone(
             f"none {target} tmpfs size=3m 0 0\n")
     world.fstab.write_text(text)
     with world.manager() as manager:
-        with pytest.raises(AlreadyExists, match=r"fstab has 2 lines for .* \(lines 2 and 3\)"):
-            manager.modify(target, parse_options("size=9m"), current=False, persist=True)
+        for named in (None, "none"):  # the second line's spec was NOT_FOUND (a review)
+            with pytest.raises(AlreadyExists,
+                               match=r"fstab has 2 lines for .* \(lines 2 and 3\)"):
+                manager.modify(target, parse_options("size=9m"), spec_name=named,
+                               current=False, persist=True)
         assert world.fstab.read_text() == text
         manager.delete(target, current=False, persist=True)
         assert world.fstab.read_text() == "# keep\n"

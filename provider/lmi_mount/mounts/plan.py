@@ -500,7 +500,7 @@ def normalize_target(path: str) -> str:
 def _live_spec(record: MountRecord, snap: Snapshot) -> MountSpec:
     """The spec that would mount ``record`` again (used to undo an unmount)."""
     options = from_mountinfo(record.vfs_options, record.super_options)
-    held = snap.holders.get(record.target)
+    held = _holders_of(record, snap)
     if held is not None and held.made_by_us:
         # Ours: made from this source and type (no table needed to tell a bind).
         return MountSpec(held.source, record.target, held.fstype, options,
@@ -517,7 +517,7 @@ def _live_spec(record: MountRecord, snap: Snapshot) -> MountSpec:
 def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[str]:
     """How the live ``record`` differs from what ``spec`` asks; empty if it is the same."""
     differences = []
-    held = snap.holders.get(record.target)
+    held = _holders_of(record, snap)
     if (held is not None and held.made_by_us and held.fstype is not None
             and snap.uses_helper(held.fstype)):
         # Ours, made by a mount helper from this source and type: its mount
@@ -588,6 +588,10 @@ def plan_create(
                 "release it by its old name before anything is mounted there",
                 value=spec.target,
             )
+        covered = _covered(held, snap) if held is not None else None
+        if covered is not None:
+            raise _covered_error(covered[0].target, covered[1],
+                                 "nothing is mounted or shared there until that one is unmounted")
         if record is None:
             assert held is None, (
                 f"holder state for unmounted {spec.target!r} (engine must reconcile)"
@@ -670,7 +674,7 @@ def _resolve(
     """
     record = snap.live(target)
     if spec_name is not None and record is not None:
-        held = snap.holders.get(target)
+        held = _holders_of(record, snap)
         # Cheapest first: the kernel's source, then the holder record's, then
         # the name the user knows (a bind's origin needs the whole table).
         line = snap.fstab.find_target(target)
@@ -703,12 +707,23 @@ def plan_modify(
     passno: int | None = None,
 ) -> Plan:
     """ModifyMount: remount (``current``) and/or replace the fstab line (``persist``)."""
+    if persist:
+        numbers = [line.number for line in snap.fstab.entries()
+                   if normalize_fstab_target(line.entry.target) == normalize_fstab_target(target)]
+        if len(numbers) > 1:
+            # Replacing one would leave the others to mean something else at
+            # the next boot (mount -a mounts each), whichever the reference names.
+            shown = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
+            raise AlreadyExists(
+                f"fstab has {len(numbers)} lines for {target!r} (lines {shown}): one cannot "
+                "be replaced alone; remove them (DeleteMount of the line removes every one) "
+                "and add the one wanted", value=target)
     held = snap.holders.get(target)
     covered = _covered(held, snap) if held is not None and current else None
     if held is not None and covered is not None and _names_held(spec_name, held, covered[0],
                                                                 snap):
-        # A remount by path would change the mount on top, not the one named.
-        raise _covered_error(target, covered[1])
+        raise _covered_error(covered[0].target, covered[1],
+                             "a remount by path would change that one")
     if covered is not None:
         held = None  # the reference names the mount on top: nobody holds that one
     record, entry = _resolve(target, spec_name, snap, persist=persist)
@@ -765,7 +780,7 @@ def plan_modify(
         # even what no remount could change (tmpfs mode=). Any drift, or one
         # the kernel's text cannot rule out, remounts; so does a propagation
         # change, which compare() leaves to the kernel step.
-        needed = bool(option_drifts(goal, live, snap.holders.get(target))
+        needed = bool(option_drifts(goal, live, held)
                       or _propagation_pending(goal, record, snap))
         refusal = remount_refusal(record.fstype, goal, live) if needed else None
         if refusal is not None:
@@ -793,7 +808,6 @@ def plan_modify(
         # show), except in Mode 1: the mount is what the new line says then,
         # remounted or not, and so is the record.
         if needed or goal is not options:
-            held = snap.holders.get(target)
             # Mode 1 asks for what the new line says; a remount alone for what
             # the mount was asked before, with what the Goal names.
             asked = (None if held is None else options if goal is not options
@@ -810,16 +824,6 @@ def plan_modify(
             raise InvalidRequest(f"fstab has no line for {target!r} (it is mounted only): "
                                  "nothing to replace; remount it alone, or add a line",
                                  value=target)
-        numbers = [line.number for line in snap.fstab.entries()
-                   if normalize_fstab_target(line.entry.target) == normalize_fstab_target(target)]
-        if len(numbers) > 1:
-            # Replacing one would leave the others to mean something else at
-            # the next boot (mount -a mounts each).
-            shown = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
-            raise AlreadyExists(
-                f"fstab has {len(numbers)} lines for {target!r} (lines {shown}): one cannot "
-                "be replaced alone; remove them (DeleteMount of the line removes every one) "
-                "and add the one wanted", value=target)
         old = MountSpec.from_fstab(entry)
         new = replace(
             old,
@@ -900,7 +904,7 @@ def _bind_source(target: str, record: MountRecord,
     holder record's source where we made it (the table's guess by device and
     root takes a bind of a whole memory file system for its first mount), else
     ``MountTable.bind_origin``."""
-    held = snap.holders.get(target)
+    held = _holders_of(record, snap)
     if held is not None and held.fstype is None and held.source.startswith("/"):
         source = normalize_target(held.source)
         found = snap.table.containing(source)
@@ -1003,7 +1007,7 @@ def plan_delete(
             steps.extend(_release_steps(target, record, held, snap, holder=holder,
                                         force=force, lazy=lazy))
             if covered_by is not None and any(isinstance(s, KernelUnmount) for s in steps):
-                raise _covered_error(target, covered_by)
+                raise _covered_error(record.target, covered_by)
     if persist:
         if entry is None:
             if not current:
@@ -1090,7 +1094,7 @@ def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
 
 def _covered(held: HeldMount, snap: Snapshot) -> tuple[MountRecord, MountRecord] | None:
     """(the held mount, the mount on top of it) when another mount was made over
-    the held one at its own mount point, else None.
+    the held one, at its mount point or, renamed, where it is now; else None.
 
     Covered is not replaced: the held mount lives on under the other (found
     by its unique id where the kernel has one, else by its id and type), and
@@ -1099,12 +1103,14 @@ def _covered(held: HeldMount, snap: Snapshot) -> tuple[MountRecord, MountRecord]
     if held.mount_id is None:
         return None
     top = snap.live(held.target)
-    if top is None or top.mount_id == held.mount_id:
-        return None
+    if top is not None and top.mount_id == held.mount_id:
+        return None  # on top where it was made: the usual case, one read
     now = snap.find(held)
-    if now is None or now.target != held.target:
+    if now is None or (held.fstype is not None and now.fstype != held.fstype):
         return None
-    if held.fstype is not None and now.fstype != held.fstype:
+    if now.target != held.target:
+        top = snap.live(now.target)  # renamed (``_moved``): covered there?
+    if top is None or top.mount_id == now.mount_id:
         return None
     return now, top
 
@@ -1119,11 +1125,21 @@ def _names_held(spec_name: str | None, held: HeldMount, record: MountRecord,
     return line is not None and spec_name == line.spec
 
 
-def _covered_error(target: str, top: MountRecord) -> InUse:
+def _covered_error(target: str, top: MountRecord,
+                   why: str = "the mount under it cannot be unmounted until that one is") -> InUse:
     return InUse(
         f"{target!r} is covered by another mount ({top.source!r}, type {top.fstype}, mount id "
-        f"{top.mount_id}) that lmi-mount did not make: the mount under it cannot be "
-        "unmounted until that one is; nothing done", value=target)
+        f"{top.mount_id}) that lmi-mount did not make, over the one its holders hold: {why}; "
+        "nothing done", value=target)
+
+
+def _holders_of(record: MountRecord, snap: Snapshot) -> HeldMount | None:
+    """The holder record of the live ``record``: none when the one at its mount
+    point is of another mount (one it covers)."""
+    held = snap.holders.get(record.target)
+    if held is None or held.mount_id not in (None, record.mount_id):
+        return None
+    return held
 
 
 def _is_held_mount(held: HeldMount, record: MountRecord, snap: Snapshot) -> bool:
@@ -1167,7 +1183,7 @@ def plan_expire(target: str, generation: int, snap: Snapshot) -> Plan:
         ))
     covered = _covered(held, snap)
     if covered is not None:
-        raise _covered_error(target, covered[1])  # the timer tries again later
+        raise _covered_error(covered[0].target, covered[1])  # the timer tries again later
     record = snap.live(target)
     if record is None or not _is_held_mount(held, record, snap):
         return Plan("expire", (HolderChange(target, held, None, f"{target} already unmounted"),))
