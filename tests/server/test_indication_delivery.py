@@ -410,3 +410,77 @@ def test_abort_ends_a_send_that_waits_in_the_tls_handshake() -> None:
     close()
     assert elapsed < 2
     assert failure and isinstance(failure[0], DeliveryError)
+
+
+def test_abort_ends_a_send_that_waits_for_its_answer_and_nothing_goes_again() -> None:
+    # abort() shuts the socket down; the EOF that follows was taken for a
+    # kept-alive connection the listener had closed, and the request went
+    # again on a new one after the service was told to stop (a third review).
+    bodies: list[bytes] = []
+
+    def serve(conn: socket.socket, number: int) -> None:
+        answer = number == 0
+        while (body := _read_request(conn)) is not None:
+            bodies.append(body)
+            if answer:
+                conn.sendall(ANSWER)
+                answer = False
+            else:
+                time.sleep(3)  # holds the request unanswered
+                return
+
+    port, close = _raw_listener(serve)
+    exporter = _exporter(port)
+    exporter._timeout = 30  # the deadline is not what ends it
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            exporter.send(export_indication_request("2", ALERT))
+        except BaseException as exc:
+            failure.append(exc)
+
+    try:
+        exporter.send(export_indication_request("1", ALERT))  # kept alive
+        sender = threading.Thread(target=send)
+        started = time.monotonic()
+        sender.start()
+        time.sleep(0.3)
+        exporter.abort()
+        sender.join(10)
+        elapsed = time.monotonic() - started
+        with pytest.raises(DeliveryError, match="aborted"):
+            exporter.send(export_indication_request("3", ALERT))
+    finally:
+        exporter.close()
+        close()
+    assert elapsed < 2 and failure and isinstance(failure[0], DeliveryError)
+    assert len(bodies) == 2
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.05], ids=["as-it-closes", "after-it-closed"])
+def test_a_listener_that_closes_every_connection_unanswered_gives_a_delivery_error(
+        pause: float) -> None:
+    # After its first answer the listener closes each connection unanswered.
+    # The resend on a new connection raised the internal _StaleConnection out
+    # of send(), past the retries, logged as a defect (a third review).
+    bodies: list[bytes] = []
+
+    def serve(conn: socket.socket, number: int) -> None:
+        body = _read_request(conn)
+        if body is not None:
+            bodies.append(body)
+            if number == 0:
+                conn.sendall(ANSWER)
+
+    port, close = _raw_listener(serve)
+    exporter = _exporter(port)
+    try:
+        exporter.send(export_indication_request("1", ALERT))
+        time.sleep(pause)
+        with pytest.raises(DeliveryError, match="closed the connection unanswered"):
+            exporter.send(export_indication_request("2", ALERT))
+    finally:
+        exporter.close()
+        close()
+    assert 2 <= len(bodies) <= 3

@@ -88,7 +88,8 @@ class Exporter:
     HTTP is h11's (the same parser as the server's); the socket I/O is ours,
     so that one send has one deadline, ``timeout`` seconds in all: a listener
     that trickles its reply a byte a second cannot hold the thread longer.
-    ``abort()`` (from another thread) ends a send at once.
+    ``abort()`` (from another thread: the destination stops) ends the send in
+    progress at once, and every later one.
     """
 
     def __init__(self, url: str, *, timeout: float, ssl_context: ssl.SSLContext) -> None:
@@ -107,27 +108,29 @@ class Exporter:
         self._connecting: socket.socket | None = None
         self._http: h11.Connection | None = None
         self._lock = threading.Lock()
+        self._aborted = threading.Event()
 
     def send(self, body: bytes) -> None:
         """Deliver one export request (``cimxml.export_indication_request``)."""
         deadline = time.monotonic() + self._timeout
-        with self._lock:
-            reused = self._sock is not None
         try:
             self._exchange(body, deadline)
         except _StaleConnection:
-            if not reused:
-                raise DeliveryError("the listener closed the connection unanswered") from None
             # A kept-alive connection the listener closed while it was idle, as
-            # the request went: it goes again at once on a new one. The same
-            # bytes (MESSAGE ID, SequenceNumber): a listener that had read it
-            # after all and closed unanswered can tell the copy (DSP1054).
+            # the request went: it goes again at once on a new one, which cannot
+            # be stale. The same bytes (MESSAGE ID, SequenceNumber): a listener
+            # that had read it after all and closed unanswered can tell the
+            # copy (DSP1054).
             self._exchange(body, deadline)
 
     def _exchange(self, body: bytes, deadline: float) -> None:
-        sent = False
+        """One request and its answer. ``_StaleConnection`` only where the
+        connection was a kept-alive one and nothing was answered."""
+        if self._aborted.is_set():
+            raise DeliveryError(_ABORTED)
+        sent = reused = False
         try:
-            sock, http = self._connection(deadline)
+            sock, http, reused = self._connection(deadline)
             request = h11.Request(method="POST", target=self._path, headers=[
                 ("Host", self._authority),
                 ("Content-Type", 'application/xml; charset="utf-8"'),
@@ -139,16 +142,19 @@ class Exporter:
                         + http.send(h11.EndOfMessage()), deadline)
             sent = True  # from here on the listener may have handled it
             status, reply = self._response(sock, http, deadline)
-        except _StaleConnection:
+        except (_StaleConnection, BrokenPipeError, ConnectionResetError) as exc:
             self.close()
-            raise
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            self.close()
-            if not sent:
-                raise _StaleConnection() from None  # the request never got through
+            if self._aborted.is_set():  # what abort()'s shutdown looks like
+                raise DeliveryError(_ABORTED) from None
+            if isinstance(exc, _StaleConnection) or not sent:  # nothing answered
+                if reused:
+                    raise _StaleConnection() from None
+                raise DeliveryError("the listener closed the connection unanswered") from None
             raise DeliveryError(f"{type(exc).__name__}: {_shown(str(exc))}") from None
         except (OSError, h11.ProtocolError, DeliveryError) as exc:
             self.close()
+            if self._aborted.is_set():
+                raise DeliveryError(_ABORTED) from None
             raise DeliveryError(exc if isinstance(exc, DeliveryError)
                                 else f"{type(exc).__name__}: {_shown(str(exc))}") from None
         if http.our_state is h11.DONE and http.their_state is h11.DONE:
@@ -173,12 +179,13 @@ class Exporter:
             raise DeliveryError(f"the listener refused it: {_shown(error.get('CODE') or '')} "
                                 f"{_shown(error.get('DESCRIPTION') or '')}".rstrip())
 
-    def _connection(self, deadline: float) -> tuple[socket.socket, h11.Connection]:
+    def _connection(self, deadline: float) -> tuple[socket.socket, h11.Connection, bool]:
+        """The kept-alive connection, or a new one; and whether it was kept."""
         with self._lock:
             sock, http = self._sock, self._http
         if sock is not None and http is not None:
             if not _readable(sock):
-                return sock, http
+                return sock, http, True
             # Between two requests a kept-alive connection has nothing to say:
             # the listener closed it (EOF) or broke it. A new one is opened
             # before the request goes, not after it was lost on this one.
@@ -203,7 +210,7 @@ class Exporter:
         http = h11.Connection(h11.CLIENT)
         with self._lock:
             self._sock, self._http = sock, http
-        return sock, http
+        return sock, http, False
 
     def _connect(self, deadline: float) -> socket.socket:
         """A TCP connection to the listener: its addresses in turn, all within the
@@ -213,6 +220,8 @@ class Exporter:
         failure: OSError | None = None
         for family, kind, protocol, _, address in socket.getaddrinfo(
                 self._host, self._port, type=socket.SOCK_STREAM):
+            if self._aborted.is_set():
+                raise DeliveryError(_ABORTED)
             sock = socket.socket(family, kind, protocol)
             try:
                 sock.settimeout(_remaining(deadline))
@@ -269,7 +278,9 @@ class Exporter:
                 return status, bytes(body)
 
     def abort(self) -> None:
-        """End a send in progress (from another thread): its socket is shut down."""
+        """End the send in progress (from another thread), its socket shut down,
+        and refuse every later one."""
+        self._aborted.set()
         with self._lock:
             socks = [s for s in (self._sock, self._connecting) if s is not None]
         for sock in socks:
@@ -284,6 +295,9 @@ class Exporter:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+_ABORTED: Final = "aborted: the destination is stopping"
 
 
 class _StaleConnection(Exception):
