@@ -1525,17 +1525,19 @@ class MountManager:
         now = self._clock()
         for held in state.mounts.values():
             record = table.at(held.target)
-            if record is None:
-                # Its mount point may have been renamed: the unique id finds
-                # it (a mount id alone may be a later mount's by now), and
-                # the hold timer and releases find it the same way.
-                moved = (self.kernel.find_mount(held.mount_id, held.unique_id)
-                         if held.unique_id is not None else None)
-                if moved is not None and moved.target != held.target:
-                    log.info("reconstruct: %s is now on %s (its mount point was renamed)",
-                             held.target, moved.target)
-                    record = moved
             if record is None or not self._same_mount(held, record):
+                # Its mount point may have been renamed, or another mount made
+                # over it or over a directory above it: the unique id finds it
+                # (a mount id alone may be a later mount's by now), and the
+                # hold timer and releases find it the same way.
+                record = self._found_by_unique_id(held)
+                if record is not None and record.target != held.target:
+                    log.info("reconstruct: %s is now on %s (its mount point was renamed)",
+                             held.target, record.target)
+                elif record is not None:
+                    log.info("reconstruct: %s is under another mount, made over it or "
+                             "above it", held.target)
+            if record is None:
                 log.info("reconstruct: %s vanished while lmi-mount was down", held.target)
                 self._journaled(self._journal.forget, held.target)
                 continue
@@ -1758,6 +1760,17 @@ class MountManager:
                               or record.root != note.get("root")):
             return None
         return record, unique
+
+    def _found_by_unique_id(self, held: HeldMount) -> MountRecord | None:
+        """The held mount wherever it is, found by its never-reused unique id and
+        proved so without a path (a path reaches the mount on top); None
+        without unique ids, or when it is gone."""
+        if held.unique_id is None or held.mount_id is None:
+            return None
+        found = self.kernel.find_mount(held.mount_id, held.unique_id)
+        if found is None or not self.kernel.is_mount(found.mount_id, held.unique_id):
+            return None  # gone, or (no statmount) found by its id alone: unproved
+        return found
 
     def _same_mount(self, held: HeldMount, record: MountRecord) -> bool:
         """Is the live ``record`` the mount ``held`` describes? Mount ids are

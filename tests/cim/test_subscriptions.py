@@ -289,11 +289,18 @@ def test_subscriptions_kept_before_the_limits_of_new_ones_survive_a_restart(
             record["properties"]["Description"] = "x" * 5000
         if record["class"] == "CIM_ListenerDestinationCIMXML":
             record["properties"]["PersistenceType"] = 4
+        if record["class"] == "CIM_IndicationSubscription":
+            record["properties"]["SubscriptionState"] = 3
     kept.write_text(json.dumps(records))
     os.chmod(kept, 0o600)
     again, service = interop(fake_world, tmp_path)
     try:
-        assert len(list(again.enumerate_instances(INTEROP, "CIM_IndicationSubscription"))) == 1
+        [subscription] = again.enumerate_instances(INTEROP, "CIM_IndicationSubscription")
+        assert again.subscriptions.routes == ()  # state 3 sends nothing, as before
+        # Sent back unchanged (a console's edit of another property) it is taken.
+        again.modify_instance(INTEROP, subscription, caller=ADMIN)
+        subscription["SubscriptionState"] = Uint16(2)
+        again.modify_instance(INTEROP, subscription, caller=ADMIN)
         assert len(again.subscriptions.routes) == 1
         assert list(tmp_path.glob("subscriptions.json.rejected-*")) == []
     finally:

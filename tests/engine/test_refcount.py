@@ -8,6 +8,7 @@ the kernel really does.
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,61 @@ def test_a_mount_covered_by_hand_keeps_its_holders_and_is_never_the_one_unmounte
         manager.release(spec.target, "b")
         assert world.mounts_at(spec.target) == []
         assert manager.held(spec.target) is None
+
+
+def test_a_covered_held_mount_keeps_its_holders_across_a_restart(world: World) -> None:
+    # Recovery took the mount on top for the held one, found them different
+    # and forgot the holders: ours was left mounted, tracked by nobody (a
+    # third review).
+    spec = tmpfs(world)
+    with world.manager() as manager:
+        manager.acquire(spec, "a")
+        manager.acquire(spec, "b")
+    world.kernel.mount("hand", spec.target, "tmpfs", 0, "size=2m")
+    with world.manager() as manager:
+        held = manager.held(spec.target)
+        assert held is not None and held.holders == ("a", "b")
+        world.kernel.unmount(spec.target)  # the administrator's mount, by hand
+        manager.release(spec.target, "a")
+        manager.release(spec.target, "b")
+        assert world.mounts_at(spec.target) == [] and manager.held(spec.target) is None
+
+
+def test_a_held_mount_hidden_by_a_mount_over_its_parent_is_kept(world: World) -> None:
+    # A tmpfs mounted over the directory above a held mount hides it: the
+    # mount was taken for vanished, its holders forgotten, and the next
+    # CreateMount there made a second one (a third review).
+    with world.manager() as manager:
+        parent = world.dir("p")
+        spec = MountSpec("tmpfs", world.dir("p/x"), "tmpfs", parse_options("size=1m"))
+        manager.acquire(spec, "a")
+        manager.acquire(spec, "b")
+        world.kernel.mount("hand", parent, "tmpfs", 0)
+        os.makedirs(spec.target, exist_ok=True)  # the same path, in the new tmpfs
+        manager.status()
+        manager.release(spec.target, "a")  # the mount stays: nothing to unmount
+        for refused in (lambda: manager.release(spec.target, "b"),
+                        lambda: manager.acquire(spec, "c")):
+            with pytest.raises(InUse, match=r"hidden by a mount made over a directory above"):
+                refused()
+        assert manager.held(spec.target).holders == ("b",)  # type: ignore[union-attr]
+        world.kernel.unmount(parent)  # the administrator's, by hand
+        manager.release(spec.target, "b")
+        assert world.mounts_at(spec.target) == [] and manager.held(spec.target) is None
+
+
+def test_the_fstab_line_of_a_covered_held_mount_is_its_own_to_replace(world: World) -> None:
+    # Judged by the mount on top, an administrator's bind, the line of the held
+    # tmpfs could not be replaced: "a bind mount shares its origin's file
+    # system" (a third review).
+    with world.manager() as manager:
+        spec = tmpfs(world)
+        manager.create(spec, holder="a", persist=True)
+        world.kernel.mount(world.dir("elsewhere"), spec.target, None, ms.MS_BIND)
+        manager.modify(spec.target, parse_options("size=20m"), spec_name="tmpfs",
+                       current=False, persist=True)
+        assert f"{spec.target} tmpfs size=20m" in world.fstab.read_text()
+        assert len(world.mounts_at(spec.target)) == 2
 
 
 def test_remount_read_only_and_back(world: World) -> None:

@@ -719,14 +719,19 @@ def plan_modify(
                 "be replaced alone; remove them (DeleteMount of the line removes every one) "
                 "and add the one wanted", value=target)
     held = snap.holders.get(target)
-    covered = _covered(held, snap) if held is not None and current else None
-    if held is not None and covered is not None and _names_held(spec_name, held, covered[0],
-                                                                snap):
+    covered = _covered(held, snap) if held is not None else None
+    names_held = (held is not None and covered is not None
+                  and _names_held(spec_name, held, covered[0], snap))
+    if names_held and current:
+        assert covered is not None
         raise _covered_error(covered[0].target, covered[1],
                              "a remount by path would change that one")
-    if covered is not None:
+    if covered is not None and not names_held:
         held = None  # the reference names the mount on top: nobody holds that one
     record, entry = _resolve(target, spec_name, snap, persist=persist)
+    if names_held:
+        assert covered is not None
+        record = covered[0]  # its line alone: judged by the held mount, not the one on top
     steps: list[Step] = []
     # A bind shares its origin's file system: changing that file system's
     # options through it would change every mount of it (refused as at create).
@@ -742,7 +747,7 @@ def plan_modify(
     words = [w for w in options.other_options if w in _BIND_WORDS]
     if words:
         # Said of a bind, its own kind only: what a mount is made as cannot change.
-        kind = "rbind" if is_bind and _is_rbind(target, snap, entry) else "bind"
+        kind = "rbind" if is_bind and _is_rbind(target, snap, entry, record) else "bind"
         if not is_bind or any(w != kind for w in words):
             what = ("an rbind" if kind == "rbind" else "a bind") if is_bind else "not a bind mount"
             raise InvalidRequest(f"{target} is {what}: ModifyMount cannot make it "
@@ -852,10 +857,11 @@ def _propagation_pending(options: MountOptions, record: MountRecord, snap: Snaps
     return not all(propagation_holds(propagation, r) for r in [shown, *below])
 
 
-def _is_rbind(target: str, snap: Snapshot, entry: FstabEntry | None) -> bool:
-    """Whether the bind on ``target`` is an rbind: one we made so, or, not ours,
-    one whose fstab line says so (mountinfo cannot tell)."""
-    held = snap.holders.get(target)
+def _is_rbind(target: str, snap: Snapshot, entry: FstabEntry | None,
+              record: MountRecord | None) -> bool:
+    """Whether the bind ``record`` on ``target`` is an rbind: one we made so, or,
+    not ours, one whose fstab line says so (mountinfo cannot tell)."""
+    held = _holders_of(record, snap) if record is not None else snap.holders.get(target)
     if held is not None:
         return held.recursive
     line = entry if entry is not None else snap.fstab.find_target(target)
@@ -869,7 +875,7 @@ def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
     flags, parents first, its file system left alone. Without them a read-only
     tree kept writable holes. Propagation is the top's to give (``rslave``
     reaches the submounts by itself)."""
-    if not _is_rbind(target, snap, entry):
+    if not _is_rbind(target, snap, entry, record):
         return []
     # The copies are the mounts below it that stand where a mount of its
     # source stands, of the same file system and directory: a mount made
@@ -975,7 +981,8 @@ def plan_delete(
     moved = _moved(held, snap) if held is not None and current else None
     covered = _covered(held, snap) if held is not None and current else None
     record: MountRecord | None
-    covered_by: MountRecord | None = None
+    hidden = False
+    hider: MountRecord | None = None
     if moved is not None:
         # A held mount whose mount point was renamed is still the holders':
         # their references (named by the old path) release it where it is,
@@ -986,7 +993,7 @@ def plan_delete(
         # Someone mounted over the held mount: the reference still names it,
         # under the mount on top, which is not ours to release.
         record, entry = covered[0], (snap.fstab.find_target(target) if persist else None)
-        covered_by = covered[1]
+        hidden, hider = True, covered[1]
     else:
         record, entry = _resolve(target, spec_name, snap, persist=persist)
         if covered is not None:
@@ -1006,8 +1013,8 @@ def plan_delete(
                             "unmount it", value=holder)
             steps.extend(_release_steps(target, record, held, snap, holder=holder,
                                         force=force, lazy=lazy))
-            if covered_by is not None and any(isinstance(s, KernelUnmount) for s in steps):
-                raise _covered_error(record.target, covered_by)
+            if hidden and any(isinstance(s, KernelUnmount) for s in steps):
+                raise _covered_error(record.target, hider)
     if persist:
         if entry is None:
             if not current:
@@ -1092,25 +1099,33 @@ def _moved(held: HeldMount, snap: Snapshot) -> MountRecord | None:
     return now
 
 
-def _covered(held: HeldMount, snap: Snapshot) -> tuple[MountRecord, MountRecord] | None:
-    """(the held mount, the mount on top of it) when another mount was made over
-    the held one, at its mount point or, renamed, where it is now; else None.
+def _covered(held: HeldMount,
+             snap: Snapshot) -> tuple[MountRecord, MountRecord | None] | None:
+    """(the held mount, the mount its path reaches instead) when another mount
+    hides the held one: made over it, at its mount point or, renamed, where it
+    is now (the mount on top), or over a directory above it (None: the path
+    reaches no mount point). Else None.
 
-    Covered is not replaced: the held mount lives on under the other (found
-    by its unique id where the kernel has one, else by its id and type), and
-    comes back when that one goes.
+    Hidden is not gone: the held mount lives on under the other, found by its
+    unique id (by its id and type without unique ids, then only under a mount
+    at its own mount point: an id alone may be a later mount's), and comes
+    back when that one goes.
     """
     if held.mount_id is None:
         return None
     top = snap.live(held.target)
     if top is not None and top.mount_id == held.mount_id:
         return None  # on top where it was made: the usual case, one read
+    if top is None and held.unique_id is None:
+        return None
     now = snap.find(held)
     if now is None or (held.fstype is not None and now.fstype != held.fstype):
         return None
     if now.target != held.target:
-        top = snap.live(now.target)  # renamed (``_moved``): covered there?
-    if top is None or top.mount_id == now.mount_id:
+        if held.unique_id is None:
+            return None
+        top = snap.live(now.target)  # renamed (``_moved``): hidden there?
+    if top is not None and top.mount_id == now.mount_id:
         return None
     return now, top
 
@@ -1125,12 +1140,13 @@ def _names_held(spec_name: str | None, held: HeldMount, record: MountRecord,
     return line is not None and spec_name == line.spec
 
 
-def _covered_error(target: str, top: MountRecord,
+def _covered_error(target: str, top: MountRecord | None,
                    why: str = "the mount under it cannot be unmounted until that one is") -> InUse:
-    return InUse(
-        f"{target!r} is covered by another mount ({top.source!r}, type {top.fstype}, mount id "
-        f"{top.mount_id}) that lmi-mount did not make, over the one its holders hold: {why}; "
-        "nothing done", value=target)
+    hider = ("is hidden by a mount made over a directory above it" if top is None else
+             f"is covered by another mount ({top.source!r}, type {top.fstype}, mount id "
+             f"{top.mount_id})")
+    return InUse(f"{target!r} {hider}, that lmi-mount did not make, over the one its holders "
+                 f"hold: {why}; nothing done", value=target)
 
 
 def _holders_of(record: MountRecord, snap: Snapshot) -> HeldMount | None:

@@ -191,7 +191,8 @@ class SubscriptionStore:
                 raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {path}")
             for name, value in given.items():
                 if name == "subscriptionstate":
-                    _check_state(value)
+                    if value != current["SubscriptionState"]:  # a kept one may hold another
+                        _check_state(value)
                 elif current.get(name) != value:
                     raise CIMError(CIM_ERR_NOT_SUPPORTED, f"{name!r} of a subscription cannot "
                                    "be modified; only SubscriptionState")
