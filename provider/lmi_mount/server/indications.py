@@ -190,20 +190,21 @@ class Exporter:
             # the listener closed it (EOF) or broke it. A new one is opened
             # before the request goes, not after it was lost on this one.
             self.close()
-        sock = self._connect(deadline)
         try:
-            if self._secure:
-                # wrap_socket takes the descriptor over: the TLS socket is the
-                # one abort() shuts down during the handshake.
-                sock = self._ssl.wrap_socket(sock, server_hostname=self._host,
-                                             do_handshake_on_connect=False)
-                with self._lock:
-                    self._connecting = sock
-                sock.settimeout(_remaining(deadline))
-                sock.do_handshake()
-        except BaseException:
-            sock.close()
-            raise
+            sock = self._connect(deadline)
+            try:
+                if self._secure:
+                    # wrap_socket takes the descriptor over: the TLS socket is
+                    # the one abort() shuts down during the handshake.
+                    sock = self._ssl.wrap_socket(sock, server_hostname=self._host,
+                                                 do_handshake_on_connect=False)
+                    with self._lock:
+                        self._connecting = sock
+                    sock.settimeout(_remaining(deadline))
+                    sock.do_handshake()
+            except BaseException:
+                sock.close()
+                raise
         finally:
             with self._lock:
                 self._connecting = None
