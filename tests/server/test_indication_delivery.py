@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from pywbem import CIMInstance, CIMProperty, Sint64
@@ -484,3 +487,128 @@ def test_a_listener_that_closes_every_connection_unanswered_gives_a_delivery_err
         exporter.close()
         close()
     assert 2 <= len(bodies) <= 3
+
+
+def test_no_request_is_written_after_abort_returned() -> None:
+    # abort() that came while a connection was being made found no socket to
+    # shut down, and nothing looked at it again: 1,331 of 3,000 sends were
+    # written after abort() had returned (a fourth review; 13 of 300 here).
+    def serve(conn: socket.socket, number: int) -> None:
+        if _read_request(conn) is not None:
+            conn.sendall(ANSWER)
+
+    port, close = _raw_listener(serve)
+    written: list[float] = []
+    late = 0
+    try:
+        for _ in range(150):
+            exporter = _exporter(port)
+            write = exporter._write
+
+            def recording(sock: socket.socket, data: bytes, deadline: float,
+                          write: Callable[..., None] = write) -> None:
+                written.append(time.monotonic())
+                write(sock, data, deadline)
+
+            exporter._write = recording  # type: ignore[method-assign]
+            written.clear()
+            sender = threading.Thread(target=_send_quietly, args=(exporter,))
+            sender.start()
+            time.sleep(random.random() * 0.0004)
+            exporter.abort()
+            aborted = time.monotonic()
+            sender.join(5)
+            late += any(at > aborted for at in written)
+            exporter.close()
+    finally:
+        close()
+    assert late == 0
+
+
+def _send_quietly(exporter: Exporter) -> None:
+    with contextlib.suppress(DeliveryError):
+        exporter.send(export_indication_request("1", ALERT))
+
+
+def test_a_listener_address_that_drops_connections_leaves_time_for_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # One deadline for all addresses, the first address took all of it when
+    # it dropped SYNs (a firewalled IPv6 address of a dual-stack listener):
+    # the working address never got a try (a fourth review).
+    def serve(conn: socket.socket, number: int) -> None:
+        while _read_request(conn) is not None:
+            conn.sendall(ANSWER)
+
+    port, close = _raw_listener(serve)
+    silent = socket.socket()
+    silent.bind(("127.0.0.2", port))
+    silent.listen(0)
+    queued = []
+    for _ in range(3):  # a full accept queue: the kernel drops further SYNs
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.2", port))
+        queued.append(filler)
+    time.sleep(0.2)
+    resolve = socket.getaddrinfo
+
+    def two_addresses(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", port)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    exporter = Exporter(f"http://dual.example:{port}", timeout=2,
+                        ssl_context=ssl.create_default_context())
+    try:
+        exporter.send(export_indication_request("1", ALERT))
+    finally:
+        exporter.close()
+        close()
+        silent.close()
+        for filler in queued:
+            filler.close()
+
+
+def test_a_stop_during_a_loss_alert_is_no_loss(caplog: pytest.LogCaptureFixture) -> None:
+    # Stopped while its loss alert waited for an answer, a destination counted
+    # the aborted alert as one more loss, and warned of the send after it
+    # (a fourth review).
+    first, release = threading.Event(), threading.Event()
+    seen: list[bytes] = []
+
+    def serve(conn: socket.socket, number: int) -> None:
+        while (body := _read_request(conn)) is not None:
+            seen.append(body)
+            if len(seen) == 1:
+                first.set()
+                release.wait(5)  # holds the first indication
+            elif len(seen) == 2:
+                time.sleep(3)  # the loss alert: never answered
+                return
+            conn.sendall(ANSWER)
+
+    port, close = _raw_listener(serve)
+    destination = Destination(
+        "d", f"http://127.0.0.1:{port}", IndicationSettings(max_queue=1, retry_attempts=0),
+        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
+        ssl.create_default_context())
+    try:
+        for message in ("held", "dropped", "next"):
+            destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": message})),
+                            "f")
+            first.wait(5)
+        assert destination.lost == 1  # "dropped", from the full queue
+        release.set()
+        deadline = time.monotonic() + 5
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        caplog.clear()
+        destination.stop()
+        destination.join(time.monotonic() + 2)
+    finally:
+        close()
+    assert destination.lost == 1
+    assert "not delivered" not in caplog.text and "cannot deliver" not in caplog.text

@@ -192,42 +192,54 @@ class Exporter:
             self.close()
         try:
             sock = self._connect(deadline)
-            try:
-                if self._secure:
-                    # wrap_socket takes the descriptor over: the TLS socket is
-                    # the one abort() shuts down during the handshake.
-                    sock = self._ssl.wrap_socket(sock, server_hostname=self._host,
-                                                 do_handshake_on_connect=False)
-                    with self._lock:
-                        self._connecting = sock
-                    sock.settimeout(_remaining(deadline))
-                    sock.do_handshake()
-            except BaseException:
-                sock.close()
-                raise
-        finally:
+        except BaseException:
             with self._lock:
                 self._connecting = None
-        http = h11.Connection(h11.CLIENT)
-        with self._lock:
-            self._sock, self._http = sock, http
+            raise
+        try:
+            if self._secure:
+                # wrap_socket takes the descriptor over: the TLS socket is the
+                # one abort() shuts down during the handshake.
+                sock = self._ssl.wrap_socket(sock, server_hostname=self._host,
+                                             do_handshake_on_connect=False)
+                self._hold(sock)
+                sock.settimeout(_remaining(deadline))
+                sock.do_handshake()
+            http = h11.Connection(h11.CLIENT)
+            self._hold(sock, http)
+        except BaseException:
+            with self._lock:
+                self._connecting = None
+            sock.close()
+            raise
         return sock, http, False
 
-    def _connect(self, deadline: float) -> socket.socket:
-        """A TCP connection to the listener: its addresses in turn, all within the
-        send's one deadline (``socket.create_connection`` gives each address the
-        whole timeout). The socket is ``abort()``'s to shut down from here on,
-        through the TLS handshake."""
-        failure: OSError | None = None
-        for family, kind, protocol, _, address in socket.getaddrinfo(
-                self._host, self._port, type=socket.SOCK_STREAM):
+    def _hold(self, sock: socket.socket, http: h11.Connection | None = None) -> None:
+        """Make ``sock`` the socket ``abort()`` shuts down: the one being connected,
+        or with ``http`` the kept-alive connection. Under the lock abort() takes
+        after it sets its flag, so that either abort() sees the socket or this
+        sees the flag (DeliveryError: the caller closes the socket)."""
+        with self._lock:
             if self._aborted.is_set():
                 raise DeliveryError(_ABORTED)
+            if http is None:
+                self._connecting = sock
+            else:
+                self._sock, self._http, self._connecting = sock, http, None
+
+    def _connect(self, deadline: float) -> socket.socket:
+        """A TCP connection to the listener: its addresses in turn, each given an
+        equal share of what is left of the send's one deadline
+        (``socket.create_connection`` gives each the whole timeout, a first
+        address that drops connections would leave the next none). The socket
+        is ``abort()``'s to shut down from its creation on."""
+        addresses = socket.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
+        failure: OSError | None = None
+        for number, (family, kind, protocol, _, address) in enumerate(addresses):
             sock = socket.socket(family, kind, protocol)
             try:
-                sock.settimeout(_remaining(deadline))
-                with self._lock:
-                    self._connecting = sock
+                self._hold(sock)
+                sock.settimeout(_remaining(deadline) / (len(addresses) - number))
                 sock.connect(address)
                 return sock
             except OSError as exc:
@@ -474,6 +486,8 @@ class Destination:
             return
         if failure is not None:
             with self._cond:
+                if self._closed:
+                    return  # stopped meanwhile: no loss, as for an indication
                 # The alert is counted and logged, but it was none of the filter's own.
                 self.lost += 1
                 log.warning("the loss alert to %s (%s) of filter %r was not delivered: %s "
@@ -504,7 +518,7 @@ class Destination:
                 self._exporter.send(cimxml.export_indication_request(
                     str(next(self._messages)), text, extra))
             except DeliveryError as exc:
-                log.log(logging.WARNING if attempt == 0 else logging.DEBUG,
+                log.log(logging.WARNING if attempt == 0 and not self._closed else logging.DEBUG,
                         "cannot deliver to %s (%s), attempt %d of %d: %s", self.name, self._shown,
                         attempt + 1, retries + 1, exc)
                 with self._cond:
