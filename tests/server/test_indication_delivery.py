@@ -239,6 +239,19 @@ def _exporter(port: int, host: str = "127.0.0.1") -> Exporter:
 ALERT = CIMInstance("CIM_AlertIndication", properties={"Message": "x"})
 
 
+def _delivery_error(serve: Callable[[socket.socket, int], None], match: str) -> DeliveryError:
+    """The DeliveryError, matching ``match``, of one send to a listener that ``serve``s."""
+    port, close = _raw_listener(serve)
+    exporter = _exporter(port)
+    try:
+        with pytest.raises(DeliveryError, match=match) as refused:
+            exporter.send(export_indication_request("1", ALERT))
+    finally:
+        exporter.close()
+        close()
+    return refused.value
+
+
 def test_a_request_left_unanswered_on_a_kept_alive_connection_goes_again_the_same() -> None:
     # The listener answers the first request of a connection, reads the second
     # and closes, as one that closes an idle connection just as a request
@@ -270,14 +283,7 @@ def test_a_request_left_unanswered_on_a_kept_alive_connection_goes_again_the_sam
     def never(conn: socket.socket, number: int) -> None:
         _read_request(conn)
 
-    port, close = _raw_listener(never)
-    exporter = _exporter(port)
-    try:
-        with pytest.raises(DeliveryError, match="closed the connection unanswered"):
-            exporter.send(export_indication_request("1", ALERT))
-    finally:
-        exporter.close()
-        close()
+    _delivery_error(never, "closed the connection unanswered")
 
 
 @pytest.mark.parametrize("reply", [
@@ -293,14 +299,7 @@ def test_a_reply_that_is_no_export_response_is_no_delivery(reply: bytes) -> None
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: "
                          + str(len(reply)).encode() + b"\r\n\r\n" + reply)
 
-    port, close = _raw_listener(serve)
-    exporter = _exporter(port)
-    try:
-        with pytest.raises(DeliveryError, match="no CIM-XML export response"):
-            exporter.send(export_indication_request("1", ALERT))
-    finally:
-        exporter.close()
-        close()
+    _delivery_error(serve, "no CIM-XML export response")
 
 
 def test_a_listener_s_error_text_is_escaped_and_bounded() -> None:
@@ -318,15 +317,7 @@ def test_a_listener_s_error_text_is_escaped_and_bounded() -> None:
             conn.sendall(ANSWER.split(b"Content-Length")[0] + b"Content-Length: "
                          + str(len(reply)).encode() + b"\r\n\r\n" + reply)
 
-    port, close = _raw_listener(serve)
-    exporter = _exporter(port)
-    try:
-        with pytest.raises(DeliveryError) as refused:
-            exporter.send(export_indication_request("1", ALERT))
-    finally:
-        exporter.close()
-        close()
-    message = str(refused.value)
+    message = str(_delivery_error(serve, "the listener refused it"))
     assert message.startswith("the listener refused it: 1 nope\\0122026")
     assert "\n" not in message and len(message) < 600
 
@@ -385,6 +376,26 @@ def test_a_loss_alert_to_a_listener_that_fails_is_tried_once_not_with_every_retr
     assert sent == ["first"] * 3 + ["1 lost"] + ["second"] * 3
 
 
+def _aborted_send(exporter: Exporter, after: float = 0.3) -> tuple[float, BaseException | None]:
+    """Send on a thread, ``abort()`` ``after`` seconds later: how long the send
+    took in all, and what it raised."""
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            exporter.send(export_indication_request("2", ALERT))
+        except BaseException as exc:
+            failure.append(exc)
+
+    sender = threading.Thread(target=send)
+    started = time.monotonic()
+    sender.start()
+    time.sleep(after)
+    exporter.abort()
+    sender.join(10)
+    return time.monotonic() - started, failure[0] if failure else None
+
+
 def test_abort_ends_a_send_that_waits_in_the_tls_handshake() -> None:
     # The service's stop aborts every send; one still in its TLS handshake
     # (a listener that accepts and says nothing) waited out its whole timeout
@@ -395,24 +406,9 @@ def test_abort_ends_a_send_that_waits_in_the_tls_handshake() -> None:
     port, close = _raw_listener(serve)
     exporter = Exporter(f"https://127.0.0.1:{port}", timeout=30,
                         ssl_context=ssl.create_default_context())
-    failure: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            exporter.send(export_indication_request("1", ALERT))
-        except BaseException as exc:
-            failure.append(exc)
-
-    sender = threading.Thread(target=send)
-    started = time.monotonic()
-    sender.start()
-    time.sleep(0.3)
-    exporter.abort()
-    sender.join(10)
-    elapsed = time.monotonic() - started
+    elapsed, failure = _aborted_send(exporter)
     close()
-    assert elapsed < 2
-    assert failure and isinstance(failure[0], DeliveryError)
+    assert elapsed < 2 and isinstance(failure, DeliveryError)
 
 
 def test_abort_ends_a_send_that_waits_for_its_answer_and_nothing_goes_again() -> None:
@@ -435,29 +431,15 @@ def test_abort_ends_a_send_that_waits_for_its_answer_and_nothing_goes_again() ->
     port, close = _raw_listener(serve)
     exporter = _exporter(port)
     exporter._timeout = 30  # the deadline is not what ends it
-    failure: list[BaseException] = []
-
-    def send() -> None:
-        try:
-            exporter.send(export_indication_request("2", ALERT))
-        except BaseException as exc:
-            failure.append(exc)
-
     try:
         exporter.send(export_indication_request("1", ALERT))  # kept alive
-        sender = threading.Thread(target=send)
-        started = time.monotonic()
-        sender.start()
-        time.sleep(0.3)
-        exporter.abort()
-        sender.join(10)
-        elapsed = time.monotonic() - started
+        elapsed, failure = _aborted_send(exporter)
         with pytest.raises(DeliveryError, match="aborted"):
             exporter.send(export_indication_request("3", ALERT))
     finally:
         exporter.close()
         close()
-    assert elapsed < 2 and failure and isinstance(failure[0], DeliveryError)
+    assert elapsed < 2 and isinstance(failure, DeliveryError)
     assert len(bodies) == 2
 
 
