@@ -14,6 +14,8 @@ import functools
 import threading
 from typing import Final
 
+from lmi_mount.linux import namespace
+
 #: The tags libblkid evaluates (``ID=`` is udev's alone).
 TAGS: Final = frozenset({"UUID", "LABEL", "PARTUUID", "PARTLABEL"})
 
@@ -25,12 +27,12 @@ _lock = threading.Lock()
 
 @functools.cache
 def _library() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
-    """libblkid with ``blkid_evaluate_tag`` declared, and the C library (``free``)."""
+    """libblkid with its calls declared, and the C library (``free``)."""
     try:
         lib = ctypes.CDLL(ctypes.util.find_library("blkid") or "libblkid.so.1")
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
+    libc = namespace.libc()
     lib.blkid_evaluate_tag.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
     lib.blkid_evaluate_tag.restype = ctypes.c_void_p  # malloc'd: the caller frees it
     lib.blkid_get_cache.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
