@@ -191,8 +191,11 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
                                 f"made in it; setfacl -k {name}", name)
 
 
-#: Resolutions of a trusted path tried when its file is replaced meanwhile.
-RESOLVE_TRIES: Final = 3
+#: Resolutions of a trusted path tried when its file is replaced meanwhile. Only
+#: root (or the daemon's user) can replace a file in a directory the walk
+#: trusts, so a try costs time, not safety; three were too few once, on a
+#: loaded machine, against a test that replaces the file back to back.
+RESOLVE_TRIES: Final = 10
 
 
 def _resolve_checked(name: str, what: str) -> tuple[str, os.stat_result]:
