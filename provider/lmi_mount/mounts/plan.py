@@ -401,6 +401,7 @@ class Snapshot:
 
     __slots__ = (
         "_find_mount",
+        "_found",
         "_fstab",
         "_fstab_reader",
         "_live",
@@ -446,6 +447,7 @@ class Snapshot:
         #: (mount id, never-reused unique id) of the mount at a path (statx).
         self.identity = identity
         self._find_mount = find_mount
+        self._found: dict[tuple[int | None, int | None], MountRecord | None] = {}
         self._live: dict[str, MountRecord | None] = {}
         self._fstab_reader = fstab_reader
         self._fstab: FstabDocument | None = None
@@ -469,11 +471,15 @@ class Snapshot:
         return self._source_of(record)
 
     def find(self, held: HeldMount) -> MountRecord | None:
-        """The held mount where it is now, read afresh (``Kernel.find_mount``): a
-        renamed mount point is no mount event, so the table may show the old path."""
-        if self._find_mount is not None:
-            return self._find_mount(held.mount_id, held.unique_id)
-        return self.table.by_id.get(held.mount_id) if held.mount_id is not None else None
+        """The held mount where it is now, read afresh (``Kernel.find_mount``), once
+        per snapshot (``_moved`` and ``_covered`` both ask): a renamed mount point
+        is no mount event, so the table may show the old path."""
+        if self._find_mount is None:
+            return self.table.by_id.get(held.mount_id) if held.mount_id is not None else None
+        key = (held.mount_id, held.unique_id)
+        if key not in self._found:
+            self._found[key] = self._find_mount(held.mount_id, held.unique_id)
+        return self._found[key]
 
     def live(self, target: str) -> MountRecord | None:
         if self._live_reader is not None and self._table is None:
