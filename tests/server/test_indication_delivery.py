@@ -232,8 +232,9 @@ def test_a_loss_alert_that_cannot_be_made_costs_no_other_indication(
     assert [i["Message"] for i in received] == ["1 of f1 lost", "good"]
 
 
-def _exporter(port: int, host: str = "127.0.0.1") -> Exporter:
-    return Exporter(f"http://{host}:{port}", timeout=2, ssl_context=ssl.create_default_context())
+def _exporter(port: int, host: str = "127.0.0.1", timeout: float = 2) -> Exporter:
+    return Exporter(f"http://{host}:{port}", timeout=timeout,
+                    ssl_context=ssl.create_default_context())
 
 
 ALERT = CIMInstance("CIM_AlertIndication", properties={"Message": "x"})
@@ -429,8 +430,7 @@ def test_abort_ends_a_send_that_waits_for_its_answer_and_nothing_goes_again() ->
                 return
 
     port, close = _raw_listener(serve)
-    exporter = _exporter(port)
-    exporter._timeout = 30  # the deadline is not what ends it
+    exporter = _exporter(port, timeout=30)  # the deadline is not what ends it
     try:
         exporter.send(export_indication_request("1", ALERT))  # kept alive
         elapsed, failure = _aborted_send(exporter)
