@@ -141,10 +141,10 @@ def check_trusted(path: str | os.PathLike[str], what: str, *, secret: bool = Fal
     default ACL lets a named user or group write what is made in it neither;
     and unless nobody else can change what the path leads to: the path is
     resolved here one component at a time, as the kernel resolves it, and
-    every directory it passes through
-    must be root's (or ours) and writable by others only with the sticky bit
-    (as /tmp), and every symbolic link it follows root's (or ours): even in a
-    sticky directory, a link's owner may repoint it after the check. The file
+    every directory it passes through must be root's (or ours) and writable
+    by others only with the sticky bit (as /tmp), and every symbolic link it
+    follows root's (or ours): even in a sticky directory, a link's owner may
+    repoint it after the check. The file
     the kernel reaches must be the one the walk checked (a link of /proc leads
     to what it names, whatever its text). UntrustedFile names the file and the
     command that fixes it.
