@@ -64,9 +64,9 @@ from lmi_mount.mounts.fstab import (
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
 from lmi_mount.mounts.holders import HeldMount, HolderTable
 from lmi_mount.mounts.mountinfo import (
+    MountinfoParser,
     MountRecord,
     MountTable,
-    parse_mountinfo,
     propagation_holds,
 )
 from lmi_mount.mounts.options import (
@@ -515,6 +515,7 @@ class MountManager:
         # and the holders. Statuses and records are immutable, so sharing is safe.
         self._cache_lock = threading.Lock()
         self._table_cache: tuple[int, MountTable] | None = None
+        self._mountinfo = MountinfoParser()
         self._fstab_cache: tuple[files.FileVersion, FstabDocument] | None = None
         self._sources: tuple[MountTable | None, dict[int, str]] = (None, {})
         self._state_cache: (
@@ -770,7 +771,7 @@ class MountManager:
             cached = self._table_cache
             if version is not None and cached is not None and cached[0] == version:
                 return cached[1]
-        table = MountTable(parse_mountinfo(self.kernel.read_mountinfo()))
+        table = MountTable(self._mountinfo.parse(self.kernel.read_mountinfo()))
         with self._cache_lock:
             self._table_cache = (version, table) if version is not None else None
             self._sources = (table, {})

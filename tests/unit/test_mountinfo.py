@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import random
 import re
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmi_mount.mounts.escaping import escape_field, unescape_field
-from lmi_mount.mounts.mountinfo import MountinfoError, MountRecord, MountTable, parse_mountinfo
+from lmi_mount.mounts.mountinfo import (
+    MountinfoError,
+    MountinfoParser,
+    MountRecord,
+    MountTable,
+    parse_mountinfo,
+)
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "mountinfo"
 
@@ -570,3 +577,61 @@ def _kernel_line(r: MountRecord) -> str:
 def test_printed_records_parse_back(records: list[MountRecord]) -> None:
     text = "".join(_kernel_line(r) + "\n" for r in records)
     assert parse_mountinfo(text) == records
+
+
+# -- reads after a change: reused records, visibility asked for one mount -----------------
+
+
+@given(st.lists(_RECORDS, max_size=6), st.lists(_RECORDS, max_size=6), st.data())
+def test_a_parser_reads_each_table_as_a_fresh_parse_does(
+        first: list[MountRecord], added: list[MountRecord], data: st.DataObject) -> None:
+    # The second table keeps some lines of the first (a mount went, others came).
+    kept = data.draw(st.lists(st.sampled_from(first), unique_by=id) if first else st.just([]))
+    parser = MountinfoParser()
+    before = "".join(_kernel_line(r) + "\n" for r in first)
+    after = "".join(_kernel_line(r) + "\n" for r in [*kept, *added])
+    read = parser.parse(before)
+    assert read == parse_mountinfo(before)
+    reread = parser.parse(after)
+    assert reread == parse_mountinfo(after)
+    # A line seen last time is not parsed again: its record is the same object.
+    earlier = dict(zip(before.split("\n")[:-1], read, strict=True))
+    for line, record in zip(after.split("\n")[:-1], reread, strict=True):
+        assert record is earlier.get(line, record)
+
+
+def test_a_parser_refuses_a_bad_line_and_reads_on() -> None:
+    parser = MountinfoParser()
+    good = "1 0 0:50 / / rw - tmpfs tmpfs rw\n"
+    first = parser.parse(good)
+    with pytest.raises(MountinfoError):
+        parser.parse(good + "2 1 0:51 / /x\n")
+    assert parser.parse(good + "3 1 0:52 / /y rw - tmpfs t rw\n")[0] is first[0]
+
+
+_TREE_PATHS = st.sampled_from(["/", "/a", "/a/b", "/a/b/c", "/d", "/d/e"])
+
+
+@st.composite
+def _trees(draw: st.DrawFn) -> list[MountRecord]:
+    """Mount tables with stacks, covered mount points, moved and orphaned mounts."""
+    count = draw(st.integers(1, 12))
+    records = []
+    for mount_id in range(1, count + 1):
+        parent = draw(st.integers(0, count))  # 0: a parent outside the table
+        records.append(record(mount_id, parent, draw(_TREE_PATHS)))
+    return records
+
+
+@given(_trees(), st.randoms())
+def test_visibility_does_not_depend_on_the_order_of_the_questions(
+        records: list[MountRecord], rng: random.Random) -> None:
+    whole = {r.mount_id for r in MountTable(records).visible()}
+    asked = MountTable(records)
+    order = list(records)
+    rng.shuffle(order)
+    assert {r.mount_id for r in order if asked.is_visible(r)} == whole
+    for target in {r.target for r in records}:
+        found = MountTable(records).at(target)
+        assert found is None or found.mount_id in whole
+        assert found == MountTable(records).at(target) == asked.at(target)

@@ -65,7 +65,7 @@ from lmi_mount.mounts.flags import (
     UMOUNT_NOFOLLOW,
     flag_option_names,
 )
-from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
+from lmi_mount.mounts.mountinfo import MountinfoParser, MountRecord, MountTable
 
 log = logging.getLogger(__name__)
 
@@ -500,6 +500,7 @@ class LinuxKernel:
         self._watch: tuple[int, select.poll, tuple[int, int | None]] | None = None
         self._watch_lock = threading.Lock()
         self._table_version = 0
+        self._parser = MountinfoParser()
         self.sys_root = sys_root
         self.dev_root = dev_root
         self.mount_program = mount_program
@@ -548,6 +549,10 @@ class LinuxKernel:
         with open(path, encoding="utf-8", errors="surrogateescape") as stream:
             return stream.read()
 
+    def _table(self) -> MountTable:
+        """The mount table now, parsed afresh for its new lines only."""
+        return MountTable(self._parser.parse(self.read_mountinfo()))
+
     def mount_at(self, target: str) -> MountRecord | None:
         if self._statmount:
             try:
@@ -567,7 +572,7 @@ class LinuxKernel:
                     record = mountapi.statmount(answer[2])
                     if record is not None:
                         return record if record.target == target else None
-        return MountTable(parse_mountinfo(self.read_mountinfo())).at(target)
+        return self._table().at(target)
 
     def loop_backing_file(self, device: str) -> str | None:
         name = os.path.basename(device)
@@ -643,7 +648,7 @@ class LinuxKernel:
             if not recursive or exc.errno != errno.EBUSY:
                 raise
             busy = exc
-        table = MountTable(parse_mountinfo(self.read_mountinfo()))
+        table = self._table()
         top = table.by_id.get(expect) if expect is not None else table.at(target)
         if top is not None:
             below = table.descendants(top)
@@ -695,7 +700,7 @@ class LinuxKernel:
         finally:
             os.close(fd)
         if found is None:  # Linux < 5.8: the table says what is at the path
-            record = MountTable(parse_mountinfo(self.read_mountinfo())).at(target)
+            record = self._table().at(target)
             found = record.mount_id if record is not None else None
         if found != expect:
             raise KernelError(errno.ESTALE, op, target,
@@ -744,7 +749,7 @@ class LinuxKernel:
             return None
         if mount_id is None:
             return None
-        return MountTable(parse_mountinfo(self.read_mountinfo())).by_id.get(mount_id)
+        return self._table().by_id.get(mount_id)
 
     def names_before_attaching(self, fstype: str | None) -> bool:
         # The name is the unique id (Linux 6.8): on 5.12 to 6.7 the new API
@@ -869,7 +874,7 @@ class LinuxKernel:
     ) -> MountRecord:
         self._mount2(origin.proc_path, anchor, None, MS_BIND | (flags & MS_REC), "",
                      shown_source=origin.path)
-        table = MountTable(parse_mountinfo(self.read_mountinfo()))
+        table = self._table()
         record = self._read_back_at(anchor, table)
         # An rbind's copies of the submounts get the flags too, as
         # mount_setattr(AT_RECURSIVE) gives them on the new API: parents first.
@@ -957,7 +962,7 @@ class LinuxKernel:
                 return record
             self._statmount = False  # a kernel with statx's unique id but no statmount
         mount_id = mountapi.mount_id(fd)
-        table = MountTable(parse_mountinfo(self.read_mountinfo()))
+        table = self._table()
         if mount_id is not None and mount_id in table.by_id:
             return table.by_id[mount_id]
         return self._read_back_at(anchor, table)
@@ -965,7 +970,7 @@ class LinuxKernel:
     def _read_back_at(self, anchor: Anchor, table: MountTable | None = None) -> MountRecord:
         """The topmost mount on the directory ``anchor`` refers to (kernels without
         STATX_MNT_ID, and mount(2) calls, which give no handle on the new mount)."""
-        table = table or MountTable(parse_mountinfo(self.read_mountinfo()))
+        table = table or self._table()
         path = anchor.current_path()
         record = table.at(path)
         if record is None:
@@ -1135,7 +1140,7 @@ class LinuxKernel:
         argv = helper_argv(self.mount_program, spec, target, spec_type, options)
         # The helper takes a path, not the descriptor: what it mounts is found
         # by comparing the table before and after (see _helper_result).
-        before = {r.mount_id for r in parse_mountinfo(self.read_mountinfo())}
+        before = {r.mount_id for r in self._table()}
         with self._helper_lock:
             self._helpers_running[target] += 1
         record: MountRecord | None = None
@@ -1201,7 +1206,7 @@ class LinuxKernel:
         done, for the error message. Only a mount of the source or type it was
         asked for is the helper's: another one that appeared meanwhile (an
         administrator's, an automount) is left alone, and said."""
-        record = MountTable(parse_mountinfo(self.read_mountinfo())).at(anchor.current_path())
+        record = self._table().at(anchor.current_path())
         if record is None or record.mount_id in before:
             return ""
         if record.source != source and record.fstype != fstype:
@@ -1221,7 +1226,7 @@ class LinuxKernel:
         """The mount the helper made on ``anchor`` (given to it as ``target``); if it
         mounted anywhere else (the path was swapped while it ran), what it made
         there is taken back, but never what other helpers are making or made."""
-        table = MountTable(parse_mountinfo(self.read_mountinfo()))
+        table = self._table()
         path = anchor.current_path()
         record = table.at(path)
         if record is not None and record.mount_id not in before:

@@ -23,7 +23,7 @@ from lmi_mount.mounts.escaping import unescape_field
 from lmi_mount.mounts.flags import MS_PRIVATE, MS_SHARED, MS_SLAVE, MS_UNBINDABLE
 from lmi_mount.text import is_decimal
 
-__all__ = ["MountRecord", "MountTable", "MountinfoError", "parse_mountinfo"]
+__all__ = ["MountRecord", "MountTable", "MountinfoError", "MountinfoParser", "parse_mountinfo"]
 
 
 class MountinfoError(ValueError):
@@ -153,8 +153,16 @@ def parse_mountinfo(text: str) -> list[MountRecord]:
     form feed in a path is not escaped by the kernel and belongs to the field.
     Empty lines are skipped; any other malformed line raises MountinfoError.
     """
+    return _parse(text, {}, None)
+
+
+def _parse(text: str, known: Mapping[str, MountRecord],
+           keep: dict[str, MountRecord] | None) -> list[MountRecord]:
+    """``parse_mountinfo``; a line in ``known`` is its record there (a record is
+    a function of its line alone), and ``keep``, if given, gets every line's."""
     records: list[MountRecord] = []
     append = records.append
+    reuse = known.get
     match = _LINE_RE.fullmatch
     # Options fields and small numbers repeat a lot (10k bind mounts of one
     # tmpfs share one parent, one device and two option strings): each
@@ -163,6 +171,12 @@ def parse_mountinfo(text: str) -> list[MountRecord]:
     numbers: dict[str, int] = {}
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line:
+            continue
+        seen = reuse(line)
+        if seen is not None:
+            append(seen)
+            if keep is not None:
+                keep[line] = seen
             continue
         m = match(line)
         if m is None:
@@ -203,7 +217,30 @@ def parse_mountinfo(text: str) -> list[MountRecord]:
         )
         built.__class__ = MountRecord
         append(built)
+        if keep is not None:
+            keep[line] = built
     return records
+
+
+class MountinfoParser:
+    """``parse_mountinfo`` that keeps the records of the table it read last.
+
+    Between two reads of a namespace's table most lines are unchanged (a
+    request mounts or unmounts one), so each read parses only the lines that
+    are new: on a host with thousands of mounts that is what keeps a read
+    after every change cheap. Safe to share between threads: a parse reads
+    the last map and replaces it whole.
+    """
+
+    def __init__(self) -> None:
+        self._last: Mapping[str, MountRecord] = {}
+
+    def parse(self, text: str) -> list[MountRecord]:
+        """``parse_mountinfo(text)``, reusing the records of the last parse."""
+        lines: dict[str, MountRecord] = {}
+        records = _parse(text, self._last, lines)
+        self._last = lines
+        return records
 
 
 def _split_options(text: str) -> tuple[str, ...]:
@@ -239,8 +276,8 @@ class MountTable:
     should a torn read repeat an id, ``by_id`` holds the later record.
     """
 
-    __slots__ = ("_by_id", "_by_target", "_children", "_origins", "_position", "_records",
-                 "_visible")
+    __slots__ = ("_by_id", "_by_target", "_children", "_families", "_origins", "_position",
+                 "_reached_ids", "_records")
 
     def __init__(self, records: Iterable[MountRecord]) -> None:
         self._records: tuple[MountRecord, ...] = tuple(records)
@@ -254,7 +291,9 @@ class MountTable:
             self._by_target.setdefault(record.target, []).append(record)
             if record.parent_id != record.mount_id:
                 self._children.setdefault(record.parent_id, []).append(record)
-        self._visible: dict[int, bool] | None = None
+        # Visibility, worked out as questions need it (``_family``, ``_reached``).
+        self._families: dict[int, tuple[bool, frozenset[int]]] = {}
+        self._reached_ids: dict[int, bool] = {}
         # (major, minor, source) -> root -> the first record with those.
         self._origins: dict[tuple[int, int, str], dict[str, MountRecord]] | None = None
 
@@ -345,9 +384,9 @@ class MountTable:
         needs only the parent's mount point reachable: lookup follows a stack
         to its top.
         """
-        if self._visible is None:
-            self._visible = self._compute_visibility()
-        return self._visible.get(record.mount_id, False) and self._holds(record)
+        if not self._holds(record):
+            return False
+        return self._reached(record) and not self._family(record.mount_id)[0]
 
     def visible(self) -> list[MountRecord]:
         """The mounts path lookup can reach, in table order."""
@@ -399,62 +438,75 @@ class MountTable:
                 found = r  # two visible mounts at one path cannot happen; keep the later
         return found
 
-    def _compute_visibility(self) -> dict[int, bool]:
-        stacked_over: set[int] = set()  # mounts with another mounted on their root
-        shadowed: set[int] = set()  # mounts whose mount point a sibling covers
-        for parent_id, kids in self._children.items():
-            parent = self._by_id.get(parent_id)
-            kid_targets = {k.target for k in kids}
-            # Only directories below the parent's own mount point can hold siblings.
-            floor = len(parent.target) if parent is not None else 0
-            for kid in kids:
-                if parent is not None and kid.target == parent.target:
-                    stacked_over.add(parent_id)
-                for directory in _ancestors(kid.target):
-                    if len(directory) <= floor or directory == "/":
-                        break
-                    if directory != kid.target and directory in kid_targets:
-                        shadowed.add(kid.mount_id)
-                        break
-        # Path lookup reaches a mount's mount point when it reaches the directory
-        # in the parent it hangs on: that takes a visible parent, except for a
-        # mount on the parent's root (a stack), which lookup reaches wherever it
-        # reaches the parent's own mount point, then follows to the top
-        # (fs/namei.c follow_managed()/traverse_mounts()).
-        reached: dict[int, bool] = {}
-        for record in self._records:
-            # Walk up to a root (a parent outside the table, or itself) or to an
-            # answer already known, then settle the chain top-down. Iterative:
-            # mount trees can be deeper than Python's recursion limit.
-            chain: list[MountRecord] = []
-            current: MountRecord | None = record
-            seen: set[int] = set()
-            answer = True
-            while current is not None:
-                known = reached.get(current.mount_id)
-                if known is not None:
-                    answer = known
+    def _family(self, parent_id: int) -> tuple[bool, frozenset[int]]:
+        """Of the mounts on ``parent_id``: whether one is stacked on its root, and
+        which of them a sibling covers (one mounted on a directory above them).
+        Worked out once per parent, when a question first needs it."""
+        known = self._families.get(parent_id)
+        if known is not None:
+            return known
+        kids = self._children.get(parent_id, ())
+        parent = self._by_id.get(parent_id)
+        kid_targets = {k.target for k in kids}
+        # Only directories below the parent's own mount point can hold siblings.
+        floor = len(parent.target) if parent is not None else 0
+        stacked = False
+        shadowed: set[int] = set()
+        for kid in kids:
+            if parent is not None and kid.target == parent.target:
+                stacked = True
+            for directory in _ancestors(kid.target):
+                if len(directory) <= floor or directory == "/":
                     break
-                if current.mount_id in seen:  # a cycle: no root reaches it
-                    answer = False
+                if directory != kid.target and directory in kid_targets:
+                    shadowed.add(kid.mount_id)
                     break
-                seen.add(current.mount_id)
-                chain.append(current)
-                if current.parent_id == current.mount_id:
-                    break
-                current = self._by_id.get(current.parent_id)
-            for link in reversed(chain):
-                parent = self._by_id.get(link.parent_id)
-                if (
-                    parent is not None
-                    and parent is not link
-                    and link.target != parent.target
-                    and parent.mount_id in stacked_over
-                ):
-                    answer = False
-                answer = answer and link.mount_id not in shadowed
-                reached[link.mount_id] = answer
-        return {mount_id: ok and mount_id not in stacked_over for mount_id, ok in reached.items()}
+        known = self._families[parent_id] = (stacked, frozenset(shadowed))
+        return known
+
+    def _reached(self, record: MountRecord) -> bool:
+        """Whether path lookup reaches the mount point of ``record``.
+
+        It does when it reaches the directory in the parent it hangs on: that
+        takes a visible parent, except for a mount on the parent's root (a
+        stack), which lookup reaches wherever it reaches the parent's own
+        mount point, then follows to the top (fs/namei.c follow_managed()/
+        traverse_mounts()). Answers are kept: a question about one mount
+        costs the depth of its chain, not the size of the table.
+        """
+        reached = self._reached_ids
+        # Walk up to a root (a parent outside the table, or itself) or to an
+        # answer already known, then settle the chain top-down. Iterative:
+        # mount trees can be deeper than Python's recursion limit.
+        chain: list[MountRecord] = []
+        current: MountRecord | None = record
+        seen: set[int] = set()
+        answer = True
+        while current is not None:
+            known = reached.get(current.mount_id)
+            if known is not None:
+                answer = known
+                break
+            if current.mount_id in seen:  # a cycle: no root reaches it
+                answer = False
+                break
+            seen.add(current.mount_id)
+            chain.append(current)
+            if current.parent_id == current.mount_id:
+                break
+            current = self._by_id.get(current.parent_id)
+        for link in reversed(chain):
+            parent = self._by_id.get(link.parent_id)
+            if (
+                parent is not None
+                and parent is not link
+                and link.target != parent.target
+                and self._family(parent.mount_id)[0]
+            ):
+                answer = False
+            answer = answer and link.mount_id not in self._family(link.parent_id)[1]
+            reached[link.mount_id] = answer
+        return answer
 
     # -- what the user calls the source ---------------------------------------------
 

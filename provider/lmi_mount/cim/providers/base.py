@@ -23,7 +23,7 @@ from lmi_mount.cim.jobs import JobManager
 from lmi_mount.cim.projection import GoalSetting, Projector
 from lmi_mount.engine import EngineState, MountManager, MountStatus
 from lmi_mount.linux.paths import VolumeStats
-from lmi_mount.mounts.fstab import normalize_target
+from lmi_mount.mounts.fstab import FstabProblem, normalize_target
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,13 @@ class View:
         if self._state is None:
             self._state = self.context.engine.state()
         return self._state
+
+    @property
+    def fstab_problems(self) -> tuple[FstabProblem, ...]:
+        """The lines of fstab that are no entry or repeat a mount point."""
+        if self._state is not None:
+            return self._state.fstab_problems
+        return tuple(self.context.engine.read_fstab().problems())
 
     @property
     def statuses(self) -> tuple[MountStatus, ...]:

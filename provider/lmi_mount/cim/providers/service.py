@@ -100,7 +100,8 @@ class ServiceProvider(Provider):
     classnames = (names.MOUNT_CONFIGURATION_SERVICE,)
 
     def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
-        yield view.projector.service(view.state.fstab_problems)
+        # fstab alone says whether the service is degraded: no mount table read.
+        yield view.projector.service(view.fstab_problems)
 
     def exists(self, view: View, path: CIMInstanceName) -> bool:
         return same_path(path, view.projector.service_path())
