@@ -238,12 +238,14 @@ def _overlap(one: str, other: str) -> bool:
 class _Holding:
     """One request's paths in MountPointLocks (compared by identity)."""
 
-    __slots__ = ("exclusive", "shared", "since")
+    __slots__ = ("exclusive", "shared", "since", "wakeup")
 
     def __init__(self, exclusive: Sequence[str], shared: Sequence[str], since: float) -> None:
         self.exclusive = tuple(sorted(set(exclusive)))
         self.shared = tuple(sorted(set(shared)))
         self.since = since
+        #: Set while it waits: notified when a request it conflicts with goes.
+        self.wakeup: threading.Condition | None = None
 
     def conflicts(self, other: _Holding) -> bool:
         return (any(_overlap(a, b) for a in self.exclusive
@@ -286,7 +288,13 @@ class MountPointLocks:
         self.slow_seconds = slow_seconds
         self.max_wait_seconds = max_wait_seconds
         self._clock = clock
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        # Notified whenever a request ends (``wait_quiet``). A waiter has a
+        # condition of its own on the same lock, notified only when a request
+        # it conflicts with ends: with many requests queued on a few mount
+        # points, waking every waiter at every release cost more CPU than the
+        # requests themselves.
+        self._changed = threading.Condition(self._lock)
         self._held: list[_Holding] = []
         self._waiting: list[_Holding] = []
 
@@ -308,21 +316,28 @@ class MountPointLocks:
             if (limited and running is not None and len(ahead) >= self.max_waiting
                     and now - running.since > self.slow_seconds):
                 raise self._busy(holding, f"{len(ahead)} requests already wait for", running)
+            holding.wakeup = wakeup = threading.Condition(self._lock)
             self._waiting.append(holding)
             deadline = now + self.max_wait_seconds
+            taken = False
             try:
                 while not self._free(holding, self._waiting[:self._waiting.index(holding)]):
                     remaining = deadline - self._clock()
                     if limited and remaining <= 0:
                         raise self._busy(holding, f"waited {self.max_wait_seconds:g} s for",
                                          self._oldest_conflict(holding))
-                    # Woken by every release, and now and then: a request ahead
-                    # becomes slow (and no longer holds this one back) unseen.
-                    self._changed.wait(min(remaining, RECHECK_SECONDS) if limited
-                                       else RECHECK_SECONDS)
+                    # Woken when a request it conflicts with ends, and now and
+                    # then: a request ahead becomes slow (and no longer holds
+                    # this one back) unseen.
+                    wakeup.wait(min(remaining, RECHECK_SECONDS) if limited
+                                else RECHECK_SECONDS)
+                taken = True
             finally:
                 self._waiting.remove(holding)
-                self._changed.notify_all()
+                holding.wakeup = None
+                if not taken:
+                    # Those behind it waited for it too: one may go now.
+                    self._wake(holding)
             holding.since = self._clock()
             self._held.append(holding)
         return holding
@@ -330,7 +345,16 @@ class MountPointLocks:
     def release(self, holding: _Holding) -> None:
         with self._changed:
             self._held.remove(holding)
-            self._changed.notify_all()
+            self._wake(holding)
+
+    def _wake(self, gone: _Holding) -> None:
+        """Tell the waiters that ``gone`` no longer holds or waits. Only those it
+        conflicts with can go now; the others wait for somebody else. Called
+        with the lock held."""
+        for waiter in self._waiting:
+            if waiter.wakeup is not None and waiter.conflicts(gone):
+                waiter.wakeup.notify()
+        self._changed.notify_all()
 
     def wait_quiet(self, timeout: float) -> bool:
         """Wait until no request runs but slow ones (running over ``slow_seconds``),

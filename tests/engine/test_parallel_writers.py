@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from lmi_mount import engine as engine_module
 from lmi_mount.engine import MountManager, MountPointLocks
 from lmi_mount.mounts.errors import InUse, InvalidRequest, OperationFailed
 from lmi_mount.mounts.fstab import FstabDocument
@@ -397,6 +398,65 @@ def test_a_waiter_stuck_behind_a_slow_request_holds_nobody_else_back() -> None:
     locks.release(hanging)
     parent.join(WAIT)
     assert parent_outcome and parent_outcome[0] is not None
+
+
+def test_a_release_wakes_only_the_waiters_it_held_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 8 clients on 3 mount points: every release woke every waiter, each of
+    # which took the lock to find itself still blocked.
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)  # no wake-up by the clock
+    locks = MountPointLocks()
+    looks: list[tuple[str, ...]] = []
+    free = locks._free
+
+    def counted(holding: Any, ahead: Any) -> bool:
+        looks.append(holding.exclusive)
+        return free(holding, ahead)
+
+    monkeypatch.setattr(locks, "_free", counted)
+    a, b = locks.acquire(["/a"]), locks.acquire(["/b"])
+    assert a is not None and b is not None
+    waiters = {path: in_thread(lambda path=path: locks.acquire([path])) for path in ("/a", "/b")}
+    deadline = time.monotonic() + WAIT
+    while len(locks.waiting()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    looks.clear()
+    locks.release(a)
+    thread, outcome = waiters["/a"]
+    thread.join(WAIT)
+    assert outcome and outcome[0] is not None
+    time.sleep(0.2)  # time for a waiter woken by mistake to look
+    assert looks == [("/a",)], "a waiter that /a did not hold back was woken"
+    locks.release(outcome[0])  # type: ignore[arg-type]
+    locks.release(b)
+    thread, outcome = waiters["/b"]
+    thread.join(WAIT)
+    assert outcome and outcome[0] is not None
+    locks.release(outcome[0])  # type: ignore[arg-type]
+
+
+def test_a_waiter_that_gives_up_lets_the_one_behind_it_go(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # /srv waits for /srv/x; /srv/y waits behind /srv (arrival order). When
+    # /srv gives up, /srv/y, which nothing holds, must go at once.
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 5.0)  # no wake-up by the clock
+    locks = MountPointLocks(slow_seconds=60.0, max_wait_seconds=0.3)
+    busy = locks.acquire(["/srv/x"])
+    parent, parent_outcome = in_thread(lambda: locks.acquire(["/srv"]))
+    deadline = time.monotonic() + WAIT
+    while not locks.waiting() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    # Unlimited (as start-up's): it waits for a wake-up, not for its own deadline.
+    child, child_outcome = in_thread(lambda: locks.acquire(["/srv/y"], limited=False))
+    child.join(WAIT)
+    parent.join(WAIT)
+    assert isinstance(parent_outcome[0], InUse)
+    assert child_outcome and child_outcome[0] is not None
+    assert time.monotonic() - started < 2.0, \
+        "the request behind the one that gave up waited for the clock"
+    locks.release(child_outcome[0])  # type: ignore[arg-type]
+    locks.release(busy)
 
 
 @pytest.mark.root
