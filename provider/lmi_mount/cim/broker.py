@@ -521,15 +521,11 @@ class Broker:
         self._check_namespace(namespace or path.namespace)
         self._check_write(caller, "call methods")
         cls = self._class(path.classname)
-        declared = next(
-            (m for m in cls.methods.values() if m.name.lower() == method.lower()), None
-        )
+        declared = cls.methods.get(method)  # a NocaseDict: CIM names ignore case
         if declared is None:
             raise CIMError(CIM_ERR_METHOD_NOT_FOUND, f"{cls.classname} has no method {method!r}")
         for name in params:
-            parameter = next(
-                (p for p in declared.parameters.values() if p.name.lower() == name.lower()), None
-            )
+            parameter = declared.parameters.get(name)
             if parameter is None:
                 raise CIMError(
                     CIM_ERR_INVALID_PARAMETER, f"{declared.name} has no parameter {name!r}"
