@@ -864,21 +864,6 @@ class MountManager:
             return None
         return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
 
-    def held_at(self, target: str) -> HeldMount | None:
-        """The holder record of the mount path lookup finds at ``target`` now, if
-        it is a held one; ``status_at(target).held`` read with a point lookup of
-        that one mount (statmount where the kernel has it), not the whole table:
-        a method's reference to a held mount is checked in microseconds on a
-        host with thousands of mounts."""
-        target = normalize_target(target)
-        held = self._published.get(target)
-        if held is None or held.mount_id is None:
-            return None
-        record = self.kernel.mount_at(target)
-        if record is None or record.target != target:
-            return None
-        return self._held_by(record, {target: held})
-
     def _held_by(self, record: MountRecord, held: Mapping[str, HeldMount]) -> HeldMount | None:
         """The holder record of the live ``record``: none for a mount made at a held
         mount point since (by hand, after its holders' mount went), which the

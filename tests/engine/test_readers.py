@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from lmi_mount.linux import mountapi
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World
@@ -71,37 +70,3 @@ def test_a_point_read_shows_what_the_whole_state_shows(world: World) -> None:
         assert engine.status_at(data + "/") is None, "state() knows no other spelling"
         for target in (bind, data, scratch):
             engine.delete(target, persist=target == scratch, holder="a")
-
-
-def test_the_holder_record_at_a_mount_point_is_the_one_the_point_read_shows(
-        world: World) -> None:
-    # A method's Mount reference to a held mount is checked with held_at (one
-    # mount looked at), not the table: it must agree with status_at, also
-    # where someone mounted over a held mount by hand.
-    data, bind, covered, nothing = (world.dir(name) for name in
-                                    ("data", "bind", "covered", "nothing"))
-    with world.manager() as engine:
-        engine.acquire(MountSpec("tmpfs", data, "tmpfs"), "a")
-        engine.acquire(MountSpec(data, bind, None), "a")
-        engine.acquire(MountSpec("tmpfs", covered, "tmpfs"), "a")
-        engine.kernel.mount("by-hand", covered, "tmpfs", 0)
-        try:
-            for target in (data, bind, covered, nothing):
-                status = engine.status_at(target)
-                assert engine.held_at(target) == (status.held if status else None), target
-            held = engine.held_at(bind + "/")  # another spelling of the same mount point
-            assert held is not None and held.holders == ("a",) and held.source == data
-            assert engine.held_at(covered) is None  # the mount on top is nobody's
-            if world.kind == "real" and mountapi.has_mount_ids(unique=True) and \
-                    mountapi.available(mountapi.SYS_STATMOUNT):
-                reads = []
-                kernel: Any = engine.kernel
-                read = kernel.read_mountinfo
-                kernel.read_mountinfo = lambda: reads.append(1) or read()
-                assert engine.held_at(data) is not None
-                kernel.read_mountinfo = read
-                assert reads == [], "held_at read the whole mount table"
-        finally:
-            engine.kernel.unmount(covered)
-        for target in (bind, data, covered):
-            engine.release(target, "a")

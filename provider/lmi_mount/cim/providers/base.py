@@ -105,20 +105,6 @@ class View:
                 return at
         return found
 
-    def mount_target(self, spec: str, target: str) -> str | None:
-        """``status(spec, target).target``, or None when the key names no mount.
-
-        A key that names a held mount by the source its holders asked for (the
-        Mount a CreateMount returned) is answered from the holder record and a
-        look at that one mount, without reading the mount table."""
-        target = normalize_target(target)
-        if self._state is None and target not in self._points:
-            held = self.context.engine.held_at(target)
-            if held is not None and held.source == spec:
-                return held.target
-        status = self.status(spec, target)
-        return status.target if status is not None else None
-
     def status_at(self, target: str) -> MountStatus | None:
         target = normalize_target(target)
         if self._state is None:

@@ -385,10 +385,10 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
             f"Mount reference {shown(ref)}: FileSystemSpec and MountPointPath must be "
             "strings",
         )
-    found = view.mount_target(spec, target)
-    if found is None:
+    status = view.status(spec, target)
+    if status is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no mount {spec!r} on {target!r}")
-    return view.projector.mount_path_of(spec, found)
+    return view.projector.mount_path_of(spec, status.target)
 
 
 def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
