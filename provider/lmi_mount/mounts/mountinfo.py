@@ -173,7 +173,9 @@ def _parse(text: str, known: Mapping[str, MountRecord],
         if not line:
             continue
         seen = reuse(line)
-        if seen is not None:
+        # A line a torn read repeats is two records, as in a fresh parse
+        # (``MountTable`` tells a table's own record of an id by identity).
+        if seen is not None and (keep is None or line not in keep):
             append(seen)
             if keep is not None:
                 keep[line] = seen
@@ -273,7 +275,9 @@ class MountTable:
 
     Records keep the order they were given in (the kernel's, creation order,
     see ``parse_mountinfo``). Mount ids are unique within one consistent read;
-    should a torn read repeat an id, ``by_id`` holds the later record.
+    should a torn read repeat an id, ``by_id`` holds the later record, and a
+    mount's visibility is worked out along the parents ``by_id`` gives
+    (whatever order the questions come in).
     """
 
     __slots__ = ("_by_id", "_by_target", "_children", "_families", "_origins", "_position",
