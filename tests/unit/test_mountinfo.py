@@ -12,6 +12,8 @@ import gzip
 import json
 import random
 import re
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -656,3 +658,36 @@ def test_a_line_repeated_by_a_torn_read_is_read_as_a_fresh_parse_reads_it() -> N
         assert table.user_source(table.by_id[20], lambda device: None) == \
             fresh.user_source(fresh.by_id[20], lambda device: None)
     assert reread.records[1] is not reread.records[2]
+
+
+def test_threads_sharing_a_table_get_one_bind_origin() -> None:
+    # The engine shares a table between threads; bind_origin's index was
+    # published empty and filled after, so a second thread read it half
+    # made and took a bind for no bind (outside review: 30 of 30 rounds).
+    lines = ["1 0 8:1 / / rw - ext4 /dev/sda1 rw"]
+    lines += [f"{i} 1 0:{40 + i % 3} / /t{i} rw - tmpfs tmp{i % 3} rw" for i in range(2, 20_000)]
+    lines += ["20000 1 0:999 / /late rw - tmpfs late rw",
+              "20001 1 0:999 /sub /bind rw - tmpfs late rw"]
+    records = parse_mountinfo("\n".join(lines))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for _ in range(5):
+            table = MountTable(records)
+            answers: list[object] = []
+            start = threading.Barrier(4)
+
+            def ask(table: MountTable = table, start: threading.Barrier = start,
+                    answers: list[object] = answers) -> None:
+                start.wait()
+                origin = table.bind_origin(table.records[-1])
+                answers.append(origin and (origin[0].mount_id, origin[1]))
+
+            threads = [threading.Thread(target=ask) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert answers == [(20000, "/late/sub")] * 4
+    finally:
+        sys.setswitchinterval(switch)

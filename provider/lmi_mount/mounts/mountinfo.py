@@ -553,11 +553,15 @@ class MountTable:
                 return None
         elif record.fstype == "btrfs" and f"subvol={record.root}" in record.super_options:
             return None
-        if self._origins is None:
-            self._origins = {}
+        origins = self._origins
+        if origins is None:
+            # Built whole, then published: threads share a table, and one that
+            # found it half built would take a bind for none.
+            origins = {}
             for r in self._records:
-                self._origins.setdefault((r.major, r.minor, r.source), {}).setdefault(r.root, r)
-        roots = self._origins.get((record.major, record.minor, record.source))
+                origins.setdefault((r.major, r.minor, r.source), {}).setdefault(r.root, r)
+            self._origins = origins
+        roots = origins.get((record.major, record.minor, record.source))
         if not roots:
             return None
         # A record from elsewhere may be newer than anything listed here.
