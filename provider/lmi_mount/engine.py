@@ -291,9 +291,9 @@ class MountPointLocks:
         self._lock = threading.Lock()
         # Notified whenever a request ends (``wait_quiet``). A waiter has a
         # condition of its own on the same lock, notified only when a request
-        # it conflicts with ends: with many requests queued on a few mount
-        # points, waking every waiter at every release cost more CPU than the
-        # requests themselves.
+        # it conflicts with ends or gives up: waking every waiter at every
+        # release woke those on every other mount point too, each to take the
+        # lock and find itself still blocked.
         self._changed = threading.Condition(self._lock)
         self._held: list[_Holding] = []
         self._waiting: list[_Holding] = []

