@@ -565,6 +565,12 @@ class MountTable:
         roots = origins.get((record.major, record.minor, record.source))
         if not roots:
             return None
+        if record.root == "/":
+            # Only a mount of the whole file system listed earlier can be the
+            # origin; the first one listed is most mounts' own record.
+            first = roots.get("/")
+            if first is None or first.mount_id == record.mount_id:
+                return None
         # A record from elsewhere may be newer than anything listed here.
         position = self._position[record.mount_id] if self._holds(record) else len(self._records)
         candidates = [

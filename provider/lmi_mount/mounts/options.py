@@ -1015,8 +1015,14 @@ def from_mountinfo(vfs_options: Iterable[str], super_options: Iterable[str]) -> 
     (``size=10240k``, ``mode=755``, ``inode64``, ``lazytime``). The result is
     not validated: the kernel may show values a configured option may not hold.
     """
-    vfs = tuple(vfs_options)
-    sup = tuple(super_options)
+    return _from_fields(tuple(vfs_options), tuple(super_options))
+
+
+@functools.lru_cache(maxsize=4096)
+def _from_fields(vfs: tuple[str, ...], sup: tuple[str, ...]) -> MountOptions:
+    """``from_mountinfo`` of two fields. Kept: a host's mounts share a few option
+    strings, and a read of the whole state asks for every mount's options
+    after each change (MountOptions is immutable, so sharing is safe)."""
     noatime = "noatime" in vfs
     relatime = "relatime" in vfs
     sb_words = set(sup)
