@@ -60,6 +60,7 @@ from pywbem import (  # noqa: E402
 )
 
 from lmi_mount.cim.broker import Broker  # noqa: E402
+from lmi_mount.daemon import tune_gc  # noqa: E402
 from lmi_mount.engine import MountManager  # noqa: E402
 from lmi_mount.linux.kernel import LinuxKernel  # noqa: E402
 from lmi_mount.linux.namespace import libc  # noqa: E402
@@ -271,6 +272,7 @@ def main() -> int:
                                     plain_http="allow", users=((USER, "admin", PASSWORD),)),
                        broker)
     server.start()
+    tune_gc()  # as lmi-mountd does once it serves
     arrivals = Arrivals()
     listeners = []
     try:
