@@ -502,14 +502,11 @@ class MountTable:
             current = self._by_id.get(current.parent_id)
         for link in reversed(chain):
             parent = self._by_id.get(link.parent_id)
-            if (
-                parent is not None
-                and parent is not link
-                and link.target != parent.target
-                and self._family(parent.mount_id)[0]
-            ):
+            stacked, shadowed = self._family(link.parent_id)
+            if parent is not None and parent is not link and link.target != parent.target \
+                    and stacked:
                 answer = False
-            answer = answer and link.mount_id not in self._family(link.parent_id)[1]
+            answer = answer and link.mount_id not in shadowed
             reached[link.mount_id] = answer
         return answer
 
