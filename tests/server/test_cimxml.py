@@ -390,3 +390,22 @@ def test_any_text_round_trips(text: str) -> None:
     (returned,) = parse_response(body)
     (got,) = returned[2]
     assert got["K"] == text and got["L"] == [text] and got.path.keybindings["K"] == text
+
+
+@given(st.sampled_from(["uint8", "sint16", "uint32", "sint64", "uint64"]),
+       st.integers(0, 255))
+def test_an_integer_property_made_for_each_value_is_the_property_pywbem_reads(
+        cim_type: str, value: int) -> None:
+    # SequenceNumber is made for every send without a CIMProperty: the same
+    # PROPERTY as the encoder gives, which pywbem's parser reads back.
+    prop = CIMProperty("SequenceNumber", value, type=cim_type)
+    xml = cimxml.integer_property_xml("SequenceNumber", cim_type)(value)
+    assert xml == cimxml.property_xml(prop)
+    read = TupleParser().parse_property(xml_to_tupletree_sax(xml, "property"))
+    assert (read.name, read.type, read.value, read.is_array) == (prop.name, prop.type, value,
+                                                                 False)
+
+
+def test_only_an_integer_type_makes_an_integer_property() -> None:
+    with pytest.raises(ValueError, match="'string' is no integer type"):
+        cimxml.integer_property_xml("SequenceNumber", "string")

@@ -594,3 +594,71 @@ def test_a_stop_during_a_loss_alert_is_no_loss(caplog: pytest.LogCaptureFixture)
         close()
     assert destination.lost == 1
     assert "not delivered" not in caplog.text and "cannot deliver" not in caplog.text
+
+
+def _chunked(reply: bytes) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (reply[:20], reply[20:]))
+            + b"0\r\n\r\n")
+
+
+def test_replies_that_only_h11_reads_are_delivered_on_the_kept_connection() -> None:
+    # The strict reader takes the form listeners send; a chunked reply, a 1xx
+    # before the reply and a folded header line are h11's, and the connection
+    # still carries the next request.
+    replies = [_chunked(REPLY), b"HTTP/1.1 100 Continue\r\n\r\n" + ANSWER,
+               ANSWER.replace(b"Content-Type: application/xml",
+                              b"Content-Type: application/xml;\r\n charset=utf-8"), ANSWER]
+    connections: list[int] = []
+
+    def serve(conn: socket.socket, number: int) -> None:
+        connections.append(number)
+        for reply in replies:
+            if _read_request(conn) is None:
+                return
+            conn.sendall(reply)
+
+    port, close = _raw_listener(serve)
+    exporter = _exporter(port)
+    try:
+        for number in range(len(replies)):
+            exporter.send(export_indication_request(str(number), ALERT))
+    finally:
+        exporter.close()
+        close()
+    assert connections == [0]
+
+
+def test_a_reply_to_the_end_of_the_connection_is_read_and_the_next_goes_on_a_new_one() -> None:
+    # HTTP/1.0 without Content-Length: the body ends where the connection does.
+    def serve(conn: socket.socket, number: int) -> None:
+        if _read_request(conn) is not None:
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n" + REPLY)
+
+    port, close = _raw_listener(serve)
+    exporter = _exporter(port)
+    try:
+        exporter.send(export_indication_request("1", ALERT))
+        exporter.send(export_indication_request("2", ALERT))
+    finally:
+        exporter.close()
+        close()
+
+
+def test_a_listener_that_announces_a_huge_reply_is_cut_off_without_reading_it() -> None:
+    # Read as announced, 10 GB would be taken until the deadline. The body
+    # never comes: a reader that waited for it would fail on the timeout.
+    def serve(conn: socket.socket, number: int) -> None:
+        if _read_request(conn) is not None:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n<CIM>")
+            conn.recv(1)  # until the exporter closes
+
+    _delivery_error(serve, "the listener's reply is over 1048576 bytes")
+
+
+@pytest.mark.parametrize("path", ["/a b", "/a%0d%0aX: 1\r\nX-Forged: 1"])
+def test_a_url_that_gives_no_request_line_fails_each_send_naming_why(path: str) -> None:
+    exporter = Exporter(f"http://127.0.0.1:1{path}", timeout=1,
+                        ssl_context=ssl.create_default_context())
+    with pytest.raises(DeliveryError, match="the URL gives no HTTP request"):
+        exporter.send(export_indication_request("1", ALERT))

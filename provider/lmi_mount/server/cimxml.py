@@ -1040,6 +1040,26 @@ def _property_xml(prop: CIMProperty) -> str:
     return f"{start}{quals}{body}{end}"
 
 
+def property_xml(prop: CIMProperty) -> str:
+    """PROPERTY, PROPERTY.ARRAY or PROPERTY.REFERENCE of ``prop``."""
+    return _property_xml(prop)
+
+
+def integer_property_xml(name: str, cim_type: str) -> Callable[[int], str]:
+    """The PROPERTY named ``name`` of integer type ``cim_type`` for each value given
+    later, without a CIMProperty for each: what changes with every message
+    (SequenceNumber) costs a format, not pywbem's checks."""
+    if cim_type not in _INTEGER_TYPES:
+        raise ValueError(f"{cim_type!r} is no integer type")
+    empty = _property_xml(CIMProperty(name, None, type=cim_type))
+    cut = empty.rindex("</PROPERTY>")
+    start, end = empty[:cut] + "<VALUE>", "</VALUE>" + empty[cut:]
+
+    def xml(value: int) -> str:
+        return f"{start}{int(value)}{end}"
+    return xml
+
+
 def property_value_xml(prop: CIMProperty) -> str:
     """The value of ``prop`` alone: VALUE, VALUE.ARRAY or VALUE.REFERENCE ("" for NULL)."""
     value = prop.value
@@ -1318,19 +1338,21 @@ def _safe_error_xml(error: CIMError) -> str:
 
 
 def export_indication_request(message_id: str, indication: CIMInstance | str,
-                              extra: Sequence[CIMProperty] = ()) -> bytes:
+                              extra: Sequence[CIMProperty | str] = ()) -> bytes:
     """The CIM-XML export request that delivers ``indication`` to a listener
     (DSP0200 "ExportIndication"; DSP0201 SIMPLEEXPREQ).
 
     ``indication`` is the instance or its INSTANCE (``instance_xml``): one
     indication goes to many listeners, and is encoded once for them all.
     ``extra`` properties, which the instance must not hold, are added to it:
-    what differs per listener (IndicationFilterName, SequenceNumber).
+    what differs per listener (IndicationFilterName, SequenceNumber), each a
+    CIMProperty or its PROPERTY (``property_xml``, ``integer_property_xml``).
     """
     text = indication if isinstance(indication, str) else instance_xml(indication)
     if extra:
         cut = text.rindex("</INSTANCE>")
-        text = "".join((text[:cut], *(_property_xml(p) for p in extra), text[cut:]))
+        text = "".join((text[:cut], *(p if isinstance(p, str) else _property_xml(p)
+                                      for p in extra), text[cut:]))
     return (
         f'{XML_DECLARATION}<CIM CIMVERSION="2.0" DTDVERSION="2.0">'
         f'<MESSAGE ID="{esc_attr(message_id)}" PROTOCOLVERSION="1.0"><SIMPLEEXPREQ>'

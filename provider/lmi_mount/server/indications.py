@@ -47,7 +47,6 @@ from pywbem import (
     CIMError,
     CIMInstance,
     CIMProperty,
-    Sint64,
 )
 
 from lmi_mount.cim import events, wql
@@ -55,7 +54,7 @@ from lmi_mount.cim.events import IndicationFactory, ModelRead
 from lmi_mount.cim.jobs import Job
 from lmi_mount.linux import watch
 from lmi_mount.mounts.escaping import escape_controls
-from lmi_mount.server import cimxml
+from lmi_mount.server import cimxml, export_http
 from lmi_mount.server.config import IndicationSettings
 from lmi_mount.server.subscriptions import Route, SubscriptionStore, routes_for
 
@@ -85,11 +84,12 @@ MAX_REPLY_BYTES: Final = 1 << 20
 class Exporter:
     """Sends export requests to one listener URL over one kept-alive connection.
 
-    HTTP is h11's (the same parser as the server's); the socket I/O is ours,
-    so that one send has one deadline, ``timeout`` seconds in all: a listener
-    that trickles its reply a byte a second cannot hold the thread longer.
-    ``abort()`` (from another thread: the destination stops) ends the send in
-    progress at once, and every later one.
+    The framing is ``export_http``'s (its replies read the strict way, or by
+    h11); the socket I/O is ours, so that one send has one deadline,
+    ``timeout`` seconds in all: a listener that trickles its reply a byte a
+    second cannot hold the thread longer. ``abort()`` (from another thread:
+    the destination stops) ends the send in progress at once, and every later
+    one.
     """
 
     def __init__(self, url: str, *, timeout: float, ssl_context: ssl.SSLContext) -> None:
@@ -101,12 +101,17 @@ class Exporter:
         self._authority = (f"[{self._host}]" if ":" in self._host else self._host) + \
             f":{self._port}"
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        #: Why no request line can be made of the URL (each send fails with it).
+        self._unusable: str | None = None
+        try:
+            export_http.check_request_target(self._path, self._authority)
+        except h11.LocalProtocolError as exc:
+            self._unusable = f"the URL gives no HTTP request: {_shown(str(exc))}"
         self._timeout = timeout
         self._ssl = ssl_context
         self._sock: socket.socket | None = None
         #: The socket being connected or handshaken, for ``abort()``.
         self._connecting: socket.socket | None = None
-        self._http: h11.Connection | None = None
         self._lock = threading.Lock()
         self._aborted = threading.Event()
 
@@ -128,20 +133,15 @@ class Exporter:
         connection was a kept-alive one and nothing was answered."""
         if self._aborted.is_set():
             raise DeliveryError(_ABORTED)
+        if self._unusable is not None:
+            raise DeliveryError(self._unusable)
         sent = reused = False
         try:
-            sock, http, reused = self._connection(deadline)
-            request = h11.Request(method="POST", target=self._path, headers=[
-                ("Host", self._authority),
-                ("Content-Type", 'application/xml; charset="utf-8"'),
-                ("Content-Length", str(len(body))),
-                ("CIMExport", "MethodRequest"),
-                ("CIMExportMethod", "ExportIndication"),
-            ])
-            self._write(sock, http.send(request) + http.send(h11.Data(data=body))
-                        + http.send(h11.EndOfMessage()), deadline)
+            sock, reused = self._connection(deadline)
+            self._write(sock, export_http.request_head(self._path, self._authority, len(body))
+                        + body, deadline)
             sent = True  # from here on the listener may have handled it
-            status, reply = self._response(sock, http, deadline)
+            reply = self._response(sock, deadline)
         except (_StaleConnection, BrokenPipeError, ConnectionResetError) as exc:
             self.close()
             if self._aborted.is_set():  # what abort()'s shutdown looks like
@@ -151,20 +151,18 @@ class Exporter:
                     raise _StaleConnection() from None
                 raise DeliveryError("the listener closed the connection unanswered") from None
             raise DeliveryError(f"{type(exc).__name__}: {_shown(str(exc))}") from None
-        except (OSError, h11.ProtocolError, DeliveryError) as exc:
+        except (OSError, h11.ProtocolError, export_http.ReplyTooLong, DeliveryError) as exc:
             self.close()
             if self._aborted.is_set():
                 raise DeliveryError(_ABORTED) from None
             raise DeliveryError(exc if isinstance(exc, DeliveryError)
                                 else f"{type(exc).__name__}: {_shown(str(exc))}") from None
-        if http.our_state is h11.DONE and http.their_state is h11.DONE:
-            http.start_next_cycle()
-        else:
+        if not reply.keep_alive:
             self.close()
-        if status != 200:
-            raise DeliveryError(f"HTTP {status}")
+        if reply.status != 200:
+            raise DeliveryError(f"HTTP {reply.status}")
         try:
-            root = etree.fromstring(reply, _PARSER)
+            root = etree.fromstring(reply.body, _PARSER)
         except etree.XMLSyntaxError as exc:
             raise DeliveryError(f"the listener's reply is no XML: {exc}") from None
         # DSP0201: CIM/MESSAGE/SIMPLEEXPRSP/EXPMETHODRESPONSE, with an ERROR
@@ -179,13 +177,13 @@ class Exporter:
             raise DeliveryError(f"the listener refused it: {_shown(error.get('CODE') or '')} "
                                 f"{_shown(error.get('DESCRIPTION') or '')}".rstrip())
 
-    def _connection(self, deadline: float) -> tuple[socket.socket, h11.Connection, bool]:
+    def _connection(self, deadline: float) -> tuple[socket.socket, bool]:
         """The kept-alive connection, or a new one; and whether it was kept."""
         with self._lock:
-            sock, http = self._sock, self._http
-        if sock is not None and http is not None:
+            sock = self._sock
+        if sock is not None:
             if not _readable(sock):
-                return sock, http, True
+                return sock, True
             # Between two requests a kept-alive connection has nothing to say:
             # the listener closed it (EOF) or broke it. A new one is opened
             # before the request goes, not after it was lost on this one.
@@ -205,27 +203,26 @@ class Exporter:
                 self._hold(sock)
                 sock.settimeout(_remaining(deadline))
                 sock.do_handshake()
-            http = h11.Connection(h11.CLIENT)
-            self._hold(sock, http)
+            self._hold(sock, kept=True)
         except BaseException:
             with self._lock:
                 self._connecting = None
             sock.close()
             raise
-        return sock, http, False
+        return sock, False
 
-    def _hold(self, sock: socket.socket, http: h11.Connection | None = None) -> None:
+    def _hold(self, sock: socket.socket, *, kept: bool = False) -> None:
         """Make ``sock`` the socket ``abort()`` shuts down: the one being connected,
-        or with ``http`` the kept-alive connection. Under the lock abort() takes
-        after it sets its flag, so that either abort() sees the socket or this
-        sees the flag (DeliveryError: the caller closes the socket)."""
+        or with ``kept`` the connection requests go on. Under the lock abort()
+        takes after it sets its flag, so that either abort() sees the socket or
+        this sees the flag (DeliveryError: the caller closes the socket)."""
         with self._lock:
             if self._aborted.is_set():
                 raise DeliveryError(_ABORTED)
-            if http is None:
-                self._connecting = sock
+            if kept:
+                self._sock, self._connecting = sock, None
             else:
-                self._sock, self._http, self._connecting = sock, http, None
+                self._connecting = sock
 
     def _connect(self, deadline: float) -> socket.socket:
         """A TCP connection to the listener: its addresses in turn, each given an
@@ -258,37 +255,23 @@ class Exporter:
             sent = sock.send(view)
             view = view[sent:]
 
-    @staticmethod
-    def _response(sock: socket.socket, http: h11.Connection,
-                  deadline: float) -> tuple[int, bytes]:
-        status = 0
-        body = bytearray()
+    def _response(self, sock: socket.socket, deadline: float) -> export_http.Reply:
+        reader = export_http.ReplyReader(self._path, self._authority, max_body=MAX_REPLY_BYTES)
         while True:
-            event = http.next_event()
-            if event is h11.NEED_DATA:
-                sock.settimeout(_remaining(deadline))
-                try:
-                    data = sock.recv(65536)
-                except ConnectionResetError:
-                    if status or body:
-                        raise
-                    # The request reached a socket the listener had closed:
-                    # the kernel's reset says so.
-                    raise _StaleConnection() from None
-                if not data and status == 0:
-                    raise _StaleConnection()  # closed before a word of answer
-                http.receive_data(data)
-                continue
-            if isinstance(event, h11.InformationalResponse):
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_REPLY_BYTES:
-                    raise DeliveryError(f"the listener's reply is over {MAX_REPLY_BYTES} bytes")
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return status, bytes(body)
+            sock.settimeout(_remaining(deadline))
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                if reader.started:
+                    raise
+                # The request reached a socket the listener had closed: the
+                # kernel's reset says so.
+                raise _StaleConnection() from None
+            if not data and not reader.started:
+                raise _StaleConnection()  # closed before a word of answer
+            reply = reader.feed(data)
+            if reply is not None:
+                return reply
 
     def abort(self) -> None:
         """End the send in progress (from another thread), its socket shut down,
@@ -304,7 +287,7 @@ class Exporter:
 
     def close(self) -> None:
         with self._lock:
-            sock, self._sock, self._http = self._sock, None, None
+            sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
@@ -375,6 +358,11 @@ class Outgoing:
         return self._text
 
 
+#: Filter names whose PROPERTY a destination keeps encoded (a listener has a
+#: few subscriptions; past this many the cache starts over).
+_FILTER_NAMES_KEPT: Final = 64
+
+
 class Destination:
     """One listener's queue, in order, and the thread that empties it."""
 
@@ -391,6 +379,12 @@ class Destination:
         # a destination made again) tells the listener the numbers start over.
         self.context = f"{name}:{uuid.uuid4()}"
         self._numbers = itertools.count(0)
+        # What this destination adds to each indication, encoded once (the
+        # number for each send): DSP1054's properties.
+        self._context_xml = cimxml.property_xml(
+            CIMProperty("SequenceContext", self.context, type="string"))
+        self._number_xml = cimxml.integer_property_xml("SequenceNumber", "sint64")
+        self._filter_xml: dict[str, str] = {}
         self._messages = itertools.count(1)
         #: (indication, the name of the filter that selected it)
         self._queue: deque[tuple[Outgoing, str]] = deque()
@@ -509,9 +503,13 @@ class Destination:
             # name) is dropped before it takes a number: the numbers the listener
             # sees have no gap, and the loss alert that follows says one is lost.
             return f"CIM-XML cannot carry it: {exc}"
-        extra = [CIMProperty("SequenceContext", self.context, type="string"),
-                 CIMProperty("SequenceNumber", Sint64(next(self._numbers))),
-                 CIMProperty("IndicationFilterName", filter_name, type="string")]
+        filter_xml = self._filter_xml.get(filter_name)
+        if filter_xml is None:
+            if len(self._filter_xml) >= _FILTER_NAMES_KEPT:
+                self._filter_xml.clear()
+            filter_xml = self._filter_xml[filter_name] = cimxml.property_xml(
+                CIMProperty("IndicationFilterName", filter_name, type="string"))
+        extra = [self._context_xml, self._number_xml(next(self._numbers)), filter_xml]
         failure = f"not delivered after {retries} retries"
         for attempt in range(retries + 1):
             try:
