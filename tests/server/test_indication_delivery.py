@@ -662,3 +662,33 @@ def test_a_url_that_gives_no_request_line_fails_each_send_naming_why(path: str) 
                         ssl_context=ssl.create_default_context())
     with pytest.raises(DeliveryError, match="the URL gives no HTTP request"):
         exporter.send(export_indication_request("1", ALERT))
+
+
+def test_destinations_that_ask_at_once_share_one_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # In a burst the destinations' threads reach a new indication together;
+    # each encoded it (the service's CPU four times over for four listeners).
+    from lmi_mount.server import cimxml
+
+    encoded = []
+    instance_xml = cimxml.instance_xml
+
+    def slow_instance_xml(instance: CIMInstance) -> str:
+        encoded.append(instance)
+        time.sleep(0.05)
+        return instance_xml(instance)
+
+    monkeypatch.setattr(cimxml, "instance_xml", slow_instance_xml)
+    outgoing = Outgoing(ALERT)
+    start = threading.Barrier(4)
+    texts: list[str] = []
+
+    def ask() -> None:
+        start.wait()
+        texts.append(outgoing.text())
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(encoded) == 1 and texts == [instance_xml(ALERT)] * 4

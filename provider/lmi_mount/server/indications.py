@@ -339,23 +339,31 @@ class Outgoing:
     it: the instance is shared, not copied, and encoded once for them all (the
     destinations add what differs: ``_PER_DESTINATION``)."""
 
-    __slots__ = ("_text", "indication")
+    __slots__ = ("_lock", "_text", "indication")
 
     def __init__(self, indication: CIMInstance) -> None:
         self.indication = indication
         self._text: str | None = None
+        self._lock = threading.Lock()
 
     def text(self) -> str:
-        """The INSTANCE text; EncodeError if CIM-XML cannot carry it. Two threads
-        may both encode it the first time: the same text, so no lock."""
-        if self._text is None:
-            indication = self.indication
-            if any(name.lower() in _PER_DESTINATION for name in indication.properties):
-                indication = indication.copy()
-                for name in [n for n in indication.properties if n.lower() in _PER_DESTINATION]:
-                    del indication.properties[name]
-            self._text = cimxml.instance_xml(indication)
-        return self._text
+        """The INSTANCE text; EncodeError if CIM-XML cannot carry it. Encoded by
+        the first destination that needs it while the others wait: in a burst
+        all of them ask at once, and each encoding its own copy cost them the
+        time of one each."""
+        text = self._text
+        if text is None:
+            with self._lock:
+                if self._text is None:
+                    indication = self.indication
+                    if any(name.lower() in _PER_DESTINATION for name in indication.properties):
+                        indication = indication.copy()
+                        for name in [n for n in indication.properties
+                                     if n.lower() in _PER_DESTINATION]:
+                            del indication.properties[name]
+                    self._text = cimxml.instance_xml(indication)
+                text = self._text
+        return text
 
 
 #: Filter names whose PROPERTY a destination keeps encoded (a listener has a
