@@ -87,10 +87,10 @@ class Arrivals:
         self.times: dict[tuple[str, str], list[float]] = {}
         self.count = 0
 
-    def record(self, kind: str, target: str, at: float) -> None:
+    def record(self, kind: str, target: str, at: float, count: int = 1) -> None:
         with self.cond:
             self.times.setdefault((kind, target), []).append(at)
-            self.count += 1
+            self.count += count
             self.cond.notify_all()
 
     def wait(self, key: tuple[str, str], listeners: int, timeout: float = 10.0) -> list[float]:
@@ -133,11 +133,23 @@ _INDICATION_CLASS = re.compile(rb'<EXPPARAMVALUE NAME="NewIndication"><INSTANCE 
 
 def sink_process(port: int) -> int:
     """``--sink PORT``: a listener that answers each export request with the fixed
-    DSP0201 EXPMETHODRESPONSE and prints its arrival (class, no mount point,
-    time) without parsing the XML: a ceiling far above pywbem's listener, so
-    the rate measured with it is the service's."""
+    DSP0201 EXPMETHODRESPONSE without parsing the XML, and every 5 ms prints
+    how many arrived meanwhile (class, no mount point, time, count): a ceiling
+    far above pywbem's listener, and a line per indication read by the
+    benchmark (the service's process) would take the service's CPU, so the
+    rate measured with it is the service's."""
     server = socket.create_server(("127.0.0.1", port))
     lock = threading.Lock()
+    arrived: dict[str, int] = {}
+
+    def report() -> None:
+        while True:
+            time.sleep(0.005)
+            with lock:
+                counts = list(arrived.items())
+                arrived.clear()
+            for kind, count in counts:
+                print(f"{kind}\t\t{time.monotonic()}\t{count}", flush=True)
 
     def serve(conn: socket.socket) -> None:
         buffer = b""
@@ -153,7 +165,6 @@ def sink_process(port: int) -> int:
                 while len(buffer) < length:
                     buffer += conn.recv(65536)
                 body, buffer = buffer[:length], buffer[length:]
-                at = time.monotonic()
                 message = _MESSAGE_ID.search(body)[1].decode()
                 kind = _INDICATION_CLASS.search(body)[1].decode()
                 reply = (f'<?xml version="1.0" encoding="utf-8" ?><CIM CIMVERSION="2.0" '
@@ -164,7 +175,7 @@ def sink_process(port: int) -> int:
                              b'charset="utf-8"\r\nCIMExport: MethodResponse\r\n'
                              b"Content-Length: %d\r\n\r\n%b" % (len(reply), reply))
                 with lock:
-                    print(f"{kind}\t\t{at}", flush=True)
+                    arrived[kind] = arrived.get(kind, 0) + 1
 
     def accept() -> None:
         while True:
@@ -172,6 +183,7 @@ def sink_process(port: int) -> int:
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
+    threading.Thread(target=report, daemon=True).start()
     print("ready", flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
     return 0
@@ -189,8 +201,8 @@ def start_listener(arrivals: Arrivals, kind: str = "--listener") -> tuple[subpro
     def read() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            kind, target, at = line.rstrip("\n").split("\t")
-            arrivals.record(kind, target, float(at))
+            kind, target, at, *count = line.rstrip("\n").split("\t")
+            arrivals.record(kind, target, float(at), int(count[0]) if count else 1)
 
     threading.Thread(target=read, daemon=True).start()
     return process, port
