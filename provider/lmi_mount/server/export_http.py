@@ -75,8 +75,8 @@ class ReplyReader:
     HTTP the service can read.
     """
 
-    __slots__ = ("_authority", "_body", "_buffer", "_h11", "_head", "_max_body", "_status",
-                 "_target")
+    __slots__ = ("_authority", "_body", "_buffer", "_h11", "_head", "_max_body", "_searched",
+                 "_status", "_target")
 
     def __init__(self, target: str, authority: str, *, max_body: int) -> None:
         self._target = target
@@ -85,6 +85,8 @@ class ReplyReader:
         #: What came so far (a bytearray: a reply that trickles in costs no copies).
         self._buffer = bytearray()
         self._head: _SimpleHead | None = None
+        #: How much of the buffer holds no end of the head (searched already).
+        self._searched = 0
         self._h11: h11.Connection | None = None
         self._status = 0
         self._body = bytearray()
@@ -99,8 +101,9 @@ class ReplyReader:
             if data:
                 self._buffer += data
                 if self._head is None:
-                    head = _simple_head(self._buffer)
+                    head = _simple_head(self._buffer, self._searched)
                     if head is True:
+                        self._searched = len(self._buffer)
                         return None
                     if head is not False:
                         if head.length > self._max_body:
@@ -142,8 +145,10 @@ class ReplyReader:
                 if len(self._body) > self._max_body:
                     raise ReplyTooLong(f"the listener's reply is over {self._max_body} bytes")
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                # A body to the end of the connection ends with it (h11 still
+                # says DONE for an HTTP/1.1 one).
                 keep = (http.our_state is h11.DONE and http.their_state is h11.DONE
-                        and not http.trailing_data[0])
+                        and not http.trailing_data[0] and not http.trailing_data[1])
                 return Reply(self._status, bytes(self._body), keep)
             # InformationalResponse (1xx): the reply follows.
 
@@ -169,10 +174,21 @@ class _SimpleHead:
     keep_alive: bool
 
 
-def _simple_head(buffer: bytearray) -> _SimpleHead | bool:
+#: How every head in the simple form starts.
+_HTTP: Final = b"HTTP/1."
+#: The most digits of a Content-Length h11 reads (``CONTENT_LENGTH_MAX_DIGITS``).
+_MAX_LENGTH_DIGITS: Final = 20
+
+
+def _simple_head(buffer: bytearray, searched: int) -> _SimpleHead | bool:
     """The head at the start of ``buffer`` if it is in the simple form, True if
-    it may still be (more bytes needed), False if it is not (h11's)."""
-    end = _HEAD_END.search(buffer, 0, MAX_HEAD_BYTES + 2)
+    it may still be (more bytes needed), False if it is not (h11's). No end of
+    the head is in the first ``searched`` bytes."""
+    if not buffer.startswith(_HTTP[:len(buffer)]):
+        # No status line: h11 refuses what it can at once (a blank line, a
+        # control character), not at the deadline.
+        return False
+    end = _HEAD_END.search(buffer, max(0, searched - 2), MAX_HEAD_BYTES + 2)
     if end is None:
         return len(buffer) <= MAX_HEAD_BYTES
     head_end = end.end()
@@ -187,9 +203,10 @@ def _simple_head(buffer: bytearray) -> _SimpleHead | bool:
     for field in _FRAMING.finditer(buffer, head.end(1), head_end):
         name = field[1].lower()
         if name == b"content-length":
-            value = decimal(field[2].decode("ascii", "replace"))
+            value = (decimal(field[2].decode("ascii", "replace"))
+                     if len(field[2]) <= _MAX_LENGTH_DIGITS else None)
             if length is not None or value is None:
-                return False  # repeated or no number: h11 judges
+                return False  # repeated, no number or too long: h11 judges
             length = value
         elif name == b"transfer-encoding":
             return False
