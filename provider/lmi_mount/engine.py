@@ -167,14 +167,15 @@ CrashHook = Callable[[str], None]
 
 
 def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount | None,
-                 source_of: Callable[[MountRecord], str]) -> MountStatus:
-    """The status of a live mount, with its fstab line (drift per option) if any."""
+                 spec: str) -> MountStatus:
+    """The status of a live mount, with its fstab line (drift per option) if any;
+    ``spec`` is the line's, or the source the table gives (``_spec_of``)."""
     live_options = from_mountinfo(record.vfs_options, record.super_options)
     drift: tuple[OptionDrift, ...] = ()
     if entry is not None:
         drift = tuple(compare(MountSpec.from_fstab(entry).options, live_options))
     return MountStatus(
-        spec=entry.spec if entry is not None else source_of(record),
+        spec=spec,
         target=record.target,
         fstype=record.fstype,
         live=record,
@@ -183,6 +184,15 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
         held=held,
         drift=drift,
     )
+
+
+def _spec_of(record: MountRecord, entry: FstabEntry | None,
+             source_of: Callable[[MountRecord], str]) -> str:
+    return entry.spec if entry is not None else source_of(record)
+
+
+#: What a live status was made of (record, line, holders, spec) and the status.
+_StatusInputs = tuple[MountRecord, FstabEntry | None, HeldMount | None, str, MountStatus]
 
 
 def _spellings(path: str) -> list[str]:
@@ -545,6 +555,8 @@ class MountManager:
         self._state_cache: (
             tuple[MountTable, FstabDocument, Mapping[str, HeldMount], EngineState] | None
         ) = None
+        #: The live statuses of the last state read, by id of their record.
+        self._live_statuses: dict[int, _StatusInputs] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -835,9 +847,26 @@ class MountManager:
         for line in fstab.entries():
             if line.entry.target.startswith("/"):
                 by_target.setdefault(normalize_fstab_target(line.entry.target), line.entry)
-        statuses = [_live_status(record, by_target.get(record.target),
-                                 self._held_by(record, held), source_of)
-                    for record in table.visible()]
+        # A status is a function of its record, line, holders and spec alone:
+        # those of the last read that are all the same objects (records of
+        # unchanged mountinfo lines are reused, ``MountinfoParser``) keep their
+        # status, so a change on a host with thousands of mounts makes one.
+        known = self._live_statuses
+        made: dict[int, _StatusInputs] = {}
+        statuses = []
+        for record in table.visible():
+            entry = by_target.get(record.target)
+            holder = self._held_by(record, held)
+            spec = _spec_of(record, entry, source_of)
+            last = known.get(id(record))  # the entry holds its record: no id reuse
+            if last is not None and last[0] is record and last[1] is entry \
+                    and last[2] is holder and last[3] == spec:
+                status = last[4]
+            else:
+                status = _live_status(record, entry, holder, spec)
+            made[id(record)] = (record, entry, holder, spec, status)
+            statuses.append(status)
+        self._live_statuses = made
         live_targets = {status.target for status in statuses}
         for target, entry in by_target.items():
             if target not in live_targets:
@@ -859,7 +888,7 @@ class MountManager:
         entry = self.read_fstab().find_target(target)
         if record is not None:
             return _live_status(record, entry, self._held_by(record, self._published),
-                                self._source_resolver(table))
+                                _spec_of(record, entry, self._source_resolver(table)))
         if entry is None or normalize_fstab_target(entry.target) != target:
             return None
         return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())

@@ -79,6 +79,36 @@ def test_a_point_read_shows_what_the_whole_state_shows(world: World) -> None:
             engine.delete(target, persist=target == scratch, holder="a")
 
 
+def test_a_read_after_each_change_shows_what_a_point_read_makes_anew(world: World) -> None:
+    # state() keeps the statuses whose record, line, holders and spec are the
+    # same objects as at its last read (on a host with thousands of mounts a
+    # change makes one status); status_at makes its status anew. After each
+    # change, read both.
+    data, bind, other = (world.dir(name) for name in ("data", "bind", "other"))
+    with world.manager() as engine:
+        steps = [
+            lambda: engine.acquire(MountSpec("tmpfs", data, "tmpfs"), "a"),
+            lambda: engine.acquire(MountSpec(data, bind, None), "a"),
+            lambda: engine.acquire(MountSpec("tmpfs", data, "tmpfs"), "b"),  # holders only
+            lambda: engine.create(MountSpec("tmpfs", other, "tmpfs", parse_options("noexec")),
+                                  persist=True, holder="a"),
+            lambda: engine.modify(other, parse_options("exec")),  # its line's drift
+            lambda: engine.release(data, "b"),
+            # The bind's origin goes: its spec changes, its mountinfo line does not.
+            lambda: engine.release(data, "a"),
+        ]
+        bind_specs = []
+        for step in steps:
+            step()
+            statuses = engine.state().statuses
+            for status in statuses:
+                assert engine.status_at(status.target) == status, status.target
+            bind_specs.append(next((s.spec for s in statuses if s.target == bind), None))
+        assert bind_specs[-1] != bind_specs[-2], "the test no longer changes a spec alone"
+        engine.release(bind, "a")
+        engine.delete(other, persist=True, holder="a")
+
+
 @pytest.mark.root
 @pytest.mark.private_namespace
 @requires_root
