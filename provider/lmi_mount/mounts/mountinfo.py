@@ -266,6 +266,10 @@ def _ancestors(path: str) -> Iterator[str]:
         path = path.rsplit("/", 1)[0] or "/"
 
 
+#: The family of a mount nothing is mounted on.
+_NO_FAMILY: Final = (False, frozenset[int]())
+
+
 # /dev/loopN and nothing else: a partition of a loop device (/dev/loop0p1) is
 # not its backing file, and the loop-control node is no block device.
 _LOOP_DEVICE_RE: Final = re.compile(r"/dev/loop[0-9]+", re.ASCII)
@@ -450,7 +454,10 @@ class MountTable:
         known = self._families.get(parent_id)
         if known is not None:
             return known
-        kids = self._children.get(parent_id, ())
+        kids = self._children.get(parent_id)
+        if not kids:  # most mounts: a leaf of the tree
+            known = self._families[parent_id] = _NO_FAMILY
+            return known
         parent = self._by_id.get(parent_id)
         kid_targets = {k.target for k in kids}
         # Only directories below the parent's own mount point can hold siblings.
@@ -458,12 +465,17 @@ class MountTable:
         stacked = False
         shadowed: set[int] = set()
         for kid in kids:
-            if parent is not None and kid.target == parent.target:
+            target = kid.target
+            if parent is not None and target == parent.target:
                 stacked = True
-            for directory in _ancestors(kid.target):
+            # The directories above the kid's mount point, up to the parent's
+            # (``_ancestors``, inline: a family has thousands of kids on a big host).
+            directory = target
+            while len(directory) > floor and directory != "/" and "/" in directory:
+                directory = directory.rsplit("/", 1)[0] or "/"
                 if len(directory) <= floor or directory == "/":
                     break
-                if directory != kid.target and directory in kid_targets:
+                if directory != target and directory in kid_targets:
                     shadowed.add(kid.mount_id)
                     break
         known = self._families[parent_id] = (stacked, frozenset(shadowed))
