@@ -616,7 +616,8 @@ def test_a_parser_refuses_a_bad_line_and_reads_on() -> None:
     assert parser.parse(good + "3 1 0:52 / /y rw - tmpfs t rw\n")[0] is first[0]
 
 
-_TREE_PATHS = st.sampled_from(["/", "/a", "/a/b", "/a/b/c", "/d", "/d/e"])
+_TREE_PATHS = st.sampled_from(
+    ["/", "/a", "/a/b", "/a/b/c", "/a/b/d", "/a-b", "/a-b/c", "/d", "/d/e"])
 
 
 @st.composite
@@ -642,6 +643,23 @@ def test_visibility_does_not_depend_on_the_order_of_the_questions(
         found = MountTable(records).at(target)
         assert found is None or found.mount_id in whole
         assert found == MountTable(records).at(target) == asked.at(target)
+
+
+@given(_trees())
+def test_a_mount_is_covered_exactly_when_a_sibling_sits_on_a_directory_above_it(
+        records: list[MountRecord]) -> None:
+    # The family's walk shares the directories of its kids (thousands of kids
+    # in one family on a big host); against the definition, sibling by sibling.
+    table = MountTable(records)
+    for parent_id in {r.parent_id for r in records}:
+        kids = [r for r in records if r.parent_id == parent_id and r.mount_id != parent_id]
+        parent = table.by_id.get(parent_id)
+        floor = len(parent.target) if parent is not None else 0
+        covered = {kid.mount_id for kid in kids for sibling in kids
+                   if sibling.target != "/" and len(sibling.target) > floor
+                   and kid.target.startswith(sibling.target + "/")}
+        stacked = parent is not None and any(kid.target == parent.target for kid in kids)
+        assert table._family(parent_id) == (stacked, frozenset(covered))
 
 
 def test_a_line_repeated_by_a_torn_read_is_read_as_a_fresh_parse_reads_it() -> None:

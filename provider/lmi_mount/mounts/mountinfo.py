@@ -464,20 +464,40 @@ class MountTable:
         floor = len(parent.target) if parent is not None else 0
         stacked = False
         shadowed: set[int] = set()
+        # Whether a sibling is mounted on a directory or above it, below the
+        # parent's mount point: kids share their directories (thousands in
+        # one on a big host), each is walked once.
+        covered: dict[str, bool] = {}
         for kid in kids:
             target = kid.target
             if parent is not None and target == parent.target:
                 stacked = True
-            # The directories above the kid's mount point, up to the parent's
-            # (``_ancestors``, inline: a family has thousands of kids on a big host).
-            directory = target
-            while len(directory) > floor and directory != "/" and "/" in directory:
-                directory = directory.rsplit("/", 1)[0] or "/"
+            if len(target) <= floor or target == "/" or "/" not in target:
+                continue
+            # The directories above the kid's mount point (``_ancestors``),
+            # nearest first, until one is a sibling's or known.
+            walked = []
+            directory = target.rsplit("/", 1)[0] or "/"
+            while True:
                 if len(directory) <= floor or directory == "/":
+                    answer = False
                     break
-                if directory != target and directory in kid_targets:
-                    shadowed.add(kid.mount_id)
+                known_here = covered.get(directory)
+                if known_here is not None:
+                    answer = known_here
                     break
+                if directory in kid_targets:
+                    answer = True
+                    break
+                walked.append(directory)
+                if "/" not in directory:
+                    answer = False
+                    break
+                directory = directory.rsplit("/", 1)[0] or "/"
+            for directory in walked:
+                covered[directory] = answer
+            if answer:
+                shadowed.add(kid.mount_id)
         known = self._families[parent_id] = (stacked, frozenset(shadowed))
         return known
 
