@@ -120,6 +120,8 @@ MAX_WAITING_PER_TREE = 2
 SLOW_REQUEST_SECONDS = 2.0
 MAX_WAIT_SECONDS = 30.0
 RECHECK_SECONDS = 0.5
+#: How long after a request becomes slow its waiters look again.
+_SLOW_MARGIN = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,11 +338,13 @@ class MountPointLocks:
                     if limited and remaining <= 0:
                         raise self._busy(holding, f"waited {self.max_wait_seconds:g} s for",
                                          self._oldest_conflict(holding))
-                    # Woken when a request it conflicts with ends, and now and
-                    # then: a request ahead becomes slow (and no longer holds
-                    # this one back) unseen.
-                    wakeup.wait(min(remaining, RECHECK_SECONDS) if limited
-                                else RECHECK_SECONDS)
+                    # Woken when a request it conflicts with ends or gives up,
+                    # when a running request becomes slow (a waiter ahead
+                    # stuck behind it holds this one back no longer), and now
+                    # and then.
+                    wait = min(remaining, RECHECK_SECONDS) if limited else RECHECK_SECONDS
+                    soon = self._next_slow()
+                    wakeup.wait(wait if soon is None else min(wait, soon))
                 taken = True
             finally:
                 self._waiting.remove(holding)
@@ -370,10 +374,24 @@ class MountPointLocks:
         """Wait until no request runs but slow ones (running over ``slow_seconds``),
         at most ``timeout`` seconds; whether it is so. A reader of the whole
         state (the indications' watcher) then sees no request half done."""
+        deadline = time.monotonic() + timeout
         with self._changed:
-            return self._changed.wait_for(
-                lambda: all(self._clock() - h.since > self.slow_seconds for h in self._held),
-                timeout)
+            while not all(self._clock() - h.since > self.slow_seconds for h in self._held):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                # A request ends (notified) or becomes slow (nobody says so).
+                soon = self._next_slow()
+                self._changed.wait(left if soon is None else min(left, soon))
+            return True
+
+    def _next_slow(self) -> float | None:
+        """Seconds until the next running request becomes slow (a little after, so
+        that it is), or None when none will. Called with the lock held."""
+        now = self._clock()
+        coming = [h.since + self.slow_seconds - now for h in self._held
+                  if now - h.since <= self.slow_seconds]
+        return max(0.0, min(coming)) + _SLOW_MARGIN if coming else None
 
     def waiting(self) -> list[tuple[str, ...]]:
         """The exclusive paths of the requests waiting, oldest first."""

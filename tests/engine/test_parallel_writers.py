@@ -459,6 +459,44 @@ def test_a_waiter_that_gives_up_lets_the_one_behind_it_go(
     locks.release(busy)
 
 
+def test_a_waiter_behind_one_that_gets_stuck_goes_when_the_request_ahead_becomes_slow(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # /srv waits for /srv/nfs, /srv/a waits behind /srv (arrival order). Once
+    # /srv/nfs's request becomes slow, /srv is stuck and holds /srv/a back no
+    # longer; nothing is released then, and /srv/a waited for its next look
+    # by the clock (since the wake-ups became targeted).
+    monkeypatch.setattr(engine_module, "RECHECK_SECONDS", 60.0)  # no wake-up by the clock
+    locks = MountPointLocks(slow_seconds=0.5)
+    hanging = locks.acquire(["/srv/nfs"])
+    parent, parent_outcome = in_thread(lambda: locks.acquire(["/srv"]))
+    deadline = time.monotonic() + WAIT
+    while not locks.waiting() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    child, child_outcome = in_thread(lambda: locks.acquire(["/srv/a"]))
+    while len(locks.waiting()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert locks.waiting() == [("/srv",), ("/srv/a",)]
+    child.join(WAIT)
+    assert child_outcome and child_outcome[0] is not None, "it waited for the clock"
+    locks.release(child_outcome[0])  # type: ignore[arg-type]
+    locks.release(hanging)
+    parent.join(WAIT)
+    assert parent_outcome and parent_outcome[0] is not None
+    locks.release(parent_outcome[0])  # type: ignore[arg-type]
+
+
+def test_a_reader_waiting_for_quiet_goes_when_the_request_it_waits_for_becomes_slow() -> None:
+    # Nothing is released when a request becomes slow: the reader waited for
+    # its whole timeout (the watcher's 1 s after every change beside a hanging
+    # helper).
+    locks = MountPointLocks(slow_seconds=0.3)
+    hanging = locks.acquire(["/srv/nfs"])
+    quiet, quiet_outcome = in_thread(lambda: locks.wait_quiet(60.0))
+    quiet.join(WAIT)
+    assert quiet_outcome == [True], "the reader waited for its timeout"
+    locks.release(hanging)
+
+
 @pytest.mark.root
 @pytest.mark.private_namespace
 @requires_root
