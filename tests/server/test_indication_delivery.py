@@ -631,9 +631,12 @@ def test_replies_that_only_h11_reads_are_delivered_on_the_kept_connection() -> N
 
 def test_a_reply_to_the_end_of_the_connection_is_read_and_the_next_goes_on_a_new_one() -> None:
     # HTTP/1.0 without Content-Length: the body ends where the connection does.
+    answered: list[int] = []
+
     def serve(conn: socket.socket, number: int) -> None:
         if _read_request(conn) is not None:
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n" + REPLY)
+            answered.append(number)
 
     port, close = _raw_listener(serve)
     exporter = _exporter(port)
@@ -643,6 +646,7 @@ def test_a_reply_to_the_end_of_the_connection_is_read_and_the_next_goes_on_a_new
     finally:
         exporter.close()
         close()
+    assert answered == [0, 1]
 
 
 def test_a_listener_that_announces_a_huge_reply_is_cut_off_without_reading_it() -> None:
