@@ -90,6 +90,13 @@ def in_thread(action: Callable[[], object]) -> tuple[threading.Thread, list[obje
     return thread, outcome
 
 
+def wait_for_waiters(locks: MountPointLocks, count: int) -> None:
+    """Until ``count`` requests wait for ``locks`` (at most WAIT seconds)."""
+    deadline = time.monotonic() + WAIT
+    while len(locks.waiting()) < count and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_a_hanging_mount_holds_up_its_own_tree_only(world: World) -> None:
     above, other = world.dir("tree"), world.dir("other")
     slow = world.dir("tree/slow")
@@ -336,9 +343,7 @@ def test_a_waiting_request_on_a_tree_is_not_overtaken_by_requests_below_it() -> 
     below = locks.acquire(["/srv/d1"], blocking=False)
     assert below is not None
     parent, parent_outcome = in_thread(lambda: locks.acquire(["/srv"]))
-    deadline = time.monotonic() + WAIT
-    while not locks.waiting() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_waiters(locks, 1)
     assert locks.acquire(["/srv/d2"], blocking=False) is None, "it went ahead of /srv"
     assert locks.acquire(["/elsewhere"], blocking=False) is not None, "other trees go on"
     locks.release(below)
@@ -352,9 +357,7 @@ def test_a_busy_tree_takes_few_waiters_and_refuses_the_next_at_once() -> None:
     locks = MountPointLocks(max_waiting=2, slow_seconds=0.0)
     busy = locks.acquire(["/nfs"])
     waiters = [in_thread(lambda: locks.acquire(["/nfs"])) for _ in range(2)]
-    deadline = time.monotonic() + WAIT
-    while len(locks.waiting()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_waiters(locks, 2)
     time.sleep(0.01)  # /nfs's request is a slow one now
     with pytest.raises(InUse, match="2 requests already wait for /nfs/sub or a mount point "
                        "above or below it; a request on /nfs has run for"):
@@ -388,9 +391,7 @@ def test_a_waiter_stuck_behind_a_slow_request_holds_nobody_else_back() -> None:
     locks = MountPointLocks(slow_seconds=0.0)
     hanging = locks.acquire(["/srv/nfs"])
     parent, parent_outcome = in_thread(lambda: locks.acquire(["/srv"]))
-    deadline = time.monotonic() + WAIT
-    while not locks.waiting() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_waiters(locks, 1)
     time.sleep(0.01)  # /srv/nfs's request is a slow one now
     sibling = locks.acquire(["/srv/a"], blocking=False)
     assert sibling is not None, "a request beside the hanging one waited for it"
@@ -417,9 +418,7 @@ def test_a_release_wakes_only_the_waiters_it_held_back(
     a, b = locks.acquire(["/a"]), locks.acquire(["/b"])
     assert a is not None and b is not None
     waiters = {path: in_thread(lambda path=path: locks.acquire([path])) for path in ("/a", "/b")}
-    deadline = time.monotonic() + WAIT
-    while len(locks.waiting()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_waiters(locks, 2)
     looks.clear()
     locks.release(a)
     thread, outcome = waiters["/a"]
@@ -443,9 +442,7 @@ def test_a_waiter_that_gives_up_lets_the_one_behind_it_go(
     locks = MountPointLocks(slow_seconds=60.0, max_wait_seconds=0.3)
     busy = locks.acquire(["/srv/x"])
     parent, parent_outcome = in_thread(lambda: locks.acquire(["/srv"]))
-    deadline = time.monotonic() + WAIT
-    while not locks.waiting() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for_waiters(locks, 1)
     started = time.monotonic()
     # Unlimited (as start-up's): it waits for a wake-up, not for its own deadline.
     child, child_outcome = in_thread(lambda: locks.acquire(["/srv/y"], limited=False))
@@ -469,12 +466,9 @@ def test_a_waiter_behind_one_that_gets_stuck_goes_when_the_request_ahead_becomes
     locks = MountPointLocks(slow_seconds=0.5)
     hanging = locks.acquire(["/srv/nfs"])
     parent, parent_outcome = in_thread(lambda: locks.acquire(["/srv"]))
-    deadline = time.monotonic() + WAIT
-    while not locks.waiting() and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for_waiters(locks, 1)
     child, child_outcome = in_thread(lambda: locks.acquire(["/srv/a"]))
-    while len(locks.waiting()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for_waiters(locks, 2)
     assert locks.waiting() == [("/srv",), ("/srv/a",)]
     child.join(WAIT)
     assert child_outcome and child_outcome[0] is not None, "it waited for the clock"
