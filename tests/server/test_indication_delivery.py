@@ -253,6 +253,18 @@ def _delivery_error(serve: Callable[[socket.socket, int], None], match: str) -> 
     return refused.value
 
 
+def _send_each(serve: Callable[[socket.socket, int], None], count: int) -> None:
+    """``count`` sends, one after another, to a listener that ``serve``s."""
+    port, close = _raw_listener(serve)
+    exporter = _exporter(port)
+    try:
+        for number in range(1, count + 1):
+            exporter.send(export_indication_request(str(number), ALERT))
+    finally:
+        exporter.close()
+        close()
+
+
 def test_a_request_left_unanswered_on_a_kept_alive_connection_goes_again_the_same() -> None:
     # The listener answers the first request of a connection, reads the second
     # and closes, as one that closes an idle connection just as a request
@@ -271,15 +283,8 @@ def test_a_request_left_unanswered_on_a_kept_alive_connection_goes_again_the_sam
             if answered:
                 conn.sendall(ANSWER)
 
-    port, close = _raw_listener(serve)
-    exporter = _exporter(port)
-    try:
-        exporter.send(export_indication_request("1", ALERT))
-        exporter.send(export_indication_request("2", ALERT))
-        assert len(bodies) == 3 and bodies[1] == bodies[2]
-    finally:
-        exporter.close()
-        close()
+    _send_each(serve, 2)
+    assert len(bodies) == 3 and bodies[1] == bodies[2]
 
     def never(conn: socket.socket, number: int) -> None:
         _read_request(conn)
@@ -618,14 +623,7 @@ def test_replies_that_only_h11_reads_are_delivered_on_the_kept_connection() -> N
                 return
             conn.sendall(reply)
 
-    port, close = _raw_listener(serve)
-    exporter = _exporter(port)
-    try:
-        for number in range(len(replies)):
-            exporter.send(export_indication_request(str(number), ALERT))
-    finally:
-        exporter.close()
-        close()
+    _send_each(serve, len(replies))
     assert connections == [0]
 
 
@@ -638,14 +636,7 @@ def test_a_reply_to_the_end_of_the_connection_is_read_and_the_next_goes_on_a_new
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n" + REPLY)
             answered.append(number)
 
-    port, close = _raw_listener(serve)
-    exporter = _exporter(port)
-    try:
-        exporter.send(export_indication_request("1", ALERT))
-        exporter.send(export_indication_request("2", ALERT))
-    finally:
-        exporter.close()
-        close()
+    _send_each(serve, 2)
     assert answered == [0, 1]
 
 
