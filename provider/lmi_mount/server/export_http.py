@@ -4,20 +4,22 @@ Owns: the head of an export request, and reading a listener's reply out of
 the bytes its connection gives, without I/O (``ReplyReader``).
 
 A listener's reply is read in one of two ways. The form that listeners send
-(a status line, header fields, a body of one ``Content-Length``; pywbem's
-``WBEMListener``, OpenPegasus and sfcb send it) is taken by a strict parser
-here; anything else or anything it does not take whole (a chunked body, a
-1xx, a body to the connection's end, 204/304, folded or bare-LF lines, an
-HTTP version other than 1.0 and 1.1, a head over 16 KiB, an end of
-connection) goes, with every byte read so far, to h11, the parser the
-server uses for requests. The strict parser only takes what h11 would read
-the same way: the test suite feeds any bytes to both and requires the same
-status, body and keep-alive wherever the strict one answers.
+(a status line starting ``HTTP/1.``, header fields, a body of one
+``Content-Length`` of at most 20 digits; pywbem's ``WBEMListener``,
+OpenPegasus and sfcb send it) is taken by a strict parser here; anything
+else or anything it does not take whole (a chunked body, a 1xx, a body to
+the connection's end, 204/304, folded or bare-LF lines, another HTTP
+version, a head over 16 KiB, a reply that does not start like a status
+line, an end of connection) goes, with every byte read so far, to h11, the
+parser the server uses for requests. The strict parser only takes what h11
+would read the same way: the test suite feeds the same receives to both and
+requires the same answer (a reply, a refusal, or waiting for more), before
+and after the end of the connection.
 
-Why not h11 for all of it: its state machine costs a delivery thread about
-0.38 ms per indication, two thirds of what one delivery cost in all;
-without it the service delivers 2.5 times the indications per second for
-its CPU (``docs/architecture.rst``, "Delivery on the canonical form").
+Why not h11 for all of it: its state machine cost a delivery thread about
+0.38 ms per indication, two thirds of one delivery; without it the service
+delivers over twice the indications per second for its CPU
+(``docs/architecture.rst``, "Delivery on the common form").
 
 Must not know: CIM-XML, sockets, deadlines.
 """
