@@ -431,6 +431,116 @@ def test_slow_peers_cannot_keep_a_real_client_out(server: HttpServer) -> None:
             sock.close()
 
 
+class CountingApp(EchoApp):
+    """EchoApp that records how many requests run at once and the order they start in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._running = 0
+        self.most = 0
+        self.started: list[bytes] = []
+
+    def handle(self, request: Request) -> Response:
+        with self._lock:
+            self._running += 1
+            self.most = max(self.most, self._running)
+            self.started.append(request.body)
+        try:
+            return super().handle(request)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
+class FrozenClock:
+    """The server's clock, moved by the test only: no request becomes long by itself."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.contextmanager
+def turn_taking_server(app: CountingApp, clock: FrozenClock
+                       ) -> Iterator[tuple[HttpServer, contextlib.ExitStack]]:
+    # Four workers, but requests run one at a time (the default).
+    server = HttpServer([Listener("127.0.0.1", 0)], app, HttpLimits(threads=4), clock=clock)
+    server.start()
+    app.release.clear()
+    try:
+        with contextlib.ExitStack() as sockets:
+            yield server, sockets
+    finally:
+        app.release.set()
+        server.shutdown()
+
+
+def send_when_first_runs(server: HttpServer, sockets: contextlib.ExitStack, app: CountingApp,
+                         bodies: list[bytes]) -> list[socket.socket]:
+    """Send ``bodies[0]`` to ``/wait`` (it holds its worker) and, once it runs, the
+    others one after another, each on its own connection (closed with the server)."""
+    socks = []
+    for number, body in enumerate(bodies):
+        sock = sockets.enter_context(connect(server))
+        socks.append(sock)
+        sock.sendall(post(path="/wait" if number == 0 else "/", body=body))
+        deadline = time.monotonic() + 5
+        while number == 0 and app.started != [body] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # read by the server before the next one comes
+    return socks
+
+
+def test_requests_run_one_at_a_time_in_the_order_they_came() -> None:
+    # Python runs one thread at a time: eight requests side by side cost 1.6
+    # times the CPU of the same requests in turn (the threads hand the GIL to
+    # each other at every system call), for no gain in throughput.
+    app, clock = CountingApp(), FrozenClock()
+    with turn_taking_server(app, clock) as (server, sockets):
+        socks = send_when_first_runs(server, sockets, app, [b"A", b"B", b"C", b"D"])
+        time.sleep(0.1)
+        assert app.started == [b"A"], "a request started while the first still runs"
+        app.release.set()
+        assert [read_response(s.makefile("rb")).body for s in socks] == [b"A", b"B", b"C", b"D"]
+        assert app.started == [b"A", b"B", b"C", b"D"]
+        assert app.most == 1
+
+
+def test_a_long_request_no_longer_holds_up_the_next() -> None:
+    # A request that waits for a mount helper's job or a slow client stops
+    # counting once it has run LONG_REQUEST_SECONDS: the next one starts.
+    from lmi_mount.server.http import LONG_REQUEST_SECONDS
+
+    app, clock = CountingApp(), FrozenClock()
+    with turn_taking_server(app, clock) as (server, sockets):
+        first, second = send_when_first_runs(server, sockets, app, [b"long", b"next"])
+        second.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            second.recv(1)  # its turn has not come
+        clock.now += LONG_REQUEST_SECONDS + 0.001
+        second.settimeout(5)
+        assert read_response(second.makefile("rb")).body == b"next"
+        assert not app.release.is_set() and app.most == 2
+        app.release.set()
+        assert read_response(first.makefile("rb")).body == b"long"
+
+
+def test_shutdown_answers_the_requests_still_waiting_their_turn() -> None:
+    app, clock = CountingApp(), FrozenClock()
+    with turn_taking_server(app, clock) as (server, sockets):
+        socks = send_when_first_runs(server, sockets, app, [b"running", b"waiting"])
+        stopping = threading.Thread(target=server.shutdown)
+        stopping.start()
+        time.sleep(0.2)
+        app.release.set()
+        assert [read_response(s.makefile("rb")).body for s in socks] == [b"running", b"waiting"]
+        stopping.join(5)
+        assert not stopping.is_alive()
+
+
 def test_a_full_worker_pool_answers_503_at_once(app: EchoApp) -> None:
     from lmi_mount.server.http import QUEUE_FACTOR
 
