@@ -32,6 +32,7 @@ from lmi_mount.server.http import (
     Request,
     RequestHead,
     Response,
+    give_up_turn,
     simple_response,
 )
 from tests.server.rawhttp import read_response
@@ -44,6 +45,7 @@ LIMITS = HttpLimits(max_connections=6, threads=2, max_header_bytes=2048, max_hea
 class EchoApp:
     def __init__(self) -> None:
         self.release = threading.Event()
+        self.release_hold = threading.Event()
 
     def early(self, head: RequestHead) -> Response | None:
         if head.target == "/refuse-early":
@@ -65,8 +67,19 @@ class EchoApp:
             return Response(200, [], broken())
         if target == "/boom":
             raise RuntimeError("a bug in the application")
+        if target == "/broken-stream":
+            def failing() -> Iterator[bytes]:
+                yield b"a" * 100
+                yield b"b" * 100
+                raise RuntimeError("a bug in the application's stream")
+            return Response(200, [], failing())
+        if target == "/off-turn":
+            give_up_turn()
+            self.release.wait(5)
         if target == "/wait":
             self.release.wait(5)
+        if target == "/hold":
+            self.release_hold.wait(5)
         return Response(200, [("X-Method", request.head.method)], request.body)
 
 
@@ -479,14 +492,14 @@ def turn_taking_server(app: CountingApp, clock: FrozenClock
 
 
 def send_when_first_runs(server: HttpServer, sockets: contextlib.ExitStack, app: CountingApp,
-                         bodies: list[bytes]) -> list[socket.socket]:
-    """Send ``bodies[0]`` to ``/wait`` (it holds its worker) and, once it runs, the
+                         bodies: list[bytes], first: str = "/wait") -> list[socket.socket]:
+    """Send ``bodies[0]`` to ``first`` (it holds its worker) and, once it runs, the
     others one after another, each on its own connection (closed with the server)."""
     socks = []
     for number, body in enumerate(bodies):
         sock = sockets.enter_context(connect(server))
         socks.append(sock)
-        sock.sendall(post(path="/wait" if number == 0 else "/", body=body))
+        sock.sendall(post(path=first if number == 0 else "/", body=body))
         deadline = time.monotonic() + 5
         while number == 0 and app.started != [body] and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -539,6 +552,132 @@ def test_shutdown_answers_the_requests_still_waiting_their_turn() -> None:
         assert [read_response(s.makefile("rb")).body for s in socks] == [b"running", b"waiting"]
         stopping.join(5)
         assert not stopping.is_alive()
+
+
+def test_a_request_waiting_for_the_pool_keeps_its_place() -> None:
+    # A request handed to the pool while every worker was busy used to count
+    # as started: it became "long" without having run, and a worker that
+    # ended went on with requests that came after it.
+    from lmi_mount.server.http import LONG_REQUEST_SECONDS
+
+    app, clock = CountingApp(), FrozenClock()
+    server = HttpServer([Listener("127.0.0.1", 0)], app, HttpLimits(threads=2), clock=clock)
+    server.start()
+    app.release.clear()
+    app.release_hold.clear()
+    try:
+        with contextlib.ExitStack() as sockets:
+            def send(path: str, body: bytes) -> socket.socket:
+                sock = sockets.enter_context(connect(server))
+                sock.sendall(post(path=path, body=body))
+                time.sleep(0.1)  # read by the server before anything else happens
+                return sock
+
+            def long_now() -> None:  # what runs becomes long; the I/O thread sees it
+                clock.now += LONG_REQUEST_SECONDS + 0.001
+                time.sleep(0.15)
+
+            socks = [send("/wait", b"A")]
+            long_now()
+            socks.append(send("/hold", b"B"))  # starts: A is long
+            long_now()
+            # Both workers wait: C, D and E must wait their turn, in this order.
+            socks += [send("/", b"C"), send("/", b"D"), send("/", b"E")]
+            clock.now += LONG_REQUEST_SECONDS + 0.001
+            app.release.set()  # A's worker goes on with the oldest request
+            replies = [read_response(s.makefile("rb")).body for s in socks[2:]]
+            app.release_hold.set()
+            assert read_response(socks[1].makefile("rb")).body == b"B"
+            assert replies == [b"C", b"D", b"E"]
+            assert app.started == [b"A", b"B", b"C", b"D", b"E"]
+    finally:
+        app.release.set()
+        app.release_hold.set()
+        server.shutdown()
+
+
+def test_a_request_that_gives_up_its_turn_lets_the_next_one_start() -> None:
+    # A password hash (scrypt releases the GIL) costs no other request its CPU:
+    # a guesser's request must not hold the honest ones behind it for 25 ms.
+    app, clock = CountingApp(), FrozenClock()
+    with turn_taking_server(app, clock) as (server, sockets):
+        first, second = send_when_first_runs(server, sockets, app, [b"guess", b"honest"],
+                                             first="/off-turn")
+        second.settimeout(1.0)  # not after the first (5 s)
+        assert read_response(second.makefile("rb")).body == b"honest"
+        assert not app.release.is_set()
+        app.release.set()
+        assert read_response(first.makefile("rb")).body == b"guess"
+
+
+def test_pipelined_requests_take_turns_with_the_others() -> None:
+    # The turn of a connection's next request must not be lost when its
+    # previous one ends (the worker once cleared it after handing the
+    # connection back, and a third request ran beside it).
+    app, clock = CountingApp(), FrozenClock()
+    with turn_taking_server(app, clock) as (server, sockets):
+        app.release.set()
+        pipelined = sockets.enter_context(connect(server))
+        other = sockets.enter_context(connect(server))
+        for _ in range(30):
+            pipelined.sendall(post(body=b"one") + post(body=b"two"))
+            other.sendall(post(body=b"three"))
+            replies = pipelined.makefile("rb")
+            assert read_response(replies).body == b"one"
+            assert read_response(replies).body == b"two"
+            assert read_response(other.makefile("rb")).body == b"three"
+        assert app.most == 1
+
+
+def test_a_stream_that_fails_closes_its_connection_and_says_why(
+        server: HttpServer, caplog: pytest.LogCaptureFixture) -> None:
+    # Any exception of a streamed body, not only BodyAborted: the connection
+    # was left busy for ever, its slot taken, and nothing was logged.
+    with connect(server) as sock:
+        sock.sendall(post(path="/broken-stream"))
+        closed_within(sock, 3.0)
+    assert "a bug in the application's stream" in caplog.text
+    deadline = time.monotonic() + 3
+    while server.open_connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.open_connections == 0
+
+
+def test_a_connection_handed_back_late_is_not_closed_under_its_next_request() -> None:
+    # The worker used to make the connection wait for its next request itself,
+    # outside the I/O thread: an I/O thread that looked in between saw the old
+    # request's expired deadline, closed the connection, and then registered
+    # the closed socket (the loop ended, and the listeners with it).
+    slow_workers = threading.Event()
+
+    def clock() -> float:
+        if slow_workers.is_set() and threading.current_thread().name.startswith("lmi-mountd_"):
+            time.sleep(1.2)  # the I/O thread goes round meanwhile (at least once a second)
+        return time.monotonic()
+
+    class SlowApp(EchoApp):
+        def handle(self, request: Request) -> Response:
+            time.sleep(0.3)  # longer than request_timeout
+            slow_workers.set()
+            return super().handle(request)
+
+    limits = HttpLimits(threads=2, request_timeout=0.2, keepalive_timeout=10.0)
+    server = HttpServer([Listener("127.0.0.1", 0)], SlowApp(), limits, clock=clock)
+    server.start()
+    try:
+        with connect(server) as sock:
+            sock.settimeout(10)
+            replies = sock.makefile("rb")
+            sock.sendall(post(body=b"first"))
+            assert read_response(replies).body == b"first"
+            time.sleep(3)  # the worker is done with it
+            slow_workers.clear()
+            sock.sendall(post(body=b"second"))
+            assert read_response(replies).body == b"second"
+        assert server.alive(5)
+    finally:
+        slow_workers.clear()
+        server.shutdown()
 
 
 def test_a_full_worker_pool_answers_503_at_once(app: EchoApp) -> None:

@@ -62,6 +62,28 @@ def test_wrong_credentials_are_401(running: Running, auth: str) -> None:
     assert send(running, cim_request(GET_CLASS, auth=auth)).status == 401
 
 
+def test_a_login_that_needs_a_hash_gives_up_its_turn(
+        model: Model, tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    # scrypt releases the GIL: a guesser's hash must not hold the honest
+    # requests behind it for the HTTP layer's 25 ms; a cached login keeps its turn.
+    import lmi_mount.server.app as app_module
+
+    given_up: list[str] = []
+    monkeypatch.setattr(app_module, "give_up_turn", lambda: given_up.append("given up"))
+    server, _, _ = start_server(model, tls_files)  # its own login cache and throttle
+    http_port = next(port for _, port, tls in server.addresses if not tls)
+    own = Running(server, None, {}, http_port, 0, tls_files[0])
+    try:
+        assert send(own, cim_request(GET_CLASS, auth=basic("admin", "not this"))).status == 401
+        assert given_up == ["given up"]
+        assert send(own, cim_request(GET_CLASS, auth=AUTH)).status == 200
+        assert given_up == ["given up"] * 2  # verified once
+        assert send(own, cim_request(GET_CLASS, auth=AUTH)).status == 200
+        assert given_up == ["given up"] * 2, "a cached login gave up its turn"
+    finally:
+        server.shutdown()
+
+
 def test_reader_calling_a_method_is_denied(running: Running) -> None:
     with pytest.raises(CIMError) as caught:
         running.connect(READER).InvokeMethod("CreateMount", running.paths["service"],

@@ -57,6 +57,7 @@ from lmi_mount.server.http import (
     Request,
     RequestHead,
     Response,
+    give_up_turn,
     simple_response,
 )
 from lmi_mount.server.indications import IndicationService, indication_service
@@ -197,9 +198,14 @@ class CimXmlApp:
     def handle(self, request: Request) -> Response:
         started = time.monotonic()
         head = request.head
+        authorization = head.headers.get("Authorization")
         try:
-            identity = self.authenticator.authenticate(head.headers.get("Authorization"),
-                                                       head.peer[0])
+            identity = self.authenticator.cached(authorization)
+            if identity is None:
+                # A password hash (scrypt, in C without the GIL) or a PAM
+                # conversation: other requests run meanwhile.
+                give_up_turn()
+                identity = self.authenticator.authenticate(authorization, head.peer[0])
         except AuthError as exc:
             # A throttled guess is one of thousands a second: not one line each.
             log.log(logging.DEBUG if isinstance(exc, LoginThrottled) else logging.WARNING,

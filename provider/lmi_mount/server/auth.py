@@ -446,14 +446,12 @@ class Authenticator:
         ends the throttling; credentials verified before are answered from
         the cache and never wait.
         """
+        cached = self.cached(authorization)
+        if cached is not None:
+            return cached
         user, password = parse_basic(authorization)
-        token = (user, hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest())
+        token = self._token(user, password)
         now = self._clock()
-        with self._lock:
-            cached = self._cache.get(token)
-            if cached is not None and cached[1] > now:
-                self._cache.move_to_end(token)
-                return cached[0]
         keys = (f"address {peer}", f"user {user!r} from {peer}") if peer is not None else ()
         self._admit(keys, now)
         try:
@@ -469,6 +467,22 @@ class Authenticator:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return identity
+
+    def cached(self, authorization: str | None) -> Identity | None:
+        """The identity of credentials verified within the cache's time, without
+        a hash; None when ``authenticate`` must verify them (AuthError when they
+        cannot be read)."""
+        user, password = parse_basic(authorization)
+        token = self._token(user, password)
+        with self._lock:
+            cached = self._cache.get(token)
+            if cached is not None and cached[1] > self._clock():
+                self._cache.move_to_end(token)
+                return cached[0]
+        return None
+
+    def _token(self, user: str, password: str) -> tuple[str, bytes]:
+        return user, hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
 
     def _admit(self, keys: Sequence[str], now: float) -> None:
         """Refuse an attempt inside a throttling window; else take the slot (the

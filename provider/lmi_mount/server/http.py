@@ -84,6 +84,8 @@ QUEUE_FACTOR: Final = 8
 # How long a listener rests when the process has no descriptor left to accept
 # with (EMFILE and the like).
 ACCEPT_PAUSE_SECONDS: Final = 0.5
+# The server and connection of the request a worker thread runs (give_up_turn).
+_turn = threading.local()
 # A request that has run this long no longer counts against
 # ``concurrent_requests``: longer than a request that only computes takes
 # (a CreateMount takes 2 to 4 ms of CPU), short for one that waits.
@@ -278,11 +280,13 @@ class HttpServer:
         #: Requests read and not answered yet, running or waiting their turn
         #: (the I/O thread counts up, workers count down, under _conns_lock).
         self._in_flight = 0
-        #: Requests read whole and waiting for their turn, oldest first, and the
-        #: running ones that count against ``concurrent_requests`` with when
-        #: each started (under _conns_lock; see ``_turns``).
+        #: Requests read whole and waiting for their turn, oldest first; the
+        #: running ones that count against ``concurrent_requests``, with when
+        #: each started; and how many run in all, each on a worker (under
+        #: _conns_lock; see ``_turns``).
         self._waiting: deque[tuple[_Conn, Request]] = deque()
         self._counted: dict[_Conn, float] = {}
+        self._started = 0
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
         self._stopped = threading.Event()
@@ -393,6 +397,7 @@ class HttpServer:
             with self._conns_lock:
                 waiting = list(self._waiting)
                 self._waiting.clear()
+                self._started += len(waiting)
             for conn, request in waiting:
                 self._submit(conn, request)
             for sock, _ in self._sockets:
@@ -491,6 +496,14 @@ class HttpServer:
             if not self._running.is_set():
                 self._close(conn)
                 continue
+            # Waiting for the next request is the I/O thread's to set up: set by
+            # the worker, an expiry pass in between saw the old request's deadline
+            # (and closed a connection the worker was handing back).
+            conn.sock.setblocking(False)
+            conn.state = _State.HEAD
+            conn.head = None
+            conn.request_started = False
+            conn.deadline = self._clock() + self.limits.keepalive_timeout
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
             # A pipelined request may already wait in the buffer.
             if conn.buffer:
@@ -744,11 +757,22 @@ class HttpServer:
             if now - started >= LONG_REQUEST_SECONDS:
                 del self._counted[conn]
         due = []
-        while self._waiting and len(self._counted) < self.limits.concurrent_requests:
+        # Started only on a free worker: one queued in the pool would count
+        # as running while it waits (and become long, and be overtaken).
+        while (self._waiting and len(self._counted) < self.limits.concurrent_requests
+               and self._started < self.limits.threads):
             conn, request = self._waiting.popleft()
             self._counted[conn] = now
+            self._started += 1
             due.append((conn, request))
         return due
+
+    def _give_up(self, conn: _Conn) -> None:
+        with self._conns_lock:
+            self._counted.pop(conn, None)
+            due = self._turns(self._clock())
+        for item in due:
+            self._submit(*item)
 
     def _submit(self, conn: _Conn, request: Request) -> None:
         try:
@@ -757,6 +781,7 @@ class HttpServer:
             with self._conns_lock:
                 self._conns.discard(conn)
                 self._counted.pop(conn, None)
+                self._started -= 1
                 self._in_flight -= 1
             _close_socket(conn.sock)
 
@@ -776,23 +801,35 @@ class HttpServer:
         while item is not None:
             conn, request = item
             item = None
-            served = False
+            keep_alive = served = False
+            _turn.current = (self, conn)
             try:
-                self._serve(conn, request)
+                keep_alive = self._serve(conn, request)
                 served = True
             finally:
+                _turn.current = None
                 with self._conns_lock:
                     self._in_flight -= 1
+                    self._started -= 1
                     self._counted.pop(conn, None)
                     due = self._turns(self._clock())
+                # Handed back only now: the next request on this connection has
+                # a turn of its own, which the lines above must not take.
+                if keep_alive:
+                    with self._returned_lock:
+                        self._returned.append(conn)
+                    self._wake()
                 if due and served:
+                    # This thread goes on with the oldest; the started count
+                    # already includes it.
                     item, due = due[0], due[1:]
                 # Several were due (running ones became long): the others go to
                 # other workers, and all of them if this thread ends in a failure.
                 for other in due:
                     self._submit(*other)
 
-    def _serve(self, conn: _Conn, request: Request) -> None:
+    def _serve(self, conn: _Conn, request: Request) -> bool:
+        """Answer ``request``; whether ``conn`` stays open for the next one (closed if not)."""
         started = self._clock()
         try:
             response = self._app.handle(request)
@@ -806,6 +843,12 @@ class HttpServer:
             keep_alive = self._write(conn, request.head, response, keep_alive)
         except (OSError, ValueError) as exc:
             log.info("writing the response to %s failed: %s", conn.peer[0], exc)
+            keep_alive = False
+        except Exception:
+            # A streamed body that fails another way (a bug): the client sees
+            # the body end early; the connection must not stay busy for ever.
+            log.exception("the response to %s %s failed while it was sent",
+                          request.head.method, request.head.target)
             keep_alive = False
         finally:
             body = response.body
@@ -821,15 +864,7 @@ class HttpServer:
             with self._conns_lock:
                 self._conns.discard(conn)
             _close_socket(conn.sock)
-            return
-        conn.sock.setblocking(False)
-        conn.state = _State.HEAD
-        conn.head = None
-        conn.request_started = False
-        conn.deadline = self._clock() + self.limits.keepalive_timeout
-        with self._returned_lock:
-            self._returned.append(conn)
-        self._wake()
+        return keep_alive
 
     def _write(self, conn: _Conn, head: RequestHead, response: Response, keep_alive: bool) -> bool:
         """Write ``response``; return whether the connection may carry another request."""
@@ -876,6 +911,17 @@ class HttpServer:
         if chunked:
             sock.sendall(b"0\r\n\r\n")
         return keep_alive
+
+
+def give_up_turn() -> None:
+    """Say that the request this worker runs waits from now on for something
+    other than Python (a password hash in C, which releases the GIL; a PAM
+    conversation): it no longer counts against ``concurrent_requests``, and
+    the next request starts at once. Nothing happens outside a request."""
+    turn = getattr(_turn, "current", None)
+    if turn is not None:
+        server, conn = turn
+        server._give_up(conn)
 
 
 def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
