@@ -29,7 +29,7 @@ The limits are enforced where the bytes arrive (RFC 9112 framing):
 Requests take turns: ``concurrent_requests`` (1) run at a time and the
 others wait, in the order they were read, without a thread. Python runs
 one thread at a time, and threads that run side by side hand that lock to
-each other at every system call: eight requests at once cost 1.6 to 1.7
+each other at every system call: eight requests at once cost about 1.7
 times the CPU of the same requests in turn, and fewer were answered per
 second. A request that has run ``LONG_REQUEST_SECONDS`` (waiting for a
 mount helper's job, for a client to read its response, or a large
