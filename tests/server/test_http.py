@@ -354,6 +354,13 @@ def test_a_failure_reading_one_connection_never_ends_the_loop(
     with connect(server) as sock:
         sock.sendall(post("/boom"))
         assert read_response(sock.makefile("rb")).status == 500
+    # A pipelined request is parsed when its connection comes back from a
+    # worker, not when bytes arrive: the same holds there.
+    with connect(server) as sock:
+        sock.sendall(post(body=b"first") + post("/boom"))
+        replies = sock.makefile("rb")
+        assert read_response(replies).body == b"first"
+        assert read_response(replies).status == 500
     with connect(server) as sock:
         sock.sendall(post(body=b"still here"))
         assert read_response(sock.makefile("rb")).body == b"still here"

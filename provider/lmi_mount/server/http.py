@@ -507,7 +507,7 @@ class HttpServer:
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
             # A pipelined request may already wait in the buffer.
             if conn.buffer:
-                self._advance(conn)
+                self._confined(conn, functools.partial(self._advance, conn))
 
     def _expire(self) -> None:
         now = self._clock()
@@ -525,11 +525,14 @@ class HttpServer:
                     close=True))
 
     def _serve_ready(self, conn: _Conn, mask: int) -> None:
-        """``_on_ready``, confined to its connection: whatever a peer sent, a failure
-        while reading or parsing it answers that connection (500) and closes it;
-        it never ends the loop that serves everyone else."""
+        self._confined(conn, functools.partial(self._on_ready, conn, mask))
+
+    def _confined(self, conn: _Conn, step: Callable[[], None]) -> None:
+        """``step`` (reading or parsing what ``conn`` sent), confined to that
+        connection: whatever a peer sent, a failure answers that connection (500)
+        and closes it; it never ends the loop that serves everyone else."""
         try:
-            self._on_ready(conn, mask)
+            step()
         except Exception:
             log.exception("reading a request from %s failed; that connection is closed",
                           conn.peer[0])
