@@ -741,14 +741,13 @@ class HttpServer:
             self._selector.unregister(conn.sock)
         with self._conns_lock:
             self._waiting.append((conn, request))
-            due = self._turns(self._clock())
-        for item in due:
-            self._submit(*item)
+        self._start_turns()
 
     def _start_turns(self) -> None:
-        """Start the requests whose turn has come since (a running one became long)."""
+        """Start the requests whose turn has come (one came, or a running one
+        became long or gave up its turn)."""
         with self._conns_lock:
-            due = self._turns(self._clock()) if self._waiting else []
+            due = self._turns(self._clock())
         for item in due:
             self._submit(*item)
 
@@ -773,9 +772,7 @@ class HttpServer:
     def _give_up(self, conn: _Conn) -> None:
         with self._conns_lock:
             self._counted.pop(conn, None)
-            due = self._turns(self._clock())
-        for item in due:
-            self._submit(*item)
+        self._start_turns()
 
     def _submit(self, conn: _Conn, request: Request) -> None:
         try:
