@@ -802,6 +802,18 @@ class MountManager:
     def held(self, target: str) -> HeldMount | None:
         return self._published.get(normalize_target(target))
 
+    def held_live(self, target: str) -> HeldMount | None:
+        """The holder record of ``target`` while its mount lives, asked by the
+        mount's never-reused id: one statmount(2), no mount table and no path
+        lookup, so a method's reference to a mount the service holds costs the
+        same on a host with thousands of mounts. None when nothing is held
+        there, or the kernel cannot tell so (no statmount, no unique id):
+        ``status_at`` answers then."""
+        found = self._published.get(normalize_target(target))
+        if found is None or found.mount_id is None or found.unique_id is None:
+            return None
+        return found if self.kernel.is_mount(found.mount_id, found.unique_id) else None
+
     def read_fstab(self) -> FstabDocument:
         """The fstab as it is now; parsed again only when its content changed."""
         text, version = files.read_versioned(self.fstab_path)

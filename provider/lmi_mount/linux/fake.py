@@ -284,7 +284,11 @@ class FakeKernel:
             return "".join(self._render(mount) for mount in self._mounts)
 
     def mount_at(self, target: str) -> MountRecord | None:
-        return MountTable(parse_mountinfo(self.read_mountinfo())).at(target)
+        # A point read, as statmount(2) makes it: not through read_mountinfo,
+        # which stands for a read of the whole table.
+        with self._lock:
+            rendered = "".join(self._render(mount) for mount in self._mounts)
+        return MountTable(parse_mountinfo(rendered)).at(target)
 
     def loop_backing_file(self, device: str) -> str | None:
         with self._lock:

@@ -38,7 +38,7 @@ from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import Outcome
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError, atime_mode
-from lmi_mount.mounts.plan import MountSpec
+from lmi_mount.mounts.plan import MountSpec, normalize_target
 
 log = logging.getLogger(__name__)
 
@@ -385,10 +385,12 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
             f"Mount reference {shown(ref)}: FileSystemSpec and MountPointPath must be "
             "strings",
         )
-    status = view.status(spec, target)
-    if status is None:
+    # The holders' own name of a mount they hold needs no mount table (the
+    # job's plan reads what is mounted there again, under the lock).
+    held = view.context.engine.held_live(target)
+    if (held is None or held.source != spec) and view.status(spec, target) is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no mount {spec!r} on {target!r}")
-    return view.projector.mount_path_of(spec, status.target)
+    return view.projector.mount_path_of(spec, normalize_target(target))
 
 
 def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
