@@ -39,7 +39,7 @@ from pywbem import (
 
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import DEFAULT_JOB_THREADS, JobManager
-from lmi_mount.cim.model import Model, load_model
+from lmi_mount.cim.model import Model, key_names, load_model
 from lmi_mount.cim.projection import Projector
 from lmi_mount.cim.providers.associations import (
     JobAssociationProvider,
@@ -120,6 +120,8 @@ class Broker:
             default_holder=default_holder,
         )
         self._classes = {cls.classname.lower(): cls for cls in self.model.classes}
+        # Per class, read once: every path a request names is checked against them.
+        self._keys = {name: key_names(cls) for name, cls in self._classes.items()}
         self._class_views: dict[tuple[str, bool, bool, bool], CIMClass] = {}
         self._providers: dict[str, Provider] = {}
         for provider in default_providers():
@@ -162,8 +164,7 @@ class Broker:
         if cls is None:
             raise CIMError(CIM_ERR_INVALID_PARAMETER,
                            f"{what} names class {path.classname!r}, which does not exist here")
-        keys = [name for name, prop in cls.properties.items()
-                if prop.qualifiers.get("Key") is not None and prop.qualifiers["Key"].value]
+        keys = self._keys[path.classname.lower()]
         given = {name.lower() for name in path.keybindings}
         named_by = {key.lower() for key in keys}
         extra = [name for name in path.keybindings if name.lower() not in named_by]

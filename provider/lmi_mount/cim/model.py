@@ -105,6 +105,14 @@ class Model:
         }
 
 
+def key_names(cls: CIMClass) -> tuple[str, ...]:
+    """The names of ``cls``'s key properties (qualified ``Key(true)``), in order."""
+    return tuple(
+        prop.name for prop in cls.properties.values()
+        if (key := prop.qualifiers.get("Key")) is not None and key.value
+    )
+
+
 def _signature(element: CIMProperty | CIMMethod | CIMParameter) -> tuple[object, ...]:
     """What a MOF declaration says about an element, without resolver bookkeeping.
 

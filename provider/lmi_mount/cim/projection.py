@@ -33,7 +33,7 @@ from pywbem import (
 
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import COMPLETED, EXCEPTION, NEW, RUNNING, STARTING, TERMINATED, Job
-from lmi_mount.cim.model import Model
+from lmi_mount.cim.model import Model, key_names
 from lmi_mount.engine import MountStatus
 from lmi_mount.linux.paths import VolumeStats
 from lmi_mount.mounts.fstab import FstabProblem
@@ -130,9 +130,7 @@ class Projector:
                 for p in cls.properties.values()
             )
             self._declared[key] = frozenset(p.name for p in cls.properties.values())
-            self._keys[key] = tuple(
-                p.name for p in cls.properties.values() if p.qualifiers.get("Key")
-            )
+            self._keys[key] = key_names(cls)
 
     # -- generic builders ---------------------------------------------------------
 
