@@ -113,7 +113,7 @@ class ModelReader:
         for status in view.statuses:
             key = (status.spec, status.target)
             last = self._last.get(key)
-            if last is not None and last[0] == status:
+            if last is not None and (last[0] is status or last[0] == status):
                 keyed = last[1]  # the same objects, keys and all: ``changes`` skips them
             else:
                 projected = [projector.mounted_file_system(status)]
