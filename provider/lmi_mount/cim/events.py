@@ -21,7 +21,7 @@ import copy
 import itertools
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -76,6 +76,10 @@ def _hashable(name: str, value: Any) -> Any:
     return value
 
 
+#: Numbers of model reads, for ``ModelRead.base``.
+_serials = itertools.count(1)
+
+
 @dataclass(frozen=True)
 class ModelRead:
     """The mounts, their settings and their drift, as of one read of the engine."""
@@ -83,10 +87,18 @@ class ModelRead:
     instances: dict[InstanceKey, CIMInstance]
     #: mount point -> (the mount's path, what drifted), for mounts that drift.
     drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]]
-
+    #: The read this one was made from (its ``serial``), the keys of the
+    #: instances it took away from that one and those it added (projected
+    #: again, or new; last in ``instances``, in this order): ``changes`` from
+    #: that read looks at these alone.
+    base: int | None = None
+    removed: tuple[InstanceKey, ...] = ()
+    added: tuple[InstanceKey, ...] = ()
+    serial: int = field(default_factory=lambda: next(_serials))
 
 #: A projected instance and its ``instance_key``, kept together across reads.
 _Keyed = tuple[InstanceKey, CIMInstance]
+_Entry = tuple[MountStatus, list[_Keyed]]
 
 
 def _path(instance: CIMInstance) -> CIMInstanceName:
@@ -96,37 +108,98 @@ def _path(instance: CIMInstance) -> CIMInstanceName:
 
 class ModelReader:
     """Reads what the indications describe, projecting only the mounts whose state
-    changed since the last read (the others' instances are the same objects):
-    a change on a host with thousands of mounts costs one engine read, not
-    thousands of projections."""
+    changed since the last read: a change on a host with thousands of mounts
+    costs one engine read, not thousands of projections nor a walk of every
+    instance. The engine keeps a status object while its mount and line do
+    not change; the instances of the statuses it kept are carried over."""
 
     def __init__(self, context: Context) -> None:
         self._context = context
-        self._last: dict[tuple[str, str], tuple[MountStatus, list[_Keyed]]] = {}
+        #: The statuses of the last read by id (held here: no id is reused
+        #: while it is a key) with their instances, and that read. One value,
+        #: replaced whole: two reads at once (a first subscriber's baseline
+        #: and the watcher's) each patch a consistent pair.
+        self._last: tuple[dict[int, _Entry], ModelRead | None] = ({}, None)
 
     def read(self) -> ModelRead:
         view = View(self._context)
-        projector = view.projector
-        instances: dict[InstanceKey, CIMInstance] = {}
-        drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]] = {}
-        seen: dict[tuple[str, str], tuple[MountStatus, list[_Keyed]]] = {}
-        for status in view.statuses:
-            key = (status.spec, status.target)
-            last = self._last.get(key)
-            if last is not None and (last[0] is status or last[0] == status):
-                keyed = last[1]  # the same objects, keys and all: ``changes`` skips them
+        statuses = view.statuses
+        last, last_read = self._last
+        ids = set(map(id, statuses))
+        gone_ids = last.keys() - ids
+        new_ids = ids - last.keys()
+        # A status made anew with the same values (an fstab line without a live
+        # mount is one on every read) keeps the instances of the one it replaces.
+        replaced = {(last[n][0].spec, last[n][0].target): n for n in gone_ids}
+        kept: set[int] = set()
+        made: dict[int, _Entry] = {}
+        added: list[_Entry] = []
+        for status in (s for s in statuses if id(s) in new_ids) if new_ids else ():
+            number = replaced.get((status.spec, status.target))
+            if number is not None and last[number][0] == status:
+                made[id(status)] = (status, last[number][1])
+                kept.add(number)
             else:
-                projected = [projector.mounted_file_system(status)]
-                projected += [setting for setting, _, _ in projector.settings_of(status)]
-                keyed = [(instance_key(_path(i)), i) for i in projected]
-            seen[key] = (status, keyed)
-            for instance_id, instance in keyed:
-                instances[instance_id] = instance
-            if status.drift:
-                drift[status.target] = (_path(keyed[0][1]),
-                                        tuple(str(d) for d in status.drift))
-        self._last = seen
-        return ModelRead(instances, drift)
+                made[id(status)] = entry = (status, _project(view.projector, status))
+                added.append(entry)
+        removed = [entry for n, entry in last.items() if n in gone_ids and n not in kept] \
+            if gone_ids else []
+        current = dict(last)
+        for number in gone_ids:
+            del current[number]
+        current.update(made)
+        if last_read is None:
+            read = _model_read([current[id(s)] for s in statuses])
+        else:
+            read = _patched(last_read, removed, added)
+        self._last = (current, read)
+        return read
+
+
+def _project(projector: Projector, status: MountStatus) -> list[_Keyed]:
+    projected = [projector.mounted_file_system(status)]
+    projected += [setting for setting, _, _ in projector.settings_of(status)]
+    return [(instance_key(_path(i)), i) for i in projected]
+
+
+def _drift_of(status: MountStatus, keyed: list[_Keyed]
+              ) -> tuple[CIMInstanceName, tuple[str, ...]]:
+    return _path(keyed[0][1]), tuple(str(d) for d in status.drift)
+
+
+def _model_read(entries: Iterable[tuple[MountStatus, list[_Keyed]]]) -> ModelRead:
+    instances: dict[InstanceKey, CIMInstance] = {}
+    drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]] = {}
+    for status, keyed in entries:
+        for key, instance in keyed:
+            instances[key] = instance
+        if status.drift:
+            drift[status.target] = _drift_of(status, keyed)
+    return ModelRead(instances, drift)
+
+
+def _patched(before: ModelRead, removed: list[_Entry], added: list[_Entry]) -> ModelRead:
+    """``before`` without the instances of the ``removed`` statuses and with those of
+    the ``added`` ones (last, in their order)."""
+    instances = dict(before.instances)
+    drift = dict(before.drift)
+    removed_keys: list[InstanceKey] = []
+    added_keys: list[InstanceKey] = []
+    for status, keyed in removed:
+        for key, _ in keyed:
+            instances.pop(key, None)
+            removed_keys.append(key)
+        if status.drift:
+            drift.pop(status.target, None)
+    for status, keyed in added:
+        for key, instance in keyed:
+            instances.pop(key, None)  # a key added again goes last too
+            instances[key] = instance
+            added_keys.append(key)
+        if status.drift:
+            drift[status.target] = _drift_of(status, keyed)
+    return ModelRead(instances, drift, base=before.serial, removed=tuple(removed_keys),
+                     added=tuple(added_keys))
 
 
 class IndicationFactory:
@@ -226,12 +299,23 @@ class IndicationFactory:
 
 def changes(before: ModelRead, after: ModelRead,
             factory: IndicationFactory) -> Iterator[CIMInstance]:
-    """The indications that take a listener from ``before`` to ``after``: deletions,
-    then creations and modifications in the order of ``after``, then drift alerts."""
-    for key, gone in before.instances.items():
+    """The indications that take a listener from ``before`` to ``after``: deletions
+    (in no set order), then creations and modifications in the order of
+    ``after``, then drift alerts.
+
+    When ``after`` was read from ``before`` only the instances it touched can
+    differ; otherwise (a subscriber's baseline, a read that failed between)
+    every instance is compared."""
+    if after.base == before.serial:
+        gone_keys: Iterable[InstanceKey] = after.removed
+        after_keys: Iterable[InstanceKey] = after.added
+    else:
+        gone_keys, after_keys = before.instances, after.instances
+    for key in gone_keys:
         if key not in after.instances:
-            yield factory.deletion(gone)
-    for key, now in after.instances.items():
+            yield factory.deletion(before.instances[key])
+    for key in after_keys:
+        now = after.instances[key]
         was = before.instances.get(key)
         if was is None:
             yield factory.creation(now)
