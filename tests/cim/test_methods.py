@@ -303,6 +303,26 @@ def test_a_held_mount_s_reference_is_checked_without_the_mount_table(world: CimW
     assert caught.value.status_code == CIM_ERR_NOT_FOUND, "released: no longer found"
 
 
+def test_a_delete_of_a_held_mount_hidden_from_above_says_so_and_keeps_it(
+        world: CimWorld) -> None:
+    # A mount made by hand over a directory above a held mount hides it. The
+    # reference still names the mount its holders hold: the answer says what
+    # hides it (it was NOT_FOUND, "no mount", while the mount was there).
+    conn = world.connect()
+    parent = world.dir("p")
+    target = world.dir("p/mnt")
+    _, out = create_tmpfs(conn, target, Holder="alice")
+    world.kernel.mount("cover", parent, "tmpfs", 0, "size=1m")
+    rv, failed = call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="alice")
+    assert rv == 6, failed
+    assert "is hidden by a mount made over a directory above it" in failed["Error"]["Message"]
+    world.kernel.unmount(parent)  # the administrator takes his mount away
+    assert [m.source for m in world.mounts_at(target)] == ["tmpfs"]
+    assert conn.GetInstance(out["Mount"])["Holders"] == ["alice"], "no reference lost"
+    assert call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="alice")[0] == 0
+    assert world.mounts_at(target) == []
+
+
 def test_force_drops_every_holder(world: CimWorld) -> None:
     conn = world.connect(hold_seconds=600)
     target = world.dir("mnt")
