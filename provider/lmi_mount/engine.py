@@ -803,16 +803,19 @@ class MountManager:
         return self._published.get(normalize_target(target))
 
     def held_live(self, target: str) -> HeldMount | None:
-        """The holder record of ``target`` while its mount lives, asked by the
-        mount's never-reused id: one statmount(2), no mount table and no path
-        lookup, so a method's reference to a mount the service holds costs the
-        same on a host with thousands of mounts. None when nothing is held
-        there, or the kernel cannot tell so (no statmount, no unique id):
-        ``status_at`` answers then."""
-        found = self._published.get(normalize_target(target))
-        if found is None or found.mount_id is None or found.unique_id is None:
+        """The holder record of the mount point ``target`` (as spelled: doubled
+        and trailing slashes aside, nothing resolved) while its mount lives
+        there: asked by the mount's never-reused id, one statmount(2), no
+        mount table and no path lookup, so a method's reference to a mount
+        the service holds costs the same on a host with thousands of mounts.
+        Without unique ids (before Linux 6.8) by its mount id in the table.
+        A mount hidden by one made over it by hand is still there; one moved
+        away (``mount --move``) is not. None when nothing is held there."""
+        found = self._published.get(normalize_fstab_target(target))
+        if found is None or found.mount_id is None:
             return None
-        return found if self.kernel.is_mount(found.mount_id, found.unique_id) else None
+        record = self.kernel.find_mount(found.mount_id, found.unique_id)
+        return found if record is not None and record.target == found.target else None
 
     def read_fstab(self) -> FstabDocument:
         """The fstab as it is now; parsed again only when its content changed."""

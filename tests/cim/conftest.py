@@ -48,7 +48,11 @@ class CimWorld:
 
     def connect(self, **config: Any) -> Any:
         if self.kernel is None:
-            self.kernel = FakeKernel() if self.kind == "fake" else LinuxKernel()
+            # "no-statmount" reads mounts back from mountinfo (Linux 5.12 to
+            # 6.7); "legacy" mounts by mount(2) (before 5.12).
+            self.kernel = FakeKernel() if self.kind == "fake" else LinuxKernel(
+                mount_api="legacy" if self.kind == "legacy" else "new",
+                use_statmount=self.kind == "real")
         options: dict[str, Any] = {
             "kernel": self.kernel,
             "boot_id_path": self.boot_id,
@@ -103,11 +107,16 @@ class CimWorld:
         return str(path)
 
 
+_REAL_MARKS = [pytest.mark.root, pytest.mark.private_namespace, requires_root]
 KERNELS = [
     pytest.param("fake", id="fake"),
-    pytest.param(
-        "real", id="real", marks=[pytest.mark.root, pytest.mark.private_namespace, requires_root]
-    ),
+    pytest.param("real", id="real", marks=_REAL_MARKS),
+]
+#: KERNELS and the real kernel's paths for older kernels (see CimWorld.connect).
+EVERY_KERNEL = [
+    *KERNELS,
+    pytest.param("no-statmount", id="no-statmount", marks=_REAL_MARKS),
+    pytest.param("legacy", id="legacy", marks=_REAL_MARKS),
 ]
 
 

@@ -23,7 +23,8 @@ from pywbem import (
     Uint32,
 )
 
-from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
+from lmi_mount.mounts.flags import MS_MOVE
+from tests.cim.conftest import EVERY_KERNEL, NS, CimWorld, call, create_tmpfs, finished_job
 
 # -- the OpenLMI client flow ---------------------------------------------------------------
 
@@ -284,12 +285,12 @@ def test_a_held_mount_s_reference_is_checked_without_the_mount_table(world: CimW
     conn = world.connect()
     target = world.dir("mnt")
     _, out = create_tmpfs(conn, target, Holder="alice")
-    reads = []
+    reads: list[int] = []
     read_mountinfo = world.kernel.read_mountinfo
 
     def counted() -> str:
         reads.append(1)
-        return read_mountinfo()
+        return str(read_mountinfo())
 
     world.kernel.read_mountinfo = counted
     # Mode 4 has no effect on ModifyMount: the reference check alone.
@@ -303,6 +304,7 @@ def test_a_held_mount_s_reference_is_checked_without_the_mount_table(world: CimW
     assert caught.value.status_code == CIM_ERR_NOT_FOUND, "released: no longer found"
 
 
+@pytest.mark.parametrize("world", EVERY_KERNEL, indirect=True)
 def test_a_delete_of_a_held_mount_hidden_from_above_says_so_and_keeps_it(
         world: CimWorld) -> None:
     # A mount made by hand over a directory above a held mount hides it. The
@@ -321,6 +323,45 @@ def test_a_delete_of_a_held_mount_hidden_from_above_says_so_and_keeps_it(
     assert conn.GetInstance(out["Mount"])["Holders"] == ["alice"], "no reference lost"
     assert call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="alice")[0] == 0
     assert world.mounts_at(target) == []
+
+
+@pytest.mark.parametrize("spelling", [
+    "", "relative/mnt", "/a\0b", "{held}/../mnt/.", "{held}/./", "{held}/../mnt"])
+def test_a_reference_s_mount_point_is_matched_as_written_not_resolved(
+        fake_world: CimWorld, spelling: str) -> None:
+    # The holders' record is found by the mount point as the reference spells
+    # it (slashes doubled or trailing aside): an empty, relative or NUL path
+    # was an internal error, and ".." reached (and unmounted) the mount that
+    # GetInstance of the same path does not find.
+    conn = fake_world.connect()
+    held = fake_world.dir("mnt")
+    create_tmpfs(conn, held, Holder="alice")
+    target = spelling.format(held=held)
+    nowhere = CIMInstanceName(
+        "LMI_MountedFileSystem", {"FileSystemSpec": "tmpfs", "MountPointPath": target},
+        namespace=NS)
+    with pytest.raises(CIMError) as caught:
+        call(conn, "DeleteMount", Mode=32769, Mount=nowhere, Holder="alice")
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND, caught.value
+    with pytest.raises(CIMError) as caught:
+        conn.GetInstance(nowhere)
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND
+    assert [m.source for m in fake_world.mounts_at(held)] == ["tmpfs"]
+
+
+@pytest.mark.parametrize("world", [k for k in EVERY_KERNEL if k.id != "fake"],  # no MS_MOVE
+                         indirect=True)
+def test_a_held_mount_moved_away_is_not_found_at_its_old_mount_point(world: CimWorld) -> None:
+    # The reference names a mount point: a mount moved from it (mount --move)
+    # is not there, whatever its holders' record says.
+    conn = world.connect()
+    old, new = world.dir("old"), world.dir("new")
+    _, out = create_tmpfs(conn, old, Holder="alice")
+    world.kernel.mount(old, new, None, MS_MOVE)
+    with pytest.raises(CIMError) as caught:
+        call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="alice")
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND
+    assert [m.source for m in world.mounts_at(new)] == ["tmpfs"], "nothing unmounted"
 
 
 def test_force_drops_every_holder(world: CimWorld) -> None:

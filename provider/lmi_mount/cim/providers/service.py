@@ -37,8 +37,9 @@ from lmi_mount.cim.providers.base import Caller, Provider, View, same_path, show
 from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import Outcome
 from lmi_mount.mounts.errors import MountError
+from lmi_mount.mounts.fstab import normalize_target
 from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError, atime_mode
-from lmi_mount.mounts.plan import MountSpec, normalize_target
+from lmi_mount.mounts.plan import MountSpec
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,7 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
     held = view.context.engine.held_live(target)
     if (held is None or held.source != spec) and view.status(spec, target) is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no mount {spec!r} on {target!r}")
-    return view.projector.mount_path_of(spec, normalize_target(target))
+    return view.projector.mount_path_of(spec, normalize_target(target))  # as View.status does
 
 
 def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
