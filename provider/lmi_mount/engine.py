@@ -887,9 +887,12 @@ class MountManager:
         known = self._live_statuses
         made: dict[int, _StatusInputs] = {}
         statuses = []
+        # Listed after the table was read: a held mount listed lives now, so it
+        # lived then, and the table's record of its mount id is it.
+        live = self.kernel.live_mount_ids()
         for record in table.visible():
             entry = by_target.get(record.target)
-            holder = self._held_by(record, held)
+            holder = self._held_by(record, held, live)
             spec = _spec_of(record, entry, source_of)
             last = known.get(id(record))  # the entry holds its record: no id reuse
             if last is not None and last[0] is record and last[1] is entry \
@@ -926,17 +929,19 @@ class MountManager:
             return None
         return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
 
-    def _held_by(self, record: MountRecord, held: Mapping[str, HeldMount]) -> HeldMount | None:
+    def _held_by(self, record: MountRecord, held: Mapping[str, HeldMount],
+                 live: frozenset[int] | None = None) -> HeldMount | None:
         """The holder record of the live ``record``: none for a mount made at a held
         mount point since (by hand, after its holders' mount went), which the
         next request there forgets (``plan_reconcile``), but a read must not
-        show as theirs meanwhile."""
+        show as theirs meanwhile. ``live``: the unique ids of the mounts that
+        lived after ``record`` was read (``Kernel.live_mount_ids``), if known."""
         found = held.get(record.target)
         if found is None or (found.mount_id is not None and found.mount_id != record.mount_id):
             return None
         # By its unique id, never by its path: a read's path lookup would pin
         # the mount while a request unmounts it (EBUSY to that request).
-        if found.unique_id is not None and \
+        if found.unique_id is not None and (live is None or found.unique_id not in live) and \
                 self.kernel.is_mount(record.mount_id, found.unique_id) is False:
             return None
         return found

@@ -496,6 +496,29 @@ def test_mount_identity_names_the_mount_whose_root_a_path_is(kernel: Kernel,
     assert again[1] != first[1]
 
 
+def test_live_mount_ids_lists_every_mount_of_the_namespace(kernel: Kernel,
+                                                           base: Path) -> None:
+    # One listing answers "is the mount my holders hold still alive" for every
+    # held mount of a state read (listmount(2), Linux 6.8; None without it).
+    live = kernel.live_mount_ids()
+    if live is None:
+        # Without statmount (Linux < 6.8) neither question can be asked by id.
+        assert kernel.is_mount(1, 1 << 31) is None
+        return
+    assert len(live) == len(table(kernel))
+    (target,) = make_dirs(base, "t")
+    kernel.mount("tmpfs", target, "tmpfs", 0)
+    kernel.mount("tmpfs", target, "tmpfs", 0)  # stacked: hidden mounts are listed too
+    identity = kernel.mount_identity(target)
+    assert identity is not None and identity[1] is not None
+    now = kernel.live_mount_ids()
+    assert now is not None and identity[1] in now and len(now) == len(live) + 2
+    kernel.unmount(target)
+    after = kernel.live_mount_ids()
+    assert after is not None and identity[1] not in after and len(after) == len(live) + 1
+    kernel.unmount(target)
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -109,6 +109,35 @@ def test_a_read_after_each_change_shows_what_a_point_read_makes_anew(world: Worl
         engine.delete(other, persist=True, holder="a")
 
 
+def test_a_state_read_asks_nothing_of_the_kernel_per_held_mount(world: World) -> None:
+    # Whether a held mount is still the one its holders hold was one
+    # statmount(2) per held mount per read: 53 ms a read beside 2,000 held
+    # mounts. One listing of the live mounts' unique ids answers them all.
+    targets = [world.dir(f"m{n}") for n in range(20)]
+    with world.manager() as engine:
+        for target in targets:
+            engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
+        asked: list[int] = []
+        kernel: Any = engine.kernel
+        is_mount = kernel.is_mount
+
+        def counted(mount_id: int, unique_id: int) -> bool | None:
+            asked.append(unique_id)
+            return bool(is_mount(mount_id, unique_id))
+
+        kernel.is_mount = counted
+        try:
+            engine.release(targets[0], "a")  # a change: the next read is a new one
+            statuses = {s.target: s for s in engine.state().statuses}
+        finally:
+            kernel.is_mount = is_mount
+        assert asked == []
+        assert all(statuses[t].held is not None for t in targets[1:])
+        assert targets[0] not in statuses
+        for target in targets[1:]:
+            engine.release(target, "a")
+
+
 @pytest.mark.root
 @pytest.mark.private_namespace
 @requires_root

@@ -332,6 +332,10 @@ class FakeKernel:
             return any(mount.unique_id == unique_id and mount.mount_id == mount_id
                        for mount in self._mounts if mount.attached)
 
+    def live_mount_ids(self) -> frozenset[int] | None:
+        with self._lock:
+            return frozenset(mount.unique_id for mount in self._mounts if mount.attached)
+
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         # statx of a path names the mount the walk ends in, as _resolve does;
         # a path that does not exist has none (ENOENT).

@@ -320,6 +320,12 @@ class Kernel(Protocol):
         kernel cannot tell without one (no statmount)."""
         ...
 
+    def live_mount_ids(self) -> frozenset[int] | None:
+        """The never-reused ids of every mount of this namespace now, hidden ones
+        too, in one call: a reader asks whether held mounts still live once,
+        not once each. None where the kernel cannot list them (no statmount)."""
+        ...
+
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         """(mount id, unique mount id) of the mount whose root ``target`` is (None for
         a path that is no mount point: the mount it lies in is not the one asked for).
@@ -762,6 +768,12 @@ class LinuxKernel:
             return None
         record = mountapi.statmount(unique_id)
         return record is not None and record.mount_id == mount_id
+
+    def live_mount_ids(self) -> frozenset[int] | None:
+        if not self._statmount:
+            return None
+        found = mountapi.listmount()
+        return frozenset(found) if found is not None else None
 
     def mount_identity(self, target: str) -> tuple[int, int | None] | None:
         # Walked without symlinks: a parent swapped for one must not lend the

@@ -57,6 +57,7 @@ SYS_FSMOUNT: Final = 432 + _ALPHA_OFFSET
 SYS_FSPICK: Final = 433 + _ALPHA_OFFSET
 SYS_MOUNT_SETATTR: Final = 442 + _ALPHA_OFFSET
 SYS_STATMOUNT: Final = 457 + _ALPHA_OFFSET
+SYS_LISTMOUNT: Final = 458 + _ALPHA_OFFSET
 SYS_OPENAT2: Final = 437 + _ALPHA_OFFSET
 
 # openat2(2) (Linux 5.6): struct open_how and its resolve flags.
@@ -363,6 +364,31 @@ def statmount(unique_id: int) -> MountRecord | None:
                 continue
             return None
         return _record(buffer.raw)
+
+
+#: listmount(2)'s mnt_id_req.mnt_id for the root of the caller's mount namespace.
+LSMT_ROOT: Final = 0xFFFF_FFFF_FFFF_FFFF
+_LISTMOUNT_BATCH: Final = 1024
+
+
+def listmount() -> list[int] | None:
+    """The unique ids of every mount of this mount namespace, from listmount(2)
+    (Linux 6.8), in batches: each call resumes after the last id it returned.
+    None when the kernel lacks the call."""
+    found: list[int] = []
+    last = 0
+    buffer = (ctypes.c_uint64 * _LISTMOUNT_BATCH)()
+    while True:
+        request = struct.pack("=IIQQ", 24, 0, LSMT_ROOT, last)
+        try:
+            count = _syscall(SYS_LISTMOUNT, ctypes.c_char_p(request), buffer,
+                             ctypes.c_size_t(_LISTMOUNT_BATCH), ctypes.c_uint(0))
+        except OSError:
+            return None
+        found.extend(buffer[:count])
+        if count < _LISTMOUNT_BATCH:
+            return found
+        last = buffer[count - 1]
 
 
 def _record(raw: bytes) -> MountRecord:
