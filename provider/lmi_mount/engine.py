@@ -805,16 +805,24 @@ class MountManager:
     def held_live(self, target: str) -> HeldMount | None:
         """The holder record of the mount point ``target`` (as spelled: doubled
         and trailing slashes aside, nothing resolved) while its mount lives
-        there: asked by the mount's never-reused id, one statmount(2), no
-        mount table and no path lookup, so a method's reference to a mount
-        the service holds costs the same on a host with thousands of mounts.
-        Without unique ids (before Linux 6.8) by its mount id in the table.
-        A mount hidden by one made over it by hand is still there; one moved
-        away (``mount --move``) is not. None when nothing is held there."""
+        there: asked by the mount's never-reused id, statmount(2) without a
+        mount table or a path lookup, so a method's reference to a mount the
+        service holds costs the same on a host with thousands of mounts.
+        Without unique ids (before Linux 6.8) by its mount id in the table
+        (``mount_table``, kept while the kernel reports no change), as the
+        table-based check did: a mount made there by hand since with the same
+        id passes too, and the request's plan tells them apart. A mount
+        hidden by one made over it by hand is still there; one moved away
+        (``mount --move``) is not. None when nothing is held there."""
         found = self._published.get(normalize_fstab_target(target))
         if found is None or found.mount_id is None:
             return None
-        record = self.kernel.find_mount(found.mount_id, found.unique_id)
+        alive = (self.kernel.is_mount(found.mount_id, found.unique_id)
+                 if found.unique_id is not None else None)
+        if alive is False:
+            return None
+        record = (self.kernel.find_mount(found.mount_id, found.unique_id) if alive
+                  else self.mount_table().by_id.get(found.mount_id))
         return found if record is not None and record.target == found.target else None
 
     def read_fstab(self) -> FstabDocument:
@@ -941,7 +949,8 @@ class MountManager:
             return None
         # By its unique id, never by its path: a read's path lookup would pin
         # the mount while a request unmounts it (EBUSY to that request).
-        if found.unique_id is not None and (live is None or found.unique_id not in live) and \
+        listed = live is not None and found.mount_id is not None and found.unique_id in live
+        if found.unique_id is not None and not listed and \
                 self.kernel.is_mount(record.mount_id, found.unique_id) is False:
             return None
         return found

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lmi_mount.linux import kernel as kernel_module
+from lmi_mount.linux import mountapi
 from lmi_mount.linux.kernel import (
     KernelError,
     LinuxKernel,
@@ -373,3 +374,23 @@ def test_a_process_of_another_namespace_at_the_same_path_holds_nothing(
     finally:
         other.kill()
         other.wait()
+
+
+def test_listmount_gives_up_on_a_kernel_that_does_not_resume(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each batch resumes after the last id returned; a kernel (or a filter)
+    # that answered every call with the same full batch would have made
+    # every state read loop for ever.
+    calls: list[int] = []
+
+    def same_batch(number: int, request: object, buffer: object, size: object,
+                   flags: object) -> int:
+        calls.append(number)
+        assert len(calls) < 10, "listmount did not stop"
+        for n in range(mountapi._LISTMOUNT_BATCH):
+            buffer[n] = 100 + n  # type: ignore[index]
+        return mountapi._LISTMOUNT_BATCH
+
+    monkeypatch.setattr(mountapi, "_syscall", same_batch)
+    assert mountapi.listmount() is None
+    assert len(calls) == 2

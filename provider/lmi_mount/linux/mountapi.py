@@ -388,6 +388,8 @@ def listmount() -> list[int] | None:
         found.extend(buffer[:count])
         if count < _LISTMOUNT_BATCH:
             return found
+        if buffer[count - 1] <= last:
+            return None  # no progress: a kernel that does not resume after ``param``
         last = buffer[count - 1]
 
 
