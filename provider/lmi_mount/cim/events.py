@@ -167,7 +167,7 @@ def _drift_of(status: MountStatus, keyed: list[_Keyed]
     return _path(keyed[0][1]), tuple(str(d) for d in status.drift)
 
 
-def _model_read(entries: Iterable[tuple[MountStatus, list[_Keyed]]]) -> ModelRead:
+def _model_read(entries: Iterable[_Entry]) -> ModelRead:
     instances: dict[InstanceKey, CIMInstance] = {}
     drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]] = {}
     for status, keyed in entries:

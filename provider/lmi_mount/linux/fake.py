@@ -273,22 +273,23 @@ class FakeKernel:
     def mount_table_version(self) -> int | None:
         with self._lock:
             # The rendered table is the state: a new text is a new version.
-            text = "".join(self._render(mount) for mount in self._mounts)
+            text = self._mountinfo()
             if text != self._rendered:
                 self._rendered = text
                 self._table_version += 1
             return self._table_version
 
     def read_mountinfo(self) -> str:
+        return self._mountinfo()
+
+    def _mountinfo(self) -> str:
         with self._lock:
             return "".join(self._render(mount) for mount in self._mounts)
 
     def mount_at(self, target: str) -> MountRecord | None:
         # A point read, as statmount(2) makes it: not through read_mountinfo,
-        # which stands for a read of the whole table.
-        with self._lock:
-            rendered = "".join(self._render(mount) for mount in self._mounts)
-        return MountTable(parse_mountinfo(rendered)).at(target)
+        # which stands for a read of the whole table (tests count them).
+        return MountTable(parse_mountinfo(self._mountinfo())).at(target)
 
     def loop_backing_file(self, device: str) -> str | None:
         with self._lock:
