@@ -4,9 +4,11 @@ transactions — against the fake kernel and the real one in a private namespace
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -277,14 +279,9 @@ def test_a_delete_of_a_mount_covered_by_hand_is_in_use_and_takes_nothing(
     assert world.mounts_at(target) == [] and world.fstab_entry(target) is None
 
 
-def test_a_held_mount_s_reference_is_checked_without_the_mount_table(world: CimWorld) -> None:
-    # DeleteMount and ModifyMount check their Mount reference before the job:
-    # that check parsed the whole mount table, 7 ms a call on a host with
-    # 2,000 mounts. A mount the service holds is found by its unique id; the
-    # release that follows reads what is mounted at its mount point only.
-    conn = world.connect()
-    target = world.dir("mnt")
-    _, out = create_tmpfs(conn, target, Holder="alice")
+@contextlib.contextmanager
+def _table_reads(world: CimWorld) -> Iterator[list[int]]:
+    """Every read of the whole mount table (``Kernel.read_mountinfo``) meanwhile."""
     reads: list[int] = []
     read_mountinfo = world.kernel.read_mountinfo
 
@@ -293,11 +290,25 @@ def test_a_held_mount_s_reference_is_checked_without_the_mount_table(world: CimW
         return str(read_mountinfo())
 
     world.kernel.read_mountinfo = counted
-    # Mode 4 has no effect on ModifyMount: the reference check alone.
-    assert call(conn, "ModifyMount", Mode=4, Mount=out["Mount"])[0] == 0
-    assert call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="alice")[0] == 0
+    try:
+        yield reads
+    finally:
+        world.kernel.read_mountinfo = read_mountinfo
+
+
+def test_a_held_mount_s_reference_is_checked_without_the_mount_table(world: CimWorld) -> None:
+    # DeleteMount and ModifyMount check their Mount reference before the job:
+    # that check parsed the whole mount table, 7 ms a call on a host with
+    # 2,000 mounts. A mount the service holds is found by its unique id; the
+    # release that follows reads what is mounted at its mount point only.
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, out = create_tmpfs(conn, target, Holder="alice")
+    with _table_reads(world) as reads:
+        # Mode 4 has no effect on ModifyMount: the reference check alone.
+        assert call(conn, "ModifyMount", Mode=4, Mount=out["Mount"])[0] == 0
+        assert call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="alice")[0] == 0
     assert reads == [], "the mount table was read"
-    world.kernel.read_mountinfo = read_mountinfo
     assert world.mounts_at(target) == []
     with pytest.raises(CIMError) as caught:
         call(conn, "DeleteMount", Mode=32769, Mount=out["Mount"], Holder="alice")
@@ -311,17 +322,9 @@ def test_reference_checks_in_a_row_read_the_mount_table_once_at_most(world: CimW
     # read of every mount for each check (27 ms a check at 10,000 mounts).
     conn = world.connect()
     _, out = create_tmpfs(conn, world.dir("mnt"), Holder="alice")
-    reads: list[int] = []
-    read_mountinfo = world.kernel.read_mountinfo
-
-    def counted() -> str:
-        reads.append(1)
-        return str(read_mountinfo())
-
-    world.kernel.read_mountinfo = counted
-    for _ in range(3):  # Mode 4 has no effect on ModifyMount: the reference check alone
-        assert call(conn, "ModifyMount", Mode=4, Mount=out["Mount"])[0] == 0
-    world.kernel.read_mountinfo = read_mountinfo
+    with _table_reads(world) as reads:
+        for _ in range(3):  # Mode 4 has no effect on ModifyMount: the reference check alone
+            assert call(conn, "ModifyMount", Mode=4, Mount=out["Mount"])[0] == 0
     assert len(reads) <= 1, reads
 
 
