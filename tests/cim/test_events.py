@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +74,6 @@ class Host:
         shutil.rmtree(self.state, ignore_errors=True)
 
 
-@pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    made = Host(tmp_path)
-    yield made
-    made.close()
-
-
 STEP = st.one_of(
     st.tuples(st.just("mount"), st.integers(0, len(TARGETS) - 1),
               st.integers(0, len(OPTIONS) - 1)),
@@ -97,6 +89,7 @@ STEP = st.one_of(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_a_patched_read_and_its_diff_are_those_of_a_fresh_read(
         tmp_path_factory: pytest.TempPathFactory, batches: list[list[tuple[Any, ...]]]) -> None:
+    # A host of its own per example (a function-scoped fixture would be shared).
     host = Host(tmp_path_factory.mktemp("host"))
     try:
         reader = events.ModelReader(host.broker.context)
