@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from _namespace import reexec_in_private_namespace
+from _namespace import enter_as_root
 
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
@@ -82,10 +82,7 @@ def main() -> int:
     parser.add_argument("--mount-api", choices=("new", "legacy"), default=None,
                         help="kernel interface (default: what this kernel has)")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (mount(2) in a private mount namespace)", file=sys.stderr)
-        return 2
-    code = reexec_in_private_namespace()
+    code = enter_as_root()
     if code is not None:
         return code
 

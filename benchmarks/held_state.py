@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import os
 import shutil
 import statistics
 import sys
@@ -34,20 +33,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from _namespace import reexec_in_private_namespace
+from _namespace import enter_as_root
 
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
+from lmi_mount.linux.namespace import libc
 from lmi_mount.mounts.plan import MountSpec
 
 
 def _read_after_changes(engine: MountManager, scratch: Path, reads: int) -> float:
     """The median of ``reads`` state reads, each after a mount or unmount by hand."""
-    libc = ctypes.CDLL(None, use_errno=True)
     samples = []
     for n in range(reads):
-        done = (libc.mount(b"scratch", str(scratch).encode(), b"tmpfs", 0, None) if n % 2 == 0
-                else libc.umount2(str(scratch).encode(), 0))
+        done = (libc().mount(b"scratch", str(scratch).encode(), b"tmpfs", 0, None)
+                if n % 2 == 0 else libc().umount2(str(scratch).encode(), 0))
         if done != 0:
             raise OSError(ctypes.get_errno(), "mount/umount2", str(scratch))
         start = time.perf_counter()
@@ -61,13 +60,9 @@ def main() -> int:
     parser.add_argument("--mounts", type=int, default=2000)
     parser.add_argument("--reads", type=int, default=40)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (mount(2) in a private mount namespace)", file=sys.stderr)
-        return 2
-    code = reexec_in_private_namespace()
+    code = enter_as_root()
     if code is not None:
         return code
-    libc = ctypes.CDLL(None, use_errno=True)
     work = Path(tempfile.mkdtemp(prefix="lmi-bench-"))
     state = Path(tempfile.mkdtemp(prefix="lmi-bench-state-", dir="/dev/shm"))
     try:
@@ -80,11 +75,11 @@ def main() -> int:
         with MountManager(LinuxKernel(), fstab_path=work / "fstab", state_dir=state,
                           timers=False, after_fstab_edit=lambda: None) as engine:
             for target in targets:
-                if libc.mount(b"byhand", str(target).encode(), b"tmpfs", 0, None) != 0:
+                if libc().mount(b"byhand", str(target).encode(), b"tmpfs", 0, None) != 0:
                     raise OSError(ctypes.get_errno(), "mount", str(target))
             by_hand = _read_after_changes(engine, scratch, args.reads)
             for target in targets:
-                libc.umount2(str(target).encode(), 0)
+                libc().umount2(str(target).encode(), 0)
             for target in targets:
                 engine.acquire(MountSpec("tmpfs", str(target), "tmpfs"), "bench")
             held = _read_after_changes(engine, scratch, args.reads)

@@ -37,10 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from _namespace import reexec_in_private_namespace
+from _namespace import enter_as_root
 from pywbem import Uint16
 
 from lmi_mount.cim.mock import mock_connection
+from lmi_mount.linux.namespace import libc
 
 
 def median_seconds(run: Callable[[], None], rounds: int) -> float:
@@ -54,8 +55,7 @@ def median_seconds(run: Callable[[], None], rounds: int) -> float:
 
 def _tmpfs(name: str, target: Path) -> None:
     """mount(2) of a small tmpfs: 2,000 mount(8) runs would take longer than the benchmark."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(name.encode(), str(target).encode(), b"tmpfs", 0, b"size=64k") != 0:
+    if libc().mount(name.encode(), str(target).encode(), b"tmpfs", 0, b"size=64k") != 0:
         error = ctypes.get_errno()
         raise OSError(error, os.strerror(error), str(target))
 
@@ -65,10 +65,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--other-mounts", type=int, default=2000)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (mount(2) in a private mount namespace)", file=sys.stderr)
-        return 2
-    code = reexec_in_private_namespace()
+    code = enter_as_root()
     if code is not None:
         return code
 
