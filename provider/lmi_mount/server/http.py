@@ -5,8 +5,9 @@ completes TLS handshakes and reads every request head and body without
 blocking (each head parsed by h11, the body framed here), and a bounded
 pool of worker threads that run the application on complete requests and
 write the responses (``Content-Length`` when the body is known,
-``Transfer-Encoding: chunked`` when it streams). Keep-alive
-connections go back to the I/O thread between requests.
+``Transfer-Encoding: chunked`` when it streams). Between requests, the
+worker that answered registers a keep-alive connection with the I/O
+thread's selector itself (no hand-off to wake the I/O thread for).
 
 The limits are enforced where the bytes arrive (RFC 9112 framing):
 
@@ -208,6 +209,14 @@ class _State(enum.Enum):
     BODY = "body"
     BUSY = "busy"
     LINGER = "linger"
+
+
+class _Handed(enum.Enum):
+    """What became of a connection handed back after a response (``_await_next``)."""
+
+    WAITING = "waiting"
+    CLOSED = "closed"
+    BUFFERED = "buffered"
 
 
 class _RequestRefused(Exception):
@@ -488,6 +497,8 @@ class HttpServer:
         return min(idle, key=lambda c: c.accepted) if idle else None
 
     def _take_returned(self) -> None:
+        """Connections handed back with a pipelined request already read, or
+        while the server stops: the I/O thread parses or closes them."""
         while True:
             with self._returned_lock:
                 if not self._returned:
@@ -496,18 +507,37 @@ class HttpServer:
             if not self._running.is_set():
                 self._close(conn)
                 continue
-            # Waiting for the next request is the I/O thread's to set up: set by
-            # the worker, an expiry pass in between saw the old request's deadline
-            # (and closed a connection the worker was handing back).
+            if self._await_next(conn) is _Handed.WAITING and conn.buffer:
+                self._confined(conn, functools.partial(self._advance, conn))
+
+    def _await_next(self, conn: _Conn, *, unless_buffered: bool = False) -> _Handed:
+        """Set ``conn`` up to wait for its next request and register it with the
+        selector (WAITING); CLOSED if it was closed meanwhile; BUFFERED, nothing
+        done, if ``unless_buffered`` and its buffer already holds bytes of that
+        request, which only the I/O thread may parse.
+
+        Safe from a worker thread (epoll_ctl is, and the selector's map is a
+        dict): the worker that served the last request sets the connection up
+        itself rather than waking the I/O thread for it, a hand-off per request
+        saved. The state and the deadline change together under ``_conns_lock``,
+        so that an expiry pass sees either a busy connection or a fresh
+        deadline; and ``_close`` takes the connection out of the table under
+        the same lock before it unregisters, so a connection is never
+        registered after it was closed.
+        """
+        deadline = self._clock() + self.limits.keepalive_timeout
+        with self._conns_lock:
+            if conn not in self._conns:
+                return _Handed.CLOSED
+            if unless_buffered and conn.buffer:
+                return _Handed.BUFFERED
             conn.sock.setblocking(False)
-            conn.state = _State.HEAD
             conn.head = None
             conn.request_started = False
-            conn.deadline = self._clock() + self.limits.keepalive_timeout
+            conn.deadline = deadline
+            conn.state = _State.HEAD
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-            # A pipelined request may already wait in the buffer.
-            if conn.buffer:
-                self._confined(conn, functools.partial(self._advance, conn))
+        return _Handed.WAITING
 
     def _expire(self) -> None:
         now = self._clock()
@@ -786,11 +816,29 @@ class HttpServer:
             _close_socket(conn.sock)
 
     def _close(self, conn: _Conn) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(conn.sock)
+        # Out of the table first: a worker handing the connection back checks
+        # the table under this lock before it registers (``_await_next``).
         with self._conns_lock:
             self._conns.discard(conn)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(conn.sock)
         _close_socket(conn.sock)
+
+    def _hand_back(self, conn: _Conn) -> None:
+        """After a response, on the worker: ``conn`` waits for its next request."""
+        try:
+            if (self._running.is_set()
+                    and self._await_next(conn, unless_buffered=True) is not _Handed.BUFFERED):
+                return
+        except (OSError, ValueError) as exc:  # the socket failed meanwhile
+            log.debug("connection from %s failed: %s", conn.peer[0], exc)
+            self._close(conn)
+            return
+        # A pipelined request waits in the buffer, or the server stops: the
+        # I/O thread's to parse, or to close.
+        with self._returned_lock:
+            self._returned.append(conn)
+        self._wake()
 
     # -- worker threads -------------------------------------------------------------------------
 
@@ -816,9 +864,7 @@ class HttpServer:
                 # Handed back only now: the next request on this connection has
                 # a turn of its own, which the lines above must not take.
                 if keep_alive:
-                    with self._returned_lock:
-                        self._returned.append(conn)
-                    self._wake()
+                    self._hand_back(conn)
                 if due and served:
                     # This thread goes on with the oldest; the started count
                     # already includes it.
