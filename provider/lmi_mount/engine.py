@@ -1204,6 +1204,9 @@ class MountManager:
             return
         if not plan:
             return
+        if len(plan.steps) == 1 and isinstance(plan.steps[0], HolderChange):
+            self._execute_holder_change(plan.steps[0])
+            return
         records = [step_record(step) for step in plan.steps]
         try:
             txn = self._journal.begin(plan.operation, records,
@@ -1245,6 +1248,27 @@ class MountManager:
             self._running.txn = outer
             self._holders.check()
             self._publish()
+
+    def _execute_holder_change(self, step: HolderChange) -> None:
+        """A plan of one holder step is a transaction of one record.
+
+        Its ``set`` or ``forget`` line is written whole or not at all (replay
+        stops at a torn line, by its CRC), and memory changes only after it is
+        durable: a ``begin`` and an ``end`` around it would cost two more
+        records, the larger one carrying the step, for nothing to finish or
+        undo. A full state file system refuses it before anything changes, as
+        a reservation would. This is the common case of a shared mount: every
+        holder but the first and the last.
+        """
+        self._crash("before HolderChange")
+        try:
+            self._set_holders(step)
+        except Exception as exc:
+            raise self._domain_error(exc) from exc
+        finally:
+            self._holders.check()
+            self._publish()
+        self._crash("after HolderChange")
 
     def _publish(self) -> None:
         """Make the holders as they are now what readers see."""

@@ -146,7 +146,9 @@ def test_kill_9_at_every_step_leaves_the_operation_whole_or_absent(
     points = crash_points(reference, operation(reference))
     after = observe(reference, target)
     assert before != after, "the operation must change something"
-    assert "transaction begun" in points and len(points) >= 3, points
+    # Each operation passes a point before its first durable record: its
+    # transaction's begin, or the single record of a holder change alone.
+    assert points[0] in ("transaction begun", "before HolderChange") and len(points) >= 2, points
 
     # Each world lives in the same directory so that states compare by path.
     for point in points:
