@@ -230,6 +230,21 @@ def test_embedded_instance_parameter_arrives_as_a_string() -> None:
     assert typed["Report"]["CIMStatusCode"] == 4
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["one-branch", "deep-branch-last"])
+def test_elements_nest_only_so_deep(wide: bool) -> None:
+    def nested(depth: int) -> bytes:
+        # ``depth`` levels in all, the root included; with ``wide``, the deep
+        # branch comes after shallow siblings at every level.
+        inner = b"<X/>"
+        for _ in range(depth - 1):
+            inner = b"<X>" + (b"<S/><S>t</S>" if wide else b"") + inner + b"</X>"
+        return inner
+
+    assert cimxml.parse_xml(nested(cimxml.MAX_DEPTH)) is not None
+    with pytest.raises(cimxml.RequestError, match=f"nest deeper than {cimxml.MAX_DEPTH}"):
+        cimxml.parse_xml(nested(cimxml.MAX_DEPTH + 1))
+
+
 def test_embedded_objects_nest_only_so_deep() -> None:
     inner = CIMInstance("C", {"N": Uint32(1)})
     for _ in range(4):
