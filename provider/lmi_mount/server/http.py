@@ -51,6 +51,7 @@ import enum
 import errno
 import functools
 import logging
+import re
 import selectors
 import socket
 import ssl
@@ -985,11 +986,69 @@ def _parse_head(raw: bytes, peer: tuple[str, int], tls: bool, max_headers: int) 
     folding (RFC 9112 5.2 allows it). It sees the head only; this module
     keeps the limits, the framing of the body (Content-Length only), keep-alive
     and pipelining. Leading empty lines are ignored (RFC 9112 2.2).
+
+    A client sends the same few heads again and again, and h11 costs more
+    than the rest of reading a request: the parse of a head is kept
+    (``_parsed_head``), but never a password. The one Authorization field's
+    value is cut out of the head before the parse and checked on its own,
+    with a grammar stricter than h11's (``_without_credentials``); a head
+    where that cannot be done plainly is parsed whole, and not kept.
     """
     while raw.startswith(b"\r\n"):
         raw = raw[2:]
     if not raw:
         raise _RequestRefused(simple_response(400, "empty request", close=True))
+    cut = _without_credentials(raw)
+    if cut is None:
+        method, target, version, fields = _parse_head_uncached(raw)
+    else:
+        key, credentials = cut
+        method, target, version, fields = _parsed_head(key)
+        if credentials is not None:
+            fields = tuple((name, credentials) if name.lower() == "authorization" else
+                           (name, value) for name, value in fields)
+    if len(fields) > max_headers:
+        raise _RequestRefused(simple_response(
+            431, f"more than {max_headers} header fields", close=True))
+    return RequestHead(method, target, version, Headers(fields), peer, tls)
+
+
+_ParsedHead = tuple[str, str, str, tuple[tuple[str, str], ...]]
+_AUTHORIZATION_FIELD: Final = re.compile(rb"\r\nauthorization:", re.IGNORECASE)
+# RFC 9110 5.5 field-value: visible characters and obs-text, with spaces and
+# tabs inside only. Stricter than h11, which lets control characters through:
+# h11 takes every value this matches as it is.
+_STRICT_FIELD_VALUE: Final = re.compile(rb"[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*")
+
+
+def _without_credentials(raw: bytes) -> tuple[bytes, str | None] | None:
+    """``raw`` with the value of its Authorization field cut out, and that
+    value (None if it has no such field); None if the head must be parsed
+    whole and not kept: lines that end in a bare LF or fold onto the next,
+    more than one Authorization field, or a value outside the strict grammar
+    (h11 then decides, as for any head)."""
+    if b"\r\n " in raw or b"\r\n\t" in raw or raw.count(b"\n") != raw.count(b"\r\n"):
+        return None
+    found = _AUTHORIZATION_FIELD.search(raw)
+    if found is None:
+        return raw, None
+    if _AUTHORIZATION_FIELD.search(raw, found.end()) is not None:
+        return None
+    start = found.end()
+    end = raw.find(b"\r\n", start)
+    end = len(raw) if end < 0 else end
+    value = raw[start:end].strip(b" \t")
+    if not _STRICT_FIELD_VALUE.fullmatch(value):
+        return None
+    return raw[:start] + raw[end:], value.decode("latin-1")
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_head(raw: bytes) -> _ParsedHead:
+    return _parse_head_uncached(raw)
+
+
+def _parse_head_uncached(raw: bytes) -> _ParsedHead:
     parser = h11.Connection(h11.SERVER)
     parser.receive_data(raw + b"\r\n\r\n")
     try:
@@ -1004,13 +1063,9 @@ def _parse_head(raw: bytes, peer: tuple[str, int], tls: bool, max_headers: int) 
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise _RequestRefused(simple_response(
             505, f"{version[:20]} is not supported; use HTTP/1.1", close=True))
-    fields = [(name.decode("latin-1"), value.decode("latin-1"))
-              for name, value in event.headers.raw_items()]
-    if len(fields) > max_headers:
-        raise _RequestRefused(simple_response(
-            431, f"more than {max_headers} header fields", close=True))
-    return RequestHead(event.method.decode("ascii"), event.target.decode("latin-1"), version,
-                       Headers(fields), peer, tls)
+    fields = tuple((name.decode("latin-1"), value.decode("latin-1"))
+                   for name, value in event.headers.raw_items())
+    return event.method.decode("ascii"), event.target.decode("latin-1"), version, fields
 
 
 def _keep_alive(head: RequestHead) -> bool:
