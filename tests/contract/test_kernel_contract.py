@@ -496,6 +496,26 @@ def test_mount_identity_names_the_mount_whose_root_a_path_is(kernel: Kernel,
     assert again[1] != first[1]
 
 
+def test_a_point_read_carries_the_unique_id_the_path_names(kernel: Kernel,
+                                                           base: Path) -> None:
+    # A plan checks a held mount by its unique id: a record read by statmount
+    # says it (no second lookup of the path); one read from mountinfo cannot.
+    (target,) = make_dirs(base, "t")
+    kernel.mount("tmpfs", target, "tmpfs", 0)
+    identity = kernel.mount_identity(target)
+    point = kernel.mount_at(target)
+    assert identity is not None and point is not None
+    found = kernel.find_mount(identity[0], identity[1])
+    assert found is not None and found == point
+    if kernel.live_mount_ids() is None:  # no statmount: the table answers
+        assert point.unique_id is None and found.unique_id is None
+    else:
+        assert point.unique_id == identity[1] == found.unique_id
+    # Not compared: the same mount read from the table is the same record.
+    assert table(kernel).at(target) == point
+    kernel.unmount(target)
+
+
 def test_live_mount_ids_lists_every_mount_of_the_namespace(kernel: Kernel,
                                                            base: Path) -> None:
     # One listing answers "is the mount my holders hold still alive" for every

@@ -22,7 +22,7 @@ import re
 import stat
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from lmi_mount.linux.kernel import (
@@ -288,8 +288,14 @@ class FakeKernel:
 
     def mount_at(self, target: str) -> MountRecord | None:
         # A point read, as statmount(2) makes it: not through read_mountinfo,
-        # which stands for a read of the whole table (tests count them).
-        return MountTable(parse_mountinfo(self._mountinfo())).at(target)
+        # which stands for a read of the whole table (tests count them), and
+        # with the mount's unique id, as statmount's records have.
+        with self._lock:
+            record = MountTable(parse_mountinfo(self._mountinfo())).at(target)
+            if record is None:
+                return None
+            mount = next(m for m in self._mounts if m.mount_id == record.mount_id)
+            return replace(record, unique_id=mount.unique_id)
 
     def loop_backing_file(self, device: str) -> str | None:
         with self._lock:
@@ -322,7 +328,7 @@ class FakeKernel:
                     if mount_id is not None and mount.mount_id != mount_id:
                         return None
                     (record,) = parse_mountinfo(self._render(mount))
-                    return record
+                    return replace(record, unique_id=mount.unique_id)
             return None
 
     def names_before_attaching(self, fstype: str | None) -> bool:

@@ -396,7 +396,7 @@ def listmount() -> list[int] | None:
 def _record(raw: bytes) -> MountRecord:
     total, opts_at, mask = struct.unpack_from("=IIQ", raw, 0)
     major, minor, _magic, sb_flags, type_at = struct.unpack_from("=IIQII", raw, 16)
-    _unique, _parent_unique, old_id, old_parent, attr = struct.unpack_from("=QQIIQ", raw, 40)
+    unique, _parent_unique, old_id, old_parent, attr = struct.unpack_from("=QQIIQ", raw, 40)
     root_at, point_at = struct.unpack_from("=II", raw, 104)
     subtype_at, source_at = struct.unpack_from("=II", raw, 120)
     strings = raw[_STATMOUNT_STRINGS:total]
@@ -440,6 +440,7 @@ def _record(raw: bytes) -> MountRecord:
         fstype=f"{fstype}.{subtype}" if subtype else fstype,
         source=source,
         super_options=tuple(sup),
+        unique_id=unique,
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Final
 
 from lmi_mount.mounts.escaping import unescape_field
@@ -66,6 +66,10 @@ class MountRecord:
     fstype: str
     source: str
     super_options: tuple[str, ...]
+    #: The never-reused mount id (Linux 6.8) where the record came from
+    #: statmount(2); None from mountinfo, which does not show it. Not compared:
+    #: the same mount read either way is the same record.
+    unique_id: int | None = field(default=None, compare=False)
 
     @property
     def device(self) -> str:
@@ -216,6 +220,7 @@ def _parse(text: str, known: Mapping[str, MountRecord],
             fstype,
             source,
             super_options,
+            None,
         )
         built.__class__ = MountRecord
         append(built)

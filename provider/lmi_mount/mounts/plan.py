@@ -478,7 +478,14 @@ class Snapshot:
             return self.table.by_id.get(held.mount_id) if held.mount_id is not None else None
         key = (held.mount_id, held.unique_id)
         if key not in self._found:
-            self._found[key] = self._find_mount(held.mount_id, held.unique_id)
+            here = self._live.get(held.target)
+            if (here is not None and held.unique_id is not None
+                    and here.unique_id == held.unique_id and here.mount_id == held.mount_id):
+                # Read at its mount point in this snapshot, by that unique id
+                # (statmount): the usual case, where asking again tells nothing.
+                self._found[key] = here
+            else:
+                self._found[key] = self._find_mount(held.mount_id, held.unique_id)
         return self._found[key]
 
     def live(self, target: str) -> MountRecord | None:
@@ -1169,6 +1176,8 @@ def _is_held_mount(held: HeldMount, record: MountRecord, snap: Snapshot) -> bool
     at once: the unique id decides where the kernel has one)."""
     if held.mount_id is not None and record.mount_id != held.mount_id:
         return False
+    if held.unique_id is not None and record.unique_id is not None:
+        return record.unique_id == held.unique_id  # read by statmount: no lookup again
     return _same_unique(held, record.target, snap.identity)
 
 
