@@ -138,7 +138,8 @@ def _invalid(message: str) -> RequestError:
 
 
 def _children(element: etree._Element) -> list[etree._Element]:
-    return [c for c in element if isinstance(c.tag, str)]
+    # Elements only (no comment, PI or entity node), filtered by lxml in C.
+    return list(element.iterchildren(etree.Element))
 
 
 def _attr(element: etree._Element, name: str) -> str:
