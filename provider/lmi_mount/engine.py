@@ -1256,13 +1256,16 @@ class MountManager:
         stops at a torn line, by its CRC), and memory changes only after it is
         durable: a ``begin`` and an ``end`` around it would cost two more
         records, the larger one carrying the step, for nothing to finish or
-        undo. A full state file system refuses it before anything changes, as
-        a reservation would. This is the common case of a shared mount: every
-        holder but the first and the last.
+        undo. It must leave the room the transactions begun beside it (other
+        mount points) reserved, and is refused (ENOSPC) before anything
+        changes when it cannot: a review's stream of them filled a journal
+        under a begun release, which then failed after its unmount. This is
+        the common case of a shared mount: every holder but the first and the
+        last.
         """
         self._crash("before HolderChange")
         try:
-            self._set_holders(step)
+            self._set_holders(step, alone=True)
         except Exception as exc:
             raise self._domain_error(exc) from exc
         finally:
@@ -1553,18 +1556,20 @@ class MountManager:
             if drift.comparable
         ]
 
-    def _set_holders(self, step: HolderChange) -> None:
+    def _set_holders(self, step: HolderChange, *, alone: bool = False) -> None:
+        """Record and make ``step``'s holders; ``alone``: a transaction of its own
+        (see ``_execute_holder_change``), not a step of a begun one."""
         after = step.after
         if after is not None and after.unique_id is None:
             identity = self.kernel.mount_identity(after.target)
             if identity is not None and (after.mount_id in (None, identity[0])):
                 after = replace(after, mount_id=identity[0], unique_id=identity[1])
         if after is None:
-            self._journal.forget(step.target)
+            self._journal.forget(step.target, alone=alone)
             if step.target in self._holders:
                 self._holders.forget(step.target)
         else:
-            self._journal.set(after)
+            self._journal.set(after, alone=alone)
             self._holders.restore(after)
 
     def _edit_fstab(self, step: FstabChange) -> tuple[str, str]:

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World, crash_points, die_at, fresh_dir
@@ -57,6 +58,42 @@ def test_a_holder_joining_or_leaving_a_shared_mount_is_one_record(world: World) 
         assert held is not None and held.holders == ("a",)
         again.release(spec.target, "a")
         assert world.mounts_at(spec.target) == []
+
+
+def test_holder_changes_alone_leave_a_begun_transaction_its_room(world: World) -> None:
+    # A holder joining a shared mount is one record, written while a request on
+    # another mount point may have begun: it must not spend the room that one
+    # reserved for its records (a review's journal filled up under a release,
+    # which then failed after its unmount, with its holders still recorded).
+    shared, other = tmpfs(world, "shared"), tmpfs(world, "other")
+    begun, resume = threading.Event(), threading.Event()
+
+    def pause(point: str) -> None:
+        if threading.current_thread().name == "releasing" and point == "transaction begun":
+            begun.set()
+            resume.wait(10)
+
+    with world.manager(journal_capacity=32768, hold_seconds=0, crash=pause) as manager:
+        manager.acquire(shared, "first")
+        manager.acquire(other, "last")
+        outcome: list[object] = []
+        releasing = threading.Thread(
+            target=lambda: outcome.append(manager.release(other.target, "last")),
+            name="releasing")
+        releasing.start()
+        assert begun.wait(10)
+        joined = 0
+        with pytest.raises(MountError):
+            for number in range(1000):
+                manager.acquire(shared, f"holder-{number:04}-" + "x" * 40)
+                joined += 1
+        resume.set()
+        releasing.join(10)
+        assert outcome and world.mounts_at(other.target) == []
+        assert manager.held(other.target) is None
+        held = manager.held(shared.target)
+        assert held is not None and len(held.holders) == joined + 1
+        manager.check_invariants()
 
 
 def test_restart_drops_holders_of_vanished_mounts(world: World) -> None:

@@ -354,6 +354,33 @@ def test_open_transactions_keep_the_room_they_reserved(paths: tuple[Path, Path])
         assert first._reserved == {}
 
 
+def test_a_record_written_alone_leaves_the_room_open_transactions_reserved(
+        paths: tuple[Path, Path]) -> None:
+    """A holder change that is a transaction of its own (``alone``) runs beside a
+    begun transaction of another mount point: it must not spend that one's room
+    (a review filled it with 115 such records, and the release that had begun
+    failed after its unmount)."""
+    room = 3000
+    with journal(paths, capacity=SMALL) as first:
+        first.open()
+        txn = first.begin("delete", [], room=lambda size: room)
+        written = 0
+        with pytest.raises(JournalError) as full:
+            for number in range(1000):  # more mounts each time: compactions, then no room
+                first.set(held(f"/a{number:03}", "holder"), alone=True)
+                written += 1
+                assert first.free >= room, "the begun transaction's records still fit"
+        assert full.value.errno == errno.ENOSPC and written > 0
+        assert first.free >= room
+        first.set(held("/b", "in the transaction"))
+        first.end(txn)
+        # Its room given back, the same change is written again.
+        first.set(held("/a", "after"), alone=True)
+        expected = first._state.copy()
+    with journal(paths, capacity=SMALL) as second:
+        assert snapshot_of(second.open()) == snapshot_of(expected)
+
+
 def test_a_capacity_below_a_page_is_refused(paths: tuple[Path, Path]) -> None:
     with pytest.raises(ValueError, match="capacity"):
         journal(paths, capacity=100)

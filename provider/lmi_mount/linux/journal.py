@@ -651,14 +651,20 @@ class HolderJournal:
         self._record(_intent_to_record(intent))
 
     @_serialized
-    def set(self, held: HeldMount) -> None:
-        """Record, durably, the full holder state of one mount."""
-        self._record(_held_to_record(held))
+    def set(self, held: HeldMount, *, alone: bool = False) -> None:
+        """Record, durably, the full holder state of one mount.
+
+        ``alone``: the record is a transaction of its own, written beside the
+        open ones; it must leave them the room they reserved (``begin``), and
+        is refused with ENOSPC when it cannot.
+        """
+        self._record(_held_to_record(held), alone=alone)
 
     @_serialized
-    def forget(self, target: str) -> None:
-        """Record, durably, that the mount at ``target`` is no longer tracked."""
-        self._record({"op": "forget", "target": target})
+    def forget(self, target: str, *, alone: bool = False) -> None:
+        """Record, durably, that the mount at ``target`` is no longer tracked
+        (``alone`` as for ``set``)."""
+        self._record({"op": "forget", "target": target}, alone=alone)
 
     @_serialized
     def begin(
@@ -903,23 +909,28 @@ class HolderJournal:
         os.fsync(fd)
 
     def _record(
-        self, record: dict[str, Any], encoded: tuple[bytes, dict[str, Any]] | None = None
+        self, record: dict[str, Any], encoded: tuple[bytes, dict[str, Any]] | None = None,
+        *, alone: bool = False,
     ) -> None:
         """Write one record durably; the in-memory state changes only after.
 
         In place if it fits, else by a compaction of the state after it.
-        ``encoded`` is ``_line(record)`` when the caller has it already.
+        ``encoded`` is ``_line(record)`` when the caller has it already. A
+        record of an open transaction draws on the room that transaction
+        reserved; one written ``alone`` (no transaction's) must leave all of
+        it, in place or after the compaction.
         """
         self._writable()
         line, applied = encoded or self._line(record)
-        if self._offset + len(line) <= self.capacity:
+        promised = sum(self._reserved.values()) if alone else 0
+        if self._offset + len(line) + promised <= self.capacity:
             self._write_at(self._current, self._offset, line, "write a journal record")
             self._offset += len(line)
             _apply(self._live, applied)
             return
         after = self._live.copy()
         _apply(after, applied)
-        self._compact(after)
+        self._compact(after, extra=promised)
 
     def _line(self, record: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """The encoded line of ``record`` and the record as replay will apply it.
