@@ -303,6 +303,9 @@ class HttpServer:
         #: When the I/O loop last went round (the clock's time): a supervisor
         #: that sees it stand still knows the loop is stuck (see ``alive``).
         self.last_turn = clock()
+        #: When the loop wakes at the latest if nothing happens: a worker that
+        #: hands back a connection with an earlier deadline wakes it.
+        self._wakes_at = self.last_turn
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -386,6 +389,7 @@ class HttpServer:
             while self._running.is_set():
                 self.last_turn = self._clock()
                 timeout = self._next_deadline()
+                self._wakes_at = self.last_turn + timeout
                 for key, mask in self._selector.select(timeout):
                     if key.fileobj is self._wake_r:
                         with contextlib.suppress(OSError):
@@ -820,16 +824,25 @@ class HttpServer:
         # Out of the table first: a worker handing the connection back checks
         # the table under this lock before it registers (``_await_next``).
         with self._conns_lock:
+            known = conn in self._conns
             self._conns.discard(conn)
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(conn.sock)
+        if known:
+            # Only once: the selector looks a closed socket up by walking its
+            # map, which workers change meanwhile.
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(conn.sock)
         _close_socket(conn.sock)
 
     def _hand_back(self, conn: _Conn) -> None:
         """After a response, on the worker: ``conn`` waits for its next request."""
         try:
-            if (self._running.is_set()
-                    and self._await_next(conn, unless_buffered=True) is not _Handed.BUFFERED):
+            handed = (self._await_next(conn, unless_buffered=True) if self._running.is_set()
+                      else _Handed.BUFFERED)
+            if handed is _Handed.WAITING and conn.deadline < self._wakes_at:
+                # The loop sleeps until later than this connection's keep-alive
+                # deadline (a timeout below a second): it must wake for it.
+                self._wake()
+            if handed is not _Handed.BUFFERED:
                 return
         except (OSError, ValueError) as exc:  # the socket failed meanwhile
             log.debug("connection from %s failed: %s", conn.peer[0], exc)
