@@ -171,7 +171,7 @@ def test_a_failed_release_never_mounts_an_empty_tmpfs_in_place_of_the_old_one(
     spec = MountSpec("tmpfs", str(target), "tmpfs", parse_options("size=1m"))
     real_forget = HolderJournal.forget
 
-    def forget(journal: HolderJournal, where: str) -> None:  # after the unmount
+    def forget(journal: HolderJournal, where: str, *, alone: bool = False) -> None:  # unmounted
         monkeypatch.setattr(HolderJournal, "forget", real_forget)
         raise JournalError(errno.EIO, "cannot write a journal record", "journal")
 
@@ -203,7 +203,7 @@ def test_a_rolled_back_release_keeps_the_reference_on_the_mount_made_again(
     spec = MountSpec(str(source), str(target), None)
     real_forget = HolderJournal.forget
 
-    def forget(journal: HolderJournal, where: str) -> None:
+    def forget(journal: HolderJournal, where: str, *, alone: bool = False) -> None:
         monkeypatch.setattr(HolderJournal, "forget", real_forget)
         raise JournalError(errno.EIO, "cannot write a journal record", "journal")
 
