@@ -473,6 +473,19 @@ def _with_identity(step: Step, identity: tuple[int, int | None] | None) -> Step:
                                        unique_id=identity[1]))
 
 
+def _naming_made(step: HolderChange, target: str, ids: tuple[int, int | None]) -> HolderChange:
+    """``step``, the holder record of the mount a step of the same plan just made
+    at ``target``, with that mount's ids (``_mount`` returns them): no look at
+    the path again, which would name whatever is on top of it by then."""
+    after = step.after
+    if (after is None or after.target != target or after.unique_id is not None
+            or after.mount_id not in (None, ids[0])):
+        return step
+    result = _with_identity(step, ids)
+    assert isinstance(result, HolderChange)
+    return result
+
+
 def _holder_key(held: HeldMount | None) -> tuple[object, ...] | None:
     """What a holder record says, without the ids the engine fills in on write."""
     if held is None:
@@ -1215,13 +1228,20 @@ class MountManager:
             raise self._domain_error(exc) from exc
         self._crash("transaction begun")
         done: list[tuple[Step, object]] = []
+        made: tuple[str, tuple[int, int | None]] | None = None
         outer, self._running.txn = getattr(self._running, "txn", None), txn
         try:
             for step in plan.steps:
                 name = type(step).__name__
                 self._crash(f"before {name}")
+                if made is not None and isinstance(step, HolderChange):
+                    step = _naming_made(step, *made)
                 try:
-                    done.append((step, self._apply(step, anchors)))
+                    result = self._apply(step, anchors)
+                    done.append((step, result))
+                    if isinstance(step, KernelMount):
+                        assert isinstance(result, tuple)
+                        made = step.spec.target, result
                 except files.FileWriteError as exc:
                     if isinstance(step, FstabChange) and exc.texts is not None:
                         # The new fstab is in place, though not known durable
