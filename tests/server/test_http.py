@@ -269,6 +269,34 @@ def test_a_short_keep_alive_timeout_is_kept_after_a_request(app: EchoApp) -> Non
         server.shutdown()
 
 
+def test_a_connection_handed_back_while_the_loop_goes_to_sleep_is_woken_for(
+        app: EchoApp) -> None:
+    # The loop works out how long to sleep, then sleeps: a worker that hands a
+    # connection back in between must see that turn's wake-up time, not the
+    # last one's (a second review closed 0.3 s connections after 1.04 s).
+    limits = HttpLimits(keepalive_timeout=0.3, request_timeout=5.0, first_byte_timeout=5.0)
+    server = HttpServer([Listener("127.0.0.1", 0)], app, limits)
+    real = server._next_deadline
+
+    def then_pause() -> float:
+        timeout = real()
+        if threading.current_thread().name == "lmi-mountd-io":
+            time.sleep(0.05)  # a preemption between the sum and the sleep
+        return timeout
+
+    server._next_deadline = then_pause  # type: ignore[method-assign]
+    server.start()
+    try:
+        for _ in range(2):
+            with connect(server) as sock:
+                time.sleep(0.95)  # late in the loop's one-second sleep
+                sock.sendall(post())
+                read_response(sock.makefile("rb"))
+                assert closed_within(sock, 3.0) < 0.7
+    finally:
+        server.shutdown()
+
+
 def test_tls_handshake_must_start_in_time(server: HttpServer) -> None:
     with socket.create_connection(("127.0.0.1", port(server, tls=True)), timeout=5) as sock:
         closed_within(sock, 3 * LIMITS.first_byte_timeout)

@@ -389,7 +389,6 @@ class HttpServer:
             while self._running.is_set():
                 self.last_turn = self._clock()
                 timeout = self._next_deadline()
-                self._wakes_at = self.last_turn + timeout
                 for key, mask in self._selector.select(timeout):
                     if key.fileobj is self._wake_r:
                         with contextlib.suppress(OSError):
@@ -430,15 +429,19 @@ class HttpServer:
             self._selector.register(paused[1], selectors.EVENT_READ, paused[2])
 
     def _next_deadline(self) -> float:
+        """How long the loop may sleep; sets ``_wakes_at`` under the lock its scan
+        of the connections takes: a worker that hands a connection back after
+        the scan compares its deadline with this turn's (``_hand_back``)."""
+        now = self._clock()
         with self._conns_lock:
             deadlines = [c.deadline for c in self._conns if c.state is not _State.BUSY]
             if self._waiting and self._counted:
                 # When a running request becomes long, the next one starts.
                 deadlines.append(min(self._counted.values()) + LONG_REQUEST_SECONDS)
-        deadlines += [resume for resume, _, _ in self._paused]
-        if not deadlines:
-            return 1.0
-        return max(0.0, min(min(deadlines) - self._clock(), 1.0))
+            deadlines += [resume for resume, _, _ in self._paused]
+            timeout = max(0.0, min(min(deadlines) - now, 1.0)) if deadlines else 1.0
+            self._wakes_at = now + timeout
+        return timeout
 
     def _accept(self, listening: socket.socket, listener: Listener) -> None:
         for _ in range(64):  # a burst of accepts, then serve the others
