@@ -1418,8 +1418,11 @@ class MountManager:
         self._crash("mount attached")
         unique = noted[0] if noted else None
         if unique is None:
+            # The path shows what is on top by now: the unique id of a mount
+            # someone made over ours since must not name ours.
             identity = self.kernel.mount_identity(record.target)
-            unique = identity[1] if identity is not None else None
+            unique = (identity[1] if identity is not None and identity[0] == record.mount_id
+                      else None)
             self._note({"mounted": record.mount_id, "target": spec.target,
                         "device": [record.major, record.minor], "root": record.root,
                         "unique": unique})

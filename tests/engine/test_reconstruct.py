@@ -7,10 +7,14 @@ import json
 import random
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 
+from lmi_mount.engine import MountManager
+from lmi_mount.linux.fake import FakeKernel
 from lmi_mount.mounts.errors import MountError
+from lmi_mount.mounts.mountinfo import MountTable, parse_mountinfo
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World, crash_points, die_at, fresh_dir
@@ -247,3 +251,37 @@ def test_threads_keep_the_refcount_equal_to_the_references(world: World) -> None
                     manager.release(target, name)
         assert manager.holders() == []
         assert all(world.mounts_at(spec.target) == [] for spec in targets)
+
+
+def test_a_mount_made_over_a_helper_s_mount_never_lends_it_its_unique_id(
+        tmp_path: Path) -> None:
+    # A mount(8) helper names its mount only once attached: its unique id is
+    # read at the path, where anyone may have mounted over it already. The
+    # holder record then paired our mount's id with the other's unique id (a
+    # review): the reference check took our mount for gone, and a release
+    # forgot its holders and left it mounted for ever.
+    class StackingKernel(FakeKernel):
+        def mount(self, source, target, fstype, flags, data="", **options):  # type: ignore[no-untyped-def]
+            record = super().mount(source, target, fstype, flags, data, **options)
+            if fstype == "fuse.squashfuse":
+                super().mount("stranger", record.target, "tmpfs", 0)
+            return record
+
+    kernel = StackingKernel()
+    target = tmp_path / "mnt"
+    target.mkdir()
+    image = tmp_path / "image.sqfs"
+    image.write_bytes(b"")
+    (tmp_path / "fstab").write_text("")
+    with MountManager(kernel, fstab_path=tmp_path / "fstab", state_dir=tmp_path / "state",
+                      timers=False, after_fstab_edit=lambda: None) as engine:
+        engine.create(MountSpec(str(image), str(target), "fuse.squashfuse",
+                                parse_options("ro")), holder="a")
+        ours, stranger = MountTable(parse_mountinfo(kernel.read_mountinfo())).mounts_at(
+            str(target))
+        on_top = kernel.mount_identity(str(target))
+        assert on_top is not None and on_top[0] == stranger.mount_id
+        held = engine.held(str(target))
+        assert held is not None and held.mount_id == ours.mount_id
+        assert held.unique_id != on_top[1], "the stranger's unique id"
+        assert engine.held_live(str(target)) is not None, "ours still lives, under the other"
