@@ -1418,11 +1418,7 @@ class MountManager:
         self._crash("mount attached")
         unique = noted[0] if noted else None
         if unique is None:
-            # The path shows what is on top by now: the unique id of a mount
-            # someone made over ours since must not name ours.
-            identity = self.kernel.mount_identity(record.target)
-            unique = (identity[1] if identity is not None and identity[0] == record.mount_id
-                      else None)
+            unique = self._unique_of(record)
             self._note({"mounted": record.mount_id, "target": spec.target,
                         "device": [record.major, record.minor], "root": record.root,
                         "unique": unique})
@@ -1700,7 +1696,6 @@ class MountManager:
                 continue
             record = table.at(intent.target)
             if record is not None and source_of(record) == intent.source:
-                identity = self.kernel.mount_identity(intent.target)
                 made = HeldMount(
                     intent.target,
                     intent.source,
@@ -1708,7 +1703,7 @@ class MountManager:
                     intent.options,
                     made_by_us=True,
                     mount_id=record.mount_id,
-                    unique_id=identity[1] if identity else None,
+                    unique_id=self._unique_of(record),
                 )
                 log.info("reconstruct: %s was mounted but not recorded; holding it", intent.target)
                 self._journaled(self._journal.set, made)
@@ -1858,8 +1853,7 @@ class MountManager:
                 flags, data, clear = KernelMount(step.remount).request()
                 record = self.kernel.mount(step.remount.source, step.target,
                                            step.remount.fstype, flags, data, clear=clear)
-                identity = self.kernel.mount_identity(record.target)
-                return record.mount_id, identity[1] if identity is not None else None
+                return record.mount_id, self._unique_of(record)
         elif self.mount_table().at(step.target) is not None:  # KernelRemount: idempotent
             undo = step.undo()
             assert isinstance(undo, KernelRemount)
@@ -1892,7 +1886,16 @@ class MountManager:
                 # An image is mounted from the loop device it gets.
                 not os.path.isfile(spec.kernel_name) and record.source != spec.kernel_name):
             return None
-        return record, identity[1]
+        # The table and the path were read one after the other: a unique id
+        # of another mount (made over it in between) must not name it.
+        return record, identity[1] if identity[0] == record.mount_id else None
+
+    def _unique_of(self, record: MountRecord) -> int | None:
+        """The never-reused id of the live mount ``record``, asked at its mount
+        point: None where the kernel has none, or where the path shows another
+        mount by now (one made over it since, whose id must not name it)."""
+        identity = self.kernel.mount_identity(record.target)
+        return identity[1] if identity is not None and identity[0] == record.mount_id else None
 
     def _noted_mount(self, note: dict[str, object]) -> tuple[MountRecord, int | None] | None:
         """The live mount a progress note of ``_mount`` names, and its unique id;
