@@ -26,7 +26,7 @@ Issue 11's goal is stated with 8 pywbem clients (``tests/daemon/test_concurrency
 prints those figures): 300 pairs/s and 1.5 ms of server CPU per pair. The raw
 client leaves the CPUs to the server, so its pairs/s here are higher.
 
-Run: ``python benchmarks/server_pairs.py [--clients N] [--pairs N]`` (root).
+Run: ``python benchmarks/server_pairs.py [--clients N] [--targets N] [--pairs N]`` (root).
 """
 
 from __future__ import annotations
