@@ -29,17 +29,15 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from _namespace import enter_as_root
+from _namespace import enter_as_root, scratch_dirs
 
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
@@ -86,9 +84,7 @@ def main() -> int:
     if code is not None:
         return code
 
-    work = Path(tempfile.mkdtemp(prefix="lmi-bench-"))
-    state = Path(args.state_dir or tempfile.mkdtemp(prefix="lmi-bench-state-", dir="/dev/shm"))
-    try:
+    with scratch_dirs(args.state_dir) as (work, state):
         source, target = work / "src", work / "dst"
         source.mkdir()
         target.mkdir()
@@ -148,10 +144,6 @@ def main() -> int:
         print("  per step, mean us/pair (instrumented run; steps overlap where nested):")
         for label, seconds in sorted(steps.seconds.items(), key=lambda item: -item[1]):
             print(f"    {label:30} {seconds / args.rounds * 1e6:8.1f}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if args.state_dir is None:
-            shutil.rmtree(state, ignore_errors=True)
     return 0
 
 

@@ -23,21 +23,17 @@ re-executes itself under ``unshare --mount --propagation private``.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from _namespace import enter_as_root
+from _namespace import enter_as_root, mount_tmpfs, scratch_dirs, unmount
 
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
-from lmi_mount.linux.namespace import libc
 from lmi_mount.mounts.plan import MountSpec
 
 
@@ -45,10 +41,10 @@ def _read_after_changes(engine: MountManager, scratch: Path, reads: int) -> floa
     """The median of ``reads`` state reads, each after a mount or unmount by hand."""
     samples = []
     for n in range(reads):
-        done = (libc().mount(b"scratch", str(scratch).encode(), b"tmpfs", 0, None)
-                if n % 2 == 0 else libc().umount2(str(scratch).encode(), 0))
-        if done != 0:
-            raise OSError(ctypes.get_errno(), "mount/umount2", str(scratch))
+        if n % 2 == 0:
+            mount_tmpfs(scratch, "scratch")
+        else:
+            unmount(scratch)
         start = time.perf_counter()
         engine.state()
         samples.append(time.perf_counter() - start)
@@ -63,9 +59,7 @@ def main() -> int:
     code = enter_as_root()
     if code is not None:
         return code
-    work = Path(tempfile.mkdtemp(prefix="lmi-bench-"))
-    state = Path(tempfile.mkdtemp(prefix="lmi-bench-state-", dir="/dev/shm"))
-    try:
+    with scratch_dirs() as (work, state):
         (work / "fstab").write_text("")
         scratch = work / "scratch"
         scratch.mkdir()
@@ -75,11 +69,10 @@ def main() -> int:
         with MountManager(LinuxKernel(), fstab_path=work / "fstab", state_dir=state,
                           timers=False, after_fstab_edit=lambda: None) as engine:
             for target in targets:
-                if libc().mount(b"byhand", str(target).encode(), b"tmpfs", 0, None) != 0:
-                    raise OSError(ctypes.get_errno(), "mount", str(target))
+                mount_tmpfs(target, "byhand")
             by_hand = _read_after_changes(engine, scratch, args.reads)
             for target in targets:
-                libc().umount2(str(target).encode(), 0)
+                unmount(target)
             for target in targets:
                 engine.acquire(MountSpec("tmpfs", str(target), "tmpfs"), "bench")
             held = _read_after_changes(engine, scratch, args.reads)
@@ -91,9 +84,6 @@ def main() -> int:
                 ("ratio held / by hand", f"{held / by_hand:8.2f}x (goal <= 1.25x)")]
         for label, value in rows:
             print(f"  {label:<44}{value}")
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -34,7 +34,6 @@ many mounts (each change is read against the whole model).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import http.client
 import os
 import re
@@ -51,7 +50,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "provider"), str(ROOT)]
 
-from _namespace import reexec_in_private_namespace  # noqa: E402
+from _namespace import mount_tmpfs, reexec_in_private_namespace, unmount  # noqa: E402
 from pywbem import (  # noqa: E402
     WBEMConnection,
     WBEMListener,
@@ -63,7 +62,6 @@ from lmi_mount.cim.broker import Broker  # noqa: E402
 from lmi_mount.daemon import tune_gc  # noqa: E402
 from lmi_mount.engine import MountManager  # noqa: E402
 from lmi_mount.linux.kernel import LinuxKernel  # noqa: E402
-from lmi_mount.linux.namespace import libc  # noqa: E402
 from lmi_mount.server.app import CimServer  # noqa: E402
 from lmi_mount.server.cimxml import export_indication_request  # noqa: E402
 from lmi_mount.server.config import ServerConfig  # noqa: E402
@@ -240,16 +238,6 @@ def listener_capacity(indication: Any, count: int, listeners: int) -> float:
             process.communicate(timeout=10)
 
 
-def mount(target: str) -> None:
-    if libc().mount(b"bench", target.encode(), b"tmpfs", 0, None) != 0:
-        raise OSError(ctypes.get_errno(), f"mount {target}")
-
-
-def umount(target: str) -> None:
-    if libc().umount2(target.encode(), 0) != 0:
-        raise OSError(ctypes.get_errno(), f"umount {target}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=1000)
@@ -275,7 +263,7 @@ def main() -> int:
     for number in range(args.mounts):
         background = work / "background" / str(number)
         background.mkdir(parents=True)
-        mount(str(background))
+        mount_tmpfs(str(background))
     engine = MountManager(LinuxKernel(), fstab_path=work / "fstab",
                           state_dir=work / "state").start()
     broker = Broker(engine, host="bench.example")
@@ -322,7 +310,8 @@ def main() -> int:
         latencies = []
         changes = 0
         for target in targets:
-            for kind, change in (("CIM_InstCreation", mount), ("CIM_InstDeletion", umount)):
+            for kind, change in (("CIM_InstCreation", mount_tmpfs),
+                                 ("CIM_InstDeletion", unmount)):
                 if changes == args.changes:
                     break
                 start = time.monotonic()
@@ -351,7 +340,7 @@ def main() -> int:
         before = arrivals.count
         start, cpu = time.monotonic(), time.process_time()
         for target in burst:
-            mount(target)
+            mount_tmpfs(target)
         arrivals.wait_count(before + LISTENERS * len(burst), timeout=120)
         elapsed = time.monotonic() - start
         # This process is the service, plus the mount(2) loop above (a few us
@@ -366,7 +355,7 @@ def main() -> int:
                    for n in range(LISTENERS)) if server.indications else 0
         manager.remove_subscriptions(server_id, [s.path for s in subscriptions])
         for target in burst:
-            umount(target)
+            unmount(target)
 
         # The service's own rate: the same burst, to four minimal listeners.
         sink_arrivals = Arrivals()
@@ -381,7 +370,7 @@ def main() -> int:
             Path(target + "-sink").mkdir()
         start, cpu = time.monotonic(), time.process_time()
         for target in burst:
-            mount(target + "-sink")
+            mount_tmpfs(target + "-sink")
         sink_arrivals.wait_count(LISTENERS * len(burst), timeout=120)
         sink_elapsed = time.monotonic() - start
         sink_cpu = (time.process_time() - cpu) / (LISTENERS * len(burst))
@@ -389,7 +378,7 @@ def main() -> int:
         sink_lost = sum(server.indications.destination(f"pywbemdestination:bench:s{n}").lost
                         for n in range(LISTENERS)) if server.indications else 0
         for target in burst:
-            umount(target + "-sink")
+            unmount(target + "-sink")
         manager.remove_server(server_id)
     finally:
         for listener in listeners:

@@ -24,24 +24,19 @@ re-executes itself under ``unshare --mount --propagation private``.
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "provider"))
 
-from _namespace import enter_as_root
+from _namespace import enter_as_root, mount_tmpfs, scratch_dirs
 from pywbem import Uint16
 
 from lmi_mount.cim.mock import mock_connection
-from lmi_mount.linux.namespace import libc
 
 
 def median_seconds(run: Callable[[], None], rounds: int) -> float:
@@ -53,13 +48,6 @@ def median_seconds(run: Callable[[], None], rounds: int) -> float:
     return statistics.median(samples)
 
 
-def _tmpfs(name: str, target: Path) -> None:
-    """mount(2) of a small tmpfs: 2,000 mount(8) runs would take longer than the benchmark."""
-    if libc().mount(name.encode(), str(target).encode(), b"tmpfs", 0, b"size=64k") != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error), str(target))
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200)
@@ -69,9 +57,7 @@ def main() -> int:
     if code is not None:
         return code
 
-    work = Path(tempfile.mkdtemp(prefix="lmi-bench-"))
-    state = Path(tempfile.mkdtemp(prefix="lmi-bench-state-", dir="/dev/shm"))
-    try:
+    with scratch_dirs() as (work, state):
         source, target = work / "src", work / "dst"
         source.mkdir()
         target.mkdir()
@@ -107,7 +93,7 @@ def main() -> int:
         others.mkdir()
         for n in range(args.other_mounts):
             (others / str(n)).mkdir()
-            _tmpfs(f"other{n}", others / str(n))
+            mount_tmpfs(others / str(n), f"other{n}", "size=64k")
         for _ in range(10):
             cim_pair()
         crowded = median_seconds(cim_pair, args.rounds)
@@ -118,9 +104,6 @@ def main() -> int:
         print(f"  ratio                               {binaries / cim:10.2f}x faster (goal > 1x)")
         print(f"  the same with {args.other_mounts} other mounts   {crowded * 1e6:10.1f} us/pair")
         print(f"  ratio to the first                  {crowded / cim:10.2f}x (goal <= 1.25x)")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(state, ignore_errors=True)
     return 0
 
 
