@@ -2,7 +2,8 @@
 
 Measured in the same run, on loopback, with the same request bytes:
 
-* server: a real ``lmi-mountd --sandbox`` (its own private mount namespace).
+* server: a real ``lmi-mountd --sandbox`` (its own private mount namespace),
+  its state directory on a tmpfs as ``/run/lmi-mount`` is in production.
   ``--clients`` threads of a raw HTTP/1.1 client, each on a keep-alive
   connection and holding in its own name, send CreateMount (Mode 32768, a
   bind) and DeleteMount (Mode 32769) pairs round robin over ``--targets``
@@ -46,7 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "provider"), str(ROOT)]
 
-from _namespace import enter_as_root  # noqa: E402
+from _namespace import enter_as_root, mount_tmpfs, unmount  # noqa: E402
 from pywbem import Uint16, WBEMConnection  # noqa: E402
 from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER, free_ports, running  # noqa: E402
 
@@ -201,6 +202,18 @@ def floor(answer: bytes, requests: Requests, rounds: int) -> tuple[float, float]
         server.wait(10)
 
 
+def measure(root: Path, args: argparse.Namespace) -> tuple[float, float, Requests, bytes]:
+    """The daemon's (pairs/s, CPU s per pair), the requests and one response body."""
+    with running(root) as daemon:
+        requests, answer = capture(daemon.http_url, daemon.http_port, root, args.clients,
+                                   args.targets)
+        rate, cpu = run(daemon.http_port, daemon.process.pid, requests, args.pairs, check=True)
+        # The kernel's word: every pair released what it mounted.
+        left = [line for line in daemon.mountinfo().splitlines() if f" {root}/pairs/" in line]
+        assert not left, left
+    return rate, cpu, requests, answer
+
+
 def main() -> int:
     code = enter_as_root()
     if code is not None:
@@ -212,20 +225,21 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lmi-server-pairs-") as scratch:
         root = Path(scratch) / "sandbox"
-        with running(root) as daemon:
-            requests, answer = capture(daemon.http_url, daemon.http_port, root, args.clients,
-                                       args.targets)
-            server_rate, server_cpu = run(daemon.http_port, daemon.process.pid, requests,
-                                          args.pairs, check=True)
-            # The kernel's word: every pair released what it mounted.
-            left = [line for line in daemon.mountinfo().splitlines()
-                    if f" {root}/pairs/" in line]
-            assert not left, left
+        # The state directory on a tmpfs, as /run/lmi-mount is in production and
+        # in tests/daemon/test_concurrency.py: on this disk every journal record's
+        # fdatasync would be measured too.
+        state = root / "state"
+        state.mkdir(parents=True)
+        mount_tmpfs(state, "state", "size=16m,mode=0700")
+        try:
+            server_rate, server_cpu, requests, answer = measure(root, args)
+        finally:
+            unmount(state)
         floor_rate, floor_cpu = floor(answer, requests, args.pairs)
     total = args.clients * args.pairs
     print(f"CreateMount + DeleteMount pairs (bind), {args.clients} raw clients x "
           f"{args.pairs} pairs on {args.targets} shared mount points = {total} pairs, "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs, the state directory on a tmpfs")
     print(f"  lmi-mountd                  {server_rate:7.0f} pairs/s  "
           f"{server_cpu * 1000:6.2f} ms server CPU/pair")
     print(f"  http.server, fixed answer   {floor_rate:7.0f} pairs/s  "
