@@ -20,7 +20,7 @@ from pywbem import (
 from lmi_mount.cim import names
 from lmi_mount.mounts.fstab import FstabDocument
 from lmi_mount.mounts.options import parse_options, with_defaults
-from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job
+from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job, service_path
 
 
 def _tmpfs(world: CimWorld, conn: Any, name: str = "mnt", mode: int = 32768) -> Any:
@@ -302,3 +302,17 @@ def test_a_job_id_that_is_no_number_is_not_found(fake_world: CimWorld, number: s
     with pytest.raises(CIMError) as caught:
         conn.GetInstance(path)
     assert caught.value.status_code == CIM_ERR_NOT_FOUND
+
+
+def test_a_reference_where_a_key_holds_a_value_is_not_found(fake_world: CimWorld) -> None:
+    # pywbem's path equality raises TypeError for a path against a string: the
+    # comparison of paths made that FAILED "internal error", not NOT_FOUND.
+    conn = fake_world.connect()
+    other = service_path(conn).copy()
+    other.keybindings["Name"] = CIMInstanceName("LMI_MountJob", {"InstanceID": "x"})
+    with pytest.raises(CIMError) as caught:
+        conn.GetInstance(other)
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND, caught.value
+    with pytest.raises(CIMError) as caught:
+        conn.InvokeMethod("CreateMount", other, Mode=Uint16(32768))
+    assert caught.value.status_code == CIM_ERR_NOT_FOUND, caught.value

@@ -176,6 +176,21 @@ EXTERNAL_ENTITY = (
     pytest.param(request(imethod("GetClass", '<IPARAMVALUE NAME="X"><VALUE><B/></VALUE>'
                                  "</IPARAMVALUE>")),
                  "request-not-valid", 400, "text only", id="markup-in-value"),
+    # A key's value is a value or an instance path: a class path is neither (pywbem's
+    # CIMInstanceName raised TypeError here, which the server answered with 500).
+    pytest.param(request(imethod("GetInstance", '<IPARAMVALUE NAME="InstanceName">'
+                                 '<INSTANCENAME CLASSNAME="C"><KEYBINDING NAME="K">'
+                                 '<VALUE.REFERENCE><CLASSNAME NAME="X"/></VALUE.REFERENCE>'
+                                 "</KEYBINDING></INSTANCENAME></IPARAMVALUE>")),
+                 "request-not-valid", 400, "key 'K' of C", id="class-path-as-key"),
+    # Key names ignore case, as every CIM name does: two values for one key are
+    # ambiguous, not the last one wins.
+    pytest.param(request(imethod("GetInstance", '<IPARAMVALUE NAME="InstanceName">'
+                                 '<INSTANCENAME CLASSNAME="C"><KEYBINDING NAME="Name">'
+                                 '<KEYVALUE>a</KEYVALUE></KEYBINDING><KEYBINDING NAME="NAME">'
+                                 "<KEYVALUE>b</KEYVALUE></KEYBINDING></INSTANCENAME>"
+                                 "</IPARAMVALUE>")),
+                 "request-not-valid", 400, "key 'NAME' twice", id="key-twice"),
 ])
 def test_bad_requests_are_named(body: bytes, cim_error: str, status: int, message: str) -> None:
     with pytest.raises(cimxml.RequestError) as caught:

@@ -59,7 +59,7 @@ from pywbem._nocasedict import NocaseDict
 from lmi_mount.cim.broker import class_view
 from lmi_mount.cim.model import Model
 from lmi_mount.cim.names import NAMESPACE
-from lmi_mount.cim.providers.base import same_path
+from lmi_mount.cim.paths import same_path
 
 
 @dataclass(frozen=True)

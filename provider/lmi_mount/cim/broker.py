@@ -40,13 +40,14 @@ from pywbem import (
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import DEFAULT_JOB_THREADS, JobManager
 from lmi_mount.cim.model import Model, key_names, load_model
+from lmi_mount.cim.paths import same_path
 from lmi_mount.cim.projection import Projector
 from lmi_mount.cim.providers.associations import (
     JobAssociationProvider,
     MountAssociationProvider,
     ServiceAssociationProvider,
 )
-from lmi_mount.cim.providers.base import Caller, Context, Provider, View, same_path
+from lmi_mount.cim.providers.base import Caller, Context, Provider, View
 from lmi_mount.cim.providers.capabilities import CapabilitiesProvider
 from lmi_mount.cim.providers.jobs import JobProvider
 from lmi_mount.cim.providers.mounts import (

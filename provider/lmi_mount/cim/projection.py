@@ -34,6 +34,7 @@ from pywbem import (
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import COMPLETED, EXCEPTION, NEW, RUNNING, STARTING, TERMINATED, Job
 from lmi_mount.cim.model import Model, key_names
+from lmi_mount.cim.paths import instance_path
 from lmi_mount.engine import MountStatus
 from lmi_mount.linux.paths import VolumeStats
 from lmi_mount.mounts.fstab import FstabProblem
@@ -137,12 +138,7 @@ class Projector:
     def path(self, classname: str, keys: Mapping[str, Any]) -> CIMInstanceName:
         if self._validate:
             return CIMInstanceName(classname, keybindings=dict(keys), namespace=self.namespace)
-        path = CIMInstanceName.__new__(CIMInstanceName)
-        path._classname = classname
-        path._keybindings = NocaseDict(keys)
-        path._host = None
-        path._namespace = self.namespace
-        return path
+        return instance_path(classname, NocaseDict(keys), self.namespace)
 
     def instance(self, classname: str, values: Mapping[str, Any]) -> CIMInstance:
         """An instance with every declared property, typed as declared, and its path.

@@ -48,6 +48,8 @@ from pywbem import (
     type_from_name,
 )
 
+from lmi_mount.cim.paths import instance_path
+
 #: Deepest element nesting accepted in a request. The deepest DSP0201 request
 #: structure (an embedded instance aside) is about 12 levels; libxml2 stops
 #: at 256 by itself.
@@ -314,7 +316,7 @@ def _classname(element: etree._Element) -> str:
 
 def _instancename(element: etree._Element, embedding: int) -> CIMInstanceName:
     classname = _attr(element, "CLASSNAME")
-    keybindings: dict[str, Any] = NocaseDict()
+    keybindings = NocaseDict()
     kids = _children(element)
     if len(kids) == 1 and kids[0].tag in ("KEYVALUE", "VALUE.REFERENCE"):
         # DSP0201: a single key may be given without its name.
@@ -323,12 +325,20 @@ def _instancename(element: etree._Element, embedding: int) -> CIMInstanceName:
         if kid.tag != "KEYBINDING":
             raise _invalid(f"INSTANCENAME holds {kid.tag}, expected KEYBINDING")
         name = _attr(kid, "NAME")
+        if name in keybindings:  # names ignore case: two values of one key
+            raise _invalid(f"INSTANCENAME of {classname} names the key {name!r} twice")
         value = _one(kid, "KEYVALUE", "VALUE.REFERENCE")
         if value.tag == "KEYVALUE":
             keybindings[name] = _keyvalue(value)
-        else:
-            keybindings[name] = _value_reference(value, embedding)
-    return CIMInstanceName(classname, keybindings)
+            continue
+        reference = _value_reference(value, embedding)
+        if not isinstance(reference, CIMInstanceName):
+            raise _invalid(f"the key {name!r} of {classname} holds a class path, which is "
+                           "no key value (a value or an instance path)")
+        keybindings[name] = reference
+    # The values are checked above (a CIM type, an instance path, never NULL):
+    # pywbem's constructor would copy and check them all again.
+    return instance_path(classname, keybindings)
 
 
 def _keyvalue(element: etree._Element) -> Any:

@@ -57,6 +57,7 @@ from lmi_mount.cim.model import (
     load_model,
 )
 from lmi_mount.cim.names import COMPUTER_SYSTEM, INTEROP_NAMESPACE
+from lmi_mount.cim.paths import same_path
 from lmi_mount.server.subscriptions import CLASSES as SUBSCRIPTION_CLASSES
 
 #: What ``pywbemcli server brand`` shows.
@@ -177,23 +178,6 @@ def _dependencies(cls: CIMClass) -> Iterator[str]:
 
 def _same_namespace(a: str | None, b: str) -> bool:
     return a is not None and a.strip("/").lower() == b.strip("/").lower()
-
-
-def _same_path(a: CIMInstanceName, b: CIMInstanceName) -> bool:
-    if a.classname.lower() != b.classname.lower():
-        return False
-    ka = {k.lower(): v for k, v in a.keybindings.items()}
-    kb = {k.lower(): v for k, v in b.keybindings.items()}
-    if ka.keys() != kb.keys():
-        return False
-    for key, value in ka.items():
-        other = kb[key]
-        if isinstance(value, CIMInstanceName) and isinstance(other, CIMInstanceName):
-            if not _same_path(value, other):
-                return False
-        elif value != other:
-            return False
-    return True
 
 
 class InteropBroker:
@@ -448,7 +432,7 @@ class InteropBroker:
                 include_class_origin=include_class_origin, local_only=local_only)
         self._class(path.classname)
         for instance in self._all_instances():
-            if _same_path(instance.path, path):
+            if same_path(instance.path, path):
                 return self._shape(instance, None, property_list, include_class_origin)
         raise CIMError(CIM_ERR_NOT_FOUND, f"no instance {path} in {self.interop_namespace}")
 
@@ -490,7 +474,7 @@ class InteropBroker:
                                                                          assoc_class):
                 continue
             for name, value in instance.items():
-                if (isinstance(value, CIMInstanceName) and _same_path(value, path)
+                if (isinstance(value, CIMInstanceName) and same_path(value, path)
                         and (role is None or name.lower() == role.lower())):
                     yield instance, name
                     break
@@ -510,7 +494,7 @@ class InteropBroker:
                 if result_class is not None and not self._classes.is_subclass(
                         value.classname, result_class):
                     continue
-                if not any(_same_path(value, f) for f in found):
+                if not any(same_path(value, f) for f in found):
                     found.append(value)
         return found
 

@@ -20,6 +20,7 @@ from typing import Any
 from pywbem import CIM_ERR_NOT_SUPPORTED, CIMClassName, CIMError, CIMInstance, CIMInstanceName
 
 from lmi_mount.cim.jobs import JobManager
+from lmi_mount.cim.paths import same_path
 from lmi_mount.cim.projection import GoalSetting, Projector
 from lmi_mount.engine import EngineState, MountManager, MountStatus
 from lmi_mount.linux.paths import VolumeStats
@@ -146,22 +147,6 @@ def shown(value: Any) -> str:
     if isinstance(value, (CIMInstanceName, CIMClassName)):
         return str(value.to_wbem_uri())
     return repr(value)
-
-
-def same_path(a: CIMInstanceName, b: CIMInstanceName) -> bool:
-    """Instance paths equal by class and keys, whatever their host and namespace."""
-    if a.classname.lower() != b.classname.lower() or len(a.keybindings) != len(b.keybindings):
-        return False
-    return all(
-        key in b.keybindings and _same_key(value, b.keybindings[key])
-        for key, value in a.keybindings.items()
-    )
-
-
-def _same_key(a: Any, b: Any) -> bool:
-    if isinstance(a, CIMInstanceName) and isinstance(b, CIMInstanceName):
-        return same_path(a, b)
-    return bool(a == b)
 
 
 class Provider(ABC):

@@ -32,8 +32,9 @@ from lmi_mount.cim.errors import (
     return_value_for,
 )
 from lmi_mount.cim.jobs import WorkResult
+from lmi_mount.cim.paths import same_path
 from lmi_mount.cim.projection import GOAL_PREFIX, SETTING_FIELDS
-from lmi_mount.cim.providers.base import Caller, Provider, View, same_path, shown
+from lmi_mount.cim.providers.base import Caller, Provider, View, shown
 from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import Outcome
 from lmi_mount.mounts.errors import MountError
