@@ -35,14 +35,21 @@ class _Indications:
         return self.is_alive
 
 
+class _Jobs:
+    def __init__(self, alive: bool) -> None:
+        self.alive = alive
+
+
 class _Server:
     """CimServer's threads, with its own judgement of them (``CimServer.alive``)."""
 
     alive = CimServer.alive
 
-    def __init__(self, alive: bool = True, indications: bool = True) -> None:
+    def __init__(self, alive: bool = True, indications: bool = True, windows: bool = True
+                 ) -> None:
         self.http = _Http(alive)
         self.indications = _Indications(indications)
+        self.jobs = _Jobs(windows)
 
 
 class _Engine:
@@ -66,6 +73,13 @@ def test_a_dead_indication_thread_ends_the_daemon(fast: None) -> None:
     failure = daemon._supervise(_Server(indications=False), _Engine(),  # type: ignore[arg-type]
                                 threading.Event())
     assert failure == "an indication thread stopped"
+
+
+def test_a_dead_windows_thread_ends_the_daemon(fast: None) -> None:
+    # Without it no call that outlasts its window is answered with its job.
+    failure = daemon._supervise(_Server(windows=False), _Engine(),  # type: ignore[arg-type]
+                                threading.Event())
+    assert failure == "the thread that ends method calls' synchronous windows stopped"
 
 
 def test_a_dead_hold_timer_ends_the_daemon(fast: None) -> None:

@@ -33,6 +33,7 @@ from lmi_mount.server.http import (
     Request,
     RequestHead,
     Response,
+    answer_elsewhere,
     give_up_turn,
     simple_response,
 )
@@ -920,3 +921,82 @@ def test_no_descriptor_left_pauses_accepting_instead_of_spinning(
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         server.shutdown()
+
+
+class DetachingApp(EchoApp):
+    """``/job``: answered from another thread (``answer_elsewhere``) with 202 while its
+    worker goes on until ``finish`` is set; the worker's own answer is dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finish = threading.Event()
+        self.sent: list[bool] = []
+        self.ended = threading.Event()
+
+    def handle(self, request: Request) -> Response:
+        if request.head.target != "/job":
+            return super().handle(request)
+        send = answer_elsewhere()
+        assert send is not None
+        answered = threading.Event()
+
+        def elsewhere() -> None:
+            self.sent.append(send(simple_response(202, "started")))
+            self.sent.append(send(simple_response(203, "a second answer")))
+            answered.set()
+
+        threading.Thread(target=elsewhere).start()
+        answered.wait(5)
+        self.finish.wait(10)
+        self.ended.set()
+        return simple_response(200, "the work's end, which nobody reads")
+
+
+def idle(server: HttpServer) -> bool:
+    """No request in flight, waiting, running or detached (the counts are exact)."""
+    with server._conns_lock:
+        return (server._in_flight, len(server._waiting), server._started, server._detached,
+                len(server._counted)) == (0, 0, 0, 0, 0)
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_request_answered_elsewhere_frees_its_connection_and_its_worker() -> None:
+    app = DetachingApp()
+    limits = HttpLimits(threads=1, detached_requests=1, keepalive_timeout=5.0)
+    with HttpServer([Listener("127.0.0.1", 0)], app, limits) as server, \
+            connect(server) as sock:
+        stream = sock.makefile("rb")
+        sock.sendall(post("/job"))
+        response = read_response(stream)
+        assert (response.status, response.body) == (202, b"started\n")
+        # The same connection carries the next request, and the one worker the
+        # server counts is free for it, while the first one's work goes on.
+        sock.sendall(post("/", b"next"))
+        response = read_response(stream)
+        assert (response.status, response.body) == (200, b"next")
+        assert not app.ended.is_set()
+        assert app.sent == [True, False]  # answered once only
+        # A second detached request is one too many: it is answered at its end.
+        with connect(server) as other:
+            other.sendall(post("/job"))
+            time.sleep(0.3)
+            app.finish.set()
+            assert read_response(other.makefile("rb")).status == 200
+        assert app.sent == [True, False, False, False]
+        # The first work's late answer went nowhere: the connection is in step.
+        sock.sendall(post("/", b"again"))
+        response = read_response(stream)
+        assert (response.status, response.body) == (200, b"again")
+        assert wait_until(lambda: idle(server))
+
+
+def test_answer_elsewhere_outside_a_request_is_none() -> None:
+    assert answer_elsewhere() is None

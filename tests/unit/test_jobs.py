@@ -1,14 +1,27 @@
-"""JobManager: the synchronous window, and how many callers may wait in it at once."""
+"""JobManager: the synchronous window, how many callers may wait in it at once, and calls run
+on their caller's thread and answered from another when their window ends first."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from pywbem import CIMError
 
-from lmi_mount.cim.jobs import COMPLETED, TERMINATED, JobManager, WorkResult
+from lmi_mount.cim.jobs import (
+    BUSY_WINDOW_SECONDS,
+    COMPLETED,
+    RUNNING,
+    TERMINATED,
+    Job,
+    JobManager,
+    WorkResult,
+    _Windows,
+    answer_early,
+)
 
 WAIT = 10.0
 
@@ -114,3 +127,154 @@ def test_a_call_cut_off_by_shutdown_is_a_cim_error() -> None:
     assert "lmi-mountd is stopping: DeleteMount was not started" in str(outcome[0])
     with pytest.raises(CIMError, match="CreateMount was not started"):
         jobs.run("CreateMount", blocking, in_parameters={}, affected=[], owner=None)
+
+
+def sleeping(seconds: float) -> Callable[[], WorkResult]:
+    def work() -> WorkResult:
+        time.sleep(seconds)
+        return 0, {}, None
+    return work
+
+
+class Caller:
+    """A server's caller of run(): it can be answered from another thread (``answer_early``)."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.accept = accept
+        self.answers: list[tuple[object, dict[str, object], str]] = []
+        self.answered = threading.Event()
+
+    def answer(self, rv: object, out: dict[str, object]) -> bool:
+        self.answers.append((rv, out, threading.current_thread().name))
+        self.answered.set()
+        return self.accept
+
+    def run(self, jobs: JobManager, work: Callable[[], WorkResult]) -> Job:
+        token = answer_early.set(self.answer)
+        try:
+            return jobs.run("CreateMount", work, in_parameters={}, affected=[], owner=None,
+                            started=lambda job: (4096, {"Job": job.number}))
+        finally:
+            answer_early.reset(token)
+
+
+def test_a_call_that_can_be_answered_early_runs_on_its_callers_thread() -> None:
+    jobs = JobManager(synchronous_seconds=WAIT, workers=1)
+    caller = Caller()
+    ran_on: list[str] = []
+
+    def work() -> WorkResult:
+        ran_on.append(threading.current_thread().name)
+        return 0, {}, None
+
+    job = caller.run(jobs, work)
+    assert ran_on == [threading.current_thread().name]
+    assert job.done and not job.published and job.return_value == 0
+    assert caller.answers == [] and jobs.jobs() == []
+    jobs.shutdown()
+
+
+def test_work_that_outlasts_its_window_is_answered_with_its_job_and_goes_on() -> None:
+    jobs = JobManager(synchronous_seconds=0.2, workers=1)
+    caller = Caller()
+    release = threading.Event()
+    outcome: list[Job] = []
+
+    def slow() -> WorkResult:
+        release.wait(WAIT)
+        return 0, {"Done": True}, None
+
+    worker = threading.Thread(target=lambda: outcome.append(caller.run(jobs, slow)),
+                              name="http-worker")
+    began = time.monotonic()
+    worker.start()
+    assert caller.answered.wait(WAIT)
+    waited = time.monotonic() - began
+    [(rv, out, thread)] = caller.answers
+    # The job's answer, sent from the job pool while the work still runs here.
+    assert rv == 4096 and thread.startswith("lmi-mount-job") and 0.15 < waited < 2
+    [published] = jobs.jobs()
+    assert published.number == out["Job"] and published.state == RUNNING
+    assert worker.is_alive()
+    release.set()
+    worker.join(WAIT)
+    [job] = outcome
+    assert job is published and job.published and job.state == COMPLETED
+    assert job.out_parameters == {"Done": True}
+    jobs.shutdown()
+
+
+def test_a_caller_that_cannot_be_answered_early_is_answered_at_the_end() -> None:
+    # The server runs as many calls after their answer as it may: this one
+    # waits for its work, and is then answered with its (published) job.
+    jobs = JobManager(synchronous_seconds=0.1, workers=1)
+    caller = Caller(accept=False)
+    job = caller.run(jobs, sleeping(0.4))
+    assert len(caller.answers) == 1 and job.published and job.state == COMPLETED
+    jobs.shutdown()
+
+
+def test_callers_beyond_max_waiting_run_here_with_a_short_window() -> None:
+    jobs = JobManager(synchronous_seconds=WAIT * 3, max_waiting=1, workers=2)
+    first, second = Caller(), Caller()
+    release = threading.Event()
+
+    def slow() -> WorkResult:
+        release.wait(WAIT * 3)
+        return 0, {}, None
+
+    threads = [threading.Thread(target=first.run, args=(jobs, slow))]
+    threads[0].start()
+    time.sleep(0.2)  # the first holds the one whole window
+    threads.append(threading.Thread(target=second.run, args=(jobs, slow)))
+    began = time.monotonic()
+    threads[1].start()
+    assert second.answered.wait(WAIT)
+    assert time.monotonic() - began < BUSY_WINDOW_SECONDS + 1
+    assert not first.answered.is_set(), "the first waits its whole window"
+    release.set()
+    for thread in threads:
+        thread.join(WAIT)
+    # The window is free again: a slow call now has the whole one.
+    third = Caller()
+    job = third.run(jobs, sleeping(BUSY_WINDOW_SECONDS + 0.2))
+    assert third.answers == [] and not job.published
+    jobs.shutdown()
+
+
+def test_no_call_runs_here_once_shutdown_began() -> None:
+    jobs = JobManager(synchronous_seconds=WAIT, workers=1)
+    jobs.shutdown()
+    with pytest.raises(CIMError, match="CreateMount was not started"):
+        Caller().run(jobs, lambda: (0, {}, None))
+
+
+def test_windows_end_once_each_and_cost_no_wake_up_per_call() -> None:
+    windows = _Windows()
+    looks = 0
+    wait = windows._changed.wait
+
+    def counted(timeout: float | None = None) -> bool:
+        nonlocal looks
+        looks += 1
+        return wait(timeout)
+
+    windows._changed.wait = counted  # type: ignore[method-assign]
+    ended: list[int] = []
+    # A steady load: every call opens a window and closes it in time, 200 calls
+    # in 0.4 s with windows of 0.05 s. Looking at each window's end (a heap of
+    # closed windows did) would be 200 looks; looking at the first open one,
+    # about one per window length.
+    for number in range(200):
+        windows.close(windows.open(0.05, functools.partial(ended.append, number)))
+        time.sleep(0.002)
+    time.sleep(0.2)
+    assert looks <= 40, f"the windows' thread looked {looks} times for 200 calls"
+    # One that ends first runs its function, once; a closed one never does.
+    windows.open(0.1, functools.partial(ended.append, -1))
+    windows.close(windows.open(0.1, functools.partial(ended.append, -2)))
+    deadline = time.monotonic() + WAIT
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert ended == [-1] and windows.alive

@@ -35,6 +35,7 @@ from pywbem import CIMClassName, CIMError, CIMInstanceName
 
 from lmi_mount import __version__
 from lmi_mount.cim.broker import Caller
+from lmi_mount.cim.jobs import JobManager
 from lmi_mount.cim.names import INTEROP_NAMESPACE
 from lmi_mount.linux import files
 from lmi_mount.server import cimxml
@@ -57,6 +58,7 @@ from lmi_mount.server.http import (
     Request,
     RequestHead,
     Response,
+    answer_elsewhere,
     give_up_turn,
     simple_response,
 )
@@ -227,18 +229,12 @@ class CimXmlApp:
         if isinstance(call, cimxml.IntrinsicCall):
             result = self.dispatcher.intrinsic(call, caller)
         else:
-            result = self.dispatcher.extrinsic(call, caller)
+            send = answer_elsewhere()
+            result = self.dispatcher.extrinsic(
+                call, caller, None if send is None else
+                lambda body: send(_cim_response(head, body)))
         self._log(head, identity, call, result, started)
-        body: bytes | Iterator[bytes] = result.body
-        if "User-Agent" not in head.headers:
-            # sblim wbemcli, the one client known to send no User-Agent, cannot
-            # parse every attribute later DSP0201 versions allow (cimxml.sblim_compatible).
-            body = (cimxml.sblim_compatible(body) if isinstance(body, bytes)
-                    else _sblim_stream(body))
-        if not isinstance(body, bytes):
-            body = _guard(body)
-        return Response(200, [("Content-Type", _RESPONSE_TYPE),
-                              ("CIMOperation", "MethodResponse")], body)
+        return _cim_response(head, result.body)
 
     def _check_call_headers(self, head: RequestHead,
                             call: cimxml.IntrinsicCall | cimxml.ExtrinsicCall) -> None:
@@ -273,6 +269,19 @@ class CimXmlApp:
         streamed = "" if isinstance(result.body, bytes) else " (streaming)"
         log.log(level, "%s %s %s %s: %s in %.3f s%s", head.peer[0], identity.user, call.method,
                 target, result.status, time.monotonic() - started, streamed)
+
+
+def _cim_response(head: RequestHead, body: bytes | Iterator[bytes]) -> Response:
+    """The HTTP response carrying the CIM-XML ``body`` answering ``head``'s request."""
+    if "User-Agent" not in head.headers:
+        # sblim wbemcli, the one client known to send no User-Agent, cannot
+        # parse every attribute later DSP0201 versions allow (cimxml.sblim_compatible).
+        body = (cimxml.sblim_compatible(body) if isinstance(body, bytes)
+                else _sblim_stream(body))
+    if not isinstance(body, bytes):
+        body = _guard(body)
+    return Response(200, [("Content-Type", _RESPONSE_TYPE),
+                          ("CIMOperation", "MethodResponse")], body)
 
 
 def _object_matches(header: str, target: CIMInstanceName | CIMClassName) -> bool:
@@ -410,6 +419,8 @@ class CimServer:
                                interop_namespace=INTEROP_NAMESPACE,
                                subscriptions_file=subscriptions_file, system_name=hostname)
             if hasattr(broker, "context") else None)
+        #: The method calls' jobs, whose windows' thread the supervisor watches.
+        self.jobs: JobManager | None = broker.context.jobs if hasattr(broker, "context") else None
         self.broker = InteropBroker(
             broker, system_name=hostname, version=__version__, classes=classes,
             indications=self.indications)
@@ -459,6 +470,8 @@ class CimServer:
             return "the HTTP I/O loop stopped"
         if self.indications is not None and not self.indications.alive():
             return "an indication thread stopped"
+        if self.jobs is not None and not self.jobs.alive:
+            return "the thread that ends method calls' synchronous windows stopped"
         return None
 
     def shutdown(self, timeout: float = 30.0) -> None:

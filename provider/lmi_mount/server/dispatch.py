@@ -37,7 +37,7 @@ from pywbem import (
     CIMProperty,
 )
 
-from lmi_mount.cim import wql
+from lmi_mount.cim import jobs, wql
 from lmi_mount.cim.broker import class_view
 from lmi_mount.server import cimxml
 from lmi_mount.server.pull import Batch, ContextTable
@@ -255,9 +255,13 @@ class Dispatcher:
             return CimResult(cimxml.imethod_error(call.message_id, call.method, failure),
                              CIM_ERR_FAILED)
 
-    def extrinsic(self, call: cimxml.ExtrinsicCall, caller: Any) -> CimResult:
+    def extrinsic(self, call: cimxml.ExtrinsicCall, caller: Any,
+                  answer_early: Callable[[bytes], bool] | None = None) -> CimResult:
+        """The response to ``call``. With ``answer_early`` (it sends a response
+        body now, from any thread), a method whose job outlasts its window is
+        answered with the job that way while its work goes on here."""
         try:
-            return self._invoke(call, caller)
+            return self._invoke(call, caller, answer_early)
         except CIMError as error:
             return CimResult(cimxml.method_error(call.message_id, call.method, error),
                              int(error.status_code))
@@ -272,7 +276,8 @@ class Dispatcher:
             return CimResult(cimxml.method_error(call.message_id, call.method, failure),
                              CIM_ERR_FAILED)
 
-    def _invoke(self, call: cimxml.ExtrinsicCall, caller: Any) -> CimResult:
+    def _invoke(self, call: cimxml.ExtrinsicCall, caller: Any,
+                answer_early: Callable[[bytes], bool] | None) -> CimResult:
         target = call.target
         cls = self.broker.get_class(call.namespace, target.classname, local_only=False,
                                     include_qualifiers=True, include_class_origin=False)
@@ -282,11 +287,19 @@ class Dispatcher:
                            f"{cls.classname} has no method {call.method!r}")
         where = f"{cls.classname}.{declaration.name}"
         params = cimxml.type_method_params(call.params, declaration, where)
-        return_value, out = self.broker.invoke_method(
-            call.namespace, target, declaration.name, params, caller=caller)
-        body = cimxml.method_response(call.message_id, call.method, return_value,
-                                      declaration.return_type, out, declaration)
-        return CimResult(body)
+
+        def respond(return_value: Any, out: dict[str, Any]) -> bytes:
+            return cimxml.method_response(call.message_id, call.method, return_value,
+                                          declaration.return_type, out, declaration)
+
+        token = jobs.answer_early.set(
+            None if answer_early is None else lambda rv, out: answer_early(respond(rv, out)))
+        try:
+            return_value, out = self.broker.invoke_method(
+                call.namespace, target, declaration.name, params, caller=caller)
+        finally:
+            jobs.answer_early.reset(token)
+        return CimResult(respond(return_value, out))
 
     # -- result shaping --------------------------------------------------------------------
 

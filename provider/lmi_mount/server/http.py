@@ -38,6 +38,12 @@ enumeration) stops counting and the next one starts: a slow request holds
 up those behind it for that long at most, and up to ``threads`` run when
 that many are slow.
 
+A request may be answered before its worker is done with it
+(``answer_elsewhere``: a method call whose synchronous window ends first is
+answered with its job from another thread while its work goes on here).
+The connection then carries the client's next request, and the worker no
+longer counts as one of ``threads``; up to ``detached_requests`` run on so.
+
 Must not know: CIM, XML, authentication. The application is two callables:
 ``early(head)`` (on the I/O thread, when the head is complete: cheap checks
 that can answer before the body is read) and ``handle(request)`` (on a
@@ -86,7 +92,7 @@ QUEUE_FACTOR: Final = 8
 # How long a listener rests when the process has no descriptor left to accept
 # with (EMFILE and the like).
 ACCEPT_PAUSE_SECONDS: Final = 0.5
-# The server and connection of the request a worker thread runs (give_up_turn).
+# The server and the request a worker thread runs (give_up_turn, answer_elsewhere).
 _turn = threading.local()
 # A request that has run this long no longer counts against
 # ``concurrent_requests``: longer than a request that only computes takes
@@ -108,6 +114,7 @@ class HttpLimits:
     request_timeout: float = 15.0
     keepalive_timeout: float = 15.0
     write_timeout: float = 30.0
+    detached_requests: int = 64
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -226,6 +233,24 @@ class _RequestRefused(Exception):
         self.response = response
 
 
+class _Serving:
+    """A request from the time it is read whole until its worker is done with it.
+
+    Answered once: by its worker when the application returns, or before
+    that from another thread (``answer_elsewhere``); the request is then
+    ``detached``: its worker goes on without counting as one of ``threads``,
+    and the connection carries the client's next request meanwhile.
+    The flags change under the server's ``_conns_lock``."""
+
+    __slots__ = ("answered", "conn", "detached", "request")
+
+    def __init__(self, conn: _Conn, request: Request) -> None:
+        self.conn = conn
+        self.request = request
+        self.answered = False
+        self.detached = False
+
+
 class _Conn:
     """A client connection and what has been read of its current request."""
 
@@ -286,17 +311,21 @@ class HttpServer:
         self._returned_lock = threading.Lock()
         self._conns: set[_Conn] = set()
         self._conns_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="lmi-mountd")
+        # Room for the detached requests' workers besides ``threads``.
+        self._pool = ThreadPoolExecutor(self.limits.threads + self.limits.detached_requests,
+                                        thread_name_prefix="lmi-mountd")
         #: Requests read and not answered yet, running or waiting their turn
         #: (the I/O thread counts up, workers count down, under _conns_lock).
         self._in_flight = 0
         #: Requests read whole and waiting for their turn, oldest first; the
         #: running ones that count against ``concurrent_requests``, with when
-        #: each started; and how many run in all, each on a worker (under
-        #: _conns_lock; see ``_turns``).
-        self._waiting: deque[tuple[_Conn, Request]] = deque()
-        self._counted: dict[_Conn, float] = {}
+        #: each started; how many run in all, each on a worker; and how many
+        #: of those were answered already and run on (detached, not counted
+        #: in ``_started``) (under _conns_lock; see ``_turns``).
+        self._waiting: deque[_Serving] = deque()
+        self._counted: dict[_Serving, float] = {}
         self._started = 0
+        self._detached = 0
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
         self._stopped = threading.Event()
@@ -411,8 +440,8 @@ class HttpServer:
                 waiting = list(self._waiting)
                 self._waiting.clear()
                 self._started += len(waiting)
-            for conn, request in waiting:
-                self._submit(conn, request)
+            for serving in waiting:
+                self._submit(serving)
             for sock, _ in self._sockets:
                 with contextlib.suppress(KeyError, ValueError):
                     self._selector.unregister(sock)
@@ -778,7 +807,7 @@ class HttpServer:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(conn.sock)
         with self._conns_lock:
-            self._waiting.append((conn, request))
+            self._waiting.append(_Serving(conn, request))
         self._start_turns()
 
     def _start_turns(self) -> None:
@@ -786,42 +815,42 @@ class HttpServer:
         became long or gave up its turn)."""
         with self._conns_lock:
             due = self._turns(self._clock())
-        for item in due:
-            self._submit(*item)
+        for serving in due:
+            self._submit(serving)
 
-    def _turns(self, now: float) -> list[tuple[_Conn, Request]]:
+    def _turns(self, now: float) -> list[_Serving]:
         """Take the waiting requests whose turn has come, oldest first, and count
         them as running; a request that has run ``LONG_REQUEST_SECONDS`` counts
         no longer. Called with ``_conns_lock`` held."""
-        for conn, started in list(self._counted.items()):
+        for serving, started in list(self._counted.items()):
             if now - started >= LONG_REQUEST_SECONDS:
-                del self._counted[conn]
+                del self._counted[serving]
         due = []
         # Started only on a free worker: one queued in the pool would count
         # as running while it waits (and become long, and be overtaken).
         while (self._waiting and len(self._counted) < self.limits.concurrent_requests
                and self._started < self.limits.threads):
-            conn, request = self._waiting.popleft()
-            self._counted[conn] = now
+            serving = self._waiting.popleft()
+            self._counted[serving] = now
             self._started += 1
-            due.append((conn, request))
+            due.append(serving)
         return due
 
-    def _give_up(self, conn: _Conn) -> None:
+    def _give_up(self, serving: _Serving) -> None:
         with self._conns_lock:
-            self._counted.pop(conn, None)
+            self._counted.pop(serving, None)
         self._start_turns()
 
-    def _submit(self, conn: _Conn, request: Request) -> None:
+    def _submit(self, serving: _Serving) -> None:
         try:
-            self._pool.submit(self._work, conn, request)
+            self._pool.submit(self._work, serving)
         except RuntimeError:  # the pool is shutting down
             with self._conns_lock:
-                self._conns.discard(conn)
-                self._counted.pop(conn, None)
+                self._conns.discard(serving.conn)
+                self._counted.pop(serving, None)
                 self._started -= 1
                 self._in_flight -= 1
-            _close_socket(conn.sock)
+            _close_socket(serving.conn.sock)
 
     def _close(self, conn: _Conn) -> None:
         # Out of the table first: a worker handing the connection back checks
@@ -859,29 +888,32 @@ class HttpServer:
 
     # -- worker threads -------------------------------------------------------------------------
 
-    def _work(self, conn: _Conn, request: Request) -> None:
-        """Serve ``request``, then the next whose turn it is, on this thread: a
+    def _work(self, serving: _Serving) -> None:
+        """Serve ``serving``, then the next whose turn it is, on this thread: a
         thread that goes on costs nothing, waking another costs a hand-off."""
-        item: tuple[_Conn, Request] | None = (conn, request)
+        item: _Serving | None = serving
         while item is not None:
-            conn, request = item
-            item = None
+            serving, item = item, None
             keep_alive = served = False
-            _turn.current = (self, conn)
+            _turn.current = (self, serving)
             try:
-                keep_alive = self._serve(conn, request)
+                keep_alive = self._serve(serving)
                 served = True
             finally:
                 _turn.current = None
                 with self._conns_lock:
-                    self._in_flight -= 1
-                    self._started -= 1
-                    self._counted.pop(conn, None)
+                    serving.answered = True  # also if this thread failed: by no one else
+                    if serving.detached:
+                        self._detached -= 1
+                    else:
+                        self._in_flight -= 1
+                        self._started -= 1
+                    self._counted.pop(serving, None)
                     due = self._turns(self._clock())
                 # Handed back only now: the next request on this connection has
                 # a turn of its own, which the lines above must not take.
                 if keep_alive:
-                    self._hand_back(conn)
+                    self._hand_back(serving.conn)
                 if due and served:
                     # This thread goes on with the oldest; the started count
                     # already includes it.
@@ -889,10 +921,12 @@ class HttpServer:
                 # Several were due (running ones became long): the others go to
                 # other workers, and all of them if this thread ends in a failure.
                 for other in due:
-                    self._submit(*other)
+                    self._submit(other)
 
-    def _serve(self, conn: _Conn, request: Request) -> bool:
-        """Answer ``request``; whether ``conn`` stays open for the next one (closed if not)."""
+    def _serve(self, serving: _Serving) -> bool:
+        """Answer ``serving`` (unless it was answered elsewhere meanwhile); whether
+        its connection stays open for the next request (closed if not)."""
+        request = serving.request
         started = self._clock()
         try:
             response = self._app.handle(request)
@@ -900,6 +934,42 @@ class HttpServer:
             log.exception("the application failed on %s %s", request.head.method,
                           request.head.target)
             response = simple_response(500, "internal server error", close=True)
+        with self._conns_lock:
+            elsewhere, serving.answered = serving.answered, True
+        if elsewhere:
+            # The connection went on with its next request; this answer says
+            # what the one sent already said (a job's 4096) or comes too late.
+            _discard(response)
+            log.debug("%s %s from %s ended after its answer, in %.3f s", request.head.method,
+                      request.head.target, serving.conn.peer[0], self._clock() - started)
+            return False
+        return self._respond(serving.conn, request, response, started)
+
+    def _answer_elsewhere(self, serving: _Serving, response: Response) -> bool:
+        """``answer_elsewhere``'s function: answer ``serving`` now from this thread,
+        its worker going on detached; False if it was answered already or if
+        ``detached_requests`` run detached already."""
+        with self._conns_lock:
+            if serving.answered or self._detached >= self.limits.detached_requests:
+                return False
+            serving.answered = serving.detached = True
+            # Answered: it no longer counts among the requests in flight (503)
+            # nor against ``threads``, so the next one starts on another worker.
+            self._detached += 1
+            self._in_flight -= 1
+            self._started -= 1
+            self._counted.pop(serving, None)
+            due = self._turns(self._clock())
+        if self._respond(serving.conn, serving.request, response, self._clock()):
+            self._hand_back(serving.conn)
+        for other in due:
+            self._submit(other)
+        return True
+
+    def _respond(self, conn: _Conn, request: Request, response: Response,
+                 started: float) -> bool:
+        """Write ``response`` to ``request``; whether ``conn`` stays open for the
+        next request (closed if not)."""
         keep_alive = _keep_alive(request.head) and not response.close and self._running.is_set()
         try:
             conn.sock.settimeout(self.limits.write_timeout)
@@ -914,11 +984,7 @@ class HttpServer:
                           request.head.method, request.head.target)
             keep_alive = False
         finally:
-            body = response.body
-            if not isinstance(body, (bytes, bytearray)):
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
+            _discard(response)
         log.debug("%s %s from %s: %d in %.3f s", request.head.method, request.head.target,
                   conn.peer[0], response.status, self._clock() - started)
         if not keep_alive:
@@ -983,8 +1049,34 @@ def give_up_turn() -> None:
     the next request starts at once. Nothing happens outside a request."""
     turn = getattr(_turn, "current", None)
     if turn is not None:
-        server, conn = turn
-        server._give_up(conn)
+        server, serving = turn
+        server._give_up(serving)
+
+
+def answer_elsewhere() -> Callable[[Response], bool] | None:
+    """On a worker, inside a request: a function that answers that request from
+    any thread while the worker goes on with it (a method's work whose
+    synchronous window ends: its job is the answer, and the work goes on).
+
+    The function returns False, and sends nothing, if the request is answered
+    already or if ``detached_requests`` requests run on after their answer
+    already: the worker then answers when the application returns. The
+    connection carries the client's next request meanwhile, and the worker
+    no longer counts as one of ``threads``. None outside a request."""
+    turn = getattr(_turn, "current", None)
+    if turn is None:
+        return None
+    server, serving = turn
+    return functools.partial(server._answer_elsewhere, serving)
+
+
+def _discard(response: Response) -> None:
+    """Release a response's streamed body (a generator's ``finally`` runs)."""
+    body = response.body
+    if not isinstance(body, (bytes, bytearray)):
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 def _chain(first: bytes, second: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

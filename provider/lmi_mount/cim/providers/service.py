@@ -31,7 +31,7 @@ from lmi_mount.cim.errors import (
     error_instance_for,
     return_value_for,
 )
-from lmi_mount.cim.jobs import WorkResult
+from lmi_mount.cim.jobs import Job, WorkResult
 from lmi_mount.cim.paths import same_path
 from lmi_mount.cim.projection import GOAL_PREFIX, SETTING_FIELDS
 from lmi_mount.cim.providers.base import Caller, Provider, View, shown
@@ -144,18 +144,23 @@ class ServiceProvider(Provider):
         if dry_run:
             rv, out, _error = _outcome_result(run, view, method_name)
             return rv, out
+
+        def started(job: Job) -> tuple[Any, dict[str, Any]]:
+            return RV_JOB_STARTED, {"Job": view.projector.job_path(job.number)}
+
         job = view.context.jobs.run(
             method_name,
             lambda: _outcome_result(run, view, method_name),
             in_parameters={k: v for k, v in params.items()},
             affected=affected,
             owner=caller.user,
+            started=started,
         )
         if not job.published:
             if job.cim_error is not None:
                 raise job.cim_error
             return job.return_value, job.out_parameters
-        return RV_JOB_STARTED, {"Job": view.projector.job_path(job.number)}
+        return started(job)
 
     # -- the three methods: each returns (engine call, affected elements) or None ------
 
