@@ -39,7 +39,7 @@ from pywbem import (
 
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import DEFAULT_JOB_THREADS, JobManager
-from lmi_mount.cim.model import Model, key_names, load_model
+from lmi_mount.cim.model import Model, key_names, load_model, method_parameters
 from lmi_mount.cim.paths import same_path
 from lmi_mount.cim.projection import Projector
 from lmi_mount.cim.providers.associations import (
@@ -526,16 +526,14 @@ class Broker:
         declared = cls.methods.get(method)  # a NocaseDict: CIM names ignore case
         if declared is None:
             raise CIMError(CIM_ERR_METHOD_NOT_FOUND, f"{cls.classname} has no method {method!r}")
+        signature = method_parameters(declared)
         for name in params:
-            parameter = declared.parameters.get(name)
+            parameter = signature.declared.get(name.lower())
             if parameter is None:
                 raise CIMError(
                     CIM_ERR_INVALID_PARAMETER, f"{declared.name} has no parameter {name!r}"
                 )
-            if (
-                parameter.qualifiers.get("In") is not None
-                and parameter.qualifiers["In"].value is False
-            ):
+            if name.lower() in signature.output_only:
                 raise CIMError(
                     CIM_ERR_INVALID_PARAMETER,
                     f"{declared.name} parameter {parameter.name!r} is output only",

@@ -38,7 +38,6 @@ from pywbem import (
     CIMInstance,
     CIMInstanceName,
     CIMMethod,
-    CIMParameter,
     CIMProperty,
     CIMQualifier,
     CIMQualifierDeclaration,
@@ -48,6 +47,7 @@ from pywbem import (
     type_from_name,
 )
 
+from lmi_mount.cim.model import method_parameters
 from lmi_mount.cim.paths import instance_path
 
 #: Deepest element nesting accepted in a request. The deepest DSP0201 request
@@ -690,35 +690,40 @@ def typed_value(value: Any, cim_type: str, what: str) -> Any:
 
 def type_method_params(
     params: Sequence[RawParam], method: CIMMethod | None, where: str
-) -> NocaseDict:
-    """The IN parameters of a METHODCALL as typed CIM values, by name.
+) -> dict[str, Any]:
+    """The IN parameters of a METHODCALL as typed CIM values, by name as the method
+    declares it (as the client spelled it without a declaration); each name
+    once, whatever its case.
 
     A PARAMTYPE given by the client wins; untyped parameters (sblim wbemcli
     sends none) take the type of the method's declaration, and so do
     embedded instances, which arrive as strings. A parameter the declaration
     lacks is an invalid parameter, named.
     """
-    typed = NocaseDict()
-    declared = method.parameters if method is not None else NocaseDict()
+    typed: dict[str, Any] = {}
+    seen: set[str] = set()
+    signature = method_parameters(method) if method is not None else None
     for raw in params:
-        decl: CIMParameter | None = declared.get(raw.name)
+        key = raw.name.lower()
+        decl = signature.declared.get(key) if signature is not None else None
         what = f"parameter {raw.name!r} of {where}"
-        if decl is None and method is not None:
+        if decl is None and signature is not None:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{where} has no parameter {raw.name!r}")
-        if raw.name in typed:
+        if key in seen:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{what} is given twice")
+        seen.add(key)
+        name = decl.name if decl is not None else raw.name
         value = raw.value
-        if decl is not None and decl.qualifiers.get("In") is not None \
-                and decl.qualifiers["In"].value is False:
-            typed[raw.name] = value  # not read: the broker refuses it as output only
+        if signature is not None and key in signature.output_only:
+            typed[name] = value  # not read: the broker refuses it as output only
             continue
         if value is None or isinstance(value, (CIMInstanceName, CIMClassName, CIMInstance)):
-            typed[raw.name] = value
+            typed[name] = value
             continue
         if isinstance(value, list) and any(
             isinstance(v, (CIMInstanceName, CIMClassName)) for v in value
         ):
-            typed[raw.name] = value
+            typed[name] = value
             continue
         embedded = raw.embedded_object or (decl.embedded_object if decl is not None else None)
         cim_type = raw.paramtype or (decl.type if decl is not None else None)
@@ -728,7 +733,7 @@ def type_method_params(
                 parsed = [None if v is None else parse_embedded(v, what) for v in items]
             except RequestError as exc:
                 raise CIMError(CIM_ERR_INVALID_PARAMETER, str(exc)) from None
-            typed[raw.name] = parsed if isinstance(value, list) else parsed[0]
+            typed[name] = parsed if isinstance(value, list) else parsed[0]
             continue
         if cim_type is None:
             raise CIMError(
@@ -739,7 +744,7 @@ def type_method_params(
         if decl is not None and decl.is_array != isinstance(value, list):
             shape = "an array" if decl.is_array else "a single value"
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{what}: expected {shape}")
-        typed[raw.name] = typed_value(value, cim_type, what)
+        typed[name] = typed_value(value, cim_type, what)
     return typed
 
 
