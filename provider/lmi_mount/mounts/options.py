@@ -591,8 +591,14 @@ def _meaning(words: list[str]) -> tuple[int, tuple[str, ...]]:
 
 def same_meaning(first: MountOptions, second: MountOptions) -> bool:
     """Whether mount(8) asks for the same mount with either set of options."""
-    return (_meaning(_split(render_options(first), strict=False))
-            == _meaning(_split(render_options(second), strict=False)))
+    return _meaning_of(first) == _meaning_of(second)
+
+
+@functools.lru_cache(maxsize=1024)
+def _meaning_of(options: MountOptions) -> tuple[int, tuple[str, ...]]:
+    # Kept: every holder joining a mount compares its options with the ones
+    # the mount was made with, the same few again and again.
+    return _meaning(_split(render_options(options), strict=False))
 
 
 def fstab_options(options: MountOptions, existing: str | None = None) -> str:
