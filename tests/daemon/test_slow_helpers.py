@@ -191,3 +191,57 @@ def _run(daemon: sandbox.Daemon, running: Path, go: Path) -> None:
           f"{READS + 1} enumerations, median {statistics.median(read_ms):.1f} ms, "
           f"slowest {max(read_ms):.1f} ms")
     assert daemon.stop(timeout=30) == 0
+
+
+@pytest.mark.private_namespace(timeout=300)
+def test_slow_calls_beyond_those_that_may_run_on_leave_the_workers_free(
+        tmp_path: Path) -> None:
+    # A call runs on the HTTP worker that read it and, when its window ends
+    # first, runs on answered (4096) and no longer counted as a worker, up to
+    # [http] detached_requests. Beyond that, such a call was refused that right
+    # only when its window ended, and kept its worker for the helper's whole
+    # time: 2 workers + 2 detached, 6 slow calls, and reads waited for the
+    # helpers (review). Now the calls beyond run on the job threads, as they did
+    # before calls ran on the workers, and every helper starts.
+    running, go = install_slowfs(tmp_path)
+    config = tmp_path / "lmi-mountd.conf"
+    config.write_text("[http]\nthreads = 2\ndetached_requests = 2\n\n"
+                      "[cim]\nsynchronous_seconds = 0.5\n")
+    config.chmod(0o600)
+    calls = 6
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(go.touch)
+        daemon = cleanup.enter_context(
+            sandbox.running(tmp_path / "sandbox", "--config", str(config)))
+        targets = [daemon.root / "slow" / f"s{number}" for number in range(calls)]
+        for target in targets:
+            target.mkdir(parents=True)
+        results: dict[str, tuple[int, dict[str, Any]]] = {}
+
+        def mount_slowly(target: Path) -> None:
+            with connect(daemon.http_url) as conn:
+                [service] = conn.EnumerateInstanceNames(SERVICE)
+                rv, out = conn.InvokeMethod(
+                    "CreateMount", service, Mode=MODE_MOUNT, FileSystemSpec="srv:/export",
+                    FileSystemType="slowfs", MountPoint=str(target))
+                results[target.name] = finished(conn, rv, dict(out))
+
+        callers = [threading.Thread(target=mount_slowly, args=(target,)) for target in targets]
+        for caller in callers:
+            caller.start()
+        deadline = time.monotonic() + 60
+        while len(list(running.iterdir())) < calls:
+            assert time.monotonic() < deadline, (
+                f"{len(list(running.iterdir()))} of {calls} helpers started")
+            time.sleep(0.05)
+        with connect(daemon.http_url) as conn:
+            for _ in range(3):
+                conn.EnumerateInstanceNames("LMI_MountedFileSystem")
+        # All of that while every helper still waits for its server.
+        assert not results and all(caller.is_alive() for caller in callers)
+        go.touch()
+        for caller in callers:
+            caller.join(120)
+        assert {name: rv for name, (rv, _) in results.items()} == {
+            target.name: 0 for target in targets}
+        assert daemon.stop(timeout=30) == 0

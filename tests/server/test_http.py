@@ -925,37 +925,43 @@ def test_no_descriptor_left_pauses_accepting_instead_of_spinning(
 
 class DetachingApp(EchoApp):
     """``/job``: answered from another thread (``answer_elsewhere``) with 202 while its
-    worker goes on until ``finish`` is set; the worker's own answer is dropped."""
+    worker goes on until ``finish`` is set; the worker's own answer is dropped.
+    Without the right to answer elsewhere (none left), it answers at its end."""
 
-    def __init__(self) -> None:
+    def __init__(self, early_body: bytes = b"started\n", delay: float = 0.0) -> None:
         super().__init__()
+        self.early_body = early_body
+        self.delay = delay
         self.finish = threading.Event()
-        self.sent: list[bool] = []
+        self.sent: list[bool | None] = []
         self.ended = threading.Event()
 
     def handle(self, request: Request) -> Response:
         if request.head.target != "/job":
             return super().handle(request)
         send = answer_elsewhere()
-        assert send is not None
-        answered = threading.Event()
+        if send is None:
+            self.sent.append(None)
+        else:
+            answered = threading.Event()
 
-        def elsewhere() -> None:
-            self.sent.append(send(simple_response(202, "started")))
-            self.sent.append(send(simple_response(203, "a second answer")))
-            answered.set()
+            def elsewhere() -> None:
+                time.sleep(self.delay)  # a synchronous window
+                self.sent.append(send(Response(202, [], self.early_body)))
+                self.sent.append(send(simple_response(203, "a second answer")))
+                answered.set()
 
-        threading.Thread(target=elsewhere).start()
-        answered.wait(5)
+            threading.Thread(target=elsewhere).start()
+            answered.wait(5 + self.delay)
         self.finish.wait(10)
         self.ended.set()
-        return simple_response(200, "the work's end, which nobody reads")
+        return simple_response(200, "the work's end")
 
 
 def idle(server: HttpServer) -> bool:
-    """No request in flight, waiting, running or detached (the counts are exact)."""
+    """No request in flight, waiting, running or free to detach (the counts are exact)."""
     with server._conns_lock:
-        return (server._in_flight, len(server._waiting), server._started, server._detached,
+        return (server._in_flight, len(server._waiting), server._started, server._may_detach,
                 len(server._counted)) == (0, 0, 0, 0, 0)
 
 
@@ -984,18 +990,40 @@ def test_a_request_answered_elsewhere_frees_its_connection_and_its_worker() -> N
         assert (response.status, response.body) == (200, b"next")
         assert not app.ended.is_set()
         assert app.sent == [True, False]  # answered once only
-        # A second detached request is one too many: it is answered at its end.
+        # The one right to answer elsewhere is taken: a second such request is
+        # told so when it asks (not refused later), and answered at its end.
         with connect(server) as other:
             other.sendall(post("/job"))
-            time.sleep(0.3)
+            assert wait_until(lambda: len(app.sent) == 3)
             app.finish.set()
             assert read_response(other.makefile("rb")).status == 200
-        assert app.sent == [True, False, False, False]
+        assert app.sent == [True, False, None]
         # The first work's late answer went nowhere: the connection is in step.
         sock.sendall(post("/", b"again"))
         response = read_response(stream)
         assert (response.status, response.body) == (200, b"again")
         assert wait_until(lambda: idle(server))
+
+
+def test_an_answer_a_client_does_not_read_holds_up_no_other_request() -> None:
+    # The request whose turn came when a worker was answered elsewhere started
+    # only after that answer's write, which waits for a client that does not
+    # read: up to write_timeout while every worker was free (review).
+    app = DetachingApp(early_body=b"J" * (32 << 20), delay=0.5)
+    limits = HttpLimits(threads=1, detached_requests=2, write_timeout=8.0)
+    with HttpServer([Listener("127.0.0.1", 0)], app, limits) as server, \
+            contextlib.ExitStack() as sockets:
+        stuck = sockets.enter_context(socket.socket())
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", port(server)))
+        stuck.sendall(post("/job"))  # answered elsewhere after 0.5 s, never read
+        time.sleep(0.2)
+        waiting = sockets.enter_context(connect(server))
+        waiting.sendall(post("/", b"mine"))  # waits for the one worker until then
+        response = read_response(waiting.makefile("rb"))
+        assert (response.status, response.body) == (200, b"mine")
+        assert not app.ended.is_set(), "answered while the early answer's write still waits"
+        app.finish.set()
 
 
 def test_answer_elsewhere_outside_a_request_is_none() -> None:

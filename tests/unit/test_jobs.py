@@ -278,3 +278,16 @@ def test_windows_end_once_each_and_cost_no_wake_up_per_call() -> None:
         time.sleep(0.01)
     time.sleep(0.2)
     assert ended == [-1] and windows.alive
+
+
+def test_shutdown_stops_the_windows_thread() -> None:
+    # Each JobManager left its thread running for ever (review).
+    def windows_threads() -> int:
+        return sum(t.name == "lmi-mount-windows" for t in threading.enumerate())
+
+    before = windows_threads()
+    jobs = JobManager(synchronous_seconds=WAIT, workers=1)
+    Caller().run(jobs, lambda: (0, {}, None))
+    assert windows_threads() == before + 1 and jobs.alive
+    jobs.shutdown()
+    assert windows_threads() == before and jobs.alive  # stopped on purpose: no failure

@@ -242,9 +242,7 @@ class JobManager:
     @staticmethod
     def _send(job: Job, answer: Callable[[], bool]) -> None:
         try:
-            if not answer():
-                log.info("%s (job %d) outlasted its window and is answered at its end: "
-                         "too many calls run on after their answer", job.method, job.number)
+            answer()  # False: the work ended meanwhile, and its caller answered
         except Exception:
             log.exception("answering %s with its job %d failed", job.method, job.number)
 
@@ -328,6 +326,7 @@ class JobManager:
         """Stop: jobs that have not started never will (TERMINATED); running ones
         finish (their mounts and journal records complete) if ``wait``."""
         self._stopping = True
+        self._windows.close_all()
         with self._lock:
             ended = [job for job in self._jobs.values() if job.state == NEW]
             for job in ended:
@@ -375,21 +374,25 @@ class _Windows:
         self._queues: dict[float, deque[list[Any]]] = {}  # [end, function or None]
         self._changed = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
+        self._closing = False
         self._opened = False
         #: When the thread looks again at the latest; -inf while it looks.
         self._wakes_at = -math.inf
 
     def open(self, seconds: float, ended: Callable[[], None]) -> list[Any]:
-        window: list[Any] = [time.monotonic() + seconds, ended]
         with self._changed:
+            # The end taken under the lock: a window is never queued behind one
+            # opened after it.
+            window: list[Any] = [time.monotonic() + seconds, ended]
             self._queues.setdefault(seconds, deque()).append(window)
             self._opened = True
-            if self._thread is None:
+            if self._thread is not None:
+                if window[0] < self._wakes_at:
+                    self._changed.notify()
+            elif not self._closing:  # once stopped, a call is answered at its end
                 self._thread = threading.Thread(target=self._loop, name="lmi-mount-windows",
                                                 daemon=True)
                 self._thread.start()
-            elif window[0] < self._wakes_at:
-                self._changed.notify()
         return window
 
     @staticmethod
@@ -401,11 +404,23 @@ class _Windows:
     @property
     def alive(self) -> bool:
         thread = self._thread
-        return thread is None or thread.is_alive()
+        return thread is None or self._closing or thread.is_alive()
+
+    def close_all(self) -> None:
+        """Stop the thread (the windows still open never end: the calls in them
+        are answered at their end)."""
+        with self._changed:
+            self._closing = True
+            thread, self._thread = self._thread, None
+            self._changed.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
 
     def _loop(self) -> None:
         while True:
             with self._changed:
+                if self._closing:
+                    return
                 now = time.monotonic()
                 ended = []
                 first = math.inf

@@ -42,7 +42,10 @@ A request may be answered before its worker is done with it
 (``answer_elsewhere``: a method call whose synchronous window ends first is
 answered with its job from another thread while its work goes on here).
 The connection then carries the client's next request, and the worker no
-longer counts as one of ``threads``; up to ``detached_requests`` run on so.
+longer counts as one of ``threads``. Up to ``detached_requests`` requests
+hold that right at once, taken when they ask for it, so that it is never
+refused later: a request that finds none left is told so at once (and
+its application waits for its work elsewhere, as before).
 
 Must not know: CIM, XML, authentication. The application is two callables:
 ``early(head)`` (on the I/O thread, when the head is complete: cheap checks
@@ -237,17 +240,19 @@ class _Serving:
     """A request from the time it is read whole until its worker is done with it.
 
     Answered once: by its worker when the application returns, or before
-    that from another thread (``answer_elsewhere``); the request is then
+    that from another thread (``answer_elsewhere``), if it ``may_detach``
+    (it holds one of ``detached_requests``); the request is then
     ``detached``: its worker goes on without counting as one of ``threads``,
     and the connection carries the client's next request meanwhile.
     The flags change under the server's ``_conns_lock``."""
 
-    __slots__ = ("answered", "conn", "detached", "request")
+    __slots__ = ("answered", "conn", "detached", "may_detach", "request")
 
     def __init__(self, conn: _Conn, request: Request) -> None:
         self.conn = conn
         self.request = request
         self.answered = False
+        self.may_detach = False
         self.detached = False
 
 
@@ -320,12 +325,13 @@ class HttpServer:
         #: Requests read whole and waiting for their turn, oldest first; the
         #: running ones that count against ``concurrent_requests``, with when
         #: each started; how many run in all, each on a worker; and how many
-        #: of those were answered already and run on (detached, not counted
-        #: in ``_started``) (under _conns_lock; see ``_turns``).
+        #: of those may be answered before they end, some of them answered
+        #: already and running on (detached, not counted in ``_started``)
+        #: (under _conns_lock; see ``_turns`` and ``answer_elsewhere``).
         self._waiting: deque[_Serving] = deque()
         self._counted: dict[_Serving, float] = {}
         self._started = 0
-        self._detached = 0
+        self._may_detach = 0
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
         self._stopped = threading.Event()
@@ -903,9 +909,9 @@ class HttpServer:
                 _turn.current = None
                 with self._conns_lock:
                     serving.answered = True  # also if this thread failed: by no one else
-                    if serving.detached:
-                        self._detached -= 1
-                    else:
+                    if serving.may_detach:
+                        self._may_detach -= 1
+                    if not serving.detached:
                         self._in_flight -= 1
                         self._started -= 1
                     self._counted.pop(serving, None)
@@ -945,25 +951,37 @@ class HttpServer:
             return False
         return self._respond(serving.conn, request, response, started)
 
+    def _may_answer_elsewhere(self, serving: _Serving) -> bool:
+        """Take one of ``detached_requests`` for ``serving`` (kept until its worker
+        is done); False if none is left."""
+        with self._conns_lock:
+            if not serving.may_detach:
+                if serving.answered or self._may_detach >= self.limits.detached_requests:
+                    return False
+                serving.may_detach = True
+                self._may_detach += 1
+            return True
+
     def _answer_elsewhere(self, serving: _Serving, response: Response) -> bool:
         """``answer_elsewhere``'s function: answer ``serving`` now from this thread,
-        its worker going on detached; False if it was answered already or if
-        ``detached_requests`` run detached already."""
+        its worker going on detached; False if its worker answered it already."""
         with self._conns_lock:
-            if serving.answered or self._detached >= self.limits.detached_requests:
+            if serving.answered:
                 return False
+            assert serving.may_detach
             serving.answered = serving.detached = True
             # Answered: it no longer counts among the requests in flight (503)
             # nor against ``threads``, so the next one starts on another worker.
-            self._detached += 1
             self._in_flight -= 1
             self._started -= 1
             self._counted.pop(serving, None)
             due = self._turns(self._clock())
-        if self._respond(serving.conn, serving.request, response, self._clock()):
-            self._hand_back(serving.conn)
+        # Started before the answer is written: that write may wait for a
+        # client that does not read (``write_timeout``).
         for other in due:
             self._submit(other)
+        if self._respond(serving.conn, serving.request, response, self._clock()):
+            self._hand_back(serving.conn)
         return True
 
     def _respond(self, conn: _Conn, request: Request, response: Response,
@@ -1057,16 +1075,19 @@ def answer_elsewhere() -> Callable[[Response], bool] | None:
     """On a worker, inside a request: a function that answers that request from
     any thread while the worker goes on with it (a method's work whose
     synchronous window ends: its job is the answer, and the work goes on).
+    The connection then carries the client's next request, and the worker no
+    longer counts as one of ``threads``.
 
-    The function returns False, and sends nothing, if the request is answered
-    already or if ``detached_requests`` requests run on after their answer
-    already: the worker then answers when the application returns. The
-    connection carries the client's next request meanwhile, and the worker
-    no longer counts as one of ``threads``. None outside a request."""
+    The right is taken now, one of ``detached_requests``, and kept until the
+    worker is done: None when none is left (or outside a request), and the
+    application must not keep its worker for long. The function returns
+    False, and sends nothing, only if the worker answered already."""
     turn = getattr(_turn, "current", None)
     if turn is None:
         return None
     server, serving = turn
+    if not server._may_answer_elsewhere(serving):
+        return None
     return functools.partial(server._answer_elsewhere, serving)
 
 
