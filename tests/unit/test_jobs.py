@@ -137,20 +137,26 @@ def sleeping(seconds: float) -> Callable[[], WorkResult]:
 
 
 class Caller:
-    """A server's caller of run(): it can be answered from another thread (``answer_early``)."""
+    """A server's caller of run(): it may be answered from another thread
+    (``answer_early``) if it gets that right (``right``) when its work would start."""
 
-    def __init__(self, accept: bool = True) -> None:
-        self.accept = accept
+    def __init__(self, right: bool = True) -> None:
+        self.right = right
+        self.asked = 0
         self.answers: list[tuple[object, dict[str, object], str]] = []
         self.answered = threading.Event()
+
+    def may_answer_early(self) -> Callable[[object, dict[str, object]], bool] | None:
+        self.asked += 1
+        return self.answer if self.right else None
 
     def answer(self, rv: object, out: dict[str, object]) -> bool:
         self.answers.append((rv, out, threading.current_thread().name))
         self.answered.set()
-        return self.accept
+        return True
 
     def run(self, jobs: JobManager, work: Callable[[], WorkResult]) -> Job:
-        token = answer_early.set(self.answer)
+        token = answer_early.set(self.may_answer_early)
         try:
             return jobs.run("CreateMount", work, in_parameters={}, affected=[], owner=None,
                             started=lambda job: (4096, {"Job": job.number}))
@@ -191,8 +197,8 @@ def test_work_that_outlasts_its_window_is_answered_with_its_job_and_goes_on() ->
     assert caller.answered.wait(WAIT)
     waited = time.monotonic() - began
     [(rv, out, thread)] = caller.answers
-    # The job's answer, sent from the job pool while the work still runs here.
-    assert rv == 4096 and thread.startswith("lmi-mount-job") and 0.15 < waited < 2
+    # The job's answer, sent when the window ended while the work still runs here.
+    assert rv == 4096 and thread == "lmi-mount-windows" and 0.15 < waited < 2
     [published] = jobs.jobs()
     assert published.number == out["Job"] and published.state == RUNNING
     assert worker.is_alive()
@@ -204,13 +210,63 @@ def test_work_that_outlasts_its_window_is_answered_with_its_job_and_goes_on() ->
     jobs.shutdown()
 
 
-def test_a_caller_that_cannot_be_answered_early_is_answered_at_the_end() -> None:
-    # The server runs as many calls after their answer as it may: this one
-    # waits for its work, and is then answered with its (published) job.
+def test_a_caller_without_the_right_waits_for_work_on_the_pool_as_before() -> None:
+    # The server has as many calls running on after their answer as it may: this
+    # one's work runs on a job thread, and it is answered with its job when its
+    # window ends.
     jobs = JobManager(synchronous_seconds=0.1, workers=1)
-    caller = Caller(accept=False)
-    job = caller.run(jobs, sleeping(0.4))
-    assert len(caller.answers) == 1 and job.published and job.state == COMPLETED
+    caller = Caller(right=False)
+    ran_on: list[str] = []
+
+    def work() -> WorkResult:
+        ran_on.append(threading.current_thread().name)
+        time.sleep(0.4)
+        return 0, {}, None
+
+    job = caller.run(jobs, work)
+    assert caller.asked == 1 and caller.answers == []
+    assert job.published and not job.done and ran_on[0].startswith("lmi-mount-job")
+    assert job.future is not None and job.future.result(WAIT)[0] == 0
+    jobs.shutdown()
+
+
+def test_a_full_job_pool_does_not_hold_up_an_early_answer() -> None:
+    # The early answers were sent from the job pool, which also runs the work of
+    # calls without the right: with its threads busy, a call's 4096 waited for
+    # that work, and its worker with it (second review).
+    jobs = JobManager(synchronous_seconds=0.2, workers=1)
+    release = threading.Event()
+
+    def slow() -> WorkResult:
+        release.wait(WAIT)
+        return 0, {}, None
+
+    try:
+        pooled = Caller(right=False).run(jobs, slow)  # takes the one job thread
+        assert pooled.published and not pooled.done
+        caller = Caller()
+        worker = threading.Thread(target=caller.run, args=(jobs, slow))
+        worker.start()
+        assert caller.answered.wait(2), "the 4096 waited for the job pool"
+        [(rv, _, thread)] = caller.answers
+        assert rv == 4096 and thread == "lmi-mount-windows"
+    finally:
+        release.set()
+    worker.join(WAIT)
+    jobs.shutdown()
+
+
+def test_the_right_is_asked_for_only_when_the_work_would_run_here() -> None:
+    jobs = JobManager(synchronous_seconds=WAIT, workers=1)
+    caller = Caller()
+    token = answer_early.set(caller.may_answer_early)
+    try:
+        # No answer for a published job (``started``): nothing to send early.
+        job = jobs.run("GetError", lambda: (0, {}, None), in_parameters={}, affected=[],
+                       owner=None)
+    finally:
+        answer_early.reset(token)
+    assert caller.asked == 0 and job.done
     jobs.shutdown()
 
 

@@ -7,14 +7,14 @@ parameters and errors of finished jobs, termination of jobs that have not
 started, and removal ``time_before_removal`` seconds after a job ends.
 
 Where the work runs: on the caller's own thread when the server can answer
-the call from another thread (``answer_early`` is set: an HTTP worker), so
-that a call that ends in its window costs no thread hand-off (two of them,
-about 70 µs of CPU, were a twentieth of a CreateMount's cost). When the
-window ends first, the job is published and the call answered with it
-(``answer_early``, sent from the job pool) while the caller's thread goes on
-with the work, detached from the server's count of workers. Elsewhere
-(pywbem_mock, the command line) the work runs on the job pool and the caller
-waits for the window.
+the call from another thread (``answer_early`` is set: an HTTP worker, and
+it has the right to), so that a call that ends in its window costs no
+thread hand-off (two of them, about 70 µs of CPU, were a twentieth of a
+CreateMount's cost). When the window ends first, the job is published and
+the call answered with it (``answer_early``'s function, which does not wait)
+while the caller's thread goes on with the work, detached from the server's
+count of workers. Elsewhere (pywbem_mock, a server without the right left)
+the work runs on the job pool and the caller waits for the window.
 
 Must not know: what the work does (the service provider gives a callable),
 the engine, XML.
@@ -67,12 +67,15 @@ WorkResult = tuple[Any, dict[str, Any], CIMInstance | None]
 #: A method call's answer: its return value and OUT parameters.
 Answer = tuple[Any, dict[str, Any]]
 
-#: How the call the current thread serves can be answered before its work ends:
-#: set by the server around a method call, it sends an answer (a started job's:
-#: 4096 and the Job) from any thread and says whether it could. Unset, the work
-#: runs on the job pool and the caller waits for the window.
-answer_early: ContextVar[Callable[[Any, dict[str, Any]], bool] | None] = ContextVar(
-    "answer_early", default=None)
+#: Whether the call the current thread serves can be answered before its work
+#: ends: set by the server around a method call, and asked (on that thread) when
+#: the work would start. It returns a function that sends an answer (a started
+#: job's: 4096 and the Job) from any thread without waiting, False if the call
+#: was answered already; or None: the server cannot (no right is left), and the
+#: work runs on the job pool while the caller waits for the window, as it does
+#: when this is unset.
+answer_early: ContextVar[Callable[[], Callable[[Any, dict[str, Any]], bool] | None] | None] = (
+    ContextVar("answer_early", default=None))
 
 
 @dataclass(slots=True)
@@ -160,13 +163,15 @@ class JobManager:
         ``BUSY_WINDOW_SECONDS`` only.
 
         ``started`` is the answer of a call whose job was published (4096
-        and the Job): with it, and ``answer_early`` set, the work runs on this
-        thread, and ``answer_early`` sends that answer when the window ends
-        first; this thread then returns the published job when the work ends.
+        and the Job): with it, and ``answer_early`` granting it, the work runs
+        on this thread, and that answer is sent when the window ends first;
+        this thread then returns the published job when the work ends.
         """
         job = Job(next(self._numbers), method, in_parameters, affected, _now(), owner)
-        early = answer_early.get()
-        if early is not None and started is not None and self.synchronous_seconds > 0:
+        may_answer_early = answer_early.get()
+        early = (may_answer_early() if may_answer_early is not None and started is not None
+                 and self.synchronous_seconds > 0 else None)
+        if early is not None and started is not None:
             self._run_here(job, work, lambda: early(*started(job)))
             return job
         try:
@@ -198,7 +203,7 @@ class JobManager:
     def _run_here(self, job: Job, work: Callable[[], WorkResult],
                   answer: Callable[[], bool]) -> None:
         """Run ``work`` on this thread; if its window ends first, publish the job and
-        send ``answer`` (the job's) from the job pool while the work goes on."""
+        send ``answer`` (the job's, which does not wait) while the work goes on."""
         if self._stopping:
             raise CIMError(CIM_ERR_FAILED, f"lmi-mountd is stopping: {job.method} was not "
                            "started")
@@ -224,11 +229,13 @@ class JobManager:
                 self._jobs[job.number] = job
                 job.published = True
             give_back()  # this thread no longer waits in a window: it works on
-            # Not on the windows' thread: the answer's write may wait for a
-            # client that does not read, and other windows end meanwhile.
-            # Shutting down (RuntimeError), the call is answered at its end.
-            with contextlib.suppress(RuntimeError):
-                self._pool.submit(self._send, job, answer)
+            # On the windows' thread: the answer does not wait (the server
+            # writes it on a thread of its own). Not on the job pool, whose
+            # threads may all run other calls' work meanwhile (second review).
+            try:
+                answer()  # False: the work ended meanwhile, and its caller answered
+            except Exception:
+                log.exception("answering %s with its job %d failed", job.method, job.number)
 
         window = self._windows.open(seconds, window_ended)
         try:
@@ -238,13 +245,6 @@ class JobManager:
             give_back()
         job.future = Future()
         job.future.set_result(result)
-
-    @staticmethod
-    def _send(job: Job, answer: Callable[[], bool]) -> None:
-        try:
-            answer()  # False: the work ended meanwhile, and its caller answered
-        except Exception:
-            log.exception("answering %s with its job %d failed", job.method, job.number)
 
     def _execute(self, job: Job, work: Callable[[], WorkResult]) -> WorkResult:
         with self._lock:

@@ -27,7 +27,7 @@ import stat
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -229,10 +229,12 @@ class CimXmlApp:
         if isinstance(call, cimxml.IntrinsicCall):
             result = self.dispatcher.intrinsic(call, caller)
         else:
-            send = answer_elsewhere()
-            result = self.dispatcher.extrinsic(
-                call, caller, None if send is None else
-                lambda body: send(_cim_response(head, body)))
+            def may_answer_early() -> Callable[[bytes], bool] | None:
+                # Asked only when a method's work would start, on this worker.
+                send = answer_elsewhere()
+                return None if send is None else lambda body: send(_cim_response(head, body))
+
+            result = self.dispatcher.extrinsic(call, caller, may_answer_early)
         self._log(head, identity, call, result, started)
         return _cim_response(head, result.body)
 

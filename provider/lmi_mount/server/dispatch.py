@@ -256,10 +256,13 @@ class Dispatcher:
                              CIM_ERR_FAILED)
 
     def extrinsic(self, call: cimxml.ExtrinsicCall, caller: Any,
-                  answer_early: Callable[[bytes], bool] | None = None) -> CimResult:
-        """The response to ``call``. With ``answer_early`` (it sends a response
-        body now, from any thread), a method whose job outlasts its window is
-        answered with the job that way while its work goes on here."""
+                  answer_early: Callable[[], Callable[[bytes], bool] | None] | None = None
+                  ) -> CimResult:
+        """The response to ``call``. With ``answer_early`` (asked when a method's
+        work would start: a function that sends a response body from any
+        thread, or None if the call cannot be answered so), a method whose
+        job outlasts its window is answered with the job that way while its
+        work goes on here."""
         try:
             return self._invoke(call, caller, answer_early)
         except CIMError as error:
@@ -277,7 +280,8 @@ class Dispatcher:
                              CIM_ERR_FAILED)
 
     def _invoke(self, call: cimxml.ExtrinsicCall, caller: Any,
-                answer_early: Callable[[bytes], bool] | None) -> CimResult:
+                answer_early: Callable[[], Callable[[bytes], bool] | None] | None
+                ) -> CimResult:
         target = call.target
         cls = self.broker.get_class(call.namespace, target.classname, local_only=False,
                                     include_qualifiers=True, include_class_origin=False)
@@ -292,8 +296,11 @@ class Dispatcher:
             return cimxml.method_response(call.message_id, call.method, return_value,
                                           declaration.return_type, out, declaration)
 
-        token = jobs.answer_early.set(
-            None if answer_early is None else lambda rv, out: answer_early(respond(rv, out)))
+        def may_answer_early() -> Callable[[Any, dict[str, Any]], bool] | None:
+            send = answer_early() if answer_early is not None else None
+            return None if send is None else lambda rv, out: send(respond(rv, out))
+
+        token = jobs.answer_early.set(None if answer_early is None else may_answer_early)
         try:
             return_value, out = self.broker.invoke_method(
                 call.namespace, target, declaration.name, params, caller=caller)

@@ -45,7 +45,9 @@ The connection then carries the client's next request, and the worker no
 longer counts as one of ``threads``. Up to ``detached_requests`` requests
 hold that right at once, taken when they ask for it, so that it is never
 refused later: a request that finds none left is told so at once (and
-its application waits for its work elsewhere, as before).
+its application waits for its work elsewhere, as before). Such an answer
+is written by one of ``detached_requests`` threads kept for that, so that
+the thread that sends it never waits for a client.
 
 Must not know: CIM, XML, authentication. The application is two callables:
 ``early(head)`` (on the I/O thread, when the head is complete: cheap checks
@@ -319,6 +321,9 @@ class HttpServer:
         # Room for the detached requests' workers besides ``threads``.
         self._pool = ThreadPoolExecutor(self.limits.threads + self.limits.detached_requests,
                                         thread_name_prefix="lmi-mountd")
+        # The writers of answers sent from elsewhere: one per right to send one.
+        self._answers = ThreadPoolExecutor(self.limits.detached_requests,
+                                           thread_name_prefix="lmi-mountd-answer")
         #: Requests read and not answered yet, running or waiting their turn
         #: (the I/O thread counts up, workers count down, under _conns_lock).
         self._in_flight = 0
@@ -384,6 +389,7 @@ class HttpServer:
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=True, cancel_futures=False)
+        self._answers.shutdown(wait=True, cancel_futures=False)
         with self._conns_lock:
             leftover = list(self._conns)
             self._conns.clear()
@@ -963,8 +969,9 @@ class HttpServer:
             return True
 
     def _answer_elsewhere(self, serving: _Serving, response: Response) -> bool:
-        """``answer_elsewhere``'s function: answer ``serving`` now from this thread,
-        its worker going on detached; False if its worker answered it already."""
+        """``answer_elsewhere``'s function: answer ``serving`` now, its worker going
+        on detached; False if its worker answered it already. Does not wait: the
+        answer is written on one of ``_answers``."""
         with self._conns_lock:
             if serving.answered:
                 return False
@@ -976,13 +983,18 @@ class HttpServer:
             self._started -= 1
             self._counted.pop(serving, None)
             due = self._turns(self._clock())
-        # Started before the answer is written: that write may wait for a
-        # client that does not read (``write_timeout``).
         for other in due:
             self._submit(other)
+        try:
+            # That write may wait for a client that does not read (write_timeout).
+            self._answers.submit(self._write_elsewhere, serving, response)
+        except RuntimeError:  # shutting down: this thread writes it
+            self._write_elsewhere(serving, response)
+        return True
+
+    def _write_elsewhere(self, serving: _Serving, response: Response) -> None:
         if self._respond(serving.conn, serving.request, response, self._clock()):
             self._hand_back(serving.conn)
-        return True
 
     def _respond(self, conn: _Conn, request: Request, response: Response,
                  started: float) -> bool:
@@ -1080,8 +1092,9 @@ def answer_elsewhere() -> Callable[[Response], bool] | None:
 
     The right is taken now, one of ``detached_requests``, and kept until the
     worker is done: None when none is left (or outside a request), and the
-    application must not keep its worker for long. The function returns
-    False, and sends nothing, only if the worker answered already."""
+    application must not keep its worker for long. The function does not
+    wait (the answer is written on a thread kept for it); it returns False,
+    and sends nothing, only if the worker answered already."""
     turn = getattr(_turn, "current", None)
     if turn is None:
         return None
