@@ -120,8 +120,9 @@ class MethodParameters:
 
     Every call's parameters are checked against these twice (typed by the
     CIM-XML layer, checked by the broker): plain dictionaries instead of a
-    pywbem ``NocaseDict`` lookup per parameter and qualifier, about a tenth
-    of what parsing and checking a call cost.
+    pywbem ``NocaseDict`` lookup per parameter and qualifier (in one process,
+    a holder's CreateMount and DeleteMount cost 0.77 to 0.79 ms of CPU with
+    them, 0.81 to 0.85 ms without).
     """
 
     declared: Mapping[str, CIMParameter]
