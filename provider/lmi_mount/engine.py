@@ -486,6 +486,14 @@ def _naming_made(step: HolderChange, target: str, ids: tuple[int, int | None]) -
     return result
 
 
+def _unique_named(identity: tuple[int, int | None] | None, record: MountRecord) -> int | None:
+    """The unique id in ``identity`` (read at ``record``'s mount point) if it is
+    ``record``'s mount's: None where the kernel has none, or where the path
+    showed another mount (one made over it between the two reads, whose id
+    must not name it)."""
+    return identity[1] if identity is not None and identity[0] == record.mount_id else None
+
+
 def _holder_key(held: HeldMount | None) -> tuple[object, ...] | None:
     """What a holder record says, without the ids the engine fills in on write."""
     if held is None:
@@ -1886,16 +1894,12 @@ class MountManager:
                 # An image is mounted from the loop device it gets.
                 not os.path.isfile(spec.kernel_name) and record.source != spec.kernel_name):
             return None
-        # The table and the path were read one after the other: a unique id
-        # of another mount (made over it in between) must not name it.
-        return record, identity[1] if identity[0] == record.mount_id else None
+        return record, _unique_named(identity, record)
 
     def _unique_of(self, record: MountRecord) -> int | None:
         """The never-reused id of the live mount ``record``, asked at its mount
-        point: None where the kernel has none, or where the path shows another
-        mount by now (one made over it since, whose id must not name it)."""
-        identity = self.kernel.mount_identity(record.target)
-        return identity[1] if identity is not None and identity[0] == record.mount_id else None
+        point (see ``_unique_named``)."""
+        return _unique_named(self.kernel.mount_identity(record.target), record)
 
     def _noted_mount(self, note: dict[str, object]) -> tuple[MountRecord, int | None] | None:
         """The live mount a progress note of ``_mount`` names, and its unique id;
