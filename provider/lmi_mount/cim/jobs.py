@@ -169,11 +169,11 @@ class JobManager:
         """
         job = Job(next(self._numbers), method, in_parameters, affected, _now(), owner)
         may_answer_early = answer_early.get()
-        early = (may_answer_early() if may_answer_early is not None and started is not None
-                 and self.synchronous_seconds > 0 else None)
-        if early is not None and started is not None:
-            self._run_here(job, work, lambda: early(*started(job)))
-            return job
+        if may_answer_early is not None and started is not None and self.synchronous_seconds > 0:
+            early = may_answer_early()
+            if early is not None:
+                self._run_here(job, work, lambda: early(*started(job)))
+                return job
         try:
             job.future = self._pool.submit(self._execute, job, work)
         except RuntimeError:  # the pool is shut down
