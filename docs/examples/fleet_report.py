@@ -21,6 +21,10 @@ def report(url: str, creds: tuple[str, str], ca_certs: str | None) -> str:
     """One host's line: its mounts, those in fstab, those held, and those that drifted."""
     conn = WBEMConnection(url, creds, default_namespace=NAMESPACE, ca_certs=ca_certs,
                           timeout=30)
+    if ca_certs is not None:
+        # requests lets REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE) win over the
+        # CA file given here (requests issue 3829): the one named counts.
+        conn.session.trust_env = False
     try:
         mounts = conn.ExecQuery("WQL", "SELECT MountPointPath, Caption, ReferenceCount "
                                 "FROM LMI_MountedFileSystem", NAMESPACE)

@@ -16,6 +16,7 @@ Must not know: CIM transport. Modes are read from the service's one table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -211,7 +212,11 @@ def _watch(manager: MountManager, state_dir: Path, args: argparse.Namespace,
                 broker = Broker(opened, host=socket.getfqdn(), model=broker.model)
                 reader = ModelReader(broker.context)
             current = reader.read()
-            for indication in changes(previous, current, factory):
+            # One read may hold several changes (a mount and its setting):
+            # --count stops after the Nth, not after the read that holds it.
+            for indication in itertools.islice(changes(previous, current, factory),
+                                               None if args.count is None
+                                               else args.count - seen):
                 row = event_row(indication)
                 out.write(json.dumps(row) + "\n" if args.json else event_line(row) + "\n")
                 out.flush()

@@ -41,16 +41,9 @@ from lmi_mount.linux import files
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.mounts.errors import MountError
-from lmi_mount.server.app import CimServer
-from lmi_mount.server.config import (
-    ConfigError,
-    IndicationSettings,
-    ServerConfig,
-    load_config,
-    read_section,
-)
-from lmi_mount.server.http import HttpLimits
-from lmi_mount.server.pull import PullLimits
+from lmi_mount.mounts.escaping import escape_controls
+from lmi_mount.server.app import CimServer, server_credentials
+from lmi_mount.server.config import ConfigError, ServerConfig, from_ini, read_section
 from lmi_mount.server.subscriptions import FILE_NAME as SUBSCRIPTIONS_FILE
 from lmi_mount.text import decimal
 
@@ -158,28 +151,29 @@ def settings(args: argparse.Namespace) -> Settings:
         if path is None:
             raise ConfigError(f"no configuration: pass --config FILE, create {DEFAULT_CONFIG}, "
                               "or try --sandbox")
-        return Settings(load_config(path, **overrides), engine, cim)
+        return Settings(from_ini(ini, str(path), **overrides), engine, cim)
     root = _sandbox_root(args.sandbox)
     password = args.sandbox_password or secrets.token_urlsafe(12)
     certfile, keyfile = _self_signed(root / "tls")
+    # The sandbox listens on loopback alone, under its own name and TLS files,
+    # and its user is an admin; the rest of the configuration applies as it
+    # would on the host (a users file or PAM beside that user: a reader can
+    # be tried), and is checked as strictly.
     sandbox_server: dict[str, Any] = {
         "listen": ("127.0.0.1",),
         "hostname": "sandbox.localdomain",
-        "plain_http": "loopback",
         "users": ((SANDBOX_USER, "admin", password),),
         "certfile": certfile,
         "keyfile": keyfile,
-        "https_port": 5989 if certfile else None,
     }
-    # The limits and the indications' delivery apply to a sandbox too (its
-    # listeners and users are its own).
-    for section, kind in (("http", HttpLimits), ("enumeration", PullLimits),
-                          ("indications", IndicationSettings)):
-        sandbox_server[section] = read_section(ini, section, kind, str(path))
+    if not ini.has_option("auth", "plain_http"):
+        sandbox_server["plain_http"] = "loopback"
+    if not ini.has_option("server", "https_port"):
+        sandbox_server["https_port"] = 5989 if certfile else None
     sandbox_server.update(overrides)
     engine = dataclasses.replace(engine, fstab=sandbox.fstab_of(root),
                                  state_dir=sandbox.state_dir_of(root))
-    return Settings(ServerConfig(**sandbox_server), engine, cim, root, password)
+    return Settings(from_ini(ini, str(path), **sandbox_server), engine, cim, root, password)
 
 
 def _sandbox_root(asked: Path) -> Path:
@@ -232,11 +226,22 @@ def _configure_logging(level: str) -> None:
     if os.environ.get("JOURNAL_STREAM"):
         handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_LineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
 
 
-class _JournalFormatter(logging.Formatter):
+class _LineFormatter(logging.Formatter):
+    """One line per message: control characters octal-escaped, as mountinfo
+    writes them. Messages carry what clients and the host name (a key value,
+    a mount point, a user name); a newline in one must not forge a log line
+    (or a journal entry of its own priority). Tracebacks keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+class _JournalFormatter(_LineFormatter):
     _PRIORITY: Final = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                  logging.CRITICAL: 2}
 
@@ -288,6 +293,11 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
         return 2
     if run.sandbox is not None:
         _prepare_sandbox(run.sandbox)
+    try:
+        credentials = server_credentials(run.server)
+    except ConfigError as exc:
+        print(f"lmi-mountd: {exc}", file=sys.stderr)
+        return 2
     stop = stop or threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         if threading.current_thread() is threading.main_thread():
@@ -319,7 +329,7 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
                     max_goal_settings=run.cim.max_goal_settings,
                     default_holder=run.cim.default_holder)
     try:
-        server = CimServer(run.server, broker,
+        server = CimServer(run.server, broker, credentials=credentials,
                            subscriptions_file=run.engine.state_dir / SUBSCRIPTIONS_FILE)
         server.start()
     except (OSError, ConfigError) as exc:

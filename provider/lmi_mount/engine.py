@@ -76,6 +76,7 @@ from lmi_mount.mounts.options import (
     compare,
     from_mountinfo,
     kernel_request,
+    setup_words,
 )
 from lmi_mount.mounts.plan import (
     FstabChange,
@@ -1018,6 +1019,13 @@ class MountManager:
         for role, value in (("source", spec.source), ("file system type", spec.fstype or "")):
             if "\0" in value:
                 raise InvalidRequest(f"{role} {value!r} contains a NUL character", value=value)
+        setup = setup_words(spec.options) if mounting else ()
+        if setup:
+            raise InvalidRequest(
+                f"option {setup[0]!r} asks mount(8) to set the source up first (a loop device "
+                "over part of an image, or dm-verity), which lmi-mount does not do: it would "
+                "mount the whole image, other bytes or unverified ones. The fstab line alone "
+                "(Mode 2) is mount(8)'s to mount at boot", value=setup[0])
         try:
             requested = kernel_request(spec.options)
         except OptionError:

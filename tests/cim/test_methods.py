@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from pywbem import (
     Uint32,
 )
 
-from lmi_mount.mounts.flags import MS_MOVE
+from lmi_mount.mounts.flags import MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID
 from tests.cim.conftest import EVERY_KERNEL, NS, CimWorld, call, create_tmpfs, finished_job
 
 # -- the OpenLMI client flow ---------------------------------------------------------------
@@ -255,6 +256,20 @@ def test_a_named_holder_releases_only_its_reference_never_a_mount_nobody_holds(
     assert world.mounts_at(target) == []
 
 
+@pytest.mark.parametrize("world", EVERY_KERNEL, indirect=True)
+def test_a_bind_without_a_goal_keeps_its_origins_restrictions(world: CimWorld) -> None:
+    # Goal NULL was read as rw,suid,dev,exec named: the bind of a noexec,nodev
+    # tmpfs came out exec and dev, where ``mount --bind`` (no options) keeps
+    # the origin's per-mount flags (a review).
+    conn = world.connect()
+    origin, target = world.dir("origin"), world.dir("mnt")
+    world.kernel.mount("tmpfs", origin, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m")
+    rv, _ = call(conn, "CreateMount", Mode=32768, FileSystemSpec=origin, MountPoint=target)
+    assert rv == 0
+    [bind] = world.mounts_at(target)
+    assert {"nosuid", "nodev", "noexec"} <= set(bind.vfs_options), bind.vfs_options
+
+
 def test_a_delete_of_a_mount_covered_by_hand_is_in_use_and_takes_nothing(
     world: CimWorld,
 ) -> None:
@@ -373,6 +388,45 @@ def test_a_reference_s_mount_point_is_matched_as_written_not_resolved(
     assert [m.source for m in fake_world.mounts_at(held)] == ["tmpfs"]
 
 
+def test_a_mounts_own_setting_as_the_goal_keeps_its_lines_fstab_words(world: CimWorld) -> None:
+    # The setting of a mount that agrees with its line left out the line's
+    # fstab-only words (noauto, nofail, x-*, comment=), and the docs' way to
+    # keep them, that setting passed back as the Goal, took them out of
+    # fstab: the line then mounted at boot, and failed it without nofail.
+    conn = world.connect()
+    target = world.dir("w1")
+    words = ["nofail", "noauto", "x-systemd.automount", "comment=keep"]
+    rv, out = call(conn, "CreateMount", Mode=1, FileSystemSpec="tmpfs", FileSystemType="tmpfs",
+                   MountPoint=target, Goal=_setting(conn, ",".join(["size=4m", *words])))
+    assert rv == 0, out
+    [setting] = conn.Associators(out["Mount"],
+                                 AssocClass="LMI_MountedFileSystemElementSettingData")
+    assert set(words) <= set(setting["OtherOptions"]), setting["OtherOptions"]
+    rv, out = call(conn, "ModifyMount", Mode=2, Mount=out["Mount"], Goal=setting.path)
+    assert rv == 0, out
+    [line] = [line for line in world.fstab.read_text().splitlines() if target in line]
+    assert set(words) <= set(line.split()[3].split(",")), line
+
+
+def test_a_mount_point_through_dot_dot_is_refused_not_read_as_text(world: CimWorld) -> None:
+    # ".." was taken away as text (normpath): "link/../d5" named s/d5, where
+    # the kernel, and mount(8), go through the link first and reach s/mnt/d5.
+    # Mode 1 mounted on, and wrote the line of, another directory (a review).
+    conn = world.connect()
+    base = Path(world.dir("s"))
+    for directory in ("mnt/d4", "mnt/d5", "d5"):
+        (base / directory).mkdir(parents=True)
+    (base / "link4").symlink_to(base / "mnt" / "d4")
+    asked = f"{base}/link4/../d5"
+    with pytest.raises(CIMError) as caught:
+        call(conn, "CreateMount", Mode=1, FileSystemSpec="tmpfs", FileSystemType="tmpfs",
+             MountPoint=asked)
+    assert caught.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert repr(asked) in caught.value.status_description
+    assert world.mounts_at(str(base / "d5")) == world.mounts_at(str(base / "mnt" / "d5")) == []
+    assert world.fstab.read_text() == "# scratch fstab\n"
+
+
 @pytest.mark.parametrize("world", [k for k in EVERY_KERNEL if k.id != "fake"],  # no MS_MOVE
                          indirect=True)
 def test_a_held_mount_moved_away_is_not_found_at_its_old_mount_point(world: CimWorld) -> None:
@@ -453,6 +507,32 @@ def _setting(conn: Any, options: str | None = None) -> CIMInstanceName:
     rv, out = conn.InvokeMethod("CreateSetting", capabilities, **params)
     assert rv == 0
     return out["MountSetting"]
+
+
+@pytest.mark.parametrize("option", [
+    "offset=16777216", "sizelimit=1048576", "encryption=aes",
+    "verity.roothash=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"])
+def test_a_mount_of_an_image_part_or_under_verity_is_refused_not_made_whole(
+        world: CimWorld, option: str) -> None:
+    # offset= and sizelimit= were taken for fstab-only words: the image was
+    # attached whole and the file system at offset 0 mounted, another one
+    # than mount(8) mounts; verity.* mounted the image unverified (a review).
+    conn = world.connect()
+    image = Path(world.dir("images")) / "disk.img"
+    image.write_bytes(b"\0" * 4096)
+    target = world.dir("mnt")
+    before = world.kernel.read_mountinfo() if world.kernel else None
+    with pytest.raises(CIMError) as caught:
+        call(conn, "CreateMount", Mode=1, FileSystemSpec=str(image), MountPoint=target,
+             FileSystemType="ext4", Goal=_setting(conn, f"loop,{option}"))
+    assert caught.value.status_code == CIM_ERR_INVALID_PARAMETER
+    assert f"option {option!r}" in caught.value.status_description
+    assert world.mounts_at(target) == [] and world.fstab.read_text() == "# scratch fstab\n"
+    assert before is None or world.kernel.read_mountinfo() == before
+    # The line alone is mount(8)'s to run at boot: Mode 2 writes it.
+    rv, _ = call(conn, "CreateMount", Mode=2, FileSystemSpec=str(image), MountPoint=target,
+                 FileSystemType="ext4", Goal=_setting(conn, f"loop,{option}"))
+    assert rv == 0 and option in world.fstab.read_text()
 
 
 def test_create_setting_takes_options_as_mount_8_spells_them(fake_world: CimWorld) -> None:
@@ -585,7 +665,10 @@ BAD = [
         "/nonexistent/lmi/dir",
         id="missing-path",
     ),
-    pytest.param({"Mode": 32768, "OtherOptions": ["ro"]}, "ro", id="option-conflict"),
+    # The message names the setting's property, not the Python field (allow_write).
+    pytest.param({"Mode": 32768, "OtherOptions": ["ro"]},
+                 "option 'ro' is the AllowWrite setting: set AllowWrite=False",
+                 id="option-conflict"),
     pytest.param(
         {
             "Mode": 32768,

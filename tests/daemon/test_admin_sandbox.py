@@ -125,10 +125,12 @@ def test_watch_prints_each_change_as_it_happens(tmp_path: Path) -> None:
         script = shutil.which("lmi-mount")
         command = [script] if script else [sys.executable, "-c", "import sys; from lmi_mount."
                                            "cli import mount_main; sys.exit(mount_main())"]
-        watcher = subprocess.Popen([*command, "--sandbox", str(root), "watch", "--json",
-                                    "--count", "3", "--seconds", "30"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   stdin=subprocess.DEVNULL)
+        watcher, first = (
+            subprocess.Popen([*command, "--sandbox", str(root), "watch", "--json",
+                              "--count", str(count), "--seconds", "30"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL)
+            for count in (3, 1))
         try:
             time.sleep(1.5)  # its first read of the model
             conn = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
@@ -140,8 +142,14 @@ def test_watch_prints_each_change_as_it_happens(tmp_path: Path) -> None:
                                   FileSystemType="tmpfs", Holder=holder)
                 time.sleep(0.5)
             out, err = watcher.communicate(timeout=30)
+            first_out, _ = first.communicate(timeout=30)
         finally:
             watcher.kill()
+            first.kill()
+    # The first read held two changes (the mount and its setting): --count 1
+    # printed both.
+    assert [json.loads(line)["class"] for line in first_out.splitlines()] == [
+        "LMI_MountedFileSystem"]
     rows = [json.loads(line) for line in out.splitlines()]
     assert err == "" and watcher.returncode == 0
     assert [(r["event"], r["class"]) for r in rows] == [

@@ -9,6 +9,7 @@ mounts, and they end with it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -18,9 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pywbem import CIM_ERR_ACCESS_DENIED, CIMError, Uint16, WBEMConnection
 
+from lmi_mount.server.auth import make_users_entry
 from tests.daemon import sandbox
-from tests.daemon.sandbox import PASSWORD, USER, Daemon
+from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER, Daemon
 from tests.support.skips import has_tool, requires_root, requires_tool
 
 ROOT = (pytest.mark.root, requires_root)
@@ -123,6 +126,10 @@ def test_sandbox_life_cycle(tmp_path: Path) -> None:
                  id="server-key"),
     pytest.param("[engine]\nhold_second = 1\n", True, "[engine] has no setting 'hold_second'",
                  id="engine-key-in-sandbox", marks=ROOT),
+    # The sandbox did not read [server] and [auth] at all: the docs' own typo
+    # started a sandbox.
+    pytest.param("[server]\nhttp_prot = 5988\n", True, "[server] has no setting 'http_prot'",
+                 id="server-key-in-sandbox", marks=ROOT),
     pytest.param("[cim]\nsynchronous_seconds = soon\n", True,
                  "[cim] synchronous_seconds = 'soon': expected a number", id="cim-value",
                  marks=ROOT),
@@ -138,6 +145,24 @@ def test_a_bad_configuration_exits_2_naming_it(tmp_path: Path, config: str, sand
                           env=sandbox.client_env())
     assert done.returncode == 2, done.stderr
     assert f"lmi-mountd: {path}: {message}" in done.stderr
+
+
+def test_a_users_file_that_cannot_be_read_exits_2_before_anything_is_made(
+        tmp_path: Path) -> None:
+    # The reviewer's host: the example configuration before the users file was
+    # written. Exit 1 made systemd restart it every 2 s, and the state
+    # directory was made before the refusal.
+    path = tmp_path / "lmi-mountd.conf"
+    state = tmp_path / "state"
+    path.write_text(f"[server]\nhttp_port = 0\nhttps_port = none\n"
+                    f"[auth]\nusers_file = {tmp_path / 'users'}\n"
+                    f"[engine]\nfstab = {tmp_path / 'fstab'}\nstate_dir = {state}\n")
+    done = subprocess.run([*sandbox.lmi_mountd(), "--config", str(path)], capture_output=True,
+                          text=True, timeout=30, env=sandbox.client_env())
+    assert done.returncode == 2, done.stderr
+    assert f"lmi-mountd: users file {tmp_path / 'users'}: " in done.stderr
+    assert "No such file or directory" in done.stderr
+    assert not state.exists(), "the state directory was made before the refusal"
 
 
 def test_the_sandbox_needs_root(tmp_path: Path) -> None:
@@ -215,3 +240,47 @@ def test_a_second_daemon_on_the_same_state_is_refused_in_one_line(tmp_path: Path
         [line] = [line for line in second.stderr.splitlines() if "lmi-mountd:" in line]
         assert line.startswith("lmi-mountd: cannot start:") and "Traceback" not in second.stderr
         assert first.stop(timeout=10) == 0
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["terminal", "journal"])
+def test_a_control_character_in_a_logged_value_forges_no_line(journal: bool) -> None:
+    # Log lines carry what clients send (a key value, a user name): a newline
+    # in one made a line of its own, which under systemd is a journal entry
+    # with whatever priority prefix the client wrote.
+    from lmi_mount import daemon as daemon_module
+
+    formatter = (daemon_module._JournalFormatter("%(name)s: %(message)s") if journal
+                 else daemon_module._LineFormatter("%(levelname)s %(name)s: %(message)s"))
+    forged = "x\n<2>lmi_mount.engine: forged\x1b[2J"
+    record = logging.LogRecord("lmi_mount.server", logging.INFO, __file__, 1,
+                               "GetInstance %s: 6", (forged,), None)
+    assert formatter.format(record).endswith(
+        "lmi_mount.server: GetInstance x\\012<2>lmi_mount.engine: forged\\033[2J: 6")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("lmi_mount.server", logging.ERROR, __file__, 1,
+                                   "it failed", (), sys.exc_info())
+    lines = formatter.format(failed).splitlines()
+    assert lines[1] == "Traceback (most recent call last):", "tracebacks keep their lines"
+
+
+@pytest.mark.root
+@requires_root
+def test_a_sandbox_takes_the_users_of_its_configuration_beside_its_own(tmp_path: Path) -> None:
+    # A newcomer could not try the reader role: the sandbox ignored [auth].
+    users = tmp_path / "users"
+    users.write_text(make_users_entry("rita", "reader", "rita-pw") + "\n")
+    users.chmod(0o600)
+    config = tmp_path / "lmi-mountd.conf"
+    config.write_text(f"[auth]\nusers_file = {users}\n")
+    with sandbox.running(tmp_path / "sandbox", "--config", str(config)) as daemon:
+        reader = WBEMConnection(daemon.http_url, ("rita", "rita-pw"), default_namespace=NAMESPACE)
+        [service] = reader.EnumerateInstanceNames("LMI_MountConfigurationService")
+        with pytest.raises(CIMError) as caught:
+            reader.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
+                                FileSystemSpec="tmpfs", FileSystemType="tmpfs",
+                                MountPoint=str(tmp_path / "sandbox" / "mnt" / "a"))
+        assert caught.value.status_code == CIM_ERR_ACCESS_DENIED
+        admin = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
+        assert admin.EnumerateInstanceNames("LMI_MountConfigurationService") == [service]

@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,3 +160,22 @@ def test_a_line_whose_mount_point_is_no_path_is_a_problem(world: World) -> None:
     problems = json.loads(out.getvalue())["fstab_problems"]
     assert [(p["fstab_line"], p["problem"], p["detail"]) for p in problems] == [
         (1, "relative", "mount point 'is' is not an absolute path")]
+
+
+@pytest.mark.parametrize("command", [["status", "--json"], ["status"]])
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path,
+                                                        command: list[str]) -> None:
+    # ``lmi-mount status --json | head -1`` ended in a BrokenPipeError traceback.
+    (tmp_path / "fstab").write_text("tmpfs /srv/scratch tmpfs size=1m 0 0\n")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from lmi_mount.cli import mount_main; "
+             "sys.exit(mount_main())", "--fstab", str(tmp_path / "fstab"),
+             "--state-dir", str(tmp_path / "state"), *command],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert done.stderr == ""
+    assert done.returncode == 128 + signal.SIGPIPE

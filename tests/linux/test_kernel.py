@@ -25,7 +25,16 @@ from lmi_mount.linux.kernel import (
     is_block_fstype,
     needs_helper,
 )
-from lmi_mount.mounts.flags import MNT_DETACH, MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC
+from lmi_mount.mounts.flags import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REC,
+)
 from tests.contract.helpers import loops_under, mkfs_image, wait_for_loops_released
 from tests.support.namespace import run_in_private_namespace
 from tests.support.skips import requires_root, requires_tool
@@ -374,6 +383,36 @@ def test_a_process_of_another_namespace_at_the_same_path_holds_nothing(
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+@requires_root
+@pytest.mark.parametrize("api", ["new", "legacy"])
+def test_an_rbind_asked_to_lift_restrictions_lifts_them_on_its_top_only(
+        tmp_path: Path, api: str) -> None:
+    # An rbind asked for suid, dev and exec (CreateSetting's defaults) cleared
+    # nosuid, nodev and noexec on every copy of the tree's submounts, where
+    # mount(8) changes the top only: a device node and a program under a
+    # noexec,nodev submount became usable through the copy (a review).
+    def bind_and_look() -> tuple[str, str]:
+        kernel = LinuxKernel(mount_api=api)  # type: ignore[arg-type]
+        tree, copy = tmp_path / "tree", tmp_path / "copy"
+        tree.mkdir()
+        copy.mkdir()
+        kernel.mount("tmpfs", str(tree), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        (tree / "locked").mkdir()
+        kernel.mount("tmpfs", str(tree / "locked"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        made = kernel.mount(str(tree), str(copy), None, MS_BIND | MS_REC | MS_NOATIME,
+                            clear=MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        table = kernel.read_mountinfo()
+        [sub] = [line for line in table.splitlines()
+                 if f" {copy}/locked " in line]
+        return " ".join(made.vfs_options), sub.split()[5]
+
+    top, sub = run_in_private_namespace(bind_and_look)
+    assert "noexec" not in top and "nosuid" not in top and "noatime" in top, top
+    assert {"nosuid", "nodev", "noexec", "noatime"} <= set(sub.split(",")), sub
 
 
 def test_listmount_gives_up_on_a_kernel_that_does_not_resume(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -263,6 +264,24 @@ def test_errors(running: Running, operation: object, expected: str) -> None:
     with pytest.raises(CIMError) as caught:
         operation(running.connect())  # type: ignore[operator]
     assert code(caught) == expected
+
+
+def test_a_failed_operation_is_logged_with_its_object_and_error(
+        running: Running, caplog: pytest.LogCaptureFixture) -> None:
+    # The log named only the namespace ("GetInstance root/cimv2: 6"), where the
+    # docs promise the object; the error's description was not there either.
+    missing = CIMInstanceName(MOUNTS, {"FileSystemSpec": "x", "MountPointPath": "/no\nwhere"})
+    with caplog.at_level(logging.INFO, logger="lmi_mount.server"):
+        with pytest.raises(CIMError):
+            running.connect().GetInstance(missing)
+        with pytest.raises(CIMError):
+            running.connect().EnumerateInstances("LMI_Nothing")
+    lines = [r.getMessage() for r in caplog.records if r.name == "lmi_mount.server"]
+    [get] = [line for line in lines if " GetInstance " in line]
+    assert f" GetInstance {NS}:{MOUNTS}." in get and 'MountPointPath="/no\nwhere"' in get
+    assert ": 6 (" in get, get
+    [enumerate_] = [line for line in lines if " EnumerateInstances " in line]
+    assert f" EnumerateInstances {NS}:LMI_Nothing: 5 (" in enumerate_, enumerate_
 
 
 def test_large_enumeration_streams_and_pages(running: Running, many_jobs: int) -> None:

@@ -13,6 +13,7 @@ kernel, XML or pywbem_mock.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from lmi_mount.cim.paths import instance_path
 from lmi_mount.engine import MountStatus
 from lmi_mount.linux.paths import VolumeStats
 from lmi_mount.mounts.fstab import FstabProblem
-from lmi_mount.mounts.options import MountOptions, with_defaults
+from lmi_mount.mounts.options import MountOptions, is_fstab_only, with_defaults
 from lmi_mount.mounts.plan import MountSpec
 
 # InstanceID formats (DSP0004: "<OrgID>:<LocalID>"; OpenLMI used "LMI:<class>:...").
@@ -71,6 +72,8 @@ SETTING_FIELDS: Final = (
     ("AllowMandatoryLock", "allow_mandatory_lock"),
     ("Silent", "silent"),
 )
+#: The setting's property of each MountOptions field, for messages a client reads.
+PROPERTY_OF_FIELD: Final = {field: cim for cim, field in SETTING_FIELDS}
 
 # The characters that would make a "<spec>|<path>" local ID ambiguous.
 _ID_SAFE: Final = "/:=@,+-._~ #!$&'()*;[]{}^`"
@@ -321,9 +324,16 @@ class Projector:
         local = mount_local_id(status.spec, status.target)
         configured = MountSpec.from_fstab(status.fstab) if status.fstab is not None else None
         if status.live_options is not None and configured is not None and not status.drift:
-            setting = self._setting(
-                SETTING_PREFIX + local, status.live_options, configured, status
-            )
+            # One setting for both: the live options, and the line's words the
+            # kernel never shows (noauto, nofail, x-*, comment=). Passed back
+            # as a Goal, it must write the line with them (the docs say to).
+            kept = tuple(word for word in configured.options.other_options
+                         if is_fstab_only(word) and word != "defaults"
+                         and word not in status.live_options.other_options)
+            options = dataclasses.replace(
+                status.live_options,
+                other_options=status.live_options.other_options + kept)
+            setting = self._setting(SETTING_PREFIX + local, options, configured, status)
             return [(setting, IS_CURRENT, IS_NEXT)]
         settings = []
         both = status.live_options is not None and configured is not None

@@ -593,7 +593,8 @@ class FakeKernel:
         before = list(self._mounts)
         # clone_mnt(): the copy shares the superblock and the per-mount flags;
         # then mount_setattr(2) sets and clears the asked ones before the copy
-        # is attached (recursively for an rbind).
+        # is attached; an rbind's copies of the submounts take what it sets,
+        # never what it lifts (LinuxKernel._bind).
         copy = self._attach(origin.sb, _join(origin.root, _relative(real, origin.target)), path,
                             _bind_flags(origin.flags, flags, clear))
         if not recursive:
@@ -606,7 +607,7 @@ class FakeKernel:
                 continue
             target = _join(path, _relative(sub.target, real))
             copies[sub.mount_id] = self._attach(sub.sb, sub.root, target,
-                                                _bind_flags(sub.flags, flags, clear),
+                                                _bind_flags(sub.flags, flags, 0),
                                                 parent=parent_copy)
 
     def _remount_mount(

@@ -849,9 +849,20 @@ class LinuxKernel:
             tree = self._call(mountapi.open_tree, b"", anchor=anchor, source=origin.path,
                               dirfd=origin.fd, clone=True, recursive=recursive, empty_path=True)
         # The attributes are set while the copy is detached: nobody ever sees
-        # it with the flags of its origin (mount_setattr(2)).
+        # it with the flags of its origin (mount_setattr(2)). An rbind's copies
+        # of the submounts take what it sets (a restriction, an atime mode),
+        # never what it lifts, which mount(8) asks of the top alone: an rbind of
+        # a tree must not make its noexec or nodev parts exec or dev.
         change = attributes(flags, clear)
+        lifted = mountapi.Attributes(0, change.clear & ~mountapi.MOUNT_ATTR__ATIME)
         try:
+            if recursive and lifted:
+                change = mountapi.Attributes(change.set, change.clear & mountapi.MOUNT_ATTR__ATIME)
+                if change:
+                    self._call(mountapi.mount_setattr, tree, change, recursive=True,
+                               anchor=anchor, source=origin.path)
+                change = lifted
+                recursive = False
             if change:
                 self._call(mountapi.mount_setattr, tree, change, recursive=recursive,
                            anchor=anchor, source=origin.path)
@@ -888,13 +899,14 @@ class LinuxKernel:
                      shown_source=origin.path)
         table = self._table()
         record = self._read_back_at(anchor, table)
-        # An rbind's copies of the submounts get the flags too, as
-        # mount_setattr(AT_RECURSIVE) gives them on the new API: parents first.
+        # An rbind's copies of the submounts get what it sets too, as on the
+        # new API, parents first; what it lifts, the top alone.
         copies = [record, *table.descendants(record)] if flags & MS_REC else [record]
         try:
             for copy in copies:
                 live = _vfs_flags(copy.vfs_options)
-                wanted = (live & ~clear & ~(ATIME_FLAGS if flags & ATIME_FLAGS else 0)) | (
+                lifted = clear if copy is record else 0
+                wanted = (live & ~lifted & ~(ATIME_FLAGS if flags & ATIME_FLAGS else 0)) | (
                     flags & PER_MOUNT_FLAGS)
                 if wanted != live:
                     with self._mount_root_of(copy.target, copy.mount_id) as root:

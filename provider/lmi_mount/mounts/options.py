@@ -210,6 +210,14 @@ _FSTAB_ONLY_NAMES: Final = frozenset({
 # x-initrd.mount are among them; verity.* configure dm-verity in mount(8).
 _FSTAB_ONLY_PREFIXES: Final = ("x-", "X-", "verity.")
 
+# Words with which mount(8) sets the source up before it mounts: a loop device
+# over part of it (losetup --offset, --sizelimit), the old cryptoloop, or
+# dm-verity. The service attaches an image whole and mounts it as it is, so
+# a live mount with one of them would mount other bytes than the line names,
+# or skip the verification it asks for (``setup_words``).
+_SETUP_NAMES: Final = frozenset({"offset", "sizelimit", "encryption"})
+_SETUP_PREFIXES: Final = ("verity.",)
+
 # "user" and "users" imply noexec,nosuid,nodev and "owner" and "group" imply
 # nosuid,nodev, unless a later option says otherwise (mount(8), "user"); libmount
 # applies this to root's mounts too (optlist: MS_SECURE / MS_OWNERSECURE
@@ -230,6 +238,15 @@ def is_fstab_only(option: str) -> bool:
     ``helper=``, ``verity.*``, and ``defaults``.
     """
     return option.split("=", 1)[0] in _FSTAB_ONLY_NAMES or option.startswith(_FSTAB_ONLY_PREFIXES)
+
+
+def setup_words(options: MountOptions) -> tuple[str, ...]:
+    """The other options of ``options`` that ask mount(8) to set the source up
+    (a part of an image, cryptoloop, dm-verity); fstab-only words for the
+    service, which mounts a source as it is."""
+    return tuple(option for option in options.other_options
+                 if option.split("=", 1)[0] in _SETUP_NAMES
+                 or option.startswith(_SETUP_PREFIXES))
 
 
 # -- the value -------------------------------------------------------------------
@@ -279,12 +296,14 @@ class MountOptions:
         allow_mandatory_lock: bool | None = None,
         silent: bool | None = None,
         other_options: Iterable[str] | None = (),
+        spelled: Callable[[str], str] = str,
     ) -> MountOptions:
         """Build and validate options from setting values (the CIM layer's path).
 
         ``other_options`` may be any iterable of strings, or None for none (a
         NULL array). Raises OptionError naming the first bad value (see
-        ``validate``).
+        ``validate``); ``spelled`` names a field in its message (the CIM
+        layer's property names).
         """
         if other_options is None:
             others: tuple[str, ...] = ()
@@ -310,7 +329,7 @@ class MountOptions:
             allow_mandatory_lock=allow_mandatory_lock,
             silent=silent,
             other_options=others,
-        ))
+        ), spelled)
 
 
 DEFAULTS: Final = MountOptions(
@@ -358,7 +377,7 @@ _FORBIDDEN_IN_VALUE_RE: Final = re.compile(r"[^\S \t]|[\x00-\x08\x0a-\x1f\x7f-\x
 _QUOTED_RE: Final = re.compile(r'"[^"]*"')
 
 
-def _check_element(element: str) -> None:
+def _check_element(element: str, spelled: Callable[[str], str] = str) -> None:
     """Raise OptionError unless ``element`` can stand as one other option."""
     if not element:
         raise OptionError("an option must not be empty", value=element)
@@ -383,9 +402,10 @@ def _check_element(element: str) -> None:
     if owner is not None:
         field, value = owner
         # "ro" in other options would contradict or duplicate allow_write.
-        spelled = f"{field}={value}" if not has_value else field
+        name = spelled(field)
+        setting = f"{name}={value}" if not has_value else name
         raise OptionError(
-            f"option {element!r} is the {field} setting: set {spelled} instead of listing it",
+            f"option {element!r} is the {name} setting: set {setting} instead of listing it",
             value=element,
         )
     if name == "defaults":
@@ -397,8 +417,9 @@ def _check_element(element: str) -> None:
         raise OptionError("'remount' is an operation, not a mount option", value=element)
 
 
-def validate(options: MountOptions) -> MountOptions:
-    """Return ``options`` if it may be rendered and requested, else raise OptionError.
+def validate(options: MountOptions, spelled: Callable[[str], str] = str) -> MountOptions:
+    """Return ``options`` if it may be rendered and requested, else raise OptionError
+    (whose message names a field as ``spelled`` says).
 
     Every field is a bool or None; every other option is non-empty, has a
     name, contains no whitespace and no control character, no comma outside a
@@ -409,7 +430,8 @@ def validate(options: MountOptions) -> MountOptions:
     for f in _FIELDS:
         value = getattr(options, f.name)
         if value is not None and not isinstance(value, bool):
-            raise OptionError(f"{f.name} must be true, false or unset, not {value!r}", value=value)
+            raise OptionError(f"{spelled(f.name)} must be true, false or unset, not {value!r}",
+                              value=value)
     if not isinstance(options.other_options, tuple):
         raise OptionError(
             f"other options must be a tuple of strings, not {options.other_options!r}",
@@ -418,7 +440,7 @@ def validate(options: MountOptions) -> MountOptions:
     for element in options.other_options:
         if not isinstance(element, str):
             raise OptionError(f"other option {element!r} is not a string", value=element)
-        _check_element(element)
+        _check_element(element, spelled)
     return options
 
 

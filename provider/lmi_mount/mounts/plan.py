@@ -497,15 +497,22 @@ class Snapshot:
 
 
 def normalize_target(path: str) -> str:
-    """Check and normalize a mount point path: absolute, no NUL, no trailing slash."""
+    """Check and normalize a mount point path: absolute, no NUL, no '..', no trailing
+    slash."""
     if not path:
         raise InvalidRequest("the mount point must not be empty", value=path)
     if "\0" in path:
         raise InvalidRequest(f"mount point {path!r} contains a NUL character", value=path)
     if not path.startswith("/"):
         raise InvalidRequest(f"mount point {path!r} is not an absolute path", value=path)
+    if ".." in path.split("/"):
+        # The kernel takes ".." after whatever came before it, a symlink
+        # included; as text it would name another directory ("link/.." is not
+        # the directory the link is in).
+        raise InvalidRequest(f"mount point {path!r} goes through '..': name the directory "
+                             "without it", value=path)
     # posixpath.normpath keeps a leading '//' (POSIX allows it a meaning); Linux
-    # gives it none, so fold it too.
+    # gives it none, so fold it too. '.' names the directory it is in.
     normalized = posixpath.normpath(path)
     return "/" + normalized.lstrip("/")
 

@@ -29,7 +29,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from pywbem import CIMClassName, CIMError, CIMInstanceName
 
@@ -50,7 +50,7 @@ from lmi_mount.server.auth import (
     UsersFile,
 )
 from lmi_mount.server.config import ConfigError, ServerConfig
-from lmi_mount.server.dispatch import CimResult, Dispatcher
+from lmi_mount.server.dispatch import CimResult, Dispatcher, call_object
 from lmi_mount.server.http import (
     BodyAborted,
     HttpServer,
@@ -70,6 +70,8 @@ log = logging.getLogger("lmi_mount.server")
 
 _XML_TYPES: Final = ("application/xml", "text/xml")
 _RESPONSE_TYPE: Final = 'application/xml; charset="utf-8"'
+#: A log line shows this much of a call's object and of its error's description.
+_LOGGED_CHARACTERS: Final = 300
 
 
 def _cim_error(status: int, cim_error: str, message: str, *, close: bool = False) -> Response:
@@ -267,10 +269,11 @@ class CimXmlApp:
         level = logging.INFO if result.status else logging.DEBUG
         if not log.isEnabledFor(level):
             return
-        target = call.namespace if isinstance(call, cimxml.IntrinsicCall) else str(call.target)
         streamed = "" if isinstance(result.body, bytes) else " (streaming)"
-        log.log(level, "%s %s %s %s: %s in %.3f s%s", head.peer[0], identity.user, call.method,
-                target, result.status, time.monotonic() - started, streamed)
+        said = f" ({result.description[:_LOGGED_CHARACTERS]})" if result.description else ""
+        log.log(level, "%s %s %s %s: %s%s in %.3f s%s", head.peer[0], identity.user,
+                call.method, call_object(call)[:_LOGGED_CHARACTERS], result.status, said,
+                time.monotonic() - started, streamed)
 
 
 def _cim_response(head: RequestHead, body: bytes | Iterator[bytes]) -> Response:
@@ -401,6 +404,26 @@ def build_authenticator(config: ServerConfig) -> Authenticator:
         raise ConfigError(str(exc)) from None
 
 
+class ServerCredentials(NamedTuple):
+    """Who may call (the users file, PAM) and the HTTPS listeners' TLS context."""
+
+    authenticator: Authenticator
+    tls: ssl.SSLContext | None
+
+
+def server_credentials(config: ServerConfig) -> ServerCredentials:
+    """The files ``config`` names for authentication and TLS, loaded and checked;
+    ConfigError names the one that cannot be used. The daemon loads them before
+    it makes its state directory or starts its engine: a missing users file is
+    the configuration's error (exit 2, not retried), and nothing is left behind."""
+    tls = None
+    if config.https_port is not None:
+        if config.certfile is None:
+            raise ConfigError("https_port is set but certfile is not")
+        tls = tls_context(config.certfile, config.keyfile)
+    return ServerCredentials(build_authenticator(config), tls)
+
+
 class CimServer:
     """lmi-mountd's CIM-XML server: ``config``'s listeners in front of ``broker``.
 
@@ -410,8 +433,10 @@ class CimServer:
     """
 
     def __init__(self, config: ServerConfig, broker: Any, *,
-                 subscriptions_file: Path | None = None) -> None:
+                 subscriptions_file: Path | None = None,
+                 credentials: ServerCredentials | None = None) -> None:
         self.config = config
+        credentials = credentials or server_credentials(config)
         hostname = config.hostname or socket.getfqdn()
         classes = load_interop_classes(broker.model.mof_dir)
         # Indications need the model's engine (a Broker's context); a broker
@@ -428,19 +453,14 @@ class CimServer:
             indications=self.indications)
         self.contexts = ContextTable(config.enumeration)
         self.dispatcher = Dispatcher(self.broker, self.contexts, host=hostname)
-        self.app = CimXmlApp(self.dispatcher, build_authenticator(config),
+        self.app = CimXmlApp(self.dispatcher, credentials.authenticator,
                              plain_http=config.plain_http, realm=config.realm)
         listeners = []
-        tls = None
-        if config.https_port is not None:
-            if config.certfile is None:
-                raise ConfigError("https_port is set but certfile is not")
-            tls = tls_context(config.certfile, config.keyfile)
         for address in config.listen:
             if config.http_port is not None:
                 listeners.append(Listener(address, config.http_port))
             if config.https_port is not None:
-                listeners.append(Listener(address, config.https_port, tls))
+                listeners.append(Listener(address, config.https_port, credentials.tls))
         self.http = HttpServer(listeners, self.app, config.http)
         self._sweeper: threading.Thread | None = None
         self._stop = threading.Event()

@@ -64,6 +64,48 @@ class CimResult:
 
     body: bytes | Iterator[bytes]
     status: int = 0
+    #: The CIM error's description (for the log), when ``status`` is one.
+    description: str | None = None
+
+
+def _failed(call: cimxml.IntrinsicCall | cimxml.ExtrinsicCall, exc: Exception) -> CimResult:
+    """The error response to ``call`` that raised ``exc``: a CIMError as it is, a
+    result CIM-XML cannot carry or an internal error as CIM_ERR_FAILED."""
+    if isinstance(exc, CIMError):
+        error = exc
+    elif isinstance(exc, cimxml.EncodeError):
+        error = CIMError(CIM_ERR_FAILED, f"the result cannot be sent: {exc}")
+    else:
+        log.exception("%s on %s failed", call.method, call_object(call))
+        error = CIMError(CIM_ERR_FAILED, f"internal error in {call.method}: "
+                         f"{type(exc).__name__}")
+    encode = (cimxml.imethod_error if isinstance(call, cimxml.IntrinsicCall)
+              else cimxml.method_error)
+    return CimResult(encode(call.message_id, call.method, error), int(error.status_code),
+                     error.status_description)
+
+
+#: The intrinsic parameters that name what an operation acts on, most precise first.
+_OBJECT_PARAMETERS: Final = ("InstanceName", "ModifiedInstance", "NewInstance", "ObjectName",
+                             "ClassName", "SourceInstance")
+
+
+def call_object(call: cimxml.IntrinsicCall | cimxml.ExtrinsicCall) -> str:
+    """What ``call`` acts on, for a log line: its method's target, or the
+    instance, object or class an operation names (its namespace when it names
+    none)."""
+    if isinstance(call, cimxml.ExtrinsicCall):
+        return str(call.target)
+    for name in _OBJECT_PARAMETERS:
+        value = call.params.get(name)
+        if isinstance(value, CIMInstance):
+            value = value.path if value.path is not None else value.classname
+        if isinstance(value, (CIMInstanceName, CIMClassName)) and value.namespace:
+            return str(value)  # a path given with its namespace
+        if value is not None and not isinstance(value, cimxml.Unsupported):
+            return f"{call.namespace}:{value}"
+    return call.namespace
+
 
 
 class _Params:
@@ -241,19 +283,8 @@ class Dispatcher:
                                    f"{call.method} is not supported by this server")
                 raise CIMError(CIM_ERR_NOT_SUPPORTED, f"unknown operation {call.method!r}")
             return operation(call, _Params(call), caller)
-        except CIMError as error:
-            return CimResult(cimxml.imethod_error(call.message_id, call.method, error),
-                             int(error.status_code))
-        except cimxml.EncodeError as exc:
-            failure = CIMError(CIM_ERR_FAILED, f"the result cannot be sent: {exc}")
-            return CimResult(cimxml.imethod_error(call.message_id, call.method, failure),
-                             CIM_ERR_FAILED)
         except Exception as exc:
-            log.exception("%s in %s failed", call.method, call.namespace)
-            failure = CIMError(CIM_ERR_FAILED, f"internal error in {call.method}: "
-                               f"{type(exc).__name__}")
-            return CimResult(cimxml.imethod_error(call.message_id, call.method, failure),
-                             CIM_ERR_FAILED)
+            return _failed(call, exc)
 
     def extrinsic(self, call: cimxml.ExtrinsicCall, caller: Any,
                   answer_early: Callable[[], Callable[[bytes], bool] | None] | None = None
@@ -265,19 +296,8 @@ class Dispatcher:
         work goes on here."""
         try:
             return self._invoke(call, caller, answer_early)
-        except CIMError as error:
-            return CimResult(cimxml.method_error(call.message_id, call.method, error),
-                             int(error.status_code))
-        except cimxml.EncodeError as exc:
-            failure = CIMError(CIM_ERR_FAILED, f"the result cannot be sent: {exc}")
-            return CimResult(cimxml.method_error(call.message_id, call.method, failure),
-                             CIM_ERR_FAILED)
         except Exception as exc:
-            log.exception("%s on %s failed", call.method, call.target)
-            failure = CIMError(CIM_ERR_FAILED, f"internal error in {call.method}: "
-                               f"{type(exc).__name__}")
-            return CimResult(cimxml.method_error(call.message_id, call.method, failure),
-                             CIM_ERR_FAILED)
+            return _failed(call, exc)
 
     def _invoke(self, call: cimxml.ExtrinsicCall, caller: Any,
                 answer_early: Callable[[], Callable[[bytes], bool] | None] | None

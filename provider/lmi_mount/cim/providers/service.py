@@ -33,7 +33,7 @@ from lmi_mount.cim.errors import (
 )
 from lmi_mount.cim.jobs import Job, WorkResult
 from lmi_mount.cim.paths import same_path
-from lmi_mount.cim.projection import GOAL_PREFIX, SETTING_FIELDS
+from lmi_mount.cim.projection import GOAL_PREFIX, PROPERTY_OF_FIELD, SETTING_FIELDS
 from lmi_mount.cim.providers.base import Caller, Provider, View, shown
 from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import Outcome
@@ -179,6 +179,11 @@ class ServiceProvider(Provider):
                 "CreateMount needs FileSystemSpec (or a FileSystem reference)",
             )
         options, dump, passno = _goal(view, args.get("goal"))
+        if args.get("goal") is None and fstype is None:
+            # The defaults of a bind are its origin's per-mount flags, as for
+            # ``mount --bind`` without options: rw,suid,dev,exec named would
+            # lift the origin's restrictions (noexec, nodev) on the copy.
+            options = MountOptions()
         holder = _string(args, "holder") or caller.user or view.context.default_holder
         spec = MountSpec(spec_name, target, fstype, options, dump=dump, passno=passno)
         engine = view.context.engine
@@ -407,13 +412,11 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
     have no spelling for the others (``atime_mode``)."""
     options, dump, passno = _goal_values(view, ref)
     try:
-        atime_mode(options, _PROPERTY_OF_FIELD.__getitem__)
+        atime_mode(options, PROPERTY_OF_FIELD.__getitem__)
     except OptionError as exc:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"Goal {shown(ref)}: {exc}") from exc
     return options, dump, passno
 
-
-_PROPERTY_OF_FIELD: Final = {field: cim for cim, field in SETTING_FIELDS}
 
 
 def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int]:
@@ -446,6 +449,7 @@ def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int]:
 def _options_of(setting: CIMInstance) -> MountOptions:
     fields = {field: setting[cim] for cim, field in SETTING_FIELDS}
     try:
-        return MountOptions.from_fields(**fields, other_options=setting["OtherOptions"] or [])
+        return MountOptions.from_fields(**fields, other_options=setting["OtherOptions"] or [],
+                                        spelled=PROPERTY_OF_FIELD.__getitem__)
     except OptionError as exc:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"Goal: {exc}") from exc

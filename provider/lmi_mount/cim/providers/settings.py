@@ -28,6 +28,7 @@ from lmi_mount.cim.projection import (
     CURRENT_PREFIX,
     GOAL_PREFIX,
     NEXT_PREFIX,
+    PROPERTY_OF_FIELD,
     SETTING_FIELDS,
     SETTING_PREFIX,
     GoalSetting,
@@ -157,7 +158,8 @@ def updated_goal(
             fields[field] = value
     others = values.get("otheroptions", list(goal.options.other_options))
     try:
-        options = MountOptions.from_fields(**fields, other_options=others)
+        options = MountOptions.from_fields(**fields, other_options=others,
+                                           spelled=PROPERTY_OF_FIELD.__getitem__)
     except OptionError as exc:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"OtherOptions: {exc}") from exc
     # Each value is checked against its property's type: one stored as another
