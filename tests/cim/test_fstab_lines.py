@@ -138,3 +138,24 @@ def test_a_system_mount_is_refused_without_force_through_cim(fake_world: CimWorl
         assert "unless Force is true" in refused.value.status_description
     rv, _ = call(conn, "DeleteMount", Mode=32769, Mount=mount, Force=True)
     assert rv == 0 and fake_world.mounts_at(target) == []
+
+
+@pytest.mark.parametrize(("numbers", "written"), [
+    ("2 3", "2 3"), ("1 70000", "1 70000"),
+    ("0 -1", "0 0"),  # no line may be written with a negative pass number
+])
+def test_a_line_given_its_own_setting_as_the_goal_is_left_as_it_is(
+        fake_world: CimWorld, numbers: str, written: str) -> None:
+    # Dump is a boolean and FileSystemCheckOrder a uint16: a line's own setting
+    # as the Goal of Mode 2 rewrote freq 2 as 1, and a pass number the
+    # property cannot hold (NULL) as 0 (a review).
+    conn = fake_world.connect()
+    target = str(fake_world.root / "g1")
+    line = f"tmpfs {target} tmpfs size=1m {numbers}"
+    fake_world.fstab.write_text(f"# scratch fstab\n{line}\n")
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == target]
+    [setting] = conn.AssociatorNames(mount, AssocClass="LMI_MountedFileSystemElementSettingData")
+    rv, out = call(conn, "ModifyMount", Mode=2, Mount=mount, Goal=setting)
+    assert rv == 0, out
+    assert lines(fake_world) == [line.replace(numbers, written)]

@@ -853,8 +853,13 @@ def plan_modify(
         new = replace(
             old,
             options=options,
-            dump=old.dump if dump is None else dump,
-            passno=old.passno if passno is None else passno,
+            # A Goal's Dump is a boolean: a line's 2 stays 2 while it is asked
+            # to be dumped, not rewritten as 1.
+            dump=old.dump if dump is None or bool(dump) == bool(old.dump) else dump,
+            # A pass number no line may be written with (negative: libmount
+            # reads one) is written 0 when the Goal names none.
+            passno=(passno if passno is not None
+                    else old.passno if old.passno >= 0 else 0),
         )
         replacement = new.fstab_entry(existing=entry)
         if replacement != entry:

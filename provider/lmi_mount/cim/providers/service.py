@@ -185,7 +185,7 @@ class ServiceProvider(Provider):
             # lift the origin's restrictions (noexec, nodev) on the copy.
             options = MountOptions()
         holder = _string(args, "holder") or caller.user or view.context.default_holder
-        spec = MountSpec(spec_name, target, fstype, options, dump=dump, passno=passno)
+        spec = MountSpec(spec_name, target, fstype, options, dump=dump, passno=passno or 0)
         engine = view.context.engine
 
         def run() -> tuple[Outcome, CIMInstanceName | None]:
@@ -405,7 +405,7 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
     return view.projector.mount_path_of(spec, normalize_target(target))  # as View.status does
 
 
-def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
+def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int | None]:
     """The options, dump and pass number a Goal REF names; NULL means the defaults.
 
     Its atime properties must name one kernel atime mode: fstab and the kernel
@@ -419,7 +419,7 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int]:
 
 
 
-def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int]:
+def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int | None]:
     if ref is None:
         return DEFAULTS, 0, 0
     if (
@@ -439,10 +439,13 @@ def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int]:
     setting = SettingProvider().get(view, ref)
     if setting is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r} (Goal reference)")
+    # A NULL pass number is one the property cannot hold (-1, 70000): the
+    # line's own, kept by a ModifyMount (None), 0 for a new line.
+    passno = setting["FileSystemCheckOrder"]
     return (
         _options_of(setting),
         int(bool(setting["Dump"])),
-        int(setting["FileSystemCheckOrder"] or 0),
+        None if passno is None else int(passno),
     )
 
 
