@@ -159,3 +159,16 @@ def test_a_line_given_its_own_setting_as_the_goal_is_left_as_it_is(
     rv, out = call(conn, "ModifyMount", Mode=2, Mount=mount, Goal=setting)
     assert rv == 0, out
     assert lines(fake_world) == [line.replace(numbers, written)]
+
+
+def test_a_line_is_not_added_after_one_libmount_would_then_lose(fake_world: CimWorld) -> None:
+    # libmount reads an unended last line up to a NUL in it; the newline a
+    # new line brings made it a parse error, and its entry vanished unsaid.
+    conn = fake_world.connect()
+    text = f"# scratch fstab\ntmpfs {fake_world.root / 'x2'} tmpfs size=1m\0 stale junk"
+    fake_world.fstab.write_text(text)
+    with pytest.raises(CIMError) as refused:
+        call(conn, "CreateMount", Mode=2, MountPoint=str(fake_world.root / "x3"),
+             FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+    assert "holds a NUL byte and ends without a newline" in refused.value.status_description
+    assert fake_world.fstab.read_text() == text

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmi_mount.linux.files import ENCODING, ENCODING_ERRORS
-from lmi_mount.mounts.fstab import FstabDocument
+from lmi_mount.mounts.fstab import FstabDocument, FstabEntry, FstabError
 from tests.support.libmount import Entry, parse_fstab, requires_libmount
 
 pytestmark = requires_libmount
@@ -108,3 +108,28 @@ def fstab_bytes(draw: st.DrawFn) -> bytes:
 @given(fstab_bytes())
 def test_any_fstab_reads_as_libmount_reads_it(data: bytes) -> None:
     assert ours(data) == theirs(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fstab_bytes())
+def test_an_added_line_leaves_libmount_every_line_it_read(data: bytes) -> None:
+    # A last line without a newline holding a NUL is an entry to libmount (it
+    # reads up to the NUL); ended by the newline an added line brings, it was
+    # a parse error, and the entry was gone (a review). An edit either keeps
+    # what libmount read and adds the line, or is refused.
+    document = FstabDocument.parse(data.decode(ENCODING, ENCODING_ERRORS))
+    entry = FstabEntry("tmpfs", "/srv/lmi-added", "tmpfs", "size=1m")
+    try:
+        edited = document.add(entry)
+    except FstabError as refused:
+        assert "NUL" in str(refused)
+        return
+    before, _ = theirs(data)
+    after, _ = theirs(edited.render().encode(ENCODING, ENCODING_ERRORS))
+    assert after == [*before, Entry(b"tmpfs", b"/srv/lmi-added", b"tmpfs", b"size=1m", 0, 0)]
+
+
+def test_an_added_line_after_a_last_line_with_a_nul_is_refused() -> None:
+    document = FstabDocument.parse("# x\ntmpfs /a tmpfs size=1m\0 stale junk")
+    with pytest.raises(FstabError, match=r"last line \(2\) holds a NUL byte"):
+        document.add(FstabEntry("tmpfs", "/b", "tmpfs", "defaults"))

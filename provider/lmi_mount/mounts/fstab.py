@@ -560,9 +560,7 @@ class FstabDocument:
         template = self._last_entry_body()
         body = (_layout(template, entry, keep_ignored=False) if template is not None
                 else entry.render())
-        text = self._text
-        if text and not text.endswith("\n"):
-            text += "\n"
+        text = self._ended()
         eol = "\r\n" if text.endswith("\r\n") else "\n"
         return FstabDocument(text + body + eol)
 
@@ -603,10 +601,28 @@ class FstabDocument:
         try:
             start = self._span_of(number).start
         except FstabError:  # past the last line
-            if body and not body.endswith("\n"):
-                body += "\n"
-            return FstabDocument(body + text + "\n")
+            return FstabDocument(self._ended() + text + "\n")
         return FstabDocument(body[:start] + text + "\n" + body[start:])
+
+    def _ended(self) -> str:
+        """The text with its last line ended by a newline, for a line to follow.
+
+        A last line without one is read by libmount up to a NUL it holds; ended,
+        the same line is a parse error, and its entry would be gone. Such a
+        document is refused: only its administrator can say what the line
+        should be."""
+        text = self._text
+        if not text or text.endswith("\n"):
+            return text
+        last = text[text.rfind("\n") + 1:]
+        if "\0" in last:
+            number = text.count("\n") + 1
+            raise FstabError(
+                f"fstab's last line ({number}) holds a NUL byte and ends without a newline: "
+                "libmount reads it up to the NUL, but a line added after it would make it "
+                "a parse error and lose its entry; mend it first (lmi-mount edit-fstab)",
+                value=number)
+        return text + "\n"
 
     def replace_line(self, number: int, text: str) -> FstabDocument:
         """Line ``number`` (1-based) replaced by the raw ``text``; its newline stays."""
