@@ -859,6 +859,23 @@ class MountManager:
             self._fstab_cache = (version, document)
         return document
 
+    def fstab_for_reading(self) -> FstabDocument:
+        """``read_fstab`` for a read of the state: a file that cannot be read
+        (a directory, a FIFO) is a problem it reports, not a failure of every
+        read. Plans read it strictly: nothing is planned on a file not read."""
+        try:
+            return self.read_fstab()
+        except files.FileReadError as exc:
+            return FstabDocument.unreadable(str(exc))
+
+    def _fstab_for_plan(self) -> FstabDocument:
+        """``read_fstab`` for a plan: a file that cannot be read fails the request
+        with what is wrong with it (OperationFailed), not an internal error."""
+        try:
+            return self.read_fstab()
+        except files.FileReadError as exc:
+            raise self._domain_error(exc) from exc
+
     def mount_table(self) -> MountTable:
         """The kernel's mount table now; parsed again only when the kernel says it changed.
 
@@ -896,7 +913,7 @@ class MountManager:
         """
         held = self._published
         table = self.mount_table()
-        fstab = self.read_fstab()
+        fstab = self.fstab_for_reading()
         with self._cache_lock:
             cached = self._state_cache
             if (cached is not None and cached[0] is table and cached[1] is fstab
@@ -951,7 +968,7 @@ class MountManager:
         record = table.at(target)
         if record is not None and record.target != target:
             record = None  # state() names it by its own spelling only
-        entry = self.read_fstab().find_target(target)
+        entry = self.fstab_for_reading().find_target(target)
         if record is not None:
             return _live_status(record, entry, self._held_by(record, self._published),
                                 _spec_of(record, entry, self._source_resolver(table)))
@@ -1187,7 +1204,7 @@ class MountManager:
         """
         snap = Snapshot(
             table_reader=self.mount_table,
-            fstab_reader=self.read_fstab,
+            fstab_reader=self._fstab_for_plan,
             holders=self._holders,
             source_of_table=self._source_resolver,
             now=self._clock(),

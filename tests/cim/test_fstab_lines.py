@@ -10,6 +10,7 @@ service instance.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -172,3 +173,29 @@ def test_a_line_is_not_added_after_one_libmount_would_then_lose(fake_world: CimW
              FileSystemSpec="tmpfs", FileSystemType="tmpfs")
     assert "holds a NUL byte and ends without a newline" in refused.value.status_description
     assert fake_world.fstab.read_text() == text
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_an_fstab_that_is_no_file_degrades_the_service_and_reads_go_on(
+        world: CimWorld, kind: str) -> None:
+    # libmount reads a directory of *.fstab files; lmi-mount reads one file. An
+    # fstab that was none made every enumeration an internal error (a review).
+    conn = world.connect()
+    target = world.dir("live")
+    rv, _ = call(conn, "CreateMount", Mode=32768, MountPoint=target, FileSystemSpec="tmpfs",
+                 FileSystemType="tmpfs")
+    assert rv == 0
+    world.fstab.unlink()
+    if kind == "directory":
+        world.fstab.mkdir()
+    else:
+        os.mkfifo(world.fstab)
+    mounts = conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+    assert target in [path["MountPointPath"] for path in mounts]
+    service = conn.GetInstance(service_path(conn))
+    assert list(service["OperationalStatus"]) == [3]
+    assert f"fstab: cannot read '{world.fstab}'" in service["StatusDescriptions"][0]
+    rv, out = call(conn, "CreateMount", Mode=2, MountPoint=world.dir("later"),
+                   FileSystemSpec="tmpfs", FileSystemType="tmpfs")
+    assert rv == 4
+    assert f"cannot read '{world.fstab}'" in out["Error"]["Message"]

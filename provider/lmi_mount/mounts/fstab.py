@@ -80,7 +80,7 @@ _SLASH_RUN_RE: Final = re.compile(r"/{2,}")
 _TEXT_FIELDS: Final = ("spec", "target", "fstype", "options")
 _ALL_FIELDS: Final = (*_TEXT_FIELDS, "freq", "passno")
 
-ProblemKind = Literal["unparsable", "duplicate", "relative"]
+ProblemKind = Literal["unparsable", "duplicate", "relative", "unreadable"]
 
 
 class FstabError(ValueError):
@@ -229,6 +229,8 @@ class FstabProblem:
     detail: str
 
     def __str__(self) -> str:
+        if self.kind == "unreadable":
+            return f"fstab: {self.detail}"
         return f"fstab line {self.line}: {self.detail}"
 
 
@@ -498,6 +500,15 @@ class FstabDocument:
     def parse(cls, text: str) -> FstabDocument:
         """Read ``text`` as fstab; never fails on content (bad lines are problems)."""
         return cls(text)
+
+    @classmethod
+    def unreadable(cls, detail: str) -> FstabDocument:
+        """A document of no line for a file that could not be read (a directory, a
+        FIFO, no permission), whose one problem (line 0) says why: reads go on
+        with the mounts alone, and a Degraded service says what is wrong."""
+        document = cls("")
+        document._analysis = ([], [FstabProblem(0, "unreadable", "", detail)])
+        return document
 
     def render(self) -> str:
         """The document's text: exactly what was parsed, plus the edits made."""

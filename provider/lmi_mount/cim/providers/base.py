@@ -74,7 +74,7 @@ class View:
         """The lines of fstab that are no entry or repeat a mount point."""
         if self._state is not None:
             return self._state.fstab_problems
-        return tuple(self.context.engine.read_fstab().problems())
+        return tuple(self.context.engine.fstab_for_reading().problems())
 
     @property
     def statuses(self) -> tuple[MountStatus, ...]:
