@@ -405,6 +405,11 @@ class Destination:
         self.lost = 0
         self._cond = threading.Condition()
         self._closed = False
+        #: Ends when its queue is empty (a graceful stop: ``drain``).
+        self._draining = False
+        #: Why it was stopped, and whether a send was cut off by it.
+        self._stopped_because = ""
+        self._cut = False
         self._thread = threading.Thread(target=self._run, name=f"lmi-mountd-indications-{name}",
                                         daemon=True)
         self._thread.start()
@@ -437,23 +442,44 @@ class Destination:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def stop(self) -> None:
-        """Stop at once, without waiting: a send in progress is cut off. Called
-        under the subscriptions' lock, so it must not wait for the network."""
+    def drain(self) -> None:
+        """Deliver what is queued, then end (a graceful stop: ``join`` waits for
+        it, ``stop`` cuts it off). Does not wait."""
         with self._cond:
+            self._draining = True
+            self._cond.notify_all()
+
+    def stop(self, because: str = "its subscription went") -> None:
+        """Stop at once, without waiting: a send in progress is cut off. Called
+        under the subscriptions' lock, so it must not wait for the network.
+        ``because`` says, in the log, why what is queued was not delivered."""
+        with self._cond:
+            if not self._closed:
+                self._stopped_because = because
             self._closed = True
             self._cond.notify_all()
         self._exporter.abort()
 
     def join(self, deadline: float) -> None:
-        """Wait for the stopped thread until ``deadline`` (monotonic), then let go."""
+        """Wait for the thread until ``deadline`` (monotonic), then let go; once it
+        was stopped and has ended, log what it could not deliver."""
         self._thread.join(max(0.0, deadline - time.monotonic()))
+        if not self._closed or self._thread.is_alive():
+            return
         self._exporter.close()
+        with self._cond:
+            undelivered, self._cut = len(self._queue) + self._cut, False
+            self._queue.clear()
+        if undelivered:
+            log.warning("%d queued indications to %s (%s) were not delivered: %s",
+                        undelivered, self.name, self._shown, self._stopped_because)
 
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
+                    if self._draining:
+                        return
                     self._cond.wait()
                 if self._closed:
                     return
@@ -463,9 +489,12 @@ class Destination:
                 self._announce(lost_for, lost)
             try:
                 failure = self._deliver(indication, filter_name)
-                if failure is not None and not self._closed:
+                if failure is not None:
                     with self._cond:
-                        self._lost(filter_name, failure)
+                        if self._closed:
+                            self._cut = True  # reported with the queue (join)
+                        else:
+                            self._lost(filter_name, failure)
             except Exception:
                 # A defect in one indication costs that one, not the stream.
                 log.exception("indication to %s dropped", self.name)
@@ -602,20 +631,29 @@ class IndicationService:
         return (watcher is None or watcher.is_alive()) and all(d.alive() for d in destinations)
 
     def close(self, timeout: float = CLOSE_SECONDS) -> None:
-        """Stop the watcher and every destination at once, then wait for them all
-        together, ``timeout`` seconds at most (a hung listener costs no more)."""
+        """Stop the watcher, let every destination deliver what it has queued, all
+        together, ``timeout`` seconds at most (a hung listener costs no more),
+        then cut off what is left: each destination logs how many it could not
+        deliver (a listener sees the next start's new SequenceContext)."""
         self._stop.set()
         self._poke.poke()
         with self._lock:
-            stopping = [*self._destinations.values(), *self._stopping]
+            draining = list(self._destinations.values())
+            stopping = [*draining, *self._stopping]
             self._destinations, self._stopping = {}, []
-        for destination in stopping:
-            destination.stop()
+        for destination in draining:
+            destination.drain()
         deadline = time.monotonic() + timeout
         if self._watcher is not None:
             self._watcher.join(max(0.0, deadline - time.monotonic()))
-        for destination in stopping:
+        for destination in draining:
             destination.join(deadline)
+        for destination in stopping:
+            destination.stop("lmi-mountd stopped")
+        # The cut sends end at once (abort); a moment for their threads to say so.
+        cut = time.monotonic() + 1.0
+        for destination in stopping:
+            destination.join(max(deadline, cut))
         if self._watcher is None:
             self._poke.close()
         elif self._watcher.is_alive():
