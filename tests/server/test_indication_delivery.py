@@ -739,3 +739,71 @@ def test_a_stop_delivers_what_is_queued_within_its_time_and_says_what_it_could_n
     # The send cut off may have reached the listener, unanswered: it counts
     # among those not delivered.
     assert 10 - len(seen) <= int(said.group(1)) <= 11 - len(seen)
+
+
+def test_a_loss_alert_that_failed_goes_right_after_the_next_delivery_and_counts_itself(
+        ) -> None:
+    # The listener failed an indication, then its loss alert; the next
+    # indication got through, with no alert before or after it: the alert
+    # waited for a later change (10 s in the review; with none, for ever),
+    # and then said "1 lost" of a gap of two numbers (the failed alert had
+    # taken one).
+    requests: list[bytes] = []
+    failing = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+
+    def serve(conn: socket.socket, number: int) -> None:
+        while (body := _read_request(conn)) is not None:
+            requests.append(body)
+            conn.sendall(failing if len(requests) <= 2 else ANSWER)
+
+    port, close = _raw_listener(serve)
+    destination = Destination(
+        # An alert alone waits the interval: B comes first, and goes after it.
+        "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_attempts=0, retry_interval=30),
+        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
+        ssl.create_default_context())
+    try:
+        destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": "A"})), "f")
+        deadline = time.monotonic() + 10
+        while destination.lost < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)  # A refused: its loss alert waits for B, and is refused too
+        destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": "B"})), "f")
+        while len(requests) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        destination.stop()
+        destination.join(time.monotonic() + 2)
+        close()
+    sent = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
+            for body in requests]
+    assert [(i["Message"], i["SequenceNumber"]) for i in sent] == [
+        ("A", 0), ("1 lost", 1), ("B", 2), ("2 lost", 3)]
+
+
+def test_a_loss_alert_that_failed_is_tried_again_with_nothing_after_it() -> None:
+    requests: list[bytes] = []
+    failing = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+
+    def serve(conn: socket.socket, number: int) -> None:
+        while (body := _read_request(conn)) is not None:
+            requests.append(body)
+            conn.sendall(failing if len(requests) <= 2 else ANSWER)
+
+    port, close = _raw_listener(serve)
+    destination = Destination(
+        "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_attempts=0, retry_interval=0.05),
+        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
+        ssl.create_default_context())
+    try:
+        destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": "A"})), "f")
+        deadline = time.monotonic() + 10
+        while len(requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        destination.stop()
+        destination.join(time.monotonic() + 2)
+        close()
+    sent = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
+            for body in requests]
+    assert [(i["Message"], i["SequenceNumber"]) for i in sent] == [
+        ("A", 0), ("1 lost", 1), ("2 lost", 2)]

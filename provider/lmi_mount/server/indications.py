@@ -478,15 +478,30 @@ class Destination:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
+                    if self._lost_unannounced:
+                        # A loss alert that failed is tried again after the
+                        # interval, with nothing to send after it (or at once
+                        # when the stop drains the queue).
+                        if not self._draining and not self._cond.wait_for(
+                                lambda: self._queue or self._closed or self._draining,
+                                self._settings.retry_interval):
+                            break
+                        if self._queue or self._closed:
+                            continue
+                        break
                     if self._draining:
                         return
                     self._cond.wait()
                 if self._closed:
                     return
-                unannounced, self._lost_unannounced = self._lost_unannounced, {}
-                indication, filter_name = self._queue.popleft()
-            for lost_for, lost in unannounced.items():
-                self._announce(lost_for, lost)
+                item = self._queue.popleft() if self._queue else None
+            draining = self._draining
+            self._announce_losses()
+            if item is None:
+                if draining:
+                    return  # said once more on the way out
+                continue
+            indication, filter_name = item
             try:
                 failure = self._deliver(indication, filter_name)
                 if failure is not None:
@@ -494,12 +509,22 @@ class Destination:
                         if self._closed:
                             self._cut = True  # reported with the queue (join)
                         else:
-                            self._lost(filter_name, failure)
+                            self._lost(filter_name, failure[0])
+                else:
+                    # An alert that failed before this one got through goes now,
+                    # not with a later change (which may never come).
+                    self._announce_losses()
             except Exception:
                 # A defect in one indication costs that one, not the stream.
                 log.exception("indication to %s dropped", self.name)
                 with self._cond:
                     self._lost(filter_name, "it could not be sent (see above)")
+
+    def _announce_losses(self) -> None:
+        with self._cond:
+            unannounced, self._lost_unannounced = self._lost_unannounced, {}
+        for lost_for, lost in unannounced.items():
+            self._announce(lost_for, lost)
 
     def _announce(self, filter_name: str, lost: int) -> None:
         """Tell the listener, in the stream of ``filter_name``, that ``lost`` of its
@@ -516,6 +541,7 @@ class Destination:
                           filter_name)
             return
         if failure is not None:
+            reason, numbered = failure
             with self._cond:
                 if self._closed:
                     return  # stopped meanwhile: no loss, as for an indication
@@ -523,14 +549,17 @@ class Destination:
                 self.lost += 1
                 log.warning("the loss alert to %s (%s) of filter %r was not delivered: %s "
                             "(%d indications and alerts lost so far)", self.name, self._shown,
-                            filter_name, failure, self.lost)
+                            filter_name, reason, self.lost)
+                # Sent and unanswered, it took a number: the gap the listener
+                # sees counts it, and so does the next alert.
                 self._lost_unannounced[filter_name] = (
-                    self._lost_unannounced.get(filter_name, 0) + lost)
+                    self._lost_unannounced.get(filter_name, 0) + lost + numbered)
 
     def _deliver(self, indication: Outgoing, filter_name: str,
-                 retries: int | None = None) -> str | None:
+                 retries: int | None = None) -> tuple[str, bool] | None:
         """Send with ``retries`` retries (the destination's by default); None once
-        delivered, else why not (the service may be stopping)."""
+        delivered, else why not (the service may be stopping) and whether it
+        took a SequenceNumber (sent, never answered) or not (never sent)."""
         if retries is None:
             retries = self._settings.retry_attempts
         try:
@@ -539,7 +568,7 @@ class Destination:
             # What CIM-XML cannot carry (a control character in a mount point's
             # name) is dropped before it takes a number: the numbers the listener
             # sees have no gap, and the loss alert that follows says one is lost.
-            return f"CIM-XML cannot carry it: {exc}"
+            return f"CIM-XML cannot carry it: {exc}", False
         filter_xml = self._filter_xml.get(filter_name)
         if filter_xml is None:
             if len(self._filter_xml) >= _FILTER_NAMES_KEPT:
@@ -547,7 +576,7 @@ class Destination:
             filter_xml = self._filter_xml[filter_name] = cimxml.property_xml(
                 CIMProperty("IndicationFilterName", filter_name, type="string"))
         extra = [self._context_xml, self._number_xml(next(self._numbers)), filter_xml]
-        failure = f"not delivered after {retries} retries"
+        failure = f"not delivered after {retries} retries", True
         for attempt in range(retries + 1):
             try:
                 self._exporter.send(cimxml.export_indication_request(
