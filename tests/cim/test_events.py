@@ -105,10 +105,11 @@ def test_a_patched_read_and_its_diff_are_those_of_a_fresh_read(
             for key, instance in fresh.instances.items():
                 assert current.instances[key] == instance, key
             assert current.drift == fresh.drift
+            assert current.mounted == fresh.mounted
             # The same two reads, compared instance by instance (the diff of
             # a read that was not made from the other).
             # Deletions come first, in no order among themselves.
-            unrelated = events.ModelRead(previous.instances, previous.drift)
+            unrelated = events.ModelRead(previous.instances, previous.drift, previous.mounted)
             patched = _described(list(events.changes(previous, current, factory)))
             whole = _described(list(events.changes(unrelated, current, factory)))
             deleted = sum(1 for found in whole if found[0] == events.INST_DELETION)

@@ -206,7 +206,18 @@ def test_drift_from_the_fstab_line_raises_an_alert_and_its_end_another(
     console.by_hand("mount", "-o", "remount,noexec", target)
     back = console.inbox.wait_for(lambda i: i.classname == "CIM_AlertIndication"
                                   and i["MessageID"] == "LMI0002")
-    assert target in back["Message"]
+    assert target in back["Message"] and "agrees with its fstab line again" in back["Message"]
+    # Drifted again, then unmounted: the drift ends, but nothing agrees with
+    # the line (it said "agrees with its fstab line again" of a mount that was
+    # gone, a review).
+    console.by_hand("mount", "-o", "remount,exec", target)
+    console.inbox.wait_for(lambda i: i.classname == "CIM_AlertIndication"
+                           and i["MessageID"] == "LMI0001" and i is not alert)
+    console.by_hand("umount", target)
+    gone = console.inbox.wait_for(lambda i: i.classname == "CIM_AlertIndication"
+                                  and i["MessageID"] == "LMI0002" and i is not back)
+    assert f"{target} is no longer mounted" in gone["Message"], gone["Message"]
+    assert "agrees" not in gone["Message"]
 
 
 def test_a_job_s_changes_arrive_in_order(tmp_path: Path) -> None:

@@ -87,6 +87,9 @@ class ModelRead:
     instances: dict[InstanceKey, CIMInstance]
     #: mount point -> (the mount's path, what drifted), for mounts that drift.
     drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]]
+    #: mount point -> how many live mounts it has (a drift that ended with
+    #: the mount's end is no agreement with the line).
+    mounted: dict[str, int] = field(default_factory=dict)
     #: The read this one was made from (its ``serial``), the keys of the
     #: instances it took away from that one and those it added (projected
     #: again, or new; last in ``instances``, in this order): ``changes`` from
@@ -170,12 +173,24 @@ def _drift_of(status: MountStatus, keyed: list[_Keyed]
 def _model_read(entries: Iterable[_Entry]) -> ModelRead:
     instances: dict[InstanceKey, CIMInstance] = {}
     drift: dict[str, tuple[CIMInstanceName, tuple[str, ...]]] = {}
+    mounted: dict[str, int] = {}
     for status, keyed in entries:
         for key, instance in keyed:
             instances[key] = instance
         if status.drift:
             drift[status.target] = _drift_of(status, keyed)
-    return ModelRead(instances, drift)
+        _count_mounted(mounted, status, 1)
+    return ModelRead(instances, drift, mounted)
+
+
+def _count_mounted(mounted: dict[str, int], status: MountStatus, step: int) -> None:
+    if status.live is None:
+        return
+    count = mounted.get(status.target, 0) + step
+    if count > 0:
+        mounted[status.target] = count
+    else:
+        mounted.pop(status.target, None)
 
 
 def _patched(before: ModelRead, removed: list[_Entry], added: list[_Entry]) -> ModelRead:
@@ -183,6 +198,7 @@ def _patched(before: ModelRead, removed: list[_Entry], added: list[_Entry]) -> M
     the ``added`` ones (last, in their order)."""
     instances = dict(before.instances)
     drift = dict(before.drift)
+    mounted = dict(before.mounted)
     removed_keys: list[InstanceKey] = []
     added_keys: list[InstanceKey] = []
     for status, keyed in removed:
@@ -191,6 +207,7 @@ def _patched(before: ModelRead, removed: list[_Entry], added: list[_Entry]) -> M
             removed_keys.append(key)
         if status.drift:
             drift.pop(status.target, None)
+        _count_mounted(mounted, status, -1)
     for status, keyed in added:
         for key, instance in keyed:
             instances.pop(key, None)  # a key added again goes last too
@@ -198,8 +215,9 @@ def _patched(before: ModelRead, removed: list[_Entry], added: list[_Entry]) -> M
             added_keys.append(key)
         if status.drift:
             drift[status.target] = _drift_of(status, keyed)
-    return ModelRead(instances, drift, base=before.serial, removed=tuple(removed_keys),
-                     added=tuple(added_keys))
+        _count_mounted(mounted, status, 1)
+    return ModelRead(instances, drift, mounted, base=before.serial,
+                     removed=tuple(removed_keys), added=tuple(added_keys))
 
 
 class IndicationFactory:
@@ -248,12 +266,19 @@ class IndicationFactory:
         })
 
     def drift_alert(self, target: str, mount: CIMInstanceName,
-                    drifts: tuple[str, ...], *, drifted: bool) -> CIMInstance:
+                    drifts: tuple[str, ...], *, drifted: bool,
+                    mounted: bool = True) -> CIMInstance:
+        """LMI0001 when ``target``'s mount starts to differ from its line; LMI0002
+        when that ends: it agrees again, or it is no longer ``mounted``."""
         if drifted:
             message = f"{target} differs from its fstab line: {'; '.join(drifts)}"
             message_id, severity = DRIFTED, _WARNING
-        else:
+        elif mounted:
             message = f"{target} agrees with its fstab line again (was: {'; '.join(drifts)})"
+            message_id, severity = BACK_IN_LINE, _INFORMATION
+        else:
+            message = (f"{target} is no longer mounted: nothing differs from its fstab line "
+                       f"now (was: {'; '.join(drifts)})")
             message_id, severity = BACK_IN_LINE, _INFORMATION
         return self._indication(ALERT, {
             "AlertType": _OTHER,
@@ -326,7 +351,8 @@ def changes(before: ModelRead, after: ModelRead,
             yield factory.drift_alert(target, path, drifts, drifted=True)
     for target, (path, drifts) in before.drift.items():
         if target not in after.drift and instance_key(path) in after.instances:
-            yield factory.drift_alert(target, path, drifts, drifted=False)
+            yield factory.drift_alert(target, path, drifts, drifted=False,
+                                      mounted=target in after.mounted)
 
 
 def _same_values(a: CIMInstance, b: CIMInstance) -> bool:
