@@ -746,11 +746,22 @@ class IndicationService:
             routes, destinations = self._routes, dict(self._destinations)
         for indication in indications:
             outgoing = Outgoing(indication)
-            for route in routes_for(routes, indication, namespace or self._namespace,
-                                    self._is_subclass):
-                destination = destinations.get(route.destination_id)
+            selected = [(destinations.get(route.destination_id), str(route.filter["Name"]))
+                        for route in routes_for(routes, indication, namespace or self._namespace,
+                                                self._is_subclass)]
+            if not selected:
+                continue
+            try:
+                outgoing.text()  # encoded once for them all, here rather than by the first
+            except cimxml.EncodeError as exc:
+                # Left out as enumerations leave the instance out (a control
+                # character in a mount point's name): no client reading the
+                # model sees it, so no listener is told of a loss either.
+                log.warning("an indication is left out: %s", exc)
+                continue
+            for destination, filter_name in selected:
                 if destination is not None:
-                    destination.put(outgoing, str(route.filter["Name"]))
+                    destination.put(outgoing, filter_name)
 
     def job_changed(self, job: Job, previous_state: int) -> None:
         """A published job changed state: CIM_InstModification of its LMI_MountJob,
