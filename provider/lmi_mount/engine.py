@@ -77,6 +77,7 @@ from lmi_mount.mounts.options import (
     from_mountinfo,
     kernel_request,
     setup_words,
+    with_defaults,
 )
 from lmi_mount.mounts.plan import (
     FstabChange,
@@ -176,7 +177,14 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
     live_options = from_mountinfo(record.vfs_options, record.super_options)
     drift: tuple[OptionDrift, ...] = ()
     if entry is not None:
-        drift = tuple(compare(MountSpec.from_fstab(entry).options, live_options))
+        configured = MountSpec.from_fstab(entry)
+        # A flag the line does not name is mount(8)'s default at the next boot
+        # (rw, suid, dev, exec, relatime, ...): a "defaults" line whose mount
+        # was remounted ro,noexec by hand drifts. A bind's unnamed flags are
+        # its origin's, which the line does not say.
+        wanted = (configured.options if configured.fstype is None
+                  else with_defaults(configured.options))
+        drift = tuple(compare(wanted, live_options))
     return MountStatus(
         spec=spec,
         target=record.target,

@@ -26,7 +26,15 @@ from pywbem import (
     Uint32,
 )
 
-from lmi_mount.mounts.flags import MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID
+from lmi_mount.mounts.flags import (
+    MS_BIND,
+    MS_MOVE,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REMOUNT,
+)
 from tests.cim.conftest import EVERY_KERNEL, NS, CimWorld, call, create_tmpfs, finished_job
 
 # -- the OpenLMI client flow ---------------------------------------------------------------
@@ -406,6 +414,26 @@ def test_a_mounts_own_setting_as_the_goal_keeps_its_lines_fstab_words(world: Cim
     assert rv == 0, out
     [line] = [line for line in world.fstab.read_text().splitlines() if target in line]
     assert set(words) <= set(line.split()[3].split(",")), line
+
+
+def test_a_defaults_line_whose_mount_was_made_read_only_by_hand_drifts(world: CimWorld) -> None:
+    # Drift was worked out over the words a line names only: a "defaults" line
+    # whose mount was remounted ro,noexec showed none, and its one setting said
+    # the next boot would give ro,noexec too (a review).
+    conn = world.connect()
+    target = world.dir("d1")
+    rv, out = call(conn, "CreateMount", Mode=1, FileSystemSpec="tmpfs", FileSystemType="tmpfs",
+                   MountPoint=target)
+    assert rv == 0 and f"tmpfs {target} tmpfs defaults 0 0" in world.fstab.read_text()
+    world.kernel.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOEXEC)
+    mount = conn.GetInstance(out["Mount"])
+    assert "drifted" in mount["Caption"], mount["Caption"]
+    settings = {(s["IsCurrent"], s["IsNext"]): s for s in conn.References(
+        out["Mount"], ResultClass="LMI_MountedFileSystemElementSettingData")}
+    current = conn.GetInstance(settings[(1, 2)]["SettingData"])
+    following = conn.GetInstance(settings[(2, 1)]["SettingData"])
+    assert (current["AllowWrite"], current["AllowExecution"]) == (False, False)
+    assert (following["AllowWrite"], following["AllowExecution"]) == (True, True)
 
 
 def test_a_mount_point_through_dot_dot_is_refused_not_read_as_text(world: CimWorld) -> None:
