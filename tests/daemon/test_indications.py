@@ -208,6 +208,29 @@ def test_a_mount_the_model_leaves_out_costs_no_loss_alert(console: Console) -> N
     assert [i["SequenceNumber"] for i in received] == list(range(len(received)))
 
 
+def test_a_filter_s_select_list_names_the_properties_its_listener_gets(
+        console: Console) -> None:
+    # The select list was accepted and ignored: every property was delivered
+    # (a review). DSP1054's own properties come with each indication anyway.
+    selected = Inbox()
+    listener, url = listen(selected)
+    try:
+        subscribe(console.conn, url, "SELECT IndicationIdentifier, SourceInstanceModelPath "
+                  "FROM CIM_InstCreation", manager_id="narrow", suffix="-narrow")
+        target = str(console.root / "mnt" / "b")
+        console.by_hand("mount", "-t", "tmpfs", "narrow", target)
+        full = console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
+        narrow = selected.wait_for(lambda i: i.classname == "CIM_InstCreation")
+    finally:
+        listener.stop()
+    assert "SourceInstance" in full
+    assert {name.lower() for name in narrow.properties} == {
+        "indicationidentifier", "sourceinstancemodelpath", "sequencecontext", "sequencenumber",
+        "indicationfiltername"}
+    assert target in narrow["SourceInstanceModelPath"]
+    assert narrow["IndicationIdentifier"] == full["IndicationIdentifier"]
+
+
 def test_drift_from_the_fstab_line_raises_an_alert_and_its_end_another(
         console: Console) -> None:
     target = str(console.root / "mnt" / "a")

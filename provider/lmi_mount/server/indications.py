@@ -596,6 +596,21 @@ class Destination:
         return failure
 
 
+def _encoded(indication: CIMInstance) -> Outgoing | None:
+    """``indication`` on its way, encoded once for all its destinations, here
+    rather than by the first of them; None if CIM-XML cannot carry it (a
+    control character in a mount point's name): left out and logged, as
+    enumerations leave the instance out, so no listener is told of a loss no
+    client reading the model could see."""
+    outgoing = Outgoing(indication)
+    try:
+        outgoing.text()
+    except cimxml.EncodeError as exc:
+        log.warning("an indication is left out: %s", exc)
+        return None
+    return outgoing
+
+
 class IndicationService:
     """Watches the model, matches subscriptions, and delivers (one per server)."""
 
@@ -745,23 +760,18 @@ class IndicationService:
         with self._lock:
             routes, destinations = self._routes, dict(self._destinations)
         for indication in indications:
-            outgoing = Outgoing(indication)
-            selected = [(destinations.get(route.destination_id), str(route.filter["Name"]))
-                        for route in routes_for(routes, indication, namespace or self._namespace,
-                                                self._is_subclass)]
-            if not selected:
-                continue
-            try:
-                outgoing.text()  # encoded once for them all, here rather than by the first
-            except cimxml.EncodeError as exc:
-                # Left out as enumerations leave the instance out (a control
-                # character in a mount point's name): no client reading the
-                # model sees it, so no listener is told of a loss either.
-                log.warning("an indication is left out: %s", exc)
-                continue
-            for destination, filter_name in selected:
-                if destination is not None:
-                    destination.put(outgoing, filter_name)
+            # One encoding for every filter that selects the same properties
+            # (DSP1054: a filter's select list names the properties it gets).
+            outgoings: dict[tuple[str, ...] | None, Outgoing | None] = {}
+            for route in routes_for(routes, indication, namespace or self._namespace,
+                                    self._is_subclass):
+                selects = route.query.properties
+                if selects not in outgoings:
+                    outgoings[selects] = _encoded(route.query.project(indication))
+                outgoing = outgoings[selects]
+                destination = destinations.get(route.destination_id)
+                if outgoing is not None and destination is not None:
+                    destination.put(outgoing, str(route.filter["Name"]))
 
     def job_changed(self, job: Job, previous_state: int) -> None:
         """A published job changed state: CIM_InstModification of its LMI_MountJob,
