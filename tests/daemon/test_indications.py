@@ -231,6 +231,30 @@ def test_a_filter_s_select_list_names_the_properties_its_listener_gets(
     assert narrow["IndicationIdentifier"] == full["IndicationIdentifier"]
 
 
+def test_a_goal_setting_s_creation_change_and_deletion_are_told(console: Console) -> None:
+    # Goal settings are instances of LMI_MountedFileSystemSetting while they
+    # exist, and subscribing.rst promises a setting's lifecycle: the model's
+    # reads covered mounts and fstab lines only (a review).
+    [capabilities] = console.conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities")
+    _, made = console.conn.InvokeMethod("CreateSetting", capabilities, Options="noexec")
+    path = made["MountSetting"]
+    created = console.inbox.wait_for(
+        lambda i: i.classname == "CIM_InstCreation"
+        and source(i)["InstanceID"] == path["InstanceID"])
+    assert source(created)["AllowExecution"] is False
+    goal = console.conn.GetInstance(path)
+    goal["AllowExecution"] = True
+    console.conn.ModifyInstance(goal, PropertyList=["AllowExecution"])
+    changed = console.inbox.wait_for(
+        lambda i: i.classname == "CIM_InstModification"
+        and source(i)["InstanceID"] == path["InstanceID"])
+    assert (changed["PreviousInstance"]["AllowExecution"], source(changed)["AllowExecution"]) \
+        == (False, True)
+    console.conn.DeleteInstance(path)
+    console.inbox.wait_for(lambda i: i.classname == "CIM_InstDeletion"
+                           and source(i)["InstanceID"] == path["InstanceID"])
+
+
 def test_drift_from_the_fstab_line_raises_an_alert_and_its_end_another(
         console: Console) -> None:
     target = str(console.root / "mnt" / "a")

@@ -30,7 +30,7 @@ from pywbem import CIMDateTime, CIMInstance, CIMInstanceName, Uint16
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import Job
 from lmi_mount.cim.model import Model
-from lmi_mount.cim.projection import Projector
+from lmi_mount.cim.projection import GoalSetting, Projector
 from lmi_mount.cim.providers.base import Context, View
 from lmi_mount.engine import MountStatus
 
@@ -297,6 +297,10 @@ class IndicationFactory:
             "MessageArguments": [target, *drifts],
             "EventTime": CIMDateTime(datetime.now(UTC)),
         })
+
+    def goal_setting(self, goal: GoalSetting) -> CIMInstance:
+        """The LMI_MountedFileSystemSetting of a goal setting, as GetInstance shows it."""
+        return self._projector.goal_setting(goal)
 
     def job_instance(self, job: Job, time_before_removal: float) -> CIMInstance:
         return self._projector.job(job, time_before_removal)

@@ -52,6 +52,7 @@ from pywbem import (
 from lmi_mount.cim import events, wql
 from lmi_mount.cim.events import IndicationFactory, ModelRead
 from lmi_mount.cim.jobs import Job
+from lmi_mount.cim.projection import GoalSetting
 from lmi_mount.linux import watch
 from lmi_mount.mounts.escaping import escape_controls
 from lmi_mount.server import cimxml, export_http
@@ -795,6 +796,27 @@ class IndicationService:
         if job.done:
             self.poke()  # its holders changed after the method returned
 
+    def goal_changed(self, before: GoalSetting | None, after: GoalSetting | None) -> None:
+        """A goal setting (CreateSetting's) was made, changed or deleted: its
+        CIM_InstCreation, CIM_InstModification or CIM_InstDeletion. Told as it
+        happens, by the call that does it: goals are no part of the engine's
+        state the watcher reads. Nothing is projected while nobody subscribes."""
+        if not self._routes:
+            return
+        project = self._factory.goal_setting
+        if before is None and after is not None:
+            found = self._factory.creation(project(after))
+        elif after is None and before is not None:
+            found = self._factory.deletion(project(before))
+        elif before is not None and after is not None:
+            now, previous = project(after), project(before)
+            if now == previous:
+                return
+            found = self._factory.modification(now, previous)
+        else:
+            return
+        self.publish([found])
+
     def _watch(self, sources: list[watch.Source], previous: ModelRead | None) -> None:
         woken = False
         try:
@@ -907,4 +929,5 @@ def indication_service(broker: Any, settings: IndicationSettings, *,
         fstab_path=context.engine.fstab_path, settings=settings,
         time_before_removal=context.jobs.time_before_removal)
     context.jobs.listeners.append(service.job_changed)
+    context.goal_listeners.append(service.goal_changed)
     return service

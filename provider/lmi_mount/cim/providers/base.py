@@ -47,6 +47,27 @@ class Context:
     default_holder: str = "cim"
     goals: dict[str, GoalSetting] = field(default_factory=dict)
     goals_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Told of each change of a goal setting, (before, after), None for none:
+    #: the indications (goals are no part of the engine's state they read).
+    goal_listeners: list[Callable[[GoalSetting | None, GoalSetting | None], None]] = field(
+        default_factory=list)
+
+    def set_goal(self, goal: GoalSetting) -> None:
+        """Make or replace a goal setting. Called with ``goals_lock`` held, so that
+        listeners hear the changes in the order they were made."""
+        before = self.goals.get(goal.instance_id)
+        self.goals[goal.instance_id] = goal
+        for listener in self.goal_listeners:
+            listener(before, goal)
+
+    def drop_goal(self, instance_id: str) -> bool:
+        """Delete a goal setting; whether there was one. ``goals_lock`` held."""
+        before = self.goals.pop(instance_id, None)
+        if before is None:
+            return False
+        for listener in self.goal_listeners:
+            listener(before, None)
+        return True
 
 
 class View:

@@ -60,7 +60,7 @@ class CapabilitiesProvider(Provider):
                     "delete unused ones with DeleteInstance",
                 )
             goal = GoalSetting(GOAL_PREFIX + uuid.uuid4().hex, options)
-            context.goals[goal.instance_id] = goal
+            context.set_goal(goal)
         return RV_SUCCESS, {"MountSetting": view.projector.goal_setting(goal).path}
 
 

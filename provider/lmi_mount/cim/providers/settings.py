@@ -95,14 +95,12 @@ class SettingProvider(Provider):
                     )
                 raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r}")
             current = view.projector.goal_setting(goal)
-            context.goals[instance_id] = updated_goal(
-                goal, instance.properties, property_list, current
-            )
+            context.set_goal(updated_goal(goal, instance.properties, property_list, current))
 
     def delete(self, view: View, path: CIMInstanceName) -> None:
         instance_id = _instance_id(path)
         with view.context.goals_lock:
-            if view.context.goals.pop(instance_id, None) is not None:
+            if view.context.drop_goal(instance_id):
                 return
         if self.get(view, path) is not None:
             raise CIMError(
