@@ -164,6 +164,14 @@ def test_permanent_subscriptions_survive_a_restart_and_transient_ones_do_not(
     pytest.param(filter_instance("SELECT * FROM CIM_InstCreation WHERE SourceInstance ISA "
                                  "LMI_Nothing"), 15, "'LMI_Nothing', which does not exist",
                  id="isa-unknown-class"),
+    # A review: after an ISA, the embedded instance's class is known; these
+    # could never hold and their subscriptions silently got nothing.
+    pytest.param(filter_instance("SELECT * FROM CIM_InstCreation WHERE SourceInstance ISA "
+                                 "LMI_MountedFileSystem AND SourceInstance.ReferenceCount = '1'"),
+                 15, "cannot compare a number with a string", id="embedded-type"),
+    pytest.param(filter_instance("SELECT * FROM CIM_InstCreation WHERE SourceInstance ISA "
+                                 "LMI_MountedFileSystem AND SourceInstance.Holders = 'alice'"),
+                 15, "array property 'SourceInstance.Holders'", id="embedded-array"),
     pytest.param(destination("http://user:secret@127.0.0.1:5990"), CIM_ERR_INVALID_PARAMETER,
                  "must not hold credentials", id="credentials-in-url"),
     # An outside review: port 0 went to port 80; a target or host that no

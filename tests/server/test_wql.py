@@ -332,3 +332,35 @@ def test_a_bad_filter_is_named(model: Model, where: str, message: str) -> None:
         wql.parse(f"SELECT * FROM CIM_InstCreation WHERE {where}").check(
             model.get_class("CIM_InstCreation"))
     assert message in refused.value.status_description
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    pytest.param("SourceInstance.ReferenceCount = '1'", "cannot compare a number with a string",
+                 id="number-with-a-string"),
+    pytest.param("SourceInstance.Holders = 'alice'", "array property 'SourceInstance.Holders'",
+                 id="array"),
+    pytest.param("SourceInstance.ReferenceCount LIKE '1%'", "LIKE needs a string property",
+                 id="like-on-a-number"),
+])
+def test_a_filter_s_embedded_property_is_checked_against_the_class_its_isa_names(
+        model: Model, where: str, message: str) -> None:
+    # After "SourceInstance ISA Class AND", the embedded instance's class is
+    # known: a condition that can never hold was accepted, and its
+    # subscription silently got nothing (a review). Top-level properties were
+    # refused the same way already.
+    query = wql.parse("SELECT * FROM CIM_InstCreation WHERE SourceInstance ISA "
+                      f"LMI_MountedFileSystem AND {where}")
+    with pytest.raises(CIMError) as refused:
+        query.check(model.get_class("CIM_InstCreation"), model.get_class)
+    assert message in refused.value.status_description
+
+
+@pytest.mark.parametrize("where", [
+    "SourceInstance ISA LMI_MountedFileSystem AND SourceInstance.ReferenceCount = 1",
+    # Under OR the class is not known; a property a subclass may add is no error.
+    "SourceInstance ISA LMI_MountedFileSystem OR SourceInstance.ReferenceCount = '1'",
+    "SourceInstance ISA CIM_ManagedElement AND SourceInstance.ReferenceCount = 1",
+])
+def test_a_filter_s_embedded_property_that_may_hold_is_taken(model: Model, where: str) -> None:
+    wql.parse(f"SELECT * FROM CIM_InstCreation WHERE {where}").check(
+        model.get_class("CIM_InstCreation"), model.get_class)

@@ -26,9 +26,10 @@ Comparisons of strings, LIKE included, are case-sensitive, as paths are.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -253,19 +254,23 @@ class Query:
             if self.matches(instance):
                 yield self.project(instance)
 
-    def check(self, cls: CIMClass) -> None:
+    def check(self, cls: CIMClass,
+              get_class: Callable[[str], CIMClass] | None = None) -> None:
         """Check the query against the class it names (with inherited properties).
 
         Every property must exist; a literal must suit the property it is
         compared with; booleans and references compare with = and <> only;
-        arrays do not compare at all.
+        arrays do not compare at all. With ``get_class``, a property of an
+        embedded instance whose class an ``ISA`` joined by ``AND`` names
+        (``SourceInstance ISA C AND SourceInstance.P = 1``) is checked as
+        well, where ``C`` declares it (a subclass may add it).
         """
         declared = cls.properties
         for name in self.properties or ():
             if name not in declared:
                 raise _invalid(f"class {cls.classname} has no property {name!r}")
         if self.where is not None:
-            _check(self.where, cls)
+            _check(self.where, cls, _embedded_classes(self.where, get_class))
 
 
 def _leaves(condition: Condition | None) -> Iterator[Comparison | IsNull | Like | IsA]:
@@ -569,17 +574,36 @@ def _literal_kind(value: Any) -> str:
     return "string"
 
 
-def _check(condition: Condition, cls: CIMClass) -> None:
+def _embedded_classes(where: Condition, get_class: Callable[[str], CIMClass] | None
+                      ) -> dict[str, CIMClass]:
+    """Lower-case embedded-instance property -> the class an ``ISA`` among the
+    conditions ``AND`` joins at the top names: every instance the filter
+    selects is one of that class (or a subclass)."""
+    if get_class is None:
+        return {}
+    found: dict[str, CIMClass] = {}
+    parts = where.operands if isinstance(where, BoolOp) and where.op == "AND" else (where,)
+    for part in parts:
+        if isinstance(part, IsA) and len(part.operand.path) == 1:
+            with contextlib.suppress(KeyError):
+                found[part.operand.name.lower()] = get_class(part.classname)
+    return found
+
+
+def _check(condition: Condition, cls: CIMClass,
+           embedded: Mapping[str, CIMClass] | None = None) -> None:
+    embedded = embedded or {}
     if isinstance(condition, Not):
-        _check(condition.operand, cls)
+        _check(condition.operand, cls, embedded)
         return
     if isinstance(condition, BoolOp):
         for part in condition.operands:
-            _check(part, cls)
+            # Under OR an ISA says nothing of the other branches.
+            _check(part, cls, embedded if condition.op == "AND" else {})
         return
     if isinstance(condition, IsNull):
         if isinstance(condition.operand, Property):
-            _declared(condition.operand, cls)
+            _declared(condition.operand, cls, embedded)
         return
     if isinstance(condition, IsA):
         prop = _declared(condition.operand, cls)
@@ -588,7 +612,7 @@ def _check(condition: Condition, cls: CIMClass) -> None:
                            f"{condition.operand.name!r} is {prop.type}")
         return
     if isinstance(condition, Like):
-        prop = _declared(condition.operand, cls)
+        prop = _declared(condition.operand, cls, embedded)
         if prop is None:
             return  # a property of an embedded instance: its class is known only then
         if prop.is_array or _kind(prop.type) != "string":
@@ -599,7 +623,7 @@ def _check(condition: Condition, cls: CIMClass) -> None:
     kinds: list[tuple[str, Operand]] = []
     for operand in (condition.left, condition.right):
         if isinstance(operand, Property):
-            prop = _declared(operand, cls)
+            prop = _declared(operand, cls, embedded)
             if prop is None:
                 return  # a property of an embedded instance: checked when evaluated
             if prop.is_array:
@@ -631,9 +655,11 @@ def _check(condition: Condition, cls: CIMClass) -> None:
                 raise _invalid(f"{where} is not a CIM datetime: {exc}") from None
 
 
-def _declared(operand: Property, cls: CIMClass) -> Any:
-    """The declaration of ``operand``; None for a property of an embedded instance
-    (``SourceInstance.Name``), whose first part must be an embedded instance."""
+def _declared(operand: Property, cls: CIMClass,
+              embedded: Mapping[str, CIMClass] | None = None) -> Any:
+    """The declaration of ``operand``; for a property of an embedded instance
+    (``SourceInstance.Name``), whose first part must be an embedded instance,
+    its declaration in the class ``embedded`` knows for it, else None."""
     first, *rest = operand.path
     prop = cls.properties.get(first)
     if prop is None:
@@ -645,6 +671,9 @@ def _declared(operand: Property, cls: CIMClass) -> Any:
     if not _embedded(prop):
         raise _invalid(f"{operand.token.describe()}: {first!r} is no embedded instance, "
                        "so it has no properties")
+    known = (embedded or {}).get(first.lower())
+    if known is not None and len(rest) == 1:
+        return known.properties.get(rest[0])
     return None
 
 

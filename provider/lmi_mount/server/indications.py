@@ -908,7 +908,7 @@ def indication_service(broker: Any, settings: IndicationSettings, *,
                            f"filter query {text!r}: {query.classname} is no indication class "
                            "(CIM_InstCreation, CIM_InstModification, CIM_InstDeletion, "
                            "CIM_AlertIndication or CIM_Indication)")
-        query.check(cls)
+        query.check(cls, model.get_class)
         return query
 
     def interop_class(classname: str) -> Any:
