@@ -161,10 +161,16 @@ def test_the_service_s_own_changes_arrive_with_their_source_instance(console: Co
     [capabilities] = console.conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities")
     _, made = console.conn.InvokeMethod("CreateSetting", capabilities, Options="ro")
     console.call("ModifyMount", Mode=Uint16(32768), Mount=out["Mount"], Goal=made["MountSetting"])
-    changed = console.inbox.wait_for(
-        lambda i: about(SETTING, "CIM_InstModification")(i) and source(i)["AllowWrite"] is False)
-    assert changed["PreviousInstance"]["AllowWrite"] is True
-    assert "AllowWrite" in changed["ChangedPropertyNames"]
+    # Remounted ro alone, the mount now differs from its "defaults" line (the
+    # next boot gives rw): a current and a next setting, and the mount drifted.
+    current = console.inbox.wait_for(
+        lambda i: about(SETTING, "CIM_InstCreation")(i)
+        and ":current:" in source(i)["InstanceID"])
+    assert source(current)["AllowWrite"] is False
+    changed = console.inbox.wait_for(about(MOUNT, "CIM_InstModification", MountPointPath=target))
+    assert changed["PreviousInstance"]["Caption"] == "mounted, in fstab"
+    assert "drifted: allow_write" in source(changed)["Caption"]
+    assert "Caption" in changed["ChangedPropertyNames"]
 
     console.call("DeleteMount", Mode=Uint16(4), Mount=out["Mount"])
     console.inbox.wait_for(about(MOUNT, "CIM_InstDeletion", MountPointPath=target))
