@@ -171,9 +171,10 @@ CrashHook = Callable[[str], None]
 
 
 def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount | None,
-                 spec: str) -> MountStatus:
-    """The status of a live mount, with its fstab line (drift per option) if any;
-    ``spec`` is the line's, or the source the table gives (``_spec_of``)."""
+                 spec: str, source_drift: OptionDrift | None = None) -> MountStatus:
+    """The status of a live mount, with its fstab line (drift per option, and
+    ``source_drift``, see ``_source_drift``) if any; ``spec`` is the line's, or
+    the source the table gives (``_spec_of``)."""
     live_options = from_mountinfo(record.vfs_options, record.super_options)
     drift: tuple[OptionDrift, ...] = ()
     if entry is not None:
@@ -185,6 +186,8 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
         wanted = (configured.options if configured.fstype is None
                   else with_defaults(configured.options))
         drift = tuple(compare(wanted, live_options))
+        if source_drift is not None:
+            drift = (source_drift, *drift)
     return MountStatus(
         spec=spec,
         target=record.target,
@@ -200,6 +203,32 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
 def _spec_of(record: MountRecord, entry: FstabEntry | None,
              source_of: Callable[[MountRecord], str]) -> str:
     return entry.spec if entry is not None else source_of(record)
+
+
+#: File systems whose source is a name the line gives (no device to resolve).
+_NAMED_SOURCES: Final = frozenset({"tmpfs", "ramfs"})
+
+
+def _source_drift(record: MountRecord, entry: FstabEntry | None,
+                  source_of: Callable[[MountRecord], str],
+                  same_directory: Callable[[str, str], bool]) -> OptionDrift | None:
+    """Whether the live mount on a line's mount point is another than the line's,
+    where that can be told without a guess: a bind line's directory against
+    the directory the mount shows (a symlinked spelling of it is the same),
+    or a tmpfs line's name against the mount's. Paired by mount point alone,
+    another source mounted there passed for the line's mount (a review). A
+    device named by tag or path is not resolved here."""
+    if entry is None:
+        return None
+    if "bind" in entry.options.split(",") or "rbind" in entry.options.split(","):
+        live = source_of(record)
+        if live == entry.spec or same_directory(entry.spec, live):
+            return None
+        return OptionDrift("source", entry.spec, live)
+    if (entry.fstype == record.fstype and record.fstype in _NAMED_SOURCES
+            and record.source != entry.spec):
+        return OptionDrift("source", entry.spec, record.source)
+    return None
 
 
 #: What a live status was made of (record, line, holders, spec) and the status.
@@ -949,12 +978,14 @@ class MountManager:
             entry = by_target.get(record.target)
             holder = self._held_by(record, held, live)
             spec = _spec_of(record, entry, source_of)
+            other = _source_drift(record, entry, source_of, self.kernel.same_file)
             last = known.get(id(record))  # the entry holds its record: no id reuse
             if last is not None and last[0] is record and last[1] is entry \
-                    and last[2] is holder and last[3] == spec:
+                    and last[2] is holder and last[3] == spec and other is None \
+                    and not any(d.name == "source" for d in last[4].drift):
                 status = last[4]
             else:
-                status = _live_status(record, entry, holder, spec)
+                status = _live_status(record, entry, holder, spec, other)
             made[id(record)] = (record, entry, holder, spec, status)
             statuses.append(status)
         self._live_statuses = made
@@ -978,8 +1009,10 @@ class MountManager:
             record = None  # state() names it by its own spelling only
         entry = self.fstab_for_reading().find_target(target)
         if record is not None:
+            source_of = self._source_resolver(table)
             return _live_status(record, entry, self._held_by(record, self._published),
-                                _spec_of(record, entry, self._source_resolver(table)))
+                                _spec_of(record, entry, source_of),
+                                _source_drift(record, entry, source_of, self.kernel.same_file))
         if entry is None or normalize_fstab_target(entry.target) != target:
             return None
         return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError
 
+from lmi_mount.mounts.flags import MS_BIND
 from tests.cim.conftest import NS, CimWorld, call, service_path
 
 
@@ -199,3 +200,42 @@ def test_an_fstab_that_is_no_file_degrades_the_service_and_reads_go_on(
                    FileSystemSpec="tmpfs", FileSystemType="tmpfs")
     assert rv == 4
     assert f"cannot read '{world.fstab}'" in out["Error"]["Message"]
+
+
+@pytest.mark.parametrize("case", ["other-bind-source", "tmpfs-on-a-bind-line", "other-tmpfs"])
+def test_another_mount_on_a_line_s_mount_point_is_no_mount_of_that_line(
+        world: CimWorld, case: str) -> None:
+    # A line and a live mount were paired by mount point alone: another
+    # source (or type) mounted there was reported as the line's mount,
+    # "mounted, in fstab", with no drift and no alert (a review).
+    conn = world.connect()
+    data, data2, target = world.dir("data"), world.dir("data2"), world.dir("mnt")
+    if case == "other-tmpfs":
+        line, configured = f"conflict {target} tmpfs size=1m 0 0", "conflict"
+        world.fstab.write_text(f"# scratch fstab\n{line}\n")
+        world.kernel.mount("lossB", target, "tmpfs", 0, "size=1m")
+        live = "lossB"
+    else:
+        line, configured = f"{data} {target} none bind 0 0", data
+        world.fstab.write_text(f"# scratch fstab\n{line}\n")
+        if case == "other-bind-source":
+            world.kernel.mount(data2, target, None, MS_BIND)
+            live = data2
+        else:
+            world.kernel.mount("imposter", target, "tmpfs", 0, "size=1m")
+            live = "imposter"
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == target]
+    caption = conn.GetInstance(mount)["Caption"]
+    assert f"drifted: source: configured {configured}, live {live}" in caption, caption
+
+
+def test_the_line_s_own_mount_is_no_drift(world: CimWorld) -> None:
+    conn = world.connect()
+    data, target = world.dir("data"), world.dir("mnt")
+    world.fstab.write_text(f"# scratch fstab\n{data} {target} none bind 0 0\n"
+                           f"named {world.dir('t')} tmpfs size=1m 0 0\n")
+    world.kernel.mount(data, target, None, MS_BIND)
+    world.kernel.mount("named", world.dir("t"), "tmpfs", 0, "size=1m")
+    for path in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS):
+        assert "drifted" not in conn.GetInstance(path)["Caption"], path
