@@ -20,7 +20,9 @@ from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import InvalidRequest, MountError
 from lmi_mount.mounts.options import parse_options, same_meaning, with_unnamed_at_defaults
 from lmi_mount.mounts.plan import MountSpec
-from tests.engine.conftest import World
+from tests.contract.helpers import mkfs_image
+from tests.engine.conftest import KERNELS, World
+from tests.support.skips import requires_tool
 
 
 def vfs(world: World, target: str) -> tuple[str, ...]:
@@ -462,3 +464,22 @@ def test_a_propagation_already_in_effect_needs_no_remount(tmp_path: Path) -> Non
             assert not engine.modify(target, parse_options(words)).plan.steps, words
         assert engine.modify(target, parse_options("private")).plan.steps
         assert not engine.modify(target, parse_options("private")).plan.steps
+
+
+@requires_tool("mksquashfs")
+@pytest.mark.parametrize("world", [k for k in KERNELS if k.id == "real"], indirect=True)
+def test_a_remount_refused_over_a_read_only_file_system_is_rolled_back_to_what_it_was(
+        world: World) -> None:
+    # squashfs: the mount's own flag is rw, its superblock ro. A remount naming
+    # AllowWrite=True failed as it must, and its rollback made the mount's own
+    # flag ro: the undo took the state the check had read ro for the comparison.
+    image = mkfs_image(Path(world.dir("images")), "squashfs", files={"f": "x"})
+    target = world.dir("sq")
+    with world.manager() as engine:
+        engine.create(MountSpec(str(image), target, "squashfs", parse_options("defaults")),
+                      holder="a")
+        before = vfs(world, target)
+        assert before[0] == "rw"
+        with pytest.raises(MountError, match="stays read-only"):
+            engine.modify(target, parse_options("rw,noexec"))
+        assert vfs(world, target) == before

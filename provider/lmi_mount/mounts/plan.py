@@ -793,7 +793,7 @@ def plan_modify(
             if origin is not None:
                 goal = with_unnamed_from(options, from_mountinfo(
                     origin[0].vfs_options, origin[0].super_options), per_mount_only=True)
-        live = from_mountinfo(record.vfs_options, record.super_options)
+        live = as_it_is = from_mountinfo(record.vfs_options, record.super_options)
         superblock_read_only = record.superblock_read_only
         if superblock_read_only and goal.allow_write is True:
             # Writes through any mount of a read-only file system fail (EROFS),
@@ -823,7 +823,10 @@ def plan_modify(
                 and not is_bind):
             superblock = True
         if needed:
-            steps.append(KernelRemount(target, wanted, live, superblock=superblock,
+            # Undone, the mount gets back its own flags as they are (the read-
+            # only superblock made ``live`` say ro for the comparison alone: the
+            # undo of a refused rw remount made the mount's own flag ro).
+            steps.append(KernelRemount(target, wanted, as_it_is, superblock=superblock,
                                        mount_id=record.mount_id))
         # The copies get what the Goal names only: their flags are their own
         # (an rbind's creation gave them no more), not the top's origin's.
