@@ -239,3 +239,21 @@ def test_the_line_s_own_mount_is_no_drift(world: CimWorld) -> None:
     world.kernel.mount("named", world.dir("t"), "tmpfs", 0, "size=1m")
     for path in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS):
         assert "drifted" not in conn.GetInstance(path)["Caption"], path
+
+
+def test_a_line_for_a_directory_another_line_names_by_another_spelling_is_refused(
+        world: CimWorld) -> None:
+    # Lines were compared as text: a line for mnt/d4 was added beside one for a
+    # symlink to it, and mount -a stacked two mounts there at boot (findmnt
+    # --verify: "target specified more than once"; a review).
+    conn = world.connect()
+    real = world.dir("mnt/d4")
+    link = world.root / "link4"
+    link.symlink_to(real)
+    text = f"# scratch fstab\ntmpfs {link} tmpfs size=1m 0 0\n"
+    world.fstab.write_text(text)
+    rv, out = call(conn, "CreateMount", Mode=2, MountPoint=real, FileSystemSpec="tmpfs",
+                   FileSystemType="tmpfs")
+    assert rv != 0, (out, world.fstab.read_text())
+    assert f"line 2 names {str(link)!r}, the same directory" in out["Error"]["Message"]
+    assert world.fstab.read_text() == text

@@ -673,6 +673,7 @@ def plan_create(
     if persist:
         existing = snap.fstab.find_target(spec.target)
         if existing is None:
+            _refuse_another_spelling(spec.target, snap)
             steps.append(FstabChange(spec.target, None, spec.fstab_entry()))
         elif not spec.means(existing):
             raise AlreadyExists(
@@ -681,6 +682,20 @@ def plan_create(
                 value=spec.target,
             )
     return Plan("create", tuple(steps))
+
+
+def _refuse_another_spelling(target: str, snap: Snapshot) -> None:
+    """AlreadyExists if a line names ``target``'s directory by another spelling (a
+    symlink, ``./``): a second line would mount it twice at boot, as libmount
+    reads both (findmnt --verify: "target specified more than once")."""
+    for line in snap.fstab.entries():
+        other = line.entry.target
+        if (other.startswith("/") and normalize_fstab_target(other) != target
+                and snap.same_directory(other, target)):
+            raise AlreadyExists(
+                f"fstab line {line.number} names {other!r}, the same directory as {target!r} "
+                "by another spelling: a second line would mount it twice at boot; change "
+                "that line instead", value=target)
 
 
 def _resolve(
