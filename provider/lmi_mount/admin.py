@@ -32,6 +32,7 @@ from lmi_mount.cim.events import (
     INST_CREATION,
     INST_DELETION,
     INST_MODIFICATION,
+    FstabUnreadable,
     IndicationFactory,
     ModelReader,
     changes,
@@ -193,7 +194,12 @@ def _watch(manager: MountManager, state_dir: Path, args: argparse.Namespace,
     deadline = time.monotonic() + args.seconds if args.seconds is not None else None
     seen = 0
     opened: MountManager | None = None  # the observer of the latest journal (ours to close)
-    previous = reader.read()
+    try:
+        previous = reader.read()
+    except FstabUnreadable as exc:
+        print(f"lmi-mount: cannot watch: {exc}", file=sys.stderr)
+        return 1
+    waiting = False
     try:
         while args.count is None or seen < args.count:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -211,7 +217,15 @@ def _watch(manager: MountManager, state_dir: Path, args: argparse.Namespace,
                                       state_dir=state_dir, observer=True).start()
                 broker = Broker(opened, host=socket.getfqdn(), model=broker.model)
                 reader = ModelReader(broker.context)
-            current = reader.read()
+            try:
+                current = reader.read()
+            except FstabUnreadable as exc:
+                # Its lines are not known to be gone: told once it can be read.
+                if not waiting:
+                    print(f"lmi-mount: waiting for fstab: {exc}", file=sys.stderr)
+                waiting = True
+                continue
+            waiting = False
             # One read may hold several changes (a mount and its setting):
             # --count stops after the Nth, not after the read that holds it.
             for indication in itertools.islice(changes(previous, current, factory),
@@ -290,7 +304,9 @@ def _plan(manager: MountManager, args: argparse.Namespace, out: TextIO) -> int:
             args.spec,
             args.target,
             args.fstype,
-            options if args.options != "defaults" else DEFAULTS,
+            # What the service does with a Goal of NULL: the draft's defaults
+            # for a file system; for a bind, none, as ``mount --bind``.
+            options if args.options != "defaults" or args.fstype is None else DEFAULTS,
         )
         outcome = manager.create(
             spec,

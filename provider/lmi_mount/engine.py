@@ -252,6 +252,19 @@ def _spellings(path: str) -> list[str]:
     return sorted(keys)
 
 
+def _refuse_setup(options: MountOptions) -> None:
+    """InvalidRequest for a live mount of ``options`` that ask mount(8) to set the
+    source up first (``setup_words``): the service would mount the whole image,
+    other bytes or unverified ones."""
+    setup = setup_words(options)
+    if setup:
+        raise InvalidRequest(
+            f"option {setup[0]!r} asks mount(8) to set the source up first (a loop device "
+            "over part of an image, or dm-verity), which lmi-mount does not do: it would "
+            "mount the whole image, other bytes or unverified ones. The fstab line alone "
+            "(Mode 2) is mount(8)'s to mount at boot", value=setup[0])
+
+
 #: Lock keys that name a directory by device and inode; they match only themselves.
 _INODE: Final = "inode:"
 
@@ -729,6 +742,10 @@ class MountManager:
         """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``;
         ``force`` lets it remount a protected system mount."""
         target = self._fstab_only_target(normalize_target(target), current)
+        if current:
+            # A live mount keeps its source as it was set up: a line that asks
+            # for a part of it would not be what is mounted.
+            _refuse_setup(options)
         with self._request(_spellings(target)):
             snap = self._snapshot([target])
             plan = plan_modify(
@@ -1077,13 +1094,8 @@ class MountManager:
         for role, value in (("source", spec.source), ("file system type", spec.fstype or "")):
             if "\0" in value:
                 raise InvalidRequest(f"{role} {value!r} contains a NUL character", value=value)
-        setup = setup_words(spec.options) if mounting else ()
-        if setup:
-            raise InvalidRequest(
-                f"option {setup[0]!r} asks mount(8) to set the source up first (a loop device "
-                "over part of an image, or dm-verity), which lmi-mount does not do: it would "
-                "mount the whole image, other bytes or unverified ones. The fstab line alone "
-                "(Mode 2) is mount(8)'s to mount at boot", value=setup[0])
+        if mounting:
+            _refuse_setup(spec.options)
         try:
             requested = kernel_request(spec.options)
         except OptionError:

@@ -145,6 +145,7 @@ def test_a_system_mount_is_refused_without_force_through_cim(fake_world: CimWorl
 @pytest.mark.parametrize(("numbers", "written"), [
     ("2 3", "2 3"), ("1 70000", "1 70000"),
     ("0 -1", "0 0"),  # no line may be written with a negative pass number
+    ("-1 -1", "1 0"),  # nor freq: Dump (True) says 1 (was an internal error)
 ])
 def test_a_line_given_its_own_setting_as_the_goal_is_left_as_it_is(
         fake_world: CimWorld, numbers: str, written: str) -> None:

@@ -563,6 +563,23 @@ def test_a_mount_of_an_image_part_or_under_verity_is_refused_not_made_whole(
     assert rv == 0 and option in world.fstab.read_text()
 
 
+def test_a_remount_that_would_ask_for_an_image_part_is_refused(world: CimWorld) -> None:
+    # ModifyMount did not reach the check CreateMount makes: Mode 1 wrote
+    # loop,offset= on the line of a mount of the whole image, which then
+    # showed no drift (a review).
+    conn = world.connect()
+    target = world.dir("mnt")
+    _, out = create_tmpfs(conn, target, mode=1)
+    before = world.fstab.read_text()
+    for mode in (1, 32768):
+        with pytest.raises(CIMError) as caught:
+            call(conn, "ModifyMount", Mode=mode, Mount=out["Mount"],
+                 Goal=_setting(conn, "size=1m,offset=1048576"))
+        assert caught.value.status_code == CIM_ERR_INVALID_PARAMETER
+        assert "option 'offset=1048576'" in caught.value.status_description
+    assert world.fstab.read_text() == before
+
+
 def test_create_setting_takes_options_as_mount_8_spells_them(fake_world: CimWorld) -> None:
     conn = fake_world.connect()
     goal = conn.GetInstance(_setting(conn, "size=16m,noexec,ro"))

@@ -8,6 +8,7 @@ with mount(8) in the daemon's namespace and an editor's write of its fstab.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -259,6 +260,33 @@ def test_a_goal_setting_s_creation_change_and_deletion_are_told(console: Console
     console.conn.DeleteInstance(path)
     console.inbox.wait_for(lambda i: i.classname == "CIM_InstDeletion"
                            and source(i)["InstanceID"] == path["InstanceID"])
+
+
+def test_an_fstab_that_cannot_be_read_for_a_while_deletes_no_line(console: Console) -> None:
+    # An unreadable fstab degrades reads to the mounts alone; the indications
+    # took that for every line deleted, and every line made again once it
+    # could be read (a review).
+    target = str(console.root / "mnt" / "c")
+    fstab = Path(console.daemon.fstab)
+    with open(fstab, "a", encoding="utf-8") as stream:
+        stream.write(f"keep {target} tmpfs size=1m 0 0\n")
+    console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=target))
+    text = fstab.read_text()
+    swap = fstab.with_name("fstab.fifo")
+    os.mkfifo(swap)
+    os.rename(swap, fstab)
+    time.sleep(1.5)
+    back = fstab.with_name("fstab.back")
+    back.write_text(text)
+    os.rename(back, fstab)
+    later = str(console.root / "mnt" / "b")
+    console.by_hand("mount", "-t", "tmpfs", "later", later)
+    console.inbox.wait_for(about(MOUNT, "CIM_InstCreation", MountPointPath=later))
+    about_line = [i for i in console.inbox.received
+                  if source(i) is not None and source(i).get("MountPointPath") == target]
+    assert [i.classname for i in about_line] == ["CIM_InstCreation"], \
+        [describe(i) for i in about_line]
+    assert "indications wait for fstab" in console.daemon.output()
 
 
 def test_drift_from_the_fstab_line_raises_an_alert_and_its_end_another(

@@ -179,3 +179,13 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path,
         os.close(write)
     assert done.stderr == ""
     assert done.returncode == 128 + signal.SIGPIPE
+
+
+def test_plan_of_a_bind_without_options_names_no_flag_as_the_service(world: World) -> None:
+    # A bind's defaults are its origin's flags (mount --bind): the service's
+    # plan names none, and lmi-mount plan said (rw,suid,dev,exec,async).
+    source, target = world.dir("data"), world.dir("mnt")
+    out = io.StringIO()
+    assert main(["plan", "create", "--mode", "32768", "--target", target, "--spec", source],
+                engine=_observer(world), out=out) == 0
+    assert out.getvalue().splitlines()[0] == f"1. mount bind {source} on {target}"

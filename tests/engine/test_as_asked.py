@@ -18,6 +18,7 @@ import pytest
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import InvalidRequest, MountError
+from lmi_mount.mounts.flags import MS_NODEV, MS_NOEXEC, MS_NOSUID
 from lmi_mount.mounts.options import parse_options, same_meaning, with_unnamed_at_defaults
 from lmi_mount.mounts.plan import MountSpec
 from tests.contract.helpers import mkfs_image
@@ -483,3 +484,24 @@ def test_a_remount_refused_over_a_read_only_file_system_is_rolled_back_to_what_i
         with pytest.raises(MountError, match="stays read-only"):
             engine.modify(target, parse_options("rw,noexec"))
         assert vfs(world, target) == before
+
+
+@pytest.mark.parametrize("world", [k for k in KERNELS if k.id == "real"], indirect=True)
+def test_a_remount_of_an_rbind_lifts_no_restriction_of_its_submount_copies(
+        world: World) -> None:
+    # Its creation gives the copies of the source's submounts what it sets and
+    # never what it lifts; a remount with the same Goal (rw, suid, dev, exec
+    # named, and nosuid) made a nodev,noexec copy dev and exec (a review).
+    source, target = Path(world.dir("src")), world.dir("dst")
+    world.kernel.mount("srcfs", str(source), "tmpfs", 0, "size=1m")
+    (source / "sub").mkdir()
+    world.kernel.mount("subfs", str(source / "sub"), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                       "size=1m")
+    with world.manager() as engine:
+        engine.create(MountSpec(str(source), target, None, parse_options("rbind"),
+                                recursive=True), holder="a")
+        assert {"nodev", "noexec"} <= set(vfs(world, f"{target}/sub"))
+        engine.modify(target, parse_options("rw,nosuid,dev,exec"))
+        copy = set(vfs(world, f"{target}/sub"))
+        assert {"nosuid", "nodev", "noexec"} <= copy, copy
+        assert "nosuid" in vfs(world, target) and "nodev" not in vfs(world, target)

@@ -109,6 +109,10 @@ def _path(instance: CIMInstance) -> CIMInstanceName:
     return instance.path
 
 
+class FstabUnreadable(Exception):
+    """fstab could not be read (a directory, a FIFO): no read of the model now."""
+
+
 class ModelReader:
     """Reads what the indications describe, projecting only the mounts whose state
     changed since the last read: a change on a host with thousands of mounts
@@ -125,7 +129,13 @@ class ModelReader:
         self._last: tuple[dict[int, _Entry], ModelRead | None] = ({}, None)
 
     def read(self) -> ModelRead:
+        """The model now; ``FstabUnreadable`` while fstab cannot be read, whose
+        lines are then not known to be gone (a read without them would report
+        every one deleted, and back again once it can be read)."""
         view = View(self._context)
+        unreadable = [p for p in view.fstab_problems if p.kind == "unreadable"]
+        if unreadable:
+            raise FstabUnreadable(str(unreadable[0]))
         statuses = view.statuses
         last, last_read = self._last
         ids = set(map(id, statuses))

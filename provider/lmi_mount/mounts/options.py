@@ -40,7 +40,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
@@ -893,6 +893,22 @@ def without_propagation(options: MountOptions) -> MountOptions:
     """``options`` without their propagation word (``shared``, ``rslave``, ...)."""
     others = tuple(o for o in options.other_options if not is_propagation(o))
     return options if others == options.other_options else replace(options, other_options=others)
+
+
+#: The per-mount restrictions a field set True lifts (rw, suid, dev, exec).
+_LIFTING_FIELDS: Final = ("allow_write", "allow_suid", "interpret_devices", "allow_execution")
+
+
+def lifting_no_further_than(options: MountOptions, original: MountOptions) -> MountOptions:
+    """``options`` for an rbind's copy of a mount whose own flags are ``original``:
+    a restriction the original has (nodev, noexec on /dev/shm) is not lifted
+    (the field left unnamed), one the copy was given since may be. No Goal for
+    the top makes a copy more open than what it copies, as its creation gives
+    it nothing it lifts (``Kernel.mount``)."""
+    kept: dict[str, Any] = {name: None for name in _LIFTING_FIELDS
+                            if getattr(options, name) is True
+                            and getattr(original, name) is False}
+    return replace(options, **kept) if kept else options
 
 
 # File system options a remount cannot change: the kernel accepts and ignores

@@ -36,6 +36,7 @@ from lmi_mount.mounts.options import (
     fstab_options,
     is_propagation,
     kernel_request,
+    lifting_no_further_than,
     parse_options,
     remount_needs_superblock,
     remount_refusal,
@@ -872,10 +873,11 @@ def plan_modify(
             old,
             options=options,
             # A Goal's Dump is a boolean: a line's 2 stays 2 while it is asked
-            # to be dumped, not rewritten as 1.
-            dump=old.dump if dump is None or bool(dump) == bool(old.dump) else dump,
-            # A pass number no line may be written with (negative: libmount
-            # reads one) is written 0 when the Goal names none.
+            # to be dumped, not rewritten as 1. A number no line may be
+            # written with (negative: libmount reads one) is not kept: the
+            # Goal's, or 0 when it names none.
+            dump=(old.dump if old.dump >= 0 and (dump is None or bool(dump) == bool(old.dump))
+                  else dump if dump is not None else 0),
             passno=(passno if passno is not None
                     else old.passno if old.passno >= 0 else 0),
         )
@@ -914,8 +916,8 @@ def _is_rbind(target: str, snap: Snapshot, entry: FstabEntry | None,
 def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
                        snap: Snapshot, entry: FstabEntry | None) -> list[Step]:
     """The remounts that give an rbind's submounts the per-mount flags ``options``
-    name, as its creation did (mount_setattr(AT_RECURSIVE)): each from its own
-    flags, parents first, its file system left alone. Without them a read-only
+    name, as its creation did, lifting none beyond the mount each copies: each
+    from its own flags, parents first, its file system left alone. Without them a read-only
     tree kept writable holes. Propagation is the top's to give (``rslave``
     reaches the submounts by itself)."""
     if not _is_rbind(target, snap, entry, record):
@@ -929,20 +931,23 @@ def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
     if origin is None:
         return []
     source = origin[1]
-    originals = {(_below(r.target, source), r.major, r.minor, r.root)
+    originals = {(_below(r.target, source), r.major, r.minor, r.root): r
                  for r in table.under(source)}
     per_mount = without_propagation(options)
     steps: list[Step] = []
     for sub in table.descendants(record):
-        if (not table.is_visible(sub)
-                or (_below(sub.target, record.target), sub.major, sub.minor, sub.root)
-                not in originals
+        original = originals.get((_below(sub.target, record.target), sub.major, sub.minor,
+                                  sub.root))
+        if (not table.is_visible(sub) or original is None
                 # One with holders or a line of its own was mounted there since.
                 or sub.target in snap.holders or snap.fstab.find_target(sub.target)):
             continue
+        # What the Goal lifts goes no further than the mount it copies.
+        wanted = lifting_no_further_than(per_mount, from_mountinfo(
+            original.vfs_options, original.super_options))
         live = from_mountinfo(sub.vfs_options, sub.super_options)
-        if option_drifts(per_mount, live, None):
-            steps.append(KernelRemount(sub.target, merge_options(live, per_mount), live,
+        if option_drifts(wanted, live, None):
+            steps.append(KernelRemount(sub.target, merge_options(live, wanted), live,
                                        superblock=False, mount_id=sub.mount_id))
     return steps
 

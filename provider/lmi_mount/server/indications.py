@@ -724,6 +724,8 @@ class IndicationService:
         if first:
             try:
                 baseline = self._read_model()
+            except events.FstabUnreadable as exc:
+                log.warning("a first subscriber's baseline waits for fstab: %s", exc)
             except Exception:
                 # The store keeps the subscription whatever happens here: it
                 # must get its routes, and the watcher's first read is its
@@ -818,7 +820,7 @@ class IndicationService:
         self.publish([found])
 
     def _watch(self, sources: list[watch.Source], previous: ModelRead | None) -> None:
-        woken = False
+        woken = unreadable = False
         try:
             while not self._stop.is_set():
                 if not self._routes:
@@ -853,10 +855,18 @@ class IndicationService:
                     previous = baseline
                 try:
                     current = self._read_model()
+                except events.FstabUnreadable as exc:
+                    # Nothing is told until it can be read again: then the
+                    # changes since the last good read are.
+                    if not unreadable:
+                        log.warning("indications wait for fstab: %s", exc)
+                    unreadable = True
+                    continue
                 except Exception:
                     log.exception("cannot read the model for indications; trying again")
                     self._stop.wait(1.0)
                     continue
+                unreadable = False
                 if previous is not None:
                     found = list(events.changes(previous, current, self._factory))
                     if found:
