@@ -242,11 +242,16 @@ class _LineFormatter(logging.Formatter):
 
 
 class _JournalFormatter(_LineFormatter):
+    """Each line with the record's sd-daemon(3) priority: journald files every
+    line of its stream as an entry of its own, and a traceback's lines (an
+    exception's message may hold what a client sent) must not set theirs."""
+
     _PRIORITY: Final = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
                  logging.CRITICAL: 2}
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{self._PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+        prefix = f"<{self._PRIORITY.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
 
 
 def _notify(state: str) -> None:
