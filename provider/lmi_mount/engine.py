@@ -729,7 +729,7 @@ class MountManager:
     def modify(
         self,
         target: str,
-        options: MountOptions,
+        options: MountOptions | None,
         *,
         spec_name: str | None = None,
         current: bool = True,
@@ -740,9 +740,10 @@ class MountManager:
         force: bool = False,
     ) -> Outcome:
         """Remount (``current``) and/or replace the fstab line (``persist``) of ``target``;
-        ``force`` lets it remount a protected system mount."""
+        ``force`` lets it remount a protected system mount. ``options`` None is a
+        Goal of NULL (see ``plan_modify``)."""
         target = self._fstab_only_target(normalize_target(target), current)
-        if current:
+        if current and options is not None:
             # A live mount keeps its source as it was set up: a line that asks
             # for a part of it would not be what is mounted.
             _refuse_setup(options)

@@ -278,6 +278,23 @@ def test_a_bind_without_a_goal_keeps_its_origins_restrictions(world: CimWorld) -
     assert {"nosuid", "nodev", "noexec"} <= set(bind.vfs_options), bind.vfs_options
 
 
+@pytest.mark.parametrize("world", EVERY_KERNEL, indirect=True)
+def test_a_remount_of_a_bind_without_a_goal_keeps_its_origin_s_restrictions(
+        world: CimWorld) -> None:
+    # The draft's "defaults" of a NULL Goal are, for a bind, its origin's
+    # flags (mount --bind): a ModifyMount 32768 without a Goal made the bind
+    # of a noexec,nodev tmpfs exec and dev (a review).
+    conn = world.connect()
+    origin, target = world.dir("origin"), world.dir("mnt")
+    world.kernel.mount("tmpfs", origin, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m")
+    rv, out = call(conn, "CreateMount", Mode=32768, FileSystemSpec=origin, MountPoint=target)
+    assert rv == 0
+    rv, out = call(conn, "ModifyMount", Mode=32768, Mount=out["Mount"])
+    assert rv == 0, out
+    [bind] = world.mounts_at(target)
+    assert {"nosuid", "nodev", "noexec"} <= set(bind.vfs_options), bind.vfs_options
+
+
 def test_a_delete_of_a_mount_covered_by_hand_is_in_use_and_takes_nothing(
     world: CimWorld,
 ) -> None:

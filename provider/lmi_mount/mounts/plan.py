@@ -26,6 +26,7 @@ from lmi_mount.mounts.mountinfo import MountRecord, MountTable, propagation_hold
 from lmi_mount.mounts.options import (
     ATIME_FIELDS,
     BOOLEAN_FIELDS,
+    DEFAULTS,
     MountOptions,
     OptionDrift,
     OptionError,
@@ -734,7 +735,7 @@ def _resolve(
 def plan_modify(
     target: str,
     spec_name: str | None,
-    options: MountOptions,
+    options: MountOptions | None,
     snap: Snapshot,
     *,
     current: bool,
@@ -742,7 +743,12 @@ def plan_modify(
     dump: int | None = None,
     passno: int | None = None,
 ) -> Plan:
-    """ModifyMount: remount (``current``) and/or replace the fstab line (``persist``)."""
+    """ModifyMount: remount (``current``) and/or replace the fstab line (``persist``).
+
+    ``options`` None is a Goal of NULL, the draft's "defaults": mount(8)'s for
+    a file system's own mount; for a bind, no flag named (its origin's, as
+    ``mount --bind``), so that a NULL Goal lifts no restriction of its origin.
+    """
     if persist:
         numbers = [line.number for line in snap.fstab.entries()
                    if normalize_fstab_target(line.entry.target) == normalize_fstab_target(target)]
@@ -776,6 +782,8 @@ def plan_modify(
                                  or snap.table.bind_origin(record) is not None))
         or (persist and entry is not None and MountSpec.from_fstab(entry).fstype is None)
     )
+    if options is None:
+        options = MountOptions() if is_bind else DEFAULTS
     if is_bind:
         refusal = bind_refusal(options)
         if refusal is not None:

@@ -209,7 +209,10 @@ class ServiceProvider(Provider):
         # The references are checked first: a mode with no effect on a mount
         # that does not exist is NOT_FOUND, as the modes that act say.
         mount = _mount_ref(view, args.get("mount"))
-        options, dump, passno = _goal(view, args.get("goal"))
+        goal: MountOptions | None
+        goal, dump, passno = _goal(view, args.get("goal"))
+        if args.get("goal") is None:
+            goal = None  # the defaults, which for a bind are its origin's (plan_modify)
         if effect.current is not True and effect.persist is not True:
             return None
         spec_name, target = (
@@ -223,7 +226,7 @@ class ServiceProvider(Provider):
         def run() -> tuple[Outcome, CIMInstanceName | None]:
             outcome = engine.modify(
                 target,
-                options,
+                goal,
                 spec_name=spec_name,
                 current=effect.current is True,
                 persist=effect.persist is True,
