@@ -714,10 +714,7 @@ def test_a_stop_delivers_what_is_queued_within_its_time_and_says_what_it_could_n
     # A graceful stop dropped every queued indication at once, silently: a
     # listener answering in 0.3 s got 7 of 38 (a review).
     port, seen, close = _slow_listener(answer_after)
-    destination = Destination(
-        "d", f"http://127.0.0.1:{port}", IndicationSettings(),
-        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
-        ssl.create_default_context())
+    destination = _counting_destination(port, IndicationSettings())
     try:
         for number in range(10):
             destination.put(Outgoing(CIMInstance("CIM_AlertIndication",
@@ -741,6 +738,29 @@ def test_a_stop_delivers_what_is_queued_within_its_time_and_says_what_it_could_n
     assert 10 - len(seen) <= int(said.group(1)) <= 11 - len(seen)
 
 
+def _failing_first(count: int) -> tuple[int, list[bytes], Callable[[], None]]:
+    """A listener that answers 500 to its first ``count`` requests and 200 after;
+    its port, the bodies it got, and how to stop it."""
+    requests: list[bytes] = []
+    failing = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+
+    def serve(conn: socket.socket, number: int) -> None:
+        while (body := _read_request(conn)) is not None:
+            requests.append(body)
+            conn.sendall(failing if len(requests) <= count else ANSWER)
+
+    port, close = _raw_listener(serve)
+    return port, requests, close
+
+
+def _counting_destination(port: int, settings: IndicationSettings) -> Destination:
+    """A destination to ``port`` whose loss alerts say "N lost"."""
+    return Destination(
+        "d", f"http://127.0.0.1:{port}", settings,
+        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
+        ssl.create_default_context())
+
+
 def test_a_loss_alert_that_failed_goes_right_after_the_next_delivery_and_counts_itself(
         ) -> None:
     # The listener failed an indication, then its loss alert; the next
@@ -748,20 +768,10 @@ def test_a_loss_alert_that_failed_goes_right_after_the_next_delivery_and_counts_
     # waited for a later change (10 s in the review; with none, for ever),
     # and then said "1 lost" of a gap of two numbers (the failed alert had
     # taken one).
-    requests: list[bytes] = []
-    failing = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
-
-    def serve(conn: socket.socket, number: int) -> None:
-        while (body := _read_request(conn)) is not None:
-            requests.append(body)
-            conn.sendall(failing if len(requests) <= 2 else ANSWER)
-
-    port, close = _raw_listener(serve)
-    destination = Destination(
-        # An alert alone waits the interval: B comes first, and goes after it.
-        "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_attempts=0, retry_interval=30),
-        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
-        ssl.create_default_context())
+    port, requests, close = _failing_first(2)
+    # An alert alone waits the interval: B comes first, and goes after it.
+    destination = _counting_destination(
+        port, IndicationSettings(retry_attempts=0, retry_interval=30))
     try:
         destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": "A"})), "f")
         deadline = time.monotonic() + 10
@@ -781,19 +791,9 @@ def test_a_loss_alert_that_failed_goes_right_after_the_next_delivery_and_counts_
 
 
 def test_a_loss_alert_that_failed_is_tried_again_with_nothing_after_it() -> None:
-    requests: list[bytes] = []
-    failing = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
-
-    def serve(conn: socket.socket, number: int) -> None:
-        while (body := _read_request(conn)) is not None:
-            requests.append(body)
-            conn.sendall(failing if len(requests) <= 2 else ANSWER)
-
-    port, close = _raw_listener(serve)
-    destination = Destination(
-        "d", f"http://127.0.0.1:{port}", IndicationSettings(retry_attempts=0, retry_interval=0.05),
-        lambda lost, url, name: CIMInstance("CIM_AlertIndication", {"Message": f"{lost} lost"}),
-        ssl.create_default_context())
+    port, requests, close = _failing_first(2)
+    destination = _counting_destination(
+        port, IndicationSettings(retry_attempts=0, retry_interval=0.05))
     try:
         destination.put(Outgoing(CIMInstance("CIM_AlertIndication", {"Message": "A"})), "f")
         deadline = time.monotonic() + 10
