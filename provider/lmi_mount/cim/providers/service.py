@@ -421,7 +421,6 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int | None]:
     return options, dump, passno
 
 
-
 def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int | None]:
     if ref is None:
         return DEFAULTS, 0, 0
