@@ -1163,14 +1163,16 @@ class MountManager:
                                          if problem.startswith("spec") else target)
             yield planned, anchors, tuple(notes)
 
-    @staticmethod
-    def _fstab_only_target(target: str, current: bool) -> str:
-        """The mount point a request that touches fstab alone names: its real path,
-        as CreateMount writes it, so that a symlinked spelling finds the line.
-        A request that unmounts or remounts keeps the path as given: the kernel
-        steps walk it without following symlinks (see linux.paths)."""
+    def _fstab_only_target(self, target: str, current: bool) -> str:
+        """The mount point a request that touches fstab alone names: a line's as it
+        is written (the service lists it so), else its real path, as CreateMount
+        writes it, so that a symlinked spelling finds the line. A request that
+        unmounts or remounts keeps the path as given: the kernel steps walk it
+        without following symlinks (see linux.paths)."""
         if current or not os.path.lexists(target):
             return target
+        if self.fstab_for_reading().find_target(target) is not None:
+            return target  # a line written through a symlink is found as written
         return _realpath(target) or target
 
     def _refuse_protected(self, plan: Plan, snap: Snapshot, force: bool) -> None:

@@ -258,3 +258,29 @@ def test_a_line_for_a_directory_another_line_names_by_another_spelling_is_refuse
     assert rv != 0, (out, world.fstab.read_text())
     assert f"line 2 names {str(link)!r}, the same directory" in out["Error"]["Message"]
     assert world.fstab.read_text() == text
+
+
+@pytest.mark.parametrize("method", ["DeleteMount", "ModifyMount"])
+def test_a_line_written_through_a_symlink_is_found_by_its_own_reference(
+        world: CimWorld, method: str) -> None:
+    # The service lists the line by its mount point as written; a request that
+    # touches fstab alone resolved the reference's path first, and so answered
+    # NOT_FOUND for an instance it had just listed (a review).
+    conn = world.connect()
+    real = world.dir("mnt/d4")
+    link = world.root / "link4"
+    link.symlink_to(real)
+    world.fstab.write_text(f"# scratch fstab\ntmpfs {link} tmpfs size=1m 0 0\n")
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == str(link)]
+    params: dict[str, Any] = {"Mode": 5 if method == "DeleteMount" else 2, "Mount": mount}
+    if method == "ModifyMount":
+        params["Goal"] = goal(conn, OtherOptions=["size=2m"])
+    rv, out = call(conn, method, **params)
+    assert rv == 0, out
+    left = [line for line in lines(world) if "size=" in line]
+    if method == "DeleteMount":
+        assert left == []
+    else:  # the line as written, with the Goal (CreateSetting's defaults and size=2m)
+        [line] = left
+        assert line.startswith(f"tmpfs {link} tmpfs size=2m,"), line
