@@ -214,10 +214,6 @@ class FstabLine:
     text: str
 
 
-#: Words the mount point field holds on lines that mount nothing (swap).
-_NOT_MOUNT_POINTS: Final = frozenset({"none", "swap"})
-
-
 @dataclass(frozen=True, slots=True)
 class FstabProblem:
     """A line the document keeps but reports: unparsable, a duplicate entry, or an
@@ -673,9 +669,9 @@ class FstabDocument:
                 entries.append(FstabLine(number, parsed, segment))
                 if not parsed.target.startswith("/"):
                     # Swap lines ("none" or "swap" as mount point) repeat by
-                    # design; any other word is no mount point (findmnt
+                    # design; any other line's word is no mount point (findmnt
                     # --verify says so too), and no status would show the line.
-                    if parsed.target not in _NOT_MOUNT_POINTS and parsed.fstype != "swap":
+                    if parsed.fstype != "swap":
                         problems.append(FstabProblem(
                             number, "relative", segment,
                             f"mount point {parsed.target!r} is not an absolute path"))
