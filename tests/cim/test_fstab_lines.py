@@ -11,6 +11,7 @@ service instance.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,17 +243,23 @@ def test_the_line_s_own_mount_is_no_drift(world: CimWorld) -> None:
         assert "drifted" not in conn.GetInstance(path)["Caption"], path
 
 
+def _line_through_a_symlink(world: CimWorld) -> tuple[str, Path]:
+    """A directory, a symlink to it, and fstab's one line, for the link."""
+    real = world.dir("mnt/d4")
+    link = world.root / "link4"
+    link.symlink_to(real)
+    world.fstab.write_text(f"# scratch fstab\ntmpfs {link} tmpfs size=1m 0 0\n")
+    return real, link
+
+
 def test_a_line_for_a_directory_another_line_names_by_another_spelling_is_refused(
         world: CimWorld) -> None:
     # Lines were compared as text: a line for mnt/d4 was added beside one for a
     # symlink to it, and mount -a stacked two mounts there at boot (findmnt
     # --verify: "target specified more than once"; a review).
     conn = world.connect()
-    real = world.dir("mnt/d4")
-    link = world.root / "link4"
-    link.symlink_to(real)
-    text = f"# scratch fstab\ntmpfs {link} tmpfs size=1m 0 0\n"
-    world.fstab.write_text(text)
+    real, link = _line_through_a_symlink(world)
+    text = world.fstab.read_text()
     rv, out = call(conn, "CreateMount", Mode=2, MountPoint=real, FileSystemSpec="tmpfs",
                    FileSystemType="tmpfs")
     assert rv != 0, (out, world.fstab.read_text())
@@ -267,10 +274,7 @@ def test_a_line_written_through_a_symlink_is_found_by_its_own_reference(
     # touches fstab alone resolved the reference's path first, and so answered
     # NOT_FOUND for an instance it had just listed (a review).
     conn = world.connect()
-    real = world.dir("mnt/d4")
-    link = world.root / "link4"
-    link.symlink_to(real)
-    world.fstab.write_text(f"# scratch fstab\ntmpfs {link} tmpfs size=1m 0 0\n")
+    _, link = _line_through_a_symlink(world)
     [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
                if p["MountPointPath"] == str(link)]
     params: dict[str, Any] = {"Mode": 5 if method == "DeleteMount" else 2, "Mount": mount}

@@ -43,6 +43,13 @@ def _read_request(conn: socket.socket) -> bytes | None:
     return body
 
 
+def _indications(bodies: list[bytes]) -> list[CIMInstance]:
+    """The indications the ExportIndication requests ``bodies`` carry, as pywbem's
+    listener reads them."""
+    return [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
+            for body in bodies]
+
+
 def _raw_listener(serve: Callable[[socket.socket, int], None],
                   family: socket.AddressFamily = socket.AF_INET) -> tuple[int, Callable[[], None]]:
     """A listener whose ``serve(connection, number)`` does what it likes with each
@@ -171,8 +178,7 @@ def _deliver(listener: tuple[int, list[bytes]], items: list[tuple[str, str]],
     finally:
         destination.stop()
         destination.join(time.monotonic() + 2)
-    received = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
-                for body in handled]
+    received = _indications(handled)
     return received, destination.lost
 
 
@@ -378,8 +384,7 @@ def test_a_loss_alert_to_a_listener_that_fails_is_tried_once_not_with_every_retr
         destination.stop()
         destination.join(time.monotonic() + 2)
         close()
-    sent = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]["Message"]
-            for body in attempts]
+    sent = [i["Message"] for i in _indications(attempts)]
     assert sent == ["first"] * 3 + ["1 lost"] + ["second"] * 3
 
 
@@ -784,8 +789,7 @@ def test_a_loss_alert_that_failed_goes_right_after_the_next_delivery_and_counts_
         destination.stop()
         destination.join(time.monotonic() + 2)
         close()
-    sent = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
-            for body in requests]
+    sent = _indications(requests)
     assert [(i["Message"], i["SequenceNumber"]) for i in sent] == [
         ("A", 0), ("1 lost", 1), ("B", 2), ("2 lost", 3)]
 
@@ -803,7 +807,6 @@ def test_a_loss_alert_that_failed_is_tried_again_with_nothing_after_it() -> None
         destination.stop()
         destination.join(time.monotonic() + 2)
         close()
-    sent = [ListenerRequestHandler.parse_export_request(body)[2]["NewIndication"]
-            for body in requests]
+    sent = _indications(requests)
     assert [(i["Message"], i["SequenceNumber"]) for i in sent] == [
         ("A", 0), ("1 lost", 1), ("2 lost", 2)]

@@ -348,10 +348,10 @@ class Outgoing:
         self._lock = threading.Lock()
 
     def text(self) -> str:
-        """The INSTANCE text; EncodeError if CIM-XML cannot carry it. Encoded by
-        the first destination that needs it while the others wait: in a burst
-        all of them ask at once, and each encoding its own copy cost them the
-        time of one each."""
+        """The INSTANCE text; EncodeError if CIM-XML cannot carry it. Encoded once:
+        where it is published (``_encoded``, before any destination has it), or
+        by the one destination of a loss alert; callers that ask at once wait
+        for the one encoding rather than each make their own."""
         text = self._text
         if text is None:
             with self._lock:
