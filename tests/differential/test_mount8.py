@@ -347,6 +347,62 @@ def test_overlay_create_equals_mount8(tmp_path: Path, api: MountApi) -> None:
     check()
 
 
+# Options file systems show back rewritten (a level added, an absolute path, KiB,
+# another name): mount(8) mounts them, and so must the engine, whose check of what
+# came up must read them as equal. iversion is libmount's MS_I_VERSION flag.
+REWRITTEN = [
+    pytest.param("btrfs", "subvol=sv1", marks=[requires_fs("btrfs"), requires_tool("mkfs.btrfs")],
+                 id="btrfs-subvol-relative"),
+    pytest.param("btrfs", "subvol=sv1/,compress", id="btrfs-subvol-slash-compress",
+                 marks=[requires_fs("btrfs"), requires_tool("mkfs.btrfs")]),
+    pytest.param("btrfs", "compress=zstd", marks=[requires_fs("btrfs"), requires_tool("mkfs.btrfs")],
+                 id="btrfs-compress-zstd"),
+    pytest.param("btrfs", "compress-force=zstd", id="btrfs-compress-force",
+                 marks=[requires_fs("btrfs"), requires_tool("mkfs.btrfs")]),
+    pytest.param("btrfs", "ro,rescue=ibadroots", id="btrfs-rescue-alias",
+                 marks=[requires_fs("btrfs"), requires_tool("mkfs.btrfs")]),
+    pytest.param("xfs", "logbsize=65536,allocsize=1m", id="xfs-sizes",
+                 marks=[requires_fs("xfs"), requires_tool("mkfs.xfs")]),
+    pytest.param("ext4", "ro,noload", marks=[requires_fs("ext4"), requires_tool("mkfs.ext4")],
+                 id="ext4-noload"),
+    pytest.param("ext4", "iversion", marks=[requires_fs("ext4"), requires_tool("mkfs.ext4")],
+                 id="ext4-iversion"),
+    pytest.param("tmpfs", "noiversion,size=1m", id="tmpfs-noiversion"),
+]
+
+
+@pytest.mark.private_namespace(timeout=300)
+@pytest.mark.parametrize("api", MOUNT_APIS)
+@pytest.mark.parametrize(("fstype", "text"), REWRITTEN)
+def test_options_shown_rewritten_mount_as_with_mount8(
+    tmp_path: Path, api: MountApi, fstype: str, text: str
+) -> None:
+    bench = Bench(tmp_path, api)
+    sources = []
+    for name in ("a", "b"):
+        if fstype == "tmpfs":
+            sources.append("tmpfs")
+            continue
+        folder = bench.root / name
+        folder.mkdir()
+        image = mkfs_image(folder, fstype, {"btrfs": 120, "xfs": 300}.get(fstype, 16))
+        if fstype == "btrfs":  # a subvolume, as distributions lay btrfs out
+            subprocess.run(["mount", image, str(folder)], check=True)
+            subprocess.run(["btrfs", "-q", "subvolume", "create", str(folder / "sv1")],
+                           check=True)
+            subprocess.run(["umount", str(folder)], check=True)
+        sources.append(image)
+    options = parse_options(text)
+    bench.engine.create(MountSpec(sources[0], bench.ours, fstype, options), holder="t")
+    bench.mount8(sources[1], fstype, options)
+    ours, theirs = bench.record(bench.ours), bench.record(bench.theirs)
+    assert ours.vfs_options == theirs.vfs_options
+    assert ours.super_options == theirs.super_options
+    # What mount(8) made (a line mounted at boot) is no drift either.
+    assert compare(options, from_mountinfo(theirs.vfs_options, theirs.super_options)) == []
+    bench.clear()
+
+
 def _fields(options: MountOptions) -> dict[str, Any]:
     return {name: getattr(options, name) for name in options.__slots__}
 

@@ -262,6 +262,10 @@ def test_from_fields_checks_types_and_accepts_cim_shapes() -> None:
         pytest.param("rbind,ro", ms.MS_BIND | ms.MS_REC | ms.MS_RDONLY, "", 0, id="rbind"),
         pytest.param("private,rshared", 0, "", ms.MS_SHARED | ms.MS_REC, id="propagation"),
         pytest.param('context="a,b",inode64', 0, 'context="a,b",inode64', 0, id="quoted-data"),
+        # libmount's optmap: a flag, never a file system option (tmpfs and ext4
+        # refuse the word "iversion" as one).
+        pytest.param("iversion", ms.MS_I_VERSION, "", 0, id="iversion-is-a-flag"),
+        pytest.param("iversion,noiversion,size=1m", 0, "size=1m", 0, id="noiversion-later-wins"),
     ],
 )
 def test_kernel_request(text: str, flags: int, data: str, propagation: int) -> None:
@@ -452,6 +456,35 @@ def test_from_mountinfo(vfs: str, sup: str, expected: MountOptions) -> None:
                       OptionDrift("allow_execution", False, True)],
                      id="user-implied-drifts"),
         pytest.param("size=1m,size=2m", ("rw", "rw,size=2048k"), [], id="last-value-counts"),
+        # Values file systems show rewritten (what mount(8) mounted with these
+        # options read back on Linux 6.18): equal, not drift.
+        pytest.param("subvol=@home", ("rw", "rw,subvolid=256,subvol=/@home"), [],
+                     id="btrfs-subvol-shown-absolute"),
+        pytest.param("subvol=sv1/", ("rw", "rw,subvol=/sv1"), [], id="btrfs-subvol-trailing-slash"),
+        pytest.param("subvol=sv1", ("rw", "rw,subvol=/sv2"),
+                     [OptionDrift("subvol", "subvol=sv1", "subvol=/sv2")], id="btrfs-subvol-drift"),
+        pytest.param("compress", ("rw", "rw,compress=zlib:3"), [], id="btrfs-compress-default"),
+        pytest.param("compress=zstd", ("rw", "rw,compress=zstd:3"), [],
+                     id="btrfs-compress-level-added"),
+        pytest.param("compress=zstd:9", ("rw", "rw,compress=zstd:3"),
+                     [OptionDrift("compress", "compress=zstd:9", "compress=zstd:3")],
+                     id="btrfs-compress-level-drift"),
+        pytest.param("compress-force=zstd", ("rw", "rw,compress-force=zstd:3"), [],
+                     id="btrfs-compress-force-level-added"),
+        pytest.param("compress=zstd", ("rw", "rw,compress=lzo"),
+                     [OptionDrift("compress", "compress=zstd", "compress=lzo")],
+                     id="btrfs-compress-drift"),
+        pytest.param("rescue=all", ("ro", "ro,rescue=nologreplay:usebackuproot"),
+                     [OptionDrift("rescue", "rescue=all", "rescue=nologreplay:usebackuproot",
+                                  comparable=False)], id="btrfs-rescue-all-not-comparable"),
+        pytest.param("rescue=usebackuproot:ibadroots:nologreplay",
+                     ("ro", "ro,rescue=nologreplay:ignorebadroots"), [], id="btrfs-rescue-set"),
+        pytest.param("rescue=nologreplay", ("ro", "ro,rescue=ignorebadroots"),
+                     [OptionDrift("rescue", "rescue=nologreplay", "rescue=ignorebadroots")],
+                     id="btrfs-rescue-drift"),
+        pytest.param("logbsize=65536,allocsize=1m", ("rw", "rw,logbsize=64k,allocsize=1024k"), [],
+                     id="xfs-sizes"),
+        pytest.param("noload", ("ro", "ro,norecovery"), [], id="ext4-noload-is-norecovery"),
     ],
 )
 def test_compare(configured: str, live: tuple[str, str], drifts: list[OptionDrift]) -> None:

@@ -27,6 +27,7 @@ MS_PRIVATE: Final = 1 << 18
 MS_SLAVE: Final = 1 << 19
 MS_SHARED: Final = 1 << 20
 MS_RELATIME: Final = 1 << 21
+MS_I_VERSION: Final = 1 << 23
 MS_STRICTATIME: Final = 1 << 24
 MS_LAZYTIME: Final = 1 << 25
 

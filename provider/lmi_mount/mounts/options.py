@@ -46,6 +46,7 @@ from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
     MS_BIND,
     MS_DIRSYNC,
+    MS_I_VERSION,
     MS_MANDLOCK,
     MS_NOATIME,
     MS_NODEV,
@@ -182,6 +183,13 @@ _FLAG_WORD_PAIRS: Final = {
     for flag, set_name, clear_name in FLAG_OPTION_NAMES
     if flag not in _FIELD_FLAGS
 }
+
+# libmount's optmap reads "iversion" as the MS_I_VERSION flag of mount(2), never a file
+# system option (tmpfs and ext4 refuse the word as one: "Unknown parameter"). The
+# kernel shows no trace of the flag in mountinfo (file systems that keep an
+# i_version counter now turn it on themselves), and the fs context API has no such
+# flag: only mount(2) is given it (``kernel_request``), and it is never drift.
+_I_VERSION_WORDS: Final = {"iversion": (MS_I_VERSION, True), "noiversion": (MS_I_VERSION, False)}
 
 # Operations that mount(8) accepts among options (libmount optmap.c): a bind and
 # the propagation changes it applies with extra mount(2) calls. They may stand
@@ -577,12 +585,11 @@ def render_options(options: MountOptions) -> str:
 # (optmap.c) applied left to right by mnt_optstr_get_flags, where "user" and
 # "users" add nosuid,nodev,noexec and "owner" and "group" nosuid,nodev at the
 # place they stand. A word with a value ("ro=1", "user=bob") sets nothing.
-_MS_I_VERSION: Final = 1 << 23
 _MOUNT8_WORDS: Final[Mapping[str, tuple[int, bool]]] = {
     **{word: (flag, value)
        for flag, set_name, clear_name in FLAG_OPTION_NAMES
        for word, value in ((set_name, True), (clear_name, False)) if word},
-    "iversion": (_MS_I_VERSION, True), "noiversion": (_MS_I_VERSION, False),
+    **_I_VERSION_WORDS,
     **{word: (flag, True) for word, flag in _BIND_WORDS.items()},
     **{word: (flag, True) for word, flag in _PROPAGATION_WORDS.items()},
     "remount": (MS_REMOUNT, True),
@@ -780,6 +787,8 @@ def kernel_request(options: MountOptions) -> KernelOptions:
             flag, value = flag_word
             flags = flags | flag if value else flags & ~flag
             clear = clear & ~flag if value else clear | (flag & _CLEARABLE)
+        elif element in _I_VERSION_WORDS:
+            flags = flags | MS_I_VERSION if _I_VERSION_WORDS[element][1] else flags & ~MS_I_VERSION
         elif element in _BIND_WORDS:
             flags |= _BIND_WORDS[element]
         elif element in _PROPAGATION_WORDS:
@@ -973,6 +982,7 @@ def _fs_options(options: MountOptions) -> dict[str, str]:
         if (
             is_fstab_only(element)
             or element in _FLAG_WORDS
+            or element in _I_VERSION_WORDS
             or element in _BIND_WORDS
             or element in _PROPAGATION_WORDS
         ):
@@ -1133,7 +1143,19 @@ _MEMPARSE_RE: Final = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmM
 _SUFFIX_SHIFT: Final = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 # Keys whose values are memparse() sizes or counts, shown back normalized:
 # tmpfs prints size= in KiB ("%luk") and nr_inodes= as a plain number.
-_SIZE_KEYS: Final = frozenset({"size", "nr_blocks", "nr_inodes"})
+# xfs prints logbsize= and allocsize= in KiB too ("logbsize=64k" for 65536).
+_SIZE_KEYS: Final = frozenset({"size", "nr_blocks", "nr_inodes", "logbsize", "allocsize"})
+# Options a file system shows under another name: ext4 prints noload as norecovery.
+_SHOWN_AS: Final = {"noload": "norecovery"}
+# btrfs shows a subvolume by its absolute path ("subvol=@home" as "subvol=/@home"),
+# and compression as ALGORITHM:LEVEL with the default level added ("compress" alone
+# is zlib's; fs/btrfs/super.c btrfs_show_options()).
+_BTRFS_COMPRESS_KEYS: Final = frozenset({"compress", "compress-force"})
+# btrfs rescue= aliases (Documentation/ch-mount-options.rst) by the names it shows;
+# usebackuproot, a choice made while mounting, is never shown.
+_BTRFS_RESCUE_NAMES: Final = {"ibadroots": "ignorebadroots", "idatacsums": "ignoredatacsums",
+                              "imetacsums": "ignoremetacsums",
+                              "isuperflags": "ignoresuperflags", "usebackuproot": ""}
 # tmpfs rounds size= up to whole pages, and the page size is not in the text:
 # up to 256 KiB (the largest Linux page size in use, powerpc 44x) above the
 # configured size cannot be told from drift.
@@ -1190,7 +1212,25 @@ def _same_fs_option(name: str, configured: str, live: str | None) -> bool | None
         return None  # a user or group name: resolving it is I/O
     if name in _NFS_VERSION_KEYS and have.startswith(want + "."):
         return None
+    if _SHOWN_AS.get(name) == live:
+        return True
+    if name == "subvol":
+        return _subvolume_path(want) == _subvolume_path(have)
+    if name in _BTRFS_COMPRESS_KEYS:
+        algorithm, _, level = (want or "zlib").partition(":")
+        shown_algorithm, _, shown_level = have.partition(":")
+        return algorithm == shown_algorithm and level in ("", shown_level)
+    if name == "rescue":
+        asked = {_BTRFS_RESCUE_NAMES.get(word, word) for word in want.split(":")} - {""}
+        if "all" in asked:
+            return None  # its expansion is the running kernel's list
+        return asked == set(have.split(":"))
     return False
+
+
+def _subvolume_path(text: str) -> str:
+    """A btrfs subvolume path as btrfs shows it: absolute, no empty component."""
+    return "/" + "/".join(part for part in text.split("/") if part)
 
 
 def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
@@ -1215,9 +1255,13 @@ def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
     percentage of RAM cannot be computed here: both are not comparable. Octal
     permissions compare as numbers (``mode=0755`` equals ``mode=755``);
     numeric ``uid``/``gid`` as numbers, names are not comparable; NFS
-    ``vers=4`` against a negotiated ``4.2`` is not comparable. An option the
-    kernel does not show is not comparable (file systems omit their
-    defaults). Any other difference in value is drift.
+    ``vers=4`` against a negotiated ``4.2`` is not comparable; xfs sizes
+    (``logbsize``, ``allocsize``) compare as memparse() numbers; btrfs
+    ``subvol`` as an absolute path, ``compress``/``compress-force`` with the
+    level btrfs adds, ``rescue`` as a set (``all`` is not comparable); ext4's
+    ``noload`` is shown as ``norecovery``. An option the kernel does not show
+    is not comparable (file systems omit their defaults). Any other difference
+    in value is drift.
     """
     drifts: list[OptionDrift] = []
     for name, value in effective_fields(configured).items():
@@ -1232,7 +1276,7 @@ def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
             drifts.append(OptionDrift(_NAMES_OF_FLAG[flag][0], value, not value))
     live_fs = _fs_options(live)
     for name, element in _fs_options(configured).items():
-        live_element = live_fs.get(name)
+        live_element = live_fs.get(name, live_fs.get(_SHOWN_AS.get(name, name)))
         same = _same_fs_option(name, element, live_element)
         if same is not True:
             drifts.append(OptionDrift(name, element, live_element, comparable=same is not None))
