@@ -20,6 +20,7 @@ from lmi_mount.linux import mountapi
 from lmi_mount.linux.kernel import (
     KernelError,
     LinuxKernel,
+    split_data,
     helper_errno,
     helper_mount_spec,
     is_block_fstype,
@@ -433,3 +434,19 @@ def test_listmount_gives_up_on_a_kernel_that_does_not_resume(
     monkeypatch.setattr(mountapi, "_syscall", same_batch)
     assert mountapi.listmount() is None
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "parameters"),
+    [
+        pytest.param("size=1m,noswap", [("size", "1m"), ("noswap", None)], id="plain"),
+        pytest.param('context="system_u:object_r:tmp_t:s0:c1,c2",inode64',
+                     [("context", "system_u:object_r:tmp_t:s0:c1,c2"), ("inode64", None)],
+                     id="quoted-context-unquoted-for-fsconfig"),
+        pytest.param('a=x"y,z"', [("a", 'x"y,z"')], id="quotes-inside-kept"),
+        pytest.param('a="",,b=', [("a", ""), ("b", "")], id="empty-values"),
+    ],
+)
+def test_split_data_gives_fsconfig_parameters(data: str, parameters: list[tuple[str, str | None]]
+                                              ) -> None:
+    assert split_data(data) == parameters

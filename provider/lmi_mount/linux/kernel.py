@@ -1325,7 +1325,10 @@ def split_data(data: str) -> list[tuple[str, str | None]]:
     """mount(2) data as fsconfig(2) parameters: (key, value or None for a flag).
 
     Commas inside double quotes do not split (SELinux ``context="a,b"``, as
-    libmount's optstr.c); the quotes stay in the value.
+    libmount's optstr.c). The quotes around a value are taken off: mount(2)
+    hands the LSM options of its data to the LSM, which takes them off itself
+    (security/selinux/hooks.c), but fsconfig(2) passes the value as it is, and
+    the LSM refuses a quoted context (containerd met it moving to fsconfig).
     """
     parameters: list[tuple[str, str | None]] = []
     start, quoted = 0, False
@@ -1337,6 +1340,8 @@ def split_data(data: str) -> list[tuple[str, str | None]]:
             start = index + 1
             if option:
                 key, sep, value = option.partition("=")
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
                 parameters.append((key, value if sep else None))
     return parameters
 
