@@ -76,6 +76,7 @@ from lmi_mount.mounts.options import (
     compare,
     from_mountinfo,
     kernel_request,
+    propagation_asked,
     setup_words,
     with_defaults,
 )
@@ -186,6 +187,12 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
         wanted = (configured.options if configured.fstype is None
                   else with_defaults(configured.options))
         drift = tuple(compare(wanted, live_options))
+        # Propagation is the mount's state too (mountinfo's optional fields),
+        # though no option field shows it: a "shared" line's mount made
+        # private is not what the next boot gives.
+        propagation = propagation_asked(configured.options)
+        if propagation is not None and not propagation_holds(propagation[1], record):
+            drift = (*drift, OptionDrift("propagation", propagation[0], record.propagation))
         if source_drift is not None:
             drift = (source_drift, *drift)
     return MountStatus(

@@ -32,6 +32,7 @@ from lmi_mount.mounts.flags import (
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
+    MS_PRIVATE,
     MS_RDONLY,
     MS_REMOUNT,
 )
@@ -451,6 +452,35 @@ def test_a_defaults_line_whose_mount_was_made_read_only_by_hand_drifts(world: Ci
     following = conn.GetInstance(settings[(2, 1)]["SettingData"])
     assert (current["AllowWrite"], current["AllowExecution"]) == (False, False)
     assert (following["AllowWrite"], following["AllowExecution"]) == (True, True)
+
+
+@pytest.mark.parametrize("world", [k for k in EVERY_KERNEL if k.id != "fake"],  # private only
+                         indirect=True)
+def test_a_shared_line_keeps_shared_through_its_setting_and_drifts_when_made_private(
+        world: CimWorld) -> None:
+    # Propagation was neither in a mount's setting nor drift: passed back as
+    # the Goal, the setting rewrote the line without "shared", and a mount
+    # made private by hand under a "shared" line showed no drift (a review).
+    conn = world.connect()
+    target = world.dir("p1")
+    rv, out = call(conn, "CreateMount", Mode=1, FileSystemSpec="tmpfs", FileSystemType="tmpfs",
+                   MountPoint=target, Goal=_setting(conn, "size=4m,shared"))
+    assert rv == 0, out
+    [setting] = conn.Associators(out["Mount"],
+                                 AssocClass="LMI_MountedFileSystemElementSettingData")
+    assert "shared" in setting["OtherOptions"], setting["OtherOptions"]
+    rv, plan = call(conn, "ModifyMount", Mode=2, Mount=out["Mount"], Goal=setting.path)
+    assert rv == 0, plan
+    [line] = [line for line in world.fstab.read_text().splitlines() if target in line]
+    assert "shared" in line.split()[3].split(","), line
+    assert "drifted" not in conn.GetInstance(out["Mount"])["Caption"]
+
+    world.kernel.mount(None, target, None, MS_PRIVATE)
+    # The kernel signals no change of propagation alone (mountinfo's poll,
+    # fanotify's mount events): the next change of the table shows it.
+    world.kernel.mount("tmpfs", world.dir("p2"), "tmpfs", 0)
+    caption = conn.GetInstance(out["Mount"])["Caption"]
+    assert "drifted: propagation: configured shared, live private" in caption, caption
 
 
 def test_a_mount_point_through_dot_dot_is_refused_not_read_as_text(world: CimWorld) -> None:

@@ -29,8 +29,11 @@ from lmi_mount.mounts.flags import (
     MS_RDONLY,
     MS_REC,
     MS_REMOUNT,
+    MS_SHARED,
+    MS_SLAVE,
     MS_STRICTATIME,
     MS_SYNCHRONOUS,
+    MS_UNBINDABLE,
 )
 from tests.contract.helpers import (
     at,
@@ -514,6 +517,30 @@ def test_a_point_read_carries_the_unique_id_the_path_names(kernel: Kernel,
     # Not compared: the same mount read from the table is the same record.
     assert table(kernel).at(target) == point
     kernel.unmount(target)
+
+
+def test_a_point_read_shows_propagation_as_mountinfo_does(kernel: Kernel, base: Path) -> None:
+    # A read by statmount left the optional fields out: every mount looked
+    # private, and a "shared" line's mount made private by hand was no drift.
+    if not isinstance(kernel, LinuxKernel):
+        pytest.skip("FakeKernel models no propagation but private")
+    origin, peer, slave, alone = make_dirs(base, "origin", "peer", "slave", "alone")
+    kernel.mount("tmpfs", origin, "tmpfs", 0)
+    kernel.mount(None, origin, None, MS_SHARED)
+    kernel.mount(origin, peer, None, MS_BIND)  # a peer of the shared group
+    kernel.mount(origin, slave, None, MS_BIND)
+    kernel.mount(None, slave, None, MS_SLAVE)
+    kernel.mount("tmpfs", alone, "tmpfs", 0)
+    kernel.mount(None, alone, None, MS_UNBINDABLE)
+    shown = table(kernel)
+    for target, expected in ((origin, "shared:"), (peer, "shared:"), (slave, "master:"),
+                             (alone, "unbindable")):
+        point = kernel.mount_at(target)
+        assert point is not None
+        assert point.optional_fields == shown.at(target).optional_fields, target
+        assert point.propagation.startswith(expected), point
+    for target in (slave, peer, origin, alone):
+        kernel.unmount(target)
 
 
 def test_live_mount_ids_lists_every_mount_of_the_namespace(kernel: Kernel,

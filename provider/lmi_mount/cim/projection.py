@@ -39,7 +39,12 @@ from lmi_mount.cim.paths import instance_path
 from lmi_mount.engine import MountStatus
 from lmi_mount.linux.paths import VolumeStats
 from lmi_mount.mounts.fstab import FstabProblem
-from lmi_mount.mounts.options import MountOptions, is_fstab_only, with_defaults
+from lmi_mount.mounts.options import (
+    MountOptions,
+    is_fstab_only,
+    is_propagation,
+    with_defaults,
+)
 from lmi_mount.mounts.plan import MountSpec
 
 # InstanceID formats (DSP0004: "<OrgID>:<LocalID>"; OpenLMI used "LMI:<class>:...").
@@ -325,10 +330,11 @@ class Projector:
         configured = MountSpec.from_fstab(status.fstab) if status.fstab is not None else None
         if status.live_options is not None and configured is not None and not status.drift:
             # One setting for both: the live options, and the line's words the
-            # kernel never shows (noauto, nofail, x-*, comment=). Passed back
+            # options the kernel shows never hold (noauto, nofail, x-*,
+            # comment=, and propagation, which agrees: no drift). Passed back
             # as a Goal, it must write the line with them (the docs say to).
             kept = tuple(word for word in configured.options.other_options
-                         if is_fstab_only(word) and word != "defaults"
+                         if (is_fstab_only(word) and word != "defaults" or is_propagation(word))
                          and word not in status.live_options.other_options)
             options = dataclasses.replace(
                 status.live_options,

@@ -43,8 +43,11 @@ from lmi_mount.mounts.flags import (
     MS_NOSYMFOLLOW,
     MS_RDONLY,
     MS_RELATIME,
+    MS_SHARED,
+    MS_SLAVE,
     MS_STRICTATIME,
     MS_SYNCHRONOUS,
+    MS_UNBINDABLE,
 )
 from lmi_mount.mounts.mountinfo import MountRecord
 
@@ -349,7 +352,7 @@ def statmount(unique_id: int) -> MountRecord | None:
 
     Costs one system call where mountinfo costs a read and a parse of every
     line. None when the kernel lacks the call or the mount is gone.
-    Optional fields (propagation) are not reported: they are not asked for.
+    Its optional fields (propagation) come from STATMOUNT_MNT_BASIC.
     """
     request = struct.pack("=IIQQ", 24, 0, unique_id, _STATMOUNT_WANTED)
     size = 4096
@@ -397,6 +400,7 @@ def _record(raw: bytes) -> MountRecord:
     total, opts_at, mask = struct.unpack_from("=IIQ", raw, 0)
     major, minor, _magic, sb_flags, type_at = struct.unpack_from("=IIQII", raw, 16)
     unique, _parent_unique, old_id, old_parent, attr = struct.unpack_from("=QQIIQ", raw, 40)
+    propagation, peer_group, master, propagate_from = struct.unpack_from("=QQQQ", raw, 72)
     root_at, point_at = struct.unpack_from("=II", raw, 104)
     subtype_at, source_at = struct.unpack_from("=II", raw, 120)
     strings = raw[_STATMOUNT_STRINGS:total]
@@ -436,12 +440,29 @@ def _record(raw: bytes) -> MountRecord:
         root=string(root_at, STATMOUNT_MNT_ROOT),
         target=string(point_at, STATMOUNT_MNT_POINT),
         vfs_options=tuple(vfs),
-        optional_fields=(),
+        optional_fields=_optional_fields(propagation, peer_group, master, propagate_from),
         fstype=f"{fstype}.{subtype}" if subtype else fstype,
         source=source,
         super_options=tuple(sup),
         unique_id=unique,
     )
+
+
+def _optional_fields(propagation: int, peer_group: int, master: int,
+                     propagate_from: int) -> tuple[str, ...]:
+    """mountinfo's optional fields of a statmount reply, as show_mountinfo() writes
+    them (fs/proc_namespace.c): ``shared:N``, ``master:N``, ``propagate_from:N``
+    where it differs from the master, ``unbindable``."""
+    fields = []
+    if propagation & MS_SHARED:
+        fields.append(f"shared:{peer_group}")
+    if propagation & MS_SLAVE:
+        fields.append(f"master:{master}")
+        if propagate_from and propagate_from != master:
+            fields.append(f"propagate_from:{propagate_from}")
+    if propagation & MS_UNBINDABLE:
+        fields.append("unbindable")
+    return tuple(fields)
 
 
 def _split_escaped(options: str) -> Iterable[str]:

@@ -898,6 +898,13 @@ def is_propagation(word: str) -> bool:
     return word in _PROPAGATION_WORDS
 
 
+def propagation_asked(options: MountOptions) -> tuple[str, int] | None:
+    """The propagation word ``options`` end with (the last one wins, as mount(8)
+    applies them in turn) and its MS_* flags, or None."""
+    words = [word for word in options.other_options if word in _PROPAGATION_WORDS]
+    return (words[-1], _PROPAGATION_WORDS[words[-1]]) if words else None
+
+
 def without_propagation(options: MountOptions) -> MountOptions:
     """``options`` without their propagation word (``shared``, ``rslave``, ...)."""
     others = tuple(o for o in options.other_options if not is_propagation(o))
