@@ -479,3 +479,95 @@ def test_a_held_mount_renamed_then_covered_is_kept_and_never_the_one_unmounted(
         world.kernel.unmount(moved)  # the administrator's, by hand
         engine.release(target, "b")
         assert world.mounts_at(moved) == [] and engine.held(target) is None
+
+
+NOBODY = 65534
+
+
+class UserTree:
+    """``u`` owned by a local user (nobody), beside root's ``victim`` directory and
+    a root-only disk image: what a request naming a path under ``u`` may reach."""
+
+    def __init__(self, base: Path, api: MountApi) -> None:
+        self.base = base
+        self.user = base / "u"
+        self.user.mkdir()
+        os.chown(self.user, NOBODY, NOBODY)
+        self.victim = base / "victim"
+        self.victim.mkdir(mode=0o700)
+        (base / "fstab").write_text("")
+        self.api = api
+
+    def engine(self) -> MountManager:
+        return MountManager(LinuxKernel(mount_api=self.api), fstab_path=self.base / "fstab",
+                            state_dir=self.base / "state", timers=False).start()
+
+    def user_path(self, name: str, *, link_to: str | None = None, directory: bool = False
+                  ) -> str:
+        """``u/name``, made by the user: a symlink to ``link_to``, or a directory."""
+        path = self.user / name
+        if link_to is not None:
+            path.symlink_to(link_to)
+            os.lchown(path, NOBODY, NOBODY)
+        elif directory:
+            path.mkdir()
+            os.chown(path, NOBODY, NOBODY)
+        return str(path)
+
+
+@pytest.mark.private_namespace
+@pytest.mark.parametrize("link", ["absolute", "relative"])
+def test_a_user_s_symlink_never_leads_root_s_mount_out_of_the_user_s_tree(
+        tmp_path: Path, api: MountApi, link: str) -> None:
+    # A review: nobody's symlink u/mnt -> /etc, and CreateMount of u/mnt
+    # mounted over /etc (Mode 1 wrote "/etc" into fstab): root followed a
+    # link that a user owns out of that user's tree, which systemd's
+    # chase(CHASE_SAFE) refuses as an unsafe transition.
+    tree = UserTree(tmp_path, api)
+    target = str(tree.victim) if link == "absolute" else "../victim"
+    mnt = tree.user_path("mnt", link_to=target)
+    src = tree.user_path("src", link_to=target)
+    own = tree.user_path("own", directory=True)
+    engine = tree.engine()
+    for spec in (MountSpec("tmpfs", mnt, "tmpfs", parse_options("size=1m")),
+                 MountSpec(src, own, None, parse_options("bind"))):
+        for persist in (False, True):
+            with pytest.raises(MountError) as caught:
+                engine.create(spec, holder="alice", persist=persist)
+            assert "symbolic link" in str(caught.value) and "u/" in str(caught.value), caught.value
+            assert at(tree.victim) is None and at(own) is None
+    assert (tmp_path / "fstab").read_text() == ""
+    engine.close()
+
+
+@pytest.mark.private_namespace
+def test_a_user_s_symlink_within_the_user_s_tree_is_followed(tmp_path: Path,
+                                                             api: MountApi) -> None:
+    tree = UserTree(tmp_path, api)
+    real = tree.user_path("real", directory=True)
+    mnt = tree.user_path("mnt", link_to="real")
+    engine = tree.engine()
+    engine.create(MountSpec("tmpfs", mnt, "tmpfs", parse_options("size=1m")), holder="alice")
+    record = at(real)
+    assert record is not None and record.fstype == "tmpfs"
+    engine.delete(real, holder="alice")
+    engine.close()
+
+
+@pytest.mark.private_namespace
+@requires_tool("mkfs.ext4")
+def test_a_user_s_image_link_never_reaches_root_s_image(tmp_path: Path, api: MountApi) -> None:
+    # A review: root-only victim.img mounted for a request on nobody's
+    # u/disk.img (a symlink), read-write, its mount count raised.
+    tree = UserTree(tmp_path, api)
+    victim = mkfs_image(tree.victim, "ext4")
+    disk = tree.user_path("disk.img", link_to=victim)
+    own = tree.user_path("mnt", directory=True)
+    before = (Path(victim).stat().st_mtime_ns, Path(victim).read_bytes()[:2048])
+    engine = tree.engine()
+    with pytest.raises(MountError) as caught:
+        engine.create(MountSpec(disk, own, "ext4", parse_options("defaults")), holder="alice")
+    assert "symbolic link" in str(caught.value), caught.value
+    assert at(own) is None
+    assert (Path(victim).stat().st_mtime_ns, Path(victim).read_bytes()[:2048]) == before
+    engine.close()

@@ -20,11 +20,11 @@ from lmi_mount.linux import mountapi
 from lmi_mount.linux.kernel import (
     KernelError,
     LinuxKernel,
-    split_data,
     helper_errno,
     helper_mount_spec,
     is_block_fstype,
     needs_helper,
+    split_data,
 )
 from lmi_mount.mounts.flags import (
     MNT_DETACH,

@@ -198,3 +198,78 @@ def test_a_tag_without_udev_s_link_is_the_device_libblkid_finds(
         assert not cache_file.exists()
     finally:
         subprocess.run(["losetup", "-d", device], check=True)
+
+
+# -- open_resolved: links followed as the kernel does, never out of a user's tree --
+
+
+def _user_tree(tmp_path: Path) -> Path:
+    user = tmp_path / "u"
+    (user / "real").mkdir(parents=True)
+    for path in (user, user / "real"):
+        os.chown(path, 65534, 65534)
+    return user
+
+
+def _user_link(path: Path, destination: str) -> None:
+    path.symlink_to(destination)
+    os.lchown(path, 65534, 65534)
+
+
+@requires_root
+@pytest.mark.parametrize(
+    ("destination", "followed"),
+    [
+        pytest.param("real", True, id="relative-within"),
+        pytest.param("./real/.", True, id="dots-within"),
+        pytest.param("real/..", True, id="up-within"),
+        pytest.param("..", False, id="up-out"),
+        pytest.param("real/../..", False, id="up-out-through-a-directory"),
+        pytest.param("/", False, id="absolute"),
+    ],
+)
+def test_open_resolved_follows_a_user_s_link_only_within_that_user_s_tree(
+        tmp_path: Path, destination: str, followed: bool) -> None:
+    user = _user_tree(tmp_path)
+    _user_link(user / "link", destination)
+    if followed:
+        fd = paths.open_resolved(str(user / "link"))
+        try:
+            assert os.path.samestat(os.fstat(fd), os.stat(user / "link"))
+        finally:
+            os.close(fd)
+    else:
+        with pytest.raises(OSError) as caught:
+            paths.open_resolved(str(user / "link"))
+        assert caught.value.errno == errno.ENOLINK
+        assert caught.value.filename == str(user / "link")
+
+
+@requires_root
+def test_open_resolved_refuses_a_stranger_s_link_in_a_user_s_directory(tmp_path: Path) -> None:
+    # The link's owner is neither root nor the directory's (as CHASE_SAFE).
+    user = _user_tree(tmp_path)
+    (user / "link").symlink_to("real")
+    os.lchown(user / "link", 1234, 1234)
+    with pytest.raises(OSError) as caught:
+        paths.open_resolved(str(user / "link"))
+    assert caught.value.errno == errno.ENOLINK and "uid 1234" in caught.value.strerror
+
+
+@requires_root  # a user's absolute link is refused
+def test_open_resolved_follows_root_s_links_as_the_kernel_does(tmp_path: Path) -> None:
+    (tmp_path / "a/b").mkdir(parents=True)
+    (tmp_path / "up").symlink_to("a/b/../b")
+    (tmp_path / "abs").symlink_to(tmp_path / "up")
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "file").write_text("")
+    fd = paths.open_resolved(str(tmp_path / "abs"))
+    try:
+        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "a/b"))
+    finally:
+        os.close(fd)
+    for path, code in ((tmp_path / "loop", errno.ELOOP), (tmp_path / "file/x", errno.ENOTDIR),
+                       (tmp_path / "missing", errno.ENOENT)):
+        with pytest.raises(OSError) as caught:
+            paths.open_resolved(str(path))
+        assert caught.value.errno == code, path

@@ -460,9 +460,11 @@ def test_from_mountinfo(vfs: str, sup: str, expected: MountOptions) -> None:
         # options read back on Linux 6.18): equal, not drift.
         pytest.param("subvol=@home", ("rw", "rw,subvolid=256,subvol=/@home"), [],
                      id="btrfs-subvol-shown-absolute"),
-        pytest.param("subvol=sv1/", ("rw", "rw,subvol=/sv1"), [], id="btrfs-subvol-trailing-slash"),
+        pytest.param("subvol=sv1/", ("rw", "rw,subvol=/sv1"), [],
+                     id="btrfs-subvol-trailing-slash"),
         pytest.param("subvol=sv1", ("rw", "rw,subvol=/sv2"),
-                     [OptionDrift("subvol", "subvol=sv1", "subvol=/sv2")], id="btrfs-subvol-drift"),
+                     [OptionDrift("subvol", "subvol=sv1", "subvol=/sv2")],
+                     id="btrfs-subvol-drift"),
         pytest.param("compress", ("rw", "rw,compress=zlib:3"), [], id="btrfs-compress-default"),
         pytest.param("compress=zstd", ("rw", "rw,compress=zstd:3"), [],
                      id="btrfs-compress-level-added"),

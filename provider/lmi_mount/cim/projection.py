@@ -334,7 +334,7 @@ class Projector:
             # comment=, and propagation, which agrees: no drift). Passed back
             # as a Goal, it must write the line with them (the docs say to).
             kept = tuple(word for word in configured.options.other_options
-                         if (is_fstab_only(word) and word != "defaults" or is_propagation(word))
+                         if ((is_fstab_only(word) and word != "defaults") or is_propagation(word))
                          and word not in status.live_options.other_options)
             options = dataclasses.replace(
                 status.live_options,

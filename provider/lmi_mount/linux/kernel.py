@@ -42,7 +42,7 @@ from typing import Final, Literal, Protocol, TypeVar
 from lmi_mount.linux import mountapi
 from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
-from lmi_mount.linux.paths import Anchor, open_no_symlinks
+from lmi_mount.linux.paths import Anchor, open_no_symlinks, open_resolved
 from lmi_mount.linux.processes import ProcessUse, busy_processes, mount_users
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
@@ -1076,27 +1076,40 @@ class LinuxKernel:
         change its read-only state (EBUSY) or write through a read-only
         device (EACCES).
         """
-        try:
-            image_stat = os.stat(image)
-        except OSError as exc:
-            raise KernelError(exc.errno or errno.EIO, "loop", target, image, fstype) from exc
-        for device, backing in self.loop_devices().items():
-            if not self._same_file(backing, image_stat) or self._loop_offset(device) != 0:
-                continue
-            try:
-                return device, os.open(device, os.O_RDONLY | os.O_CLOEXEC), False
-            except OSError:
-                continue  # detached meanwhile (autoclear): attach anew below
-        return (*self._attach_loop(image, target, fstype, read_only), True)
-
-    def _attach_loop(
-        self, image: str, target: str, fstype: str, read_only: bool
-    ) -> tuple[str, int]:
+        # The image is opened once, as the mount point is: what is compared with
+        # the attached devices and what is attached are the file found, by a
+        # resolution no user's link can lead astray (open_resolved), so a
+        # swap after the request was checked cannot attach another file.
         mode = os.O_RDONLY if read_only else os.O_RDWR
         try:
-            backing_fd = os.open(image, mode | os.O_CLOEXEC)
+            found = open_resolved(image)
+            try:
+                backing_fd = os.open(f"/proc/self/fd/{found}", mode | os.O_CLOEXEC)
+            finally:
+                os.close(found)
+            image_stat = os.fstat(backing_fd)
         except OSError as exc:
-            raise KernelError(exc.errno or errno.EIO, "loop", target, image, fstype) from exc
+            raise KernelError(exc.errno or errno.EIO, "loop", target, image, fstype,
+                              exc.strerror if exc.filename == image else None) from exc
+        try:
+            for device, backing in self.loop_devices().items():
+                if not self._same_file(backing, image_stat) or self._loop_offset(device) != 0:
+                    continue
+                try:
+                    shared = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    continue  # detached meanwhile (autoclear): attach anew below
+                os.close(backing_fd)
+                return device, shared, False
+        except BaseException:
+            os.close(backing_fd)
+            raise
+        return (*self._attach_loop(backing_fd, image, target, fstype, read_only), True)
+
+    def _attach_loop(
+        self, backing_fd: int, image: str, target: str, fstype: str, read_only: bool
+    ) -> tuple[str, int]:
+        """Attach the open ``backing_fd`` (``image``) to a free loop device; closes it."""
         try:
             control = os.open(f"{self.dev_root}/loop-control", os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:

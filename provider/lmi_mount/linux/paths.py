@@ -116,6 +116,22 @@ def _fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
+def resolved_path(path: str, what: str) -> str:
+    """The real path of what ``path`` names now (``open_resolved``); PathProblem
+    naming ``path`` and ``what`` it is when it cannot be reached safely."""
+    try:
+        fd = open_resolved(path)
+    except FileNotFoundError:
+        raise PathProblem(f"{what} {path!r} does not exist", path, errno.ENOENT) from None
+    except OSError as exc:
+        raise PathProblem(f"{what} {path!r} cannot be used: {exc.strerror}", path,
+                          exc.errno or errno.EINVAL) from exc
+    try:
+        return _fd_path(fd)
+    finally:
+        os.close(fd)
+
+
 #: Whether openat2(2) is used (Linux >= 5.6); tests set it False to run the
 #: component-by-component walk older kernels get.
 USE_OPENAT2 = True
@@ -181,8 +197,89 @@ def open_no_symlinks(path: str, *, parent: bool = False) -> tuple[int, str]:
         raise
 
 
+#: Symbolic links one resolution follows at most (the kernel's MAXSYMLINKS).
+_MAX_LINKS = 40
+
+
+def _unsafe_transition(here: os.stat_result, there: os.stat_result) -> bool:
+    """Whether going from ``here`` to ``there`` leaves a user's tree for another
+    owner's: systemd's ``unsafe_transition()`` (CHASE_SAFE)."""
+    return here.st_uid != 0 and here.st_uid != there.st_uid
+
+
+def open_resolved(path: str) -> int:
+    """Open the absolute ``path`` (``O_PATH``), following symbolic links and ``..``
+    as the kernel does, one component at a time, but never out of a directory
+    a user other than root owns into another owner's (systemd's chase() with
+    CHASE_SAFE): a link that user made (``~nobody/mnt -> /etc``) would lead
+    root's mount, or root's open of an image, wherever that user likes. A
+    link must belong to root or to its directory's owner, an absolute link
+    from a user's tree is refused, and ``..`` may not climb out of one. Each
+    step opens what it checked, so a swap made meanwhile cannot redirect it.
+    Raises OSError naming ``path`` (ENOLINK for an unsafe transition).
+    """
+    if not path.startswith("/"):
+        raise OSError(errno.EINVAL, f"not an absolute path: {path!r}", path)
+    todo = [name for name in reversed(path.split("/")) if name not in ("", ".")]
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    here = os.fstat(fd)
+    links = 0
+    link = ""
+
+    def refuse(code: int, why: str) -> OSError:
+        return OSError(code, why, path)
+
+    try:
+        while todo:
+            name = todo.pop()
+            if name == ".":
+                continue
+            step = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            there = os.fstat(step)
+            if name == ".." and _unsafe_transition(here, there):
+                os.close(step)
+                after = f" after the symbolic link {link!r}" if link else ""
+                raise refuse(errno.ENOLINK, f"it climbs with '..'{after} out of a directory of "
+                                            f"uid {here.st_uid} into one of uid {there.st_uid}")
+            if stat.S_ISLNK(there.st_mode):
+                try:
+                    link = _fd_path(fd).rstrip("/") + "/" + name
+                    links += 1
+                    if links > _MAX_LINKS:
+                        raise refuse(errno.ELOOP, "it goes through too many symbolic links")
+                    if _unsafe_transition(here, there):
+                        raise refuse(errno.ENOLINK,
+                                     f"it goes through the symbolic link {link!r} of uid "
+                                     f"{there.st_uid} in a directory of uid {here.st_uid}")
+                    destination = os.readlink("", dir_fd=step)
+                finally:
+                    os.close(step)
+                todo.extend(n for n in reversed(destination.split("/")) if n not in ("", "."))
+                if destination.startswith("/"):
+                    top = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                    top_stat = os.fstat(top)
+                    if _unsafe_transition(there, top_stat):
+                        os.close(top)
+                        raise refuse(errno.ENOLINK,
+                                     f"it goes through the symbolic link {link!r} of uid "
+                                     f"{there.st_uid} to {destination!r}, out of that user's "
+                                     "tree: name the real path")
+                    os.close(fd)
+                    fd, here = top, top_stat
+                continue
+            os.close(fd)
+            fd, here = step, there
+            if todo and not stat.S_ISDIR(here.st_mode):
+                raise refuse(errno.ENOTDIR, f"{name!r} on the way is not a directory")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_anchor(path: str, what: str, *, file_ok: bool = False, dir_ok: bool = True) -> Anchor:
-    """Open ``path`` (following symlinks, as the user named it) as an Anchor.
+    """Open ``path`` (following symlinks, as the user named it, where that is safe:
+    ``open_resolved``) as an Anchor.
 
     ``what`` names the role in messages ("mount point", "bind source"). The
     descriptor must be a directory, or a regular file where ``file_ok``.
@@ -191,7 +288,7 @@ def open_anchor(path: str, what: str, *, file_ok: bool = False, dir_ok: bool = T
     if not path.startswith("/"):
         raise PathProblem(f"{what} {path!r} is not an absolute path", path)
     try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        fd = open_resolved(path)
     except FileNotFoundError:
         raise PathProblem(f"{what} {path!r} does not exist", path, errno.ENOENT) from None
     except OSError as exc:
@@ -221,26 +318,6 @@ class PathChecker:
 
     dev_root: str = "/dev"
 
-    def mount_point(self, target: str, *, file_ok: bool = False) -> str:
-        """Return the canonical mount point; it must exist and be a directory.
-
-        A bind mount of a regular file needs a file as its mount point
-        (mount(2), MS_BIND), hence ``file_ok``. Symlinks are resolved because
-        the kernel reports the resolved path in mountinfo.
-        """
-        try:
-            st = os.stat(target)
-        except FileNotFoundError:
-            raise PathProblem(f"mount point {target!r} does not exist", target) from None
-        except OSError as exc:
-            raise PathProblem(
-                f"mount point {target!r} cannot be used: {exc.strerror}", target
-            ) from exc
-        if not stat.S_ISDIR(st.st_mode) and not (file_ok and stat.S_ISREG(st.st_mode)):
-            kind = "a directory or a regular file" if file_ok else "a directory"
-            raise PathProblem(f"mount point {target!r} is not {kind}", target)
-        return os.path.realpath(target)
-
     def open_mount_point(self, target: str, *, file_ok: bool = False) -> Anchor:
         """The mount point, opened once: an Anchor on a directory (or a regular
         file for a file bind)."""
@@ -249,22 +326,6 @@ class PathChecker:
     def open_bind_source(self, source: str) -> Anchor:
         """The source of a bind mount, opened once (a directory or a regular file)."""
         return open_anchor(source, "bind source", file_ok=True)
-
-    def bind_source(self, source: str) -> tuple[str, bool]:
-        """Return (canonical source, is a regular file) of a bind mount source."""
-        if not source.startswith("/"):
-            raise PathProblem(f"bind source {source!r} is not an absolute path", source)
-        try:
-            st = os.stat(source)
-        except OSError as exc:
-            raise PathProblem(
-                f"bind source {source!r} cannot be used: {exc.strerror}", source
-            ) from exc
-        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
-            raise PathProblem(
-                f"bind source {source!r} is not a directory or a regular file", source
-            )
-        return os.path.realpath(source), stat.S_ISREG(st.st_mode)
 
     def device_source(self, source: str) -> str:
         """Resolve a block source: image files and devices to their real path, tags via
@@ -288,7 +349,5 @@ class PathChecker:
                 raise PathProblem(f"no device has {source} (no {link}{probed})", source)
             return os.path.realpath(device)
         if source.startswith("/") and not source.startswith("//"):
-            if not os.path.exists(source):
-                raise PathProblem(f"source {source!r} does not exist", source)
-            return os.path.realpath(source)
+            return resolved_path(source, "source")
         return source
