@@ -257,17 +257,19 @@ def test_open_resolved_refuses_a_stranger_s_link_in_a_user_s_directory(tmp_path:
 
 
 @requires_root  # a user's absolute link is refused
-def test_open_resolved_follows_root_s_links_as_the_kernel_does(tmp_path: Path) -> None:
+def test_open_resolved_follows_root_s_links_as_the_kernel_does(tmp_path: Path, way: str
+                                                               ) -> None:
     (tmp_path / "a/b").mkdir(parents=True)
     (tmp_path / "up").symlink_to("a/b/../b")
     (tmp_path / "abs").symlink_to(tmp_path / "up")
     (tmp_path / "loop").symlink_to("loop")
     (tmp_path / "file").write_text("")
-    fd = paths.open_resolved(str(tmp_path / "abs"))
-    try:
-        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "a/b"))
-    finally:
-        os.close(fd)
+    for path in ("abs", "a/b", "a/./b/", "a/b/../b"):
+        fd = paths.open_resolved(f"{tmp_path}/{path}")
+        try:
+            assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "a/b")), path
+        finally:
+            os.close(fd)
     for path, code in ((tmp_path / "loop", errno.ELOOP), (tmp_path / "file/x", errno.ENOTDIR),
                        (tmp_path / "missing", errno.ENOENT)):
         with pytest.raises(OSError) as caught:
