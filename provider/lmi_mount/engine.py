@@ -1840,10 +1840,12 @@ class MountManager:
             return
         log.warning("rolling back %s (transaction %d), interrupted before it finished",
                     txn.operation, txn.txn)
-        remade: tuple[int, int | None] | None = None  # as in _roll_back
+        # As in _roll_back; a recovery killed after it mounted again left a note.
+        remade = self._remade_by_a_recovery(steps, txn.progress)
         for step in reversed(steps):
             try:
-                remade = self._recover_step(step, mounts, txn.progress, remade) or remade
+                remade = self._recover_step(step, mounts, txn.progress, remade,
+                                            txn=txn.txn) or remade
             except Exception:
                 log.exception("recovery of %r: could not undo %s", txn.operation,
                               step.describe())
@@ -1890,14 +1892,18 @@ class MountManager:
 
     def _recover_step(self, step: Step, mounts: dict[str, HeldMount],
                       progress: tuple[dict[str, object], ...] = (),
-                      remade: tuple[int, int | None] | None = None,
+                      remade: tuple[int, int | None] | None = None, *, txn: int,
                       ) -> tuple[int, int | None] | None:
-        """Undo ``step`` if the machine shows it applied; returns the (id, unique id)
-        of a mount it made again (an undone unmount), else None.
+        """Undo ``step`` of transaction ``txn`` if the machine shows it applied;
+        returns the (id, unique id) of a mount it made again (an undone
+        unmount), else None.
 
         A holder record is restored with the ids it had, or with ``remade``'s
-        when this recovery mounted its mount again: never with whatever mount
-        its path reaches now, which may be anyone's.
+        when a recovery mounted its mount again: never with whatever mount its
+        path reaches now, which may be anyone's. The mount made again is
+        noted as ``_mount`` notes its own (before, what is at the path; after,
+        its ids), so that a recovery killed in turn leaves its ids to the next
+        (``_remade_by_a_recovery``).
         """
         if isinstance(step, HolderChange):
             current = mounts.get(step.target)
@@ -1947,14 +1953,43 @@ class MountManager:
         elif isinstance(step, KernelUnmount):
             if step.remount is not None and self.mount_table().at(step.target) is None:
                 flags, data, clear = KernelMount(step.remount).request()
+                over = self.kernel.mount_identity(step.target)
+                self._journal.progress(txn, {"remounting": step.target,
+                                             "over": list(over) if over else None})
                 record = self.kernel.mount(step.remount.source, step.target,
                                            step.remount.fstype, flags, data, clear=clear)
-                return record.mount_id, self._unique_of(record)
+                self._crash("recovery mount made, not noted")
+                unique = self._unique_of(record)
+                self._journal.progress(txn, {
+                    "remade": record.mount_id, "target": step.target, "unique": unique,
+                    "device": [record.major, record.minor], "root": record.root})
+                self._crash("recovery mounted again")
+                return record.mount_id, unique
         elif self.mount_table().at(step.target) is not None:  # KernelRemount: idempotent
             undo = step.undo()
             assert isinstance(undo, KernelRemount)
             flags, data = undo.request()
             self.kernel.mount(None, step.target, None, flags, data, expect=step.mount_id)
+        return None
+
+    def _remade_by_a_recovery(self, steps: list[Step], progress: tuple[dict[str, object], ...]
+                              ) -> tuple[int, int | None] | None:
+        """The (id, unique id) of the mount an earlier, interrupted recovery of these
+        ``steps`` made again, if it lives: by its note, else (killed between
+        the mount and its note) found as ``_unnoted_mount`` finds a step's."""
+        for note in progress:
+            if "remade" in note:
+                found = self._noted_mount({**note, "mounted": note["remade"]})
+                if found is not None:
+                    return found[0].mount_id, found[1]
+        for note in progress:
+            step = next((step for step in steps if isinstance(step, KernelUnmount)
+                         and step.remount is not None
+                         and step.target == note.get("remounting")), None)
+            if step is not None and step.remount is not None:
+                made = self._unnoted_mount(step.remount, note)
+                if made is not None:
+                    return made[0].mount_id, made[1]
         return None
 
     def _unnoted_mount(self, spec: MountSpec, about: dict[str, object]

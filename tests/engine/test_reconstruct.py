@@ -202,6 +202,33 @@ def test_kill_9_at_every_step_of_acquire_and_release(tmp_path) -> None:  # type:
     shutil.rmtree(probe.state)
 
 
+@private_namespace
+@pytest.mark.parametrize("second", ["recovery mount made, not noted", "recovery mounted again"])
+def test_a_recovery_killed_after_it_mounted_again_keeps_the_holders(tmp_path: Path,
+                                                                    second: str) -> None:
+    # WI6 across two kills (a review): a release killed after its unmount is
+    # undone at the next start by mounting again; that recovery killed too,
+    # the third start restored alice with the first mount's ids, found no
+    # such mount, and forgot her: a live mount nobody held or timed.
+    world = World("real", fresh_dir(tmp_path / "w"))
+    source, target = world.dir("src"), world.dir("mnt")
+    spec = MountSpec(source, target, None, parse_options("bind"))
+    with world.manager() as setup:
+        setup.create(spec, holder="alice", persist=True)
+    line = world.fstab.read_text()
+    die_at(world, "after KernelUnmount",
+           lambda m: m.delete(target, holder="alice", persist=True))
+    die_at(world, second, lambda m: None)  # the recovery of the start
+    with world.manager() as manager:
+        held = manager.held(target)
+        mounted = world.mounts_at(target)
+        assert held is not None and held.holders == ("alice",), held
+        assert len(mounted) == 1 and mounted[0].mount_id == held.mount_id
+        assert world.fstab.read_text() == line
+        manager.delete(target, holder="alice", persist=True)
+    assert world.mounts_at(target) == [] and target not in world.fstab.read_text()
+
+
 def acquire_in(manager, world: World) -> None:  # type: ignore[no-untyped-def]
     manager.acquire(tmpfs(world), "a")
 
