@@ -129,3 +129,32 @@ def test_wbemcli_over_https_and_its_errors(running: Running) -> None:
     wrong = subprocess.run([tool, "ecn", f"http://admin:nope@127.0.0.1:{running.http_port}/"
                             "root/cimv2"], capture_output=True, text=True, timeout=30)
     assert wrong.returncode != 0 and "Invalid username/password" in wrong.stderr
+
+
+_GET_SETTING_CLASS = (
+    b'<?xml version="1.0" encoding="utf-8" ?><CIM CIMVERSION="2.0" DTDVERSION="2.0">'
+    b'<MESSAGE ID="4711" PROTOCOLVERSION="1.0"><SIMPLEREQ><IMETHODCALL NAME="GetClass">'
+    b'<LOCALNAMESPACEPATH><NAMESPACE NAME="root"/><NAMESPACE NAME="cimv2"/>'
+    b'</LOCALNAMESPACEPATH><IPARAMVALUE NAME="ClassName">'
+    b'<CLASSNAME NAME="LMI_MountedFileSystemSetting"/></IPARAMVALUE>'
+    b'<IPARAMVALUE NAME="LocalOnly"><VALUE>FALSE</VALUE></IPARAMVALUE></IMETHODCALL></SIMPLEREQ></MESSAGE></CIM>')
+
+
+def test_embedded_objects_are_marked_for_every_client_but_sblim_s(running: Running) -> None:
+    # A review: a client without a User-Agent (http.client, an agent) got
+    # the EmbeddedObject attributes stripped, as only sblim wbemcli needs.
+    # sblim-sfcc is told by the request head it sends (captured from wbemcli).
+    import base64
+    import http.client
+    auth = base64.b64encode(f"{ADMIN[0]}:{ADMIN[1]}".encode()).decode()
+    sfcc = {"Connection": "Keep-Alive, TE"}
+    for extra, marked in (({}, True), ({"User-Agent": "console/1"}, True), (sfcc, False)):
+        conn = http.client.HTTPConnection("127.0.0.1", running.http_port, timeout=30)
+        conn.request("POST", "/cimom", _GET_SETTING_CLASS, {
+            "Content-Type": 'application/xml; charset="utf-8"', "Authorization": f"Basic {auth}",
+            "CIMProtocolVersion": "1.0", "CIMOperation": "MethodCall",
+            "CIMMethod": "GetClass", "CIMObject": "root%2Fcimv2", **extra})
+        body = conn.getresponse().read()
+        conn.close()
+        assert b'NAME="ComponentSetting"' in body
+        assert (b'EmbeddedObject="object"' in body) is marked, extra

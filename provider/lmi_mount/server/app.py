@@ -278,15 +278,26 @@ class CimXmlApp:
 
 def _cim_response(head: RequestHead, body: bytes | Iterator[bytes]) -> Response:
     """The HTTP response carrying the CIM-XML ``body`` answering ``head``'s request."""
-    if "User-Agent" not in head.headers:
-        # sblim wbemcli, the one client known to send no User-Agent, cannot
-        # parse every attribute later DSP0201 versions allow (cimxml.sblim_compatible).
+    if _from_sblim(head):
+        # sblim wbemcli cannot parse every attribute later DSP0201 versions
+        # allow (cimxml.sblim_compatible); every other client gets them.
         body = (cimxml.sblim_compatible(body) if isinstance(body, bytes)
                 else _sblim_stream(body))
     if not isinstance(body, bytes):
         body = _guard(body)
     return Response(200, [("Content-Type", _RESPONSE_TYPE),
                           ("CIMOperation", "MethodResponse")], body)
+
+
+def _from_sblim(head: RequestHead) -> bool:
+    """Whether the request comes from sblim-sfcc (wbemcli): it sends no User-Agent
+    and lists TE in Connection (``Connection: Keep-Alive, TE``). A client that
+    merely sends no User-Agent (http.client, an agent) is not it: a review found
+    such clients given responses without their EmbeddedObject attributes."""
+    if "User-Agent" in head.headers:
+        return False
+    tokens = (head.headers.get("Connection") or "").split(",")
+    return any(token.strip().lower() == "te" for token in tokens)
 
 
 def _object_matches(header: str, target: CIMInstanceName | CIMClassName) -> bool:
