@@ -439,3 +439,26 @@ def test_an_integer_property_made_for_each_value_is_the_property_pywbem_reads(
 def test_only_an_integer_type_makes_an_integer_property() -> None:
     with pytest.raises(ValueError, match="'string' is no integer type"):
         cimxml.integer_property_xml("SequenceNumber", "string")
+
+
+@pytest.mark.parametrize(("paramtype", "value", "expected"), [
+    pytest.param("uint32", "32768", Uint16(32768), id="another-width-that-fits"),
+    pytest.param("uint16", "32768", Uint16(32768), id="as-declared"),
+    pytest.param("string", "1", "declared uint16, sent as string", id="string-for-integer"),
+    pytest.param("boolean", "true", "declared uint16, sent as boolean", id="boolean-for-integer"),
+    pytest.param("uint32", "70000", "70000", id="another-width-that-does-not-fit"),
+])
+def test_the_declared_type_wins_over_the_client_s(model: Model, paramtype: str, value: str,
+                                                  expected: object) -> None:
+    # A review: the client's PARAMTYPE won, so RequestedState sent as a
+    # string reached the provider as one and ended in "internal error".
+    method = model.get_class("LMI_MountConfigurationService").methods["CreateMount"]
+    raw = [cimxml.RawParam("Mode", paramtype, None, value)]
+    if isinstance(expected, str):
+        with pytest.raises(CIMError) as caught:
+            cimxml.type_method_params(raw, method, "M")
+        assert caught.value.status_code_name == "CIM_ERR_INVALID_PARAMETER"
+        assert expected in caught.value.status_description
+    else:
+        typed = cimxml.type_method_params(raw, method, "M")["Mode"]
+        assert typed == expected and type(typed) is type(expected)

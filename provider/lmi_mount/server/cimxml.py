@@ -690,6 +690,14 @@ def typed_value(value: Any, cim_type: str, what: str) -> Any:
     return _typed_scalar(value, cim_type, what)
 
 
+#: CIM types of one kind: a parameter sent as one is read as another of its kind.
+_TYPE_KIND: Final = {
+    **{name: "integer" for name in ("uint8", "sint8", "uint16", "sint16", "uint32",
+                                    "sint32", "uint64", "sint64")},
+    "real32": "real", "real64": "real", "string": "string", "char16": "string",
+}
+
+
 def type_method_params(
     params: Sequence[RawParam], method: CIMMethod | None, where: str
 ) -> dict[str, Any]:
@@ -697,10 +705,12 @@ def type_method_params(
     declares it (as the client spelled it without a declaration); each name
     once, whatever its case.
 
-    A PARAMTYPE given by the client wins; untyped parameters (sblim wbemcli
-    sends none) take the type of the method's declaration, and so do
-    embedded instances, which arrive as strings. A parameter the declaration
-    lacks is an invalid parameter, named.
+    The method's declaration gives the type: a PARAMTYPE the client sends must
+    be of its kind (an integer of another width is read as the declared one,
+    if the value fits), else the parameter is invalid, named; untyped
+    parameters (sblim wbemcli sends none) and embedded instances, which
+    arrive as strings, take it too. Without a declaration the client's type
+    is used. A parameter the declaration lacks is an invalid parameter, named.
     """
     typed: dict[str, Any] = {}
     seen: set[str] = set()
@@ -728,7 +738,12 @@ def type_method_params(
             typed[name] = value
             continue
         embedded = raw.embedded_object or (decl.embedded_object if decl is not None else None)
-        cim_type = raw.paramtype or (decl.type if decl is not None else None)
+        cim_type = decl.type if decl is not None else raw.paramtype
+        if (decl is not None and raw.paramtype is not None
+                and _TYPE_KIND.get(raw.paramtype, raw.paramtype)
+                != _TYPE_KIND.get(decl.type, decl.type)):
+            raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                           f"{what} is declared {decl.type}, sent as {raw.paramtype}")
         if embedded:
             items = value if isinstance(value, list) else [value]
             try:
