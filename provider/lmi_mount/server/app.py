@@ -221,10 +221,9 @@ class CimXmlApp:
         except cimxml.RequestError as exc:
             log.info("request from %s (%s) refused: %s", head.peer[0], identity.user, exc)
             return _cim_error(exc.status, exc.cim_error, str(exc))
-        except CIMError as exc:
-            # A value in the request that cannot be read (a bad boolean in
-            # an embedded instance, ...): the request is not valid.
-            return _cim_error(400, "request-not-valid", str(exc.status_description))
+        except cimxml.CallRefused as refused:
+            log.info("request from %s (%s) refused: %s", head.peer[0], identity.user, refused)
+            return _cim_response(head, refused.body())
         except _Refused as refused:
             return refused.response
         caller = Caller(user=identity.user, may_write=identity.may_write)

@@ -77,6 +77,24 @@ class RequestError(Exception):
         self.status = status
 
 
+class CallRefused(Exception):
+    """A call whose element the DTD allows holds a value that does not fit its type
+    (a boolean property ``maybe``, a numeric key ``abc``: VALUE and KEYVALUE are
+    PCDATA): DSP0200 answers it with the call's CIM error, not with HTTP 400."""
+
+    def __init__(self, message_id: str, method: str, intrinsic: bool, error: CIMError) -> None:
+        super().__init__(str(error))
+        self.message_id = message_id
+        self.method = method
+        self.intrinsic = intrinsic
+        self.error = error
+
+    def body(self) -> bytes:
+        """The response message carrying the error."""
+        answer = imethod_error if self.intrinsic else method_error
+        return answer(self.message_id, self.method, self.error)
+
+
 class EncodeError(ValueError):
     """A value that CIM-XML cannot carry (a character XML 1.0 forbids)."""
 
@@ -251,9 +269,13 @@ def parse_request(data: bytes) -> IntrinsicCall | ExtrinsicCall:
         got = ", ".join(str(c.tag) for c in calls) or "nothing"
         raise _invalid(f"SIMPLEREQ must hold IMETHODCALL or METHODCALL, not {got}")
     call = calls[0]
-    if call.tag == "IMETHODCALL":
-        return _parse_imethodcall(call, message_id)
-    return _parse_methodcall(call, message_id)
+    try:
+        if call.tag == "IMETHODCALL":
+            return _parse_imethodcall(call, message_id)
+        return _parse_methodcall(call, message_id)
+    except CIMError as exc:
+        raise CallRefused(message_id, str(call.get("NAME") or ""), call.tag == "IMETHODCALL",
+                          exc) from None
 
 
 def _parse_imethodcall(call: etree._Element, message_id: str) -> IntrinsicCall:
@@ -359,7 +381,8 @@ def _keyvalue(element: etree._Element) -> Any:
             return _integer(stripped)
         if _REAL.fullmatch(stripped):
             return float(stripped)
-        raise _invalid(f"KEYVALUE {text!r} is not numeric")
+        # A value the DTD allows (KEYVALUE is PCDATA): the call's error.
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"KEYVALUE {text!r} is not numeric")
     raise _invalid(f"KEYVALUE VALUETYPE {valuetype!r} is not string, boolean or numeric")
 
 
