@@ -21,6 +21,7 @@ from pywbem import (
     CIMInstance,
     CIMInstanceName,
     Uint16,
+    Uint64,
 )
 
 from lmi_mount.cim.broker import Caller
@@ -223,6 +224,23 @@ def test_a_subscription_is_made_enabled_or_disabled_only(front: InteropBroker) -
     assert refused.value.status_code == CIM_ERR_INVALID_PARAMETER
     assert "SubscriptionState must be 2 (Enabled) or 4 (Disabled), not 7" in str(refused.value)
     assert list(front.enumerate_instances(INTEROP, "CIM_IndicationSubscription")) == []
+
+
+def test_a_subscription_that_would_end_by_itself_is_refused(front: InteropBroker) -> None:
+    # A review: SubscriptionDuration was taken and echoed back, then ignored:
+    # indications went on after it (the schema says they MUST NOT). DSP1054
+    # lets a service refuse what it does not support.
+    found = front.create_instance(INTEROP, filter_instance(), caller=ADMIN)
+    handler = front.create_instance(INTEROP, destination(), caller=ADMIN)
+    subscription = CIMInstance("CIM_IndicationSubscription", properties={
+        "Filter": found, "Handler": handler, "SubscriptionDuration": Uint64(1)})
+    with pytest.raises(CIMError) as refused:
+        front.create_instance(INTEROP, subscription, caller=ADMIN)
+    assert refused.value.status_code == CIM_ERR_NOT_SUPPORTED
+    assert "SubscriptionDuration" in str(refused.value)
+    assert list(front.enumerate_instances(INTEROP, "CIM_IndicationSubscription")) == []
+    del subscription["SubscriptionDuration"]  # none: until it is deleted
+    front.create_instance(INTEROP, subscription, caller=ADMIN)
 
 
 def test_keys_a_client_leaves_out_are_the_service_s(front: InteropBroker) -> None:

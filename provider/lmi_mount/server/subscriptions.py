@@ -378,6 +378,12 @@ class SubscriptionStore:
             typed["SubscriptionState"] = Uint16(ENABLED)
         if new:  # a kept one in another state, taken before, sends nothing (as before)
             _check_state(typed["SubscriptionState"])
+            if typed["SubscriptionDuration"] is not None:
+                # Indications after it MUST NOT be sent (CIM schema); a lease is
+                # not kept here, and DSP1054 lets a service refuse it.
+                raise CIMError(CIM_ERR_NOT_SUPPORTED,
+                               f"SubscriptionDuration {typed['SubscriptionDuration']} is not "
+                               "supported: a subscription lasts until it is deleted (give none)")
         typed.path = CIMInstanceName(SUBSCRIPTION, {"Filter": typed["Filter"],
                                                     "Handler": typed["Handler"]},
                                      namespace=self._namespace)
