@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pywbem import (
+    CIM_ERR_ACCESS_DENIED,
     CIM_ERR_FAILED,
     CIM_ERR_INVALID_CLASS,
     CIM_ERR_NOT_FOUND,
@@ -18,6 +19,7 @@ from pywbem import (
 )
 
 from lmi_mount.cim import names
+from lmi_mount.cim.broker import Caller
 from lmi_mount.mounts.fstab import FstabDocument
 from lmi_mount.mounts.options import parse_options, with_defaults
 from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job, service_path
@@ -245,6 +247,17 @@ def test_failed_job_reports_its_error(fake_world: CimWorld) -> None:
     assert job["JobOutParameters"]["__ReturnValue"] == 6
     rv, error = conn.InvokeMethod("GetError", out["Job"])
     assert rv == 0 and "4242" in error["Error"]["Message"]
+    # A reader may ask why a job failed (a review: GetError changes nothing,
+    # and a monitoring console with reader credentials could not), not change it.
+    reader = Caller(user="monitor", may_write=False)
+    for method in ("GetError", "GetErrors"):
+        rv, errors = conn.broker.invoke_method(NS, out["Job"], method, {}, caller=reader)
+        assert rv == 0 and "4242" in str(errors), method
+    with pytest.raises(CIMError) as denied:
+        conn.broker.invoke_method(NS, out["Job"], "RequestStateChange",
+                                  {"RequestedState": Uint16(4)}, caller=reader)
+    assert denied.value.status_code == CIM_ERR_ACCESS_DENIED
+    assert "'monitor' may read but not call RequestStateChange" in str(denied.value)
     [owner] = conn.AssociatorNames(out["Job"], AssocClass=names.OWNING_MOUNT_JOB_ELEMENT)
     assert owner.classname == names.MOUNT_CONFIGURATION_SERVICE
     [affected] = conn.AssociatorNames(out["Job"], AssocClass=names.AFFECTED_MOUNT_JOB_ELEMENT)

@@ -521,11 +521,14 @@ class Broker:
         caller: Caller = ANONYMOUS,
     ) -> tuple[Any, dict[str, Any]]:
         self._check_namespace(namespace or path.namespace)
-        self._check_write(caller, "call methods")
         cls = self._class(path.classname)
         declared = cls.methods.get(method)  # a NocaseDict: CIM names ignore case
         if declared is None:
+            self._check_write(caller, "call methods")
             raise CIMError(CIM_ERR_METHOD_NOT_FOUND, f"{cls.classname} has no method {method!r}")
+        served_by = self._provider(cls.classname)
+        if served_by is None or declared.name.lower() not in served_by.read_only_methods:
+            self._check_write(caller, f"call {declared.name}")
         signature = method_parameters(declared)
         for name in params:
             parameter = signature.declared.get(name.lower())

@@ -177,6 +177,8 @@ class Provider(ABC):
     classnames: tuple[str, ...] = ()
     #: Association classes among them.
     associations: tuple[str, ...] = ()
+    #: Methods that change nothing (lower case): readers may call them.
+    read_only_methods: frozenset[str] = frozenset()
 
     @abstractmethod
     def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:

@@ -44,6 +44,7 @@ def job_number(path: CIMInstanceName | None) -> int | None:
 
 class JobProvider(Provider):
     classnames = (names.MOUNT_JOB,)
+    read_only_methods = frozenset({"geterror", "geterrors"})
 
     def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
         jobs = view.context.jobs
