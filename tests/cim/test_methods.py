@@ -16,6 +16,7 @@ import pytest
 from pywbem import (
     CIM_ERR_INVALID_PARAMETER,
     CIM_ERR_INVALID_QUERY,
+    CIM_ERR_METHOD_NOT_AVAILABLE,
     CIM_ERR_NOT_FOUND,
     CIM_ERR_QUERY_LANGUAGE_NOT_SUPPORTED,
     CIMError,
@@ -36,7 +37,15 @@ from lmi_mount.mounts.flags import (
     MS_RDONLY,
     MS_REMOUNT,
 )
-from tests.cim.conftest import EVERY_KERNEL, NS, CimWorld, call, create_tmpfs, finished_job
+from tests.cim.conftest import (
+    EVERY_KERNEL,
+    NS,
+    CimWorld,
+    call,
+    create_tmpfs,
+    finished_job,
+    service_path,
+)
 
 # -- the OpenLMI client flow ---------------------------------------------------------------
 
@@ -1153,3 +1162,16 @@ def test_a_read_only_remount_of_a_bind_of_a_disk_changes_that_bind_only(
     assert record.vfs_options[0] == "rw" and record.super_options[0] == "rw"
     [record] = world.mounts_at(view)
     assert record.vfs_options[0] == "ro"
+
+
+@pytest.mark.parametrize("method", ["StartService", "StopService", "RequestStateChange"])
+def test_a_declared_method_not_implemented_is_not_available(fake_world: CimWorld,
+                                                            method: str) -> None:
+    # The model declares it (CIM_Service), the service does not implement it:
+    # DSP0200's CIM_ERR_METHOD_NOT_AVAILABLE, not "has no method" (a review).
+    conn = fake_world.connect()
+    with pytest.raises(CIMError) as caught:
+        conn.InvokeMethod(method, service_path(conn))
+    assert caught.value.status_code == CIM_ERR_METHOD_NOT_AVAILABLE
+    assert f"LMI_MountConfigurationService.{method} is declared by the model but not " \
+           "implemented" in caught.value.status_description

@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pywbem import CIM_ERR_NOT_SUPPORTED, CIMClassName, CIMError, CIMInstance, CIMInstanceName
+from pywbem import (
+    CIM_ERR_METHOD_NOT_AVAILABLE,
+    CIM_ERR_NOT_SUPPORTED,
+    CIMClassName,
+    CIMError,
+    CIMInstance,
+    CIMInstanceName,
+)
 
 from lmi_mount.cim.jobs import JobManager
 from lmi_mount.cim.paths import same_path
@@ -217,7 +224,10 @@ class Provider(ABC):
         params: Mapping[str, Any],
         caller: Caller,
     ) -> tuple[Any, dict[str, Any]]:
-        raise CIMError(CIM_ERR_NOT_SUPPORTED, f"{path.classname} has no method {method!r}")
+        # The broker found the method declared: the model has it, this service not.
+        raise CIMError(CIM_ERR_METHOD_NOT_AVAILABLE,
+                       f"{path.classname}.{method} is declared by the model but not implemented "
+                       "by lmi-mount")
 
     def modify(self, view: View, instance: CIMInstance, property_list: list[str] | None) -> None:
         raise CIMError(
