@@ -93,6 +93,7 @@ __all__ = [
     "with_defaults",
     "with_unnamed_at_defaults",
     "with_unnamed_from",
+    "without_fs_options_in_effect",
     "without_propagation",
 ]
 
@@ -982,20 +983,28 @@ def split_flags(flags: int) -> tuple[int, int]:
     return flags & PER_MOUNT_FLAGS, flags & _OPTION_FLAGS & ~PER_MOUNT_FLAGS
 
 
+def _is_fs_data(element: str) -> bool:
+    """Whether ``element`` of other options is the file system's own (mount(2) data)."""
+    return not (is_fstab_only(element) or element in _FLAG_WORDS or element in _I_VERSION_WORDS
+                or element in _BIND_WORDS or element in _PROPAGATION_WORDS)
+
+
 def _fs_options(options: MountOptions) -> dict[str, str]:
     """File system data options by name, the last of a name winning (it is the one in effect)."""
-    found: dict[str, str] = {}
-    for element in options.other_options:
-        if (
-            is_fstab_only(element)
-            or element in _FLAG_WORDS
-            or element in _I_VERSION_WORDS
-            or element in _BIND_WORDS
-            or element in _PROPAGATION_WORDS
-        ):
-            continue
-        found[element.split("=", 1)[0]] = element
-    return found
+    return {element.split("=", 1)[0]: element
+            for element in options.other_options if _is_fs_data(element)}
+
+
+def without_fs_options_in_effect(options: MountOptions, live: MountOptions) -> MountOptions:
+    """``options`` without the file system options ``live`` shows in effect already
+    (as ``compare`` judges them): asking for those changes nothing, and a bind's
+    own setting, which shows its origin's, may then be given back as a Goal."""
+    live_fs = _fs_options(live)
+    kept = tuple(element for element in options.other_options
+                 if not _is_fs_data(element) or _same_fs_option(
+                     name := element.split("=", 1)[0], element,
+                     live_fs.get(name, live_fs.get(_SHOWN_AS.get(name, name)))) is not True)
+    return options if kept == options.other_options else replace(options, other_options=kept)
 
 
 def _flag_words_state(options: MountOptions) -> dict[int, bool]:

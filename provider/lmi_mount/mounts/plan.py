@@ -45,6 +45,7 @@ from lmi_mount.mounts.options import (
     same_meaning,
     with_unnamed_at_defaults,
     with_unnamed_from,
+    without_fs_options_in_effect,
     without_propagation,
 )
 
@@ -784,6 +785,11 @@ def plan_modify(
     )
     if options is None:
         options = MountOptions() if is_bind else DEFAULTS
+    if is_bind and record is not None:
+        # The origin's file system options a bind's own setting shows are no
+        # request to change them: that setting is a Goal it takes (a review).
+        options = without_fs_options_in_effect(
+            options, from_mountinfo(record.vfs_options, record.super_options))
     if is_bind:
         refusal = bind_refusal(options)
         if refusal is not None:
