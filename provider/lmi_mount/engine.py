@@ -43,7 +43,7 @@ from lmi_mount.linux.kernel import (
     KernelError,
     helper_problem,
 )
-from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem
+from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem, resolved_path
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import (
@@ -1152,9 +1152,10 @@ class MountManager:
                     anchors = Anchors(anchor, source_anchor)
                 elif os.path.lexists(target):
                     # The name the kernel and the instances use, as Mode 1
-                    # writes it; a mount point still to be made (systemd
-                    # makes it at boot) is kept as given.
-                    target = _realpath(target) or target
+                    # writes it, resolved as a mount is (no user's link leads
+                    # it out of his tree); a mount point still to be made
+                    # (systemd makes it at boot) is kept as given.
+                    target = resolved_path(target, "mount point")
             except PathProblem as exc:
                 raise InvalidRequest(str(exc), value=exc.path) from exc
             planned = replace(spec, target=target,
@@ -1180,7 +1181,10 @@ class MountManager:
             return target
         if self.fstab_for_reading().find_target(target) is not None:
             return target  # a line written through a symlink is found as written
-        return _realpath(target) or target
+        try:
+            return resolved_path(target, "mount point")
+        except PathProblem as exc:  # a user's link out of his tree leads to no line
+            raise InvalidRequest(str(exc), value=exc.path) from exc
 
     def _refuse_protected(self, plan: Plan, snap: Snapshot, force: bool) -> None:
         """InvalidRequest if ``plan`` unmounts or remounts a system mount (under a

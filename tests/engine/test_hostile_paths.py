@@ -531,12 +531,20 @@ def test_a_user_s_symlink_never_leads_root_s_mount_out_of_the_user_s_tree(
     engine = tree.engine()
     for spec in (MountSpec("tmpfs", mnt, "tmpfs", parse_options("size=1m")),
                  MountSpec(src, own, None, parse_options("bind"))):
-        for persist in (False, True):
+        for current, persist in ((True, False), (True, True), (False, True)):
+            if not current and spec.target == own:
+                continue  # a line alone does not open its bind source
             with pytest.raises(MountError) as caught:
-                engine.create(spec, holder="alice", persist=persist)
+                engine.create(spec, holder="alice", current=current, persist=persist)
             assert "symbolic link" in str(caught.value) and "u/" in str(caught.value), caught.value
             assert at(tree.victim) is None and at(own) is None
     assert (tmp_path / "fstab").read_text() == ""
+    # Nor does a request on fstab alone find root's line through the link.
+    line = f"tmpfs {tree.victim} tmpfs defaults 0 0\n"
+    (tmp_path / "fstab").write_text(line)
+    with pytest.raises(MountError):
+        engine.delete(mnt, current=False, persist=True)
+    assert (tmp_path / "fstab").read_text() == line
     engine.close()
 
 
