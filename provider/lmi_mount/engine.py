@@ -43,7 +43,13 @@ from lmi_mount.linux.kernel import (
     KernelError,
     helper_problem,
 )
-from lmi_mount.linux.paths import Anchor, PathChecker, PathProblem, resolved_path
+from lmi_mount.linux.paths import (
+    Anchor,
+    PathChecker,
+    PathProblem,
+    make_directories,
+    resolved_path,
+)
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import (
@@ -76,6 +82,7 @@ from lmi_mount.mounts.options import (
     compare,
     from_mountinfo,
     kernel_request,
+    mount_point_mode,
     propagation_asked,
     setup_words,
     with_defaults,
@@ -723,7 +730,8 @@ class MountManager:
         shared = (_spellings(normalize_target(spec.source))
                   if spec.fstype is None and spec.source.startswith("/") else [])
         with self._request(exclusive, shared), self._opened(
-                spec, mounting=current, persist=persist) as (spec, anchors, notes):
+                spec, mounting=current, persist=persist, dry_run=dry_run) as (
+                    spec, anchors, notes):
             _check_locked(spec.target, exclusive)
             if anchors is not None and anchors.source is not None:
                 _check_locked(anchors.source.path, shared)
@@ -1081,7 +1089,7 @@ class MountManager:
 
     @contextlib.contextmanager
     def _opened(
-        self, spec: MountSpec, *, mounting: bool, persist: bool
+        self, spec: MountSpec, *, mounting: bool, persist: bool, dry_run: bool = False
     ) -> Iterator[tuple[MountSpec, Anchors | None, tuple[str, ...]]]:
         """Check a request's source, mount point and type before any plan is made;
         yields the spec to plan with, the descriptors to mount through, and
@@ -1095,7 +1103,9 @@ class MountManager:
         mounted (see linux.paths). Only mounting needs the source and mount
         point to exist now; a line for fstab alone (``persist``) must pass the
         boot checks instead: a type this machine knows (a well-known network
-        or FUSE type with a warning), no field mount(8) would misread.
+        or FUSE type with a warning), no field mount(8) would misread. A
+        missing mount point is made first where the options ask it
+        (``X-mount.mkdir``, as mount(8) does; not in a dry run, which says so).
         """
         target = normalize_target(spec.target)
         # No system call and no fstab line can carry a NUL (libmount refuses one).
@@ -1108,6 +1118,11 @@ class MountManager:
             requested = kernel_request(spec.options)
         except OptionError:
             requested = None  # refused with its own message when the plan runs
+        try:
+            # mount(8) refuses a line with a bad mode too, at boot.
+            mkdir = mount_point_mode(spec.options)
+        except OptionError as exc:
+            raise InvalidRequest(str(exc), value=exc.value) from exc
         if spec.fstype is not None and requested is not None and requested.flags & ms.MS_BIND:
             word = "rbind" if requested.flags & ms.MS_REC else "bind"
             raise InvalidRequest(
@@ -1145,7 +1160,21 @@ class MountManager:
                             log.warning("%s", check.warning)
                             notes.append(f"warning: {check.warning}")
                 anchors = None
-                if mounting:
+                if mounting and mkdir is not None and not os.path.lexists(target):
+                    verb = "would make" if dry_run else "made"
+                    if not dry_run:
+                        try:
+                            made = make_directories(target, mkdir)
+                        except OSError as exc:
+                            raise PathProblem(f"mount point {target!r} could not be made "
+                                              f"(X-mount.mkdir): {exc.strerror}", target,
+                                              exc.errno or errno.EIO) from exc
+                        log.info("made %s for the mount on %s (X-mount.mkdir)",
+                                 ", ".join(made), target)
+                    notes.append(f"{verb} the mount point {target} (X-mount.mkdir, mode "
+                                 f"{mkdir:04o})")
+                if mounting and not (dry_run and mkdir is not None
+                                     and not os.path.lexists(target)):  # nothing to open
                     anchor = stack.enter_context(
                         self._paths.open_mount_point(target, file_ok=is_file))
                     target = anchor.path

@@ -579,3 +579,40 @@ def test_a_user_s_image_link_never_reaches_root_s_image(tmp_path: Path, api: Mou
     assert at(own) is None
     assert (Path(victim).stat().st_mtime_ns, Path(victim).read_bytes()[:2048]) == before
     engine.close()
+
+
+@pytest.mark.private_namespace
+def test_x_mount_mkdir_makes_the_mount_point_as_mount8_does_and_only_in_the_user_s_tree(
+        tmp_path: Path, api: MountApi) -> None:
+    # A review: X-mount.mkdir was kept for fstab but ignored by the service
+    # ("mount point does not exist"), where mount(8) makes the directories.
+    tree = UserTree(tmp_path, api)
+    engine = tree.engine()
+    ours, theirs = tmp_path / "ours/a/b", tmp_path / "theirs/a/b"
+    for mode, directory in (("=0750", "x"), ("", "y")):
+        options = f"size=1m,X-mount.mkdir{mode}"
+        engine.create(MountSpec("tmpfs", str(ours / directory), "tmpfs",
+                                parse_options(options)), holder="alice")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "t", str(theirs / directory)],
+                       check=True)
+        for path in (Path("a"), Path("a/b"), Path(f"a/b/{directory}")):
+            mine, oracle = tmp_path / "ours" / path, tmp_path / "theirs" / path
+            if path.name == directory:  # the mount's root: read the directory under it
+                engine.delete(str(mine), holder="alice")
+                subprocess.run(["umount", str(oracle)], check=True)
+            assert (mine.stat().st_mode & 0o7777) == (oracle.stat().st_mode & 0o7777), path
+    # A dry run makes nothing; a mode mount(8) cannot parse is refused, named.
+    plan = engine.create(MountSpec("tmpfs", str(ours / "z"), "tmpfs",
+                                   parse_options("X-mount.mkdir")), holder="a", dry_run=True)
+    assert any("would make the mount point" in note for note in plan.plan.notes)
+    assert not (ours / "z").exists()
+    with pytest.raises(MountError, match="X-mount.mkdir=999"):
+        engine.create(MountSpec("tmpfs", str(ours / "w"), "tmpfs",
+                                parse_options("X-mount.mkdir=999")), holder="a")
+    # Through a user's link out of his tree, nothing is made anywhere.
+    tree.user_path("link", link_to=str(tree.victim))
+    with pytest.raises(MountError, match="symbolic link"):
+        engine.create(MountSpec("tmpfs", str(tree.user / "link/new"), "tmpfs",
+                                parse_options("X-mount.mkdir")), holder="a")
+    assert not (tree.victim / "new").exists()
+    engine.close()

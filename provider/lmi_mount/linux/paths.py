@@ -288,6 +288,46 @@ def open_resolved(path: str) -> int:
         raise
 
 
+def make_directories(path: str, mode: int) -> list[str]:
+    """Make the absolute, normalized ``path`` and each missing directory above it
+    with ``mode`` (exactly: the service's umask is not the client's), as
+    mount(8)'s X-mount.mkdir does; returns the directories made, outermost
+    first. What exists is reached as ``open_resolved`` reaches it, and each
+    directory made is opened without following a link, so that a user who
+    owns a directory on the way cannot have root make one elsewhere. Raises
+    OSError naming ``path``."""
+    names = [name for name in path.split("/") if name]
+    existing = len(names)
+    while existing > 0:
+        try:
+            fd = open_resolved("/" + "/".join(names[:existing]))
+            break
+        except FileNotFoundError:
+            existing -= 1
+    else:
+        fd = open_resolved("/")
+    made: list[str] = []
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.ENOTDIR, f"{_fd_path(fd)!r} on the way is not a directory",
+                          path)
+        for name in names[existing:]:
+            os.mkdir(name, mode, dir_fd=fd)
+            made.append(_fd_path(fd).rstrip("/") + "/" + name)
+            step = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                           dir_fd=fd)
+            os.close(fd)
+            fd = step
+            os.fchmod(fd, mode)
+        return made
+    except OSError as exc:
+        if exc.filename == path:
+            raise
+        raise OSError(exc.errno, f"{exc.strerror} (making {path!r})", path) from exc
+    finally:
+        os.close(fd)
+
+
 def open_anchor(path: str, what: str, *, file_ok: bool = False, dir_ok: bool = True) -> Anchor:
     """Open ``path`` (following symlinks, as the user named it, where that is safe:
     ``open_resolved``) as an Anchor.

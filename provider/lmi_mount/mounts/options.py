@@ -84,6 +84,7 @@ __all__ = [
     "is_propagation",
     "kernel_request",
     "mount8_flags",
+    "mount_point_mode",
     "parse_options",
     "remount_needs_superblock",
     "render_options",
@@ -256,6 +257,32 @@ def setup_words(options: MountOptions) -> tuple[str, ...]:
     return tuple(option for option in options.other_options
                  if option.split("=", 1)[0] in _SETUP_NAMES
                  or option.startswith(_SETUP_PREFIXES))
+
+
+#: mount(8)'s X-mount.mkdir (x-mount.mkdir is its deprecated spelling): make the
+#: mount point, and the directories above it, if missing; 0755 by default.
+_MKDIR_NAMES: Final = ("X-mount.mkdir", "x-mount.mkdir")
+
+
+def mount_point_mode(options: MountOptions) -> int | None:
+    """The mode to make a missing mount point with (``X-mount.mkdir[=mode]``, the
+    last one winning), or None when the options do not ask for it. Raises
+    OptionError naming a mode that is no octal permission, as mount(8) refuses
+    to parse it."""
+    mode: int | None = None
+    for option in options.other_options:
+        name, sep, value = option.partition("=")
+        if name not in _MKDIR_NAMES:
+            continue
+        if not sep:
+            mode = 0o755
+            continue
+        if not value or len(value) > 5 or any(c not in "01234567" for c in value) \
+                or int(value, 8) > 0o7777:
+            raise OptionError(f"{option!r}: the mode of X-mount.mkdir must be an octal "
+                              "permission such as 0755", value=option)
+        mode = int(value, 8)
+    return mode
 
 
 # -- the value -------------------------------------------------------------------
