@@ -606,7 +606,7 @@ def test_x_mount_mkdir_makes_the_mount_point_as_mount8_does_and_only_in_the_user
                                    parse_options("X-mount.mkdir")), holder="a", dry_run=True)
     assert any("would make the mount point" in note for note in plan.plan.notes)
     assert not (ours / "z").exists()
-    with pytest.raises(MountError, match="X-mount.mkdir=999"):
+    with pytest.raises(MountError, match=r"X-mount\.mkdir=999"):
         engine.create(MountSpec("tmpfs", str(ours / "w"), "tmpfs",
                                 parse_options("X-mount.mkdir=999")), holder="a")
     # Through a user's link out of his tree, nothing is made anywhere.
