@@ -193,7 +193,7 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
         # its origin's, which the line does not say.
         wanted = (configured.options if configured.fstype is None
                   else with_defaults(configured.options))
-        drift = tuple(compare(wanted, live_options))
+        drift = tuple(compare(wanted, live_options, fstype=record.fstype))
         # Propagation is the mount's state too (mountinfo's optional fields),
         # though no option field shows it: a "shared" line's mount made
         # private is not what the next boot gives.
@@ -1700,7 +1700,7 @@ class MountManager:
         live = from_mountinfo(record.vfs_options, record.super_options)
         return [
             f"{drift} (live: {','.join(record.vfs_options)} / {','.join(record.super_options)})"
-            for drift in compare(options, live)
+            for drift in compare(options, live, fstype=record.fstype)
             if drift.comparable
         ]
 

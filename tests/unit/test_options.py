@@ -645,3 +645,20 @@ def test_kernel_request_mounts_what_mount8_mounts(tmp_path: Path) -> None:
         live = from_mountinfo(vfs.split(","), sup.split(","))
         # Nothing we asked for is missing, except what no kernel reports.
         assert [d for d in compare(parse_options(text), live) if d.comparable] == [], text
+
+
+@pytest.mark.parametrize(("fstype", "configured", "drifts"), [
+    pytest.param("tmpfs", "mode=01777,uid=0,gid=0", [], id="tmpfs-defaults"),
+    pytest.param("tmpfs", "mode=0700", [OptionDrift("mode", "mode=0700", None, comparable=False)],
+                 id="tmpfs-not-the-default-and-not-shown"),
+    pytest.param("ramfs", "mode=1777", [OptionDrift("mode", "mode=1777", None, comparable=False)],
+                 id="ramfs-default-is-another"),
+    pytest.param("ext4", "acl,user_xattr", [], id="ext4-defaults"),
+    pytest.param(None, "acl", [OptionDrift("acl", "acl", None, comparable=False)],
+                 id="type-unknown"),
+])
+def test_compare_knows_the_defaults_a_file_system_leaves_out(
+        fstype: str | None, configured: str, drifts: list[OptionDrift]) -> None:
+    # A review: stock lines (tmpfs mode=1777, ext4 acl) showed as drifted.
+    found = compare(parse_options(configured), from_mountinfo(["rw"], ["rw"]), fstype=fstype)
+    assert found == drifts

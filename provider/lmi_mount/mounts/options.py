@@ -1190,6 +1190,16 @@ _SUFFIX_SHIFT: Final = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e":
 _SIZE_KEYS: Final = frozenset({"size", "nr_blocks", "nr_inodes", "logbsize", "allocsize"})
 # Options a file system shows under another name: ext4 prints noload as norecovery.
 _SHOWN_AS: Final = {"noload": "norecovery"}
+# Values a file system leaves out of mountinfo when they are its default: set so,
+# they are in effect. tmpfs shows mode= only when not 1777 and uid=/gid= when not
+# 0 (mm/shmem.c shmem_show_options()), ramfs mode= when not 0755
+# (fs/ramfs/inode.c), ext4 acl and user_xattr when not on (fs/ext4/super.c,
+# the defaults of mkfs.ext4). None: a word without a value.
+_DEFAULTS_NOT_SHOWN: Final[Mapping[str, Mapping[str, str | None]]] = {
+    "tmpfs": {"mode": "1777", "uid": "0", "gid": "0"},
+    "ramfs": {"mode": "755"},
+    "ext4": {"acl": None, "user_xattr": None},
+}
 # btrfs shows a subvolume by its absolute path ("subvol=@home" as "subvol=/@home"),
 # and compression as ALGORITHM:LEVEL with the default level added ("compress" alone
 # is zlib's; fs/btrfs/super.c btrfs_show_options()).
@@ -1223,9 +1233,18 @@ def _memparse(text: str) -> int | None:
     return number << _SUFFIX_SHIFT[suffix.lower()]
 
 
-def _same_fs_option(name: str, configured: str, live: str | None) -> bool | None:
-    """Whether a file system option is in effect as configured: True, False, or None (unknown)."""
+def _same_fs_option(name: str, configured: str, live: str | None,
+                    fstype: str | None = None) -> bool | None:
+    """Whether a file system option is in effect as configured: True, False, or None
+    (unknown); ``fstype``, where known, tells the defaults it does not show."""
     if live is None:
+        defaults = _DEFAULTS_NOT_SHOWN.get(fstype or "", {})
+        if name in defaults:
+            default = defaults[name]
+            # The default, as the kernel would show it, compared by the same rules.
+            shown = name if default is None else f"{name}={default}"
+            if _same_fs_option(name, configured, shown) is True:
+                return True
         # File systems print only what differs from their defaults (tmpfs omits
         # size= at its default half of RAM, mm/shmem.c shmem_show_options();
         # ext4 prints non-default options only, fs/ext4/super.c), and some print
@@ -1276,7 +1295,8 @@ def _subvolume_path(text: str) -> str:
     return "/" + "/".join(part for part in text.split("/") if part)
 
 
-def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
+def compare(configured: MountOptions, live: MountOptions, *,
+            fstype: str | None = None) -> list[OptionDrift]:
     """The options whose live value differs from the configured one, one drift each.
 
     Fields the configuration leaves unset are not compared (the default
@@ -1303,8 +1323,10 @@ def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
     ``subvol`` as an absolute path, ``compress``/``compress-force`` with the
     level btrfs adds, ``rescue`` as a set (``all`` is not comparable); ext4's
     ``noload`` is shown as ``norecovery``. An option the kernel does not show
-    is not comparable (file systems omit their defaults). Any other difference
-    in value is drift.
+    is not comparable (file systems omit their defaults), unless ``fstype``
+    is given and the option is its default that it is known to leave out
+    (tmpfs ``mode=1777``, ``uid=0``; ext4 ``acl``). Any other difference in
+    value is drift.
     """
     drifts: list[OptionDrift] = []
     for name, value in effective_fields(configured).items():
@@ -1320,7 +1342,7 @@ def compare(configured: MountOptions, live: MountOptions) -> list[OptionDrift]:
     live_fs = _fs_options(live)
     for name, element in _fs_options(configured).items():
         live_element = live_fs.get(name, live_fs.get(_SHOWN_AS.get(name, name)))
-        same = _same_fs_option(name, element, live_element)
+        same = _same_fs_option(name, element, live_element, fstype)
         if same is not True:
             drifts.append(OptionDrift(name, element, live_element, comparable=same is not None))
     return drifts

@@ -562,13 +562,13 @@ def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[st
         if spec.fstype is not None and record.fstype != spec.fstype:
             differences.append(f"type is {record.fstype!r}, not {spec.fstype!r}")
     live_options = from_mountinfo(record.vfs_options, record.super_options)
-    for drift in option_drifts(spec.options, live_options, held):
+    for drift in option_drifts(spec.options, live_options, held, record.fstype):
         differences.append(str(drift))
     return differences
 
 
 def option_drifts(options: MountOptions, live: MountOptions,
-                  held: HeldMount | None) -> list[OptionDrift]:
+                  held: HeldMount | None, fstype: str | None = None) -> list[OptionDrift]:
     """How the live options differ from ``options``, as far as that matters.
 
     An option the kernel does not show (tmpfs ``mode=``, ``huge=``; ext4
@@ -577,7 +577,7 @@ def option_drifts(options: MountOptions, live: MountOptions,
     option is taken as it was asked: the kernel took the request. Anywhere
     else it still counts, as it cannot be ruled out.
     """
-    drifts = compare(options, live)
+    drifts = compare(options, live, fstype=fstype)
     if held is not None and same_meaning(parse_options(held.options, strict=False), options):
         drifts = [drift for drift in drifts if drift.comparable]
     return drifts
@@ -835,7 +835,7 @@ def plan_modify(
         # even what no remount could change (tmpfs mode=). Any drift, or one
         # the kernel's text cannot rule out, remounts; so does a propagation
         # change, which compare() leaves to the kernel step.
-        needed = bool(option_drifts(goal, live, held)
+        needed = bool(option_drifts(goal, live, held, record.fstype)
                       or _propagation_pending(goal, record, snap))
         refusal = remount_refusal(record.fstype, goal, live) if needed else None
         if refusal is not None:
@@ -960,7 +960,7 @@ def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
         wanted = lifting_no_further_than(per_mount, from_mountinfo(
             original.vfs_options, original.super_options))
         live = from_mountinfo(sub.vfs_options, sub.super_options)
-        if option_drifts(wanted, live, None):
+        if option_drifts(wanted, live, None, sub.fstype):
             steps.append(KernelRemount(sub.target, merge_options(live, wanted), live,
                                        superblock=False, mount_id=sub.mount_id))
     return steps
