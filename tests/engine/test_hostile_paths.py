@@ -616,3 +616,79 @@ def test_x_mount_mkdir_makes_the_mount_point_as_mount8_does_and_only_in_the_user
                                 parse_options("X-mount.mkdir")), holder="a")
     assert not (tree.victim / "new").exists()
     engine.close()
+
+
+@pytest.mark.private_namespace
+def test_a_user_s_link_in_a_sticky_directory_is_not_followed(tmp_path: Path,
+                                                             api: MountApi) -> None:
+    # A review: nobody's relative /tmp/x -> ../etc passed (/tmp is root's) and
+    # took a mount over the root-only directory; the kernel's
+    # fs.protected_symlinks rule, applied whatever the sysctl says, refuses it.
+    tree = UserTree(tmp_path, api)
+    shared = tmp_path / "pub"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "x").symlink_to("../victim")
+    os.lchown(shared / "x", NOBODY, NOBODY)
+    (shared / "mine").symlink_to("../victim")  # root's own link there is followed
+    engine = tree.engine()
+    with pytest.raises(MountError, match="anyone may write"):
+        engine.create(MountSpec("tmpfs", str(shared / "x"), "tmpfs", parse_options("size=1m")),
+                      holder="a")
+    assert at(tree.victim) is None
+    engine.create(MountSpec("tmpfs", str(shared / "mine"), "tmpfs", parse_options("size=1m")),
+                  holder="a")
+    assert at(tree.victim) is not None
+    engine.delete(str(tree.victim), holder="a")
+    engine.close()
+
+
+@pytest.mark.private_namespace
+@requires_tool("mkfs.ext4")
+def test_a_loop_device_is_reused_only_for_the_very_file_it_backs(tmp_path: Path,
+                                                                  api: MountApi) -> None:
+    # A review got root: once nobody's mounted image was deleted, sysfs showed
+    # its backing file as "x.img (deleted)"; his link of that name to root's
+    # image made root's mount reuse nobody's loop device (his file system).
+    tree = UserTree(tmp_path, api)
+    theirs = Path(mkfs_image(tree.user, "ext4", files={"who": "nobody"}))
+    os.chown(theirs, NOBODY, NOBODY)
+    ours = Path(mkfs_image(tree.victim, "ext4", files={"who": "root"}))
+    first, second = tree.user_path("m1", directory=True), str(tmp_path / "m2")
+    os.mkdir(second)
+    engine = tree.engine()
+    engine.create(MountSpec(str(theirs), first, "ext4", parse_options("ro")), holder="a")
+    theirs.unlink()
+    deleted = theirs.with_name(theirs.name + " (deleted)")
+    deleted.symlink_to(ours)
+    os.lchown(deleted, NOBODY, NOBODY)
+    engine.create(MountSpec(str(ours), second, "ext4", parse_options("ro")), holder="a")
+    assert (Path(second) / "who").read_text() == "root"
+    mounted = [at(first), at(second)]
+    assert None not in mounted and mounted[0].source != mounted[1].source  # type: ignore[union-attr]
+    engine.delete(second, holder="a")
+    engine.delete(first, holder="a")
+    engine.close()
+
+
+@pytest.mark.private_namespace
+def test_an_image_name_is_opened_once_and_must_be_a_file_or_a_device(
+        tmp_path: Path, api: MountApi) -> None:
+    # A review: the file was told from a device by its name, and the kernel
+    # given the name again: nobody swapping his image for a link to root's
+    # device had it mounted; a FIFO there hung the request for ever.
+    tree = UserTree(tmp_path, api)
+    own = tree.user_path("mnt", directory=True)
+    fifo = tree.user / "pipe.img"
+    os.mkfifo(fifo)
+    os.chown(fifo, NOBODY, NOBODY)
+    kernel = LinuxKernel(mount_api=api)
+    with pytest.raises(KernelError) as caught:
+        kernel.mount(str(fifo), own, "ext4", 0)
+    assert caught.value.errno == errno.ENOTBLK
+    loop = subprocess.run(["losetup", "-f"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    device = tree.user_path("disk.img", link_to=loop)  # nobody's link to root's device
+    with pytest.raises(KernelError) as caught:
+        kernel.mount(device, own, "ext4", 0)
+    assert caught.value.errno == errno.ENOLINK and at(own) is None

@@ -129,6 +129,7 @@ HELPER_MADE_MEMORY: Final = 4096
 LOOP_SET_FD: Final = 0x4C00
 LOOP_CLR_FD: Final = 0x4C01
 LOOP_SET_STATUS64: Final = 0x4C04
+LOOP_GET_STATUS64: Final = 0x4C05
 LOOP_CONFIGURE: Final = 0x4C0A  # Linux 5.8: attach and configure in one atomic call
 LOOP_CTL_GET_FREE: Final = 0x4C82
 LO_FLAGS_READ_ONLY: Final = 1
@@ -635,8 +636,9 @@ class LinuxKernel:
             if not isinstance(source, Anchor) and fstype is not None:
                 if self.uses_helper(fstype):
                     return self._mount_with_helper(source, anchor, fstype, flags, data)
-                if source is not None and self._is_block(fstype) and _is_regular_file(source):
-                    return self._mount_image(source, anchor, fstype, flags, data, attaching)
+                if source is not None and source.startswith("/") and self._is_block(fstype):
+                    return self._mount_local_source(source, anchor, fstype, flags, data,
+                                                    attaching)
             if fstype is None:
                 raise KernelError(errno.EINVAL, "mount", anchor.path, _source_text(source),
                                   None, "no file system type and not a bind mount")
@@ -1042,15 +1044,51 @@ class LinuxKernel:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def _mount_local_source(
+        self, source: str, anchor: Anchor, fstype: str, flags: int, data: str,
+        attaching: Callable[[int], None] | None,
+    ) -> MountRecord:
+        """Mount the image file or block device ``source`` names, opened once
+        (``open_resolved``): what decides between a loop device and the device
+        itself is the file that is then attached or named, so a name a user
+        swaps meanwhile (an image for a link to root's disk) cannot be mounted
+        (an adversarial review mounted root's device for a user's image)."""
+        try:
+            found = open_resolved(source)
+        except OSError as exc:
+            raise KernelError(exc.errno or errno.ENOENT, "mount", anchor.path, source, fstype,
+                              exc.strerror if exc.filename == source else None) from exc
+        try:
+            mode = os.fstat(found).st_mode
+            if stat.S_ISREG(mode):
+                # As mount(8): the loop device is read-only exactly when the
+                # mount is. A squashfs on a writable loop device is still
+                # read-only (the file system marks its superblock so).
+                read_only = bool(flags & MS_RDONLY)
+                try:
+                    backing = os.open(f"/proc/self/fd/{found}",
+                                      (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise KernelError(exc.errno or errno.EIO, "loop", anchor.path, source,
+                                      fstype) from exc
+                return self._mount_image(source, backing, anchor, fstype, flags, data,
+                                         attaching)
+            if not stat.S_ISBLK(mode):
+                raise KernelError(errno.ENOTBLK, "mount", anchor.path, source, fstype,
+                                  f"{source!r} is neither a block device nor an image file")
+            return self._new_mount(_stable_device_name(found, source, anchor.path, fstype),
+                                   anchor, fstype, flags, data, attaching=attaching)
+        finally:
+            os.close(found)
+
     def _mount_image(
-        self, image: str, anchor: Anchor, fstype: str, flags: int, data: str,
+        self, image: str, backing_fd: int, anchor: Anchor, fstype: str, flags: int, data: str,
         attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
-        # As mount(8): the loop device is read-only exactly when the mount is.
-        # A squashfs on a writable loop device is still read-only (the file
-        # system marks its superblock so), and its vfs flags stay as asked.
+        """Mount the image open as ``backing_fd`` (taken) through a loop device."""
         read_only = bool(flags & MS_RDONLY)
-        device, loop_fd, attached = self._loop_for(image, anchor.path, fstype, read_only)
+        device, loop_fd, attached = self._loop_for(image, backing_fd, anchor.path, fstype,
+                                                   read_only)
         try:
             return self._new_mount(device, anchor, fstype, flags, data, shown_source=image,
                                    attaching=attaching)
@@ -1065,42 +1103,34 @@ class LinuxKernel:
             os.close(loop_fd)
 
     def _loop_for(
-        self, image: str, target: str, fstype: str, read_only: bool
+        self, image: str, backing_fd: int, target: str, fstype: str, read_only: bool
     ) -> tuple[str, int, bool]:
-        """Return (device, open fd on it, attached by us) for ``image``.
+        """Return (device, open fd on it, attached by us) for the image open as
+        ``backing_fd`` (taken: closed or attached).
 
         An image already attached at offset 0 is reused, as mount(8) does
         (libmount's loopcxt_find_overlap): a second loop device on the same
         file would give two superblocks of one file system, which corrupts it.
         The kernel then shares the superblock and refuses a mount that would
         change its read-only state (EBUSY) or write through a read-only
-        device (EACCES).
+        device (EACCES). A device is the image's when the kernel says its
+        backing file is the very file opened (device and inode, from
+        LOOP_GET_STATUS64, as libmount compares them): never by the name
+        sysfs shows, which a user can make a link to another file once his
+        own backing file is deleted ("x.img (deleted)", an adversarial review
+        got root that way).
         """
-        # The image is opened once, as the mount point is: what is compared with
-        # the attached devices and what is attached are the file found, by a
-        # resolution no user's link can lead astray (open_resolved), so a
-        # swap after the request was checked cannot attach another file.
-        mode = os.O_RDONLY if read_only else os.O_RDWR
         try:
-            found = open_resolved(image)
-            try:
-                backing_fd = os.open(f"/proc/self/fd/{found}", mode | os.O_CLOEXEC)
-            finally:
-                os.close(found)
             image_stat = os.fstat(backing_fd)
-        except OSError as exc:
-            raise KernelError(exc.errno or errno.EIO, "loop", target, image, fstype,
-                              exc.strerror if exc.filename == image else None) from exc
-        try:
-            for device, backing in self.loop_devices().items():
-                if not self._same_file(backing, image_stat) or self._loop_offset(device) != 0:
-                    continue
+            for device in self.loop_devices():
                 try:
                     shared = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
                 except OSError:
                     continue  # detached meanwhile (autoclear): attach anew below
-                os.close(backing_fd)
-                return device, shared, False
+                if _loop_backs(shared, image_stat):
+                    os.close(backing_fd)
+                    return device, shared, False
+                os.close(shared)
         except BaseException:
             os.close(backing_fd)
             raise
@@ -1147,24 +1177,6 @@ class LinuxKernel:
         finally:
             os.close(control)
             os.close(backing_fd)
-
-    def _same_file(self, path: str, image_stat: os.stat_result) -> bool:
-        try:
-            other = os.stat(path)
-        except OSError:  # "(deleted)" backing files, or gone
-            return False
-        return (other.st_dev, other.st_ino) == (image_stat.st_dev, image_stat.st_ino)
-
-    def _loop_attribute(self, device: str, relative: str) -> str:
-        name = os.path.basename(device)
-        with open(f"{self.sys_root}/block/{name}/{relative}", encoding="ascii") as stream:
-            return stream.read().strip()
-
-    def _loop_offset(self, device: str) -> int:
-        try:
-            return int(self._loop_attribute(device, "loop/offset"))
-        except (OSError, ValueError):
-            return -1
 
     def _mount_with_helper(
         self, source: str | None, anchor: Anchor, fstype: str, flags: int, data: str
@@ -1418,11 +1430,41 @@ def _anchored(
         yield anchor
 
 
-def _is_regular_file(path: str) -> bool:
+def _stable_device_name(fd: int, source: str, target: str, fstype: str) -> str:
+    """The name of the block device open as ``fd`` that the kernel may be given:
+    mount(2) and fsconfig(2) take a device by name and look it up again, so
+    the name must be one no user can change, in a directory root owns that
+    no one else may write (``/dev``); KernelError otherwise."""
+    name = os.readlink(f"/proc/self/fd/{fd}")
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        parent, entry = open_no_symlinks(name, parent=True)
+    except OSError as exc:
+        raise KernelError(exc.errno or errno.EINVAL, "mount", target, source, fstype,
+                          f"device {name!r} cannot be named safely: {exc.strerror}") from exc
+    try:
+        directory = os.fstat(parent)
+        named = os.stat(entry, dir_fd=parent, follow_symlinks=False)
+    finally:
+        os.close(parent)
+    if directory.st_uid != 0 or directory.st_mode & 0o022 or \
+            (named.st_dev, named.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+        raise KernelError(errno.EPERM, "mount", target, source, fstype,
+                          f"device {name!r} is in a directory others may change: the kernel "
+                          "would look the name up again (name the device in /dev)")
+    return name
+
+
+def _loop_backs(loop_fd: int, image: os.stat_result) -> bool:
+    """Whether the loop device open as ``loop_fd`` has ``image`` attached at offset
+    0, as the kernel records its backing file (LOOP_GET_STATUS64)."""
+    info = _LoopInfo64()
+    try:
+        fcntl.ioctl(loop_fd, LOOP_GET_STATUS64, info)
     except OSError:
-        return False
+        return False  # ENXIO: not attached (any more)
+    return (info.lo_offset == 0 and info.lo_inode == image.st_ino
+            and (os.major(info.lo_device), os.minor(info.lo_device))
+            == (os.major(image.st_dev), os.minor(image.st_dev)))
 
 
 def _configure_loop(loop_fd: int, backing_fd: int, image: str, read_only: bool) -> None:

@@ -207,6 +207,18 @@ def _unsafe_transition(here: os.stat_result, there: os.stat_result) -> bool:
     return here.st_uid != 0 and here.st_uid != there.st_uid
 
 
+def _unsafe_link(directory: os.stat_result, link: os.stat_result) -> bool:
+    """Whether root must not follow ``link`` found in ``directory``: a link of
+    another owner than the directory's in a user's directory (CHASE_SAFE), or
+    in a sticky directory anyone may write (/tmp) a link neither root's nor
+    the directory owner's, the kernel's fs.protected_symlinks rule, applied
+    whatever the sysctl says (a review's nobody-owned /tmp/x -> ../etc)."""
+    if _unsafe_transition(directory, link):
+        return True
+    shared = directory.st_mode & stat.S_ISVTX and directory.st_mode & stat.S_IWOTH
+    return bool(shared) and link.st_uid not in (0, directory.st_uid)
+
+
 def open_resolved(path: str) -> int:
     """Open the absolute ``path`` (``O_PATH``), following symbolic links and ``..``
     as the kernel does, one component at a time, but never out of a directory
@@ -214,7 +226,9 @@ def open_resolved(path: str) -> int:
     CHASE_SAFE): a link that user made (``~nobody/mnt -> /etc``) would lead
     root's mount, or root's open of an image, wherever that user likes. A
     link must belong to root or to its directory's owner, an absolute link
-    from a user's tree is refused, and ``..`` may not climb out of one. Each
+    from a user's tree is refused, and ``..`` may not climb out of one; in a
+    sticky directory anyone may write, a link must be root's or the
+    directory owner's (fs.protected_symlinks, whatever the sysctl). Each
     step opens what it checked, so a swap made meanwhile cannot redirect it.
     Raises OSError naming ``path`` (ENOLINK for an unsafe transition).
     """
@@ -258,10 +272,12 @@ def open_resolved(path: str) -> int:
                     links += 1
                     if links > _MAX_LINKS:
                         raise refuse(errno.ELOOP, "it goes through too many symbolic links")
-                    if _unsafe_transition(here, there):
+                    if _unsafe_link(here, there):
                         raise refuse(errno.ENOLINK,
                                      f"it goes through the symbolic link {link!r} of uid "
-                                     f"{there.st_uid} in a directory of uid {here.st_uid}")
+                                     f"{there.st_uid} in a directory of uid {here.st_uid}"
+                                     + (" that anyone may write" if here.st_mode
+                                        & stat.S_IWOTH else ""))
                     destination = os.readlink("", dir_fd=step)
                 finally:
                     os.close(step)
