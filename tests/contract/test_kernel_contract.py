@@ -35,6 +35,7 @@ from lmi_mount.mounts.flags import (
     MS_SYNCHRONOUS,
     MS_UNBINDABLE,
 )
+from tests.contract.conftest import REAL_MARKS
 from tests.contract.helpers import (
     at,
     busy,
@@ -519,11 +520,12 @@ def test_a_point_read_carries_the_unique_id_the_path_names(kernel: Kernel,
     kernel.unmount(target)
 
 
+@pytest.mark.parametrize("kernel", [  # FakeKernel models no propagation but private
+    pytest.param(kind, id=kind, marks=REAL_MARKS) for kind in ("real", "no-statmount", "legacy")
+], indirect=True)
 def test_a_point_read_shows_propagation_as_mountinfo_does(kernel: Kernel, base: Path) -> None:
     # A read by statmount left the optional fields out: every mount looked
     # private, and a "shared" line's mount made private by hand was no drift.
-    if not isinstance(kernel, LinuxKernel):
-        pytest.skip("FakeKernel models no propagation but private")
     origin, peer, slave, alone = make_dirs(base, "origin", "peer", "slave", "alone")
     kernel.mount("tmpfs", origin, "tmpfs", 0)
     kernel.mount(None, origin, None, MS_SHARED)

@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 from pywbem import CIMError, CIMInstance, CIMInstanceName, WBEMServer
@@ -123,6 +124,21 @@ def test_class_view_leaves_the_model_alone(model: Model) -> None:
     assert list(view.properties) == ["MountPointPath"] and not view.qualifiers
     assert not view.properties["MountPointPath"].qualifiers
     assert cls.tocimxmlstr() == before
+
+
+def test_local_only_keeps_what_a_class_overrides(model: Model) -> None:
+    # A review: LocalOnly dropped the overridden association ends of
+    # LMI_MountPoint and LMI_MountJob's overrides, marked propagated.
+    def local(name: str) -> Any:
+        return class_view(model.get_class(name), local_only=True, include_qualifiers=False,
+                          include_class_origin=True, property_list=None)
+
+    mount_point = local("LMI_MountPoint")
+    assert {"Antecedent", "Dependent"} <= set(mount_point.properties)
+    assert mount_point.properties["Antecedent"].propagated is False
+    job = local("LMI_MountJob")
+    assert "TimeBeforeRemoval" in job.properties and "GetError" in job.methods
+    assert "Name" not in job.properties  # inherited as it is: not local
 
 
 def test_class_operations_through_the_server_leave_the_model_alone(

@@ -612,6 +612,13 @@ def class_view(
     their qualifiers there would change the model for every later caller.
     """
     result = copy.deepcopy(cls)
+    # An element the class overrides is its own (DSP0200 LocalOnly: "defined or
+    # overridden in the class"): the compiler marks it propagated; its own
+    # Override qualifier (not one inherited with it) says it is overridden here.
+    for element in [*result.properties.values(), *result.methods.values()]:
+        override = element.qualifiers.get("Override")
+        if override is not None and override.propagated is False:
+            element.propagated = False
     wanted = {p.lower() for p in property_list} if property_list is not None else None
     for name in list(result.properties):
         prop = result.properties[name]
