@@ -243,6 +243,21 @@ def test_a_subscription_that_would_end_by_itself_is_refused(front: InteropBroker
     front.create_instance(INTEROP, subscription, caller=ADMIN)
 
 
+def test_the_indication_service_leads_to_its_capabilities(front: InteropBroker) -> None:
+    # DSP1054: a console finds MaxActiveSubscriptions and the like from the
+    # service by CIM_ElementCapabilities, which root/interop did not have (a review).
+    [service] = front.enumerate_instance_names(INTEROP, "CIM_IndicationService")
+    [capabilities] = front.associators(INTEROP, service, assoc_class="CIM_ElementCapabilities",
+                                       result_class="CIM_IndicationServiceCapabilities")
+    assert capabilities["SubscriptionsPersisted"] is True
+    [link] = front.enumerate_instances(INTEROP, "CIM_ElementCapabilities")
+    assert link["ManagedElement"].classname == "CIM_IndicationService"
+    assert front.get_instance(INTEROP, link.path)["Capabilities"].classname == (
+        "CIM_IndicationServiceCapabilities")
+    assert front.get_class(INTEROP, "CIM_ElementCapabilities").classname == (
+        "CIM_ElementCapabilities")
+
+
 def test_keys_a_client_leaves_out_are_the_service_s(front: InteropBroker) -> None:
     made = CIMInstance("CIM_IndicationFilter", properties={
         "Name": "bare", "Query": "SELECT * FROM CIM_InstCreation"})

@@ -275,7 +275,11 @@ def test_an_fstab_that_cannot_be_read_for_a_while_deletes_no_line(console: Conso
     swap = fstab.with_name("fstab.fifo")
     os.mkfifo(swap)
     os.rename(swap, fstab)
-    time.sleep(1.5)
+    # Until the watcher has seen it (a fixed pause was too short on a loaded machine).
+    deadline = time.monotonic() + 60
+    while "indications wait for fstab" not in console.daemon.output():
+        assert time.monotonic() < deadline, "the watcher never saw the unreadable fstab"
+        time.sleep(0.1)
     back = fstab.with_name("fstab.back")
     back.write_text(text)
     os.rename(back, fstab)

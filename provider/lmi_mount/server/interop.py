@@ -71,6 +71,10 @@ ENTRY_MOF: Final = Path("interop", "interop.mof")
 
 INDICATION_SERVICE: Final = "CIM_IndicationService"
 INDICATION_CAPABILITIES: Final = "CIM_IndicationServiceCapabilities"
+ELEMENT_CAPABILITIES: Final = "CIM_ElementCapabilities"
+#: Classes of the model that root/interop serves though no interop class refers
+#: to them: the service's link to its capabilities (DSP1054).
+_FROM_THE_MODEL: Final = (ELEMENT_CAPABILITIES,)
 
 # DSP1033 "Profile Registration": RegisteredOrganization 2 is DMTF;
 # AdvertiseTypes 2 is "Not Advertised" (no SLP here).
@@ -149,6 +153,7 @@ def _compile(mof_dir: Path) -> mof_cache.Compiled:
                          f"{'; '.join(str(w.message) for w in caught)}")
     every = {c.classname.lower(): c for c in store.iter_values(copy=False)}
     seeds = [name for name in every if name not in before]
+    seeds += [name.lower() for name in _FROM_THE_MODEL]
     # The published classes: the interop ones and all they derive from or refer to.
     wanted: set[str] = set()
     todo = list(seeds)
@@ -397,9 +402,13 @@ class InteropBroker:
             "MaxActiveSubscriptions": Uint32(self.subscriptions.max_each),
             "SubscriptionsPersisted": True,
         })
+        link = self._instance(ELEMENT_CAPABILITIES, {
+            "ManagedElement": service.path, "Capabilities": capabilities.path,
+            "Characteristics": [Uint16(2)],  # Default
+        })
         stored = [instance for classname in SUBSCRIPTION_CLASSES
                   for instance in self.subscriptions.instances(classname)]
-        return [service, capabilities, *stored]
+        return [service, capabilities, link, *stored]
 
     def _shape(self, instance: CIMInstance, requested: str | None,
                property_list: Sequence[str] | None, include_class_origin: bool) -> CIMInstance:
