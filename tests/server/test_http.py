@@ -66,7 +66,7 @@ class EchoApp:
                 yield b"a" * 100
                 yield b"b" * 100
                 raise BodyAborted("gone", [("CIMStatusCode", "1")])
-            return Response(200, [], broken())
+            return Response(200, [], broken(), trailers=("CIMStatusCode",))
         if target == "/boom":
             raise RuntimeError("a bug in the application")
         if target == "/broken-stream":
@@ -344,6 +344,7 @@ def test_streamed_body_is_chunked_and_a_single_chunk_is_not(server: HttpServer) 
         sock.sendall(post(path="/one-chunk"))
         response = read_response(stream)
         assert response.header("content-length") == "4" and response.body == b"only"
+        assert response.header("trailer") is None
 
 
 def test_aborted_stream_ends_with_trailers_and_a_close(server: HttpServer) -> None:
@@ -351,6 +352,8 @@ def test_aborted_stream_ends_with_trailers_and_a_close(server: HttpServer) -> No
         sock.sendall(post(path="/abort"))
         response = read_response(sock.makefile("rb"))
         assert response.status == 200 and response.body == b"a" * 100 + b"b" * 100
+        # Announced in the head (RFC 9112 7.1.2; DSP0200 names the CIM ones).
+        assert response.header("trailer") == "CIMStatusCode"
         assert response.trailers == {"cimstatuscode": "1"}
         closed_within(sock, 2)
 

@@ -285,7 +285,8 @@ def _cim_response(head: RequestHead, body: bytes | Iterator[bytes]) -> Response:
     if not isinstance(body, bytes):
         body = _guard(body)
     return Response(200, [("Content-Type", _RESPONSE_TYPE),
-                          ("CIMOperation", "MethodResponse")], body)
+                          ("CIMOperation", "MethodResponse")], body,
+                    trailers=() if isinstance(body, bytes) else _STATUS_TRAILERS)
 
 
 def _from_sblim(head: RequestHead) -> bool:
@@ -345,6 +346,10 @@ def _sblim_stream(body: Iterator[bytes]) -> Iterator[bytes]:
             close()
 
 
+#: The DSP0200 trailers a streamed response ends with when it fails half way (_guard).
+_STATUS_TRAILERS: Final = ("CIMStatusCode", "CIMStatusCodeDescription")
+
+
 def _guard(body: Iterator[bytes]) -> Iterator[bytes]:
     """The streamed body; a CIM error half way ends it with the DSP0200 status trailers."""
     try:
@@ -353,8 +358,7 @@ def _guard(body: Iterator[bytes]) -> Iterator[bytes]:
         description = urllib.parse.quote(str(error.status_description or ""), safe=" /:,.'")
         raise BodyAborted(
             f"CIM error {error.status_code} while streaming: {error.status_description}",
-            [("CIMStatusCode", str(int(error.status_code))),
-             ("CIMStatusCodeDescription", description)],
+            list(zip(_STATUS_TRAILERS, (str(int(error.status_code)), description), strict=True)),
         ) from None
     finally:
         close = getattr(body, "close", None)

@@ -187,6 +187,9 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | Iterable[bytes] = b""
     close: bool = False
+    #: The trailer fields a streamed body may end with (``BodyAborted``), announced
+    #: in a ``Trailer`` field when the response is chunked.
+    trailers: tuple[str, ...] = ()
 
 
 class BodyAborted(Exception):
@@ -1054,6 +1057,8 @@ class HttpServer:
         fields = list(response.headers)
         if chunked:
             fields.append(("Transfer-Encoding", "chunked"))
+            if response.trailers:
+                fields.append(("Trailer", ", ".join(response.trailers)))
         else:
             keep_alive = False  # HTTP/1.0: the end of the body is the end of the connection
         sock.sendall(_head_bytes(response.status, fields, None, close=not keep_alive))
