@@ -358,8 +358,16 @@ def _as_json(status: MountStatus) -> dict[str, Any]:
         "references": held.refcount if held else 0,
         "holders": list(held.holders) if held else [],
         "made_by_lmi_mount": held.made_by_us if held else False,
+        "covers_holders": list(status.covers.holders) if status.covers else None,
         "drift": [str(d) for d in status.drift],
     }
+
+
+def _covered_note(status: MountStatus) -> str:
+    """The HOLDERS cell of a mount nobody holds: who holds a mount it covers."""
+    if status.covers is None:
+        return "-"
+    return f"- (covers {','.join(status.covers.holders) or 'a timed mount'}'s)"
 
 
 def status_table(statuses: Sequence[MountStatus]) -> str:
@@ -375,7 +383,7 @@ def status_table(statuses: Sequence[MountStatus]) -> str:
             "yes" if status.live is not None else "no",
             "yes" if status.fstab is not None else "no",
             str(held.refcount if held else 0),
-            ",".join(held.holders) if held and held.holders else "-",
+            ",".join(held.holders) if held and held.holders else _covered_note(status),
             "; ".join(str(d) for d in status.drift) or "-",
         )))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]

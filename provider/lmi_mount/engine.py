@@ -158,6 +158,9 @@ class MountStatus:
     fstab: FstabEntry | None
     held: HeldMount | None
     drift: tuple[OptionDrift, ...]
+    #: A mount lmi-mount holds that this one covers (made over it by hand): its
+    #: holders are not this mount's, but a reader must not think none are there.
+    covers: HeldMount | None = None
 
     @property
     def configured(self) -> MountSpec | None:
@@ -179,7 +182,8 @@ CrashHook = Callable[[str], None]
 
 
 def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount | None,
-                 spec: str, source_drift: OptionDrift | None = None) -> MountStatus:
+                 spec: str, source_drift: OptionDrift | None = None,
+                 covers: HeldMount | None = None) -> MountStatus:
     """The status of a live mount, with its fstab line (drift per option, and
     ``source_drift``, see ``_source_drift``) if any; ``spec`` is the line's, or
     the source the table gives (``_spec_of``)."""
@@ -211,7 +215,22 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
         fstab=entry,
         held=held,
         drift=drift,
+        covers=covers,
     )
+
+
+def _covered_by(record: MountRecord, held: Mapping[str, HeldMount],
+                table: MountTable) -> HeldMount | None:
+    """The held mount at ``record``'s mount point that ``record`` covers (it is in
+    the table under it, by its id and, where known, its unique id), or None."""
+    found = held.get(record.target)
+    if found is None or found.mount_id is None or found.mount_id == record.mount_id:
+        return None
+    below = table.by_id.get(found.mount_id)
+    if below is None or below.target != record.target or (
+            found.unique_id is not None and below.unique_id not in (None, found.unique_id)):
+        return None
+    return found
 
 
 def _spec_of(record: MountRecord, entry: FstabEntry | None,
@@ -1010,15 +1029,17 @@ class MountManager:
         for record in table.visible():
             entry = by_target.get(record.target)
             holder = self._held_by(record, held, live)
+            covers = _covered_by(record, held, table) if holder is None else None
             spec = _spec_of(record, entry, source_of)
             other = _source_drift(record, entry, source_of, self.kernel.same_file)
             last = known.get(id(record))  # the entry holds its record: no id reuse
             if last is not None and last[0] is record and last[1] is entry \
                     and last[2] is holder and last[3] == spec and other is None \
+                    and last[4].covers is covers \
                     and not any(d.name == "source" for d in last[4].drift):
                 status = last[4]
             else:
-                status = _live_status(record, entry, holder, spec, other)
+                status = _live_status(record, entry, holder, spec, other, covers)
             made[id(record)] = (record, entry, holder, spec, status)
             statuses.append(status)
         self._live_statuses = made
@@ -1043,9 +1064,11 @@ class MountManager:
         entry = self.fstab_for_reading().find_target(target)
         if record is not None:
             source_of = self._source_resolver(table)
-            return _live_status(record, entry, self._held_by(record, self._published),
-                                _spec_of(record, entry, source_of),
-                                _source_drift(record, entry, source_of, self.kernel.same_file))
+            held = self._published
+            holder = self._held_by(record, held)
+            return _live_status(record, entry, holder, _spec_of(record, entry, source_of),
+                                _source_drift(record, entry, source_of, self.kernel.same_file),
+                                _covered_by(record, held, table) if holder is None else None)
         if entry is None or normalize_fstab_target(entry.target) != target:
             return None
         return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())

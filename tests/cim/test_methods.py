@@ -1203,3 +1203,21 @@ def test_a_bind_s_own_setting_is_a_goal_it_takes(world: CimWorld) -> None:
              Goal=_setting(conn, "ro,size=8m"))
     assert caught.value.status_code == CIM_ERR_INVALID_PARAMETER
     assert "size=8m" in caught.value.status_description
+
+
+@pytest.mark.parametrize("world", [k for k in EVERY_KERNEL if k.id != "fake"], indirect=True)
+def test_a_mount_over_a_held_one_says_it_covers_it(world: CimWorld) -> None:
+    # A review: while a mount made by hand covered alice's, every view showed
+    # the mount point with 0 references and no holder; an operator checking
+    # that nothing held it was misled. The mount on top is still not held.
+    conn = world.connect()
+    target = world.dir("held")
+    _, out = create_tmpfs(conn, target, Holder="alice")
+    world.kernel.mount("tmpfs", target, "tmpfs", 0, "size=2m")
+    [mount] = [m for m in conn.EnumerateInstances("LMI_MountedFileSystem")
+               if m["MountPointPath"] == target]
+    assert mount["ReferenceCount"] == 0 and not mount["Holders"]
+    assert "covers a mount lmi-mount holds for alice" in mount["Caption"], mount["Caption"]
+    assert "covers a mount" in conn.GetInstance(mount.path)["Caption"]
+    world.kernel.unmount(target)
+    assert "covers" not in conn.GetInstance(out["Mount"])["Caption"]

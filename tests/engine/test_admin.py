@@ -49,6 +49,24 @@ def test_status_shows_holders_and_drift_beside_a_running_engine(world: World) ->
         assert held is not None and held.holders == ("alice",), "the observer changed nothing"
 
 
+@pytest.mark.parametrize("world", ["real"], indirect=True)  # the fake models no stacking
+def test_status_says_a_mount_covers_a_held_one(world: World) -> None:
+    # A review: a mount made over alice's showed 0 references and no holder.
+    target = world.dir("held")
+    with world.manager() as service:
+        service.acquire(MountSpec("tmpfs", target, "tmpfs", parse_options("size=1m")), "alice")
+        world.kernel.mount("tmpfs", target, "tmpfs", 0, "size=2m")
+        out = io.StringIO()
+        main(["status", "--json"], engine=_observer(world), out=out)
+        [row] = [row for row in json.loads(out.getvalue())["mounts"] if row["target"] == target]
+        assert row["holders"] == [] and row["covers_holders"] == ["alice"]
+        table = io.StringIO()
+        main(["status"], engine=_observer(world), out=table)
+        [line] = [line for line in table.getvalue().splitlines() if target in line]
+        assert "- (covers alice's)" in line
+        world.kernel.unmount(target)
+
+
 def test_plan_prints_the_steps_and_changes_nothing(world: World) -> None:
     target = world.dir("mnt")
     out = io.StringIO()

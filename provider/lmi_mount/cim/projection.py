@@ -605,6 +605,9 @@ def _mount_caption(status: MountStatus) -> str:
         state.append("mounted")
     if status.fstab is not None:
         state.append("in fstab")
+    if status.covers is not None:
+        holders = ", ".join(status.covers.holders) or "nobody (its hold timer runs)"
+        state.append(f"covers a mount lmi-mount holds for {holders}")
     if status.drift:
         state.append("drifted: " + "; ".join(str(d) for d in status.drift))
     return ", ".join(state)
