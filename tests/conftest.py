@@ -11,11 +11,17 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from lmi_mount.cim.mof_cache import CACHE_DIR_ENV
-from tests.support.namespace import MARKER_HELP, pyfunc_call_in_namespace
+from tests.support.namespace import (
+    MARKER_HELP,
+    host_mount_points,
+    pyfunc_call_in_namespace,
+    undo_host_mounts,
+)
 
 # Engines' state directories live on /dev/shm (a tmpfs, as /run is), and a
 # journal preallocates its files there; tests whose body runs in a forked
@@ -37,6 +43,18 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return pyfunc_call_in_namespace(pyfuncitem)
+
+
+@pytest.fixture(autouse=True)
+def _mounts_stay_in_private_namespaces() -> Iterator[None]:
+    """Fail a test that mounted in the host's namespace (a parametrization that
+    dropped the private_namespace mark once did), and take its mounts away."""
+    before = host_mount_points()
+    yield
+    leaked = host_mount_points() - before
+    if leaked:
+        undo_host_mounts(leaked)
+        pytest.fail(f"the test mounted in the host's mount namespace: {sorted(leaked)}")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -17,7 +17,7 @@ from lmi_mount.admin import main, parser
 from lmi_mount.engine import MountManager
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
-from tests.engine.conftest import World
+from tests.engine.conftest import KERNELS, World
 
 
 def _observer(world: World) -> MountManager:
@@ -49,7 +49,8 @@ def test_status_shows_holders_and_drift_beside_a_running_engine(world: World) ->
         assert held is not None and held.holders == ("alice",), "the observer changed nothing"
 
 
-@pytest.mark.parametrize("world", ["real"], indirect=True)  # the fake models no stacking
+@pytest.mark.parametrize("world", [k for k in KERNELS if k.id == "real"],  # no stacking
+                         indirect=True)
 def test_status_says_a_mount_covers_a_held_one(world: World) -> None:
     # A review: a mount made over alice's showed 0 references and no holder.
     target = world.dir("held")

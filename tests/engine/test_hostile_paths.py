@@ -632,7 +632,7 @@ def test_a_user_s_link_in_a_sticky_directory_is_not_followed(tmp_path: Path,
     os.lchown(shared / "x", NOBODY, NOBODY)
     (shared / "mine").symlink_to("../victim")  # root's own link there is followed
     engine = tree.engine()
-    with pytest.raises(MountError, match="anyone may write"):
+    with pytest.raises(MountError, match="others may write"):
         engine.create(MountSpec("tmpfs", str(shared / "x"), "tmpfs", parse_options("size=1m")),
                       holder="a")
     assert at(tree.victim) is None
@@ -692,3 +692,50 @@ def test_an_image_name_is_opened_once_and_must_be_a_file_or_a_device(
     with pytest.raises(KernelError) as caught:
         kernel.mount(device, own, "ext4", 0)
     assert caught.value.errno == errno.ENOLINK and at(own) is None
+
+
+@pytest.mark.private_namespace
+@pytest.mark.kernel
+@requires_tool("squashfuse")
+@requires_tool("mksquashfs")
+def test_a_helper_is_given_only_names_no_user_can_change(tmp_path: Path, api: MountApi) -> None:
+    # A review: mount(8) and squashfuse take names, not the descriptors the
+    # service checked; nobody swapped his mount point for a link to a root
+    # directory, or his image for a link to root's 0600 image, as they started.
+    tree = UserTree(tmp_path, api)
+    theirs = Path(mkfs_image(tree.user, "squashfs", files={"f": "x"}))
+    ours = Path(mkfs_image(tree.victim, "squashfs", files={"f": "y"}))
+    user_mnt = tree.user_path("mnt", directory=True)
+    root_mnt = tmp_path / "m"
+    root_mnt.mkdir()
+    engine = tree.engine()
+    for source, target, role in ((str(ours), user_mnt, "mount point"),
+                                 (str(theirs), str(root_mnt), "source")):
+        with pytest.raises(MountError, match=f"given the {role} by name"):
+            engine.create(MountSpec(source, target, "fuse.squashfuse", parse_options("ro")),
+                          holder="a")
+    assert at(user_mnt) is None and at(root_mnt) is None
+    # Names only root can change are given as they are.
+    engine.create(MountSpec(str(ours), str(root_mnt), "fuse.squashfuse", parse_options("ro")),
+                  holder="a")
+    assert (root_mnt / "f").read_text() == "y"
+    engine.delete(str(root_mnt), holder="a")
+    engine.close()
+
+
+@pytest.mark.private_namespace
+def test_a_user_s_link_in_a_directory_his_group_may_write_is_not_followed(
+        tmp_path: Path, api: MountApi) -> None:
+    # A review: root:staff 2775 (as /usr/local may be), nobody in staff.
+    tree = UserTree(tmp_path, api)
+    group = tmp_path / "grp"
+    group.mkdir()
+    group.chmod(0o2775)
+    (group / "evil").symlink_to("../victim")
+    os.lchown(group / "evil", NOBODY, NOBODY)
+    engine = tree.engine()
+    with pytest.raises(MountError, match="others may write"):
+        engine.create(MountSpec("tmpfs", str(group / "evil"), "tmpfs", parse_options("size=1m")),
+                      holder="a")
+    assert at(tree.victim) is None
+    engine.close()

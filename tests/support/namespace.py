@@ -20,6 +20,8 @@ import os
 import pickle
 import select
 import signal
+import subprocess
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from typing import Any, TypeVar, cast
 import pytest
 
 from lmi_mount.linux.namespace import enter_private_mount_namespace, libc
+from lmi_mount.mounts.escaping import unescape_field
 from tests.support.skips import requires_root
 
 T = TypeVar("T")
@@ -234,3 +237,21 @@ def _describe_status(status: int) -> str:
 
 def _name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", repr(fn))
+
+
+#: Where tests make what they mount: a mount there in the host's namespace is a
+#: test that mounted outside a private one.
+_TEST_AREAS = (tempfile.gettempdir().rstrip("/") + "/", "/dev/shm/")
+
+
+def host_mount_points() -> set[str]:
+    """The mount points of this process's mount namespace under the tests' areas."""
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as stream:
+        points = {unescape_field(line.split(" ", 5)[4]) for line in stream}
+    return {point for point in points if point.startswith(_TEST_AREAS)}
+
+
+def undo_host_mounts(points: set[str]) -> None:
+    """Unmount ``points`` from this namespace (deepest first), as a leak's cleanup."""
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)

@@ -42,7 +42,7 @@ from typing import Final, Literal, Protocol, TypeVar
 from lmi_mount.linux import mountapi
 from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
-from lmi_mount.linux.paths import Anchor, open_no_symlinks, open_resolved
+from lmi_mount.linux.paths import Anchor, open_no_symlinks, open_resolved, unstable_path
 from lmi_mount.linux.processes import ProcessUse, busy_processes, mount_users
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
@@ -1185,6 +1185,18 @@ class LinuxKernel:
         problem = helper_problem(source or "none", target, fstype, data)
         if problem is not None:
             raise KernelError(errno.EINVAL, "helper", target, source, fstype, problem)
+        # mount(8) and the helper take names, not the descriptors checked: a
+        # name someone but root can change (a user's directory on the way)
+        # could be swapped for a link meanwhile, and the helper would mount
+        # there, or mount his file (adversarial reviews: nobody's directory
+        # over a root one, root's 0600 image read through squashfuse).
+        for role, name in (("mount point", target), ("source", source)):
+            unstable = unstable_path(name) if name and name.startswith("/") else None
+            if unstable is not None:
+                raise KernelError(errno.EPERM, "helper", target, source, fstype,
+                                  f"a mount helper is given the {role} by name, and "
+                                  f"{unstable}: use a {role} in directories only root may "
+                                  "change")
         spec, spec_type, options = helper_mount_spec(source, fstype, flags, data)
         argv = helper_argv(self.mount_program, spec, target, spec_type, options)
         # The helper takes a path, not the descriptor: what it mounts is found

@@ -209,14 +209,41 @@ def _unsafe_transition(here: os.stat_result, there: os.stat_result) -> bool:
 
 def _unsafe_link(directory: os.stat_result, link: os.stat_result) -> bool:
     """Whether root must not follow ``link`` found in ``directory``: a link of
-    another owner than the directory's in a user's directory (CHASE_SAFE), or
-    in a sticky directory anyone may write (/tmp) a link neither root's nor
-    the directory owner's, the kernel's fs.protected_symlinks rule, applied
-    whatever the sysctl says (a review's nobody-owned /tmp/x -> ../etc)."""
+    another owner than the directory's in a user's directory (CHASE_SAFE), or,
+    in a directory others than its owner may write (/tmp, a root:staff 2775
+    one), a link neither root's nor the directory owner's: the kernel's
+    fs.protected_symlinks rule, applied whatever the sysctl says and to group
+    writable directories too (reviews: nobody's /tmp/x -> ../etc, and his
+    link in a directory his group may write)."""
     if _unsafe_transition(directory, link):
         return True
-    shared = directory.st_mode & stat.S_ISVTX and directory.st_mode & stat.S_IWOTH
+    shared = directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     return bool(shared) and link.st_uid not in (0, directory.st_uid)
+
+
+def unstable_path(path: str) -> str | None:
+    """Why the absolute ``path`` could be made to lead elsewhere by someone but
+    root, for a program given the name and not a descriptor (a mount helper):
+    the first entry on the way that is a link, or that lies in a directory
+    root does not own or that others may write (a root-owned entry of a sticky
+    directory aside); None when only root can change where it leads."""
+    current = "/"
+    for name in (part for part in path.split("/") if part):
+        child = os.path.join(current, name)
+        try:
+            directory, entry = os.lstat(current), os.lstat(child)
+        except OSError as exc:
+            return f"{child!r} cannot be looked at: {exc.strerror}"
+        if stat.S_ISLNK(entry.st_mode):
+            return f"{child!r} is a symbolic link"
+        stable = directory.st_uid == 0 and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        sticky = (directory.st_uid == 0 and directory.st_mode & stat.S_ISVTX
+                  and entry.st_uid == 0)
+        if not (stable or sticky):
+            return (f"{current!r} (uid {directory.st_uid}, mode {directory.st_mode & 0o7777:04o})"
+                    " may be changed by someone but root")
+        current = child
+    return None
 
 
 def open_resolved(path: str) -> int:
@@ -276,8 +303,8 @@ def open_resolved(path: str) -> int:
                         raise refuse(errno.ENOLINK,
                                      f"it goes through the symbolic link {link!r} of uid "
                                      f"{there.st_uid} in a directory of uid {here.st_uid}"
-                                     + (" that anyone may write" if here.st_mode
-                                        & stat.S_IWOTH else ""))
+                                     + (" that others may write" if here.st_mode
+                                        & (stat.S_IWGRP | stat.S_IWOTH) else ""))
                     destination = os.readlink("", dir_fd=step)
                 finally:
                     os.close(step)
