@@ -739,3 +739,41 @@ def test_a_user_s_link_in_a_directory_his_group_may_write_is_not_followed(
                       holder="a")
     assert at(tree.victim) is None
     engine.close()
+
+
+@pytest.mark.private_namespace
+@requires_tool("mkfs.ext4")
+@requires_tool("losetup")
+def test_a_tag_that_names_two_devices_names_none(tmp_path: Path, api: MountApi) -> None:
+    # A review: nobody made his image with root's label (and UUID, public in
+    # fstab); libblkid named the device probed last, and root's LABEL= mount
+    # got nobody's file system with root's flags.
+    tree = UserTree(tmp_path, api)
+    images = [tmp_path / "victim/root.img", tree.user / "u.img"]
+    for image in images:
+        with open(image, "wb") as stream:
+            stream.truncate(16 << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "lmi-dup-test", str(image)], check=True)
+    target = str(tmp_path / "tools")
+    os.mkdir(target)
+    devices = []
+    engine = tree.engine()
+    try:
+        for image in images:
+            devices.append(subprocess.run(["losetup", "-f", "--show", str(image)], check=True,
+                                          capture_output=True, text=True).stdout.strip())
+        with pytest.raises(MountError) as caught:
+            engine.create(MountSpec("LABEL=lmi-dup-test", target, "ext4", parse_options("ro")),
+                          holder="a")
+        assert "names 2 devices" in str(caught.value)
+        assert all(device in str(caught.value) for device in devices)
+        assert at(target) is None
+        subprocess.run(["losetup", "-d", devices.pop()], check=True)
+        engine.create(MountSpec("LABEL=lmi-dup-test", target, "ext4", parse_options("ro")),
+                      holder="a")
+        assert at(target) is not None
+        engine.delete(target, holder="a")
+    finally:
+        engine.close()
+        for device in devices:
+            subprocess.run(["losetup", "-d", device], check=False)

@@ -1,6 +1,7 @@
 """Tags (``LABEL=``, ``UUID=``, ...) to devices as mount(8) finds them without udev: libblkid.
 
 Owns: ``evaluate_tag``, libblkid's ``blkid_evaluate_tag(3)`` through ctypes,
+and ``devices_with_tag`` (every device a tag names),
 the call libmount makes (``mnt_resolve_tag``) when udev's /dev/disk/by-*
 links do not name the device (a container, an initramfs, a host without
 udev). Must not know: mounts, fstab, CIM.
@@ -39,6 +40,18 @@ def _library() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
     lib.blkid_get_cache.restype = ctypes.c_int
     lib.blkid_put_cache.argtypes = (ctypes.c_void_p,)
     lib.blkid_put_cache.restype = None
+    lib.blkid_probe_all.argtypes = (ctypes.c_void_p,)
+    lib.blkid_probe_all.restype = ctypes.c_int
+    lib.blkid_dev_iterate_begin.argtypes = (ctypes.c_void_p,)
+    lib.blkid_dev_iterate_begin.restype = ctypes.c_void_p
+    lib.blkid_dev_set_search.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
+    lib.blkid_dev_set_search.restype = ctypes.c_int
+    lib.blkid_dev_next.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+    lib.blkid_dev_next.restype = ctypes.c_int
+    lib.blkid_dev_iterate_end.argtypes = (ctypes.c_void_p,)
+    lib.blkid_dev_iterate_end.restype = None
+    lib.blkid_dev_devname.argtypes = (ctypes.c_void_p,)
+    lib.blkid_dev_devname.restype = ctypes.c_char_p
     libc.free.argtypes = (ctypes.c_void_p,)
     libc.free.restype = None
     return lib, libc
@@ -75,3 +88,36 @@ def evaluate_tag(tag: str, value: str) -> str | None:
             return ctypes.string_at(found).decode("utf-8", "surrogateescape")
         finally:
             libc.free(found)
+
+
+def devices_with_tag(tag: str, value: str) -> list[str]:
+    """Every block device whose ``tag`` is ``value``, as libblkid probes them all
+    (``blkid -t TAG=value -o device``): a tag names a device only when it names
+    one. Empty when none has it, or libblkid is not installed."""
+    loaded = _library()
+    if loaded is None or tag not in TAGS or not value or "\0" in value:
+        return []
+    lib, _ = loaded
+    found: list[str] = []
+    with _lock:
+        cache = ctypes.c_void_p()
+        if lib.blkid_get_cache(ctypes.byref(cache), b"/dev/null") != 0:
+            return []
+        try:
+            lib.blkid_probe_all(cache)
+            iterator = lib.blkid_dev_iterate_begin(cache)
+            if not iterator:
+                return []
+            try:
+                lib.blkid_dev_set_search(iterator, tag.encode(),
+                                         value.encode("utf-8", "surrogateescape"))
+                device = ctypes.c_void_p()
+                while lib.blkid_dev_next(iterator, ctypes.byref(device)) == 0:
+                    name = lib.blkid_dev_devname(device)
+                    if name:
+                        found.append(name.decode("utf-8", "surrogateescape"))
+            finally:
+                lib.blkid_dev_iterate_end(iterator)
+        finally:
+            lib.blkid_put_cache(cache)
+    return sorted(set(found))

@@ -231,7 +231,17 @@ def unstable_path(path: str) -> str | None:
     for name in (part for part in path.split("/") if part):
         child = os.path.join(current, name)
         try:
-            directory, entry = os.lstat(current), os.lstat(child)
+            directory = os.lstat(current)
+        except OSError as exc:
+            return f"{current!r} cannot be looked at: {exc.strerror}"
+        try:
+            entry = os.lstat(child)
+        except FileNotFoundError:
+            # Missing from here on: only who may write ``current`` can make it.
+            if directory.st_uid == 0 and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                return None
+            return (f"{child!r} does not exist, and {current!r} (uid {directory.st_uid}) may "
+                    "be written by someone but root")
         except OSError as exc:
             return f"{child!r} cannot be looked at: {exc.strerror}"
         if stat.S_ISLNK(entry.st_mode):
@@ -430,6 +440,16 @@ class PathChecker:
         or the helper interprets it.
         """
         tag, sep, value = source.partition("=")
+        if sep and tag in blkid.TAGS:
+            # libblkid and udev name the device probed last: a user's image on
+            # a loop device, made with root's label or UUID (UUIDs are public
+            # in /etc/fstab), could be mounted for root's tag, with root's
+            # flags (an adversarial review). A tag that names more than one
+            # device names none.
+            devices = blkid.devices_with_tag(tag, value)
+            if len(devices) > 1:
+                raise PathProblem(f"{source} names {len(devices)} devices ({', '.join(devices)})"
+                                  ": name the one meant by its path", source)
         if sep and tag in _TAG_DIRS:
             link = os.path.join(self.dev_root, "disk", _TAG_DIRS[tag], value)
             if os.path.exists(link):
