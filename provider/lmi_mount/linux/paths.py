@@ -119,17 +119,22 @@ def _fd_path(fd: int) -> str:
 def resolved_path(path: str, what: str) -> str:
     """The real path of what ``path`` names now (``open_resolved``); PathProblem
     naming ``path`` and ``what`` it is when it cannot be reached safely."""
+    fd = _open_named(path, what)
     try:
-        fd = open_resolved(path)
+        return _fd_path(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_named(path: str, what: str) -> int:
+    """``open_resolved(path)``, its refusal a PathProblem naming ``what`` ``path`` is."""
+    try:
+        return open_resolved(path)
     except FileNotFoundError:
         raise PathProblem(f"{what} {path!r} does not exist", path, errno.ENOENT) from None
     except OSError as exc:
         raise PathProblem(f"{what} {path!r} cannot be used: {exc.strerror}", path,
                           exc.errno or errno.EINVAL) from exc
-    try:
-        return _fd_path(fd)
-    finally:
-        os.close(fd)
 
 
 #: Whether openat2(2) is used (Linux >= 5.6); tests set it False to run the
@@ -391,13 +396,7 @@ def open_anchor(path: str, what: str, *, file_ok: bool = False, dir_ok: bool = T
     """
     if not path.startswith("/"):
         raise PathProblem(f"{what} {path!r} is not an absolute path", path)
-    try:
-        fd = open_resolved(path)
-    except FileNotFoundError:
-        raise PathProblem(f"{what} {path!r} does not exist", path, errno.ENOENT) from None
-    except OSError as exc:
-        raise PathProblem(f"{what} {path!r} cannot be used: {exc.strerror}", path,
-                          exc.errno or errno.EINVAL) from exc
+    fd = _open_named(path, what)
     try:
         st = os.fstat(fd)
         is_dir, is_file = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
