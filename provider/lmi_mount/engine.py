@@ -42,6 +42,7 @@ from lmi_mount.linux.kernel import (
     Kernel,
     KernelError,
     helper_problem,
+    helper_unstable,
 )
 from lmi_mount.linux.paths import (
     Anchor,
@@ -1183,6 +1184,11 @@ class MountManager:
                             log.warning("%s", check.warning)
                             notes.append(f"warning: {check.warning}")
                 anchors = None
+                if mounting and spec.fstype is not None and self.kernel.uses_helper(spec.fstype):
+                    # Before anything is made: a dry run says so too.
+                    unstable = helper_unstable(spec.source, target, spec.fstype)
+                    if unstable is not None:
+                        raise PathProblem(unstable, target)
                 if mounting and mkdir is not None and not os.path.lexists(target):
                     verb = "would make" if dry_run else "made"
                     if not dry_run:

@@ -768,12 +768,45 @@ def test_a_tag_that_names_two_devices_names_none(tmp_path: Path, api: MountApi) 
         assert "names 2 devices" in str(caught.value)
         assert all(device in str(caught.value) for device in devices)
         assert at(target) is None
+        # One match is no better when it is an image's: its maker wrote its
+        # label (a review: nobody's image, root's disk absent, was mounted).
         subprocess.run(["losetup", "-d", devices.pop()], check=True)
-        engine.create(MountSpec("LABEL=lmi-dup-test", target, "ext4", parse_options("ro")),
-                      holder="a")
-        assert at(target) is not None
-        engine.delete(target, holder="a")
+        with pytest.raises(MountError, match="a loop device over an image"):
+            engine.create(MountSpec("LABEL=lmi-dup-test", target, "ext4", parse_options("ro")),
+                          holder="a")
+        assert at(target) is None
     finally:
         engine.close()
         for device in devices:
             subprocess.run(["losetup", "-d", device], check=False)
+
+
+@pytest.mark.private_namespace
+@pytest.mark.kernel
+@requires_tool("squashfuse")
+@requires_tool("mksquashfs")
+def test_a_helper_source_is_checked_in_every_spelling_and_before_anything_is_made(
+        tmp_path: Path, api: MountApi) -> None:
+    # A review: "squashfuse#/home/nobody/y.img" (type fuse) and a relative
+    # source skipped the checks; a dry run said it would mount, and
+    # X-mount.mkdir left directories behind before the refusal.
+    tree = UserTree(tmp_path, api)
+    ours = Path(mkfs_image(tree.victim, "squashfs", files={"f": "y"}))
+    link = tree.user_path("y.img", link_to=str(ours))
+    target = tmp_path / "m"
+    target.mkdir()
+    engine = tree.engine()
+    for source, fstype, said in ((f"squashfuse#{link}", "fuse", "by name"),
+                                 (link, "fuse.squashfuse", "symbolic link")):
+        with pytest.raises(MountError, match=said):
+            engine.create(MountSpec(source, str(target), fstype, parse_options("ro")),
+                          holder="a", dry_run=True)
+    with pytest.raises(MountError, match="relative path"):
+        engine.create(MountSpec("y.img", str(target), "fuse.squashfuse", parse_options("ro")),
+                      holder="a")
+    made = tree.user / "new/dir"
+    with pytest.raises(MountError, match="by name"):
+        engine.create(MountSpec(str(ours), str(made), "fuse.squashfuse",
+                                parse_options("ro,X-mount.mkdir")), holder="a")
+    assert not (tree.user / "new").exists() and at(target) is None
+    engine.close()

@@ -1185,18 +1185,9 @@ class LinuxKernel:
         problem = helper_problem(source or "none", target, fstype, data)
         if problem is not None:
             raise KernelError(errno.EINVAL, "helper", target, source, fstype, problem)
-        # mount(8) and the helper take names, not the descriptors checked: a
-        # name someone but root can change (a user's directory on the way)
-        # could be swapped for a link meanwhile, and the helper would mount
-        # there, or mount his file (adversarial reviews: nobody's directory
-        # over a root one, root's 0600 image read through squashfuse).
-        for role, name in (("mount point", target), ("source", source)):
-            unstable = unstable_path(name) if name and name.startswith("/") else None
-            if unstable is not None:
-                raise KernelError(errno.EPERM, "helper", target, source, fstype,
-                                  f"a mount helper is given the {role} by name, and "
-                                  f"{unstable}: use a {role} in directories only root may "
-                                  "change")
+        unstable = helper_unstable(source or "none", target, fstype)
+        if unstable is not None:  # the engine refused it already; a race since
+            raise KernelError(errno.EPERM, "helper", target, source, fstype, unstable)
         spec, spec_type, options = helper_mount_spec(source, fstype, flags, data)
         argv = helper_argv(self.mount_program, spec, target, spec_type, options)
         # The helper takes a path, not the descriptor: what it mounts is found
@@ -1342,6 +1333,31 @@ def helper_problem(spec: str, target: str | None, fstype: str, data: str = "") -
     for key, _ in split_data(data):
         if key in FUSE_COMMAND_OPTIONS:
             return f"option {key!r} makes a FUSE file system run a command of its choice as root"
+    return None
+
+
+def helper_unstable(spec: str, target: str, fstype: str) -> str | None:
+    """Why the names a mount helper would be given could lead elsewhere, or None.
+
+    mount(8) and the helper take names, not the descriptors lmi-mount checked:
+    a name someone but root can change (a user's directory on the way) could
+    be swapped for a link meanwhile, and the helper would mount there, or
+    mount his file (adversarial reviews: nobody's directory over a root one,
+    root's 0600 image read through squashfuse, also spelled ``PROG#SOURCE``).
+    So the mount point and a source path (after ``PROG#``) must be names
+    only root may change (``unstable_path``), and a FUSE source that is a
+    file must be named by its absolute path (a relative one is looked up
+    from the daemon's working directory)."""
+    source = spec.partition("#")[2] if "#" in spec else spec
+    if (_FUSE_TYPE.fullmatch(fstype) and source and not source.startswith("/")
+            and ":" not in source and source != "none"):
+        return f"source {source!r} is a relative path: name it by its absolute path"
+    for role, name in (("mount point", target), ("source", source)):
+        if name.startswith("/"):
+            unstable = unstable_path(name)
+            if unstable is not None:
+                return (f"a mount helper is given the {role} by name, and {unstable}: helpers "
+                        f"(FUSE, NFS, CIFS) mount only on, and from, names only root may change")
     return None
 
 

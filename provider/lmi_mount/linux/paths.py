@@ -421,6 +421,18 @@ class PathChecker:
 
     dev_root: str = "/dev"
 
+    def _tagged(self, source: str, device: str) -> str:
+        """``device``, which tag ``source`` found, unless it is a loop device: the
+        label and UUID of an image are whatever its maker wrote (a review's
+        nobody made his with root's, and root's absent disk's tag mounted his
+        image without nosuid); an image is named by its path."""
+        if os.path.basename(device).startswith("loop") and \
+                os.path.dirname(device) == self.dev_root:
+            raise PathProblem(f"{source} names {device}, a loop device over an image, whose "
+                              "label and UUID are whatever its maker wrote: name the image by "
+                              "its path", source)
+        return device
+
     def open_mount_point(self, target: str, *, file_ok: bool = False) -> Anchor:
         """The mount point, opened once: an Anchor on a directory (or a regular
         file for a file bind)."""
@@ -452,7 +464,7 @@ class PathChecker:
         if sep and tag in _TAG_DIRS:
             link = os.path.join(self.dev_root, "disk", _TAG_DIRS[tag], value)
             if os.path.exists(link):
-                return os.path.realpath(link)
+                return self._tagged(source, os.path.realpath(link))
             # Without udev's link (no udev: a container, an initramfs), as
             # mount(8) does: libblkid probes the block devices.
             device = blkid.evaluate_tag(tag, value)
@@ -460,7 +472,7 @@ class PathChecker:
                 probed = ", and libblkid finds none" if tag in blkid.TAGS and \
                     blkid.available() else ""
                 raise PathProblem(f"no device has {source} (no {link}{probed})", source)
-            return os.path.realpath(device)
+            return self._tagged(source, os.path.realpath(device))
         if source.startswith("/") and not source.startswith("//"):
             return resolved_path(source, "source")
         return source
