@@ -810,3 +810,38 @@ def test_a_helper_source_is_checked_in_every_spelling_and_before_anything_is_mad
                                 parse_options("ro,X-mount.mkdir")), holder="a")
     assert not (tree.user / "new").exists() and at(target) is None
     engine.close()
+
+
+@pytest.mark.private_namespace
+@requires_tool("mksquashfs")
+def test_links_in_a_user_s_image_lead_nowhere_out_of_it(tmp_path: Path, api: MountApi) -> None:
+    # A review: nobody's squashfs made with -all-root shows his links as
+    # root's; once mounted for him, a mount at a path through one landed on
+    # root's 0700 directory. On an image, owners are what its maker wrote.
+    tree = UserTree(tmp_path, api)
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "abs").symlink_to(tree.victim)
+    (content / "rel").symlink_to("../../victim")
+    (content / "own").mkdir()
+    (content / "inside").symlink_to("own")
+    image = tree.user / "his.sqfs"
+    subprocess.run(["mksquashfs", str(content), str(image), "-all-root", "-quiet", "-noappend",
+                    "-no-progress"], check=True, stdout=subprocess.DEVNULL)
+    os.chown(image, NOBODY, NOBODY)
+    mnt = tree.user_path("mnt", directory=True)
+    engine = tree.engine()
+    engine.create(MountSpec(str(image), mnt, "squashfs", parse_options("ro,nosuid,nodev")),
+                  holder="nobody")
+    for link in ("abs", "rel"):
+        with pytest.raises(MountError, match="its maker wrote"):
+            engine.create(MountSpec("tmpfs", f"{mnt}/{link}", "tmpfs",
+                                    parse_options("size=1m")), holder="a")
+        assert at(tree.victim) is None
+    # A link that stays in the image is followed.
+    engine.create(MountSpec("tmpfs", f"{mnt}/inside", "tmpfs", parse_options("size=1m")),
+                  holder="a")
+    assert at(f"{mnt}/own") is not None
+    engine.delete(f"{mnt}/own", holder="a")
+    engine.delete(mnt, holder="nobody")
+    engine.close()

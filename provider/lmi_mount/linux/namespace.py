@@ -37,6 +37,8 @@ def libc() -> ctypes.CDLL:
     lib.mount.restype = ctypes.c_int
     lib.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
     lib.umount2.restype = ctypes.c_int
+    lib.fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    lib.fstatfs.restype = ctypes.c_int
     lib.unshare.argtypes = (ctypes.c_int,)
     lib.unshare.restype = ctypes.c_int
     lib.setns.argtypes = (ctypes.c_int, ctypes.c_int)

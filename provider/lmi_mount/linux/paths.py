@@ -17,12 +17,16 @@ Must not know: mount logic, fstab, CIM.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
+from typing import Final
 
 from lmi_mount.linux import blkid, mountapi
+from lmi_mount.linux.namespace import libc
 
 # fstab(5) tags and the /dev/disk directories udev keeps them in.
 _TAG_DIRS = {
@@ -206,6 +210,39 @@ def open_no_symlinks(path: str, *, parent: bool = False) -> tuple[int, str]:
 _MAX_LINKS = 40
 
 
+#: An owner no one vouches for: that of a file on a file system whose owners its
+#: maker wrote (an image on a loop device, a FUSE file system), who may be anyone.
+WRITTEN_BY_ITS_MAKER: Final = -1
+_LOOP_MAJOR: Final = 7
+_FUSE_SUPER_MAGIC: Final = 0x65735546
+
+
+def _looked_at(fd: int) -> os.stat_result:
+    """``fstat(fd)``, but an owner on an image or a FUSE file system counts as
+    WRITTEN_BY_ITS_MAKER: a user's squashfs made with ``-all-root`` shows his
+    links as root's (a review mounted root's image through one), and root's
+    own image cannot be told from his by its owners."""
+    found = os.fstat(fd)
+    if os.major(found.st_dev) != _LOOP_MAJOR and _fs_type(fd) != _FUSE_SUPER_MAGIC:
+        return found
+    fields = list(found[:10])
+    fields[4] = WRITTEN_BY_ITS_MAKER  # st_uid
+    return os.stat_result(fields)
+
+
+def _fs_type(fd: int) -> int | None:
+    """fstatfs(2)'s f_type of ``fd`` (the first field of struct statfs), or None."""
+    buffer = ctypes.create_string_buffer(256)
+    if libc().fstatfs(fd, buffer) != 0:
+        return None
+    return int.from_bytes(buffer.raw[:ctypes.sizeof(ctypes.c_long)], sys.byteorder, signed=True)
+
+
+def _owner(found: os.stat_result) -> str:
+    return ("an owner its maker wrote (an image or FUSE file system)"
+            if found.st_uid == WRITTEN_BY_ITS_MAKER else f"uid {found.st_uid}")
+
+
 def _unsafe_transition(here: os.stat_result, there: os.stat_result) -> bool:
     """Whether going from ``here`` to ``there`` leaves a user's tree for another
     owner's: systemd's ``unsafe_transition()`` (CHASE_SAFE)."""
@@ -270,7 +307,9 @@ def open_resolved(path: str) -> int:
     link must belong to root or to its directory's owner, an absolute link
     from a user's tree is refused, and ``..`` may not climb out of one; in a
     sticky directory anyone may write, a link must be root's or the
-    directory owner's (fs.protected_symlinks, whatever the sysctl). Each
+    directory owner's (fs.protected_symlinks, whatever the sysctl). On an
+    image or a FUSE file system, owners are what its maker wrote, anyone
+    (``_looked_at``): links there lead nowhere out of it. Each
     step opens what it checked, so a swap made meanwhile cannot redirect it.
     Raises OSError naming ``path`` (ENOLINK for an unsafe transition).
     """
@@ -289,7 +328,7 @@ def open_resolved(path: str) -> int:
             elif exc.errno not in (errno.ELOOP, errno.ENAMETOOLONG):
                 raise OSError(exc.errno, exc.strerror, path) from exc
     fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    here = os.fstat(fd)
+    here = _looked_at(fd)
     links = 0
     link = ""
 
@@ -302,12 +341,12 @@ def open_resolved(path: str) -> int:
             if name == ".":
                 continue
             step = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            there = os.fstat(step)
+            there = _looked_at(step)
             if name == ".." and _unsafe_transition(here, there):
                 os.close(step)
                 after = f" after the symbolic link {link!r}" if link else ""
                 raise refuse(errno.ENOLINK, f"it climbs with '..'{after} out of a directory of "
-                                            f"uid {here.st_uid} into one of uid {there.st_uid}")
+                                            f"{_owner(here)} into one of {_owner(there)}")
             if stat.S_ISLNK(there.st_mode):
                 try:
                     link = _fd_path(fd).rstrip("/") + "/" + name
@@ -316,8 +355,8 @@ def open_resolved(path: str) -> int:
                         raise refuse(errno.ELOOP, "it goes through too many symbolic links")
                     if _unsafe_link(here, there):
                         raise refuse(errno.ENOLINK,
-                                     f"it goes through the symbolic link {link!r} of uid "
-                                     f"{there.st_uid} in a directory of uid {here.st_uid}"
+                                     f"it goes through the symbolic link {link!r} of "
+                                     f"{_owner(there)} in a directory of {_owner(here)}"
                                      + (" that others may write" if here.st_mode
                                         & (stat.S_IWGRP | stat.S_IWOTH) else ""))
                     destination = os.readlink("", dir_fd=step)
@@ -326,13 +365,13 @@ def open_resolved(path: str) -> int:
                 todo.extend(n for n in reversed(destination.split("/")) if n not in ("", "."))
                 if destination.startswith("/"):
                     top = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-                    top_stat = os.fstat(top)
+                    top_stat = _looked_at(top)
                     if _unsafe_transition(there, top_stat):
                         os.close(top)
                         raise refuse(errno.ENOLINK,
-                                     f"it goes through the symbolic link {link!r} of uid "
-                                     f"{there.st_uid} to {destination!r}, out of that user's "
-                                     "tree: name the real path")
+                                     f"it goes through the symbolic link {link!r} of "
+                                     f"{_owner(there)} to {destination!r}, out of that "
+                                     "user's tree: name the real path")
                     os.close(fd)
                     fd, here = top, top_stat
                 continue
