@@ -2018,7 +2018,7 @@ class MountManager:
                 over = self.kernel.mount_identity(step.target)
                 self._journal.progress(txn, {"remounting": step.target,
                                              "over": list(over) if over else None})
-                record = self.kernel.mount(step.remount.source, step.target,
+                record = self.kernel.mount(step.remount.kernel_name, step.target,
                                            step.remount.fstype, flags, data, clear=clear)
                 self._crash("recovery mount made, not noted")
                 unique = self._unique_of(record)

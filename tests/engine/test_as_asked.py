@@ -505,3 +505,40 @@ def test_a_remount_of_an_rbind_lifts_no_restriction_of_its_submount_copies(
         copy = set(vfs(world, f"{target}/sub"))
         assert {"nosuid", "nodev", "noexec"} <= copy, copy
         assert "nosuid" in vfs(world, target) and "nodev" not in vfs(world, target)
+
+
+@pytest.mark.private_namespace
+@requires_tool("mkfs.ext4")
+@pytest.mark.parametrize("api", ["new", "legacy"])
+def test_an_undone_release_mounts_a_mount_asked_by_tag_again(
+        tmp_path: Path, api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A review: the undo of an unmount remounted from the source as the
+    # holder asked it ("LABEL=data"), which the kernel cannot look up: a
+    # failed release left the mount unmounted. The kernel is given what is
+    # mounted (the device, or an image's file).
+    from lmi_mount.linux.paths import PathChecker
+    image = mkfs_image(tmp_path, "ext4", files={"f": "data"})
+    monkeypatch.setattr(PathChecker, "device_source",
+                        lambda self, source: image if source == "LABEL=data" else source)
+    target = tmp_path / "t"
+    target.mkdir()
+    armed: list[bool] = []
+
+    def crash(point: str) -> None:
+        if armed and point == "after KernelUnmount":
+            raise OSError(5, "the release fails after its unmount")
+
+    engine = MountManager(LinuxKernel(mount_api=api), fstab_path=tmp_path / "fstab",
+                          state_dir=tmp_path / "state", timers=False, crash=crash).start()
+    (tmp_path / "fstab").write_text("")
+    engine.create(MountSpec("LABEL=data", str(target), "ext4", parse_options("ro")),
+                  holder="alice")
+    armed.append(True)
+    with pytest.raises(MountError):
+        engine.delete(str(target), holder="alice")
+    assert (target / "f").read_text() == "data", "mounted again"
+    held = engine.held(str(target))
+    assert held is not None and held.holders == ("alice",)
+    armed.clear()
+    engine.delete(str(target), holder="alice")
+    engine.close()

@@ -520,14 +520,24 @@ def normalize_target(path: str) -> str:
     return "/" + normalized.lstrip("/")
 
 
+#: fstab(5)'s tags: a source the kernel cannot look up by itself.
+_FSTAB_TAGS: Final = ("UUID=", "LABEL=", "PARTUUID=", "PARTLABEL=", "ID=")
+
+
 def _live_spec(record: MountRecord, snap: Snapshot) -> MountSpec:
     """The spec that would mount ``record`` again (used to undo an unmount)."""
     options = from_mountinfo(record.vfs_options, record.super_options)
     held = _holders_of(record, snap)
     if held is not None and held.made_by_us:
         # Ours: made from this source and type (no table needed to tell a bind).
+        # The kernel is given what is mounted (the device, an image's file),
+        # never a spelling it cannot look up: a LABEL= made again as asked
+        # failed with ENOENT, and an undone release left it unmounted (a review).
+        live = (snap.source_of(record) if held.source.startswith(_FSTAB_TAGS)
+                and held.fstype is not None and not snap.uses_helper(held.fstype) else None)
         return MountSpec(held.source, record.target, held.fstype, options,
-                         recursive=held.recursive)
+                         recursive=held.recursive,
+                         kernel_source=live if live not in (None, held.source) else None)
     is_bind = snap.table.bind_origin(record) is not None
     return MountSpec(
         source=snap.source_of(record),
