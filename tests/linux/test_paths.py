@@ -275,3 +275,18 @@ def test_open_resolved_follows_root_s_links_as_the_kernel_does(tmp_path: Path, w
         with pytest.raises(OSError) as caught:
             paths.open_resolved(str(path))
         assert caught.value.errno == code, path
+
+
+def test_open_resolved_refuses_a_proc_link_whose_text_is_not_where_it_leads(
+        tmp_path: Path) -> None:
+    # A review: /proc/<pid>/fd/N of a non-dumpable user process is root's
+    # link, and its text named another directory than the one the fd holds.
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(OSError) as caught:
+            paths.open_resolved(f"/proc/self/fd/{fd}")
+        assert caught.value.errno == errno.ENOLINK and "/proc link" in caught.value.strerror
+    finally:
+        os.close(fd)
+    found = paths.open_resolved("/proc/self/mounts")  # a link whose text is its meaning
+    os.close(found)

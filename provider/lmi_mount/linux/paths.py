@@ -215,6 +215,10 @@ _MAX_LINKS = 40
 WRITTEN_BY_ITS_MAKER: Final = -1
 _LOOP_MAJOR: Final = 7
 _FUSE_SUPER_MAGIC: Final = 0x65735546
+_PROC_SUPER_MAGIC: Final = 0x9FA0
+#: The links of /proc whose text is what they lead to; every other link there
+#: (fd/N, cwd, root, exe, ns/*) is a magic link, whose text is not.
+_PROC_TEXT_LINKS: Final = frozenset({"self", "thread-self", "mounts", "net"})
 
 
 def _looked_at(fd: int) -> os.stat_result:
@@ -353,6 +357,12 @@ def open_resolved(path: str) -> int:
                     links += 1
                     if links > _MAX_LINKS:
                         raise refuse(errno.ELOOP, "it goes through too many symbolic links")
+                    if name not in _PROC_TEXT_LINKS and _fs_type(step) == _PROC_SUPER_MAGIC:
+                        # A review: a non-dumpable process's fd/N is root's link,
+                        # and its text named another directory than the fd.
+                        raise refuse(errno.ENOLINK,
+                                     f"it goes through {link!r}, a /proc link whose text is "
+                                     "not what it leads to: name the real path")
                     if _unsafe_link(here, there):
                         raise refuse(errno.ENOLINK,
                                      f"it goes through the symbolic link {link!r} of "
