@@ -1189,7 +1189,9 @@ class MountManager:
                     unstable = helper_unstable(spec.source, target, spec.fstype)
                     if unstable is not None:
                         raise PathProblem(unstable, target)
-                if mounting and mkdir is not None and not os.path.lexists(target):
+                to_make = mounting and mkdir is not None and not os.path.lexists(target)
+                if to_make:
+                    assert mkdir is not None
                     verb = "would make" if dry_run else "made"
                     if not dry_run:
                         try:
@@ -1202,8 +1204,7 @@ class MountManager:
                                  ", ".join(made), target)
                     notes.append(f"{verb} the mount point {target} (X-mount.mkdir, mode "
                                  f"{mkdir:04o})")
-                if mounting and not (dry_run and mkdir is not None
-                                     and not os.path.lexists(target)):  # nothing to open
+                if mounting and not (dry_run and to_make):  # nothing to open in a dry run
                     anchor = stack.enter_context(
                         self._paths.open_mount_point(target, file_ok=is_file))
                     target = anchor.path

@@ -9,10 +9,12 @@ udev). Must not know: mounts, fstab, CIM.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import threading
+from collections.abc import Iterator
 from typing import Final
 
 from lmi_mount.linux import namespace
@@ -70,18 +72,11 @@ def evaluate_tag(tag: str, value: str) -> str | None:
     if loaded is None or tag not in TAGS or not value or "\0" in value:
         return None
     lib, libc = loaded
-    with _lock:
-        # A cache kept in /dev/null: without one of its own, blkid_evaluate_tag
-        # writes the host's /run/blkid/blkid.tab, from a sandbox too.
-        cache = ctypes.c_void_p()
-        if lib.blkid_get_cache(ctypes.byref(cache), b"/dev/null") != 0:
+    with _private_cache(lib) as cache:
+        if cache is None:
             return None
-        try:
-            found = lib.blkid_evaluate_tag(tag.encode(),
-                                           value.encode("utf-8", "surrogateescape"),
-                                           ctypes.byref(cache))
-        finally:
-            lib.blkid_put_cache(cache)
+        found = lib.blkid_evaluate_tag(tag.encode(), value.encode("utf-8", "surrogateescape"),
+                                       ctypes.byref(cache))
         if not found:
             return None
         try:
@@ -99,25 +94,37 @@ def devices_with_tag(tag: str, value: str) -> list[str]:
         return []
     lib, _ = loaded
     found: list[str] = []
+    with _private_cache(lib) as cache:
+        if cache is None:
+            return []
+        lib.blkid_probe_all(cache)
+        iterator = lib.blkid_dev_iterate_begin(cache)
+        if not iterator:
+            return []
+        try:
+            lib.blkid_dev_set_search(iterator, tag.encode(),
+                                     value.encode("utf-8", "surrogateescape"))
+            device = ctypes.c_void_p()
+            while lib.blkid_dev_next(iterator, ctypes.byref(device)) == 0:
+                name = lib.blkid_dev_devname(device)
+                if name:
+                    found.append(name.decode("utf-8", "surrogateescape"))
+        finally:
+            lib.blkid_dev_iterate_end(iterator)
+    return sorted(set(found))
+
+
+@contextlib.contextmanager
+def _private_cache(lib: ctypes.CDLL) -> Iterator[ctypes.c_void_p | None]:
+    """A libblkid cache of this call's own, kept in /dev/null (None if libblkid
+    gives none), under the lock: without one, libblkid writes the host's
+    /run/blkid/blkid.tab, from a sandbox too."""
     with _lock:
         cache = ctypes.c_void_p()
         if lib.blkid_get_cache(ctypes.byref(cache), b"/dev/null") != 0:
-            return []
+            yield None
+            return
         try:
-            lib.blkid_probe_all(cache)
-            iterator = lib.blkid_dev_iterate_begin(cache)
-            if not iterator:
-                return []
-            try:
-                lib.blkid_dev_set_search(iterator, tag.encode(),
-                                         value.encode("utf-8", "surrogateescape"))
-                device = ctypes.c_void_p()
-                while lib.blkid_dev_next(iterator, ctypes.byref(device)) == 0:
-                    name = lib.blkid_dev_devname(device)
-                    if name:
-                        found.append(name.decode("utf-8", "surrogateescape"))
-            finally:
-                lib.blkid_dev_iterate_end(iterator)
+            yield cache
         finally:
             lib.blkid_put_cache(cache)
-    return sorted(set(found))

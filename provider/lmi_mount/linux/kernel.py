@@ -1474,8 +1474,9 @@ def _stable_device_name(fd: int, source: str, target: str, fstype: str) -> str:
         named = os.stat(entry, dir_fd=parent, follow_symlinks=False)
     finally:
         os.close(parent)
+    opened = os.fstat(fd)
     if directory.st_uid != 0 or directory.st_mode & 0o022 or \
-            (named.st_dev, named.st_ino) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
         raise KernelError(errno.EPERM, "mount", target, source, fstype,
                           f"device {name!r} is in a directory others may change: the kernel "
                           "would look the name up again (name the device in /dev)")

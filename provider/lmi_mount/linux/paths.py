@@ -253,6 +253,15 @@ def _unsafe_transition(here: os.stat_result, there: os.stat_result) -> bool:
     return here.st_uid != 0 and here.st_uid != there.st_uid
 
 
+def _others_may_write(found: os.stat_result) -> bool:
+    """Whether someone but ``found``'s owner may write it (group or other write bit)."""
+    return bool(found.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _only_root_may_write(found: os.stat_result) -> bool:
+    return found.st_uid == 0 and not _others_may_write(found)
+
+
 def _unsafe_link(directory: os.stat_result, link: os.stat_result) -> bool:
     """Whether root must not follow ``link`` found in ``directory``: a link of
     another owner than the directory's in a user's directory (CHASE_SAFE), or,
@@ -263,8 +272,7 @@ def _unsafe_link(directory: os.stat_result, link: os.stat_result) -> bool:
     link in a directory his group may write)."""
     if _unsafe_transition(directory, link):
         return True
-    shared = directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    return bool(shared) and link.st_uid not in (0, directory.st_uid)
+    return _others_may_write(directory) and link.st_uid not in (0, directory.st_uid)
 
 
 def unstable_path(path: str) -> str | None:
@@ -284,7 +292,7 @@ def unstable_path(path: str) -> str | None:
             entry = os.lstat(child)
         except FileNotFoundError:
             # Missing from here on: only who may write ``current`` can make it.
-            if directory.st_uid == 0 and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            if _only_root_may_write(directory):
                 return None
             return (f"{child!r} does not exist, and {current!r} (uid {directory.st_uid}) may "
                     "be written by someone but root")
@@ -292,10 +300,9 @@ def unstable_path(path: str) -> str | None:
             return f"{child!r} cannot be looked at: {exc.strerror}"
         if stat.S_ISLNK(entry.st_mode):
             return f"{child!r} is a symbolic link"
-        stable = directory.st_uid == 0 and not directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         sticky = (directory.st_uid == 0 and directory.st_mode & stat.S_ISVTX
                   and entry.st_uid == 0)
-        if not (stable or sticky):
+        if not (_only_root_may_write(directory) or sticky):
             return (f"{current!r} (uid {directory.st_uid}, mode {directory.st_mode & 0o7777:04o})"
                     " may be changed by someone but root")
         current = child
@@ -367,8 +374,8 @@ def open_resolved(path: str) -> int:
                         raise refuse(errno.ENOLINK,
                                      f"it goes through the symbolic link {link!r} of "
                                      f"{_owner(there)} in a directory of {_owner(here)}"
-                                     + (" that others may write" if here.st_mode
-                                        & (stat.S_IWGRP | stat.S_IWOTH) else ""))
+                                     + (" that others may write"
+                                        if _others_may_write(here) else ""))
                     destination = os.readlink("", dir_fd=step)
                 finally:
                     os.close(step)

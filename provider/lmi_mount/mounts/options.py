@@ -1030,7 +1030,7 @@ def without_fs_options_in_effect(options: MountOptions, live: MountOptions) -> M
     kept = tuple(element for element in options.other_options
                  if not _is_fs_data(element) or _same_fs_option(
                      name := element.split("=", 1)[0], element,
-                     live_fs.get(name, live_fs.get(_SHOWN_AS.get(name, name)))) is not True)
+                     _shown(live_fs, name)) is not True)
     return options if kept == options.other_options else replace(options, other_options=kept)
 
 
@@ -1233,6 +1233,12 @@ def _memparse(text: str) -> int | None:
     return number << _SUFFIX_SHIFT[suffix.lower()]
 
 
+def _shown(live_fs: Mapping[str, str], name: str) -> str | None:
+    """The option element the kernel shows for ``name``, under its own name or the
+    one a file system shows it as (``_SHOWN_AS``)."""
+    return live_fs.get(name, live_fs.get(_SHOWN_AS.get(name, name)))
+
+
 def _same_fs_option(name: str, configured: str, live: str | None,
                     fstype: str | None = None) -> bool | None:
     """Whether a file system option is in effect as configured: True, False, or None
@@ -1341,7 +1347,7 @@ def compare(configured: MountOptions, live: MountOptions, *,
             drifts.append(OptionDrift(_NAMES_OF_FLAG[flag][0], value, not value))
     live_fs = _fs_options(live)
     for name, element in _fs_options(configured).items():
-        live_element = live_fs.get(name, live_fs.get(_SHOWN_AS.get(name, name)))
+        live_element = _shown(live_fs, name)
         same = _same_fs_option(name, element, live_element, fstype)
         if same is not True:
             drifts.append(OptionDrift(name, element, live_element, comparable=same is not None))
