@@ -434,8 +434,7 @@ def test_a_mounts_own_setting_as_the_goal_keeps_its_lines_fstab_words(world: Cim
     rv, out = call(conn, "CreateMount", Mode=1, FileSystemSpec="tmpfs", FileSystemType="tmpfs",
                    MountPoint=target, Goal=_setting(conn, ",".join(["size=4m", *words])))
     assert rv == 0, out
-    [setting] = conn.Associators(out["Mount"],
-                                 AssocClass="LMI_MountedFileSystemElementSettingData")
+    setting = _one_setting(conn, out["Mount"])
     assert set(words) <= set(setting["OtherOptions"]), setting["OtherOptions"]
     rv, out = call(conn, "ModifyMount", Mode=2, Mount=out["Mount"], Goal=setting.path)
     assert rv == 0, out
@@ -475,8 +474,7 @@ def test_a_shared_line_keeps_shared_through_its_setting_and_drifts_when_made_pri
     rv, out = call(conn, "CreateMount", Mode=1, FileSystemSpec="tmpfs", FileSystemType="tmpfs",
                    MountPoint=target, Goal=_setting(conn, "size=4m,shared"))
     assert rv == 0, out
-    [setting] = conn.Associators(out["Mount"],
-                                 AssocClass="LMI_MountedFileSystemElementSettingData")
+    setting = _one_setting(conn, out["Mount"])
     assert "shared" in setting["OtherOptions"], setting["OtherOptions"]
     rv, plan = call(conn, "ModifyMount", Mode=2, Mount=out["Mount"], Goal=setting.path)
     assert rv == 0, plan
@@ -583,6 +581,12 @@ def test_a_call_returns_the_steps_it_took(world: CimWorld) -> None:
     rv, done = create_tmpfs(conn, target, mode=1)
     assert rv == 0 and list(done["Plan"]) == list(planned["Plan"])
     assert list(done["Plan"])[-1] == f"fstab: add line 'tmpfs {target} tmpfs defaults 0 0'"
+
+
+def _one_setting(conn: Any, mount: CIMInstanceName) -> Any:
+    """The one setting a mount whose live options agree with its line has."""
+    [setting] = conn.Associators(mount, AssocClass="LMI_MountedFileSystemElementSettingData")
+    return setting
 
 
 def _setting(conn: Any, options: str | None = None) -> CIMInstanceName:
@@ -1188,8 +1192,7 @@ def test_a_bind_s_own_setting_is_a_goal_it_takes(world: CimWorld) -> None:
     rv, out = call(conn, "CreateMount", Mode=1, FileSystemSpec=origin, MountPoint=target,
                    Goal=_setting(conn, "bind,ro,nosuid"))
     assert rv == 0, out
-    [setting] = conn.Associators(out["Mount"],
-                                 AssocClass="LMI_MountedFileSystemElementSettingData")
+    setting = _one_setting(conn, out["Mount"])
     assert "size=4096k" in setting["OtherOptions"], setting["OtherOptions"]
     rv, out = call(conn, "ModifyMount", Mode=1, Mount=out["Mount"], Goal=setting.path)
     assert rv == 0, out

@@ -176,8 +176,7 @@ def _deliver(listener: tuple[int, list[bytes]], items: list[tuple[str, str]],
         while len(handled) < count and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        destination.stop()
-        destination.join(time.monotonic() + 2)
+        _stop(destination)
     received = _indications(handled)
     return received, destination.lost
 
@@ -381,8 +380,7 @@ def test_a_loss_alert_to_a_listener_that_fails_is_tried_once_not_with_every_retr
         while destination.lost < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        destination.stop()
-        destination.join(time.monotonic() + 2)
+        _stop(destination)
         close()
     sent = [i["Message"] for i in _indications(attempts)]
     assert sent == ["first"] * 3 + ["1 lost"] + ["second"] * 3
@@ -599,8 +597,7 @@ def test_a_stop_during_a_loss_alert_is_no_loss(caplog: pytest.LogCaptureFixture)
         while len(seen) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         caplog.clear()
-        destination.stop()
-        destination.join(time.monotonic() + 2)
+        _stop(destination)
     finally:
         close()
     assert destination.lost == 1
@@ -743,6 +740,12 @@ def test_a_stop_delivers_what_is_queued_within_its_time_and_says_what_it_could_n
     assert 10 - len(seen) <= int(said.group(1)) <= 11 - len(seen)
 
 
+def _stop(destination: Destination) -> None:
+    """Stop ``destination`` and give its thread 2 s to end."""
+    destination.stop()
+    destination.join(time.monotonic() + 2)
+
+
 def _failing_first(count: int) -> tuple[int, list[bytes], Callable[[], None]]:
     """A listener that answers 500 to its first ``count`` requests and 200 after;
     its port, the bodies it got, and how to stop it."""
@@ -786,8 +789,7 @@ def test_a_loss_alert_that_failed_goes_right_after_the_next_delivery_and_counts_
         while len(requests) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        destination.stop()
-        destination.join(time.monotonic() + 2)
+        _stop(destination)
         close()
     sent = _indications(requests)
     assert [(i["Message"], i["SequenceNumber"]) for i in sent] == [
@@ -804,8 +806,7 @@ def test_a_loss_alert_that_failed_is_tried_again_with_nothing_after_it() -> None
         while len(requests) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        destination.stop()
-        destination.join(time.monotonic() + 2)
+        _stop(destination)
         close()
     sent = _indications(requests)
     assert [(i["Message"], i["SequenceNumber"]) for i in sent] == [
