@@ -70,11 +70,19 @@ def destination(url: str = "http://127.0.0.1:5990", **more: Any) -> CIMInstance:
 
 def subscribe(front: InteropBroker, caller: Caller = ADMIN, filter_name: str = "f",
               **destination_values: Any) -> CIMInstanceName:
+    subscription = subscription_to(front, caller, filter_name, **destination_values)
+    return front.create_instance(INTEROP, subscription, caller=caller)
+
+
+def subscription_to(front: InteropBroker, caller: Caller = ADMIN, filter_name: str = "f",
+                    more: dict[str, Any] | None = None, **destination_values: Any
+                    ) -> CIMInstance:
+    """A subscription (with ``more`` of its properties) to a filter and a
+    destination made for it, not yet made itself."""
     found = front.create_instance(INTEROP, filter_instance(Name=filter_name), caller=caller)
     handler = front.create_instance(INTEROP, destination(**destination_values), caller=caller)
-    subscription = CIMInstance("CIM_IndicationSubscription",
-                               properties={"Filter": found, "Handler": handler})
-    return front.create_instance(INTEROP, subscription, caller=caller)
+    return CIMInstance("CIM_IndicationSubscription",
+                       properties={"Filter": found, "Handler": handler, **(more or {})})
 
 
 def test_a_reader_may_read_subscriptions_but_not_make_or_remove_them(
@@ -215,10 +223,7 @@ def test_what_could_never_work_is_refused_when_made(
 def test_a_subscription_is_made_enabled_or_disabled_only(front: InteropBroker) -> None:
     # SubscriptionState 7 was taken on CreateInstance, and the subscription
     # then silently had no route (an outside review).
-    found = front.create_instance(INTEROP, filter_instance(), caller=ADMIN)
-    handler = front.create_instance(INTEROP, destination(), caller=ADMIN)
-    subscription = CIMInstance("CIM_IndicationSubscription", properties={
-        "Filter": found, "Handler": handler, "SubscriptionState": Uint16(7)})
+    subscription = subscription_to(front, more={"SubscriptionState": Uint16(7)})
     with pytest.raises(CIMError) as refused:
         front.create_instance(INTEROP, subscription, caller=ADMIN)
     assert refused.value.status_code == CIM_ERR_INVALID_PARAMETER
@@ -230,10 +235,7 @@ def test_a_subscription_that_would_end_by_itself_is_refused(front: InteropBroker
     # A review: SubscriptionDuration was taken and echoed back, then ignored:
     # indications went on after it (the schema says they MUST NOT). DSP1054
     # lets a service refuse what it does not support.
-    found = front.create_instance(INTEROP, filter_instance(), caller=ADMIN)
-    handler = front.create_instance(INTEROP, destination(), caller=ADMIN)
-    subscription = CIMInstance("CIM_IndicationSubscription", properties={
-        "Filter": found, "Handler": handler, "SubscriptionDuration": Uint64(1)})
+    subscription = subscription_to(front, more={"SubscriptionDuration": Uint64(1)})
     with pytest.raises(CIMError) as refused:
         front.create_instance(INTEROP, subscription, caller=ADMIN)
     assert refused.value.status_code == CIM_ERR_NOT_SUPPORTED
