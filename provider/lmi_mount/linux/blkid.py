@@ -1,10 +1,9 @@
 """Tags (``LABEL=``, ``UUID=``, ...) to devices as mount(8) finds them without udev: libblkid.
 
-Owns: ``evaluate_tag``, libblkid's ``blkid_evaluate_tag(3)`` through ctypes,
-and ``devices_with_tag`` (every device a tag names),
-the call libmount makes (``mnt_resolve_tag``) when udev's /dev/disk/by-*
-links do not name the device (a container, an initramfs, a host without
-udev). Must not know: mounts, fstab, CIM.
+Owns: ``devices_with_tag``, every device libblkid's probe finds with a tag
+(through ctypes), what libmount asks libblkid (``mnt_resolve_tag``) when
+udev's /dev/disk/by-* links do not name the device (a container, an
+initramfs, a host without udev). Must not know: mounts, fstab, CIM.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ import threading
 from collections.abc import Iterator
 from typing import Final
 
-from lmi_mount.linux import namespace
-
 #: The tags libblkid evaluates (``ID=`` is udev's alone).
 TAGS: Final = frozenset({"UUID", "LABEL", "PARTUUID", "PARTLABEL"})
 
@@ -29,15 +26,12 @@ _lock = threading.Lock()
 
 
 @functools.cache
-def _library() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
-    """libblkid with its calls declared, and the C library (``free``)."""
+def _library() -> ctypes.CDLL | None:
+    """libblkid with its calls declared."""
     try:
         lib = ctypes.CDLL(ctypes.util.find_library("blkid") or "libblkid.so.1")
     except OSError:
         return None
-    libc = namespace.libc()
-    lib.blkid_evaluate_tag.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
-    lib.blkid_evaluate_tag.restype = ctypes.c_void_p  # malloc'd: the caller frees it
     lib.blkid_get_cache.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
     lib.blkid_get_cache.restype = ctypes.c_int
     lib.blkid_put_cache.argtypes = (ctypes.c_void_p,)
@@ -54,9 +48,7 @@ def _library() -> tuple[ctypes.CDLL, ctypes.CDLL] | None:
     lib.blkid_dev_iterate_end.restype = None
     lib.blkid_dev_devname.argtypes = (ctypes.c_void_p,)
     lib.blkid_dev_devname.restype = ctypes.c_char_p
-    libc.free.argtypes = (ctypes.c_void_p,)
-    libc.free.restype = None
-    return lib, libc
+    return lib
 
 
 def available() -> bool:
@@ -64,35 +56,13 @@ def available() -> bool:
     return _library() is not None
 
 
-def evaluate_tag(tag: str, value: str) -> str | None:
-    """The device whose ``tag`` is ``value`` (``/dev/loop3``), as libblkid finds
-    it by probing the block devices; None when none has it, the tag is not
-    one libblkid knows, or libblkid is not installed."""
-    loaded = _library()
-    if loaded is None or tag not in TAGS or not value or "\0" in value:
-        return None
-    lib, libc = loaded
-    with _private_cache(lib) as cache:
-        if cache is None:
-            return None
-        found = lib.blkid_evaluate_tag(tag.encode(), value.encode("utf-8", "surrogateescape"),
-                                       ctypes.byref(cache))
-        if not found:
-            return None
-        try:
-            return ctypes.string_at(found).decode("utf-8", "surrogateescape")
-        finally:
-            libc.free(found)
-
-
 def devices_with_tag(tag: str, value: str) -> list[str]:
     """Every block device whose ``tag`` is ``value``, as libblkid probes them all
     (``blkid -t TAG=value -o device``): a tag names a device only when it names
     one. Empty when none has it, or libblkid is not installed."""
-    loaded = _library()
-    if loaded is None or tag not in TAGS or not value or "\0" in value:
+    lib = _library()
+    if lib is None or tag not in TAGS or not value or "\0" in value:
         return []
-    lib, _ = loaded
     found: list[str] = []
     with _private_cache(lib) as cache:
         if cache is None:

@@ -507,28 +507,26 @@ class PathChecker:
         or the helper interprets it.
         """
         tag, sep, value = source.partition("=")
-        if sep and tag in blkid.TAGS:
+        if sep and tag in _TAG_DIRS:
             # libblkid and udev name the device probed last: a user's image on
             # a loop device, made with root's label or UUID (UUIDs are public
             # in /etc/fstab), could be mounted for root's tag, with root's
             # flags (an adversarial review). A tag that names more than one
-            # device names none.
+            # device names none. (ID= is udev's alone: libblkid lists none.)
             devices = blkid.devices_with_tag(tag, value)
             if len(devices) > 1:
                 raise PathProblem(f"{source} names {len(devices)} devices ({', '.join(devices)})"
                                   ": name the one meant by its path", source)
-        if sep and tag in _TAG_DIRS:
             link = os.path.join(self.dev_root, "disk", _TAG_DIRS[tag], value)
             if os.path.exists(link):
                 return self._tagged(source, os.path.realpath(link))
             # Without udev's link (no udev: a container, an initramfs), as
-            # mount(8) does: libblkid probes the block devices.
-            device = blkid.evaluate_tag(tag, value)
-            if device is None:
+            # mount(8) does: the device libblkid's probe found.
+            if not devices:
                 probed = ", and libblkid finds none" if tag in blkid.TAGS and \
                     blkid.available() else ""
                 raise PathProblem(f"no device has {source} (no {link}{probed})", source)
-            return self._tagged(source, os.path.realpath(device))
+            return self._tagged(source, os.path.realpath(devices[0]))
         if source.startswith("/") and not source.startswith("//"):
             return resolved_path(source, "source")
         return source
