@@ -861,6 +861,38 @@ def test_keep_alive_requests_do_not_wake_the_io_thread(
         server.shutdown()
 
 
+def test_a_loop_turn_while_a_worker_hands_back_does_not_wake_the_loop(
+        app: EchoApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loop sleeps at most a second, as long as LIMITS' keep-alive: a turn
+    # between the worker's reading of the clock and its registering of the
+    # connection must not count as sleeping past the connection's deadline.
+    # The worker's clock here forces such a turn every time it is read.
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    wakes = []
+    monkeypatch.setattr(server, "_wake", lambda: wakes.append(1))
+    clock = server._clock
+
+    def clock_then_a_loop_turn() -> float:
+        now = clock()
+        if threading.current_thread() is not server._thread:
+            server._wake_w.send(b"\0")
+            time.sleep(0.02)
+        return now
+
+    monkeypatch.setattr(server, "_clock", clock_then_a_loop_turn)
+    server.start()
+    try:
+        with connect(server) as sock:
+            replies = sock.makefile("rb")
+            for number in range(3):
+                sock.sendall(post(body=b"%d" % number))
+                assert read_response(replies).body == b"%d" % number
+            assert wakes == []
+    finally:
+        monkeypatch.undo()
+        server.shutdown()
+
+
 def test_a_full_worker_pool_answers_503_at_once(app: EchoApp) -> None:
     from lmi_mount.server.http import QUEUE_FACTOR
 

@@ -577,7 +577,6 @@ class HttpServer:
         the same lock before it unregisters, so a connection is never
         registered after it was closed.
         """
-        deadline = self._clock() + self.limits.keepalive_timeout
         with self._conns_lock:
             if conn not in self._conns:
                 return _Handed.CLOSED
@@ -586,7 +585,11 @@ class HttpServer:
             conn.sock.setblocking(False)
             conn.head = None
             conn.request_started = False
-            conn.deadline = deadline
+            # Read under the lock: a loop turn that scanned the table before
+            # this then has the earlier clock, so ``_hand_back`` wakes it only
+            # when it really sleeps past this deadline, not for a turn that
+            # came between reading the clock and taking the lock.
+            conn.deadline = self._clock() + self.limits.keepalive_timeout
             conn.state = _State.HEAD
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
         return _Handed.WAITING
