@@ -25,13 +25,14 @@ import pytest
 from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import KernelError, LinuxKernel, MountApi
 from lmi_mount.linux.paths import Anchor, PathChecker
-from lmi_mount.mounts.errors import InUse, MountError, OperationFailed
+from lmi_mount.mounts.errors import InUse, InvalidRequest, MountError, OperationFailed
 from lmi_mount.mounts.flags import MS_RDONLY
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, parse_mountinfo
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
 from tests.contract.helpers import mkfs_image
 from tests.engine.conftest import World
+from tests.support.deep_paths import longer_than_path_max
 from tests.support.skips import requires_root, requires_tool
 
 pytestmark = [pytest.mark.root, requires_root,
@@ -832,3 +833,22 @@ def test_links_in_a_user_s_image_lead_nowhere_out_of_it(tmp_path: Path, api: Mou
     engine.delete(f"{mnt}/own", holder="a")
     engine.delete(mnt, holder="nobody")
     engine.close()
+
+
+@pytest.mark.private_namespace
+@pytest.mark.parametrize("role", ["mount point", "bind source"])
+def test_a_path_longer_than_path_max_is_an_invalid_request_naming_it(
+        tmp_path: Path, api: MountApi, role: str) -> None:
+    # A review got OSError "File name too long: '/proc/self/fd/8'" for a live
+    # mount there; fstab lines were refused by name already.
+    scene = Scene(tmp_path, api)
+    deep = longer_than_path_max(tmp_path / "r")
+    spec = (MountSpec("tmpfs", deep, "tmpfs", parse_options("size=1m")) if role == "mount point"
+            else MountSpec(deep, str(scene.mnt), None))
+    before = Path("/proc/self/mountinfo").read_text()
+    engine = scene.engine()
+    with pytest.raises(InvalidRequest, match="longer than PATH_MAX") as refused:
+        engine.create(spec, holder="me")
+    assert f"{role} {deep[:40]!r}" in str(refused.value) and refused.value.value == deep
+    assert Path("/proc/self/mountinfo").read_text() == before
+    assert engine.holders() == [] and (tmp_path / "fstab").read_text() == ""

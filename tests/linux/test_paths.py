@@ -24,6 +24,7 @@ from lmi_mount.engine import _spellings
 from lmi_mount.linux import paths
 from lmi_mount.linux.namespace import libc
 from lmi_mount.mounts.flags import MS_BIND
+from tests.support.deep_paths import longer_than_path_max
 from tests.support.skips import requires_root, requires_tool
 
 
@@ -81,21 +82,29 @@ def test_bad_paths_are_refused_naming_the_path(way: str, path: str, code: int) -
 
 def test_a_path_longer_than_path_max_opens(tmp_path: Path, way: str) -> None:
     # A mount point may end up there after a parent rename; it must stay reachable.
-    real = str(tmp_path.resolve())
-    fd = os.open(real, os.O_PATH | os.O_DIRECTORY)
-    path = real
-    try:
-        for _ in range(30):
-            name = "d" * 200
-            os.mkdir(name, dir_fd=fd)
-            following = os.open(name, os.O_PATH | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd, path = following, f"{path}/{name}"
-    finally:
-        os.close(fd)
-    assert len(path) > os.pathconf("/", "PC_PATH_MAX")
-    opened_fd, _ = paths.open_no_symlinks(path)
+    opened_fd, _ = paths.open_no_symlinks(longer_than_path_max(tmp_path))
     os.close(opened_fd)
+
+
+@pytest.mark.parametrize("named", ["as it is", "through a link"])
+def test_a_request_path_longer_than_path_max_is_refused_naming_it(tmp_path: Path,
+                                                                  named: str) -> None:
+    # mountinfo and fstab cannot name such a mount point, nor readlink(2) the
+    # descriptor's path: a review got "File name too long: '/proc/self/fd/8'".
+    path = longer_than_path_max(tmp_path)
+    if named == "through a link":
+        # Two links, each shorter than PATH_MAX (symlink(2) takes no longer one).
+        names = path.split("/")
+        half = "/".join(names[:len(names) // 2])
+        (tmp_path / "short").symlink_to(half)
+        os.symlink("/".join(names[len(names) // 2:]), f"{half}/link")
+        path = str(tmp_path / "short" / "link")
+    for refused in (lambda: paths.open_anchor(path, "mount point"),
+                    lambda: paths.resolved_path(path, "image")):
+        with pytest.raises(paths.PathProblem, match="longer than PATH_MAX") as problem:
+            refused()
+        assert path[:40] in str(problem.value) and "/proc/self/fd" not in str(problem.value)
+        assert problem.value.errno == errno.ENAMETOOLONG
 
 
 def test_lock_keys_of_a_link_to_what_has_no_path_are_paths(tmp_path: Path) -> None:
@@ -290,3 +299,20 @@ def test_open_resolved_refuses_a_proc_link_whose_text_is_not_where_it_leads(
         os.close(fd)
     found = paths.open_resolved("/proc/self/mounts")  # a link whose text is its meaning
     os.close(found)
+
+
+def test_an_anchor_moved_beyond_path_max_names_its_path(tmp_path: Path) -> None:
+    # Its current path is read after a mount, to find it in mountinfo: the
+    # error must name the mount point, not the descriptor's /proc link.
+    (tmp_path / "deep").mkdir()
+    deep = longer_than_path_max(tmp_path / "deep")
+    (tmp_path / "mnt").mkdir()
+    with paths.open_anchor(str(tmp_path / "mnt"), "mount point") as anchor:
+        there, _ = paths.open_no_symlinks(deep)
+        try:
+            os.rename(tmp_path / "mnt", "mnt", dst_dir_fd=there)
+        finally:
+            os.close(there)
+        with pytest.raises(OSError, match="longer than PATH_MAX") as refused:
+            anchor.current_path()
+        assert refused.value.filename == str(tmp_path / "mnt")

@@ -27,6 +27,7 @@ from typing import Final
 
 from lmi_mount.linux import blkid, mountapi
 from lmi_mount.linux.namespace import libc
+from lmi_mount.mounts.fstab import PATH_MAX
 
 # fstab(5) tags and the /dev/disk directories udev keeps them in.
 _TAG_DIRS = {
@@ -101,8 +102,15 @@ class Anchor:
         return f"/proc/self/fd/{self.fd}"
 
     def current_path(self) -> str:
-        """Where the file is now (it may have been renamed since it was opened)."""
-        return _fd_path(self.fd)
+        """Where the file is now (it may have been renamed since it was opened);
+        OSError naming the path it was opened by when that is too long to read."""
+        try:
+            return _fd_path(self.fd)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                raise
+            raise OSError(exc.errno, f"{self.path!r} was moved where its path is longer than "
+                                     f"PATH_MAX ({PATH_MAX} bytes)", self.path) from None
 
     def close(self) -> None:
         if not self.closed:
@@ -120,12 +128,26 @@ def _fd_path(fd: int) -> str:
     return os.readlink(f"/proc/self/fd/{fd}")
 
 
+def _named_path(fd: int, path: str, what: str) -> str:
+    """The path of ``fd``, which ``path`` (``what`` it is) opened; PathProblem when
+    it is longer than PATH_MAX: readlink(2) cannot give it, and mountinfo and
+    fstab could not name a mount there (a review got "File name too long:
+    '/proc/self/fd/8'" for a request)."""
+    try:
+        return _fd_path(fd)
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise PathProblem(f"{what} {path[:40]!r}... is longer than PATH_MAX ({PATH_MAX} "
+                          "bytes) where it leads", path, errno.ENAMETOOLONG) from None
+
+
 def resolved_path(path: str, what: str) -> str:
     """The real path of what ``path`` names now (``open_resolved``); PathProblem
     naming ``path`` and ``what`` it is when it cannot be reached safely."""
     fd = _open_named(path, what)
     try:
-        return _fd_path(fd)
+        return _named_path(fd, path, what)
     finally:
         os.close(fd)
 
@@ -461,7 +483,7 @@ def open_anchor(path: str, what: str, *, file_ok: bool = False, dir_ok: bool = T
                      if ok]
             raise PathProblem(f"{what} {path!r} is not {' or '.join(kinds)}", path,
                               errno.ENOTDIR if not is_dir else errno.EISDIR)
-        real = _fd_path(fd)
+        real = _named_path(fd, path, what)
         if st.st_nlink == 0 or not real.startswith("/"):
             raise PathProblem(f"{what} {path!r} was removed while it was opened", path,
                               errno.ENOENT)
