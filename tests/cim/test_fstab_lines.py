@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError
+from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError, Uint16
 
 from lmi_mount.mounts.flags import MS_BIND
 from tests.cim.conftest import NS, CimWorld, call, service_path
@@ -163,6 +163,47 @@ def test_a_line_given_its_own_setting_as_the_goal_is_left_as_it_is(
     rv, out = call(conn, "ModifyMount", Mode=2, Mount=mount, Goal=setting)
     assert rv == 0, out
     assert lines(fake_world) == [line.replace(numbers, written)]
+
+
+@pytest.mark.parametrize(("values", "numbers"), [
+    ({}, "1 2"),  # the Goal says nothing of them: the line's own stay
+    ({"FileSystemCheckOrder": Uint16(0)}, "1 0"),
+    ({"Dump": False, "FileSystemCheckOrder": Uint16(3)}, "0 3"),
+])
+def test_a_goal_from_create_setting_keeps_the_line_s_numbers_it_does_not_set(
+        fake_world: CimWorld, values: dict[str, Any], numbers: str) -> None:
+    # OpenLMI's flow (CreateSetting, set the options, ModifyMount) changing
+    # only the options turned off the line's fsck at boot: a new goal's pass
+    # number was 0, not "not set" (the util-linux review's left-alone item).
+    conn = fake_world.connect()
+    target = str(fake_world.root / "g2")
+    fake_world.fstab.write_text(f"# scratch fstab\ntmpfs {target} tmpfs size=1m 1 2\n")
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == target]
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities",
+                                                 namespace=NS)
+    _, out = conn.InvokeMethod("CreateSetting", capabilities, Options="size=2m")
+    setting = conn.GetInstance(out["MountSetting"])
+    assert setting["Dump"] is None and setting["FileSystemCheckOrder"] is None
+    if values:
+        for name, value in values.items():
+            setting[name] = value
+        conn.ModifyInstance(setting)
+    rv, out = call(conn, "ModifyMount", Mode=2, Mount=mount, Goal=setting.path)
+    assert rv == 0, out
+    assert lines(fake_world) == [f"tmpfs {target} tmpfs size=2m {numbers}"]
+
+
+def test_a_goal_from_create_setting_gives_a_new_line_zeros(fake_world: CimWorld) -> None:
+    conn = fake_world.connect()
+    target = str(fake_world.root / "g3")
+    [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities",
+                                                 namespace=NS)
+    _, out = conn.InvokeMethod("CreateSetting", capabilities, Options="size=2m")
+    rv, out = call(conn, "CreateMount", Mode=2, MountPoint=target, FileSystemSpec="tmpfs",
+                   FileSystemType="tmpfs", Goal=out["MountSetting"])
+    assert rv == 0, out
+    assert lines(fake_world) == [f"tmpfs {target} tmpfs size=2m 0 0"]
 
 
 def test_a_line_is_not_added_after_one_libmount_would_then_lose(fake_world: CimWorld) -> None:

@@ -84,11 +84,11 @@ PROPERTY_OF_FIELD: Final = {field: cim for cim, field in SETTING_FIELDS}
 _ID_SAFE: Final = "/:=@,+-._~ #!$&'()*;[]{}^`"
 
 
-def _uint16_or_null(value: int) -> Uint16 | None:
+def _uint16_or_null(value: int | None) -> Uint16 | None:
     """A number read from fstab as a uint16 property; NULL where it has no such
     value (libmount reads a pass number of -1 or 70000): one line must not
-    break every read of its class."""
-    return Uint16(value) if 0 <= value <= 0xFFFF else None
+    break every read of its class. None (not set) is NULL too."""
+    return Uint16(value) if value is not None and 0 <= value <= 0xFFFF else None
 
 
 def mount_local_id(spec: str, target: str) -> str:
@@ -114,8 +114,11 @@ class GoalSetting:
 
     instance_id: str
     options: MountOptions
-    dump: bool = False
-    passno: int = 0
+    #: None (NULL) until a client sets it: a ModifyMount keeps the line's own
+    #: freq and pass number, a new line gets 0. A 0 here turned off the fsck
+    #: of every line whose options OpenLMI's flow changed.
+    dump: bool | None = None
+    passno: int | None = None
     element_name: str = ""
 
 
@@ -398,7 +401,7 @@ class Projector:
                 "InstanceID": goal.instance_id,
                 "ElementName": goal.element_name or "goal setting",
                 "Dump": goal.dump,
-                "FileSystemCheckOrder": Uint16(goal.passno),
+                "FileSystemCheckOrder": _uint16_or_null(goal.passno),
                 "ChangeableType": Uint16(1),
             }
         )

@@ -185,7 +185,7 @@ class ServiceProvider(Provider):
             # lift the origin's restrictions (noexec, nodev) on the copy.
             options = MountOptions()
         holder = _string(args, "holder") or caller.user or view.context.default_holder
-        spec = MountSpec(spec_name, target, fstype, options, dump=dump, passno=passno or 0)
+        spec = MountSpec(spec_name, target, fstype, options, dump=dump or 0, passno=passno or 0)
         engine = view.context.engine
 
         def run() -> tuple[Outcome, CIMInstanceName | None]:
@@ -408,8 +408,10 @@ def _mount_ref(view: View, ref: Any) -> CIMInstanceName:
     return view.projector.mount_path_of(spec, normalize_target(target))  # as View.status does
 
 
-def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int | None]:
+def _goal(view: View, ref: Any) -> tuple[MountOptions, int | None, int | None]:
     """The options, dump and pass number a Goal REF names; NULL means the defaults.
+    A dump or pass number of None is one the Goal leaves unset (NULL): the
+    line's own is kept.
 
     Its atime properties must name one kernel atime mode: fstab and the kernel
     have no spelling for the others (``atime_mode``)."""
@@ -421,7 +423,7 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int, int | None]:
     return options, dump, passno
 
 
-def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int | None]:
+def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int | None, int | None]:
     if ref is None:
         return DEFAULTS, 0, 0
     if (
@@ -437,16 +439,16 @@ def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int, int | None]:
         goal = view.context.goals.get(instance_id)
         if goal is None:
             raise CIMError(CIM_ERR_NOT_FOUND, f"no goal setting {instance_id!r}")
-        return goal.options, int(goal.dump), goal.passno
+        return goal.options, None if goal.dump is None else int(goal.dump), goal.passno
     setting = SettingProvider().get(view, ref)
     if setting is None:
         raise CIMError(CIM_ERR_NOT_FOUND, f"no setting {instance_id!r} (Goal reference)")
     # A NULL pass number is one the property cannot hold (-1, 70000): the
     # line's own, kept by a ModifyMount (None), 0 for a new line.
-    passno = setting["FileSystemCheckOrder"]
+    dump, passno = setting["Dump"], setting["FileSystemCheckOrder"]
     return (
         _options_of(setting),
-        int(bool(setting["Dump"])),
+        None if dump is None else int(bool(dump)),
         None if passno is None else int(passno),
     )
 

@@ -177,7 +177,7 @@ def updated_goal(
     return replace(
         goal,
         options=options,
-        dump=bool(dump),
-        passno=int(passno or 0),
+        dump=dump,
+        passno=passno,
         element_name=element_name or "",
     )
