@@ -85,6 +85,7 @@ from lmi_mount.mounts.options import (
     kernel_request,
     mount_point_mode,
     propagation_asked,
+    selinux_words,
     setup_words,
     with_defaults,
 )
@@ -1350,6 +1351,7 @@ class MountManager:
     def _run(
         self, plan: Plan, target: str | None, dry_run: bool, anchors: Anchors | None = None
     ) -> Outcome:
+        plan = self._with_selinux_note(plan)
         if not dry_run:
             self._execute(plan, anchors)
             if any(isinstance(step, HolderChange) and step.after is not None
@@ -1359,6 +1361,21 @@ class MountManager:
                 with self._wake:
                     self._wake.notify_all()
         return Outcome(plan, target, dry_run)
+
+    def _with_selinux_note(self, plan: Plan) -> Plan:
+        """``plan``, saying which SELinux options its mounts and remounts leave
+        out where SELinux is not enabled (the kernel does so, as mount(8))."""
+        words: list[str] = []
+        for step in plan.steps:
+            if isinstance(step, KernelMount) and step.spec.fstype is not None:
+                words += selinux_words(step.spec.options)
+            elif isinstance(step, KernelRemount) and step.superblock:
+                words += selinux_words(step.options)
+        if not words or self.kernel.selinux_enabled:
+            return plan
+        return replace(plan, notes=(*plan.notes, f"SELinux is not enabled on this host: "
+                                    f"{', '.join(dict.fromkeys(words))} left out of the "
+                                    "mount, as mount(8) does"))
 
     def _execute(self, plan: Plan, anchors: Anchors | None = None) -> None:
         """Run ``plan`` as one transaction: whole, or undone (now, or at the next start).

@@ -662,3 +662,18 @@ def test_compare_knows_the_defaults_a_file_system_leaves_out(
     # A review: stock lines (tmpfs mode=1777, ext4 acl) showed as drifted.
     found = compare(parse_options(configured), from_mountinfo(["rw"], ["rw"]), fstype=fstype)
     assert found == drifts
+
+
+@pytest.mark.parametrize(("super_options", "drifts"), [
+    # No SELinux option shown: SELinux is not enabled there, and mount(8)
+    # left the line's out (libmount); the mount is what the line means.
+    (["rw", "size=1024k"], []),
+    # SELinux labels the mount: its context is compared as any option.
+    (["rw", "seclabel", "context=system_u:object_r:tmp_t:s0", "size=1024k"], []),
+    (["rw", "seclabel", "context=system_u:object_r:etc_t:s0", "size=1024k"], ["context"]),
+])
+def test_selinux_options_are_compared_where_selinux_labels_the_mount(
+        super_options: list[str], drifts: list[str]) -> None:
+    configured = parse_options("size=1m,context=system_u:object_r:tmp_t:s0")
+    live = from_mountinfo(["rw", "relatime"], super_options)
+    assert [drift.name for drift in compare(configured, live, fstype="tmpfs")] == drifts

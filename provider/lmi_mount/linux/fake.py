@@ -33,6 +33,7 @@ from lmi_mount.linux.kernel import (
     helper_mount_spec,
     is_block_fstype,
     needs_helper,
+    without_selinux_options,
 )
 from lmi_mount.linux.paths import Anchor
 from lmi_mount.linux.processes import ProcessUse
@@ -207,8 +208,13 @@ class FakeKernel:
     of file systems other than tmpfs (their options are shown as given, then
     ``shown_options``, the defaults this kernel adds); FUSE daemons (a
     ``fuse.PROG`` mount succeeds when PROG is in ``fuse_programs`` and a
-    source path exists); permissions and user namespaces.
+    source path exists); permissions and user namespaces; SELinux, which is
+    not enabled (``mount`` leaves its options out, as the real one does
+    where SELinux is not enabled).
     """
+
+    #: No LSM is modelled; the SELinux options are left out as on such a host.
+    selinux_enabled = False
 
     def __init__(
         self,
@@ -383,6 +389,7 @@ class FakeKernel:
         anchored = isinstance(target, Anchor)
         if isinstance(target, Anchor):
             target = target.current_path()
+        data = without_selinux_options(data)
         with self._lock:
             if anchored and not flags & MS_REMOUNT and self._resolve(target).target == target:
                 raise KernelError(errno.EBUSY, "mount", target, source, fstype,

@@ -66,6 +66,7 @@ from lmi_mount.mounts.flags import (
     flag_option_names,
 )
 from lmi_mount.mounts.mountinfo import MountinfoParser, MountRecord, MountTable
+from lmi_mount.mounts.options import is_selinux_option
 
 log = logging.getLogger(__name__)
 
@@ -296,6 +297,12 @@ class Kernel(Protocol):
         helper, whose mount may show another type (ntfs-3g's is ``fuseblk``)."""
         ...
 
+    @property
+    def selinux_enabled(self) -> bool:
+        """Whether SELinux is enabled; where it is not, ``mount`` leaves the
+        SELinux options out of its data, as mount(8) does."""
+        ...
+
     def find_mount(self, mount_id: int | None, unique_id: int | None) -> MountRecord | None:
         """Mount ``unique_id`` (where the kernel has unique ids, else ``mount_id``) as
         it is now, read afresh, or None when it is gone.
@@ -521,6 +528,16 @@ class LinuxKernel:
         self._helpers_running: collections.Counter[str] = collections.Counter()
         self._helper_made: collections.deque[int] = collections.deque(
             maxlen=HELPER_MADE_MEMORY)
+        self._selinux: bool | None = None
+
+    @property
+    def selinux_enabled(self) -> bool:
+        # libselinux's is_selinux_enabled(): a selinuxfs mounted writable.
+        # Asked once: SELinux is turned on or off only at boot.
+        if self._selinux is None:
+            self._selinux = any(record.fstype == "selinuxfs" and "ro" not in record.vfs_options
+                                for record in self._table())
+        return self._selinux
 
     # -- reading -----------------------------------------------------------
 
@@ -617,6 +634,8 @@ class LinuxKernel:
         expect: int | None = None,
         attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
+        if not self.selinux_enabled:
+            data = without_selinux_options(data)  # before a mount, a remount or a helper
         if flags & MS_REMOUNT:
             with self._mount_root_of(target, expect) as root:
                 return self._remount(root, flags, data)
@@ -1374,28 +1393,43 @@ def helper_argv(program: str, spec: str, target: str, fstype: str, options: str)
     return [*argv, "--", spec, target]
 
 
-def split_data(data: str) -> list[tuple[str, str | None]]:
-    """mount(2) data as fsconfig(2) parameters: (key, value or None for a flag).
-
-    Commas inside double quotes do not split (SELinux ``context="a,b"``, as
-    libmount's optstr.c). The quotes around a value are taken off: mount(2)
-    hands the LSM options of its data to the LSM, which takes them off itself
-    (security/selinux/hooks.c), but fsconfig(2) passes the value as it is, and
-    the LSM refuses a quoted context (containerd met it moving to fsconfig).
-    """
-    parameters: list[tuple[str, str | None]] = []
+def data_options(data: str) -> list[str]:
+    """The options of mount(2) data, as written. Commas inside double quotes do
+    not split (SELinux ``context="a,b"``, as libmount's optstr.c)."""
+    options: list[str] = []
     start, quoted = 0, False
     for index, char in enumerate(data + ","):
         if char == '"':
             quoted = not quoted
         elif char == "," and not quoted:
-            option = data[start:index]
+            if index > start:
+                options.append(data[start:index])
             start = index + 1
-            if option:
-                key, sep, value = option.partition("=")
-                if len(value) >= 2 and value[0] == value[-1] == '"':
-                    value = value[1:-1]
-                parameters.append((key, value if sep else None))
+    return options
+
+
+def without_selinux_options(data: str) -> str:
+    """mount(2) ``data`` without the SELinux options, as mount(8) gives it where
+    SELinux is not enabled."""
+    if "context" not in data and "seclabel" not in data:
+        return data
+    return ",".join(option for option in data_options(data) if not is_selinux_option(option))
+
+
+def split_data(data: str) -> list[tuple[str, str | None]]:
+    """mount(2) data as fsconfig(2) parameters: (key, value or None for a flag).
+
+    The quotes around a value are taken off: mount(2) hands the LSM options
+    of its data to the LSM, which takes them off itself (security/selinux/
+    hooks.c), but fsconfig(2) passes the value as it is, and the LSM refuses
+    a quoted context (containerd met it moving to fsconfig).
+    """
+    parameters: list[tuple[str, str | None]] = []
+    for option in data_options(data):
+        key, sep, value = option.partition("=")
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        parameters.append((key, value if sep else None))
     return parameters
 
 

@@ -82,6 +82,7 @@ __all__ = [
     "fstab_options",
     "is_fstab_only",
     "is_propagation",
+    "is_selinux_option",
     "kernel_request",
     "mount8_flags",
     "mount_point_mode",
@@ -89,6 +90,7 @@ __all__ = [
     "remount_needs_superblock",
     "render_options",
     "same_meaning",
+    "selinux_words",
     "split_flags",
     "validate",
     "with_defaults",
@@ -248,6 +250,24 @@ def is_fstab_only(option: str) -> bool:
     ``helper=``, ``verity.*``, and ``defaults``.
     """
     return option.split("=", 1)[0] in _FSTAB_ONLY_NAMES or option.startswith(_FSTAB_ONLY_PREFIXES)
+
+
+#: SELinux's mount options (libmount's context_mount.c and hook_selinux.c):
+#: where SELinux is not enabled, mount(8) leaves them out, and the kernel
+#: would refuse them (EINVAL), so that a line made for an SELinux host
+#: mounts on any host.
+SELINUX_OPTION_NAMES: Final = frozenset(
+    ("context", "fscontext", "defcontext", "rootcontext", "seclabel"))
+
+
+def is_selinux_option(option: str) -> bool:
+    """True for ``context=...`` and the other SELinux options (SELINUX_OPTION_NAMES)."""
+    return option.split("=", 1)[0] in SELINUX_OPTION_NAMES
+
+
+def selinux_words(options: MountOptions) -> tuple[str, ...]:
+    """The SELinux options among ``options``' others, in order."""
+    return tuple(option for option in options.other_options if is_selinux_option(option))
 
 
 def setup_words(options: MountOptions) -> tuple[str, ...]:
@@ -1331,8 +1351,9 @@ def compare(configured: MountOptions, live: MountOptions, *,
     ``noload`` is shown as ``norecovery``. An option the kernel does not show
     is not comparable (file systems omit their defaults), unless ``fstype``
     is given and the option is its default that it is known to leave out
-    (tmpfs ``mode=1777``, ``uid=0``; ext4 ``acl``). Any other difference in
-    value is drift.
+    (tmpfs ``mode=1777``, ``uid=0``; ext4 ``acl``). SELinux options are not
+    compared on a mount that shows none (SELinux is not enabled there, and
+    mount(8) leaves them out). Any other difference in value is drift.
     """
     drifts: list[OptionDrift] = []
     for name, value in effective_fields(configured).items():
@@ -1346,7 +1367,13 @@ def compare(configured: MountOptions, live: MountOptions, *,
         if live_flags.get(flag, False) != value:
             drifts.append(OptionDrift(_NAMES_OF_FLAG[flag][0], value, not value))
     live_fs = _fs_options(live)
+    # SELinux shows its options (and ``seclabel``) on every mount it labels;
+    # a mount that shows none was made where SELinux is not enabled, and
+    # mount(8) left them out there.
+    labeled = not SELINUX_OPTION_NAMES.isdisjoint(live_fs)
     for name, element in _fs_options(configured).items():
+        if name in SELINUX_OPTION_NAMES and not labeled:
+            continue
         live_element = _shown(live_fs, name)
         same = _same_fs_option(name, element, live_element, fstype)
         if same is not True:
