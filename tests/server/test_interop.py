@@ -38,10 +38,36 @@ def test_wbem_server_finds_brand_namespaces_and_profiles(running: Running) -> No
     assert server.interop_ns == INTEROP
     assert server.brand == BRAND and server.version is not None
     assert sorted(server.namespaces) == ["root/cimv2", INTEROP]
-    (profile,) = server.profiles
-    assert (profile["RegisteredName"], profile["RegisteredVersion"]) == (
-        "Profile Registration", "1.0.0")
+    assert sorted((p["RegisteredName"], p["RegisteredVersion"]) for p in server.profiles) == [
+        ("OpenLMI-Mounting", "0.1.0"), ("Profile Registration", "1.0.0")]
     assert server.cimom_inst["ElementName"] == BRAND
+
+
+def test_the_mounting_model_is_a_profile_consoles_select(running: Running) -> None:
+    # A console asks the interop namespace which profiles a host implements
+    # and follows each to its central instance; OpenLMI's own scripts chose
+    # their commands by the RegisteredName and version of such a profile.
+    server = WBEMServer(running.connect())
+    # pywbem names the organization by RegisteredOrganization's value map:
+    # "Other", which OtherRegisteredOrganization spells out.
+    (profile,) = server.get_selected_profiles("Other", "OpenLMI-Mounting")
+    assert profile["OtherRegisteredOrganization"] == "OpenLMI"
+    assert profile["InstanceID"] == "OpenLMI+OpenLMI-Mounting+0.1.0"
+    (central,) = server.get_central_instances(
+        profile.path, central_class="LMI_MountConfigurationService",
+        scoping_class="CIM_ComputerSystem", scoping_path=["CIM_ComputerSystem"])
+    assert (central.classname, central.namespace) == ("LMI_MountConfigurationService",
+                                                      "root/cimv2")
+    assert server.conn.GetInstance(central)["ElementName"] == "mounts"
+    (link,) = server.conn.References(profile.path, ResultClass="CIM_ElementConformsToProfile")
+    assert link["ManagedElement"].namespace == "root/cimv2"
+    # The instances themselves too, from the namespace they live in.
+    for result_class in (None, "LMI_MountConfigurationService", "CIM_Service"):
+        (service,) = server.conn.Associators(profile.path,
+                                             AssocClass="CIM_ElementConformsToProfile",
+                                             ResultClass=result_class)
+        assert service.path.namespace == "root/cimv2" and service["ElementName"] == "mounts"
+    assert server.conn.AssociatorNames(profile.path, ResultClass="CIM_ObjectManager") == []
 
 
 def test_namespaces_are_managed_by_the_object_manager(running: Running) -> None:
@@ -214,6 +240,8 @@ def test_each_profile_leads_to_its_central_instance(running: Running) -> None:
     for profile in server.profiles:
         central = server.get_central_instances(profile.path)
         expected = {"Profile Registration": "CIM_ObjectManager",
-                    "Indications": "CIM_IndicationService"}[profile["RegisteredName"]]
+                    "Indications": "CIM_IndicationService",
+                    "OpenLMI-Mounting": "LMI_MountConfigurationService",
+                    }[profile["RegisteredName"]]
         assert [path.classname for path in central] == [expected], profile["RegisteredName"]
         assert server.conn.GetInstance(central[0])

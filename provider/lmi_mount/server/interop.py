@@ -56,7 +56,12 @@ from lmi_mount.cim.model import (
     install_model,
     load_model,
 )
-from lmi_mount.cim.names import COMPUTER_SYSTEM, INTEROP_NAMESPACE
+from lmi_mount.cim.names import (
+    COMPUTER_SYSTEM,
+    INTEROP_NAMESPACE,
+    MOUNT_CONFIGURATION_SERVICE,
+    NAMESPACE,
+)
 from lmi_mount.cim.paths import same_path
 from lmi_mount.server.subscriptions import CLASSES as SUBSCRIPTION_CLASSES
 
@@ -80,6 +85,13 @@ _FROM_THE_MODEL: Final = (ELEMENT_CAPABILITIES,)
 # AdvertiseTypes 2 is "Not Advertised" (no SLP here).
 _PROFILES: Final = (("Profile Registration", "1.0.0"),)
 _INDICATION_PROFILE: Final = ("Indications", "1.2.2")
+#: The mounting model's own profile, registered as OpenLMI's providers
+#: registered theirs (organization "Other", OtherRegisteredOrganization
+#: "OpenLMI", "OpenLMI+NAME+VERSION"), which OpenLMI's scripts selected
+#: their commands by; its version is the model's (the Version qualifier of
+#: its central class, the configuration service).
+MOUNTING_ORGANIZATION: Final = "OpenLMI"
+MOUNTING_PROFILE: Final = "OpenLMI-Mounting"
 
 
 class BrokerInterface(Protocol):
@@ -344,7 +356,7 @@ class InteropBroker:
             })
             for namespace in namespaces
         ]
-        registered = [*_PROFILES, _INDICATION_PROFILE] if self.indications else _PROFILES
+        registered = [*_PROFILES, _INDICATION_PROFILE] if self.indications else list(_PROFILES)
         profiles = [
             self._instance(REGISTERED_PROFILE, {
                 "InstanceID": f"{BRAND}:DMTF+{name}+{version}",
@@ -360,17 +372,42 @@ class InteropBroker:
         # Each profile's central instance (the central class methodology that
         # pywbem's WBEMServer.get_central_instances and ``pywbemcli profile
         # centralinsts`` follow): the object manager for Profile Registration,
-        # the indication service for Indications (DSP1054).
-        central = {_PROFILES[0]: manager.path}
-        if indications:
-            central[_INDICATION_PROFILE] = indications[0].path
+        # the indication service for Indications (DSP1054), the configuration
+        # service (in the model's namespace) for the mounting model.
+        central = [manager.path, *([indications[0].path] if indications else [])]
+        mounting = self._mounting_profile()
+        if mounting is not None:
+            profiles.append(mounting[0])
+            central.append(mounting[1])
         conformance = [
             self._instance(ELEMENT_CONFORMS_TO_PROFILE, {
-                "ConformantStandard": profile.path, "ManagedElement": central[registered[n]],
+                "ConformantStandard": profile.path, "ManagedElement": element,
             })
-            for n, profile in enumerate(profiles)
+            for profile, element in zip(profiles, central, strict=True)
         ]
         return [manager, *namespaces, *links, *profiles, *conformance, *indications]
+
+    def _mounting_profile(self) -> tuple[CIMInstance, CIMInstanceName] | None:
+        """The mounting model's registered profile and its central instance, the
+        configuration service, or None if the model's namespace has none."""
+        services = list(self.broker.enumerate_instance_names(NAMESPACE,
+                                                             MOUNT_CONFIGURATION_SERVICE))
+        if not services:
+            return None
+        service = services[0].copy()
+        service.namespace = service.namespace or NAMESPACE
+        service.host = None
+        version = self.model.get_class(MOUNT_CONFIGURATION_SERVICE).qualifiers["Version"].value
+        profile = self._instance(REGISTERED_PROFILE, {
+            "InstanceID": f"{MOUNTING_ORGANIZATION}+{MOUNTING_PROFILE}+{version}",
+            "RegisteredOrganization": Uint16(1),  # Other
+            "OtherRegisteredOrganization": MOUNTING_ORGANIZATION,
+            "RegisteredName": MOUNTING_PROFILE,
+            "RegisteredVersion": version,
+            "AdvertiseTypes": [Uint16(2)],  # Not Advertised
+            "ElementName": "OpenLMI Mounting Model",
+        })
+        return profile, service
 
     def _indication_instances(self) -> list[CIMInstance]:
         if self.indications is None:
@@ -488,11 +525,28 @@ class InteropBroker:
                     yield instance, name
                     break
 
+    def _is_subclass(self, path: CIMInstanceName, ancestor: str) -> bool:
+        """Whether ``path``'s class is ``ancestor`` or one of its subclasses, by the
+        classes of the namespace it lives in (a profile's central instance is
+        in the model's)."""
+        if path.namespace is None or self._mine(path.namespace):
+            return self._classes.is_subclass(path.classname, ancestor)
+        current: str | None = path.classname
+        while current is not None:
+            if current.lower() == ancestor.lower():
+                return True
+            current = self.model.get_class(current).superclass
+        return False
+
     def _associated(self, path: CIMInstanceName, assoc_class: str | None,
                     result_class: str | None, role: str | None,
                     result_role: str | None) -> list[CIMInstanceName]:
-        if result_class is not None:
-            self._class(result_class)
+        if result_class is not None and self._classes.get(result_class) is None:
+            # A class of the model's namespace names what a profile leads to there.
+            try:
+                self.model.get_class(result_class)
+            except KeyError:
+                self._class(result_class)  # INVALID_CLASS, naming it
         found: list[CIMInstanceName] = []
         for link, used in self._links(path, assoc_class, role):
             for name, value in link.items():
@@ -500,8 +554,7 @@ class InteropBroker:
                     continue
                 if result_role is not None and name.lower() != result_role.lower():
                     continue
-                if result_class is not None and not self._classes.is_subclass(
-                        value.classname, result_class):
+                if result_class is not None and not self._is_subclass(value, result_class):
                     continue
                 if not any(same_path(value, f) for f in found):
                     found.append(value)
@@ -520,7 +573,8 @@ class InteropBroker:
                 include_qualifiers=include_qualifiers, include_class_origin=include_class_origin)
         paths = self._associated(path, assoc_class, result_class, role, result_role)
         return iter([
-            self.get_instance(namespace, p, property_list=property_list,
+            # Each from its own namespace: a profile's central instance is not here.
+            self.get_instance(p.namespace or namespace, p, property_list=property_list,
                               include_class_origin=include_class_origin)
             for p in paths
         ])
