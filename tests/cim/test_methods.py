@@ -1109,6 +1109,11 @@ def test_another_fstab_line_for_the_mount_point_is_in_use(fake_world: CimWorld) 
     assert rv == 6
     assert "fstab already has a line" in out["Error"]["Message"]
     assert out["Error"]["MessageID"] == "LMIMNT0011"
+    # CIM_Error.mof: an ErrorSourceFormat of 1 (Other) MUST say its format.
+    error = out["Error"]
+    assert error["ErrorSource"] == target
+    assert (error["ErrorSourceFormat"], error["OtherErrorSourceFormat"]) == (
+        1, "the value of the request that the error is about (a path, an option or a name)")
 
 
 def test_a_goal_setting_path_with_an_extra_key_is_neither_modified_nor_deleted(

@@ -63,13 +63,14 @@ _AS_RETURN_VALUE: Final[tuple[tuple[type[MountError], Uint32], ...]] = (
 
 # CIM_Error.ErrorType (CIM_Error.mof): 4 Software Error, 10 Unknown... and
 # PerceivedSeverity: 2 Low, 4 Major. ProbableCause 0 Unknown. ErrorSourceFormat
-# 2 CIMObjectPath.
+# 1 Other (the source is the request's bad value, not an object path).
 _ERROR_TYPE_SOFTWARE: Final = Uint16(4)
 _ERROR_TYPE_OTHER: Final = Uint16(1)
 _SEVERITY_MAJOR: Final = Uint16(4)
 _SEVERITY_LOW: Final = Uint16(2)
-_SOURCE_FORMAT_OBJECT_PATH: Final = Uint16(2)
 _SOURCE_FORMAT_OTHER: Final = Uint16(1)
+_SOURCE_FORMAT_TEXT: Final = (
+    "the value of the request that the error is about (a path, an option or a name)")
 
 _MESSAGE_IDS: Final = {InUse: "LMIMNT0006", AlreadyExists: "LMIMNT0011",
                        OperationFailed: "LMIMNT0004"}
@@ -117,7 +118,9 @@ def cim_error_instance(
     }
     if source is not None:
         properties["ErrorSource"] = source
+        # CIM_Error.mof: a format of Other MUST be spelled out.
         properties["ErrorSourceFormat"] = _SOURCE_FORMAT_OTHER
+        properties["OtherErrorSourceFormat"] = _SOURCE_FORMAT_TEXT
     return CIMInstance("CIM_Error", properties=properties)
 
 
