@@ -116,6 +116,14 @@ def test_a_reader_may_read_subscriptions_but_not_make_or_remove_them(
                  "Protocol 3 is not supported", id="protocol"),
     pytest.param(CIMInstance("CIM_IndicationFilter", properties={"Name": "x", "Flavour": "y"}),
                  CIM_ERR_INVALID_PARAMETER, "no property 'Flavour'", id="unknown-property"),
+    # root/interop was said to be read-only, though subscriptions are made there.
+    pytest.param(CIMInstance("CIM_ListenerDestination", properties={"Destination": "http://l"}),
+                 CIM_ERR_NOT_SUPPORTED, "CIM_ListenerDestination is abstract: create a "
+                 "CIM_ListenerDestinationCIMXML", id="abstract-destination"),
+    pytest.param(CIMInstance("CIM_Namespace", properties={"Name": "root/x"}),
+                 CIM_ERR_NOT_SUPPORTED, "only CIM_IndicationFilter, "
+                 "CIM_ListenerDestinationCIMXML and CIM_IndicationSubscription instances are "
+                 "created in root/interop, not CIM_Namespace", id="read-only-class"),
 ])
 def test_a_bad_subscription_part_is_refused_naming_the_value(
         front: InteropBroker, instance: CIMInstance, status: int, named: str) -> None:

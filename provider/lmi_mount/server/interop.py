@@ -624,12 +624,24 @@ class InteropBroker:
                         caller: Any) -> CIMInstanceName:
         if not self._mine(namespace):
             return self.broker.create_instance(namespace, instance, caller=caller)
-        self._class(instance.classname)
+        cls = self._class(instance.classname)
         if self._subscribable(instance.classname):
             Broker._check_write(caller, "create subscriptions")
             path: CIMInstanceName = self.subscriptions.create(instance)
             return path
-        raise self._read_only(f"creating a {instance.classname}")
+        if self.subscriptions is None:
+            raise self._read_only(f"creating a {instance.classname}")
+        # A review: "root/interop is read-only" was said where subscriptions
+        # are made, even for the abstract class of the destination they need.
+        made = [name for name in SUBSCRIPTION_CLASSES
+                if self._classes.is_subclass(name, cls.classname)]
+        if "Abstract" in cls.qualifiers and made:
+            raise CIMError(CIM_ERR_NOT_SUPPORTED,
+                           f"{cls.classname} is abstract: create a {made[0]}")
+        *others, last = SUBSCRIPTION_CLASSES
+        raise CIMError(CIM_ERR_NOT_SUPPORTED,
+                       f"only {', '.join(others)} and {last} instances are created in "
+                       f"{self.interop_namespace}, not {cls.classname}")
 
     def modify_instance(self, namespace: str | None, instance: CIMInstance, *,
                         property_list: Sequence[str] | None = None, caller: Any) -> None:
