@@ -854,6 +854,17 @@ def test_reference_to_nothing_is_not_found(world: CimWorld) -> None:
     assert caught.value.status_code == CIM_ERR_NOT_FOUND
 
 
+def test_a_path_of_a_class_without_keys_says_so(fake_world: CimWorld) -> None:
+    # A review: "CIM_ManagedElement is named by " ended the message, naming nothing.
+    conn = fake_world.connect()
+    for classname in ("CIM_ManagedElement", "CIM_LogicalElement"):
+        with pytest.raises(CIMError) as raised:
+            conn.GetInstance(CIMInstanceName(classname, {"Name": "x"}, namespace=NS))
+        assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+        assert raised.value.status_description.endswith(
+            f"{classname} has no keys: an instance is named by the keys of its own class")
+
+
 @pytest.mark.parametrize(("method", "mode"), [
     ("CreateMount", 4), ("CreateMount", 5), ("CreateMount", 32769),
     ("ModifyMount", 4), ("DeleteMount", 1), ("DeleteMount", 32768)])

@@ -173,9 +173,11 @@ class Broker:
         if extra or missing:
             wrong = (f"has no key {', '.join(map(repr, extra))}" if extra
                      else f"lacks the key {', '.join(map(repr, missing))}")
+            naming = (f"{cls.classname} is named by {', '.join(keys)}" if keys else
+                      f"{cls.classname} has no keys: an instance is named by the keys of "
+                      "its own class")
             raise CIMError(CIM_ERR_INVALID_PARAMETER,
-                           f"{what} {_describe(path)} {wrong}: {cls.classname} is named "
-                           f"by {', '.join(keys)}")
+                           f"{what} {_describe(path)} {wrong}: {naming}")
 
     def is_subclass(self, classname: str, ancestor: str) -> bool:
         """``classname`` is ``ancestor`` or inherits from it (case-insensitive)."""
