@@ -194,6 +194,21 @@ def test_a_goal_from_create_setting_keeps_the_line_s_numbers_it_does_not_set(
     assert lines(fake_world) == [f"tmpfs {target} tmpfs size=2m {numbers}"]
 
 
+def test_a_modify_without_a_goal_keeps_the_line_s_numbers(fake_world: CimWorld) -> None:
+    # A NULL Goal asks for the default options; it says nothing of the line's
+    # freq and pass number, which it set to 0 (the review of the goal's fix).
+    conn = fake_world.connect()
+    target = str(fake_world.root / "g4")
+    fake_world.fstab.write_text(f"# scratch fstab\ntmpfs {target} tmpfs size=1m,noexec 1 2\n")
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == target]
+    rv, out = call(conn, "ModifyMount", Mode=2, Mount=mount)
+    assert rv == 0, out
+    [line] = lines(fake_world)
+    assert line.startswith(f"tmpfs {target} tmpfs ") and line.endswith(" 1 2"), line
+    assert "noexec" not in line
+
+
 def test_a_goal_from_create_setting_gives_a_new_line_zeros(fake_world: CimWorld) -> None:
     conn = fake_world.connect()
     target = str(fake_world.root / "g3")

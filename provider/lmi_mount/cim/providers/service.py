@@ -425,7 +425,8 @@ def _goal(view: View, ref: Any) -> tuple[MountOptions, int | None, int | None]:
 
 def _goal_values(view: View, ref: Any) -> tuple[MountOptions, int | None, int | None]:
     if ref is None:
-        return DEFAULTS, 0, 0
+        # The default options; the numbers are the line's own (0 for a new one).
+        return DEFAULTS, None, None
     if (
         not isinstance(ref, CIMInstanceName)
         or ref.classname.lower() != names.MOUNTED_FILE_SYSTEM_SETTING.lower()
