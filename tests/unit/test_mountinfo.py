@@ -709,3 +709,13 @@ def test_threads_sharing_a_table_get_one_bind_origin() -> None:
             assert answers == [(20000, "/late/sub")] * 4
     finally:
         sys.setswitchinterval(switch)
+
+
+def test_a_quoted_option_with_commas_is_one_option() -> None:
+    # SELinux shows an MCS context with categories quoted (selinux_sb_show_options);
+    # split on every comma it became two options that never matched the line's.
+    context = 'context="system_u:object_r:container_file_t:s0:c1,c2"'
+    line = (f"36 25 0:32 / /srv/c rw,relatime shared:1 - tmpfs tmpfs "
+            f"rw,seclabel,{context},size=1024k\n")
+    (record,) = parse_mountinfo(line)
+    assert record.super_options == ("rw", "seclabel", context, "size=1024k")

@@ -677,3 +677,14 @@ def test_selinux_options_are_compared_where_selinux_labels_the_mount(
     configured = parse_options("size=1m,context=system_u:object_r:tmp_t:s0")
     live = from_mountinfo(["rw", "relatime"], super_options)
     assert [drift.name for drift in compare(configured, live, fstype="tmpfs")] == drifts
+
+
+@pytest.mark.parametrize(("asked", "shown"), [
+    ('context="system_u:object_r:tmp_t:s0"', "context=system_u:object_r:tmp_t:s0"),
+    ("context=system_u:object_r:tmp_t:s0", 'context="system_u:object_r:tmp_t:s0"'),
+    ('context="system_u:object_r:c_t:s0:c1,c2"', 'context="system_u:object_r:c_t:s0:c1,c2"'),
+])
+def test_a_quoted_selinux_context_is_the_same_context(asked: str, shown: str) -> None:
+    # mount(8) users quote contexts; the kernel quotes only one holding a comma.
+    live = from_mountinfo(["rw"], ["rw", "seclabel", shown])
+    assert compare(parse_options(asked), live, fstype="nfs") == []

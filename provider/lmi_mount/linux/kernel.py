@@ -44,6 +44,7 @@ from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
 from lmi_mount.linux.paths import Anchor, open_no_symlinks, open_resolved, unstable_path
 from lmi_mount.linux.processes import ProcessUse, busy_processes, mount_users
+from lmi_mount.mounts.escaping import split_options, unquoted
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
     MNT_DETACH,
@@ -1394,18 +1395,9 @@ def helper_argv(program: str, spec: str, target: str, fstype: str, options: str)
 
 
 def data_options(data: str) -> list[str]:
-    """The options of mount(2) data, as written. Commas inside double quotes do
-    not split (SELinux ``context="a,b"``, as libmount's optstr.c)."""
-    options: list[str] = []
-    start, quoted = 0, False
-    for index, char in enumerate(data + ","):
-        if char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            if index > start:
-                options.append(data[start:index])
-            start = index + 1
-    return options
+    """The options of mount(2) data, as written (``split_options``: SELinux's
+    ``context="a,b"`` is one)."""
+    return [option for option in split_options(data) if option]
 
 
 def without_selinux_options(data: str) -> str:
@@ -1427,9 +1419,7 @@ def split_data(data: str) -> list[tuple[str, str | None]]:
     parameters: list[tuple[str, str | None]] = []
     for option in data_options(data):
         key, sep, value = option.partition("=")
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        parameters.append((key, value if sep else None))
+        parameters.append((key, unquoted(value) if sep else None))
     return parameters
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from lmi_mount.linux.namespace import libc
-from lmi_mount.mounts.escaping import unescape_field
+from lmi_mount.mounts.escaping import split_options, unescape_field
 from lmi_mount.mounts.flags import (
     MS_DIRSYNC,
     MS_LAZYTIME,
@@ -466,7 +466,7 @@ def _optional_fields(propagation: int, peer_group: int, master: int,
 
 
 def _split_escaped(options: str) -> Iterable[str]:
-    return [option for option in options.split(",") if option] if options else []
+    return [option for option in split_options(options) if option] if options else []
 
 
 def available(number: int) -> bool:

@@ -16,6 +16,32 @@ _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _OCTAL_BYTES_RE: Final = re.compile(rb"\\([0-7]{3})")
 
 
+def split_options(text: str) -> list[str]:
+    """An option list split on the commas outside double quotes, each option as
+    written, empty ones kept (libmount's optstr.c): ``context="a:s0:c1,c2"`` is
+    one option, in fstab, in mount(2) data and as the kernel shows it in
+    mountinfo (SELinux quotes a context that holds a comma). An unbalanced
+    quote runs to the end."""
+    if '"' not in text:
+        return text.split(",")
+    parts = []
+    start = 0
+    quoted = False
+    for i, char in enumerate(text):
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+def unquoted(value: str) -> str:
+    """An option's value without the double quotes around it, if it has them."""
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
 def escape_octal(value: str, characters: re.Pattern[str]) -> str:
     """``value`` with every (ASCII) character ``characters`` matches written as a
     three-digit octal escape, ``\\012`` for a newline."""

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Final
 
-from lmi_mount.mounts.escaping import unescape_field
+from lmi_mount.mounts.escaping import split_options, unescape_field
 from lmi_mount.mounts.flags import MS_PRIVATE, MS_SHARED, MS_SLAVE, MS_UNBINDABLE
 from lmi_mount.text import is_decimal
 
@@ -252,9 +252,10 @@ class MountinfoParser:
 
 
 def _split_options(text: str) -> tuple[str, ...]:
+    options = split_options(text)
     if "\\" not in text:
-        return tuple(text.split(","))
-    return tuple(unescape_field(option) for option in text.split(","))
+        return tuple(options)
+    return tuple(unescape_field(option) for option in options)
 
 
 def _is_at_or_below(path: str, top: str) -> bool:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final
 
+from lmi_mount.mounts.escaping import split_options, unquoted
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
     MS_BIND,
@@ -509,21 +510,9 @@ def _split(text: str, *, strict: bool = True) -> list[str]:
         if not strict:
             return []
         raise OptionError("the option string is empty (use 'defaults')", value=text)
-    if '"' not in text:
-        parts = text.split(",")
-    else:
-        parts = []
-        start = 0
-        quoted = False
-        for i, char in enumerate(text):
-            if char == '"':
-                quoted = not quoted
-            elif char == "," and not quoted:
-                parts.append(text[start:i])
-                start = i + 1
-        if quoted and strict:
-            raise OptionError(f"unbalanced double quote in options {text!r}", value=text)
-        parts.append(text[start:])
+    parts = split_options(text)
+    if strict and text.count('"') % 2:
+        raise OptionError(f"unbalanced double quote in options {text!r}", value=text)
     if not strict:
         return [part for part in parts if part]
     for position, part in enumerate(parts, 1):
@@ -1280,6 +1269,10 @@ def _same_fs_option(name: str, configured: str, live: str | None,
         return True
     _, _, want = configured.partition("=")
     _, _, have = live.partition("=")
+    if name in SELINUX_OPTION_NAMES:
+        # Quoted or not, one context: mount(8) users quote it, the kernel
+        # quotes only one that holds a comma.
+        return unquoted(want) == unquoted(have)
     if name in _SIZE_KEYS:
         want_n, have_n = _memparse(want), _memparse(have)
         if want_n is None or have_n is None:
