@@ -27,7 +27,7 @@ from typing import Final
 
 from lmi_mount.linux import blkid, mountapi
 from lmi_mount.linux.namespace import libc
-from lmi_mount.mounts.fstab import PATH_MAX
+from lmi_mount.mounts.fstab import too_long
 
 # fstab(5) tags and the /dev/disk directories udev keeps them in.
 _TAG_DIRS = {
@@ -109,8 +109,8 @@ class Anchor:
         except OSError as exc:
             if exc.errno != errno.ENAMETOOLONG:
                 raise
-            raise OSError(exc.errno, f"{self.path!r} was moved where its path is longer than "
-                                     f"PATH_MAX ({PATH_MAX} bytes)", self.path) from None
+            raise OSError(exc.errno, too_long("the directory", self.path,
+                                              " was moved where its path"), self.path) from None
 
     def close(self) -> None:
         if not self.closed:
@@ -138,8 +138,8 @@ def _named_path(fd: int, path: str, what: str) -> str:
     except OSError as exc:
         if exc.errno != errno.ENAMETOOLONG:
             raise
-        raise PathProblem(f"{what} {path[:40]!r}... is longer than PATH_MAX ({PATH_MAX} "
-                          "bytes) where it leads", path, errno.ENAMETOOLONG) from None
+        raise PathProblem(too_long(what, path, " where it leads"), path,
+                          errno.ENAMETOOLONG) from None
 
 
 def resolved_path(path: str, what: str) -> str:

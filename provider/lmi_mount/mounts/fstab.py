@@ -354,6 +354,13 @@ PATH_MAX: Final = 4096
 NAME_MAX: Final = 255
 
 
+def too_long(role: str, path: str, where: str = "") -> str:
+    """The message for a ``path`` longer than PATH_MAX allows, shown shortened."""
+    shown = f"{path[:40]!r}..." if len(path) > 40 else repr(path)
+    return (f"{role} {shown}{where} is longer than PATH_MAX allows ({PATH_MAX} bytes with "
+            "the closing NUL)")
+
+
 def boot_problem(entry: FstabEntry) -> str | None:
     """Why mount(8) or systemd could not use the line ``entry`` at boot, or None.
 
@@ -377,7 +384,7 @@ def boot_problem(entry: FstabEntry) -> str | None:
             return (f"{role} {value!r} contains the control character {control.group()!r}: "
                     "systemd's fstab generator reads no escape of it back")
         if len(value.encode("utf-8", "surrogateescape")) >= PATH_MAX:
-            return f"{role} {value[:40]!r}... is longer than PATH_MAX ({PATH_MAX} bytes)"
+            return too_long(role, value)
         if value.startswith("/"):
             long = next((part for part in value.split("/")
                          if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
