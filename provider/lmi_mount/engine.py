@@ -185,10 +185,12 @@ CrashHook = Callable[[str], None]
 
 def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount | None,
                  spec: str, source_drift: OptionDrift | None = None,
-                 covers: HeldMount | None = None) -> MountStatus:
+                 covers: HeldMount | None = None, *, selinux: bool | None = None
+                 ) -> MountStatus:
     """The status of a live mount, with its fstab line (drift per option, and
     ``source_drift``, see ``_source_drift``) if any; ``spec`` is the line's, or
-    the source the table gives (``_spec_of``)."""
+    the source the table gives (``_spec_of``); ``selinux``: whether the host
+    has SELinux enabled (``compare``)."""
     live_options = from_mountinfo(record.vfs_options, record.super_options)
     drift: tuple[OptionDrift, ...] = ()
     if entry is not None:
@@ -199,7 +201,7 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
         # its origin's, which the line does not say.
         wanted = (configured.options if configured.fstype is None
                   else with_defaults(configured.options))
-        drift = tuple(compare(wanted, live_options, fstype=record.fstype))
+        drift = tuple(compare(wanted, live_options, fstype=record.fstype, selinux=selinux))
         # Propagation is the mount's state too (mountinfo's optional fields),
         # though no option field shows it: a "shared" line's mount made
         # private is not what the next boot gives.
@@ -1041,7 +1043,8 @@ class MountManager:
                     and not any(d.name == "source" for d in last[4].drift):
                 status = last[4]
             else:
-                status = _live_status(record, entry, holder, spec, other, covers)
+                status = _live_status(record, entry, holder, spec, other, covers,
+                                      selinux=self.kernel.selinux_enabled)
             made[id(record)] = (record, entry, holder, spec, status)
             statuses.append(status)
         self._live_statuses = made
@@ -1070,7 +1073,8 @@ class MountManager:
             holder = self._held_by(record, held)
             return _live_status(record, entry, holder, _spec_of(record, entry, source_of),
                                 _source_drift(record, entry, source_of, self.kernel.same_file),
-                                _covered_by(record, held, table) if holder is None else None)
+                                _covered_by(record, held, table) if holder is None else None,
+                                selinux=self.kernel.selinux_enabled)
         if entry is None or normalize_fstab_target(entry.target) != target:
             return None
         return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
@@ -1341,6 +1345,7 @@ class MountManager:
             find_mount=self.kernel.find_mount,
             live_reader=self.kernel.mount_at if targets is not None else None,
             uses_helper=self.kernel.uses_helper,
+            selinux=self.kernel.selinux_enabled,
         )
         reconcile = plan_reconcile(snap, targets)
         if reconcile:
@@ -1742,12 +1747,12 @@ class MountManager:
                 differences.append(f"its source is {record.source!r}, not {spec.kernel_name!r}")
         return differences + self._option_differences(spec.options, record)
 
-    @staticmethod
-    def _option_differences(options: MountOptions, record: MountRecord) -> list[str]:
+    def _option_differences(self, options: MountOptions, record: MountRecord) -> list[str]:
         live = from_mountinfo(record.vfs_options, record.super_options)
         return [
             f"{drift} (live: {','.join(record.vfs_options)} / {','.join(record.super_options)})"
-            for drift in compare(options, live, fstype=record.fstype)
+            for drift in compare(options, live, fstype=record.fstype,
+                                 selinux=self.kernel.selinux_enabled)
             if drift.comparable
         ]
 

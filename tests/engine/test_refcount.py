@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -496,3 +497,30 @@ def test_file_system_remount_keeps_flags_the_goal_does_not_name(world: World) ->
         manager.modify(spec.target, parse_options("size=2m,nolazytime"))
         [record] = world.mounts_at(spec.target)
         assert "lazytime" not in record.super_options
+
+
+@pytest.mark.parametrize(("selinux", "shared"), [(True, False), (False, True)])
+def test_a_mount_without_the_asked_context_is_shared_only_where_selinux_is_off(
+        tmp_path: Path, selinux: bool, shared: bool) -> None:
+    # The review of the SELinux change: on an SELinux host a mount made
+    # without context= counted as one asking for it, and was shared. The
+    # fake kernel stands for each host (no real kernel here has SELinux).
+    world = World("fake", tmp_path)
+    try:
+        kernel = world.kernel
+        kernel.selinux_enabled = selinux  # type: ignore[misc]
+        target = world.dir("mnt")
+        kernel.mount("tmpfs", target, "tmpfs", 0, "size=1m")
+        asked = tmpfs(world, options="size=1m,context=system_u:object_r:tmp_t:s0")
+        with world.manager() as manager:
+            if shared:
+                manager.acquire(asked, "a")
+                held = manager.held(target)
+                assert held is not None and held.holders == ("a",)
+            else:
+                with pytest.raises(InUse, match="context"):
+                    manager.acquire(asked, "a")
+                assert manager.held(target) is None
+        assert len(world.mounts_at(target)) == 1
+    finally:
+        shutil.rmtree(world.state, ignore_errors=True)

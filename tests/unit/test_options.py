@@ -688,3 +688,17 @@ def test_a_quoted_selinux_context_is_the_same_context(asked: str, shown: str) ->
     # mount(8) users quote contexts; the kernel quotes only one holding a comma.
     live = from_mountinfo(["rw"], ["rw", "seclabel", shown])
     assert compare(parse_options(asked), live, fstype="nfs") == []
+
+
+@pytest.mark.parametrize(("selinux", "drifts"), [
+    (True, ["context"]),  # SELinux labels: a mount that shows no context has none
+    (False, []),  # mount(8) leaves contexts out where SELinux is not enabled
+    (None, []),  # not known: the mount shows no SELinux option, so it is not labeled
+])
+def test_where_selinux_is_known_a_missing_context_is_drift_on_an_selinux_host(
+        selinux: bool | None, drifts: list[str]) -> None:
+    # The review of the SELinux change: on an SELinux host an NFS mount made
+    # without context= counted as one asking for it, and could be shared.
+    configured = parse_options("vers=4.2,context=system_u:object_r:nfs_t:s0")
+    live = from_mountinfo(["rw", "relatime"], ["rw", "vers=4.2"])
+    assert [d.name for d in compare(configured, live, fstype="nfs", selinux=selinux)] == drifts

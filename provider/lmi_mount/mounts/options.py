@@ -1315,7 +1315,7 @@ def _subvolume_path(text: str) -> str:
 
 
 def compare(configured: MountOptions, live: MountOptions, *,
-            fstype: str | None = None) -> list[OptionDrift]:
+            fstype: str | None = None, selinux: bool | None = None) -> list[OptionDrift]:
     """The options whose live value differs from the configured one, one drift each.
 
     Fields the configuration leaves unset are not compared (the default
@@ -1344,9 +1344,12 @@ def compare(configured: MountOptions, live: MountOptions, *,
     ``noload`` is shown as ``norecovery``. An option the kernel does not show
     is not comparable (file systems omit their defaults), unless ``fstype``
     is given and the option is its default that it is known to leave out
-    (tmpfs ``mode=1777``, ``uid=0``; ext4 ``acl``). SELinux options are not
-    compared on a mount that shows none (SELinux is not enabled there, and
-    mount(8) leaves them out). Any other difference in value is drift.
+    (tmpfs ``mode=1777``, ``uid=0``; ext4 ``acl``). SELinux options (their
+    values with or without quotes) are compared where ``selinux`` says SELinux
+    is enabled on the host, and a missing one is drift (SELinux shows every
+    context it applies); where it is not, never (mount(8) leaves them out);
+    where ``selinux`` is None, only on a mount that shows one. Any other
+    difference in value is drift.
     """
     drifts: list[OptionDrift] = []
     for name, value in effective_fields(configured).items():
@@ -1363,10 +1366,14 @@ def compare(configured: MountOptions, live: MountOptions, *,
     # SELinux shows its options (and ``seclabel``) on every mount it labels;
     # a mount that shows none was made where SELinux is not enabled, and
     # mount(8) left them out there.
-    labeled = not SELINUX_OPTION_NAMES.isdisjoint(live_fs)
+    labeled = not SELINUX_OPTION_NAMES.isdisjoint(live_fs) if selinux is None else selinux
     for name, element in _fs_options(configured).items():
-        if name in SELINUX_OPTION_NAMES and not labeled:
-            continue
+        if name in SELINUX_OPTION_NAMES:
+            if not labeled:
+                continue
+            if name not in live_fs:
+                drifts.append(OptionDrift(name, element, None))
+                continue
         live_element = _shown(live_fs, name)
         same = _same_fs_option(name, element, live_element, fstype)
         if same is not True:

@@ -418,6 +418,7 @@ class Snapshot:
         "identity",
         "now",
         "same_directory",
+        "selinux",
         "uses_helper",
     )
 
@@ -435,8 +436,12 @@ class Snapshot:
         identity: Callable[[str], tuple[int, int | None] | None] = lambda path: None,
         find_mount: Callable[[int | None, int | None], MountRecord | None] | None = None,
         uses_helper: Callable[[str | None], bool] = lambda fstype: False,
+        selinux: bool | None = None,
     ) -> None:
         self.same_directory = same_directory
+        #: Whether SELinux is enabled on the host (Kernel.selinux_enabled); None:
+        #: not known, judged by each mount's options (``compare``).
+        self.selinux = selinux
         #: Whether mounts of a type are made by a mount(8) helper (Kernel.uses_helper).
         self.uses_helper = uses_helper
         self.holders = holders
@@ -572,22 +577,25 @@ def _same_mount(spec: MountSpec, record: MountRecord, snap: Snapshot) -> list[st
         if spec.fstype is not None and record.fstype != spec.fstype:
             differences.append(f"type is {record.fstype!r}, not {spec.fstype!r}")
     live_options = from_mountinfo(record.vfs_options, record.super_options)
-    for drift in option_drifts(spec.options, live_options, held, record.fstype):
+    for drift in option_drifts(spec.options, live_options, held, record.fstype,
+                               snap.selinux):
         differences.append(str(drift))
     return differences
 
 
-def option_drifts(options: MountOptions, live: MountOptions,
-                  held: HeldMount | None, fstype: str | None = None) -> list[OptionDrift]:
+def option_drifts(options: MountOptions, live: MountOptions, held: HeldMount | None,
+                  fstype: str | None = None, selinux: bool | None = None
+                  ) -> list[OptionDrift]:
     """How the live options differ from ``options``, as far as that matters.
 
     An option the kernel does not show (tmpfs ``mode=``, ``huge=``; ext4
     ``commit=``) cannot be compared with the table. On a mount we hold
     whose record says it was asked with options of the same meaning, such an
     option is taken as it was asked: the kernel took the request. Anywhere
-    else it still counts, as it cannot be ruled out.
+    else it still counts, as it cannot be ruled out. ``selinux``: whether the
+    host has SELinux enabled (``compare``).
     """
-    drifts = compare(options, live, fstype=fstype)
+    drifts = compare(options, live, fstype=fstype, selinux=selinux)
     if held is not None and same_meaning(parse_options(held.options, strict=False), options):
         drifts = [drift for drift in drifts if drift.comparable]
     return drifts
@@ -845,7 +853,7 @@ def plan_modify(
         # even what no remount could change (tmpfs mode=). Any drift, or one
         # the kernel's text cannot rule out, remounts; so does a propagation
         # change, which compare() leaves to the kernel step.
-        needed = bool(option_drifts(goal, live, held, record.fstype)
+        needed = bool(option_drifts(goal, live, held, record.fstype, snap.selinux)
                       or _propagation_pending(goal, record, snap))
         refusal = remount_refusal(record.fstype, goal, live) if needed else None
         if refusal is not None:
@@ -970,7 +978,7 @@ def _submount_remounts(target: str, record: MountRecord, options: MountOptions,
         wanted = lifting_no_further_than(per_mount, from_mountinfo(
             original.vfs_options, original.super_options))
         live = from_mountinfo(sub.vfs_options, sub.super_options)
-        if option_drifts(wanted, live, None, sub.fstype):
+        if option_drifts(wanted, live, None, sub.fstype, snap.selinux):
             steps.append(KernelRemount(sub.target, merge_options(live, wanted), live,
                                        superblock=False, mount_id=sub.mount_id))
     return steps
