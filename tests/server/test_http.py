@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -880,6 +881,36 @@ def test_a_loop_turn_while_a_worker_hands_back_does_not_wake_the_loop(
         return now
 
     monkeypatch.setattr(server, "_clock", clock_then_a_loop_turn)
+    server.start()
+    try:
+        with connect(server) as sock:
+            replies = sock.makefile("rb")
+            for number in range(3):
+                sock.sendall(post(body=b"%d" % number))
+                assert read_response(replies).body == b"%d" % number
+            assert wakes == []
+    finally:
+        monkeypatch.undo()
+        server.shutdown()
+
+
+def test_a_next_request_read_before_the_hand_back_ends_does_not_wake_the_loop(
+        app: EchoApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once registered, the connection is the I/O thread's: the client's next
+    # request may be read, and its request deadline (below the loop's next
+    # turn) set, before the worker that handed it back looks at the deadline.
+    # The worker decides under the lock instead; this stands in for the read.
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    wakes = []
+    monkeypatch.setattr(server, "_wake", lambda: wakes.append(1))
+    await_next = server._await_next
+
+    def then_the_next_request_is_read(conn: Any, **kwargs: Any) -> Any:
+        handed = await_next(conn, **kwargs)
+        conn.deadline = server._clock() + LIMITS.first_byte_timeout
+        return handed
+
+    monkeypatch.setattr(server, "_await_next", then_the_next_request_is_read)
     server.start()
     try:
         with connect(server) as sock:

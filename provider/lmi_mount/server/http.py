@@ -231,8 +231,13 @@ class _Handed(enum.Enum):
     """What became of a connection handed back after a response (``_await_next``)."""
 
     WAITING = "waiting"
+    #: Waiting, with a keep-alive deadline before the I/O loop next wakes.
+    WAITING_SOONER = "waiting sooner"
     CLOSED = "closed"
     BUFFERED = "buffered"
+
+
+_WAITING: Final = frozenset((_Handed.WAITING, _Handed.WAITING_SOONER))
 
 
 class _RequestRefused(Exception):
@@ -559,14 +564,16 @@ class HttpServer:
             if not self._running.is_set():
                 self._close(conn)
                 continue
-            if self._await_next(conn) is _Handed.WAITING and conn.buffer:
+            if self._await_next(conn) in _WAITING and conn.buffer:
                 self._confined(conn, functools.partial(self._advance, conn))
 
     def _await_next(self, conn: _Conn, *, unless_buffered: bool = False) -> _Handed:
         """Set ``conn`` up to wait for its next request and register it with the
-        selector (WAITING); CLOSED if it was closed meanwhile; BUFFERED, nothing
-        done, if ``unless_buffered`` and its buffer already holds bytes of that
-        request, which only the I/O thread may parse.
+        selector (WAITING, or WAITING_SOONER when its deadline comes before the
+        loop's next turn: a keep-alive timeout below a second); CLOSED if it was
+        closed meanwhile; BUFFERED, nothing done, if ``unless_buffered`` and its
+        buffer already holds bytes of that request, which only the I/O thread
+        may parse.
 
         Safe from a worker thread (epoll_ctl is, and the selector's map is a
         dict): the worker that served the last request sets the connection up
@@ -585,14 +592,16 @@ class HttpServer:
             conn.sock.setblocking(False)
             conn.head = None
             conn.request_started = False
-            # Read under the lock: a loop turn that scanned the table before
-            # this then has the earlier clock, so ``_hand_back`` wakes it only
-            # when it really sleeps past this deadline, not for a turn that
-            # came between reading the clock and taking the lock.
+            # The clock and the loop's wake are read under the lock, as the
+            # loop's scan sets them: a turn between reading the clock and
+            # taking the lock, or the I/O thread's new deadline for the next
+            # request once registered, made the comparison wake the loop for
+            # nothing (a flaky test, twice in CI).
             conn.deadline = self._clock() + self.limits.keepalive_timeout
+            sooner = conn.deadline < self._wakes_at
             conn.state = _State.HEAD
             self._selector.register(conn.sock, selectors.EVENT_READ, conn)
-        return _Handed.WAITING
+        return _Handed.WAITING_SOONER if sooner else _Handed.WAITING
 
     def _expire(self) -> None:
         now = self._clock()
@@ -888,7 +897,7 @@ class HttpServer:
         try:
             handed = (self._await_next(conn, unless_buffered=True) if self._running.is_set()
                       else _Handed.BUFFERED)
-            if handed is _Handed.WAITING and conn.deadline < self._wakes_at:
+            if handed is _Handed.WAITING_SOONER:
                 # The loop sleeps until later than this connection's keep-alive
                 # deadline (a timeout below a second): it must wake for it.
                 self._wake()
