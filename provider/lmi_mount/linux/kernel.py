@@ -52,6 +52,10 @@ from lmi_mount.mounts.flags import (
     MS_MANDLOCK,
     MS_MOVE,
     MS_NOATIME,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_NOSYMFOLLOW,
     MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
@@ -847,7 +851,7 @@ class LinuxKernel:
                                           loop=source if shown_source else None) from exc
         finally:
             os.close(context)
-        return self._attach(tree, anchor, shown_source or source, fstype,
+        return self._attach(tree, anchor, shown_source or source, fstype, flags,
                             mandlock=bool(flags & MS_MANDLOCK), attaching=attaching)
 
     def _bind(
@@ -891,19 +895,28 @@ class LinuxKernel:
         except KernelError:
             os.close(tree)
             raise
-        return self._attach(tree, anchor, origin.path, None, attaching=attaching)
+        return self._attach(tree, anchor, origin.path, None, flags, attaching=attaching)
 
     def _attach(
-        self, tree: int, anchor: Anchor, source: str | None, fstype: str | None,
+        self, tree: int, anchor: Anchor, source: str | None, fstype: str | None, flags: int,
         *, mandlock: bool = False, attaching: Callable[[int], None] | None = None,
     ) -> MountRecord:
         """move_mount(2) the detached ``tree`` onto ``anchor`` and read it back.
 
-        ``attaching`` hears the tree's unique id first (see Kernel.mount):
-        closing a tree that was never attached frees it, so a crash before
-        the move leaves nothing, and one after it leaves a mount found by
-        that id."""
+        The restrictions ``flags`` ask for (``ro``, ``nosuid``, ``nodev``,
+        ``noexec``, ``nosymfollow``) are looked at on the detached tree first:
+        one that did not take is refused before anyone can reach the mount
+        (the read-back after the move checks everything, but the mount was
+        reachable until its rollback). ``attaching`` hears the tree's unique
+        id first (see Kernel.mount): closing a tree that was never attached
+        frees it, so a crash before the move leaves nothing, and one after it
+        leaves a mount found by that id."""
         try:
+            missing = _restrictions_missing(tree, flags)
+            if missing:
+                raise KernelError(errno.EPERM, "mount", anchor.path, source, fstype,
+                                  f"the new mount came up without {', '.join(missing)}, which "
+                                  "were asked for: not attached")
             if attaching is not None:
                 unique = mountapi.unique_mount_id(tree)
                 if unique is not None:
@@ -1421,6 +1434,24 @@ def split_data(data: str) -> list[tuple[str, str | None]]:
         key, sep, value = option.partition("=")
         parameters.append((key, unquoted(value) if sep else None))
     return parameters
+
+
+#: The restrictions statfs(2) reports in f_flag (fs/statfs.c flags_by_mnt):
+#: MS_* flag, ST_* flag, mount(8)'s word. ST_NOSYMFOLLOW is Linux 5.10's.
+_RESTRICTIONS: Final = ((MS_RDONLY, os.ST_RDONLY, "ro"), (MS_NOSUID, os.ST_NOSUID, "nosuid"),
+                        (MS_NODEV, os.ST_NODEV, "nodev"), (MS_NOEXEC, os.ST_NOEXEC, "noexec"),
+                        (MS_NOSYMFOLLOW, 0x2000, "nosymfollow"))
+
+
+def _restrictions_missing(tree: int, flags: int) -> list[str]:
+    """The restrictions ``flags`` ask for that the mount ``tree`` lacks, by
+    fstatfs(2) of its descriptor (an O_PATH one, which fstatfs takes since
+    Linux 3.12)."""
+    asked = [(st, word) for ms, st, word in _RESTRICTIONS if flags & ms]
+    if not asked:
+        return []
+    shown = os.fstatvfs(tree).f_flag
+    return [word for st, word in asked if not shown & st]
 
 
 def _vfs_flags(words: Iterable[str]) -> int:
