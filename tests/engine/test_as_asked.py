@@ -10,7 +10,11 @@ program to run as root). Each runs on the fake and, as root, on the kernel.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -575,3 +579,64 @@ def test_a_restriction_that_did_not_take_is_never_attached(
     assert "not attached" in str(raised.value)
     assert attached == [], "the mount without its restrictions was never reachable"
     assert Path("/proc/self/mountinfo").read_text() == before
+
+
+@contextlib.contextmanager
+def fused(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A squashfuse mount (its directory, its daemon's pid), made in the test's
+    own namespace; its daemon is gone afterwards."""
+    image = mkfs_image(tmp_path, "squashfs", files={"f": "x"})
+    source = tmp_path / "fused"
+    source.mkdir()
+    subprocess.run(["squashfuse", str(image), str(source)], check=True)
+    (pid,) = [int(p) for p in subprocess.run(["pgrep", "-f", f"squashfuse {image}"],
+                                              capture_output=True, text=True,
+                                              check=True).stdout.split()]
+    try:
+        yield source, pid
+    finally:
+        subprocess.run(["umount", "-l", str(source)], check=False)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace(timeout=120)
+@requires_tool("squashfuse")
+@requires_tool("mksquashfs")
+def test_a_restricted_bind_of_a_fuse_mount_does_not_ask_its_daemon(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # statfs(2) of a FUSE mount asks its daemon: the look at a detached bind
+    # before its move failed once the daemon was dead, and waited while it was
+    # stopped (an outside review). Only the read-back after the move checks it.
+    looked = []
+    fstatvfs = os.fstatvfs
+    monkeypatch.setattr(os, "fstatvfs", lambda fd: looked.append(fd) or fstatvfs(fd))
+    world = World("real", tmp_path, mount_api="new")
+    with fused(tmp_path) as (source, _), world.manager() as engine:
+        engine.create(MountSpec(str(source), world.dir("mnt"), None,
+                                parse_options("nosuid,nodev")), holder="a")
+        (made,) = world.mounts_at(world.dir("mnt"))
+        assert {"nosuid", "nodev"} <= set(made.vfs_options) and looked == []
+        engine.create(MountSpec(world.dir("plain"), world.dir("mnt2"), None,
+                                parse_options("nosuid")), holder="a")
+        assert len(looked) == 1, "a bind of a file system of the kernel's own is looked at"
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace(timeout=120)
+@requires_tool("squashfuse")
+@requires_tool("mksquashfs")
+def test_a_bind_of_a_dead_fuse_mount_is_refused_naming_it(tmp_path: Path) -> None:
+    # Its daemon killed, the mount answers ENOTCONN: the request got the bare
+    # OSError, naming neither the source nor the mount point.
+    with fused(tmp_path) as (source, pid):
+        os.kill(pid, signal.SIGKILL)
+        world = World("real", tmp_path, mount_api="new")
+        target = world.dir("mnt")
+        with world.manager() as engine, pytest.raises(InvalidRequest) as refused:
+            engine.create(MountSpec(str(source), target, None, parse_options("nosuid")),
+                          holder="a")
+        assert f"bind source {str(source)!r}" in str(refused.value)
+        assert "not connected" in str(refused.value)
+        assert world.mounts_at(target) == []

@@ -851,7 +851,8 @@ class LinuxKernel:
                                           loop=source if shown_source else None) from exc
         finally:
             os.close(context)
-        return self._attach(tree, anchor, shown_source or source, fstype, flags,
+        return self._attach(tree, anchor, shown_source or source, fstype,
+                            flags if _statfs_stays_here(fstype) else 0,
                             mandlock=bool(flags & MS_MANDLOCK), attaching=attaching)
 
     def _bind(
@@ -895,7 +896,11 @@ class LinuxKernel:
         except KernelError:
             os.close(tree)
             raise
-        return self._attach(tree, anchor, origin.path, None, flags, attaching=attaching)
+        # A bind is looked at before the move only where statfs(2) stays in the
+        # kernel (``_statfs_stays_here``): of a FUSE mount it asks the daemon,
+        # which failed the request once dead and hung it while stopped.
+        checked = flags if _statfs_stays_here(self._fstype_of(origin.fd)) else 0
+        return self._attach(tree, anchor, origin.path, None, checked, attaching=attaching)
 
     def _attach(
         self, tree: int, anchor: Anchor, source: str | None, fstype: str | None, flags: int,
@@ -915,8 +920,8 @@ class LinuxKernel:
             missing = _restrictions_missing(tree, flags)
             if missing:
                 raise KernelError(errno.EPERM, "mount", anchor.path, source, fstype,
-                                  f"the new mount came up without {', '.join(missing)}, which "
-                                  "were asked for: not attached")
+                                  f"the new mount came up without {', '.join(missing)} (asked "
+                                  "for): not attached")
             if attaching is not None:
                 unique = mountapi.unique_mount_id(tree)
                 if unique is not None:
@@ -926,6 +931,13 @@ class LinuxKernel:
             return self._read_back(tree, anchor, mandlock=mandlock)
         finally:
             os.close(tree)
+
+    def _fstype_of(self, fd: int) -> str | None:
+        """The type of the file system ``fd`` is on, from its mount (statmount(2),
+        no call into the file system); None where that cannot be told."""
+        unique = mountapi.unique_mount_id(fd) if self._statmount else None
+        record = mountapi.statmount(unique) if unique is not None else None
+        return record.fstype if record is not None else None
 
     def _bind_legacy(
         self, origin: Anchor, anchor: Anchor, flags: int, clear: int
@@ -1443,14 +1455,30 @@ _RESTRICTIONS: Final = ((MS_RDONLY, os.ST_RDONLY, "ro"), (MS_NOSUID, os.ST_NOSUI
                         (MS_NOSYMFOLLOW, 0x2000, "nosymfollow"))
 
 
+#: File systems whose statfs(2) goes to a daemon or a server, or may (an
+#: overlay's goes to its upper layer): their detached mounts are not looked at.
+_STATFS_ELSEWHERE: Final = frozenset(("fuseblk", "nfs", "nfs4", "cifs", "smb3", "ceph", "9p",
+                                      "afs", "overlay", "virtiofs"))
+
+
+def _statfs_stays_here(fstype: str | None) -> bool:
+    return (fstype is not None and fstype not in _STATFS_ELSEWHERE
+            and not fstype.startswith("fuse"))
+
+
 def _restrictions_missing(tree: int, flags: int) -> list[str]:
     """The restrictions ``flags`` ask for that the mount ``tree`` lacks, by
     fstatfs(2) of its descriptor (an O_PATH one, which fstatfs takes since
-    Linux 3.12)."""
+    Linux 3.12); none where fstatfs fails (the read-back after the move
+    checks every option)."""
     asked = [(st, word) for ms, st, word in _RESTRICTIONS if flags & ms]
     if not asked:
         return []
-    shown = os.fstatvfs(tree).f_flag
+    try:
+        shown = os.fstatvfs(tree).f_flag
+    except OSError as exc:
+        log.debug("the detached mount could not be looked at: %s", exc)
+        return []
     return [word for st, word in asked if not shown & st]
 
 

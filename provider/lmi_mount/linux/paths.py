@@ -159,8 +159,12 @@ def _open_named(path: str, what: str) -> int:
     except FileNotFoundError:
         raise PathProblem(f"{what} {path!r} does not exist", path, errno.ENOENT) from None
     except OSError as exc:
-        raise PathProblem(f"{what} {path!r} cannot be used: {exc.strerror}", path,
-                          exc.errno or errno.EINVAL) from exc
+        raise _unusable(what, path, exc) from exc
+
+
+def _unusable(what: str, path: str, exc: OSError) -> PathProblem:
+    return PathProblem(f"{what} {path!r} cannot be used: {exc.strerror}", path,
+                       exc.errno or errno.EINVAL)
 
 
 #: Whether openat2(2) is used (Linux >= 5.6); tests set it False to run the
@@ -476,7 +480,10 @@ def open_anchor(path: str, what: str, *, file_ok: bool = False, dir_ok: bool = T
         raise PathProblem(f"{what} {path!r} is not an absolute path", path)
     fd = _open_named(path, what)
     try:
-        st = os.fstat(fd)
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:  # a FUSE mount whose daemon died: ENOTCONN
+            raise _unusable(what, path, exc) from exc
         is_dir, is_file = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
         if not ((dir_ok and is_dir) or (file_ok and is_file)):
             kinds = [kind for kind, ok in (("a directory", dir_ok), ("a regular file", file_ok))
