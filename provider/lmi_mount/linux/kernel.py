@@ -899,7 +899,8 @@ class LinuxKernel:
         # A bind is looked at before the move only where statfs(2) stays in the
         # kernel (``_statfs_stays_here``): of a FUSE mount it asks the daemon,
         # which failed the request once dead and hung it while stopped.
-        checked = flags if _statfs_stays_here(self._fstype_of(origin.fd)) else 0
+        checked = (flags if flags & _RESTRICTION_FLAGS
+                   and _statfs_stays_here(self._fstype_of(origin.fd)) else 0)
         return self._attach(tree, anchor, origin.path, None, checked, attaching=attaching)
 
     def _attach(
@@ -1453,6 +1454,7 @@ def split_data(data: str) -> list[tuple[str, str | None]]:
 _RESTRICTIONS: Final = ((MS_RDONLY, os.ST_RDONLY, "ro"), (MS_NOSUID, os.ST_NOSUID, "nosuid"),
                         (MS_NODEV, os.ST_NODEV, "nodev"), (MS_NOEXEC, os.ST_NOEXEC, "noexec"),
                         (MS_NOSYMFOLLOW, 0x2000, "nosymfollow"))
+_RESTRICTION_FLAGS: Final = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOSYMFOLLOW
 
 
 #: File systems whose statfs(2) goes to a daemon or a server, or may (an
