@@ -120,6 +120,10 @@ def test_a_reader_may_read_subscriptions_but_not_make_or_remove_them(
     pytest.param(CIMInstance("CIM_ListenerDestination", properties={"Destination": "http://l"}),
                  CIM_ERR_NOT_SUPPORTED, "CIM_ListenerDestination is abstract: create a "
                  "CIM_ListenerDestinationCIMXML", id="abstract-destination"),
+    pytest.param(CIMInstance("CIM_ManagedElement", properties={"Caption": "x"}),
+                 CIM_ERR_NOT_SUPPORTED, "only CIM_IndicationFilter, "
+                 "CIM_ListenerDestinationCIMXML and CIM_IndicationSubscription instances are "
+                 "created in root/interop, not CIM_ManagedElement", id="abstract-of-several"),
     pytest.param(CIMInstance("CIM_Namespace", properties={"Name": "root/x"}),
                  CIM_ERR_NOT_SUPPORTED, "only CIM_IndicationFilter, "
                  "CIM_ListenerDestinationCIMXML and CIM_IndicationSubscription instances are "

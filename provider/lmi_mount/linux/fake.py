@@ -389,7 +389,8 @@ class FakeKernel:
         anchored = isinstance(target, Anchor)
         if isinstance(target, Anchor):
             target = target.current_path()
-        data = without_selinux_options(data)
+        if not self.selinux_enabled:
+            data = without_selinux_options(data)
         with self._lock:
             if anchored and not flags & MS_REMOUNT and self._resolve(target).target == target:
                 raise KernelError(errno.EBUSY, "mount", target, source, fstype,

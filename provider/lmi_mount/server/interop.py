@@ -635,7 +635,7 @@ class InteropBroker:
         # are made, even for the abstract class of the destination they need.
         made = [name for name in SUBSCRIPTION_CLASSES
                 if self._classes.is_subclass(name, cls.classname)]
-        if "Abstract" in cls.qualifiers and made:
+        if "Abstract" in cls.qualifiers and len(made) == 1:
             raise CIMError(CIM_ERR_NOT_SUPPORTED,
                            f"{cls.classname} is abstract: create a {made[0]}")
         *others, last = SUBSCRIPTION_CLASSES
