@@ -208,12 +208,13 @@ class FakeKernel:
     of file systems other than tmpfs (their options are shown as given, then
     ``shown_options``, the defaults this kernel adds); FUSE daemons (a
     ``fuse.PROG`` mount succeeds when PROG is in ``fuse_programs`` and a
-    source path exists); permissions and user namespaces; SELinux, which is
-    not enabled (``mount`` leaves its options out, as the real one does
-    where SELinux is not enabled).
+    source path exists); permissions and user namespaces; SELinux's labels
+    (``selinux_enabled`` False, the default: ``mount`` leaves SELinux's
+    options out, as the real one does on such a host; True: they are kept
+    as any file system option).
     """
 
-    #: No LSM is modelled; the SELinux options are left out as on such a host.
+    #: Whether this kernel stands for a host with SELinux enabled (a test sets it).
     selinux_enabled = False
 
     def __init__(

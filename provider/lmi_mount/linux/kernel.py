@@ -1459,11 +1459,13 @@ _RESTRICTION_FLAGS: Final = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NO
 
 #: File systems whose statfs(2) goes to a daemon or a server, or may (an
 #: overlay's goes to its upper layer): their detached mounts are not looked at.
-_STATFS_ELSEWHERE: Final = frozenset(("fuseblk", "nfs", "nfs4", "cifs", "smb3", "ceph", "9p",
-                                      "afs", "overlay", "virtiofs"))
+_STATFS_ELSEWHERE: Final = frozenset(("nfs", "nfs4", "cifs", "smb3", "ceph", "9p", "afs",
+                                      "overlay", "virtiofs"))
 
 
 def _statfs_stays_here(fstype: str | None) -> bool:
+    """Whether fstatfs(2) of a mount of ``fstype`` stays in the kernel (not a
+    FUSE type, ``fuse.*`` and ``fuseblk``, nor _STATFS_ELSEWHERE)."""
     return (fstype is not None and fstype not in _STATFS_ELSEWHERE
             and not fstype.startswith("fuse"))
 

@@ -1,9 +1,11 @@
-"""Octal escapes of mount tables: one encoder and one decoder for fstab and mountinfo.
+"""Octal escapes and option lists of mount tables: one encoder, one decoder and one
+splitter for fstab, mount data, mountinfo and statmount.
 
 Owns: the ``\\NNN`` escaping that the kernel applies to mountinfo fields
 (fs/proc_namespace.c, ``mangle()``: space, tab, newline and backslash) and that
-fstab(5) and libmount use for the same characters. Must not know: which file a
-field comes from.
+fstab(5) and libmount use for the same characters; the split of an option list
+on the commas outside double quotes (libmount's optstr.c), and a value's
+quotes. Must not know: which file a field comes from.
 """
 
 import re
