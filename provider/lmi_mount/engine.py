@@ -49,6 +49,7 @@ from lmi_mount.linux.paths import (
     PathChecker,
     PathProblem,
     make_directories,
+    real_path_now,
     resolved_path,
 )
 from lmi_mount.linux.processes import ProcessUse, busy_processes, describe
@@ -307,10 +308,11 @@ _INODE: Final = "inode:"
 
 
 def _realpath(path: str) -> str | None:
-    """``os.path.realpath``, or None when a symlink on the way vanishes meanwhile
-    (realpath reads a link found by lstat: a racing rename makes it raise)."""
+    """``os.path.realpath`` (``real_path_now``), or None when a symlink on the way
+    vanishes meanwhile (realpath reads a link found by lstat: a racing rename
+    makes it raise)."""
     try:
-        return os.path.realpath(path)
+        return real_path_now(path)
     except OSError:
         return None
 

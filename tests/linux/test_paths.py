@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lmi_mount.engine import _spellings
 from lmi_mount.linux import paths
@@ -316,3 +318,27 @@ def test_an_anchor_moved_beyond_path_max_names_its_path(tmp_path: Path) -> None:
         with pytest.raises(OSError, match="longer than PATH_MAX") as refused:
             anchor.current_path()
         assert refused.value.filename == str(tmp_path / "mnt")
+
+
+_NAMES = ["d", "e", "f", "link", "up", "abs", "dangling", "loop", "..", ".", "", "missing"]
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(_NAMES), min_size=0, max_size=8), st.booleans())
+def test_real_path_now_is_python_s_realpath(tmp_path: Path, names: list[str],
+                                            trailing: bool) -> None:
+    # realpath(3) in one call stands for os.path.realpath's walk in the lock
+    # keys: the same answer for every path, links (relative, absolute,
+    # dangling, looping), '..', '.', empty and missing components included.
+    root = tmp_path.resolve()
+    if not (root / "d").exists():
+        (root / "d" / "e").mkdir(parents=True)
+        (root / "d" / "f").write_text("")
+        (root / "d" / "link").symlink_to("e")
+        (root / "d" / "e" / "up").symlink_to("../..")
+        (root / "d" / "abs").symlink_to(root / "d" / "e")
+        (root / "d" / "dangling").symlink_to("nowhere/x")
+        (root / "d" / "loop").symlink_to("loop")
+    path = str(root / "d") + "/" + "/".join(names) + ("/" if trailing else "")
+    assert paths.real_path_now(path) == os.path.realpath(path)

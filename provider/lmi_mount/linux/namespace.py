@@ -43,6 +43,8 @@ def libc() -> ctypes.CDLL:
     lib.unshare.restype = ctypes.c_int
     lib.setns.argtypes = (ctypes.c_int, ctypes.c_int)
     lib.setns.restype = ctypes.c_int
+    lib.realpath.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+    lib.realpath.restype = ctypes.c_char_p
     return lib
 
 
