@@ -39,7 +39,7 @@ from pywbem import (
 
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import DEFAULT_JOB_THREADS, JobManager
-from lmi_mount.cim.model import Model, key_names, load_model, method_parameters
+from lmi_mount.cim.model import Model, descends_from, key_names, load_model, method_parameters
 from lmi_mount.cim.paths import same_path
 from lmi_mount.cim.projection import Projector
 from lmi_mount.cim.providers.associations import (
@@ -181,14 +181,7 @@ class Broker:
 
     def is_subclass(self, classname: str, ancestor: str) -> bool:
         """``classname`` is ``ancestor`` or inherits from it (case-insensitive)."""
-        wanted = ancestor.lower()
-        current: str | None = classname
-        while current is not None:
-            if current.lower() == wanted:
-                return True
-            cls = self._classes.get(current.lower())
-            current = cls.superclass if cls is not None else None
-        return False
+        return descends_from(classname, ancestor, lambda name: self._classes.get(name.lower()))
 
     def _served_under(self, classname: str) -> list[str]:
         """The classes with a provider that are ``classname`` or inherit from it."""

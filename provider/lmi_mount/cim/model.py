@@ -23,7 +23,7 @@ import os
 import sysconfig
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -56,6 +56,20 @@ _INSTALLED_MOF: Final = Path("share", "lmi-mount", "mof")
 class ModelError(Exception):
     """The model cannot be found, compiled or installed (the message says where and why)."""
 
+
+
+def descends_from(classname: str, ancestor: str,
+                  lookup: Callable[[str], CIMClass | None]) -> bool:
+    """``classname`` is ``ancestor`` or inherits from it (case-insensitive), by the
+    classes ``lookup`` finds (None for a class it does not know)."""
+    wanted = ancestor.lower()
+    current: str | None = classname
+    while current is not None:
+        if current.lower() == wanted:
+            return True
+        cls = lookup(current)
+        current = cls.superclass if cls is not None else None
+    return False
 
 @dataclass(frozen=True, slots=True)
 class Model:

@@ -52,6 +52,7 @@ from lmi_mount.cim.model import (
     Model,
     ModelError,
     compile_inputs,
+    descends_from,
     find_mof_dir,
     install_model,
     load_model,
@@ -114,14 +115,7 @@ class InteropClasses:
         return next((c for c in self.classes if c.classname.lower() == wanted), None)
 
     def is_subclass(self, classname: str, ancestor: str) -> bool:
-        wanted = ancestor.lower()
-        current: str | None = classname
-        while current is not None:
-            if current.lower() == wanted:
-                return True
-            cls = self.get(current)
-            current = cls.superclass if cls is not None else None
-        return False
+        return descends_from(classname, ancestor, self.get)
 
 
 _cache: dict[Path, InteropClasses] = {}
@@ -531,22 +525,21 @@ class InteropBroker:
         in the model's)."""
         if path.namespace is None or self._mine(path.namespace):
             return self._classes.is_subclass(path.classname, ancestor)
-        current: str | None = path.classname
-        while current is not None:
-            if current.lower() == ancestor.lower():
-                return True
-            current = self.model.get_class(current).superclass
-        return False
+        return descends_from(path.classname, ancestor, self._model_class)
+
+    def _model_class(self, classname: str) -> CIMClass | None:
+        try:
+            return self.model.get_class(classname)
+        except KeyError:
+            return None
 
     def _associated(self, path: CIMInstanceName, assoc_class: str | None,
                     result_class: str | None, role: str | None,
                     result_role: str | None) -> list[CIMInstanceName]:
-        if result_class is not None and self._classes.get(result_class) is None:
-            # A class of the model's namespace names what a profile leads to there.
-            try:
-                self.model.get_class(result_class)
-            except KeyError:
-                self._class(result_class)  # INVALID_CLASS, naming it
+        if (result_class is not None and self._classes.get(result_class) is None
+                # A class of the model's namespace names what a profile leads to there.
+                and self._model_class(result_class) is None):
+            self._class(result_class)  # INVALID_CLASS, naming it
         found: list[CIMInstanceName] = []
         for link, used in self._links(path, assoc_class, role):
             for name, value in link.items():
