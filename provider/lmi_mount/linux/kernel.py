@@ -44,7 +44,7 @@ from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
 from lmi_mount.linux.paths import Anchor, open_no_symlinks, open_resolved, unstable_path
 from lmi_mount.linux.processes import ProcessUse, busy_processes, mount_users
-from lmi_mount.mounts.escaping import split_options, unquoted
+from lmi_mount.mounts.escaping import nonempty_options, unquoted
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
     MNT_DETACH,
@@ -1420,18 +1420,12 @@ def helper_argv(program: str, spec: str, target: str, fstype: str, options: str)
     return [*argv, "--", spec, target]
 
 
-def data_options(data: str) -> list[str]:
-    """The options of mount(2) data, as written (``split_options``: SELinux's
-    ``context="a,b"`` is one)."""
-    return [option for option in split_options(data) if option]
-
-
 def without_selinux_options(data: str) -> str:
     """mount(2) ``data`` without the SELinux options, as mount(8) gives it where
     SELinux is not enabled."""
     if "context" not in data and "seclabel" not in data:
         return data
-    return ",".join(option for option in data_options(data) if not is_selinux_option(option))
+    return ",".join(option for option in nonempty_options(data) if not is_selinux_option(option))
 
 
 def split_data(data: str) -> list[tuple[str, str | None]]:
@@ -1443,7 +1437,7 @@ def split_data(data: str) -> list[tuple[str, str | None]]:
     a quoted context (containerd met it moving to fsconfig).
     """
     parameters: list[tuple[str, str | None]] = []
-    for option in data_options(data):
+    for option in nonempty_options(data):
         key, sep, value = option.partition("=")
         parameters.append((key, unquoted(value) if sep else None))
     return parameters

@@ -25,12 +25,11 @@ import os
 import platform
 import struct
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
 from lmi_mount.linux.namespace import libc
-from lmi_mount.mounts.escaping import split_options, unescape_field
+from lmi_mount.mounts.escaping import nonempty_options, unescape_field
 from lmi_mount.mounts.flags import (
     MS_DIRSYNC,
     MS_LAZYTIME,
@@ -428,7 +427,7 @@ def _record(raw: bytes) -> MountRecord:
             if sb_flags & bit]
     options = string(opts_at, STATMOUNT_MNT_OPTS)
     # The options come escaped as seq_show_option() writes them, as in mountinfo.
-    sup += [unescape_field(option) for option in _split_escaped(options)]
+    sup += [unescape_field(option) for option in nonempty_options(options)]
     fstype = string(type_at, STATMOUNT_FS_TYPE)
     subtype = string(subtype_at, STATMOUNT_FS_SUBTYPE)
     source = string(source_at, STATMOUNT_SB_SOURCE) or "none"
@@ -463,10 +462,6 @@ def _optional_fields(propagation: int, peer_group: int, master: int,
     if propagation & MS_UNBINDABLE:
         fields.append("unbindable")
     return tuple(fields)
-
-
-def _split_escaped(options: str) -> Iterable[str]:
-    return [option for option in split_options(options) if option] if options else []
 
 
 def available(number: int) -> bool:

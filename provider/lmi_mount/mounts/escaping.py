@@ -39,6 +39,11 @@ def split_options(text: str) -> list[str]:
     return parts
 
 
+def nonempty_options(text: str) -> list[str]:
+    """``split_options(text)`` without the empty ones, as libmount reads a list."""
+    return [option for option in split_options(text) if option]
+
+
 def unquoted(value: str) -> str:
     """An option's value without the double quotes around it, if it has them."""
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value

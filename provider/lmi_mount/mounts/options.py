@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final
 
-from lmi_mount.mounts.escaping import split_options, unquoted
+from lmi_mount.mounts.escaping import nonempty_options, split_options, unquoted
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
     MS_BIND,
@@ -506,15 +506,13 @@ def _split(text: str, *, strict: bool = True) -> list[str]:
 
     Not ``strict``, it reads as libmount does: empty items are skipped and an
     unbalanced quote runs to the end of the string."""
-    if text == "":
-        if not strict:
-            return []
-        raise OptionError("the option string is empty (use 'defaults')", value=text)
-    parts = split_options(text)
-    if strict and text.count('"') % 2:
-        raise OptionError(f"unbalanced double quote in options {text!r}", value=text)
     if not strict:
-        return [part for part in parts if part]
+        return nonempty_options(text)
+    if text == "":
+        raise OptionError("the option string is empty (use 'defaults')", value=text)
+    if text.count('"') % 2:
+        raise OptionError(f"unbalanced double quote in options {text!r}", value=text)
+    parts = split_options(text)
     for position, part in enumerate(parts, 1):
         if not part:
             raise OptionError(f"empty option (element {position}) in {text!r}", value=text)
