@@ -85,10 +85,12 @@ class Arrivals:
         self.times: dict[tuple[str, str], list[float]] = {}
         self.count = 0
 
-    def record(self, kind: str, target: str, at: float, count: int = 1) -> None:
+    def record(self, batch: list[tuple[str, str, float, int]]) -> None:
+        """Arrivals (kind, mount point, time, count), all of one report line."""
         with self.cond:
-            self.times.setdefault((kind, target), []).append(at)
-            self.count += count
+            for kind, target, at, count in batch:
+                self.times.setdefault((kind, target), []).append(at)
+                self.count += count
             self.cond.notify_all()
 
     def wait(self, key: tuple[str, str], listeners: int, timeout: float = 10.0) -> list[float]:
@@ -104,21 +106,44 @@ class Arrivals:
                 raise TimeoutError(f"{self.count} of {count} indications arrived")
 
 
+#: How often a listener process reports its arrivals, all in one line: the
+#: arrival times are taken in the callback, so this delays only the report; a
+#: line (a write, and a wake of the benchmark's reader thread in the service's
+#: process) per indication would charge the instrument to the service and the
+#: listeners.
+REPORT_SECONDS = 0.002
+#: Separates the arrivals (kind TAB mount point TAB time TAB count) of a report line.
+ARRIVAL_SEPARATOR = "\x1e"
+
+
+def report_arrivals(lock: threading.Lock, arrived: list[str]) -> None:
+    """Every REPORT_SECONDS, print what ``arrived`` meanwhile as one line."""
+    while True:
+        time.sleep(REPORT_SECONDS)
+        with lock:
+            batch = arrived[:]
+            arrived.clear()
+        if batch:
+            print(ARRIVAL_SEPARATOR.join(batch), flush=True)
+
+
 def listener_process(port: int) -> int:
-    """``--listener PORT``: a WBEMListener that prints each arrival (class, mount
+    """``--listener PORT``: a WBEMListener that reports each arrival (class, mount
     point, CLOCK_MONOTONIC time, the same clock in every process)."""
     lock = threading.Lock()
+    arrived: list[str] = []
 
     def receive(indication: Any, host: str) -> None:
         at = time.monotonic()
         source = indication.get("SourceInstance")
         with lock:
-            print(f"{indication.classname}\t{source['MountPointPath'] if source else ''}\t{at}",
-                  flush=True)
+            arrived.append(f"{indication.classname}\t"
+                           f"{source['MountPointPath'] if source else ''}\t{at}\t1")
 
     listener = WBEMListener("127.0.0.1", http_port=port, https_port=None)
     listener.add_callback(receive)
     listener.start()
+    threading.Thread(target=report_arrivals, args=(lock, arrived), daemon=True).start()
     print("ready", flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
     listener.stop()
@@ -131,23 +156,12 @@ _INDICATION_CLASS = re.compile(rb'<EXPPARAMVALUE NAME="NewIndication"><INSTANCE 
 
 def sink_process(port: int) -> int:
     """``--sink PORT``: a listener that answers each export request with the fixed
-    DSP0201 EXPMETHODRESPONSE without parsing the XML, and every 5 ms prints
-    how many arrived meanwhile (class, no mount point, time, count): a ceiling
-    far above pywbem's listener, and a line per indication read by the
-    benchmark (the service's process) would take the service's CPU, so the
-    rate measured with it is the service's."""
+    DSP0201 EXPMETHODRESPONSE without parsing the XML, and reports arrivals as
+    ``--listener`` does (class, no mount point): a ceiling far above pywbem's
+    listener, so the rate measured with it is the service's."""
     server = socket.create_server(("127.0.0.1", port))
     lock = threading.Lock()
-    arrived: dict[str, int] = {}
-
-    def report() -> None:
-        while True:
-            time.sleep(0.005)
-            with lock:
-                counts = list(arrived.items())
-                arrived.clear()
-            for kind, count in counts:
-                print(f"{kind}\t\t{time.monotonic()}\t{count}", flush=True)
+    arrived: list[str] = []
 
     def serve(conn: socket.socket) -> None:
         buffer = b""
@@ -173,7 +187,7 @@ def sink_process(port: int) -> int:
                              b'charset="utf-8"\r\nCIMExport: MethodResponse\r\n'
                              b"Content-Length: %d\r\n\r\n%b" % (len(reply), reply))
                 with lock:
-                    arrived[kind] = arrived.get(kind, 0) + 1
+                    arrived.append(f"{kind}\t\t{time.monotonic()}\t1")
 
     def accept() -> None:
         while True:
@@ -181,7 +195,7 @@ def sink_process(port: int) -> int:
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    threading.Thread(target=report, daemon=True).start()
+    threading.Thread(target=report_arrivals, args=(lock, arrived), daemon=True).start()
     print("ready", flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin
     return 0
@@ -199,17 +213,28 @@ def start_listener(arrivals: Arrivals, kind: str = "--listener") -> tuple[subpro
     def read() -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            kind, target, at, *count = line.rstrip("\n").split("\t")
-            arrivals.record(kind, target, float(at), int(count[0]) if count else 1)
+            batch = []
+            for arrival in line.rstrip("\n").split(ARRIVAL_SEPARATOR):
+                kind, target, at, count = arrival.split("\t")
+                batch.append((kind, target, float(at), int(count)))
+            arrivals.record(batch)
 
     threading.Thread(target=read, daemon=True).start()
     return process, port
 
 
-def listener_capacity(indication: Any, count: int, listeners: int) -> float:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def listener_capacity(indication: Any, count: int, listeners: int) -> tuple[float, float]:
     """Indications per second ``listeners`` pywbem listener processes take in all,
-    each fed the same export request back to back (keep-alive) by a raw client
-    thread of its own, all at once: the ceiling of any sender on this machine."""
+    each fed the same export request back to back by a raw client thread of its
+    own, all at once: the ceiling of any sender on this machine; and the
+    listeners' CPU seconds per indication. pywbem's listener speaks HTTP/1.0:
+    each request comes on a connection (and a listener thread) of its own."""
     started = [start_listener(Arrivals()) for _ in range(listeners)]
     body = export_indication_request("1", indication)
     headers = {"Content-Type": 'application/xml; charset="utf-8"',
@@ -227,12 +252,15 @@ def listener_capacity(indication: Any, count: int, listeners: int) -> float:
 
     try:
         threads = [threading.Thread(target=feed, args=(port,)) for _, port in started]
+        cpu = sum(process_cpu(process.pid) for process, _ in started)
         start = time.monotonic()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        return listeners * count / (time.monotonic() - start)
+        elapsed = time.monotonic() - start
+        cpu = sum(process_cpu(process.pid) for process, _ in started) - cpu
+        return listeners * count / elapsed, cpu / (listeners * count)
     finally:
         for process, _ in started:
             process.communicate(timeout=10)
@@ -349,8 +377,8 @@ def main() -> int:
         rate = LISTENERS * len(burst) / elapsed
         # Baseline 2: what one pywbem listener takes at all, from a raw client.
         [sample] = [i for i in captured if i.classname == "CIM_InstCreation"][:1] or [None]
-        capacity = (listener_capacity(sample, 300, LISTENERS) if sample is not None
-                    else float("nan"))
+        capacity, listener_cpu = (listener_capacity(sample, 300, LISTENERS)
+                                  if sample is not None else (float("nan"), float("nan")))
         lost = sum(server.indications.destination(f"pywbemdestination:bench:d{n}").lost
                    for n in range(LISTENERS)) if server.indications else 0
         manager.remove_subscriptions(server_id, [s.path for s in subscriptions])
@@ -400,6 +428,10 @@ def main() -> int:
     print(f"  baseline, {LISTENERS} pywbem WBEMListener processes fed back to back by raw "
           f"clients at once: {capacity:,.0f}/s in all; delivered / that = "
           f"{rate / capacity:.2f}")
+    cpus = len(os.sched_getaffinity(0))
+    print(f"  pywbem's listener takes {listener_cpu * 1000:.2f} ms of CPU per indication "
+          f"(HTTP/1.0: a connection and a thread each); {cpus} CPUs / that = "
+          f"{cpus / listener_cpu:,.0f}/s, the most any sender could reach here")
     print(f"  the same burst to {LISTENERS} minimal listeners (the service's own rate): "
           f"{sink_rate:,.0f} indications/s in all (goal: >= 2,000), {sink_lost} lost; "
           f"the service's CPU {sink_cpu * 1000:.2f} ms per indication delivered")
