@@ -934,11 +934,8 @@ class MountManager:
         found = self._published.get(normalize_fstab_target(target))
         if found is None or found.mount_id is None:
             return None
-        alive = (self.kernel.is_mount(found.mount_id, found.unique_id)
-                 if found.unique_id is not None else None)
-        if alive is False:
-            return None
-        record = (self.kernel.find_mount(found.mount_id, found.unique_id) if alive
+        record = (self.kernel.find_mount(found.mount_id, found.unique_id)
+                  if found.unique_id is not None and self.kernel.asks_by_unique_id
                   else self.mount_table().by_id.get(found.mount_id))
         return found if record is not None and record.target == found.target else None
 
@@ -2135,12 +2132,10 @@ class MountManager:
         """The held mount wherever it is, found by its never-reused unique id and
         proved so without a path (a path reaches the mount on top); None
         without unique ids, or when it is gone."""
-        if held.unique_id is None or held.mount_id is None:
-            return None
-        found = self.kernel.find_mount(held.mount_id, held.unique_id)
-        if found is None or not self.kernel.is_mount(found.mount_id, held.unique_id):
-            return None  # gone, or (no statmount) found by its id alone: unproved
-        return found
+        if held.unique_id is None or held.mount_id is None \
+                or not self.kernel.asks_by_unique_id:
+            return None  # by its mount id alone it would be unproved
+        return self.kernel.find_mount(held.mount_id, held.unique_id)
 
     def _same_mount(self, held: HeldMount, record: MountRecord) -> bool:
         """Is the live ``record`` the mount ``held`` describes? Mount ids are

@@ -178,3 +178,34 @@ def test_reads_never_keep_an_administrator_s_umount_busy(tmp_path: Path) -> None
         assert reads[0] > 0
         assert busy == 0, f"{busy} umounts found the mount busy beside {reads[0]} reads"
         engine.release(held, "a")
+
+
+def test_a_held_mount_is_proved_live_by_one_question_to_the_kernel(world: World) -> None:
+    # A method's reference to a held mount (DeleteMount, ModifyMount) is
+    # checked by the mount's unique id. That was asked twice, one statmount(2)
+    # to learn that it lives and another for its record, on every call.
+    target = world.dir("m")
+    with world.manager() as engine:
+        engine.acquire(MountSpec("tmpfs", target, "tmpfs"), "a")
+        kernel: Any = engine.kernel
+        asked: list[str] = []
+        originals = {name: getattr(kernel, name) for name in ("is_mount", "find_mount")}
+
+        def counted(name: str) -> Any:
+            def ask(*args: Any) -> Any:
+                asked.append(name)
+                return originals[name](*args)
+            return ask
+
+        for name in originals:
+            setattr(kernel, name, counted(name))
+        try:
+            assert engine.held_live(target) is not None
+            assert len(asked) == 1, asked
+            engine.release(target, "a")
+            asked.clear()
+            assert engine.held_live(target) is None
+            assert len(asked) <= 1, asked
+        finally:
+            for name, original in originals.items():
+                setattr(kernel, name, original)

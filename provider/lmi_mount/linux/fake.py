@@ -341,6 +341,10 @@ class FakeKernel:
     def names_before_attaching(self, fstype: str | None) -> bool:
         return not self.uses_helper(fstype)
 
+    @property
+    def asks_by_unique_id(self) -> bool:
+        return True  # every fake mount has a unique id, as under statmount(2)
+
     def is_mount(self, mount_id: int, unique_id: int) -> bool | None:
         with self._lock:
             return any(mount.unique_id == unique_id and mount.mount_id == mount_id

@@ -333,6 +333,14 @@ class Kernel(Protocol):
         kernel cannot tell without one (no statmount)."""
         ...
 
+    @property
+    def asks_by_unique_id(self) -> bool:
+        """Whether ``find_mount`` and ``is_mount`` ask the kernel for a mount by
+        its unique id (statmount(2)) now: then ``find_mount`` alone proves
+        that the mount lives, and it is one question to the kernel where
+        ``is_mount`` and then ``find_mount`` were two."""
+        ...
+
     def live_mount_ids(self) -> frozenset[int] | None:
         """The never-reused ids of every mount of this namespace now, hidden ones
         too, in one call: a reader asks whether held mounts still live once,
@@ -788,6 +796,10 @@ class LinuxKernel:
         # attaches a mount it cannot name first either.
         return (self.mount_api == "new" and not self.uses_helper(fstype)
                 and mountapi.has_mount_ids(unique=True))
+
+    @property
+    def asks_by_unique_id(self) -> bool:
+        return self._statmount
 
     def is_mount(self, mount_id: int, unique_id: int) -> bool | None:
         if not self._statmount:
