@@ -660,8 +660,11 @@ class MountManager:
                                       capacity=journal_capacity)
         self._holders = HolderTable()
         self._locks = MountPointLocks()
-        # Wakes the hold timer when a deadline may have moved (or on close).
+        # Wakes the hold timer when a deadline comes before the one it sleeps
+        # until (or on close).
         self._wake = threading.Condition()
+        # The deadline the hold timer sleeps until (None: until woken), under _wake.
+        self._timer_sleeps_until: float | None = None
         # Orders publications: the last one made shows the latest holders.
         self._publish_lock = threading.Lock()
         self._closed = False
@@ -1360,11 +1363,19 @@ class MountManager:
             self._execute(plan, anchors)
             if any(isinstance(step, HolderChange) and step.after is not None
                    and step.after.release_at is not None for step in plan.steps):
-                # A new hold deadline: the timer may have to wake earlier. (One
-                # that went away needs no wake: the timer finds nothing due.)
-                with self._wake:
-                    self._wake.notify_all()
+                self._wake_timer_if_sooner()
         return Outcome(plan, target, dry_run)
+
+    def _wake_timer_if_sooner(self) -> None:
+        """Wake the hold timer if a deadline now comes before the one it sleeps
+        until. Not for one that went within the plan (a release with no hold
+        time unmounts at once: a wake per DeleteMount for nothing), nor for a
+        later one, nor for one that went away (the timer finds nothing due)."""
+        with self._wake:
+            deadline = self._holders.next_deadline()
+            if deadline is not None and (self._timer_sleeps_until is None
+                                         or deadline < self._timer_sleeps_until):
+                self._wake.notify_all()
 
     def _with_selinux_note(self, plan: Plan) -> Plan:
         """``plan``, saying which SELinux options its mounts and remounts leave
@@ -2174,8 +2185,11 @@ class MountManager:
                     deadline = max(deadline, retry_at)
                 timeout = None if deadline is None else max(0.0, deadline - self._clock())
                 if timeout is None or timeout > 0:
+                    self._timer_sleeps_until = deadline
                     self._wake.wait(timeout)
                     continue
+                # Running a round: a deadline set meanwhile is read at its end.
+                self._timer_sleeps_until = float("-inf")
             try:
                 _, skipped = self._expire_due()
                 retry_at = self._clock() + LOCKED_RETRY_SECONDS if skipped else None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
 from lmi_mount.mounts.fstab import FstabDocument
+from lmi_mount.mounts.holders import HolderTable
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
 from tests.engine.conftest import World
@@ -137,6 +140,76 @@ def test_hold_timer_retries_a_busy_unmount(world: World) -> None:
             world.end_busy()
         world.clock.advance(10)
         assert manager.run_due_timers() == [spec.target]
+
+
+class TimerRounds:
+    """Counts the hold timer's rounds (each reads the next deadline), and
+    waits until the timer sleeps again."""
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        self.rounds = 0
+        counter = self
+
+        class Counted(HolderTable):
+            __slots__ = ()
+
+            def next_deadline(self) -> float | None:
+                if threading.current_thread().name == "lmi-mount-hold-timer":
+                    counter.rounds += 1
+                return super().next_deadline()
+
+        manager._holders.__class__ = Counted
+
+    def settled(self, rounds: int) -> int:
+        """The count once at least ``rounds`` rounds ran and the timer sleeps."""
+        deadline = time.monotonic() + 10
+        while self.rounds < rounds and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)  # a round the last change asked for would have begun
+        with self.manager._wake:  # held by a round that has not reached its wait
+            return self.rounds
+
+
+def test_a_release_that_unmounts_at_once_lets_the_hold_timer_sleep(world: World) -> None:
+    # With no hold time, the last release unmounts in the same request. The
+    # request woke the hold timer all the same, for a deadline already gone:
+    # a thread switch and a round of the timer on every DeleteMount.
+    with world.manager(hold_seconds=0, timers=True) as manager:
+        rounds = TimerRounds(manager)
+        assert rounds.settled(0) == 0
+        spec = tmpfs(world)
+        for holder in ("a", "b"):
+            manager.acquire(spec, holder)
+            manager.release(spec.target, holder)
+        assert world.mounts_at(spec.target) == []
+        assert rounds.settled(0) == 0, "woken for nothing"
+
+
+def test_a_new_hold_deadline_wakes_the_hold_timer_only_when_it_comes_first(
+        world: World) -> None:
+    with world.manager(hold_seconds=300, timers=True) as manager:
+        rounds = TimerRounds(manager)
+        assert rounds.settled(0) == 0
+        first, second = tmpfs(world, "first"), tmpfs(world, "second")
+        manager.acquire(first, "a")
+        assert rounds.settled(0) == 0, "no deadline yet"
+        manager.release(first.target, "a")
+        assert rounds.settled(1) == 1, "the first deadline: the timer sleeps until it"
+        world.clock.advance(10)
+        manager.acquire(second, "a")
+        manager.release(second.target, "a")
+        assert rounds.settled(1) == 1, "a later deadline than the one it sleeps until"
+        manager.acquire(first, "b")  # cancels the first deadline: the timer oversleeps nothing
+        manager.release(first.target, "b")  # now + 300: after the one it sleeps until
+        assert rounds.settled(1) == 1
+        manager.acquire(first, "c")
+        manager.hold_seconds = 30  # a shorter hold time since
+        manager.release(first.target, "c")
+        assert rounds.settled(2) == 2, "earlier than the one it sleeps until"
+        world.clock.advance(30)
+        assert rounds.settled(2) == 2  # (the fake clock moves no timeout: run it by hand)
+        assert manager.run_due_timers() == [first.target]
 
 
 def test_force_drops_every_holder_and_unmounts_now(world: World) -> None:
