@@ -293,3 +293,29 @@ def test_a_sandbox_takes_the_users_of_its_configuration_beside_its_own(tmp_path:
         assert caught.value.status_code == CIM_ERR_ACCESS_DENIED
         admin = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
         assert admin.EnumerateInstanceNames("LMI_MountConfigurationService") == [service]
+
+
+@pytest.mark.root
+@requires_root
+@requires_tool("pywbemcli")
+def test_the_configuration_service_and_its_profile_lead_to_each_other(tmp_path: Path) -> None:
+    # DSP1033 both ways, across namespaces: a console at the profile (in
+    # root/interop) finds the service, and one at the service (in root/cimv2)
+    # finds the profile, beside the service's own associations.
+    with sandbox.running(tmp_path / "sandbox") as daemon:
+        conn = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
+        (service,) = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+        found = {(p.classname, p.namespace) for p in conn.AssociatorNames(service)}
+        assert ("CIM_RegisteredProfile", "root/interop") in found
+        assert ("LMI_ComputerSystem", NAMESPACE) in found, "its own associations too"
+        service.namespace = NAMESPACE
+        listed = finish(pywbemcli(daemon, "instance", "associators", service.to_wbem_uri(),
+                                  "--assoc-class", "CIM_ElementConformsToProfile"))
+        assert 'RegisteredName = "OpenLMI-Mounting";' in listed, listed
+        (profile,) = [p for p in conn.EnumerateInstanceNames("CIM_RegisteredProfile",
+                                                             namespace="root/interop")
+                      if "OpenLMI-Mounting" in p["InstanceID"]]
+        (back,) = finish(pywbemcli(daemon, "instance", "associators", "--names-only",
+                                   profile.to_wbem_uri(), "--assoc-class",
+                                   "CIM_ElementConformsToProfile")).split()
+        assert "LMI_MountConfigurationService" in back and "root/cimv2" in back

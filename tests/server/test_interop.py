@@ -245,3 +245,35 @@ def test_each_profile_leads_to_its_central_instance(running: Running) -> None:
                     }[profile["RegisteredName"]]
         assert [path.classname for path in central] == [expected], profile["RegisteredName"]
         assert server.conn.GetInstance(central[0])
+
+
+def test_the_configuration_service_leads_back_to_its_profile(running: Running) -> None:
+    # DSP1033: from a central instance, in its own namespace, a client finds
+    # the registered profiles it conforms to. The service led nowhere: only
+    # the way from the profile (in root/interop) to it was served.
+    conn = running.connect()
+    (service,) = conn.EnumerateInstanceNames("LMI_MountConfigurationService",
+                                             namespace="root/cimv2")
+    for filters in ({"AssocClass": "CIM_ElementConformsToProfile"},
+                    {"ResultClass": "CIM_RegisteredProfile"},
+                    {"AssocClass": "CIM_ElementConformsToProfile", "Role": "ManagedElement",
+                     "ResultRole": "ConformantStandard"},
+                    {}):
+        profiles = [p for p in conn.Associators(service, **filters)
+                    if p.classname == "CIM_RegisteredProfile"]
+        assert [(p.path.namespace, p["RegisteredName"]) for p in profiles] == [
+            (INTEROP, "OpenLMI-Mounting")], filters
+        (name,) = [n for n in conn.AssociatorNames(service, **filters)
+                   if n.classname == "CIM_RegisteredProfile"]
+        assert name.namespace == INTEROP
+        assert conn.GetInstance(name)["InstanceID"] == profiles[0]["InstanceID"]
+    assert conn.AssociatorNames(service, AssocClass="CIM_ElementConformsToProfile",
+                                Role="ConformantStandard") == []
+    (link,) = conn.References(service, ResultClass="CIM_ElementConformsToProfile")
+    assert link.path.namespace == INTEROP
+    assert link["ConformantStandard"].namespace == INTEROP
+    assert [n.namespace for n in conn.ReferenceNames(
+        service, ResultClass="CIM_ElementConformsToProfile", Role="ManagedElement")] == [INTEROP]
+    # Another element of the model conforms to nothing.
+    (mount,) = conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace="root/cimv2")[:1]
+    assert conn.AssociatorNames(mount, AssocClass="CIM_ElementConformsToProfile") == []

@@ -19,6 +19,7 @@ Must not know: XML, HTTP, mounts. It knows the broker's interface only.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -373,13 +374,54 @@ class InteropBroker:
         if mounting is not None:
             profiles.append(mounting[0])
             central.append(mounting[1])
-        conformance = [
-            self._instance(ELEMENT_CONFORMS_TO_PROFILE, {
-                "ConformantStandard": profile.path, "ManagedElement": element,
-            })
-            for profile, element in zip(profiles, central, strict=True)
-        ]
+        conformance = [self._conformance(profile, element)
+                       for profile, element in zip(profiles, central, strict=True)]
         return [manager, *namespaces, *links, *profiles, *conformance, *indications]
+
+    def _conformance(self, profile: CIMInstance, element: CIMInstanceName) -> CIMInstance:
+        return self._instance(ELEMENT_CONFORMS_TO_PROFILE, {
+            "ConformantStandard": profile.path, "ManagedElement": element,
+        })
+
+    def _links_back(self, namespace: str | None, path: CIMInstanceName,
+                    assoc_class: str | None, role: str | None) -> list[CIMInstance]:
+        """The CIM_ElementConformsToProfile (root/interop's) that names ``path`` as its
+        ManagedElement: the mounting profile's central instance, the service in
+        the model's namespace, leads back to its profile (DSP1033: a client at
+        a central instance finds the profiles it conforms to)."""
+        if (path.classname.lower() != MOUNT_CONFIGURATION_SERVICE.lower()
+                or (role is not None and role.lower() != "managedelement")
+                or (assoc_class is not None
+                    and not self._classes.is_subclass(ELEMENT_CONFORMS_TO_PROFILE,
+                                                      assoc_class))):
+            return []
+        mounting = self._mounting_profile()
+        if mounting is None:
+            return []
+        profile, service = mounting
+        if not (_same_namespace(namespace or path.namespace, service.namespace)
+                and same_path(path, service)):
+            return []
+        return [self._conformance(profile, service)]
+
+    def _profiles_back(self, namespace: str | None, path: CIMInstanceName,
+                       assoc_class: str | None, result_class: str | None, role: str | None,
+                       result_role: str | None) -> list[CIMInstanceName]:
+        """The registered profiles ``path`` conforms to (``_links_back``)."""
+        if ((result_role is not None and result_role.lower() != "conformantstandard")
+                or (result_class is not None
+                    and not self._classes.is_subclass(REGISTERED_PROFILE, result_class))):
+            return []
+        return [link["ConformantStandard"]
+                for link in self._links_back(namespace, path, assoc_class, role)]
+
+    def _model_asked(self, *classnames: str | None) -> bool:
+        """Whether the model's broker is to answer an association request in its
+        namespace that names ``classnames``: not when one is a class of
+        root/interop only (the way back to a profile), which the broker would
+        call invalid."""
+        return all(name is None or self._model_class(name) is not None
+                   or self._classes.get(name) is None for name in classnames)
 
     def _mounting_profile(self) -> tuple[CIMInstance, CIMInstanceName] | None:
         """The mounting model's registered profile and its central instance, the
@@ -560,10 +602,18 @@ class InteropBroker:
                     include_qualifiers: bool = False,
                     include_class_origin: bool = False) -> Iterator[CIMInstance]:
         if not self._mine(namespace or path.namespace):
-            return self.broker.associators(  # type: ignore[no-any-return]
-                namespace, path, assoc_class=assoc_class, result_class=result_class, role=role,
-                result_role=result_role, property_list=property_list,
-                include_qualifiers=include_qualifiers, include_class_origin=include_class_origin)
+            own: Iterator[CIMInstance] = iter(())
+            if self._model_asked(assoc_class, result_class):
+                own = self.broker.associators(
+                    namespace, path, assoc_class=assoc_class, result_class=result_class,
+                    role=role, result_role=result_role, property_list=property_list,
+                    include_qualifiers=include_qualifiers,
+                    include_class_origin=include_class_origin)
+            back = self._profiles_back(namespace, path, assoc_class, result_class, role,
+                                       result_role)
+            return itertools.chain(own, (
+                self.get_instance(self.interop_namespace, p, property_list=property_list,
+                                  include_class_origin=include_class_origin) for p in back))
         paths = self._associated(path, assoc_class, result_class, role, result_role)
         return iter([
             # Each from its own namespace: a profile's central instance is not here.
@@ -577,9 +627,13 @@ class InteropBroker:
                          role: str | None = None,
                          result_role: str | None = None) -> Iterator[CIMInstanceName]:
         if not self._mine(namespace or path.namespace):
-            return self.broker.associator_names(  # type: ignore[no-any-return]
-                namespace, path, assoc_class=assoc_class, result_class=result_class, role=role,
-                result_role=result_role)
+            own: Iterator[CIMInstanceName] = iter(())
+            if self._model_asked(assoc_class, result_class):
+                own = self.broker.associator_names(
+                    namespace, path, assoc_class=assoc_class, result_class=result_class,
+                    role=role, result_role=result_role)
+            return itertools.chain(own, self._profiles_back(
+                namespace, path, assoc_class, result_class, role, result_role))
         return iter(self._associated(path, assoc_class, result_class, role, result_role))
 
     def references(self, namespace: str | None, path: CIMInstanceName, *,
@@ -587,10 +641,15 @@ class InteropBroker:
                    property_list: Sequence[str] | None = None, include_qualifiers: bool = False,
                    include_class_origin: bool = False) -> Iterator[CIMInstance]:
         if not self._mine(namespace or path.namespace):
-            return self.broker.references(  # type: ignore[no-any-return]
-                namespace, path, result_class=result_class, role=role,
-                property_list=property_list, include_qualifiers=include_qualifiers,
-                include_class_origin=include_class_origin)
+            own: Iterator[CIMInstance] = iter(())
+            if self._model_asked(result_class):
+                own = self.broker.references(
+                    namespace, path, result_class=result_class, role=role,
+                    property_list=property_list, include_qualifiers=include_qualifiers,
+                    include_class_origin=include_class_origin)
+            return itertools.chain(own, (
+                self._shape(link, None, property_list, include_class_origin)
+                for link in self._links_back(namespace, path, result_class, role)))
         return iter([
             self._shape(link, None, property_list, include_class_origin)
             for link, _ in self._links(path, result_class, role)
@@ -600,8 +659,12 @@ class InteropBroker:
                         result_class: str | None = None,
                         role: str | None = None) -> Iterator[CIMInstanceName]:
         if not self._mine(namespace or path.namespace):
-            return self.broker.reference_names(  # type: ignore[no-any-return]
-                namespace, path, result_class=result_class, role=role)
+            own: Iterator[CIMInstanceName] = iter(())
+            if self._model_asked(result_class):
+                own = self.broker.reference_names(namespace, path, result_class=result_class,
+                                                  role=role)
+            return itertools.chain(own, (link.path for link in self._links_back(
+                namespace, path, result_class, role)))
         return iter([link.path for link, _ in self._links(path, result_class, role)])
 
     # -- writes and methods --------------------------------------------------------------------
