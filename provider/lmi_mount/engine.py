@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import threading
 import time
@@ -126,6 +127,9 @@ UNMOUNT_BUSY_ATTEMPTS = 5
 # How soon the hold timer looks again at a deadline whose mount point a
 # request was working on.
 LOCKED_RETRY_SECONDS = 0.2
+# The hold timer's longest sleep: it looks again then, whatever its next
+# deadline (a wait of a very long hold time overflowed, and ended the thread).
+TIMER_SLEEP_SECONDS = 3600.0
 # A mount point tree whose request has run longer than SLOW_REQUEST_SECONDS
 # takes MAX_WAITING_PER_TREE waiters (each holds a thread); no request waits
 # longer than MAX_WAIT_SECONDS for a tree (see MountPointLocks).
@@ -641,8 +645,9 @@ class MountManager:
         fstab_backups: int = files.DEFAULT_BACKUPS,
         protected: Sequence[str] = DEFAULT_PROTECTED,
     ) -> None:
-        if hold_seconds < 0:
-            raise InvalidRequest(f"hold time {hold_seconds!r} is negative", value=hold_seconds)
+        if not (math.isfinite(hold_seconds) and hold_seconds >= 0):
+            raise InvalidRequest(f"hold time {hold_seconds!r} is not a number of seconds, "
+                                 "0 or more", value=hold_seconds)
         if fstab_backups < 0:
             raise InvalidRequest(f"fstab backups {fstab_backups!r} is negative",
                                  value=fstab_backups)
@@ -1361,16 +1366,16 @@ class MountManager:
         plan = self._with_selinux_note(plan)
         if not dry_run:
             self._execute(plan, anchors)
-            if any(isinstance(step, HolderChange) and step.after is not None
-                   and step.after.release_at is not None for step in plan.steps):
-                self._wake_timer_if_sooner()
         return Outcome(plan, target, dry_run)
 
     def _wake_timer_if_sooner(self) -> None:
         """Wake the hold timer if a deadline now comes before the one it sleeps
-        until. Not for one that went within the plan (a release with no hold
-        time unmounts at once: a wake per DeleteMount for nothing), nor for a
-        later one, nor for one that went away (the timer finds nothing due)."""
+        until: a new one, or one a rollback put back (a review: the timer had
+        run a round while the failing request had taken it away, and slept on
+        without a deadline). Not for one that went within the plan (a release
+        with no hold time unmounts at once: a wake per DeleteMount for
+        nothing), nor for a later one, nor for one that went away (the timer
+        finds nothing due)."""
         with self._wake:
             deadline = self._holders.next_deadline()
             if deadline is not None and (self._timer_sleeps_until is None
@@ -1402,6 +1407,16 @@ class MountManager:
         answers: an operation without it is rolled back at the next start
         (kill -9), one with it is whole.
         """
+        try:
+            self._execute_steps(plan, anchors)
+        finally:
+            if any(isinstance(step, HolderChange) and any(
+                    held is not None and held.release_at is not None
+                    for held in (step.before, step.after)) for step in plan.steps):
+                # A hold deadline was set, or taken and perhaps put back.
+                self._wake_timer_if_sooner()
+
+    def _execute_steps(self, plan: Plan, anchors: Anchors | None) -> None:
         if self.observer:
             self._observe(plan)
             self._publish()
@@ -2183,9 +2198,11 @@ class MountManager:
                 deadline = self._holders.next_deadline()
                 if deadline is not None and retry_at is not None:
                     deadline = max(deadline, retry_at)
-                timeout = None if deadline is None else max(0.0, deadline - self._clock())
-                if timeout is None or timeout > 0:
-                    self._timer_sleeps_until = deadline
+                now = self._clock()
+                timeout = (TIMER_SLEEP_SECONDS if deadline is None
+                           else min(max(0.0, deadline - now), TIMER_SLEEP_SECONDS))
+                if timeout > 0:
+                    self._timer_sleeps_until = now + timeout
                     self._wake.wait(timeout)
                     continue
                 # Running a round: a deadline set meanwhile is read at its end.

@@ -133,6 +133,17 @@ def test_sandbox_life_cycle(tmp_path: Path) -> None:
     pytest.param("[cim]\nsynchronous_seconds = soon\n", True,
                  "[cim] synchronous_seconds = 'soon': expected a number", id="cim-value",
                  marks=ROOT),
+    # A review: float() takes them, and an infinite hold time ended the hold
+    # timer's thread (OverflowError), a NaN one made it spin.
+    pytest.param("[engine]\nhold_seconds = inf\n", True,
+                 "[engine] hold_seconds = 'inf': expected a finite number", id="hold-inf",
+                 marks=ROOT),
+    pytest.param("[engine]\nhold_seconds = nan\n", True,
+                 "[engine] hold_seconds = 'nan': expected a finite number", id="hold-nan",
+                 marks=ROOT),
+    pytest.param("[http]\nrequest_timeout = 1e999\n", False,
+                 "[http] request_timeout = '1e999': expected a finite number",
+                 id="http-timeout-inf"),
 ])
 def test_a_bad_configuration_exits_2_naming_it(tmp_path: Path, config: str, sandboxed: bool,
                                                 message: str) -> None:

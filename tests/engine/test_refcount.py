@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from lmi_mount.mounts import flags as ms
-from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
+from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, MountError, NotFound
 from lmi_mount.mounts.fstab import FstabDocument
 from lmi_mount.mounts.holders import HolderTable
 from lmi_mount.mounts.options import parse_options
@@ -210,6 +210,57 @@ def test_a_new_hold_deadline_wakes_the_hold_timer_only_when_it_comes_first(
         world.clock.advance(30)
         assert rounds.settled(2) == 2  # (the fake clock moves no timeout: run it by hand)
         assert manager.run_due_timers() == [first.target]
+
+
+def test_a_deadline_a_rollback_puts_back_wakes_the_hold_timer(world: World) -> None:
+    # A review: a request took a mount over during its hold (the deadline
+    # went), the timer ran a round meanwhile and found no deadline at all,
+    # then the request failed and its rollback put the deadline back. Nothing
+    # woke the timer: the mount stayed mounted long past its hold.
+    rounds: TimerRounds | None = None
+
+    def failing_fstab_edit(point: str) -> None:
+        if point == "before FstabChange" and rounds is not None:
+            seen = rounds.rounds
+            with manager._wake:
+                manager._wake.notify_all()  # a round while the deadline is gone
+            assert rounds.settled(seen + 1) == seen + 1
+            raise OSError(errno.EIO, "the fstab edit failed")
+
+    with world.manager(hold_seconds=30, timers=True, crash=failing_fstab_edit) as manager:
+        spec = tmpfs(world)
+        manager.acquire(spec, "a")
+        manager.release(spec.target, "a")
+        rounds = TimerRounds(manager)
+        before = rounds.settled(0)  # the release's round, if it came after the count began
+        with pytest.raises(MountError):
+            manager.create(spec, current=True, persist=True, holder="b")
+        held = manager.held(spec.target)
+        assert held is not None and held.release_at == world.clock.now + 30, "put back"
+        assert rounds.settled(before + 2) == before + 2, "woken for the deadline put back"
+        with manager._wake:
+            assert manager._timer_sleeps_until == held.release_at, "the timer sleeps until it"
+
+
+@pytest.mark.parametrize("hold", [float("inf"), float("nan"), -1.0])
+def test_a_hold_time_that_is_no_duration_is_refused(world: World, hold: float) -> None:
+    with pytest.raises(InvalidRequest, match="hold time"):
+        world.manager(hold_seconds=hold)
+
+
+def test_a_hold_time_longer_than_a_wait_can_be_keeps_the_timer(world: World) -> None:
+    # A review: Condition.wait(1e10) raises OverflowError, which ended the
+    # hold timer's thread, and every hold deadline with it.
+    with world.manager(hold_seconds=1e10, timers=True) as manager:
+        rounds = TimerRounds(manager)
+        spec = tmpfs(world)
+        manager.acquire(spec, "a")
+        manager.release(spec.target, "a")
+        with manager._wake:
+            manager._wake.notify_all()  # a round that reads the deadline and sleeps again
+        assert rounds.settled(1) == 1
+        assert manager.timers_alive
+        assert len(world.mounts_at(spec.target)) == 1, "held for its hold time"
 
 
 def test_force_drops_every_holder_and_unmounts_now(world: World) -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import math
 import ssl
 import types
 import typing
@@ -179,9 +180,14 @@ def _convert(raw: str, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where} = {raw!r}: expected a whole number") from None
     if annotation is float:
         try:
-            return float(text)
+            number = float(text)
         except ValueError:
             raise ConfigError(f"{where} = {raw!r}: expected a number") from None
+        # float() takes inf and nan: no time or size is either (an infinite
+        # hold time ended the hold timer's thread, a NaN one made it spin).
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} = {raw!r}: expected a finite number")
+        return number
     if annotation is Path:
         return Path(text)
     if annotation is str:
