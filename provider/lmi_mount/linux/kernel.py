@@ -521,9 +521,9 @@ class LinuxKernel:
     ) -> None:
         self.proc_root = proc_root
         self.mount_api: MountApi = mount_api or detect_mount_api()
-        # statmount(2) (Linux 6.8) is tried until the kernel says it lacks it;
-        # tests turn it off to run the path of kernels 5.12 to 6.7.
-        self._statmount = use_statmount
+        # statmount(2) (Linux 6.8), asked once whether it works here; tests turn
+        # it off to run the path of kernels 5.12 to 6.7.
+        self._statmount = use_statmount and mountapi.has_statmount()
         self._watch: tuple[int, select.poll, tuple[int, int | None]] | None = None
         self._watch_lock = threading.Lock()
         self._table_version = 0
@@ -1044,7 +1044,8 @@ class LinuxKernel:
             record = mountapi.statmount(unique)
             if record is not None:
                 return record
-            self._statmount = False  # a kernel with statx's unique id but no statmount
+            # Gone already (``umount -l`` of it meanwhile): the table says what
+            # is there now. It says nothing of the kernel (has_statmount).
         mount_id = mountapi.mount_id(fd)
         table = self._table()
         if mount_id is not None and mount_id in table.by_id:

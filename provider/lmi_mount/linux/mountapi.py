@@ -329,6 +329,21 @@ def has_mount_ids(unique: bool = False) -> bool:
         os.close(fd)
 
 
+@functools.cache
+def has_statmount() -> bool:
+    """Whether statmount(2) (Linux 6.8) reads mounts here: asked once, of the
+    mount of ``/``, and not taken from any one mount's answer, which is also
+    none when that mount is gone. False where statx has no unique ids, and
+    where a seccomp filter older than the call refuses it (EPERM) while
+    statx still tells unique ids."""
+    fd = os.open("/", os.O_PATH | os.O_CLOEXEC)
+    try:
+        unique = unique_mount_id(fd)
+    finally:
+        os.close(fd)
+    return unique is not None and statmount(unique) is not None
+
+
 def mount_id(fd: int) -> int | None:
     """STATX_MNT_ID (Linux 5.8), mountinfo's id, of the mount ``fd`` is on."""
     answer = statx_fd(fd, STATX_MNT_ID)
