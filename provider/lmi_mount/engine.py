@@ -613,7 +613,9 @@ class MountManager:
     ``state_dir`` are injected (the state directory belongs in ``/run``: the
     journal must survive a restart of the service, not a reboot, exactly like
     libmount's utab). ``hold_seconds`` is the hold time after the last release
-    (0: unmount at once). ``clock`` must be monotonic. ``crash`` is a test hook
+    (0: unmount at once). ``clock`` must be monotonic and go at the rate of
+    ``time.monotonic``, which the hold timer's waits use (a fake clock that
+    jumps ahead is followed by ``run_due_timers``). ``crash`` is a test hook
     called with a step name before and after every step.
 
     An ``observer`` reads the journal without taking the state directory's
