@@ -336,9 +336,9 @@ class Kernel(Protocol):
     @property
     def asks_by_unique_id(self) -> bool:
         """Whether ``find_mount`` and ``is_mount`` ask the kernel for a mount by
-        its unique id (statmount(2)) now: then ``find_mount`` alone proves
-        that the mount lives, and it is one question to the kernel where
-        ``is_mount`` and then ``find_mount`` were two."""
+        its unique id (statmount(2), where it works): then ``find_mount``
+        alone proves that the mount lives, and it is one question to the
+        kernel where ``is_mount`` and then ``find_mount`` were two."""
         ...
 
     def live_mount_ids(self) -> frozenset[int] | None:
