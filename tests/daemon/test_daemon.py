@@ -144,6 +144,15 @@ def test_sandbox_life_cycle(tmp_path: Path) -> None:
     pytest.param("[http]\nrequest_timeout = 1e999\n", False,
                  "[http] request_timeout = '1e999': expected a finite number",
                  id="http-timeout-inf"),
+    # A second review: finite but beyond what a wait, a timedelta or a uint32
+    # takes, they stopped the daemon after its first method call, or every
+    # read of root/interop.
+    pytest.param("[cim]\nsynchronous_seconds = 1e10\n", True,
+                 "[cim] synchronous_seconds = '1e10': expected at most 31536000 seconds "
+                 "(a year)", id="window-huge", marks=ROOT),
+    pytest.param("[indications]\nretry_interval = 5e9\n", False,
+                 "[indications] retry_interval = '5e9': expected at most 31536000 seconds "
+                 "(a year)", id="retry-huge"),
 ])
 def test_a_bad_configuration_exits_2_naming_it(tmp_path: Path, config: str, sandboxed: bool,
                                                 message: str) -> None:
@@ -330,3 +339,30 @@ def test_the_configuration_service_and_its_profile_lead_to_each_other(tmp_path: 
                                    profile.to_wbem_uri(), "--assoc-class",
                                    "CIM_ElementConformsToProfile")).split()
         assert "LMI_MountConfigurationService" in back and "root/cimv2" in back
+        # Naming a class of root/interop only still checks the rest of the
+        # request (a second review: these answered nothing, without an error).
+        wrong_key = service.copy()
+        wrong_key["Name"] = "nobody"
+        extra_key = service.copy()
+        extra_key["Extra"] = "x"
+        for path, namespace, filters, status in [
+            (service, "root/nosuch", {"AssocClass": "CIM_ElementConformsToProfile"},
+             "CIM_ERR_INVALID_NAMESPACE"),
+            (extra_key, NAMESPACE, {"AssocClass": "CIM_ElementConformsToProfile"},
+             "CIM_ERR_INVALID_PARAMETER"),
+            (service, NAMESPACE, {"AssocClass": "CIM_NoSuchClass",
+                                  "ResultClass": "CIM_RegisteredProfile"},
+             "CIM_ERR_INVALID_CLASS"),
+            (service, NAMESPACE, {"AssocClass": "CIM_ElementConformsToProfile",
+                                  "ResultClass": "CIM_NoSuchClass"}, "CIM_ERR_INVALID_CLASS"),
+        ]:
+            target = path.copy()
+            target.namespace = namespace
+            with pytest.raises(CIMError) as caught:
+                conn.AssociatorNames(target, **filters)
+            assert caught.value.status_code_name == status, (filters, caught.value)
+        target = extra_key.copy()
+        with pytest.raises(CIMError) as caught:
+            conn.ReferenceNames(target, ResultClass="CIM_ElementConformsToProfile")
+        assert caught.value.status_code_name == "CIM_ERR_INVALID_PARAMETER"
+        assert conn.AssociatorNames(wrong_key, AssocClass="CIM_ElementConformsToProfile") == []

@@ -156,6 +156,10 @@ _SECTIONS: Final = {
 }
 
 
+#: The longest time a setting may give (seconds).
+MAX_SECONDS: Final = 365 * 24 * 3600.0
+
+
 def _convert(raw: str, annotation: Any, where: str) -> Any:
     """An INI value as the type of the field it sets."""
     text = raw.strip()
@@ -183,10 +187,16 @@ def _convert(raw: str, annotation: Any, where: str) -> Any:
             number = float(text)
         except ValueError:
             raise ConfigError(f"{where} = {raw!r}: expected a number") from None
-        # float() takes inf and nan: no time or size is either (an infinite
-        # hold time ended the hold timer's thread, a NaN one made it spin).
+        # float() takes inf and nan: no time is either (an infinite hold time
+        # ended the hold timer's thread, a NaN one made it spin).
         if not math.isfinite(number):
             raise ConfigError(f"{where} = {raw!r}: expected a finite number")
+        # Every float setting is a time in seconds: past a year, waits overflow
+        # (a window of 1e10 s stopped the daemon), as do timedeltas and the
+        # uint32 properties that show them (a second review).
+        if number > MAX_SECONDS:
+            raise ConfigError(f"{where} = {raw!r}: expected at most {MAX_SECONDS:.0f} seconds "
+                              "(a year)")
         return number
     if annotation is Path:
         return Path(text)

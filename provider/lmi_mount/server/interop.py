@@ -19,6 +19,7 @@ Must not know: XML, HTTP, mounts. It knows the broker's interface only.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 import warnings
@@ -415,13 +416,35 @@ class InteropBroker:
         return [link["ConformantStandard"]
                 for link in self._links_back(namespace, path, assoc_class, role)]
 
-    def _model_asked(self, *classnames: str | None) -> bool:
-        """Whether the model's broker is to answer an association request in its
-        namespace that names ``classnames``: not when one is a class of
-        root/interop only (the way back to a profile), which the broker would
-        call invalid."""
-        return all(name is None or self._model_class(name) is not None
-                   or self._classes.get(name) is None for name in classnames)
+    def _interop_only(self, classname: str | None) -> bool:
+        return (classname is not None and self._model_class(classname) is None
+                and self._classes.get(classname) is not None)
+
+    def _model_answers(self, namespace: str | None, path: CIMInstanceName, *,
+                       assoc_class: str | None = None, result_class: str | None = None,
+                       role: str | None = None, result_role: str | None = None,
+                       references: bool = False) -> bool:
+        """Whether the model's broker answers this association request in its
+        namespace too: not when AssocClass or ResultClass names a class of
+        root/interop only (the way back to a profile), which it would call
+        invalid. It checks the request then all the same, without that name:
+        its namespace, its path and the other class names (a review: they
+        went unchecked); its answer, which cannot hold that class, is dropped."""
+        if not (self._interop_only(assoc_class) or self._interop_only(result_class)):
+            return True
+
+        def kept(classname: str | None) -> str | None:
+            return None if self._interop_only(classname) else classname
+
+        if references:
+            checked = self.broker.reference_names(namespace, path,
+                                                  result_class=kept(result_class), role=role)
+        else:
+            checked = self.broker.associator_names(
+                namespace, path, assoc_class=kept(assoc_class), result_class=kept(result_class),
+                role=role, result_role=result_role)
+        collections.deque(checked, maxlen=0)
+        return False
 
     def _mounting_profile(self) -> tuple[CIMInstance, CIMInstanceName] | None:
         """The mounting model's registered profile and its central instance, the
@@ -603,7 +626,9 @@ class InteropBroker:
                     include_class_origin: bool = False) -> Iterator[CIMInstance]:
         if not self._mine(namespace or path.namespace):
             own: Iterator[CIMInstance] = iter(())
-            if self._model_asked(assoc_class, result_class):
+            if self._model_answers(namespace, path, assoc_class=assoc_class,
+                                   result_class=result_class, role=role,
+                                   result_role=result_role):
                 own = self.broker.associators(
                     namespace, path, assoc_class=assoc_class, result_class=result_class,
                     role=role, result_role=result_role, property_list=property_list,
@@ -628,7 +653,9 @@ class InteropBroker:
                          result_role: str | None = None) -> Iterator[CIMInstanceName]:
         if not self._mine(namespace or path.namespace):
             own: Iterator[CIMInstanceName] = iter(())
-            if self._model_asked(assoc_class, result_class):
+            if self._model_answers(namespace, path, assoc_class=assoc_class,
+                                   result_class=result_class, role=role,
+                                   result_role=result_role):
                 own = self.broker.associator_names(
                     namespace, path, assoc_class=assoc_class, result_class=result_class,
                     role=role, result_role=result_role)
@@ -642,7 +669,8 @@ class InteropBroker:
                    include_class_origin: bool = False) -> Iterator[CIMInstance]:
         if not self._mine(namespace or path.namespace):
             own: Iterator[CIMInstance] = iter(())
-            if self._model_asked(result_class):
+            if self._model_answers(namespace, path, result_class=result_class, role=role,
+                                   references=True):
                 own = self.broker.references(
                     namespace, path, result_class=result_class, role=role,
                     property_list=property_list, include_qualifiers=include_qualifiers,
@@ -660,7 +688,8 @@ class InteropBroker:
                         role: str | None = None) -> Iterator[CIMInstanceName]:
         if not self._mine(namespace or path.namespace):
             own: Iterator[CIMInstanceName] = iter(())
-            if self._model_asked(result_class):
+            if self._model_answers(namespace, path, result_class=result_class, role=role,
+                                   references=True):
                 own = self.broker.reference_names(namespace, path, result_class=result_class,
                                                   role=role)
             return itertools.chain(own, (link.path for link in self._links_back(
