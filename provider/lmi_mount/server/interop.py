@@ -420,31 +420,31 @@ class InteropBroker:
         return (classname is not None and self._model_class(classname) is None
                 and self._classes.get(classname) is not None)
 
-    def _model_answers(self, namespace: str | None, path: CIMInstanceName, *,
-                       assoc_class: str | None = None, result_class: str | None = None,
-                       role: str | None = None, result_role: str | None = None,
-                       references: bool = False) -> bool:
-        """Whether the model's broker answers this association request in its
-        namespace too: not when AssocClass or ResultClass names a class of
-        root/interop only (the way back to a profile), which it would call
-        invalid. It checks the request then all the same, without that name:
-        its namespace, its path and the other class names (a review: they
-        went unchecked); its answer, which cannot hold that class, is dropped."""
-        if not (self._interop_only(assoc_class) or self._interop_only(result_class)):
-            return True
-
-        def kept(classname: str | None) -> str | None:
-            return None if self._interop_only(classname) else classname
-
-        if references:
-            checked = self.broker.reference_names(namespace, path,
-                                                  result_class=kept(result_class), role=role)
+    def _from_model(self, operation: str, namespace: str | None, path: CIMInstanceName,
+                    **request: Any) -> Iterator[Any]:
+        """The model's broker's answer to association ``operation`` (``associators``,
+        ``references``, their ``_names``) in its namespace. None when AssocClass
+        or ResultClass names a class of root/interop only (the way back to a
+        profile), which it would call invalid; it checks the request then all
+        the same, without that name: its namespace, its path and the other
+        class names (a review: they went unchecked). Its answer, which cannot
+        hold that class, is dropped."""
+        named = {key: value for key, value in request.items()
+                 if key in ("assoc_class", "result_class")}
+        if not any(self._interop_only(value) for value in named.values()):
+            return getattr(self.broker, operation)(  # type: ignore[no-any-return]
+                namespace, path, **request)
+        kept = {key: None if self._interop_only(value) else value
+                for key, value in named.items()}
+        if operation.startswith("reference"):
+            checked = self.broker.reference_names(namespace, path, role=request.get("role"),
+                                                  **kept)
         else:
             checked = self.broker.associator_names(
-                namespace, path, assoc_class=kept(assoc_class), result_class=kept(result_class),
-                role=role, result_role=result_role)
+                namespace, path, role=request.get("role"),
+                result_role=request.get("result_role"), **kept)
         collections.deque(checked, maxlen=0)
-        return False
+        return iter(())
 
     def _mounting_profile(self) -> tuple[CIMInstance, CIMInstanceName] | None:
         """The mounting model's registered profile and its central instance, the
@@ -625,15 +625,11 @@ class InteropBroker:
                     include_qualifiers: bool = False,
                     include_class_origin: bool = False) -> Iterator[CIMInstance]:
         if not self._mine(namespace or path.namespace):
-            own: Iterator[CIMInstance] = iter(())
-            if self._model_answers(namespace, path, assoc_class=assoc_class,
-                                   result_class=result_class, role=role,
-                                   result_role=result_role):
-                own = self.broker.associators(
-                    namespace, path, assoc_class=assoc_class, result_class=result_class,
-                    role=role, result_role=result_role, property_list=property_list,
-                    include_qualifiers=include_qualifiers,
-                    include_class_origin=include_class_origin)
+            own = self._from_model(
+                "associators", namespace, path, assoc_class=assoc_class,
+                result_class=result_class, role=role, result_role=result_role,
+                property_list=property_list, include_qualifiers=include_qualifiers,
+                include_class_origin=include_class_origin)
             back = self._profiles_back(namespace, path, assoc_class, result_class, role,
                                        result_role)
             return itertools.chain(own, (
@@ -652,13 +648,9 @@ class InteropBroker:
                          role: str | None = None,
                          result_role: str | None = None) -> Iterator[CIMInstanceName]:
         if not self._mine(namespace or path.namespace):
-            own: Iterator[CIMInstanceName] = iter(())
-            if self._model_answers(namespace, path, assoc_class=assoc_class,
-                                   result_class=result_class, role=role,
-                                   result_role=result_role):
-                own = self.broker.associator_names(
-                    namespace, path, assoc_class=assoc_class, result_class=result_class,
-                    role=role, result_role=result_role)
+            own = self._from_model("associator_names", namespace, path,
+                                   assoc_class=assoc_class, result_class=result_class,
+                                   role=role, result_role=result_role)
             return itertools.chain(own, self._profiles_back(
                 namespace, path, assoc_class, result_class, role, result_role))
         return iter(self._associated(path, assoc_class, result_class, role, result_role))
@@ -668,13 +660,10 @@ class InteropBroker:
                    property_list: Sequence[str] | None = None, include_qualifiers: bool = False,
                    include_class_origin: bool = False) -> Iterator[CIMInstance]:
         if not self._mine(namespace or path.namespace):
-            own: Iterator[CIMInstance] = iter(())
-            if self._model_answers(namespace, path, result_class=result_class, role=role,
-                                   references=True):
-                own = self.broker.references(
-                    namespace, path, result_class=result_class, role=role,
-                    property_list=property_list, include_qualifiers=include_qualifiers,
-                    include_class_origin=include_class_origin)
+            own = self._from_model(
+                "references", namespace, path, result_class=result_class, role=role,
+                property_list=property_list, include_qualifiers=include_qualifiers,
+                include_class_origin=include_class_origin)
             return itertools.chain(own, (
                 self._shape(link, None, property_list, include_class_origin)
                 for link in self._links_back(namespace, path, result_class, role)))
@@ -687,11 +676,8 @@ class InteropBroker:
                         result_class: str | None = None,
                         role: str | None = None) -> Iterator[CIMInstanceName]:
         if not self._mine(namespace or path.namespace):
-            own: Iterator[CIMInstanceName] = iter(())
-            if self._model_answers(namespace, path, result_class=result_class, role=role,
-                                   references=True):
-                own = self.broker.reference_names(namespace, path, result_class=result_class,
-                                                  role=role)
+            own = self._from_model("reference_names", namespace, path,
+                                   result_class=result_class, role=role)
             return itertools.chain(own, (link.path for link in self._links_back(
                 namespace, path, result_class, role)))
         return iter([link.path for link, _ in self._links(path, result_class, role)])
