@@ -182,8 +182,11 @@ def test_eight_clients_share_bind_mounts(tmp_path: Path) -> None:
         sampler.join(30)
         # The sampler's reads are served meanwhile: their share of the server's
         # CPU, measured alone now, is told apart from the pairs'.
-        read_cpu = sampler.server_cpu_per_read(daemon.process.pid)
-        sampler.conn.close()
+        try:
+            read_cpu = (sampler.server_cpu_per_read(daemon.process.pid)
+                        if sampler.failure is None else float("nan"))
+        finally:
+            sampler.conn.close()
 
         pairs = sum(o.pairs for o in outcomes)
         reads_share = reads * read_cpu / pairs

@@ -469,8 +469,9 @@ def test_a_mount_gone_before_its_read_back_leaves_statmount_on(
     monkeypatch.setattr(mountapi, "statmount", lambda unique: None)  # gone meanwhile
     target = tmp_path / "mnt"
     target.mkdir()
-    kernel.mount("lazy-gone", str(target), "tmpfs", 0)
+    record = kernel.mount("lazy-gone", str(target), "tmpfs", 0)
     monkeypatch.setattr(mountapi, "statmount", real)
+    assert (record.source, record.target) == ("lazy-gone", str(target)), "read from the table"
     assert kernel.asks_by_unique_id
 
 
