@@ -57,6 +57,7 @@ from pywbem import (  # noqa: E402
     WBEMServer,
     WBEMSubscriptionManager,
 )
+from server_pairs import cpu_seconds  # noqa: E402
 
 from lmi_mount.cim.broker import Broker  # noqa: E402
 from lmi_mount.daemon import tune_gc  # noqa: E402
@@ -106,11 +107,11 @@ class Arrivals:
                 raise TimeoutError(f"{self.count} of {count} indications arrived")
 
 
-#: How often a listener process reports its arrivals, all in one line: the
-#: arrival times are taken in the callback, so this delays only the report; a
-#: line (a write, and a wake of the benchmark's reader thread in the service's
-#: process) per indication would charge the instrument to the service and the
-#: listeners.
+#: How long a listener process gathers arrivals after the first of a batch
+#: before it reports them in one line: the arrival times are taken in the
+#: callback, so this delays only the report; a line (a write, and a wake of the
+#: benchmark's reader thread in the service's process) per indication would
+#: charge the instrument to the service and the listeners.
 REPORT_SECONDS = 0.002
 #: Separates the arrivals (kind TAB mount point TAB time TAB count) of a report line.
 ARRIVAL_SEPARATOR = "\x1e"
@@ -232,16 +233,10 @@ def start_listener(arrivals: Arrivals, kind: str = "--listener") -> tuple[subpro
     return process, port
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user and system) process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def listener_capacity(indication: Any, count: int, listeners: int) -> tuple[float, float]:
     """Indications per second ``listeners`` pywbem listener processes take in all,
     each fed the same export request back to back by a raw client thread of its
-    own, all at once: the ceiling of any sender on this machine; and the
+    own, all at once (the raw clients' CPU is spent beside theirs); and the
     listeners' CPU seconds per indication. pywbem's listener speaks HTTP/1.0:
     each request comes on a connection (and a listener thread) of its own."""
     started = [start_listener(Arrivals()) for _ in range(listeners)]
@@ -261,14 +256,14 @@ def listener_capacity(indication: Any, count: int, listeners: int) -> tuple[floa
 
     try:
         threads = [threading.Thread(target=feed, args=(port,)) for _, port in started]
-        cpu = sum(process_cpu(process.pid) for process, _ in started)
+        cpu = sum(cpu_seconds(process.pid) for process, _ in started)
         start = time.monotonic()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - start
-        cpu = sum(process_cpu(process.pid) for process, _ in started) - cpu
+        cpu = sum(cpu_seconds(process.pid) for process, _ in started) - cpu
         return listeners * count / elapsed, cpu / (listeners * count)
     finally:
         for process, _ in started:
