@@ -837,29 +837,46 @@ def test_a_connection_closed_while_its_worker_hands_it_back_is_not_registered(
         server.shutdown()
 
 
+@contextlib.contextmanager
+def counting_wakes(app: EchoApp, monkeypatch: pytest.MonkeyPatch,
+                   race: Callable[[HttpServer, pytest.MonkeyPatch], None] | None = None,
+                   ) -> Iterator[tuple[socket.socket, Any, list[int]]]:
+    """A server whose wakes of its I/O thread are counted (``race`` set up on it
+    first), and a keep-alive connection to it: the socket, its reader and the
+    wakes."""
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    wakes: list[int] = []
+    monkeypatch.setattr(server, "_wake", lambda: wakes.append(1))
+    if race is not None:
+        race(server, monkeypatch)
+    server.start()
+    try:
+        with connect(server) as sock:
+            yield sock, sock.makefile("rb"), wakes
+    finally:
+        monkeypatch.undo()
+        server.shutdown()
+
+
+def ask_in_turn(sock: socket.socket, replies: Any, count: int) -> None:
+    """``count`` requests, each sent once the one before is answered."""
+    for number in range(count):
+        sock.sendall(post(body=b"%d" % number))
+        assert read_response(replies).body == b"%d" % number
+
+
 def test_keep_alive_requests_do_not_wake_the_io_thread(
         app: EchoApp, monkeypatch: pytest.MonkeyPatch) -> None:
     # The worker that answered registers the connection for its next request
     # itself: waking the I/O thread for it cost a thread hand-off per request
     # (about a sixth of the server's CPU for a small request). A pipelined
     # request already read is the exception: only the I/O thread parses.
-    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
-    wakes = []
-    monkeypatch.setattr(server, "_wake", lambda: wakes.append(1))
-    server.start()
-    try:
-        with connect(server) as sock:
-            replies = sock.makefile("rb")
-            for number in range(5):
-                sock.sendall(post(body=b"%d" % number))
-                assert read_response(replies).body == b"%d" % number
-            assert wakes == []
-            sock.sendall(post(body=b"a") + post(body=b"b"))
-            assert [read_response(replies).body for _ in "ab"] == [b"a", b"b"]
-            assert wakes
-    finally:
-        monkeypatch.undo()
-        server.shutdown()
+    with counting_wakes(app, monkeypatch) as (sock, replies, wakes):
+        ask_in_turn(sock, replies, 5)
+        assert wakes == []
+        sock.sendall(post(body=b"a") + post(body=b"b"))
+        assert [read_response(replies).body for _ in "ab"] == [b"a", b"b"]
+        assert wakes
 
 
 def a_loop_turn_between_clock_and_lock(server: HttpServer,
@@ -903,21 +920,9 @@ def test_a_hand_back_racing_the_loop_does_not_wake_it(
         race: Callable[[HttpServer, pytest.MonkeyPatch], None]) -> None:
     # Both races made test_keep_alive_requests_do_not_wake_the_io_thread fail
     # in CI now and then; the worker now decides under the table's lock.
-    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
-    wakes = []
-    monkeypatch.setattr(server, "_wake", lambda: wakes.append(1))
-    race(server, monkeypatch)
-    server.start()
-    try:
-        with connect(server) as sock:
-            replies = sock.makefile("rb")
-            for number in range(3):
-                sock.sendall(post(body=b"%d" % number))
-                assert read_response(replies).body == b"%d" % number
-            assert wakes == []
-    finally:
-        monkeypatch.undo()
-        server.shutdown()
+    with counting_wakes(app, monkeypatch, race) as (sock, replies, wakes):
+        ask_in_turn(sock, replies, 3)
+        assert wakes == []
 
 
 def test_a_full_worker_pool_answers_503_at_once(app: EchoApp) -> None:

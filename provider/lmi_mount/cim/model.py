@@ -57,7 +57,6 @@ class ModelError(Exception):
     """The model cannot be found, compiled or installed (the message says where and why)."""
 
 
-
 def descends_from(classname: str, ancestor: str,
                   lookup: Callable[[str], CIMClass | None]) -> bool:
     """``classname`` is ``ancestor`` or inherits from it (case-insensitive), by the
@@ -70,6 +69,7 @@ def descends_from(classname: str, ancestor: str,
         cls = lookup(current)
         current = cls.superclass if cls is not None else None
     return False
+
 
 @dataclass(frozen=True, slots=True)
 class Model:
