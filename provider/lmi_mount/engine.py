@@ -772,9 +772,11 @@ class MountManager:
                 _check_locked(anchors.source.path, shared)
             snap = self._snapshot([spec.target])
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
-            outcome = self._run(replace(plan, notes=plan.notes + notes), spec.target, dry_run,
-                                anchors)
-            return replace(outcome, source=self._known_source(spec, persist=persist))
+            if notes:
+                plan = replace(plan, notes=plan.notes + notes)
+            outcome = self._run(plan, spec.target, dry_run, anchors)
+            source = self._known_source(spec, persist=persist)
+            return outcome if source == outcome.source else replace(outcome, source=source)
 
     def modify(
         self,

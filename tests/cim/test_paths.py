@@ -1,10 +1,11 @@
 """cim.paths: an instance path made without pywbem's checks is pywbem's own path.
 
 The judge is pywbem: ``instance_path`` sets private attributes of
-``CIMInstanceName``, so every public reading of the result (equality, hash,
-WBEM URI, CIM-XML, repr, copy) must equal that of the path pywbem's
-constructor makes from the same keys; a pywbem release that changes its
-internals fails here, not in a client.
+``CIMInstanceName`` and ``nocase_dict`` those of ``NocaseDict``, so every
+public reading of the result (equality, hash, WBEM URI, CIM-XML, repr, copy,
+lookup in any case) must equal that of the object pywbem's constructor makes
+from the same keys; a pywbem release that changes its internals fails here,
+not in a client.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pywbem import CIMInstanceName, NocaseDict, Sint64, Uint16
 
-from lmi_mount.cim.paths import instance_path, same_path
+from lmi_mount.cim.paths import instance_path, nocase_dict, same_path
 
 _NAMES = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,12}", fullmatch=True)
 _FEW_NAMES = st.sampled_from(["A", "a", "B", "Name"])
@@ -52,6 +53,27 @@ def test_an_instance_path_reads_as_the_one_pywbem_makes(
     assert repr(ours) == repr(theirs)
     assert ours.copy() == theirs
     assert (ours.namespace, ours.host) == (theirs.namespace, theirs.host)
+
+
+@given(_NAMES, _keys(st.one_of(_SCALARS, _NESTED)), _NAMESPACES)
+@settings(max_examples=300, deadline=None)
+def test_a_nocase_dict_reads_as_the_one_pywbem_makes(
+        classname: str, keys: dict[str, Any], namespace: str | None) -> None:
+    ours, theirs = nocase_dict(keys.items()), NocaseDict(keys)
+    assert ours == theirs
+    assert list(ours.items()) == list(theirs.items())
+    assert repr(ours) == repr(theirs)
+    assert ours.copy() == theirs
+    for name in keys:
+        for spelled in (name, name.upper(), name.lower(), name.swapcase()):
+            assert spelled in ours
+            assert ours[spelled] == theirs[spelled]
+    assert "no such key" not in ours
+    ours["_Added"] = 1  # and it stays pywbem's: it takes keys in any case (no _NAMES name)
+    assert ours["_ADDED"] == 1 and len(ours) == len(theirs) + 1
+    del ours["_added"]
+    assert (instance_path(classname, nocase_dict(keys.items()), namespace)
+            == CIMInstanceName(classname, keys, namespace=namespace))
 
 
 def _reference_same(a: CIMInstanceName, b: CIMInstanceName) -> bool:

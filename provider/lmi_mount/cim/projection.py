@@ -35,7 +35,7 @@ from pywbem import (
 from lmi_mount.cim import names
 from lmi_mount.cim.jobs import COMPLETED, EXCEPTION, NEW, RUNNING, STARTING, TERMINATED, Job
 from lmi_mount.cim.model import Model, key_names
-from lmi_mount.cim.paths import instance_path
+from lmi_mount.cim.paths import instance_path, same_path
 from lmi_mount.engine import MountStatus
 from lmi_mount.linux.paths import VolumeStats
 from lmi_mount.mounts.fstab import FstabProblem
@@ -135,6 +135,7 @@ class Projector:
         self._declared: dict[str, frozenset[str]] = {}
         self._keys: dict[str, tuple[str, ...]] = {}
         self._validate = validate
+        self._service_path: CIMInstanceName | None = None
         for cls in model.classes:
             key = cls.classname.lower()
             self._layouts[key] = tuple(
@@ -220,6 +221,13 @@ class Projector:
                 "Caption": "The host whose mounts lmi-mount manages",
             },
         )
+
+    def is_service(self, path: CIMInstanceName) -> bool:
+        """Whether ``path`` names this host's service (``same_path``): every method
+        call asks, against one path made once and never handed out."""
+        if self._service_path is None:
+            self._service_path = self.service_path()
+        return same_path(path, self._service_path)
 
     def service_path(self) -> CIMInstanceName:
         return self.path(

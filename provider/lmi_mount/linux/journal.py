@@ -95,7 +95,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from lmi_mount.linux.files import fsync_directory
 from lmi_mount.mounts.holders import HeldMount
@@ -273,9 +273,13 @@ def _apply(live: _Live, record: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown op {op!r}")
 
 
+#: Compact ASCII JSON; made once (``json.dumps`` with options makes one a call).
+_JSON: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _encode(record: Mapping[str, Any]) -> bytes:
     """One line: the record as compact ASCII JSON, its CRC-32 as the last member."""
-    body = json.dumps(record, separators=(",", ":"), allow_nan=False).encode("ascii")
+    body = _JSON.encode(record).encode("ascii")
     return body[:-1] + _CRC_PREFIX + b"%08x" % zlib.crc32(body) + b'"}\n'
 
 

@@ -50,7 +50,7 @@ from pywbem import (
 )
 
 from lmi_mount.cim.model import method_parameters
-from lmi_mount.cim.paths import instance_path
+from lmi_mount.cim.paths import instance_path, nocase_dict
 
 #: Deepest element nesting accepted in a request. The deepest DSP0201 request
 #: structure (an embedded instance aside) is about 12 levels; libxml2 stops
@@ -180,8 +180,10 @@ def _one(element: etree._Element, *tags: str) -> etree._Element:
 
 
 def _text(element: etree._Element) -> str:
-    # VALUE holds only text (#PCDATA); a child element is invalid.
-    if _children(element):
+    # VALUE holds only text (#PCDATA); a child element is invalid. The parser
+    # drops comments and PIs and resolves the only entities there can be:
+    # any child is an element.
+    if len(element):
         raise _invalid(f"{element.tag} must hold text only")
     return element.text or ""
 
@@ -340,7 +342,8 @@ def _classname(element: etree._Element) -> str:
 
 def _instancename(element: etree._Element, embedding: int) -> CIMInstanceName:
     classname = _attr(element, "CLASSNAME")
-    keybindings = NocaseDict()
+    # By casefolded name, as NocaseDict keeps them: names ignore case.
+    keys: dict[str, tuple[str, Any]] = {}
     kids = _children(element)
     if len(kids) == 1 and kids[0].tag in ("KEYVALUE", "VALUE.REFERENCE"):
         # DSP0201: a single key may be given without its name.
@@ -349,20 +352,21 @@ def _instancename(element: etree._Element, embedding: int) -> CIMInstanceName:
         if kid.tag != "KEYBINDING":
             raise _invalid(f"INSTANCENAME holds {kid.tag}, expected KEYBINDING")
         name = _attr(kid, "NAME")
-        if name in keybindings:  # names ignore case: two values of one key
+        folded = name.casefold()
+        if folded in keys:  # two values of one key
             raise _invalid(f"INSTANCENAME of {classname} names the key {name!r} twice")
         value = _one(kid, "KEYVALUE", "VALUE.REFERENCE")
         if value.tag == "KEYVALUE":
-            keybindings[name] = _keyvalue(value)
+            keys[folded] = (name, _keyvalue(value))
             continue
         reference = _value_reference(value, embedding)
         if not isinstance(reference, CIMInstanceName):
             raise _invalid(f"the key {name!r} of {classname} holds a class path, which is "
                            "no key value (a value or an instance path)")
-        keybindings[name] = reference
+        keys[folded] = (name, reference)
     # The values are checked above (a CIM type, an instance path, never NULL):
     # pywbem's constructor would copy and check them all again.
-    return instance_path(classname, keybindings)
+    return instance_path(classname, nocase_dict(keys.values()))
 
 
 def _keyvalue(element: etree._Element) -> Any:

@@ -32,7 +32,6 @@ from lmi_mount.cim.errors import (
     return_value_for,
 )
 from lmi_mount.cim.jobs import Job, WorkResult
-from lmi_mount.cim.paths import same_path
 from lmi_mount.cim.projection import GOAL_PREFIX, PROPERTY_OF_FIELD, SETTING_FIELDS
 from lmi_mount.cim.providers.base import Caller, Provider, View, shown
 from lmi_mount.cim.providers.settings import SettingProvider
@@ -106,7 +105,7 @@ class ServiceProvider(Provider):
         yield view.projector.service(view.fstab_problems)
 
     def exists(self, view: View, path: CIMInstanceName) -> bool:
-        return same_path(path, view.projector.service_path())
+        return view.projector.is_service(path)
 
     def invoke(
         self,
