@@ -1025,8 +1025,9 @@ class MountManager:
                 return cached[3]
         source_of = self._source_resolver(table)
         # Swap lines and other non-mounts ("none swap sw") have no mount point.
-        # Of several lines for one mount point, the first is the one mount(8)
-        # and systemd use; the others are reported (``fstab.problems()``).
+        # Of several lines for one mount point, the first is the one systemd
+        # uses (mount -a mounts each, stacked); the others are reported
+        # (``fstab.problems()``).
         by_target: dict[str, FstabEntry] = {}
         for line in fstab.entries():
             if line.entry.target.startswith("/"):
@@ -1993,7 +1994,7 @@ class MountManager:
                 self._journal.set(step.after)
                 mounts[step.target] = step.after
         elif isinstance(step, FstabChange):
-            if self.read_fstab().find_target(step.target) != step.entry:
+            if step.line_now(self.read_fstab()) != step.entry:
                 self._edit_fstab(step)
         elif isinstance(step, KernelUnmount):
             record = self.mount_table().at(step.target)
@@ -2033,7 +2034,7 @@ class MountManager:
             self._journal.set(before)
             mounts[step.target] = before
         elif isinstance(step, FstabChange):
-            found = self.read_fstab().find_target(step.target)
+            found = step.line_now(self.read_fstab())
             if found == step.entry and found != step.previous:
                 inverse = step.undo()
                 assert isinstance(inverse, FstabChange)

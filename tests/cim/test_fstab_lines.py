@@ -118,8 +118,15 @@ def test_duplicate_mount_points_use_the_first_line_and_are_reported(
     assert "fstab line 2:" in description and "fstab line 3: mount point" in description
     rv, _ = call(conn, "DeleteMount", Mode=4, Mount=mount)
     assert rv == 0
-    # Every line of the mount point goes: one left would be mounted at boot.
-    assert lines(fake_world) == ["broken-line"]
+    # Every line of the named spec goes (one left would be mounted at boot);
+    # the other spec's is another mount (mount -a stacks them): it stays, and
+    # is the mount point's instance now.
+    assert lines(fake_world) == ["broken-line", f"/dev/sdz4 {target} xfs rw 0 0"]
+    [mount] = [p for p in conn.EnumerateInstanceNames("LMI_MountedFileSystem", namespace=NS)
+               if p["MountPointPath"] == target]
+    assert mount["FileSystemSpec"] == "/dev/sdz4"
+    rv, _ = call(conn, "DeleteMount", Mode=4, Mount=mount)
+    assert rv == 0 and lines(fake_world) == ["broken-line"]
 
 
 def test_a_system_mount_is_refused_without_force_through_cim(fake_world: CimWorld) -> None:

@@ -519,6 +519,31 @@ def test_busy_unmount_with_fstab_removal_restores_the_line(world: World) -> None
         assert manager.held(spec.target).holders == ("a",)  # type: ignore[union-attr]
 
 
+def test_busy_unmount_restores_its_line_beside_another_specs_line(world: World) -> None:
+    # The line of another spec on the mount point stays through the removal of
+    # the named one; the undo must put the named line back beside it (the
+    # undo's conflict check looked at the first line of the mount point).
+    with world.manager() as manager:
+        spec = tmpfs(world)
+        manager.create(spec, current=True, persist=True, holder="a")
+        with world.fstab.open("a") as fstab:
+            fstab.write(f"/dev/sdz1 {spec.target} ext4 noauto 0 0\n")
+        text = world.fstab.read_text()
+        world.make_busy(spec.target)
+        try:
+            with pytest.raises(InUse):
+                manager.delete(spec.target, spec_name=spec.source, current=True,
+                               persist=True, holder="a")
+        finally:
+            world.end_busy()
+        assert world.fstab.read_text() == text, "the removed line is back, byte for byte"
+        manager.delete(spec.target, spec_name=spec.source, current=True, persist=True,
+                       holder="a")
+        assert world.fstab.read_text() == text.replace(
+            next(line + "\n" for line in text.splitlines() if line.startswith("tmpfs ")), "")
+        assert world.mounts_at(spec.target) == []
+
+
 def test_fstab_line_for_the_mount_point_already_there(world: World) -> None:
     target = world.dir("mnt")
     world.fstab.write_text(f"/dev/sdz1 {target} ext4 defaults 0 2\n")
@@ -545,6 +570,27 @@ def test_a_line_of_a_mount_point_with_several_lines_is_not_replaced_alone(
                                current=False, persist=True)
         assert world.fstab.read_text() == text
         manager.delete(target, current=False, persist=True)
+        assert world.fstab.read_text() == "# keep\n"
+
+
+def test_deleting_the_line_of_one_spec_keeps_the_other_specs_lines(world: World) -> None:
+    # DeleteMount of one (spec, mount point) removed every line of the mount
+    # point, an overlay stacked on its own lower directory included, which the
+    # client never named (an outside review): a line lost. mount -a mounts
+    # each line, stacked; the lines of the named spec go, whatever their
+    # spelling of the mount point, and the others stay byte for byte.
+    target = world.dir("mnt")
+    overlay = f"overlay {target}\toverlay lowerdir={target},upperdir=/u,workdir=/w 0 0\n"
+    others = f"{overlay}/dev/sdz1 {target}/ ext4 defaults 0 2   \n"
+    world.fstab.write_text(f"# keep\ntmpfs {target} tmpfs size=1m 0 0\n{others}"
+                           f"tmpfs {target}/ tmpfs size=3m 0 0\n")
+    with world.manager() as manager:
+        manager.delete(target, spec_name="tmpfs", current=False, persist=True)
+        assert world.fstab.read_text() == f"# keep\n{others}"
+        # A line after the first of its mount point is named by its spec too.
+        manager.delete(target, spec_name="/dev/sdz1", current=False, persist=True)
+        assert world.fstab.read_text() == f"# keep\n{overlay}"
+        manager.delete(target, spec_name="overlay", current=False, persist=True)
         assert world.fstab.read_text() == "# keep\n"
 
 

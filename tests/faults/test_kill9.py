@@ -100,6 +100,20 @@ def setup_mounted_with_line(world: World) -> None:
         engine.create(spec(world), current=True, persist=True, holder="a")
 
 
+def setup_mounted_beside_another_specs_line(world: World) -> None:
+    """A second line on the mount point, of another spec: another mount, which
+    the removal of the first must leave, and its undo must not mistake for
+    the line it puts back (recovery looked at the mount point's first line)."""
+    setup_mounted_with_line(world)
+    with world.fstab.open("a") as fstab:
+        fstab.write(f"/dev/sdz1 {world.dir('mnt')} ext4 noauto 0 0\n")
+
+
+def delete_mode4_named(world: World) -> Action:
+    return lambda engine: engine.delete(world.dir("mnt"), spec_name="tmpfs", current=True,
+                                        persist=True, holder="a")
+
+
 def setup_two_holders(world: World) -> None:
     with world.manager() as engine:
         engine.acquire(spec(world), "a")
@@ -118,6 +132,8 @@ OPERATIONS = [
     pytest.param(setup_image, create_image, None, id="CreateMount-loop-image"),
     pytest.param(setup_image, create_image, "legacy", id="CreateMount-loop-image-mount2"),
     pytest.param(setup_mounted_with_line, delete_mode4, None, id="DeleteMount-mode-4"),
+    pytest.param(setup_mounted_beside_another_specs_line, delete_mode4_named, None,
+                 id="DeleteMount-mode-4-beside-another-spec"),
     pytest.param(setup_two_holders, release_one_of_two, None, id="release-one-of-two"),
     pytest.param(setup_mounted_with_line, modify_mode1, None, id="ModifyMount-mode-1"),
 ]

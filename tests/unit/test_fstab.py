@@ -171,10 +171,10 @@ def lines_of(text: str) -> list[str]:
                 (2, E("/dev/x", "/a/", "ext4", "ro")),
                 (3, E("/dev/y", "/a", "ext4", "x")),
             ],
-            [(2, "duplicate", "mount point '/a/' is already on line 1, the line mount(8) and "
-                              "systemd use"),
-             (3, "duplicate", "mount point '/a' is already on line 1, the line mount(8) and "
-                              "systemd use")],
+            [(2, "duplicate", "mount point '/a/' is already on line 1: mount -a mounts both, "
+                              "one over the other; systemd line 1 alone"),
+             (3, "duplicate", "mount point '/a' is already on line 1: mount -a mounts both, "
+                              "one over the other; systemd line 1 alone")],
             id="duplicate-mount-points",
         ),
     ],

@@ -690,8 +690,9 @@ class FstabDocument:
                             number,
                             "duplicate",
                             segment,
-                            f"mount point {parsed.target!r} is already on line {first}, "
-                            "the line mount(8) and systemd use",
+                            f"mount point {parsed.target!r} is already on line {first}: "
+                            f"mount -a mounts both, one over the other; systemd line "
+                            f"{first} alone",
                         )
                     )
             self._analysis = (entries, problems)

@@ -249,12 +249,12 @@ UNKNOWN_BEFORE: Final = "\n"
 
 @dataclass(frozen=True, slots=True)
 class FstabChange:
-    """Add, replace or remove the fstab line of one mount point.
+    """Add, replace or remove the fstab line of one mount (a spec on a mount point).
 
     ``previous`` is the line before (None for an add), ``entry`` the line after
     (None for a remove). The undo swaps them. ``also`` are more lines of the
-    mount point that go with ``previous`` when it is removed (a removal takes
-    every line of its mount point), or come back after ``entry`` in the undo
+    mount that go with ``previous`` when it is removed (a removal takes
+    every line of its spec on its mount point), or come back after ``entry`` in the undo
     of that removal, so that no line is lost either way.
 
     ``was`` says where the lines of ``previous`` and ``also`` stood and their
@@ -298,11 +298,13 @@ class FstabChange:
     def apply(self, document: FstabDocument) -> FstabDocument:
         """This change applied to ``document`` (pure).
 
-        The plan was made from an earlier read: if the mount point's line is
-        no longer what it was then (an administrator's edit, another writer
-        that came first), FstabConflict, rather than overwrite what they wrote.
+        The plan was made from an earlier read: if the mount's line is no
+        longer what it was then (an administrator's edit, another writer that
+        came first), FstabConflict, rather than overwrite what they wrote. A
+        new line (not one put back) needs a mount point without any line.
         """
-        now = document.find_target(self.target)
+        now = (document.find_target(self.target) if self.previous is None and not self.restore
+               else self.line_now(document))
         if now != self.previous:
             was = "no line" if self.previous is None else f"{self.previous.render()!r}"
             found = "none" if now is None else f"{now.render()!r}"
@@ -336,6 +338,17 @@ class FstabChange:
         if line is not None and self._restorable((self.entry,)):
             return document.replace_line(line, self.restore[0][1])
         return document.replace(self.previous.spec, self.previous.target, self.entry, line=line)
+
+    def line_now(self, document: FstabDocument) -> FstabEntry | None:
+        """The line of this change's mount in ``document``: the first on its mount
+        point with its spec (the line after the change's, else the one before).
+        A line of another spec there is another mount (mount -a stacks them)."""
+        for line in (self.entry, self.previous):
+            if line is not None:
+                found = document.find(line.spec, self.target)
+                if found is not None:
+                    return found
+        return None
 
     def _restorable(self, entries: tuple[FstabEntry, ...]) -> bool:
         """Whether ``restore`` holds exactly ``entries``' lines, each reading back as
@@ -719,6 +732,15 @@ def _refuse_another_spelling(target: str, snap: Snapshot) -> None:
                 "that line instead", value=target)
 
 
+def _named_line(snap: Snapshot, target: str, spec_name: str | None) -> FstabEntry | None:
+    """The first fstab line of mount point ``target`` with the spec ``spec_name``
+    (of any spec when None): a reference names its line by both keys, and the
+    line of another spec on the same mount point is another mount."""
+    if spec_name is None:
+        return snap.fstab.find_target(target)
+    return snap.fstab.find(spec_name, target)
+
+
 def _resolve(
     target: str, spec_name: str | None, snap: Snapshot, *, persist: bool
 ) -> tuple[MountRecord | None, FstabEntry | None]:
@@ -740,11 +762,7 @@ def _resolve(
                  or spec_name == snap.source_of(record))
         if not named:
             record = None
-    entry = None
-    if persist or record is None:
-        entry = snap.fstab.find_target(target)
-        if spec_name is not None and entry is not None and entry.spec != spec_name:
-            entry = None
+    entry = _named_line(snap, target, spec_name) if persist or record is None else None
     if record is None and entry is None:
         what = f"{spec_name!r} on {target!r}" if spec_name else repr(target)
         raise NotFound(f"no mount and no fstab line for {what}", value=target)
@@ -1067,12 +1085,12 @@ def plan_delete(
         # A held mount whose mount point was renamed is still the holders':
         # their references (named by the old path) release it where it is,
         # whatever has been mounted on the old path since.
-        record, entry = moved, (snap.fstab.find_target(target) if persist else None)
+        record, entry = moved, (_named_line(snap, target, spec_name) if persist else None)
     elif held is not None and covered is not None and _names_held(spec_name, held,
                                                                    covered[0], snap):
         # Someone mounted over the held mount: the reference still names it,
         # under the mount on top, which is not ours to release.
-        record, entry = covered[0], (snap.fstab.find_target(target) if persist else None)
+        record, entry = covered[0], (_named_line(snap, target, spec_name) if persist else None)
         hidden, hider = True, covered[1]
     else:
         record, entry = _resolve(target, spec_name, snap, persist=persist)
@@ -1107,11 +1125,16 @@ def plan_delete(
             position = next(
                 (i for i, s in enumerate(steps) if isinstance(s, KernelUnmount)), len(steps)
             )
-            # Every line of the mount point goes (another would mount it at
-            # boot), recorded so that an undo puts every one back.
+            # Every line of the named mount goes, whatever its spelling of the
+            # mount point (another would mount it at boot), recorded so that an
+            # undo puts every one back. A line of another spec there is
+            # another mount (mount -a stacks them: an overlay on its own
+            # lower directory): it stays, unless the reference named the
+            # mount point alone.
             lines = [line.entry for line in snap.fstab.entries()
                      if normalize_fstab_target(line.entry.target)
-                     == normalize_fstab_target(target)] or [entry]
+                     == normalize_fstab_target(target)
+                     and (spec_name is None or line.entry.spec == entry.spec)] or [entry]
             steps.insert(position, FstabChange(target, lines[0], None, tuple(lines[1:]),
                                                was=_raw_of(snap.fstab, lines)))
     return Plan("delete", tuple(steps))
