@@ -42,6 +42,7 @@ from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.escaping import escape_controls
+from lmi_mount.mounts.mountinfo import parse_mountinfo
 from lmi_mount.server.app import CimServer, server_credentials
 from lmi_mount.server.config import ConfigError, ServerConfig, from_ini, read_section
 from lmi_mount.server.subscriptions import FILE_NAME as SUBSCRIPTIONS_FILE
@@ -291,6 +292,9 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
             return 2
         # unshare(2) moves only the calling thread: enter before any thread starts.
         enter_private_mount_namespace()
+    # The namespace is a copy of the host's: every file system in it now is the
+    # host's too, and its options (its superblock's) must not change from here.
+    host_file_systems = _file_systems_now() if args.sandbox is not None else frozenset()
     try:
         run = settings(args)
     except ConfigError as exc:
@@ -319,7 +323,7 @@ def main(argv: Sequence[str] | None = None, *, stop: threading.Event | None = No
             print(f"lmi-mountd: cannot start: {exc}", file=sys.stderr)
             return 1
     try:
-        engine = _start_engine(run)
+        engine = _start_engine(run, host_file_systems)
     except MountError as exc:
         # A second daemon on the state directory, an unreadable journal: one line.
         print(f"lmi-mountd: cannot start: {exc}", file=sys.stderr)
@@ -408,13 +412,21 @@ def _supervise(server: CimServer, engine: MountManager, stop: threading.Event) -
     return None
 
 
-def _start_engine(run: Settings) -> MountManager:
+def _start_engine(run: Settings,
+                  shared_file_systems: frozenset[tuple[int, int]] = frozenset()) -> MountManager:
     """The engine of ``run``, started (journal opened and holders reconstructed)."""
     return MountManager(LinuxKernel(), fstab_path=run.engine.fstab,
                         state_dir=run.engine.state_dir,
                         hold_seconds=run.engine.hold_seconds,
                         fstab_backups=run.engine.fstab_backups,
-                        protected=run.engine.protected).start()
+                        protected=run.engine.protected,
+                        shared_file_systems=shared_file_systems).start()
+
+
+def _file_systems_now() -> frozenset[tuple[int, int]]:
+    """The file systems (major, minor) mounted in this mount namespace now."""
+    return frozenset((record.major, record.minor)
+                     for record in parse_mountinfo(LinuxKernel().read_mountinfo()))
 
 
 def _announce(run: Settings, server: CimServer) -> None:

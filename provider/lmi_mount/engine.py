@@ -25,7 +25,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -625,7 +625,10 @@ class MountManager:
     ``fstab_backups`` earlier versions of fstab are kept beside it.
     ``protected`` mount points, with everything below them, are not
     unmounted or remounted unless they are mounts of ours or ``force``
-    says so.
+    says so. ``shared_file_systems`` (device numbers, major and minor) are
+    file systems mounted outside this mount namespace too: their options,
+    which are their superblock's, never change, ``force`` or not (a
+    sandbox's copies of the host's mounts).
     """
 
     def __init__(
@@ -646,6 +649,7 @@ class MountManager:
         journal_capacity: int = DEFAULT_CAPACITY,
         fstab_backups: int = files.DEFAULT_BACKUPS,
         protected: Sequence[str] = DEFAULT_PROTECTED,
+        shared_file_systems: Collection[tuple[int, int]] = (),
     ) -> None:
         if not (math.isfinite(hold_seconds) and hold_seconds >= 0):
             raise InvalidRequest(f"hold time {hold_seconds!r} is not a number of seconds, "
@@ -655,6 +659,7 @@ class MountManager:
                                  value=fstab_backups)
         self.fstab_backups = fstab_backups
         self.protected = tuple(normalize_target(path) for path in protected)
+        self.shared_file_systems = frozenset(shared_file_systems)
         self.kernel = kernel
         self.fstab_path = Path(fstab_path)
         self.hold_seconds = float(hold_seconds)
@@ -1264,7 +1269,19 @@ class MountManager:
 
     def _refuse_protected(self, plan: Plan, snap: Snapshot, force: bool) -> None:
         """InvalidRequest if ``plan`` unmounts or remounts a system mount (under a
-        ``protected`` mount point) that lmi-mount did not make, unless ``force``."""
+        ``protected`` mount point) that lmi-mount did not make, unless ``force``;
+        or changes the options of one of the ``shared_file_systems``."""
+        for step in plan.steps:
+            if isinstance(step, KernelRemount) and step.superblock:
+                record = snap.live(step.target)
+                if record is not None and \
+                        (record.major, record.minor) in self.shared_file_systems:
+                    raise InvalidRequest(
+                        f"the file system on {step.target} is mounted outside this mount "
+                        "namespace too (it was there when lmi-mountd --sandbox started): "
+                        "its options would change in those mounts as well; it will not "
+                        "remount it, Force or not (a mount's own flags, such as nosuid "
+                        "or noexec, change here alone)", value=step.target)
         if force:
             return
         for step in plan.steps:

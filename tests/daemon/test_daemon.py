@@ -366,3 +366,44 @@ def test_the_configuration_service_and_its_profile_lead_to_each_other(tmp_path: 
             conn.ReferenceNames(target, ResultClass="CIM_ElementConformsToProfile")
         assert caught.value.status_code_name == "CIM_ERR_INVALID_PARAMETER"
         assert conn.AssociatorNames(wrong_key, AssocClass="CIM_ElementConformsToProfile") == []
+
+
+@pytest.mark.root
+@requires_root
+@pytest.mark.private_namespace(timeout=120)
+def test_the_sandbox_never_changes_the_options_of_a_host_file_system(tmp_path: Path) -> None:
+    # The sandbox's namespace is a copy of this one: a tmpfs mounted here before
+    # it starts is a host file system to it. A review's ModifyMount, with no
+    # Force, grew such a tmpfs from 8 to 32 MiB here too (one superblock),
+    # although the README says nothing the sandbox does reaches the host.
+    host = tmp_path / "hostfs"
+    host.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "hostfs", str(host)], check=True)
+
+    def size() -> int:
+        return os.statvfs(host).f_blocks * os.statvfs(host).f_frsize
+
+    with sandbox.running(tmp_path / "sandbox") as daemon:
+        conn = WBEMConnection(daemon.http_url, (USER, PASSWORD), default_namespace=NAMESPACE)
+        [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+        [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities")
+        [mount] = [path for path in conn.EnumerateInstanceNames("LMI_MountedFileSystem")
+                   if path["MountPointPath"] == str(host)]
+        _, made = conn.InvokeMethod("CreateSetting", capabilities, Options="size=32m")
+        for force in (False, True):
+            with pytest.raises(CIMError, match="mounted outside this mount namespace too"):
+                conn.InvokeMethod("ModifyMount", service, Mode=Uint16(32768), Mount=mount,
+                                  Goal=made["MountSetting"], Force=force)
+        assert size() == 8 << 20
+        # The mount's own flags are the sandbox's alone: they still change there.
+        _, made = conn.InvokeMethod("CreateSetting", capabilities, Options="nosuid")
+        rv, _ = conn.InvokeMethod("ModifyMount", service, Mode=Uint16(32768), Mount=mount,
+                                  Goal=made["MountSetting"], Force=True)
+        assert rv == 0
+        inside = {line.split()[4]: line for line in daemon.mountinfo().splitlines()}
+        assert "nosuid" in inside[str(host)].split()[5]
+        assert daemon.stop() == 0
+    assert size() == 8 << 20
+    mine = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4] == str(host)]
+    assert "nosuid" not in mine[0].split()[5]

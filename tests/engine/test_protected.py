@@ -91,3 +91,25 @@ def test_remounting_a_file_system_a_system_mount_shows_takes_force(tmp_path: Pat
         with pytest.raises(InvalidRequest, match=f"mounted on {system}, a system mount"):
             engine.modify(other, parse_options("ro"))
         assert "rw" in world.mounts_at(system)[0].super_options
+
+
+def test_a_file_system_also_mounted_outside_keeps_its_options_even_with_force(
+        world: World) -> None:
+    # lmi-mountd --sandbox remounted, in its private mount namespace, a tmpfs
+    # the host had mounted before the sandbox started: one superblock, so the
+    # host's mount grew from 8 to 32 MiB (an outside review). Such a file
+    # system's options are refused, Force or not; the mount's own flags are
+    # this namespace's and still change.
+    target = world.dir("host")
+    world.kernel.mount("tmpfs", target, "tmpfs", 0, "size=1m")
+    [record] = world.mounts_at(target)
+    with world.manager(shared_file_systems={(record.major, record.minor)}) as engine:
+        for force in (False, True):
+            with pytest.raises(InvalidRequest, match="mounted outside this mount namespace"
+                               ) as refused:
+                engine.modify(target, parse_options("size=2m"), force=force)
+            assert refused.value.value == target
+        [after] = world.mounts_at(target)
+        assert after.super_options == record.super_options
+        engine.modify(target, parse_options("nosuid,nodev"), force=True)
+        assert {"nosuid", "nodev"} <= set(world.mounts_at(target)[0].vfs_options)
