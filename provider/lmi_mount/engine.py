@@ -1792,16 +1792,38 @@ class MountManager:
             backing = self.kernel.loop_backing_file(record.source)
             if spec.kernel_name not in (record.source, backing):
                 differences.append(f"its source is {record.source!r}, not {spec.kernel_name!r}")
-        return differences + self._option_differences(spec.options, record)
+        return differences + self._option_differences(spec.options, record, new=True)
 
-    def _option_differences(self, options: MountOptions, record: MountRecord) -> list[str]:
+    def _option_differences(self, options: MountOptions, record: MountRecord, *,
+                            new: bool = False) -> list[str]:
+        """The options of ``record`` that are not as ``options`` ask. A file system
+        option it does not show may be a default the file system leaves out
+        (not comparable), except on a ``new`` mount of a file system mounted
+        already: the kernel kept that superblock and applied none of the
+        mount's file system options, so one not shown is not in force."""
         live = from_mountinfo(record.vfs_options, record.super_options)
-        return [
-            f"{drift} (live: {','.join(record.vfs_options)} / {','.join(record.super_options)})"
-            for drift in compare(options, live, fstype=record.fstype,
-                                 selinux=self.kernel.selinux_enabled)
-            if drift.comparable
-        ]
+        shown = f"(live: {','.join(record.vfs_options)} / {','.join(record.super_options)})"
+        drifts = compare(options, live, fstype=record.fstype,
+                         selinux=self.kernel.selinux_enabled)
+        differences = [f"{drift} {shown}" for drift in drifts if drift.comparable]
+        # A file system option's drift carries the option's text; a flag's, a boolean.
+        unshown = [drift for drift in drifts if not drift.comparable and drift.live is None
+                   and isinstance(drift.configured, str)]
+        kept = self._kept_superblock(record) if new and unshown else None
+        if kept is not None:
+            differences.append(
+                f"{', '.join(str(drift.configured) for drift in unshown)}: not in force: the "
+                f"file system was mounted already (on {kept}), and the kernel kept its "
+                f"options for this mount {shown}")
+        return differences
+
+    def _kept_superblock(self, record: MountRecord) -> str | None:
+        """Where else the file system of the new mount ``record`` was mounted (its
+        superblock kept), or None. In this mount namespace only: one mounted in
+        another alone is not seen."""
+        return next((other.target for other in self.mount_table()
+                     if (other.major, other.minor) == (record.major, record.minor)
+                     and other.mount_id != record.mount_id), None)
 
     def _set_holders(self, step: HolderChange, *, alone: bool = False) -> None:
         """Record and make ``step``'s holders; ``alone``: a transaction of its own
