@@ -294,6 +294,25 @@ def _spellings(path: str) -> list[str]:
     return sorted(keys)
 
 
+def _refuse_live_type(fstype: str) -> None:
+    """InvalidRequest for a type no mount can have now: the kernel step mounts the
+    one type it is given, and a DryRun must say so as the call does (it said 0,
+    and the call then failed with ENODEV). An fstab line alone may keep
+    ``auto`` or a list, which mount(8) probes or tries in turn at boot."""
+    if fstype == "auto" or "," in fstype:
+        raise InvalidRequest(
+            f"file system type {fstype!r} is one mount(8) tries types in turn for (probing "
+            "the device for 'auto'); lmi-mount mounts the one type it is given: name it "
+            f"(a line for fstab alone, Mode 2, may keep {fstype!r})", value=fstype)
+    if fstype == "none":
+        raise InvalidRequest("file system type 'none' names no file system (a bind mount "
+                             "is FileSystemType NULL)", value=fstype)
+    check = check_fstype(fstype)
+    problem = check.problem or check.warning  # a missing helper: nothing to mount with now
+    if problem is not None:
+        raise InvalidRequest(problem, value=fstype)
+
+
 def _refuse_setup(options: MountOptions) -> None:
     """InvalidRequest for a live mount of ``options`` that ask mount(8) to set the
     source up first (``setup_words``): the service would mount the whole image,
@@ -1198,6 +1217,8 @@ class MountManager:
                                                  requested.data if requested is not None else "")
                         if problem is not None:
                             raise PathProblem(problem, spec.source)
+                    if mounting:
+                        _refuse_live_type(spec.fstype)
                     if persist:
                         check = check_fstype(spec.fstype)
                         if check.problem is not None:

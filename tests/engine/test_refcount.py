@@ -504,6 +504,31 @@ def test_failed_mount_writes_no_fstab_line(world: World) -> None:
         assert manager.holders() == []
 
 
+@pytest.mark.parametrize(("fstype", "says"), [
+    pytest.param("auto", "tries types in turn", id="auto"),
+    pytest.param("ramfs,tmpfs", "tries types in turn", id="list"),
+    pytest.param("nosuchfs", "unknown here", id="unknown"),
+    pytest.param("none", "names no file system", id="none"),
+])
+def test_a_type_no_mount_can_have_is_refused_in_a_dry_run_too(
+        world: World, fstype: str, says: str) -> None:
+    # A DryRun said 0 (and planned "mount auto ...") where the call itself then
+    # failed with ENODEV: the type went to the kernel as given (two outside
+    # reviews). mount(8) probes "auto" and tries a list in turn; the service
+    # mounts the one type it is given, and says so before anything is done.
+    spec = MountSpec("tmpfs", world.dir("mnt"), fstype)
+    with world.manager() as manager:
+        for dry_run in (True, False):
+            with pytest.raises(InvalidRequest, match=says) as refused:
+                manager.create(spec, current=True, holder="a", dry_run=dry_run)
+            assert refused.value.value == fstype
+        assert world.mounts_at(spec.target) == []
+        if fstype in ("auto", "ramfs,tmpfs"):
+            # mount(8) mounts such a line at boot: fstab alone (Mode 2) keeps it.
+            manager.create(spec, current=False, persist=True)
+            assert f" {fstype} " in world.fstab.read_text()
+
+
 def test_busy_unmount_with_fstab_removal_restores_the_line(world: World) -> None:
     with world.manager() as manager:
         spec = tmpfs(world)
