@@ -71,7 +71,7 @@ from lmi_mount.mounts.fstab import (
     boot_problem,
 )
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
-from lmi_mount.mounts.holders import HeldMount, HolderTable
+from lmi_mount.mounts.holders import HeldMount, HolderTable, holder_problem
 from lmi_mount.mounts.mountinfo import (
     MountinfoParser,
     MountRecord,
@@ -292,6 +292,12 @@ def _spellings(path: str) -> list[str]:
         found = os.stat(path)
         keys.add(f"{_INODE}{found.st_dev}:{found.st_ino}")
     return sorted(keys)
+
+
+def _check_holder(holder: str) -> None:
+    problem = holder_problem(holder)
+    if problem is not None:
+        raise InvalidRequest(f"{problem}: {holder[:80]!r}", value=holder)
 
 
 def _refuse_live_type(fstype: str) -> None:
@@ -774,14 +780,7 @@ class MountManager:
         dry_run: bool = False,
     ) -> Outcome:
         """Mount (``current``) and/or add the fstab line (``persist``) of ``spec``."""
-        # What no mount can have is refused before anything, dry runs included
-        # (a DryRun of an empty spec said it would mount).
-        if not spec.source:
-            raise InvalidRequest("the file system spec (the source) must not be empty",
-                                 value=spec.source)
-        if spec.fstype == "":
-            raise InvalidRequest("the file system type must not be empty: NULL (no type) "
-                                 "asks for a bind mount", value=spec.fstype)
+        self.check_create(spec, holder=holder)
         # The descriptors are opened under the locks: one open on a live mount
         # would keep it busy for a concurrent unmount.
         target = self._fstab_only_target(normalize_target(spec.target), current)
@@ -801,6 +800,21 @@ class MountManager:
             outcome = self._run(plan, spec.target, dry_run, anchors)
             source = self._known_source(spec, persist=persist)
             return outcome if source == outcome.source else replace(outcome, source=source)
+
+    @staticmethod
+    def check_create(spec: MountSpec, *, holder: str) -> None:
+        """InvalidRequest for what no ``create`` of ``spec`` by ``holder`` can do,
+        found from the request alone, before anything, dry runs included (a
+        DryRun of an empty spec said it would mount). The CIM provider asks
+        before a job starts: 4096 says the parameters were checked."""
+        _check_holder(holder)
+        if not spec.source:
+            raise InvalidRequest("the file system spec (the source) must not be empty",
+                                 value=spec.source)
+        if spec.fstype == "":
+            raise InvalidRequest("the file system type must not be empty: NULL (no type) "
+                                 "asks for a bind mount", value=spec.fstype)
+        normalize_target(spec.target)
 
     def modify(
         self,
@@ -855,6 +869,7 @@ class MountManager:
 
         ``release_only`` (``holder`` was named by the caller): a mount nobody
         holds is refused (InUse), not unmounted (see ``plan_delete``)."""
+        _check_holder(holder)
         target = self._fstab_only_target(normalize_target(target), current)
         with self._request(_spellings(target)):
             snap = self._snapshot([target])

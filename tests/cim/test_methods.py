@@ -1097,15 +1097,17 @@ def test_a_wrong_reference_is_named_as_the_client_wrote_it(fake_world: CimWorld)
 
 def test_a_job_refused_as_an_invalid_parameter_carries_its_error(fake_world: CimWorld) -> None:
     """A job that ended with 5 (Invalid Parameter) had no Error among its
-    JobOutParameters, where one that ended with 4 (Failed) had."""
+    JobOutParameters, where one that ended with 4 (Failed) had. A type is
+    looked up on the machine, in the job (what the request alone shows is
+    refused before one starts)."""
     conn = fake_world.connect(synchronous_seconds=0)
     rv, out = call(conn, "CreateMount", Mode=32768, MountPoint=fake_world.dir("mnt"),
-                   FileSystemSpec="", FileSystemType="tmpfs")
+                   FileSystemSpec="tmpfs", FileSystemType="nosuchfs")
     assert rv == 4096
     result = finished_job(conn, out["Job"])["JobOutParameters"]
     assert result["__ReturnValue"] == 5
     assert result["Error"]["CIMStatusCode"] == CIM_ERR_INVALID_PARAMETER
-    assert "must not be empty" in result["Error"]["Message"]
+    assert "'nosuchfs' is unknown here" in result["Error"]["Message"]
 
 
 def test_another_fstab_line_for_the_mount_point_is_in_use(fake_world: CimWorld) -> None:
@@ -1240,3 +1242,39 @@ def test_a_mount_over_a_held_one_says_it_covers_it(world: CimWorld) -> None:
     assert "covers a mount" in conn.GetInstance(mount.path)["Caption"]
     world.kernel.unmount(target)
     assert "covers" not in conn.GetInstance(out["Mount"])["Caption"]
+
+
+@pytest.mark.parametrize("window", [5.0, 0.0], ids=["synchronous", "job"])
+@pytest.mark.parametrize("method", ["CreateMount", "DeleteMount"])
+def test_a_bad_holder_is_refused_before_any_job(fake_world: CimWorld, window: float,
+                                                 method: str) -> None:
+    """Any Holder was taken, "" silently as the caller's name; and a parameter
+    only the job checked came back as 4096 ("Method Parameters Checked - Job
+    Started") and a failed job (outside reviews)."""
+    conn = fake_world.connect(synchronous_seconds=window)
+    _, out = create_tmpfs(conn, fake_world.dir("mnt"), Holder="keeper")
+    mount = out["Mount"] if window else finished_job(conn, out["Job"])["JobOutParameters"][
+        "Mount"]
+    for holder in ("", "a,b", "a\nb"):
+        with pytest.raises(CIMError) as raised:
+            if method == "CreateMount":
+                create_tmpfs(conn, fake_world.dir("mnt"), Holder=holder)
+            else:
+                call(conn, method, Mode=32769, Mount=mount, Holder=holder)
+        assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+        assert "parameter 'Holder'" in raised.value.status_description
+        assert repr(holder) in raised.value.status_description
+    assert conn.GetInstance(mount)["Holders"] == ["keeper"]
+
+
+@pytest.mark.parametrize("target", ["relative", "/mnt/../etc", "/mnt/a\0b"])
+def test_a_bad_mount_point_is_refused_before_a_job(fake_world: CimWorld, target: str) -> None:
+    """With a window of 0 (every call a job), a relative MountPoint came back as
+    4096 ("Method Parameters Checked - Job Started") and a job that failed
+    (an outside review)."""
+    conn = fake_world.connect(synchronous_seconds=0)
+    for mode in (32768, 1, 2):
+        with pytest.raises(CIMError) as raised:
+            create_tmpfs(conn, target, mode=mode)
+        assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+        assert repr(target) in raised.value.status_description

@@ -11,12 +11,37 @@ clock and the timer thread; this module only says which deadline is due.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import Final
+
+#: The longest holder name (characters): a name, not a payload carried into
+#: every journal record and instance.
+MAX_HOLDER_LENGTH: Final = 256
 
 
 class HolderError(ValueError):
     """A holder operation that the state does not allow (names the holder and target)."""
+
+
+def holder_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a holder, or None. A holder is listed with the
+    others, comma-separated, one mount a line (``lmi-mount status``, logs): a
+    name must be something, read as itself alone, on one line, as text."""
+    if not name.strip():
+        return "a holder name must not be empty or blank"
+    if len(name) > MAX_HOLDER_LENGTH:
+        return f"a holder name is at most {MAX_HOLDER_LENGTH} characters, not {len(name)}"
+    if name != name.strip():
+        return "a holder name must not begin or end with white space"
+    if "," in name:
+        return "a holder name must not hold a comma (holders are listed comma-separated)"
+    # Cc: control characters (newline, escape); Cs: bytes that were not UTF-8.
+    odd = next((c for c in name if unicodedata.category(c) in ("Cc", "Cs")), None)
+    if odd is not None:
+        return f"a holder name must not hold the character {odd!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

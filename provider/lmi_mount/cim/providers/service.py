@@ -38,6 +38,7 @@ from lmi_mount.cim.providers.settings import SettingProvider
 from lmi_mount.engine import Outcome
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.fstab import normalize_target
+from lmi_mount.mounts.holders import holder_problem
 from lmi_mount.mounts.options import DEFAULTS, MountOptions, OptionError, atime_mode
 from lmi_mount.mounts.plan import MountSpec
 
@@ -183,9 +184,13 @@ class ServiceProvider(Provider):
             # ``mount --bind`` without options: rw,suid,dev,exec named would
             # lift the origin's restrictions (noexec, nodev) on the copy.
             options = MountOptions()
-        holder = _string(args, "holder") or caller.user or view.context.default_holder
+        holder, _ = _holder(view, args, caller)
         spec = MountSpec(spec_name, target, fstype, options, dump=dump or 0, passno=passno or 0)
         engine = view.context.engine
+        try:
+            engine.check_create(spec, holder=holder)
+        except MountError as exc:
+            raise cim_error_for(exc) or CIMError(CIM_ERR_INVALID_PARAMETER, str(exc)) from exc
 
         def run() -> tuple[Outcome, CIMInstanceName | None]:
             outcome = engine.create(
@@ -244,8 +249,7 @@ class ServiceProvider(Provider):
         mount = _mount_ref(view, args.get("mount"))  # first, as in _modifymount
         if effect.current is not False and effect.persist is not False:
             return None
-        named = _string(args, "holder")
-        holder = named or caller.user or view.context.default_holder
+        holder, named = _holder(view, args, caller)
         force = _boolean(args, "force")
         spec_name, target = (
             mount.keybindings["FileSystemSpec"],
@@ -264,7 +268,7 @@ class ServiceProvider(Provider):
                 dry_run=dry_run,
                 # A named Holder releases its reference: a mount nobody holds is
                 # not unmounted in its name (a mount made there since, by hand).
-                release_only=bool(named),
+                release_only=named,
             )
             return outcome, None
 
@@ -360,6 +364,19 @@ def _string(args: dict[str, Any], key: str, *, required: bool = False) -> str | 
     if required and not value:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter {name!r} must not be empty")
     return value
+
+
+def _holder(view: View, args: dict[str, Any], caller: Caller) -> tuple[str, bool]:
+    """The Holder a call names, else the authenticated user's name; and whether
+    it was named. Checked here, before any job starts (4096 says the
+    parameters were checked), by the engine's rule."""
+    named = _string(args, "holder")
+    if named is None:
+        return caller.user or view.context.default_holder, False
+    problem = holder_problem(named)
+    if problem is not None:
+        raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter 'Holder': {problem}: {named[:80]!r}")
+    return named, True
 
 
 def _required_string(args: dict[str, Any], name: str) -> str:
