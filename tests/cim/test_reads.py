@@ -3,7 +3,9 @@ settings of drifted mounts, goal settings and jobs."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from pywbem import (
     CIM_ERR_ACCESS_DENIED,
     CIM_ERR_FAILED,
     CIM_ERR_INVALID_CLASS,
+    CIM_ERR_INVALID_PARAMETER,
     CIM_ERR_NOT_FOUND,
     CIM_ERR_NOT_SUPPORTED,
     CIMError,
@@ -23,6 +26,7 @@ from lmi_mount.cim.broker import Caller
 from lmi_mount.mounts.fstab import FstabDocument
 from lmi_mount.mounts.options import parse_options, with_defaults
 from tests.cim.conftest import NS, CimWorld, call, create_tmpfs, finished_job, service_path
+from tests.support.skips import requires_root
 
 
 def _tmpfs(world: CimWorld, conn: Any, name: str = "mnt", mode: int = 32768) -> Any:
@@ -329,3 +333,56 @@ def test_a_reference_where_a_key_holds_a_value_is_not_found(fake_world: CimWorld
     with pytest.raises(CIMError) as caught:
         conn.InvokeMethod("CreateMount", other, Mode=Uint16(32768))
     assert caught.value.status_code == CIM_ERR_NOT_FOUND, caught.value
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+@requires_root
+def test_each_file_system_is_its_own_with_its_own_figures(tmp_path: Path) -> None:
+    """Every tmpfs was one LMI_LocalFileSystem "tmpfs", with the Root, size and
+    ReadOnly of whichever mount came first; a bind's file system was named by
+    its directory and read only by the bind's own flag (an outside review).
+    A file system is its superblock (device number): each tmpfs its own, a
+    bind the one of its origin, ReadOnly the superblock's. The judges are
+    statvfs(3) and mountinfo."""
+    world = CimWorld("real", tmp_path)
+    try:
+        conn = world.connect()
+        small, big, bound = world.dir("small"), world.dir("big"), world.dir("bound")
+        for target, size in ((small, "1m"), (big, "4m")):
+            [capabilities] = conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM_CAPABILITIES,
+                                                         namespace=NS)
+            _, made = conn.InvokeMethod("CreateSetting", capabilities, Options=f"size={size},ro")
+            create_tmpfs(conn, target, Goal=made["MountSetting"])
+        rv, _ = call(conn, "CreateMount", Mode=32768, MountPoint=bound,
+                       FileSystemSpec=big)  # a bind of the big one: its file system
+        assert rv == 0
+        systems = {}
+        for target in (small, big, bound):
+            mount = next(p for p in conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM,
+                                                                 namespace=NS)
+                         if p["MountPointPath"] == target)
+            [systems[target]] = conn.Associators(mount, AssocClass=names.ATTACHED_FILE_SYSTEM)
+        assert systems[small]["Name"] != systems[big]["Name"] == systems[bound]["Name"]
+        for target in (small, big):
+            figures = os.statvfs(target)
+            assert systems[target]["FileSystemSize"] == figures.f_blocks * figures.f_frsize
+            assert systems[target]["Root"] == target
+            assert systems[target]["ReadOnly"] is True  # the superblock's ro
+        names_ = [i["Name"] for i in conn.EnumerateInstances(names.LOCAL_FILE_SYSTEM,
+                                                              namespace=NS)]
+        assert len(names_) == len(set(names_)), "one instance a file system"
+        assert {systems[small]["Name"], systems[big]["Name"]} <= set(names_)
+        # The file system of the directories: the one each mount point is on.
+        [directory] = [i for i in conn.EnumerateInstances(names.UNIX_DIRECTORY, namespace=NS)
+                       if i["Name"] == f"{big}"]
+        assert directory["FSName"] not in (systems[big]["Name"], "")
+        # A tmpfs has no device to mount again by name: a FileSystem reference
+        # to one cannot make a second mount of it.
+        with pytest.raises(CIMError) as raised:
+            call(conn, "CreateMount", Mode=32768, MountPoint=world.dir("again"),
+                 FileSystem=systems[small].path)
+        assert raised.value.status_code == CIM_ERR_INVALID_PARAMETER
+        assert "no device" in raised.value.status_description
+    finally:
+        world.close()

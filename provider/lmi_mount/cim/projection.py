@@ -39,6 +39,7 @@ from lmi_mount.cim.paths import instance_path, same_path
 from lmi_mount.engine import MountStatus
 from lmi_mount.linux.paths import VolumeStats
 from lmi_mount.mounts.fstab import FstabProblem
+from lmi_mount.mounts.mountinfo import MountRecord
 from lmi_mount.mounts.options import (
     MountOptions,
     is_fstab_only,
@@ -473,13 +474,15 @@ class Projector:
             },
         )
 
-    def file_system(self, status: MountStatus, volume: VolumeStats | None) -> CIMInstance:
-        """The file system a live mount attaches, with sizes from statvfs(3)."""
+    def file_system(self, name: str, whole: MountRecord,
+                    volume: VolumeStats | None) -> CIMInstance:
+        """The file system ``name`` that the mount ``whole`` shows (whole where it
+        can), with sizes from statvfs(3)."""
         values: dict[str, Any] = {
-            **self.file_system_path(status.spec).keybindings,
-            "Root": status.target,
-            "FileSystemType": status.fstype,
-            "ElementName": status.spec,
+            **self.file_system_path(name).keybindings,
+            "Root": whole.target,
+            "FileSystemType": whole.fstype,
+            "ElementName": name,
         }
         if volume is not None:
             values.update(
@@ -496,11 +499,11 @@ class Projector:
             )
         return self.instance(names.LOCAL_FILE_SYSTEM, values)
 
-    def attached_file_system(self, status: MountStatus) -> CIMInstance:
+    def attached_file_system(self, status: MountStatus, file_system: str) -> CIMInstance:
         return self.instance(
             names.ATTACHED_FILE_SYSTEM,
             {
-                "Antecedent": self.file_system_path(status.spec),
+                "Antecedent": self.file_system_path(file_system),
                 "Dependent": self.mount_path(status),
             },
         )

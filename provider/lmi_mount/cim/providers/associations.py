@@ -68,7 +68,7 @@ class MountAssociationProvider(Provider):
         elif kind == names.MOUNT_POINT.lower():
             yield projector.mount_point(status, view.containing_fs_name(status.target))
         elif kind == names.ATTACHED_FILE_SYSTEM.lower() and status.live is not None:
-            yield projector.attached_file_system(status)
+            yield projector.attached_file_system(status, view.file_system_of(status.live)[0])
 
 
 class ServiceAssociationProvider(Provider):

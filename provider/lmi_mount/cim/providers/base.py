@@ -32,6 +32,7 @@ from lmi_mount.cim.projection import GoalSetting, Projector
 from lmi_mount.engine import EngineState, MountManager, MountStatus
 from lmi_mount.linux.paths import VolumeStats
 from lmi_mount.mounts.fstab import FstabProblem, normalize_target
+from lmi_mount.mounts.mountinfo import MountRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,8 @@ class View:
         self._by_target: dict[str, MountStatus] | None = None
         # Point lookups before any enumeration: one read per mount point.
         self._points: dict[str, MountStatus | None] = {}
+        # Per device number, the mount that shows its file system whole.
+        self._wholes: dict[tuple[int, int], MountRecord] | None = None
 
     @property
     def state(self) -> EngineState:
@@ -147,15 +150,38 @@ class View:
     def containing_fs_name(self, target: str) -> str:
         """The name of the file system the directory ``target`` lives on.
 
-        For a live mount that is its parent mount's source; for a mount point
-        that is not mounted, the mount that currently contains the path.
+        For a live mount that is its parent mount's file system; for a mount
+        point that is not mounted, the one of the mount that contains the path.
         """
         table = self.state.table
         record = table.at(target)
         parent = table.by_id.get(record.parent_id) if record is not None else None
         if parent is None:
             parent = table.containing(target)
-        return self.state.source_of(parent) if parent is not None else ""
+        return self.file_system_of(parent)[0] if parent is not None else ""
+
+    def file_system_of(self, record: MountRecord) -> tuple[str, MountRecord]:
+        """The name of the file system the live ``record`` shows, and the mount that
+        shows it whole (its root), else ``record``.
+
+        A file system is a superblock: its device number. One on a device is
+        named as its whole mount's source is known (the device, a loop's image
+        file); one without a device (major 0: tmpfs, overlay, a btrfs
+        subvolume) is a new one with every superblock whatever its source
+        says, so its device number is part of its name (``tmpfs@0:52``). A
+        bind shows the file system of its origin. Every tmpfs had been one
+        "tmpfs", with the figures of whichever came first (an outside review).
+        """
+        if self._wholes is None:
+            self._wholes = {}
+            for other in self.state.table:
+                if other.root == "/":
+                    self._wholes.setdefault((other.major, other.minor), other)
+        whole = self._wholes.get((record.major, record.minor), record)
+        name = self.state.source_of(whole) if whole.root == "/" else whole.source
+        if record.major == 0:
+            name = f"{name}@{record.major}:{record.minor}"
+        return name, whole
 
     def goals(self) -> list[GoalSetting]:
         with self.context.goals_lock:

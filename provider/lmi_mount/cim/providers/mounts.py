@@ -8,12 +8,14 @@ service).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 from pywbem import CIMInstance, CIMInstanceName
 
 from lmi_mount.cim import names
 from lmi_mount.cim.providers.base import Provider, View
+from lmi_mount.mounts.mountinfo import MountRecord
 
 
 def _key(path: CIMInstanceName, name: str) -> str | None:
@@ -66,14 +68,26 @@ class LocalFileSystemProvider(Provider):
     def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
         seen: set[str] = set()
         for status in view.statuses:
-            if status.live is not None and status.spec not in seen:
-                seen.add(status.spec)
-                volume = view.context.volume_stats(status.target)
-                yield view.projector.file_system(status, volume)
+            if status.live is not None:
+                name, whole = view.file_system_of(status.live)
+                if name not in seen:
+                    seen.add(name)
+                    yield _file_system(view, name, whole)
 
     def get(self, view: View, path: CIMInstanceName) -> CIMInstance | None:
-        name = _key(path, "Name")
+        wanted = _key(path, "Name")
         for status in view.statuses:
-            if status.live is not None and status.spec == name:
-                return view.projector.file_system(status, view.context.volume_stats(status.target))
+            if status.live is not None:
+                name, whole = view.file_system_of(status.live)
+                if name == wanted:
+                    return _file_system(view, name, whole)
         return None
+
+
+def _file_system(view: View, name: str, whole: MountRecord) -> CIMInstance:
+    # Sizes are the superblock's, through any of its mounts; ReadOnly is the
+    # superblock's too, not a mount's own flag (statvfs(3) reports either).
+    volume = view.context.volume_stats(whole.target)
+    if volume is not None:
+        volume = dataclasses.replace(volume, read_only="ro" in whole.super_options)
+    return view.projector.file_system(name, whole, volume)

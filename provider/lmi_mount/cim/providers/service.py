@@ -290,19 +290,27 @@ class ServiceProvider(Provider):
                 f"FileSystem must reference {names.LOCAL_FILE_SYSTEM}, not {shown(ref)}",
             )
         name = ref.keybindings.get("Name")
-        status = next((s for s in view.statuses if s.live is not None and s.spec == name), None)
-        if status is None:
+        whole = next((found for found in (view.file_system_of(s.live)
+                                          for s in view.statuses if s.live is not None)
+                      if found[0] == name), (None, None))[1]
+        if whole is None:
             raise CIMError(CIM_ERR_NOT_FOUND, f"no file system {name!r} (FileSystem reference)")
+        if whole.major == 0:
+            raise CIMError(
+                CIM_ERR_INVALID_PARAMETER,
+                f"FileSystem {name!r} has no device (a {whole.fstype}): a mount of its source "
+                "makes another file system; to show this one elsewhere, bind its mount point "
+                f"{whole.target!r} (FileSystemType NULL)")
         if spec_name is not None and spec_name != name:
             raise CIMError(
                 CIM_ERR_INVALID_PARAMETER,
                 f"FileSystemSpec {spec_name!r} disagrees with FileSystem {name!r}",
             )
-        if fstype is not None and fstype != status.fstype:
+        if fstype is not None and fstype != whole.fstype:
             raise CIMError(
                 CIM_ERR_INVALID_PARAMETER,
                 f"FileSystemType {fstype!r} disagrees with the type of FileSystem "
-                f"{name!r} ({status.fstype!r})",
+                f"{name!r} ({whole.fstype!r})",
             )
         return str(name)
 
