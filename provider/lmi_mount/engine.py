@@ -1904,6 +1904,12 @@ class MountManager:
         files.edit_file(self.fstab_path, undone, backups=self.fstab_backups)
         self._after_fstab_edit()
 
+    def _mounts_below(self, target: str) -> list[str]:
+        """The mount points of the mounts inside ``target``'s tree, by path."""
+        prefix = target.rstrip("/") + "/"
+        return sorted({record.target for record in self.mount_table()
+                       if record.target.startswith(prefix)})
+
     def _domain_error(self, exc: Exception) -> MountError:
         if isinstance(exc, MountError):
             return exc
@@ -1913,6 +1919,12 @@ class MountManager:
                 users = [use for use in (self._processes(exc.target) if exc.target else [])
                          if use.pid != os.getpid()]
                 detail = f"; in use by {describe(users)}" if users else ""
+                below = self._mounts_below(exc.target) if exc.target and not users else []
+                if below:
+                    # The kernel's other reason, which no process scan shows.
+                    detail = (f"; mounted below it: {', '.join(below[:5])}"
+                              + (f" and {len(below) - 5} more" if len(below) > 5 else "")
+                              + " (unmount those first)")
                 return InUse(
                     f"{exc}{detail}",
                     value=exc.target,

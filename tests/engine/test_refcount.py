@@ -742,3 +742,21 @@ def test_a_mount_without_the_asked_context_is_shared_only_where_selinux_is_off(
         assert len(world.mounts_at(target)) == 1
     finally:
         shutil.rmtree(world.state, ignore_errors=True)
+
+
+def test_a_mount_busy_with_a_mount_below_it_names_that_mount(world: World) -> None:
+    # EBUSY from a mount on a directory inside: the In Use error named nothing
+    # (the processes' scan finds none), with Force too (an outside review).
+    spec = tmpfs(world)
+    inner = f"{spec.target}/q"
+    with world.manager() as manager:
+        manager.create(spec, current=True, holder="a")
+        os.mkdir(inner)
+        world.kernel.mount("inner", inner, "tmpfs", 0)
+        for force in (False, True):
+            with pytest.raises(InUse, match=f"mounted below it: {inner}"):
+                manager.delete(spec.target, current=True, holder="a", force=force)
+        assert [m.target for m in world.mounts_at(inner)] == [inner]
+        world.kernel.unmount(inner)
+        manager.delete(spec.target, current=True, force=True)
+        assert world.mounts_at(spec.target) == []
