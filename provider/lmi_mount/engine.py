@@ -90,6 +90,7 @@ from lmi_mount.mounts.options import (
     selinux_words,
     setup_words,
     with_defaults,
+    with_unnamed_from,
 )
 from lmi_mount.mounts.plan import (
     FstabChange,
@@ -190,12 +191,13 @@ CrashHook = Callable[[str], None]
 
 def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount | None,
                  spec: str, source_drift: OptionDrift | None = None,
-                 covers: HeldMount | None = None, *, selinux: bool | None = None
-                 ) -> MountStatus:
+                 covers: HeldMount | None = None, *, selinux: bool | None = None,
+                 origin: MountRecord | None = None) -> MountStatus:
     """The status of a live mount, with its fstab line (drift per option, and
     ``source_drift``, see ``_source_drift``) if any; ``spec`` is the line's, or
     the source the table gives (``_spec_of``); ``selinux``: whether the host
-    has SELinux enabled (``compare``)."""
+    has SELinux enabled (``compare``); ``origin``: for a bind line, the mount
+    its source directory is on (``_origin_of``)."""
     live_options = from_mountinfo(record.vfs_options, record.super_options)
     drift: tuple[OptionDrift, ...] = ()
     if entry is not None:
@@ -203,9 +205,16 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
         # A flag the line does not name is mount(8)'s default at the next boot
         # (rw, suid, dev, exec, relatime, ...): a "defaults" line whose mount
         # was remounted ro,noexec by hand drifts. A bind's unnamed flags are
-        # its origin's, which the line does not say.
-        wanted = (configured.options if configured.fstype is None
-                  else with_defaults(configured.options))
+        # its origin's: a bind made ro of an rw origin, whose line names no
+        # flag, drifts (it showed none, an outside review).
+        if configured.fstype is not None:
+            wanted = with_defaults(configured.options)
+        elif origin is not None:
+            wanted = with_unnamed_from(
+                configured.options,
+                from_mountinfo(origin.vfs_options, origin.super_options), per_mount_only=True)
+        else:
+            wanted = configured.options
         drift = tuple(compare(wanted, live_options, fstype=record.fstype, selinux=selinux))
         # Propagation is the mount's state too (mountinfo's optional fields),
         # though no option field shows it: a "shared" line's mount made
@@ -226,6 +235,15 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
         drift=drift,
         covers=covers,
     )
+
+
+def _origin_of(entry: FstabEntry | None, table: MountTable) -> MountRecord | None:
+    """The mount a bind line's source directory is on (whose per-mount flags a
+    bind of it takes at boot); None for another line, or no source."""
+    if entry is None or not entry.spec.startswith("/") or \
+            MountSpec.from_fstab(entry).fstype is not None:
+        return None
+    return table.containing(entry.spec)
 
 
 def _covered_by(record: MountRecord, held: Mapping[str, HeldMount],
@@ -274,7 +292,8 @@ def _source_drift(record: MountRecord, entry: FstabEntry | None,
 
 
 #: What a live status was made of (record, line, holders, spec) and the status.
-_StatusInputs = tuple[MountRecord, FstabEntry | None, HeldMount | None, str, MountStatus]
+_StatusInputs = tuple[MountRecord, FstabEntry | None, HeldMount | None, str, MountStatus,
+                      MountRecord | None]
 
 
 def _spellings(path: str) -> list[str]:
@@ -1071,8 +1090,9 @@ class MountManager:
         for line in fstab.entries():
             if line.entry.target.startswith("/"):
                 by_target.setdefault(normalize_fstab_target(line.entry.target), line.entry)
-        # A status is a function of its record, line, holders and spec alone:
-        # those of the last read that are all the same objects (records of
+        # A status is a function of its record, line, holders, spec and, for a
+        # bind line, its origin's record alone: those of the last read that
+        # are all the same objects (records of
         # unchanged mountinfo lines are reused, ``MountinfoParser``) keep their
         # status, so a change on a host with thousands of mounts makes one.
         known = self._live_statuses
@@ -1087,16 +1107,17 @@ class MountManager:
             covers = _covered_by(record, held, table) if holder is None else None
             spec = _spec_of(record, entry, source_of)
             other = _source_drift(record, entry, source_of, self.kernel.same_file)
+            origin = _origin_of(entry, table)
             last = known.get(id(record))  # the entry holds its record: no id reuse
             if last is not None and last[0] is record and last[1] is entry \
                     and last[2] is holder and last[3] == spec and other is None \
-                    and last[4].covers is covers \
+                    and last[4].covers is covers and last[5] is origin \
                     and not any(d.name == "source" for d in last[4].drift):
                 status = last[4]
             else:
                 status = _live_status(record, entry, holder, spec, other, covers,
-                                      selinux=self.kernel.selinux_enabled)
-            made[id(record)] = (record, entry, holder, spec, status)
+                                      selinux=self.kernel.selinux_enabled, origin=origin)
+            made[id(record)] = (record, entry, holder, spec, status, origin)
             statuses.append(status)
         self._live_statuses = made
         live_targets = {status.target for status in statuses}
@@ -1125,7 +1146,8 @@ class MountManager:
             return _live_status(record, entry, holder, _spec_of(record, entry, source_of),
                                 _source_drift(record, entry, source_of, self.kernel.same_file),
                                 _covered_by(record, held, table) if holder is None else None,
-                                selinux=self.kernel.selinux_enabled)
+                                selinux=self.kernel.selinux_enabled,
+                                origin=_origin_of(entry, table))
         if entry is None or normalize_fstab_target(entry.target) != target:
             return None
         return MountStatus(entry.spec, target, entry.fstype, None, None, entry, None, ())
