@@ -215,7 +215,9 @@ def _live_status(record: MountRecord, entry: FstabEntry | None, held: HeldMount 
                 from_mountinfo(origin.vfs_options, origin.super_options), per_mount_only=True)
         else:
             wanted = configured.options
-        drift = tuple(compare(wanted, live_options, fstype=record.fstype, selinux=selinux))
+        # A bind line sets no file system option: a bind shows its origin's.
+        drift = tuple(compare(wanted, live_options, fstype=record.fstype, selinux=selinux,
+                              unset_shown=configured.fstype is not None))
         # Propagation is the mount's state too (mountinfo's optional fields),
         # though no option field shows it: a "shared" line's mount made
         # private is not what the next boot gives.

@@ -292,8 +292,13 @@ def test_mode_1_remounts_to_what_the_new_line_will_mount_at_the_next_boot(
         assert record.vfs_options[0] == "ro"
         assert "noatime" not in record.vfs_options and "nosuid" not in record.vfs_options
         assert "relatime" in record.vfs_options
+        # Only the size stays: a remount cannot unset a tmpfs's size, and the
+        # line gives the default at the next boot. That is drift (a review
+        # found it unreported).
         status = engine.status_at(target)
-        assert status is not None and not status.drift
+        assert status is not None
+        assert [str(d) for d in status.drift] == [
+            "size: configured (not set), live size=1024k"]
         # Its holders asked for what the line says: a second holder asking the
         # same shares it.
         engine.create(MountSpec("tmpfs", target, "tmpfs", parse_options("ro")), holder="b")

@@ -779,3 +779,21 @@ def test_a_bind_line_naming_no_flag_drifts_from_a_mount_unlike_its_origin(world:
         manager.create(MountSpec(source, target, None), current=True, holder="a")
         [status] = [s for s in manager.status() if s.target == target]
         assert status.drift == (), status.drift
+
+
+def test_a_tmpfs_option_its_line_leaves_out_is_drift(world: World) -> None:
+    # tmpfs shows only what differs from its defaults (mm/shmem.c): a size the
+    # line leaves out is one the next boot does not give. A ModifyMount with a
+    # NULL Goal wrote a line without the live size=16m, and a remount added
+    # nr_blocks= to a "defaults" line's mount; neither showed drift (outside
+    # reviews).
+    spec = MountSpec("tmpfs", world.dir("mnt"), "tmpfs", parse_options("size=1m"))
+    with world.manager() as manager:
+        manager.create(spec, current=True, holder="a")
+        world.fstab.write_text(f"tmpfs {spec.target} tmpfs defaults 0 0\n")
+        [status] = [s for s in manager.status() if s.target == spec.target]
+        [size] = [d for d in status.drift if d.name == "size"]
+        assert size.comparable and str(size).startswith("size: configured (not set), live size=")
+        world.fstab.write_text(f"tmpfs {spec.target} tmpfs size=1m 0 0\n")
+        [status] = [s for s in manager.status() if s.target == spec.target]
+        assert status.drift == (), status.drift

@@ -1161,18 +1161,19 @@ class OptionDrift:
     (``lazytime``) or a file system option's name (``size``). ``configured``
     and ``live`` are booleans for the first two and whole option elements
     (``size=10m``) for the last; ``live`` is None when the kernel does not show
-    it. ``comparable`` is False when the two may well be equal but that cannot
-    be decided from the text (see ``compare``).
+    it, ``configured`` when the configuration does not set a file system option
+    the mount shows. ``comparable`` is False when the two may well be equal
+    but that cannot be decided from the text (see ``compare``).
     """
 
     name: str
-    configured: bool | str
+    configured: bool | str | None
     live: bool | str | None
     comparable: bool = True
 
     def __str__(self) -> str:
-        text = (f"{self.name}: configured {self._spell(self.configured)}, "
-                f"live {self._spell(self.live)}")
+        configured = "(not set)" if self.configured is None else self._spell(self.configured)
+        text = f"{self.name}: configured {configured}, live {self._spell(self.live)}"
         return text if self.comparable else text + " (not comparable)"
 
     def _spell(self, value: bool | str | None) -> str:
@@ -1202,6 +1203,9 @@ _SHOWN_AS: Final = {"noload": "norecovery"}
 # 0 (mm/shmem.c shmem_show_options()), ramfs mode= when not 0755
 # (fs/ramfs/inode.c), ext4 acl and user_xattr when not on (fs/ext4/super.c,
 # the defaults of mkfs.ext4). None: a word without a value.
+#: File systems that show only the options that differ from their defaults
+#: (mm/shmem.c shmem_show_options(), fs/ramfs/inode.c ramfs_show_options()).
+_SHOWS_ONLY_CHANGED: Final = frozenset({"tmpfs", "ramfs"})
 _DEFAULTS_NOT_SHOWN: Final[Mapping[str, Mapping[str, str | None]]] = {
     "tmpfs": {"mode": "1777", "uid": "0", "gid": "0"},
     "ramfs": {"mode": "755"},
@@ -1313,7 +1317,8 @@ def _subvolume_path(text: str) -> str:
 
 
 def compare(configured: MountOptions, live: MountOptions, *,
-            fstype: str | None = None, selinux: bool | None = None) -> list[OptionDrift]:
+            fstype: str | None = None, selinux: bool | None = None,
+            unset_shown: bool = False) -> list[OptionDrift]:
     """The options whose live value differs from the configured one, one drift each.
 
     Fields the configuration leaves unset are not compared (the default
@@ -1347,7 +1352,10 @@ def compare(configured: MountOptions, live: MountOptions, *,
     is enabled on the host, and a missing one is drift (SELinux shows every
     context it applies); where it is not, never (mount(8) leaves them out);
     where ``selinux`` is None, only on a mount that shows one. Any other
-    difference in value is drift.
+    difference in value is drift. With ``unset_shown`` (a line against its
+    mount), a file system option the mount shows and ``configured`` does not
+    set is drift where ``fstype`` shows only what differs from its defaults
+    (tmpfs, ramfs: the next boot gives the default).
     """
     drifts: list[OptionDrift] = []
     for name, value in effective_fields(configured).items():
@@ -1376,5 +1384,9 @@ def compare(configured: MountOptions, live: MountOptions, *,
         same = _same_fs_option(name, element, live_element, fstype)
         if same is not True:
             drifts.append(OptionDrift(name, element, live_element, comparable=same is not None))
+    if unset_shown and fstype in _SHOWS_ONLY_CHANGED:
+        wanted = _fs_options(configured)
+        drifts.extend(OptionDrift(name, None, element) for name, element in live_fs.items()
+                      if name not in wanted and name not in SELINUX_OPTION_NAMES)
     return drifts
 
