@@ -65,6 +65,9 @@ def review(text: str, *, findmnt: str | None = None) -> Review:
         verdict = _findmnt_verify(findmnt, text)
         found.problems.extend(verdict.problems)
         found.warnings.extend(verdict.warnings)
+    # A line's problem may be the document's and a boot check's alike: said once.
+    found.problems = list(dict.fromkeys(found.problems))
+    found.warnings = list(dict.fromkeys(found.warnings))
     return found
 
 

@@ -156,6 +156,15 @@ def test_review_accepts_swap_lines() -> None:
                   findmnt="").problems == []
 
 
+def test_review_names_each_problem_once() -> None:
+    # A relative mount point was said twice, once as the document's problem and
+    # once as the boot check's (an outside review).
+    from lmi_mount.fstab_editor import review
+
+    assert review("tmpfs line tmpfs defaults 0 0\n", findmnt="").problems == [
+        "fstab line 1: mount point 'line' is not an absolute path"]
+
+
 def test_a_conflicting_edit_is_kept_for_the_administrator(tmp_path: Path) -> None:
     # A writer that does not lock (an ansible run) changes fstab meanwhile:
     # nothing is overwritten, and the edit is not thrown away either.
