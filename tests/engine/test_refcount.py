@@ -797,3 +797,16 @@ def test_a_tmpfs_option_its_line_leaves_out_is_drift(world: World) -> None:
         world.fstab.write_text(f"tmpfs {spec.target} tmpfs size=1m 0 0\n")
         [status] = [s for s in manager.status() if s.target == spec.target]
         assert status.drift == (), status.drift
+
+
+def test_a_last_release_with_a_hold_time_says_when_the_mount_goes(world: World) -> None:
+    # With a hold time the release's Plan said only "(0 left)": nothing told the
+    # client that the mount goes later, or when (an outside review).
+    spec = tmpfs(world)
+    with world.manager(hold_seconds=30) as manager:
+        manager.create(spec, current=True, holder="a")
+        outcome = manager.delete(spec.target, current=True, holder="a")
+        assert outcome.plan.describe() == [
+            f"holders: a releases {spec.target} (0 left; the hold timer unmounts it in 30 s "
+            "unless it is taken again)"]
+        assert world.mounts_at(spec.target), "still mounted for its hold time"

@@ -1168,9 +1168,11 @@ def _release_steps(
         after = scratch.release(target, holder, now=snap.now, hold_seconds=snap.hold_seconds)
     except HolderError as exc:
         raise InUse(str(exc), value=holder) from exc
-    steps: list[Step] = [
-        HolderChange(target, held, after, f"{holder} releases {target} ({after.refcount} left)")
-    ]
+    left = f"{after.refcount} left"
+    if not after.holders and after.made_by_us and snap.hold_seconds > 0:
+        left += (f"; the hold timer unmounts it in {snap.hold_seconds:g} s unless it is "
+                 "taken again")
+    steps: list[Step] = [HolderChange(target, held, after, f"{holder} releases {target} ({left})")]
     if after.holders:
         return steps
     if not after.made_by_us:
