@@ -334,6 +334,9 @@ def _refuse_live_type(fstype: str) -> None:
     if fstype == "none":
         raise InvalidRequest("file system type 'none' names no file system (a bind mount "
                              "is FileSystemType NULL)", value=fstype)
+    if fstype == "swap":
+        raise InvalidRequest("file system type 'swap' is swap space, which swapon(8) "
+                             "enables; nothing mounts it", value=fstype)
     check = check_fstype(fstype)
     problem = check.problem or check.warning  # a missing helper: nothing to mount with now
     if problem is not None:

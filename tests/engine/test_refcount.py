@@ -509,6 +509,7 @@ def test_failed_mount_writes_no_fstab_line(world: World) -> None:
     pytest.param("ramfs,tmpfs", "tries types in turn", id="list"),
     pytest.param("nosuchfs", "unknown here", id="unknown"),
     pytest.param("none", "names no file system", id="none"),
+    pytest.param("swap", "swapon", id="swap"),
 ])
 def test_a_type_no_mount_can_have_is_refused_in_a_dry_run_too(
         world: World, fstype: str, says: str) -> None:

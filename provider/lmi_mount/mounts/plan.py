@@ -795,8 +795,8 @@ def plan_modify(
             shown = ", ".join(map(str, numbers[:-1])) + f" and {numbers[-1]}"
             raise AlreadyExists(
                 f"fstab has {len(numbers)} lines for {target!r} (lines {shown}): one cannot "
-                "be replaced alone; remove them (DeleteMount of the line removes every one) "
-                "and add the one wanted", value=target)
+                "be replaced alone; remove them (a DeleteMount of the line removes every "
+                "line of its spec) and add the one wanted", value=target)
     held = snap.holders.get(target)
     covered = _covered(held, snap) if held is not None else None
     names_held = (held is not None and covered is not None
