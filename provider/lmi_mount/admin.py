@@ -363,6 +363,13 @@ def _as_json(status: MountStatus) -> dict[str, Any]:
     }
 
 
+def _holder_list(holders: Sequence[str]) -> str:
+    """Holders comma-separated, a name that holds a comma or white space quoted
+    (JSON's string): ``a,"Smith, John"`` is two holders."""
+    return ",".join(json.dumps(name) if "," in name or any(c.isspace() for c in name)
+                    or name.startswith('"') else name for name in holders)
+
+
 def _covered_note(status: MountStatus) -> str:
     """The HOLDERS cell of a mount nobody holds: who holds a mount it covers."""
     if status.covers is None:
@@ -383,7 +390,7 @@ def status_table(statuses: Sequence[MountStatus]) -> str:
             "yes" if status.live is not None else "no",
             "yes" if status.fstab is not None else "no",
             str(held.refcount if held else 0),
-            ",".join(held.holders) if held and held.holders else _covered_note(status),
+            _holder_list(held.holders) if held and held.holders else _covered_note(status),
             "; ".join(str(d) for d in status.drift) or "-",
         )))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]

@@ -42,6 +42,7 @@ from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.escaping import escape_controls
+from lmi_mount.mounts.holders import holder_problem
 from lmi_mount.mounts.mountinfo import parse_mountinfo
 from lmi_mount.server.app import CimServer, server_credentials
 from lmi_mount.server.config import ConfigError, ServerConfig, from_ini, read_section
@@ -86,6 +87,11 @@ class CimSettings:
     max_goal_settings: int = 1000
     #: Holder of calls that name none and come without an authenticated user.
     default_holder: str = "cim"
+
+    def __post_init__(self) -> None:
+        problem = holder_problem(self.default_holder)
+        if problem is not None:
+            raise ValueError(f"default_holder {self.default_holder!r}: {problem}")
 
 
 @dataclass(frozen=True)

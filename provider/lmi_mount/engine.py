@@ -892,8 +892,9 @@ class MountManager:
         """Release or unmount (``current``) and/or remove the fstab line (``persist``).
 
         ``release_only`` (``holder`` was named by the caller): a mount nobody
-        holds is refused (InUse), not unmounted (see ``plan_delete``)."""
-        _check_holder(holder)
+        holds is refused (InUse), not unmounted (see ``plan_delete``). The
+        holder's name is not checked: a release finds only names held.
+        """
         target = self._fstab_only_target(normalize_target(target), current)
         with self._request(_spellings(target)):
             snap = self._snapshot([target])

@@ -1255,7 +1255,7 @@ def test_a_bad_holder_is_refused_before_any_job(fake_world: CimWorld, window: fl
     _, out = create_tmpfs(conn, fake_world.dir("mnt"), Holder="keeper")
     mount = out["Mount"] if window else finished_job(conn, out["Job"])["JobOutParameters"][
         "Mount"]
-    for holder in ("", "a,b", "a\nb"):
+    for holder in ("", "a\nb") if method == "CreateMount" else ("",):
         with pytest.raises(CIMError) as raised:
             if method == "CreateMount":
                 create_tmpfs(conn, fake_world.dir("mnt"), Holder=holder)

@@ -153,6 +153,11 @@ def test_sandbox_life_cycle(tmp_path: Path) -> None:
     pytest.param("[indications]\nretry_interval = 5e9\n", False,
                  "[indications] retry_interval = '5e9': expected at most 31536000 seconds "
                  "(a year)", id="retry-huge"),
+    # A review: a default holder no mount can have failed every call that
+    # named none, at run time.
+    pytest.param(f"[cim]\ndefault_holder = {'x' * 300}\n", True,
+                 f"[cim]: default_holder '{'x' * 300}': a holder name is at most 256 "
+                 "characters, not 300", id="default-holder-long", marks=ROOT),
 ])
 def test_a_bad_configuration_exits_2_naming_it(tmp_path: Path, config: str, sandboxed: bool,
                                                 message: str) -> None:

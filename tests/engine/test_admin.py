@@ -47,6 +47,12 @@ def test_status_shows_holders_and_drift_beside_a_running_engine(world: World) ->
         assert target in table.getvalue() and "alice" in table.getvalue()
         held = service.held(target)
         assert held is not None and held.holders == ("alice",), "the observer changed nothing"
+        # A name with a comma is one holder, quoted (a review: "a,b" read as two).
+        service.acquire(MountSpec("tmpfs", target, "tmpfs", parse_options("size=1m")),
+                        "Smith, John")
+        table = io.StringIO()
+        main(["status"], engine=_observer(world), out=table)
+        assert 'alice,"Smith, John"' in table.getvalue()
 
 
 @pytest.mark.parametrize("world", [k for k in KERNELS if k.id == "real"],  # no stacking

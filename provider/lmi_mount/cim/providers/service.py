@@ -184,7 +184,7 @@ class ServiceProvider(Provider):
             # ``mount --bind`` without options: rw,suid,dev,exec named would
             # lift the origin's restrictions (noexec, nodev) on the copy.
             options = MountOptions()
-        holder, _ = _holder(view, args, caller)
+        holder, _ = _holder(view, args, caller, new=True)
         spec = MountSpec(spec_name, target, fstype, options, dump=dump or 0, passno=passno or 0)
         engine = view.context.engine
         try:
@@ -249,7 +249,7 @@ class ServiceProvider(Provider):
         mount = _mount_ref(view, args.get("mount"))  # first, as in _modifymount
         if effect.current is not False and effect.persist is not False:
             return None
-        holder, named = _holder(view, args, caller)
+        holder, named = _holder(view, args, caller, new=False)
         force = _boolean(args, "force")
         spec_name, target = (
             mount.keybindings["FileSystemSpec"],
@@ -374,14 +374,16 @@ def _string(args: dict[str, Any], key: str, *, required: bool = False) -> str | 
     return value
 
 
-def _holder(view: View, args: dict[str, Any], caller: Caller) -> tuple[str, bool]:
+def _holder(view: View, args: dict[str, Any], caller: Caller, *,
+            new: bool) -> tuple[str, bool]:
     """The Holder a call names, else the authenticated user's name; and whether
-    it was named. Checked here, before any job starts (4096 says the
-    parameters were checked), by the engine's rule."""
+    it was named. A ``new`` holder (a mount's) is checked here, before any job
+    starts (4096 says the parameters were checked), by the engine's rule; a
+    release only finds names held, but an empty one is no name at all."""
     named = _string(args, "holder")
     if named is None:
         return caller.user or view.context.default_holder, False
-    problem = holder_problem(named)
+    problem = holder_problem(named) if new or not named else None
     if problem is not None:
         raise CIMError(CIM_ERR_INVALID_PARAMETER, f"parameter 'Holder': {problem}: {named[:80]!r}")
     return named, True
