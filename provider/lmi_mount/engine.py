@@ -819,6 +819,8 @@ class MountManager:
                 _check_locked(anchors.source.path, shared)
             snap = self._snapshot([spec.target])
             plan = plan_create(spec, snap, current=current, persist=persist, holder=holder)
+            if any(isinstance(step, KernelMount) for step in plan.steps):
+                notes += self._kept_options_note(spec, snap)
             if notes:
                 plan = replace(plan, notes=plan.notes + notes)
             outcome = self._run(plan, spec.target, dry_run, anchors)
@@ -1856,38 +1858,46 @@ class MountManager:
             backing = self.kernel.loop_backing_file(record.source)
             if spec.kernel_name not in (record.source, backing):
                 differences.append(f"its source is {record.source!r}, not {spec.kernel_name!r}")
-        return differences + self._option_differences(spec.options, record, new=True)
+        return differences + self._option_differences(spec.options, record)
 
-    def _option_differences(self, options: MountOptions, record: MountRecord, *,
-                            new: bool = False) -> list[str]:
-        """The options of ``record`` that are not as ``options`` ask. A file system
-        option it does not show may be a default the file system leaves out
-        (not comparable), except on a ``new`` mount of a file system mounted
-        already: the kernel kept that superblock and applied none of the
-        mount's file system options, so one not shown is not in force."""
+    def _option_differences(self, options: MountOptions, record: MountRecord) -> list[str]:
         live = from_mountinfo(record.vfs_options, record.super_options)
-        shown = f"(live: {','.join(record.vfs_options)} / {','.join(record.super_options)})"
-        drifts = compare(options, live, fstype=record.fstype,
-                         selinux=self.kernel.selinux_enabled)
-        differences = [f"{drift} {shown}" for drift in drifts if drift.comparable]
-        # A file system option's drift carries the option's text; a flag's, a boolean.
-        unshown = [drift for drift in drifts if not drift.comparable and drift.live is None
-                   and isinstance(drift.configured, str)]
-        kept = self._kept_superblock(record) if new and unshown else None
-        if kept is not None:
-            differences.append(
-                f"{', '.join(str(drift.configured) for drift in unshown)}: not in force: the "
-                f"file system was mounted already (on {kept}), and the kernel kept its "
-                f"options for this mount {shown}")
-        return differences
+        return [
+            f"{drift} (live: {','.join(record.vfs_options)} / {','.join(record.super_options)})"
+            for drift in compare(options, live, fstype=record.fstype,
+                                 selinux=self.kernel.selinux_enabled)
+            if drift.comparable
+        ]
 
-    def _kept_superblock(self, record: MountRecord) -> str | None:
-        """Where else the file system of the new mount ``record`` was mounted (its
-        superblock kept), or None. In this mount namespace only: one mounted in
-        another alone is not seen."""
-        return next((other.target for other in self.mount_table()
-                     if (other.major, other.minor) == (record.major, record.minor)
-                     and other.mount_id != record.mount_id), None)
+    def _kept_options_note(self, spec: MountSpec, snap: Snapshot) -> tuple[str, ...]:
+        """A warning for a mount of a file system that is mounted already: the
+        kernel keeps that superblock, and its options, for the new mount. The
+        request's file system options that it does not show are in force only
+        if they are its defaults: CreateMount said 0 for errors=remount-ro on
+        such a mount (a review), and refusing them refused the defaults that
+        file systems never show (data=ordered, barrier=1; a second review).
+        An option shown with another value fails the mount's read-back. In
+        this mount namespace only: a mount in another is not seen."""
+        if spec.fstype is None or self.kernel.uses_helper(spec.fstype):
+            return ()
+        for other in snap.table:
+            # A file system without a device (major 0: tmpfs) is new with
+            # every mount, whatever its source says.
+            if other.major == 0 or other.root != "/" or other.target == spec.target or \
+                    spec.kernel_name not in (other.source,
+                                             self.kernel.loop_backing_file(other.source)):
+                continue
+            live = from_mountinfo(other.vfs_options, other.super_options)
+            unshown = [str(drift.configured) for drift in compare(
+                spec.options, live, fstype=other.fstype, selinux=self.kernel.selinux_enabled)
+                       if drift.live is None and isinstance(drift.configured, str)]
+            if not unshown:
+                return ()
+            return (f"warning: {spec.kernel_name} is mounted already on {other.target}, and "
+                    "a new mount of it keeps that file system's options: "
+                    f"{', '.join(unshown)} not shown there, in force only if the file "
+                    "system's defaults",)
+        return ()
 
     def _set_holders(self, step: HolderChange, *, alone: bool = False) -> None:
         """Record and make ``step``'s holders; ``alone``: a transaction of its own
