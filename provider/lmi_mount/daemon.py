@@ -38,7 +38,7 @@ from lmi_mount.cim.broker import Broker
 from lmi_mount.cim.jobs import DEFAULT_JOB_THREADS
 from lmi_mount.engine import DEFAULT_PROTECTED, MountManager
 from lmi_mount.linux import files
-from lmi_mount.linux.kernel import LinuxKernel
+from lmi_mount.linux.kernel import LinuxKernel, mounted_elsewhere
 from lmi_mount.linux.namespace import enter_private_mount_namespace
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.escaping import escape_controls
@@ -426,7 +426,10 @@ def _start_engine(run: Settings,
                         hold_seconds=run.engine.hold_seconds,
                         fstab_backups=run.engine.fstab_backups,
                         protected=run.engine.protected,
-                        shared_file_systems=shared_file_systems).start()
+                        shared_file_systems=shared_file_systems,
+                        # A sandbox shares the host's devices: asked at each remount.
+                        elsewhere=mounted_elsewhere if run.sandbox is not None else None,
+                        ).start()
 
 
 def _file_systems_now() -> frozenset[tuple[int, int]]:

@@ -677,7 +677,10 @@ class MountManager:
     says so. ``shared_file_systems`` (device numbers, major and minor) are
     file systems mounted outside this mount namespace too: their options,
     which are their superblock's, never change, ``force`` or not (a
-    sandbox's copies of the host's mounts).
+    sandbox's copies of the host's mounts); nor do those of a file system
+    that ``elsewhere`` (device number to where else it is mounted, or None)
+    finds mounted outside it when the remount is planned (one the host
+    mounted after the sandbox started).
     """
 
     def __init__(
@@ -699,6 +702,7 @@ class MountManager:
         fstab_backups: int = files.DEFAULT_BACKUPS,
         protected: Sequence[str] = DEFAULT_PROTECTED,
         shared_file_systems: Collection[tuple[int, int]] = (),
+        elsewhere: Callable[[tuple[int, int]], str | None] | None = None,
     ) -> None:
         if not (math.isfinite(hold_seconds) and hold_seconds >= 0):
             raise InvalidRequest(f"hold time {hold_seconds!r} is not a number of seconds, "
@@ -709,6 +713,7 @@ class MountManager:
         self.fstab_backups = fstab_backups
         self.protected = tuple(normalize_target(path) for path in protected)
         self.shared_file_systems = frozenset(shared_file_systems)
+        self._elsewhere = elsewhere
         self.kernel = kernel
         self.fstab_path = Path(fstab_path)
         self.hold_seconds = float(hold_seconds)
@@ -1340,14 +1345,19 @@ class MountManager:
         for step in plan.steps:
             if isinstance(step, KernelRemount) and step.superblock:
                 record = snap.live(step.target)
-                if record is not None and \
-                        (record.major, record.minor) in self.shared_file_systems:
+                if record is None:
+                    continue
+                device = (record.major, record.minor)
+                where = ("it was there when lmi-mountd --sandbox started"
+                         if device in self.shared_file_systems
+                         else self._elsewhere(device) if self._elsewhere is not None else None)
+                if where is not None:
                     raise InvalidRequest(
                         f"the file system on {step.target} is mounted outside this mount "
-                        "namespace too (it was there when lmi-mountd --sandbox started): "
-                        "its options would change in those mounts as well; it will not "
-                        "remount it, Force or not (a mount's own flags, such as nosuid "
-                        "or noexec, change here alone)", value=step.target)
+                        f"namespace too ({where}): its options would change in those "
+                        "mounts as well; it will not remount it, Force or not (a mount's "
+                        "own flags, such as nosuid or noexec, change here alone)",
+                        value=step.target)
         if force:
             return
         for step in plan.steps:

@@ -22,6 +22,7 @@ import pytest
 from pywbem import CIM_ERR_ACCESS_DENIED, CIMError, Uint16, WBEMConnection
 
 from lmi_mount.server.auth import make_users_entry
+from tests.contract.helpers import mkfs_image
 from tests.daemon import sandbox
 from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER, Daemon
 from tests.support.skips import has_tool, requires_root, requires_tool
@@ -412,3 +413,47 @@ def test_the_sandbox_never_changes_the_options_of_a_host_file_system(tmp_path: P
     mine = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
             if line.split()[4] == str(host)]
     assert "nosuid" not in mine[0].split()[5]
+
+
+@pytest.mark.root
+@requires_root
+@requires_tool("mkfs.ext4")
+@pytest.mark.private_namespace(timeout=120)
+def test_the_sandbox_never_changes_a_device_the_host_mounts_after_it_started(
+        tmp_path: Path) -> None:
+    # The list of file systems taken at the start missed a device the host
+    # mounted later: the sandbox mounted the same loop device (one
+    # superblock) and its remount gave the host's mount commit=17 (a second
+    # review). Where else a file system is mounted is asked of every mount
+    # namespace at the remount.
+    image = mkfs_image(tmp_path, "ext4")
+    host = tmp_path / "hostmnt"
+    host.mkdir()
+    with sandbox.running(tmp_path / "sandbox") as daemon:
+        loop = subprocess.run(["losetup", "-f", "--show", image], check=True,
+                              capture_output=True, text=True).stdout.strip()
+        try:
+            subprocess.run(["mount", "-t", "ext4", loop, str(host)], check=True)
+            conn = WBEMConnection(daemon.http_url, (USER, PASSWORD),
+                                  default_namespace=NAMESPACE)
+            [service] = conn.EnumerateInstanceNames("LMI_MountConfigurationService")
+            [capabilities] = conn.EnumerateInstanceNames("LMI_MountedFileSystemCapabilities")
+            target = str(daemon.root / "mnt" / "a")
+            rv, out = conn.InvokeMethod("CreateMount", service, Mode=Uint16(32768),
+                                        FileSystemSpec=loop, FileSystemType="ext4",
+                                        MountPoint=target)
+            assert rv == 0, out
+            _, made = conn.InvokeMethod("CreateSetting", capabilities, Options="commit=17")
+            for force in (False, True):
+                with pytest.raises(CIMError, match="mounted outside this mount namespace"):
+                    conn.InvokeMethod("ModifyMount", service, Mode=Uint16(32768),
+                                      Mount=out["Mount"], Goal=made["MountSetting"],
+                                      Force=force)
+            mine = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                    if line.split()[4] == str(host)]
+            assert "commit=17" not in mine[0]
+            conn.InvokeMethod("DeleteMount", service, Mode=Uint16(32769), Mount=out["Mount"])
+            assert daemon.stop() == 0
+        finally:
+            subprocess.run(["umount", str(host)], check=False)
+            subprocess.run(["losetup", "-d", loop], check=False)

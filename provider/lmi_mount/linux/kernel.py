@@ -44,7 +44,7 @@ from lmi_mount.linux.mountapi import ATIME_FLAGS, SB_FLAG_WORDS, attributes
 from lmi_mount.linux.namespace import libc
 from lmi_mount.linux.paths import Anchor, open_no_symlinks, open_resolved, unstable_path
 from lmi_mount.linux.processes import ProcessUse, busy_processes, mount_users
-from lmi_mount.mounts.escaping import nonempty_options, unquoted
+from lmi_mount.mounts.escaping import nonempty_options, unescape_field, unquoted
 from lmi_mount.mounts.flags import (
     FLAG_OPTION_NAMES,
     MNT_DETACH,
@@ -72,6 +72,7 @@ from lmi_mount.mounts.flags import (
 )
 from lmi_mount.mounts.mountinfo import MountinfoParser, MountRecord, MountTable
 from lmi_mount.mounts.options import is_selinux_option
+from lmi_mount.text import decimal
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +359,33 @@ class Kernel(Protocol):
         that cannot be reached.
         """
         ...
+
+
+def mounted_elsewhere(device: tuple[int, int], proc_root: str = "/proc") -> str | None:
+    """Where the file system ``device`` (major, minor) is mounted in a mount
+    namespace other than this process's: a mount point and the pid whose
+    namespace shows it; None if no namespace this process can read has it.
+    A remount of its superblock would reach that mount too."""
+    own = _namespace_inode(proc_root)
+    seen = {own} if own is not None else set()
+    wanted = f"{device[0]}:{device[1]}"
+    with os.scandir(proc_root) as entries:
+        pids = sorted(pid for entry in entries if (pid := decimal(entry.name)) is not None)
+    for pid in pids:
+        try:
+            namespace = os.stat(f"{proc_root}/{pid}/ns/mnt").st_ino
+            if namespace in seen:
+                continue
+            seen.add(namespace)
+            with open(f"{proc_root}/{pid}/mountinfo", "rb") as stream:
+                table = stream.read().decode("utf-8", "surrogateescape")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        for line in table.splitlines():
+            fields = line.split(" ", 5)
+            if len(fields) > 4 and fields[2] == wanted:
+                return f"on {unescape_field(fields[4])} in the mount namespace of pid {pid}"
+    return None
 
 
 def _namespace_inode(proc_root: str) -> int | None:
