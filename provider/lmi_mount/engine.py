@@ -1446,6 +1446,7 @@ class MountManager:
             now=self._clock(),
             hold_seconds=self.hold_seconds,
             same_directory=self.kernel.same_file,
+            same_source=self._same_source,
             identity=self.kernel.mount_identity,
             find_mount=self.kernel.find_mount,
             live_reader=self.kernel.mount_at if targets is not None else None,
@@ -1457,6 +1458,19 @@ class MountManager:
             log.info("mounts changed outside lmi-mount: %s", "; ".join(reconcile.describe()))
             self._execute(reconcile)
         return snap
+
+    def _same_source(self, first: str, second: str) -> bool:
+        """Whether two fstab specs name one source (``Snapshot.same_source``): as
+        mount(8) would resolve them (a tag to its device, a path to its real
+        one), then the same file (device and inode)."""
+        if first == second:
+            return True
+        try:
+            one, other = (self._paths.device_source(spec) for spec in (first, second))
+        except PathProblem:  # a tag that names no device, or several
+            return False
+        return one == other or (one.startswith("/") and other.startswith("/")
+                                and self.kernel.same_file(one, other))
 
     def _run(
         self, plan: Plan, target: str | None, dry_run: bool, anchors: Anchors | None = None

@@ -815,3 +815,24 @@ def test_a_last_release_with_a_hold_time_says_when_the_mount_goes(world: World) 
             f"holders: a releases {spec.target} (0 left; the hold timer unmounts it in 30 s "
             "unless it is taken again)"]
         assert world.mounts_at(spec.target), "still mounted for its hold time"
+
+
+def test_deleting_a_line_takes_its_other_spellings_and_names_the_lines_kept(
+        world: World) -> None:
+    # Removing the lines of the named spec only (not every line of the mount
+    # point) kept a line naming the same source otherwise (a trailing slash,
+    # a link to it), which mounts it again at boot; and the Plan did not say
+    # which lines it left (a second review).
+    source = world.dir("data")
+    link = f"{world.dir('links')}/data"
+    os.symlink(source, link)
+    target = world.dir("mnt")
+    same = (f"{source} {target} none bind 0 0\n{source}/ {target} none bind 0 0\n"
+            f"{link} {target} none bind 0 0\n")
+    other = f"/dev/sdz1 {target} ext4 noauto 0 0\n"
+    world.fstab.write_text(same + other)
+    with world.manager() as manager:
+        outcome = manager.delete(target, spec_name=source, current=False, persist=True)
+        assert world.fstab.read_text() == other
+        assert f"note: kept line '/dev/sdz1 {target} ext4 noauto 0 0' (another spec on the " \
+               "mount point: mount -a mounts it at boot)" in outcome.plan.describe()

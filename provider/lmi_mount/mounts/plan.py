@@ -413,6 +413,8 @@ class Snapshot:
     acquire or release of a mount of ours reads neither table nor fstab.
     ``same_directory`` tells whether two paths are one directory (the engine
     compares device and inode): a bind of a bind has two names for its source.
+    ``same_source`` whether two fstab specs name one source: a directory or
+    device by two paths (a trailing slash, a link), a device by its tag.
     """
 
     __slots__ = (
@@ -431,6 +433,7 @@ class Snapshot:
         "identity",
         "now",
         "same_directory",
+        "same_source",
         "selinux",
         "uses_helper",
     )
@@ -450,8 +453,10 @@ class Snapshot:
         find_mount: Callable[[int | None, int | None], MountRecord | None] | None = None,
         uses_helper: Callable[[str | None], bool] = lambda fstype: False,
         selinux: bool | None = None,
+        same_source: Callable[[str, str], bool] = lambda a, b: a == b,
     ) -> None:
         self.same_directory = same_directory
+        self.same_source = same_source
         #: Whether SELinux is enabled on the host (Kernel.selinux_enabled); None:
         #: not known, judged by each mount's options (``compare``).
         self.selinux = selinux
@@ -738,7 +743,10 @@ def _named_line(snap: Snapshot, target: str, spec_name: str | None) -> FstabEntr
     line of another spec on the same mount point is another mount."""
     if spec_name is None:
         return snap.fstab.find_target(target)
-    return snap.fstab.find(spec_name, target)
+    return snap.fstab.find(spec_name, target) or next(
+        (line.entry for line in snap.fstab.entries()
+         if normalize_fstab_target(line.entry.target) == normalize_fstab_target(target)
+         and snap.same_source(line.entry.spec, spec_name)), None)
 
 
 def _resolve(
@@ -1131,12 +1139,16 @@ def plan_delete(
             # another mount (mount -a stacks them: an overlay on its own
             # lower directory): it stays, unless the reference named the
             # mount point alone.
-            lines = [line.entry for line in snap.fstab.entries()
-                     if normalize_fstab_target(line.entry.target)
-                     == normalize_fstab_target(target)
-                     and (spec_name is None or line.entry.spec == entry.spec)] or [entry]
+            here = [line.entry for line in snap.fstab.entries()
+                    if normalize_fstab_target(line.entry.target) == normalize_fstab_target(target)]
+            lines = [line for line in here if spec_name is None or line.spec == entry.spec
+                     or snap.same_source(line.spec, entry.spec)] or [entry]
             steps.insert(position, FstabChange(target, lines[0], None, tuple(lines[1:]),
                                                was=_raw_of(snap.fstab, lines)))
+            notes = tuple(f"note: kept line '{line.render()}' (another spec on the mount "
+                          "point: mount -a mounts it at boot)"
+                          for line in here if line not in lines)
+            return Plan("delete", tuple(steps), notes)
     return Plan("delete", tuple(steps))
 
 
