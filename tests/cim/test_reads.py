@@ -386,3 +386,33 @@ def test_each_file_system_is_its_own_with_its_own_figures(tmp_path: Path) -> Non
         assert "no device" in raised.value.status_description
     finally:
         world.close()
+
+
+@pytest.mark.root
+@pytest.mark.private_namespace
+@requires_root
+def test_a_file_system_s_figures_come_from_a_mount_nothing_covers(tmp_path: Path) -> None:
+    """A tmpfs mounted over a file system's only root mount gave that file
+    system its own size (statvfs(3) of a covered mount point; a review)."""
+    world = CimWorld("real", tmp_path)
+    try:
+        conn = world.connect()
+        base, bound = world.dir("base"), world.dir("bound")
+        [capabilities] = conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM_CAPABILITIES,
+                                                     namespace=NS)
+        _, made = conn.InvokeMethod("CreateSetting", capabilities, Options="size=4m")
+        create_tmpfs(conn, base, Goal=made["MountSetting"])
+        os.mkdir(f"{base}/sub")
+        rv, _ = call(conn, "CreateMount", Mode=32768, MountPoint=bound,
+                     FileSystemSpec=f"{base}/sub")
+        assert rv == 0
+        four = os.statvfs(bound)
+        world.kernel.mount("cover", base, "tmpfs", 0, "size=1m")  # over the root mount
+        mount = next(p for p in conn.EnumerateInstanceNames(names.MOUNTED_FILE_SYSTEM,
+                                                             namespace=NS)
+                     if p["MountPointPath"] == bound)
+        [system] = conn.Associators(mount, AssocClass=names.ATTACHED_FILE_SYSTEM)
+        assert system["FileSystemSize"] == four.f_blocks * four.f_frsize == 4 << 20
+        assert system["Root"] == bound
+    finally:
+        world.close()

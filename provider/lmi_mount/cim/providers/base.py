@@ -173,10 +173,13 @@ class View:
         "tmpfs", with the figures of whichever came first (an outside review).
         """
         if self._wholes is None:
+            # A mount a path reaches, so that statvfs(3) of its mount point
+            # reads this file system, not one mounted over it (a review): the
+            # root mount first, else any mount of the device.
             self._wholes = {}
-            for other in self.state.table:
-                if other.root == "/":
-                    self._wholes.setdefault((other.major, other.minor), other)
+            visible = self.state.table.visible()
+            for other in [r for r in visible if r.root == "/"] + visible:
+                self._wholes.setdefault((other.major, other.minor), other)
         whole = self._wholes.get((record.major, record.minor), record)
         name = self.state.source_of(whole) if whole.root == "/" else whole.source
         if record.major == 0:
