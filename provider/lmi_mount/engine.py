@@ -293,7 +293,8 @@ def _source_drift(record: MountRecord, entry: FstabEntry | None,
     return None
 
 
-#: What a live status was made of (record, line, holders, spec) and the status.
+#: What a live status was made of (record, line, holders, spec), the status, and
+#: the origin of a bind line (``_origin_of``).
 _StatusInputs = tuple[MountRecord, FstabEntry | None, HeldMount | None, str, MountStatus,
                       MountRecord | None]
 
@@ -1104,10 +1105,10 @@ class MountManager:
             if line.entry.target.startswith("/"):
                 by_target.setdefault(normalize_fstab_target(line.entry.target), line.entry)
         # A status is a function of its record, line, holders, spec and, for a
-        # bind line, its origin's record alone: those of the last read that
-        # are all the same objects (records of
-        # unchanged mountinfo lines are reused, ``MountinfoParser``) keep their
-        # status, so a change on a host with thousands of mounts makes one.
+        # bind line, its origin's record alone: those of the last read that are
+        # all the same objects (records of unchanged mountinfo lines are
+        # reused, ``MountinfoParser``) keep their status, so a change on a host
+        # with thousands of mounts makes one.
         known = self._live_statuses
         made: dict[int, _StatusInputs] = {}
         statuses = []
@@ -1341,7 +1342,8 @@ class MountManager:
     def _refuse_protected(self, plan: Plan, snap: Snapshot, force: bool) -> None:
         """InvalidRequest if ``plan`` unmounts or remounts a system mount (under a
         ``protected`` mount point) that lmi-mount did not make, unless ``force``;
-        or changes the options of one of the ``shared_file_systems``."""
+        or, ``force`` or not, changes the options of a file system mounted
+        outside this namespace too (``shared_file_systems``, ``elsewhere``)."""
         for step in plan.steps:
             if isinstance(step, KernelRemount) and step.superblock:
                 record = snap.live(step.target)
