@@ -23,6 +23,7 @@ import errno
 import logging
 import math
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -314,6 +315,16 @@ def _spellings(path: str) -> list[str]:
         found = os.stat(path)
         keys.add(f"{_INODE}{found.st_dev}:{found.st_ino}")
     return sorted(keys)
+
+
+def _same_device_node(first: str, second: str) -> bool:
+    """Whether both paths are block device nodes of one device number."""
+    try:
+        one, other = os.stat(first), os.stat(second)
+    except OSError:
+        return False
+    return (stat.S_ISBLK(one.st_mode) and stat.S_ISBLK(other.st_mode)
+            and one.st_rdev == other.st_rdev)
 
 
 def _check_holder(holder: str) -> None:
@@ -1462,17 +1473,24 @@ class MountManager:
         return snap
 
     def _same_source(self, first: str, second: str) -> bool:
-        """Whether two fstab specs name one source (``Snapshot.same_source``): as
-        mount(8) would resolve them (a tag to its device, a path to its real
-        one), then the same file (device and inode)."""
+        """Whether two fstab specs name one source (``Snapshot.same_source``), by
+        their names as mount(8) resolves them (a tag to its device, a path to
+        its real one, links followed), then one device node (its number) or a
+        loop device and its image. Not stat(2) of the paths: it answers for
+        whatever is mounted on them now (a review: a bind on one path made two
+        lines "the same")."""
         if first == second:
             return True
         try:
             one, other = (self._paths.device_source(spec) for spec in (first, second))
         except PathProblem:  # a tag that names no device, or several
             return False
-        return one == other or (one.startswith("/") and other.startswith("/")
-                                and self.kernel.same_file(one, other))
+        if one == other:
+            return True
+        if not (one.startswith("/") and other.startswith("/")):
+            return False
+        backing = self.kernel.loop_backing_file
+        return _same_device_node(one, other) or other == backing(one) or one == backing(other)
 
     def _run(
         self, plan: Plan, target: str | None, dry_run: bool, anchors: Anchors | None = None
@@ -1904,12 +1922,13 @@ class MountManager:
         file systems never show (data=ordered, barrier=1; a second review).
         An option shown with another value fails the mount's read-back. In
         this mount namespace only: a mount in another is not seen."""
-        if spec.fstype is None or self.kernel.uses_helper(spec.fstype):
+        # A tmpfs is new with every mount, whatever its source says; a device or
+        # image is named by a path (btrfs shows a device number of major 0).
+        if spec.fstype is None or spec.fstype in MEMORY_FSTYPES or \
+                self.kernel.uses_helper(spec.fstype) or not spec.kernel_name.startswith("/"):
             return ()
         for other in snap.table:
-            # A file system without a device (major 0: tmpfs) is new with
-            # every mount, whatever its source says.
-            if other.major == 0 or other.root != "/" or other.target == spec.target or \
+            if other.root != "/" or other.target == spec.target or \
                     spec.kernel_name not in (other.source,
                                              self.kernel.loop_backing_file(other.source)):
                 continue

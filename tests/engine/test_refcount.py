@@ -23,7 +23,8 @@ from lmi_mount.mounts.fstab import FstabDocument
 from lmi_mount.mounts.holders import HolderTable
 from lmi_mount.mounts.options import parse_options
 from lmi_mount.mounts.plan import MountSpec
-from tests.engine.conftest import World
+from tests.contract.helpers import mkfs_image
+from tests.engine.conftest import KERNELS, World
 
 
 def tmpfs(world: World, name: str = "mnt", options: str = "size=1m") -> MountSpec:
@@ -834,5 +835,35 @@ def test_deleting_a_line_takes_its_other_spellings_and_names_the_lines_kept(
     with world.manager() as manager:
         outcome = manager.delete(target, spec_name=source, current=False, persist=True)
         assert world.fstab.read_text() == other
-        assert f"note: kept line '/dev/sdz1 {target} ext4 noauto 0 0' (another spec on the " \
-               "mount point: mount -a mounts it at boot)" in outcome.plan.describe()
+        assert f"note: kept line '/dev/sdz1 {target} ext4 noauto 0 0' (another source on " \
+               "this mount point)" in outcome.plan.describe()
+
+
+def test_a_source_is_the_same_by_its_names_not_by_what_is_mounted_on_it(
+        world: World) -> None:
+    # Two specs compared with stat(2) were "the same" while one was mounted on
+    # the other's path: a DeleteMount of one removed the other mount's line,
+    # and the same request did otherwise once it was unmounted (a review).
+    first, second, target = world.dir("a"), world.dir("b"), world.dir("mnt")
+    lines = f"{first} {target} none bind 0 0\n{second} {target} none bind 0 0\n"
+    world.fstab.write_text(lines)
+    with world.manager() as manager:
+        manager.create(MountSpec(first, second, None), current=True, holder="a")
+        manager.delete(target, spec_name=second, current=False, persist=True)
+        assert world.fstab.read_text() == f"{first} {target} none bind 0 0\n"
+
+
+@pytest.mark.parametrize("world", [k for k in KERNELS if k.id == "real"], indirect=True)
+def test_a_loop_device_s_name_finds_its_image_s_line(world: World) -> None:
+    # A reference by the kernel's name of a loop mount (/dev/loopN) unmounted
+    # it and left the image's line, which mounts it again at boot (a review).
+    image = mkfs_image(Path(world.dir("images")), "ext4")
+    target = world.dir("mnt")
+    with world.manager() as manager:
+        manager.create(MountSpec(image, target, "ext4"), current=True, persist=True, holder="a")
+        [record] = world.mounts_at(target)
+        assert record.source.startswith("/dev/loop")
+        manager.delete(target, spec_name=record.source, current=True, persist=True,
+                       holder="a")
+        assert image not in world.fstab.read_text()
+        assert world.mounts_at(target) == []

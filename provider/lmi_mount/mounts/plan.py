@@ -1145,9 +1145,8 @@ def plan_delete(
                      or snap.same_source(line.spec, entry.spec)] or [entry]
             steps.insert(position, FstabChange(target, lines[0], None, tuple(lines[1:]),
                                                was=_raw_of(snap.fstab, lines)))
-            notes = tuple(f"note: kept line '{line.render()}' (another spec on the mount "
-                          "point: mount -a mounts it at boot)"
-                          for line in here if line not in lines)
+            notes = tuple(f"note: kept line '{line.render()}' (another source on this "
+                          "mount point)" for line in here if line not in lines)
             return Plan("delete", tuple(steps), notes)
     return Plan("delete", tuple(steps))
 
