@@ -367,24 +367,46 @@ def mounted_elsewhere(device: tuple[int, int], proc_root: str = "/proc") -> str 
     namespace shows it; None if no namespace this process can read has it.
     A remount of its superblock would reach that mount too."""
     own = _namespace_inode(proc_root)
-    seen = {own} if own is not None else set()
+    read = {own} if own is not None else set()
     wanted = f"{device[0]}:{device[1]}"
     with os.scandir(proc_root) as entries:
         pids = sorted(pid for entry in entries if (pid := decimal(entry.name)) is not None)
+    # A chrooted process's mountinfo lists only the mounts under its root: a
+    # namespace is read through a process whose root is the namespace's, and
+    # through a chrooted one only if it has none (a review hid a namespace so).
+    chrooted: dict[int, int] = {}
     for pid in pids:
         try:
             namespace = os.stat(f"{proc_root}/{pid}/ns/mnt").st_ino
-            if namespace in seen:
+            if namespace in read:
                 continue
-            seen.add(namespace)
-            with open(f"{proc_root}/{pid}/mountinfo", "rb") as stream:
-                table = stream.read().decode("utf-8", "surrogateescape")
-        except OSError:  # gone meanwhile, or not ours to read
+            if os.readlink(f"{proc_root}/{pid}/root") != "/":
+                chrooted.setdefault(namespace, pid)
+                continue
+            found = _mounted_in(pid, wanted, proc_root)
+        except OSError:  # gone meanwhile, or not ours to read: another may be
             continue
-        for line in table.splitlines():
-            fields = line.split(" ", 5)
-            if len(fields) > 4 and fields[2] == wanted:
-                return f"on {unescape_field(fields[4])} in the mount namespace of pid {pid}"
+        read.add(namespace)
+        if found is not None:
+            return found
+    for namespace, pid in chrooted.items():
+        if namespace not in read:
+            with contextlib.suppress(OSError):
+                found = _mounted_in(pid, wanted, proc_root)
+                if found is not None:
+                    return found
+    return None
+
+
+def _mounted_in(pid: int, device: str, proc_root: str) -> str | None:
+    """Where process ``pid``'s mountinfo shows the file system ``device``
+    (``major:minor``), or None."""
+    with open(f"{proc_root}/{pid}/mountinfo", "rb") as stream:
+        table = stream.read().decode("utf-8", "surrogateescape")
+    for line in table.splitlines():
+        fields = line.split(" ", 5)
+        if len(fields) > 4 and fields[2] == device:
+            return f"on {unescape_field(fields[4])} in the mount namespace of pid {pid}"
     return None
 
 
