@@ -1198,14 +1198,14 @@ _SUFFIX_SHIFT: Final = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e":
 _SIZE_KEYS: Final = frozenset({"size", "nr_blocks", "nr_inodes", "logbsize", "allocsize"})
 # Options a file system shows under another name: ext4 prints noload as norecovery.
 _SHOWN_AS: Final = {"noload": "norecovery"}
+#: File systems that show only the options that differ from their defaults
+#: (mm/shmem.c shmem_show_options(), fs/ramfs/inode.c ramfs_show_options()).
+_SHOWS_ONLY_CHANGED: Final = frozenset({"tmpfs", "ramfs"})
 # Values a file system leaves out of mountinfo when they are its default: set so,
 # they are in effect. tmpfs shows mode= only when not 1777 and uid=/gid= when not
 # 0 (mm/shmem.c shmem_show_options()), ramfs mode= when not 0755
 # (fs/ramfs/inode.c), ext4 acl and user_xattr when not on (fs/ext4/super.c,
 # the defaults of mkfs.ext4). None: a word without a value.
-#: File systems that show only the options that differ from their defaults
-#: (mm/shmem.c shmem_show_options(), fs/ramfs/inode.c ramfs_show_options()).
-_SHOWS_ONLY_CHANGED: Final = frozenset({"tmpfs", "ramfs"})
 _DEFAULTS_NOT_SHOWN: Final[Mapping[str, Mapping[str, str | None]]] = {
     "tmpfs": {"mode": "1777", "uid": "0", "gid": "0"},
     "ramfs": {"mode": "755"},

@@ -253,9 +253,9 @@ class FstabChange:
 
     ``previous`` is the line before (None for an add), ``entry`` the line after
     (None for a remove). The undo swaps them. ``also`` are more lines of the
-    mount that go with ``previous`` when it is removed (a removal takes
-    every line of its spec on its mount point), or come back after ``entry`` in the undo
-    of that removal, so that no line is lost either way.
+    mount that go with ``previous`` when it is removed (a removal takes every
+    line of its source on its mount point, ``plan_delete``), or come back after
+    ``entry`` in the undo of that removal, so that no line is lost either way.
 
     ``was`` says where the lines of ``previous`` and ``also`` stood and their
     text (line number, raw line, the raw line before it or None for the
@@ -413,8 +413,9 @@ class Snapshot:
     acquire or release of a mount of ours reads neither table nor fstab.
     ``same_directory`` tells whether two paths are one directory (the engine
     compares device and inode): a bind of a bind has two names for its source.
-    ``same_source`` whether two fstab specs name one source: a directory or
-    device by two paths (a trailing slash, a link), a device by its tag.
+    ``same_source`` whether two fstab specs name one source, by their names as
+    mount(8) resolves them: a path with a trailing slash or through a link, a
+    device by its tag, a loop device and its image.
     """
 
     __slots__ = (
