@@ -45,6 +45,7 @@ from lmi_mount.linux.journal import JOURNAL_NAMES
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import MountError
 from lmi_mount.mounts.escaping import escape_controls
+from lmi_mount.mounts.holders import shown_holders
 from lmi_mount.mounts.options import DEFAULTS, OptionError, parse_options, render_options
 from lmi_mount.mounts.plan import MountSpec
 
@@ -363,18 +364,11 @@ def _as_json(status: MountStatus) -> dict[str, Any]:
     }
 
 
-def _holder_list(holders: Sequence[str]) -> str:
-    """Holders comma-separated, a name that holds a comma or white space quoted
-    (JSON's string): ``a,"Smith, John"`` is two holders."""
-    return ",".join(json.dumps(name) if "," in name or any(c.isspace() for c in name)
-                    or name.startswith('"') else name for name in holders)
-
-
 def _covered_note(status: MountStatus) -> str:
     """The HOLDERS cell of a mount nobody holds: who holds a mount it covers."""
     if status.covers is None:
         return "-"
-    return f"- (covers {','.join(status.covers.holders) or 'a timed mount'}'s)"
+    return f"- (covers {shown_holders(status.covers.holders) or 'a timed mount'}'s)"
 
 
 def status_table(statuses: Sequence[MountStatus]) -> str:
@@ -390,7 +384,7 @@ def status_table(statuses: Sequence[MountStatus]) -> str:
             "yes" if status.live is not None else "no",
             "yes" if status.fstab is not None else "no",
             str(held.refcount if held else 0),
-            _holder_list(held.holders) if held and held.holders else _covered_note(status),
+            shown_holders(held.holders) if held and held.holders else _covered_note(status),
             "; ".join(str(d) for d in status.drift) or "-",
         )))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]

@@ -867,3 +867,20 @@ def test_a_loop_device_s_name_finds_its_image_s_line(world: World) -> None:
                        holder="a")
         assert image not in world.fstab.read_text()
         assert world.mounts_at(target) == []
+
+
+def test_a_holder_name_with_spaces_or_a_comma_is_quoted_in_the_plan(world: World) -> None:
+    # "root" and "root " are two holders, and the Plan printed both bare (a
+    # review); a name that holds white space or a comma is quoted, as
+    # lmi-mount status quotes it.
+    spec = tmpfs(world)
+    with world.manager() as manager:
+        outcome = manager.create(spec, current=True, holder="root ")
+        assert f'holders: "root " acquires {spec.target} (first holder)' in \
+            outcome.plan.describe()
+        outcome = manager.create(spec, current=True, holder="Smith, John")
+        assert f'holders: "Smith, John" shares {spec.target} (reference 2)' in \
+            outcome.plan.describe()
+        outcome = manager.delete(spec.target, current=True, holder="root ")
+        assert outcome.plan.describe()[0] == \
+            f'holders: "root " releases {spec.target} (1 left)'

@@ -11,8 +11,9 @@ clock and the timer thread; this module only says which deadline is due.
 
 from __future__ import annotations
 
+import json
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -40,6 +41,20 @@ def holder_problem(name: str) -> str | None:
     if odd is not None:
         return f"a holder name must not hold the character {odd!r}"
     return None
+
+
+def shown_holder(name: str) -> str:
+    """``name`` as plans and listings show it: quoted (JSON's string) when it holds
+    a comma, white space or a leading quote, so that ``root`` and ``"root "``,
+    ``a,b`` and ``"a,b"`` read apart."""
+    if "," in name or name.startswith('"') or any(c.isspace() for c in name):
+        return json.dumps(name)
+    return name
+
+
+def shown_holders(names: Sequence[str]) -> str:
+    """Holders comma-separated, each as ``shown_holder`` shows it."""
+    return ",".join(shown_holder(name) for name in names)
 
 
 @dataclass(frozen=True, slots=True)

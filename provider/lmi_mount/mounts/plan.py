@@ -21,7 +21,7 @@ from lmi_mount.mounts import flags as ms
 from lmi_mount.mounts.errors import AlreadyExists, InUse, InvalidRequest, NotFound
 from lmi_mount.mounts.fstab import FstabConflict, FstabDocument, FstabEntry
 from lmi_mount.mounts.fstab import normalize_target as normalize_fstab_target
-from lmi_mount.mounts.holders import HeldMount, HolderError, HolderTable
+from lmi_mount.mounts.holders import HeldMount, HolderError, HolderTable, shown_holder
 from lmi_mount.mounts.mountinfo import MountRecord, MountTable, propagation_holds
 from lmi_mount.mounts.options import (
     ATIME_FIELDS,
@@ -670,7 +670,7 @@ def plan_create(
                         holders=(holder,),
                         recursive=spec.recursive,
                     ),
-                    f"{holder} acquires {spec.target} (first holder)",
+                    f"{shown_holder(holder)} acquires {spec.target} (first holder)",
                 )
             )
         else:
@@ -696,7 +696,8 @@ def plan_create(
                         spec.target,
                         None,
                         adopted,
-                        f"{holder} shares {spec.target} (mounted outside lmi-mount)",
+                        f"{shown_holder(holder)} shares {spec.target} (mounted outside "
+                        "lmi-mount)",
                     )
                 )
             else:
@@ -707,7 +708,8 @@ def plan_create(
                         spec.target,
                         held,
                         after,
-                        f"{holder} shares {spec.target} (reference {after.refcount})",
+                        f"{shown_holder(holder)} shares {spec.target} (reference "
+                        f"{after.refcount})",
                     )
                 )
     if persist:
@@ -1184,7 +1186,8 @@ def _release_steps(
     if not after.holders and after.made_by_us and snap.hold_seconds > 0:
         left += (f"; the hold timer unmounts it in {snap.hold_seconds:g} s unless it is "
                  "taken again")
-    steps: list[Step] = [HolderChange(target, held, after, f"{holder} releases {target} ({left})")]
+    steps: list[Step] = [HolderChange(target, held, after,
+                                      f"{shown_holder(holder)} releases {target} ({left})")]
     if after.holders:
         return steps
     if not after.made_by_us:
