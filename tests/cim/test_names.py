@@ -16,7 +16,7 @@ import pytest
 from pywbem import CIM_ERR_INVALID_PARAMETER, CIMError
 
 from tests.cim.conftest import NS, CimWorld, call
-from tests.contract.helpers import mkfs_image
+from tests.contract.helpers import loop_device, mkfs_image
 from tests.support.skips import requires_fs, requires_root, requires_tool
 
 
@@ -34,9 +34,7 @@ def test_a_loop_device_mount_resolves_by_either_name(
 ) -> None:
     world = CimWorld("real", tmp_path)
     image = mkfs_image(tmp_path, "ext4")
-    device = subprocess.run(["losetup", "--find", "--show", image], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    try:
+    with loop_device(image) as device:
         conn = world.connect()
         target = world.dir("mnt")
         rv, out = call(conn, "CreateMount", Mode=mode, MountPoint=target,
@@ -53,8 +51,6 @@ def test_a_loop_device_mount_resolves_by_either_name(
         assert rv == 0, out
         assert world.mounts_at(target) == []
         world.close()
-    finally:
-        subprocess.run(["losetup", "-d", device], check=False)
 
 
 @pytest.mark.root

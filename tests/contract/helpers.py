@@ -83,6 +83,17 @@ def wait_for_loops_released(kernel: Kernel, directory: Path | str) -> dict[str, 
     return left
 
 
+@contextmanager
+def loop_device(image: str) -> Iterator[str]:
+    """A loop device set up over ``image`` (losetup(8)), detached afterwards."""
+    device = subprocess.run(["losetup", "--find", "--show", image], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
 def sees_files(kernel: Kernel) -> bool:
     """Whether mounts change what directories show: true of the kernel only."""
     return isinstance(kernel, LinuxKernel)

@@ -22,7 +22,7 @@ import pytest
 from pywbem import CIM_ERR_ACCESS_DENIED, CIMError, Uint16, WBEMConnection
 
 from lmi_mount.server.auth import make_users_entry
-from tests.contract.helpers import mkfs_image
+from tests.contract.helpers import loop_device, mkfs_image
 from tests.daemon import sandbox
 from tests.daemon.sandbox import NAMESPACE, PASSWORD, USER, Daemon
 from tests.support.skips import has_tool, requires_root, requires_tool
@@ -429,9 +429,7 @@ def test_the_sandbox_never_changes_a_device_the_host_mounts_after_it_started(
     image = mkfs_image(tmp_path, "ext4")
     host = tmp_path / "hostmnt"
     host.mkdir()
-    with sandbox.running(tmp_path / "sandbox") as daemon:
-        loop = subprocess.run(["losetup", "-f", "--show", image], check=True,
-                              capture_output=True, text=True).stdout.strip()
+    with sandbox.running(tmp_path / "sandbox") as daemon, loop_device(image) as loop:
         try:
             subprocess.run(["mount", "-t", "ext4", loop, str(host)], check=True)
             conn = WBEMConnection(daemon.http_url, (USER, PASSWORD),
@@ -456,4 +454,3 @@ def test_the_sandbox_never_changes_a_device_the_host_mounts_after_it_started(
             assert daemon.stop() == 0
         finally:
             subprocess.run(["umount", str(host)], check=False)
-            subprocess.run(["losetup", "-d", loop], check=False)

@@ -7,7 +7,6 @@ the returned reference answered NOT_FOUND.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from lmi_mount.engine import MountManager
 from lmi_mount.linux.kernel import LinuxKernel
 from lmi_mount.mounts.errors import InUse
 from lmi_mount.mounts.plan import MountSpec
-from tests.contract.helpers import mkfs_image
+from tests.contract.helpers import loop_device, mkfs_image
 from tests.support.skips import requires_fs, requires_root, requires_tool
 
 pytestmark = [pytest.mark.root, pytest.mark.kernel, requires_root, requires_fs("ext4"),
@@ -27,9 +26,7 @@ pytestmark = [pytest.mark.root, pytest.mark.kernel, requires_root, requires_fs("
 @pytest.mark.parametrize("delete_by", ["device", "backing file"])
 def test_loop_device_spec_gives_a_reference_that_resolves(tmp_path: Path, delete_by: str) -> None:
     image = mkfs_image(tmp_path, "ext4")
-    device = subprocess.run(["losetup", "--find", "--show", image], check=True,
-                            capture_output=True, text=True).stdout.strip()
-    try:
+    with loop_device(image) as device:
         (tmp_path / "mnt").mkdir()
         (tmp_path / "fstab").write_text("")
         with MountManager(LinuxKernel(), fstab_path=tmp_path / "fstab",
@@ -43,8 +40,6 @@ def test_loop_device_spec_gives_a_reference_that_resolves(tmp_path: Path, delete
             name = device if delete_by == "device" else image
             engine.delete(str(tmp_path / "mnt"), spec_name=name, holder="t")
             assert not [s for s in engine.status() if s.target == outcome.target]
-    finally:
-        subprocess.run(["losetup", "-d", device], check=False)
 
 
 @pytest.mark.private_namespace

@@ -36,7 +36,12 @@ from lmi_mount.mounts.flags import (
     MS_RDONLY,
     MS_REC,
 )
-from tests.contract.helpers import loops_under, mkfs_image, wait_for_loops_released
+from tests.contract.helpers import (
+    loop_device,
+    loops_under,
+    mkfs_image,
+    wait_for_loops_released,
+)
 from tests.support.namespace import run_in_private_namespace
 from tests.support.skips import requires_root, requires_tool
 
@@ -512,31 +517,29 @@ def test_a_file_system_mounted_in_another_namespace_is_found_behind_a_chroot(
     mounted, empty = tmp_path / "m", tmp_path / "root"
     mounted.mkdir()
     empty.mkdir()
-    loop = subprocess.run(["losetup", "-f", "--show", image], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    device = (os.major(os.stat(loop).st_rdev), os.minor(os.stat(loop).st_rdev))
-    ready = tmp_path / "ready"
-    child = textwrap.dedent(f"""
-        import os, subprocess, time
-        subprocess.run(["mount", {loop!r}, {str(mounted)!r}], check=True)
-        open({str(ready)!r}, "w").close()
-        os.chroot({str(empty)!r})
-        time.sleep(30)
-        """)
-    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
-                               sys.executable, "-c", child])
-    joined = None
-    try:
-        while not ready.exists():
-            assert holder.poll() is None, "the namespace's process died"
-            time.sleep(0.05)
-        joined = subprocess.Popen(["nsenter", "-m", "-t", str(holder.pid), "sleep", "30"])
-        time.sleep(0.3)
-        found = kernel_module.mounted_elsewhere(device)
-        assert found is not None and str(mounted) in found
-    finally:
-        for process in (joined, holder):
-            if process is not None:
-                process.kill()
-                process.wait()
-        subprocess.run(["losetup", "-d", loop], check=False)
+    with loop_device(image) as loop:
+        ready = tmp_path / "ready"
+        device = (os.major(os.stat(loop).st_rdev), os.minor(os.stat(loop).st_rdev))
+        child = textwrap.dedent(f"""
+            import os, subprocess, time
+            subprocess.run(["mount", {loop!r}, {str(mounted)!r}], check=True)
+            open({str(ready)!r}, "w").close()
+            os.chroot({str(empty)!r})
+            time.sleep(30)
+            """)
+        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
+                                   sys.executable, "-c", child])
+        joined = None
+        try:
+            while not ready.exists():
+                assert holder.poll() is None, "the namespace's process died"
+                time.sleep(0.05)
+            joined = subprocess.Popen(["nsenter", "-m", "-t", str(holder.pid), "sleep", "30"])
+            time.sleep(0.3)
+            found = kernel_module.mounted_elsewhere(device)
+            assert found is not None and str(mounted) in found
+        finally:
+            for process in (joined, holder):
+                if process is not None:
+                    process.kill()
+                    process.wait()
