@@ -424,8 +424,8 @@ def test_alive_says_when_the_io_loop_is_gone(app: EchoApp) -> None:
         assert server.alive(within=3)
         server._running.clear()  # the loop ends as it would on a fatal error
         server._wake()
-        assert server._thread is not None
-        server._thread.join(timeout=5)
+        assert server._loop_thread is not None
+        server._loop_thread.join(timeout=5)
         assert not server.alive(within=3)
     finally:
         server._running.set()
@@ -784,7 +784,8 @@ def test_a_connection_handed_back_late_is_not_closed_under_its_next_request() ->
             return super().handle(request)
 
     limits = HttpLimits(threads=2, request_timeout=0.2, keepalive_timeout=10.0)
-    server = HttpServer([Listener("127.0.0.1", 0)], SlowApp(), limits, clock=clock)
+    server = HttpServer([Listener("127.0.0.1", 0)], SlowApp(), limits, clock=clock,
+                        serve_on_loop=False)
     server.start()
     try:
         with connect(server) as sock:
@@ -840,11 +841,12 @@ def test_a_connection_closed_while_its_worker_hands_it_back_is_not_registered(
 @contextlib.contextmanager
 def counting_wakes(app: EchoApp, monkeypatch: pytest.MonkeyPatch,
                    race: Callable[[HttpServer, pytest.MonkeyPatch], None] | None = None,
+                   *, serve_on_loop: bool = False,
                    ) -> Iterator[tuple[socket.socket, Any, list[int]]]:
     """A server whose wakes of its I/O thread are counted (``race`` set up on it
     first), and a keep-alive connection to it: the socket, its reader and the
-    wakes."""
-    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    wakes. Its requests go to workers unless ``serve_on_loop``."""
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS, serve_on_loop=serve_on_loop)
     wakes: list[int] = []
     monkeypatch.setattr(server, "_wake", lambda: wakes.append(1))
     if race is not None:
@@ -865,18 +867,21 @@ def ask_in_turn(sock: socket.socket, replies: Any, count: int) -> None:
         assert read_response(replies).body == b"%d" % number
 
 
+@pytest.mark.parametrize("serve_on_loop", [False, True], ids=["workers", "loop"])
 def test_keep_alive_requests_do_not_wake_the_io_thread(
-        app: EchoApp, monkeypatch: pytest.MonkeyPatch) -> None:
+        app: EchoApp, monkeypatch: pytest.MonkeyPatch, serve_on_loop: bool) -> None:
     # The worker that answered registers the connection for its next request
     # itself: waking the I/O thread for it cost a thread hand-off per request
     # (about a sixth of the server's CPU for a small request). A pipelined
-    # request already read is the exception: only the I/O thread parses.
-    with counting_wakes(app, monkeypatch) as (sock, replies, wakes):
+    # request already read is the exception: only the I/O thread parses, and a
+    # worker wakes it for that; the loop's own thread needs no wake.
+    with counting_wakes(app, monkeypatch, serve_on_loop=serve_on_loop) as (
+            sock, replies, wakes):
         ask_in_turn(sock, replies, 5)
         assert wakes == []
         sock.sendall(post(body=b"a") + post(body=b"b"))
         assert [read_response(replies).body for _ in "ab"] == [b"a", b"b"]
-        assert wakes
+        assert bool(wakes) is not serve_on_loop
 
 
 def a_loop_turn_between_clock_and_lock(server: HttpServer,
@@ -889,7 +894,7 @@ def a_loop_turn_between_clock_and_lock(server: HttpServer,
 
     def clock_then_a_loop_turn() -> float:
         now = clock()
-        if threading.current_thread() is not server._thread:
+        if threading.current_thread() is not server._loop_thread:
             server._wake_w.send(b"\0")
             time.sleep(0.02)
         return now
@@ -1095,3 +1100,152 @@ def test_an_answer_a_client_does_not_read_holds_up_no_other_request() -> None:
 
 def test_answer_elsewhere_outside_a_request_is_none() -> None:
     assert answer_elsewhere() is None
+
+
+# -- requests served on the I/O loop's thread -------------------------------------------
+
+
+class ThreadNamingApp(EchoApp):
+    """EchoApp that records the thread each request ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[threading.Thread] = []
+
+    def handle(self, request: Request) -> Response:
+        self.threads.append(threading.current_thread())
+        return super().handle(request)
+
+
+def io_threads(server: HttpServer) -> list[threading.Thread]:
+    """The server's I/O threads still alive."""
+    return [t for t in server._io_threads if t.is_alive()]
+
+
+def test_a_request_is_served_on_the_loop_thread_without_a_hand_off() -> None:
+    # A worker woken for each request cost a tenth of the server's CPU (the
+    # hand-off, and the request's bytes read into another CPU's cache).
+    app = ThreadNamingApp()
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    server.start()
+    try:
+        with connect(server) as sock:
+            ask_in_turn(sock, sock.makefile("rb"), 3)
+        assert app.threads == [server._loop_thread] * 3
+    finally:
+        server.shutdown()
+
+
+def test_a_long_request_on_the_loop_thread_holds_up_no_other_connection() -> None:
+    # The loop's thread serves a request that then waits (for a mount helper,
+    # say): the thread that stands by takes the loop over after RELIEF_SECONDS,
+    # so new connections are accepted and other requests answered meanwhile.
+    app = ThreadNamingApp()
+    app.release.clear()
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    server.start()
+    try:
+        first_loop = server._loop_thread
+        with connect(server) as waiting:
+            waiting.sendall(post(path="/wait", body=b"slow"))
+            deadline = time.monotonic() + 5
+            while not app.threads and time.monotonic() < deadline:
+                time.sleep(0.005)
+            started = time.monotonic()
+            with connect(server) as other:
+                ask_in_turn(other, other.makefile("rb"), 3)
+            assert time.monotonic() - started < 0.5
+            assert app.threads[0] is first_loop
+            assert server._loop_thread is not first_loop and server.alive(within=1)
+            app.release.set()
+            assert read_response(waiting.makefile("rb")).body == b"slow"
+        # The loop's thread and the one that stands by; the one that served
+        # the long request stood by, or ended if another thread already did.
+        deadline = time.monotonic() + 5
+        while len(io_threads(server)) > 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert set(io_threads(server)) == {server._loop_thread, server._standby}
+    finally:
+        app.release.set()
+        server.shutdown()
+    assert io_threads(server) == []
+
+
+def test_long_requests_one_after_another_keep_the_io_threads_bounded() -> None:
+    # Each long request moves the loop to the thread that stood by; the one
+    # that served it stands by in turn, so no thread is left over.
+    class SleepyApp(EchoApp):
+        def handle(self, request: Request) -> Response:
+            if request.head.target == "/sleep":
+                time.sleep(0.06)
+            return super().handle(request)
+
+    server = HttpServer([Listener("127.0.0.1", 0)], SleepyApp(), LIMITS)
+    server.start()
+    most = 0
+    try:
+        with connect(server) as slow, connect(server) as quick:
+            slow_replies, quick_replies = slow.makefile("rb"), quick.makefile("rb")
+            for number in range(15):
+                slow.sendall(post(path="/sleep", body=b"%d" % number))
+                quick.sendall(post(body=b"q%d" % number))
+                assert read_response(quick_replies).body == b"q%d" % number
+                assert read_response(slow_replies).body == b"%d" % number
+                most = max(most, len(io_threads(server)))
+        assert most <= 3  # the loop's, the one that stands by, one finishing a request
+    finally:
+        server.shutdown()
+    assert io_threads(server) == []
+
+
+@pytest.mark.parametrize("serve_on_loop", [False, True], ids=["workers", "loop"])
+def test_a_failure_around_the_application_closes_its_connection_only(
+        app: EchoApp, caplog: pytest.LogCaptureFixture, serve_on_loop: bool) -> None:
+    # Not the application's (that is a 500): a bug in the server's own
+    # serving. On a worker it vanished into the pool's future and left the
+    # connection busy for ever; on the loop's thread it must not end the loop.
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS, serve_on_loop=serve_on_loop)
+    serve = server._serve
+
+    def failing_once(serving: Any) -> bool:
+        if serving.request.body == b"bug":
+            raise RuntimeError("a bug in serving")
+        return serve(serving)
+
+    server._serve = failing_once  # type: ignore[method-assign]
+    server.start()
+    try:
+        with connect(server) as sock:
+            sock.sendall(post(body=b"bug"))
+            closed_within(sock, 3.0)
+        assert "a bug in serving" in caplog.text
+        with connect(server) as sock:
+            ask_in_turn(sock, sock.makefile("rb"), 2)
+        assert server.open_connections <= 1 and server.alive(within=1)
+    finally:
+        server.shutdown()
+
+
+def test_a_request_that_gives_up_its_turn_on_the_loop_thread_hands_the_loop_over(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A request that gives up its turn waits for something other than Python
+    # (a password hash, PAM): the loop goes on on another thread at once, not
+    # after RELIEF_SECONDS (here made too long for the test to wait).
+    import lmi_mount.server.http as http
+
+    monkeypatch.setattr(http, "RELIEF_SECONDS", 60.0)
+    app = ThreadNamingApp()
+    app.release.clear()
+    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
+    server.start()
+    try:
+        first_loop = server._loop_thread
+        with connect(server) as waiting, connect(server) as other:
+            waiting.sendall(post(path="/off-turn", body=b"hash"))
+            ask_in_turn(other, other.makefile("rb"), 2)
+            assert app.threads[0] is first_loop and server._loop_thread is not first_loop
+            app.release.set()
+            assert read_response(waiting.makefile("rb")).body == b"hash"
+    finally:
+        app.release.set()
+        server.shutdown()

@@ -1,13 +1,22 @@
 """HTTP/1.1 for the CIM-XML server: sockets, TLS, request framing, limits, worker threads.
 
-Owns: listening (HTTP and HTTPS), one I/O thread that accepts connections,
+Owns: listening (HTTP and HTTPS), an I/O loop that accepts connections,
 completes TLS handshakes and reads every request head and body without
 blocking (each head parsed by h11, the body framed here), and a bounded
 pool of worker threads that run the application on complete requests and
 write the responses (``Content-Length`` when the body is known,
 ``Transfer-Encoding: chunked`` when it streams). Between requests, the
-worker that answered registers a keep-alive connection with the I/O
-thread's selector itself (no hand-off to wake the I/O thread for).
+worker that answered registers a keep-alive connection with the loop's
+selector itself (no hand-off to wake the loop for).
+
+The loop's thread serves a request whose turn comes on it itself, at the
+end of its turn, without handing it to a worker; a second I/O thread stands
+by and takes the loop over if that request runs ``RELIEF_SECONDS`` (it waits
+for a mount helper, or for a client to read), and the thread that served it
+stands by in turn once it is done. The one that stands by looks every
+``RELIEF_SECONDS`` while requests are served so, and sleeps after a look that
+found none: only the first request after such a quiet spell wakes it (see
+``HttpServer._serve_here``).
 
 The limits are enforced where the bytes arrive (RFC 9112 framing):
 
@@ -62,6 +71,7 @@ import enum
 import errno
 import functools
 import logging
+import math
 import re
 import selectors
 import socket
@@ -103,6 +113,11 @@ _turn = threading.local()
 # ``concurrent_requests``: longer than a request that only computes takes
 # (a CreateMount takes 2 to 4 ms of CPU), short for one that waits.
 LONG_REQUEST_SECONDS: Final = 0.025
+# How long the I/O loop's thread may serve a request itself before the thread
+# that stands by takes the loop over (see ``HttpServer._serve_here``): the
+# longest the loop stands still for one request, as long as a request runs
+# before the next one starts.
+RELIEF_SECONDS: Final = LONG_REQUEST_SECONDS
 
 
 @dataclass(frozen=True)
@@ -308,7 +323,10 @@ class HttpServer:
         limits: HttpLimits | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        serve_on_loop: bool = True,
     ) -> None:
+        """``serve_on_loop`` False: every request goes to a worker thread, as it
+        did before the loop served them itself (tests of the workers' races)."""
         if not listeners:
             raise ValueError("no listener: configure an HTTP or an HTTPS port")
         self.limits = limits or HttpLimits()
@@ -345,7 +363,27 @@ class HttpServer:
         self._counted: dict[_Serving, float] = {}
         self._started = 0
         self._may_detach = 0
-        self._thread: threading.Thread | None = None
+        self._serve_on_loop = serve_on_loop
+        #: A request whose turn came on the loop's thread, kept for it to serve
+        #: at the end of its turn (``_serve_here``); the loop's thread only.
+        self._here: _Serving | None = None
+        #: The threads that run the I/O loop, one at a time (see ``_serve_here``):
+        #: the one that runs it now, the one that stands by to take it over,
+        #: and every one started (all are joined at shutdown). Under
+        #: ``_relief``, as are the four after them.
+        self._relief = threading.Condition(threading.Lock())
+        self._loop_thread: threading.Thread | None = None
+        self._standby: threading.Thread | None = None
+        self._io_threads: list[threading.Thread] = []
+        #: When the loop's thread began the request it serves now (monotonic;
+        #: -inf once that request gave up its turn), None between them and once
+        #: another thread took the loop over; how many it began in all; whether
+        #: the thread that stands by sleeps until the next one; whether the
+        #: loop has ended.
+        self._serving_since: float | None = None
+        self._served_here = 0
+        self._standby_sleeps = False
+        self._loop_done = False
         self._running = threading.Event()
         self._stopped = threading.Event()
         #: When the I/O loop last went round (the clock's time): a supervisor
@@ -380,11 +418,12 @@ class HttpServer:
             self._selector.register(sock, selectors.EVENT_READ, listener)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._running.set()
-        self._thread = threading.Thread(target=self._loop, name="lmi-mountd-io", daemon=True)
-        self._thread.start()
+        with self._relief:
+            self._loop_thread = self._io_thread(standby=False)
+            self._loop_thread.start()
 
     def serve_forever(self) -> None:
-        if self._thread is None:
+        if self._loop_thread is None:
             self.start()
         self._stopped.wait()
 
@@ -394,8 +433,12 @@ class HttpServer:
             return
         self._running.clear()
         self._wake()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        with self._relief:
+            self._relief.notify_all()
+            threads = list(self._io_threads)
+        for thread in threads:  # the loop's, and those finishing a request
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=True, cancel_futures=False)
         self._answers.shutdown(wait=True, cancel_futures=False)
         with self._conns_lock:
@@ -418,7 +461,7 @@ class HttpServer:
     def alive(self, within: float) -> bool:
         """Whether the I/O loop runs and went round within the last ``within`` s
         (it goes round at least once a second)."""
-        thread = self._thread
+        thread = self._loop_thread
         return (thread is not None and thread.is_alive()
                 and self._clock() - self.last_turn <= within)
 
@@ -433,11 +476,76 @@ class HttpServer:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
 
-    def _loop(self) -> None:
+    def _io_thread(self, *, standby: bool) -> threading.Thread:
+        """A thread to run the loop, or to stand by for it (not started yet:
+        the caller sets its role first). Called under ``_relief``."""
+        thread = threading.Thread(target=self._run_io, args=(standby,), name="lmi-mountd-io",
+                                  daemon=True)
+        self._io_threads = [t for t in self._io_threads if t.is_alive()] + [thread]
+        return thread
+
+    def _run_io(self, standby: bool) -> None:
+        """An I/O thread's life: it runs the loop, or stands by until it takes
+        the loop over; a thread whose loop was taken over (while it served a
+        request) stands by in turn, unless another does already."""
+        while not standby or self._stand_by():
+            if not self._loop():
+                return  # the server stopped
+            with self._relief:
+                if self._standby is not None or self._loop_done:
+                    return
+                self._standby = threading.current_thread()
+            standby = True
+
+    def _stand_by(self) -> bool:
+        """Wait until the loop's thread has served one request for
+        ``RELIEF_SECONDS``, then take the loop over (True); False once the loop
+        has ended. It looks again every ``RELIEF_SECONDS`` while requests are
+        served there, and sleeps until the next one after a quiet look: the
+        requests themselves never wake it, unless it sleeps."""
+        me = threading.current_thread()
+        seen = -1
+        with self._relief:
+            while True:
+                if self._loop_done:
+                    self._standby = None
+                    return False
+                since, now = self._serving_since, time.monotonic()
+                if since is not None and now - since >= RELIEF_SECONDS:
+                    # The request it serves is the old thread's own from now on.
+                    self._loop_thread, self._standby = me, None
+                    self._serving_since = None
+                    break
+                if since is not None:
+                    timeout: float | None = since + RELIEF_SECONDS - now
+                elif self._served_here != seen:
+                    timeout = RELIEF_SECONDS
+                else:
+                    timeout = None
+                seen = self._served_here
+                self._standby_sleeps = timeout is None
+                self._relief.wait(timeout)
+                self._standby_sleeps = False
+        log.debug("another thread took the I/O loop over: the request on its thread %s",
+                  "gave up its turn" if since == -math.inf else f"ran {now - since:.3f} s")
+        # Its first turn takes what the other thread handed back meanwhile.
+        self._wake()
+        return True
+
+    def _on_loop_thread(self) -> bool:
+        return threading.current_thread() is self._loop_thread
+
+    def _loop(self) -> bool:
+        """The I/O loop, on the thread that owns it: True when another thread
+        took it over while this one served a request (``_serve_here``), False
+        when it ended (the server stops)."""
+        taken_over = False
         try:
             while self._running.is_set():
                 self.last_turn = self._clock()
                 timeout = self._next_deadline()
+                if self._here is not None:
+                    timeout = 0.0  # a look at the sockets, then that request
                 for key, mask in self._selector.select(timeout):
                     if key.fileobj is self._wake_r:
                         with contextlib.suppress(OSError):
@@ -451,11 +559,23 @@ class HttpServer:
                 self._start_turns()
                 self._expire()
                 self._resume_listeners()
+                if self._here is not None and not self._serve_here():
+                    taken_over = True
+                    return True
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception("the I/O loop failed; the server stops")
         finally:
-            # Requests still waiting for their turn are answered before the
-            # workers stop (``shutdown`` lets them finish).
+            if not taken_over:
+                self._end_loop()
+        return False
+
+    def _end_loop(self) -> None:
+        # Requests still waiting for their turn are answered before the
+        # workers stop (``shutdown`` lets them finish).
+        try:
+            here, self._here = self._here, None
+            if here is not None:
+                self._submit(here)
             with self._conns_lock:
                 waiting = list(self._waiting)
                 self._waiting.clear()
@@ -470,6 +590,10 @@ class HttpServer:
                 idle = [c for c in self._conns if c.state is not _State.BUSY]
             for conn in idle:
                 self._close(conn)
+        finally:
+            with self._relief:
+                self._loop_done = True
+                self._relief.notify_all()
 
     def _resume_listeners(self) -> None:
         now = self._clock()
@@ -842,6 +966,10 @@ class HttpServer:
         became long or gave up its turn)."""
         with self._conns_lock:
             due = self._turns(self._clock())
+        if (due and self._serve_on_loop and self._here is None
+                and self._serving_since is None and self._on_loop_thread()):
+            # The loop's thread serves the first itself, at the end of its turn.
+            self._here, due = due[0], due[1:]
         for serving in due:
             self._submit(serving)
 
@@ -866,6 +994,12 @@ class HttpServer:
     def _give_up(self, serving: _Serving) -> None:
         with self._conns_lock:
             self._counted.pop(serving, None)
+        with self._relief:
+            if self._serving_since is not None and self._on_loop_thread():
+                # Served on the loop's thread, it waits for something other
+                # than Python now: the loop goes on elsewhere at once.
+                self._serving_since = -math.inf
+                self._relief.notify()
         self._start_turns()
 
     def _submit(self, serving: _Serving) -> None:
@@ -897,9 +1031,11 @@ class HttpServer:
         try:
             handed = (self._await_next(conn, unless_buffered=True) if self._running.is_set()
                       else _Handed.BUFFERED)
-            if handed is _Handed.WAITING_SOONER:
+            if handed is _Handed.WAITING_SOONER and not self._on_loop_thread():
                 # The loop sleeps until later than this connection's keep-alive
-                # deadline (a timeout below a second): it must wake for it.
+                # deadline (a timeout below a second): it must wake for it. (The
+                # loop's own thread works its sleep out again when it is done; a
+                # thread that takes the loop over wakes it first.)
                 self._wake()
             if handed is not _Handed.BUFFERED:
                 return
@@ -911,44 +1047,92 @@ class HttpServer:
         # I/O thread's to parse, or to close.
         with self._returned_lock:
             self._returned.append(conn)
-        self._wake()
+        if not self._on_loop_thread():
+            self._wake()
 
-    # -- worker threads -------------------------------------------------------------------------
+    # -- serving requests (the loop's thread, workers) ----------------------------------------
+
+    def _serve_here(self) -> bool:
+        """Serve ``_here`` on the loop's thread; whether this thread still runs
+        the loop after it.
+
+        A request served here costs no hand-off: a worker would be woken for
+        it, and would read the request's bytes into another CPU's cache (see
+        "Throughput" in docs/architecture.rst: a tenth of the server's CPU in
+        test_concurrency). Should it run longer
+        than ``RELIEF_SECONDS`` (a mount helper, a client that does not read),
+        the thread that stands by (``_stand_by``) takes the loop over, and this
+        one finishes the request, then stands by in turn (``_run_io``)."""
+        serving, self._here = self._here, None
+        assert serving is not None
+        with self._relief:
+            self._serving_since = time.monotonic()
+            self._served_here += 1
+            if self._standby is None:
+                self._standby = self._io_thread(standby=True)
+                self._standby.start()
+            elif self._standby_sleeps:
+                self._relief.notify()
+        try:
+            due = self._serve_counted(serving)
+        finally:
+            with self._relief:
+                still = self._on_loop_thread()
+                if still:
+                    self._serving_since = None
+        if still and due:
+            self._here, due = due[0], due[1:]
+        for other in due:
+            self._submit(other)
+        return still
 
     def _work(self, serving: _Serving) -> None:
-        """Serve ``serving``, then the next whose turn it is, on this thread: a
-        thread that goes on costs nothing, waking another costs a hand-off."""
+        """On a worker: serve ``serving``, then the next whose turn it is, on this
+        thread: a thread that goes on costs nothing, waking another costs a
+        hand-off."""
         item: _Serving | None = serving
         while item is not None:
-            serving, item = item, None
-            keep_alive = served = False
-            _turn.current = (self, serving)
-            try:
-                keep_alive = self._serve(serving)
-                served = True
-            finally:
-                _turn.current = None
-                with self._conns_lock:
-                    serving.answered = True  # also if this thread failed: by no one else
-                    if serving.may_detach:
-                        self._may_detach -= 1
-                    if not serving.detached:
-                        self._in_flight -= 1
-                        self._started -= 1
-                    self._counted.pop(serving, None)
-                    due = self._turns(self._clock())
-                # Handed back only now: the next request on this connection has
-                # a turn of its own, which the lines above must not take.
-                if keep_alive:
-                    self._hand_back(serving.conn)
-                if due and served:
-                    # This thread goes on with the oldest; the started count
-                    # already includes it.
-                    item, due = due[0], due[1:]
-                # Several were due (running ones became long): the others go to
-                # other workers, and all of them if this thread ends in a failure.
-                for other in due:
-                    self._submit(other)
+            due = self._serve_counted(item)
+            # This thread goes on with the oldest; the started count already
+            # includes it. Several were due (running ones became long): the
+            # others go to other workers.
+            item = due[0] if due else None
+            for other in due[1:]:
+                self._submit(other)
+
+    def _serve_counted(self, serving: _Serving) -> list[_Serving]:
+        """Serve ``serving`` and count it done; the requests whose turn came
+        meanwhile, for the caller to start."""
+        keep_alive = served = False
+        _turn.current = (self, serving)
+        try:
+            keep_alive = self._serve(serving)
+            served = True
+        except Exception:
+            # Not the application's failure (that is a 500), the server's own:
+            # on a worker it vanished into the pool's future, and left the
+            # connection busy for ever; on the loop's thread it would end the loop.
+            log.exception("serving %s %s from %s failed; that connection is closed",
+                          serving.request.head.method, serving.request.head.target,
+                          serving.conn.peer[0])
+        finally:
+            _turn.current = None
+            with self._conns_lock:
+                serving.answered = True  # also if this thread failed: by no one else
+                if serving.may_detach:
+                    self._may_detach -= 1
+                if not serving.detached:
+                    self._in_flight -= 1
+                    self._started -= 1
+                self._counted.pop(serving, None)
+                due = self._turns(self._clock())
+            # Handed back only now: the next request on this connection has a
+            # turn of its own, which the lines above must not take.
+            if keep_alive:
+                self._hand_back(serving.conn)
+            if not served:
+                self._close(serving.conn)
+        return due
 
     def _serve(self, serving: _Serving) -> bool:
         """Answer ``serving`` (unless it was answered elsewhere meanwhile); whether
@@ -1090,10 +1274,11 @@ class HttpServer:
 
 
 def give_up_turn() -> None:
-    """Say that the request this worker runs waits from now on for something
+    """Say that the request this thread serves waits from now on for something
     other than Python (a password hash in C, which releases the GIL; a PAM
     conversation): it no longer counts against ``concurrent_requests``, and
-    the next request starts at once. Nothing happens outside a request."""
+    the next request starts at once (on the loop's thread, the loop goes on
+    on another at once). Nothing happens outside a request."""
     turn = getattr(_turn, "current", None)
     if turn is not None:
         server, serving = turn
@@ -1101,11 +1286,11 @@ def give_up_turn() -> None:
 
 
 def answer_elsewhere() -> Callable[[Response], bool] | None:
-    """On a worker, inside a request: a function that answers that request from
-    any thread while the worker goes on with it (a method's work whose
-    synchronous window ends: its job is the answer, and the work goes on).
-    The connection then carries the client's next request, and the worker no
-    longer counts as one of ``threads``.
+    """Inside a request (on a worker or the loop's thread): a function that
+    answers that request from any thread while the worker goes on with it (a
+    method's work whose synchronous window ends: its job is the answer, and
+    the work goes on). The connection then carries the client's next request,
+    and the worker no longer counts as one of ``threads``.
 
     The right is taken now, one of ``detached_requests``, and kept until the
     worker is done: None when none is left (or outside a request), and the
