@@ -369,11 +369,15 @@ class HttpServer:
         self._here: _Serving | None = None
         #: The threads that run the I/O loop, one at a time (see ``_serve_here``):
         #: the one that runs it now, the one that stands by to take it over,
-        #: and every one started (all are joined at shutdown). Under
-        #: ``_relief``, as are the four after them.
+        #: those kept aside to stand by later (they lost the loop to a request
+        #: that went long, and another stood by already), and every one started
+        #: (all are joined at shutdown). Under ``_relief``'s lock (``_spare``
+        #: wakes those kept aside), as are the four after them.
         self._relief = threading.Condition(threading.Lock())
+        self._spare = threading.Condition(self._relief._lock)  # type: ignore[attr-defined]
         self._loop_thread: threading.Thread | None = None
         self._standby: threading.Thread | None = None
+        self._spares: list[threading.Thread] = []
         self._io_threads: list[threading.Thread] = []
         #: When the loop's thread began the request it serves now (monotonic;
         #: -inf once that request gave up its turn), None between them and once
@@ -384,6 +388,8 @@ class HttpServer:
         self._served_here = 0
         self._standby_sleeps = False
         self._loop_done = False
+        #: Set before the worker pool shuts down (``_submit``).
+        self._pool_closed = False
         self._running = threading.Event()
         self._stopped = threading.Event()
         #: When the I/O loop last went round (the clock's time): a supervisor
@@ -433,12 +439,16 @@ class HttpServer:
             return
         self._running.clear()
         self._wake()
-        deadline = time.monotonic() + timeout
         with self._relief:
             self._relief.notify_all()
-            threads = list(self._io_threads)
-        for thread in threads:  # the loop's, and those finishing a request
-            thread.join(max(0.0, deadline - time.monotonic()))
+            ended = self._relief.wait_for(lambda: self._loop_done, timeout)
+            threads = [t for t in self._io_threads
+                       if t.ident is not None and t is not threading.current_thread()]
+        for thread in threads:
+            # Once the loop has ended, the threads left finish a request each,
+            # waited for as the pool's workers are below.
+            thread.join(None if ended else 0.0)
+        self._pool_closed = True
         self._pool.shutdown(wait=True, cancel_futures=False)
         self._answers.shutdown(wait=True, cancel_futures=False)
         with self._conns_lock:
@@ -489,13 +499,28 @@ class HttpServer:
         the loop over; a thread whose loop was taken over (while it served a
         request) stands by in turn, unless another does already."""
         while not standby or self._stand_by():
-            if not self._loop():
-                return  # the server stopped
-            with self._relief:
-                if self._standby is not None or self._loop_done:
-                    return
-                self._standby = threading.current_thread()
+            if not self._loop() or not self._rejoin():
+                return
             standby = True
+
+    def _rejoin(self) -> bool:
+        """After this thread lost the loop and finished its request: stand by
+        (True), at once if no thread does, else once one is needed, kept aside
+        meanwhile (at most ``threads`` are: a thread started for every login
+        that hands the loop over cost more than the hand-off); False to end."""
+        me = threading.current_thread()
+        with self._relief:
+            if self._standby is None and not self._loop_done:
+                self._standby = me
+                return True
+            if self._loop_done or len(self._spares) >= self.limits.threads:
+                return False
+            self._spares.append(me)
+            while me in self._spares and not self._loop_done:
+                self._spare.wait()
+            if me in self._spares:
+                self._spares.remove(me)
+            return self._standby is me
 
     def _stand_by(self) -> bool:
         """Wait until the loop's thread has served one request for
@@ -508,7 +533,8 @@ class HttpServer:
         with self._relief:
             while True:
                 if self._loop_done:
-                    self._standby = None
+                    if self._standby is me:
+                        self._standby = None
                     return False
                 since, now = self._serving_since, time.monotonic()
                 if since is not None and now - since >= RELIEF_SECONDS:
@@ -544,8 +570,11 @@ class HttpServer:
             while self._running.is_set():
                 self.last_turn = self._clock()
                 timeout = self._next_deadline()
-                if self._here is not None:
-                    timeout = 0.0  # a look at the sockets, then that request
+                if self._here is not None or self._returned:
+                    # A look at the sockets, then that request, or the next one
+                    # this thread found in a connection's buffer as it handed
+                    # it back (it woke no one for it).
+                    timeout = 0.0
                 for key, mask in self._selector.select(timeout):
                     if key.fileobj is self._wake_r:
                         with contextlib.suppress(OSError):
@@ -565,7 +594,9 @@ class HttpServer:
         except Exception:  # pragma: no cover - a bug here must not pass silently
             log.exception("the I/O loop failed; the server stops")
         finally:
-            if not taken_over:
+            # Not by a thread that lost the loop (a BaseException out of its
+            # request): the loop runs on elsewhere.
+            if not taken_over and self._on_loop_thread():
                 self._end_loop()
         return False
 
@@ -594,6 +625,7 @@ class HttpServer:
             with self._relief:
                 self._loop_done = True
                 self._relief.notify_all()
+                self._spare.notify_all()
 
     def _resume_listeners(self) -> None:
         now = self._clock()
@@ -1005,7 +1037,15 @@ class HttpServer:
     def _submit(self, serving: _Serving) -> None:
         try:
             self._pool.submit(self._work, serving)
-        except RuntimeError:  # the pool is shutting down
+        except RuntimeError as exc:
+            if not self._pool_closed:
+                # The pool queued the request, then could not start a thread
+                # for it (TasksMax, RLIMIT_NPROC): a worker takes it when one is
+                # free. It was counted done twice, its connection closed under it.
+                log.warning("no worker thread could be started (%s): the request waits "
+                            "for a worker", exc)
+                return
+            # The pool is shutting down.
             with self._conns_lock:
                 self._conns.discard(serving.conn)
                 self._counted.pop(serving, None)
@@ -1066,13 +1106,25 @@ class HttpServer:
         serving, self._here = self._here, None
         assert serving is not None
         with self._relief:
-            self._serving_since = time.monotonic()
-            self._served_here += 1
-            if self._standby is None:
-                self._standby = self._io_thread(standby=True)
-                self._standby.start()
+            if self._standby is None and self._spares:
+                self._standby = self._spares.pop()
+                self._spare.notify_all()
+            elif self._standby is None:
+                thread = self._io_thread(standby=True)
+                try:
+                    thread.start()
+                    self._standby = thread
+                except RuntimeError as exc:  # TasksMax, RLIMIT_NPROC, memory
+                    # Served here all the same, the loop waiting for it: a
+                    # worker may not be started either, and the request would
+                    # wait in the pool's queue for one.
+                    self._io_threads.remove(thread)
+                    log.warning("no thread can stand by for the I/O loop (%s): the loop "
+                                "waits for the request it serves", exc)
             elif self._standby_sleeps:
                 self._relief.notify()
+            self._serving_since = time.monotonic()
+            self._served_here += 1
         try:
             due = self._serve_counted(serving)
         finally:
