@@ -13,10 +13,10 @@ The loop's thread serves a request whose turn comes on it itself, at the
 end of its turn, without handing it to a worker; a second I/O thread stands
 by and takes the loop over if that request runs ``RELIEF_SECONDS`` (it waits
 for a mount helper, or for a client to read), and the thread that served it
-stands by in turn once it is done, or waits aside until one is needed. The one that stands by looks every
-``RELIEF_SECONDS`` while requests are served so, and sleeps after a look that
-found none: only the first request after such a quiet spell wakes it (see
-``HttpServer._serve_here``).
+stands by in turn once it is done, or waits aside until one is needed. The
+one that stands by looks every ``RELIEF_SECONDS`` while requests are served
+so, and sleeps after a look that found none: only the first request after
+such a quiet spell wakes it (see ``HttpServer._serve_here``).
 
 The limits are enforced where the bytes arrive (RFC 9112 framing):
 
