@@ -20,6 +20,7 @@ from pywbem import CIMInstance, CIMInstanceName, Uint16, Uint32, WBEMConnection
 
 from lmi_mount.cim.model import Model, load_model
 from lmi_mount.cim.names import NAMESPACE
+from lmi_mount.server import cimxml
 from lmi_mount.server.app import CimServer
 from lmi_mount.server.config import ServerConfig
 from lmi_mount.server.http import HttpLimits
@@ -194,3 +195,14 @@ def running(model: Model, tls_files: tuple[Path, Path]) -> Iterator[Running]:
         yield Running(server, broker, paths, ports[False], ports[True], tls_files[0])
     finally:
         server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _kept_calls_unchanged() -> Iterator[None]:
+    """After each test, every method call kept parsed still reads as a fresh parse
+    of its body: nothing a request did reached one (``cimxml.parse_request``)."""
+    yield
+    with cimxml._kept_lock:
+        kept = list(cimxml._kept.items())
+    for body, call in kept:
+        assert call == cimxml._parse_request(body)
