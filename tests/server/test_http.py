@@ -1117,6 +1117,19 @@ class ThreadNamingApp(EchoApp):
         return super().handle(request)
 
 
+@contextlib.contextmanager
+def held_requests() -> Iterator[tuple[ThreadNamingApp, HttpServer]]:
+    """A server whose ``/wait`` and ``/off-turn`` requests wait until
+    ``app.release`` is set (at the latest when the block ends)."""
+    app = ThreadNamingApp()
+    app.release.clear()
+    with HttpServer([Listener("127.0.0.1", 0)], app, LIMITS) as server:
+        try:
+            yield app, server
+        finally:
+            app.release.set()
+
+
 def io_threads(server: HttpServer) -> list[threading.Thread]:
     """The server's I/O threads still alive."""
     return [t for t in server._io_threads if t.is_alive()]
@@ -1126,25 +1139,17 @@ def test_a_request_is_served_on_the_loop_thread_without_a_hand_off() -> None:
     # A worker woken for each request cost a tenth of the server's CPU (the
     # hand-off, and the request's bytes read into another CPU's cache).
     app = ThreadNamingApp()
-    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
-    server.start()
-    try:
+    with HttpServer([Listener("127.0.0.1", 0)], app, LIMITS) as server:
         with connect(server) as sock:
             ask_in_turn(sock, sock.makefile("rb"), 3)
         assert app.threads == [server._loop_thread] * 3
-    finally:
-        server.shutdown()
 
 
 def test_a_long_request_on_the_loop_thread_holds_up_no_other_connection() -> None:
     # The loop's thread serves a request that then waits (for a mount helper,
     # say): the thread that stands by takes the loop over after RELIEF_SECONDS,
     # so new connections are accepted and other requests answered meanwhile.
-    app = ThreadNamingApp()
-    app.release.clear()
-    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
-    server.start()
-    try:
+    with held_requests() as (app, server):
         first_loop = server._loop_thread
         with connect(server) as waiting:
             waiting.sendall(post(path="/wait", body=b"slow"))
@@ -1168,9 +1173,6 @@ def test_a_long_request_on_the_loop_thread_holds_up_no_other_connection() -> Non
         assert set(io_threads(server)) == {server._loop_thread, server._standby,
                                            *server._spares}
         assert len(io_threads(server)) <= 3
-    finally:
-        app.release.set()
-        server.shutdown()
     assert io_threads(server) == []
 
 
@@ -1237,11 +1239,7 @@ def test_a_request_that_gives_up_its_turn_on_the_loop_thread_hands_the_loop_over
     import lmi_mount.server.http as http
 
     monkeypatch.setattr(http, "RELIEF_SECONDS", 60.0)
-    app = ThreadNamingApp()
-    app.release.clear()
-    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
-    server.start()
-    try:
+    with held_requests() as (app, server):
         first_loop = server._loop_thread
         with connect(server) as waiting, connect(server) as other:
             waiting.sendall(post(path="/off-turn", body=b"hash"))
@@ -1249,9 +1247,6 @@ def test_a_request_that_gives_up_its_turn_on_the_loop_thread_hands_the_loop_over
             assert app.threads[0] is first_loop and server._loop_thread is not first_loop
             app.release.set()
             assert read_response(waiting.makefile("rb")).body == b"hash"
-    finally:
-        app.release.set()
-        server.shutdown()
 
 
 def test_a_pipelined_request_after_one_served_on_the_loop_thread_does_not_wait(
@@ -1259,18 +1254,33 @@ def test_a_pipelined_request_after_one_served_on_the_loop_thread_does_not_wait(
     # The loop's thread hands the connection back with the next request in its
     # buffer and wakes nobody: it must look before it sleeps (a review: each
     # pipelined request after the first waited a second, the loop's sleep).
-    server = HttpServer([Listener("127.0.0.1", 0)], app, LIMITS)
-    server.start()
-    try:
-        with connect(server) as sock:
-            replies = sock.makefile("rb")
-            for _ in range(2):
-                sock.sendall(post(body=b"a") + post(body=b"b") + post(body=b"c"))
-                started = time.monotonic()
-                assert [read_response(replies).body for _ in "abc"] == [b"a", b"b", b"c"]
-                assert time.monotonic() - started < 0.5  # not one second per request
-    finally:
-        server.shutdown()
+    with HttpServer([Listener("127.0.0.1", 0)], app, LIMITS) as server, connect(server) as sock:
+        replies = sock.makefile("rb")
+        for _ in range(2):
+            sock.sendall(post(body=b"a") + post(body=b"b") + post(body=b"c"))
+            started = time.monotonic()
+            assert [read_response(replies).body for _ in "abc"] == [b"a", b"b", b"c"]
+            assert time.monotonic() - started < 0.5  # not one second per request
+
+
+def no_thread_starts(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """No thread whose name starts with ``name`` can be started (TasksMax)."""
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name.startswith(name):
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+
+def assert_counted_done(server: HttpServer) -> None:
+    """Every request read was answered and counted done (within 3 s)."""
+    deadline = time.monotonic() + 3
+    while server._in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (server._in_flight, server._started) == (0, 0)
 
 
 def test_no_thread_to_stand_by_still_serves_the_request(
@@ -1284,25 +1294,15 @@ def test_no_thread_to_stand_by_still_serves_the_request(
     try:
         with connect(server) as sock:  # a worker exists to take the request
             ask_in_turn(sock, sock.makefile("rb"), 1)
-        real_start = threading.Thread.start
-
-        def start(thread: threading.Thread) -> None:
-            if thread.name == "lmi-mountd-io":
-                raise RuntimeError("can't start new thread")
-            real_start(thread)
-
         server._standby = None  # as after a takeover
-        monkeypatch.setattr(threading.Thread, "start", start)
+        no_thread_starts(monkeypatch, "lmi-mountd-io")
         with connect(server) as sock:
             ask_in_turn(sock, sock.makefile("rb"), 3)
         monkeypatch.undo()
         assert server.alive(within=1)
         with connect(server) as sock:
             ask_in_turn(sock, sock.makefile("rb"), 2)
-        deadline = time.monotonic() + 3
-        while server._in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert (server._in_flight, server._started) == (0, 0)
+        assert_counted_done(server)
     finally:
         monkeypatch.undo()
         server.shutdown()
@@ -1325,14 +1325,7 @@ def test_a_worker_that_cannot_be_started_still_serves_the_request_later(
             deadline = time.monotonic() + 5
             while not server._pool._threads and time.monotonic() < deadline:
                 time.sleep(0.01)
-            real_start = threading.Thread.start
-
-            def start(thread: threading.Thread) -> None:
-                if thread.name.startswith("lmi-mountd_"):
-                    raise RuntimeError("can't start new thread")
-                real_start(thread)
-
-            monkeypatch.setattr(threading.Thread, "start", start)
+            no_thread_starts(monkeypatch, "lmi-mountd_")
             server._counted.clear()  # the first no longer counts: the second starts
             second.sendall(post(body=b"second"))
             time.sleep(0.2)
@@ -1340,10 +1333,7 @@ def test_a_worker_that_cannot_be_started_still_serves_the_request_later(
             app.release.set()
             assert read_response(first.makefile("rb")).body == b"first"
             assert read_response(second.makefile("rb")).body == b"second"
-        deadline = time.monotonic() + 3
-        while server._in_flight and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert (server._in_flight, server._started) == (0, 0)
+        assert_counted_done(server)
     finally:
         monkeypatch.undo()
         app.release.set()
@@ -1367,9 +1357,7 @@ def test_a_base_exception_on_a_thread_that_lost_the_loop_leaves_the_loop_running
                 raise SystemExit(3)
             return super().handle(request)
 
-    server = HttpServer([Listener("127.0.0.1", 0)], ExitingApp(), LIMITS)
-    server.start()
-    try:
+    with HttpServer([Listener("127.0.0.1", 0)], ExitingApp(), LIMITS) as server:
         with connect(server) as sock:
             sock.sendall(post(path="/exit"))
             time.sleep(0.3)
@@ -1377,8 +1365,6 @@ def test_a_base_exception_on_a_thread_that_lost_the_loop_leaves_the_loop_running
             ask_in_turn(sock, sock.makefile("rb"), 2)
         assert server.alive(within=1) and not server._loop_done
         assert ended == [(SystemExit, "lmi-mountd-io")]
-    finally:
-        server.shutdown()
 
 
 def test_shutdown_lets_a_request_on_an_io_thread_finish_as_a_workers() -> None:
