@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,12 +198,25 @@ def running(model: Model, tls_files: tuple[Path, Path]) -> Iterator[Running]:
         server.shutdown()
 
 
+#: Every KeptCalls the server tests make (module-scoped servers included).
+_KEPT_CALLS: weakref.WeakSet[cimxml.KeptCalls] = weakref.WeakSet()
+_made = cimxml.KeptCalls.__init__
+
+
+def _recorded(self: cimxml.KeptCalls, *args: Any, **kwargs: Any) -> None:
+    _made(self, *args, **kwargs)
+    _KEPT_CALLS.add(self)
+
+
+cimxml.KeptCalls.__init__ = _recorded  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def _kept_calls_unchanged() -> Iterator[None]:
-    """After each test, every method call kept parsed still reads as a fresh parse
-    of its body: nothing a request did reached one (``cimxml.parse_request``)."""
+    """After each test, every method call kept parsed still reads as a fresh
+    parse of its body (``repr``: pywbem's == ignores names' case and values'
+    CIM types): nothing a request did reached one (``cimxml.KeptCalls``)."""
     yield
-    with cimxml._kept_lock:
-        kept = list(cimxml._kept.items())
-    for body, call in kept:
-        assert call == cimxml._parse_request(body)
+    for kept in list(_KEPT_CALLS):
+        for body, call in kept.items():
+            assert repr(call) == repr(cimxml.parse_request(body))

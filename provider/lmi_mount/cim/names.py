@@ -29,6 +29,12 @@ UNIX_DIRECTORY: Final = "LMI_UnixDirectory"
 LOCAL_FILE_SYSTEM: Final = "LMI_LocalFileSystem"
 HOSTED_MOUNT_SERVICE: Final = "LMI_HostedMountService"
 
+#: The service's methods whose calls the server may keep parsed
+#: (``server.cimxml.KeptCalls``): their parameters name mounts, holders and
+#: references, never mount options, which a Goal setting carries by reference
+#: (CreateSetting's Options may name a password).
+KEPT_METHODS: Final = frozenset({"createmount", "modifymount", "deletemount"})
+
 # Jobs of the service.
 MOUNT_JOB: Final = "LMI_MountJob"
 AFFECTED_MOUNT_JOB_ELEMENT: Final = "LMI_AffectedMountJobElement"

@@ -36,7 +36,7 @@ from pywbem import CIMClassName, CIMError, CIMInstanceName
 from lmi_mount import __version__
 from lmi_mount.cim.broker import Caller
 from lmi_mount.cim.jobs import JobManager
-from lmi_mount.cim.names import INTEROP_NAMESPACE
+from lmi_mount.cim.names import INTEROP_NAMESPACE, KEPT_METHODS, MOUNT_CONFIGURATION_SERVICE
 from lmi_mount.linux import files
 from lmi_mount.server import cimxml
 from lmi_mount.server.auth import (
@@ -138,6 +138,7 @@ class CimXmlApp:
         self.authenticator = authenticator
         self.plain_http = plain_http
         self.realm = realm
+        self.kept_calls = cimxml.KeptCalls(_may_keep)
 
     # -- checks on the head, before the body is read ------------------------------------
 
@@ -216,7 +217,7 @@ class CimXmlApp:
                     "authentication from %s failed: %s", head.peer[0], exc)
             return self._unauthorized()
         try:
-            call = cimxml.parse_request(request.body)
+            call, keep = self.kept_calls.parse(request.body, identity.user)
             self._check_call_headers(head, call)
         except cimxml.RequestError as exc:
             log.info("request from %s (%s) refused: %s", head.peer[0], identity.user, exc)
@@ -236,6 +237,8 @@ class CimXmlApp:
                 return None if send is None else lambda body: send(_cim_response(head, body))
 
             result = self.dispatcher.extrinsic(call, caller, may_answer_early)
+            if keep is not None and not result.status:
+                keep()
         self._log(head, identity, call, result, started)
         return _cim_response(head, result.body)
 
@@ -273,6 +276,12 @@ class CimXmlApp:
         log.log(level, "%s %s %s %s: %s%s in %.3f s%s", head.peer[0], identity.user,
                 call.method, call_object(call)[:_LOGGED_CHARACTERS], result.status, said,
                 time.monotonic() - started, streamed)
+
+
+def _may_keep(call: cimxml.ExtrinsicCall) -> bool:
+    """Whether a call may be kept parsed: one of the service's KEPT_METHODS."""
+    return (call.method.lower() in KEPT_METHODS
+            and call.target.classname.lower() == MOUNT_CONFIGURATION_SERVICE.lower())
 
 
 def _cim_response(head: RequestHead, body: bytes | Iterator[bytes]) -> Response:

@@ -237,41 +237,66 @@ class ExtrinsicCall:
     params: tuple[RawParam, ...] = field(default=())
 
 
-#: Method calls kept parsed (``parse_request``): how many, and the largest body.
+#: Method calls kept parsed (``KeptCalls``): how many, and the largest body.
 KEPT_CALLS: Final = 256
 KEPT_BODY_BYTES: Final = 16 * 1024
-_kept: OrderedDict[bytes, ExtrinsicCall] = OrderedDict()  # least recently used first
-_kept_lock = threading.Lock()
 
 
-def parse_request(data: bytes) -> IntrinsicCall | ExtrinsicCall:
-    """Parse a CIM-XML operation request (``<CIM><MESSAGE><SIMPLEREQ>``).
+class KeptCalls:
+    """Method calls kept parsed, by caller and body: a client sends the same few
+    calls again and again (pywbem sends MESSAGE ID 1001 every time, so one
+    call's bodies are equal byte for byte), and parsing one cost about a fifth
+    of the server's CPU for a CreateMount.
 
-    A method call is kept parsed, by its body, and each request gets a copy
-    of it that shares nothing it may change: a client sends the same few calls
-    again and again (pywbem sends MESSAGE ID 1001 every time, so one call's
-    bodies are equal byte for byte), and parsing one cost about a fifth of
-    the server's CPU for a CreateMount. Kept: up to ``KEPT_CALLS`` calls, the
-    least recently used out first, of bodies up to ``KEPT_BODY_BYTES``, whose
-    parameters are values and paths only (no instance, no embedded object: a
-    setting's text may name a password, and stays no longer than its request).
+    ``parse`` gives each request a copy of the call that shares nothing it may
+    change, and, for a call not kept yet that may be, the function that keeps
+    it, to be called once the call succeeded (a refused one is not kept).
+    Kept: calls that ``may_keep`` (the model names the methods whose
+    parameters carry no secret: CreateSetting's Options may name a password),
+    whose parameters are values and paths only (no instance, no embedded
+    object), of bodies up to ``KEPT_BODY_BYTES``; ``KEPT_CALLS`` of them, the
+    least recently used out first. By caller: one user's calls are no hits
+    (to time) and no evictions for another.
     """
-    keep = len(data) <= KEPT_BODY_BYTES
-    if keep:
-        with _kept_lock:
-            kept = _kept.get(data)
+
+    def __init__(self, may_keep: Callable[[ExtrinsicCall], bool]) -> None:
+        self._may_keep = may_keep
+        self._calls: OrderedDict[tuple[str, bytes], ExtrinsicCall] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def items(self) -> list[tuple[bytes, ExtrinsicCall]]:
+        """(body, call) of every call kept."""
+        with self._lock:
+            return [(body, call) for (_, body), call in self._calls.items()]
+
+    def parse(self, data: bytes, user: str
+              ) -> tuple[IntrinsicCall | ExtrinsicCall, Callable[[], None] | None]:
+        """``parse_request(data)`` for ``user``, and the function that keeps it (or None)."""
+        key = (user, data)
+        small = len(data) <= KEPT_BODY_BYTES
+        if small:
+            with self._lock:
+                kept = self._calls.get(key)
+                if kept is not None:
+                    self._calls.move_to_end(key)
             if kept is not None:
-                _kept.move_to_end(data)
-        if kept is not None:
-            return _copied_call(kept)
-    call = _parse_request(data)
-    if not (keep and isinstance(call, ExtrinsicCall) and _keepable(call)):
-        return call
-    with _kept_lock:
-        _kept[data] = call
-        if len(_kept) > KEPT_CALLS:
-            _kept.popitem(last=False)
-    return _copied_call(call)
+                return _copied_call(kept), None
+        call = parse_request(data)
+        if not (small and isinstance(call, ExtrinsicCall) and _keepable(call)
+                and self._may_keep(call)):
+            return call, None
+        original = call  # never handed out: consumers get copies
+
+        def keep() -> None:
+            with self._lock:
+                self._calls[key] = original
+                if len(self._calls) > KEPT_CALLS:
+                    self._calls.popitem(last=False)
+
+        return _copied_call(call), keep
 
 
 def _keepable(call: ExtrinsicCall) -> bool:
@@ -296,7 +321,7 @@ def _copied(value: Any) -> Any:
     return value
 
 
-def _parse_request(data: bytes) -> IntrinsicCall | ExtrinsicCall:
+def parse_request(data: bytes) -> IntrinsicCall | ExtrinsicCall:
     root = parse_xml(data)
     if root.tag != "CIM":
         raise _invalid(f"the root element is {root.tag}, not CIM")
@@ -441,7 +466,7 @@ def _keyvalue(element: etree._Element) -> Any:
     if valuetype == "numeric":
         stripped = text.strip()
         if _INTEGER.fullmatch(stripped) or _HEX.fullmatch(stripped):
-            return _integer(stripped)
+            return _integer(stripped, "KEYVALUE")
         if _REAL.fullmatch(stripped):
             return float(stripped)
         # A value the DTD allows (KEYVALUE is PCDATA): the call's error.
@@ -720,9 +745,13 @@ _INTEGER_TYPES = frozenset(
 )
 
 
-def _integer(text: str) -> int:
+def _integer(text: str, what: str) -> int:
     # DSP0201 integer values are decimal; DSP0004's hex form (0x1F) is accepted too.
-    return int(text, 16) if _HEX.fullmatch(text) else int(text, 10)
+    try:
+        return int(text, 16) if _HEX.fullmatch(text) else int(text, 10)
+    except ValueError as exc:  # more digits than Python converts (4,300)
+        raise CIMError(CIM_ERR_INVALID_PARAMETER,
+                       f"{what}: {text[:20]!r}... ({len(text)} characters): {exc}") from None
 
 
 def _boolean(text: str, what: str) -> bool:
@@ -745,7 +774,7 @@ def _typed_scalar(text: str, cim_type: str, what: str) -> Any:
         if not (_INTEGER.fullmatch(stripped) or _HEX.fullmatch(stripped)):
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{what}: {text!r} is not an integer")
         try:
-            return type_from_name(cim_type)(_integer(stripped))
+            return type_from_name(cim_type)(_integer(stripped, what))
         except ValueError as exc:
             raise CIMError(CIM_ERR_INVALID_PARAMETER, f"{what}: {text!r}: {exc}") from None
     if cim_type in ("real32", "real64"):
@@ -1568,6 +1597,7 @@ __all__ = [
     "EncodeError",
     "ExtrinsicCall",
     "IntrinsicCall",
+    "KeptCalls",
     "OutParam",
     "RawParam",
     "RequestError",
