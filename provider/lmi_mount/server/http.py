@@ -497,7 +497,7 @@ class HttpServer:
     def _run_io(self, standby: bool) -> None:
         """An I/O thread's life: it runs the loop, or stands by until it takes
         the loop over; a thread whose loop was taken over (while it served a
-        request) stands by in turn, unless another does already."""
+        request) stands by in turn, or waits aside if another does (``_rejoin``)."""
         while not standby or self._stand_by():
             if not self._loop() or not self._rejoin():
                 return
