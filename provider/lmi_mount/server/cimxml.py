@@ -7,11 +7,13 @@ subset of DSP0201 (paths, values, instances) into pywbem objects. Responses
 are written by hand as text, element by element, so that a result of 10k
 instances streams as chunks and never becomes one tree; every element is
 written with an end tag (sblim wbemcli trips on some self-closing ones).
+Method calls a client repeats are kept parsed (``KeptCalls``); which ones
+may be, and when, its user says.
 
 Must not know: HTTP, authentication, the broker, or what an operation does
-(``dispatch``). It knows pywbem's object model (with two helpers of
-``lmi_mount.cim`` for it: ``paths.instance_path``, ``model.method_parameters``)
-and DSP0201's grammar only.
+(``dispatch``). It knows pywbem's object model (with helpers of
+``lmi_mount.cim`` for it: ``paths.instance_path`` and ``copied_path``,
+``model.method_parameters``) and DSP0201's grammar only.
 
 pywbem's own CIM-XML parsing (``xml_to_tupletree_sax``) is not used on
 requests: it is quadratic on large inputs and expands entities (FIELD_NOTES
