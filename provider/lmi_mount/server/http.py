@@ -434,7 +434,8 @@ class HttpServer:
         self._stopped.wait()
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop accepting, let running requests finish (up to ``timeout``), close everything."""
+        """Stop accepting, end the loop (waited for up to ``timeout``), let running
+        requests finish (on workers and I/O threads alike), close everything."""
         if not self._running.is_set():
             return
         self._running.clear()
@@ -1099,10 +1100,11 @@ class HttpServer:
         A request served here costs no hand-off: a worker would be woken for
         it, and would read the request's bytes into another CPU's cache (see
         "Throughput" in docs/architecture.rst: a tenth of the server's CPU in
-        test_concurrency). Should it run longer
-        than ``RELIEF_SECONDS`` (a mount helper, a client that does not read),
-        the thread that stands by (``_stand_by``) takes the loop over, and this
-        one finishes the request, then stands by in turn (``_run_io``)."""
+        test_concurrency). Should it run longer than ``RELIEF_SECONDS`` (a
+        mount helper, a client that does not read) or give up its turn, the
+        thread that stands by (``_stand_by``) takes the loop over, and this one
+        finishes the request, then stands by in turn or waits aside
+        (``_rejoin``)."""
         serving, self._here = self._here, None
         assert serving is not None
         with self._relief:
