@@ -66,22 +66,25 @@ class LocalFileSystemProvider(Provider):
     classnames = (names.LOCAL_FILE_SYSTEM,)
 
     def instances(self, view: View, classname: str) -> Iterator[CIMInstance]:
-        seen: set[str] = set()
-        for status in view.statuses:
-            if status.live is not None:
-                name, whole = view.file_system_of(status.live)
-                if name not in seen:
-                    seen.add(name)
-                    yield _file_system(view, name, whole)
+        for name, whole in _file_systems(view):
+            yield _file_system(view, name, whole)
 
     def get(self, view: View, path: CIMInstanceName) -> CIMInstance | None:
         wanted = _key(path, "Name")
-        for status in view.statuses:
-            if status.live is not None:
-                name, whole = view.file_system_of(status.live)
-                if name == wanted:
-                    return _file_system(view, name, whole)
-        return None
+        return next((_file_system(view, name, whole) for name, whole in _file_systems(view)
+                     if name == wanted), None)
+
+
+def _file_systems(view: View) -> Iterator[tuple[str, MountRecord]]:
+    """Each live file system once: its name and the mount that shows it whole
+    (``View.file_system_of``)."""
+    seen: set[str] = set()
+    for status in view.statuses:
+        if status.live is not None:
+            name, whole = view.file_system_of(status.live)
+            if name not in seen:
+                seen.add(name)
+                yield name, whole
 
 
 def _file_system(view: View, name: str, whole: MountRecord) -> CIMInstance:
